@@ -1,0 +1,67 @@
+// What every subcommand shares: settings flags generated from the config table, config loading,
+// quiet-aware output, and turning errors into one line and an exit code.
+import os from 'node:os'
+import type { Command } from 'commander'
+import { loadConfig, SETTINGS, type Config, type SettingName } from '../lib/config.ts'
+import { formatError, P2prunError } from '../lib/errors.ts'
+
+/** Adds --name flags for the given settings; their defaults live in config.ts, not in commander. */
+export function addSettings (cmd: Command, names: readonly SettingName[]): Command {
+  for (const name of names) {
+    const spec = SETTINGS[name]
+    cmd.option(spec.kind === 'bool' ? `--${name}` : `--${name} <value>`, spec.help)
+  }
+  return cmd
+}
+
+/** The command's config: its flags over P2PRUN_* over the YAML file over defaults. */
+export async function commandConfig (cmd: Command): Promise<Config> {
+  const flags: Partial<Record<SettingName, string | boolean>> = {}
+  const all = cmd.optsWithGlobals()
+  for (const name of Object.keys(SETTINGS) as SettingName[]) {
+    const key = name.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase())
+    if (all[key] !== undefined) flags[name] = all[key] as string | boolean
+  }
+  return loadConfig({ flags, env: process.env, cwd: process.cwd(), configFile: all.config as string | undefined })
+}
+
+/** The address other hosts reach this one at: the bind address, or the first non-loopback IPv4. */
+export function advertisedHost (config: Config): string {
+  if (config.advertise) return config.advertise
+  if (config.host !== '0.0.0.0' && config.host !== '::') return config.host
+  for (const addrs of Object.values(os.networkInterfaces())) {
+    const v4 = addrs?.find((a) => a.family === 'IPv4' && !a.internal)
+    if (v4) return v4.address
+  }
+  return '127.0.0.1'
+}
+
+export function say (config: Config, line: string): void {
+  if (!config.quiet) process.stderr.write(`${line}\n`)
+}
+
+/** Runs an action; a failure becomes "p2prun CMD: message (hint: …)" and exit code 1 (2 for usage). */
+export function action<A extends unknown[]> (name: string, fn: (...args: A) => Promise<void>): (...args: A) => Promise<void> {
+  return async (...args: A) => {
+    try {
+      await fn(...args)
+    } catch (err) {
+      process.stderr.write(`p2prun ${name}: error: ${formatError(err)}\n`)
+      if (process.env.P2PRUN_DEBUG && err instanceof Error) process.stderr.write(`${err.stack}\n`)
+      process.exitCode = err instanceof P2prunError && err.code === 'USAGE' ? 2 : 1
+    }
+  }
+}
+
+/** Resolves on the first SIGINT or SIGTERM; the process then shuts down in order instead of dying. */
+export function untilSignal (): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
+    const on = (sig: NodeJS.Signals) => {
+      process.off('SIGINT', on)
+      process.off('SIGTERM', on)
+      resolve(sig)
+    }
+    process.on('SIGINT', on)
+    process.on('SIGTERM', on)
+  })
+}

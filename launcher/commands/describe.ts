@@ -1,0 +1,111 @@
+// `p2prun describe DIR -o FILE` and `p2prun inspect FILE`: the description file, made and read.
+import { readFile, rename, rm, writeFile } from 'node:fs/promises'
+import path from 'node:path'
+import type { Command } from 'commander'
+import { formatSummary, parseDescription, summarize, type Description, type DescribedEntry } from '../../lib/description.ts'
+import { describeDirectory } from '../../lib/describe.ts'
+import { usageError } from '../../lib/errors.ts'
+import { action } from '../cli-support.ts'
+
+const collect = (value: string, previous: string[] = []) => [...previous, value]
+
+export function registerDescribe (program: Command): void {
+  program.command('describe')
+    .description('build the description file (a .torrent plus the tree) of a library directory')
+    .argument('<dir>', 'directory holding the job\'s shared libraries')
+    .option('-o, --output <file>', 'where to write the description (default: <dir name>.p2p.torrent)')
+    .option('--follow-symlinks', 'copy in the targets of symlinks that are absolute or leave the directory')
+    .option('--mount-point <template>', 'default mount point on the nodes (%i: infohash prefix, %n: node name)')
+    .option('--name <name>', 'torrent name (default: the directory name); part of the infohash')
+    .option('--tracker <url>', 'tracker announce URL to record (repeatable)', collect)
+    .option('--seeder <host:port>', 'seeder address to record (repeatable)', collect)
+    .action(action('describe', async (dir: string, opts: {
+      output?: string, followSymlinks?: boolean, mountPoint?: string, name?: string, tracker?: string[], seeder?: string[]
+    }) => {
+      if (opts.mountPoint !== undefined && !path.isAbsolute(opts.mountPoint)) {
+        throw usageError(`--mount-point ${opts.mountPoint} is not an absolute path`, 'nodes mount at the same absolute path, e.g. /tmp/p2prun/%i')
+      }
+      const desc = await describeDirectory(dir, {
+        followSymlinks: opts.followSymlinks,
+        mountPoint: opts.mountPoint,
+        name: opts.name,
+        trackers: opts.tracker,
+        seeders: opts.seeder
+      })
+      const out = path.resolve(opts.output ?? `${path.basename(path.resolve(dir))}.p2p.torrent`)
+      await writeAtomically(out, desc.torrent)
+      process.stdout.write(`${desc.infoHash}\n${formatSummary(summarize(desc))}\nwrote ${out}\n`)
+    }))
+}
+
+export function registerInspect (program: Command): void {
+  program.command('inspect')
+    .description('print the summary and tree of a description file')
+    .argument('<file>', 'description file (.p2p.torrent)')
+    .option('--json', 'print one JSON object instead of text')
+    .action(action('inspect', async (file: string, opts: { json?: boolean }) => {
+      const desc = await readDescription(file)
+      process.stdout.write(opts.json ? `${JSON.stringify(toJson(desc))}\n` : formatInspect(desc))
+    }))
+}
+
+export async function readDescription (file: string, expectInfoHash?: string): Promise<Description> {
+  const bytes = await readFile(file).catch((err: NodeJS.ErrnoException) => {
+    throw usageError(`cannot read description ${file}: ${err.code === 'ENOENT' ? 'no such file' : err.code}`,
+      'make one with `p2prun describe DIR -o FILE`')
+  })
+  return parseDescription(bytes, { source: file, expectInfoHash })
+}
+
+/** Write to a temporary name and rename, so a failed run never leaves a truncated description. */
+export async function writeAtomically (file: string, bytes: Uint8Array): Promise<void> {
+  const tmp = `${file}.tmp-${process.pid}`
+  try {
+    await writeFile(tmp, bytes)
+    await rename(tmp, file)
+  } catch (err) {
+    await rm(tmp, { force: true })
+    throw usageError(`cannot write ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+      'choose a writable output path')
+  }
+}
+
+function toJson (desc: Description) {
+  return {
+    infoHash: desc.infoHash,
+    name: desc.name,
+    summary: summarize(desc),
+    mountPoint: desc.mountPoint,
+    trackers: desc.trackers,
+    seeders: desc.seeders,
+    entries: desc.entries
+  }
+}
+
+function formatInspect (desc: Description): string {
+  const lines = [
+    `infohash   ${desc.infoHash}`,
+    `name       ${desc.name}`,
+    `contents   ${formatSummary(summarize(desc))}`,
+    `mount      ${desc.mountPoint}`,
+    `trackers   ${desc.trackers.join(' ') || '(none: given at launch)'}`,
+    `seeders    ${desc.seeders.join(' ') || '(none: given at launch)'}`,
+    '',
+    ...desc.entries.map(formatEntry)
+  ]
+  return `${lines.join('\n')}\n`
+}
+
+function formatEntry (e: DescribedEntry): string {
+  const kind = e.type === 'dir' ? 'd' : e.type === 'symlink' ? 'l' : '-'
+  const name = e.path === '' ? '.' : e.path
+  const tail = e.type === 'symlink' ? ` -> ${e.target}` : ''
+  return `${kind}${modeString(e.mode)} ${String(e.size).padStart(12)}  ${name}${tail}`
+}
+
+function modeString (mode: number): string {
+  const bits = 'rwxrwxrwx'
+  let out = ''
+  for (let i = 0; i < 9; i++) out += mode & (0o400 >> i) ? bits[i] : '-'
+  return out
+}

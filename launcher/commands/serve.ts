@@ -1,0 +1,56 @@
+// `p2prun serve FILE --source DIR`: the head's bootstrap daemons, a tracker and a seeder.
+import type { Command } from 'commander'
+import { withLaunchInfo } from '../../lib/description.ts'
+import { action, addSettings, advertisedHost, commandConfig, say, untilSignal } from '../cli-support.ts'
+import { readDescription, writeAtomically } from './describe.ts'
+
+export function registerServe (program: Command): void {
+  const cmd = program.command('serve')
+    .description('run the job\'s tracker and seeder for a description until SIGINT/SIGTERM')
+    .argument('<file>', 'description file (.p2p.torrent)')
+    .requiredOption('--source <dir>', 'the directory the description was made from')
+    .option('--out <file>', 'also write the description with this tracker and seeder filled in')
+  addSettings(cmd, ['host', 'advertise', 'tracker-port', 'seeder-port', 'tracker-max-peers',
+    'tracker-announce-peers', 'upload-limit', 'verify-source', 'max-conns', 'quiet'])
+  cmd.action(action('serve', async (file: string, opts: { source: string, out?: string }) => {
+    const config = await commandConfig(cmd)
+    const desc = await readDescription(file)
+    const { startTracker } = await import('../../lib/swarm/tracker.ts')
+    const { startSeeder } = await import('../../lib/swarm/seeder.ts')
+    const signal = untilSignal()
+    const host = advertisedHost(config)
+    const tracker = await startTracker({
+      host: config.host,
+      port: config.trackerPort,
+      infoHashes: [desc.infoHash],
+      maxPeers: config.trackerMaxPeers,
+      announcePeers: config.trackerAnnouncePeers
+    })
+    try {
+      const trackerUrl = `http://${host}:${tracker.port}/announce`
+      const seeder = await startSeeder(desc, opts.source, {
+        port: config.seederPort,
+        trackers: [trackerUrl],
+        maxConns: config.maxConns,
+        verify: config.verifySource,
+        uploadLimit: config.uploadLimit
+      })
+      try {
+        const seederAddr = `${host}:${seeder.port}`
+        if (opts.out) {
+          await writeAtomically(opts.out, withLaunchInfo(desc, { trackers: [trackerUrl], seeders: [seederAddr] }).torrent)
+        }
+        say(config, `p2prun serve: source ${seeder.verified ? 'hashed and verified' : 'matches the description (sizes, mtimes)'}`)
+        process.stdout.write(`serving infohash=${desc.infoHash} tracker=${trackerUrl} seeder=${seederAddr}\n`)
+        const sig = await signal
+        say(config, `p2prun serve: ${sig}, stopping`)
+        const up = seeder.uploaded()
+        process.stdout.write(`uploaded=${up} set=${desc.totalBytes} ratio=${(up / desc.totalBytes).toFixed(2)}\n`)
+      } finally {
+        await seeder.close()
+      }
+    } finally {
+      await tracker.close()
+    }
+  }))
+}

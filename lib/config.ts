@@ -1,0 +1,161 @@
+// Every setting p2prun reads, from three layers: command-line flags, then P2PRUN_* environment
+// variables, then a YAML file (./p2prun.yaml, or --config / P2PRUN_CONFIG). Values are parsed and
+// checked here, once; the rest of the code receives a frozen, typed Config and trusts it.
+import { readFile } from 'node:fs/promises'
+import path from 'node:path'
+import { parse as parseYaml } from 'yaml'
+import { configError } from './errors.ts'
+
+type Kind = 'string' | 'int' | 'seconds' | 'bool' | 'path'
+
+interface Spec {
+  readonly kind: Kind
+  readonly help: string
+  readonly min?: number
+  readonly max?: number
+}
+
+/** Names are kebab-case; the flag is --name, the variable P2PRUN_NAME, the YAML key name. */
+export const SETTINGS = {
+  host: { kind: 'string', help: 'address the tracker and seeder listen on' },
+  advertise: { kind: 'string', help: 'address nodes use to reach this host (default: its first non-loopback IPv4)' },
+  'tracker-port': { kind: 'int', min: 0, max: 65535, help: 'tracker HTTP port (0: any free port)' },
+  'seeder-port': { kind: 'int', min: 0, max: 65535, help: 'seeder BitTorrent port (0: any free port)' },
+  'tracker-max-peers': { kind: 'int', min: 1, help: 'peers the tracker remembers per swarm' },
+  'tracker-announce-peers': { kind: 'int', min: 1, help: 'most peers the tracker returns per announce' },
+  'upload-limit': { kind: 'int', min: 0, help: 'seeder upload cap in bytes/s, 0 for none (emulates a slow head link)' },
+  'verify-source': { kind: 'bool', help: 'hash the whole source at seeder start even if sizes and mtimes match' },
+  'store-dir': { kind: 'path', help: 'where a node keeps downloaded bytes (memory-backed by default)' },
+  'max-conns': { kind: 'int', min: 1, help: 'most peer connections per node' },
+  numwant: { kind: 'int', min: 1, help: 'peers a node asks the tracker for' },
+  'stall-timeout': { kind: 'seconds', min: 1, help: 'give up when no byte arrives for this many seconds' },
+  quiet: { kind: 'bool', help: 'print nothing but errors' }
+} as const satisfies Record<string, Spec>
+
+export type SettingName = keyof typeof SETTINGS
+
+export interface Config {
+  readonly host: string
+  readonly advertise: string | undefined
+  readonly trackerPort: number
+  readonly seederPort: number
+  readonly trackerMaxPeers: number
+  readonly trackerAnnouncePeers: number
+  readonly uploadLimit: number
+  readonly verifySource: boolean
+  readonly storeDir: string
+  readonly maxConns: number
+  readonly numwant: number
+  readonly stallTimeoutMs: number
+  readonly quiet: boolean
+}
+
+const DEFAULTS: Config = {
+  host: '0.0.0.0',
+  advertise: undefined,
+  trackerPort: 0,
+  seederPort: 0,
+  // bittorrent-tracker's own defaults (1,000 peers, 82 per announce) are too small for 16k nodes.
+  trackerMaxPeers: 20_000,
+  trackerAnnouncePeers: 200,
+  uploadLimit: 0,
+  verifySource: false,
+  storeDir: '/dev/shm',
+  maxConns: 100,
+  numwant: 100,
+  stallTimeoutMs: 60_000,
+  quiet: false
+}
+
+export interface ConfigSources {
+  /** Flags given on the command line, by kebab-case name, as strings or booleans. */
+  readonly flags: Partial<Record<SettingName, string | boolean>>
+  readonly env: NodeJS.ProcessEnv
+  readonly cwd: string
+  /** --config FILE, if given. */
+  readonly configFile?: string
+}
+
+export async function loadConfig (sources: ConfigSources): Promise<Config> {
+  const yaml = await loadYaml(sources)
+  const out: Record<string, unknown> = { ...DEFAULTS }
+  for (const name of Object.keys(SETTINGS) as SettingName[]) {
+    const spec: Spec = SETTINGS[name]
+    const envName = envNameOf(name)
+    const flag = sources.flags[name]
+    const envValue = sources.env[envName]
+    let parsed: unknown
+    if (flag !== undefined) parsed = parseValue(spec, flag, `--${name}`)
+    else if (envValue !== undefined && envValue !== '') parsed = parseValue(spec, envValue, envName)
+    else if (yaml.values[name] !== undefined) parsed = parseValue(spec, yaml.values[name], `${name} in ${yaml.file}`)
+    else continue
+    out[fieldOf(name)] = name === 'stall-timeout' ? (parsed as number) * 1000 : parsed
+  }
+  return Object.freeze(out) as unknown as Config
+}
+
+export function envNameOf (name: SettingName): string {
+  return `P2PRUN_${name.toUpperCase().replaceAll('-', '_')}`
+}
+
+function fieldOf (name: SettingName): keyof Config {
+  if (name === 'stall-timeout') return 'stallTimeoutMs'
+  return name.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase()) as keyof Config
+}
+
+async function loadYaml (sources: ConfigSources): Promise<{ file: string, values: Record<string, unknown> }> {
+  const explicit = sources.configFile ?? (sources.env.P2PRUN_CONFIG || undefined)
+  const file = path.resolve(sources.cwd, explicit ?? 'p2prun.yaml')
+  let text: string
+  try {
+    text = await readFile(file, 'utf8')
+  } catch (err) {
+    if (explicit === undefined && (err as NodeJS.ErrnoException).code === 'ENOENT') return { file, values: {} }
+    throw configError(`cannot read config file ${file}: ${(err as NodeJS.ErrnoException).code}`, 'check the --config path')
+  }
+  let doc: unknown
+  try {
+    doc = parseYaml(text)
+  } catch (err) {
+    throw configError(`${file} is not valid YAML: ${(err as Error).message.split('\n')[0]}`, 'fix the file or remove it')
+  }
+  if (doc === null || doc === undefined) return { file, values: {} }
+  if (typeof doc !== 'object' || Array.isArray(doc)) {
+    throw configError(`${file} must be a mapping of settings`, `for example "store-dir: /dev/shm"`)
+  }
+  for (const key of Object.keys(doc)) {
+    if (!(key in SETTINGS)) {
+      throw configError(`unknown setting "${key}" in ${file}`, `known settings: ${Object.keys(SETTINGS).join(', ')}`)
+    }
+  }
+  return { file, values: doc as Record<string, unknown> }
+}
+
+function parseValue (spec: Spec, raw: unknown, where: string): unknown {
+  switch (spec.kind) {
+    case 'bool': {
+      if (typeof raw === 'boolean') return raw
+      const s = String(raw).toLowerCase()
+      if (['1', 'true', 'yes', 'on'].includes(s)) return true
+      if (['0', 'false', 'no', 'off'].includes(s)) return false
+      throw configError(`${where}: expected true or false, got "${String(raw)}"`)
+    }
+    case 'int':
+    case 'seconds': {
+      const n = typeof raw === 'number' ? raw : Number(String(raw).trim())
+      const whole = spec.kind === 'int'
+      if (String(raw).trim() === '' || !Number.isFinite(n) || (whole && !Number.isInteger(n))) {
+        throw configError(`${where}: expected ${whole ? 'a whole number' : 'a number of seconds'}, got "${String(raw)}"`)
+      }
+      if ((spec.min !== undefined && n < spec.min) || (spec.max !== undefined && n > spec.max)) {
+        throw configError(`${where}: ${n} is out of range (${spec.min ?? '-∞'}..${spec.max ?? '∞'})`)
+      }
+      return n
+    }
+    case 'path':
+    case 'string': {
+      if (typeof raw !== 'string' || raw === '') throw configError(`${where}: expected a non-empty string`)
+      return spec.kind === 'path' ? path.resolve(raw) : raw
+    }
+  }
+}

@@ -1,0 +1,107 @@
+// Builds a description from a library directory: scan the tree, then read every file exactly once,
+// feeding the same bytes to create-torrent (SHA-1 pieces) and to a per-file SHA-256.
+import { createHash } from 'node:crypto'
+import { open } from 'node:fs/promises'
+import path from 'node:path'
+import { Readable } from 'node:stream'
+import createTorrent from 'create-torrent'
+import { addP2prunKeys, DEFAULT_MOUNT_POINT, parseDescription, type DescribedEntry, type Description } from './description.ts'
+import { sourceError } from './errors.ts'
+import { scanTree, type TreeEntry } from './tree.ts'
+import { VERSION } from './version.ts'
+
+export interface DescribeOptions {
+  readonly followSymlinks?: boolean
+  readonly mountPoint?: string
+  readonly trackers?: readonly string[]
+  readonly seeders?: readonly string[]
+  /** Torrent name; defaults to the directory's base name. It is part of the infohash. */
+  readonly name?: string
+}
+
+const MIN_PIECE_LENGTH = 64 * 1024
+const MAX_PIECE_LENGTH = 1024 * 1024
+const TARGET_PIECES = 2048
+const READ_CHUNK = 1024 * 1024
+
+/**
+ * The smallest power of two that keeps the set under ~2,048 pieces, within 64 KiB–1 MiB.
+ * Small pieces are what block mode fetches per page fault and what a peer must complete before it
+ * can re-share, so smaller is better until per-piece costs (SHA-1, have messages, the piece list in
+ * the description) dominate — at 2,048 pieces that list is 40 KiB.
+ */
+export function choosePieceLength (totalBytes: number): number {
+  let length = MIN_PIECE_LENGTH
+  while (length < MAX_PIECE_LENGTH && length * TARGET_PIECES < totalBytes) length *= 2
+  return length
+}
+
+export async function describeDirectory (dir: string, options: DescribeOptions = {}): Promise<Description> {
+  const root = path.resolve(dir)
+  const tree = await scanTree(root, { followSymlinks: options.followSymlinks })
+  const payload = tree.filter((e) => e.type === 'file' && e.size > 0)
+  if (payload.length === 0) {
+    throw sourceError(`${root} holds no non-empty files: there is nothing to share`,
+      'point p2prun at the directory that holds the libraries')
+  }
+  const totalBytes = payload.reduce((sum, e) => sum + e.size, 0)
+  const digests = new Map<string, string>()
+  const name = options.name ?? path.basename(root)
+  const streams = payload.map((e) => Object.assign(
+    Readable.from(readAndHash(path.join(root, e.path), e.size, (hex) => digests.set(e.path, hex)), { objectMode: false }),
+    // create-torrent strips a prefix common to every path and uses it as the torrent name.
+    { name: `${name}/${e.path}` }))
+
+  const newest = tree.reduce((max, e) => Math.max(max, e.mtimeMs), 0)
+  const raw = await new Promise<Uint8Array>((resolve, reject) => {
+    createTorrent(streams, {
+      name,
+      pieceLength: choosePieceLength(totalBytes),
+      private: true, // job-only swarm: clients must not use DHT or PEX for it
+      announceList: [], // else create-torrent adds public trackers
+      creationDate: new Date(newest || Date.now()), // outside the info dict; keeps the file reproducible too
+      createdBy: `p2prun ${VERSION}`,
+      filterJunkFiles: false // a library directory has no junk: keep every file
+    }, (err, torrent) => { if (err) reject(err); else resolve(torrent) })
+  })
+
+  const entries = tree.map((e: TreeEntry): DescribedEntry =>
+    e.type === 'file' ? { ...e, sha256: digests.get(e.path) ?? EMPTY_SHA256 } : e)
+  const bytes = addP2prunKeys(raw, {
+    entries,
+    mountPoint: options.mountPoint ?? DEFAULT_MOUNT_POINT,
+    trackers: options.trackers ?? [],
+    seeders: options.seeders ?? []
+  })
+  const desc = parseDescription(bytes, { source: `the description of ${root}` })
+  if (desc.totalBytes !== totalBytes) throw new Error('internal: described size differs from the scanned size')
+  return desc
+}
+
+const EMPTY_SHA256 = createHash('sha256').digest('hex')
+
+async function * readAndHash (file: string, expectedSize: number, onDigest: (hex: string) => void): AsyncGenerator<Buffer> {
+  const handle = await open(file, 'r').catch((err: NodeJS.ErrnoException) => {
+    throw sourceError(`cannot read ${file}: ${err.code}`, 'make it readable by the user running p2prun', err)
+  })
+  const hash = createHash('sha256')
+  let total = 0
+  try {
+    for (;;) {
+      const buf = Buffer.allocUnsafe(READ_CHUNK)
+      const { bytesRead } = await handle.read(buf, 0, READ_CHUNK, null)
+      if (bytesRead === 0) break
+      total += bytesRead
+      const chunk = buf.subarray(0, bytesRead)
+      hash.update(chunk)
+      yield chunk
+    }
+  } finally {
+    await handle.close()
+  }
+  if (total !== expectedSize) {
+    throw sourceError(`${file} changed while it was being described (${expectedSize} bytes, then ${total})`,
+      'describe the libraries when nothing is writing to them')
+  }
+  onDigest(hash.digest('hex'))
+}

@@ -1,0 +1,286 @@
+// The description file: a standard BitTorrent v1 .torrent whose info dictionary also carries the
+// p2prun tree (key "p2prun"). Because the tree is inside the info dictionary, the infohash
+// authenticates modes, sizes, symlinks and per-file SHA-256: a node handed only the infohash by the
+// launcher can check a description it got from anywhere. What may change per launch (trackers,
+// seeders, mtimes) lives outside the info dictionary, so it does not change the infohash.
+import { createHash } from 'node:crypto'
+import path from 'node:path'
+import bencode from 'bencode'
+import { descriptionError } from './errors.ts'
+import type { EntryType } from './tree.ts'
+
+export const FORMAT_VERSION = 1
+export const DEFAULT_MOUNT_POINT = '/tmp/p2prun/%i'
+
+export interface DescribedEntry {
+  readonly path: string
+  readonly type: EntryType
+  readonly mode: number
+  readonly size: number
+  readonly mtimeMs: number
+  readonly target?: string
+  /** Hex SHA-256 of the content, for regular files. */
+  readonly sha256?: string
+  /** Index in the torrent's file list and byte offset in the torrent, for non-empty regular files. */
+  readonly torrentFile?: number
+  readonly torrentOffset?: number
+}
+
+export interface Description {
+  readonly infoHash: string
+  readonly name: string
+  readonly pieceLength: number
+  readonly pieceCount: number
+  /** Sum of the regular files' sizes: the bytes the swarm moves. */
+  readonly totalBytes: number
+  readonly entries: readonly DescribedEntry[]
+  /** Mount point template: %i is replaced by the infohash's first 16 hex digits, %n by the node name. */
+  readonly mountPoint: string
+  readonly trackers: readonly string[]
+  /** host:port of seeders nodes may connect to directly. */
+  readonly seeders: readonly string[]
+  /** The whole .torrent, as handed to the BitTorrent client. */
+  readonly torrent: Buffer
+}
+
+/** What describe.ts hands over to be encoded. */
+export interface DescriptionParts {
+  readonly entries: readonly (DescribedEntry & { sha256?: string })[]
+  readonly mountPoint: string
+  readonly trackers: readonly string[]
+  readonly seeders: readonly string[]
+}
+
+type Dict = Record<string, unknown>
+const TYPE_CODES: Record<EntryType, string> = { dir: 'd', file: 'f', symlink: 'l' }
+const CODE_TYPES: Record<string, EntryType> = { d: 'dir', f: 'file', l: 'symlink' }
+
+/**
+ * Adds the p2prun keys to a torrent made by create-torrent (which knows nothing of them) and
+ * returns the final .torrent bytes.
+ */
+export function addP2prunKeys (torrentBytes: Uint8Array, parts: DescriptionParts): Buffer {
+  const torrent = bencode.decode(torrentBytes) as Dict
+  const info = torrent.info as Dict
+  info.p2prun = {
+    v: FORMAT_VERSION,
+    mount: parts.mountPoint,
+    entries: parts.entries.map((e) => {
+      const out: Dict = { p: e.path, t: TYPE_CODES[e.type], m: e.mode }
+      if (e.type === 'file') { out.s = e.size; out.h = Buffer.from(e.sha256 ?? '', 'hex') }
+      if (e.type === 'symlink') out.l = e.target
+      return out
+    })
+  }
+  torrent.p2prun = {
+    infohash: infoHashOf(info),
+    mtimes: parts.entries.map((e) => e.mtimeMs),
+    seeders: [...parts.seeders]
+  }
+  return Buffer.from(bencode.encode(withTrackers(torrent, parts.trackers)))
+}
+
+/** A copy of the description with other trackers/seeders; the infohash stays the same. */
+export function withLaunchInfo (desc: Description, launch: { trackers?: readonly string[], seeders?: readonly string[] }): Description {
+  const torrent = bencode.decode(desc.torrent) as Dict
+  const outer = torrent.p2prun as Dict
+  if (launch.seeders) outer.seeders = [...launch.seeders]
+  const bytes = Buffer.from(bencode.encode(launch.trackers ? withTrackers(torrent, launch.trackers) : torrent))
+  return parseDescription(bytes, { expectInfoHash: desc.infoHash })
+}
+
+function withTrackers (torrent: Dict, trackers: readonly string[]): Dict {
+  delete torrent.announce
+  delete torrent['announce-list']
+  if (trackers.length > 0) {
+    torrent.announce = trackers[0]
+    torrent['announce-list'] = trackers.map((t) => [t])
+  }
+  return torrent
+}
+
+function infoHashOf (info: Dict): string {
+  return createHash('sha1').update(bencode.encode(info)).digest('hex')
+}
+
+export interface ParseOptions {
+  /** Where the bytes came from, for messages. */
+  readonly source?: string
+  /** The infohash the launcher vouches for: anything else is refused. */
+  readonly expectInfoHash?: string
+}
+
+/** Parses and fully validates a description; every defect is a DescriptionError naming it. */
+export function parseDescription (bytes: Uint8Array, options: ParseOptions = {}): Description {
+  const where = options.source ?? 'the description'
+  const fail = (what: string, hint = 'make it again with `p2prun describe DIR -o FILE`') =>
+    descriptionError(`${where} ${what}`, hint)
+
+  let torrent: Dict
+  try {
+    torrent = bencode.decode(bytes) as Dict
+  } catch (err) {
+    throw descriptionError(`${where} is not a torrent file (truncated or corrupt: ${(err as Error).message})`,
+      'make it again with `p2prun describe DIR -o FILE`', err)
+  }
+  if (!isDict(torrent) || !isDict(torrent.info)) throw fail('is not a torrent file (no info dictionary)')
+  const info = torrent.info
+  if (!isDict(info.p2prun)) throw fail('is a torrent but not a p2prun description (no p2prun metadata)')
+  const meta = info.p2prun
+  if (meta.v !== FORMAT_VERSION) {
+    throw fail(`has format version ${String(meta.v)}; this p2prun reads version ${FORMAT_VERSION}`,
+      'describe the directory again with this p2prun version')
+  }
+  const infoHash = infoHashOf(info)
+  const outer = isDict(torrent.p2prun) ? torrent.p2prun : {}
+  if (outer.infohash !== undefined && text(outer.infohash) !== infoHash) {
+    throw fail('is corrupt or was edited: its info dictionary no longer matches the infohash it was written with')
+  }
+  if (options.expectInfoHash && options.expectInfoHash.toLowerCase() !== infoHash) {
+    throw descriptionError(`${where} has infohash ${infoHash}, not the expected ${options.expectInfoHash}`,
+      'the description was replaced or tampered with: fetch it again from the head node')
+  }
+
+  const name = text(info.name)
+  const pieceLength = info['piece length']
+  if (typeof pieceLength !== 'number' || pieceLength < 16384 || (pieceLength & (pieceLength - 1)) !== 0) {
+    throw fail(`has an invalid piece length ${String(pieceLength)}`)
+  }
+  const torrentFiles = listTorrentFiles(info, name, fail)
+  const totalBytes = torrentFiles.reduce((sum, f) => sum + f.length, 0)
+  const pieces = info.pieces
+  const pieceCount = Math.ceil(totalBytes / pieceLength)
+  if (!(pieces instanceof Uint8Array) || pieces.length !== 20 * pieceCount) {
+    throw fail(`has ${pieces instanceof Uint8Array ? pieces.length / 20 : 0} piece hashes for ${pieceCount} pieces`)
+  }
+  const mtimes = Array.isArray(outer.mtimes) ? outer.mtimes : []
+  const entries = parseEntries(meta.entries, torrentFiles, mtimes, fail)
+  return Object.freeze({
+    infoHash,
+    name,
+    pieceLength,
+    pieceCount,
+    totalBytes,
+    entries,
+    mountPoint: typeof meta.mount === 'string' || meta.mount instanceof Uint8Array ? text(meta.mount) : DEFAULT_MOUNT_POINT,
+    trackers: trackersOf(torrent),
+    seeders: Array.isArray(outer.seeders) ? outer.seeders.map(text) : [],
+    torrent: Buffer.from(bytes)
+  })
+}
+
+interface TorrentFile { readonly path: string, readonly length: number }
+
+function listTorrentFiles (info: Dict, name: string, fail: (what: string) => Error): TorrentFile[] {
+  if (typeof info.length === 'number') return [{ path: name, length: info.length }]
+  if (!Array.isArray(info.files) || info.files.length === 0) throw fail('lists no files')
+  return info.files.map((f: unknown) => {
+    if (!isDict(f) || typeof f.length !== 'number' || f.length < 0 || !Array.isArray(f.path)) {
+      throw fail('has a malformed file list')
+    }
+    return { path: f.path.map(text).join('/'), length: f.length }
+  })
+}
+
+function parseEntries (raw: unknown, torrentFiles: TorrentFile[], mtimes: unknown[],
+  fail: (what: string) => Error): DescribedEntry[] {
+  if (!Array.isArray(raw) || raw.length === 0) throw fail('has no tree entries')
+  const types = new Map<string, EntryType>()
+  let offset = 0
+  let fileIndex = 0
+  const singleFile = torrentFiles.length === 1
+  const entries = raw.map((item: unknown, i: number): DescribedEntry => {
+    if (!isDict(item)) throw fail(`has a malformed tree entry #${i}`)
+    const p = text(item.p)
+    const type = CODE_TYPES[text(item.t)]
+    const mode = item.m
+    if (type === undefined || typeof mode !== 'number' || mode < 0 || mode > 0o7777) throw fail(`has a malformed entry for "${p}"`)
+    if (i === 0 ? p !== '' || type !== 'dir' : !validPath(p)) throw fail(`has an invalid path "${p}"`)
+    if (i > 0) {
+      const prev = text((raw[i - 1] as Dict).p)
+      if (!(prev < p)) throw fail(`has tree entries out of order at "${p}"`)
+      const parent = path.posix.dirname(p)
+      if (types.get(parent === '.' ? '' : parent) !== 'dir') throw fail(`has "${p}" without its parent directory`)
+    }
+    types.set(p, type)
+    const mtimeMs = typeof mtimes[i] === 'number' ? mtimes[i] : 0
+    if (type === 'dir') return { path: p, type, mode, size: 0, mtimeMs }
+    if (type === 'symlink') {
+      const target = text(item.l)
+      if (target === '') throw fail(`has symlink "${p}" without a target`)
+      return { path: p, type, mode, size: 0, mtimeMs, target }
+    }
+    const size = item.s
+    const hash = item.h
+    if (typeof size !== 'number' || size < 0 || !(hash instanceof Uint8Array) || hash.length !== 32) {
+      throw fail(`has a malformed file entry "${p}"`)
+    }
+    const entry: DescribedEntry = { path: p, type, mode, size, mtimeMs, sha256: Buffer.from(hash).toString('hex') }
+    if (size === 0) return entry
+    const tf = torrentFiles[fileIndex]
+    if (!tf || tf.length !== size || (!singleFile && tf.path !== p)) {
+      throw fail(`does not match its own torrent file list at "${p}"`)
+    }
+    const placed = { ...entry, torrentFile: fileIndex, torrentOffset: offset }
+    fileIndex++
+    offset += size
+    return placed
+  })
+  if (fileIndex !== torrentFiles.length) throw fail('lists torrent files that are not in its tree')
+  return entries
+}
+
+function validPath (p: string): boolean {
+  if (p === '' || p.includes('\0')) return false
+  return p.split('/').every((part) => part !== '' && part !== '.' && part !== '..')
+}
+
+function trackersOf (torrent: Dict): string[] {
+  const list = Array.isArray(torrent['announce-list'])
+    ? torrent['announce-list'].flat().map(text)
+    : torrent.announce !== undefined ? [text(torrent.announce)] : []
+  return [...new Set(list)]
+}
+
+function isDict (v: unknown): v is Dict {
+  return typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Uint8Array)
+}
+
+function text (v: unknown): string {
+  if (v instanceof Uint8Array) return Buffer.from(v).toString('utf8')
+  return typeof v === 'string' ? v : ''
+}
+
+export interface DescriptionSummary {
+  readonly files: number
+  readonly dirs: number
+  readonly symlinks: number
+  readonly bytes: number
+  readonly pieces: number
+  readonly pieceLength: number
+}
+
+export function summarize (desc: Description): DescriptionSummary {
+  const count = (t: EntryType) => desc.entries.filter((e) => e.type === t).length
+  return {
+    files: count('file'),
+    dirs: count('dir') - 1, // the root is not counted
+    symlinks: count('symlink'),
+    bytes: desc.totalBytes,
+    pieces: desc.pieceCount,
+    pieceLength: desc.pieceLength
+  }
+}
+
+export function formatSummary (s: DescriptionSummary): string {
+  return `${s.files} files, ${s.dirs} directories, ${s.symlinks} symlinks, ${formatBytes(s.bytes)} ` +
+    `in ${s.pieces} pieces of ${formatBytes(s.pieceLength)}`
+}
+
+export function formatBytes (n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB']
+  let i = 0
+  let v = n
+  while (v >= 1024 && i < units.length - 1) { v /= 1024; i++ }
+  return i === 0 ? `${n} B` : `${v.toFixed(v < 10 ? 2 : 1)} ${units[i]}`
+}

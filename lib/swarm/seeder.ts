@@ -1,0 +1,116 @@
+// The head's seeder: serves the source directory to the swarm, straight from the source files.
+import { stat } from 'node:fs/promises'
+import path from 'node:path'
+import WebTorrent, { type Torrent } from 'webtorrent'
+import type { Description } from '../description.ts'
+import { P2prunError, sourceError } from '../errors.ts'
+import { SourceChunkStore, type SourceFile } from './chunk-stores.ts'
+import { clientOptions, torrentOptions } from './tuning.ts'
+
+export interface SeederOptions {
+  readonly port: number
+  readonly trackers: readonly string[]
+  readonly maxConns: number
+  /** Hash every piece of the source even when sizes and mtimes match the description. */
+  readonly verify: boolean
+  /** Bytes per second the seeder may upload; 0 for no limit (emulates a slow head link). */
+  readonly uploadLimit: number
+}
+
+export interface Seeder {
+  readonly port: number
+  /** Whether the source was hashed at start (false: sizes and mtimes matched). */
+  readonly verified: boolean
+  uploaded (): number
+  close (): Promise<void>
+}
+
+/** Pieces the head caches in memory: at launch every node asks for the same few pieces at once. */
+const SEEDER_CACHE_PIECES = 64
+
+export async function startSeeder (desc: Description, sourceDir: string, opts: SeederOptions): Promise<Seeder> {
+  const root = path.resolve(sourceDir)
+  const cheapMatch = await sourceMatches(desc, root)
+  const verify = opts.verify || !cheapMatch
+  const sourceFiles: SourceFile[] = desc.entries
+    .filter((e) => e.torrentFile !== undefined)
+    .map((e) => ({ path: path.join(root, e.path), offset: e.torrentOffset ?? 0, length: e.size }))
+
+  const client = new WebTorrent({
+    ...clientOptions({ role: 'head', port: opts.port, maxConns: opts.maxConns, numwant: 1 }),
+    ...(opts.uploadLimit > 0 ? { uploadLimit: opts.uploadLimit } : {})
+  })
+  const close = () => new Promise<void>((resolve) => client.destroy(() => resolve()))
+  try {
+    const torrent = await addSeed(client, desc, {
+      ...torrentOptions(),
+      announce: [...opts.trackers],
+      store: SourceChunkStore,
+      storeOpts: { sourceFiles },
+      storeCacheSlots: SEEDER_CACHE_PIECES,
+      skipVerify: !verify
+    })
+    const missing = countMissing(torrent, desc.pieceCount)
+    if (missing > 0) {
+      throw sourceError(`${root} does not match the description: ${missing} of ${desc.pieceCount} pieces differ`,
+        'describe the directory again, or point --source at the directory it was described from')
+    }
+    await listening(client)
+    return {
+      port: client.torrentPort,
+      verified: verify,
+      uploaded: () => torrent.uploaded,
+      close
+    }
+  } catch (err) {
+    await close()
+    throw err
+  }
+}
+
+/**
+ * Cheap check that the source is what was described: every file present with the described size
+ * (a size mismatch is fatal) and mtime (a mismatch only means "hash it to be sure").
+ */
+async function sourceMatches (desc: Description, root: string): Promise<boolean> {
+  let same = true
+  for (const e of desc.entries) {
+    if (e.torrentFile === undefined) continue
+    const file = path.join(root, e.path)
+    const st = await stat(file).catch(() => undefined)
+    if (!st?.isFile()) {
+      throw sourceError(`${file} is in the description but not in the source`, 'pass the directory the description was made from')
+    }
+    if (st.size !== e.size) {
+      throw sourceError(`${file} has ${st.size} bytes, the description says ${e.size}`,
+        'describe the directory again: it changed since the description was made')
+    }
+    if (Math.trunc(st.mtimeMs) !== e.mtimeMs) same = false
+  }
+  return same
+}
+
+function countMissing (torrent: Torrent, pieceCount: number): number {
+  let missing = 0
+  for (let i = 0; i < pieceCount; i++) if (!torrent.bitfield.get(i)) missing++
+  return missing
+}
+
+function addSeed (client: WebTorrent, desc: Description, options: Parameters<WebTorrent['add']>[1]): Promise<Torrent> {
+  return new Promise((resolve, reject) => {
+    const onError = (err: Error) => reject(new P2prunError('SWARM', `seeder failed: ${err.message}`, { cause: err }))
+    client.once('error', onError)
+    const torrent = client.add(desc.torrent, options)
+    torrent.once('error', onError)
+    torrent.once('ready', () => { client.off('error', onError); resolve(torrent) })
+  })
+}
+
+async function listening (client: WebTorrent): Promise<void> {
+  if (client.address()) return
+  await new Promise<void>((resolve, reject) => {
+    client.once('listening', resolve)
+    client.once('error', (err: NodeJS.ErrnoException) => reject(new P2prunError('SWARM',
+      `seeder cannot listen: ${err.code ?? err.message}`, { hint: 'choose another --seeder-port', cause: err })))
+  })
+}

@@ -1,0 +1,58 @@
+// The job's tracker: bittorrent-tracker over HTTP only, restricted to the job's infohashes, with
+// limits sized for large jobs.
+import { Server } from 'bittorrent-tracker'
+import { P2prunError } from '../errors.ts'
+
+export interface TrackerOptions {
+  readonly host: string
+  readonly port: number
+  /** The only infohashes it will track (hex). */
+  readonly infoHashes: readonly string[]
+  readonly maxPeers: number
+  readonly announcePeers: number
+}
+
+export interface Tracker {
+  readonly port: number
+  /** Peers currently registered for an infohash. */
+  peerCount (infoHash: string): number
+  close (): Promise<void>
+}
+
+export async function startTracker (opts: TrackerOptions): Promise<Tracker> {
+  const allowed = new Set(opts.infoHashes.map((h) => h.toLowerCase()))
+  const server = new Server({
+    http: true,
+    udp: false,
+    ws: false,
+    stats: false,
+    peersCacheLength: opts.maxPeers,
+    // Nodes re-announce at this interval; a whole job fits in it, and peers that leave say so.
+    interval: 5 * 60 * 1000,
+    filter: (infoHash, params, cb) => {
+      if (!allowed.has(infoHash)) return cb(new Error(`this tracker serves only its job's description; unknown infohash ${infoHash}`))
+      // The parser clamps numwant to 82 before we see it; the raw request still has the asked value.
+      const asked = Number(new URL(params.httpReq?.url ?? '/', 'http://x').searchParams.get('numwant'))
+      params.numwant = Math.min(asked || params.numwant, opts.announcePeers)
+      cb(null)
+    }
+  })
+  // A bad announce is the client's problem, answered with a failure reason; never fatal here.
+  server.on('warning', () => {})
+  await new Promise<void>((resolve, reject) => {
+    const onError = (err: NodeJS.ErrnoException) => {
+      reject(new P2prunError('TRACKER', `tracker cannot listen on ${opts.host}:${opts.port}: ${err.code ?? err.message}`,
+        { hint: 'choose another --tracker-port or free that one', cause: err }))
+    }
+    server.once('error', onError)
+    server.listen(opts.port, opts.host, () => { server.off('error', onError); resolve() })
+  })
+  const address = server.http?.address()
+  const port = typeof address === 'object' && address ? address.port : opts.port
+  let closing: Promise<void> | undefined
+  return {
+    port,
+    peerCount: (infoHash) => server.torrents[infoHash.toLowerCase()]?.peers.length ?? 0,
+    close: () => (closing ??= new Promise<void>((resolve) => server.close(() => resolve())))
+  }
+}

@@ -1,0 +1,60 @@
+// webtorrent's defaults are built for strangers on the internet. A job's nodes cooperate, so this is
+// the one place that turns those defaults into a cooperative, tracker-only swarm, and says why.
+import { randomBytes } from 'node:crypto'
+import type { ClientOptions, TorrentOptions, Wire } from 'webtorrent'
+
+export type Role = 'head' | 'node'
+
+/** Peer-id prefixes (Azureus style) tell the head's seeder apart from nodes in the byte counters. */
+const PEER_PREFIX: Record<Role, string> = { head: '-P2H010-', node: '-P2N010-' }
+const HEAD_PREFIX_HEX = Buffer.from(PEER_PREFIX.head).toString('hex')
+
+export function newPeerId (role: Role): string {
+  const id = PEER_PREFIX[role] + randomBytes(6).toString('hex')
+  return Buffer.from(id).toString('hex')
+}
+
+export function isHeadWire (wire: Wire): boolean {
+  return wire.peerId?.startsWith(HEAD_PREFIX_HEX) ?? false
+}
+
+export interface ClientTuning {
+  readonly role: Role
+  readonly port: number
+  readonly maxConns: number
+  readonly numwant: number
+}
+
+export function clientOptions (t: ClientTuning): ClientOptions {
+  return {
+    peerId: newPeerId(t.role),
+    torrentPort: t.port,
+    maxConns: t.maxConns,
+    // Discovery is the job's tracker (and the seeder address handed out at launch) only: no DHT,
+    // no local-service discovery, no peer exchange, no NAT traversal. uTP is off: on a cluster
+    // TCP is faster and uTP's userspace congestion control costs CPU every node pays for.
+    dht: false,
+    lsd: false,
+    utPex: false,
+    natUpnp: false,
+    natPmp: false,
+    utp: false,
+    webSeeds: false,
+    // Protocol encryption only obfuscates traffic from ISPs; inside a job it is pure CPU cost.
+    secure: 0,
+    // bittorrent-tracker clients ask for 50 peers by default.
+    tracker: { getAnnounceOpts: () => ({ numwant: t.numwant }) }
+  }
+}
+
+export function torrentOptions (): TorrentOptions {
+  return {
+    // Every interested peer stays unchoked. `uploads: false`/0 means zero upload slots in
+    // webtorrent, not unlimited; any number above the peer count disables choking in _rechoke.
+    uploads: Number.POSITIVE_INFINITY,
+    // All nodes start at once: sequential order would have them all ask the seeder for the same
+    // first pieces; rarest-first spreads pieces so peers can trade sooner.
+    strategy: 'rarest',
+    private: true
+  }
+}

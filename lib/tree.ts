@@ -1,0 +1,122 @@
+// Scans a library directory into the flat, sorted entry list a description is built from.
+// Only lstat/readdir/readlink here: file contents are read (and hashed) once, by description.ts.
+import { lstat, readdir, readlink, realpath, stat } from 'node:fs/promises'
+import type { Stats } from 'node:fs'
+import path from 'node:path'
+import { sourceError } from './errors.ts'
+
+export type EntryType = 'dir' | 'file' | 'symlink'
+
+export interface TreeEntry {
+  /** Relative to the tree root, '/'-separated; '' is the root itself. */
+  readonly path: string
+  readonly type: EntryType
+  /** Permission bits (mode & 0o7777). */
+  readonly mode: number
+  /** Bytes for files; 0 for directories and symlinks. */
+  readonly size: number
+  readonly mtimeMs: number
+  /** Symlink target exactly as stored in the link. */
+  readonly target?: string
+}
+
+export interface ScanOptions {
+  /** Copy in the target of absolute symlinks and symlinks that leave the tree, instead of failing. */
+  readonly followSymlinks?: boolean
+}
+
+/** Entries sorted by path (root first), so equal trees give equal lists on any machine. */
+export async function scanTree (root: string, options: ScanOptions = {}): Promise<TreeEntry[]> {
+  const rootStat = await stat(root).catch((err: NodeJS.ErrnoException) => {
+    throw sourceError(`library directory ${root} ${err.code === 'ENOENT' ? 'does not exist' : `cannot be read: ${err.code}`}`,
+      'pass the directory that holds the job\'s shared libraries', err)
+  })
+  if (!rootStat.isDirectory()) {
+    throw sourceError(`${root} is not a directory`, 'pass the directory that holds the libraries, not a file in it')
+  }
+  const entries: TreeEntry[] = [toEntry('', rootStat)]
+  await scanDir(root, '', new Set([await realpath(root)]), entries, options)
+  return entries.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0))
+}
+
+async function scanDir (absDir: string, relDir: string, ancestors: Set<string>, out: TreeEntry[],
+  options: ScanOptions): Promise<void> {
+  const names = await readdir(absDir, { encoding: 'buffer' }).catch((err: NodeJS.ErrnoException) => {
+    throw sourceError(`cannot list ${absDir}: ${err.code}`, 'make the directory readable by the user running p2prun', err)
+  })
+  await Promise.all(names.map(async (raw) => {
+    const name = raw.toString('utf8')
+    const abs = path.join(absDir, name)
+    if (!Buffer.from(name, 'utf8').equals(raw)) {
+      throw sourceError(`${abs} has a name that is not valid UTF-8`, 'rename it: torrent paths are UTF-8')
+    }
+    const rel = relDir === '' ? name : `${relDir}/${name}`
+    const st = await lstat(abs)
+    if (st.isSymbolicLink()) {
+      await addSymlink(abs, rel, ancestors, out, options)
+    } else {
+      await addNode(abs, rel, st, ancestors, out, options)
+    }
+  }))
+}
+
+async function addNode (abs: string, rel: string, st: Stats, ancestors: Set<string>, out: TreeEntry[],
+  options: ScanOptions): Promise<void> {
+  if (st.isDirectory()) {
+    const real = await realpath(abs)
+    if (ancestors.has(real)) {
+      throw sourceError(`${abs} leads back into one of its own parent directories (symlink loop)`,
+        'remove the looping symlink or describe without --follow-symlinks')
+    }
+    out.push(toEntry(rel, st))
+    await scanDir(abs, rel, new Set([...ancestors, real]), out, options)
+  } else if (st.isFile()) {
+    out.push(toEntry(rel, st))
+  } else {
+    throw sourceError(`${abs} is a ${specialKind(st)}: only regular files, directories and symlinks can be shared`,
+      'move it out of the library directory')
+  }
+}
+
+async function addSymlink (abs: string, rel: string, ancestors: Set<string>, out: TreeEntry[],
+  options: ScanOptions): Promise<void> {
+  const target = await readlink(abs)
+  if (staysInside(rel, target)) {
+    const st = await lstat(abs)
+    out.push({ path: rel, type: 'symlink', mode: st.mode & 0o7777, size: 0, mtimeMs: Math.trunc(st.mtimeMs), target })
+    return
+  }
+  if (!options.followSymlinks) {
+    throw sourceError(`symlink ${abs} -> ${target} points outside the library directory`,
+      'make it relative and inside the tree, or pass --follow-symlinks to copy its target in')
+  }
+  const st = await stat(abs).catch((err: NodeJS.ErrnoException) => {
+    throw sourceError(`symlink ${abs} -> ${target} cannot be followed: ${err.code}`, 'fix or remove the dangling link', err)
+  })
+  await addNode(abs, rel, st, ancestors, out, options)
+}
+
+/** Lexical check: a relative target that, resolved from the link's directory, stays under the root. */
+function staysInside (rel: string, target: string): boolean {
+  if (target === '' || path.posix.isAbsolute(target)) return false
+  const resolved = path.posix.normalize(path.posix.join(path.posix.dirname(rel), target))
+  return resolved !== '..' && !resolved.startsWith('../')
+}
+
+function toEntry (rel: string, st: Stats): TreeEntry {
+  return {
+    path: rel,
+    type: st.isDirectory() ? 'dir' : 'file',
+    mode: st.mode & 0o7777,
+    size: st.isDirectory() ? 0 : st.size,
+    mtimeMs: Math.trunc(st.mtimeMs)
+  }
+}
+
+function specialKind (st: Stats): string {
+  if (st.isSocket()) return 'socket'
+  if (st.isFIFO()) return 'FIFO'
+  if (st.isBlockDevice()) return 'block device'
+  if (st.isCharacterDevice()) return 'character device'
+  return 'special file'
+}

@@ -85,9 +85,10 @@ export async function loadConfig (sources: ConfigSources): Promise<Config> {
     const flag = sources.flags[name]
     const envValue = sources.env[envName]
     let parsed: unknown
-    if (flag !== undefined) parsed = parseValue(spec, flag, `--${name}`)
-    else if (envValue !== undefined && envValue !== '') parsed = parseValue(spec, envValue, envName)
-    else if (yaml.values[name] !== undefined) parsed = parseValue(spec, yaml.values[name], `${name} in ${yaml.file}`)
+    // Relative paths are relative to where they were written: the YAML file's directory, else cwd.
+    if (flag !== undefined) parsed = parseValue(spec, flag, `--${name}`, sources.cwd)
+    else if (envValue !== undefined && envValue !== '') parsed = parseValue(spec, envValue, envName, sources.cwd)
+    else if (yaml.values[name] !== undefined) parsed = parseValue(spec, yaml.values[name], `${name} in ${yaml.file}`, path.dirname(yaml.file))
     else continue
     out[fieldOf(name)] = name === 'stall-timeout' ? (parsed as number) * 1000 : parsed
   }
@@ -131,7 +132,7 @@ async function loadYaml (sources: ConfigSources): Promise<{ file: string, values
   return { file, values: doc as Record<string, unknown> }
 }
 
-function parseValue (spec: Spec, raw: unknown, where: string): unknown {
+function parseValue (spec: Spec, raw: unknown, where: string, base: string): unknown {
   switch (spec.kind) {
     case 'bool': {
       if (typeof raw === 'boolean') return raw
@@ -155,7 +156,7 @@ function parseValue (spec: Spec, raw: unknown, where: string): unknown {
     case 'path':
     case 'string': {
       if (typeof raw !== 'string' || raw === '') throw configError(`${where}: expected a non-empty string`)
-      return spec.kind === 'path' ? path.resolve(raw) : raw
+      return spec.kind === 'path' ? path.resolve(base, raw) : raw
     }
   }
 }

@@ -88,8 +88,10 @@ async function * readAndHash (file: string, expectedSize: number, onDigest: (hex
   let total = 0
   try {
     for (;;) {
-      const buf = Buffer.allocUnsafe(READ_CHUNK)
-      const { bytesRead } = await handle.read(buf, 0, READ_CHUNK, null)
+      // Sized to what is left (plus one byte, to notice growth): most libraries are small.
+      const want = Math.min(READ_CHUNK, Math.max(expectedSize - total, 0) + 1)
+      const buf = Buffer.allocUnsafe(want)
+      const { bytesRead } = await handle.read(buf, 0, want, null)
       if (bytesRead === 0) break
       total += bytesRead
       const chunk = buf.subarray(0, bytesRead)

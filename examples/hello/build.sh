@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Builds the example: libs/ holds the shared libraries (with the usual soname symlink chains) and
+# app is linked against them without an rpath, so only LD_LIBRARY_PATH can find them.
+# Uses mpicc (WITH_MPI) when it is installed, cc otherwise.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+out=${1:-$here}
+mkdir -p "$out/libs"
+cd "$here/src"
+lib() { # name version sources…
+  local name=$1 version=$2; shift 2
+  cc -shared -fPIC -O1 -Wl,-soname,"lib$name.so.${version%%.*}" -o "$out/libs/lib$name.so.$version" "$@"
+  ln -sf "lib$name.so.$version" "$out/libs/lib$name.so.${version%%.*}"
+  ln -sf "lib$name.so.${version%%.*}" "$out/libs/lib$name.so"
+}
+lib greet 1.0.0 greet.c
+lib count 2.1.0 count.c
+cc -shared -fPIC -O1 -o "$out/libs/libplugin.so" plugin.c
+if command -v mpicc >/dev/null 2>&1; then
+  mpicc -DWITH_MPI -O1 -o "$out/app" app.c -L"$out/libs" -lgreet -lcount -ldl
+else
+  cc -O1 -o "$out/app" app.c -L"$out/libs" -lgreet -lcount -ldl
+fi

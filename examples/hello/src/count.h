@@ -1,0 +1,1 @@
+unsigned long count_bytes(void);

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages p2prun and its tests need; idempotent, quiet when all is there.
+# libfuse2: the library fuse-native's prebuilt addon links against. fuse3: fusermount (the old
+# `fuse` package would remove fuse3 and sshfs). build-essential: cc for the example and test programs.
+set -euo pipefail
+packages=(libfuse2 fuse3 build-essential python3)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup-system: missing Debian packages: ${missing[*]} (hint: run this script as root, or apt-get install them)" >&2
+    exit 1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi

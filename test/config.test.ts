@@ -1,0 +1,34 @@
+import path from 'node:path'
+import t from 'tap'
+import { envNameOf, loadConfig } from '../lib/config.ts'
+
+t.test('defaults, then YAML, then environment, then flags', async (t) => {
+  const root = t.testdir({ conf: { 'p2prun.yaml': 'max-conns: 10\nnumwant: 11\nstall-timeout: 12\nstore-dir: rel/store\n' }, empty: {} })
+  const dir = path.join(root, 'conf')
+  const defaults = await loadConfig({ flags: {}, env: {}, cwd: path.join(root, 'empty') })
+  t.match(defaults, { maxConns: 100, numwant: 100, stallTimeoutMs: 60_000, storeDir: '/dev/shm', trackerMaxPeers: 20_000, trackerAnnouncePeers: 200 })
+  const yaml = await loadConfig({ flags: {}, env: {}, cwd: dir })
+  t.match(yaml, { maxConns: 10, numwant: 11, stallTimeoutMs: 12_000, storeDir: path.join(dir, 'rel/store') })
+  const env = await loadConfig({ flags: {}, env: { P2PRUN_NUMWANT: '21', P2PRUN_MAX_CONNS: '20' }, cwd: dir })
+  t.match(env, { maxConns: 20, numwant: 21, stallTimeoutMs: 12_000 })
+  const flags = await loadConfig({ flags: { 'max-conns': '30', quiet: true, 'store-dir': 'mine' }, env: { P2PRUN_MAX_CONNS: '20' }, cwd: root, configFile: 'conf/p2prun.yaml' })
+  t.match(flags, { maxConns: 30, numwant: 11, quiet: true, storeDir: path.join(root, 'mine') })
+  t.ok(Object.isFrozen(flags))
+})
+
+t.test('--config and P2PRUN_CONFIG name the file; a named file must exist', async (t) => {
+  const dir = t.testdir({ 'site.yaml': 'verify-source: yes\n' })
+  t.equal((await loadConfig({ flags: {}, env: {}, cwd: dir, configFile: 'site.yaml' })).verifySource, true)
+  t.equal((await loadConfig({ flags: {}, env: { P2PRUN_CONFIG: path.join(dir, 'site.yaml') }, cwd: '/' })).verifySource, true)
+  await t.rejects(loadConfig({ flags: {}, env: {}, cwd: dir, configFile: 'missing.yaml' }), { code: 'CONFIG', message: /cannot read config file .*missing\.yaml: ENOENT/ })
+})
+
+t.test('invalid values name where they came from', async (t) => {
+  const root = t.testdir({ list: { 'p2prun.yaml': '[1, 2]\n' }, empty: {} })
+  await t.rejects(loadConfig({ flags: {}, env: {}, cwd: path.join(root, 'list') }), { message: /must be a mapping of settings/ })
+  const empty = path.join(root, 'empty')
+  await t.rejects(loadConfig({ flags: { 'tracker-port': '70000' }, env: {}, cwd: empty }), { message: /--tracker-port: 70000 is out of range \(0\.\.65535\)/ })
+  await t.rejects(loadConfig({ flags: {}, env: { P2PRUN_QUIET: 'maybe' }, cwd: empty }), { message: /P2PRUN_QUIET: expected true or false, got "maybe"/ })
+  await t.rejects(loadConfig({ flags: { numwant: '1.5' }, env: {}, cwd: empty }), { message: /--numwant: expected a whole number/ })
+  t.equal(envNameOf('tracker-announce-peers'), 'P2PRUN_TRACKER_ANNOUNCE_PEERS')
+})

@@ -1,0 +1,69 @@
+// Runs the real CLI in child processes, the way users and launchers do.
+import { createInterface } from 'node:readline'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { execa, type ResultPromise } from 'execa'
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
+export const CLI = path.join(ROOT, 'launcher/cli.ts')
+
+/** The env every child gets: no settings leaking in from the developer's shell. */
+export function cleanEnv (extra: Record<string, string> = {}): Record<string, string> {
+  const env: Record<string, string> = {}
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('P2PRUN_') && v !== undefined) env[k] = v
+  return { ...env, ...extra }
+}
+
+export function p2prun (args: readonly string[], opts: { cwd?: string, env?: Record<string, string> } = {}) {
+  return execa(process.execPath, [CLI, ...args], {
+    cwd: opts.cwd,
+    env: cleanEnv(opts.env),
+    extendEnv: false,
+    reject: false,
+    stdin: 'ignore'
+  })
+}
+
+/** Resolves with the first stdout line matching `pattern`; rejects if the process exits first. */
+export function waitForLine (child: ResultPromise, pattern: RegExp): Promise<RegExpMatchArray> {
+  return new Promise((resolve, reject) => {
+    if (!child.stdout) return reject(new Error('child has no stdout'))
+    const lines = createInterface({ input: child.stdout })
+    let stderr = ''
+    child.stderr?.on('data', (d: Buffer) => { stderr += d.toString() })
+    lines.on('line', (line) => {
+      const m = line.match(pattern)
+      if (m) { lines.close(); resolve(m) }
+    })
+    child.then((r) => reject(new Error(`exited (${r.exitCode}) before printing ${pattern}: ${stderr || r.stderr}`)),
+      (err: Error) => reject(err))
+  })
+}
+
+export interface Serving {
+  readonly child: ResultPromise
+  readonly tracker: string
+  readonly seeder: string
+  /** SIGTERM, then the "uploaded=" line's byte count. */
+  stop (): Promise<number>
+}
+
+/** `p2prun serve` on loopback; its teardown is the caller's t.teardown(serving.stop). */
+export async function serve (description: string, source: string, extra: readonly string[] = []): Promise<Serving> {
+  const child = execa(process.execPath, [CLI, 'serve', description, '--source', source, '--host', '127.0.0.1', ...extra], {
+    env: cleanEnv(), extendEnv: false, reject: false, stdin: 'ignore', buffer: { stdout: true, stderr: true }
+  })
+  const m = await waitForLine(child, /^serving infohash=\S+ tracker=(\S+) seeder=(\S+)$/)
+  let stopped: Promise<number> | undefined
+  return {
+    child,
+    tracker: m[1] ?? '',
+    seeder: m[2] ?? '',
+    stop: () => (stopped ??= (async () => {
+      child.kill('SIGTERM')
+      const r = await child
+      const up = String(r.stdout).match(/^uploaded=(\d+)/m)
+      return up ? Number(up[1]) : -1
+    })())
+  }
+}

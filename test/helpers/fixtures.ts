@@ -1,0 +1,74 @@
+// Library-like trees for tests: deterministic content, symlink chains, odd names.
+import { createHash } from 'node:crypto'
+import { lstat, mkdir, readdir, readFile, readlink, symlink, writeFile } from 'node:fs/promises'
+import path from 'node:path'
+
+/** Deterministic bytes (a SHA-256 counter stream): same seed, same content, on any machine. */
+export function bytesFor (seed: string, size: number): Buffer {
+  const out = Buffer.alloc(size)
+  let block = 0
+  for (let off = 0; off < size; off += 32, block++) {
+    createHash('sha256').update(`${seed}:${block}`).digest().copy(out, off)
+  }
+  return out
+}
+
+export interface TreeSpec {
+  readonly files?: Record<string, number | string>
+  readonly symlinks?: Record<string, string>
+  readonly dirs?: readonly string[]
+  readonly modes?: Record<string, number>
+}
+
+/** A typical library directory: an soname symlink chain, a subdirectory, an empty file and dir, odd names. */
+export const LIBRARY_TREE: TreeSpec = {
+  files: {
+    'libfoo.so.1.2.3': 300_000,
+    'libbar.so.2.0': 150_001,
+    'python/ext module é.so': 70_000,
+    'python/__init__.py': '',
+    'share/README': 'library set for tests\n'
+  },
+  symlinks: { 'libfoo.so.1': 'libfoo.so.1.2.3', 'libfoo.so': 'libfoo.so.1', 'libbar.so': 'libbar.so.2.0' },
+  dirs: ['empty-dir'],
+  modes: { 'libfoo.so.1.2.3': 0o755, 'libbar.so.2.0': 0o755 }
+}
+
+export async function makeTree (root: string, spec: TreeSpec): Promise<string> {
+  await mkdir(root, { recursive: true })
+  for (const d of spec.dirs ?? []) await mkdir(path.join(root, d), { recursive: true })
+  for (const [rel, content] of Object.entries(spec.files ?? {})) {
+    const file = path.join(root, rel)
+    await mkdir(path.dirname(file), { recursive: true })
+    await writeFile(file, typeof content === 'number' ? bytesFor(rel, content) : content, { mode: spec.modes?.[rel] ?? 0o644 })
+  }
+  for (const [rel, target] of Object.entries(spec.symlinks ?? {})) {
+    await mkdir(path.dirname(path.join(root, rel)), { recursive: true })
+    await symlink(target, path.join(root, rel))
+  }
+  return root
+}
+
+export interface Snapshot {
+  [path: string]: string
+}
+
+/** type, permission bits and content hash (or link target) of every entry below root. */
+export async function snapshotTree (root: string): Promise<Snapshot> {
+  const out: Snapshot = {}
+  const walk = async (rel: string): Promise<void> => {
+    const abs = path.join(root, rel)
+    const st = await lstat(abs)
+    const mode = (st.mode & 0o777).toString(8)
+    if (st.isSymbolicLink()) {
+      out[rel] = `link -> ${await readlink(abs)}`
+    } else if (st.isDirectory()) {
+      out[rel] = `dir ${mode}`
+      for (const name of (await readdir(abs)).sort()) await walk(rel === '' ? name : `${rel}/${name}`)
+    } else {
+      out[rel] = `file ${mode} ${createHash('sha256').update(await readFile(abs)).digest('hex')}`
+    }
+  }
+  await walk('')
+  return out
+}

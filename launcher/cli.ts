@@ -4,6 +4,7 @@ import { Command } from 'commander'
 import { VERSION } from '../lib/version.ts'
 import { registerDescribe, registerInspect } from './commands/describe.ts'
 import { registerFetch } from './commands/fetch.ts'
+import { registerMount } from './commands/mount.ts'
 import { registerServe } from './commands/serve.ts'
 
 const program = new Command('p2prun')
@@ -17,6 +18,7 @@ registerDescribe(program)
 registerInspect(program)
 registerServe(program)
 registerFetch(program)
+registerMount(program)
 
 await program.parseAsync(process.argv)
 // A command is done when its action returns; sockets a swarm client may still be closing (a last

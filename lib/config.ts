@@ -2,9 +2,13 @@
 // variables, then a YAML file (./p2prun.yaml, or --config / P2PRUN_CONFIG). Values are parsed and
 // checked here, once; the rest of the code receives a frozen, typed Config and trusts it.
 import { readFile } from 'node:fs/promises'
+import os from 'node:os'
 import path from 'node:path'
 import { parse as parseYaml } from 'yaml'
 import { configError } from './errors.ts'
+
+export type DataMode = 'block' | 'file' | 'eager'
+export const DATA_MODES: readonly DataMode[] = ['block', 'file', 'eager']
 
 type Kind = 'string' | 'int' | 'seconds' | 'bool' | 'path'
 
@@ -13,6 +17,7 @@ interface Spec {
   readonly help: string
   readonly min?: number
   readonly max?: number
+  readonly choices?: readonly string[]
 }
 
 /** Names are kebab-case; the flag is --name, the variable P2PRUN_NAME, the YAML key name. */
@@ -29,6 +34,11 @@ export const SETTINGS = {
   'max-conns': { kind: 'int', min: 1, help: 'most peer connections per node' },
   numwant: { kind: 'int', min: 1, help: 'peers a node asks the tracker for' },
   'stall-timeout': { kind: 'seconds', min: 1, help: 'give up when no byte arrives for this many seconds' },
+  mode: { kind: 'string', choices: DATA_MODES, help: 'data mode: block (fetch pieces on read), file (whole file on open), eager (everything, opened files first)' },
+  'allow-other': { kind: 'bool', help: 'let users other than the mounting one see the mount (needs user_allow_other in /etc/fuse.conf)' },
+  'node-name': { kind: 'string', help: 'this node\'s name in mount points (%n) and messages (default: the host name)' },
+  'run-dir': { kind: 'path', help: 'where mount agents keep their state and logs' },
+  'fuse-device': { kind: 'path', help: 'the FUSE device a mount requires' },
   quiet: { kind: 'bool', help: 'print nothing but errors' }
 } as const satisfies Record<string, Spec>
 
@@ -47,6 +57,11 @@ export interface Config {
   readonly maxConns: number
   readonly numwant: number
   readonly stallTimeoutMs: number
+  readonly mode: DataMode
+  readonly allowOther: boolean
+  readonly nodeName: string
+  readonly runDir: string
+  readonly fuseDevice: string
   readonly quiet: boolean
 }
 
@@ -64,6 +79,11 @@ const DEFAULTS: Config = {
   maxConns: 100,
   numwant: 100,
   stallTimeoutMs: 60_000,
+  mode: 'eager',
+  allowOther: false,
+  nodeName: os.hostname(),
+  runDir: path.join(os.tmpdir(), `p2prun-run-${process.getuid?.() ?? 0}`),
+  fuseDevice: '/dev/fuse',
   quiet: false
 }
 
@@ -156,6 +176,9 @@ function parseValue (spec: Spec, raw: unknown, where: string, base: string): unk
     case 'path':
     case 'string': {
       if (typeof raw !== 'string' || raw === '') throw configError(`${where}: expected a non-empty string`)
+      if (spec.choices && !spec.choices.includes(raw)) {
+        throw configError(`${where}: expected one of ${spec.choices.join(', ')}, got "${raw}"`)
+      }
       return spec.kind === 'path' ? path.resolve(base, raw) : raw
     }
   }

@@ -6,6 +6,8 @@ import path from 'node:path'
 import type { DescribedEntry } from './description.ts'
 
 export interface ByteSource {
+  /** Whether the range is already local: a read of it will not wait for the network. */
+  has (entry: DescribedEntry, offset: number, length: number): boolean
   /** Bytes [offset, offset + length) of a regular file, clipped to its size. */
   read (entry: DescribedEntry, offset: number, length: number, signal?: AbortSignal): Promise<Buffer>
   /** Makes the whole file local, ahead of anything fetched in the background. */
@@ -39,6 +41,10 @@ export class DirectorySource implements ByteSource {
     } finally {
       await handle.close()
     }
+  }
+
+  has (): boolean {
+    return true
   }
 
   async fetchFile (): Promise<void> {}

@@ -37,6 +37,7 @@ const PRIORITY_READ = 3
 const PRIORITY_FILE = 2
 const PRIORITY_ALL = 1
 const STALL_CHECK_MS = 1000
+const READ_AHEAD_PIECES = 1
 
 interface Waiter {
   readonly missing: Set<number>
@@ -116,10 +117,19 @@ export class SwarmNode implements ByteSource {
     this.stallTimer = setInterval(() => this.checkStall(), STALL_CHECK_MS).unref()
   }
 
+  has (entry: DescribedEntry, offset: number, length: number): boolean {
+    const want = clipRange(entry, offset, length)
+    if (want === 0 || entry.torrentOffset === undefined) return true
+    const [first, last] = this.pieceSpan(entry.torrentOffset + offset, want)
+    for (let i = first; i <= last; i++) if (!this.torrent.bitfield.get(i)) return false
+    return true
+  }
+
   async read (entry: DescribedEntry, offset: number, length: number, signal?: AbortSignal): Promise<Buffer> {
     const want = clipRange(entry, offset, length)
     if (want === 0 || entry.torrentOffset === undefined) return Buffer.alloc(0)
     const start = entry.torrentOffset + offset
+    this.readAhead(entry, start + want)
     await this.waitForRange(start, want, PRIORITY_READ, signal)
     const out = Buffer.alloc(want)
     const { bytesRead } = await this.data.read(out, 0, want, start)
@@ -148,22 +158,21 @@ export class SwarmNode implements ByteSource {
     }
   }
 
-  close (): Promise<void> {
+  /** Leaves the swarm; the store is removed unless `keepStore` (for inspection after a run). */
+  close (options: { keepStore?: boolean } = {}): Promise<void> {
     this.closing ??= (async () => {
       clearInterval(this.stallTimer)
       this.failAll(swarmError('the swarm node was closed'))
       await new Promise<void>((resolve) => this.client.destroy(() => resolve()))
       await this.data.close()
-      await rm(this.storePath, { recursive: true, force: true })
+      if (!options.keepStore) await rm(this.storePath, { recursive: true, force: true })
     })()
     return this.closing
   }
 
   private waitForRange (start: number, length: number, priority: number, signal?: AbortSignal): Promise<void> {
     if (this.closing) return Promise.reject(swarmError('the swarm node is closed'))
-    const pieceLength = this.description.pieceLength
-    const first = Math.floor(start / pieceLength)
-    const last = Math.floor((start + length - 1) / pieceLength)
+    const [first, last] = this.pieceSpan(start, length)
     const missing = new Set<number>()
     for (let i = first; i <= last; i++) if (!this.torrent.bitfield.get(i)) missing.add(i)
     if (missing.size === 0) return Promise.resolve()
@@ -182,6 +191,21 @@ export class SwarmNode implements ByteSource {
       this.torrent.select(first, last, priority)
       if (priority === PRIORITY_READ) this.torrent.critical(first, last)
     })
+  }
+
+  /** Queue the piece after a read (within the file) behind the reads: programs read forward. */
+  private readAhead (entry: DescribedEntry, from: number): void {
+    const fileEnd = (entry.torrentOffset ?? 0) + entry.size
+    if (from >= fileEnd) return
+    const [first, last] = this.pieceSpan(from, Math.min(fileEnd - from, READ_AHEAD_PIECES * this.description.pieceLength))
+    for (let i = first; i <= last; i++) {
+      if (!this.torrent.bitfield.get(i)) { this.torrent.select(i, last, PRIORITY_FILE); return }
+    }
+  }
+
+  private pieceSpan (start: number, length: number): [number, number] {
+    const pieceLength = this.description.pieceLength
+    return [Math.floor(start / pieceLength), Math.floor((start + length - 1) / pieceLength)]
   }
 
   private onVerified (index: number): void {

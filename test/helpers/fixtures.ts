@@ -53,13 +53,13 @@ export interface Snapshot {
   [path: string]: string
 }
 
-/** type, permission bits and content hash (or link target) of every entry below root. */
-export async function snapshotTree (root: string): Promise<Snapshot> {
+/** type, permission bits (under `modeMask`) and content hash (or link target) of every entry below root. */
+export async function snapshotTree (root: string, modeMask = 0o777): Promise<Snapshot> {
   const out: Snapshot = {}
   const walk = async (rel: string): Promise<void> => {
     const abs = path.join(root, rel)
     const st = await lstat(abs)
-    const mode = (st.mode & 0o777).toString(8)
+    const mode = (st.mode & modeMask).toString(8)
     if (st.isSymbolicLink()) {
       out[rel] = `link -> ${await readlink(abs)}`
     } else if (st.isDirectory()) {

@@ -1,0 +1,151 @@
+// `p2prun mount FILE [MOUNTPOINT]` runs a node agent (swarm + FUSE mount) in the foreground, or with
+// --daemon detaches once the mount is ready. `p2prun umount MOUNTPOINT` stops it, or removes the
+// mount of an agent that died.
+import { spawn } from 'node:child_process'
+import { write, close } from 'node:fs'
+import { mkdir, open, readFile, rm, writeFile } from 'node:fs/promises'
+import path from 'node:path'
+import { setTimeout as delay } from 'node:timers/promises'
+import { Option, type Command } from 'commander'
+import { expandMountPoint } from '../../lib/agent.ts'
+import type { Config } from '../../lib/config.ts'
+import type { Description } from '../../lib/description.ts'
+import { P2prunError, usageError } from '../../lib/errors.ts'
+import { action, addSettings, commandConfig, say, untilSignal } from '../cli-support.ts'
+import { isAlive, logPath, readState, removeState, writeState } from '../agent-state.ts'
+import { readDescription, writeAtomically } from './describe.ts'
+
+const collect = (value: string, previous: string[] = []) => [...previous, value]
+
+interface MountFlags {
+  daemon?: boolean
+  readyFile?: string
+  stats?: string
+  keepStore?: boolean
+  tracker?: string[]
+  seeder?: string[]
+  notifyFd?: string
+}
+
+export function registerMount (program: Command): void {
+  const cmd = program.command('mount')
+    .description('mount a description as a read-only file system backed by the swarm')
+    .argument('<file>', 'description file (.p2p.torrent)')
+    .argument('[mountpoint]', 'where to mount (default: the description\'s mount point)')
+    .option('--daemon', 'detach once the mount is ready')
+    .option('--ready-file <file>', 'write {"pid","mountPoint"} here once the mount is ready')
+    .option('--stats <file>', 'write the operation and byte counters as one JSON line at exit')
+    .option('--keep-store', 'leave the downloaded bytes in the store directory at exit')
+    .option('--tracker <url>', 'tracker to announce to, instead of the description\'s (repeatable)', collect)
+    .option('--seeder <host:port>', 'peer to connect to directly, e.g. the head\'s seeder (repeatable)', collect)
+    .addOption(new Option('--notify-fd <fd>').hideHelp())
+  addSettings(cmd, ['mode', 'store-dir', 'allow-other', 'node-name', 'run-dir', 'fuse-device', 'max-conns', 'numwant', 'stall-timeout', 'quiet'])
+  cmd.action(action('mount', async (file: string, mountArg: string | undefined, opts: MountFlags) => {
+    const config = await commandConfig(cmd)
+    const desc = await readDescription(file)
+    const mountPoint = path.resolve(mountArg ?? expandMountPoint(desc.mountPoint, { infoHash: desc.infoHash, nodeName: config.nodeName }))
+    if (opts.daemon) return daemonize(config, mountPoint)
+    await runAgent(config, desc, mountPoint, opts)
+  }))
+
+  const umount = program.command('umount')
+    .description('stop the agent serving a mount, or remove a mount whose agent died')
+    .argument('<mountpoint>')
+  addSettings(umount, ['run-dir'])
+  umount.action(action('umount', async (mountArg: string) => {
+    await unmountAgent(await commandConfig(umount), path.resolve(mountArg))
+  }))
+}
+
+async function runAgent (config: Config, desc: Description, mountPoint: string, opts: MountFlags): Promise<void> {
+  const { Agent } = await import('../../lib/agent.ts')
+  const signal = untilSignal()
+  const log = (line: string) => process.stderr.write(`p2prun mount: ${line}\n`)
+  const agent = await Agent.start({
+    description: desc,
+    mountPoint,
+    mode: config.mode,
+    node: {
+      storeDir: config.storeDir,
+      port: 0,
+      maxConns: config.maxConns,
+      numwant: config.numwant,
+      stallTimeoutMs: config.stallTimeoutMs,
+      trackers: opts.tracker,
+      seeders: opts.seeder
+    },
+    allowOther: config.allowOther,
+    keepStore: opts.keepStore ?? false,
+    fuseDevice: config.fuseDevice,
+    uid: process.getuid?.() ?? 0,
+    gid: process.getgid?.() ?? 0,
+    log
+  })
+  try {
+    await writeState(config.runDir, { pid: process.pid, mountPoint, storePath: agent.storePath, infoHash: desc.infoHash })
+    if (opts.readyFile) await writeAtomically(opts.readyFile, Buffer.from(JSON.stringify({ pid: process.pid, mountPoint })))
+    process.stdout.write(`mounted infohash=${desc.infoHash} mode=${config.mode} at=${mountPoint}\n`)
+    if (opts.notifyFd) await notifyReady(Number(opts.notifyFd))
+    const onUsr1 = () => log(`stats ${JSON.stringify(agent.stats())}`)
+    process.on('SIGUSR1', onUsr1)
+    const sig = await signal
+    process.off('SIGUSR1', onUsr1)
+    say(config, `p2prun mount: ${sig}, unmounting ${mountPoint}`)
+  } finally {
+    const stats = agent.stats()
+    await agent.stop()
+    await removeState(config.runDir, mountPoint)
+    if (opts.readyFile) await rm(opts.readyFile, { force: true })
+    if (opts.stats) await writeFile(opts.stats, `${JSON.stringify(stats)}\n`)
+  }
+}
+
+/** Tell a --daemon parent the mount is ready: one line on the pipe it gave us, then close it. */
+function notifyReady (fd: number): Promise<void> {
+  return new Promise((resolve) => write(fd, 'ready\n', () => close(fd, () => resolve())))
+}
+
+/**
+ * Start this same command detached, without --daemon, and wait for it to say "ready" on a pipe:
+ * the pipe closing without it means the agent failed, and its log says why.
+ */
+async function daemonize (config: Config, mountPoint: string): Promise<void> {
+  await mkdir(config.runDir, { recursive: true, mode: 0o700 })
+  const logFile = logPath(config.runDir, mountPoint)
+  const logHandle = await open(logFile, 'w')
+  const args = process.argv.slice(1).filter((a) => a !== '--daemon')
+  const child = spawn(process.execPath, [...args, '--notify-fd', '3'], {
+    detached: true,
+    stdio: ['ignore', logHandle.fd, logHandle.fd, 'pipe']
+  })
+  await logHandle.close()
+  let said = ''
+  for await (const chunk of child.stdio[3] as NodeJS.ReadableStream) said += String(chunk)
+  if (said.startsWith('ready')) {
+    child.unref()
+    say(config, `p2prun mount: agent ${child.pid} serves ${mountPoint} (log: ${logFile})`)
+    return
+  }
+  const lines = (await readFile(logFile, 'utf8')).trim().split('\n')
+  const reason = lines.reverse().find((l) => l.includes(' error: '))
+  throw new P2prunError('FUSE', reason?.replace(/^p2prun mount: error: /, '') ?? `the mount agent exited early (log: ${logFile})`)
+}
+
+const EXIT_WAIT_MS = 15_000
+const EXIT_POLL_MS = 20
+
+async function unmountAgent (config: Config, mountPoint: string): Promise<void> {
+  const { isMounted, lazyUnmount } = await import('../../lib/mount.ts')
+  const state = await readState(config.runDir, mountPoint)
+  const mounted = await isMounted(mountPoint)
+  if (!state && !mounted) throw usageError(`nothing is mounted at ${mountPoint}`, 'check the path with `grep fuse /proc/mounts`')
+  if (state && await isAlive(state.pid)) {
+    process.kill(state.pid, 'SIGTERM')
+    // The agent unmounts and exits on SIGTERM; another process can only be watched by polling.
+    const deadline = Date.now() + EXIT_WAIT_MS
+    while (await isAlive(state.pid) && Date.now() < deadline) await delay(EXIT_POLL_MS)
+  }
+  if (await isMounted(mountPoint)) await lazyUnmount(mountPoint)
+  if (state && !(await isAlive(state.pid))) await rm(state.storePath, { recursive: true, force: true })
+  await removeState(config.runDir, mountPoint)
+}

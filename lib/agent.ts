@@ -1,0 +1,109 @@
+// The node agent: joins the job's swarm, mounts the library file system on it, and takes both
+// down again. Used by `p2prun mount` and (next) by the launcher's per-node step.
+import { formatError } from './errors.ts'
+import type { Description } from './description.ts'
+import type { DataMode } from './config.ts'
+import { LibraryFs, type FsStats } from './fs.ts'
+import { mountFs, type Mounted } from './mount.ts'
+import { SwarmNode, type NodeOptions, type NodeStats } from './swarm/node.ts'
+
+export interface AgentOptions {
+  readonly description: Description
+  readonly mountPoint: string
+  readonly mode: DataMode
+  readonly node: NodeOptions
+  readonly allowOther: boolean
+  readonly keepStore: boolean
+  readonly fuseDevice: string
+  readonly uid: number
+  readonly gid: number
+  readonly log: (line: string) => void
+}
+
+export interface AgentStats {
+  readonly infoHash: string
+  readonly mode: DataMode
+  readonly mountPoint: string
+  readonly fs: FsStats
+  readonly swarm: NodeStats
+}
+
+/** The kernel may cache entries, attributes and ENOENT answers this long: the content is immutable. */
+const KERNEL_CACHE_SECONDS = 86_400
+
+/** %i: the infohash's first 16 hex digits; %n: the node name; %%: a percent sign. */
+export function expandMountPoint (template: string, vars: { infoHash: string, nodeName: string }): string {
+  return template.replace(/%([in%])/g, (_, c: string) => (c === 'i' ? vars.infoHash.slice(0, 16) : c === 'n' ? vars.nodeName : '%'))
+}
+
+export class Agent {
+  readonly options: AgentOptions
+  private readonly swarm: SwarmNode
+  private readonly fs: LibraryFs
+  private readonly mounted: Mounted
+  private stopping: Promise<void> | undefined
+
+  static async start (options: AgentOptions): Promise<Agent> {
+    const swarm = await SwarmNode.join(options.description, options.node)
+    try {
+      const fs = new LibraryFs(options.description, swarm, {
+        mode: options.mode,
+        uid: options.uid,
+        gid: options.gid,
+        onError: (op, file, err) => options.log(`${op} ${file} failed: ${formatError(err)}`)
+      })
+      const mounted = await mountFs(options.mountPoint, fs.operations(), {
+        fsname: `p2prun:${options.description.name}`,
+        allowOther: options.allowOther,
+        cacheSeconds: KERNEL_CACHE_SECONDS,
+        device: options.fuseDevice
+      })
+      return new Agent(options, swarm, fs, mounted)
+    } catch (err) {
+      await swarm.close()
+      throw err
+    }
+  }
+
+  private constructor (options: AgentOptions, swarm: SwarmNode, fs: LibraryFs, mounted: Mounted) {
+    this.options = options
+    this.swarm = swarm
+    this.fs = fs
+    this.mounted = mounted
+    if (options.mode === 'eager') {
+      swarm.fetchAll().catch((err: unknown) => {
+        if (!this.stopping) options.log(`background fetch stopped: ${formatError(err)}`)
+      })
+    }
+  }
+
+  get mountPoint (): string {
+    return this.mounted.mountPoint
+  }
+
+  get storePath (): string {
+    return this.swarm.storePath
+  }
+
+  stats (): AgentStats {
+    return {
+      infoHash: this.options.description.infoHash,
+      mode: this.options.mode,
+      mountPoint: this.mounted.mountPoint,
+      fs: structuredClone(this.fs.stats),
+      swarm: this.swarm.stats()
+    }
+  }
+
+  /** Unmount first (so no reader waits on a closed swarm), then leave the swarm. */
+  stop (): Promise<void> {
+    this.stopping ??= (async () => {
+      try {
+        await this.mounted.unmount()
+      } finally {
+        await this.swarm.close({ keepStore: this.options.keepStore })
+      }
+    })()
+    return this.stopping
+  }
+}

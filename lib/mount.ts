@@ -1,0 +1,120 @@
+// Mount lifecycle: the only code that imports fuse-native. Checks what a mount needs (a FUSE
+// device, fusermount, an empty mount point) up front, so failures are one clear line, and can
+// remove a mount whose serving process died.
+import { constants, type Stats } from 'node:fs'
+import { access, mkdir, readdir, readFile, rmdir, stat } from 'node:fs/promises'
+import path from 'node:path'
+import { execa } from 'execa'
+import Fuse from 'fuse-native'
+import { P2prunError } from './errors.ts'
+
+export interface MountOptions {
+  /** Shown as the mount's source in /proc/mounts. */
+  readonly fsname: string
+  readonly allowOther: boolean
+  /** How long the kernel may cache entries, attributes and negative lookups: the content never changes. */
+  readonly cacheSeconds: number
+  /** The FUSE device to require (a test knob; always /dev/fuse in real use). */
+  readonly device: string
+}
+
+export interface Mounted {
+  readonly mountPoint: string
+  unmount (): Promise<void>
+}
+
+const fuseError = (message: string, hint: string, cause?: unknown) => new P2prunError('FUSE', message, { hint, cause })
+
+/** Local operations answer fast; open (file mode) and read wait on the swarm, bounded by its stall timeout. */
+const OP_TIMEOUTS: Record<string, number | false> = { default: 10_000, open: false, read: false }
+
+export async function mountFs (mountPoint: string, ops: object, opts: MountOptions): Promise<Mounted> {
+  const mnt = path.resolve(mountPoint)
+  await checkFuse(opts.device)
+  const created = await prepareMountPoint(mnt)
+  const fuse = new Fuse(mnt, ops, {
+    // fuse-native passes only the options it knows, as one "-o a,b,c" string that libfuse splits on
+    // commas: "ro" and "negative_timeout" ride along after the fsname. negative_timeout lets the
+    // kernel remember ENOENT, so the loader's failed LD_LIBRARY_PATH lookups stop reaching us.
+    fsname: [opts.fsname.replace(/[^\w.:@+-]/g, '_'), 'ro', `negative_timeout=${opts.cacheSeconds}`].join(','),
+    subtype: 'p2prun',
+    defaultPermissions: true,
+    allowOther: opts.allowOther,
+    kernelCache: true,
+    entryTimeout: opts.cacheSeconds,
+    attrTimeout: opts.cacheSeconds,
+    timeout: OP_TIMEOUTS
+  })
+  try {
+    await new Promise<void>((resolve, reject) => fuse.mount((err) => (err ? reject(err) : resolve())))
+  } catch (err) {
+    if (created) await rmdir(mnt).catch(() => {})
+    throw fuseError(`cannot mount FUSE at ${mnt}: ${(err as Error).message}`,
+      'check that this user may mount FUSE file systems (root, or fusermount with user_allow_other)', err)
+  }
+  let unmounting: Promise<void> | undefined
+  return {
+    mountPoint: mnt,
+    unmount: () => (unmounting ??= (async () => {
+      await new Promise<void>((resolve, reject) => fuse.unmount((err) => (err ? reject(err) : resolve())))
+        .catch(() => lazyUnmount(mnt))
+      if (created) await rmdir(mnt).catch(() => {})
+    })())
+  }
+}
+
+/** Removes a mount even if the process serving it is gone ("Transport endpoint is not connected"). */
+export async function lazyUnmount (mountPoint: string): Promise<void> {
+  const r = await execa('fusermount', ['-u', '-z', mountPoint], { reject: false })
+  if (r.exitCode !== 0 && await isMounted(mountPoint)) {
+    throw fuseError(`cannot unmount ${mountPoint}: ${r.stderr.trim()}`, 'run `fusermount -uz` on it as its owner or root')
+  }
+}
+
+export async function isMounted (mountPoint: string): Promise<boolean> {
+  const table = await readFile('/proc/self/mounts', 'utf8')
+  const target = path.resolve(mountPoint)
+  // /proc/mounts escapes space, tab, newline and backslash as octal.
+  return table.split('\n').some((line) => line.split(' ')[1]?.replace(/\\([0-7]{3})/g, (_, o: string) =>
+    String.fromCharCode(parseInt(o, 8))) === target)
+}
+
+async function checkFuse (device: string): Promise<void> {
+  try {
+    await access(device, constants.R_OK | constants.W_OK)
+  } catch (err) {
+    throw fuseError(`FUSE is not available: ${device} is missing or not accessible (${(err as NodeJS.ErrnoException).code})`,
+      'load the fuse kernel module (modprobe fuse), or give the container --device /dev/fuse', err)
+  }
+  if (!(await onPath('fusermount'))) {
+    throw fuseError('fusermount is not installed, so mounts could not be removed',
+      'install it: apt-get install fuse3 (not the old "fuse" package, which removes fuse3)')
+  }
+}
+
+async function onPath (program: string): Promise<boolean> {
+  for (const dir of (process.env.PATH ?? '').split(':').filter(Boolean)) {
+    if (await access(path.join(dir, program), constants.X_OK).then(() => true, () => false)) return true
+  }
+  return false
+}
+
+/** Returns whether the mount point was created here (and so is removed at unmount). */
+async function prepareMountPoint (mnt: string): Promise<boolean> {
+  let st: Stats
+  try {
+    st = await stat(mnt)
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    if (code === 'ENOTCONN') {
+      throw fuseError(`${mnt} is a dead FUSE mount`, `remove it with \`p2prun umount ${mnt}\``, err)
+    }
+    if (code !== 'ENOENT') throw fuseError(`cannot use mount point ${mnt}: ${code}`, 'choose another mount point', err)
+    await mkdir(mnt, { recursive: true })
+    return true
+  }
+  if (!st.isDirectory()) throw fuseError(`mount point ${mnt} is not a directory`, 'choose a directory, or a path that does not exist yet')
+  if (await isMounted(mnt)) throw fuseError(`mount point ${mnt} is busy: something is mounted there`, `run \`p2prun umount ${mnt}\` first`)
+  if ((await readdir(mnt)).length > 0) throw fuseError(`mount point ${mnt} is not empty`, 'choose an empty directory, so nothing is hidden under the mount')
+  return false
+}

@@ -1,0 +1,60 @@
+// Mount agents in child processes (never in the test process: a blocked FUSE server must not be the
+// process touching its own mount), with teardown that removes the mount even when a test fails.
+import { readFile } from 'node:fs/promises'
+import { execa, type ResultPromise } from 'execa'
+import { isMounted, lazyUnmount } from '../../lib/mount.ts'
+import path from 'node:path'
+import type { Test } from 'tap'
+import { CLI, cleanEnv, p2prun, serve, waitForLine, type Serving } from './cli.ts'
+import { scratch, type Scratch } from './scratch.ts'
+
+export interface MountedAgent {
+  readonly child: ResultPromise
+  readonly mountPoint: string
+  /** SIGTERM, wait for exit; returns the --stats JSON and stderr. */
+  stop (): Promise<{ stats: AgentStatsJson, stderr: string, exitCode: number | undefined }>
+}
+
+export interface AgentStatsJson {
+  fs: { ops: Record<string, number>, enoent: number, bytesServedLocal: number, bytesServedAfterFetch: number, readErrors: number, openedCompleteMs: number | null }
+  swarm: { fromHead: number, fromPeers: number, uploaded: number, piecesHave: number, pieceCount: number }
+}
+
+/** The safety net: whatever happened to the agent, no mount stays behind. */
+export async function ensureUnmounted (mountPoint: string): Promise<void> {
+  if (await isMounted(mountPoint)) await lazyUnmount(mountPoint)
+}
+
+export async function mountAgent (scratch: Scratch, description: string, mountPoint: string, statsFile: string,
+  args: readonly string[], env: Record<string, string> = {}): Promise<MountedAgent> {
+  const child = execa(process.execPath, [CLI, 'mount', description, mountPoint, '--stats', statsFile, ...args], {
+    env: cleanEnv(env), extendEnv: false, reject: false, stdin: 'ignore'
+  })
+  let stopped: ReturnType<MountedAgent['stop']> | undefined
+  const stop = () => (stopped ??= (async () => {
+    child.kill('SIGTERM')
+    const r = await child
+    await ensureUnmounted(mountPoint)
+    const text = await readFile(statsFile, 'utf8').catch(() => '{}')
+    return { stats: JSON.parse(text) as AgentStatsJson, stderr: String(r.stderr), exitCode: r.exitCode }
+  })())
+  scratch.defer(stop)
+  await waitForLine(child, /^mounted infohash=/)
+  return { child, mountPoint, stop }
+}
+
+export interface Job extends Scratch { libs: string, file: string, head: Serving }
+
+/** A scratch dir with a described library set and its head (tracker + seeder) running. */
+export async function job (t: Test, libs: (dir: string) => Promise<string>, serveArgs: string[] = []): Promise<Job> {
+  const s = await scratch(t)
+  const source = await libs(s.dir)
+  const file = path.join(s.dir, 'job.p2p.torrent')
+  const made = await p2prun(['describe', source, '-o', file])
+  t.equal(made.exitCode, 0, made.stderr)
+  const head = await serve(file, source, serveArgs)
+  s.defer(head.stop)
+  return { ...s, libs: source, file, head }
+}
+
+export const nodeArgs = (j: Job, mode: string) => ['--mode', mode, '--tracker', j.head.tracker, '--seeder', j.head.seeder, '--store-dir', j.dir]

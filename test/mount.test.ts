@@ -1,0 +1,119 @@
+// Real FUSE mounts served by `p2prun mount` child processes, fed by a real seeder over loopback.
+import { execFile } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { access, mkdir, open, readdir, readFile, rename, rm, stat, symlink, unlink, writeFile, chmod } from 'node:fs/promises'
+import path from 'node:path'
+import { promisify } from 'node:util'
+import t from 'tap'
+import { LIBRARY_TREE, makeTree, snapshotTree } from './helpers/fixtures.ts'
+import { ROOT } from './helpers/cli.ts'
+import { job, mountAgent, nodeArgs } from './helpers/mount.ts'
+import { isMounted } from '../lib/mount.ts'
+
+const run = promisify(execFile)
+
+for (const mode of ['block', 'file', 'eager']) {
+  t.test(`${mode} mode: every file, link and directory equals the source`, async (t) => {
+    const j = await job(t, (dir) => makeTree(path.join(dir, 'libs'), LIBRARY_TREE))
+    const mnt = path.join(j.dir, 'mnt')
+    const agent = await mountAgent(j, j.file, mnt, path.join(j.dir, 'stats.json'), nodeArgs(j, mode))
+    t.same(await snapshotTree(mnt, 0o555), await snapshotTree(j.libs, 0o555), 'tree, modes (read-only), contents, links')
+    t.same((await readdir(mnt)).sort(), (await readdir(j.libs)).sort(), 'top-level listing')
+    t.equal(await readFile(path.join(mnt, 'libfoo.so'), 'utf8').then((s) => s.length > 0), true, 'symlink chain resolves')
+    t.equal((await stat(path.join(mnt, 'libfoo.so.1.2.3'))).mode & 0o777, 0o555, 'executables keep their x bits')
+    t.equal((await stat(path.join(mnt, 'libfoo.so.1.2.3'))).uid, process.getuid?.(), 'owned by the mounting user')
+    await t.rejects(stat(path.join(mnt, 'libnothere.so')), { code: 'ENOENT' })
+    await t.rejects(stat(path.join(mnt, 'python/nothere/x')), { code: 'ENOENT' })
+    const { stats, exitCode } = await agent.stop()
+    t.equal(exitCode, 0)
+    t.equal(stats.fs.readErrors, 0)
+    t.ok(stats.fs.ops.getattr > 0 && stats.fs.ops.open > 0 && stats.fs.ops.read > 0, 'ops are counted')
+    t.equal(await isMounted(mnt), false, 'unmounted')
+    t.same((await readdir(j.dir)).filter((n) => n.startsWith('p2prun-')), [], 'store removed')
+  })
+}
+
+t.test('writes of every kind fail with EROFS', async (t) => {
+  const j = await job(t, (dir) => makeTree(path.join(dir, 'libs'), LIBRARY_TREE))
+  const mnt = path.join(j.dir, 'mnt')
+  await mountAgent(j, j.file, mnt, path.join(j.dir, 'stats.json'), nodeArgs(j, 'block'))
+  const lib = path.join(mnt, 'libbar.so.2.0')
+  const attempts: Record<string, () => Promise<unknown>> = {
+    create: () => writeFile(path.join(mnt, 'new.so'), 'x'),
+    'open for writing': () => open(lib, 'r+'),
+    truncate: () => open(lib, 'w'),
+    unlink: () => unlink(lib),
+    rename: () => rename(lib, path.join(mnt, 'other.so')),
+    mkdir: () => mkdir(path.join(mnt, 'newdir')),
+    rmdir: () => rm(path.join(mnt, 'empty-dir'), { recursive: false, force: false }),
+    symlink: () => symlink('x', path.join(mnt, 'link')),
+    chmod: () => chmod(lib, 0o777),
+    'write access': () => access(lib, 2)
+  }
+  for (const [name, attempt] of Object.entries(attempts)) {
+    await t.rejects(attempt(), { code: /EROFS|EISDIR/ }, name)
+  }
+})
+
+t.test('a program linked against the mounted libraries runs, dlopens by name, and Python ctypes loads them', async (t) => {
+  const j = await job(t, async (dir) => {
+    await run(path.join(ROOT, 'examples/hello/build.sh'), ['--no-mpi', path.join(dir, 'hello')])
+    return path.join(dir, 'hello/libs')
+  })
+  const mnt = path.join(j.dir, 'mnt')
+  await mountAgent(j, j.file, mnt, path.join(j.dir, 'stats.json'), nodeArgs(j, 'eager'))
+  // Directories that do not have the libraries come first, as on real systems: failed lookups.
+  const env = { ...process.env, LD_LIBRARY_PATH: `${j.dir}/nothing-here:${mnt}/missing:${mnt}` }
+  const app = await run(path.join(j.dir, 'hello/app'), [], { env })
+  t.match(app.stdout, /hello, world, from libgreet; count 262150; plugin loaded/)
+  for (const lib of ['libgreet.so.1', 'libcount.so.2', 'libplugin.so']) {
+    t.match(app.stdout, new RegExp(`lib ${mnt}/${lib.replaceAll('.', '\\.')}\\n`), `${lib} came from the mount`)
+  }
+  const py = await run('python3', ['-c', [
+    'import ctypes',
+    'lib = ctypes.CDLL("libcount.so.2")',
+    'print(lib.count_bytes())',
+    'print(any(l.rstrip().endswith("/libcount.so.2.1.0") and "' + mnt + '" in l for l in open("/proc/self/maps")))'
+  ].join('; ')], { env })
+  t.same(py.stdout.trim().split('\n'), ['262150', 'True'])
+})
+
+t.test('block mode: reading 4 KiB in the middle of a large file fetches a few pieces, not the file', async (t) => {
+  const size = 48 * 1024 * 1024
+  const j = await job(t, async (dir) => {
+    await mkdir(path.join(dir, 'libs'))
+    await writeFile(path.join(dir, 'libs/libbig.so'), randomBytes(size))
+    return path.join(dir, 'libs')
+  })
+  const mnt = path.join(j.dir, 'mnt')
+  const agent = await mountAgent(j, j.file, mnt, path.join(j.dir, 'stats.json'), nodeArgs(j, 'block'))
+  const offset = 20 * 1024 * 1024 + 1000
+  const fh = await open(path.join(mnt, 'libbig.so'), 'r')
+  const got = Buffer.alloc(4096)
+  await fh.read(got, 0, 4096, offset)
+  await fh.close()
+  const want = Buffer.alloc(4096)
+  const src = await open(path.join(j.libs, 'libbig.so'), 'r')
+  await src.read(want, 0, 4096, offset)
+  await src.close()
+  t.ok(got.equals(want), 'the right bytes')
+  const { stats } = await agent.stop()
+  const fetched = stats.swarm.fromHead + stats.swarm.fromPeers
+  t.ok(fetched > 0 && fetched < size / 50, `fetched ${fetched} bytes of a ${size}-byte file`)
+})
+
+t.test('two mounts of one description share the swarm: the second gets most bytes from the first', async (t) => {
+  const j = await job(t, async (dir) => {
+    await mkdir(path.join(dir, 'libs'))
+    await writeFile(path.join(dir, 'libs/liba.so'), randomBytes(6_000_000))
+    await writeFile(path.join(dir, 'libs/libb.so'), randomBytes(4_000_000))
+    return path.join(dir, 'libs')
+  }, ['--upload-limit', String(1024 * 1024)])
+  const first = await mountAgent(j, j.file, path.join(j.dir, 'node1'), path.join(j.dir, 'stats1.json'), nodeArgs(j, 'eager'))
+  await run('cat', [path.join(first.mountPoint, 'liba.so'), path.join(first.mountPoint, 'libb.so')], { encoding: 'buffer', maxBuffer: 1e8 })
+  const second = await mountAgent(j, j.file, path.join(j.dir, 'node2'), path.join(j.dir, 'stats2.json'), nodeArgs(j, 'eager'))
+  t.same(await snapshotTree(second.mountPoint), await snapshotTree(first.mountPoint), 'same bytes on both nodes')
+  const { stats } = await second.stop()
+  t.ok(stats.swarm.fromPeers > 2 * stats.swarm.fromHead,
+    `node 2: ${stats.swarm.fromPeers} bytes from node 1, ${stats.swarm.fromHead} from the head`)
+})

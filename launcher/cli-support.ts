@@ -53,15 +53,15 @@ export function action<A extends unknown[]> (name: string, fn: (...args: A) => P
   }
 }
 
-/** Resolves on the first SIGINT or SIGTERM; the process then shuts down in order instead of dying. */
+const STOP_SIGNALS: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP']
+
+/** Resolves on the first SIGINT, SIGTERM or SIGHUP; the process then shuts down in order instead of dying. */
 export function untilSignal (): Promise<NodeJS.Signals> {
   return new Promise((resolve) => {
     const on = (sig: NodeJS.Signals) => {
-      process.off('SIGINT', on)
-      process.off('SIGTERM', on)
+      for (const s of STOP_SIGNALS) process.off(s, on)
       resolve(sig)
     }
-    process.on('SIGINT', on)
-    process.on('SIGTERM', on)
+    for (const s of STOP_SIGNALS) process.on(s, on)
   })
 }

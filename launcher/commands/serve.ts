@@ -15,42 +15,21 @@ export function registerServe (program: Command): void {
   cmd.action(action('serve', async (file: string, opts: { source: string, out?: string }) => {
     const config = await commandConfig(cmd)
     const desc = await readDescription(file)
-    const { startTracker } = await import('../../lib/swarm/tracker.ts')
-    const { startSeeder } = await import('../../lib/swarm/seeder.ts')
+    const { startHead } = await import('../../lib/head.ts')
     const signal = untilSignal()
-    const host = advertisedHost(config)
-    const tracker = await startTracker({
-      host: config.host,
-      port: config.trackerPort,
-      infoHashes: [desc.infoHash],
-      maxPeers: config.trackerMaxPeers,
-      announcePeers: config.trackerAnnouncePeers
-    })
+    const head = await startHead(desc, opts.source, config, advertisedHost(config))
     try {
-      const trackerUrl = `http://${host}:${tracker.port}/announce`
-      const seeder = await startSeeder(desc, opts.source, {
-        port: config.seederPort,
-        trackers: [trackerUrl],
-        maxConns: config.maxConns,
-        verify: config.verifySource,
-        uploadLimit: config.uploadLimit
-      })
-      try {
-        const seederAddr = `${host}:${seeder.port}`
-        if (opts.out) {
-          await writeAtomically(opts.out, withLaunchInfo(desc, { trackers: [trackerUrl], seeders: [seederAddr] }).torrent)
-        }
-        say(config, `p2prun serve: source ${seeder.verified ? 'hashed and verified' : 'matches the description (sizes, mtimes)'}`)
-        process.stdout.write(`serving infohash=${desc.infoHash} tracker=${trackerUrl} seeder=${seederAddr}\n`)
-        const sig = await signal
-        say(config, `p2prun serve: ${sig}, stopping`)
-        const up = seeder.uploaded()
-        process.stdout.write(`uploaded=${up} set=${desc.totalBytes} ratio=${(up / desc.totalBytes).toFixed(2)}\n`)
-      } finally {
-        await seeder.close()
+      if (opts.out) {
+        await writeAtomically(opts.out, withLaunchInfo(desc, { trackers: [head.trackerUrl], seeders: [head.seederAddress] }).torrent)
       }
+      say(config, `p2prun serve: source ${head.verified ? 'hashed and verified' : 'matches the description (sizes, mtimes)'}`)
+      process.stdout.write(`serving infohash=${desc.infoHash} tracker=${head.trackerUrl} seeder=${head.seederAddress}\n`)
+      const sig = await signal
+      say(config, `p2prun serve: ${sig}, stopping`)
+      const up = head.uploaded()
+      process.stdout.write(`uploaded=${up} set=${desc.totalBytes} ratio=${(up / desc.totalBytes).toFixed(2)}\n`)
     } finally {
-      await tracker.close()
+      await head.close()
     }
   }))
 }

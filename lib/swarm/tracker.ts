@@ -8,6 +8,8 @@ export interface TrackerOptions {
   readonly port: number
   /** The only infohashes it will track (hex). */
   readonly infoHashes: readonly string[]
+  /** Description files it hands out at DESCRIPTION_PATH/<infohash>.torrent, so nodes need no shared FS. */
+  readonly descriptions?: ReadonlyMap<string, Uint8Array>
   readonly maxPeers: number
   readonly announcePeers: number
 }
@@ -18,6 +20,8 @@ export interface Tracker {
   peerCount (infoHash: string): number
   close (): Promise<void>
 }
+
+export const DESCRIPTION_PATH = '/p2prun/'
 
 export async function startTracker (opts: TrackerOptions): Promise<Tracker> {
   const allowed = new Set(opts.infoHashes.map((h) => h.toLowerCase()))
@@ -39,6 +43,13 @@ export async function startTracker (opts: TrackerOptions): Promise<Tracker> {
   })
   // A bad announce is the client's problem, answered with a failure reason; never fatal here.
   server.on('warning', () => {})
+  // bittorrent-tracker attaches its own request handler on the next tick; this one runs first.
+  server.http?.on('request', (req, res) => {
+    if (!req.url?.startsWith(DESCRIPTION_PATH)) return
+    const body = opts.descriptions?.get(req.url.slice(DESCRIPTION_PATH.length).replace(/\.torrent$/, '').toLowerCase())
+    res.writeHead(body ? 200 : 404, { 'content-type': 'application/x-bittorrent' })
+    res.end(body ?? 'unknown description')
+  })
   await new Promise<void>((resolve, reject) => {
     const onError = (err: NodeJS.ErrnoException) => {
       reject(new P2prunError('TRACKER', `tracker cannot listen on ${opts.host}:${opts.port}: ${err.code ?? err.message}`,

@@ -1,0 +1,54 @@
+// The head's bootstrap daemons for one job: the tracker (which also hands out the description) and
+// the seeder, started and stopped together. Used by `p2prun serve` and by the launcher.
+import type { Config } from './config.ts'
+import type { Description } from './description.ts'
+import { startSeeder, type Seeder } from './swarm/seeder.ts'
+import { DESCRIPTION_PATH, startTracker, type Tracker } from './swarm/tracker.ts'
+
+export interface Head {
+  readonly trackerUrl: string
+  readonly seederAddress: string
+  /** Where nodes GET the description (and check it against the infohash they were given). */
+  readonly descriptionUrl: string
+  /** Whether the source was hashed at start (false: sizes and mtimes matched the description). */
+  readonly verified: boolean
+  uploaded (): number
+  peerCount (): number
+  close (): Promise<void>
+}
+
+/** `advertise` is the address nodes reach this host at; the config's host is what we bind to. */
+export async function startHead (desc: Description, source: string, config: Config, advertise: string): Promise<Head> {
+  const tracker: Tracker = await startTracker({
+    host: config.host,
+    port: config.trackerPort,
+    infoHashes: [desc.infoHash],
+    descriptions: new Map([[desc.infoHash, desc.torrent]]),
+    maxPeers: config.trackerMaxPeers,
+    announcePeers: config.trackerAnnouncePeers
+  })
+  const base = `http://${advertise}:${tracker.port}`
+  let seeder: Seeder
+  try {
+    seeder = await startSeeder(desc, source, {
+      port: config.seederPort,
+      trackers: [`${base}/announce`],
+      maxConns: config.maxConns,
+      verify: config.verifySource,
+      uploadLimit: config.uploadLimit
+    })
+  } catch (err) {
+    await tracker.close()
+    throw err
+  }
+  let closing: Promise<void> | undefined
+  return {
+    trackerUrl: `${base}/announce`,
+    seederAddress: `${advertise}:${seeder.port}`,
+    descriptionUrl: `${base}${DESCRIPTION_PATH}${desc.infoHash}.torrent`,
+    verified: seeder.verified,
+    uploaded: () => seeder.uploaded(),
+    peerCount: () => tracker.peerCount(desc.infoHash),
+    close: () => (closing ??= seeder.close().finally(() => tracker.close()))
+  }
+}

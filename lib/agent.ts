@@ -31,11 +31,6 @@ export interface AgentStats {
 /** The kernel may cache entries, attributes and ENOENT answers this long: the content is immutable. */
 const KERNEL_CACHE_SECONDS = 86_400
 
-/** %i: the infohash's first 16 hex digits; %n: the node name; %%: a percent sign. */
-export function expandMountPoint (template: string, vars: { infoHash: string, nodeName: string }): string {
-  return template.replace(/%([in%])/g, (_, c: string) => (c === 'i' ? vars.infoHash.slice(0, 16) : c === 'n' ? vars.nodeName : '%'))
-}
-
 export class Agent {
   readonly options: AgentOptions
   private readonly swarm: SwarmNode

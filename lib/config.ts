@@ -34,6 +34,9 @@ export const SETTINGS = {
   'max-conns': { kind: 'int', min: 1, help: 'most peer connections per node' },
   numwant: { kind: 'int', min: 1, help: 'peers a node asks the tracker for' },
   'stall-timeout': { kind: 'seconds', min: 1, help: 'give up when no byte arrives for this many seconds' },
+  'start-timeout': { kind: 'seconds', min: 1, help: 'give up when a node agent is not ready after this many seconds' },
+  libs: { kind: 'string', help: 'library directories for launches, separated by ":" (like --libs, repeatable)' },
+  launcher: { kind: 'string', choices: ['auto', 'local', 'openmpi', 'mpich', 'srun'], help: 'how ranks are started: auto, local, openmpi, mpich or srun' },
   mode: { kind: 'string', choices: DATA_MODES, help: 'data mode: block (fetch pieces on read), file (whole file on open), eager (everything, opened files first)' },
   'allow-other': { kind: 'bool', help: 'let users other than the mounting one see the mount (needs user_allow_other in /etc/fuse.conf)' },
   'node-name': { kind: 'string', help: 'this node\'s name in mount points (%n) and messages (default: the host name)' },
@@ -57,6 +60,9 @@ export interface Config {
   readonly maxConns: number
   readonly numwant: number
   readonly stallTimeoutMs: number
+  readonly startTimeoutMs: number
+  readonly libs: string | undefined
+  readonly launcher: string
   readonly mode: DataMode
   readonly allowOther: boolean
   readonly nodeName: string
@@ -79,6 +85,9 @@ const DEFAULTS: Config = {
   maxConns: 100,
   numwant: 100,
   stallTimeoutMs: 60_000,
+  startTimeoutMs: 120_000,
+  libs: undefined,
+  launcher: 'auto',
   mode: 'eager',
   allowOther: false,
   nodeName: os.hostname(),
@@ -110,7 +119,7 @@ export async function loadConfig (sources: ConfigSources): Promise<Config> {
     else if (envValue !== undefined && envValue !== '') parsed = parseValue(spec, envValue, envName, sources.cwd)
     else if (yaml.values[name] !== undefined) parsed = parseValue(spec, yaml.values[name], `${name} in ${yaml.file}`, path.dirname(yaml.file))
     else continue
-    out[fieldOf(name)] = name === 'stall-timeout' ? (parsed as number) * 1000 : parsed
+    out[fieldOf(name)] = spec.kind === 'seconds' ? (parsed as number) * 1000 : parsed
   }
   return Object.freeze(out) as unknown as Config
 }
@@ -120,8 +129,12 @@ export function envNameOf (name: SettingName): string {
 }
 
 function fieldOf (name: SettingName): keyof Config {
-  if (name === 'stall-timeout') return 'stallTimeoutMs'
-  return name.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase()) as keyof Config
+  if (SETTINGS[name].kind === 'seconds') return `${camel(name)}Ms` as keyof Config
+  return camel(name) as keyof Config
+}
+
+function camel (name: string): string {
+  return name.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase())
 }
 
 async function loadYaml (sources: ConfigSources): Promise<{ file: string, values: Record<string, unknown> }> {

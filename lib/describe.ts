@@ -36,19 +36,55 @@ export function choosePieceLength (totalBytes: number): number {
   return length
 }
 
+/**
+ * Where each described path is read from. One directory is the set itself; several (`--libs A
+ * --libs B`) become top-level directories of the set, named after them (A, B, B-2 on a clash).
+ */
+export interface SourceLayout {
+  readonly dirs: readonly { readonly name: string, readonly dir: string }[]
+}
+
+export function layoutOf (dirs: readonly string[]): SourceLayout {
+  const roots = dirs.map((d) => path.resolve(d))
+  if (roots.length === 1) return { dirs: [{ name: '', dir: roots[0] as string }] }
+  const used = new Set<string>()
+  return {
+    dirs: roots.map((dir) => {
+      const base = path.basename(dir)
+      let name = base
+      for (let i = 2; used.has(name); i++) name = `${base}-${i}`
+      used.add(name)
+      return { name, dir }
+    })
+  }
+}
+
+/** The source file behind a described path. */
+export function sourcePath (layout: SourceLayout, entryPath: string): string {
+  for (const { name, dir } of layout.dirs) {
+    if (name === '') return path.join(dir, entryPath)
+    if (entryPath === name || entryPath.startsWith(`${name}/`)) return path.join(dir, entryPath.slice(name.length))
+  }
+  throw new Error(`internal: ${entryPath} is outside the source layout`)
+}
+
 export async function describeDirectory (dir: string, options: DescribeOptions = {}): Promise<Description> {
-  const root = path.resolve(dir)
-  const tree = await scanTree(root, { followSymlinks: options.followSymlinks })
+  return describeLayout(layoutOf([dir]), options)
+}
+
+export async function describeLayout (layout: SourceLayout, options: DescribeOptions = {}): Promise<Description> {
+  const tree = await scanLayout(layout, options)
   const payload = tree.filter((e) => e.type === 'file' && e.size > 0)
+  const where = layout.dirs.map((d) => d.dir).join(', ')
   if (payload.length === 0) {
-    throw sourceError(`${root} holds no non-empty files: there is nothing to share`,
+    throw sourceError(`${where} holds no non-empty files: there is nothing to share`,
       'point p2prun at the directory that holds the libraries')
   }
   const totalBytes = payload.reduce((sum, e) => sum + e.size, 0)
   const digests = new Map<string, string>()
-  const name = options.name ?? path.basename(root)
+  const name = options.name ?? layout.dirs.map((d) => d.name || path.basename(d.dir)).join('+')
   const streams = payload.map((e) => Object.assign(
-    Readable.from(readAndHash(path.join(root, e.path), e.size, (hex) => digests.set(e.path, hex)), { objectMode: false }),
+    Readable.from(readAndHash(sourcePath(layout, e.path), e.size, (hex) => digests.set(e.path, hex)), { objectMode: false }),
     // create-torrent strips a prefix common to every path and uses it as the torrent name.
     { name: `${name}/${e.path}` }))
 
@@ -73,9 +109,22 @@ export async function describeDirectory (dir: string, options: DescribeOptions =
     trackers: options.trackers ?? [],
     seeders: options.seeders ?? []
   })
-  const desc = parseDescription(bytes, { source: `the description of ${root}` })
+  const desc = parseDescription(bytes, { source: `the description of ${where}` })
   if (desc.totalBytes !== totalBytes) throw new Error('internal: described size differs from the scanned size')
   return desc
+}
+
+/** One directory's tree as is; several under a synthetic root, each as a top-level directory. */
+async function scanLayout (layout: SourceLayout, options: DescribeOptions): Promise<TreeEntry[]> {
+  const scans = await Promise.all(layout.dirs.map(async ({ name, dir }) => {
+    const tree = await scanTree(dir, { followSymlinks: options.followSymlinks })
+    return name === '' ? tree : tree.map((e) => ({ ...e, path: e.path === '' ? name : `${name}/${e.path}` }))
+  }))
+  if (layout.dirs.length === 1) return scans[0] ?? []
+  const all = scans.flat()
+  const newest = all.reduce((max, e) => Math.max(max, e.mtimeMs), 0)
+  const root: TreeEntry = { path: '', type: 'dir', mode: 0o755, size: 0, mtimeMs: newest }
+  return [root, ...all].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0))
 }
 
 const EMPTY_SHA256 = createHash('sha256').digest('hex')

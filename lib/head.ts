@@ -1,6 +1,7 @@
 // The head's bootstrap daemons for one job: the tracker (which also hands out the description) and
 // the seeder, started and stopped together. Used by `p2prun serve` and by the launcher.
 import type { Config } from './config.ts'
+import type { SourceLayout } from './describe.ts'
 import type { Description } from './description.ts'
 import { startSeeder, type Seeder } from './swarm/seeder.ts'
 import { DESCRIPTION_PATH, startTracker, type Tracker } from './swarm/tracker.ts'
@@ -13,12 +14,15 @@ export interface Head {
   /** Whether the source was hashed at start (false: sizes and mtimes matched the description). */
   readonly verified: boolean
   uploaded (): number
+  maxToOneNode (): number
   peerCount (): number
+  /** ms from head start at which each node announced it had the whole set. */
+  completions (): readonly number[]
   close (): Promise<void>
 }
 
 /** `advertise` is the address nodes reach this host at; the config's host is what we bind to. */
-export async function startHead (desc: Description, source: string, config: Config, advertise: string): Promise<Head> {
+export async function startHead (desc: Description, source: SourceLayout, config: Config, advertise: string): Promise<Head> {
   const tracker: Tracker = await startTracker({
     host: config.host,
     port: config.trackerPort,
@@ -48,7 +52,9 @@ export async function startHead (desc: Description, source: string, config: Conf
     descriptionUrl: `${base}${DESCRIPTION_PATH}${desc.infoHash}.torrent`,
     verified: seeder.verified,
     uploaded: () => seeder.uploaded(),
+    maxToOneNode: () => seeder.maxToOnePeer(),
     peerCount: () => tracker.peerCount(desc.infoHash),
+    completions: () => tracker.completions(),
     close: () => (closing ??= seeder.close().finally(() => tracker.close()))
   }
 }

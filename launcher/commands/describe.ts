@@ -3,7 +3,7 @@ import { readFile, rename, rm, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import type { Command } from 'commander'
 import { formatSummary, parseDescription, summarize, type Description, type DescribedEntry } from '../../lib/description.ts'
-import { describeDirectory } from '../../lib/describe.ts'
+import { describeLayout, layoutOf } from '../../lib/describe.ts'
 import { usageError } from '../../lib/errors.ts'
 import { action } from '../cli-support.ts'
 
@@ -12,27 +12,27 @@ const collect = (value: string, previous: string[] = []) => [...previous, value]
 export function registerDescribe (program: Command): void {
   program.command('describe')
     .description('build the description file (a .torrent plus the tree) of a library directory')
-    .argument('<dir>', 'directory holding the job\'s shared libraries')
+    .argument('<dirs...>', 'directory holding the job\'s shared libraries (several: each becomes a top-level directory)')
     .option('-o, --output <file>', 'where to write the description (default: <dir name>.p2p.torrent)')
     .option('--follow-symlinks', 'copy in the targets of symlinks that are absolute or leave the directory')
     .option('--mount-point <template>', 'default mount point on the nodes (%i: infohash prefix, %n: node name)')
     .option('--name <name>', 'torrent name (default: the directory name); part of the infohash')
     .option('--tracker <url>', 'tracker announce URL to record (repeatable)', collect)
     .option('--seeder <host:port>', 'seeder address to record (repeatable)', collect)
-    .action(action('describe', async (dir: string, opts: {
+    .action(action('describe', async (dirs: string[], opts: {
       output?: string, followSymlinks?: boolean, mountPoint?: string, name?: string, tracker?: string[], seeder?: string[]
     }) => {
       if (opts.mountPoint !== undefined && !path.isAbsolute(opts.mountPoint)) {
         throw usageError(`--mount-point ${opts.mountPoint} is not an absolute path`, 'nodes mount at the same absolute path, e.g. /tmp/p2prun/%i')
       }
-      const desc = await describeDirectory(dir, {
+      const desc = await describeLayout(layoutOf(dirs), {
         followSymlinks: opts.followSymlinks,
         mountPoint: opts.mountPoint,
         name: opts.name,
         trackers: opts.tracker,
         seeders: opts.seeder
       })
-      const out = path.resolve(opts.output ?? `${path.basename(path.resolve(dir))}.p2p.torrent`)
+      const out = path.resolve(opts.output ?? `${desc.name}.p2p.torrent`)
       await writeAtomically(out, desc.torrent)
       process.stdout.write(`${desc.infoHash}\n${formatSummary(summarize(desc))}\nwrote ${out}\n`)
     }))

@@ -7,7 +7,7 @@ import { mkdir, open, readFile, rm, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { setTimeout as delay } from 'node:timers/promises'
 import { Option, type Command } from 'commander'
-import { expandMountPoint } from '../../lib/agent.ts'
+import { expandTemplate } from '../../lib/job.ts'
 import type { Config } from '../../lib/config.ts'
 import type { Description } from '../../lib/description.ts'
 import { P2prunError, usageError } from '../../lib/errors.ts'
@@ -43,7 +43,7 @@ export function registerMount (program: Command): void {
   cmd.action(action('mount', async (file: string, mountArg: string | undefined, opts: MountFlags) => {
     const config = await commandConfig(cmd)
     const desc = await readDescription(file)
-    const mountPoint = path.resolve(mountArg ?? expandMountPoint(desc.mountPoint, { infoHash: desc.infoHash, nodeName: config.nodeName }))
+    const mountPoint = path.resolve(mountArg ?? expandTemplate(desc.mountPoint, { infoHash: desc.infoHash, nodeName: config.nodeName }))
     if (opts.daemon) return daemonize(config, mountPoint)
     await runAgent(config, desc, mountPoint, opts)
   }))

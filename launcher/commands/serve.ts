@@ -1,5 +1,6 @@
 // `p2prun serve FILE --source DIR`: the head's bootstrap daemons, a tracker and a seeder.
 import type { Command } from 'commander'
+import { layoutOf } from '../../lib/describe.ts'
 import { withLaunchInfo } from '../../lib/description.ts'
 import { action, addSettings, advertisedHost, commandConfig, say, untilSignal } from '../cli-support.ts'
 import { readDescription, writeAtomically } from './describe.ts'
@@ -17,7 +18,7 @@ export function registerServe (program: Command): void {
     const desc = await readDescription(file)
     const { startHead } = await import('../../lib/head.ts')
     const signal = untilSignal()
-    const head = await startHead(desc, opts.source, config, advertisedHost(config))
+    const head = await startHead(desc, layoutOf([opts.source]), config, advertisedHost(config))
     try {
       if (opts.out) {
         await writeAtomically(opts.out, withLaunchInfo(desc, { trackers: [head.trackerUrl], seeders: [head.seederAddress] }).torrent)

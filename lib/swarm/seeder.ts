@@ -1,7 +1,7 @@
 // The head's seeder: serves the source directory to the swarm, straight from the source files.
 import { stat } from 'node:fs/promises'
-import path from 'node:path'
-import WebTorrent, { type Torrent } from 'webtorrent'
+import WebTorrent, { type Torrent, type Wire } from 'webtorrent'
+import { sourcePath, type SourceLayout } from '../describe.ts'
 import type { Description } from '../description.ts'
 import { P2prunError, sourceError } from '../errors.ts'
 import { SourceChunkStore, type SourceFile } from './chunk-stores.ts'
@@ -22,19 +22,21 @@ export interface Seeder {
   /** Whether the source was hashed at start (false: sizes and mtimes matched). */
   readonly verified: boolean
   uploaded (): number
+  /** The most bytes sent to any one peer: how much of the set a node got from the head at worst. */
+  maxToOnePeer (): number
   close (): Promise<void>
 }
 
 /** Pieces the head caches in memory: at launch every node asks for the same few pieces at once. */
 const SEEDER_CACHE_PIECES = 64
 
-export async function startSeeder (desc: Description, sourceDir: string, opts: SeederOptions): Promise<Seeder> {
-  const root = path.resolve(sourceDir)
-  const cheapMatch = await sourceMatches(desc, root)
+export async function startSeeder (desc: Description, layout: SourceLayout, opts: SeederOptions): Promise<Seeder> {
+  const cheapMatch = await sourceMatches(desc, layout)
   const verify = opts.verify || !cheapMatch
   const sourceFiles: SourceFile[] = desc.entries
     .filter((e) => e.torrentFile !== undefined)
-    .map((e) => ({ path: path.join(root, e.path), offset: e.torrentOffset ?? 0, length: e.size }))
+    .map((e) => ({ path: sourcePath(layout, e.path), offset: e.torrentOffset ?? 0, length: e.size }))
+  const root = layout.dirs.map((d) => d.dir).join(', ')
 
   const client = new WebTorrent({
     ...clientOptions({ role: 'head', port: opts.port, maxConns: opts.maxConns, numwant: 1 }),
@@ -56,10 +58,18 @@ export async function startSeeder (desc: Description, sourceDir: string, opts: S
         'describe the directory again, or point --source at the directory it was described from')
     }
     await listening(client)
+    const toPeer = new Map<string, number>()
+    torrent.on('wire', (wire: Wire) => {
+      wire.on('upload', (bytes: number) => {
+        const id = wire.peerId ?? ''
+        toPeer.set(id, (toPeer.get(id) ?? 0) + bytes)
+      })
+    })
     return {
       port: client.torrentPort,
       verified: verify,
       uploaded: () => torrent.uploaded,
+      maxToOnePeer: () => Math.max(0, ...toPeer.values()),
       close
     }
   } catch (err) {
@@ -72,11 +82,11 @@ export async function startSeeder (desc: Description, sourceDir: string, opts: S
  * Cheap check that the source is what was described: every file present with the described size
  * (a size mismatch is fatal) and mtime (a mismatch only means "hash it to be sure").
  */
-async function sourceMatches (desc: Description, root: string): Promise<boolean> {
+async function sourceMatches (desc: Description, layout: SourceLayout): Promise<boolean> {
   let same = true
   for (const e of desc.entries) {
     if (e.torrentFile === undefined) continue
-    const file = path.join(root, e.path)
+    const file = sourcePath(layout, e.path)
     const st = await stat(file).catch(() => undefined)
     if (!st?.isFile()) {
       throw sourceError(`${file} is in the description but not in the source`, 'pass the directory the description was made from')

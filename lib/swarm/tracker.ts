@@ -2,6 +2,7 @@
 // limits sized for large jobs.
 import { Server } from 'bittorrent-tracker'
 import { P2prunError } from '../errors.ts'
+import { isHeadPeerId } from './tuning.ts'
 
 export interface TrackerOptions {
   readonly host: string
@@ -18,6 +19,8 @@ export interface Tracker {
   readonly port: number
   /** Peers currently registered for an infohash. */
   peerCount (infoHash: string): number
+  /** ms since the tracker started at which each peer announced it had everything. */
+  completions (): readonly number[]
   close (): Promise<void>
 }
 
@@ -60,9 +63,15 @@ export async function startTracker (opts: TrackerOptions): Promise<Tracker> {
   })
   const address = server.http?.address()
   const port = typeof address === 'object' && address ? address.port : opts.port
+  const started = performance.now()
+  const completed: number[] = []
+  server.on('complete', (_addr: string, params: { peer_id?: string }) => {
+    if (!isHeadPeerId(params.peer_id)) completed.push(Math.round(performance.now() - started))
+  })
   let closing: Promise<void> | undefined
   return {
     port,
+    completions: () => completed,
     peerCount: (infoHash) => server.torrents[infoHash.toLowerCase()]?.peers.length ?? 0,
     close: () => (closing ??= new Promise<void>((resolve) => server.close(() => resolve())))
   }

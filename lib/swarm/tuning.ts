@@ -14,8 +14,12 @@ export function newPeerId (role: Role): string {
   return Buffer.from(id).toString('hex')
 }
 
+export function isHeadPeerId (hexPeerId: string | undefined): boolean {
+  return hexPeerId?.startsWith(HEAD_PREFIX_HEX) ?? false
+}
+
 export function isHeadWire (wire: Wire): boolean {
-  return wire.peerId?.startsWith(HEAD_PREFIX_HEX) ?? false
+  return isHeadPeerId(wire.peerId)
 }
 
 export interface ClientTuning {

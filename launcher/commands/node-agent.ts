@@ -1,0 +1,96 @@
+// `p2prun node-agent STATE_DIR` (internal): one node's agent for one launch, started detached by the
+// node's first rank. Gets the description from the head (checked against the infohash the launcher
+// handed out), mounts it on the swarm, says ready, and stays until the node's last rank has ended —
+// however it ended — then unmounts and removes its state.
+import { readdir, rename, rm, writeFile } from 'node:fs/promises'
+import path from 'node:path'
+import { setTimeout as delay } from 'node:timers/promises'
+import type { Command } from 'commander'
+import { loadConfig } from '../../lib/config.ts'
+import { parseDescription, type Description } from '../../lib/description.ts'
+import { formatError, P2prunError } from '../../lib/errors.ts'
+import { decodeJob, expandTemplate, JOB_ENV } from '../../lib/job.ts'
+import { isAlive } from '../agent-state.ts'
+import { action, untilSignal } from '../cli-support.ts'
+import { FAILED_FILE, RANKS_DIR, READY_FILE } from '../rank-step.ts'
+
+/** How often the agent checks whether its ranks still run (another process's exit cannot be awaited). */
+const RANK_CHECK_MS = 100
+
+export function registerNodeAgent (program: Command): void {
+  program.command('node-agent', { hidden: true })
+    .description('(internal) the node agent of one launch')
+    .argument('<state-dir>')
+    .requiredOption('--node <name>', 'this node\'s name')
+    .requiredOption('--expect <count>', 'ranks of the launch on this node (0: unknown)')
+    .action(action('node-agent', async (stateDir: string, opts: { node: string, expect: string }) => {
+      const job = decodeJob(process.env[JOB_ENV])
+      const config = await loadConfig({ flags: {}, env: process.env, cwd: process.cwd() })
+      const signal = untilSignal()
+      const log = (line: string) => process.stderr.write(`p2prun node-agent: ${line}\n`)
+      let agent
+      try {
+        const desc = await fetchDescription(job.descriptionUrl, job.infoHash, opts.node, config.stallTimeoutMs)
+        const { Agent } = await import('../../lib/agent.ts')
+        agent = await Agent.start({
+          description: desc,
+          mountPoint: expandTemplate(job.mountPoint, { infoHash: desc.infoHash, nodeName: opts.node, launchId: job.launchId }),
+          mode: job.mode,
+          node: {
+            storeDir: config.storeDir,
+            port: 0,
+            maxConns: config.maxConns,
+            numwant: config.numwant,
+            stallTimeoutMs: config.stallTimeoutMs,
+            trackers: job.trackers,
+            seeders: job.seeders
+          },
+          allowOther: config.allowOther,
+          keepStore: false,
+          fuseDevice: config.fuseDevice,
+          uid: process.getuid?.() ?? 0,
+          gid: process.getgid?.() ?? 0,
+          log
+        })
+      } catch (err) {
+        await writeFile(path.join(stateDir, FAILED_FILE), JSON.stringify({ error: formatError(err) }), { flag: 'wx' }).catch(() => {})
+        throw err
+      }
+      try {
+        const ready = path.join(stateDir, READY_FILE)
+        await writeFile(`${ready}.tmp`, JSON.stringify({ mountPoint: agent.mountPoint, pid: process.pid }))
+        await rename(`${ready}.tmp`, ready)
+        log(`${agent.mountPoint} ready for the ranks on ${opts.node}`)
+        await Promise.race([signal, ranksEnded(path.join(stateDir, RANKS_DIR), Number(opts.expect))])
+      } finally {
+        await agent.stop()
+        await rm(stateDir, { recursive: true, force: true })
+      }
+    }))
+}
+
+async function fetchDescription (url: string, infoHash: string, node: string, timeoutMs: number): Promise<Description> {
+  let bytes: Uint8Array
+  try {
+    const res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) })
+    if (!res.ok) throw new Error(`HTTP ${res.status}`)
+    bytes = new Uint8Array(await res.arrayBuffer())
+  } catch (err) {
+    const cause = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).message
+    throw new P2prunError('LAUNCH', `node ${node} cannot get the description from ${url}: ${cause}`,
+      { hint: 'check that the submitting host (or --seeder) is reachable from this node', cause: err })
+  }
+  return parseDescription(bytes, { source: url, expectInfoHash: infoHash })
+}
+
+/** Resolves once at least `expected` ranks registered (1 if unknown) and none of them is alive. */
+async function ranksEnded (dir: string, expected: number): Promise<void> {
+  for (;;) {
+    const pids = (await readdir(dir).catch(() => [])).map(Number)
+    if (pids.length >= Math.max(expected, 1)) {
+      const alive = await Promise.all(pids.map((pid) => isAlive(pid)))
+      if (!alive.includes(true)) return
+    }
+    await delay(RANK_CHECK_MS)
+  }
+}

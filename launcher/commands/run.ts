@@ -1,0 +1,182 @@
+// `p2prun [options] [launcher options] PROGRAM [ARGS…]`: what users type instead of mpirun/srun.
+// Describes the libraries, starts the tracker and seeder here (or uses --seeder's), launches through
+// the real launcher with a p2prun step before the program on every rank, and stops everything when
+// the launcher returns — with its exit code.
+import { spawn } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { watch } from 'node:fs'
+import { access, constants, readdir } from 'node:fs/promises'
+import { constants as osConstants } from 'node:os'
+import path from 'node:path'
+import { loadConfig, type Config } from '../../lib/config.ts'
+import { describeLayout, layoutOf } from '../../lib/describe.ts'
+import { formatBytes, type Description } from '../../lib/description.ts'
+import { P2prunError, usageError } from '../../lib/errors.ts'
+import type { Head } from '../../lib/head.ts'
+import { encodeJob, JOB_ENV, type JobSpec } from '../../lib/job.ts'
+import { advertisedHost } from '../cli-support.ts'
+import { ANY_LAUNCHER_VALUES, chooseLauncher } from '../launchers/index.ts'
+import { splitRunArgs, type RunArgs } from '../run-args.ts'
+
+const STOP_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const
+const LOCAL_CLEANUP_WAIT_MS = 15_000
+const PROGRESS_MS = 500
+
+/**
+ * `cli` is how ranks and agents call p2prun, and `rankStep` the per-rank wrapper: the same
+ * installation, by absolute path, on every node.
+ */
+export async function runLaunch (argv: readonly string[], cli: readonly string[], rankStep: string): Promise<void> {
+  const env = process.env
+  // --config and --launcher decide which launcher's option table splits the command line.
+  const peek = splitRunArgs(argv, ANY_LAUNCHER_VALUES).options
+  const configFile = peek.config
+  const base = await loadConfig({ flags: {}, env, cwd: process.cwd(), configFile })
+  const launcher = await chooseLauncher(peek.launcher ?? base.launcher, env, cli)
+  const args = splitRunArgs(argv, launcher.adapter.valueOptions)
+  const config = await loadConfig({
+    flags: { ...(args.options.mode ? { mode: args.options.mode } : {}), ...(args.options.quiet ? { quiet: true } : {}) },
+    env, cwd: process.cwd(), configFile
+  })
+  const libs = args.options.libs.length > 0 ? args.options.libs : (config.libs?.split(':').filter(Boolean) ?? [])
+  if (libs.length === 0) {
+    throw usageError('no library directory given', 'pass --libs DIR (repeatable), or set P2PRUN_LIBS or libs: in p2prun.yaml')
+  }
+  await checkProgram(args.program[0] as string, env)
+  const layout = layoutOf(libs)
+  const desc = await describeLayout(layout, { mountPoint: args.options.mountPoint })
+  const libDirs = layout.dirs.map((d) => d.name)
+  const launchId = randomBytes(4).toString('hex')
+  const step = [rankStep, ...args.program]
+  const forwarded = (job: string) => {
+    const launchEnv: NodeJS.ProcessEnv = { ...env, [JOB_ENV]: job }
+    const names = Object.keys(launchEnv).filter((k) => k.startsWith('P2PRUN_')).sort()
+    return { launchEnv, names }
+  }
+  if (args.options.dryRun) {
+    const { launchEnv, names } = forwarded('<set at launch>')
+    const command = launcher.adapter.command(launcher.program, args.launcherArgs, names, step, launchEnv)
+    process.stdout.write(`${JOB_ENV}='<set at launch>' ${command.map(shellQuote).join(' ')}\n`)
+    return
+  }
+
+  const say = (line: string) => { if (!config.quiet) process.stderr.write(`${line}\n`) }
+  const started = performance.now()
+  const head = await headFor(args, desc, layout, config)
+  try {
+    const job: JobSpec = {
+      launchId,
+      infoHash: desc.infoHash,
+      descriptionUrl: head.descriptionUrl,
+      trackers: [head.trackerUrl],
+      seeders: head.seederAddress ? [head.seederAddress] : [],
+      mountPoint: args.options.mountPoint ?? `${desc.mountPoint}/%j-%n`,
+      libDirs,
+      mode: config.mode
+    }
+    const { launchEnv, names } = forwarded(encodeJob(job))
+    const [program, ...launchArgs] = launcher.adapter.command(launcher.program, args.launcherArgs, names, step, launchEnv) as [string, ...string[]]
+    const progress = process.stderr.isTTY && !config.quiet ? showProgress(head, desc) : undefined
+    const code = await runLauncher(program, launchArgs, launchEnv)
+    clearInterval(progress)
+    if (progress) process.stderr.write('\r\x1b[K')
+    await localAgentsGone(config.runDir, launchId)
+    if (args.options.stats) say(summary(head, desc, (performance.now() - started) / 1000))
+    process.exitCode = code
+  } finally {
+    await head.close()
+  }
+}
+
+async function checkProgram (name: string, env: NodeJS.ProcessEnv): Promise<void> {
+  const candidates = name.includes('/') ? [path.resolve(name)] : (env.PATH ?? '').split(':').filter(Boolean).map((d) => path.join(d, name))
+  for (const c of candidates) {
+    if (await access(c, constants.F_OK).then(() => true, () => false)) {
+      if (await access(c, constants.X_OK).then(() => true, () => false)) return
+      throw usageError(`program ${name} is not executable`, `chmod +x ${name}`)
+    }
+  }
+  throw usageError(`program ${name} not found`, name.includes('/') ? 'check the path' : 'give its path, or put it on PATH')
+}
+
+type HeadLike = Pick<Head, 'trackerUrl' | 'descriptionUrl' | 'uploaded' | 'maxToOneNode' | 'peerCount' | 'completions' | 'close'> & { seederAddress?: string }
+
+/** Our own tracker and seeder, or the ones already running at --seeder (an I/O node's `p2prun serve`). */
+async function headFor (args: RunArgs, desc: Description, layout: ReturnType<typeof layoutOf>, config: Config): Promise<HeadLike> {
+  const external = args.options.seeder
+  if (!external) {
+    const { startHead } = await import('../../lib/head.ts')
+    return startHead(desc, layout, config, advertisedHost(config))
+  }
+  const trackerUrl = external.endsWith('/announce') ? external : `${external.replace(/\/$/, '')}/announce`
+  const descriptionUrl = trackerUrl.replace(/\/announce$/, `/p2prun/${desc.infoHash}.torrent`)
+  const res = await fetch(descriptionUrl, { signal: AbortSignal.timeout(10_000) }).catch((err: Error) => {
+    throw new P2prunError('LAUNCH', `the seeder at ${external} is unreachable: ${(err.cause as { code?: string })?.code ?? err.message}`,
+      { hint: 'start it with `p2prun serve FILE --source DIR` on the I/O node, or leave out --seeder' })
+  })
+  if (!res.ok) {
+    throw new P2prunError('LAUNCH', `the seeder at ${external} does not serve these libraries (infohash ${desc.infoHash})`,
+      { hint: 'serve a description of the same directory there' })
+  }
+  const none = () => 0
+  return { trackerUrl, descriptionUrl, uploaded: none, maxToOneNode: none, peerCount: none, completions: () => [], close: async () => {} }
+}
+
+/** Runs the launcher in the foreground; signals go to it (it stops the ranks); its exit code is ours. */
+function runLauncher (program: string, args: readonly string[], env: NodeJS.ProcessEnv): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(program, args, { stdio: 'inherit', env })
+    const forward = (sig: NodeJS.Signals) => { child.kill(sig) }
+    for (const sig of STOP_SIGNALS) process.on(sig, forward)
+    child.on('error', (err) => reject(new P2prunError('LAUNCH', `cannot start ${program}: ${err.message}`)))
+    child.on('exit', (code, signal) => {
+      for (const sig of STOP_SIGNALS) process.off(sig, forward)
+      resolve(code ?? 128 + (signal ? osConstants.signals[signal] : 0))
+    })
+  })
+}
+
+/**
+ * Agents of this launch on this host remove their state once unmounted: wait for that (bounded), so
+ * that when p2prun returns no mount of it is left here. Remote nodes' agents finish on their own.
+ */
+async function localAgentsGone (runDir: string, launchId: string): Promise<void> {
+  const mine = async () => (await readdir(runDir).catch(() => [])).some((n) => n.startsWith(`job-${launchId}-`))
+  if (!(await mine())) return
+  const ac = new AbortController()
+  const deadline = setTimeout(() => ac.abort(), LOCAL_CLEANUP_WAIT_MS)
+  try {
+    const watcher = watch(runDir, { signal: ac.signal })
+    await new Promise<void>((resolve) => {
+      const check = () => { void mine().then((left) => { if (!left) resolve() }) }
+      watcher.on('change', check)
+      watcher.on('error', () => resolve())
+      ac.signal.addEventListener('abort', () => resolve())
+      check()
+    })
+  } finally {
+    clearTimeout(deadline)
+    ac.abort()
+  }
+}
+
+function showProgress (head: HeadLike, desc: Description): NodeJS.Timeout {
+  return setInterval(() => {
+    const up = head.uploaded()
+    process.stderr.write(`\r\x1b[Kp2prun: ${head.completions().length}/${head.peerCount()} nodes have the set; ` +
+      `head sent ${formatBytes(up)} (${(up / desc.totalBytes).toFixed(2)}x the ${formatBytes(desc.totalBytes)} set)`)
+  }, PROGRESS_MS).unref()
+}
+
+function summary (head: HeadLike, desc: Description, seconds: number): string {
+  const up = head.uploaded()
+  const done = head.completions()
+  const allReady = done.length > 0 ? `${(Math.max(...done) / 1000).toFixed(2)} s` : 'n/a'
+  return `p2prun: ${done.length} nodes had the whole set, the last after ${allReady}; head sent ${formatBytes(up)} ` +
+    `= ${(up / desc.totalBytes).toFixed(2)}x the ${formatBytes(desc.totalBytes)} set, at most ${formatBytes(head.maxToOneNode())} to one node; ` +
+    `launch took ${seconds.toFixed(2)} s`
+}
+
+function shellQuote (word: string): string {
+  return /^[\w@%+=:,./-]+$/.test(word) ? word : `'${word.replaceAll("'", "'\\''")}'`
+}

@@ -1,0 +1,121 @@
+// What every rank does before the user's program (bin/p2prun-rank runs it as `p2prun rank-prepare`):
+// register the rank's process with this node's agent for the launch, start that agent if this is
+// the node's first rank, wait until its mount is ready, check the program, and return the
+// LD_LIBRARY_PATH the shell then execs the program with.
+import { spawn } from 'node:child_process'
+import { watch } from 'node:fs'
+import { access, constants, mkdir, open, readdir, readFile, rm, writeFile } from 'node:fs/promises'
+import os from 'node:os'
+import path from 'node:path'
+import { loadConfig, type Config } from '../lib/config.ts'
+import { P2prunError } from '../lib/errors.ts'
+import { decodeJob, JOB_ENV, libraryPath, nodeIdentity, nodeStateDir, type NodeIdentity } from '../lib/job.ts'
+
+export const READY_FILE = 'ready.json'
+export const FAILED_FILE = 'failed.json'
+export const RANKS_DIR = 'ranks'
+
+export interface NodeReady { readonly mountPoint: string }
+
+const launchError = (node: NodeIdentity, message: string, hint?: string) =>
+  new P2prunError('LAUNCH', `node ${node.name}: ${message}`, { hint })
+
+/** `pid` is the rank's own process (the shell that will become the program), not this helper. */
+export async function prepareRank (program: readonly string[], pid: number, cli: readonly string[]): Promise<string> {
+  const job = decodeJob(process.env[JOB_ENV])
+  const config = await loadConfig({ flags: {}, env: process.env, cwd: process.cwd() })
+  const node = nodeIdentity(process.env, os.hostname())
+  const stateDir = nodeStateDir(config.runDir, job, node)
+  await mkdir(path.join(stateDir, RANKS_DIR), { recursive: true, mode: 0o700 })
+  // Registered before anything can fail: the agent counts this rank's process from now on.
+  await writeFile(path.join(stateDir, RANKS_DIR, String(pid)), '')
+  if (await startsAgent(stateDir, node)) startAgent(stateDir, node, cli)
+  const ready = await waitForNode(stateDir, node, config, pid)
+  const name = program[0] as string
+  if (!(await resolveProgram(name))) throw launchError(node, `program ${name} not found or not executable`, 'give a path, or put it on PATH on every node')
+  return libraryPath(ready.mountPoint, job.libDirs, process.env.LD_LIBRARY_PATH)
+}
+
+/** The node's first rank starts the agent; without a local rank from the launcher, a lock decides. */
+async function startsAgent (stateDir: string, node: NodeIdentity): Promise<boolean> {
+  if (node.localRank !== undefined) return node.localRank === 0
+  try {
+    await (await open(path.join(stateDir, 'agent.lock'), 'wx')).close()
+    return true
+  } catch {
+    return false
+  }
+}
+
+function startAgent (stateDir: string, node: NodeIdentity, cli: readonly string[]): void {
+  const logFile = path.join(stateDir, 'agent.log')
+  const [file, ...args] = cli as [string, ...string[]]
+  void open(logFile, 'a').then((log) => {
+    const agent = spawn(file, [...args, 'node-agent', stateDir, '--node', node.name, '--expect', String(node.localSize ?? 0)], {
+      detached: true, // the agent outlives this process, which becomes the user's program
+      stdio: ['ignore', log.fd, log.fd],
+      env: process.env
+    })
+    void log.close()
+    // An agent that dies before it is ready cannot say so itself: its last error line goes on record.
+    agent.on('exit', () => { void recordEarlyExit(stateDir, logFile) })
+    agent.unref()
+  })
+}
+
+async function recordEarlyExit (stateDir: string, logFile: string): Promise<void> {
+  if (await exists(path.join(stateDir, READY_FILE))) return
+  const lines = (await readFile(logFile, 'utf8').catch(() => '')).trim().split('\n')
+  const reason = lines.reverse().find((l) => l.includes('error:'))?.replace(/^p2prun [\w-]+: error: /, '') ?? 'the node agent exited'
+  await writeFile(path.join(stateDir, FAILED_FILE), JSON.stringify({ error: reason }), { flag: 'wx' }).catch(() => {})
+}
+
+/** Waits for ready.json or failed.json, by watching the state directory; bounded by start-timeout. */
+async function waitForNode (stateDir: string, node: NodeIdentity, config: Config, pid: number): Promise<NodeReady> {
+  const ac = new AbortController()
+  const watcher = watch(stateDir, { signal: ac.signal })
+  const changed = () => new Promise<void>((resolve) => watcher.once('change', () => resolve()))
+  const deadline = setTimeout(() => ac.abort(), config.startTimeoutMs)
+  try {
+    for (;;) {
+      const next = changed() // armed before looking, so no change between look and wait is missed
+      const failed = await readJson<{ error: string }>(path.join(stateDir, FAILED_FILE))
+      if (failed) {
+        await leaveFailedNode(stateDir, pid)
+        throw launchError(node, `the p2prun agent failed: ${failed.error}`)
+      }
+      const ready = await readJson<NodeReady>(path.join(stateDir, READY_FILE))
+      if (ready) return ready
+      await Promise.race([next, new Promise((resolve) => ac.signal.addEventListener('abort', resolve))])
+      if (ac.signal.aborted) {
+        throw launchError(node, `the p2prun agent was not ready after ${config.startTimeoutMs / 1000} s`,
+          `see ${path.join(stateDir, 'agent.log')}; raise --start-timeout for very large library sets`)
+      }
+    }
+  } finally {
+    clearTimeout(deadline)
+    ac.abort()
+  }
+}
+
+async function resolveProgram (name: string): Promise<string | undefined> {
+  const candidates = name.includes('/') ? [path.resolve(name)] : (process.env.PATH ?? '').split(':').filter(Boolean).map((d) => path.join(d, name))
+  for (const c of candidates) if (await access(c, constants.X_OK).then(() => true, () => false)) return c
+  return undefined
+}
+
+async function readJson<T> (file: string): Promise<T | undefined> {
+  const text = await readFile(file, 'utf8').catch(() => undefined)
+  return text ? JSON.parse(text) as T : undefined
+}
+
+async function exists (file: string): Promise<boolean> {
+  return access(file).then(() => true, () => false)
+}
+
+/** Each rank that saw the failure unregisters; the last one removes the node's state. */
+async function leaveFailedNode (stateDir: string, pid: number): Promise<void> {
+  await rm(path.join(stateDir, RANKS_DIR, String(pid)), { force: true })
+  const left = await readdir(path.join(stateDir, RANKS_DIR)).catch(() => [])
+  if (left.length === 0) await rm(stateDir, { recursive: true, force: true })
+}

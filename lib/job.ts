@@ -1,0 +1,98 @@
+// One launch, as every rank sees it: the job spec p2prun hands to the ranks through the launcher's
+// environment (one variable, so every launcher forwards it the same way), and where each rank
+// stands on its node, read from whichever launcher started it.
+import path from 'node:path'
+import type { DataMode } from './config.ts'
+import { usageError } from './errors.ts'
+
+export const JOB_ENV = 'P2PRUN_JOB'
+/** Test knob: every rank acts as its own node (own agent, own mount), so one host emulates many. */
+export const NODE_PER_RANK_ENV = 'P2PRUN_NODE_PER_RANK'
+
+export interface JobSpec {
+  /** Unique per launch: two launches of the same libraries never share agents or mounts. */
+  readonly launchId: string
+  readonly infoHash: string
+  readonly descriptionUrl: string
+  readonly trackers: readonly string[]
+  readonly seeders: readonly string[]
+  /** Mount point template (%i infohash prefix, %n node name, %j launch id). */
+  readonly mountPoint: string
+  /** Directories inside the mount to put first on LD_LIBRARY_PATH ('' is the mount itself). */
+  readonly libDirs: readonly string[]
+  readonly mode: DataMode
+}
+
+export function encodeJob (job: JobSpec): string {
+  return Buffer.from(JSON.stringify(job)).toString('base64url')
+}
+
+export function decodeJob (raw: string | undefined): JobSpec {
+  if (!raw) throw usageError(`${JOB_ENV} is not set: this step runs only under \`p2prun -n N ./app\``)
+  try {
+    const job = JSON.parse(Buffer.from(raw, 'base64url').toString('utf8')) as JobSpec
+    if (typeof job.infoHash !== 'string' || typeof job.launchId !== 'string') throw new Error('fields missing')
+    return job
+  } catch (err) {
+    throw usageError(`${JOB_ENV} is corrupt (${(err as Error).message})`, 'launch through p2prun, which sets it')
+  }
+}
+
+export interface NodeIdentity {
+  /** Names the node in state paths, mount points (%n) and messages. */
+  readonly name: string
+  readonly rank: number
+  /** This rank's index among the job's ranks on this node, and how many there are; undefined if unknown. */
+  readonly localRank: number | undefined
+  readonly localSize: number | undefined
+}
+
+const int = (v: string | undefined) => (v !== undefined && /^\d+$/.test(v) ? Number(v) : undefined)
+
+/**
+ * Rank and node-local rank from Open MPI, MPICH/Hydra, Slurm or p2prun's local launcher,
+ * whichever set them.
+ */
+export function nodeIdentity (env: NodeJS.ProcessEnv, hostName: string): NodeIdentity {
+  const rank = int(env.OMPI_COMM_WORLD_RANK) ?? int(env.PMI_RANK) ?? int(env.SLURM_PROCID) ?? int(env.P2PRUN_RANK) ?? 0
+  const name = env.SLURMD_NODENAME ?? hostName
+  if (env[NODE_PER_RANK_ENV] === '1') return { name: `${name}-rank${rank}`, rank, localRank: 0, localSize: 1 }
+  return {
+    name,
+    rank,
+    localRank: int(env.OMPI_COMM_WORLD_LOCAL_RANK) ?? int(env.MPI_LOCALRANKID) ?? int(env.SLURM_LOCALID) ?? int(env.P2PRUN_LOCAL_RANK),
+    localSize: int(env.OMPI_COMM_WORLD_LOCAL_SIZE) ?? int(env.MPI_LOCALNRANKS) ?? slurmTasksOnNode(env) ?? int(env.P2PRUN_LOCAL_SIZE)
+  }
+}
+
+/** SLURM_STEP_TASKS_PER_NODE is "2(x3),1": tasks per node, run-length encoded, indexed by SLURM_NODEID. */
+export function slurmTasksOnNode (env: NodeJS.ProcessEnv): number | undefined {
+  const spec = env.SLURM_STEP_TASKS_PER_NODE ?? env.SLURM_TASKS_PER_NODE
+  const node = int(env.SLURM_NODEID)
+  if (!spec || node === undefined) return undefined
+  let index = 0
+  for (const part of spec.split(',')) {
+    const m = part.match(/^(\d+)(?:\(x(\d+)\))?$/)
+    if (!m) return undefined
+    index += Number(m[2] ?? 1)
+    if (node < index) return Number(m[1])
+  }
+  return undefined
+}
+
+/** %i: infohash prefix, %n: node name, %j: launch id, %%: a percent sign. */
+export function expandTemplate (template: string, vars: { infoHash: string, nodeName: string, launchId?: string }): string {
+  return template.replace(/%([inj%])/g, (_, c: string) =>
+    c === 'i' ? vars.infoHash.slice(0, 16) : c === 'n' ? vars.nodeName : c === 'j' ? (vars.launchId ?? '') : '%')
+}
+
+/** Per-launch, per-node state: agent lock, ready/failed files, rank registrations, log. */
+export function nodeStateDir (runDir: string, job: JobSpec, node: NodeIdentity): string {
+  return path.join(runDir, `job-${job.launchId}-${node.name.replace(/[^\w.-]/g, '_')}`)
+}
+
+/** LD_LIBRARY_PATH with the mount's library directories first and the user's after. */
+export function libraryPath (mountPoint: string, libDirs: readonly string[], previous: string | undefined): string {
+  const ours = libDirs.map((d) => (d === '' ? mountPoint : path.join(mountPoint, d)))
+  return [...ours, ...(previous ? [previous] : [])].join(':')
+}

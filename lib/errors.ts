@@ -40,3 +40,10 @@ export function formatError (err: unknown): string {
   if (err instanceof Error) return `unexpected error: ${err.message}`
   return `unexpected error: ${String(err)}`
 }
+
+/** The innermost reason of a failed fetch/connect (undici nests it: TypeError → cause → errors[]). */
+export function networkReason (err: unknown): string {
+  let e = err as { cause?: unknown, code?: string, message?: string, errors?: { code?: string }[] } | undefined
+  while (e?.cause) e = e.cause as typeof e
+  return e?.code ?? e?.errors?.[0]?.code ?? e?.message ?? String(err)
+}

@@ -8,7 +8,7 @@ import { setTimeout as delay } from 'node:timers/promises'
 import type { Command } from 'commander'
 import { loadConfig } from '../../lib/config.ts'
 import { parseDescription, type Description } from '../../lib/description.ts'
-import { formatError, P2prunError } from '../../lib/errors.ts'
+import { formatError, networkReason, P2prunError } from '../../lib/errors.ts'
 import { decodeJob, expandTemplate, JOB_ENV } from '../../lib/job.ts'
 import { isAlive } from '../agent-state.ts'
 import { action, untilSignal } from '../cli-support.ts'
@@ -76,8 +76,7 @@ async function fetchDescription (url: string, infoHash: string, node: string, ti
     if (!res.ok) throw new Error(`HTTP ${res.status}`)
     bytes = new Uint8Array(await res.arrayBuffer())
   } catch (err) {
-    const cause = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).message
-    throw new P2prunError('LAUNCH', `node ${node} cannot get the description from ${url}: ${cause}`,
+    throw new P2prunError('LAUNCH', `node ${node} cannot get the description from ${url}: ${networkReason(err)}`,
       { hint: 'check that the submitting host (or --seeder) is reachable from this node', cause: err })
   }
   return parseDescription(bytes, { source: url, expectInfoHash: infoHash })

@@ -11,7 +11,7 @@ import path from 'node:path'
 import { loadConfig, type Config } from '../../lib/config.ts'
 import { describeLayout, layoutOf } from '../../lib/describe.ts'
 import { formatBytes, type Description } from '../../lib/description.ts'
-import { P2prunError, usageError } from '../../lib/errors.ts'
+import { networkReason, P2prunError, usageError } from '../../lib/errors.ts'
 import type { Head } from '../../lib/head.ts'
 import { encodeJob, JOB_ENV, type JobSpec } from '../../lib/job.ts'
 import { advertisedHost } from '../cli-support.ts'
@@ -110,8 +110,8 @@ async function headFor (args: RunArgs, desc: Description, layout: ReturnType<typ
   }
   const trackerUrl = external.endsWith('/announce') ? external : `${external.replace(/\/$/, '')}/announce`
   const descriptionUrl = trackerUrl.replace(/\/announce$/, `/p2prun/${desc.infoHash}.torrent`)
-  const res = await fetch(descriptionUrl, { signal: AbortSignal.timeout(10_000) }).catch((err: Error) => {
-    throw new P2prunError('LAUNCH', `the seeder at ${external} is unreachable: ${(err.cause as { code?: string })?.code ?? err.message}`,
+  const res = await fetch(descriptionUrl, { signal: AbortSignal.timeout(10_000) }).catch((err: unknown) => {
+    throw new P2prunError('LAUNCH', `the seeder at ${external} is unreachable: ${networkReason(err)}`,
       { hint: 'start it with `p2prun serve FILE --source DIR` on the I/O node, or leave out --seeder' })
   })
   if (!res.ok) {

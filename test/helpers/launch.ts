@@ -1,0 +1,36 @@
+// `p2prun -n N …` launches confined to a scratch directory: their run dir, stores and mount points
+// live there, so a test can check that nothing of a launch is left, and clean up if something is.
+import { readFile } from 'node:fs/promises'
+import path from 'node:path'
+import { execa } from 'execa'
+import { isMounted, lazyUnmount } from '../../lib/mount.ts'
+import { CLI, cleanEnv } from './cli.ts'
+import type { Scratch } from './scratch.ts'
+
+export interface LaunchDirs {
+  readonly run: string
+  readonly mounts: string
+}
+
+export function launchDirs (s: Scratch): LaunchDirs {
+  const dirs = { run: path.join(s.dir, 'run'), mounts: path.join(s.dir, 'mnt') }
+  s.defer(() => unmountAllUnder(s.dir))
+  return dirs
+}
+
+/** Runs p2prun as a user would, with this test's run dir, store dir and mount points. */
+export function launch (s: Scratch, dirs: LaunchDirs, args: readonly string[], env: Record<string, string> = {}) {
+  return execa(process.execPath, [CLI, '--mount-point', `${dirs.mounts}/%j-%n`, ...args], {
+    env: cleanEnv({ P2PRUN_RUN_DIR: dirs.run, P2PRUN_STORE_DIR: s.dir, ...env }),
+    extendEnv: false, reject: false, stdin: 'ignore', cwd: s.dir
+  })
+}
+
+export async function mountsUnder (dir: string): Promise<string[]> {
+  const table = await readFile('/proc/self/mounts', 'utf8')
+  return table.split('\n').map((l) => l.split(' ')[1] ?? '').filter((m) => m.startsWith(`${dir}/`))
+}
+
+async function unmountAllUnder (dir: string): Promise<void> {
+  for (const m of await mountsUnder(dir)) if (await isMounted(m)) await lazyUnmount(m)
+}

@@ -1,0 +1,130 @@
+// `p2prun -n N ./app` through p2prun's local launcher, real Open MPI 4.1 and real MPICH 4.0.
+import { execFile } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { readdir, writeFile } from 'node:fs/promises'
+import path from 'node:path'
+import { createServer, type AddressInfo } from 'node:net'
+import { promisify } from 'node:util'
+import t, { type Test } from 'tap'
+import { ROOT } from './helpers/cli.ts'
+import { launch, launchDirs, mountsUnder } from './helpers/launch.ts'
+import { scratch } from './helpers/scratch.ts'
+
+const run = promisify(execFile)
+const ROOT_MPI = ['--allow-run-as-root', '--oversubscribe']
+
+/** The example program and its libraries, built for one MPI (or none), plus 8 MB of data to share. */
+async function example (t: Test, mpicc?: string) {
+  const s = await scratch(t)
+  const dirs = launchDirs(s)
+  const app = path.join(s.dir, 'hello')
+  await run(path.join(ROOT, 'examples/hello/build.sh'), [...(mpicc ? [] : ['--no-mpi']), app], { env: { ...process.env, MPICC: mpicc ?? 'mpicc' } })
+  await writeFile(path.join(app, 'libs/libdata.so'), randomBytes(8_000_000))
+  return { s, dirs, app: path.join(app, 'app'), libs: path.join(app, 'libs') }
+}
+
+/** A loopback port nothing listens on (it was free a moment ago). */
+async function closedPort (): Promise<number> {
+  const server = createServer()
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const { port } = server.address() as AddressInfo
+  await new Promise((resolve) => server.close(resolve))
+  return port
+}
+
+/** Nothing of the launch is left: no mount, no agent state, no store, no mount point. */
+async function nothingLeft (t: Test, s: { dir: string }, dirs: { run: string, mounts: string }) {
+  t.same(await mountsUnder(s.dir), [], 'no mount left')
+  t.same(await readdir(dirs.run).catch(() => []), [], 'no agent state left')
+  t.same(await readdir(dirs.mounts).catch(() => []), [], 'no mount point left')
+  t.same((await readdir(s.dir)).filter((n) => n.startsWith('p2prun-')), [], 'no store left')
+}
+
+/** Rank lines "rank R lib PATH": which mount each rank's libraries were mapped from. */
+function libraryMounts (stdout: string, mounts: string): Map<string, Set<string>> {
+  const byRank = new Map<string, Set<string>>()
+  for (const m of stdout.matchAll(/^(rank \S+) lib (\S+)$/gm)) {
+    const [, rank, lib] = m as unknown as [string, string, string]
+    if (!lib.startsWith(`${mounts}/`)) continue
+    const set = byRank.get(rank) ?? new Set<string>()
+    set.add(path.dirname(lib))
+    byRank.set(rank, set)
+  }
+  return byRank
+}
+
+t.test('local launcher, 4 ranks acting as 4 nodes: 4 mounts share the swarm, then all is gone', async (t) => {
+  const { s, dirs, app, libs } = await example(t)
+  const r = await launch(s, dirs, ['-n', '4', '--launcher', 'local', '--libs', libs, '--stats', app],
+    { P2PRUN_NODE_PER_RANK: '1', P2PRUN_UPLOAD_LIMIT: String(4 * 1024 * 1024) })
+  t.equal(r.exitCode, 0, String(r.stderr))
+  t.equal(r.stdout.match(/hello, world, from libgreet; count 262150; plugin loaded/g)?.length, 4, 'four ranks ran')
+  const mounts = [...libraryMounts(r.stdout, dirs.mounts).values()].flatMap((set) => [...set])
+  t.equal(new Set(mounts).size, 4, `each rank loaded from its own node's mount: ${[...new Set(mounts)].join(' ')}`)
+  t.equal(r.stdout.match(/^rank \S+ lib /gm)?.length, 12, 'every library of every rank came from a mount')
+  const ratio = Number(r.stderr.match(/head sent .* = ([\d.]+)x the/)?.[1])
+  t.ok(ratio > 0 && ratio < 3, `the head sent ${ratio}x the set to 4 nodes: nodes served each other`)
+  await nothingLeft(t, s, dirs)
+})
+
+for (const [name, mpicc, extra] of [['openmpi', 'mpicc.openmpi', ROOT_MPI], ['mpich', 'mpicc.mpich', []]] as const) {
+  t.test(`${name}: 4 MPI ranks load their libraries from the mount; exit codes propagate`, async (t) => {
+    const { s, dirs, app, libs } = await example(t, mpicc)
+    const r = await launch(s, dirs, ['-n', '4', '--launcher', name, ...extra, '--libs', libs, app])
+    t.equal(r.exitCode, 0, r.stderr)
+    for (let rank = 0; rank < 4; rank++) {
+      t.match(r.stdout, new RegExp(`^rank ${rank}/4 hello, world, from libgreet`, 'm'), `rank ${rank} of 4 ran under MPI`)
+    }
+    const byRank = libraryMounts(r.stdout, dirs.mounts)
+    t.equal(byRank.size, 4, 'all four ranks mapped their libraries from the mount')
+    t.equal(new Set([...byRank.values()].flatMap((m) => [...m])).size, 1, 'one node, one agent, one mount')
+    const failing = await launch(s, dirs, ['-n', '2', '--launcher', name, ...extra, '--libs', libs, 'sh', '-c', 'exit 7'])
+    t.equal(failing.exitCode, 7, 'the program\'s exit code is p2prun\'s')
+    await nothingLeft(t, s, dirs)
+  })
+}
+
+t.test('SIGTERM while the libraries are loading: the launch stops and leaves nothing', async (t) => {
+  const { s, dirs, libs } = await example(t)
+  // A slow head and a program that reads the big library: the launch is mid-load when "reading" shows.
+  const child = launch(s, dirs, ['-n', '2', '--launcher', 'local', '--libs', libs, 'sh', '-c',
+    'echo reading; exec cat "${LD_LIBRARY_PATH%%:*}/libdata.so" > /dev/null'], { P2PRUN_NODE_PER_RANK: '1', P2PRUN_UPLOAD_LIMIT: '100000' })
+  await new Promise<void>((resolve) => child.stdout?.on('data', (d: Buffer) => { if (String(d).includes('reading')) resolve() }))
+  child.kill('SIGTERM')
+  const r = await child
+  t.not(r.exitCode, 0, `stopped (exit ${r.exitCode})`)
+  await nothingLeft(t, s, dirs)
+})
+
+t.test('bad launches: one line each, a non-zero exit, nothing left', async (t) => {
+  const { s, dirs, app, libs } = await example(t)
+  const closed = await closedPort()
+  const cases: [string, string[], Record<string, string>, RegExp, number][] = [
+    ['program not found', ['-n', '2', '--launcher', 'local', '--libs', libs, './no-such-app'], {}, /^p2prun: error: program \.\/no-such-app not found/, 2],
+    ['libs missing', ['-n', '2', '--launcher', 'local', '--libs', path.join(s.dir, 'nope'), app], {}, /^p2prun: error: library directory .*nope does not exist/, 1],
+    ['no libs', ['-n', '2', '--launcher', 'local', app], {}, /^p2prun: error: no library directory given \(hint: pass --libs DIR/, 2],
+    ['launcher not installed', ['-n', '2', '--launcher', 'mpich', '--libs', libs, app], { PATH: '/nonexistent' }, /^p2prun: error: the mpich launcher is not installed on this host \(hint: apt-get install mpich\)/, 1],
+    ['seeder unreachable', ['-n', '2', '--launcher', 'local', '--seeder', `http://127.0.0.1:${closed}/announce`, '--libs', libs, app], {}, /^p2prun: error: the seeder at http:\/\/127\.0\.0\.1:\d+\/announce is unreachable: ECONNREFUSED/, 1]
+  ]
+  for (const [name, args, env, pattern, code] of cases) {
+    const r = await launch(s, dirs, args, env)
+    t.equal(r.exitCode, code, `${name}: exit ${code}`)
+    t.match(r.stderr, pattern, name)
+    t.equal(r.stderr.trim().split('\n').length, 1, `${name}: one line`)
+  }
+  // The mount fails on every node: each rank says which node and why; the launch fails.
+  const noFuse = await launch(s, dirs, ['-n', '2', '--launcher', 'local', '--libs', libs, app], { P2PRUN_NODE_PER_RANK: '1', P2PRUN_FUSE_DEVICE: '/nonexistent' })
+  t.not(noFuse.exitCode, 0)
+  const lines = noFuse.stderr.trim().split('\n')
+  t.equal(lines.length, 2, 'one line per rank')
+  for (const line of lines) t.match(line, /^p2prun rank: error: node \S+-rank[01]: the p2prun agent failed: FUSE is not available/)
+  await nothingLeft(t, s, dirs)
+})
+
+t.test('--dry-run prints the launcher command and starts nothing', async (t) => {
+  const { s, dirs, app, libs } = await example(t)
+  const r = await launch(s, dirs, ['--dry-run', '-n', '4', '--launcher', 'openmpi', '--map-by', 'ppr:1:node', '--libs', libs, app, 'arg'])
+  t.equal(r.exitCode, 0, r.stderr)
+  t.match(r.stdout, new RegExp(`^P2PRUN_JOB='<set at launch>' \\S*mpirun\\.openmpi -n 4 --map-by ppr:1:node -x P2PRUN_JOB -x P2PRUN_RUN_DIR -x P2PRUN_STORE_DIR \\S+/bin/p2prun-rank ${app} arg$`))
+  await nothingLeft(t, s, dirs)
+})

@@ -2,8 +2,10 @@
 # Installs the Debian 12 packages p2prun and its tests need; idempotent, quiet when all is there.
 # libfuse2: the library fuse-native's prebuilt addon links against. fuse3: fusermount (the old
 # `fuse` package would remove fuse3 and sshfs). build-essential: cc for the example and test programs.
+# Open MPI and MPICH (both: the launcher is tested against each; Debian keeps them side by side as
+# mpirun.openmpi / mpirun.mpich).
 set -euo pipefail
-packages=(libfuse2 fuse3 build-essential python3)
+packages=(libfuse2 fuse3 build-essential python3 openmpi-bin libopenmpi-dev mpich libmpich-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

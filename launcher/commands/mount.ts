@@ -95,6 +95,8 @@ async function runAgent (config: Config, desc: Description, mountPoint: string, 
     const stats = agent.stats()
     await agent.stop()
     await removeState(config.runDir, mountPoint)
+    // A daemon's log is its stdout/stderr: kept after a failure, not after a clean stop.
+    if (opts.notifyFd) await rm(logPath(config.runDir, mountPoint), { force: true })
     if (opts.readyFile) await rm(opts.readyFile, { force: true })
     if (opts.stats) await writeFile(opts.stats, `${JSON.stringify(stats)}\n`)
   }

@@ -1,5 +1,6 @@
 // What every subcommand shares: settings flags generated from the config table, config loading,
 // quiet-aware output, and turning errors into one line and an exit code.
+import { close, write } from 'node:fs'
 import os from 'node:os'
 import type { Command } from 'commander'
 import { loadConfig, SETTINGS, type Config, type SettingName } from '../lib/config.ts'
@@ -64,4 +65,9 @@ export function untilSignal (): Promise<NodeJS.Signals> {
     }
     for (const s of STOP_SIGNALS) process.on(s, on)
   })
+}
+
+/** Tell a parent waiting on a pipe (--daemon, a detached head) one line, then close it. */
+export function notifyFd (fd: number, line: string): Promise<void> {
+  return new Promise((resolve) => write(fd, `${line}\n`, () => close(fd, () => resolve())))
 }

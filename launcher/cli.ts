@@ -14,6 +14,7 @@ import { registerNodeAgent } from './commands/node-agent.ts'
 import { registerRank } from './commands/rank.ts'
 import { runLaunch } from './commands/run.ts'
 import { registerServe } from './commands/serve.ts'
+import { registerSlurm } from './commands/slurm.ts'
 
 /** Ranks, agents and the local launcher call this same installation by its absolute path. */
 const BIN = path.join(path.dirname(path.dirname(fileURLToPath(import.meta.url))), 'bin')
@@ -39,6 +40,7 @@ registerMount(program)
 registerRank(program, CLI)
 registerNodeAgent(program)
 registerLocalRanks(program)
+registerSlurm(program, CLI)
 
 const first = process.argv[2]
 const isCommand = first !== undefined && program.commands.some((c) => c.name() === first)

@@ -7,17 +7,24 @@ import { watch } from 'node:fs'
 import { access, constants, mkdir, open, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
-import { loadConfig, type Config } from '../lib/config.ts'
+import { loadConfig } from '../lib/config.ts'
 import { P2prunError } from '../lib/errors.ts'
-import { decodeJob, JOB_ENV, libraryPath, nodeIdentity, nodeStateDir, type NodeIdentity } from '../lib/job.ts'
+import { decodeJob, JOB_ENV, launchIdOf, libraryPath, nodeIdentity, nodeStateDir, type NodeIdentity } from '../lib/job.ts'
 
 export const READY_FILE = 'ready.json'
 export const FAILED_FILE = 'failed.json'
 export const RANKS_DIR = 'ranks'
+export const LOCK_FILE = 'agent.lock'
+/** The library path as one line, for Slurm's task_init (the SPANK plugin reads it, C has no JSON). */
+export const LDPATH_FILE = 'ldpath'
 
-export interface NodeReady { readonly mountPoint: string }
+export interface NodeReady {
+  readonly mountPoint: string
+  readonly pid: number
+  readonly storePath: string
+}
 
-const launchError = (node: NodeIdentity, message: string, hint?: string) =>
+const launchError = (node: Pick<NodeIdentity, 'name'>, message: string, hint?: string) =>
   new P2prunError('LAUNCH', `node ${node.name}: ${message}`, { hint })
 
 /** `pid` is the rank's own process (the shell that will become the program), not this helper. */
@@ -25,22 +32,27 @@ export async function prepareRank (program: readonly string[], pid: number, cli:
   const job = decodeJob(process.env[JOB_ENV])
   const config = await loadConfig({ flags: {}, env: process.env, cwd: process.cwd() })
   const node = nodeIdentity(process.env, os.hostname())
-  const stateDir = nodeStateDir(config.runDir, job, node)
+  const stateDir = nodeStateDir(config.runDir, launchIdOf(job, process.env), node.name)
   await mkdir(path.join(stateDir, RANKS_DIR), { recursive: true, mode: 0o700 })
   // Registered before anything can fail: the agent counts this rank's process from now on.
   await writeFile(path.join(stateDir, RANKS_DIR, String(pid)), '')
-  if (await startsAgent(stateDir, node)) startAgent(stateDir, node, cli)
-  const ready = await waitForNode(stateDir, node, config, pid)
+  if (await startsAgent(stateDir)) startAgent(stateDir, node, cli)
+  const ready = await waitForAgent(stateDir, node, config.startTimeoutMs).catch(async (err: unknown) => {
+    await leaveFailedNode(stateDir, pid)
+    throw err
+  })
   const name = program[0] as string
   if (!(await resolveProgram(name))) throw launchError(node, `program ${name} not found or not executable`, 'give a path, or put it on PATH on every node')
   return libraryPath(ready.mountPoint, job.libDirs, process.env.LD_LIBRARY_PATH)
 }
 
-/** The node's first rank starts the agent; without a local rank from the launcher, a lock decides. */
-async function startsAgent (stateDir: string, node: NodeIdentity): Promise<boolean> {
-  if (node.localRank !== undefined) return node.localRank === 0
+/**
+ * Exactly one process starts a node's agent: whoever creates the lock first — a rank, or Slurm's
+ * prolog before any rank exists (then every rank finds the agent already there).
+ */
+async function startsAgent (stateDir: string): Promise<boolean> {
   try {
-    await (await open(path.join(stateDir, 'agent.lock'), 'wx')).close()
+    await (await open(path.join(stateDir, LOCK_FILE), 'wx')).close()
     return true
   } catch {
     return false
@@ -70,25 +82,22 @@ async function recordEarlyExit (stateDir: string, logFile: string): Promise<void
   await writeFile(path.join(stateDir, FAILED_FILE), JSON.stringify({ error: reason }), { flag: 'wx' }).catch(() => {})
 }
 
-/** Waits for ready.json or failed.json, by watching the state directory; bounded by start-timeout. */
-async function waitForNode (stateDir: string, node: NodeIdentity, config: Config, pid: number): Promise<NodeReady> {
+/** Waits for ready.json or failed.json, by watching the state directory; bounded by `timeoutMs`. */
+export async function waitForAgent (stateDir: string, node: Pick<NodeIdentity, 'name'>, timeoutMs: number): Promise<NodeReady> {
   const ac = new AbortController()
   const watcher = watch(stateDir, { signal: ac.signal })
   const changed = () => new Promise<void>((resolve) => watcher.once('change', () => resolve()))
-  const deadline = setTimeout(() => ac.abort(), config.startTimeoutMs)
+  const deadline = setTimeout(() => ac.abort(), timeoutMs)
   try {
     for (;;) {
       const next = changed() // armed before looking, so no change between look and wait is missed
       const failed = await readJson<{ error: string }>(path.join(stateDir, FAILED_FILE))
-      if (failed) {
-        await leaveFailedNode(stateDir, pid)
-        throw launchError(node, `the p2prun agent failed: ${failed.error}`)
-      }
+      if (failed) throw launchError(node, `the p2prun agent failed: ${failed.error}`)
       const ready = await readJson<NodeReady>(path.join(stateDir, READY_FILE))
       if (ready) return ready
       await Promise.race([next, new Promise((resolve) => ac.signal.addEventListener('abort', resolve))])
       if (ac.signal.aborted) {
-        throw launchError(node, `the p2prun agent was not ready after ${config.startTimeoutMs / 1000} s`,
+        throw launchError(node, `the p2prun agent was not ready after ${timeoutMs / 1000} s`,
           `see ${path.join(stateDir, 'agent.log')}; raise --start-timeout for very large library sets`)
       }
     }

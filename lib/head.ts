@@ -1,5 +1,6 @@
 // The head's bootstrap daemons for one job: the tracker (which also hands out the description) and
 // the seeder, started and stopped together. Used by `p2prun serve` and by the launcher.
+import { randomBytes } from 'node:crypto'
 import type { Config } from './config.ts'
 import type { SourceLayout } from './describe.ts'
 import type { Description } from './description.ts'
@@ -13,6 +14,9 @@ export interface Head {
   readonly descriptionUrl: string
   /** Whether the source was hashed at start (false: sizes and mtimes matched the description). */
   readonly verified: boolean
+  /** POSTing here stops the head (it resolves `stopped`); the URL is the secret. */
+  readonly stopUrl: string
+  readonly stopped: Promise<void>
   uploaded (): number
   maxToOneNode (): number
   peerCount (): number
@@ -23,7 +27,11 @@ export interface Head {
 
 /** `advertise` is the address nodes reach this host at; the config's host is what we bind to. */
 export async function startHead (desc: Description, source: SourceLayout, config: Config, advertise: string): Promise<Head> {
+  const token = randomBytes(16).toString('hex')
+  let requestStop = () => {}
+  const stopped = new Promise<void>((resolve) => { requestStop = resolve })
   const tracker: Tracker = await startTracker({
+    stop: { token, onStop: () => requestStop() },
     host: config.host,
     port: config.trackerPort,
     infoHashes: [desc.infoHash],
@@ -51,6 +59,8 @@ export async function startHead (desc: Description, source: SourceLayout, config
     seederAddress: `${advertise}:${seeder.port}`,
     descriptionUrl: `${base}${DESCRIPTION_PATH}${desc.infoHash}.torrent`,
     verified: seeder.verified,
+    stopUrl: `${base}${DESCRIPTION_PATH}stop/${token}`,
+    stopped,
     uploaded: () => seeder.uploaded(),
     maxToOneNode: () => seeder.maxToOnePeer(),
     peerCount: () => tracker.peerCount(desc.infoHash),

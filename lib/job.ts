@@ -9,6 +9,9 @@ export const JOB_ENV = 'P2PRUN_JOB'
 /** Test knob: every rank acts as its own node (own agent, own mount), so one host emulates many. */
 export const NODE_PER_RANK_ENV = 'P2PRUN_NODE_PER_RANK'
 
+/** A launch id that means "this Slurm job": the prolog's agents serve every step of the job. */
+export const SLURM_LAUNCH = 'slurm'
+
 export interface JobSpec {
   /** Unique per launch: two launches of the same libraries never share agents or mounts. */
   readonly launchId: string
@@ -21,6 +24,8 @@ export interface JobSpec {
   /** Directories inside the mount to put first on LD_LIBRARY_PATH ('' is the mount itself). */
   readonly libDirs: readonly string[]
   readonly mode: DataMode
+  /** POST here to stop the head (Slurm's epilog does, at job end). */
+  readonly stopUrl?: string
 }
 
 export function encodeJob (job: JobSpec): string {
@@ -86,9 +91,14 @@ export function expandTemplate (template: string, vars: { infoHash: string, node
     c === 'i' ? vars.infoHash.slice(0, 16) : c === 'n' ? vars.nodeName : c === 'j' ? (vars.launchId ?? '') : '%')
 }
 
-/** Per-launch, per-node state: agent lock, ready/failed files, rank registrations, log. */
-export function nodeStateDir (runDir: string, job: JobSpec, node: NodeIdentity): string {
-  return path.join(runDir, `job-${job.launchId}-${node.name.replace(/[^\w.-]/g, '_')}`)
+/** The launch's id on this node: a Slurm job's steps all share the prolog's agent. */
+export function launchIdOf (job: JobSpec, env: NodeJS.ProcessEnv): string {
+  return job.launchId === SLURM_LAUNCH ? `slurm-${env.SLURM_JOB_ID ?? 'unknown'}` : job.launchId
+}
+
+/** Per-launch, per-node state: agent lock, ready/failed files, rank registrations, log, ldpath. */
+export function nodeStateDir (runDir: string, launchId: string, nodeName: string): string {
+  return path.join(runDir, `job-${launchId}-${nodeName.replace(/[^\w.-]/g, '_')}`)
 }
 
 /** LD_LIBRARY_PATH with the mount's library directories first and the user's after. */

@@ -2,7 +2,6 @@
 // --daemon detaches once the mount is ready. `p2prun umount MOUNTPOINT` stops it, or removes the
 // mount of an agent that died.
 import { spawn } from 'node:child_process'
-import { write, close } from 'node:fs'
 import { mkdir, open, readFile, rm, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { setTimeout as delay } from 'node:timers/promises'
@@ -11,7 +10,7 @@ import { expandTemplate } from '../../lib/job.ts'
 import type { Config } from '../../lib/config.ts'
 import type { Description } from '../../lib/description.ts'
 import { P2prunError, usageError } from '../../lib/errors.ts'
-import { action, addSettings, commandConfig, say, untilSignal } from '../cli-support.ts'
+import { action, addSettings, commandConfig, notifyFd, say, untilSignal } from '../cli-support.ts'
 import { isAlive, logPath, readState, removeState, writeState } from '../agent-state.ts'
 import { readDescription, writeAtomically } from './describe.ts'
 
@@ -85,7 +84,7 @@ async function runAgent (config: Config, desc: Description, mountPoint: string, 
     await writeState(config.runDir, { pid: process.pid, mountPoint, storePath: agent.storePath, infoHash: desc.infoHash })
     if (opts.readyFile) await writeAtomically(opts.readyFile, Buffer.from(JSON.stringify({ pid: process.pid, mountPoint })))
     process.stdout.write(`mounted infohash=${desc.infoHash} mode=${config.mode} at=${mountPoint}\n`)
-    if (opts.notifyFd) await notifyReady(Number(opts.notifyFd))
+    if (opts.notifyFd) await notifyFd(Number(opts.notifyFd), 'ready')
     const onUsr1 = () => log(`stats ${JSON.stringify(agent.stats())}`)
     process.on('SIGUSR1', onUsr1)
     const sig = await signal
@@ -100,11 +99,6 @@ async function runAgent (config: Config, desc: Description, mountPoint: string, 
     if (opts.readyFile) await rm(opts.readyFile, { force: true })
     if (opts.stats) await writeFile(opts.stats, `${JSON.stringify(stats)}\n`)
   }
-}
-
-/** Tell a --daemon parent the mount is ready: one line on the pipe it gave us, then close it. */
-function notifyReady (fd: number): Promise<void> {
-  return new Promise((resolve) => write(fd, 'ready\n', () => close(fd, () => resolve())))
 }
 
 /**

@@ -9,10 +9,10 @@ import type { Command } from 'commander'
 import { loadConfig } from '../../lib/config.ts'
 import { parseDescription, type Description } from '../../lib/description.ts'
 import { formatError, networkReason, P2prunError } from '../../lib/errors.ts'
-import { decodeJob, expandTemplate, JOB_ENV } from '../../lib/job.ts'
+import { decodeJob, expandTemplate, JOB_ENV, libraryPath } from '../../lib/job.ts'
 import { isAlive } from '../agent-state.ts'
 import { action, untilSignal } from '../cli-support.ts'
-import { FAILED_FILE, RANKS_DIR, READY_FILE } from '../rank-step.ts'
+import { FAILED_FILE, LDPATH_FILE, RANKS_DIR, READY_FILE } from '../rank-step.ts'
 
 /** How often the agent checks whether its ranks still run (another process's exit cannot be awaited). */
 const RANK_CHECK_MS = 100
@@ -22,8 +22,10 @@ export function registerNodeAgent (program: Command): void {
     .description('(internal) the node agent of one launch')
     .argument('<state-dir>')
     .requiredOption('--node <name>', 'this node\'s name')
-    .requiredOption('--expect <count>', 'ranks of the launch on this node (0: unknown)')
-    .action(action('node-agent', async (stateDir: string, opts: { node: string, expect: string }) => {
+    .option('--expect <count>', 'ranks of the launch on this node (0: unknown)', '0')
+    .option('--until-stopped', 'serve until SIGTERM (Slurm\'s epilog), not until the ranks are gone')
+    .option('--launch-id <id>', 'this launch\'s id on the node (default: from the job spec)')
+    .action(action('node-agent', async (stateDir: string, opts: { node: string, expect: string, untilStopped?: boolean, launchId?: string }) => {
       const job = decodeJob(process.env[JOB_ENV])
       const config = await loadConfig({ flags: {}, env: process.env, cwd: process.cwd() })
       const signal = untilSignal()
@@ -34,7 +36,7 @@ export function registerNodeAgent (program: Command): void {
         const { Agent } = await import('../../lib/agent.ts')
         agent = await Agent.start({
           description: desc,
-          mountPoint: expandTemplate(job.mountPoint, { infoHash: desc.infoHash, nodeName: opts.node, launchId: job.launchId }),
+          mountPoint: expandTemplate(job.mountPoint, { infoHash: desc.infoHash, nodeName: opts.node, launchId: opts.launchId ?? job.launchId }),
           mode: job.mode,
           node: {
             storeDir: config.storeDir,
@@ -57,11 +59,12 @@ export function registerNodeAgent (program: Command): void {
         throw err
       }
       try {
+        await writeFile(path.join(stateDir, LDPATH_FILE), `${libraryPath(agent.mountPoint, job.libDirs, undefined)}\n`)
         const ready = path.join(stateDir, READY_FILE)
-        await writeFile(`${ready}.tmp`, JSON.stringify({ mountPoint: agent.mountPoint, pid: process.pid }))
+        await writeFile(`${ready}.tmp`, JSON.stringify({ mountPoint: agent.mountPoint, pid: process.pid, storePath: agent.storePath }))
         await rename(`${ready}.tmp`, ready)
         log(`${agent.mountPoint} ready for the ranks on ${opts.node}`)
-        await Promise.race([signal, ranksEnded(path.join(stateDir, RANKS_DIR), Number(opts.expect))])
+        await (opts.untilStopped ? signal : Promise.race([signal, ranksEnded(path.join(stateDir, RANKS_DIR), Number(opts.expect))]))
       } finally {
         await agent.stop()
         await rm(stateDir, { recursive: true, force: true })

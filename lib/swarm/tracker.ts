@@ -11,6 +11,8 @@ export interface TrackerOptions {
   readonly infoHashes: readonly string[]
   /** Description files it hands out at DESCRIPTION_PATH/<infohash>.torrent, so nodes need no shared FS. */
   readonly descriptions?: ReadonlyMap<string, Uint8Array>
+  /** POST DESCRIPTION_PATH + 'stop/<token>' calls this: how a job's epilog stops a head it cannot signal. */
+  readonly stop?: { readonly token: string, readonly onStop: () => void }
   readonly maxPeers: number
   readonly announcePeers: number
 }
@@ -49,6 +51,11 @@ export async function startTracker (opts: TrackerOptions): Promise<Tracker> {
   // bittorrent-tracker attaches its own request handler on the next tick; this one runs first.
   server.http?.on('request', (req, res) => {
     if (!req.url?.startsWith(DESCRIPTION_PATH)) return
+    if (opts.stop && req.method === 'POST' && req.url === `${DESCRIPTION_PATH}stop/${opts.stop.token}`) {
+      res.end('stopping\n')
+      opts.stop.onStop()
+      return
+    }
     const body = opts.descriptions?.get(req.url.slice(DESCRIPTION_PATH.length).replace(/\.torrent$/, '').toLowerCase())
     res.writeHead(body ? 200 : 404, { 'content-type': 'application/x-bittorrent' })
     res.end(body ?? 'unknown description')

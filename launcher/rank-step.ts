@@ -32,11 +32,12 @@ export async function prepareRank (program: readonly string[], pid: number, cli:
   const job = decodeJob(process.env[JOB_ENV])
   const config = await loadConfig({ flags: {}, env: process.env, cwd: process.cwd() })
   const node = nodeIdentity(process.env, os.hostname())
-  const stateDir = nodeStateDir(config.runDir, launchIdOf(job, process.env), node.name)
+  const launchId = launchIdOf(job, process.env)
+  const stateDir = nodeStateDir(config.runDir, launchId, node.name)
   await mkdir(path.join(stateDir, RANKS_DIR), { recursive: true, mode: 0o700 })
   // Registered before anything can fail: the agent counts this rank's process from now on.
   await writeFile(path.join(stateDir, RANKS_DIR, String(pid)), '')
-  if (await startsAgent(stateDir)) startAgent(stateDir, node, cli)
+  if (await startsAgent(stateDir)) startAgent(stateDir, node, launchId, cli)
   const ready = await waitForAgent(stateDir, node, config.startTimeoutMs).catch(async (err: unknown) => {
     await leaveFailedNode(stateDir, pid)
     throw err
@@ -59,11 +60,11 @@ async function startsAgent (stateDir: string): Promise<boolean> {
   }
 }
 
-function startAgent (stateDir: string, node: NodeIdentity, cli: readonly string[]): void {
+function startAgent (stateDir: string, node: NodeIdentity, launchId: string, cli: readonly string[]): void {
   const logFile = path.join(stateDir, 'agent.log')
   const [file, ...args] = cli as [string, ...string[]]
   void open(logFile, 'a').then((log) => {
-    const agent = spawn(file, [...args, 'node-agent', stateDir, '--node', node.name, '--expect', String(node.localSize ?? 0)], {
+    const agent = spawn(file, [...args, 'node-agent', stateDir, '--node', node.name, '--launch-id', launchId, '--expect', String(node.localSize ?? 0)], {
       detached: true, // the agent outlives this process, which becomes the user's program
       stdio: ['ignore', log.fd, log.fd],
       env: process.env

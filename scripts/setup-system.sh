@@ -3,9 +3,10 @@
 # libfuse2: the library fuse-native's prebuilt addon links against. fuse3: fusermount (the old
 # `fuse` package would remove fuse3 and sshfs). build-essential: cc for the example and test programs.
 # Open MPI and MPICH (both: the launcher is tested against each; Debian keeps them side by side as
-# mpirun.openmpi / mpirun.mpich).
+# mpirun.openmpi / mpirun.mpich). Slurm, munge and Slurm's headers: the SPANK plugin and the
+# 4-node test cluster (slurm/cluster.sh).
 set -euo pipefail
-packages=(libfuse2 fuse3 build-essential python3 openmpi-bin libopenmpi-dev mpich libmpich-dev)
+packages=(libfuse2 fuse3 build-essential python3 openmpi-bin libopenmpi-dev mpich libmpich-dev slurm-wlm munge libslurm-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -160,8 +160,10 @@ int slurm_spank_task_init(spank_t sp, int ac, char **av)
 		snprintf(both, sizeof both, "%s:%s", ldpath, old);
 	else
 		snprintf(both, sizeof both, "%s", ldpath);
+	/* For p2prun inside the job: the job's spec, and where the prolog's agents keep their state. */
 	if (spank_getenv(sp, "SLURM_SPANK_P2PRUN_JOB", spec, sizeof spec) == ESPANK_SUCCESS)
 		spank_setenv(sp, "P2PRUN_JOB", spec, 0);
+	spank_setenv(sp, "P2PRUN_RUN_DIR", run_dir, 0);
 	return spank_setenv(sp, "LD_LIBRARY_PATH", both, 1) == ESPANK_SUCCESS ? 0 : -1;
 }
 

@@ -13,9 +13,9 @@ import { describeLayout, layoutOf } from '../../lib/describe.ts'
 import { formatBytes, type Description } from '../../lib/description.ts'
 import { networkReason, P2prunError, usageError } from '../../lib/errors.ts'
 import type { Head } from '../../lib/head.ts'
-import { encodeJob, JOB_ENV, type JobSpec } from '../../lib/job.ts'
+import { decodeJob, encodeJob, JOB_ENV, SLURM_LAUNCH, type JobSpec } from '../../lib/job.ts'
 import { advertisedHost } from '../cli-support.ts'
-import { ANY_LAUNCHER_VALUES, chooseLauncher } from '../launchers/index.ts'
+import { ANY_LAUNCHER_VALUES, chooseLauncher, type ChosenLauncher } from '../launchers/index.ts'
 import { splitRunArgs, type RunArgs } from '../run-args.ts'
 
 const STOP_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const
@@ -39,6 +39,12 @@ export async function runLaunch (argv: readonly string[], cli: readonly string[]
     env, cwd: process.cwd(), configFile
   })
   const libs = args.options.libs.length > 0 ? args.options.libs : (config.libs?.split(':').filter(Boolean) ?? [])
+  const slurmJob = jobOfAllocation(env)
+  if (slurmJob && args.options.libs.length === 0) {
+    // Inside a --p2plibs allocation: the prolog's agents already serve the job's libraries.
+    await checkProgram(args.program[0] as string, env)
+    return launchOnExistingAgents(slurmJob, launcher, args, rankStep, config)
+  }
   if (libs.length === 0) {
     throw usageError('no library directory given', 'pass --libs DIR (repeatable), or set P2PRUN_LIBS or libs: in p2prun.yaml')
   }
@@ -86,6 +92,26 @@ export async function runLaunch (argv: readonly string[], cli: readonly string[]
   } finally {
     await head.close()
   }
+}
+
+/** The job spec of a Slurm allocation made with --p2plibs, if this runs inside one. */
+function jobOfAllocation (env: NodeJS.ProcessEnv): JobSpec | undefined {
+  const raw = env.SLURM_JOB_ID ? env[JOB_ENV] ?? env[`SLURM_SPANK_${JOB_ENV}`] : undefined
+  if (!raw) return undefined
+  const job = decodeJob(raw)
+  return job.launchId === SLURM_LAUNCH ? job : undefined
+}
+
+async function launchOnExistingAgents (job: JobSpec, launcher: ChosenLauncher, args: RunArgs, rankStep: string, config: Config): Promise<void> {
+  const launchEnv: NodeJS.ProcessEnv = { ...process.env, [JOB_ENV]: encodeJob(job) }
+  const names = Object.keys(launchEnv).filter((k) => k.startsWith('P2PRUN_')).sort()
+  const [program, ...launchArgs] = launcher.adapter.command(launcher.program, args.launcherArgs, names, [rankStep, ...args.program], launchEnv) as [string, ...string[]]
+  if (args.options.dryRun) {
+    process.stdout.write(`${[program, ...launchArgs].map(shellQuote).join(' ')}\n`)
+    return
+  }
+  if (!config.quiet) process.stderr.write('p2prun: using the libraries this allocation mounted (--p2plibs)\n')
+  process.exitCode = await runLauncher(program, launchArgs, launchEnv)
 }
 
 async function checkProgram (name: string, env: NodeJS.ProcessEnv): Promise<void> {

@@ -1,0 +1,137 @@
+// Real Slurm 22.05: a 4-node cluster on this host (slurm/cluster.sh) with p2prun's SPANK plugin and
+// prolog/epilog hooks. Jobs are submitted with sbatch/srun as users would.
+import { execFile } from 'node:child_process'
+import { watch } from 'node:fs'
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises'
+import path from 'node:path'
+import { setTimeout as delay } from 'node:timers/promises'
+import { promisify } from 'node:util'
+import { randomBytes } from 'node:crypto'
+import t, { type Test } from 'tap'
+import { ROOT } from './helpers/cli.ts'
+import { mountsUnder } from './helpers/launch.ts'
+import { scratch } from './helpers/scratch.ts'
+
+const run = promisify(execFile)
+const STATE = '/tmp/p2prun-slurm'
+const env = { ...process.env, SLURM_CONF: `${STATE}/slurm.conf` }
+const slurm = (cmd: string, args: string[], extraEnv: Record<string, string> = {}) =>
+  run(cmd, args, { env: { ...env, ...extraEnv }, maxBuffer: 1e7 }).then(
+    (r) => ({ code: 0, stdout: r.stdout, stderr: r.stderr }),
+    (e: { code: number, stdout: string, stderr: string }) => ({ code: e.code, stdout: e.stdout, stderr: e.stderr }))
+
+await run(path.join(ROOT, 'slurm/cluster.sh'), ['up', '4'], { env })
+t.teardown(() => run(path.join(ROOT, 'slurm/cluster.sh'), ['down'], { env }))
+
+/** The example's libraries and program (no MPI: srun starts one task per node), plus 4 MB of data. */
+async function example (t: Test) {
+  const s = await scratch(t)
+  await run(path.join(ROOT, 'examples/hello/build.sh'), ['--no-mpi', path.join(s.dir, 'hello')])
+  await writeFile(path.join(s.dir, 'hello/libs/libdata.so'), randomBytes(4_000_000))
+  return { s, app: path.join(s.dir, 'hello/app'), libs: path.join(s.dir, 'hello/libs') }
+}
+
+/**
+ * Jobs leave the queue only after every node's epilog ran; srun/sbatch --wait return before that.
+ * squeue is the only way to see it: a bounded wait.
+ */
+async function queueEmpty (): Promise<void> {
+  for (let i = 0; i < 300; i++) {
+    if ((await slurm('squeue', ['-h'])).stdout.trim() === '') return
+    await delay(100)
+  }
+  throw new Error('jobs still in the queue after 30 s')
+}
+
+/** No mount, agent state, node agent or head of any p2prun job is left on any node. */
+async function nothingLeft (t: Test) {
+  await queueEmpty()
+  t.same(await mountsUnder(STATE), [], 'no mount on any node')
+  t.same(await readdir(`${STATE}/p2prun-run`).catch(() => []), [], 'no agent state on any node')
+  const { stdout } = await run('ps', ['-eo', 'args'])
+  t.same(stdout.split('\n').filter((l) => / (node-agent|head-daemon) /.test(l)), [], 'no agent or head process')
+}
+
+function mountsOf (output: string): Set<string> {
+  return new Set([...output.matchAll(/^rank \S+ lib (\S+)\/lib\w+\.so[.\d]*$/gm)].map((m) => m[1] as string))
+}
+
+t.test('sbatch -N 4 with #SBATCH --p2plibs: every node loads the libraries from its own mount', async (t) => {
+  const { s, app, libs } = await example(t)
+  const out = path.join(s.dir, 'out.txt')
+  await writeFile(path.join(s.dir, 'job.sh'), `#!/bin/bash\n#SBATCH -N 4\n#SBATCH --p2plibs=${libs}\n#SBATCH -o ${out}\n` +
+    `srun ${app}\nsrun sh -c 'grep -c p2prun /proc/self/maps || true'\n`)
+  const r = await slurm('sbatch', ['--wait', path.join(s.dir, 'job.sh')])
+  t.equal(r.code, 0, r.stderr)
+  const output = await readFile(out, 'utf8')
+  t.equal(output.match(/hello, world, from libgreet; count 262150; plugin loaded/g)?.length, 4, 'four nodes ran the program')
+  const mounts = mountsOf(output)
+  t.equal(mounts.size, 4, `one mount per node: ${[...mounts].join(' ')}`)
+  for (const m of mounts) t.match(m, new RegExp(`^${STATE}/mnt/slurm-\\d+-n[1-4]$`))
+  t.match(output, /^0$/m, 'a program that loads nothing from the mount maps nothing of it')
+  await nothingLeft(t)
+})
+
+t.test('srun -N 4 --p2plibs directly; a job without --p2plibs is untouched', async (t) => {
+  const { app, libs } = await example(t)
+  const r = await slurm('srun', ['-N', '4', `--p2plibs=${libs}`, app])
+  t.equal(r.code, 0, r.stderr)
+  t.equal(mountsOf(r.stdout).size, 4, 'each node\'s task loaded from its own mount')
+  const plain = await slurm('srun', ['-N', '2', 'sh', '-c', 'echo "LD=[$LD_LIBRARY_PATH] JOB=[${P2PRUN_JOB:-}]"'])
+  t.equal(plain.code, 0, plain.stderr)
+  t.same(plain.stdout.trim().split('\n'), ['LD=[] JOB=[]', 'LD=[] JOB=[]'], 'no p2prun environment in a plain job')
+  await nothingLeft(t)
+})
+
+t.test('p2prun inside allocations: reuses the --p2plibs agents, or launches through srun with its own', async (t) => {
+  const { s, app, libs } = await example(t)
+  const bin = path.join(ROOT, 'bin/p2prun')
+  const withLibs = await slurm('sbatch', ['--wait', '-N', '4', `--p2plibs=${libs}`, '-o', path.join(s.dir, 'a.txt'), '--wrap', `${bin} -N 4 -n 4 ${app}`])
+  t.equal(withLibs.code, 0, withLibs.stderr)
+  const a = await readFile(path.join(s.dir, 'a.txt'), 'utf8')
+  t.match(a, /using the libraries this allocation mounted/)
+  t.equal([...mountsOf(a)].filter((m) => /\/slurm-\d+-n\d$/.test(m)).length, 4, 'the prolog\'s mounts')
+  const without = await slurm('sbatch', ['--wait', '-N', '4', '-o', path.join(s.dir, 'b.txt'), '--wrap', `${bin} -N 4 -n 4 --libs ${libs} ${app}`])
+  t.equal(without.code, 0, without.stderr)
+  t.equal(mountsOf(await readFile(path.join(s.dir, 'b.txt'), 'utf8')).size, 4, 'p2prun\'s own agents, one per node, via srun')
+  await nothingLeft(t)
+})
+
+t.test('a job that fails, and a job cancelled while loading, leave nothing behind', async (t) => {
+  const { s, libs } = await example(t)
+  const failing = await slurm('sbatch', ['--wait', '-N', '4', `--p2plibs=${libs}`, '-o', '/dev/null', '--wrap', 'srun false'])
+  t.not(failing.code, 0, 'the job failed')
+  await nothingLeft(t)
+
+  const started = path.join(s.dir, 'started')
+  await mkdir(started)
+  const loaded = watchFor(started)
+  // A slow head: the big library is still loading when the tasks announce themselves.
+  const job = slurm('sbatch', ['--wait', '-N', '4', `--p2plibs=${libs}`, '-o', '/dev/null', '--wrap',
+    `srun sh -c 'touch ${started}/$SLURMD_NODENAME; cat "\${LD_LIBRARY_PATH%%:*}/libdata.so" > /dev/null'`], { P2PRUN_UPLOAD_LIMIT: '50000' })
+  await loaded
+  const { stdout } = await run('squeue', ['-h', '-o', '%i'], { env })
+  for (const id of stdout.trim().split('\n').filter(Boolean)) await run('scancel', [id], { env })
+  t.not((await job).code, 0, 'cancelled')
+  await nothingLeft(t)
+})
+
+t.test('a bad --p2plibs fails at submit time, with p2prun\'s message', async (t) => {
+  const { s } = await example(t)
+  await writeFile(path.join(s.dir, 'afile'), 'x')
+  for (const [dir, why] of [[path.join(s.dir, 'missing'), /library directory .*missing does not exist/], [path.join(s.dir, 'afile'), /afile is not a directory/]] as const) {
+    const r = await slurm('sbatch', [`--p2plibs=${dir}`, '--wrap', 'true'])
+    t.not(r.code, 0)
+    t.match(r.stderr, why)
+    t.match(r.stderr, /sbatch: error: p2plibs: --p2plibs=.* failed/)
+    t.notMatch(r.stdout, /Submitted batch job/, 'no job was queued')
+  }
+  await nothingLeft(t)
+})
+
+/** Resolves when something appears in `dir` (a task's mark). */
+function watchFor (dir: string): Promise<void> {
+  return new Promise((resolve) => {
+    const w = watch(dir, () => { w.close(); resolve() })
+  })
+}

@@ -3,8 +3,40 @@
 import { close, write } from 'node:fs'
 import os from 'node:os'
 import type { Command } from 'commander'
+import type { AgentOptions } from '../lib/agent.ts'
 import { loadConfig, SETTINGS, type Config, type SettingName } from '../lib/config.ts'
+import type { Description } from '../lib/description.ts'
 import { formatError, P2prunError } from '../lib/errors.ts'
+
+/** commander option parser for repeatable options. */
+export const collect = (value: string, previous: string[] = []): string[] => [...previous, value]
+
+/** Where a node's swarm client gets its peers, and its settings. */
+export function nodeOptions (config: Config, peers: { trackers?: readonly string[], seeders?: readonly string[] }): AgentOptions['node'] {
+  return {
+    storeDir: config.storeDir,
+    port: 0,
+    maxConns: config.maxConns,
+    numwant: config.numwant,
+    stallTimeoutMs: config.stallTimeoutMs,
+    trackers: peers.trackers,
+    seeders: peers.seeders
+  }
+}
+
+/** A node agent of this process's user, from the settings. */
+export function agentOptions (config: Config, description: Description, mountPoint: string,
+  rest: Pick<AgentOptions, 'mode' | 'node' | 'keepStore' | 'log'>): AgentOptions {
+  return {
+    ...rest,
+    description,
+    mountPoint,
+    allowOther: config.allowOther,
+    fuseDevice: config.fuseDevice,
+    uid: process.getuid?.() ?? 0,
+    gid: process.getgid?.() ?? 0
+  }
+}
 
 /** Adds --name flags for the given settings; their defaults live in config.ts, not in commander. */
 export function addSettings (cmd: Command, names: readonly SettingName[]): Command {

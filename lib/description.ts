@@ -7,18 +7,13 @@ import { createHash } from 'node:crypto'
 import path from 'node:path'
 import bencode from 'bencode'
 import { descriptionError } from './errors.ts'
-import type { EntryType } from './tree.ts'
+import type { EntryType, TreeEntry } from './tree.ts'
 
 export const FORMAT_VERSION = 1
 export const DEFAULT_MOUNT_POINT = '/tmp/p2prun/%i'
 
-export interface DescribedEntry {
-  readonly path: string
-  readonly type: EntryType
-  readonly mode: number
-  readonly size: number
-  readonly mtimeMs: number
-  readonly target?: string
+/** A scanned entry, plus what describing it adds. */
+export interface DescribedEntry extends TreeEntry {
   /** Hex SHA-256 of the content, for regular files. */
   readonly sha256?: string
   /** Index in the torrent's file list and byte offset in the torrent, for non-empty regular files. */
@@ -45,7 +40,7 @@ export interface Description {
 
 /** What describe.ts hands over to be encoded. */
 export interface DescriptionParts {
-  readonly entries: readonly (DescribedEntry & { sha256?: string })[]
+  readonly entries: readonly DescribedEntry[]
   readonly mountPoint: string
   readonly trackers: readonly string[]
   readonly seeders: readonly string[]

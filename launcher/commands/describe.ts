@@ -5,9 +5,7 @@ import type { Command } from 'commander'
 import { formatSummary, parseDescription, summarize, type Description, type DescribedEntry } from '../../lib/description.ts'
 import { describeLayout, layoutOf } from '../../lib/describe.ts'
 import { usageError } from '../../lib/errors.ts'
-import { action } from '../cli-support.ts'
-
-const collect = (value: string, previous: string[] = []) => [...previous, value]
+import { action, collect } from '../cli-support.ts'
 
 export function registerDescribe (program: Command): void {
   program.command('describe')

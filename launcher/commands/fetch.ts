@@ -6,11 +6,9 @@ import type { Command } from 'commander'
 import { formatBytes } from '../../lib/description.ts'
 import { usageError } from '../../lib/errors.ts'
 import { extractTree } from '../../lib/extract.ts'
-import { action, addSettings, commandConfig, say, untilSignal } from '../cli-support.ts'
+import { action, addSettings, collect, commandConfig, nodeOptions, say, untilSignal } from '../cli-support.ts'
 import { readDescription } from './describe.ts'
 import type { SwarmNode as Node } from '../../lib/swarm/node.ts'
-
-const collect = (value: string, previous: string[] = []) => [...previous, value]
 
 export function registerFetch (program: Command): void {
   const cmd = program.command('fetch')
@@ -32,15 +30,7 @@ export function registerFetch (program: Command): void {
     untilSignal().then((sig) => aborter.abort(usageError(`interrupted by ${sig}`)))
     let node: Node | undefined
     try {
-      node = await SwarmNode.join(desc, {
-        storeDir: config.storeDir,
-        port: 0,
-        maxConns: config.maxConns,
-        numwant: config.numwant,
-        stallTimeoutMs: config.stallTimeoutMs,
-        trackers: opts.tracker,
-        seeders: opts.seeder
-      })
+      node = await SwarmNode.join(desc, nodeOptions(config, { trackers: opts.tracker, seeders: opts.seeder }))
       await node.fetchAll(aborter.signal)
       await extractTree(desc, node, out)
       const s = node.stats()

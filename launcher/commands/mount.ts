@@ -10,11 +10,9 @@ import { expandTemplate } from '../../lib/job.ts'
 import type { Config } from '../../lib/config.ts'
 import type { Description } from '../../lib/description.ts'
 import { P2prunError, usageError } from '../../lib/errors.ts'
-import { action, addSettings, commandConfig, notifyFd, say, untilSignal } from '../cli-support.ts'
+import { action, addSettings, agentOptions, collect, commandConfig, nodeOptions, notifyFd, say, untilSignal } from '../cli-support.ts'
 import { isAlive, logPath, readState, removeState, writeState } from '../agent-state.ts'
 import { readDescription, writeAtomically } from './describe.ts'
-
-const collect = (value: string, previous: string[] = []) => [...previous, value]
 
 interface MountFlags {
   daemon?: boolean
@@ -60,26 +58,12 @@ async function runAgent (config: Config, desc: Description, mountPoint: string, 
   const { Agent } = await import('../../lib/agent.ts')
   const signal = untilSignal()
   const log = (line: string) => process.stderr.write(`p2prun mount: ${line}\n`)
-  const agent = await Agent.start({
-    description: desc,
-    mountPoint,
+  const agent = await Agent.start(agentOptions(config, desc, mountPoint, {
     mode: config.mode,
-    node: {
-      storeDir: config.storeDir,
-      port: 0,
-      maxConns: config.maxConns,
-      numwant: config.numwant,
-      stallTimeoutMs: config.stallTimeoutMs,
-      trackers: opts.tracker,
-      seeders: opts.seeder
-    },
-    allowOther: config.allowOther,
+    node: nodeOptions(config, { trackers: opts.tracker, seeders: opts.seeder }),
     keepStore: opts.keepStore ?? false,
-    fuseDevice: config.fuseDevice,
-    uid: process.getuid?.() ?? 0,
-    gid: process.getgid?.() ?? 0,
     log
-  })
+  }))
   try {
     await writeState(config.runDir, { pid: process.pid, mountPoint, storePath: agent.storePath, infoHash: desc.infoHash })
     if (opts.readyFile) await writeAtomically(opts.readyFile, Buffer.from(JSON.stringify({ pid: process.pid, mountPoint })))

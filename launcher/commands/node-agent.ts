@@ -11,7 +11,7 @@ import { parseDescription, type Description } from '../../lib/description.ts'
 import { formatError, networkReason, P2prunError } from '../../lib/errors.ts'
 import { decodeJob, expandTemplate, JOB_ENV, libraryPath } from '../../lib/job.ts'
 import { isAlive } from '../agent-state.ts'
-import { action, untilSignal } from '../cli-support.ts'
+import { action, agentOptions, nodeOptions, untilSignal } from '../cli-support.ts'
 import { FAILED_FILE, LDPATH_FILE, RANKS_DIR, READY_FILE } from '../rank-step.ts'
 
 /** How often the agent checks whether its ranks still run (another process's exit cannot be awaited). */
@@ -34,26 +34,13 @@ export function registerNodeAgent (program: Command): void {
       try {
         const desc = await fetchDescription(job.descriptionUrl, job.infoHash, opts.node, config.stallTimeoutMs)
         const { Agent } = await import('../../lib/agent.ts')
-        agent = await Agent.start({
-          description: desc,
-          mountPoint: expandTemplate(job.mountPoint, { infoHash: desc.infoHash, nodeName: opts.node, launchId: opts.launchId ?? job.launchId }),
+        const mountPoint = expandTemplate(job.mountPoint, { infoHash: desc.infoHash, nodeName: opts.node, launchId: opts.launchId ?? job.launchId })
+        agent = await Agent.start(agentOptions(config, desc, mountPoint, {
           mode: job.mode,
-          node: {
-            storeDir: config.storeDir,
-            port: 0,
-            maxConns: config.maxConns,
-            numwant: config.numwant,
-            stallTimeoutMs: config.stallTimeoutMs,
-            trackers: job.trackers,
-            seeders: job.seeders
-          },
-          allowOther: config.allowOther,
+          node: nodeOptions(config, { trackers: job.trackers, seeders: job.seeders }),
           keepStore: false,
-          fuseDevice: config.fuseDevice,
-          uid: process.getuid?.() ?? 0,
-          gid: process.getgid?.() ?? 0,
           log
-        })
+        }))
       } catch (err) {
         await writeFile(path.join(stateDir, FAILED_FILE), JSON.stringify({ error: formatError(err) }), { flag: 'wx' }).catch(() => {})
         throw err

@@ -33,7 +33,7 @@ write_config() {
   chmod 600 "$st/munge/munge.key"
   make -s -C "$root/slurm" p2plibs.so
   cat > "$st/plugstack.conf" <<PLUG
-required $root/slurm/p2plibs.so p2prun=$root/bin/p2prun run_dir=$st/p2prun-run mount_root=$st/mnt
+required $root/slurm/p2plibs.so p2prun=$root/bin/p2prun run_dir=$st/p2prun-run mount_root=$st/mnt store_dir=/dev/shm mode=eager
 PLUG
   cat > "$conf" <<CONF
 ClusterName=p2prun

@@ -12,7 +12,8 @@
  *     agent wrote for this node to LD_LIBRARY_PATH, and sets P2PRUN_JOB for p2prun in the job.
  *
  * plugstack.conf arguments: p2prun=PATH (the p2prun binary), run_dir=DIR (p2prun's run dir on the
- * nodes), mount_root=DIR (where nodes mount).
+ * nodes), mount_root=DIR (where nodes mount), store_dir=DIR (where nodes keep the bytes),
+ * mode=block|file|eager (the mounts' data mode).
  */
 #include <errno.h>
 #include <limits.h>
@@ -35,6 +36,8 @@ static char *p2plibs;
 static char p2prun_bin[PATH_MAX] = P2PRUN_BIN;
 static char run_dir[PATH_MAX] = "/tmp/p2prun-run-0";
 static char mount_root[PATH_MAX];
+static char store_dir[PATH_MAX];
+static char mode[16];
 
 static int on_p2plibs(int val, const char *optarg, int remote)
 {
@@ -61,6 +64,10 @@ static void parse_args(int ac, char **av)
 			snprintf(run_dir, sizeof run_dir, "%s", av[i] + 8);
 		else if (strncmp(av[i], "mount_root=", 11) == 0)
 			snprintf(mount_root, sizeof mount_root, "%s", av[i] + 11);
+		else if (strncmp(av[i], "store_dir=", 10) == 0)
+			snprintf(store_dir, sizeof store_dir, "%s", av[i] + 10);
+		else if (strncmp(av[i], "mode=", 5) == 0)
+			snprintf(mode, sizeof mode, "%s", av[i] + 5);
 		else
 			slurm_error("p2plibs: unknown plugstack argument \"%s\"", av[i]);
 	}
@@ -86,6 +93,8 @@ static int run_head(char *spec, size_t len)
 		dup2(out[1], STDOUT_FILENO);
 		close(out[0]);
 		close(out[1]);
+		if (mode[0])
+			setenv("P2PRUN_MODE", mode, 1); /* goes into the job spec the head prints */
 		if (mount_root[0])
 			execl(p2prun_bin, p2prun_bin, "slurm", "head", "--libs", p2plibs, "--mount-root", mount_root, (char *)NULL);
 		else
@@ -122,7 +131,8 @@ int slurm_spank_init_post_opt(spank_t sp, int ac, char **av)
 		return -1;
 	}
 	if (spank_job_control_setenv(sp, "P2PRUN_JOB", spec, 1) != ESPANK_SUCCESS ||
-	    spank_job_control_setenv(sp, "P2PRUN_RUN_DIR", run_dir, 1) != ESPANK_SUCCESS) {
+	    spank_job_control_setenv(sp, "P2PRUN_RUN_DIR", run_dir, 1) != ESPANK_SUCCESS ||
+	    (store_dir[0] && spank_job_control_setenv(sp, "P2PRUN_STORE_DIR", store_dir, 1) != ESPANK_SUCCESS)) {
 		slurm_error("p2plibs: cannot pass the job spec on");
 		return -1;
 	}

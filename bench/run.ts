@@ -1,0 +1,179 @@
+// The benchmark: for each node count and method, start the Pynamic-like driver on every emulated
+// node at once and measure per-node time until the driver exits (makespan = the slowest node) and
+// the bytes the server node sent. Methods:
+//   local      libraries already node-local (tmpfs): the floor
+//   sshfs      one shared file system (sshfs over sftp-server) that every node reads
+//   p2p-MODE   p2prun: head on the server node, `p2prun mount --mode MODE` on every node; the time
+//              includes each node agent's start (Node, imports, mount) — it is part of a launch
+// Usage: node bench/run.ts [--nodes 4,8] [--rate 100mbit] [--methods local,sshfs,p2p-eager,p2p-block,p2p-file]
+//                          [--driver driver|driver-dlopen] [--libs 200] [--out bench/results]
+import { execa } from 'execa'
+import { mkdir, readFile, rm, writeFile, cp } from 'node:fs/promises'
+import { createInterface } from 'node:readline'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { parseArgs } from 'node:util'
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
+const CLUSTER = path.join(ROOT, 'bench/cluster.sh')
+const P2PRUN = path.join(ROOT, 'bin/p2prun')
+const WORK = path.join(ROOT, 'bench/work')
+const DECOYS = 8 // empty directories before the library directory on LD_LIBRARY_PATH: the loader's failed lookups
+
+const { values: opts } = parseArgs({
+  options: {
+    nodes: { type: 'string', default: '4,8' },
+    rate: { type: 'string', default: '100mbit' },
+    methods: { type: 'string', default: 'local,sshfs,p2p-eager,p2p-block,p2p-file' },
+    driver: { type: 'string', default: 'driver' },
+    libs: { type: 'string', default: '200' },
+    out: { type: 'string', default: path.join(ROOT, 'bench/results') }
+  }
+})
+
+interface Row {
+  nodes: number
+  rate: string
+  method: string
+  makespanS: number
+  medianS: number
+  serverBytes: number
+  bytesPerNode: number
+  agentStartS?: number
+}
+
+const cluster = (...args: string[]) => execa(CLUSTER, args, { stdio: ['ignore', 'pipe', 'inherit'] })
+const onNode = (k: number, script: string, env: Record<string, string> = {}) =>
+  execa(CLUSTER, ['exec', String(k), 'sh', '-c', script], { env: { ...process.env, ...env }, reject: false, stdin: 'ignore' })
+
+/** The set every method serves: lib/ (the libraries) and DECOYS empty dirs searched first. */
+async function workload (nlibs: number): Promise<{ set: string, driver: string, bytes: number }> {
+  const gen = path.join(WORK, `pynamic-${nlibs}`)
+  const set = path.join(WORK, `set-${nlibs}`)
+  const manifest = await readFile(path.join(gen, 'manifest.txt'), 'utf8').catch(() => undefined)
+  if (!manifest) await execa('bash', [path.join(ROOT, 'bench/pynamic/generate.sh'), gen, String(nlibs)], { stdio: 'inherit' })
+  await rm(set, { recursive: true, force: true })
+  await mkdir(set, { recursive: true })
+  await cp(path.join(gen, 'libs'), path.join(set, 'lib'), { recursive: true })
+  for (let i = 0; i < DECOYS; i++) await mkdir(path.join(set, `decoy${i}`))
+  const bytes = Number((await readFile(path.join(gen, 'manifest.txt'), 'utf8')).match(/bytes=(\d+)/)?.[1])
+  return { set, driver: path.join(gen, opts.driver), bytes }
+}
+
+const libraryPath = (root: string) => [...Array.from({ length: DECOYS }, (_, i) => `${root}/decoy${i}`), `${root}/lib`].join(':')
+
+async function serverTxBytes (): Promise<number> {
+  const r = await execa('ip', ['-n', 'p2pb-s0', '-s', '-j', 'link', 'show', 'eth0'])
+  return (JSON.parse(r.stdout) as { stats64: { tx: { bytes: number } } }[])[0]?.stats64.tx.bytes ?? 0
+}
+
+/** Starts one script per node at the same moment; each prints "done" when its driver exited. */
+async function timeNodes (n: number, script: (k: number) => string): Promise<{ times: number[], starts: number[] }> {
+  const t0 = performance.now()
+  const times: number[] = []
+  const starts: number[] = []
+  const runs = Array.from({ length: n }, (_, i) => i + 1).map(async (k) => {
+    const child = onNode(k, script(k))
+    const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream })
+    lines.on('line', (line) => {
+      if (line === 'mounted') starts[k - 1] = (performance.now() - t0) / 1000
+      if (line === 'done') times[k - 1] = (performance.now() - t0) / 1000
+    })
+    const r = await child
+    if (times[k - 1] === undefined) throw new Error(`node ${k} failed (exit ${r.exitCode}): ${String(r.stderr).slice(-500)}`)
+  })
+  await Promise.all(runs)
+  return { times, starts }
+}
+
+const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor((s.length - 1) / 2)] ?? 0 }
+
+async function runMethod (method: string, n: number, w: { set: string, driver: string, bytes: number }, desc: string): Promise<Row> {
+  const mnt = '/p2pb/mnt'
+  const server = await execa(CLUSTER, ['addr', '0']).then((r) => r.stdout.trim())
+  let stopServer = async () => {}
+  let nodeScript: (k: number) => string
+  if (method === 'local') {
+    // Not timed: the copy into each node's own tmpfs is the "already node-local" starting point.
+    await Promise.all(Array.from({ length: n }, (_, i) => onNode(i + 1, `mkdir -p ${mnt} && mount -t tmpfs none ${mnt} && cp -a ${w.set}/. ${mnt}/`)))
+    nodeScript = () => `LD_LIBRARY_PATH=${libraryPath(mnt)} ${w.driver} > /dev/null && echo done; umount ${mnt}`
+  } else if (method === 'sshfs') {
+    const socat = execa(CLUSTER, ['exec', '0', 'socat', `TCP-LISTEN:7000,bind=${server},reuseaddr,fork,nodelay`, 'EXEC:/usr/lib/openssh/sftp-server,nofork'], { reject: false })
+    stopServer = async () => { socat.kill('SIGTERM'); await socat }
+    // Mounted before the clock starts, as a site's shared file system is.
+    await Promise.all(Array.from({ length: n }, (_, i) => onNode(i + 1,
+      `mkdir -p ${mnt} && (sshfs -f -o directport=7000,ro,reconnect ${server}:${w.set} ${mnt} > /dev/null 2>&1 &) && ` +
+      `for i in $(seq 200); do grep -q " ${mnt} " /proc/self/mounts && exit 0; sleep 0.05; done; exit 1`)))
+    nodeScript = () => `LD_LIBRARY_PATH=${libraryPath(mnt)} ${w.driver} > /dev/null && echo done; fusermount -u -z ${mnt}`
+  } else {
+    const mode = method.replace(/^p2p-/, '')
+    const serve = execa(CLUSTER, ['exec', '0', P2PRUN, 'serve', desc, '--source', w.set, '--host', server, '--quiet'], { reject: false })
+    const ready = await new Promise<RegExpMatchArray>((resolve, reject) => {
+      createInterface({ input: serve.stdout as NodeJS.ReadableStream }).on('line', (l) => {
+        const m = l.match(/tracker=(\S+) seeder=(\S+)/)
+        if (m) resolve(m)
+      })
+      serve.then((r) => reject(new Error(`serve exited: ${r.stderr}`)), reject)
+    })
+    stopServer = async () => { serve.kill('SIGTERM'); await serve }
+    // The mount prints "mounted …" when ready; a FIFO read waits for it without polling.
+    nodeScript = (k) => `f=/tmp/p2pb-ready-${k}; rm -f $f; mkfifo $f; ` +
+      `${P2PRUN} mount ${desc} ${mnt} --mode ${mode} --tracker ${ready[1]} --seeder ${ready[2]} --store-dir /dev/shm --node-name n${k} --quiet > $f & pid=$!; ` +
+      `read line < $f; rm -f $f; echo mounted; LD_LIBRARY_PATH=${libraryPath(mnt)} ${w.driver} > /dev/null && echo done; kill $pid; wait $pid`
+  }
+  const before = await serverTxBytes()
+  try {
+    const { times, starts } = await timeNodes(n, nodeScript)
+    const serverBytes = (await serverTxBytes()) - before
+    return {
+      nodes: n,
+      rate: opts.rate,
+      method,
+      makespanS: Math.max(...times),
+      medianS: median(times),
+      serverBytes,
+      bytesPerNode: serverBytes / n,
+      ...(starts.length ? { agentStartS: median(starts.filter((s) => s !== undefined)) } : {})
+    }
+  } finally {
+    await stopServer()
+  }
+}
+
+async function main (): Promise<void> {
+  const nodes = opts.nodes.split(',').map(Number)
+  const methods = opts.methods.split(',')
+  const w = await workload(Number(opts.libs))
+  const desc = path.join(WORK, `set-${opts.libs}.p2p.torrent`)
+  await execa(P2PRUN, ['describe', w.set, '-o', desc], { stdio: 'inherit' })
+  const rows: Row[] = []
+  console.log(`set: ${opts.libs} libraries, ${(w.bytes / 1e6).toFixed(1)} MB; link ${opts.rate} per node; driver ${opts.driver}; ` +
+    `lower bound set/link = ${(w.bytes * 8 / rateBits(opts.rate)).toFixed(2)} s`)
+  console.log('nodes  method       makespan  median  server MB  MB/node  agent start')
+  try {
+    for (const n of nodes) {
+      await cluster('up', String(n), opts.rate)
+      for (const method of methods) {
+        const row = await runMethod(method, n, w, desc)
+        rows.push(row)
+        console.log(`${String(n).padStart(5)}  ${method.padEnd(11)} ${row.makespanS.toFixed(2).padStart(8)}s ${row.medianS.toFixed(2).padStart(6)}s ` +
+          `${(row.serverBytes / 1e6).toFixed(1).padStart(9)} ${(row.bytesPerNode / 1e6).toFixed(1).padStart(8)}  ${row.agentStartS !== undefined ? `${row.agentStartS.toFixed(2)}s` : ''}`)
+      }
+    }
+  } finally {
+    await cluster('down')
+  }
+  await mkdir(opts.out, { recursive: true })
+  const stamp = new Date().toISOString().replace(/[:.]/g, '-')
+  const file = path.join(opts.out, `run-${opts.rate}-${stamp}.json`)
+  await writeFile(file, JSON.stringify({ date: new Date().toISOString(), setBytes: w.bytes, libs: Number(opts.libs), driver: opts.driver, rows }, null, 2))
+  console.log(`wrote ${file}`)
+}
+
+function rateBits (rate: string): number {
+  const m = rate.match(/^(\d+)([kmg]?)bit$/)
+  if (!m) throw new Error(`rate ${rate}: expected e.g. 100mbit`)
+  return Number(m[1]) * ({ k: 1e3, m: 1e6, g: 1e9, '': 1 } as Record<string, number>)[m[2] ?? '']!
+}
+
+await main()

@@ -29,6 +29,7 @@ export const SETTINGS = {
   'tracker-max-peers': { kind: 'int', min: 1, help: 'peers the tracker remembers per swarm' },
   'tracker-announce-peers': { kind: 'int', min: 1, help: 'most peers the tracker returns per announce' },
   'upload-limit': { kind: 'int', min: 0, help: 'seeder upload cap in bytes/s, 0 for none (emulates a slow head link)' },
+  'defer-to-peers': { kind: 'seconds', min: 0, help: 'the head rejects requests for a piece a node got less than this many seconds ago (0: off)' },
   'verify-source': { kind: 'bool', help: 'hash the whole source at seeder start even if sizes and mtimes match' },
   'store-dir': { kind: 'path', help: 'where a node keeps downloaded bytes (memory-backed by default)' },
   'max-conns': { kind: 'int', min: 1, help: 'most peer connections per node' },
@@ -55,6 +56,7 @@ export interface Config {
   readonly trackerMaxPeers: number
   readonly trackerAnnouncePeers: number
   readonly uploadLimit: number
+  readonly deferToPeersMs: number
   readonly verifySource: boolean
   readonly storeDir: string
   readonly maxConns: number
@@ -80,6 +82,7 @@ const DEFAULTS: Config = {
   trackerMaxPeers: 20_000,
   trackerAnnouncePeers: 200,
   uploadLimit: 0,
+  deferToPeersMs: 0,
   verifySource: false,
   storeDir: '/dev/shm',
   maxConns: 100,

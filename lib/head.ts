@@ -47,7 +47,8 @@ export async function startHead (desc: Description, source: SourceLayout, config
       trackers: [`${base}/announce`],
       maxConns: config.maxConns,
       verify: config.verifySource,
-      uploadLimit: config.uploadLimit
+      uploadLimit: config.uploadLimit,
+      deferToPeersMs: config.deferToPeersMs
     })
   } catch (err) {
     await tracker.close()

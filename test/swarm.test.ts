@@ -41,6 +41,21 @@ t.test('a seeder and three fetching nodes: identical bytes, and the nodes feed e
   t.same((await readdir(dir)).filter((n) => n.startsWith('p2prun-')), [], 'no store left behind')
 })
 
+t.test('with --defer-to-peers the head rejects pieces nodes already have, and every node still completes', async (t) => {
+  const { dir, libs, file, bytes } = await describedSet(t)
+  const head = await serve(file, libs, ['--defer-to-peers', '10', '--upload-limit', String(2 * 1024 * 1024)])
+  t.teardown(head.stop)
+  const results = await Promise.all([1, 2, 3].map((i) => p2prun(['fetch', file, '--out', path.join(dir, `node${i}`),
+    '--tracker', head.tracker, '--seeder', head.seeder, '--store-dir', dir, '--json'])))
+  const expected = await snapshotTree(libs)
+  for (const [i, r] of results.entries()) {
+    t.equal(r.exitCode, 0, `node ${i + 1}: ${r.stderr}`)
+    t.same(await snapshotTree(path.join(dir, `node${i + 1}`)), expected, `node ${i + 1} has every file byte for byte`)
+  }
+  const uploaded = await head.stop()
+  t.ok(uploaded >= bytes && uploaded < 3 * bytes, `the head sent ${(uploaded / bytes).toFixed(2)}x the set`)
+})
+
 t.test('a node that cannot reach any seeder fails after the stall timeout and leaves nothing', async (t) => {
   const { dir, file } = await describedSet(t)
   const r = await p2prun(['fetch', file, '--out', path.join(dir, 'out'), '--seeder', '127.0.0.1:9', '--store-dir', dir,

@@ -12,7 +12,7 @@ export function registerServe (program: Command): void {
     .requiredOption('--source <dir>', 'the directory the description was made from')
     .option('--out <file>', 'also write the description with this tracker and seeder filled in')
   addSettings(cmd, ['host', 'advertise', 'tracker-port', 'seeder-port', 'tracker-max-peers',
-    'tracker-announce-peers', 'upload-limit', 'verify-source', 'max-conns', 'quiet'])
+    'tracker-announce-peers', 'upload-limit', 'defer-to-peers', 'verify-source', 'max-conns', 'quiet'])
   cmd.action(action('serve', async (file: string, opts: { source: string, out?: string }) => {
     const config = await commandConfig(cmd)
     const desc = await readDescription(file)

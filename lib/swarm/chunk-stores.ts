@@ -63,10 +63,17 @@ export interface SourceFile {
 export class SourceChunkStore extends ChunkStoreBase {
   private readonly files: readonly SourceFile[]
   private readonly handles = new Map<string, Promise<FileHandle>>()
+  private readonly defer: (index: number) => boolean
 
   constructor (chunkLength: number, opts: ChunkStoreOptions) {
     super(chunkLength, opts.length)
     this.files = opts.sourceFiles as SourceFile[]
+    this.defer = (opts.defer as ((index: number) => boolean) | undefined) ?? (() => false)
+  }
+
+  /** A deferred read fails, which webtorrent answers with a BEP 6 reject: ask a node that has it. */
+  protected checkReadable (index: number): Promise<void> {
+    return this.defer(index) ? Promise.reject(new Error('deferred to peers')) : Promise.resolve()
   }
 
   put (_index: number, _buf: Uint8Array, cb: Callback = () => {}): void {

@@ -15,6 +15,12 @@ export interface SeederOptions {
   readonly verify: boolean
   /** Bytes per second the seeder may upload; 0 for no limit (emulates a slow head link). */
   readonly uploadLimit: number
+  /**
+   * When the head's link is the bottleneck it can leave a piece to the nodes once one has it:
+   * requests for it are rejected (BEP 6) for this long after the first node announced it, then
+   * served again, so a node connected to none of the holders is delayed, never starved. 0: off.
+   */
+  readonly deferToPeersMs: number
 }
 
 export interface Seeder {
@@ -27,8 +33,6 @@ export interface Seeder {
   close (): Promise<void>
 }
 
-/** Pieces the head caches in memory: at launch every node asks for the same few pieces at once. */
-const SEEDER_CACHE_PIECES = 64
 
 export async function startSeeder (desc: Description, layout: SourceLayout, opts: SeederOptions): Promise<Seeder> {
   const cheapMatch = await sourceMatches(desc, layout)
@@ -38,6 +42,8 @@ export async function startSeeder (desc: Description, layout: SourceLayout, opts
     .map((e) => ({ path: sourcePath(layout, e.path), offset: e.torrentOffset ?? 0, length: e.size }))
   const root = layout.dirs.map((d) => d.dir).join(', ')
 
+  // Filled once the torrent is ready: start-up verification reads must never be deferred.
+  let defer: (index: number) => boolean = () => false
   const client = new WebTorrent({
     ...clientOptions({ role: 'head', port: opts.port, maxConns: opts.maxConns, numwant: 1 }),
     ...(opts.uploadLimit > 0 ? { uploadLimit: opts.uploadLimit } : {})
@@ -48,8 +54,9 @@ export async function startSeeder (desc: Description, layout: SourceLayout, opts
       ...torrentOptions(),
       announce: [...opts.trackers],
       store: SourceChunkStore,
-      storeOpts: { sourceFiles },
-      storeCacheSlots: SEEDER_CACHE_PIECES,
+      storeOpts: { sourceFiles, defer: (index: number) => defer(index) },
+      // No piece cache: every request must reach the store's defer check (the page cache keeps the bytes).
+      storeCacheSlots: 0,
       skipVerify: !verify
     })
     const missing = countMissing(torrent, desc.pieceCount)
@@ -58,6 +65,7 @@ export async function startSeeder (desc: Description, layout: SourceLayout, opts
         'describe the directory again, or point --source at the directory it was described from')
     }
     await listening(client)
+    if (opts.deferToPeersMs > 0) defer = deferToPeers(torrent, opts.deferToPeersMs)
     const toPeer = new Map<string, number>()
     torrent.on('wire', (wire: Wire) => {
       wire.on('upload', (bytes: number) => {
@@ -98,6 +106,18 @@ async function sourceMatches (desc: Description, layout: SourceLayout): Promise<
     if (Math.trunc(st.mtimeMs) !== e.mtimeMs) same = false
   }
   return same
+}
+
+/** Whether a node announced `index` less than `windowMs` ago (then it, not the head, should serve it). */
+function deferToPeers (torrent: Torrent, windowMs: number): (index: number) => boolean {
+  const firstHeld = new Map<number, number>()
+  torrent.on('wire', (wire: Wire) => {
+    wire.on('have', (index: number) => { if (!firstHeld.has(index)) firstHeld.set(index, performance.now()) })
+  })
+  return (index) => {
+    const since = firstHeld.get(index)
+    return since !== undefined && performance.now() - since < windowMs
+  }
 }
 
 function countMissing (torrent: Torrent, pieceCount: number): number {

@@ -4,29 +4,34 @@ import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 
 export interface AgentState {
+  readonly node: string
   readonly pid: number
   readonly mountPoint: string
   readonly storePath: string
   readonly infoHash: string
 }
 
-export function statePath (runDir: string, mountPoint: string): string {
-  return path.join(runDir, `${encodeURIComponent(mountPoint)}.json`)
+/**
+ * Keyed by node name and mount point: emulated nodes on one host mount the same path in their own
+ * mount namespaces and share the run directory.
+ */
+export function statePath (runDir: string, node: string, mountPoint: string): string {
+  return path.join(runDir, `${encodeURIComponent(node)}@${encodeURIComponent(mountPoint)}.json`)
 }
 
-export function logPath (runDir: string, mountPoint: string): string {
-  return path.join(runDir, `${encodeURIComponent(mountPoint)}.log`)
+export function logPath (runDir: string, node: string, mountPoint: string): string {
+  return path.join(runDir, `${encodeURIComponent(node)}@${encodeURIComponent(mountPoint)}.log`)
 }
 
 export async function writeState (runDir: string, state: AgentState): Promise<void> {
   await mkdir(runDir, { recursive: true, mode: 0o700 })
-  const file = statePath(runDir, state.mountPoint)
-  await writeFile(`${file}.tmp`, JSON.stringify(state))
-  await rename(`${file}.tmp`, file)
+  const file = statePath(runDir, state.node, state.mountPoint)
+  await writeFile(`${file}.tmp-${process.pid}`, JSON.stringify(state))
+  await rename(`${file}.tmp-${process.pid}`, file)
 }
 
-export async function readState (runDir: string, mountPoint: string): Promise<AgentState | undefined> {
-  const text = await readFile(statePath(runDir, mountPoint), 'utf8').catch(() => undefined)
+export async function readState (runDir: string, node: string, mountPoint: string): Promise<AgentState | undefined> {
+  const text = await readFile(statePath(runDir, node, mountPoint), 'utf8').catch(() => undefined)
   if (text === undefined) return undefined
   try {
     return JSON.parse(text) as AgentState
@@ -35,8 +40,8 @@ export async function readState (runDir: string, mountPoint: string): Promise<Ag
   }
 }
 
-export async function removeState (runDir: string, mountPoint: string): Promise<void> {
-  await rm(statePath(runDir, mountPoint), { force: true })
+export async function removeState (runDir: string, node: string, mountPoint: string): Promise<void> {
+  await rm(statePath(runDir, node, mountPoint), { force: true })
 }
 
 /** Alive and not a zombie (a killed agent lingers as one until its parent reaps it). */

@@ -48,7 +48,7 @@ export function registerMount (program: Command): void {
   const umount = program.command('umount')
     .description('stop the agent serving a mount, or remove a mount whose agent died')
     .argument('<mountpoint>')
-  addSettings(umount, ['run-dir'])
+  addSettings(umount, ['run-dir', 'node-name'])
   umount.action(action('umount', async (mountArg: string) => {
     await unmountAgent(await commandConfig(umount), path.resolve(mountArg))
   }))
@@ -65,7 +65,7 @@ async function runAgent (config: Config, desc: Description, mountPoint: string, 
     log
   }))
   try {
-    await writeState(config.runDir, { pid: process.pid, mountPoint, storePath: agent.storePath, infoHash: desc.infoHash })
+    await writeState(config.runDir, { node: config.nodeName, pid: process.pid, mountPoint, storePath: agent.storePath, infoHash: desc.infoHash })
     if (opts.readyFile) await writeAtomically(opts.readyFile, Buffer.from(JSON.stringify({ pid: process.pid, mountPoint })))
     process.stdout.write(`mounted infohash=${desc.infoHash} mode=${config.mode} at=${mountPoint}\n`)
     if (opts.notifyFd) await notifyFd(Number(opts.notifyFd), 'ready')
@@ -77,9 +77,9 @@ async function runAgent (config: Config, desc: Description, mountPoint: string, 
   } finally {
     const stats = agent.stats()
     await agent.stop()
-    await removeState(config.runDir, mountPoint)
+    await removeState(config.runDir, config.nodeName, mountPoint)
     // A daemon's log is its stdout/stderr: kept after a failure, not after a clean stop.
-    if (opts.notifyFd) await rm(logPath(config.runDir, mountPoint), { force: true })
+    if (opts.notifyFd) await rm(logPath(config.runDir, config.nodeName, mountPoint), { force: true })
     if (opts.readyFile) await rm(opts.readyFile, { force: true })
     if (opts.stats) await writeFile(opts.stats, `${JSON.stringify(stats)}\n`)
   }
@@ -91,7 +91,7 @@ async function runAgent (config: Config, desc: Description, mountPoint: string, 
  */
 async function daemonize (config: Config, mountPoint: string): Promise<void> {
   await mkdir(config.runDir, { recursive: true, mode: 0o700 })
-  const logFile = logPath(config.runDir, mountPoint)
+  const logFile = logPath(config.runDir, config.nodeName, mountPoint)
   const logHandle = await open(logFile, 'w')
   const args = process.argv.slice(1).filter((a) => a !== '--daemon')
   const child = spawn(process.execPath, [...args, '--notify-fd', '3'], {
@@ -116,7 +116,7 @@ const EXIT_POLL_MS = 20
 
 async function unmountAgent (config: Config, mountPoint: string): Promise<void> {
   const { isMounted, lazyUnmount } = await import('../../lib/mount.ts')
-  const state = await readState(config.runDir, mountPoint)
+  const state = await readState(config.runDir, config.nodeName, mountPoint)
   const mounted = await isMounted(mountPoint)
   if (!state && !mounted) throw usageError(`nothing is mounted at ${mountPoint}`, 'check the path with `grep fuse /proc/mounts`')
   if (state && await isAlive(state.pid)) {
@@ -127,5 +127,5 @@ async function unmountAgent (config: Config, mountPoint: string): Promise<void> 
   }
   if (await isMounted(mountPoint)) await lazyUnmount(mountPoint)
   if (state && !(await isAlive(state.pid))) await rm(state.storePath, { recursive: true, force: true })
-  await removeState(config.runDir, mountPoint)
+  await removeState(config.runDir, config.nodeName, mountPoint)
 }

@@ -8,7 +8,7 @@ import type { DescribedEntry, Description } from '../description.ts'
 import { P2prunError, swarmError } from '../errors.ts'
 import { clipRange, type ByteSource } from '../store.ts'
 import { FlatFileChunkStore } from './chunk-stores.ts'
-import { clientOptions, isHeadWire, torrentOptions } from './tuning.ts'
+import { clientOptions, disableNagle, isHeadWire, torrentOptions } from './tuning.ts'
 
 export interface NodeOptions {
   readonly storeDir: string
@@ -85,6 +85,7 @@ export class SwarmNode implements ByteSource {
           deselect: true // nothing moves until the FS or fetchAll asks
         })
         t.once('error', reject)
+        disableNagle(t)
         t.once('ready', () => resolve(t))
       })
       for (const s of seeders) torrent.addPeer(s)

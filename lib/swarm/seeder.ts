@@ -5,7 +5,7 @@ import { sourcePath, type SourceLayout } from '../describe.ts'
 import type { Description } from '../description.ts'
 import { P2prunError, sourceError } from '../errors.ts'
 import { SourceChunkStore, type SourceFile } from './chunk-stores.ts'
-import { clientOptions, torrentOptions } from './tuning.ts'
+import { clientOptions, disableNagle, torrentOptions } from './tuning.ts'
 
 export interface SeederOptions {
   readonly port: number
@@ -131,6 +131,7 @@ function addSeed (client: WebTorrent, desc: Description, options: Parameters<Web
     const onError = (err: Error) => reject(new P2prunError('SWARM', `seeder failed: ${err.message}`, { cause: err }))
     client.once('error', onError)
     const torrent = client.add(desc.torrent, options)
+    disableNagle(torrent)
     torrent.once('error', onError)
     torrent.once('ready', () => { client.off('error', onError); resolve(torrent) })
   })

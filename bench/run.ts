@@ -43,8 +43,9 @@ interface Row {
 }
 
 const cluster = (...args: string[]) => execa(CLUSTER, args, { stdio: ['ignore', 'pipe', 'inherit'] })
+/** Each node's script in its own process group, so a failed run can stop all of it (agents included). */
 const onNode = (k: number, script: string, env: Record<string, string> = {}) =>
-  execa(CLUSTER, ['exec', String(k), 'sh', '-c', script], { env: { ...process.env, ...env }, reject: false, stdin: 'ignore' })
+  execa(CLUSTER, ['exec', String(k), 'sh', '-c', script], { env: { ...process.env, ...env }, reject: false, stdin: 'ignore', detached: true })
 
 /** The set every method serves: lib/ (the libraries) and DECOYS empty dirs searched first. */
 async function workload (nlibs: number): Promise<{ set: string, driver: string, bytes: number }> {
@@ -72,8 +73,10 @@ async function timeNodes (n: number, script: (k: number) => string): Promise<{ t
   const t0 = performance.now()
   const times: number[] = []
   const starts: number[] = []
+  const children: ReturnType<typeof onNode>[] = []
   const runs = Array.from({ length: n }, (_, i) => i + 1).map(async (k) => {
     const child = onNode(k, script(k))
+    children.push(child)
     const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream })
     lines.on('line', (line) => {
       if (line === 'mounted') starts[k - 1] = (performance.now() - t0) / 1000
@@ -82,7 +85,14 @@ async function timeNodes (n: number, script: (k: number) => string): Promise<{ t
     const r = await child
     if (times[k - 1] === undefined) throw new Error(`node ${k} failed (exit ${r.exitCode}): ${String(r.stderr).slice(-500)}`)
   })
-  await Promise.all(runs)
+  try {
+    await Promise.all(runs)
+  } catch (err) {
+    // SIGTERM lets every node's agent unmount and remove its store before the namespaces go.
+    for (const c of children) if (c.pid) try { process.kill(-c.pid, 'SIGTERM') } catch { /* already gone */ }
+    await Promise.allSettled(children)
+    throw err
+  }
   return { times, starts }
 }
 

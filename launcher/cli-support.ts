@@ -24,7 +24,7 @@ export function nodeOptions (config: Config, peers: { trackers?: readonly string
   }
 }
 
-/** A node agent of this process's user, from the settings. */
+/** A node agent from the settings; files are owned by --owner, else by this process's user. */
 export function agentOptions (config: Config, description: Description, mountPoint: string,
   rest: Pick<AgentOptions, 'mode' | 'node' | 'keepStore' | 'log'>): AgentOptions {
   return {
@@ -33,8 +33,8 @@ export function agentOptions (config: Config, description: Description, mountPoi
     mountPoint,
     allowOther: config.allowOther,
     fuseDevice: config.fuseDevice,
-    uid: process.getuid?.() ?? 0,
-    gid: process.getgid?.() ?? 0
+    uid: config.owner?.uid ?? process.getuid?.() ?? 0,
+    gid: config.owner?.gid ?? process.getgid?.() ?? 0
   }
 }
 

@@ -39,6 +39,7 @@ export const SETTINGS = {
   libs: { kind: 'string', help: 'library directories for launches, separated by ":" (like --libs, repeatable)' },
   launcher: { kind: 'string', choices: ['auto', 'local', 'openmpi', 'mpich', 'srun'], help: 'how ranks are started: auto, local, openmpi, mpich or srun' },
   mode: { kind: 'string', choices: DATA_MODES, help: 'data mode: block (fetch pieces on read), file (whole file on open), eager (everything, opened files first)' },
+  owner: { kind: 'string', help: 'UID[:GID] that owns the mounted files (default: the mounting user)' },
   'allow-other': { kind: 'bool', help: 'let users other than the mounting one see the mount (needs user_allow_other in /etc/fuse.conf)' },
   'node-name': { kind: 'string', help: 'this node\'s name in mount points (%n) and messages (default: the host name)' },
   'run-dir': { kind: 'path', help: 'where mount agents keep their state and logs' },
@@ -66,6 +67,7 @@ export interface Config {
   readonly libs: string | undefined
   readonly launcher: string
   readonly mode: DataMode
+  readonly owner: { readonly uid: number, readonly gid: number } | undefined
   readonly allowOther: boolean
   readonly nodeName: string
   readonly runDir: string
@@ -92,6 +94,7 @@ const DEFAULTS: Config = {
   libs: undefined,
   launcher: 'auto',
   mode: 'eager',
+  owner: undefined,
   allowOther: false,
   nodeName: os.hostname(),
   runDir: path.join(os.tmpdir(), `p2prun-run-${process.getuid?.() ?? 0}`),
@@ -122,7 +125,8 @@ export async function loadConfig (sources: ConfigSources): Promise<Config> {
     else if (envValue !== undefined && envValue !== '') parsed = parseValue(spec, envValue, envName, sources.cwd)
     else if (yaml.values[name] !== undefined) parsed = parseValue(spec, yaml.values[name], `${name} in ${yaml.file}`, path.dirname(yaml.file))
     else continue
-    out[fieldOf(name)] = spec.kind === 'seconds' ? (parsed as number) * 1000 : parsed
+    const where = flag !== undefined ? `--${name}` : envValue ? envName : `${name} in ${yaml.file}`
+    out[fieldOf(name)] = spec.kind === 'seconds' ? (parsed as number) * 1000 : name === 'owner' ? parseOwner(parsed as string, where) : parsed
   }
   return Object.freeze(out) as unknown as Config
 }
@@ -138,6 +142,12 @@ function fieldOf (name: SettingName): keyof Config {
 
 function camel (name: string): string {
   return name.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase())
+}
+
+function parseOwner (raw: string, where: string): { uid: number, gid: number } {
+  const m = raw.match(/^(\d+)(?::(\d+))?$/)
+  if (!m) throw configError(`${where}: expected UID or UID:GID (numbers), got "${raw}"`)
+  return { uid: Number(m[1]), gid: Number(m[2] ?? m[1]) }
 }
 
 async function loadYaml (sources: ConfigSources): Promise<{ file: string, values: Record<string, unknown> }> {

@@ -31,4 +31,7 @@ t.test('invalid values name where they came from', async (t) => {
   await t.rejects(loadConfig({ flags: {}, env: { P2PRUN_QUIET: 'maybe' }, cwd: empty }), { message: /P2PRUN_QUIET: expected true or false, got "maybe"/ })
   await t.rejects(loadConfig({ flags: { numwant: '1.5' }, env: {}, cwd: empty }), { message: /--numwant: expected a whole number/ })
   t.equal(envNameOf('tracker-announce-peers'), 'P2PRUN_TRACKER_ANNOUNCE_PEERS')
+  t.same((await loadConfig({ flags: { owner: '1000' }, env: {}, cwd: empty })).owner, { uid: 1000, gid: 1000 })
+  t.same((await loadConfig({ flags: {}, env: { P2PRUN_OWNER: '7:9' }, cwd: empty })).owner, { uid: 7, gid: 9 })
+  await t.rejects(loadConfig({ flags: { owner: 'alice' }, env: {}, cwd: empty }), { message: /--owner: expected UID or UID:GID \(numbers\), got "alice"/ })
 })

@@ -33,6 +33,16 @@ for (const mode of ['block', 'file', 'eager']) {
   })
 }
 
+t.test('--owner sets who owns the mounted files', async (t) => {
+  const j = await job(t, (dir) => makeTree(path.join(dir, 'libs'), LIBRARY_TREE))
+  const mnt = path.join(j.dir, 'mnt')
+  await mountAgent(j, j.file, mnt, path.join(j.dir, 'stats.json'), [...nodeArgs(j, 'block'), '--owner', '4321:8765'])
+  for (const name of ['libfoo.so.1.2.3', 'python', '']) {
+    const st = await stat(path.join(mnt, name))
+    t.same([st.uid, st.gid], [4321, 8765], `${name || 'the root'} is owned by 4321:8765`)
+  }
+})
+
 t.test('writes of every kind fail with EROFS', async (t) => {
   const j = await job(t, (dir) => makeTree(path.join(dir, 'libs'), LIBRARY_TREE))
   const mnt = path.join(j.dir, 'mnt')

@@ -36,7 +36,7 @@ export function registerMount (program: Command): void {
     .option('--tracker <url>', 'tracker to announce to, instead of the description\'s (repeatable)', collect)
     .option('--seeder <host:port>', 'peer to connect to directly, e.g. the head\'s seeder (repeatable)', collect)
     .addOption(new Option('--notify-fd <fd>').hideHelp())
-  addSettings(cmd, ['mode', 'store-dir', 'allow-other', 'node-name', 'run-dir', 'fuse-device', 'max-conns', 'numwant', 'stall-timeout', 'quiet'])
+  addSettings(cmd, ['mode', 'store-dir', 'owner', 'allow-other', 'node-name', 'run-dir', 'fuse-device', 'max-conns', 'numwant', 'stall-timeout', 'quiet'])
   cmd.action(action('mount', async (file: string, mountArg: string | undefined, opts: MountFlags) => {
     const config = await commandConfig(cmd)
     const desc = await readDescription(file)

@@ -15,7 +15,7 @@ export interface AgentState {
  * Keyed by node name and mount point: emulated nodes on one host mount the same path in their own
  * mount namespaces and share the run directory.
  */
-export function statePath (runDir: string, node: string, mountPoint: string): string {
+function statePath (runDir: string, node: string, mountPoint: string): string {
   return path.join(runDir, `${encodeURIComponent(node)}@${encodeURIComponent(mountPoint)}.json`)
 }
 

@@ -22,7 +22,7 @@ export function clipRange (entry: DescribedEntry, offset: number, length: number
   return Math.max(0, Math.min(length, entry.size - offset))
 }
 
-/** Reads straight from a directory laid out as the description says. */
+/** Reads straight from a directory laid out as the description says (the FS's unit tests; the fallback when the swarm stalls is next). */
 export class DirectorySource implements ByteSource {
   private readonly root: string
 

@@ -9,7 +9,7 @@ export type Role = 'head' | 'node'
 const PEER_PREFIX: Record<Role, string> = { head: '-P2H010-', node: '-P2N010-' }
 const HEAD_PREFIX_HEX = Buffer.from(PEER_PREFIX.head).toString('hex')
 
-export function newPeerId (role: Role): string {
+function newPeerId (role: Role): string {
   const id = PEER_PREFIX[role] + randomBytes(6).toString('hex')
   return Buffer.from(id).toString('hex')
 }

@@ -1,7 +1,9 @@
 // Where a mount agent records itself, so `p2prun umount MOUNTPOINT` can find its process and store
 // even when that process died. One JSON file per mount point in the run directory.
-import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises'
+import { mkdir, readFile, rm } from 'node:fs/promises'
 import path from 'node:path'
+import { setTimeout as delay } from 'node:timers/promises'
+import { writeAtomic } from '../lib/files.ts'
 
 export interface AgentState {
   readonly node: string
@@ -25,9 +27,7 @@ export function logPath (runDir: string, node: string, mountPoint: string): stri
 
 export async function writeState (runDir: string, state: AgentState): Promise<void> {
   await mkdir(runDir, { recursive: true, mode: 0o700 })
-  const file = statePath(runDir, state.node, state.mountPoint)
-  await writeFile(`${file}.tmp-${process.pid}`, JSON.stringify(state))
-  await rename(`${file}.tmp-${process.pid}`, file)
+  await writeAtomic(statePath(runDir, state.node, state.mountPoint), JSON.stringify(state))
 }
 
 export async function readState (runDir: string, node: string, mountPoint: string): Promise<AgentState | undefined> {
@@ -42,6 +42,23 @@ export async function readState (runDir: string, node: string, mountPoint: strin
 
 export async function removeState (runDir: string, node: string, mountPoint: string): Promise<void> {
   await rm(statePath(runDir, node, mountPoint), { force: true })
+}
+
+const EXIT_POLL_MS = 20
+
+/**
+ * SIGTERM a process and wait (at most `timeoutMs`) until it is gone. Another process's exit cannot be
+ * awaited in Node, so this polls; returns whether it exited.
+ */
+export async function terminate (pid: number, timeoutMs: number): Promise<boolean> {
+  if (!(await isAlive(pid))) return true
+  process.kill(pid, 'SIGTERM')
+  const deadline = Date.now() + timeoutMs
+  while (await isAlive(pid)) {
+    if (Date.now() >= deadline) return false
+    await delay(EXIT_POLL_MS)
+  }
+  return true
 }
 
 /** Alive and not a zombie (a killed agent lingers as one until its parent reaps it). */

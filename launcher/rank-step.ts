@@ -4,11 +4,12 @@
 // LD_LIBRARY_PATH the shell then execs the program with.
 import { spawn } from 'node:child_process'
 import { watch } from 'node:fs'
-import { access, constants, mkdir, open, readdir, readFile, rm, writeFile } from 'node:fs/promises'
+import { access, mkdir, open, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
 import { loadConfig } from '../lib/config.ts'
 import { P2prunError } from '../lib/errors.ts'
+import { findExecutable } from '../lib/files.ts'
 import { decodeJob, JOB_ENV, launchIdOf, libraryPath, nodeIdentity, nodeStateDir, type NodeIdentity } from '../lib/job.ts'
 
 export const READY_FILE = 'ready.json'
@@ -43,7 +44,7 @@ export async function prepareRank (program: readonly string[], pid: number, cli:
     throw err
   })
   const name = program[0] as string
-  if (!(await resolveProgram(name))) throw launchError(node, `program ${name} not found or not executable`, 'give a path, or put it on PATH on every node')
+  if (!(await findExecutable(name, process.env))) throw launchError(node, `program ${name} not found or not executable`, 'give a path, or put it on PATH on every node')
   return libraryPath(ready.mountPoint, job.libDirs, process.env.LD_LIBRARY_PATH)
 }
 
@@ -106,12 +107,6 @@ export async function waitForAgent (stateDir: string, node: Pick<NodeIdentity, '
     clearTimeout(deadline)
     ac.abort()
   }
-}
-
-async function resolveProgram (name: string): Promise<string | undefined> {
-  const candidates = name.includes('/') ? [path.resolve(name)] : (process.env.PATH ?? '').split(':').filter(Boolean).map((d) => path.join(d, name))
-  for (const c of candidates) if (await access(c, constants.X_OK).then(() => true, () => false)) return c
-  return undefined
 }
 
 async function readJson<T> (file: string): Promise<T | undefined> {

@@ -7,6 +7,7 @@ import path from 'node:path'
 import { execa } from 'execa'
 import Fuse from 'fuse-native'
 import { P2prunError } from './errors.ts'
+import { findExecutable } from './files.ts'
 
 export interface MountOptions {
   /** Shown as the mount's source in /proc/mounts. */
@@ -86,17 +87,10 @@ async function checkFuse (device: string): Promise<void> {
     throw fuseError(`FUSE is not available: ${device} is missing or not accessible (${(err as NodeJS.ErrnoException).code})`,
       'load the fuse kernel module (modprobe fuse), or give the container --device /dev/fuse', err)
   }
-  if (!(await onPath('fusermount'))) {
+  if (!(await findExecutable('fusermount', process.env))) {
     throw fuseError('fusermount is not installed, so mounts could not be removed',
       'install it: apt-get install fuse3 (not the old "fuse" package, which removes fuse3)')
   }
-}
-
-async function onPath (program: string): Promise<boolean> {
-  for (const dir of (process.env.PATH ?? '').split(':').filter(Boolean)) {
-    if (await access(path.join(dir, program), constants.X_OK).then(() => true, () => false)) return true
-  }
-  return false
 }
 
 /** Returns whether the mount point was created here (and so is removed at unmount). */

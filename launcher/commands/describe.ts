@@ -1,10 +1,11 @@
 // `p2prun describe DIR -o FILE` and `p2prun inspect FILE`: the description file, made and read.
-import { readFile, rename, rm, writeFile } from 'node:fs/promises'
+import { readFile } from 'node:fs/promises'
 import path from 'node:path'
 import type { Command } from 'commander'
 import { formatSummary, parseDescription, summarize, type Description, type DescribedEntry } from '../../lib/description.ts'
 import { describeLayout, layoutOf } from '../../lib/describe.ts'
 import { usageError } from '../../lib/errors.ts'
+import { writeAtomic } from '../../lib/files.ts'
 import { action, collect } from '../cli-support.ts'
 
 export function registerDescribe (program: Command): void {
@@ -55,14 +56,11 @@ export async function readDescription (file: string, expectInfoHash?: string): P
   return parseDescription(bytes, { source: file, expectInfoHash })
 }
 
-/** Write to a temporary name and rename, so a failed run never leaves a truncated description. */
+/** A failed run never leaves a truncated description behind. */
 export async function writeAtomically (file: string, bytes: Uint8Array): Promise<void> {
-  const tmp = `${file}.tmp-${process.pid}`
   try {
-    await writeFile(tmp, bytes)
-    await rename(tmp, file)
+    await writeAtomic(file, bytes)
   } catch (err) {
-    await rm(tmp, { force: true })
     throw usageError(`cannot write ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
       'choose a writable output path')
   }

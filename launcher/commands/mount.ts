@@ -4,14 +4,13 @@
 import { spawn } from 'node:child_process'
 import { mkdir, open, readFile, rm, writeFile } from 'node:fs/promises'
 import path from 'node:path'
-import { setTimeout as delay } from 'node:timers/promises'
 import { Option, type Command } from 'commander'
 import { expandTemplate } from '../../lib/job.ts'
 import type { Config } from '../../lib/config.ts'
 import type { Description } from '../../lib/description.ts'
 import { P2prunError, usageError } from '../../lib/errors.ts'
 import { action, addSettings, agentOptions, collect, commandConfig, nodeOptions, notifyFd, say, untilSignal } from '../cli-support.ts'
-import { isAlive, logPath, readState, removeState, writeState } from '../agent-state.ts'
+import { logPath, readState, removeState, terminate, writeState } from '../agent-state.ts'
 import { readDescription, writeAtomically } from './describe.ts'
 
 interface MountFlags {
@@ -112,20 +111,15 @@ async function daemonize (config: Config, mountPoint: string): Promise<void> {
 }
 
 const EXIT_WAIT_MS = 15_000
-const EXIT_POLL_MS = 20
 
 async function unmountAgent (config: Config, mountPoint: string): Promise<void> {
   const { isMounted, lazyUnmount } = await import('../../lib/mount.ts')
   const state = await readState(config.runDir, config.nodeName, mountPoint)
   const mounted = await isMounted(mountPoint)
   if (!state && !mounted) throw usageError(`nothing is mounted at ${mountPoint}`, 'check the path with `grep fuse /proc/mounts`')
-  if (state && await isAlive(state.pid)) {
-    process.kill(state.pid, 'SIGTERM')
-    // The agent unmounts and exits on SIGTERM; another process can only be watched by polling.
-    const deadline = Date.now() + EXIT_WAIT_MS
-    while (await isAlive(state.pid) && Date.now() < deadline) await delay(EXIT_POLL_MS)
-  }
+  // The agent unmounts and exits on SIGTERM; a dead or stuck one is unmounted lazily below.
+  const exited = state ? await terminate(state.pid, EXIT_WAIT_MS) : false
   if (await isMounted(mountPoint)) await lazyUnmount(mountPoint)
-  if (state && !(await isAlive(state.pid))) await rm(state.storePath, { recursive: true, force: true })
+  if (state && exited) await rm(state.storePath, { recursive: true, force: true })
   await removeState(config.runDir, config.nodeName, mountPoint)
 }

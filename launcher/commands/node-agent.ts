@@ -2,13 +2,14 @@
 // node's first rank. Gets the description from the head (checked against the infohash the launcher
 // handed out), mounts it on the swarm, says ready, and stays until the node's last rank has ended —
 // however it ended — then unmounts and removes its state.
-import { readdir, rename, rm, writeFile } from 'node:fs/promises'
+import { readdir, rm, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { setTimeout as delay } from 'node:timers/promises'
 import type { Command } from 'commander'
 import { loadConfig } from '../../lib/config.ts'
 import { parseDescription, type Description } from '../../lib/description.ts'
 import { formatError, networkReason, P2prunError } from '../../lib/errors.ts'
+import { writeAtomic } from '../../lib/files.ts'
 import { decodeJob, expandTemplate, JOB_ENV, libraryPath } from '../../lib/job.ts'
 import { isAlive } from '../agent-state.ts'
 import { action, agentOptions, nodeOptions, untilSignal } from '../cli-support.ts'
@@ -47,9 +48,7 @@ export function registerNodeAgent (program: Command): void {
       }
       try {
         await writeFile(path.join(stateDir, LDPATH_FILE), `${libraryPath(agent.mountPoint, job.libDirs, undefined)}\n`)
-        const ready = path.join(stateDir, READY_FILE)
-        await writeFile(`${ready}.tmp`, JSON.stringify({ mountPoint: agent.mountPoint, pid: process.pid, storePath: agent.storePath }))
-        await rename(`${ready}.tmp`, ready)
+        await writeAtomic(path.join(stateDir, READY_FILE), JSON.stringify({ mountPoint: agent.mountPoint, pid: process.pid, storePath: agent.storePath }))
         log(`${agent.mountPoint} ready for the ranks on ${opts.node}`)
         await (opts.untilStopped ? signal : Promise.race([signal, ranksEnded(path.join(stateDir, RANKS_DIR), Number(opts.expect))]))
       } finally {

@@ -7,9 +7,9 @@ import { randomBytes } from 'node:crypto'
 import { watch } from 'node:fs'
 import { access, constants, readdir } from 'node:fs/promises'
 import { constants as osConstants } from 'node:os'
-import path from 'node:path'
 import { loadConfig, type Config } from '../../lib/config.ts'
 import { describeLayout, layoutOf } from '../../lib/describe.ts'
+import { isExecutable, programCandidates } from '../../lib/files.ts'
 import { formatBytes, type Description } from '../../lib/description.ts'
 import { networkReason, P2prunError, usageError } from '../../lib/errors.ts'
 import type { Head } from '../../lib/head.ts'
@@ -54,13 +54,8 @@ export async function runLaunch (argv: readonly string[], cli: readonly string[]
   const libDirs = layout.dirs.map((d) => d.name)
   const launchId = randomBytes(4).toString('hex')
   const step = [rankStep, ...args.program]
-  const forwarded = (job: string) => {
-    const launchEnv: NodeJS.ProcessEnv = { ...env, [JOB_ENV]: job }
-    const names = Object.keys(launchEnv).filter((k) => k.startsWith('P2PRUN_')).sort()
-    return { launchEnv, names }
-  }
   if (args.options.dryRun) {
-    const { launchEnv, names } = forwarded('<set at launch>')
+    const { launchEnv, names } = launchEnvironment(env, '<set at launch>')
     const command = launcher.adapter.command(launcher.program, args.launcherArgs, names, step, launchEnv)
     process.stdout.write(`${JOB_ENV}='<set at launch>' ${command.map(shellQuote).join(' ')}\n`)
     return
@@ -80,7 +75,7 @@ export async function runLaunch (argv: readonly string[], cli: readonly string[]
       libDirs,
       mode: config.mode
     }
-    const { launchEnv, names } = forwarded(encodeJob(job))
+    const { launchEnv, names } = launchEnvironment(env, encodeJob(job))
     const [program, ...launchArgs] = launcher.adapter.command(launcher.program, args.launcherArgs, names, step, launchEnv) as [string, ...string[]]
     const progress = process.stderr.isTTY && !config.quiet ? showProgress(head, desc) : undefined
     const code = await runLauncher(program, launchArgs, launchEnv)
@@ -94,6 +89,12 @@ export async function runLaunch (argv: readonly string[], cli: readonly string[]
   }
 }
 
+/** The launcher's environment: ours plus the job spec; every P2PRUN_* variable goes on to the ranks. */
+function launchEnvironment (env: NodeJS.ProcessEnv, job: string): { launchEnv: NodeJS.ProcessEnv, names: string[] } {
+  const launchEnv: NodeJS.ProcessEnv = { ...env, [JOB_ENV]: job }
+  return { launchEnv, names: Object.keys(launchEnv).filter((k) => k.startsWith('P2PRUN_')).sort() }
+}
+
 /** The job spec of a Slurm allocation made with --p2plibs, if this runs inside one. */
 function jobOfAllocation (env: NodeJS.ProcessEnv): JobSpec | undefined {
   const raw = env.SLURM_JOB_ID ? env[JOB_ENV] ?? env[`SLURM_SPANK_${JOB_ENV}`] : undefined
@@ -103,8 +104,7 @@ function jobOfAllocation (env: NodeJS.ProcessEnv): JobSpec | undefined {
 }
 
 async function launchOnExistingAgents (job: JobSpec, launcher: ChosenLauncher, args: RunArgs, rankStep: string, config: Config): Promise<void> {
-  const launchEnv: NodeJS.ProcessEnv = { ...process.env, [JOB_ENV]: encodeJob(job) }
-  const names = Object.keys(launchEnv).filter((k) => k.startsWith('P2PRUN_')).sort()
+  const { launchEnv, names } = launchEnvironment(process.env, encodeJob(job))
   const [program, ...launchArgs] = launcher.adapter.command(launcher.program, args.launcherArgs, names, [rankStep, ...args.program], launchEnv) as [string, ...string[]]
   if (args.options.dryRun) {
     process.stdout.write(`${[program, ...launchArgs].map(shellQuote).join(' ')}\n`)
@@ -115,10 +115,9 @@ async function launchOnExistingAgents (job: JobSpec, launcher: ChosenLauncher, a
 }
 
 async function checkProgram (name: string, env: NodeJS.ProcessEnv): Promise<void> {
-  const candidates = name.includes('/') ? [path.resolve(name)] : (env.PATH ?? '').split(':').filter(Boolean).map((d) => path.join(d, name))
-  for (const c of candidates) {
+  for (const c of programCandidates(name, env)) {
     if (await access(c, constants.F_OK).then(() => true, () => false)) {
-      if (await access(c, constants.X_OK).then(() => true, () => false)) return
+      if (await isExecutable(c)) return
       throw usageError(`program ${name} is not executable`, `chmod +x ${name}`)
     }
   }

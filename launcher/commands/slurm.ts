@@ -5,20 +5,18 @@
 // The plugin hands the spec to the prolog/epilog as SPANK_P2PRUN_JOB (spank_job_control_setenv).
 import { spawn } from 'node:child_process'
 import { chown, mkdir, open, readFile, rm, rmdir, writeFile } from 'node:fs/promises'
-import { setTimeout as delay } from 'node:timers/promises'
 import path from 'node:path'
 import { Option, type Command } from 'commander'
 import { loadConfig, type Config } from '../../lib/config.ts'
 import { describeLayout, layoutOf } from '../../lib/describe.ts'
 import { formatError, P2prunError, usageError } from '../../lib/errors.ts'
 import { decodeJob, encodeJob, JOB_ENV, nodeStateDir, SLURM_LAUNCH, type JobSpec } from '../../lib/job.ts'
-import { isAlive } from '../agent-state.ts'
+import { terminate } from '../agent-state.ts'
 import { action, advertisedHost, notifyFd, untilSignal } from '../cli-support.ts'
 import { LOCK_FILE, READY_FILE, waitForAgent, type NodeReady } from '../rank-step.ts'
 
 const collect = (value: string, previous: string[] = []) => [...previous, ...value.split(',').filter(Boolean)]
 const EPILOG_WAIT_MS = 15_000
-const EXIT_POLL_MS = 20
 
 export function registerSlurm (program: Command, cli: readonly string[]): void {
   const slurm = program.command('slurm').description('Slurm integration: what the SPANK plugin and the prolog/epilog hooks call')
@@ -159,13 +157,8 @@ async function stopNodeAgent (job: JobSpec, config: Config): Promise<void> {
   const stateDir = nodeStateDir(config.runDir, `slurm-${process.env.SLURM_JOB_ID}`, node)
   const ready = await readFile(path.join(stateDir, READY_FILE), 'utf8').then((t) => JSON.parse(t) as NodeReady, () => undefined)
   try {
-    if (ready && await isAlive(ready.pid)) {
-      process.kill(ready.pid, 'SIGTERM')
-      // Another process's exit can only be watched by polling; bounded.
-      const deadline = Date.now() + EPILOG_WAIT_MS
-      while (await isAlive(ready.pid) && Date.now() < deadline) await delay(EXIT_POLL_MS)
-    }
     if (ready) {
+      await terminate(ready.pid, EPILOG_WAIT_MS)
       const { isMounted, lazyUnmount } = await import('../../lib/mount.ts')
       if (await isMounted(ready.mountPoint)) await lazyUnmount(ready.mountPoint)
       await rm(ready.storePath, { recursive: true, force: true })

@@ -1,9 +1,8 @@
 // One interface for every way of starting ranks. Each adapter knows how to find its launcher, which
 // of its options take values (to find where the user's program starts), and how to forward
 // p2prun's environment to every rank.
-import { access, constants } from 'node:fs/promises'
-import path from 'node:path'
 import { execa } from 'execa'
+import { findExecutable } from '../../lib/files.ts'
 
 export type LauncherName = 'local' | 'openmpi' | 'mpich' | 'srun'
 export const LAUNCHER_NAMES: readonly LauncherName[] = ['local', 'openmpi', 'mpich', 'srun']
@@ -31,14 +30,6 @@ export function valueTable (...groups: [readonly string[], number][]): ReadonlyM
   return table
 }
 
-export async function onPath (program: string, env: NodeJS.ProcessEnv): Promise<string | undefined> {
-  for (const dir of (env.PATH ?? '').split(':').filter(Boolean)) {
-    const file = path.join(dir, program)
-    if (await access(file, constants.X_OK).then(() => true, () => false)) return file
-  }
-  return undefined
-}
-
 /** Which MPI a generic `mpirun`/`mpiexec` belongs to, from its --version banner. */
 export async function mpiFlavour (program: string): Promise<'openmpi' | 'mpich' | undefined> {
   const r = await execa(program, ['--version'], { reject: false, timeout: 10_000, stdin: 'ignore' })
@@ -51,11 +42,11 @@ export async function mpiFlavour (program: string): Promise<'openmpi' | 'mpich' 
 /** A flavour-specific name (mpirun.openmpi) first, then a generic mpirun/mpiexec of that flavour. */
 export async function findMpi (flavour: 'openmpi' | 'mpich', specific: readonly string[], env: NodeJS.ProcessEnv): Promise<string | undefined> {
   for (const name of specific) {
-    const found = await onPath(name, env)
+    const found = await findExecutable(name, env)
     if (found) return found
   }
   for (const name of ['mpirun', 'mpiexec']) {
-    const found = await onPath(name, env)
+    const found = await findExecutable(name, env)
     if (found && await mpiFlavour(found) === flavour) return found
   }
   return undefined

@@ -1,7 +1,8 @@
 // Choosing the launcher: named with --launcher, or "auto": inside a Slurm allocation srun; else the
 // mpirun on PATH, recognised as Open MPI or MPICH; else p2prun's own local launcher.
 import { P2prunError, usageError } from '../../lib/errors.ts'
-import { mpiFlavour, onPath, type LauncherAdapter, type LauncherName, LAUNCHER_NAMES } from './adapter.ts'
+import { findExecutable } from '../../lib/files.ts'
+import { mpiFlavour, type LauncherAdapter, type LauncherName, LAUNCHER_NAMES } from './adapter.ts'
 import { localAdapter } from './local.ts'
 import { mpich } from './mpich.ts'
 import { openmpi } from './openmpi.ts'
@@ -35,7 +36,7 @@ async function autoDetect (adapters: Record<LauncherName, LauncherAdapter>, env:
     const program = await srun.find(env)
     if (program) return { adapter: srun, program }
   }
-  const mpirun = await onPath('mpirun', env) ?? await onPath('mpiexec', env)
+  const mpirun = await findExecutable('mpirun', env) ?? await findExecutable('mpiexec', env)
   const flavour = mpirun ? await mpiFlavour(mpirun) : undefined
   if (mpirun && flavour) return { adapter: adapters[flavour], program: mpirun }
   const local = adapters.local

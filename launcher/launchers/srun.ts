@@ -1,6 +1,7 @@
 // Slurm's srun. Tasks see SLURM_LOCALID and SLURM_STEP_TASKS_PER_NODE; srun exports the caller's
 // whole environment by default, and an explicit --export from the user gets p2prun's names added.
-import { onPath, valueTable, type LauncherAdapter } from './adapter.ts'
+import { findExecutable } from '../../lib/files.ts'
+import { valueTable, type LauncherAdapter } from './adapter.ts'
 
 export const srun: LauncherAdapter = {
   name: 'srun',
@@ -12,7 +13,7 @@ export const srun: LauncherAdapter = {
       '--job-name', '--output', '--error', '--input', '--chdir', '--mpi', '--ntasks-per-node', '--mem',
       '--mem-per-cpu', '--gres', '--constraint', '--distribution', '--export', '--qos', '--reservation',
       '--dependency', '--cpu-bind', '--gpus', '--label-format'], 1]),
-  find: (env) => onPath('srun', env),
+  find: (env) => findExecutable('srun', env),
   command: (program, userArgs, forward, step) => [program, ...userArgs.map((a) => withExport(a, forward)), ...step]
 }
 

@@ -1,0 +1,31 @@
+// Small file-system helpers more than one part of p2prun needs.
+import { access, constants, rename, rm, writeFile } from 'node:fs/promises'
+import path from 'node:path'
+
+/** Where a program name would be run from: itself if it has a slash, else each PATH directory. */
+export function programCandidates (name: string, env: NodeJS.ProcessEnv): string[] {
+  if (name.includes('/')) return [path.resolve(name)]
+  return (env.PATH ?? '').split(':').filter(Boolean).map((dir) => path.join(dir, name))
+}
+
+/** The executable a program name resolves to, as exec would find it, or undefined. */
+export async function findExecutable (name: string, env: NodeJS.ProcessEnv): Promise<string | undefined> {
+  for (const file of programCandidates(name, env)) if (await isExecutable(file)) return file
+  return undefined
+}
+
+export function isExecutable (file: string): Promise<boolean> {
+  return access(file, constants.X_OK).then(() => true, () => false)
+}
+
+/** Readers see the old content or the new, never a part: write a temporary file, then rename it. */
+export async function writeAtomic (file: string, data: string | Uint8Array): Promise<void> {
+  const tmp = `${file}.tmp-${process.pid}`
+  try {
+    await writeFile(tmp, data)
+    await rename(tmp, file)
+  } catch (err) {
+    await rm(tmp, { force: true })
+    throw err
+  }
+}

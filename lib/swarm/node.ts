@@ -8,6 +8,7 @@ import type { DescribedEntry, Description } from '../description.ts'
 import { P2prunError, swarmError } from '../errors.ts'
 import { clipRange, type ByteSource } from '../store.ts'
 import { FlatFileChunkStore } from './chunk-stores.ts'
+import { PiecePicker, Priority } from './picker.ts'
 import { clientOptions, disableNagle, isHeadWire, torrentOptions } from './tuning.ts'
 
 export interface NodeOptions {
@@ -32,10 +33,6 @@ export interface NodeStats {
   readonly peers: number
 }
 
-// Higher first: a page the program is waiting on, then a file being opened, then the background.
-const PRIORITY_READ = 3
-const PRIORITY_FILE = 2
-const PRIORITY_ALL = 1
 const STALL_CHECK_MS = 1000
 const READ_AHEAD_PIECES = 1
 
@@ -50,6 +47,7 @@ export class SwarmNode implements ByteSource {
   readonly storePath: string
   private readonly client: WebTorrent
   private readonly torrent: Torrent
+  private readonly picker: PiecePicker
   private readonly data: FileHandle
   private readonly waiters = new Set<Waiter>()
   private readonly stallTimer: NodeJS.Timeout
@@ -82,7 +80,7 @@ export class SwarmNode implements ByteSource {
           store: FlatFileChunkStore,
           storeOpts: { handle: data },
           storeCacheSlots: 0, // the store is already in memory (tmpfs)
-          deselect: true // nothing moves until the FS or fetchAll asks
+          deselect: true // webtorrent selects nothing: the picker asks for what the FS or fetchAll wants
         })
         t.once('error', reject)
         disableNagle(t)
@@ -106,6 +104,7 @@ export class SwarmNode implements ByteSource {
     this.data = data
     this.storePath = storePath
     this.stallTimeoutMs = stallTimeoutMs
+    this.picker = new PiecePicker(torrent, desc.pieceCount)
     torrent.on('wire', (wire) => {
       wire.on('download', (bytes: number) => {
         this.lastProgress = Date.now()
@@ -131,7 +130,7 @@ export class SwarmNode implements ByteSource {
     if (want === 0 || entry.torrentOffset === undefined) return Buffer.alloc(0)
     const start = entry.torrentOffset + offset
     this.readAhead(entry, start + want)
-    await this.waitForRange(start, want, PRIORITY_READ, signal)
+    await this.waitForRange(start, want, Priority.Read, signal)
     const out = Buffer.alloc(want)
     const { bytesRead } = await this.data.read(out, 0, want, start)
     return out.subarray(0, bytesRead)
@@ -139,11 +138,13 @@ export class SwarmNode implements ByteSource {
 
   async fetchFile (entry: DescribedEntry, signal?: AbortSignal): Promise<void> {
     if (entry.torrentOffset === undefined) return
-    await this.waitForRange(entry.torrentOffset, entry.size, PRIORITY_FILE, signal)
+    await this.waitForRange(entry.torrentOffset, entry.size, Priority.File, signal)
   }
 
   async fetchAll (signal?: AbortSignal): Promise<void> {
-    await this.waitForRange(0, this.description.totalBytes, PRIORITY_ALL, signal)
+    const done = this.waitForRange(0, this.description.totalBytes, Priority.Background, signal)
+    this.picker.wantAll()
+    await done
   }
 
   stats (): NodeStats {
@@ -171,7 +172,7 @@ export class SwarmNode implements ByteSource {
     return this.closing
   }
 
-  private waitForRange (start: number, length: number, priority: number, signal?: AbortSignal): Promise<void> {
+  private waitForRange (start: number, length: number, priority: Priority, signal?: AbortSignal): Promise<void> {
     if (this.closing) return Promise.reject(swarmError('the swarm node is closed'))
     const [first, last] = this.pieceSpan(start, length)
     const missing = new Set<number>()
@@ -189,8 +190,8 @@ export class SwarmNode implements ByteSource {
       // The stall clock runs only while someone waits: an idle node is not stalled.
       if (this.waiters.size === 0) this.lastProgress = Date.now()
       this.waiters.add(waiter)
-      this.torrent.select(first, last, priority)
-      if (priority === PRIORITY_READ) this.torrent.critical(first, last)
+      // The whole-set fetch asks the picker in its own order (fetchAll), not front to back.
+      if (priority !== Priority.Background) this.picker.want(first, last, priority)
     })
   }
 
@@ -200,7 +201,7 @@ export class SwarmNode implements ByteSource {
     if (from >= fileEnd) return
     const [first, last] = this.pieceSpan(from, Math.min(fileEnd - from, READ_AHEAD_PIECES * this.description.pieceLength))
     for (let i = first; i <= last; i++) {
-      if (!this.torrent.bitfield.get(i)) { this.torrent.select(i, last, PRIORITY_FILE); return }
+      if (!this.torrent.bitfield.get(i)) { this.picker.want(i, last, Priority.File); return }
     }
   }
 

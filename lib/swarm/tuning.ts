@@ -56,9 +56,7 @@ export function torrentOptions (): TorrentOptions {
     // Every interested peer stays unchoked. `uploads: false`/0 means zero upload slots in
     // webtorrent, not unlimited; any number above the peer count disables choking in _rechoke.
     uploads: Number.POSITIVE_INFINITY,
-    // All nodes start at once: sequential order would have them all ask the seeder for the same
-    // first pieces; rarest-first spreads pieces so peers can trade sooner.
-    strategy: 'rarest',
+    // Piece order is the PiecePicker's (picker.ts), not webtorrent's strategy.
     private: true
   }
 }

@@ -8,17 +8,13 @@
 // Usage: node bench/run.ts [--nodes 4,8] [--rate 100mbit] [--methods local,sshfs,p2p-eager,p2p-block,p2p-file]
 //                          [--driver driver|driver-dlopen] [--libs 200] [--out bench/results]
 import { execa } from 'execa'
-import { mkdir, readFile, rm, writeFile, cp } from 'node:fs/promises'
+import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { createInterface } from 'node:readline'
 import path from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
+import { P2PRUN, ROOT, workload, type Workload } from './workload.ts'
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 const CLUSTER = path.join(ROOT, 'bench/cluster.sh')
-const P2PRUN = path.join(ROOT, 'bin/p2prun')
-const WORK = path.join(ROOT, 'bench/work')
-const DECOYS = 8 // empty directories before the library directory on LD_LIBRARY_PATH: the loader's failed lookups
 
 const { values: opts } = parseArgs({
   options: {
@@ -40,6 +36,11 @@ interface Row {
   serverBytes: number
   bytesPerNode: number
   agentStartS?: number
+  /** CPU seconds one node agent used (user + system; and the system part), median over nodes. */
+  agentCpuS?: number
+  agentSysS?: number
+  /** CPU seconds the server-side process (p2prun serve, or socat + sftp-server) used. */
+  serverCpuS?: number
 }
 
 const cluster = (...args: string[]) => execa(CLUSTER, args, { stdio: ['ignore', 'pipe', 'inherit'] })
@@ -47,21 +48,20 @@ const cluster = (...args: string[]) => execa(CLUSTER, args, { stdio: ['ignore', 
 const onNode = (k: number, script: string, env: Record<string, string> = {}) =>
   execa(CLUSTER, ['exec', String(k), 'sh', '-c', script], { env: { ...process.env, ...env }, reject: false, stdin: 'ignore', detached: true })
 
-/** The set every method serves: lib/ (the libraries) and DECOYS empty dirs searched first. */
-async function workload (nlibs: number): Promise<{ set: string, driver: string, bytes: number }> {
-  const gen = path.join(WORK, `pynamic-${nlibs}`)
-  const set = path.join(WORK, `set-${nlibs}`)
-  const manifest = await readFile(path.join(gen, 'manifest.txt'), 'utf8').catch(() => undefined)
-  if (!manifest) await execa('bash', [path.join(ROOT, 'bench/pynamic/generate.sh'), gen, String(nlibs)], { stdio: 'inherit' })
-  await rm(set, { recursive: true, force: true })
-  await mkdir(set, { recursive: true })
-  await cp(path.join(gen, 'libs'), path.join(set, 'lib'), { recursive: true })
-  for (let i = 0; i < DECOYS; i++) await mkdir(path.join(set, `decoy${i}`))
-  const bytes = Number((await readFile(path.join(gen, 'manifest.txt'), 'utf8')).match(/bytes=(\d+)/)?.[1])
-  return { set, driver: path.join(gen, opts.driver), bytes }
-}
+const CLOCK_TICKS = 100 // sysconf(_SC_CLK_TCK) on Linux
 
-const libraryPath = (root: string) => [...Array.from({ length: DECOYS }, (_, i) => `${root}/decoy${i}`), `${root}/lib`].join(':')
+/** CPU ticks of every process in the server's namespace, reaped children included, by PID. */
+async function serverTicks (): Promise<Map<number, number>> {
+  const pids = (await execa('ip', ['netns', 'pids', 'p2pb-s0'])).stdout.split('\n').filter(Boolean).map(Number)
+  const ticks = new Map<number, number>()
+  for (const pid of pids) {
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '')
+    // after "(comm)": state is field 3, utime..cstime are fields 14..17
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    if (f.length > 14) ticks.set(pid, Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]))
+  }
+  return ticks
+}
 
 async function serverTxBytes (): Promise<number> {
   const r = await execa('ip', ['-n', 'p2pb-s0', '-s', '-j', 'link', 'show', 'eth0'])
@@ -69,10 +69,11 @@ async function serverTxBytes (): Promise<number> {
 }
 
 /** Starts one script per node at the same moment; each prints "done" when its driver exited. */
-async function timeNodes (n: number, script: (k: number) => string): Promise<{ times: number[], starts: number[] }> {
+async function timeNodes (n: number, script: (k: number) => string): Promise<{ times: number[], starts: number[], cpus: Array<{ user: number, system: number }> }> {
   const t0 = performance.now()
   const times: number[] = []
   const starts: number[] = []
+  const cpus: Array<{ user: number, system: number }> = []
   const children: ReturnType<typeof onNode>[] = []
   const runs = Array.from({ length: n }, (_, i) => i + 1).map(async (k) => {
     const child = onNode(k, script(k))
@@ -81,6 +82,8 @@ async function timeNodes (n: number, script: (k: number) => string): Promise<{ t
     lines.on('line', (line) => {
       if (line === 'mounted') starts[k - 1] = (performance.now() - t0) / 1000
       if (line === 'done') times[k - 1] = (performance.now() - t0) / 1000
+      const cpu = line.match(/^cpu (\d+) (\d+)$/)
+      if (cpu) cpus[k - 1] = { user: Number(cpu[1]) / CLOCK_TICKS, system: Number(cpu[2]) / CLOCK_TICKS }
     })
     const r = await child
     if (times[k - 1] === undefined) throw new Error(`node ${k} failed (exit ${r.exitCode}): ${String(r.stderr).slice(-500)}`)
@@ -93,12 +96,13 @@ async function timeNodes (n: number, script: (k: number) => string): Promise<{ t
     await Promise.allSettled(children)
     throw err
   }
-  return { times, starts }
+  return { times, starts, cpus }
 }
 
 const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor((s.length - 1) / 2)] ?? 0 }
 
-async function runMethod (method: string, n: number, w: { set: string, driver: string, bytes: number }, desc: string): Promise<Row> {
+async function runMethod (method: string, n: number, w: Workload): Promise<Row> {
+  const desc = w.description
   const mnt = '/p2pb/mnt'
   const server = await execa(CLUSTER, ['addr', '0']).then((r) => r.stdout.trim())
   let stopServer = async () => {}
@@ -106,7 +110,7 @@ async function runMethod (method: string, n: number, w: { set: string, driver: s
   if (method === 'local') {
     // Not timed: the copy into each node's own tmpfs is the "already node-local" starting point.
     await Promise.all(Array.from({ length: n }, (_, i) => onNode(i + 1, `mkdir -p ${mnt} && mount -t tmpfs none ${mnt} && cp -a ${w.set}/. ${mnt}/`)))
-    nodeScript = () => `LD_LIBRARY_PATH=${libraryPath(mnt)} ${w.driver} > /dev/null && echo done; umount ${mnt}`
+    nodeScript = () => `${w.run(mnt)} > /dev/null && echo done; umount ${mnt}`
   } else if (method === 'sshfs') {
     const socat = execa(CLUSTER, ['exec', '0', 'socat', `TCP-LISTEN:7000,bind=${server},reuseaddr,fork,nodelay`, 'EXEC:/usr/lib/openssh/sftp-server,nofork'], { reject: false })
     stopServer = async () => { socat.kill('SIGTERM'); await socat }
@@ -114,7 +118,7 @@ async function runMethod (method: string, n: number, w: { set: string, driver: s
     await Promise.all(Array.from({ length: n }, (_, i) => onNode(i + 1,
       `mkdir -p ${mnt} && (sshfs -f -o directport=7000,ro,reconnect ${server}:${w.set} ${mnt} > /dev/null 2>&1 &) && ` +
       `for i in $(seq 200); do grep -q " ${mnt} " /proc/self/mounts && exit 0; sleep 0.05; done; exit 1`)))
-    nodeScript = () => `LD_LIBRARY_PATH=${libraryPath(mnt)} ${w.driver} > /dev/null && echo done; fusermount -u -z ${mnt}`
+    nodeScript = () => `${w.run(mnt)} > /dev/null && echo done; fusermount -u -z ${mnt}`
   } else {
     const mode = method.replace(/^p2p-/, '')
     const serve = execa(CLUSTER, ['exec', '0', P2PRUN, 'serve', desc, '--source', w.set, '--host', server, '--quiet'], { reject: false })
@@ -129,12 +133,17 @@ async function runMethod (method: string, n: number, w: { set: string, driver: s
     // The mount prints "mounted …" when ready; a FIFO read waits for it without polling.
     nodeScript = (k) => `f=/tmp/p2pb-ready-${k}; rm -f $f; mkfifo $f; ` +
       `${P2PRUN} mount ${desc} ${mnt} --mode ${mode} --tracker ${ready[1]} --seeder ${ready[2]} --store-dir /dev/shm --node-name n${k} --quiet > $f & pid=$!; ` +
-      `read line < $f; rm -f $f; echo mounted; LD_LIBRARY_PATH=${libraryPath(mnt)} ${w.driver} > /dev/null && echo done; kill $pid; wait $pid`
+      `read line < $f; rm -f $f; echo mounted; ${w.run(mnt)} > /dev/null && echo done; ` +
+      // fields 14 and 15 of /proc/PID/stat: the agent's user and system time, in clock ticks
+      `echo cpu $(awk '{print $14, $15}' /proc/$pid/stat); kill $pid; wait $pid`
   }
   const before = await serverTxBytes()
+  const ticksBefore = await serverTicks()
   try {
-    const { times, starts } = await timeNodes(n, nodeScript)
+    const { times, starts, cpus } = await timeNodes(n, nodeScript)
     const serverBytes = (await serverTxBytes()) - before
+    let serverTicksUsed = 0
+    for (const [pid, t] of await serverTicks()) serverTicksUsed += t - (ticksBefore.get(pid) ?? 0)
     return {
       nodes: n,
       rate: opts.rate,
@@ -143,7 +152,11 @@ async function runMethod (method: string, n: number, w: { set: string, driver: s
       medianS: median(times),
       serverBytes,
       bytesPerNode: serverBytes / n,
-      ...(starts.length ? { agentStartS: median(starts.filter((s) => s !== undefined)) } : {})
+      serverCpuS: serverTicksUsed / CLOCK_TICKS,
+      ...(starts.length ? { agentStartS: median(starts.filter((s) => s !== undefined)) } : {}),
+      ...(cpus.length
+        ? { agentCpuS: median(cpus.filter(Boolean).map((c) => c.user + c.system)), agentSysS: median(cpus.filter(Boolean).map((c) => c.system)) }
+        : {})
     }
   } finally {
     await stopServer()
@@ -153,21 +166,20 @@ async function runMethod (method: string, n: number, w: { set: string, driver: s
 async function main (): Promise<void> {
   const nodes = opts.nodes.split(',').map(Number)
   const methods = opts.methods.split(',')
-  const w = await workload(Number(opts.libs))
-  const desc = path.join(WORK, `set-${opts.libs}.p2p.torrent`)
-  await execa(P2PRUN, ['describe', w.set, '-o', desc], { stdio: 'inherit' })
+  const w = await workload(Number(opts.libs), opts.driver)
   const rows: Row[] = []
   console.log(`set: ${opts.libs} libraries, ${(w.bytes / 1e6).toFixed(1)} MB; link ${opts.rate} per node; driver ${opts.driver}; ` +
     `lower bound set/link = ${(w.bytes * 8 / rateBits(opts.rate)).toFixed(2)} s`)
-  console.log('nodes  method       makespan  median  server MB  MB/node  agent start')
+  console.log('nodes  method       makespan  median  server MB  MB/node  server CPU  agent start  agent CPU')
   try {
     for (const n of nodes) {
       await cluster('up', String(n), opts.rate)
       for (const method of methods) {
-        const row = await runMethod(method, n, w, desc)
+        const row = await runMethod(method, n, w)
         rows.push(row)
         console.log(`${String(n).padStart(5)}  ${method.padEnd(11)} ${row.makespanS.toFixed(2).padStart(8)}s ${row.medianS.toFixed(2).padStart(6)}s ` +
-          `${(row.serverBytes / 1e6).toFixed(1).padStart(9)} ${(row.bytesPerNode / 1e6).toFixed(1).padStart(8)}  ${row.agentStartS !== undefined ? `${row.agentStartS.toFixed(2)}s` : ''}`)
+          `${(row.serverBytes / 1e6).toFixed(1).padStart(9)} ${(row.bytesPerNode / 1e6).toFixed(1).padStart(8)} ` +
+          `${row.serverCpuS?.toFixed(2).padStart(9)}s ${seconds(row.agentStartS).padStart(12)} ${seconds(row.agentCpuS).padStart(10)}${row.agentSysS !== undefined ? ` (sys ${seconds(row.agentSysS)})` : ''}`)
       }
     }
   } finally {
@@ -179,6 +191,8 @@ async function main (): Promise<void> {
   await writeFile(file, JSON.stringify({ date: new Date().toISOString(), setBytes: w.bytes, libs: Number(opts.libs), driver: opts.driver, rows }, null, 2))
   console.log(`wrote ${file}`)
 }
+
+const seconds = (s: number | undefined) => s === undefined ? '' : `${s.toFixed(2)}s`
 
 function rateBits (rate: string): number {
   const m = rate.match(/^(\d+)([kmg]?)bit$/)

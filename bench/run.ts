@@ -5,20 +5,21 @@
 //   sshfs      one shared file system (sshfs over sftp-server) that every node reads
 //   p2p-MODE   p2prun: head on the server node, `p2prun mount --mode MODE` on every node; the time
 //              includes each node agent's start (Node, imports, mount) — it is part of a launch
-// Usage: node bench/run.ts [--nodes 4,8] [--rate 100mbit] [--methods local,sshfs,p2p-eager,p2p-block,p2p-file]
-//                          [--driver driver|driver-dlopen] [--libs 200] [--out bench/results]
+// Usage: npm run bench -- [--nodes 4,8,16,32] [--rate 100mbit] [--methods local,sshfs,p2p-eager,p2p-block,p2p-file]
+//                          [--driver driver|driver-dlopen|python] [--libs 200] [--out bench/results]
 import { execa } from 'execa'
 import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { createInterface } from 'node:readline'
 import path from 'node:path'
 import { parseArgs } from 'node:util'
+import { plot, rateBits } from './plot.ts'
 import { P2PRUN, ROOT, workload, type Workload } from './workload.ts'
 
 const CLUSTER = path.join(ROOT, 'bench/cluster.sh')
 
 const { values: opts } = parseArgs({
   options: {
-    nodes: { type: 'string', default: '4,8' },
+    nodes: { type: 'string', default: '4,8,16,32' },
     rate: { type: 'string', default: '100mbit' },
     methods: { type: 'string', default: 'local,sshfs,p2p-eager,p2p-block,p2p-file' },
     driver: { type: 'string', default: 'driver' },
@@ -114,10 +115,15 @@ async function runMethod (method: string, n: number, w: Workload): Promise<Row> 
   } else if (method === 'sshfs') {
     const socat = execa(CLUSTER, ['exec', '0', 'socat', `TCP-LISTEN:7000,bind=${server},reuseaddr,fork,nodelay`, 'EXEC:/usr/lib/openssh/sftp-server,nofork'], { reject: false })
     stopServer = async () => { socat.kill('SIGTERM'); await socat }
+    const listening = await execa(CLUSTER, ['exec', '0', 'sh', '-c',
+      'for i in $(seq 200); do ss -ltn | grep -q ":7000 " && exit 0; sleep 0.05; done; exit 1'], { reject: false })
+    if (listening.exitCode !== 0) throw new Error('socat did not start listening on the server node')
     // Mounted before the clock starts, as a site's shared file system is.
-    await Promise.all(Array.from({ length: n }, (_, i) => onNode(i + 1,
+    const mounts = await Promise.all(Array.from({ length: n }, (_, i) => onNode(i + 1,
       `mkdir -p ${mnt} && (sshfs -f -o directport=7000,ro,reconnect ${server}:${w.set} ${mnt} > /dev/null 2>&1 &) && ` +
       `for i in $(seq 200); do grep -q " ${mnt} " /proc/self/mounts && exit 0; sleep 0.05; done; exit 1`)))
+    const failed = mounts.findIndex((r) => r.exitCode !== 0)
+    if (failed >= 0) throw new Error(`sshfs did not mount on node ${failed + 1}`)
     nodeScript = () => `${w.run(mnt)} > /dev/null && echo done; fusermount -u -z ${mnt}`
   } else {
     const mode = method.replace(/^p2p-/, '')
@@ -166,6 +172,8 @@ async function runMethod (method: string, n: number, w: Workload): Promise<Row> 
 async function main (): Promise<void> {
   const nodes = opts.nodes.split(',').map(Number)
   const methods = opts.methods.split(',')
+  await preflight(methods)
+  rateBits(opts.rate)
   const w = await workload(Number(opts.libs), opts.driver)
   const rows: Row[] = []
   console.log(`set: ${opts.libs} libraries, ${(w.bytes / 1e6).toFixed(1)} MB; link ${opts.rate} per node; driver ${opts.driver}; ` +
@@ -188,16 +196,31 @@ async function main (): Promise<void> {
   await mkdir(opts.out, { recursive: true })
   const stamp = new Date().toISOString().replace(/[:.]/g, '-')
   const file = path.join(opts.out, `run-${opts.rate}-${stamp}.json`)
-  await writeFile(file, JSON.stringify({ date: new Date().toISOString(), setBytes: w.bytes, libs: Number(opts.libs), driver: opts.driver, rows }, null, 2))
+  await writeFile(file, JSON.stringify({ date: new Date().toISOString(), setBytes: w.bytes, libs: Number(opts.libs), driver: opts.driver, rate: opts.rate, rows }, null, 2))
   console.log(`wrote ${file}`)
+  const gnuplot = await execa('sh', ['-c', 'command -v gnuplot'], { reject: false })
+  if (gnuplot.exitCode !== 0) console.log('no plots: gnuplot is not installed (hint: bash scripts/setup-system.sh --bench)')
+  else for (const png of await plot(file)) console.log(`wrote ${png}`)
 }
 
 const seconds = (s: number | undefined) => s === undefined ? '' : `${s.toFixed(2)}s`
 
-function rateBits (rate: string): number {
-  const m = rate.match(/^(\d+)([kmg]?)bit$/)
-  if (!m) throw new Error(`rate ${rate}: expected e.g. 100mbit`)
-  return Number(m[1]) * ({ k: 1e3, m: 1e6, g: 1e9, '': 1 } as Record<string, number>)[m[2] ?? '']!
+/** Everything the chosen methods need, checked before any namespace exists. */
+async function preflight (methods: readonly string[]): Promise<void> {
+  const hint = 'hint: run `bash scripts/setup-system.sh --bench` as root'
+  if (process.getuid?.() !== 0) throw new Error('the benchmark needs root (network and mount namespaces, tc, FUSE)')
+  const needs = ['ip', 'tc', 'nsenter', 'unshare', 'fusermount']
+  if (methods.includes('sshfs')) needs.push('sshfs', 'socat')
+  if (opts.driver === 'python') needs.push('/usr/bin/python3')
+  for (const cmd of needs) {
+    const r = await execa('sh', ['-c', `command -v ${cmd}`], { reject: false })
+    if (r.exitCode !== 0) throw new Error(`${cmd} is not installed (${hint})`)
+  }
+  if (methods.includes('sshfs') && (await execa('test', ['-x', '/usr/lib/openssh/sftp-server'], { reject: false })).exitCode !== 0) {
+    throw new Error(`/usr/lib/openssh/sftp-server is missing (${hint})`)
+  }
+  const unknown = methods.filter((m) => !['local', 'sshfs', 'p2p-block', 'p2p-file', 'p2p-eager'].includes(m))
+  if (unknown.length) throw new Error(`unknown method ${unknown.join(', ')}: expected local, sshfs, p2p-block, p2p-file, p2p-eager`)
 }
 
 await main()

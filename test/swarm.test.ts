@@ -36,14 +36,15 @@ t.test('a seeder and three fetching nodes: identical bytes, and the nodes feed e
   }
   const uploaded = await head.stop()
   t.ok(uploaded >= bytes, `the seeder sent the set at least once (${uploaded} bytes)`)
-  t.ok(uploaded < 2 * bytes, `the seeder sent less than 2x the set (${(uploaded / bytes).toFixed(2)}x), not 3x`)
+  // One node at a time per piece (--defer-to-peers, on by default): the head sends the set about once.
+  t.ok(uploaded < 1.25 * bytes, `the seeder sent ${(uploaded / bytes).toFixed(2)}x the set, not up to 3x`)
   t.ok(fromPeers > 0.5 * bytes, `nodes got ${(fromPeers / bytes).toFixed(2)}x the set from each other`)
   t.same((await readdir(dir)).filter((n) => n.startsWith('p2prun-')), [], 'no store left behind')
 })
 
-t.test('with --defer-to-peers the head rejects pieces nodes already have, and every node still completes', async (t) => {
+t.test('with --defer-to-peers 0 the head serves every request, and every node completes', async (t) => {
   const { dir, libs, file, bytes } = await describedSet(t)
-  const head = await serve(file, libs, ['--defer-to-peers', '10', '--upload-limit', String(2 * 1024 * 1024)])
+  const head = await serve(file, libs, ['--defer-to-peers', '0', '--upload-limit', String(2 * 1024 * 1024)])
   t.teardown(head.stop)
   const results = await Promise.all([1, 2, 3].map((i) => p2prun(['fetch', file, '--out', path.join(dir, `node${i}`),
     '--tracker', head.tracker, '--seeder', head.seeder, '--store-dir', dir, '--json'])))

@@ -9,8 +9,8 @@
 // This picker replaces the torrent's per-wire request step. It keeps three ordered want-lists
 // (a read the program waits on, a file being opened, the background), a shallow pipeline per
 // peer with room reserved for reads, a node-specific random order for the background so nodes
-// that start together fetch different pieces and trade them, and a head that is asked first for
-// pieces no other peer can give.
+// that start together fetch different pieces and trade them, and a head that is asked only for
+// pieces no unchoked peer holds, so its uplink carries each piece about once.
 import type { Torrent, Wire } from 'webtorrent'
 import { isHeadWire } from './tuning.ts'
 
@@ -21,6 +21,11 @@ export type Priority = typeof Priority[keyof typeof Priority]
 const PIPELINE = 6
 /** Blocks a peer may take beyond PIPELINE for reads a program is blocked on. */
 const READ_EXTRA = 8
+/**
+ * After the head turned a piece down (it is sending it to another node: see the seeder's
+ * deferToPeers), ask peers for it and the head again only after this long.
+ */
+const HEAD_BACKOFF_MS = 250
 
 /** The parts of webtorrent's Torrent and Wire the picker drives (not in its public types). */
 interface TorrentInternals {
@@ -44,14 +49,18 @@ export class PiecePicker {
   private readonly pieceCount: number
   /** Per priority, wanted pieces in the order to fetch them (a Set keeps insertion order). */
   private readonly wants: Array<Set<number>> = [new Set(), new Set(), new Set()]
-  /** How many connected non-head peers have each piece: the head is asked for the others first. */
+  /** How many unchoked non-head peers hold each piece: the head is asked only for the others. */
   private readonly peerHave: Uint16Array
+  /** performance.now() until which the head is not asked for a piece it turned down. */
+  private readonly headBackoff: Float64Array
   private scheduled = false
+  private backoffTimer: NodeJS.Timeout | undefined
 
   constructor (torrent: Torrent, pieceCount: number) {
     this.torrent = torrent as unknown as TorrentInternals
     this.pieceCount = pieceCount
     this.peerHave = new Uint16Array(pieceCount)
+    this.headBackoff = new Float64Array(pieceCount)
     this.torrent._updateWire = (wire) => this.updateWire(wire as unknown as WireInternals, isHeadWire(wire))
     // webtorrent runs a full update on every block, `have` and bitfield; one per event-loop turn
     // does the same work once for a whole batch of messages.
@@ -91,18 +100,21 @@ export class PiecePicker {
   private updateWire (wire: WireInternals, head: boolean): void {
     if (wire.destroyed || wire.peerChoking) return
     const [background, file, read] = this.wants as [Set<number>, Set<number>, Set<number>]
-    if (!this.fill(wire, read, PIPELINE + READ_EXTRA, false)) return
-    if (!this.fill(wire, file, PIPELINE, false)) return
-    // The head is the swarm's scarcest uplink: it gets the background pieces no peer has first.
-    if (head && !this.fill(wire, background, PIPELINE, true)) return
-    this.fill(wire, background, PIPELINE, false)
+    // The head is the swarm's scarcest uplink: it is asked only for pieces no unchoked peer holds.
+    if (!this.fill(wire, read, PIPELINE + READ_EXTRA, head)) return
+    if (!this.fill(wire, file, PIPELINE, head)) return
+    // A program blocked on a page fault waits behind every background block queued at the peer
+    // (measured: eager 7.4 s against block 4.8 s for 2 nodes): the background runs between reads.
+    if (read.size === 0) this.fill(wire, background, PIPELINE, head)
   }
 
   /** Requests blocks of wanted pieces the wire has until it holds `depth`; false once it is full. */
-  private fill (wire: WireInternals, wanted: Set<number>, depth: number, onlyUnheld: boolean): boolean {
+  private fill (wire: WireInternals, wanted: Set<number>, depth: number, head: boolean): boolean {
     if (wire.requests.length >= depth) return false
+    const now = performance.now()
     for (const piece of wanted) {
-      if (!wire.peerPieces.get(piece) || (onlyUnheld && this.peerHave[piece] !== 0)) continue
+      if (!wire.peerPieces.get(piece)) continue
+      if (head && (this.peerHave[piece] !== 0 || (this.headBackoff[piece] ?? 0) > now)) continue
       while (wire.requests.length < depth && this.torrent._request(wire as unknown as Wire, piece, false)) {
         // each call reserves and requests one more block of the piece
       }
@@ -111,13 +123,35 @@ export class PiecePicker {
     return true
   }
 
+  /** Counts the pieces a peer holds while it lets us download (unchoked): those it can serve now. */
   private track (wire: Wire): void {
-    if (isHeadWire(wire)) return
-    const pieces = (wire as unknown as WireInternals).peerPieces
+    if (isHeadWire(wire)) {
+      wire.on('reject', (index: number) => {
+        this.headBackoff[index] = performance.now() + HEAD_BACKOFF_MS
+        // Nothing else may wake the picker when the backoff ends (no peer ever announced the piece).
+        this.backoffTimer ??= setTimeout(() => { this.backoffTimer = undefined; this.schedule() }, HEAD_BACKOFF_MS).unref()
+      })
+      return
+    }
+    const w = wire as unknown as WireInternals
     const held = new Set<number>()
-    const count = (i: number) => { if (!held.has(i)) { held.add(i); this.peerHave[i] = (this.peerHave[i] ?? 0) + 1 } }
-    wire.on('have', count)
-    wire.on('bitfield', () => { for (let i = 0; i < this.pieceCount; i++) if (pieces.get(i)) count(i) })
-    wire.once('close', () => { for (const i of held) this.peerHave[i] = (this.peerHave[i] ?? 1) - 1 })
+    let counted = !w.peerChoking
+    const add = (i: number, by: number) => { this.peerHave[i] = (this.peerHave[i] ?? 0) + by }
+    const have = (i: number) => {
+      if (held.has(i)) return
+      held.add(i)
+      if (counted) add(i, 1)
+    }
+    const count = (on: boolean) => {
+      if (counted === on) return
+      counted = on
+      for (const i of held) add(i, on ? 1 : -1)
+      this.schedule()
+    }
+    wire.on('have', have)
+    wire.on('bitfield', () => { for (let i = 0; i < this.pieceCount; i++) if (w.peerPieces.get(i)) have(i) })
+    wire.on('unchoke', () => count(true))
+    wire.on('choke', () => count(false))
+    wire.once('close', () => count(false))
   }
 }

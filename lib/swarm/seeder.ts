@@ -16,9 +16,10 @@ export interface SeederOptions {
   /** Bytes per second the seeder may upload; 0 for no limit (emulates a slow head link). */
   readonly uploadLimit: number
   /**
-   * When the head's link is the bottleneck it can leave a piece to the nodes once one has it:
-   * requests for it are rejected (BEP 6) for this long after the first node announced it, then
-   * served again, so a node connected to none of the holders is delayed, never starved. 0: off.
+   * The head sends each piece to one node at a time: another node asking for a piece the head
+   * started sending less than this long ago gets a BEP 6 reject and fetches it from the first
+   * node once that node has it. Without this, nodes that load the same libraries in the same
+   * order all ask the head for the same piece at once. 0: off.
    */
   readonly deferToPeersMs: number
 }
@@ -65,7 +66,7 @@ export async function startSeeder (desc: Description, layout: SourceLayout, opts
         'describe the directory again, or point --source at the directory it was described from')
     }
     await listening(client)
-    if (opts.deferToPeersMs > 0) defer = deferToPeers(torrent, opts.deferToPeersMs)
+    if (opts.deferToPeersMs > 0) defer = onePeerAtATime(torrent, opts.deferToPeersMs)
     const toPeer = new Map<string, number>()
     torrent.on('wire', (wire: Wire) => {
       wire.on('upload', (bytes: number) => {
@@ -108,15 +109,26 @@ async function sourceMatches (desc: Description, layout: SourceLayout): Promise<
   return same
 }
 
-/** Whether a node announced `index` less than `windowMs` ago (then it, not the head, should serve it). */
-function deferToPeers (torrent: Torrent, windowMs: number): (index: number) => boolean {
-  const firstHeld = new Map<number, number>()
+/**
+ * Whether to turn down a request for `index` because another node is getting it from the head.
+ * webtorrent gives the chunk store no peer, so the wire is noted by a 'request' listener that runs
+ * just before webtorrent's own (ours is added on 'wire', webtorrent's after it), which then calls
+ * store.get, and with it this check, synchronously.
+ */
+function onePeerAtATime (torrent: Torrent, windowMs: number): (index: number) => boolean {
+  const sentTo = new Map<number, { wire: Wire, at: number }>()
+  let requester: Wire | undefined
   torrent.on('wire', (wire: Wire) => {
-    wire.on('have', (index: number) => { if (!firstHeld.has(index)) firstHeld.set(index, performance.now()) })
+    wire.on('request', () => { requester = wire })
   })
   return (index) => {
-    const since = firstHeld.get(index)
-    return since !== undefined && performance.now() - since < windowMs
+    const now = performance.now()
+    const first = sentTo.get(index)
+    if (first === undefined || now - first.at >= windowMs || (first.wire as unknown as { destroyed: boolean }).destroyed) {
+      if (requester) sentTo.set(index, { wire: requester, at: now })
+      return false
+    }
+    return first.wire !== requester
   }
 }
 

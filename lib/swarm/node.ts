@@ -9,7 +9,7 @@ import { P2prunError, swarmError } from '../errors.ts'
 import { clipRange, type ByteSource } from '../store.ts'
 import { FlatFileChunkStore } from './chunk-stores.ts'
 import { PiecePicker, Priority } from './picker.ts'
-import { clientOptions, disableNagle, isHeadWire, torrentOptions } from './tuning.ts'
+import { clientOptions, disableNagle, isHeadWire, onePerPeer, skipMetadataExchange, torrentOptions } from './tuning.ts'
 
 export interface NodeOptions {
   readonly storeDir: string
@@ -84,7 +84,8 @@ export class SwarmNode implements ByteSource {
         })
         t.once('error', reject)
         disableNagle(t)
-        t.once('ready', () => resolve(t))
+        onePerPeer(t, client.peerId)
+        t.once('ready', () => { skipMetadataExchange(t); resolve(t) })
       })
       for (const s of seeders) torrent.addPeer(s)
       return new SwarmNode(desc, client, torrent, data, storePath, opts.stallTimeoutMs)

@@ -11,11 +11,14 @@ export interface ResultRow {
   method: string
   makespanS: number
   serverBytes: number
+  agentCpuS?: number
 }
 export interface Results {
   setBytes: number
   rate: string
   driver: string
+  /** CPUs of the machine every emulated node shares. */
+  cores?: number
   rows: ResultRow[]
 }
 
@@ -48,6 +51,12 @@ export async function plot (file: string): Promise<string[]> {
   const head = `set terminal pngcairo size 900,560 font ',11'\nset key top left\nset grid\nset xlabel 'nodes'\n` +
     `set logscale x 2\nset xtics (${nodes.join(', ')})\n`
   const mk = dataBlocks(r, (x) => x.makespanS)
+  // All nodes share the machine's cores: N agents' CPU time spread over them bounds the makespan.
+  const eager = r.rows.filter((x) => x.method === 'p2p-eager' && x.agentCpuS !== undefined).sort((a, b) => a.nodes - b.nodes)
+  if (r.cores && eager.length) {
+    mk.blocks += `$cpu << EOD\n${eager.map((x) => `${x.nodes} ${x.nodes * (x.agentCpuS ?? 0) / (r.cores ?? 1)}`).join('\n')}\nEOD\n`
+    mk.plots.push(`$cpu using 1:2 with lines dt 4 lw 2 lc rgb 'gray40' title 'p2p-eager: N x agent CPU / ${r.cores} cores'`)
+  }
   const sv = dataBlocks(r, (x) => x.serverBytes / 1e6)
   const setMB = r.setBytes / 1e6
   const script = head + mk.blocks + boundBlock +

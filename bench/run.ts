@@ -11,6 +11,7 @@ import { execa } from 'execa'
 import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { createInterface } from 'node:readline'
 import path from 'node:path'
+import { availableParallelism } from 'node:os'
 import { parseArgs } from 'node:util'
 import { plot, rateBits } from './plot.ts'
 import { P2PRUN, ROOT, workload, type Workload } from './workload.ts'
@@ -44,6 +45,17 @@ interface Row {
   serverCpuS?: number
 }
 
+/** Every node script still running: stopped on a failure, and on Ctrl-C before the cluster goes. */
+const liveNodes: ReturnType<typeof onNode>[] = []
+const stopNodes = async () => {
+  for (const c of liveNodes) if (c.pid) try { process.kill(-c.pid, 'SIGTERM') } catch { /* already gone */ }
+  await Promise.allSettled(liveNodes)
+  liveNodes.length = 0
+}
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => { process.exitCode = 130; void stopNodes() })
+}
+
 const cluster = (...args: string[]) => execa(CLUSTER, args, { stdio: ['ignore', 'pipe', 'inherit'] })
 /** Each node's script in its own process group, so a failed run can stop all of it (agents included). */
 const onNode = (k: number, script: string, env: Record<string, string> = {}) =>
@@ -75,10 +87,9 @@ async function timeNodes (n: number, script: (k: number) => string): Promise<{ t
   const times: number[] = []
   const starts: number[] = []
   const cpus: Array<{ user: number, system: number }> = []
-  const children: ReturnType<typeof onNode>[] = []
   const runs = Array.from({ length: n }, (_, i) => i + 1).map(async (k) => {
     const child = onNode(k, script(k))
-    children.push(child)
+    liveNodes.push(child)
     const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream })
     lines.on('line', (line) => {
       if (line === 'mounted') starts[k - 1] = (performance.now() - t0) / 1000
@@ -93,10 +104,10 @@ async function timeNodes (n: number, script: (k: number) => string): Promise<{ t
     await Promise.all(runs)
   } catch (err) {
     // SIGTERM lets every node's agent unmount and remove its store before the namespaces go.
-    for (const c of children) if (c.pid) try { process.kill(-c.pid, 'SIGTERM') } catch { /* already gone */ }
-    await Promise.allSettled(children)
+    await stopNodes()
     throw err
   }
+  liveNodes.length = 0
   return { times, starts, cpus }
 }
 
@@ -139,7 +150,9 @@ async function runMethod (method: string, n: number, w: Workload): Promise<Row> 
     // The mount prints "mounted …" when ready; a FIFO read waits for it without polling.
     nodeScript = (k) => `f=/tmp/p2pb-ready-${k}; rm -f $f; mkfifo $f; ` +
       `${P2PRUN} mount ${desc} ${mnt} --mode ${mode} --tracker ${ready[1]} --seeder ${ready[2]} --store-dir /dev/shm --node-name n${k} --quiet > $f & pid=$!; ` +
-      `read line < $f; rm -f $f; echo mounted; ${w.run(mnt)} > /dev/null && echo done; ` +
+      // The agent's first line is "mounted …" once the FS is up; EOF means it failed (its stderr says why).
+      `read line < $f; rm -f $f; case "$line" in mounted*) ;; *) wait $pid; exit 1 ;; esac; ` +
+      `echo mounted; ${w.run(mnt)} > /dev/null && echo done; ` +
       // fields 14 and 15 of /proc/PID/stat: the agent's user and system time, in clock ticks
       `echo cpu $(awk '{print $14, $15}' /proc/$pid/stat); kill $pid; wait $pid`
   }
@@ -196,7 +209,7 @@ async function main (): Promise<void> {
   await mkdir(opts.out, { recursive: true })
   const stamp = new Date().toISOString().replace(/[:.]/g, '-')
   const file = path.join(opts.out, `run-${opts.rate}-${stamp}.json`)
-  await writeFile(file, JSON.stringify({ date: new Date().toISOString(), setBytes: w.bytes, libs: Number(opts.libs), driver: opts.driver, rate: opts.rate, rows }, null, 2))
+  await writeFile(file, JSON.stringify({ date: new Date().toISOString(), setBytes: w.bytes, libs: Number(opts.libs), driver: opts.driver, rate: opts.rate, cores: availableParallelism(), rows }, null, 2))
   console.log(`wrote ${file}`)
   const gnuplot = await execa('sh', ['-c', 'command -v gnuplot'], { reject: false })
   if (gnuplot.exitCode !== 0) console.log('no plots: gnuplot is not installed (hint: bash scripts/setup-system.sh --bench)')

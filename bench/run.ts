@@ -122,7 +122,7 @@ async function runMethod (method: string, n: number, w: Workload): Promise<Row> 
   if (method === 'local') {
     // Not timed: the copy into each node's own tmpfs is the "already node-local" starting point.
     await Promise.all(Array.from({ length: n }, (_, i) => onNode(i + 1, `mkdir -p ${mnt} && mount -t tmpfs none ${mnt} && cp -a ${w.set}/. ${mnt}/`)))
-    nodeScript = () => `${w.run(mnt)} > /dev/null && echo done; umount ${mnt}`
+    nodeScript = () => `${w.run(mnt)} > /dev/null && echo done; umount -l ${mnt}`
   } else if (method === 'sshfs') {
     const socat = execa(CLUSTER, ['exec', '0', 'socat', `TCP-LISTEN:7000,bind=${server},reuseaddr,fork,nodelay`, 'EXEC:/usr/lib/openssh/sftp-server,nofork'], { reject: false })
     stopServer = async () => { socat.kill('SIGTERM'); await socat }

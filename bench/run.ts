@@ -189,7 +189,7 @@ async function main (): Promise<void> {
   rateBits(opts.rate)
   const w = await workload(Number(opts.libs), opts.driver)
   const rows: Row[] = []
-  console.log(`set: ${opts.libs} libraries, ${(w.bytes / 1e6).toFixed(1)} MB; link ${opts.rate} per node; driver ${opts.driver}; ` +
+  console.log(`set: ${opts.driver === 'hpcc' ? 'hpcc' : `${opts.libs} libraries`}, ${(w.bytes / 1e6).toFixed(1)} MB; link ${opts.rate} per node; driver ${opts.driver}; ` +
     `lower bound set/link = ${(w.bytes * 8 / rateBits(opts.rate)).toFixed(2)} s`)
   console.log('nodes  method       makespan  median  server MB  MB/node  server CPU  agent start  agent CPU')
   try {

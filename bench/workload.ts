@@ -2,9 +2,10 @@
 // from a mount, and DECOYS empty directories searched first (the loader's failed lookups):
 //  - pynamic (drivers driver, driver-dlopen, python): the Pynamic-like libraries as lib/;
 //  - hpcc: Debian's HPCC with the shared libraries it links (Open MPI, BLAS, libc…) as lib/ and
-//    Open MPI's and PMIx's plugins, which Open MPI dlopens at MPI_Init, as openmpi/ and pmix/.
+//    Open MPI's and PMIx's plugins, which Open MPI dlopens at MPI_Init, as openmpi/ and pmix/
+//    (examples/hpcc/collect.sh).
 import { execa } from 'execa'
-import { cp, mkdir, readFile, realpath, rm, writeFile } from 'node:fs/promises'
+import { cp, mkdir, readFile, rm } from 'node:fs/promises'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 
@@ -25,28 +26,17 @@ export interface Workload {
 
 export const libraryPath = (root: string) => [...Array.from({ length: DECOYS }, (_, i) => `${root}/decoy${i}`), `${root}/lib`].join(':')
 
-const OMPI_PLUGINS = '/usr/lib/x86_64-linux-gnu/openmpi/lib/openmpi3'
-const PMIX_PLUGINS = '/usr/lib/x86_64-linux-gnu/pmix2/lib/pmix'
-// A small HPL problem: the run is about loading, not computing (~0.3 s of compute per node).
-const HPCC_INPUT = ['HPCC on p2prun', 'bench/workload.ts', 'HPL.out', '6', '1', '400', '1', '80', '0', '1', '1', '1', '16.0',
-  '1', '2', '1', '4', '1', '2', '1', '1', '1', '1', '1', '1', '2', '64', '0', '0', '1', '8',
-  '##### This line (no. 32) is ignored (it serves as a separator). ######', '0', '1200', '0', '40'].join('\n') + '\n'
+const HPCC = path.join(ROOT, 'examples/hpcc')
 
-/** Debian's hpcc as one Open MPI process per node (a singleton) with all it loads on the mount. */
+/**
+ * Debian's hpcc as one Open MPI process per node (a singleton), with everything it loads on the
+ * mount, staged and run as examples/hpcc does it through `p2prun`.
+ */
 async function hpccWorkload (): Promise<Workload> {
   const set = path.join(WORK, 'set-hpcc')
   await rm(set, { recursive: true, force: true })
-  await mkdir(path.join(set, 'lib'), { recursive: true })
-  const ldd = await execa('ldd', ['/usr/bin/hpcc'])
-  for (const m of ldd.stdout.matchAll(/=> (\/\S+)/g)) {
-    const lib = m[1] as string
-    await cp(await realpath(lib), path.join(set, 'lib', path.basename(lib)), { preserveTimestamps: true })
-  }
-  await cp(OMPI_PLUGINS, path.join(set, 'openmpi'), { recursive: true, dereference: true, preserveTimestamps: true })
-  await cp(PMIX_PLUGINS, path.join(set, 'pmix'), { recursive: true, dereference: true, preserveTimestamps: true })
+  await execa('bash', [path.join(HPCC, 'collect.sh'), set])
   for (let i = 0; i < DECOYS; i++) await mkdir(path.join(set, `decoy${i}`))
-  const input = path.join(WORK, 'hpccinf.txt')
-  await writeFile(input, HPCC_INPUT)
   const description = path.join(WORK, 'set-hpcc.p2p.torrent')
   await execa(P2PRUN, ['describe', set, '-o', description])
   const bytes = Number((await execa('du', ['-sb', set])).stdout.split('\t')[0])
@@ -55,11 +45,11 @@ async function hpccWorkload (): Promise<Workload> {
     bytes,
     description,
     // A subshell, so the exit status ends only the run, in a scratch directory (HPCC writes its
-    // report to the current directory).
-    run: (root) => '(d=$(mktemp -d) && cd $d && cp ' + input + ' . && ' +
-      `OMPI_MCA_mca_base_component_path=${root}/openmpi PMIX_MCA_mca_base_component_path=${root}/pmix ` +
+    // report to the current directory); rank.sh points Open MPI at the plugins on the mount.
+    run: (root) => `(d=$(mktemp -d) && cd $d && cp ${HPCC}/hpccinf.txt . && ` +
       'OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl=self,vader ' +
-      `LD_LIBRARY_PATH=${libraryPath(root)} /usr/bin/hpcc && grep -q 'End of HPC Challenge' hpccoutf.txt; r=$?; cd / && rm -rf $d; exit $r)`
+      `LD_LIBRARY_PATH=${libraryPath(root)}:${root}/openmpi:${root}/pmix ${HPCC}/rank.sh && ` +
+      "grep -q 'End of HPC Challenge' hpccoutf.txt; r=$?; cd / && rm -rf $d; exit $r)"
   }
 }
 

@@ -4,12 +4,13 @@
 # `fuse` package would remove fuse3 and sshfs). build-essential: cc for the example and test programs.
 # Open MPI and MPICH (both: the launcher is tested against each; Debian keeps them side by side as
 # mpirun.openmpi / mpirun.mpich). Slurm, munge and Slurm's headers: the SPANK plugin and the
-# 4-node test cluster (slurm/cluster.sh).
+# 4-node test cluster (slurm/cluster.sh). hpcc: a real Open MPI application launched through
+# p2prun (examples/hpcc, test/hpcc.test.ts).
 # With --bench also what bench/ needs: sshfs, socat and sftp-server (the shared-file-system
-# baseline), python3-dev (the Python extension-module workload), gnuplot-nox (the plots), hpcc.
+# baseline), python3-dev (the Python extension-module workload), gnuplot-nox (the plots).
 set -euo pipefail
-packages=(libfuse2 fuse3 build-essential python3 openmpi-bin libopenmpi-dev mpich libmpich-dev slurm-wlm munge libslurm-dev)
-[ "${1:-}" != --bench ] || packages+=(sshfs socat openssh-sftp-server python3-dev gnuplot-nox hpcc iproute2)
+packages=(libfuse2 fuse3 build-essential python3 openmpi-bin libopenmpi-dev mpich libmpich-dev slurm-wlm munge libslurm-dev hpcc)
+[ "${1:-}" != --bench ] || packages+=(sshfs socat openssh-sftp-server python3-dev gnuplot-nox iproute2)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

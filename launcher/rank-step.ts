@@ -5,7 +5,6 @@
 import { spawn } from 'node:child_process'
 import { watch } from 'node:fs'
 import { access, mkdir, open, readdir, readFile, rm, writeFile } from 'node:fs/promises'
-import os from 'node:os'
 import path from 'node:path'
 import { loadConfig } from '../lib/config.ts'
 import { P2prunError } from '../lib/errors.ts'
@@ -32,7 +31,7 @@ const launchError = (node: Pick<NodeIdentity, 'name'>, message: string, hint?: s
 export async function prepareRank (program: readonly string[], pid: number, cli: readonly string[]): Promise<string> {
   const job = decodeJob(process.env[JOB_ENV])
   const config = await loadConfig({ flags: {}, env: process.env, cwd: process.cwd() })
-  const node = nodeIdentity(process.env, os.hostname())
+  const node = nodeIdentity(process.env, config.nodeName)
   const launchId = launchIdOf(job, process.env)
   const stateDir = nodeStateDir(config.runDir, launchId, node.name)
   await mkdir(path.join(stateDir, RANKS_DIR), { recursive: true, mode: 0o700 })

@@ -67,6 +67,15 @@ t.test('local launcher, 4 ranks acting as 4 nodes: 4 mounts share the swarm, the
   await nothingLeft(t, s, dirs)
 })
 
+t.test('P2PRUN_NODE_NAME names the node (mount point %n) instead of the host name', async (t) => {
+  const { s, dirs, app, libs } = await example(t)
+  const r = await launch(s, dirs, ['-n', '1', '--launcher', 'local', '--libs', libs, app], { P2PRUN_NODE_NAME: 'alpha' })
+  t.equal(r.exitCode, 0, String(r.stderr))
+  const mounts = [...libraryMounts(r.stdout, dirs.mounts).values()].flatMap((set) => [...set])
+  t.ok(mounts.length > 0 && mounts.every((m) => path.basename(m).endsWith('-alpha')), `libraries came from the node alpha's mount: ${mounts.join(' ')}`)
+  await nothingLeft(t, s, dirs)
+})
+
 for (const [name, mpicc, extra] of [['openmpi', 'mpicc.openmpi', ROOT_MPI], ['mpich', 'mpicc.mpich', []]] as const) {
   t.test(`${name}: 4 MPI ranks load their libraries from the mount; exit codes propagate`, async (t) => {
     const { s, dirs, app, libs } = await example(t, mpicc)

@@ -1,20 +1,12 @@
 // p2prun: `p2prun [options] PROGRAM` launches a job (like mpirun/srun); the subcommands are the
-// steps of a launch, usable on their own. Heavy modules (webtorrent, fuse-native) are imported by
-// the commands that need them, so help and the per-rank step start fast.
+// steps of a launch, usable on their own. Only the running command's module is imported, and heavy
+// modules (webtorrent, fuse-native) only by the commands that need them, so the per-rank step and
+// the node agent start fast.
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Command } from 'commander'
 import { formatError, P2prunError } from '../lib/errors.ts'
 import { VERSION } from '../lib/version.ts'
-import { registerDescribe, registerInspect } from './commands/describe.ts'
-import { registerFetch } from './commands/fetch.ts'
-import { registerLocalRanks } from './commands/local-ranks.ts'
-import { registerMount } from './commands/mount.ts'
-import { registerNodeAgent } from './commands/node-agent.ts'
-import { registerRank } from './commands/rank.ts'
-import { runLaunch } from './commands/run.ts'
-import { registerServe } from './commands/serve.ts'
-import { registerSlurm } from './commands/slurm.ts'
 
 /** Ranks, agents and the local launcher call this same installation by its absolute path. */
 const BIN = path.join(path.dirname(path.dirname(fileURLToPath(import.meta.url))), 'bin')
@@ -32,22 +24,32 @@ const program = new Command('p2prun')
   .showHelpAfterError('(run p2prun --help for usage)')
   .configureHelp({ sortSubcommands: false })
 
-registerDescribe(program)
-registerInspect(program)
-registerServe(program)
-registerFetch(program)
-registerMount(program)
-registerRank(program, CLI)
-registerNodeAgent(program)
-registerLocalRanks(program)
-registerSlurm(program, CLI)
+// Each command's module, imported only when that command runs (or for the full help): every rank
+// runs `rank-prepare` and every node an agent, so their start-up should not pay for the others'.
+type Register = (program: Command) => void
+const COMMANDS: Record<string, () => Promise<Register>> = {
+  describe: async () => (await import('./commands/describe.ts')).registerDescribe,
+  inspect: async () => (await import('./commands/describe.ts')).registerInspect,
+  serve: async () => (await import('./commands/serve.ts')).registerServe,
+  fetch: async () => (await import('./commands/fetch.ts')).registerFetch,
+  mount: async () => (await import('./commands/mount.ts')).registerMount,
+  'rank-prepare': async () => { const m = await import('./commands/rank.ts'); return (p) => m.registerRank(p, CLI) },
+  'node-agent': async () => (await import('./commands/node-agent.ts')).registerNodeAgent,
+  'local-ranks': async () => (await import('./commands/local-ranks.ts')).registerLocalRanks,
+  slurm: async () => { const m = await import('./commands/slurm.ts'); return (p) => m.registerSlurm(p, CLI) }
+}
+// Registered by the module of another command.
+const ALIASES: Record<string, string> = { umount: 'mount', 'head-daemon': 'slurm' }
 
 const first = process.argv[2]
-const isCommand = first !== undefined && program.commands.some((c) => c.name() === first)
-if (first === undefined || isCommand || ['-h', '--help', '-V', '--version'].includes(first)) {
+const command = first === undefined ? undefined : (ALIASES[first] ?? (first in COMMANDS ? first : undefined))
+if (first === undefined || command !== undefined || ['-h', '--help', '-V', '--version'].includes(first)) {
+  const wanted = command === undefined ? Object.keys(COMMANDS) : [command]
+  for (const name of wanted) (await COMMANDS[name]!())(program)
   await program.parseAsync(process.argv)
 } else {
   try {
+    const { runLaunch } = await import('./commands/run.ts')
     await runLaunch(process.argv.slice(2), CLI, path.join(BIN, 'p2prun-rank'))
   } catch (err) {
     process.stderr.write(`p2prun: error: ${formatError(err)}\n`)

@@ -4,9 +4,16 @@
 // the node agent start fast.
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
+import v8 from 'node:v8'
 import { Command } from 'commander'
 import { formatError, P2prunError } from '../lib/errors.ts'
 import { VERSION } from '../lib/version.ts'
+
+// Node 24 can deadlock at exit: the main thread joins V8's worker threads while a background Maglev
+// compile waits for a garbage collection only the main thread can run (nodejs/node#54918; seen in
+// CI: `p2prun describe` wrote its output, then hung in process.exit). Without Maglev, V8 tiers up
+// from Sparkplug straight to TurboFan, which does not allocate on the heap off the main thread.
+v8.setFlagsFromString('--no-maglev')
 
 /** Ranks, agents and the local launcher call this same installation by its absolute path. */
 const BIN = path.join(path.dirname(path.dirname(fileURLToPath(import.meta.url))), 'bin')

@@ -123,13 +123,29 @@ export class PiecePicker {
     return true
   }
 
+  /**
+   * Nothing else may wake the picker when a backoff ends (no peer ever announced the piece): one
+   * timer, re-armed until the latest backoff has passed.
+   */
+  private wakeAfterBackoff (): void {
+    if (this.backoffTimer) return
+    let latest = 0
+    for (const end of this.headBackoff) if (end > latest) latest = end
+    const wait = latest - performance.now()
+    if (wait <= 0) return
+    this.backoffTimer = setTimeout(() => {
+      this.backoffTimer = undefined
+      this.schedule()
+      this.wakeAfterBackoff()
+    }, wait).unref()
+  }
+
   /** Counts the pieces a peer holds while it lets us download (unchoked): those it can serve now. */
   private track (wire: Wire): void {
     if (isHeadWire(wire)) {
       wire.on('reject', (index: number) => {
         this.headBackoff[index] = performance.now() + HEAD_BACKOFF_MS
-        // Nothing else may wake the picker when the backoff ends (no peer ever announced the piece).
-        this.backoffTimer ??= setTimeout(() => { this.backoffTimer = undefined; this.schedule() }, HEAD_BACKOFF_MS).unref()
+        this.wakeAfterBackoff()
       })
       return
     }

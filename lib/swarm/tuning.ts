@@ -94,7 +94,10 @@ interface WireWithType { type: string, peerId: string, destroyed: boolean, destr
  * Two nodes that learn of each other from the tracker both dial: two connections per pair, and
  * every `have`, request and handshake twice. Keep the connection dialed by the smaller peer id
  * (both ends decide alike; the head's id is always the smaller), drop the other, and do not let
- * webtorrent re-dial a dropped address while the kept connection lives.
+ * webtorrent re-dial a dropped address while the kept connection lives. Two connections dialed by
+ * the same end (a node reaching the head by the seeder address and by the tracker's) are told
+ * apart by arrival: the later one goes. Should the two ends see them arrive in a different order,
+ * both go, and webtorrent re-dials a second later.
  */
 export function onePerPeer (torrent: Torrent, ownPeerId: string): void {
   const t = torrent as unknown as { wires: WireWithType[], _peers: Map<string, PeerInternals>, _addPeer: (...args: unknown[]) => unknown }

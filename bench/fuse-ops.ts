@@ -16,7 +16,7 @@ import { parseDescription } from '../lib/description.ts'
 import { type FsStats, LibraryFs } from '../lib/fs.ts'
 import { mountFs } from '../lib/mount.ts'
 import { DirectorySource } from '../lib/store.ts'
-import { P2PRUN, workload, type Workload } from './workload.ts'
+import { lineOf, P2PRUN, serveSet, workload, type Workload } from './workload.ts'
 
 const { values: opts } = parseArgs({
   options: {
@@ -41,20 +41,13 @@ async function passThrough (w: Workload, mnt: string): Promise<FsStats> {
 }
 
 async function p2prun (w: Workload, mnt: string, mode: string, dir: string): Promise<FsStats> {
-  const serve = execa(P2PRUN, ['serve', w.description, '--source', w.set, '--host', '127.0.0.1', '--quiet'], { reject: false })
+  const serving = await serveSet(w, '127.0.0.1')
   try {
-    const m = await new Promise<RegExpMatchArray>((resolve, reject) => {
-      serve.stdout?.on('data', (d: Buffer) => { const x = String(d).match(/tracker=(\S+) seeder=(\S+)/); if (x) resolve(x) })
-      serve.then((r) => reject(new Error(`serve exited: ${r.stderr}`)), reject)
-    })
     const statsFile = path.join(dir, `stats-${mode}.json`)
-    const mount = execa(P2PRUN, ['mount', w.description, mnt, '--mode', mode, '--tracker', m[1] ?? '', '--seeder', m[2] ?? '',
+    const mount = execa(P2PRUN, ['mount', w.description, mnt, '--mode', mode, '--tracker', serving.tracker, '--seeder', serving.seeder,
       '--store-dir', dir, '--stats', statsFile, '--quiet'], { reject: false })
     try {
-      await new Promise<void>((resolve, reject) => {
-        mount.stdout?.on('data', (d: Buffer) => { if (String(d).includes('mounted')) resolve() })
-        mount.then((r) => reject(new Error(`mount exited: ${r.stderr}`)), reject)
-      })
+      await lineOf(mount, /^mounted /)
       await execa('sh', ['-c', `${w.run(mnt)} > /dev/null`])
     } finally {
       mount.kill('SIGTERM')
@@ -62,8 +55,7 @@ async function p2prun (w: Workload, mnt: string, mode: string, dir: string): Pro
     }
     return (JSON.parse(await readFile(statsFile, 'utf8')) as { fs: FsStats }).fs
   } finally {
-    serve.kill('SIGTERM')
-    await serve
+    await serving.stop()
   }
 }
 

@@ -14,7 +14,7 @@ import path from 'node:path'
 import { availableParallelism } from 'node:os'
 import { parseArgs } from 'node:util'
 import { plot, rateBits } from './plot.ts'
-import { P2PRUN, ROOT, workload, type Workload } from './workload.ts'
+import { P2PRUN, ROOT, serveSet, workload, type Workload } from './workload.ts'
 
 const CLUSTER = path.join(ROOT, 'bench/cluster.sh')
 
@@ -138,18 +138,11 @@ async function runMethod (method: string, n: number, w: Workload): Promise<Row> 
     nodeScript = () => `${w.run(mnt)} > /dev/null && echo done; fusermount -u -z ${mnt}`
   } else {
     const mode = method.replace(/^p2p-/, '')
-    const serve = execa(CLUSTER, ['exec', '0', P2PRUN, 'serve', desc, '--source', w.set, '--host', server, '--quiet'], { reject: false })
-    const ready = await new Promise<RegExpMatchArray>((resolve, reject) => {
-      createInterface({ input: serve.stdout as NodeJS.ReadableStream }).on('line', (l) => {
-        const m = l.match(/tracker=(\S+) seeder=(\S+)/)
-        if (m) resolve(m)
-      })
-      serve.then((r) => reject(new Error(`serve exited: ${r.stderr}`)), reject)
-    })
-    stopServer = async () => { serve.kill('SIGTERM'); await serve }
+    const serving = await serveSet(w, server, [CLUSTER, 'exec', '0'])
+    stopServer = serving.stop
     // The mount prints "mounted …" when ready; a FIFO read waits for it without polling.
     nodeScript = (k) => `f=/tmp/p2pb-ready-${k}; rm -f $f; mkfifo $f; ` +
-      `${P2PRUN} mount ${desc} ${mnt} --mode ${mode} --tracker ${ready[1]} --seeder ${ready[2]} --store-dir /dev/shm --node-name n${k} --quiet > $f & pid=$!; ` +
+      `${P2PRUN} mount ${desc} ${mnt} --mode ${mode} --tracker ${serving.tracker} --seeder ${serving.seeder} --store-dir /dev/shm --node-name n${k} --quiet > $f & pid=$!; ` +
       // The agent's first line is "mounted …" once the FS is up; EOF means it failed (its stderr says why).
       `read line < $f; rm -f $f; case "$line" in mounted*) ;; *) wait $pid; exit 1 ;; esac; ` +
       `echo mounted; ${w.run(mnt)} > /dev/null && echo done; ` +

@@ -4,8 +4,9 @@
 //  - hpcc: Debian's HPCC with the shared libraries it links (Open MPI, BLAS, libc…) as lib/ and
 //    Open MPI's and PMIx's plugins, which Open MPI dlopens at MPI_Init, as openmpi/ and pmix/
 //    (examples/hpcc/collect.sh).
-import { execa } from 'execa'
+import { execa, type ResultPromise } from 'execa'
 import { cp, mkdir, readFile, rm } from 'node:fs/promises'
+import { createInterface } from 'node:readline'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 
@@ -77,4 +78,31 @@ export async function workload (nlibs: number, driver: string): Promise<Workload
   const description = path.join(WORK, `set-${nlibs}.p2p.torrent`)
   await execa(P2PRUN, ['describe', set, '-o', description])
   return { set, bytes, description, run }
+}
+
+/** The first line of a child's stdout that matches; fails if the child exits first. */
+export function lineOf (child: ResultPromise, pattern: RegExp): Promise<RegExpMatchArray> {
+  return new Promise((resolve, reject) => {
+    createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', (line) => {
+      const m = line.match(pattern)
+      if (m) resolve(m)
+    })
+    child.then((r) => reject(new Error(`${r.command} exited: ${String(r.stderr).slice(-500)}`)), reject)
+  })
+}
+
+export interface Serving {
+  readonly tracker: string
+  readonly seeder: string
+  stop (): Promise<void>
+}
+
+/** `p2prun serve` for the set on `host`, started through `via` (e.g. the cluster's exec on the server node). */
+export async function serveSet (w: Workload, host: string, via: readonly string[] = []): Promise<Serving> {
+  const serve = [P2PRUN, 'serve', w.description, '--source', w.set, '--host', host, '--quiet']
+  const [command, ...args] = [...via, ...serve]
+  const child = execa(command as string, args, { reject: false })
+  const stop = async () => { child.kill('SIGTERM'); await child }
+  const m = await lineOf(child, /tracker=(\S+) seeder=(\S+)/).catch(async (err: unknown) => { await stop(); throw err })
+  return { tracker: m[1] ?? '', seeder: m[2] ?? '', stop }
 }

@@ -9,7 +9,7 @@ import { P2prunError, swarmError } from '../errors.ts'
 import { clipRange, type ByteSource } from '../store.ts'
 import { FlatFileChunkStore } from './chunk-stores.ts'
 import { PiecePicker, Priority } from './picker.ts'
-import { clientOptions, disableNagle, isHeadWire, onePerPeer, skipMetadataExchange, torrentOptions } from './tuning.ts'
+import { clientOptions, isHeadWire, torrentOptions, tuneConnections } from './tuning.ts'
 
 export interface NodeOptions {
   readonly storeDir: string
@@ -83,9 +83,8 @@ export class SwarmNode implements ByteSource {
           deselect: true // webtorrent selects nothing: the picker asks for what the FS or fetchAll wants
         })
         t.once('error', reject)
-        disableNagle(t)
-        onePerPeer(t, client.peerId)
-        t.once('ready', () => { skipMetadataExchange(t); resolve(t) })
+        tuneConnections(t, client.peerId)
+        t.once('ready', () => resolve(t))
       })
       for (const s of seeders) torrent.addPeer(s)
       return new SwarmNode(desc, client, torrent, data, storePath, opts.stallTimeoutMs)
@@ -143,9 +142,7 @@ export class SwarmNode implements ByteSource {
   }
 
   async fetchAll (signal?: AbortSignal): Promise<void> {
-    const done = this.waitForRange(0, this.description.totalBytes, Priority.Background, signal)
-    this.picker.wantAll()
-    await done
+    await this.waitForRange(0, this.description.totalBytes, Priority.Background, signal)
   }
 
   stats (): NodeStats {
@@ -191,8 +188,7 @@ export class SwarmNode implements ByteSource {
       // The stall clock runs only while someone waits: an idle node is not stalled.
       if (this.waiters.size === 0) this.lastProgress = Date.now()
       this.waiters.add(waiter)
-      // The whole-set fetch asks the picker in its own order (fetchAll), not front to back.
-      if (priority !== Priority.Background) this.picker.want(first, last, priority)
+      this.picker.want(first, last, priority)
     })
   }
 

@@ -69,22 +69,24 @@ export class PiecePicker {
     torrent.on('verified', (index: number) => { for (const w of this.wants) w.delete(index) })
   }
 
-  /** Wants pieces first..last at a priority (kept in that order behind what is already wanted). */
+  /**
+   * Wants pieces first..last at a priority, behind what is already wanted: in order for reads and
+   * files (programs read forward), in an order of this node's own for the background, so nodes
+   * that start together fetch different pieces and trade them.
+   */
   want (first: number, last: number, priority: Priority): void {
     const set = this.wants[priority] as Set<number>
-    for (let i = first; i <= last; i++) if (!this.torrent.bitfield.get(i)) set.add(i)
-    this.schedule()
-  }
-
-  /** Wants every missing piece in the background, in an order of this node's own. */
-  wantAll (): void {
-    const order = Array.from({ length: this.pieceCount }, (_, i) => i)
-    for (let i = order.length - 1; i > 0; i--) {
-      const j = Math.floor(Math.random() * (i + 1))
-      ;[order[i], order[j]] = [order[j] as number, order[i] as number]
+    const add = (i: number) => { if (!this.torrent.bitfield.get(i)) set.add(i) }
+    if (priority !== Priority.Background) {
+      for (let i = first; i <= last; i++) add(i)
+    } else {
+      const order = Array.from({ length: last - first + 1 }, (_, i) => first + i)
+      for (let i = order.length - 1; i > 0; i--) {
+        const j = Math.floor(Math.random() * (i + 1))
+        ;[order[i], order[j]] = [order[j] as number, order[i] as number]
+      }
+      order.forEach(add)
     }
-    const set = this.wants[Priority.Background] as Set<number>
-    for (const i of order) if (!this.torrent.bitfield.get(i)) set.add(i)
     this.schedule()
   }
 

@@ -5,7 +5,7 @@ import { sourcePath, type SourceLayout } from '../describe.ts'
 import type { Description } from '../description.ts'
 import { P2prunError, sourceError } from '../errors.ts'
 import { SourceChunkStore, type SourceFile } from './chunk-stores.ts'
-import { clientOptions, disableNagle, onePerPeer, skipMetadataExchange, torrentOptions } from './tuning.ts'
+import { clientOptions, torrentOptions, tuneConnections } from './tuning.ts'
 
 export interface SeederOptions {
   readonly port: number
@@ -143,10 +143,9 @@ function addSeed (client: WebTorrent, desc: Description, options: Parameters<Web
     const onError = (err: Error) => reject(new P2prunError('SWARM', `seeder failed: ${err.message}`, { cause: err }))
     client.once('error', onError)
     const torrent = client.add(desc.torrent, options)
-    disableNagle(torrent)
-    onePerPeer(torrent, client.peerId)
+    tuneConnections(torrent, client.peerId)
     torrent.once('error', onError)
-    torrent.once('ready', () => { client.off('error', onError); skipMetadataExchange(torrent); resolve(torrent) })
+    torrent.once('ready', () => { client.off('error', onError); resolve(torrent) })
   })
 }
 

@@ -62,12 +62,22 @@ export function torrentOptions (): TorrentOptions {
 }
 
 /**
+ * The connection-level tuning every torrent of p2prun gets, head and nodes alike; call it right
+ * after client.add, before any peer connects (its 'ready' listener runs before the caller's).
+ */
+export function tuneConnections (torrent: Torrent, ownPeerId: string): void {
+  disableNagle(torrent)
+  onePerPeer(torrent, ownPeerId)
+  torrent.once('ready', () => skipMetadataExchange(torrent))
+}
+
+/**
  * webtorrent leaves Nagle's algorithm on, so a 17-byte piece request waits for the previous
  * segment's delayed ACK (~20-40 ms). A program loading libraries page fault by page fault waits on
  * one such round trip per miss: measured 21 ms per FUSE read over loopback. Every peer connection
  * of the torrent gets TCP_NODELAY as soon as its wire exists.
  */
-export function disableNagle (torrent: Torrent): void {
+function disableNagle (torrent: Torrent): void {
   torrent.on('wire', (wire: Wire) => {
     const peers = (torrent as unknown as { _peers: Map<string, { wire?: Wire, conn?: { setNoDelay?: (on: boolean) => void } }> })._peers
     for (const peer of peers.values()) {
@@ -83,7 +93,7 @@ export function disableNagle (torrent: Torrent): void {
  * for a Buffer, and webtorrent only fetches metadata when it has none: a non-Buffer marker turns
  * both off. (Fetching the description from peers, BEP 9, would cache the encoded info dict instead.)
  */
-export function skipMetadataExchange (torrent: Torrent): void {
+function skipMetadataExchange (torrent: Torrent): void {
   (torrent as unknown as { metadata: unknown }).metadata = { described: true }
 }
 
@@ -99,7 +109,7 @@ interface WireWithType { type: string, peerId: string, destroyed: boolean, destr
  * apart by arrival: the later one goes. Should the two ends see them arrive in a different order,
  * both go, and webtorrent re-dials a second later.
  */
-export function onePerPeer (torrent: Torrent, ownPeerId: string): void {
+function onePerPeer (torrent: Torrent, ownPeerId: string): void {
   const t = torrent as unknown as { wires: WireWithType[], _peers: Map<string, PeerInternals>, _addPeer: (...args: unknown[]) => unknown }
   const suppressed = new Map<string, WireWithType>()
   const addPeer = t._addPeer.bind(torrent)

@@ -93,6 +93,15 @@ down() {
     if alive "$pid"; then kill "$pid"; wait_for "process $pid to stop" sh -c "! [ -d /proc/$pid ] || grep -q '^State:.*Z' /proc/$pid/status"; fi
     rm -f "$pidfile"
   done
+  # A cancelled batch job's srun outlives its step (it is reparented to init and keeps retrying the
+  # stopped controller for a minute): stop those of this cluster, known by their SLURM_CONF.
+  for proc in /proc/[0-9]*; do
+    [ "$(cat "$proc/comm" 2>/dev/null)" = srun ] || continue
+    { tr '\0' '\n' < "$proc/environ"; } 2>/dev/null | grep -qx "SLURM_CONF=$conf" || continue
+    pid=${proc#/proc/}
+    kill -KILL "$pid" 2>/dev/null || true
+    wait_for "srun $pid to stop" sh -c "! [ -d /proc/$pid ] || grep -q '^State:.*Z' /proc/$pid/status" || true
+  done
 }
 
 case "${1:-}" in

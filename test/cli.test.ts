@@ -4,7 +4,7 @@ import path from 'node:path'
 import t, { type Test } from 'tap'
 import { VERSION } from '../lib/version.ts'
 import { LIBRARY_TREE, makeTree } from './helpers/fixtures.ts'
-import { p2prun } from './helpers/cli.ts'
+import { p2prun, ROOT, serve } from './helpers/cli.ts'
 
 const oneLine = (t: Test, stderr: string) => t.equal(stderr.trim().split('\n').length, 1, `one line: ${stderr}`)
 
@@ -95,4 +95,15 @@ t.test('settings: flag over P2PRUN_* over p2prun.yaml; bad values are one-line e
   await writeFile(path.join(dir, 'p2prun.yaml'), 'colour: blue\n')
   const unknown = await p2prun(['fetch', desc, '--out', path.join(dir, 'o')], { cwd: dir })
   t.match(unknown.stderr, /unknown setting "colour" in .*p2prun\.yaml \(hint: known settings: host, /)
+})
+
+t.test('bin/p2prun runs the bundle built from the current sources', async (t) => {
+  const dir = t.testdir()
+  const libs = await makeTree(path.join(dir, 'libs'), LIBRARY_TREE)
+  const desc = path.join(dir, 'job.p2p.torrent')
+  t.equal((await p2prun(['describe', libs, '-o', desc])).exitCode, 0)
+  const head = await serve(desc, libs)
+  t.teardown(head.stop)
+  const cmdline = (await readFile(`/proc/${head.child.pid}/cmdline`, 'utf8')).split('\0')
+  t.equal(cmdline[1], path.join(ROOT, 'dist/cli.mjs'), 'dist/ is stale or missing: run `npm run build`')
 })

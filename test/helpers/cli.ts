@@ -5,7 +5,8 @@ import { fileURLToPath } from 'node:url'
 import { execa, type ResultPromise } from 'execa'
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
-export const CLI = path.join(ROOT, 'launcher/cli.ts')
+/** What users, launchers and Slurm run: the bundle in dist/ (`npm test` builds it first). */
+export const CLI = path.join(ROOT, 'bin/p2prun')
 
 /** The env every child gets: no settings leaking in from the developer's shell. */
 export function cleanEnv (extra: Record<string, string> = {}): Record<string, string> {
@@ -15,7 +16,7 @@ export function cleanEnv (extra: Record<string, string> = {}): Record<string, st
 }
 
 export function p2prun (args: readonly string[], opts: { cwd?: string, env?: Record<string, string> } = {}) {
-  return execa(process.execPath, [CLI, ...args], {
+  return execa(CLI, args, {
     cwd: opts.cwd,
     env: cleanEnv(opts.env),
     extendEnv: false,
@@ -50,7 +51,7 @@ export interface Serving {
 
 /** `p2prun serve` on loopback; its teardown is the caller's t.teardown(serving.stop). */
 export async function serve (description: string, source: string, extra: readonly string[] = []): Promise<Serving> {
-  const child = execa(process.execPath, [CLI, 'serve', description, '--source', source, '--host', '127.0.0.1', ...extra], {
+  const child = execa(CLI, ['serve', description, '--source', source, '--host', '127.0.0.1', ...extra], {
     env: cleanEnv(), extendEnv: false, reject: false, stdin: 'ignore', buffer: { stdout: true, stderr: true }
   })
   const m = await waitForLine(child, /^serving infohash=\S+ tracker=(\S+) seeder=(\S+)$/)

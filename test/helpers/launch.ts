@@ -20,7 +20,7 @@ export function launchDirs (s: Scratch): LaunchDirs {
 
 /** Runs p2prun as a user would, with this test's run dir, store dir and mount points. */
 export function launch (s: Scratch, dirs: LaunchDirs, args: readonly string[], env: Record<string, string> = {}) {
-  return execa(process.execPath, [CLI, '--mount-point', `${dirs.mounts}/%j-%n`, ...args], {
+  return execa(CLI, ['--mount-point', `${dirs.mounts}/%j-%n`, ...args], {
     env: cleanEnv({ P2PRUN_RUN_DIR: dirs.run, P2PRUN_STORE_DIR: s.dir, ...env }),
     extendEnv: false, reject: false, stdin: 'ignore', cwd: s.dir
   })

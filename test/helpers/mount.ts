@@ -27,7 +27,7 @@ export async function ensureUnmounted (mountPoint: string): Promise<void> {
 
 export async function mountAgent (scratch: Scratch, description: string, mountPoint: string, statsFile: string,
   args: readonly string[], env: Record<string, string> = {}): Promise<MountedAgent> {
-  const child = execa(process.execPath, [CLI, 'mount', description, mountPoint, '--stats', statsFile, ...args], {
+  const child = execa(CLI, ['mount', description, mountPoint, '--stats', statsFile, ...args], {
     env: cleanEnv(env), extendEnv: false, reject: false, stdin: 'ignore'
   })
   let stopped: ReturnType<MountedAgent['stop']> | undefined

@@ -69,6 +69,7 @@ export function tuneConnections (torrent: Torrent, ownPeerId: string): void {
   disableNagle(torrent)
   onePerPeer(torrent, ownPeerId)
   unchokeInterested(torrent)
+  haveOnlyToPeersWithout(torrent)
   torrent.once('ready', () => {
     skipMetadataExchange(torrent)
     dropRarityMap(torrent)
@@ -147,6 +148,20 @@ function interestWhileMissing (torrent: Torrent): void {
 function unchokeInterested (torrent: Torrent): void {
   torrent.on('wire', (wire: Wire) => {
     wire.on('interested', () => (wire as unknown as InterestWire).unchoke())
+  })
+}
+
+/**
+ * webtorrent tells every connected peer about every piece it verifies: N - 1 messages, and as many
+ * small writes, per piece per node. A peer that holds the piece has no use for the news (the head
+ * holds them all), so it is not told. 32 nodes, 100 Mbit/s: block 63.7 -> 54.9 s, eager 38.9 ->
+ * 35.2 s, the head's CPU 2.9 -> 1.7 s.
+ */
+function haveOnlyToPeersWithout (torrent: Torrent): void {
+  torrent.on('wire', (wire: Wire) => {
+    const w = wire as unknown as { have: (i: number) => void, peerPieces: { get: (i: number) => boolean } }
+    const have = w.have.bind(wire)
+    w.have = (i) => { if (!w.peerPieces.get(i)) have(i) }
   })
 }
 

@@ -68,12 +68,10 @@ export function torrentOptions (): TorrentOptions {
 export function tuneConnections (torrent: Torrent, ownPeerId: string): void {
   disableNagle(torrent)
   onePerPeer(torrent, ownPeerId)
-  unchokeInterested(torrent)
   haveOnlyToPeersWithout(torrent)
   torrent.once('ready', () => {
     skipMetadataExchange(torrent)
     dropRarityMap(torrent)
-    interestWhileMissing(torrent)
   })
 }
 
@@ -116,42 +114,6 @@ function dropRarityMap (torrent: Torrent): void {
 }
 
 /**
- * webtorrent re-decides its interest in a peer on every `have` by scanning for a piece the peer
- * holds and this node lacks: O(pieces) per message when there is none. That is the common case
- * here: the head lacks nothing, and in block mode every node lacks the same pieces (those no
- * program touches), so each of the N × pieces `have`s a node receives scans all pieces. At 32
- * nodes this was the fastest-growing cost in a node's profile. A job's peers unchoke everyone who
- * is interested, so a node is simply interested in every peer while it lacks any piece.
- */
-function interestWhileMissing (torrent: Torrent): void {
-  const t = torrent as unknown as {
-    _updateWireInterest: (wire: InterestWire) => void
-    wires: InterestWire[]
-    pieces: unknown[]
-    bitfield: { get: (i: number) => boolean }
-  }
-  const held = Uint8Array.from(t.pieces, (_, i) => (t.bitfield.get(i) ? 1 : 0))
-  let missing = held.length - held.reduce((a, b) => a + b, 0)
-  t._updateWireInterest = (wire) => { if (missing > 0) wire.interested(); else wire.uninterested() }
-  torrent.on('verified', (index: number) => {
-    if (held[index] === 1) return
-    held[index] = 1
-    if (--missing === 0) for (const wire of t.wires) wire.uninterested()
-  })
-}
-
-/**
- * webtorrent unchokes a peer on its first `interested`, but listens for it only a microtask after
- * the handshake: a peer that declares interest at once (interestWhileMissing) has its message in
- * the same TCP segment as its handshake and would stay choked. This listener exists from the start.
- */
-function unchokeInterested (torrent: Torrent): void {
-  torrent.on('wire', (wire: Wire) => {
-    wire.on('interested', () => (wire as unknown as InterestWire).unchoke())
-  })
-}
-
-/**
  * webtorrent tells every connected peer about every piece it verifies: N - 1 messages, and as many
  * small writes, per piece per node. A peer that holds the piece has no use for the news (the head
  * holds them all), so it is not told. 32 nodes, 100 Mbit/s: block 63.7 -> 54.9 s, eager 38.9 ->
@@ -164,8 +126,6 @@ function haveOnlyToPeersWithout (torrent: Torrent): void {
     w.have = (i) => { if (!w.peerPieces.get(i)) have(i) }
   })
 }
-
-interface InterestWire { interested (): void, uninterested (): void, unchoke (): void }
 
 interface PeerInternals { addr?: string, wire?: Wire | null }
 interface WireWithType { type: string, peerId: string, destroyed: boolean, destroy (): void }

@@ -14,9 +14,9 @@ import path from 'node:path'
 import { availableParallelism } from 'node:os'
 import { parseArgs } from 'node:util'
 import { plot, rateBits } from './plot.ts'
+import { CLUSTER, serverTxBytes } from './cluster.ts'
 import { P2PRUN, ROOT, serveSet, workload, type Workload } from './workload.ts'
 
-const CLUSTER = path.join(ROOT, 'bench/cluster.sh')
 
 const { values: opts } = parseArgs({
   options: {
@@ -74,11 +74,6 @@ async function serverTicks (): Promise<Map<number, number>> {
     if (f.length > 14) ticks.set(pid, Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]))
   }
   return ticks
-}
-
-async function serverTxBytes (): Promise<number> {
-  const r = await execa('ip', ['-n', 'p2pb-s0', '-s', '-j', 'link', 'show', 'eth0'])
-  return (JSON.parse(r.stdout) as { stats64: { tx: { bytes: number } } }[])[0]?.stats64.tx.bytes ?? 0
 }
 
 /** Starts one script per node at the same moment; each prints "done" when its driver exited. */

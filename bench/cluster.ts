@@ -10,3 +10,30 @@ export async function serverTxBytes (): Promise<number> {
   const r = await execa('ip', ['-n', 'p2pb-s0', '-s', '-j', 'link', 'show', 'eth0'])
   return (JSON.parse(r.stdout) as { stats64: { tx: { bytes: number } } }[])[0]?.stats64.tx.bytes ?? 0
 }
+
+const SFTP_PORT = 7000
+
+export interface SftpServer {
+  readonly address: string
+  stop (): Promise<void>
+}
+
+/** The shared-file-system baseline's server: sftp-server behind socat on the server node. */
+export async function serveSftp (): Promise<SftpServer> {
+  const address = (await execa(CLUSTER, ['addr', '0'])).stdout.trim()
+  const socat = execa(CLUSTER, ['exec', '0', 'socat', `TCP-LISTEN:${SFTP_PORT},bind=${address},reuseaddr,fork,nodelay`,
+    'EXEC:/usr/lib/openssh/sftp-server,nofork'], { reject: false })
+  const stop = async () => { socat.kill('SIGTERM'); await socat }
+  const listening = await execa(CLUSTER, ['exec', '0', 'sh', '-c',
+    `for i in $(seq 200); do ss -ltn | grep -q ":${SFTP_PORT} " && exit 0; sleep 0.05; done; exit 1`], { reject: false })
+  if (listening.exitCode !== 0) {
+    await stop()
+    throw new Error('socat did not start listening on the server node')
+  }
+  return { address, stop }
+}
+
+/** A node's shell command that mounts the server's `dir` read-only at `mnt`, done once it is mounted. */
+export const sshfsMount = (server: string, dir: string, mnt: string) =>
+  `mkdir -p ${mnt} && (sshfs -f -o directport=${SFTP_PORT},ro,reconnect ${server}:${dir} ${mnt} > /dev/null 2>&1 &) && ` +
+  `for i in $(seq 200); do grep -q " ${mnt} " /proc/self/mounts && exit 0; sleep 0.05; done; exit 1`

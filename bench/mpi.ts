@@ -11,7 +11,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { parseArgs } from 'node:util'
-import { CLUSTER, serverTxBytes } from './cluster.ts'
+import { CLUSTER, serverTxBytes, serveSftp, sshfsMount } from './cluster.ts'
 import { P2PRUN, ROOT, workload } from './workload.ts'
 
 const RSH = path.join(ROOT, 'bench/rsh-agent.sh')
@@ -78,13 +78,9 @@ async function main (): Promise<void> {
     const left = (await Promise.all(Array.from({ length: n }, (_, i) => mountsOn(i + 1, 'fuse.p2prun')))).reduce((a, b) => a + b, 0)
     if (left > 0) throw new Error(`${left} p2prun mounts were left on the nodes after the job stopped`)
 
-    const server = (await execa(CLUSTER, ['addr', '0'])).stdout.trim()
-    const socat = execa(CLUSTER, ['exec', '0', 'socat', `TCP-LISTEN:7000,bind=${server},reuseaddr,fork,nodelay`, 'EXEC:/usr/lib/openssh/sftp-server,nofork'], { reject: false })
+    const sftp = await serveSftp()
     try {
-      await execa(CLUSTER, ['exec', '0', 'sh', '-c', 'for i in $(seq 200); do ss -ltn | grep -q ":7000 " && exit 0; sleep 0.05; done; exit 1'])
-      for (let k = 1; k <= n; k++) {
-        await execa(CLUSTER, ['exec', String(k), 'sh', '-c', `mkdir -p ${MNT} && (sshfs -o directport=7000,ro ${server}:${w.set} ${MNT} > /dev/null 2>&1) && grep -q " ${MNT} " /proc/self/mounts`])
-      }
+      for (let k = 1; k <= n; k++) await execa(CLUSTER, ['exec', String(k), 'sh', '-c', sshfsMount(sftp.address, w.set, MNT)])
       const ldPath = dirs.map((d) => `${MNT}/${d}`).join(':')
       const sshfs = await launch('mpirun', ['-n', String(n), ...mpiArgs(hostfile), '-x', `LD_LIBRARY_PATH=${ldPath}`, RANK])
       console.log(`HPCC, ${n} ranks on ${n} nodes, ${opts.rate} per node, ${(w.bytes / 1e6).toFixed(1)} MB of libraries and plugins: until every rank has passed MPI_Init`)
@@ -92,8 +88,7 @@ async function main (): Promise<void> {
       console.log(`  mpirun, sshfs libraries: ${sshfs.seconds.toFixed(2)} s, server sent ${sshfs.serverMB.toFixed(1)} MB`)
     } finally {
       for (let k = 1; k <= n; k++) await execa(CLUSTER, ['exec', String(k), 'fusermount', '-u', '-z', MNT], { reject: false })
-      socat.kill('SIGTERM')
-      await socat
+      await sftp.stop()
     }
   } finally {
     await execa(CLUSTER, ['down'], { stdio: 'inherit' })

@@ -14,7 +14,7 @@ import path from 'node:path'
 import { availableParallelism } from 'node:os'
 import { parseArgs } from 'node:util'
 import { plot, rateBits } from './plot.ts'
-import { CLUSTER, serverTxBytes } from './cluster.ts'
+import { CLUSTER, serverTxBytes, serveSftp, sshfsMount } from './cluster.ts'
 import { P2PRUN, ROOT, serveSet, workload, type Workload } from './workload.ts'
 
 
@@ -119,17 +119,15 @@ async function runMethod (method: string, n: number, w: Workload): Promise<Row> 
     await Promise.all(Array.from({ length: n }, (_, i) => onNode(i + 1, `mkdir -p ${mnt} && mount -t tmpfs none ${mnt} && cp -a ${w.set}/. ${mnt}/`)))
     nodeScript = () => `${w.run(mnt)} > /dev/null && echo done; umount -l ${mnt}`
   } else if (method === 'sshfs') {
-    const socat = execa(CLUSTER, ['exec', '0', 'socat', `TCP-LISTEN:7000,bind=${server},reuseaddr,fork,nodelay`, 'EXEC:/usr/lib/openssh/sftp-server,nofork'], { reject: false })
-    stopServer = async () => { socat.kill('SIGTERM'); await socat }
-    const listening = await execa(CLUSTER, ['exec', '0', 'sh', '-c',
-      'for i in $(seq 200); do ss -ltn | grep -q ":7000 " && exit 0; sleep 0.05; done; exit 1'], { reject: false })
-    if (listening.exitCode !== 0) throw new Error('socat did not start listening on the server node')
+    const sftp = await serveSftp()
+    stopServer = sftp.stop
     // Mounted before the clock starts, as a site's shared file system is.
-    const mounts = await Promise.all(Array.from({ length: n }, (_, i) => onNode(i + 1,
-      `mkdir -p ${mnt} && (sshfs -f -o directport=7000,ro,reconnect ${server}:${w.set} ${mnt} > /dev/null 2>&1 &) && ` +
-      `for i in $(seq 200); do grep -q " ${mnt} " /proc/self/mounts && exit 0; sleep 0.05; done; exit 1`)))
+    const mounts = await Promise.all(Array.from({ length: n }, (_, i) => onNode(i + 1, sshfsMount(sftp.address, w.set, mnt))))
     const failed = mounts.findIndex((r) => r.exitCode !== 0)
-    if (failed >= 0) throw new Error(`sshfs did not mount on node ${failed + 1}`)
+    if (failed >= 0) {
+      await sftp.stop()
+      throw new Error(`sshfs did not mount on node ${failed + 1}`)
+    }
     nodeScript = () => `${w.run(mnt)} > /dev/null && echo done; fusermount -u -z ${mnt}`
   } else {
     const mode = method.replace(/^p2p-/, '')

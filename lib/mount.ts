@@ -2,7 +2,7 @@
 // device, fusermount, an empty mount point) up front, so failures are one clear line, and can
 // remove a mount whose serving process died.
 import { constants, type Stats } from 'node:fs'
-import { access, mkdir, readdir, readFile, rmdir, stat } from 'node:fs/promises'
+import { access, mkdir, readdir, readFile, readlink, rm, rmdir, stat, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { execa } from 'execa'
 import Fuse from 'fuse-native'
@@ -32,12 +32,13 @@ const OP_TIMEOUTS: Record<string, number | false> = { default: 10_000, open: fal
 export async function mountFs (mountPoint: string, ops: object, opts: MountOptions): Promise<Mounted> {
   const mnt = path.resolve(mountPoint)
   await checkFuse(opts.device)
-  const created = await prepareMountPoint(mnt)
+  await prepareMountPoint(mnt)
   const fuse = new Fuse(mnt, ops, {
     // fuse-native passes only the options it knows, as one "-o a,b,c" string that libfuse splits on
-    // commas: "ro" and "negative_timeout" ride along after the fsname. negative_timeout lets the
-    // kernel remember ENOENT, so the loader's failed LD_LIBRARY_PATH lookups stop reaching us.
-    fsname: [opts.fsname.replace(/[^\w.:@+-]/g, '_'), 'ro', `negative_timeout=${opts.cacheSeconds}`].join(','),
+    // commas: "ro", "nonempty" and "negative_timeout" ride along after the fsname. negative_timeout
+    // lets the kernel remember ENOENT, so the loader's failed LD_LIBRARY_PATH lookups stop reaching
+    // us. nonempty: the only entry allowed under the mount is MADE_MARKER (checked above).
+    fsname: [opts.fsname.replace(/[^\w.:@+-]/g, '_'), 'ro', 'nonempty', `negative_timeout=${opts.cacheSeconds}`].join(','),
     subtype: 'p2prun',
     defaultPermissions: true,
     allowOther: opts.allowOther,
@@ -49,7 +50,7 @@ export async function mountFs (mountPoint: string, ops: object, opts: MountOptio
   try {
     await new Promise<void>((resolve, reject) => fuse.mount((err) => (err ? reject(err) : resolve())))
   } catch (err) {
-    if (created) await rmdir(mnt).catch(() => {})
+    await removeMadeMountPoint(mnt)
     throw fuseError(`cannot mount FUSE at ${mnt}: ${(err as Error).message}`,
       'check that this user may mount FUSE file systems (root, or fusermount with user_allow_other)', err)
   }
@@ -59,7 +60,7 @@ export async function mountFs (mountPoint: string, ops: object, opts: MountOptio
     unmount: () => (unmounting ??= (async () => {
       await new Promise<void>((resolve, reject) => fuse.unmount((err) => (err ? reject(err) : resolve())))
         .catch(() => lazyUnmount(mnt))
-      if (created) await rmdir(mnt).catch(() => {})
+      await removeMadeMountPoint(mnt)
     })())
   }
 }
@@ -73,10 +74,46 @@ export async function lazyUnmount (mountPoint: string): Promise<void> {
 }
 
 export async function isMounted (mountPoint: string): Promise<boolean> {
-  const table = await readFile('/proc/self/mounts', 'utf8')
-  const target = path.resolve(mountPoint)
-  // /proc/mounts escapes space, tab, newline and backslash as octal.
-  return table.split('\n').some((line) => line.split(' ')[1]?.replace(/\\([0-7]{3})/g, (_, o: string) =>
+  return mountsAt(await readFile('/proc/self/mounts', 'utf8'), 1, path.resolve(mountPoint))
+}
+
+/**
+ * A mount point p2prun created holds this empty file, hidden under the mount while it is up: it
+ * counts as empty for the next mount, and whichever agent leaves it last removes it, not only the
+ * one that created it (nodes emulated on one host, each in its own mount namespace, share it).
+ */
+const MADE_MARKER = '.p2prun-mount-point'
+
+async function removeMadeMountPoint (mnt: string): Promise<void> {
+  const names = await readdir(mnt).catch(() => [])
+  if (names.length !== 1 || names[0] !== MADE_MARKER || await mountedElsewhere(mnt)) return
+  await rm(path.join(mnt, MADE_MARKER), { force: true })
+  await rmdir(mnt).catch(() => {}) // another agent leaving at the same moment may have removed it
+}
+
+/**
+ * Whether a mount namespace of this host other than ours has something mounted at `mnt`. Linux
+ * lets rmdir remove a directory that is a mount point in another namespace, and detaches those
+ * mounts: emulated nodes lost their libraries mid-load when the first node to finish removed the
+ * mount point.
+ */
+async function mountedElsewhere (mnt: string): Promise<boolean> {
+  const seen = new Set([await readlink('/proc/self/ns/mnt')])
+  for (const pid of (await readdir('/proc')).filter((name) => /^\d+$/.test(name))) {
+    // Processes of other users (EACCES) and processes that just exited (ENOENT) are skipped.
+    const ns = await readlink(`/proc/${pid}/ns/mnt`).catch(() => undefined)
+    if (ns === undefined || seen.has(ns)) continue
+    seen.add(ns)
+    const table = await readFile(`/proc/${pid}/mountinfo`, 'utf8').catch(() => '')
+    if (mountsAt(table, 4, mnt)) return true
+  }
+  return false
+}
+
+/** Whether a mount table (/proc/mounts: field 1, mountinfo: field 4) has a mount at `target`. */
+function mountsAt (table: string, field: number, target: string): boolean {
+  // Both escape space, tab, newline and backslash as octal.
+  return table.split('\n').some((line) => line.split(' ')[field]?.replace(/\\([0-7]{3})/g, (_, o: string) =>
     String.fromCharCode(parseInt(o, 8))) === target)
 }
 
@@ -93,8 +130,7 @@ async function checkFuse (device: string): Promise<void> {
   }
 }
 
-/** Returns whether the mount point was created here (and so is removed at unmount). */
-async function prepareMountPoint (mnt: string): Promise<boolean> {
+async function prepareMountPoint (mnt: string): Promise<void> {
   let st: Stats
   try {
     st = await stat(mnt)
@@ -105,10 +141,12 @@ async function prepareMountPoint (mnt: string): Promise<boolean> {
     }
     if (code !== 'ENOENT') throw fuseError(`cannot use mount point ${mnt}: ${code}`, 'choose another mount point', err)
     await mkdir(mnt, { recursive: true })
-    return true
+    await writeFile(path.join(mnt, MADE_MARKER), '')
+    return
   }
   if (!st.isDirectory()) throw fuseError(`mount point ${mnt} is not a directory`, 'choose a directory, or a path that does not exist yet')
   if (await isMounted(mnt)) throw fuseError(`mount point ${mnt} is busy: something is mounted there`, `run \`p2prun umount ${mnt}\` first`)
-  if ((await readdir(mnt)).length > 0) throw fuseError(`mount point ${mnt} is not empty`, 'choose an empty directory, so nothing is hidden under the mount')
-  return false
+  if ((await readdir(mnt)).some((name) => name !== MADE_MARKER)) {
+    throw fuseError(`mount point ${mnt} is not empty`, 'choose an empty directory, so nothing is hidden under the mount')
+  }
 }

@@ -122,6 +122,26 @@ t.test('block mode: reading 4 KiB in the middle of a large file fetches a few pi
   t.ok(fetched > 0 && fetched <= 4 * 128 * 1024, `fetched ${fetched} bytes of a ${size}-byte file for two 4 KiB reads and 8 concurrent readers`)
 })
 
+t.test('nodes in their own mount namespaces on one host keep their mounts while another node leaves', async (t) => {
+  const j = await job(t, (dir) => makeTree(path.join(dir, 'libs'), LIBRARY_TREE))
+  // The agents create the mount point (it does not exist yet), so each would remove it at exit.
+  const mnt = path.join(j.dir, 'not-yet/mnt')
+  const privateNs = ['unshare', '--mount', '--propagation', 'private']
+  const agents = []
+  for (const k of [1, 2]) {
+    agents.push(await mountAgent(j, j.file, mnt, path.join(j.dir, `stats${k}.json`), [...nodeArgs(j, 'block'), '--node-name', `n${k}`], {}, privateNs))
+  }
+  const [first, second] = agents as [typeof agents[0], typeof agents[0]]
+  const inNs = (pid: number | undefined, ...cmd: string[]) => run('nsenter', [`--mount=/proc/${pid}/ns/mnt`, ...cmd], { encoding: 'buffer' })
+  t.equal(await isMounted(mnt), false, 'neither mount is seen from the test\'s namespace')
+  t.equal((await first.stop()).exitCode, 0)
+  const want = await readFile(path.join(j.libs, 'libfoo.so.1.2.3'))
+  const got = await inNs(second.child.pid, 'cat', path.join(mnt, 'libfoo.so.1.2.3'))
+  t.ok(got.stdout.equals(want), 'the second node still reads its libraries after the first node unmounted')
+  t.equal((await second.stop()).exitCode, 0)
+  await t.rejects(stat(mnt), { code: 'ENOENT' }, 'the last node to leave removed the mount point')
+})
+
 t.test('two mounts of one description share the swarm: the second gets most bytes from the first', async (t) => {
   const j = await job(t, async (dir) => {
     await mkdir(path.join(dir, 'libs'))

@@ -25,9 +25,11 @@ export async function ensureUnmounted (mountPoint: string): Promise<void> {
   if (await isMounted(mountPoint)) await lazyUnmount(mountPoint)
 }
 
+/** `via` is a command prefix that execs the CLI, e.g. `unshare --mount` for a mount namespace of its own. */
 export async function mountAgent (scratch: Scratch, description: string, mountPoint: string, statsFile: string,
-  args: readonly string[], env: Record<string, string> = {}): Promise<MountedAgent> {
-  const child = execa(CLI, ['mount', description, mountPoint, '--stats', statsFile, ...args], {
+  args: readonly string[], env: Record<string, string> = {}, via: readonly string[] = []): Promise<MountedAgent> {
+  const [command, ...prefix] = [...via, CLI]
+  const child = execa(command as string, [...prefix, 'mount', description, mountPoint, '--stats', statsFile, ...args], {
     env: cleanEnv(env), extendEnv: false, reject: false, stdin: 'ignore'
   })
   let stopped: ReturnType<MountedAgent['stop']> | undefined

@@ -28,6 +28,8 @@ export interface Description {
   readonly pieceCount: number
   /** Sum of the regular files' sizes: the bytes the swarm moves. */
   readonly totalBytes: number
+  /** The torrent's SHA-1 of every piece, 20 bytes each. */
+  readonly pieceHashes: Buffer
   readonly entries: readonly DescribedEntry[]
   /** Mount point template: %i is replaced by the infohash's first 16 hex digits, %n by the node name. */
   readonly mountPoint: string
@@ -156,6 +158,7 @@ export function parseDescription (bytes: Uint8Array, options: ParseOptions = {})
     pieceLength,
     pieceCount,
     totalBytes,
+    pieceHashes: Buffer.from(pieces),
     entries,
     mountPoint: typeof meta.mount === 'string' || meta.mount instanceof Uint8Array ? text(meta.mount) : DEFAULT_MOUNT_POINT,
     trackers: trackersOf(torrent),

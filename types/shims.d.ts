@@ -53,76 +53,19 @@ declare module 'bittorrent-tracker' {
   }
 }
 
+// Only the interoperability test drives webtorrent: a stock BitTorrent client against p2prun's own.
 declare module 'webtorrent' {
   import { EventEmitter } from 'node:events'
 
-  export interface Wire extends EventEmitter {
-    peerId: string | undefined
-    remoteAddress: string | undefined
-    remotePort: number | undefined
-    downloaded: number
-    uploaded: number
-  }
-
-  export interface BitField { get (index: number): boolean }
-
-  export interface ChunkStore {
-    readonly chunkLength: number
-    put (index: number, buf: Uint8Array, cb?: (err: Error | null) => void): void
-    get (index: number, opts: { offset?: number, length?: number } | null | undefined,
-      cb: (err: Error | null, buf?: Uint8Array) => void): void
-    close (cb?: (err?: Error | null) => void): void
-    destroy (cb?: (err?: Error | null) => void): void
-  }
-
-  export interface ChunkStoreOptions {
-    length: number
-    path?: string
-    [key: string]: unknown
-  }
-
-  export type ChunkStoreConstructor = new (chunkLength: number, opts: ChunkStoreOptions) => ChunkStore
-
-  export interface TorrentOptions {
-    announce?: string[]
-    path?: string
-    store?: ChunkStoreConstructor
-    storeOpts?: Record<string, unknown>
-    storeCacheSlots?: number
-    skipVerify?: boolean
-    deselect?: boolean
-    strategy?: 'rarest' | 'sequential'
-    uploads?: number | false
-    alwaysChokeSeeders?: boolean
-    private?: boolean
-    destroyStoreOnDestroy?: boolean
-  }
-
   export interface Torrent extends EventEmitter {
-    readonly infoHash: string
-    readonly ready: boolean
     readonly done: boolean
-    readonly destroyed: boolean
-    readonly progress: number
     readonly downloaded: number
     readonly uploaded: number
-    readonly length: number
-    readonly pieceLength: number
-    readonly numPeers: number
-    readonly wires: Wire[]
-    readonly bitfield: BitField
-    readonly pieces: unknown[]
-    select (start: number, end: number, priority?: number, notify?: () => void): void
-    deselect (start: number, end: number): void
-    critical (start: number, end: number): void
     addPeer (peer: string): boolean
-    destroy (opts?: { destroyStore?: boolean }, cb?: (err?: Error | null) => void): void
   }
 
   export interface ClientOptions {
-    peerId?: string
     torrentPort?: number
-    maxConns?: number
     dht?: boolean
     lsd?: boolean
     utPex?: boolean
@@ -130,16 +73,14 @@ declare module 'webtorrent' {
     natPmp?: boolean
     utp?: boolean
     webSeeds?: boolean
+    tracker?: false
     secure?: number
-    uploadLimit?: number
-    tracker?: false | { getAnnounceOpts?: () => Record<string, unknown> }
   }
 
   export default class WebTorrent extends EventEmitter {
     constructor (opts?: ClientOptions)
     readonly torrentPort: number
-    readonly peerId: string
-    add (torrentId: Uint8Array | string, opts: TorrentOptions, onTorrent?: (torrent: Torrent) => void): Torrent
+    add (torrentId: Uint8Array, opts: { path: string, announce?: string[] }, onTorrent?: (torrent: Torrent) => void): Torrent
     address (): { address: string, port: number } | null
     destroy (cb?: (err?: Error | null) => void): void
   }

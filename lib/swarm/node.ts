@@ -1,15 +1,20 @@
 // A node's membership in the job's swarm, exposed as a ByteSource: "bytes [offset, length) of file
-// F" and "all of file F", each waiting only for the pieces that cover it. Bytes land in one sparse
-// file in the store directory (memory-backed /dev/shm by default) and are read back from there.
+// F" and "all of file F", each waiting only for the pieces that cover it. Verified pieces land in
+// one sparse file in the store directory (memory-backed /dev/shm by default) and are read back from
+// there; the node serves every peer that asks, from the same file.
 import { mkdtemp, open, rm, type FileHandle } from 'node:fs/promises'
 import path from 'node:path'
-import WebTorrent, { type Torrent } from 'webtorrent'
 import type { DescribedEntry, Description } from '../description.ts'
-import { P2prunError, swarmError } from '../errors.ts'
+import { swarmError } from '../errors.ts'
 import { clipRange, type ByteSource } from '../store.ts'
-import { FlatFileChunkStore } from './chunk-stores.ts'
+import { Announcer } from './announce.ts'
+import { Assembly } from './assembly.ts'
+import { Bitfield } from './bitfield.ts'
+import { Connections } from './connections.ts'
+import { isHeadPeerId, newPeerId } from './peer-id.ts'
+import { PieceCache } from './piece-cache.ts'
 import { PiecePicker, Priority } from './picker.ts'
-import { clientOptions, isHeadWire, torrentOptions, tuneConnections } from './tuning.ts'
+import type { BlockRequest, Wire } from './wire.ts'
 
 export interface NodeOptions {
   readonly storeDir: string
@@ -35,6 +40,10 @@ export interface NodeStats {
 
 const STALL_CHECK_MS = 1000
 const READ_AHEAD_PIECES = 1
+/** A block not answered in this long is asked of someone else (its peer stopped, or is stuck). */
+const REQUEST_TIMEOUT_MS = 10_000
+/** Pieces verified last, kept to serve peers, who ask for a piece right after its `have`. */
+const CACHE_BYTES = 8 * 1024 * 1024
 
 interface Waiter {
   readonly missing: Set<number>
@@ -45,16 +54,20 @@ interface Waiter {
 export class SwarmNode implements ByteSource {
   readonly description: Description
   readonly storePath: string
-  private readonly client: WebTorrent
-  private readonly torrent: Torrent
-  private readonly picker: PiecePicker
   private readonly data: FileHandle
+  private readonly have: Bitfield
+  private readonly assembly: Assembly
+  private readonly picker: PiecePicker
+  private readonly cache = new PieceCache(CACHE_BYTES)
   private readonly waiters = new Set<Waiter>()
-  private readonly stallTimer: NodeJS.Timeout
+  private readonly timer: NodeJS.Timeout
   private readonly stallTimeoutMs: number
+  private connections!: Connections
+  private announcer!: Announcer
   private lastProgress = Date.now()
   private fromHead = 0
   private fromPeers = 0
+  private uploaded = 0
   private closing: Promise<void> | undefined
 
   static async join (desc: Description, opts: NodeOptions): Promise<SwarmNode> {
@@ -69,59 +82,46 @@ export class SwarmNode implements ByteSource {
         throw swarmError(`cannot create a store in ${opts.storeDir}: ${err.code}`, 'pass --store-dir with a writable directory', err)
       })
     const data = await open(path.join(storePath, 'data'), 'wx+', 0o600)
-    const client = new WebTorrent(clientOptions({ role: 'node', port: opts.port, maxConns: opts.maxConns, numwant: opts.numwant }))
+    const node = new SwarmNode(desc, data, storePath, opts.stallTimeoutMs)
+    const peerId = newPeerId('node')
+    const infoHash = Buffer.from(desc.infoHash, 'hex')
     try {
-      const torrent = await new Promise<Torrent>((resolve, reject) => {
-        client.once('error', reject)
-        const t = client.add(desc.torrent, {
-          ...torrentOptions(),
-          announce: [...trackers],
-          path: storePath,
-          store: FlatFileChunkStore,
-          storeOpts: { handle: data },
-          storeCacheSlots: 0, // the store is already in memory (tmpfs)
-          deselect: true // webtorrent selects nothing: the picker asks for what the FS or fetchAll wants
-        })
-        t.once('error', reject)
-        tuneConnections(t, client.peerId)
-        t.once('ready', () => resolve(t))
+      node.connections = await Connections.listen({
+        infoHash, peerId, pieceCount: desc.pieceCount, port: opts.port, maxConns: opts.maxConns,
+        handler: node.wireHandler(), onWire: (wire) => node.onWire(wire)
       })
-      for (const s of seeders) torrent.addPeer(s)
-      return new SwarmNode(desc, client, torrent, data, storePath, opts.stallTimeoutMs)
     } catch (err) {
-      await new Promise<void>((resolve) => client.destroy(() => resolve()))
-      await data.close()
-      await rm(storePath, { recursive: true, force: true })
-      throw new P2prunError('SWARM', `cannot join the swarm: ${(err as Error).message}`, { cause: err })
+      await node.close()
+      throw err
     }
+    node.announcer = new Announcer({
+      trackers, infoHash, peerId, port: node.connections.port, numwant: opts.numwant,
+      progress: () => ({ uploaded: node.uploaded, downloaded: node.fromHead + node.fromPeers, left: node.bytesLeft() }),
+      onPeers: (addresses) => { for (const a of addresses) node.connections.dial(a) },
+      // The head's seeder address does not depend on the tracker; a stuck swarm is the stall timeout's.
+      onWarning: () => {}
+    })
+    node.announcer.start()
+    for (const s of seeders) node.connections.dial(s, true)
+    return node
   }
 
-  private constructor (desc: Description, client: WebTorrent, torrent: Torrent, data: FileHandle,
-    storePath: string, stallTimeoutMs: number) {
+  private constructor (desc: Description, data: FileHandle, storePath: string, stallTimeoutMs: number) {
     this.description = desc
-    this.client = client
-    this.torrent = torrent
     this.data = data
     this.storePath = storePath
     this.stallTimeoutMs = stallTimeoutMs
-    this.picker = new PiecePicker(torrent, desc.pieceCount)
-    torrent.on('wire', (wire) => {
-      wire.on('download', (bytes: number) => {
-        this.lastProgress = Date.now()
-        if (isHeadWire(wire)) this.fromHead += bytes
-        else this.fromPeers += bytes
-      })
-    })
-    torrent.on('verified', (index: number) => this.onVerified(index))
-    torrent.on('error', (err: Error) => this.failAll(swarmError(`swarm error: ${err.message}`, undefined, err)))
-    this.stallTimer = setInterval(() => this.checkStall(), STALL_CHECK_MS).unref()
+    this.have = new Bitfield(desc.pieceCount)
+    this.assembly = new Assembly(desc)
+    this.picker = new PiecePicker(desc.pieceCount, this.have, this.assembly)
+    this.timer = setInterval(() => this.checkTimeouts(), STALL_CHECK_MS).unref()
   }
 
   has (entry: DescribedEntry, offset: number, length: number): boolean {
     const want = clipRange(entry, offset, length)
     if (want === 0 || entry.torrentOffset === undefined) return true
     const [first, last] = this.pieceSpan(entry.torrentOffset + offset, want)
-    for (let i = first; i <= last; i++) if (!this.torrent.bitfield.get(i)) return false
+    for (let i = first; i <= last; i++) if (!this.have.get(i)) return false
     return true
   }
 
@@ -146,35 +146,107 @@ export class SwarmNode implements ByteSource {
   }
 
   stats (): NodeStats {
-    let have = 0
-    for (let i = 0; i < this.description.pieceCount; i++) if (this.torrent.bitfield.get(i)) have++
     return {
       fromHead: this.fromHead,
       fromPeers: this.fromPeers,
-      uploaded: this.torrent.uploaded,
-      piecesHave: have,
+      uploaded: this.uploaded,
+      piecesHave: this.have.count,
       pieceCount: this.description.pieceCount,
-      peers: this.torrent.numPeers
+      peers: this.connections?.wires.size ?? 0
     }
   }
 
   /** Leaves the swarm; the store is removed unless `keepStore` (for inspection after a run). */
   close (options: { keepStore?: boolean } = {}): Promise<void> {
     this.closing ??= (async () => {
-      clearInterval(this.stallTimer)
+      clearInterval(this.timer)
+      this.picker.close()
       this.failAll(swarmError('the swarm node was closed'))
-      await new Promise<void>((resolve) => this.client.destroy(() => resolve()))
+      await Promise.all([this.announcer?.stop(), this.connections?.close()])
       await this.data.close()
       if (!options.keepStore) await rm(this.storePath, { recursive: true, force: true })
     })()
     return this.closing
   }
 
+  private onWire (wire: Wire): void {
+    wire.sendPieces(this.have)
+    // A job's nodes cooperate: every peer is unchoked at once and stays so.
+    wire.unchoke()
+    if (!this.have.complete) wire.interested(true)
+    this.picker.addWire(wire)
+  }
+
+  private wireHandler () {
+    return {
+      onPieces: (wire: Wire, index?: number) => this.picker.onPieces(wire, index),
+      onChoke: (wire: Wire) => this.picker.onChoke(wire),
+      onRequest: (wire: Wire, req: BlockRequest) => this.serve(wire, req),
+      onBlock: (wire: Wire, req: BlockRequest, data: Buffer) => this.onBlock(wire, req, data),
+      onReject: (wire: Wire, req: BlockRequest) => {
+        this.assembly.release(req)
+        this.picker.onReject(wire, req)
+      },
+      onClose: (wire: Wire) => {
+        for (const req of wire.forget()) this.assembly.release(req)
+        this.picker.removeWire(wire)
+      }
+    }
+  }
+
+  /** Answers a peer's request from the cache or the store; a piece we lack is turned down. */
+  private serve (wire: Wire, req: BlockRequest): void {
+    const size = this.have.get(req.index) ? this.assembly.pieceSize(req.index) : 0
+    if (req.length === 0 || req.begin + req.length > size) return wire.reject(req)
+    const cached = this.cache.get(req.index)
+    if (cached) {
+      this.uploaded += req.length
+      return wire.piece(req, cached.subarray(req.begin, req.begin + req.length))
+    }
+    const block = Buffer.allocUnsafe(req.length)
+    this.data.read(block, 0, req.length, req.index * this.description.pieceLength + req.begin).then(() => {
+      this.uploaded += req.length
+      wire.piece(req, block)
+    }, () => wire.reject(req))
+  }
+
+  private onBlock (wire: Wire, req: BlockRequest, data: Buffer): void {
+    this.lastProgress = Date.now()
+    if (isHeadPeerId(wire.peerId)) this.fromHead += data.length
+    else this.fromPeers += data.length
+    const got = this.assembly.receive(req, data)
+    if (got.state === 'partial') return this.picker.schedule()
+    if (got.state === 'failed') return this.picker.schedule() // its blocks are free again: asked anew
+    const index = req.index
+    this.data.write(got.data, 0, got.data.length, index * this.description.pieceLength).then(() => {
+      if (this.closing || !this.have.set(index)) return
+      this.cache.put(index, got.data)
+      this.picker.verified(index)
+      // A peer that holds the piece has no use for the news (the head holds them all).
+      for (const w of this.connections.wires) if (!w.destroyed && !w.peerPieces.get(index)) w.have(index)
+      if (this.have.complete) this.onComplete()
+      this.onVerified(index)
+      this.picker.schedule()
+    }, (err: Error) => this.failAll(swarmError(`cannot write to the store ${this.storePath}: ${err.message}`,
+      'check that --store-dir has room for the whole set', err)))
+  }
+
+  private onComplete (): void {
+    this.announcer.completed()
+    for (const w of this.connections.wires) w.interested(false)
+  }
+
+  private bytesLeft (): number {
+    let left = 0
+    for (let i = 0; i < this.description.pieceCount; i++) if (!this.have.get(i)) left += this.assembly.pieceSize(i)
+    return left
+  }
+
   private waitForRange (start: number, length: number, priority: Priority, signal?: AbortSignal): Promise<void> {
     if (this.closing) return Promise.reject(swarmError('the swarm node is closed'))
     const [first, last] = this.pieceSpan(start, length)
     const missing = new Set<number>()
-    for (let i = first; i <= last; i++) if (!this.torrent.bitfield.get(i)) missing.add(i)
+    for (let i = first; i <= last; i++) if (!this.have.get(i)) missing.add(i)
     if (missing.size === 0) return Promise.resolve()
     signal?.throwIfAborted()
     return new Promise<void>((resolve, reject) => {
@@ -198,7 +270,7 @@ export class SwarmNode implements ByteSource {
     if (from >= fileEnd) return
     const [first, last] = this.pieceSpan(from, Math.min(fileEnd - from, READ_AHEAD_PIECES * this.description.pieceLength))
     for (let i = first; i <= last; i++) {
-      if (!this.torrent.bitfield.get(i)) { this.picker.want(i, last, Priority.File); return }
+      if (!this.have.get(i)) { this.picker.want(i, last, Priority.File); return }
     }
   }
 
@@ -208,7 +280,6 @@ export class SwarmNode implements ByteSource {
   }
 
   private onVerified (index: number): void {
-    this.lastProgress = Date.now()
     for (const waiter of this.waiters) {
       waiter.missing.delete(index)
       if (waiter.missing.size === 0) {
@@ -218,9 +289,16 @@ export class SwarmNode implements ByteSource {
     }
   }
 
-  private checkStall (): void {
+  private checkTimeouts (): void {
+    const expired = performance.now() - REQUEST_TIMEOUT_MS
+    for (const wire of this.connections?.wires ?? []) {
+      if ((wire.outstanding[0]?.at ?? Infinity) < expired) {
+        for (const req of wire.forget()) this.assembly.release(req)
+        this.picker.schedule()
+      }
+    }
     if (this.waiters.size === 0 || Date.now() - this.lastProgress < this.stallTimeoutMs) return
-    const peers = this.torrent.numPeers
+    const peers = this.connections.wires.size
     this.failAll(swarmError(`no data arrived for ${Math.round(this.stallTimeoutMs / 1000)} s ` +
       `(${peers} peer${peers === 1 ? '' : 's'} connected): the seeder is unreachable or the swarm is stuck`,
     'check that `p2prun serve` is running on the head node and that its ports are reachable from this node'))

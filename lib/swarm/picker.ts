@@ -1,18 +1,17 @@
-// Which piece a node asks which peer for, and when. webtorrent's own picker does not fit a job's
-// swarm, measured on one node fetching the 48 MB Pynamic set over loopback (7.1 s, 7.7 s of CPU):
-//  - its rarest-first scans every piece once per candidate, per wire, per received block:
-//    75% of the node's CPU went to piece selection;
-//  - overlapping or adjacent selections merge and take the higher priority, so a program's
-//    page-fault read and the background fetch of everything end up one undifferentiated range;
-//  - it keeps 0.5-1 s of requests in flight per peer (sized for internet round trips), so a
-//    program's read queues behind a second of background blocks.
-// This picker replaces the torrent's per-wire request step. It keeps three ordered want-lists
-// (a read the program waits on, a file being opened, the background), a shallow pipeline per
-// peer with room reserved for reads, a node-specific random order for the background so nodes
-// that start together fetch different pieces and trade them, and a head that is asked only for
-// pieces no unchoked peer holds, so its uplink carries each piece about once.
-import type { Torrent, Wire } from 'webtorrent'
-import { isHeadWire } from './tuning.ts'
+// Which block a node asks which peer for, and when. Three ordered want-lists (a read the program
+// waits on, a file being opened, the background), a shallow pipeline per peer with room reserved
+// for reads, a node-specific random order for the background so nodes that start together fetch
+// different pieces and trade them, and a head that is asked only for pieces no unchoked peer
+// holds, so its uplink carries each piece about once.
+//  - Reads first: a program blocked on a page fault waits behind every background block queued
+//    at the peer (measured: eager 7.4 s against block 4.8 s for 2 nodes), so the background runs
+//    between reads.
+//  - Shallow pipelines: keeping 0.5-1 s of requests in flight per peer (sized for internet round
+//    trips) queues a program's read behind a second of background blocks.
+import { isHeadPeerId } from './peer-id.ts'
+import type { Assembly } from './assembly.ts'
+import type { Bitfield } from './bitfield.ts'
+import type { BlockRequest, Wire } from './wire.ts'
 
 export const Priority = { Background: 0, File: 1, Read: 2 } as const
 export type Priority = typeof Priority[keyof typeof Priority]
@@ -23,60 +22,48 @@ const PIPELINE = 6
 const READ_EXTRA = 8
 /**
  * After the head turned a piece down (it is sending it to another node: see the seeder's
- * deferToPeers), ask peers for it and the head again only after this long.
+ * deferToPeersMs), ask peers for it and the head again only after this long.
  */
 const HEAD_BACKOFF_MS = 250
 
-/** The parts of webtorrent's Torrent and Wire the picker drives (not in its public types). */
-interface TorrentInternals {
-  _update: () => void
-  _updateWire: (wire: Wire) => void
-  _updateWireWrapper: () => void
-  _request: (wire: Wire, index: number, hotswap: boolean) => boolean
-  wires: Wire[]
-  bitfield: { get: (i: number) => boolean }
-  destroyed: boolean
-}
-interface WireInternals {
-  requests: unknown[]
-  peerChoking: boolean
-  destroyed: boolean
-  peerPieces: { get: (i: number) => boolean }
+interface Peer {
+  readonly head: boolean
+  /** Whether its pieces are in peerHave: while it lets us download (unchoked). */
+  counted: boolean
+  /** The bitfield counted in peerHave (a bitfield message replaces the wire's). */
+  pieces: Bitfield
 }
 
 export class PiecePicker {
-  private readonly torrent: TorrentInternals
   private readonly pieceCount: number
+  private readonly have: Bitfield
+  private readonly assembly: Assembly
   /** Per priority, wanted pieces in the order to fetch them (a Set keeps insertion order). */
   private readonly wants: Array<Set<number>> = [new Set(), new Set(), new Set()]
   /** How many unchoked non-head peers hold each piece: the head is asked only for the others. */
   private readonly peerHave: Uint16Array
   /** performance.now() until which the head is not asked for a piece it turned down. */
   private readonly headBackoff: Float64Array
+  private readonly peers = new Map<Wire, Peer>()
   private scheduled = false
+  private closed = false
   private backoffTimer: NodeJS.Timeout | undefined
 
-  constructor (torrent: Torrent, pieceCount: number) {
-    this.torrent = torrent as unknown as TorrentInternals
+  constructor (pieceCount: number, have: Bitfield, assembly: Assembly) {
     this.pieceCount = pieceCount
+    this.have = have
+    this.assembly = assembly
     this.peerHave = new Uint16Array(pieceCount)
     this.headBackoff = new Float64Array(pieceCount)
-    this.torrent._updateWire = (wire) => this.updateWire(wire as unknown as WireInternals, isHeadWire(wire))
-    // webtorrent runs a full update on every block, `have` and bitfield; one per event-loop turn
-    // does the same work once for a whole batch of messages.
-    this.torrent._update = () => this.schedule()
-    torrent.on('wire', (wire: Wire) => this.track(wire))
-    torrent.on('verified', (index: number) => { for (const w of this.wants) w.delete(index) })
   }
 
   /**
    * Wants pieces first..last at a priority, behind what is already wanted: in order for reads and
-   * files (programs read forward), in an order of this node's own for the background, so nodes
-   * that start together fetch different pieces and trade them.
+   * files (programs read forward), in an order of this node's own for the background.
    */
   want (first: number, last: number, priority: Priority): void {
     const set = this.wants[priority] as Set<number>
-    const add = (i: number) => { if (!this.torrent.bitfield.get(i)) set.add(i) }
+    const add = (i: number) => { if (!this.have.get(i)) set.add(i) }
     if (priority !== Priority.Background) {
       for (let i = first; i <= last; i++) add(i)
     } else {
@@ -90,39 +77,99 @@ export class PiecePicker {
     this.schedule()
   }
 
-  private schedule (): void {
-    if (this.scheduled || this.torrent.destroyed) return
+  verified (index: number): void {
+    for (const w of this.wants) w.delete(index)
+  }
+
+  addWire (wire: Wire): void {
+    this.peers.set(wire, { head: isHeadPeerId(wire.peerId), counted: false, pieces: wire.peerPieces })
+  }
+
+  removeWire (wire: Wire): void {
+    const peer = this.peers.get(wire)
+    if (!peer) return
+    this.count(peer, false)
+    this.peers.delete(wire)
+    this.schedule()
+  }
+
+  /** The wire's pieces changed: one more (`index`), or a new bitfield. */
+  onPieces (wire: Wire, index?: number): void {
+    const peer = this.peers.get(wire)
+    if (!peer) return
+    if (index !== undefined) {
+      if (peer.counted && !peer.head) this.peerHave[index] = (this.peerHave[index] ?? 0) + 1
+    } else {
+      const counted = peer.counted
+      this.count(peer, false)
+      peer.pieces = wire.peerPieces
+      this.count(peer, counted)
+    }
+    this.schedule()
+  }
+
+  onChoke (wire: Wire): void {
+    const peer = this.peers.get(wire)
+    if (peer) this.count(peer, !wire.peerChoking)
+    this.schedule()
+  }
+
+  onReject (wire: Wire, req: BlockRequest): void {
+    if (this.peers.get(wire)?.head) {
+      this.headBackoff[req.index] = performance.now() + HEAD_BACKOFF_MS
+      this.wakeAfterBackoff()
+    }
+    this.schedule()
+  }
+
+  /** Runs the picker once per event-loop turn, however many messages arrived in it. */
+  schedule (): void {
+    if (this.scheduled || this.closed) return
     this.scheduled = true
     setImmediate(() => {
       this.scheduled = false
-      if (!this.torrent.destroyed) this.torrent._updateWireWrapper()
+      if (this.closed) return
+      for (const [wire, peer] of this.peers) this.update(wire, peer.head)
     })
   }
 
-  private updateWire (wire: WireInternals, head: boolean): void {
+  close (): void {
+    this.closed = true
+    clearTimeout(this.backoffTimer)
+  }
+
+  private update (wire: Wire, head: boolean): void {
     if (wire.destroyed || wire.peerChoking) return
     const [background, file, read] = this.wants as [Set<number>, Set<number>, Set<number>]
-    // The head is the swarm's scarcest uplink: it is asked only for pieces no unchoked peer holds.
     if (!this.fill(wire, read, PIPELINE + READ_EXTRA, head)) return
     if (!this.fill(wire, file, PIPELINE, head)) return
-    // A program blocked on a page fault waits behind every background block queued at the peer
-    // (measured: eager 7.4 s against block 4.8 s for 2 nodes): the background runs between reads.
     if (read.size === 0) this.fill(wire, background, PIPELINE, head)
   }
 
   /** Requests blocks of wanted pieces the wire has until it holds `depth`; false once it is full. */
-  private fill (wire: WireInternals, wanted: Set<number>, depth: number, head: boolean): boolean {
-    if (wire.requests.length >= depth) return false
+  private fill (wire: Wire, wanted: Set<number>, depth: number, head: boolean): boolean {
+    if (wire.outstanding.length >= depth) return false
     const now = performance.now()
     for (const piece of wanted) {
       if (!wire.peerPieces.get(piece)) continue
       if (head && (this.peerHave[piece] !== 0 || (this.headBackoff[piece] ?? 0) > now)) continue
-      while (wire.requests.length < depth && this.torrent._request(wire as unknown as Wire, piece, false)) {
-        // each call reserves and requests one more block of the piece
+      while (wire.outstanding.length < depth) {
+        const req = this.assembly.reserve(piece)
+        if (!req) break
+        wire.request(req)
       }
-      if (wire.requests.length >= depth) return false
+      if (wire.outstanding.length >= depth) return false
     }
     return true
+  }
+
+  /** Adds or removes a peer's pieces from peerHave. */
+  private count (peer: Peer, on: boolean): void {
+    if (peer.head || peer.counted === on) return
+    peer.counted = on
+    for (let i = 0; i < this.pieceCount; i++) {
+      if (peer.pieces.get(i)) this.peerHave[i] = (this.peerHave[i] ?? 0) + (on ? 1 : -1)
+    }
   }
 
   /**
@@ -130,7 +177,7 @@ export class PiecePicker {
    * timer, re-armed until the latest backoff has passed.
    */
   private wakeAfterBackoff (): void {
-    if (this.backoffTimer) return
+    if (this.backoffTimer || this.closed) return
     let latest = 0
     for (const end of this.headBackoff) if (end > latest) latest = end
     const wait = latest - performance.now()
@@ -140,36 +187,5 @@ export class PiecePicker {
       this.schedule()
       this.wakeAfterBackoff()
     }, wait).unref()
-  }
-
-  /** Counts the pieces a peer holds while it lets us download (unchoked): those it can serve now. */
-  private track (wire: Wire): void {
-    if (isHeadWire(wire)) {
-      wire.on('reject', (index: number) => {
-        this.headBackoff[index] = performance.now() + HEAD_BACKOFF_MS
-        this.wakeAfterBackoff()
-      })
-      return
-    }
-    const w = wire as unknown as WireInternals
-    const held = new Set<number>()
-    let counted = !w.peerChoking
-    const add = (i: number, by: number) => { this.peerHave[i] = (this.peerHave[i] ?? 0) + by }
-    const have = (i: number) => {
-      if (held.has(i)) return
-      held.add(i)
-      if (counted) add(i, 1)
-    }
-    const count = (on: boolean) => {
-      if (counted === on) return
-      counted = on
-      for (const i of held) add(i, on ? 1 : -1)
-      this.schedule()
-    }
-    wire.on('have', have)
-    wire.on('bitfield', () => { for (let i = 0; i < this.pieceCount; i++) if (w.peerPieces.get(i)) have(i) })
-    wire.on('unchoke', () => count(true))
-    wire.on('choke', () => count(false))
-    wire.once('close', () => count(false))
   }
 }

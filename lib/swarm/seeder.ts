@@ -1,11 +1,15 @@
 // The head's seeder: serves the source directory to the swarm, straight from the source files.
 import { stat } from 'node:fs/promises'
-import WebTorrent, { type Torrent, type Wire } from 'webtorrent'
 import { sourcePath, type SourceLayout } from '../describe.ts'
 import type { Description } from '../description.ts'
-import { P2prunError, sourceError } from '../errors.ts'
-import { SourceChunkStore, type SourceFile } from './chunk-stores.ts'
-import { clientOptions, torrentOptions, tuneConnections } from './tuning.ts'
+import { sourceError } from '../errors.ts'
+import { Announcer } from './announce.ts'
+import { Bitfield } from './bitfield.ts'
+import { Connections } from './connections.ts'
+import { newPeerId } from './peer-id.ts'
+import { PieceCache } from './piece-cache.ts'
+import { SourceFiles, type SourceFile } from './source-files.ts'
+import type { BlockRequest, Wire } from './wire.ts'
 
 export interface SeederOptions {
   readonly port: number
@@ -34,56 +38,141 @@ export interface Seeder {
   close (): Promise<void>
 }
 
+/** Pieces read last: the blocks of a piece are asked for together, by one node (see deferToPeersMs). */
+const CACHE_BYTES = 8 * 1024 * 1024
 
 export async function startSeeder (desc: Description, layout: SourceLayout, opts: SeederOptions): Promise<Seeder> {
   const cheapMatch = await sourceMatches(desc, layout)
   const verify = opts.verify || !cheapMatch
-  const sourceFiles: SourceFile[] = desc.entries
+  const files: SourceFile[] = desc.entries
     .filter((e) => e.torrentFile !== undefined)
     .map((e) => ({ path: sourcePath(layout, e.path), offset: e.torrentOffset ?? 0, length: e.size }))
-  const root = layout.dirs.map((d) => d.dir).join(', ')
-
-  // Filled once the torrent is ready: start-up verification reads must never be deferred.
-  let defer: (index: number) => boolean = () => false
-  const client = new WebTorrent({
-    ...clientOptions({ role: 'head', port: opts.port, maxConns: opts.maxConns, numwant: 1 }),
-    ...(opts.uploadLimit > 0 ? { uploadLimit: opts.uploadLimit } : {})
-  })
-  const close = () => new Promise<void>((resolve) => client.destroy(() => resolve()))
+  const source = new SourceFiles(files, desc)
   try {
-    const torrent = await addSeed(client, desc, {
-      ...torrentOptions(),
-      announce: [...opts.trackers],
-      store: SourceChunkStore,
-      storeOpts: { sourceFiles, defer: (index: number) => defer(index) },
-      // No piece cache: every request must reach the store's defer check (the page cache keeps the bytes).
-      storeCacheSlots: 0,
-      skipVerify: !verify
-    })
-    const missing = countMissing(torrent, desc.pieceCount)
-    if (missing > 0) {
-      throw sourceError(`${root} does not match the description: ${missing} of ${desc.pieceCount} pieces differ`,
+    const bad = verify ? await source.countMismatches() : 0
+    if (bad > 0) {
+      throw sourceError(`${layout.dirs.map((d) => d.dir).join(', ')} does not match the description: ${bad} of ${desc.pieceCount} pieces differ`,
         'describe the directory again, or point --source at the directory it was described from')
     }
-    await listening(client)
-    if (opts.deferToPeersMs > 0) defer = onePeerAtATime(torrent, opts.deferToPeersMs)
-    const toPeer = new Map<string, number>()
-    torrent.on('wire', (wire: Wire) => {
-      wire.on('upload', (bytes: number) => {
-        const id = wire.peerId ?? ''
-        toPeer.set(id, (toPeer.get(id) ?? 0) + bytes)
-      })
+    const serving = new Serving(desc, source, opts)
+    const peerId = newPeerId('head')
+    const infoHash = Buffer.from(desc.infoHash, 'hex')
+    const connections = await Connections.listen({
+      infoHash, peerId, pieceCount: desc.pieceCount, port: opts.port, maxConns: opts.maxConns,
+      handler: serving.handler(), onWire: (wire) => serving.onWire(wire)
     })
+    // The head announces only to be listed: nodes dial it, it dials no one.
+    const announcer = new Announcer({
+      trackers: opts.trackers, infoHash, peerId, port: connections.port, numwant: 1,
+      progress: () => ({ uploaded: serving.uploaded, downloaded: 0, left: 0 }),
+      onPeers: () => {},
+      onWarning: () => {}
+    })
+    announcer.start()
+    let closing: Promise<void> | undefined
     return {
-      port: client.torrentPort,
+      port: connections.port,
       verified: verify,
-      uploaded: () => torrent.uploaded,
-      maxToOnePeer: () => Math.max(0, ...toPeer.values()),
-      close
+      uploaded: () => serving.uploaded,
+      maxToOnePeer: () => Math.max(0, ...serving.toPeer.values()),
+      close: () => (closing ??= (async () => {
+        await Promise.all([announcer.stop(), connections.close()])
+        await source.close()
+      })())
     }
   } catch (err) {
-    await close()
+    await source.close()
     throw err
+  }
+}
+
+/** Answers the nodes' requests: deferred to peers, paced by the upload limit, from cache or source. */
+class Serving {
+  uploaded = 0
+  readonly toPeer = new Map<string, number>()
+  private readonly desc: Description
+  private readonly source: SourceFiles
+  private readonly opts: SeederOptions
+  private readonly all: Bitfield
+  private readonly cache = new PieceCache(CACHE_BYTES)
+  private readonly reading = new Map<number, Promise<Buffer>>()
+  /** Which node the head last started sending each piece to, and when. */
+  private readonly sentTo = new Map<number, { wire: Wire, at: number }>()
+  /** performance.now() from which the upload limit allows the next block. */
+  private nextFree = 0
+
+  constructor (desc: Description, source: SourceFiles, opts: SeederOptions) {
+    this.desc = desc
+    this.source = source
+    this.opts = opts
+    this.all = Bitfield.full(desc.pieceCount)
+  }
+
+  onWire (wire: Wire): void {
+    wire.sendPieces(this.all)
+    wire.unchoke()
+  }
+
+  handler () {
+    return {
+      onPieces: () => {},
+      onChoke: () => {},
+      onBlock: () => {},
+      onReject: () => {},
+      onClose: () => {},
+      onRequest: (wire: Wire, req: BlockRequest) => this.serve(wire, req)
+    }
+  }
+
+  private serve (wire: Wire, req: BlockRequest): void {
+    const size = req.index < this.desc.pieceCount ? Math.min(this.desc.pieceLength, this.desc.totalBytes - req.index * this.desc.pieceLength) : 0
+    if (req.length === 0 || req.begin + req.length > size) return wire.reject(req)
+    if (this.deferred(wire, req.index)) return wire.reject(req)
+    this.piece(req.index).then((piece) => {
+      const send = () => {
+        const bytes = req.length
+        this.uploaded += bytes
+        this.toPeer.set(wire.peerId, (this.toPeer.get(wire.peerId) ?? 0) + bytes)
+        wire.piece(req, piece.subarray(req.begin, req.begin + bytes))
+      }
+      const wait = this.pace(req.length)
+      if (wait > 0) setTimeout(send, wait)
+      else send()
+    }, () => wire.reject(req))
+  }
+
+  /** Whether another node is getting this piece from the head: then this one gets it from that node. */
+  private deferred (wire: Wire, index: number): boolean {
+    // Without the Fast Extension a request cannot be turned down, only answered.
+    if (this.opts.deferToPeersMs <= 0 || !wire.fast) return false
+    const now = performance.now()
+    const first = this.sentTo.get(index)
+    if (!first || now - first.at >= this.opts.deferToPeersMs || first.wire.destroyed) {
+      this.sentTo.set(index, { wire, at: now })
+      return false
+    }
+    return first.wire !== wire
+  }
+
+  /** ms to wait before sending `bytes` so the upload stays within the limit. */
+  private pace (bytes: number): number {
+    if (this.opts.uploadLimit <= 0) return 0
+    const now = performance.now()
+    const start = Math.max(now, this.nextFree)
+    this.nextFree = start + (bytes * 1000) / this.opts.uploadLimit
+    return start - now
+  }
+
+  private piece (index: number): Promise<Buffer> {
+    const cached = this.cache.get(index)
+    if (cached) return Promise.resolve(cached)
+    let read = this.reading.get(index)
+    if (!read) {
+      read = this.source.readPiece(index)
+      this.reading.set(index, read)
+      read.then((data) => this.cache.put(index, data), () => {}).finally(() => this.reading.delete(index))
+    }
+    return read
   }
 }
 
@@ -107,53 +196,4 @@ async function sourceMatches (desc: Description, layout: SourceLayout): Promise<
     if (Math.trunc(st.mtimeMs) !== e.mtimeMs) same = false
   }
   return same
-}
-
-/**
- * Whether to turn down a request for `index` because another node is getting it from the head.
- * webtorrent gives the chunk store no peer, so the wire is noted by a 'request' listener that runs
- * just before webtorrent's own (ours is added on 'wire', webtorrent's after it), which then calls
- * store.get, and with it this check, synchronously.
- */
-function onePeerAtATime (torrent: Torrent, windowMs: number): (index: number) => boolean {
-  const sentTo = new Map<number, { wire: Wire, at: number }>()
-  let requester: Wire | undefined
-  torrent.on('wire', (wire: Wire) => {
-    wire.on('request', () => { requester = wire })
-  })
-  return (index) => {
-    const now = performance.now()
-    const first = sentTo.get(index)
-    if (first === undefined || now - first.at >= windowMs || (first.wire as unknown as { destroyed: boolean }).destroyed) {
-      if (requester) sentTo.set(index, { wire: requester, at: now })
-      return false
-    }
-    return first.wire !== requester
-  }
-}
-
-function countMissing (torrent: Torrent, pieceCount: number): number {
-  let missing = 0
-  for (let i = 0; i < pieceCount; i++) if (!torrent.bitfield.get(i)) missing++
-  return missing
-}
-
-function addSeed (client: WebTorrent, desc: Description, options: Parameters<WebTorrent['add']>[1]): Promise<Torrent> {
-  return new Promise((resolve, reject) => {
-    const onError = (err: Error) => reject(new P2prunError('SWARM', `seeder failed: ${err.message}`, { cause: err }))
-    client.once('error', onError)
-    const torrent = client.add(desc.torrent, options)
-    tuneConnections(torrent, client.peerId)
-    torrent.once('error', onError)
-    torrent.once('ready', () => { client.off('error', onError); resolve(torrent) })
-  })
-}
-
-async function listening (client: WebTorrent): Promise<void> {
-  if (client.address()) return
-  await new Promise<void>((resolve, reject) => {
-    client.once('listening', resolve)
-    client.once('error', (err: NodeJS.ErrnoException) => reject(new P2prunError('SWARM',
-      `seeder cannot listen: ${err.code ?? err.message}`, { hint: 'choose another --seeder-port', cause: err })))
-  })
 }

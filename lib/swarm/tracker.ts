@@ -2,7 +2,7 @@
 // limits sized for large jobs.
 import { Server } from 'bittorrent-tracker'
 import { P2prunError } from '../errors.ts'
-import { isHeadPeerId } from './tuning.ts'
+import { isHeadPeerId } from './peer-id.ts'
 
 export interface TrackerOptions {
   readonly host: string

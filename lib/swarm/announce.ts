@@ -1,0 +1,129 @@
+// Announcing to the job's HTTP trackers (BEP 3, compact peer lists of BEP 23): at start, when the
+// set is complete, at the tracker's interval, and when leaving. A tracker that fails is reported
+// and retried at the next interval; the head's seeder address, handed out at launch, does not
+// depend on it.
+import http from 'node:http'
+import bencode from 'bencode'
+
+export type AnnounceEvent = 'started' | 'completed' | 'stopped' | undefined
+
+export interface Progress {
+  readonly uploaded: number
+  readonly downloaded: number
+  readonly left: number
+}
+
+export interface AnnouncerOptions {
+  readonly trackers: readonly string[]
+  readonly infoHash: Buffer
+  readonly peerId: Buffer
+  /** The port peers reach us on. */
+  readonly port: number
+  readonly numwant: number
+  readonly progress: () => Progress
+  /** host:port of peers the tracker listed. */
+  readonly onPeers: (addresses: string[]) => void
+  readonly onWarning: (message: string) => void
+}
+
+const REQUEST_TIMEOUT_MS = 10_000
+/** Leaving must not hold up an agent's exit for long. */
+const STOP_TIMEOUT_MS = 1000
+const DEFAULT_INTERVAL_S = 300
+
+export class Announcer {
+  private readonly opts: AnnouncerOptions
+  private readonly timers = new Map<string, NodeJS.Timeout>()
+  private stopped = false
+
+  constructor (opts: AnnouncerOptions) {
+    this.opts = opts
+  }
+
+  start (): void {
+    for (const tracker of this.opts.trackers) void this.announce(tracker, 'started')
+  }
+
+  completed (): void {
+    for (const tracker of this.opts.trackers) void this.announce(tracker, 'completed')
+  }
+
+  async stop (): Promise<void> {
+    if (this.stopped) return
+    this.stopped = true
+    for (const timer of this.timers.values()) clearTimeout(timer)
+    await Promise.all(this.opts.trackers.map((tracker) => this.request(tracker, 'stopped', STOP_TIMEOUT_MS).catch(() => {})))
+  }
+
+  private async announce (tracker: string, event: AnnounceEvent): Promise<void> {
+    let interval = DEFAULT_INTERVAL_S
+    try {
+      const reply = await this.request(tracker, event, REQUEST_TIMEOUT_MS)
+      if (this.stopped) return
+      const failure = reply['failure reason']
+      if (failure !== undefined) {
+        this.opts.onWarning(`tracker ${tracker} refused the announce: ${text(failure)}`)
+      } else {
+        if (typeof reply.interval === 'number' && reply.interval > 0) interval = reply.interval
+        this.opts.onPeers(peersOf(reply.peers))
+      }
+    } catch (err) {
+      if (this.stopped) return
+      this.opts.onWarning(`tracker ${tracker} is unreachable: ${(err as Error).message}`)
+    }
+    clearTimeout(this.timers.get(tracker))
+    this.timers.set(tracker, setTimeout(() => void this.announce(tracker, undefined), interval * 1000).unref())
+  }
+
+  private request (tracker: string, event: AnnounceEvent, timeoutMs: number): Promise<Record<string, unknown>> {
+    const { uploaded, downloaded, left } = this.opts.progress()
+    const query = `info_hash=${escapeBytes(this.opts.infoHash)}&peer_id=${escapeBytes(this.opts.peerId)}` +
+      `&port=${this.opts.port}&uploaded=${uploaded}&downloaded=${downloaded}&left=${left}&compact=1` +
+      `&numwant=${event === 'stopped' ? 0 : this.opts.numwant}${event ? `&event=${event}` : ''}`
+    const url = `${tracker}${tracker.includes('?') ? '&' : '?'}${query}`
+    return new Promise((resolve, reject) => {
+      const req = http.get(url, { timeout: timeoutMs, agent: false }, (res) => {
+        const chunks: Buffer[] = []
+        res.on('data', (c: Buffer) => chunks.push(c))
+        res.on('end', () => {
+          try {
+            const reply = bencode.decode(Buffer.concat(chunks))
+            if (typeof reply !== 'object' || reply === null) throw new Error('not a dictionary')
+            resolve(reply as Record<string, unknown>)
+          } catch (err) {
+            reject(new Error(`HTTP ${res.statusCode}, not a tracker reply (${(err as Error).message})`))
+          }
+        })
+        res.on('error', reject)
+      })
+      req.on('timeout', () => req.destroy(new Error(`no reply in ${timeoutMs / 1000} s`)))
+      req.on('error', reject)
+    })
+  }
+}
+
+/** Compact peers (6 bytes each: IPv4, port) or the original list of dictionaries. */
+function peersOf (raw: unknown): string[] {
+  if (raw instanceof Uint8Array) {
+    const out: string[] = []
+    for (let i = 0; i + 6 <= raw.length; i += 6) {
+      out.push(`${raw[i]}.${raw[i + 1]}.${raw[i + 2]}.${raw[i + 3]}:${((raw[i + 4] ?? 0) << 8) | (raw[i + 5] ?? 0)}`)
+    }
+    return out
+  }
+  if (!Array.isArray(raw)) return []
+  return raw.flatMap((p: unknown) => {
+    const peer = p as { ip?: unknown, port?: unknown }
+    return typeof peer.port === 'number' && peer.ip !== undefined ? [`${text(peer.ip)}:${peer.port}`] : []
+  })
+}
+
+function escapeBytes (bytes: Buffer): string {
+  let out = ''
+  for (const b of bytes) out += `%${b.toString(16).padStart(2, '0')}`
+  return out
+}
+
+function text (v: unknown): string {
+  return v instanceof Uint8Array ? Buffer.from(v).toString('utf8') : String(v)
+}

@@ -1,0 +1,84 @@
+// Pieces a node is downloading: which 16 KiB blocks of each are free, asked for, or in, the
+// piece's bytes as they arrive, and the SHA-1 check once the last block is in. Pieces and blocks
+// are the torrent's (BEP 3); a piece that fails its check starts over.
+import { createHash } from 'node:crypto'
+import { BLOCK_LENGTH, type BlockRequest } from './wire.ts'
+
+const FREE = 0
+const ASKED = 1
+const IN = 2
+
+interface Partial {
+  readonly data: Buffer
+  /** Per block: FREE, ASKED or IN. */
+  readonly blocks: Uint8Array
+  missing: number
+}
+
+export interface Layout {
+  readonly pieceLength: number
+  readonly pieceCount: number
+  readonly totalBytes: number
+  /** 20 bytes of SHA-1 per piece. */
+  readonly pieceHashes: Buffer
+}
+
+export type Received = { readonly state: 'partial' } | { readonly state: 'failed' } | { readonly state: 'verified', readonly data: Buffer }
+
+const PARTIAL: Received = { state: 'partial' }
+const FAILED: Received = { state: 'failed' }
+
+export class Assembly {
+  private readonly layout: Layout
+  private readonly partials = new Map<number, Partial>()
+  /** Pieces that passed their check (and may still be on their way to the store): never asked again. */
+  private readonly done: Uint8Array
+
+  constructor (layout: Layout) {
+    this.layout = layout
+    this.done = new Uint8Array(layout.pieceCount)
+  }
+
+  pieceSize (index: number): number {
+    return Math.min(this.layout.pieceLength, this.layout.totalBytes - index * this.layout.pieceLength)
+  }
+
+  /** The next free block of a piece, now asked for; undefined when every block is asked for or in. */
+  reserve (index: number): BlockRequest | undefined {
+    if (this.done[index] === 1) return undefined
+    let p = this.partials.get(index)
+    if (!p) {
+      const size = this.pieceSize(index)
+      const count = Math.ceil(size / BLOCK_LENGTH)
+      p = { data: Buffer.allocUnsafe(size), blocks: new Uint8Array(count), missing: count }
+      this.partials.set(index, p)
+    }
+    const block = p.blocks.indexOf(FREE)
+    if (block < 0) return undefined
+    p.blocks[block] = ASKED
+    const begin = block * BLOCK_LENGTH
+    return { index, begin, length: Math.min(BLOCK_LENGTH, p.data.length - begin) }
+  }
+
+  /** A block asked for will not come (rejected, timed out, its peer left): free it again. */
+  release (req: BlockRequest): void {
+    const p = this.partials.get(req.index)
+    const block = req.begin / BLOCK_LENGTH
+    if (p && p.blocks[block] === ASKED) p.blocks[block] = FREE
+  }
+
+  /** Takes a block (copied); once the piece is whole, checks it and forgets it. */
+  receive (req: BlockRequest, data: Buffer): Received {
+    const p = this.partials.get(req.index)
+    const block = req.begin / BLOCK_LENGTH
+    if (!p || p.blocks[block] === IN || data.length !== req.length) return PARTIAL
+    data.copy(p.data, req.begin)
+    p.blocks[block] = IN
+    if (--p.missing > 0) return PARTIAL
+    this.partials.delete(req.index)
+    const want = this.layout.pieceHashes.subarray(20 * req.index, 20 * req.index + 20)
+    if (!createHash('sha1').update(p.data).digest().equals(want)) return FAILED
+    this.done[req.index] = 1
+    return { state: 'verified', data: p.data }
+  }
+}

@@ -1,0 +1,140 @@
+// The peer connections of one member of a job's swarm (the head's seeder or a node): it listens,
+// dials the addresses it is given, runs the handshake, and keeps one connection per peer.
+import net from 'node:net'
+import { P2prunError } from '../errors.ts'
+import { Wire, type WireHandler } from './wire.ts'
+
+export interface ConnectionsOptions {
+  readonly infoHash: Buffer
+  readonly peerId: Buffer
+  readonly pieceCount: number
+  /** Port to listen on for peers; 0 for any free port. */
+  readonly port: number
+  /** Most connections, established and being set up, in both directions. */
+  readonly maxConns: number
+  readonly handler: WireHandler
+  /** A connection that passed the handshake and the one-per-peer rule, before any message is read. */
+  readonly onWire: (wire: Wire) => void
+}
+
+const HANDSHAKE_TIMEOUT_MS = 10_000
+const DIAL_TIMEOUT_MS = 10_000
+/** A persistent address (the head's seeder) that could not be reached is dialed again after this long. */
+const REDIAL_MS = 1000
+/** Peers may drop a connection silent for two minutes (BEP 3): say something every minute. */
+const KEEPALIVE_MS = 60_000
+
+export class Connections {
+  readonly port: number
+  readonly wires = new Set<Wire>()
+  private readonly opts: ConnectionsOptions
+  private readonly server: net.Server
+  private readonly ownHex: string
+  private readonly byPeer = new Map<string, Wire>()
+  /** Addresses dialed once: the tracker lists peers we may already know. */
+  private readonly dialed = new Set<string>()
+  private readonly timers = new Set<NodeJS.Timeout>()
+  private readonly keepAlive: NodeJS.Timeout
+  private settingUp = 0
+  private closed = false
+
+  static async listen (opts: ConnectionsOptions): Promise<Connections> {
+    const server = net.createServer({ noDelay: true })
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', (err: NodeJS.ErrnoException) => reject(new P2prunError('SWARM',
+        `cannot listen for peers on port ${opts.port}: ${err.code ?? err.message}`, { hint: 'choose another port, or 0 for any', cause: err })))
+      server.listen(opts.port, () => resolve())
+    })
+    return new Connections(opts, server)
+  }
+
+  private constructor (opts: ConnectionsOptions, server: net.Server) {
+    this.opts = opts
+    this.server = server
+    this.port = (server.address() as net.AddressInfo).port
+    this.ownHex = opts.peerId.toString('hex')
+    server.on('connection', (socket) => this.setUp(socket, false))
+    this.keepAlive = setInterval(() => {
+      const quiet = performance.now() - KEEPALIVE_MS
+      for (const wire of this.wires) if (wire.lastWrite < quiet) wire.keepAlive()
+    }, KEEPALIVE_MS / 2).unref()
+  }
+
+  /** Dials host:port unless it was dialed before; `persistent` addresses are dialed until reached. */
+  dial (address: string, persistent = false): void {
+    if (this.closed || this.dialed.has(address)) return
+    this.dialed.add(address)
+    const colon = address.lastIndexOf(':')
+    const host = address.slice(0, colon).replace(/^\[|\]$/g, '')
+    const port = Number(address.slice(colon + 1))
+    if (!host || !Number.isInteger(port) || port <= 0 || port > 65535) return
+    if (this.wires.size + this.settingUp >= this.opts.maxConns) return
+    const socket = net.connect({ host, port, noDelay: true, timeout: DIAL_TIMEOUT_MS })
+    socket.once('timeout', () => socket.destroy())
+    const again = () => {
+      if (!persistent || this.closed) return
+      const timer = setTimeout(() => { this.timers.delete(timer); this.dial(address, true) }, REDIAL_MS)
+      this.timers.add(timer)
+    }
+    socket.once('connect', () => socket.setTimeout(0))
+    this.setUp(socket, true).then((ok) => {
+      if (!ok) { this.dialed.delete(address); again() }
+    })
+  }
+
+  close (): Promise<void> {
+    if (this.closed) return Promise.resolve()
+    this.closed = true
+    clearInterval(this.keepAlive)
+    for (const timer of this.timers) clearTimeout(timer)
+    for (const wire of this.wires) wire.destroy()
+    return new Promise((resolve) => this.server.close(() => resolve()))
+  }
+
+  /** Resolves whether the socket became a wire. */
+  private async setUp (socket: net.Socket, outgoing: boolean): Promise<boolean> {
+    if (this.closed || (!outgoing && this.wires.size + this.settingUp >= this.opts.maxConns)) {
+      socket.destroy()
+      return false
+    }
+    this.settingUp++
+    try {
+      const wire = await Wire.handshake(socket, {
+        infoHash: this.opts.infoHash, peerId: this.opts.peerId, pieceCount: this.opts.pieceCount, outgoing, timeoutMs: HANDSHAKE_TIMEOUT_MS
+      })
+      if (this.closed || wire.peerId === this.ownHex || !this.keep(wire)) {
+        socket.destroy()
+        return wire.peerId !== this.ownHex && !this.closed // a duplicate is a peer reached
+      }
+      this.wires.add(wire)
+      this.byPeer.set(wire.peerId, wire)
+      socket.once('close', () => {
+        this.wires.delete(wire)
+        if (this.byPeer.get(wire.peerId) === wire) this.byPeer.delete(wire.peerId)
+      })
+      this.opts.onWire(wire)
+      wire.attach(this.opts.handler)
+      return true
+    } catch {
+      return false // refused, timed out or not a peer of this swarm: Wire.handshake destroyed it
+    } finally {
+      this.settingUp--
+    }
+  }
+
+  /**
+   * One connection per pair of peers: two nodes that learn of each other from the tracker both
+   * dial. Both ends keep the connection dialed by the smaller peer id; of two dialed by the same
+   * end (the head reached by its seeder address and by the tracker's), the first.
+   */
+  private keep (wire: Wire): boolean {
+    const other = this.byPeer.get(wire.peerId)
+    if (!other || other.destroyed) return true
+    if (other.outgoing === wire.outgoing) return false
+    const keepDialer = this.ownHex < wire.peerId ? this.ownHex : wire.peerId
+    const dialer = wire.outgoing ? this.ownHex : wire.peerId
+    if (dialer !== keepDialer) return false
+    other.destroy()
+    return true
+  }
+}

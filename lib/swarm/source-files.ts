@@ -1,0 +1,65 @@
+// The head's read-only view of the source directory as the torrent's byte stream: a piece is read
+// straight from the real files it spans, so the seeder never copies or writes the libraries.
+import { createHash } from 'node:crypto'
+import { open, type FileHandle } from 'node:fs/promises'
+import type { Layout } from './assembly.ts'
+
+export interface SourceFile {
+  readonly path: string
+  /** Where the file starts in the torrent's byte stream. */
+  readonly offset: number
+  readonly length: number
+}
+
+export class SourceFiles {
+  private readonly files: readonly SourceFile[]
+  private readonly layout: Layout
+  private readonly handles = new Map<string, Promise<FileHandle>>()
+
+  constructor (files: readonly SourceFile[], layout: Layout) {
+    this.files = files
+    this.layout = layout
+  }
+
+  async readPiece (index: number): Promise<Buffer> {
+    const start = index * this.layout.pieceLength
+    const out = Buffer.allocUnsafe(Math.min(this.layout.pieceLength, this.layout.totalBytes - start))
+    const end = start + out.length
+    await Promise.all(this.files
+      .filter((f) => f.offset < end && f.offset + f.length > start)
+      .map(async (f) => {
+        const from = Math.max(start, f.offset)
+        const to = Math.min(end, f.offset + f.length)
+        const { bytesRead } = await (await this.handle(f.path)).read(out, from - start, to - from, from - f.offset)
+        if (bytesRead !== to - from) throw new Error(`${f.path} is shorter than described`)
+      }))
+    return out
+  }
+
+  /** How many pieces of the source do not hash to the description's. */
+  async countMismatches (): Promise<number> {
+    let bad = 0
+    for (let i = 0; i < this.layout.pieceCount; i++) {
+      const want = this.layout.pieceHashes.subarray(20 * i, 20 * i + 20)
+      const got = await this.readPiece(i).then((piece) => createHash('sha1').update(piece).digest(), () => undefined)
+      if (!got?.equals(want)) bad++
+    }
+    return bad
+  }
+
+  async close (): Promise<void> {
+    const handles = [...this.handles.values()]
+    this.handles.clear()
+    await Promise.allSettled(handles.map(async (h) => (await h).close()))
+  }
+
+  private handle (file: string): Promise<FileHandle> {
+    let handle = this.handles.get(file)
+    if (!handle) {
+      handle = open(file, 'r')
+      this.handles.set(file, handle)
+      handle.catch(() => this.handles.delete(file))
+    }
+    return handle
+  }
+}

@@ -4,7 +4,6 @@
 import { readFile } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
-import { parse as parseYaml } from 'yaml'
 import { configError } from './errors.ts'
 
 export type DataMode = 'block' | 'file' | 'eager'
@@ -162,7 +161,9 @@ async function loadYaml (sources: ConfigSources): Promise<{ file: string, values
   }
   let doc: unknown
   try {
-    doc = parseYaml(text)
+    // Imported only when there is a file to parse: every node agent and rank step loads this module.
+    const { parse } = await import('yaml')
+    doc = parse(text)
   } catch (err) {
     throw configError(`${file} is not valid YAML: ${(err as Error).message.split('\n')[0]}`, 'fix the file or remove it')
   }

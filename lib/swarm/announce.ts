@@ -2,8 +2,11 @@
 // set is complete, at the tracker's interval, and when leaving. A tracker that fails is reported
 // and retried at the next interval; the head's seeder address, handed out at launch, does not
 // depend on it.
-import http from 'node:http'
 import bencode from 'bencode'
+
+// Importing node:http as an ES module evaluates every export, WebSocket's among them, which loads
+// undici: 7 ms of each node agent's start. The CommonJS module object has them as lazy getters.
+const http = process.getBuiltinModule('node:http')
 
 export type AnnounceEvent = 'started' | 'completed' | 'stopped' | undefined
 

@@ -43,8 +43,11 @@ export class Assembly {
     return Math.min(this.layout.pieceLength, this.layout.totalBytes - index * this.layout.pieceLength)
   }
 
-  /** The next free block of a piece, now asked for; undefined when every block is asked for or in. */
-  reserve (index: number): BlockRequest | undefined {
+  /**
+   * The next free run of blocks of a piece, at most `maxLength` bytes, now asked for; undefined
+   * when every block is asked for or in.
+   */
+  reserve (index: number, maxLength: number): BlockRequest | undefined {
     if (this.done[index] === 1) return undefined
     let p = this.partials.get(index)
     if (!p) {
@@ -53,32 +56,43 @@ export class Assembly {
       p = { data: Buffer.allocUnsafe(size), blocks: new Uint8Array(count), missing: count }
       this.partials.set(index, p)
     }
-    const block = p.blocks.indexOf(FREE)
-    if (block < 0) return undefined
-    p.blocks[block] = ASKED
-    const begin = block * BLOCK_LENGTH
-    return { index, begin, length: Math.min(BLOCK_LENGTH, p.data.length - begin) }
+    const first = p.blocks.indexOf(FREE)
+    if (first < 0) return undefined
+    let end = first + 1
+    while (end < p.blocks.length && p.blocks[end] === FREE && (end - first + 1) * BLOCK_LENGTH <= maxLength) end++
+    p.blocks.fill(ASKED, first, end)
+    const begin = first * BLOCK_LENGTH
+    return { index, begin, length: Math.min(end * BLOCK_LENGTH, p.data.length) - begin }
   }
 
-  /** A block asked for will not come (rejected, timed out, its peer left): free it again. */
+  /** Blocks asked for will not come (rejected, timed out, their peer left): free them again. */
   release (req: BlockRequest): void {
     const p = this.partials.get(req.index)
-    const block = req.begin / BLOCK_LENGTH
-    if (p && p.blocks[block] === ASKED) p.blocks[block] = FREE
+    if (!p) return
+    const [first, end] = blocksOf(req)
+    for (let b = first; b < end; b++) if (p.blocks[b] === ASKED) p.blocks[b] = FREE
   }
 
-  /** Takes a block (copied); once the piece is whole, checks it and forgets it. */
+  /** Takes blocks (copied); once the piece is whole, checks it and forgets it. */
   receive (req: BlockRequest, data: Buffer): Received {
     const p = this.partials.get(req.index)
-    const block = req.begin / BLOCK_LENGTH
-    if (!p || p.blocks[block] === IN || data.length !== req.length) return PARTIAL
+    if (!p || data.length !== req.length || req.begin + req.length > p.data.length) return PARTIAL
+    const [first, end] = blocksOf(req)
     data.copy(p.data, req.begin)
-    p.blocks[block] = IN
-    if (--p.missing > 0) return PARTIAL
+    for (let b = first; b < end; b++) {
+      if (p.blocks[b] !== IN) p.missing--
+      p.blocks[b] = IN
+    }
+    if (p.missing > 0) return PARTIAL
     this.partials.delete(req.index)
     const want = this.layout.pieceHashes.subarray(20 * req.index, 20 * req.index + 20)
     if (!createHash('sha1').update(p.data).digest().equals(want)) return FAILED
     this.done[req.index] = 1
     return { state: 'verified', data: p.data }
   }
+}
+
+/** The blocks [first, end) a request covers. */
+function blocksOf (req: BlockRequest): [number, number] {
+  return [Math.floor(req.begin / BLOCK_LENGTH), Math.ceil((req.begin + req.length) / BLOCK_LENGTH)]
 }

@@ -23,6 +23,7 @@ const DIAL_TIMEOUT_MS = 10_000
 const REDIAL_MS = 1000
 /** Peers may drop a connection silent for two minutes (BEP 3): say something every minute. */
 const KEEPALIVE_MS = 60_000
+const READ_BUFFER = Buffer.allocUnsafe(64 * 1024)
 
 export class Connections {
   readonly port: number
@@ -53,7 +54,7 @@ export class Connections {
     this.server = server
     this.port = (server.address() as net.AddressInfo).port
     this.ownHex = opts.peerId.toString('hex')
-    server.on('connection', (socket) => this.setUp(socket, false))
+    server.on('connection', (socket) => this.accept(socket))
     this.keepAlive = setInterval(() => {
       const quiet = performance.now() - KEEPALIVE_MS
       for (const wire of this.wires) if (wire.lastWrite < quiet) wire.keepAlive()
@@ -69,17 +70,21 @@ export class Connections {
     const port = Number(address.slice(colon + 1))
     if (!host || !Number.isInteger(port) || port <= 0 || port > 65535) return
     if (this.wires.size + this.settingUp >= this.opts.maxConns) return
-    const socket = net.connect({ host, port, noDelay: true, timeout: DIAL_TIMEOUT_MS })
-    socket.once('timeout', () => socket.destroy())
-    const again = () => {
-      if (!persistent || this.closed) return
-      const timer = setTimeout(() => { this.timers.delete(timer); this.dial(address, true) }, REDIAL_MS)
-      this.timers.add(timer)
-    }
-    socket.once('connect', () => socket.setTimeout(0))
-    this.setUp(socket, true).then((ok) => {
-      if (!ok) { this.dialed.delete(address); again() }
+    // Reads land in one buffer shared by every dialed socket: a wire copies out what it keeps.
+    let wire: Wire | undefined
+    const socket = net.connect({
+      host, port, noDelay: true, timeout: DIAL_TIMEOUT_MS,
+      onread: { buffer: READ_BUFFER, callback: (n: number, buf: Uint8Array) => { wire?.receive(Buffer.from(buf.buffer, buf.byteOffset, n), true); return true } }
     })
+    socket.once('timeout', () => socket.destroy())
+    socket.once('connect', () => {
+      socket.setTimeout(0)
+      wire = this.newWire(socket, true)
+      this.setUp(wire).then((ok) => {
+        if (!ok) this.again(address, persistent)
+      })
+    })
+    socket.once('error', () => { if (!wire) this.again(address, persistent) })
   }
 
   close (): Promise<void> {
@@ -91,35 +96,52 @@ export class Connections {
     return new Promise((resolve) => this.server.close(() => resolve()))
   }
 
-  /** Resolves whether the socket became a wire. */
-  private async setUp (socket: net.Socket, outgoing: boolean): Promise<boolean> {
-    if (this.closed || (!outgoing && this.wires.size + this.settingUp >= this.opts.maxConns)) {
+  private again (address: string, persistent: boolean): void {
+    this.dialed.delete(address)
+    if (!persistent || this.closed) return
+    const timer = setTimeout(() => { this.timers.delete(timer); this.dial(address, true) }, REDIAL_MS)
+    this.timers.add(timer)
+  }
+
+  private accept (socket: net.Socket): void {
+    if (this.closed || this.wires.size + this.settingUp >= this.opts.maxConns) {
       socket.destroy()
-      return false
+      return
     }
+    const wire = this.newWire(socket, false)
+    socket.on('data', (chunk: Buffer) => wire.receive(chunk, false))
+    void this.setUp(wire)
+  }
+
+  private newWire (socket: net.Socket, outgoing: boolean): Wire {
+    return new Wire(socket, {
+      infoHash: this.opts.infoHash, peerId: this.opts.peerId, pieceCount: this.opts.pieceCount, outgoing, timeoutMs: HANDSHAKE_TIMEOUT_MS
+    })
+  }
+
+  /** Resolves whether the connection reached a peer of this swarm. */
+  private async setUp (wire: Wire): Promise<boolean> {
     this.settingUp++
     try {
-      const wire = await Wire.handshake(socket, {
-        infoHash: this.opts.infoHash, peerId: this.opts.peerId, pieceCount: this.opts.pieceCount, outgoing, timeoutMs: HANDSHAKE_TIMEOUT_MS
-      })
-      if (this.closed || wire.peerId === this.ownHex || !this.keep(wire)) {
-        socket.destroy()
-        return wire.peerId !== this.ownHex && !this.closed // a duplicate is a peer reached
-      }
-      this.wires.add(wire)
-      this.byPeer.set(wire.peerId, wire)
-      socket.once('close', () => {
-        this.wires.delete(wire)
-        if (this.byPeer.get(wire.peerId) === wire) this.byPeer.delete(wire.peerId)
-      })
-      this.opts.onWire(wire)
-      wire.attach(this.opts.handler)
-      return true
+      await wire.ready
     } catch {
-      return false // refused, timed out or not a peer of this swarm: Wire.handshake destroyed it
+      return false // refused, timed out or not a peer of this swarm: the wire destroyed its socket
     } finally {
       this.settingUp--
     }
+    if (this.closed || wire.peerId === this.ownHex || !this.keep(wire)) {
+      wire.destroy()
+      return wire.peerId !== this.ownHex && !this.closed // a duplicate is a peer reached
+    }
+    this.wires.add(wire)
+    this.byPeer.set(wire.peerId, wire)
+    wire.socket.once('close', () => {
+      this.wires.delete(wire)
+      if (this.byPeer.get(wire.peerId) === wire) this.byPeer.delete(wire.peerId)
+    })
+    this.opts.onWire(wire)
+    wire.attach(this.opts.handler)
+    return true
   }
 
   /**

@@ -14,7 +14,7 @@ import { Connections } from './connections.ts'
 import { isHeadPeerId, newPeerId } from './peer-id.ts'
 import { PieceCache } from './piece-cache.ts'
 import { PiecePicker, Priority } from './picker.ts'
-import type { BlockRequest, Wire } from './wire.ts'
+import { MAX_REQUEST_LENGTH, type BlockRequest, type Wire } from './wire.ts'
 
 export interface NodeOptions {
   readonly storeDir: string
@@ -197,7 +197,7 @@ export class SwarmNode implements ByteSource {
   /** Answers a peer's request from the cache or the store; a piece we lack is turned down. */
   private serve (wire: Wire, req: BlockRequest): void {
     const size = this.have.get(req.index) ? this.assembly.pieceSize(req.index) : 0
-    if (req.length === 0 || req.begin + req.length > size) return wire.reject(req)
+    if (req.length === 0 || req.length > MAX_REQUEST_LENGTH || req.begin + req.length > size) return wire.reject(req)
     const cached = this.cache.get(req.index)
     if (cached) {
       this.uploaded += req.length

@@ -8,18 +8,24 @@
 //    between reads.
 //  - Shallow pipelines: keeping 0.5-1 s of requests in flight per peer (sized for internet round
 //    trips) queues a program's read behind a second of background blocks.
-import { isHeadPeerId } from './peer-id.ts'
+import { isHeadPeerId, isP2prunPeerId } from './peer-id.ts'
 import type { Assembly } from './assembly.ts'
 import type { Bitfield } from './bitfield.ts'
-import type { BlockRequest, Wire } from './wire.ts'
+import { BLOCK_LENGTH, type BlockRequest, type Wire } from './wire.ts'
 
 export const Priority = { Background: 0, File: 1, Read: 2 } as const
 export type Priority = typeof Priority[keyof typeof Priority]
 
-/** Blocks (16 KiB) in flight per peer for file and background pieces: enough on a LAN. */
-const PIPELINE = 6
-/** Blocks a peer may take beyond PIPELINE for reads a program is blocked on. */
-const READ_EXTRA = 8
+/** Bytes in flight per peer for file and background pieces: enough on a LAN. */
+const PIPELINE_BYTES = 96 * 1024
+/** Bytes a peer may take beyond PIPELINE_BYTES for reads a program is blocked on. */
+const READ_EXTRA_BYTES = 128 * 1024
+/**
+ * Request size for p2prun's own peers: a 64 KiB request costs about what a 16 KiB one does to
+ * send, serve and assemble (4 nodes fetching over loopback: 10% less CPU per node, 20% less at
+ * the head). Other clients get BEP 3's 16 KiB.
+ */
+const P2PRUN_REQUEST_LENGTH = 64 * 1024
 /**
  * After the head turned a piece down (it is sending it to another node: see the seeder's
  * deferToPeersMs), ask peers for it and the head again only after this long.
@@ -28,6 +34,7 @@ const HEAD_BACKOFF_MS = 250
 
 interface Peer {
   readonly head: boolean
+  readonly requestLength: number
   /** Whether its pieces are in peerHave: while it lets us download (unchoked). */
   counted: boolean
   /** The bitfield counted in peerHave (a bitfield message replaces the wire's). */
@@ -82,7 +89,12 @@ export class PiecePicker {
   }
 
   addWire (wire: Wire): void {
-    this.peers.set(wire, { head: isHeadPeerId(wire.peerId), counted: false, pieces: wire.peerPieces })
+    this.peers.set(wire, {
+      head: isHeadPeerId(wire.peerId),
+      requestLength: isP2prunPeerId(wire.peerId) ? P2PRUN_REQUEST_LENGTH : BLOCK_LENGTH,
+      counted: false,
+      pieces: wire.peerPieces
+    })
   }
 
   removeWire (wire: Wire): void {
@@ -129,7 +141,7 @@ export class PiecePicker {
     setImmediate(() => {
       this.scheduled = false
       if (this.closed) return
-      for (const [wire, peer] of this.peers) this.update(wire, peer.head)
+      for (const [wire, peer] of this.peers) this.update(wire, peer)
     })
   }
 
@@ -138,27 +150,27 @@ export class PiecePicker {
     clearTimeout(this.backoffTimer)
   }
 
-  private update (wire: Wire, head: boolean): void {
+  private update (wire: Wire, peer: Peer): void {
     if (wire.destroyed || wire.peerChoking) return
     const [background, file, read] = this.wants as [Set<number>, Set<number>, Set<number>]
-    if (!this.fill(wire, read, PIPELINE + READ_EXTRA, head)) return
-    if (!this.fill(wire, file, PIPELINE, head)) return
-    if (read.size === 0) this.fill(wire, background, PIPELINE, head)
+    if (!this.fill(wire, peer, read, PIPELINE_BYTES + READ_EXTRA_BYTES)) return
+    if (!this.fill(wire, peer, file, PIPELINE_BYTES)) return
+    if (read.size === 0) this.fill(wire, peer, background, PIPELINE_BYTES)
   }
 
-  /** Requests blocks of wanted pieces the wire has until it holds `depth`; false once it is full. */
-  private fill (wire: Wire, wanted: Set<number>, depth: number, head: boolean): boolean {
-    if (wire.outstanding.length >= depth) return false
+  /** Requests blocks of wanted pieces the wire has until `depth` bytes are in flight; false once it is full. */
+  private fill (wire: Wire, peer: Peer, wanted: Set<number>, depth: number): boolean {
+    if (wire.outstandingBytes >= depth) return false
     const now = performance.now()
     for (const piece of wanted) {
       if (!wire.peerPieces.get(piece)) continue
-      if (head && (this.peerHave[piece] !== 0 || (this.headBackoff[piece] ?? 0) > now)) continue
-      while (wire.outstanding.length < depth) {
-        const req = this.assembly.reserve(piece)
+      if (peer.head && (this.peerHave[piece] !== 0 || (this.headBackoff[piece] ?? 0) > now)) continue
+      while (wire.outstandingBytes < depth) {
+        const req = this.assembly.reserve(piece, peer.requestLength)
         if (!req) break
         wire.request(req)
       }
-      if (wire.outstanding.length >= depth) return false
+      if (wire.outstandingBytes >= depth) return false
     }
     return true
   }

@@ -9,7 +9,7 @@ import { Connections } from './connections.ts'
 import { newPeerId } from './peer-id.ts'
 import { PieceCache } from './piece-cache.ts'
 import { SourceFiles, type SourceFile } from './source-files.ts'
-import type { BlockRequest, Wire } from './wire.ts'
+import { MAX_REQUEST_LENGTH, type BlockRequest, type Wire } from './wire.ts'
 
 export interface SeederOptions {
   readonly port: number
@@ -126,7 +126,7 @@ class Serving {
 
   private serve (wire: Wire, req: BlockRequest): void {
     const size = req.index < this.desc.pieceCount ? Math.min(this.desc.pieceLength, this.desc.totalBytes - req.index * this.desc.pieceLength) : 0
-    if (req.length === 0 || req.begin + req.length > size) return wire.reject(req)
+    if (req.length === 0 || req.length > MAX_REQUEST_LENGTH || req.begin + req.length > size) return wire.reject(req)
     if (this.deferred(wire, req.index)) return wire.reject(req)
     this.piece(req.index).then((piece) => {
       const send = () => {

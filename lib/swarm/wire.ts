@@ -11,7 +11,10 @@
 import type { Socket } from 'node:net'
 import { Bitfield } from './bitfield.ts'
 
+/** The unit pieces are assembled in, and the request size BEP 3 clients accept. */
 export const BLOCK_LENGTH = 16384
+/** The largest request p2prun serves (a message of a block, a bitfield of a million pieces, fit). */
+export const MAX_REQUEST_LENGTH = 1 << 17
 
 export interface BlockRequest {
   readonly index: number
@@ -46,8 +49,7 @@ const MSG = {
   choke: 0, unchoke: 1, interested: 2, notInterested: 3, have: 4, bitfield: 5, request: 6, piece: 7, cancel: 8,
   haveAll: 0x0e, haveNone: 0x0f, reject: 0x10
 } as const
-/** A bitfield for a million pieces, or a piece message of the largest block peers send. */
-const MAX_MESSAGE_LENGTH = 1 << 17
+const MAX_MESSAGE_LENGTH = MAX_REQUEST_LENGTH + 9
 
 export interface HandshakeOptions {
   readonly infoHash: Buffer
@@ -61,74 +63,67 @@ export interface HandshakeOptions {
 export class Wire {
   readonly socket: Socket
   readonly outgoing: boolean
-  /** The peer's id, hex. */
-  readonly peerId: string
+  /** The peer's id, hex; known once `ready` resolved. */
+  peerId = ''
   /** Both ends support the Fast Extension. */
-  readonly fast: boolean
+  fast = false
+  /** Resolves when both handshakes are through; rejects (and destroys the socket) on any mismatch. */
+  readonly ready: Promise<void>
   peerPieces: Bitfield
   peerChoking = true
   amChoking = true
   amInterested = false
-  /** Requests we sent that are not answered yet, oldest first. */
+  /** Requests we sent that are not answered yet, oldest first, and their bytes. */
   readonly outstanding: Outstanding[] = []
+  outstandingBytes = 0
   /** Block payload bytes received from and sent to this peer. */
   downloaded = 0
   uploaded = 0
   /** performance.now() of the last write, for keep-alives. */
   lastWrite = performance.now()
   destroyed = false
+  private readonly opts: HandshakeOptions
   private handler: WireHandler | undefined
+  private shook: (() => void) | undefined
+  private failed: ((err: Error) => void) | undefined
+  /** Whether writes are being gathered until the end of this event-loop turn. */
+  private corked = false
   private readonly chunks: Buffer[] = []
   private buffered = 0
   private messageLength = -1
 
-  private constructor (socket: Socket, outgoing: boolean, peerId: string, fast: boolean, pieceCount: number) {
+  /** Starts the handshake on a connected socket; its bytes arrive through `receive`. */
+  constructor (socket: Socket, opts: HandshakeOptions) {
     this.socket = socket
-    this.outgoing = outgoing
-    this.peerId = peerId
-    this.fast = fast
-    this.peerPieces = new Bitfield(pieceCount)
+    this.outgoing = opts.outgoing
+    this.opts = opts
+    this.peerPieces = new Bitfield(opts.pieceCount)
+    socket.setNoDelay(true)
+    this.ready = new Promise<void>((resolve, reject) => { this.shook = resolve; this.failed = reject })
+    const timer = setTimeout(() => this.fail('no handshake in time'), opts.timeoutMs)
+    this.ready.then(() => clearTimeout(timer), () => clearTimeout(timer))
+    socket.on('error', (err) => this.fail(err.message))
+    socket.on('close', () => this.fail('closed'))
+    if (opts.outgoing) this.socket.write(this.ownHandshake())
   }
 
-  /** Exchanges handshakes on a connected socket; rejects (and destroys the socket) on any mismatch. */
-  static handshake (socket: Socket, opts: HandshakeOptions): Promise<Wire> {
-    socket.setNoDelay(true)
-    const ours = Buffer.concat([PROTOCOL, Buffer.from([0, 0, 0, 0, 0, 0, 0, FAST_BIT]), opts.infoHash, opts.peerId])
-    if (opts.outgoing) socket.write(ours)
-    return new Promise((resolve, reject) => {
-      let got: Buffer = Buffer.alloc(0)
-      const fail = (why: string) => { cleanup(); socket.destroy(); reject(new Error(why)) }
-      const timer = setTimeout(() => fail('no handshake in time'), opts.timeoutMs)
-      const onClose = () => fail('closed during the handshake')
-      const onError = (err: Error) => fail(err.message)
-      const onData = (chunk: Buffer) => {
-        got = got.length === 0 ? chunk : Buffer.concat([got, chunk])
-        if (got.length < HANDSHAKE_LENGTH) return
-        if (!got.subarray(0, 20).equals(PROTOCOL)) return fail('not a BitTorrent peer')
-        if (!got.subarray(28, 48).equals(opts.infoHash)) return fail('the peer has another torrent')
-        cleanup()
-        if (!opts.outgoing) socket.write(ours)
-        const fast = ((got[27] ?? 0) & FAST_BIT) !== 0
-        const wire = new Wire(socket, opts.outgoing, got.subarray(48, 68).toString('hex'), fast, opts.pieceCount)
-        const rest = got.subarray(HANDSHAKE_LENGTH)
-        if (rest.length > 0) wire.chunks.push(Buffer.from(rest))
-        wire.buffered = rest.length
-        resolve(wire)
-      }
-      const cleanup = () => {
-        clearTimeout(timer)
-        socket.off('data', onData).off('close', onClose).off('error', onError)
-      }
-      socket.on('data', onData).on('close', onClose).on('error', onError)
-    })
+  /**
+   * Bytes from the socket. A `borrowed` chunk is the socket's reusable read buffer (net's onread),
+   * valid only during this call: what stays queued is copied.
+   */
+  receive (chunk: Buffer, borrowed: boolean): void {
+    if (this.destroyed) return
+    this.chunks.push(chunk)
+    this.buffered += chunk.length
+    if (this.shook) this.parseHandshake()
+    if (this.handler) this.parse()
+    const last = this.chunks.length - 1
+    if (borrowed && last >= 0) this.chunks[last] = Buffer.from(this.chunks[last] as Buffer)
   }
 
   /** Starts delivering messages (any that arrived with the handshake first). */
   attach (handler: WireHandler): void {
     this.handler = handler
-    this.socket.on('data', (chunk: Buffer) => { this.chunks.push(chunk); this.buffered += chunk.length; this.parse() })
-    this.socket.on('error', () => this.destroy())
-    this.socket.on('close', () => this.destroy())
     this.parse()
   }
 
@@ -155,11 +150,13 @@ export class Wire {
 
   request (req: BlockRequest): void {
     this.outstanding.push({ ...req, at: performance.now() })
+    this.outstandingBytes += req.length
     this.send(MSG.request, triple(req))
   }
 
-  /** Forgets outstanding requests (timed out): a block that still arrives is dropped. */
+  /** Forgets outstanding requests (timed out, or the peer left): a block that still arrives is dropped. */
   forget (): BlockRequest[] {
+    this.outstandingBytes = 0
     return this.outstanding.splice(0)
   }
 
@@ -170,12 +167,9 @@ export class Wire {
     header[4] = MSG.piece
     header.writeUInt32BE(req.index, 5)
     header.writeUInt32BE(req.begin, 9)
-    this.socket.cork()
-    this.socket.write(header)
-    this.socket.write(data)
-    this.socket.uncork()
+    this.write(header)
+    this.write(data)
     this.uploaded += data.length
-    this.lastWrite = performance.now()
   }
 
   /** Turns a request down; without the Fast Extension there is no such message and it is dropped. */
@@ -184,16 +178,38 @@ export class Wire {
   }
 
   keepAlive (): void {
-    if (this.destroyed) return
-    this.socket.write(Buffer.alloc(4))
-    this.lastWrite = performance.now()
+    if (!this.destroyed) this.write(Buffer.alloc(4))
   }
 
   destroy (): void {
     if (this.destroyed) return
     this.destroyed = true
     this.socket.destroy()
+    this.failed?.(new Error('closed during the handshake'))
     this.handler?.onClose(this)
+  }
+
+  private fail (why: string): void {
+    if (this.shook) this.failed?.(new Error(why))
+    this.destroy()
+  }
+
+  private ownHandshake (): Buffer {
+    return Buffer.concat([PROTOCOL, Buffer.from([0, 0, 0, 0, 0, 0, 0, FAST_BIT]), this.opts.infoHash, this.opts.peerId])
+  }
+
+  private parseHandshake (): void {
+    if (this.buffered < HANDSHAKE_LENGTH) return
+    const got = this.take(HANDSHAKE_LENGTH)
+    if (!got.subarray(0, 20).equals(PROTOCOL)) return this.fail('not a BitTorrent peer')
+    if (!got.subarray(28, 48).equals(this.opts.infoHash)) return this.fail('the peer has another torrent')
+    if (!this.outgoing) this.socket.write(this.ownHandshake())
+    this.fast = ((got[27] ?? 0) & FAST_BIT) !== 0
+    this.peerId = got.subarray(48, 68).toString('hex')
+    const shook = this.shook
+    this.shook = undefined
+    this.failed = undefined
+    shook?.()
   }
 
   private send (id: number, payload?: Buffer): void {
@@ -203,8 +219,25 @@ export class Wire {
     msg.writeUInt32BE(length, 0)
     msg[4] = id
     payload?.copy(msg, 5)
-    this.socket.write(msg)
-    this.lastWrite = performance.now()
+    this.write(msg)
+  }
+
+  /**
+   * Everything written in one event-loop turn goes out as one gathered write at its end: a node
+   * sends a request, a have or a block to many peers per turn, and a system call per message
+   * cost more CPU than the bytes themselves.
+   */
+  private write (buf: Buffer): void {
+    if (!this.corked) {
+      this.corked = true
+      this.socket.cork()
+      setImmediate(() => {
+        this.corked = false
+        if (!this.destroyed) this.socket.uncork()
+      })
+      this.lastWrite = performance.now()
+    }
+    this.socket.write(buf)
   }
 
   private parse (): void {
@@ -249,7 +282,7 @@ export class Wire {
       case MSG.choke:
         this.peerChoking = true
         // Without the Fast Extension a choke silently drops every pending request.
-        if (!this.fast) for (const req of this.outstanding.splice(0)) h.onReject(this, req)
+        if (!this.fast) for (const req of this.forget()) h.onReject(this, req)
         return h.onChoke(this)
       case MSG.unchoke:
         this.peerChoking = false
@@ -300,7 +333,9 @@ export class Wire {
   /** Removes and returns the outstanding request a piece or reject answers. */
   private settle (index: number, begin: number, length: number): BlockRequest | undefined {
     const i = this.outstanding.findIndex((r) => r.index === index && r.begin === begin && r.length === length)
-    return i < 0 ? undefined : this.outstanding.splice(i, 1)[0]
+    if (i < 0) return undefined
+    this.outstandingBytes -= length
+    return this.outstanding.splice(i, 1)[0]
   }
 }
 

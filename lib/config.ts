@@ -162,8 +162,8 @@ async function loadYaml (sources: ConfigSources): Promise<{ file: string, values
   let doc: unknown
   try {
     // Imported only when there is a file to parse: every node agent and rank step loads this module.
-    const { parse } = await import('yaml')
-    doc = parse(text)
+    const { parseYaml } = await import('./yaml.ts')
+    doc = parseYaml(text)
   } catch (err) {
     throw configError(`${file} is not valid YAML: ${(err as Error).message.split('\n')[0]}`, 'fix the file or remove it')
   }

@@ -36,11 +36,15 @@ async function example (t: Test) {
  * squeue is the only way to see it: a bounded wait.
  */
 async function queueEmpty (): Promise<void> {
+  let queue = ''
   for (let i = 0; i < 300; i++) {
-    if ((await slurm('squeue', ['-h'])).stdout.trim() === '') return
+    queue = (await slurm('squeue', ['-h', '-o', '%i %T %R'])).stdout.trim()
+    if (queue === '') return
     await delay(100)
   }
-  throw new Error('jobs still in the queue after 30 s')
+  const { stdout } = await run('ps', ['-eo', 'pid,etime,args'])
+  const ours = stdout.split('\n').filter((l) => /p2prun|slurmstepd|libdata/.test(l) && !/ps -eo/.test(l))
+  throw new Error(`jobs still in the queue after 30 s: ${queue.replace(/\n/g, '; ')}; processes: ${ours.join('; ')}`)
 }
 
 /** No mount, agent state, node agent or head of any p2prun job is left on any node. */

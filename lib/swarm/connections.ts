@@ -35,6 +35,8 @@ export class Connections {
   /** Addresses dialed once: the tracker lists peers we may already know. */
   private readonly dialed = new Set<string>()
   private readonly timers = new Set<NodeJS.Timeout>()
+  /** Every socket, set up or not: closing waits for none of them. */
+  private readonly sockets = new Set<net.Socket>()
   private readonly keepAlive: NodeJS.Timeout
   private settingUp = 0
   private closed = false
@@ -76,6 +78,7 @@ export class Connections {
       host, port, noDelay: true, timeout: DIAL_TIMEOUT_MS,
       onread: { buffer: READ_BUFFER, callback: (n: number, buf: Uint8Array) => { wire?.receive(Buffer.from(buf.buffer, buf.byteOffset, n), true); return true } }
     })
+    this.track(socket)
     socket.once('timeout', () => socket.destroy())
     socket.once('connect', () => {
       socket.setTimeout(0)
@@ -93,7 +96,13 @@ export class Connections {
     clearInterval(this.keepAlive)
     for (const timer of this.timers) clearTimeout(timer)
     for (const wire of this.wires) wire.destroy()
+    for (const socket of this.sockets) socket.destroy()
     return new Promise((resolve) => this.server.close(() => resolve()))
+  }
+
+  private track (socket: net.Socket): void {
+    this.sockets.add(socket)
+    socket.once('close', () => this.sockets.delete(socket))
   }
 
   private again (address: string, persistent: boolean): void {
@@ -108,6 +117,7 @@ export class Connections {
       socket.destroy()
       return
     }
+    this.track(socket)
     const wire = this.newWire(socket, false)
     socket.on('data', (chunk: Buffer) => wire.receive(chunk, false))
     void this.setUp(wire)

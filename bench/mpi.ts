@@ -23,6 +23,7 @@ const { values: opts } = parseArgs({
   options: { nodes: { type: 'string', default: '4' }, rate: { type: 'string', default: '100mbit' } }
 })
 const n = Number(opts.nodes)
+if (!Number.isInteger(n) || n < 2) throw new Error(`--nodes ${opts.nodes}: expected one node count of at least 2, e.g. --nodes 8 (run once per count)`)
 
 /** Open MPI across the nodes: one rank per node, started through the rsh agent, TCP on eth0. */
 const mpiArgs = (hostfile: string) => ['--allow-run-as-root', '--hostfile', hostfile, '--map-by', 'ppr:1:node',

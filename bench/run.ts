@@ -38,6 +38,8 @@ interface Row {
   serverBytes: number
   bytesPerNode: number
   agentStartS?: number
+  /** CPU seconds one node agent used until its mount was up (Node start, imports, joining, mounting), median. */
+  agentStartCpuS?: number
   /** CPU seconds one node agent used (user + system; and the system part), median over nodes. */
   agentCpuS?: number
   agentSysS?: number
@@ -77,10 +79,18 @@ async function serverTicks (): Promise<Map<number, number>> {
 }
 
 /** Starts one script per node at the same moment; each prints "done" when its driver exited. */
-async function timeNodes (n: number, script: (k: number) => string): Promise<{ times: number[], starts: number[], cpus: Array<{ user: number, system: number }> }> {
+interface NodeTimes {
+  times: number[]
+  starts: number[]
+  startCpus: number[]
+  cpus: Array<{ user: number, system: number }>
+}
+
+async function timeNodes (n: number, script: (k: number) => string): Promise<NodeTimes> {
   const t0 = performance.now()
   const times: number[] = []
   const starts: number[] = []
+  const startCpus: number[] = []
   const cpus: Array<{ user: number, system: number }> = []
   const runs = Array.from({ length: n }, (_, i) => i + 1).map(async (k) => {
     const child = onNode(k, script(k))
@@ -91,6 +101,8 @@ async function timeNodes (n: number, script: (k: number) => string): Promise<{ t
       if (line === 'done') times[k - 1] = (performance.now() - t0) / 1000
       const cpu = line.match(/^cpu (\d+) (\d+)$/)
       if (cpu) cpus[k - 1] = { user: Number(cpu[1]) / CLOCK_TICKS, system: Number(cpu[2]) / CLOCK_TICKS }
+      const startCpu = line.match(/^startcpu (\d+) (\d+)$/)
+      if (startCpu) startCpus[k - 1] = (Number(startCpu[1]) + Number(startCpu[2])) / CLOCK_TICKS
     })
     const r = await child
     if (times[k - 1] === undefined) throw new Error(`node ${k} failed (exit ${r.exitCode}): ${String(r.stderr).slice(-500)}`)
@@ -103,7 +115,7 @@ async function timeNodes (n: number, script: (k: number) => string): Promise<{ t
     throw err
   }
   liveNodes.length = 0
-  return { times, starts, cpus }
+  return { times, starts, startCpus, cpus }
 }
 
 const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor((s.length - 1) / 2)] ?? 0 }
@@ -138,14 +150,14 @@ async function runMethod (method: string, n: number, w: Workload): Promise<Row> 
       `${P2PRUN} mount ${desc} ${mnt} --mode ${mode} --tracker ${serving.tracker} --seeder ${serving.seeder} --store-dir /dev/shm --node-name n${k} --quiet > $f & pid=$!; ` +
       // The agent's first line is "mounted …" once the FS is up; EOF means it failed (its stderr says why).
       `read line < $f; rm -f $f; case "$line" in mounted*) ;; *) wait $pid; exit 1 ;; esac; ` +
-      `echo mounted; ${w.run(mnt)} > /dev/null && echo done; ` +
+      `echo mounted; echo startcpu $(awk '{print $14, $15}' /proc/$pid/stat); ${w.run(mnt)} > /dev/null && echo done; ` +
       // fields 14 and 15 of /proc/PID/stat: the agent's user and system time, in clock ticks
       `echo cpu $(awk '{print $14, $15}' /proc/$pid/stat); kill $pid; wait $pid`
   }
   const before = await serverTxBytes()
   const ticksBefore = await serverTicks()
   try {
-    const { times, starts, cpus } = await timeNodes(n, nodeScript)
+    const { times, starts, startCpus, cpus } = await timeNodes(n, nodeScript)
     const serverBytes = (await serverTxBytes()) - before
     let serverTicksUsed = 0
     for (const [pid, t] of await serverTicks()) serverTicksUsed += t - (ticksBefore.get(pid) ?? 0)
@@ -159,6 +171,7 @@ async function runMethod (method: string, n: number, w: Workload): Promise<Row> 
       bytesPerNode: serverBytes / n,
       serverCpuS: serverTicksUsed / CLOCK_TICKS,
       ...(starts.length ? { agentStartS: median(starts.filter((s) => s !== undefined)) } : {}),
+      ...(startCpus.length ? { agentStartCpuS: median(startCpus.filter((s) => s !== undefined)) } : {}),
       ...(cpus.length
         ? { agentCpuS: median(cpus.filter(Boolean).map((c) => c.user + c.system)), agentSysS: median(cpus.filter(Boolean).map((c) => c.system)) }
         : {})
@@ -177,7 +190,7 @@ async function main (): Promise<void> {
   const rows: Row[] = []
   console.log(`set: ${opts.driver === 'hpcc' ? 'hpcc' : `${opts.libs} libraries`}, ${(w.bytes / 1e6).toFixed(1)} MB; link ${opts.rate} per node; driver ${opts.driver}; ` +
     `lower bound set/link = ${(w.bytes * 8 / rateBits(opts.rate)).toFixed(2)} s`)
-  console.log('nodes  method       makespan  median  server MB  MB/node  server CPU  agent start  agent CPU')
+  console.log('nodes  method       makespan  median  server MB  MB/node  server CPU  agent start (CPU)  agent CPU')
   try {
     for (const n of nodes) {
       await cluster('up', String(n), opts.rate)
@@ -186,7 +199,7 @@ async function main (): Promise<void> {
         rows.push(row)
         console.log(`${String(n).padStart(5)}  ${method.padEnd(11)} ${row.makespanS.toFixed(2).padStart(8)}s ${row.medianS.toFixed(2).padStart(6)}s ` +
           `${(row.serverBytes / 1e6).toFixed(1).padStart(9)} ${(row.bytesPerNode / 1e6).toFixed(1).padStart(8)} ` +
-          `${row.serverCpuS?.toFixed(2).padStart(9)}s ${seconds(row.agentStartS).padStart(12)} ${seconds(row.agentCpuS).padStart(10)}${row.agentSysS !== undefined ? ` (sys ${seconds(row.agentSysS)})` : ''}`)
+          `${row.serverCpuS?.toFixed(2).padStart(9)}s ${seconds(row.agentStartS).padStart(12)}${row.agentStartCpuS !== undefined ? ` (${seconds(row.agentStartCpuS)})` : '        '} ${seconds(row.agentCpuS).padStart(10)}${row.agentSysS !== undefined ? ` (sys ${seconds(row.agentSysS)})` : ''}`)
       }
     }
   } finally {

@@ -1,9 +1,9 @@
 // Bundles the CLI into dist/ for bin/p2prun (run by `npm ci` through `prepare`, and by `npm test`
 // and `npm run bench` first). Every node agent and every rank's step is a fresh Node process, and
-// on the sources most of their start-up goes to resolving and loading ~350 modules: one agent
-// used 0.60 CPU-seconds until its mount was up, 0.35 s from the bundle. N agents that start
-// together on shared cores pay that N times before the first byte moves.
-// Commands stay separate chunks, so `rank-prepare` does not load webtorrent.
+// on the sources much of their start-up goes to resolving and loading modules one by one (with
+// webtorrent, ~350 of them: an agent used 0.60 CPU-seconds until its mount was up, 0.35 s from
+// the bundle). N agents that start together on shared cores pay that N times before the first
+// byte moves. Commands stay separate chunks, so `rank-prepare` loads no swarm or FUSE code.
 import { build } from 'esbuild'
 import { rm } from 'node:fs/promises'
 import path from 'node:path'

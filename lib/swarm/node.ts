@@ -14,6 +14,7 @@ import { Connections } from './connections.ts'
 import { isHeadPeerId, newPeerId } from './peer-id.ts'
 import { PieceCache } from './piece-cache.ts'
 import { PiecePicker, Priority } from './picker.ts'
+import { unchokeAtOnce } from './unchoke.ts'
 import { MAX_REQUEST_LENGTH, type BlockRequest, type Wire } from './wire.ts'
 
 export interface NodeOptions {
@@ -171,8 +172,6 @@ export class SwarmNode implements ByteSource {
 
   private onWire (wire: Wire): void {
     wire.sendPieces(this.have)
-    // A job's nodes cooperate: every peer is unchoked at once and stays so.
-    wire.unchoke()
     if (!this.have.complete) wire.interested(true)
     this.picker.addWire(wire)
   }
@@ -181,6 +180,7 @@ export class SwarmNode implements ByteSource {
     return {
       onPieces: (wire: Wire, index?: number) => this.picker.onPieces(wire, index),
       onChoke: (wire: Wire) => this.picker.onChoke(wire),
+      onInterested: unchokeAtOnce,
       onRequest: (wire: Wire, req: BlockRequest) => this.serve(wire, req),
       onBlock: (wire: Wire, req: BlockRequest, data: Buffer) => this.onBlock(wire, req, data),
       onReject: (wire: Wire, req: BlockRequest) => {

@@ -8,6 +8,7 @@ import { Bitfield } from './bitfield.ts'
 import { Connections } from './connections.ts'
 import { newPeerId } from './peer-id.ts'
 import { PieceCache } from './piece-cache.ts'
+import { unchokeAtOnce } from './unchoke.ts'
 import { SourceFiles, type SourceFile } from './source-files.ts'
 import { MAX_REQUEST_LENGTH, type BlockRequest, type Wire } from './wire.ts'
 
@@ -110,13 +111,13 @@ class Serving {
 
   onWire (wire: Wire): void {
     wire.sendPieces(this.all)
-    wire.unchoke()
   }
 
   handler () {
     return {
       onPieces: () => {},
       onChoke: () => {},
+      onInterested: unchokeAtOnce,
       onBlock: () => {},
       onReject: () => {},
       onClose: () => {},

@@ -33,6 +33,8 @@ export interface WireHandler {
   onPieces (wire: Wire, index?: number): void
   /** The peer choked or unchoked us. */
   onChoke (wire: Wire): void
+  /** The peer wants pieces we have. */
+  onInterested (wire: Wire): void
   onRequest (wire: Wire, request: BlockRequest): void
   /** A block we asked for; `data` is a view of the socket's buffer, valid during the call. */
   onBlock (wire: Wire, request: BlockRequest, data: Buffer): void
@@ -138,6 +140,7 @@ export class Wire {
   }
 
   unchoke (): void {
+    if (!this.amChoking) return
     this.amChoking = false
     this.send(MSG.unchoke)
   }
@@ -288,8 +291,9 @@ export class Wire {
         this.peerChoking = false
         return h.onChoke(this)
       case MSG.interested:
+        return h.onInterested(this)
       case MSG.notInterested:
-        return // every peer is unchoked whether it is interested or not
+        return // a peer that is done stays unchoked: there is nothing to take back
       case MSG.have: {
         const index = msg.readUInt32BE(1)
         if (index >= this.peerPieces.length) return this.destroy()

@@ -64,6 +64,8 @@ const onNode = (k: number, script: string, env: Record<string, string> = {}) =>
   execa(CLUSTER, ['exec', String(k), 'sh', '-c', script], { env: { ...process.env, ...env }, reject: false, stdin: 'ignore', detached: true })
 
 const CLOCK_TICKS = 100 // sysconf(_SC_CLK_TCK) on Linux
+/** The agent's user and system time so far, in clock ticks: fields 14 and 15 of /proc/PID/stat. */
+const AGENT_TICKS = "$(awk '{print $14, $15}' /proc/$pid/stat)"
 
 /** CPU ticks of every process in the server's namespace, reaped children included, by PID. */
 async function serverTicks (): Promise<Map<number, number>> {
@@ -150,9 +152,8 @@ async function runMethod (method: string, n: number, w: Workload): Promise<Row> 
       `${P2PRUN} mount ${desc} ${mnt} --mode ${mode} --tracker ${serving.tracker} --seeder ${serving.seeder} --store-dir /dev/shm --node-name n${k} --quiet > $f & pid=$!; ` +
       // The agent's first line is "mounted …" once the FS is up; EOF means it failed (its stderr says why).
       `read line < $f; rm -f $f; case "$line" in mounted*) ;; *) wait $pid; exit 1 ;; esac; ` +
-      `echo mounted; echo startcpu $(awk '{print $14, $15}' /proc/$pid/stat); ${w.run(mnt)} > /dev/null && echo done; ` +
-      // fields 14 and 15 of /proc/PID/stat: the agent's user and system time, in clock ticks
-      `echo cpu $(awk '{print $14, $15}' /proc/$pid/stat); kill $pid; wait $pid`
+      `echo mounted; echo startcpu ${AGENT_TICKS}; ${w.run(mnt)} > /dev/null && echo done; ` +
+      `echo cpu ${AGENT_TICKS}; kill $pid; wait $pid`
   }
   const before = await serverTxBytes()
   const ticksBefore = await serverTicks()

@@ -72,7 +72,7 @@ export async function lazyUnmount (mountPoint: string): Promise<void> {
     execFile('fusermount', ['-u', '-z', mountPoint], (err, _stdout, errText) => resolve(err ? String(errText).trim() || err.message : ''))
   })
   if (stderr !== '' && await isMounted(mountPoint)) {
-    throw fuseError(`cannot unmount ${mountPoint}: ${stderr.trim()}`, 'run `fusermount -uz` on it as its owner or root')
+    throw fuseError(`cannot unmount ${mountPoint}: ${stderr}`, 'run `fusermount -uz` on it as its owner or root')
   }
 }
 

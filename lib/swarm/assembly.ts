@@ -25,6 +25,12 @@ export interface Layout {
 
 export type Received = { readonly state: 'partial' } | { readonly state: 'failed' } | { readonly state: 'verified', readonly data: Buffer }
 
+/** Bytes of piece `index`: the piece length but for the last piece; 0 for an index past the end. */
+export function pieceSize (layout: Layout, index: number): number {
+  if (index < 0 || index >= layout.pieceCount) return 0
+  return Math.min(layout.pieceLength, layout.totalBytes - index * layout.pieceLength)
+}
+
 const PARTIAL: Received = { state: 'partial' }
 const FAILED: Received = { state: 'failed' }
 
@@ -39,10 +45,6 @@ export class Assembly {
     this.done = new Uint8Array(layout.pieceCount)
   }
 
-  pieceSize (index: number): number {
-    return Math.min(this.layout.pieceLength, this.layout.totalBytes - index * this.layout.pieceLength)
-  }
-
   /**
    * The next free run of blocks of a piece, at most `maxLength` bytes, now asked for; undefined
    * when every block is asked for or in.
@@ -51,7 +53,7 @@ export class Assembly {
     if (this.done[index] === 1) return undefined
     let p = this.partials.get(index)
     if (!p) {
-      const size = this.pieceSize(index)
+      const size = pieceSize(this.layout, index)
       const count = Math.ceil(size / BLOCK_LENGTH)
       p = { data: Buffer.allocUnsafe(size), blocks: new Uint8Array(count), missing: count }
       this.partials.set(index, p)

@@ -27,11 +27,11 @@ const READ_BUFFER = Buffer.allocUnsafe(64 * 1024)
 
 export class Connections {
   readonly port: number
-  readonly wires = new Set<Wire>()
+  /** The set-up connections, by peer id (hex): one per peer. */
+  readonly wires = new Map<string, Wire>()
   private readonly opts: ConnectionsOptions
   private readonly server: net.Server
   private readonly ownHex: string
-  private readonly byPeer = new Map<string, Wire>()
   /** Addresses dialed once: the tracker lists peers we may already know. */
   private readonly dialed = new Set<string>()
   private readonly timers = new Set<NodeJS.Timeout>()
@@ -59,19 +59,18 @@ export class Connections {
     server.on('connection', (socket) => this.accept(socket))
     this.keepAlive = setInterval(() => {
       const quiet = performance.now() - KEEPALIVE_MS
-      for (const wire of this.wires) if (wire.lastWrite < quiet) wire.keepAlive()
+      for (const wire of this.wires.values()) if (wire.lastWrite < quiet) wire.keepAlive()
     }, KEEPALIVE_MS / 2).unref()
   }
 
   /** Dials host:port unless it was dialed before; `persistent` addresses are dialed until reached. */
   dial (address: string, persistent = false): void {
-    if (this.closed || this.dialed.has(address)) return
+    if (this.closed || this.dialed.has(address) || this.wires.size + this.settingUp >= this.opts.maxConns) return
     this.dialed.add(address)
     const colon = address.lastIndexOf(':')
     const host = address.slice(0, colon).replace(/^\[|\]$/g, '')
     const port = Number(address.slice(colon + 1))
     if (!host || !Number.isInteger(port) || port <= 0 || port > 65535) return
-    if (this.wires.size + this.settingUp >= this.opts.maxConns) return
     // Reads land in one buffer shared by every dialed socket: a wire copies out what it keeps.
     let wire: Wire | undefined
     const socket = net.connect({
@@ -95,7 +94,7 @@ export class Connections {
     this.closed = true
     clearInterval(this.keepAlive)
     for (const timer of this.timers) clearTimeout(timer)
-    for (const wire of this.wires) wire.destroy()
+    // Set up or not, every connection's socket is here; a wire goes with its socket.
     for (const socket of this.sockets) socket.destroy()
     return new Promise((resolve) => this.server.close(() => resolve()))
   }
@@ -143,12 +142,8 @@ export class Connections {
       wire.destroy()
       return wire.peerId !== this.ownHex && !this.closed // a duplicate is a peer reached
     }
-    this.wires.add(wire)
-    this.byPeer.set(wire.peerId, wire)
-    wire.socket.once('close', () => {
-      this.wires.delete(wire)
-      if (this.byPeer.get(wire.peerId) === wire) this.byPeer.delete(wire.peerId)
-    })
+    this.wires.set(wire.peerId, wire)
+    wire.socket.once('close', () => { if (this.wires.get(wire.peerId) === wire) this.wires.delete(wire.peerId) })
     this.opts.onWire(wire)
     wire.attach(this.opts.handler)
     return true
@@ -160,7 +155,7 @@ export class Connections {
    * end (the head reached by its seeder address and by the tracker's), the first.
    */
   private keep (wire: Wire): boolean {
-    const other = this.byPeer.get(wire.peerId)
+    const other = this.wires.get(wire.peerId)
     if (!other || other.destroyed) return true
     if (other.outgoing === wire.outgoing) return false
     const keepDialer = this.ownHex < wire.peerId ? this.ownHex : wire.peerId

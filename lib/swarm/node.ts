@@ -8,14 +8,14 @@ import type { DescribedEntry, Description } from '../description.ts'
 import { swarmError } from '../errors.ts'
 import { clipRange, type ByteSource } from '../store.ts'
 import { Announcer } from './announce.ts'
-import { Assembly } from './assembly.ts'
+import { Assembly, pieceSize } from './assembly.ts'
 import { Bitfield } from './bitfield.ts'
 import { Connections } from './connections.ts'
 import { isHeadPeerId, newPeerId } from './peer-id.ts'
 import { PieceCache } from './piece-cache.ts'
 import { PiecePicker, Priority } from './picker.ts'
 import { unchokeAtOnce } from './unchoke.ts'
-import { MAX_REQUEST_LENGTH, type BlockRequest, type Wire } from './wire.ts'
+import { servable, type BlockRequest, type Wire } from './wire.ts'
 
 export interface NodeOptions {
   readonly storeDir: string
@@ -196,8 +196,7 @@ export class SwarmNode implements ByteSource {
 
   /** Answers a peer's request from the cache or the store; a piece we lack is turned down. */
   private serve (wire: Wire, req: BlockRequest): void {
-    const size = this.have.get(req.index) ? this.assembly.pieceSize(req.index) : 0
-    if (req.length === 0 || req.length > MAX_REQUEST_LENGTH || req.begin + req.length > size) return wire.reject(req)
+    if (!this.have.get(req.index) || !servable(req, pieceSize(this.description, req.index))) return wire.reject(req)
     const cached = this.cache.get(req.index)
     if (cached) {
       this.uploaded += req.length
@@ -223,7 +222,7 @@ export class SwarmNode implements ByteSource {
       this.cache.put(index, got.data)
       this.picker.verified(index)
       // A peer that holds the piece has no use for the news (the head holds them all).
-      for (const w of this.connections.wires) if (!w.destroyed && !w.peerPieces.get(index)) w.have(index)
+      for (const w of this.connections.wires.values()) if (!w.peerPieces.get(index)) w.have(index)
       if (this.have.complete) this.onComplete()
       this.onVerified(index)
       this.picker.schedule()
@@ -233,12 +232,12 @@ export class SwarmNode implements ByteSource {
 
   private onComplete (): void {
     this.announcer.completed()
-    for (const w of this.connections.wires) w.interested(false)
+    for (const w of this.connections.wires.values()) w.interested(false)
   }
 
   private bytesLeft (): number {
     let left = 0
-    for (let i = 0; i < this.description.pieceCount; i++) if (!this.have.get(i)) left += this.assembly.pieceSize(i)
+    for (let i = 0; i < this.description.pieceCount; i++) if (!this.have.get(i)) left += pieceSize(this.description, i)
     return left
   }
 
@@ -291,7 +290,7 @@ export class SwarmNode implements ByteSource {
 
   private checkTimeouts (): void {
     const expired = performance.now() - REQUEST_TIMEOUT_MS
-    for (const wire of this.connections?.wires ?? []) {
+    for (const wire of this.connections?.wires.values() ?? []) {
       if ((wire.outstanding[0]?.at ?? Infinity) < expired) {
         for (const req of wire.forget()) this.assembly.release(req)
         this.picker.schedule()

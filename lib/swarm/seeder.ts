@@ -4,13 +4,14 @@ import { sourcePath, type SourceLayout } from '../describe.ts'
 import type { Description } from '../description.ts'
 import { sourceError } from '../errors.ts'
 import { Announcer } from './announce.ts'
+import { pieceSize } from './assembly.ts'
 import { Bitfield } from './bitfield.ts'
 import { Connections } from './connections.ts'
 import { newPeerId } from './peer-id.ts'
 import { PieceCache } from './piece-cache.ts'
 import { unchokeAtOnce } from './unchoke.ts'
 import { SourceFiles, type SourceFile } from './source-files.ts'
-import { MAX_REQUEST_LENGTH, type BlockRequest, type Wire } from './wire.ts'
+import { servable, type BlockRequest, type Wire } from './wire.ts'
 
 export interface SeederOptions {
   readonly port: number
@@ -126,8 +127,7 @@ class Serving {
   }
 
   private serve (wire: Wire, req: BlockRequest): void {
-    const size = req.index < this.desc.pieceCount ? Math.min(this.desc.pieceLength, this.desc.totalBytes - req.index * this.desc.pieceLength) : 0
-    if (req.length === 0 || req.length > MAX_REQUEST_LENGTH || req.begin + req.length > size) return wire.reject(req)
+    if (!servable(req, pieceSize(this.desc, req.index))) return wire.reject(req)
     if (this.deferred(wire, req.index)) return wire.reject(req)
     this.piece(req.index).then((piece) => {
       const send = () => {

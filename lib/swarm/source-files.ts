@@ -2,7 +2,7 @@
 // straight from the real files it spans, so the seeder never copies or writes the libraries.
 import { createHash } from 'node:crypto'
 import { open, type FileHandle } from 'node:fs/promises'
-import type { Layout } from './assembly.ts'
+import { pieceSize, type Layout } from './assembly.ts'
 
 export interface SourceFile {
   readonly path: string
@@ -23,7 +23,7 @@ export class SourceFiles {
 
   async readPiece (index: number): Promise<Buffer> {
     const start = index * this.layout.pieceLength
-    const out = Buffer.allocUnsafe(Math.min(this.layout.pieceLength, this.layout.totalBytes - start))
+    const out = Buffer.allocUnsafe(pieceSize(this.layout, index))
     const end = start + out.length
     await Promise.all(this.files
       .filter((f) => f.offset < end && f.offset + f.length > start)

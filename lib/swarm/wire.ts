@@ -16,6 +16,11 @@ export const BLOCK_LENGTH = 16384
 /** The largest request p2prun serves (a message of a block, a bitfield of a million pieces, fit). */
 export const MAX_REQUEST_LENGTH = 1 << 17
 
+/** Whether a request asks for bytes within a piece of `size` bytes, in one message we send. */
+export function servable (req: BlockRequest, size: number): boolean {
+  return req.length > 0 && req.length <= MAX_REQUEST_LENGTH && req.begin + req.length <= size
+}
+
 export interface BlockRequest {
   readonly index: number
   readonly begin: number
@@ -78,9 +83,6 @@ export class Wire {
   /** Requests we sent that are not answered yet, oldest first, and their bytes. */
   readonly outstanding: Outstanding[] = []
   outstandingBytes = 0
-  /** Block payload bytes received from and sent to this peer. */
-  downloaded = 0
-  uploaded = 0
   /** performance.now() of the last write, for keep-alives. */
   lastWrite = performance.now()
   destroyed = false
@@ -172,7 +174,6 @@ export class Wire {
     header.writeUInt32BE(req.begin, 9)
     this.write(header)
     this.write(data)
-    this.uploaded += data.length
   }
 
   /** Turns a request down; without the Fast Extension there is no such message and it is dropped. */
@@ -227,8 +228,8 @@ export class Wire {
 
   /**
    * Everything written in one event-loop turn goes out as one gathered write at its end: a node
-   * sends a request, a have or a block to many peers per turn, and a system call per message
-   * cost more CPU than the bytes themselves.
+   * sends requests, haves and blocks to a peer several at a turn, and this makes one system call
+   * of them (measured within the noise against one call per message, and kept for that).
    */
   private write (buf: Buffer): void {
     if (!this.corked) {
@@ -319,7 +320,6 @@ export class Wire {
         const data = msg.subarray(9)
         const req = this.settle(index, begin, data.length)
         if (!req) return // not asked for, or given up on: dropped
-        this.downloaded += data.length
         return h.onBlock(this, req, data)
       }
       case MSG.reject: {

@@ -39,7 +39,7 @@ export class Agent {
   private stopping: Promise<void> | undefined
 
   static async start (options: AgentOptions): Promise<Agent> {
-    const swarm = await SwarmNode.join(options.description, options.node)
+    const swarm = await SwarmNode.join(options.description, options.node, options.log)
     try {
       const fs = new LibraryFs(options.description, swarm, {
         mode: options.mode,

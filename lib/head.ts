@@ -25,8 +25,12 @@ export interface Head {
   close (): Promise<void>
 }
 
-/** `advertise` is the address nodes reach this host at; the config's host is what we bind to. */
-export async function startHead (desc: Description, source: SourceLayout, config: Config, advertise: string): Promise<Head> {
+/**
+ * `advertise` is the address nodes reach this host at; the config's host is what we bind to.
+ * `warn` hears of trouble the head survives (a source that changed while it was served).
+ */
+export async function startHead (desc: Description, source: SourceLayout, config: Config, advertise: string,
+  warn: (line: string) => void): Promise<Head> {
   const token = randomBytes(16).toString('hex')
   let requestStop = () => {}
   const stopped = new Promise<void>((resolve) => { requestStop = resolve })
@@ -49,7 +53,7 @@ export async function startHead (desc: Description, source: SourceLayout, config
       verify: config.verifySource,
       uploadLimit: config.uploadLimit,
       deferToPeersMs: config.deferToPeersMs
-    })
+    }, warn)
   } catch (err) {
     await tracker.close()
     throw err

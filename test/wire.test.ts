@@ -126,14 +126,14 @@ t.test('assembly: runs of blocks up to a request size, releases, a failed check 
   const first = a.reserve(0, BLOCK_LENGTH) as BlockRequest
   const rest = a.reserve(0, 4 * BLOCK_LENGTH) as BlockRequest
   t.same([first.length, rest.begin, rest.length], [BLOCK_LENGTH, BLOCK_LENGTH, 3 * BLOCK_LENGTH], 'a released run is asked for again, in other sizes')
-  t.same(a.receive(rest, data.subarray(rest.begin, rest.begin + rest.length)), { state: 'partial' })
-  const got = a.receive(first, data.subarray(0, BLOCK_LENGTH))
+  t.same(a.receive(rest, data.subarray(rest.begin, rest.begin + rest.length), 'peer-a'), { state: 'partial' })
+  const got = a.receive(first, data.subarray(0, BLOCK_LENGTH), 'peer-b')
   t.equal(got.state, 'verified')
   t.ok(got.state === 'verified' && got.data.equals(data.subarray(0, pieceLength)), 'the piece\'s bytes')
   t.equal(a.reserve(0, pieceLength), undefined, 'a verified piece is never asked for again')
 
   const last = a.reserve(2, pieceLength) as BlockRequest
   t.same(last, { index: 2, begin: 0, length: 1000 }, 'the last piece is as long as what is left')
-  t.same(a.receive(last, randomBytes(1000)), { state: 'failed' }, 'wrong bytes fail the check')
+  t.same(a.receive(last, randomBytes(1000), 'peer-c'), { state: 'failed', from: ['peer-c'] }, 'wrong bytes fail the check, naming their sender')
   t.same(a.reserve(2, pieceLength), { index: 2, begin: 0, length: 1000 }, 'and the piece is asked for anew')
 })

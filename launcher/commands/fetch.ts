@@ -30,7 +30,8 @@ export function registerFetch (program: Command): void {
     untilSignal().then((sig) => aborter.abort(usageError(`interrupted by ${sig}`)))
     let node: Node | undefined
     try {
-      node = await SwarmNode.join(desc, nodeOptions(config, { trackers: opts.tracker, seeders: opts.seeder }))
+      node = await SwarmNode.join(desc, nodeOptions(config, { trackers: opts.tracker, seeders: opts.seeder }),
+        (line) => process.stderr.write(`p2prun fetch: warning: ${line}\n`))
       await node.fetchAll(aborter.signal)
       await extractTree(desc, node, out)
       const s = node.stats()

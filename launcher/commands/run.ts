@@ -131,7 +131,8 @@ async function headFor (args: RunArgs, desc: Description, layout: ReturnType<typ
   const external = args.options.seeder
   if (!external) {
     const { startHead } = await import('../../lib/head.ts')
-    return startHead(desc, layout, config, advertisedHost(config))
+    return startHead(desc, layout, config, advertisedHost(config),
+      (line) => process.stderr.write(`p2prun: warning: ${line}\n`))
   }
   const trackerUrl = external.endsWith('/announce') ? external : `${external.replace(/\/$/, '')}/announce`
   const descriptionUrl = trackerUrl.replace(/\/announce$/, `/p2prun/${desc.infoHash}.torrent`)

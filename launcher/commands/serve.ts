@@ -18,7 +18,8 @@ export function registerServe (program: Command): void {
     const desc = await readDescription(file)
     const { startHead } = await import('../../lib/head.ts')
     const signal = untilSignal()
-    const head = await startHead(desc, layoutOf([opts.source]), config, advertisedHost(config))
+    const head = await startHead(desc, layoutOf([opts.source]), config, advertisedHost(config),
+      (line) => process.stderr.write(`p2prun serve: warning: ${line}\n`))
     try {
       if (opts.out) {
         await writeAtomically(opts.out, withLaunchInfo(desc, { trackers: [head.trackerUrl], seeders: [head.seederAddress] }).torrent)

@@ -96,7 +96,8 @@ async function runHeadDaemon (libs: readonly string[], mountRoot: string | undef
     const layout = layoutOf(libs)
     const desc = await describeLayout(layout)
     const { startHead } = await import('../../lib/head.ts')
-    head = await startHead(desc, layout, config, advertisedHost(config))
+    head = await startHead(desc, layout, config, advertisedHost(config),
+      (line) => process.stderr.write(`p2prun slurm head: warning: ${line}\n`))
     job = {
       launchId: SLURM_LAUNCH,
       infoHash: desc.infoHash,

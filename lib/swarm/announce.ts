@@ -1,7 +1,7 @@
 // Announcing to the job's HTTP trackers (BEP 3, compact peer lists of BEP 23): at start, when the
 // set is complete, at the tracker's interval, and when leaving. A tracker that fails is reported
-// and retried at the next interval; the head's seeder address, handed out at launch, does not
-// depend on it.
+// once and retried within seconds (a head restarting, a first wave of nodes it answers late), not
+// at the next interval; the head's seeder address, handed out at launch, does not depend on it.
 import bencode from 'bencode'
 
 // Importing node:http as an ES module evaluates every export, WebSocket's among them, which loads
@@ -33,10 +33,15 @@ const REQUEST_TIMEOUT_MS = 10_000
 /** Leaving must not hold up an agent's exit for long. */
 const STOP_TIMEOUT_MS = 1000
 const DEFAULT_INTERVAL_S = 300
+/** A failed announce is retried after this, doubling up to RETRY_MAX_MS, each wait jittered by ±50%. */
+const RETRY_MS = 1000
+const RETRY_MAX_MS = 60_000
 
 export class Announcer {
   private readonly opts: AnnouncerOptions
   private readonly timers = new Map<string, NodeJS.Timeout>()
+  /** Failed announces in a row, by tracker. */
+  private readonly failures = new Map<string, number>()
   private stopped = false
 
   constructor (opts: AnnouncerOptions) {
@@ -59,7 +64,7 @@ export class Announcer {
   }
 
   private async announce (tracker: string, event: AnnounceEvent): Promise<void> {
-    let interval = DEFAULT_INTERVAL_S
+    let waitMs = DEFAULT_INTERVAL_S * 1000
     try {
       const reply = await this.request(tracker, event, REQUEST_TIMEOUT_MS)
       if (this.stopped) return
@@ -67,15 +72,25 @@ export class Announcer {
       if (failure !== undefined) {
         this.opts.onWarning(`tracker ${tracker} refused the announce: ${text(failure)}`)
       } else {
-        if (typeof reply.interval === 'number' && reply.interval > 0) interval = reply.interval
+        if (typeof reply.interval === 'number' && reply.interval > 0) waitMs = reply.interval * 1000
+        this.failures.delete(tracker)
         this.opts.onPeers(peersOf(reply.peers))
       }
     } catch (err) {
       if (this.stopped) return
-      this.opts.onWarning(`tracker ${tracker} is unreachable: ${(err as Error).message}`)
+      const failures = (this.failures.get(tracker) ?? 0) + 1
+      this.failures.set(tracker, failures)
+      if (failures === 1) this.opts.onWarning(`tracker ${tracker} is unreachable: ${(err as Error).message}; retrying`)
+      waitMs = Math.min(RETRY_MS * 2 ** (failures - 1), RETRY_MAX_MS) * (0.5 + Math.random())
+      // The event is what the tracker has not heard yet: a node that never got through is still starting.
+      if (event === 'started' || event === 'completed') return this.later(tracker, event, waitMs)
     }
+    this.later(tracker, undefined, waitMs)
+  }
+
+  private later (tracker: string, event: AnnounceEvent, waitMs: number): void {
     clearTimeout(this.timers.get(tracker))
-    this.timers.set(tracker, setTimeout(() => void this.announce(tracker, undefined), interval * 1000).unref())
+    this.timers.set(tracker, setTimeout(() => void this.announce(tracker, event), waitMs).unref())
   }
 
   private request (tracker: string, event: AnnounceEvent, timeoutMs: number): Promise<Record<string, unknown>> {

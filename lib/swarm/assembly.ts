@@ -1,6 +1,7 @@
 // Pieces a node is downloading: which 16 KiB blocks of each are free, asked for, or in, the
-// piece's bytes as they arrive, and the SHA-1 check once the last block is in. Pieces and blocks
-// are the torrent's (BEP 3); a piece that fails its check starts over.
+// piece's bytes as they arrive and who sent them, and the SHA-1 check once the last block is in.
+// Pieces and blocks are the torrent's (BEP 3); a piece that fails its check starts over, and its
+// senders are named so the node can drop them.
 import { createHash } from 'node:crypto'
 import { BLOCK_LENGTH, type BlockRequest } from './wire.ts'
 
@@ -13,6 +14,8 @@ interface Partial {
   /** Per block: FREE, ASKED or IN. */
   readonly blocks: Uint8Array
   missing: number
+  /** Peer ids of the senders of its blocks. */
+  readonly from: Set<string>
 }
 
 export interface Layout {
@@ -23,7 +26,11 @@ export interface Layout {
   readonly pieceHashes: Buffer
 }
 
-export type Received = { readonly state: 'partial' } | { readonly state: 'failed' } | { readonly state: 'verified', readonly data: Buffer }
+export type Received =
+  | { readonly state: 'partial' }
+  /** `from`: the peer ids that sent blocks of the piece; one of them, at least, sent bad bytes. */
+  | { readonly state: 'failed', readonly from: readonly string[] }
+  | { readonly state: 'verified', readonly data: Buffer }
 
 /** Bytes of piece `index`: the piece length but for the last piece; 0 for an index past the end. */
 export function pieceSize (layout: Layout, index: number): number {
@@ -32,7 +39,6 @@ export function pieceSize (layout: Layout, index: number): number {
 }
 
 const PARTIAL: Received = { state: 'partial' }
-const FAILED: Received = { state: 'failed' }
 
 export class Assembly {
   private readonly layout: Layout
@@ -55,7 +61,7 @@ export class Assembly {
     if (!p) {
       const size = pieceSize(this.layout, index)
       const count = Math.ceil(size / BLOCK_LENGTH)
-      p = { data: Buffer.allocUnsafe(size), blocks: new Uint8Array(count), missing: count }
+      p = { data: Buffer.allocUnsafe(size), blocks: new Uint8Array(count), missing: count, from: new Set() }
       this.partials.set(index, p)
     }
     const first = p.blocks.indexOf(FREE)
@@ -75,12 +81,13 @@ export class Assembly {
     for (let b = first; b < end; b++) if (p.blocks[b] === ASKED) p.blocks[b] = FREE
   }
 
-  /** Takes blocks (copied); once the piece is whole, checks it and forgets it. */
-  receive (req: BlockRequest, data: Buffer): Received {
+  /** Takes blocks (copied) sent by peer `from`; once the piece is whole, checks it and forgets it. */
+  receive (req: BlockRequest, data: Buffer, from: string): Received {
     const p = this.partials.get(req.index)
     if (!p || data.length !== req.length || req.begin + req.length > p.data.length) return PARTIAL
     const [first, end] = blocksOf(req)
     data.copy(p.data, req.begin)
+    p.from.add(from)
     for (let b = first; b < end; b++) {
       if (p.blocks[b] !== IN) p.missing--
       p.blocks[b] = IN
@@ -88,7 +95,7 @@ export class Assembly {
     if (p.missing > 0) return PARTIAL
     this.partials.delete(req.index)
     const want = this.layout.pieceHashes.subarray(20 * req.index, 20 * req.index + 20)
-    if (!createHash('sha1').update(p.data).digest().equals(want)) return FAILED
+    if (!createHash('sha1').update(p.data).digest().equals(want)) return { state: 'failed', from: [...p.from] }
     this.done[req.index] = 1
     return { state: 'verified', data: p.data }
   }

@@ -19,11 +19,30 @@ export interface ConnectionsOptions {
 
 const HANDSHAKE_TIMEOUT_MS = 10_000
 const DIAL_TIMEOUT_MS = 10_000
-/** A persistent address (the head's seeder) that could not be reached is dialed again after this long. */
+/**
+ * An address dialed again after its connection failed or was lost: after REDIAL_MS, doubling up
+ * to REDIAL_MAX_MS, each wait jittered by ±50% so nodes that lost the same head do not come back
+ * in step. Small, so a head restarted on the same address is found again within seconds.
+ */
 const REDIAL_MS = 1000
+const REDIAL_MAX_MS = 4000
+/** A peer's address (not a persistent one: the head's seeder) failing this often in a row has left. */
+const REDIAL_TRIES = 5
+/** A peer dropped for bad data or unanswered requests is not taken back for this long. */
+const BAN_MS = 60_000
 /** Peers may drop a connection silent for two minutes (BEP 3): say something every minute. */
 const KEEPALIVE_MS = 60_000
 const READ_BUFFER = Buffer.allocUnsafe(64 * 1024)
+
+/** An address we dial, and keep dialing while the connection to it is lost. */
+interface Dialed {
+  readonly address: string
+  /** Dialed until the end (the head's seeder); other addresses REDIAL_TRIES times in a row. */
+  readonly persistent: boolean
+  failures: number
+  /** The peer it reached, once it has. */
+  peerId?: string
+}
 
 export class Connections {
   readonly port: number
@@ -32,8 +51,10 @@ export class Connections {
   private readonly opts: ConnectionsOptions
   private readonly server: net.Server
   private readonly ownHex: string
-  /** Addresses dialed once: the tracker lists peers we may already know. */
-  private readonly dialed = new Set<string>()
+  /** Addresses we dial, by host:port: the tracker lists peers we may already know. */
+  private readonly dialed = new Map<string, Dialed>()
+  /** performance.now() until which a peer is refused, by peer id. */
+  private readonly banned = new Map<string, number>()
   private readonly timers = new Set<NodeJS.Timeout>()
   /** Every socket, set up or not: closing waits for none of them. */
   private readonly sockets = new Set<net.Socket>()
@@ -63,30 +84,23 @@ export class Connections {
     }, KEEPALIVE_MS / 2).unref()
   }
 
-  /** Dials host:port unless it was dialed before; `persistent` addresses are dialed until reached. */
+  /** Dials host:port unless it is dialed already; `persistent` addresses are dialed until reached, and again when lost. */
   dial (address: string, persistent = false): void {
-    if (this.closed || this.dialed.has(address) || this.wires.size + this.settingUp >= this.opts.maxConns) return
-    this.dialed.add(address)
-    const colon = address.lastIndexOf(':')
-    const host = address.slice(0, colon).replace(/^\[|\]$/g, '')
-    const port = Number(address.slice(colon + 1))
-    if (!host || !Number.isInteger(port) || port <= 0 || port > 65535) return
-    // Reads land in one buffer shared by every dialed socket: a wire copies out what it keeps.
-    let wire: Wire | undefined
-    const socket = net.connect({
-      host, port, noDelay: true, timeout: DIAL_TIMEOUT_MS,
-      onread: { buffer: READ_BUFFER, callback: (n: number, buf: Uint8Array) => { wire?.receive(Buffer.from(buf.buffer, buf.byteOffset, n), true); return true } }
-    })
-    this.track(socket)
-    socket.once('timeout', () => socket.destroy())
-    socket.once('connect', () => {
-      socket.setTimeout(0)
-      wire = this.newWire(socket, true)
-      this.setUp(wire).then((ok) => {
-        if (!ok) this.again(address, persistent)
-      })
-    })
-    socket.once('error', () => { if (!wire) this.again(address, persistent) })
+    if (this.closed || this.dialed.has(address) || this.full() || !hostPort(address)) return
+    const dialed: Dialed = { address, persistent, failures: 0 }
+    this.dialed.set(address, dialed)
+    this.connect(dialed)
+  }
+
+  /** Drops a peer that sent bad data or left requests unanswered, and refuses it for BAN_MS. */
+  ban (peerId: string, reason: string): void {
+    this.banned.set(peerId, performance.now() + BAN_MS)
+    this.wires.get(peerId)?.destroy(reason)
+  }
+
+  /** Drops a connection; a dialed address is dialed again after the usual wait. */
+  drop (peerId: string, reason: string): void {
+    this.wires.get(peerId)?.destroy(reason)
   }
 
   close (): Promise<void> {
@@ -99,20 +113,58 @@ export class Connections {
     return new Promise((resolve) => this.server.close(() => resolve()))
   }
 
+  private full (): boolean {
+    return this.wires.size + this.settingUp >= this.opts.maxConns
+  }
+
+  private connect (dialed: Dialed): void {
+    const { host, port } = hostPort(dialed.address) as { host: string, port: number }
+    // Reads land in one buffer shared by every dialed socket: a wire copies out what it keeps.
+    let wire: Wire | undefined
+    const socket = net.connect({
+      host, port, noDelay: true, timeout: DIAL_TIMEOUT_MS,
+      onread: { buffer: READ_BUFFER, callback: (n: number, buf: Uint8Array) => { wire?.receive(Buffer.from(buf.buffer, buf.byteOffset, n), true); return true } }
+    })
+    this.track(socket)
+    socket.once('timeout', () => socket.destroy())
+    socket.once('connect', () => {
+      socket.setTimeout(0)
+      wire = this.newWire(socket, true)
+      this.setUp(wire).then((reached) => {
+        if (!reached) return this.redial(dialed)
+        dialed.failures = 0
+        dialed.peerId = (wire as Wire).peerId
+      })
+    })
+    socket.once('error', () => { if (!wire) this.redial(dialed) })
+  }
+
+  /** The connection to a dialed address failed or was lost: dial it again after a jittered wait, or give it up. */
+  private redial (dialed: Dialed): void {
+    if (this.closed) return
+    dialed.failures++
+    if (!dialed.persistent && dialed.failures > REDIAL_TRIES) {
+      this.dialed.delete(dialed.address)
+      return
+    }
+    const backoff = Math.min(REDIAL_MS * 2 ** (dialed.failures - 1), REDIAL_MAX_MS) * (0.5 + Math.random())
+    const bannedFor = dialed.peerId === undefined ? 0 : (this.banned.get(dialed.peerId) ?? 0) - performance.now()
+    const timer = setTimeout(() => {
+      this.timers.delete(timer)
+      if (this.closed) return
+      if (this.full()) return this.redial(dialed)
+      this.connect(dialed)
+    }, Math.max(backoff, bannedFor))
+    this.timers.add(timer)
+  }
+
   private track (socket: net.Socket): void {
     this.sockets.add(socket)
     socket.once('close', () => this.sockets.delete(socket))
   }
 
-  private again (address: string, persistent: boolean): void {
-    this.dialed.delete(address)
-    if (!persistent || this.closed) return
-    const timer = setTimeout(() => { this.timers.delete(timer); this.dial(address, true) }, REDIAL_MS)
-    this.timers.add(timer)
-  }
-
   private accept (socket: net.Socket): void {
-    if (this.closed || this.wires.size + this.settingUp >= this.opts.maxConns) {
+    if (this.closed || this.full()) {
       socket.destroy()
       return
     }
@@ -138,15 +190,26 @@ export class Connections {
     } finally {
       this.settingUp--
     }
+    if ((this.banned.get(wire.peerId) ?? 0) > performance.now()) {
+      wire.destroy('banned')
+      return false
+    }
     if (this.closed || wire.peerId === this.ownHex || !this.keep(wire)) {
       wire.destroy()
       return wire.peerId !== this.ownHex && !this.closed // a duplicate is a peer reached
     }
     this.wires.set(wire.peerId, wire)
-    wire.socket.once('close', () => { if (this.wires.get(wire.peerId) === wire) this.wires.delete(wire.peerId) })
+    wire.socket.once('close', () => this.lost(wire))
     this.opts.onWire(wire)
     wire.attach(this.opts.handler)
     return true
+  }
+
+  /** A set-up connection ended: unless another replaced it, the address we reach its peer at is dialed again. */
+  private lost (wire: Wire): void {
+    if (this.wires.get(wire.peerId) !== wire) return
+    this.wires.delete(wire.peerId)
+    for (const dialed of this.dialed.values()) if (dialed.peerId === wire.peerId) this.redial(dialed)
   }
 
   /**
@@ -164,4 +227,12 @@ export class Connections {
     other.destroy()
     return true
   }
+}
+
+/** host:port (an IPv6 host in brackets), or undefined for anything else a tracker may list. */
+function hostPort (address: string): { host: string, port: number } | undefined {
+  const colon = address.lastIndexOf(':')
+  const host = address.slice(0, colon).replace(/^\[|\]$/g, '')
+  const port = Number(address.slice(colon + 1))
+  return host && Number.isInteger(port) && port > 0 && port <= 65535 ? { host, port } : undefined
 }

@@ -63,15 +63,18 @@ export class SwarmNode implements ByteSource {
   private readonly waiters = new Set<Waiter>()
   private readonly timer: NodeJS.Timeout
   private readonly stallTimeoutMs: number
+  private readonly warn: (line: string) => void
   private connections!: Connections
   private announcer!: Announcer
+  /** Date.now() when the last piece was verified, or a wait began: only good bytes count as progress. */
   private lastProgress = Date.now()
   private fromHead = 0
   private fromPeers = 0
   private uploaded = 0
   private closing: Promise<void> | undefined
 
-  static async join (desc: Description, opts: NodeOptions): Promise<SwarmNode> {
+  /** `warn` hears of peers dropped for bad data or unanswered requests. */
+  static async join (desc: Description, opts: NodeOptions, warn: (line: string) => void = () => {}): Promise<SwarmNode> {
     const trackers = opts.trackers ?? desc.trackers
     const seeders = [...new Set([...desc.seeders, ...(opts.seeders ?? [])])]
     if (trackers.length === 0 && seeders.length === 0) {
@@ -83,7 +86,7 @@ export class SwarmNode implements ByteSource {
         throw swarmError(`cannot create a store in ${opts.storeDir}: ${err.code}`, 'pass --store-dir with a writable directory', err)
       })
     const data = await open(path.join(storePath, 'data'), 'wx+', 0o600)
-    const node = new SwarmNode(desc, data, storePath, opts.stallTimeoutMs)
+    const node = new SwarmNode(desc, data, storePath, opts.stallTimeoutMs, warn)
     const peerId = newPeerId('node')
     const infoHash = Buffer.from(desc.infoHash, 'hex')
     try {
@@ -99,16 +102,16 @@ export class SwarmNode implements ByteSource {
       trackers, infoHash, peerId, port: node.connections.port, numwant: opts.numwant,
       progress: () => ({ uploaded: node.uploaded, downloaded: node.fromHead + node.fromPeers, left: node.bytesLeft() }),
       onPeers: (addresses) => { for (const a of addresses) node.connections.dial(a) },
-      // The head's seeder address does not depend on the tracker; a stuck swarm is the stall timeout's.
-      onWarning: () => {}
+      onWarning: warn
     })
     node.announcer.start()
     for (const s of seeders) node.connections.dial(s, true)
     return node
   }
 
-  private constructor (desc: Description, data: FileHandle, storePath: string, stallTimeoutMs: number) {
+  private constructor (desc: Description, data: FileHandle, storePath: string, stallTimeoutMs: number, warn: (line: string) => void) {
     this.description = desc
+    this.warn = warn
     this.data = data
     this.storePath = storePath
     this.stallTimeoutMs = stallTimeoutMs
@@ -210,12 +213,16 @@ export class SwarmNode implements ByteSource {
   }
 
   private onBlock (wire: Wire, req: BlockRequest, data: Buffer): void {
-    this.lastProgress = Date.now()
     if (isHeadPeerId(wire.peerId)) this.fromHead += data.length
     else this.fromPeers += data.length
-    const got = this.assembly.receive(req, data)
+    const got = this.assembly.receive(req, data, wire.peerId)
     if (got.state === 'partial') return this.picker.schedule()
-    if (got.state === 'failed') return this.picker.schedule() // its blocks are free again: asked anew
+    if (got.state === 'failed') {
+      // Its blocks are free again and asked anew; the peers that sent them are no longer asked.
+      for (const peerId of got.from) this.dropPeer(peerId, `sent piece ${req.index}, which failed its hash check`, true)
+      return this.picker.schedule()
+    }
+    this.lastProgress = Date.now()
     const index = req.index
     this.data.write(got.data, 0, got.data.length, index * this.description.pieceLength).then(() => {
       if (this.closing || !this.have.set(index)) return
@@ -290,17 +297,25 @@ export class SwarmNode implements ByteSource {
 
   private checkTimeouts (): void {
     const expired = performance.now() - REQUEST_TIMEOUT_MS
-    for (const wire of this.connections?.wires.values() ?? []) {
-      if ((wire.outstanding[0]?.at ?? Infinity) < expired) {
-        for (const req of wire.forget()) this.assembly.release(req)
-        this.picker.schedule()
-      }
+    for (const wire of [...this.connections?.wires.values() ?? []]) {
+      if ((wire.outstanding[0]?.at ?? Infinity) >= expired) continue
+      // Closing the connection frees its requests for other peers. The head may only be busy:
+      // it is dialed again; another node is not asked again for a while.
+      this.dropPeer(wire.peerId, `left a request unanswered for ${REQUEST_TIMEOUT_MS / 1000} s`, !isHeadPeerId(wire.peerId))
     }
     if (this.waiters.size === 0 || Date.now() - this.lastProgress < this.stallTimeoutMs) return
     const peers = this.connections.wires.size
     this.failAll(swarmError(`no data arrived for ${Math.round(this.stallTimeoutMs / 1000)} s ` +
       `(${peers} peer${peers === 1 ? '' : 's'} connected): the seeder is unreachable or the swarm is stuck`,
     'check that `p2prun serve` is running on the head node and that its ports are reachable from this node'))
+  }
+
+  private dropPeer (peerId: string, why: string, ban: boolean): void {
+    const wire = this.connections.wires.get(peerId)
+    const who = wire ? `${wire.socket.remoteAddress ?? '?'}:${wire.socket.remotePort ?? '?'}` : Buffer.from(peerId, 'hex').toString('latin1').slice(0, 8)
+    this.warn(`dropped peer ${who}${ban ? ' for a while' : ''}: it ${why}`)
+    if (ban) this.connections.ban(peerId, why)
+    else this.connections.drop(peerId, why)
   }
 
   private failAll (err: Error): void {

@@ -43,7 +43,8 @@ export interface Seeder {
 /** Pieces read last: the blocks of a piece are asked for together, by one node (see deferToPeersMs). */
 const CACHE_BYTES = 8 * 1024 * 1024
 
-export async function startSeeder (desc: Description, layout: SourceLayout, opts: SeederOptions): Promise<Seeder> {
+/** `warn` hears, once, that the source stopped matching the description while being served. */
+export async function startSeeder (desc: Description, layout: SourceLayout, opts: SeederOptions, warn: (line: string) => void): Promise<Seeder> {
   const cheapMatch = await sourceMatches(desc, layout)
   const verify = opts.verify || !cheapMatch
   const files: SourceFile[] = desc.entries
@@ -56,7 +57,7 @@ export async function startSeeder (desc: Description, layout: SourceLayout, opts
       throw sourceError(`${layout.dirs.map((d) => d.dir).join(', ')} does not match the description: ${bad} of ${desc.pieceCount} pieces differ`,
         'describe the directory again, or point --source at the directory it was described from')
     }
-    const serving = new Serving(desc, source, opts)
+    const serving = new Serving(desc, source, opts, warn)
     const peerId = newPeerId('head')
     const infoHash = Buffer.from(desc.infoHash, 'hex')
     const connections = await Connections.listen({
@@ -88,7 +89,12 @@ export async function startSeeder (desc: Description, layout: SourceLayout, opts
   }
 }
 
-/** Answers the nodes' requests: deferred to peers, paced by the upload limit, from cache or source. */
+/**
+ * Answers the nodes' requests: deferred to peers, paced by the upload limit, from cache or source.
+ * Every piece read from the source is hashed before it is sent: a file changed after it was
+ * described (same size and mtime, other bytes) would otherwise be sent to every node, refused by
+ * each, and asked for again without end.
+ */
 class Serving {
   uploaded = 0
   readonly toPeer = new Map<string, number>()
@@ -102,11 +108,16 @@ class Serving {
   private readonly sentTo = new Map<number, { wire: Wire, at: number }>()
   /** performance.now() from which the upload limit allows the next block. */
   private nextFree = 0
+  /** Pieces whose source no longer hashes to the description: turned down without reading again. */
+  private readonly changed = new Set<number>()
+  private readonly warn: (line: string) => void
+  private warned = false
 
-  constructor (desc: Description, source: SourceFiles, opts: SeederOptions) {
+  constructor (desc: Description, source: SourceFiles, opts: SeederOptions, warn: (line: string) => void) {
     this.desc = desc
     this.source = source
     this.opts = opts
+    this.warn = warn
     this.all = Bitfield.full(desc.pieceCount)
   }
 
@@ -127,7 +138,7 @@ class Serving {
   }
 
   private serve (wire: Wire, req: BlockRequest): void {
-    if (!servable(req, pieceSize(this.desc, req.index))) return wire.reject(req)
+    if (!servable(req, pieceSize(this.desc, req.index)) || this.changed.has(req.index)) return wire.reject(req)
     if (this.deferred(wire, req.index)) return wire.reject(req)
     this.piece(req.index).then((piece) => {
       const send = () => {
@@ -139,7 +150,18 @@ class Serving {
       const wait = this.pace(req.length)
       if (wait > 0) setTimeout(send, wait)
       else send()
-    }, () => wire.reject(req))
+    }, (err: Error) => {
+      this.warnOnce(err.message)
+      wire.reject(req)
+    })
+  }
+
+  /** Once, loudly: every node would otherwise log the same stall without knowing why. */
+  private warnOnce (why: string): void {
+    if (this.warned) return
+    this.warned = true
+    this.warn(`the source no longer matches the description: ${why}; such pieces are not served ` +
+      '(describe the directory again and restart the job)')
   }
 
   /** Whether another node is getting this piece from the head: then this one gets it from that node. */
@@ -169,7 +191,11 @@ class Serving {
     if (cached) return Promise.resolve(cached)
     let read = this.reading.get(index)
     if (!read) {
-      read = this.source.readPiece(index)
+      read = this.source.readPiece(index).then((data) => {
+        if (this.source.matches(index, data)) return data
+        this.changed.add(index)
+        throw new Error(`piece ${index} (${this.source.filesOf(index).map((f) => f.path).join(', ')}) has other bytes`)
+      })
       this.reading.set(index, read)
       read.then((data) => this.cache.put(index, data), () => {}).finally(() => this.reading.delete(index))
     }

@@ -25,8 +25,7 @@ export class SourceFiles {
     const start = index * this.layout.pieceLength
     const out = Buffer.allocUnsafe(pieceSize(this.layout, index))
     const end = start + out.length
-    await Promise.all(this.files
-      .filter((f) => f.offset < end && f.offset + f.length > start)
+    await Promise.all(this.filesOf(index)
       .map(async (f) => {
         const from = Math.max(start, f.offset)
         const to = Math.min(end, f.offset + f.length)
@@ -36,13 +35,23 @@ export class SourceFiles {
     return out
   }
 
+  /** The files piece `index` spans. */
+  filesOf (index: number): SourceFile[] {
+    const start = index * this.layout.pieceLength
+    const end = start + pieceSize(this.layout, index)
+    return this.files.filter((f) => f.offset < end && f.offset + f.length > start)
+  }
+
+  /** Whether a piece's bytes hash to what the description says. */
+  matches (index: number, piece: Buffer): boolean {
+    return createHash('sha1').update(piece).digest().equals(this.layout.pieceHashes.subarray(20 * index, 20 * index + 20))
+  }
+
   /** How many pieces of the source do not hash to the description's. */
   async countMismatches (): Promise<number> {
     let bad = 0
     for (let i = 0; i < this.layout.pieceCount; i++) {
-      const want = this.layout.pieceHashes.subarray(20 * i, 20 * i + 20)
-      const got = await this.readPiece(i).then((piece) => createHash('sha1').update(piece).digest(), () => undefined)
-      if (!got?.equals(want)) bad++
+      if (!await this.readPiece(i).then((piece) => this.matches(i, piece), () => false)) bad++
     }
     return bad
   }

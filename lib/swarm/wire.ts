@@ -13,7 +13,7 @@ import { Bitfield } from './bitfield.ts'
 
 /** The unit pieces are assembled in, and the request size BEP 3 clients accept. */
 export const BLOCK_LENGTH = 16384
-/** The largest request p2prun serves (a message of a block, a bitfield of a million pieces, fit). */
+/** The largest request p2prun serves, and so the longest piece message it accepts. */
 export const MAX_REQUEST_LENGTH = 1 << 17
 
 /** Whether a request asks for bytes within a piece of `size` bytes, in one message we send. */
@@ -56,7 +56,13 @@ const MSG = {
   choke: 0, unchoke: 1, interested: 2, notInterested: 3, have: 4, bitfield: 5, request: 6, piece: 7, cancel: 8,
   haveAll: 0x0e, haveNone: 0x0f, reject: 0x10
 } as const
-const MAX_MESSAGE_LENGTH = MAX_REQUEST_LENGTH + 9
+/** Messages whose length is fixed (id byte included): anything else is a broken or hostile peer. */
+const FIXED_LENGTH: ReadonlyMap<number, number> = new Map([
+  [MSG.choke, 1], [MSG.unchoke, 1], [MSG.interested, 1], [MSG.notInterested, 1], [MSG.have, 5],
+  [MSG.request, 13], [MSG.cancel, 13], [MSG.haveAll, 1], [MSG.haveNone, 1], [MSG.reject, 13]
+])
+/** BEP 6: a peer that did not announce the Fast Extension must not send its messages. */
+const FAST_ONLY: ReadonlySet<number> = new Set([MSG.haveAll, MSG.haveNone, MSG.reject])
 
 export interface HandshakeOptions {
   readonly infoHash: Buffer
@@ -86,7 +92,11 @@ export class Wire {
   /** performance.now() of the last write, for keep-alives. */
   lastWrite = performance.now()
   destroyed = false
+  /** Why the connection ended, once it has: a protocol violation names the offending message. */
+  closeReason: string | undefined
   private readonly opts: HandshakeOptions
+  /** A piece message of the largest request we send, or a bitfield of every piece: the peer sends nothing longer. */
+  private readonly maxMessageLength: number
   private handler: WireHandler | undefined
   private shook: (() => void) | undefined
   private failed: ((err: Error) => void) | undefined
@@ -102,6 +112,7 @@ export class Wire {
     this.outgoing = opts.outgoing
     this.opts = opts
     this.peerPieces = new Bitfield(opts.pieceCount)
+    this.maxMessageLength = Math.max(9 + MAX_REQUEST_LENGTH, 1 + this.peerPieces.bytes.length)
     socket.setNoDelay(true)
     this.ready = new Promise<void>((resolve, reject) => { this.shook = resolve; this.failed = reject })
     const timer = setTimeout(() => this.fail('no handshake in time'), opts.timeoutMs)
@@ -114,21 +125,27 @@ export class Wire {
   /**
    * Bytes from the socket. A `borrowed` chunk is the socket's reusable read buffer (net's onread),
    * valid only during this call: what stays queued is copied.
+   *
+   * Nothing a peer sends may take the process down: it runs in a socket's callback with no handler
+   * above it, so whatever goes wrong while parsing or handling the peer's bytes (a check missed
+   * here, a bug in the owner) ends this connection only.
    */
   receive (chunk: Buffer, borrowed: boolean): void {
     if (this.destroyed) return
     this.chunks.push(chunk)
     this.buffered += chunk.length
-    if (this.shook) this.parseHandshake()
-    if (this.handler) this.parse()
+    this.guarded(() => {
+      if (this.shook) this.parseHandshake()
+      if (this.handler) this.parse()
+    })
     const last = this.chunks.length - 1
-    if (borrowed && last >= 0) this.chunks[last] = Buffer.from(this.chunks[last] as Buffer)
+    if (borrowed && last >= 0 && !this.destroyed) this.chunks[last] = Buffer.from(this.chunks[last] as Buffer)
   }
 
   /** Starts delivering messages (any that arrived with the handshake first). */
   attach (handler: WireHandler): void {
     this.handler = handler
-    this.parse()
+    this.guarded(() => this.parse())
   }
 
   sendPieces (have: Bitfield): void {
@@ -185,17 +202,29 @@ export class Wire {
     if (!this.destroyed) this.write(Buffer.alloc(4))
   }
 
-  destroy (): void {
+  /** Ends the connection; `reason` says why when it is the peer's fault. */
+  destroy (reason?: string): void {
     if (this.destroyed) return
     this.destroyed = true
+    this.closeReason = reason ?? 'closed'
+    this.chunks.length = 0
+    this.buffered = 0
     this.socket.destroy()
-    this.failed?.(new Error('closed during the handshake'))
+    this.failed?.(new Error(reason ?? 'closed during the handshake'))
     this.handler?.onClose(this)
   }
 
   private fail (why: string): void {
     if (this.shook) this.failed?.(new Error(why))
-    this.destroy()
+    this.destroy(why)
+  }
+
+  private guarded (work: () => void): void {
+    try {
+      work()
+    } catch (err) {
+      this.destroy(`failed on the peer's data: ${(err as Error).message}`)
+    }
   }
 
   private ownHandshake (): Buffer {
@@ -249,7 +278,7 @@ export class Wire {
       if (this.messageLength < 0) {
         if (this.buffered < 4) return
         this.messageLength = this.take(4).readUInt32BE(0)
-        if (this.messageLength > MAX_MESSAGE_LENGTH) return this.destroy()
+        if (this.messageLength > this.maxMessageLength) return this.destroy(`sent a message of ${this.messageLength} bytes`)
       }
       if (this.buffered < this.messageLength) return
       const length = this.messageLength
@@ -282,7 +311,11 @@ export class Wire {
 
   private dispatch (msg: Buffer): void {
     const h = this.handler as WireHandler
-    switch (msg[0]) {
+    const id = msg[0] as number
+    const fixed = FIXED_LENGTH.get(id)
+    if (fixed !== undefined && msg.length !== fixed) return this.destroy(`sent message ${id} of ${msg.length} bytes, not ${fixed}`)
+    if (FAST_ONLY.has(id) && !this.fast) return this.destroy(`sent message ${id} of the Fast Extension, which it did not announce`)
+    switch (id) {
       case MSG.choke:
         this.peerChoking = true
         // Without the Fast Extension a choke silently drops every pending request.
@@ -297,11 +330,13 @@ export class Wire {
         return // a peer that is done stays unchoked: there is nothing to take back
       case MSG.have: {
         const index = msg.readUInt32BE(1)
-        if (index >= this.peerPieces.length) return this.destroy()
+        if (index >= this.peerPieces.length) return this.destroy(`has piece ${index} of ${this.peerPieces.length}`)
         if (this.peerPieces.set(index)) h.onPieces(this, index)
         return
       }
       case MSG.bitfield:
+        // BEP 3: a bitfield of the wrong size drops the connection.
+        if (msg.length !== 1 + this.peerPieces.bytes.length) return this.destroy(`sent a bitfield of ${msg.length - 1} bytes for ${this.peerPieces.length} pieces`)
         this.peerPieces = new Bitfield(this.peerPieces.length, msg.subarray(1))
         return h.onPieces(this)
       case MSG.haveAll:
@@ -311,10 +346,9 @@ export class Wire {
         this.peerPieces = new Bitfield(this.peerPieces.length)
         return h.onPieces(this)
       case MSG.request:
-        if (msg.length !== 13) return this.destroy()
         return h.onRequest(this, readTriple(msg))
       case MSG.piece: {
-        if (msg.length < 9) return this.destroy()
+        if (msg.length < 9) return this.destroy(`sent a piece message of ${msg.length} bytes`)
         const index = msg.readUInt32BE(1)
         const begin = msg.readUInt32BE(5)
         const data = msg.subarray(9)
@@ -323,7 +357,6 @@ export class Wire {
         return h.onBlock(this, req, data)
       }
       case MSG.reject: {
-        if (msg.length !== 13) return this.destroy()
         const { index, begin, length } = readTriple(msg)
         const req = this.settle(index, begin, length)
         if (req) h.onReject(this, req)

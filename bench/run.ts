@@ -1,12 +1,14 @@
 // The benchmark: for each node count and method, start the Pynamic-like driver on every emulated
 // node at once and measure per-node time until the driver exits (makespan = the slowest node) and
-// the bytes the server node sent. Methods:
+// the bytes the server node sent. Node agents keep seeding until every node's driver is done (as
+// in a job, whose ranks end together), then stop: their CPU is counted over that whole life. Methods:
 //   local      libraries already node-local (tmpfs): the floor
 //   sshfs      one shared file system (sshfs over sftp-server) that every node reads
 //   p2p-MODE   p2prun: head on the server node, `p2prun mount --mode MODE` on every node; the time
 //              includes each node agent's start (Node, imports, mount) — it is part of a launch
 // Usage: npm run bench -- [--nodes 4,8,16,32] [--rate 100mbit] [--methods local,sshfs,p2p-eager,p2p-block,p2p-file]
 //                          [--driver driver|driver-dlopen|python] [--libs 200] [--out bench/results]
+//                          [--agent PATH]   the p2prun whose node agents run (another build's bin/p2prun, for an A/B)
 import { execa } from 'execa'
 import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { createInterface } from 'node:readline'
@@ -25,7 +27,8 @@ const { values: opts } = parseArgs({
     methods: { type: 'string', default: 'local,sshfs,p2p-eager,p2p-block,p2p-file' },
     driver: { type: 'string', default: 'driver' },
     libs: { type: 'string', default: '200' },
-    out: { type: 'string', default: path.join(ROOT, 'bench/results') }
+    out: { type: 'string', default: path.join(ROOT, 'bench/results') },
+    agent: { type: 'string', default: P2PRUN }
   }
 })
 
@@ -40,9 +43,17 @@ interface Row {
   agentStartS?: number
   /** CPU seconds one node agent used until its mount was up (Node start, imports, joining, mounting), median. */
   agentStartCpuS?: number
-  /** CPU seconds one node agent used (user + system; and the system part), median over nodes. */
+  /** CPU seconds one node agent used over its whole life (user + system; each part), median over nodes. */
   agentCpuS?: number
+  agentUserS?: number
   agentSysS?: number
+  /** The most any one agent used. */
+  agentCpuMaxS?: number
+  /** Context switches of one agent (all its threads), voluntary and involuntary, median over nodes. */
+  agentVolCtx?: number
+  agentInvolCtx?: number
+  /** Set bytes a node received per CPU-second of its agent: the data path's efficiency. */
+  agentMBPerCpuS?: number
   /** CPU seconds the server-side process (p2prun serve, or socat + sftp-server) used. */
   serverCpuS?: number
 }
@@ -61,11 +72,13 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
 const cluster = (...args: string[]) => execa(CLUSTER, args, { stdio: ['ignore', 'pipe', 'inherit'] })
 /** Each node's script in its own process group, so a failed run can stop all of it (agents included). */
 const onNode = (k: number, script: string, env: Record<string, string> = {}) =>
-  execa(CLUSTER, ['exec', String(k), 'sh', '-c', script], { env: { ...process.env, ...env }, reject: false, stdin: 'ignore', detached: true })
+  execa(CLUSTER, ['exec', String(k), 'sh', '-c', script], { env: { ...process.env, ...env }, reject: false, stdin: 'pipe', detached: true })
 
 const CLOCK_TICKS = 100 // sysconf(_SC_CLK_TCK) on Linux
 /** The agent's user and system time so far, in clock ticks: fields 14 and 15 of /proc/PID/stat. */
 const AGENT_TICKS = "$(awk '{print $14, $15}' /proc/$pid/stat)"
+/** Voluntary and involuntary context switches of all the agent's threads so far. */
+const AGENT_CTX = "$(cat /proc/$pid/task/*/status | awk '/^voluntary_ctxt/ {v += $2} /^nonvoluntary_ctxt/ {n += $2} END {print v, n}')"
 
 /** CPU ticks of every process in the server's namespace, reaped children included, by PID. */
 async function serverTicks (): Promise<Map<number, number>> {
@@ -85,7 +98,7 @@ interface NodeTimes {
   times: number[]
   starts: number[]
   startCpus: number[]
-  cpus: Array<{ user: number, system: number }>
+  cpus: Array<{ user: number, system: number, voluntary: number, involuntary: number }>
 }
 
 async function timeNodes (n: number, script: (k: number) => string): Promise<NodeTimes> {
@@ -93,16 +106,27 @@ async function timeNodes (n: number, script: (k: number) => string): Promise<Nod
   const times: number[] = []
   const starts: number[] = []
   const startCpus: number[] = []
-  const cpus: Array<{ user: number, system: number }> = []
+  const cpus: NodeTimes['cpus'] = []
+  const children: ReturnType<typeof onNode>[] = []
+  let done = 0
   const runs = Array.from({ length: n }, (_, i) => i + 1).map(async (k) => {
     const child = onNode(k, script(k))
     liveNodes.push(child)
+    children.push(child)
     const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream })
     lines.on('line', (line) => {
       if (line === 'mounted') starts[k - 1] = (performance.now() - t0) / 1000
-      if (line === 'done') times[k - 1] = (performance.now() - t0) / 1000
-      const cpu = line.match(/^cpu (\d+) (\d+)$/)
-      if (cpu) cpus[k - 1] = { user: Number(cpu[1]) / CLOCK_TICKS, system: Number(cpu[2]) / CLOCK_TICKS }
+      if (line === 'done') {
+        times[k - 1] = (performance.now() - t0) / 1000
+        // Every node's driver is done: the agents, seeding until now, may stop (their stdin ends).
+        if (++done === n) for (const c of children) c.stdin?.end()
+      }
+      const cpu = line.match(/^cpu (\d+) (\d+) (\d+) (\d+)$/)
+      if (cpu) {
+        cpus[k - 1] = {
+          user: Number(cpu[1]) / CLOCK_TICKS, system: Number(cpu[2]) / CLOCK_TICKS, voluntary: Number(cpu[3]), involuntary: Number(cpu[4])
+        }
+      }
       const startCpu = line.match(/^startcpu (\d+) (\d+)$/)
       if (startCpu) startCpus[k - 1] = (Number(startCpu[1]) + Number(startCpu[2])) / CLOCK_TICKS
     })
@@ -118,6 +142,19 @@ async function timeNodes (n: number, script: (k: number) => string): Promise<Nod
   }
   liveNodes.length = 0
   return { times, starts, startCpus, cpus }
+}
+
+function agentCpu (cpus: NodeTimes['cpus'], setBytes: number): Partial<Row> {
+  const total = cpus.map((c) => c.user + c.system)
+  return {
+    agentCpuS: median(total),
+    agentUserS: median(cpus.map((c) => c.user)),
+    agentSysS: median(cpus.map((c) => c.system)),
+    agentCpuMaxS: Math.max(...total),
+    agentVolCtx: median(cpus.map((c) => c.voluntary)),
+    agentInvolCtx: median(cpus.map((c) => c.involuntary)),
+    agentMBPerCpuS: setBytes / 1e6 / median(total)
+  }
 }
 
 const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor((s.length - 1) / 2)] ?? 0 }
@@ -149,11 +186,12 @@ async function runMethod (method: string, n: number, w: Workload): Promise<Row> 
     stopServer = serving.stop
     // The mount prints "mounted …" when ready; a FIFO read waits for it without polling.
     nodeScript = (k) => `f=/tmp/p2pb-ready-${k}; rm -f $f; mkfifo $f; ` +
-      `${P2PRUN} mount ${desc} ${mnt} --mode ${mode} --tracker ${serving.tracker} --seeder ${serving.seeder} --store-dir /dev/shm --node-name n${k} --quiet > $f & pid=$!; ` +
+      `${opts.agent} mount ${desc} ${mnt} --mode ${mode} --tracker ${serving.tracker} --seeder ${serving.seeder} --store-dir /dev/shm --node-name n${k} --quiet > $f & pid=$!; ` +
       // The agent's first line is "mounted …" once the FS is up; EOF means it failed (its stderr says why).
       `read line < $f; rm -f $f; case "$line" in mounted*) ;; *) wait $pid; exit 1 ;; esac; ` +
-      `echo mounted; echo startcpu ${AGENT_TICKS}; ${w.run(mnt)} > /dev/null && echo done; ` +
-      `echo cpu ${AGENT_TICKS}; kill $pid; wait $pid`
+      `echo mounted; echo startcpu ${AGENT_TICKS}; ${w.run(mnt)} < /dev/null > /dev/null && echo done; ` +
+      // The agent seeds to the other nodes until all are done (stdin ends), then stops.
+      `cat > /dev/null; echo cpu ${AGENT_TICKS} ${AGENT_CTX}; kill $pid; wait $pid`
   }
   const before = await serverTxBytes()
   const ticksBefore = await serverTicks()
@@ -173,9 +211,7 @@ async function runMethod (method: string, n: number, w: Workload): Promise<Row> 
       serverCpuS: serverTicksUsed / CLOCK_TICKS,
       ...(starts.length ? { agentStartS: median(starts.filter((s) => s !== undefined)) } : {}),
       ...(startCpus.length ? { agentStartCpuS: median(startCpus.filter((s) => s !== undefined)) } : {}),
-      ...(cpus.length
-        ? { agentCpuS: median(cpus.filter(Boolean).map((c) => c.user + c.system)), agentSysS: median(cpus.filter(Boolean).map((c) => c.system)) }
-        : {})
+      ...(cpus.length ? agentCpu(cpus.filter(Boolean), w.bytes) : {})
     }
   } finally {
     await stopServer()
@@ -191,7 +227,7 @@ async function main (): Promise<void> {
   const rows: Row[] = []
   console.log(`set: ${opts.driver === 'hpcc' ? 'hpcc' : `${opts.libs} libraries`}, ${(w.bytes / 1e6).toFixed(1)} MB; link ${opts.rate} per node; driver ${opts.driver}; ` +
     `lower bound set/link = ${(w.bytes * 8 / rateBits(opts.rate)).toFixed(2)} s`)
-  console.log('nodes  method       makespan  median  server MB  MB/node  server CPU  agent start (CPU)  agent CPU')
+  console.log('nodes  method       makespan  median  server MB  MB/node  server CPU  agent start (CPU)  agent CPU, whole life (user/sys, max)  ctx vol/invol  MB/CPU-s')
   try {
     for (const n of nodes) {
       await cluster('up', String(n), opts.rate)
@@ -200,7 +236,10 @@ async function main (): Promise<void> {
         rows.push(row)
         console.log(`${String(n).padStart(5)}  ${method.padEnd(11)} ${row.makespanS.toFixed(2).padStart(8)}s ${row.medianS.toFixed(2).padStart(6)}s ` +
           `${(row.serverBytes / 1e6).toFixed(1).padStart(9)} ${(row.bytesPerNode / 1e6).toFixed(1).padStart(8)} ` +
-          `${row.serverCpuS?.toFixed(2).padStart(9)}s ${seconds(row.agentStartS).padStart(12)}${row.agentStartCpuS !== undefined ? ` (${seconds(row.agentStartCpuS)})` : '        '} ${seconds(row.agentCpuS).padStart(10)}${row.agentSysS !== undefined ? ` (sys ${seconds(row.agentSysS)})` : ''}`)
+          `${row.serverCpuS?.toFixed(2).padStart(9)}s ${seconds(row.agentStartS).padStart(12)}${row.agentStartCpuS !== undefined ? ` (${seconds(row.agentStartCpuS)})` : '        '} ${seconds(row.agentCpuS).padStart(10)}` +
+          (row.agentCpuS !== undefined
+            ? ` (${seconds(row.agentUserS)}/${seconds(row.agentSysS)}, max ${seconds(row.agentCpuMaxS)})  ${row.agentVolCtx}/${row.agentInvolCtx}  ${row.agentMBPerCpuS?.toFixed(0)}`
+            : ''))
       }
     }
   } finally {
@@ -209,7 +248,7 @@ async function main (): Promise<void> {
   await mkdir(opts.out, { recursive: true })
   const stamp = new Date().toISOString().replace(/[:.]/g, '-')
   const file = path.join(opts.out, `run-${opts.rate}-${stamp}.json`)
-  await writeFile(file, JSON.stringify({ date: new Date().toISOString(), setBytes: w.bytes, libs: Number(opts.libs), driver: opts.driver, rate: opts.rate, cores: availableParallelism(), rows }, null, 2))
+  await writeFile(file, JSON.stringify({ date: new Date().toISOString(), agent: opts.agent, setBytes: w.bytes, libs: Number(opts.libs), driver: opts.driver, rate: opts.rate, cores: availableParallelism(), rows }, null, 2))
   console.log(`wrote ${file}`)
   const gnuplot = await execa('sh', ['-c', 'command -v gnuplot'], { reject: false })
   if (gnuplot.exitCode !== 0) console.log('no plots: gnuplot is not installed (hint: bash scripts/setup-system.sh --bench)')

@@ -73,17 +73,22 @@ export function say (config: Config, line: string): void {
   if (!config.quiet) process.stderr.write(`${line}\n`)
 }
 
-/** Runs an action; a failure becomes "p2prun CMD: message (hint: …)" and exit code 1 (2 for usage). */
+/** Runs an action; a failure is reported by `reportError`. */
 export function action<A extends unknown[]> (name: string, fn: (...args: A) => Promise<void>): (...args: A) => Promise<void> {
   return async (...args: A) => {
     try {
       await fn(...args)
     } catch (err) {
-      process.stderr.write(`p2prun ${name}: error: ${formatError(err)}\n`)
-      if (process.env.P2PRUN_DEBUG && err instanceof Error) process.stderr.write(`${err.stack}\n`)
-      process.exitCode = err instanceof P2prunError && err.code === 'USAGE' ? 2 : 1
+      reportError(`p2prun ${name}`, err)
     }
   }
+}
+
+/** A failure becomes one line, "WHO: error: message (hint: …)", and exit code 1 (2 for usage). */
+export function reportError (who: string, err: unknown): void {
+  process.stderr.write(`${who}: error: ${formatError(err)}\n`)
+  if (process.env.P2PRUN_DEBUG && err instanceof Error) process.stderr.write(`${err.stack}\n`)
+  process.exitCode = err instanceof P2prunError && err.code === 'USAGE' ? 2 : 1
 }
 
 const STOP_SIGNALS: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP']

@@ -5,9 +5,10 @@
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import v8 from 'node:v8'
-import { Command } from 'commander'
-import { formatError, P2prunError } from '../lib/errors.ts'
+import { Command, CommanderError } from 'commander'
+import { usageError } from '../lib/errors.ts'
 import { VERSION } from '../lib/version.ts'
+import { reportError } from './cli-support.ts'
 
 // Node 24 can deadlock at exit: the main thread joins V8's worker threads while a background Maglev
 // compile waits for a garbage collection only the main thread can run (nodejs/node#54918; seen in
@@ -28,8 +29,11 @@ const program = new Command('p2prun')
     'Example: p2prun -n 4 --libs ./libs ./app')
   .version(VERSION)
   .option('--config <file>', 'YAML settings file (default: ./p2prun.yaml if present)')
-  .showHelpAfterError('(run p2prun --help for usage)')
   .configureHelp({ sortSubcommands: false })
+  // Commander's own errors (unknown option, missing argument…) are usage errors: instead of its
+  // message and exit code 1, p2prun's one line and exit code 2, below. Commands inherit this.
+  .exitOverride()
+  .configureOutput({ outputError: () => {} })
 
 // Each command's module, imported only when that command runs (or for the full help): every rank
 // runs `rank-prepare` and every node an agent, so their start-up should not pay for the others'.
@@ -53,14 +57,24 @@ const command = first === undefined ? undefined : (ALIASES[first] ?? (first in C
 if (first === undefined || command !== undefined || ['-h', '--help', '-V', '--version'].includes(first)) {
   const wanted = command === undefined ? Object.keys(COMMANDS) : [command]
   for (const name of wanted) (await COMMANDS[name]!())(program)
-  await program.parseAsync(process.argv)
+  try {
+    await program.parseAsync(process.argv)
+  } catch (err) {
+    // Thrown where commander would have exited: with 0 once it printed the help or the version;
+    // 'commander.help' once it printed the help for a missing command; else with its error message.
+    if (!(err instanceof CommanderError)) throw err
+    if (err.exitCode !== 0) {
+      const who = command === undefined ? 'p2prun' : `p2prun ${first}`
+      if (err.code === 'commander.help') process.exitCode = 2
+      else reportError(who, usageError(err.message.replace(/^error: /, ''), `see \`${who} --help\``))
+    }
+  }
 } else {
   try {
     const { runLaunch } = await import('./commands/run.ts')
     await runLaunch(process.argv.slice(2), CLI, path.join(BIN, 'p2prun-rank'))
   } catch (err) {
-    process.stderr.write(`p2prun: error: ${formatError(err)}\n`)
-    process.exitCode = err instanceof P2prunError && err.code === 'USAGE' ? 2 : 1
+    reportError('p2prun', err)
   }
 }
 // A command is done when its action returns; sockets a swarm client may still be closing (a last

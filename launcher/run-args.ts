@@ -2,7 +2,7 @@
 // options, the launcher's (passed on unchanged) and the program. Launcher options that take a value
 // come from the chosen adapter's table; `--opt=value` is always one word; after `--`, p2prun
 // recognises none of its own options.
-import { usageError } from '../lib/errors.ts'
+import { quote, usageError } from '../lib/errors.ts'
 
 export interface RunOptions {
   readonly libs: readonly string[]
@@ -24,6 +24,11 @@ export interface RunArgs {
 
 const OWN_VALUES = new Set(['--libs', '--launcher', '--seeder', '--mode', '--config', '--mount-point'])
 const OWN_FLAGS = new Set(['--dry-run', '--quiet', '--stats'])
+/**
+ * The rank count, which every launcher takes as `-n` (and Open MPI, MPICH and p2prun's own as
+ * `-np`): checked here, so a typo fails before anything is described or started.
+ */
+const RANK_COUNT_OPTIONS = new Set(['-n', '-np'])
 
 export function splitRunArgs (argv: readonly string[], launcherValues: ReadonlyMap<string, number>): RunArgs {
   const own: Record<string, string[]> = {}
@@ -47,6 +52,7 @@ export function splitRunArgs (argv: readonly string[], launcherValues: ReadonlyM
     } else {
       const count = inline !== undefined ? 0 : launcherValues.get(arg) ?? 0
       if (i + count >= argv.length) throw usageError(`launcher option ${arg} needs ${count} value${count === 1 ? '' : 's'}`)
+      if (count === 1 && RANK_COUNT_OPTIONS.has(arg)) parseRankCount(arg, argv[i + 1] as string)
       launcherArgs.push(...argv.slice(i, i + 1 + count))
       i += 1 + count
     }
@@ -69,4 +75,12 @@ export function splitRunArgs (argv: readonly string[], launcherValues: ReadonlyM
     launcherArgs,
     program
   }
+}
+
+/** `-n`'s value as a number of ranks; anything but a positive whole number is a usage error. */
+export function parseRankCount (option: string, raw: string): number {
+  if (!/^\d+$/.test(raw) || Number(raw) < 1) {
+    throw usageError(`${option} expects a positive whole number, got ${quote(raw)}`, `for example ${option} 4`)
+  }
+  return Number(raw)
 }

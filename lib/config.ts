@@ -4,7 +4,7 @@
 import { readFile } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
-import { configError } from './errors.ts'
+import { configError, quote } from './errors.ts'
 
 export type DataMode = 'block' | 'file' | 'eager'
 export const DATA_MODES: readonly DataMode[] = ['block', 'file', 'eager']
@@ -145,7 +145,7 @@ function camel (name: string): string {
 
 function parseOwner (raw: string, where: string): { uid: number, gid: number } {
   const m = raw.match(/^(\d+)(?::(\d+))?$/)
-  if (!m) throw configError(`${where}: expected UID or UID:GID (numbers), got "${raw}"`)
+  if (!m) throw configError(`${where}: expected UID or UID:GID (numbers), got ${quote(raw)}`)
   return { uid: Number(m[1]), gid: Number(m[2] ?? m[1]) }
 }
 
@@ -173,7 +173,7 @@ async function loadYaml (sources: ConfigSources): Promise<{ file: string, values
   }
   for (const key of Object.keys(doc)) {
     if (!(key in SETTINGS)) {
-      throw configError(`unknown setting "${key}" in ${file}`, `known settings: ${Object.keys(SETTINGS).join(', ')}`)
+      throw configError(`unknown setting ${quote(key)} in ${file}`, `known settings: ${Object.keys(SETTINGS).join(', ')}`)
     }
   }
   return { file, values: doc as Record<string, unknown> }
@@ -186,14 +186,14 @@ function parseValue (spec: Spec, raw: unknown, where: string, base: string): unk
       const s = String(raw).toLowerCase()
       if (['1', 'true', 'yes', 'on'].includes(s)) return true
       if (['0', 'false', 'no', 'off'].includes(s)) return false
-      throw configError(`${where}: expected true or false, got "${String(raw)}"`)
+      throw configError(`${where}: expected true or false, got ${quote(String(raw))}`)
     }
     case 'int':
     case 'seconds': {
       const n = typeof raw === 'number' ? raw : Number(String(raw).trim())
       const whole = spec.kind === 'int'
       if (String(raw).trim() === '' || !Number.isFinite(n) || (whole && !Number.isInteger(n))) {
-        throw configError(`${where}: expected ${whole ? 'a whole number' : 'a number of seconds'}, got "${String(raw)}"`)
+        throw configError(`${where}: expected ${whole ? 'a whole number' : 'a number of seconds'}, got ${quote(String(raw))}`)
       }
       if ((spec.min !== undefined && n < spec.min) || (spec.max !== undefined && n > spec.max)) {
         throw configError(`${where}: ${n} is out of range (${spec.min ?? '-∞'}..${spec.max ?? '∞'})`)
@@ -204,7 +204,7 @@ function parseValue (spec: Spec, raw: unknown, where: string, base: string): unk
     case 'string': {
       if (typeof raw !== 'string' || raw === '') throw configError(`${where}: expected a non-empty string`)
       if (spec.choices && !spec.choices.includes(raw)) {
-        throw configError(`${where}: expected one of ${spec.choices.join(', ')}, got "${raw}"`)
+        throw configError(`${where}: expected one of ${spec.choices.join(', ')}, got ${quote(raw)}`)
       }
       return spec.kind === 'path' ? path.resolve(base, raw) : raw
     }

@@ -6,8 +6,8 @@
 import { createHash } from 'node:crypto'
 import path from 'node:path'
 import bencode from 'bencode'
-import { descriptionError } from './errors.ts'
-import type { EntryType, TreeEntry } from './tree.ts'
+import { descriptionError, quote } from './errors.ts'
+import { symlinkEscape, type EntryType, type TreeEntry } from './tree.ts'
 
 export const FORMAT_VERSION = 1
 export const DEFAULT_MOUNT_POINT = '/tmp/p2prun/%i'
@@ -46,6 +46,15 @@ export interface DescriptionParts {
   readonly mountPoint: string
   readonly trackers: readonly string[]
   readonly seeders: readonly string[]
+}
+
+/**
+ * The permission bits a node gives a described file or directory (the mount, and `fetch`'s copy):
+ * set-uid, set-gid and sticky bits from a description are never honoured, or a `fetch` run as root
+ * would make set-uid programs of whatever a description says.
+ */
+export function nodePermissions (mode: number): number {
+  return mode & 0o777
 }
 
 type Dict = Record<string, unknown>
@@ -181,7 +190,7 @@ function listTorrentFiles (info: Dict, name: string, fail: (what: string) => Err
 }
 
 function parseEntries (raw: unknown, torrentFiles: TorrentFile[], mtimes: unknown[],
-  fail: (what: string) => Error): DescribedEntry[] {
+  fail: (what: string, hint?: string) => Error): DescribedEntry[] {
   if (!Array.isArray(raw) || raw.length === 0) throw fail('has no tree entries')
   const types = new Map<string, EntryType>()
   let offset = 0
@@ -192,32 +201,38 @@ function parseEntries (raw: unknown, torrentFiles: TorrentFile[], mtimes: unknow
     const p = text(item.p)
     const type = CODE_TYPES[text(item.t)]
     const mode = item.m
-    if (type === undefined || typeof mode !== 'number' || mode < 0 || mode > 0o7777) throw fail(`has a malformed entry for "${p}"`)
-    if (i === 0 ? p !== '' || type !== 'dir' : !validPath(p)) throw fail(`has an invalid path "${p}"`)
+    if (type === undefined || typeof mode !== 'number' || mode < 0 || mode > 0o7777) throw fail(`has a malformed entry for ${quote(p)}`)
+    if (i === 0 ? p !== '' || type !== 'dir' : !validPath(p)) throw fail(`has an invalid path ${quote(p)}`)
     if (i > 0) {
       const prev = text((raw[i - 1] as Dict).p)
-      if (!(prev < p)) throw fail(`has tree entries out of order at "${p}"`)
+      if (!(prev < p)) throw fail(`has tree entries out of order at ${quote(p)}`)
       const parent = path.posix.dirname(p)
-      if (types.get(parent === '.' ? '' : parent) !== 'dir') throw fail(`has "${p}" without its parent directory`)
+      if (types.get(parent === '.' ? '' : parent) !== 'dir') throw fail(`has ${quote(p)} without its parent directory`)
     }
     types.set(p, type)
     const mtimeMs = typeof mtimes[i] === 'number' ? mtimes[i] : 0
     if (type === 'dir') return { path: p, type, mode, size: 0, mtimeMs }
     if (type === 'symlink') {
       const target = text(item.l)
-      if (target === '') throw fail(`has symlink "${p}" without a target`)
+      if (target === '') throw fail(`has symlink ${quote(p)} without a target`)
+      const escape = symlinkEscape(p, target)
+      if (escape !== undefined) {
+        throw fail(`has symlink ${quote(p)} -> ${quote(target)} that can point outside the set: its target ${escape}`,
+          '`p2prun describe` never writes such a link, so this description was made or edited by hand: ' +
+          'describe the directory again (--follow-symlinks copies such targets in)')
+      }
       return { path: p, type, mode, size: 0, mtimeMs, target }
     }
     const size = item.s
     const hash = item.h
     if (typeof size !== 'number' || size < 0 || !(hash instanceof Uint8Array) || hash.length !== 32) {
-      throw fail(`has a malformed file entry "${p}"`)
+      throw fail(`has a malformed file entry ${quote(p)}`)
     }
     const entry: DescribedEntry = { path: p, type, mode, size, mtimeMs, sha256: Buffer.from(hash).toString('hex') }
     if (size === 0) return entry
     const tf = torrentFiles[fileIndex]
     if (!tf || tf.length !== size || (!singleFile && tf.path !== p)) {
-      throw fail(`does not match its own torrent file list at "${p}"`)
+      throw fail(`does not match its own torrent file list at ${quote(p)}`)
     }
     const placed = { ...entry, torrentFile: fileIndex, torrentOffset: offset }
     fileIndex++

@@ -32,13 +32,28 @@ export const descriptionError = (message: string, hint?: string, cause?: unknown
 export const swarmError = (message: string, hint?: string, cause?: unknown) =>
   new P2prunError('SWARM', message, { hint, cause })
 
+/**
+ * A value from outside (a path, a description's field, a variable) as it goes into a message: in
+ * double quotes, with quotes, backslashes and control characters escaped, so a hostile name can
+ * neither break the one-line message nor drive the user's terminal (ESC sequences).
+ */
+export function quote (value: string): string {
+  return `"${escapeControls(value.replace(/["\\]/g, '\\$&'))}"`
+}
+
 /** One line for stderr: the message, then the hint. Unknown errors keep their message (no stack). */
 export function formatError (err: unknown): string {
-  if (err instanceof P2prunError) {
-    return err.hint ? `${err.message} (hint: ${err.hint})` : err.message
-  }
-  if (err instanceof Error) return `unexpected error: ${err.message}`
-  return `unexpected error: ${String(err)}`
+  const line = err instanceof P2prunError
+    ? (err.hint ? `${err.message} (hint: ${err.hint})` : err.message)
+    : `unexpected error: ${err instanceof Error ? err.message : String(err)}`
+  // Messages also name paths unquoted, and unexpected errors carry whatever Node put in them:
+  // escaped here, every error stays one line and inert on a terminal.
+  return escapeControls(line)
+}
+
+/** C0, DEL and C1 control characters as \xNN. */
+function escapeControls (text: string): string {
+  return text.replace(/\p{Cc}/gu, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`)
 }
 
 /** The innermost reason of a failed fetch/connect (undici nests it: TypeError → cause → errors[]). */

@@ -3,7 +3,7 @@
 import { createHash } from 'node:crypto'
 import { chmod, mkdir, open, readdir, symlink, utimes } from 'node:fs/promises'
 import path from 'node:path'
-import type { DescribedEntry, Description } from './description.ts'
+import { nodePermissions, type DescribedEntry, type Description } from './description.ts'
 import { P2prunError, usageError } from './errors.ts'
 import type { ByteSource } from './store.ts'
 
@@ -25,7 +25,7 @@ export async function extractTree (desc: Description, source: ByteSource, outDir
   for (const e of [...desc.entries].reverse()) {
     if (e.type === 'symlink') continue
     const dest = path.join(root, e.path)
-    await chmod(dest, e.mode)
+    await chmod(dest, nodePermissions(e.mode))
     const t = new Date(e.mtimeMs)
     await utimes(dest, t, t)
   }
@@ -34,11 +34,14 @@ export async function extractTree (desc: Description, source: ByteSource, outDir
 async function copyFile (source: ByteSource, entry: DescribedEntry, dest: string): Promise<void> {
   const out = await open(dest, 'wx', 0o600)
   const hash = createHash('sha256')
+  const buf = Buffer.allocUnsafe(Math.min(COPY_CHUNK, entry.size))
   try {
-    for (let offset = 0; offset < entry.size; offset += COPY_CHUNK) {
-      const buf = await source.read(entry, offset, COPY_CHUNK)
-      hash.update(buf)
-      await out.write(buf, 0, buf.length, offset)
+    for (let offset = 0; offset < entry.size;) {
+      const n = await source.read(entry, offset, buf)
+      if (n === 0) break // the store had less than described: the hash check below says so
+      hash.update(buf.subarray(0, n))
+      await out.write(buf, 0, n, offset)
+      offset += n
     }
   } finally {
     await out.close()

@@ -5,7 +5,7 @@ import { constants as fsConstants } from 'node:fs'
 import { constants } from 'node:os'
 import path from 'node:path'
 import type { DataMode } from './config.ts'
-import type { DescribedEntry, Description } from './description.ts'
+import { nodePermissions, type DescribedEntry, type Description } from './description.ts'
 import type { ByteSource } from './store.ts'
 
 
@@ -37,8 +37,8 @@ const E = Object.fromEntries(Object.entries(constants.errno).map(([k, v]) => [k,
 const S_IFDIR = 0o040000
 const S_IFREG = 0o100000
 const S_IFLNK = 0o120000
-// Nothing here can be written, and set-id bits from a library directory are not honoured.
-const MODE_MASK = 0o1555
+// Nothing here can be written: of the permission bits, read and execute are kept.
+const READ_EXECUTE_BITS = 0o555
 
 interface Inode {
   readonly entry: DescribedEntry
@@ -152,11 +152,10 @@ export class LibraryFs {
     const node = this.inodes.get(p)
     if (!node) return cb(E.ENOENT)
     const local = this.source.has(node.entry, pos, len)
-    this.source.read(node.entry, pos, len).then((bytes) => {
-      bytes.copy(buf)
-      if (local) this.stats.bytesServedLocal += bytes.length
-      else this.stats.bytesServedAfterFetch += bytes.length
-      cb(bytes.length)
+    this.source.read(node.entry, pos, buf.subarray(0, len)).then((n) => {
+      if (local) this.stats.bytesServedLocal += n
+      else this.stats.bytesServedAfterFetch += n
+      cb(n)
     }, (err: unknown) => {
       this.stats.readErrors++
       this.options.onError('read', p, err)
@@ -198,7 +197,7 @@ export class LibraryFs {
         entry: e,
         children: children.get(key),
         stat: {
-          mode: typeBits | (e.type === 'symlink' ? 0o777 : e.mode & MODE_MASK),
+          mode: typeBits | (e.type === 'symlink' ? 0o777 : nodePermissions(e.mode) & READ_EXECUTE_BITS),
           uid: this.options.uid,
           gid: this.options.gid,
           size,

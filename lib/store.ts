@@ -8,8 +8,11 @@ import type { DescribedEntry } from './description.ts'
 export interface ByteSource {
   /** Whether the range is already local: a read of it will not wait for the network. */
   has (entry: DescribedEntry, offset: number, length: number): boolean
-  /** Bytes [offset, offset + length) of a regular file, clipped to its size. */
-  read (entry: DescribedEntry, offset: number, length: number, signal?: AbortSignal): Promise<Buffer>
+  /**
+   * Reads bytes [offset, offset + into.length) of a regular file, clipped to its size, into `into`
+   * (the FUSE request's own buffer: no copy in between); resolves with how many it read.
+   */
+  read (entry: DescribedEntry, offset: number, into: Buffer, signal?: AbortSignal): Promise<number>
   /** Makes the whole file local, ahead of anything fetched in the background. */
   fetchFile (entry: DescribedEntry, signal?: AbortSignal): Promise<void>
   /** Fetches every file in the background; resolves when all are local. */
@@ -30,14 +33,12 @@ export class DirectorySource implements ByteSource {
     this.root = root
   }
 
-  async read (entry: DescribedEntry, offset: number, length: number): Promise<Buffer> {
-    const want = clipRange(entry, offset, length)
-    const out = Buffer.alloc(want)
-    if (want === 0) return out
+  async read (entry: DescribedEntry, offset: number, into: Buffer): Promise<number> {
+    const want = clipRange(entry, offset, into.length)
+    if (want === 0) return 0
     const handle = await open(path.join(this.root, entry.path), 'r')
     try {
-      const { bytesRead } = await handle.read(out, 0, want, offset)
-      return out.subarray(0, bytesRead)
+      return (await handle.read(into, 0, want, offset)).bytesRead
     } finally {
       await handle.close()
     }

@@ -81,13 +81,14 @@ async function addNode (abs: string, rel: string, st: Stats, ancestors: Set<stri
 async function addSymlink (abs: string, rel: string, ancestors: Set<string>, out: TreeEntry[],
   options: ScanOptions): Promise<void> {
   const target = await readlink(abs)
-  if (staysInside(rel, target)) {
+  const escape = symlinkEscape(rel, target)
+  if (escape === undefined) {
     const st = await lstat(abs)
     out.push({ path: rel, type: 'symlink', mode: st.mode & 0o7777, size: 0, mtimeMs: Math.trunc(st.mtimeMs), target })
     return
   }
   if (!options.followSymlinks) {
-    throw sourceError(`symlink ${abs} -> ${target} points outside the library directory`,
+    throw sourceError(`symlink ${abs} -> ${target} can point outside the library directory: its target ${escape}`,
       'make it relative and inside the tree, or pass --follow-symlinks to copy its target in')
   }
   const st = await stat(abs).catch((err: NodeJS.ErrnoException) => {
@@ -96,11 +97,27 @@ async function addSymlink (abs: string, rel: string, ancestors: Set<string>, out
   await addNode(abs, rel, st, ancestors, out, options)
 }
 
-/** Lexical check: a relative target that, resolved from the link's directory, stays under the root. */
-function staysInside (rel: string, target: string): boolean {
-  if (target === '' || path.posix.isAbsolute(target)) return false
-  const resolved = path.posix.normalize(path.posix.join(path.posix.dirname(rel), target))
-  return resolved !== '..' && !resolved.startsWith('../')
+/**
+ * Why the symlink at `linkPath` (in the tree, '/'-separated) could lead outside the tree, or
+ * undefined if it cannot: `describe` copies such links in or refuses them, and the description
+ * parser refuses them, so no node ever mounts or writes a link to /etc/passwd.
+ * A lexical check is not enough: in `a/../x` the `a` may itself be a link (to the tree's top, say),
+ * and the `..` then climbs from wherever it leads. So a target may only go up from the link's own
+ * directory, whose ancestors are real directories, then down: every link met on the way down obeys
+ * this same rule from where it stands, so the whole resolution stays inside.
+ */
+export function symlinkEscape (linkPath: string, target: string): string | undefined {
+  if (path.posix.isAbsolute(target)) return 'is absolute'
+  const dir = path.posix.dirname(linkPath)
+  let levelsToTop = dir === '.' ? 0 : dir.split('/').length
+  let descended = false
+  for (const part of target.split('/')) {
+    if (part === '' || part === '.') continue
+    if (part !== '..') descended = true
+    else if (descended) return 'goes up (..) after a name, which may itself be a symlink'
+    else if (--levelsToTop < 0) return 'climbs above the top directory'
+  }
+  return undefined
 }
 
 function toEntry (rel: string, st: Stats): TreeEntry {

@@ -1,9 +1,9 @@
 // The CLI as users meet it: help, version, one-line errors and exit codes.
-import { readFile, writeFile } from 'node:fs/promises'
+import { chmod, readdir, readFile, stat, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import t, { type Test } from 'tap'
 import { VERSION } from '../lib/version.ts'
-import { LIBRARY_TREE, makeTree } from './helpers/fixtures.ts'
+import { LIBRARY_TREE, makeTree, withSymlinks } from './helpers/fixtures.ts'
 import { p2prun, ROOT, serve } from './helpers/cli.ts'
 
 const oneLine = (t: Test, stderr: string) => t.equal(stderr.trim().split('\n').length, 1, `one line: ${stderr}`)
@@ -18,18 +18,24 @@ t.test('--help lists the subcommands, --version prints the version', async (t) =
   t.match(sub.stdout, /--tracker-announce-peers <value>/)
 })
 
-t.test('bad flags and missing arguments exit non-zero with a short message', async (t) => {
-  const flag = await p2prun(['describe', '.', '--bogus'])
-  t.not(flag.exitCode, 0)
-  t.match(flag.stderr, /unknown option '--bogus'/)
-  const missing = await p2prun(['inspect'])
-  t.not(missing.exitCode, 0)
-  t.match(missing.stderr, /missing required argument 'file'/)
-  const serve = await p2prun(['serve', 'x.torrent'])
-  t.not(serve.exitCode, 0)
-  t.match(serve.stderr, /required option '--source <dir>' not specified/)
+t.test('bad flags and missing arguments are usage errors: one line, exit 2', async (t) => {
+  const cases: [string[], string][] = [
+    [['describe', '.', '--bogus'], "p2prun describe: error: unknown option '--bogus' (hint: see `p2prun describe --help`)"],
+    [['inspect'], "p2prun inspect: error: missing required argument 'file' (hint: see `p2prun inspect --help`)"],
+    [['serve', 'x.torrent'], "p2prun serve: error: required option '--source <dir>' not specified (hint: see `p2prun serve --help`)"],
+    [['umount'], "p2prun umount: error: missing required argument 'mountpoint' (hint: see `p2prun umount --help`)"]
+  ]
+  for (const [args, line] of cases) {
+    const r = await p2prun(args)
+    t.equal(r.exitCode, 2, `${args.join(' ')}: exit 2`)
+    t.equal(r.stderr, line)
+  }
   const cmd = await p2prun(['frobnicate'])
-  t.not(cmd.exitCode, 0)
+  t.equal(cmd.exitCode, 2, 'not a command: a program to launch, without --libs')
+  t.match(cmd.stderr, /^p2prun: error: no library directory given/)
+  const none = await p2prun([])
+  t.equal(none.exitCode, 2, 'no command: the help, on stderr')
+  t.match(none.stderr, /^Usage: p2prun /)
 })
 
 t.test('describe then inspect; a missing directory or description is one line, exit 1 or 2', async (t) => {
@@ -80,6 +86,79 @@ t.test('inspect refuses truncated, tampered and foreign files with one line', as
     t.notMatch(r.stderr, /at .*\.ts:\d+/, `${name}: no stack trace`)
     oneLine(t, r.stderr)
   }
+})
+
+t.test('inspect shows set-id and sticky bits as ls -l does; fetch, even as root, drops them', async (t) => {
+  const dir = t.testdir()
+  const libs = await makeTree(path.join(dir, 'libs'), { files: { 'suid': 1000, 'suid-noexec': 10, 'sgid': 10 }, dirs: ['tmp'] })
+  const modes: Record<string, number> = { 'suid': 0o4755, 'suid-noexec': 0o4644, 'sgid': 0o2751, 'tmp': 0o1777 }
+  for (const [name, mode] of Object.entries(modes)) await chmod(path.join(libs, name), mode)
+  const desc = path.join(dir, 'job.p2p.torrent')
+  t.equal((await p2prun(['describe', libs, '-o', desc])).exitCode, 0)
+  const shown = (await p2prun(['inspect', desc])).stdout
+  t.match(shown, /^-rwsr-xr-x\s+1000  suid$/m)
+  t.match(shown, /^-rwSr--r--\s+10  suid-noexec$/m)
+  t.match(shown, /^-rwxr-s--x\s+10  sgid$/m)
+  t.match(shown, /^drwxrwxrwt\s+0  tmp$/m)
+
+  const head = await serve(desc, libs)
+  t.teardown(head.stop)
+  const out = path.join(dir, 'out')
+  const fetched = await p2prun(['fetch', desc, '--out', out, '--seeder', head.seeder, '--store-dir', dir, '--stall-timeout', '20'])
+  t.equal(fetched.exitCode, 0, fetched.stderr)
+  const got: Record<string, number> = {}
+  for (const name of Object.keys(modes)) got[name] = (await stat(path.join(out, name))).mode & 0o7777
+  t.same(got, { 'suid': 0o755, 'suid-noexec': 0o644, 'sgid': 0o751, 'tmp': 0o777 })
+})
+
+t.test('a hand-built description with a link out of the set: inspect, mount and fetch refuse it, leave nothing', async (t) => {
+  const dir = t.testdir()
+  const libs = await makeTree(path.join(dir, 'libs'), LIBRARY_TREE)
+  const good = path.join(dir, 'good.p2p.torrent')
+  t.equal((await p2prun(['describe', libs, '-o', good])).exitCode, 0)
+  const forged = path.join(dir, 'forged.p2p.torrent')
+  await writeFile(forged, withSymlinks(await readFile(good), { 'python/passwd': '../../../../etc/passwd' }))
+  const refusal = `error: ${forged} has symlink "python/passwd" -> "../../../../etc/passwd" that can point outside the set: ` +
+    'its target climbs above the top directory (hint: `p2prun describe` never writes such a link, so this description was ' +
+    'made or edited by hand: describe the directory again (--follow-symlinks copies such targets in))'
+  const inspect = await p2prun(['inspect', forged])
+  t.same([inspect.exitCode, inspect.stderr], [1, `p2prun inspect: ${refusal}`])
+
+  // A FUSE device that does not exist: were the description accepted, no mount could be left either.
+  const env = { P2PRUN_RUN_DIR: path.join(dir, 'run'), P2PRUN_STORE_DIR: dir, P2PRUN_FUSE_DEVICE: '/nonexistent/fuse' }
+  const mount = await p2prun(['mount', forged, path.join(dir, 'mnt')], { env })
+  t.same([mount.exitCode, mount.stderr], [1, `p2prun mount: ${refusal}`])
+  const fetch = await p2prun(['fetch', forged, '--out', path.join(dir, 'out'), '--stall-timeout', '2'], { env })
+  t.same([fetch.exitCode, fetch.stderr], [1, `p2prun fetch: ${refusal}`])
+  t.same((await readdir(dir)).sort(), ['forged.p2p.torrent', 'good.p2p.torrent', 'libs'], 'no mount point, output, store or state')
+})
+
+t.test('a bad -n is refused before anything is described or started, naming no internal command', async (t) => {
+  const dir = t.testdir()
+  const libs = await makeTree(path.join(dir, 'libs'), LIBRARY_TREE)
+  const env = { P2PRUN_RUN_DIR: path.join(dir, 'run'), P2PRUN_STORE_DIR: dir }
+  for (const [option, value] of [['-n', 'abc'], ['-np', '0']] as const) {
+    const r = await p2prun([option, value, '--launcher', 'local', '--libs', libs, 'true'], { env })
+    t.equal(r.exitCode, 2)
+    t.equal(r.stderr, `p2prun: error: ${option} expects a positive whole number, got "${value}" (hint: for example ${option} 4)`)
+  }
+  t.same(await readdir(dir), ['libs'], 'no run dir, store or state: nothing started')
+})
+
+t.test('control characters from P2PRUN_JOB and from paths are escaped in error messages', async (t) => {
+  const dir = t.testdir()
+  const hostile = Buffer.from('\x1b]0;owned\x07').toString('base64url')
+  const job = await p2prun(['rank-prepare', '--pid', String(process.pid), '--', 'true'], { env: { P2PRUN_JOB: hostile } })
+  t.equal(job.exitCode, 2)
+  t.match(job.stderr, /^p2prun rank: error: P2PRUN_JOB is corrupt \(.*\\x1b\]0;owned\\x07/)
+  const libs = path.join(dir, 'li\x1b[2Jbs\nx')
+  const described = await p2prun(['describe', libs])
+  t.equal(described.exitCode, 1)
+  t.match(described.stderr, /^p2prun describe: error: library directory \S+\/li\\x1b\[2Jbs\\x0ax does not exist \(hint: /)
+  const launched = await p2prun(['-n', '1', '--launcher', 'local', '--libs', libs, 'true'], { env: { P2PRUN_RUN_DIR: path.join(dir, 'run') } })
+  t.equal(launched.exitCode, 1)
+  t.match(launched.stderr, /^p2prun: error: library directory \S+\/li\\x1b\[2Jbs\\x0ax does not exist/)
+  for (const r of [job, described, launched]) t.notMatch(r.stderr, /\p{Cc}/u, 'no control character, not even a newline')
 })
 
 t.test('settings: flag over P2PRUN_* over p2prun.yaml; bad values are one-line errors', async (t) => {

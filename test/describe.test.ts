@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process'
-import { mkdir, symlink, truncate, writeFile } from 'node:fs/promises'
+import { mkdir, realpath, symlink, truncate, writeFile } from 'node:fs/promises'
 import { Readable } from 'node:stream'
 import createTorrent from 'create-torrent'
 import path from 'node:path'
@@ -8,7 +8,8 @@ import t from 'tap'
 import { choosePieceLength, describeDirectory } from '../lib/describe.ts'
 import { parseDescription } from '../lib/description.ts'
 import { P2prunError } from '../lib/errors.ts'
-import { bytesFor, LIBRARY_TREE, makeTree } from './helpers/fixtures.ts'
+import { symlinkEscape } from '../lib/tree.ts'
+import { bytesFor, LIBRARY_TREE, makeTree, withSymlinks } from './helpers/fixtures.ts'
 
 const run = promisify(execFile)
 
@@ -62,9 +63,9 @@ t.test('symlinks that leave the tree are refused unless --follow-symlinks copies
   const outside = await makeTree(path.join(dir, 'outside'), { files: { 'libext.so': 5000, 'sub/libdeep.so': 6000 } })
   const libs = await makeTree(path.join(dir, 'libs'), { files: { 'libin.so': 1000 } })
   await symlink(path.join(outside, 'libext.so'), path.join(libs, 'libabs.so'))
-  await t.rejects(describeDirectory(libs), { code: 'SOURCE', message: /libabs\.so -> .* points outside/ })
+  await t.rejects(describeDirectory(libs), { code: 'SOURCE', message: /libabs\.so -> .* can point outside the library directory: its target is absolute$/ })
   const libs2 = await makeTree(path.join(dir, 'libs2'), { files: { 'libin.so': 1000 }, symlinks: { 'up.so': '../outside/libext.so' } })
-  await t.rejects(describeDirectory(libs2), { message: /up\.so -> \.\.\/outside\/libext\.so points outside/ })
+  await t.rejects(describeDirectory(libs2), { message: /up\.so -> \.\.\/outside\/libext\.so can point outside the library directory: its target climbs above the top directory$/ })
 
   await symlink('../outside/sub', path.join(libs, 'subdir'))
   const followed = await describeDirectory(libs, { followSymlinks: true })
@@ -72,6 +73,51 @@ t.test('symlinks that leave the tree are refused unless --follow-symlinks copies
   t.match(byPath.get('libabs.so'), { type: 'file', size: 5000 })
   t.match(byPath.get('subdir'), { type: 'dir' })
   t.match(byPath.get('subdir/libdeep.so'), { type: 'file', size: 6000 })
+})
+
+t.test('which symlink targets stay inside the tree', async (t) => {
+  const cases: [string, string, string | undefined][] = [
+    ['libfoo.so', 'libfoo.so.1', undefined],
+    ['python/x.so', '../libfoo.so', undefined],
+    ['a/b/top', '../..', undefined],
+    ['python/here', './x/./y', undefined],
+    ['evil', '/etc/passwd', 'is absolute'],
+    ['evil', '../../../../etc/passwd', 'climbs above the top directory'],
+    ['python/evil', '../../x', 'climbs above the top directory'],
+    ['evil', 'a/../../x', 'goes up (..) after a name, which may itself be a symlink'],
+    // Lexically inside ("python/x"), but if "a" is a link to ".." the ".." climbs out from there.
+    ['python/evil', 'a/../x', 'goes up (..) after a name, which may itself be a symlink']
+  ]
+  for (const [link, target, escape] of cases) t.equal(symlinkEscape(link, target), escape, `${link} -> ${target}`)
+})
+
+t.test('a link chain that leads out, though each target looks inside on paper, is refused', async (t) => {
+  const dir = t.testdir()
+  const outside = await makeTree(path.join(dir, 'outside'), { files: { 'secret': 100 } })
+  // d/top -> .. is the tree's top; evil -> d/top/../outside/secret normalises to d/outside/secret.
+  const libs = await makeTree(path.join(dir, 'libs'), { files: { 'lib.so': 10 }, dirs: ['d'], symlinks: { 'd/top': '..', 'evil': 'd/top/../outside/secret' } })
+  t.equal(await realpath(path.join(libs, 'evil')), await realpath(path.join(outside, 'secret')), 'the kernel resolves it outside')
+  await t.rejects(describeDirectory(libs), { code: 'SOURCE', message: /evil -> d\/top\/\.\.\/outside\/secret can point outside the library directory: its target goes up \(\.\.\) after a name/ })
+  const followed = await describeDirectory(libs, { followSymlinks: true })
+  t.match(followed.entries.find((e) => e.path === 'evil'), { type: 'file', size: 100 }, '--follow-symlinks copies the target in')
+})
+
+t.test('parse: a hand-built description with a symlink that can lead outside the set is refused', async (t) => {
+  const libs = await makeTree(path.join(t.testdir(), 'libs'), LIBRARY_TREE)
+  const good = (await describeDirectory(libs)).torrent
+  const inside = parseDescription(withSymlinks(good, { 'python/up.so': '../libfoo.so', 'python/top': '..' }), { source: 'x.torrent' })
+  t.match(inside.entries.find((e) => e.path === 'python/up.so'), { type: 'symlink', target: '../libfoo.so' }, 'the forged description itself is valid')
+  const refused: [Record<string, string>, string][] = [
+    [{ evil: '/etc/passwd' }, 'x.torrent has symlink "evil" -> "/etc/passwd" that can point outside the set: its target is absolute'],
+    [{ evil: '../../../../etc/passwd' }, 'x.torrent has symlink "evil" -> "../../../../etc/passwd" that can point outside the set: its target climbs above the top directory'],
+    [{ 'python/evil': '../../etc/passwd' }, 'x.torrent has symlink "python/evil" -> "../../etc/passwd" that can point outside the set: its target climbs above the top directory'],
+    [{ 'python/top': '..', evil: 'python/top/../../etc/passwd' }, 'x.torrent has symlink "evil" -> "python/top/../../etc/passwd" that can point outside the set: its target goes up (..) after a name, which may itself be a symlink'],
+    [{ evil: '/\x1b]0;owned\x07' }, 'x.torrent has symlink "evil" -> "/\\x1b]0;owned\\x07" that can point outside the set: its target is absolute']
+  ]
+  for (const [links, message] of refused) {
+    t.throws(() => parseDescription(withSymlinks(good, links), { source: 'x.torrent' }),
+      { code: 'DESCRIPTION', message, hint: /made or edited by hand: describe the directory again/ }, message)
+  }
 })
 
 t.test('bad inputs are clear errors naming the path', async (t) => {

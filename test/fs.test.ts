@@ -1,5 +1,6 @@
 // The file system's operations called directly, over a plain directory: no mount, no swarm.
 import { constants as fsc } from 'node:fs'
+import { chmod } from 'node:fs/promises'
 import { constants } from 'node:os'
 import path from 'node:path'
 import t, { type Test } from 'tap'
@@ -10,8 +11,8 @@ import { bytesFor, LIBRARY_TREE, makeTree } from './helpers/fixtures.ts'
 
 const E = constants.errno
 
-async function fsOver (t: Test, mode: 'block' | 'file' | 'eager' = 'block') {
-  const libs = await makeTree(path.join(t.testdir(), 'libs'), LIBRARY_TREE)
+async function fsOver (t: Test, mode: 'block' | 'file' | 'eager' = 'block', tree?: string) {
+  const libs = tree ?? await makeTree(path.join(t.testdir(), 'libs'), LIBRARY_TREE)
   const errors: string[] = []
   const fs = new LibraryFs(await describeDirectory(libs), new DirectorySource(libs),
     { mode, uid: 1234, gid: 5678, onError: (op, file) => errors.push(`${op} ${file}`) })
@@ -59,4 +60,12 @@ t.test('open refuses writing and directories; read copies the right bytes, clipp
   t.equal(fs.stats.bytesServedLocal, 100)
   t.same((await call('unlink', '/libbar.so.2.0'))[0], -E.EROFS)
   t.equal(fs.stats.ops.refused, 1)
+})
+
+t.test('getattr drops set-uid, set-gid and sticky bits, as fetch does', async (t) => {
+  const libs = await makeTree(path.join(t.testdir(), 'libs'), { files: { 'suid': 10, 'sgid': 10 }, dirs: ['tmp'] })
+  await Promise.all([chmod(path.join(libs, 'suid'), 0o4755), chmod(path.join(libs, 'sgid'), 0o2750), chmod(path.join(libs, 'tmp'), 0o1777)])
+  const { call } = await fsOver(t, 'block', libs)
+  const modeOf = async (p: string) => (await call<{ mode: number }>('getattr', p))[1].mode
+  t.same([await modeOf('/suid'), await modeOf('/sgid'), await modeOf('/tmp')], [0o100555, 0o100550, 0o040555])
 })

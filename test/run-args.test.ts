@@ -30,6 +30,23 @@ t.test('split: p2prun options, launcher options (with their values), then the pr
   t.throws(() => splitRunArgs(['--mca', 'btl'], openmpi.valueOptions), { message: 'launcher option --mca needs 2 values' })
 })
 
+t.test('split: the rank count must be a positive whole number, whichever launcher takes it', async (t) => {
+  const refused: [string[], string][] = [
+    [['-n', 'abc', 'app'], '-n expects a positive whole number, got "abc"'],
+    [['-n', '0', 'app'], '-n expects a positive whole number, got "0"'],
+    [['-np', '2.5', 'app'], '-np expects a positive whole number, got "2.5"'],
+    [['-n', '-4', 'app'], '-n expects a positive whole number, got "-4"'],
+    [['-n', '4\x1b[2J', 'app'], '-n expects a positive whole number, got "4\\x1b[2J"']
+  ]
+  for (const table of [localAdapter([]).valueOptions, openmpi.valueOptions, mpich.valueOptions, srun.valueOptions]) {
+    for (const [argv, message] of refused.filter(([argv]) => table.has(argv[0] as string))) {
+      t.throws(() => splitRunArgs(argv, table), { code: 'USAGE', message, hint: /^for example -np? 4$/ }, message)
+    }
+  }
+  t.match(splitRunArgs(['-np', '16', 'app'], mpich.valueOptions), { launcherArgs: ['-np', '16'] })
+  t.throws(() => splitRunArgs(['--libs', 'L', '--', '-n', 'x', 'app'], openmpi.valueOptions), { message: /^-n expects/ }, 'after --, still the launcher\'s -n')
+})
+
 t.test('each adapter builds its launcher\'s command and forwards p2prun\'s variables its own way', async (t) => {
   const step = ['/opt/p2prun/bin/p2prun-rank', './app', 'a1']
   const env = { P2PRUN_JOB: 'abc', P2PRUN_MODE: 'block' }
@@ -46,6 +63,8 @@ t.test('each adapter builds its launcher\'s command and forwards p2prun\'s varia
   const local = localAdapter(['/opt/p2prun/bin/p2prun'])
   t.same(local.command('/opt/p2prun/bin/p2prun', ['-n', '4'], forward, step, env),
     ['/opt/p2prun/bin/p2prun', 'local-ranks', '-n', '4', '--', ...step])
+  t.same(local.command('/opt/p2prun/bin/p2prun', ['-np', '4'], forward, step, env),
+    ['/opt/p2prun/bin/p2prun', 'local-ranks', '-n', '4', '--', ...step], 'local-ranks takes the count as -n')
 })
 
 t.test('node identity from Open MPI, MPICH, Slurm and the local launcher; the one-node-per-rank knob', async (t) => {

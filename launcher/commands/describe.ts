@@ -99,9 +99,12 @@ function formatEntry (e: DescribedEntry): string {
   return `${kind}${modeString(e.mode)} ${String(e.size).padStart(12)}  ${name}${tail}`
 }
 
+/** The permission column of `ls -l`: set-uid and set-gid show as s in the x place (S without x), sticky as t (T). */
 function modeString (mode: number): string {
-  const bits = 'rwxrwxrwx'
-  let out = ''
-  for (let i = 0; i < 9; i++) out += mode & (0o400 >> i) ? bits[i] : '-'
-  return out
+  const triad = (shift: number, specialBit: number, mark: string) => {
+    const bits = mode >> shift
+    const execute = mode & specialBit ? (bits & 1 ? mark : mark.toUpperCase()) : (bits & 1 ? 'x' : '-')
+    return `${bits & 4 ? 'r' : '-'}${bits & 2 ? 'w' : '-'}${execute}`
+  }
+  return triad(6, 0o4000, 's') + triad(3, 0o2000, 's') + triad(0, 0o1000, 't')
 }

@@ -3,18 +3,17 @@
 // the first non-zero exit code (128+signal for a rank killed by a signal), as mpirun does.
 import { spawn, type ChildProcess } from 'node:child_process'
 import { constants } from 'node:os'
-import { Option, type Command } from 'commander'
-import { usageError } from '../../lib/errors.ts'
+import type { Command } from 'commander'
 import { action } from '../cli-support.ts'
+import { parseRankCount } from '../run-args.ts'
 
 export function registerLocalRanks (program: Command): void {
   program.command('local-ranks', { hidden: true })
     .description('(internal) start N ranks on this host')
-    .addOption(new Option('-n, --np <count>', 'number of ranks').argParser((v) => Number(v)))
+    .option('-n, --np <count>', 'number of ranks')
     .argument('<command...>')
-    .action(action('local-ranks', async (command: string[], opts: { np?: number }) => {
-      const n = opts.np ?? 1
-      if (!Number.isInteger(n) || n < 1) throw usageError(`-n must be a positive whole number, got ${opts.np}`)
+    .action(action('local-ranks', async (command: string[], opts: { np?: string }) => {
+      const n = opts.np === undefined ? 1 : parseRankCount('-n', opts.np)
       const [file, ...args] = command as [string, ...string[]]
       const ranks: ChildProcess[] = []
       const exits = Array.from({ length: n }, (_, rank) => new Promise<number>((resolve) => {

@@ -1,6 +1,6 @@
 // Choosing the launcher: named with --launcher, or "auto": inside a Slurm allocation srun; else the
 // mpirun on PATH, recognised as Open MPI or MPICH; else p2prun's own local launcher.
-import { P2prunError, usageError } from '../../lib/errors.ts'
+import { P2prunError, quote, usageError } from '../../lib/errors.ts'
 import { findExecutable } from '../../lib/files.ts'
 import { mpiFlavour, type LauncherAdapter, type LauncherName, LAUNCHER_NAMES } from './adapter.ts'
 import { localAdapter } from './local.ts'
@@ -21,7 +21,7 @@ export async function chooseLauncher (wanted: string, env: NodeJS.ProcessEnv, cl
   const adapters: Record<LauncherName, LauncherAdapter> = { local: localAdapter(cli), openmpi, mpich, srun }
   if (wanted === 'auto') return autoDetect(adapters, env)
   if (!(LAUNCHER_NAMES as readonly string[]).includes(wanted)) {
-    throw usageError(`unknown launcher "${wanted}"`, `choose one of auto, ${LAUNCHER_NAMES.join(', ')}`)
+    throw usageError(`unknown launcher ${quote(wanted)}`, `choose one of auto, ${LAUNCHER_NAMES.join(', ')}`)
   }
   const adapter = adapters[wanted as LauncherName]
   const program = await adapter.find(env)

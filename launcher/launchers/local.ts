@@ -8,6 +8,8 @@ export function localAdapter (cli: readonly string[]): LauncherAdapter {
     install: '(built in)',
     valueOptions: valueTable([['-n', '-np'], 1]),
     find: async () => cli[0],
-    command: (_program, userArgs, _forward, step) => [...cli, 'local-ranks', ...userArgs, '--', ...step]
+    // commander would read `-np 4` as -n with the value "p": local-ranks gets the count as -n.
+    command: (_program, userArgs, _forward, step) =>
+      [...cli, 'local-ranks', ...userArgs.map((a) => (a === '-np' ? '-n' : a)), '--', ...step]
   }
 }

@@ -1,7 +1,9 @@
-// Library-like trees for tests: deterministic content, symlink chains, odd names.
+// Library-like trees for tests: deterministic content, symlink chains, odd names; descriptions
+// edited the way someone building one by hand would.
 import { createHash } from 'node:crypto'
 import { lstat, mkdir, readdir, readFile, readlink, symlink, writeFile } from 'node:fs/promises'
 import path from 'node:path'
+import bencode from 'bencode'
 
 /** Deterministic bytes (a SHA-256 counter stream): same seed, same content, on any machine. */
 export function bytesFor (seed: string, size: number): Buffer {
@@ -71,4 +73,21 @@ export async function snapshotTree (root: string, modeMask = 0o777): Promise<Sna
   }
   await walk('')
   return out
+}
+
+type Dict = Record<string, unknown>
+
+/**
+ * A description with `links` (path -> target) added to its tree, made consistent as a forger
+ * would make it: the tree is in the info dictionary, so the infohash it records is recomputed.
+ */
+export function withSymlinks (torrent: Uint8Array, links: Record<string, string>): Buffer {
+  const decoded = bencode.decode(torrent) as Dict & { info: Dict & { p2prun: { entries: Dict[] } }, p2prun: Dict }
+  const entries = decoded.info.p2prun.entries
+  for (const [p, l] of Object.entries(links)) entries.push({ p, t: 'l', m: 0o777, l })
+  const key = (e: Dict) => Buffer.from(e.p as Uint8Array | string).toString('utf8')
+  entries.sort((a, b) => (key(a) < key(b) ? -1 : key(a) > key(b) ? 1 : 0))
+  delete decoded.p2prun.mtimes // one per entry: they would no longer line up
+  decoded.p2prun.infohash = createHash('sha1').update(bencode.encode(decoded.info)).digest('hex')
+  return Buffer.from(bencode.encode(decoded))
 }

@@ -5,6 +5,7 @@
 //    Open MPI's and PMIx's plugins, which Open MPI dlopens at MPI_Init, as openmpi/ and pmix/
 //    (examples/hpcc/collect.sh).
 import { execa, type ResultPromise } from 'execa'
+import { randomBytes } from 'node:crypto'
 import { cp, mkdir, readFile, rm } from 'node:fs/promises'
 import { createInterface } from 'node:readline'
 import path from 'node:path'
@@ -98,6 +99,12 @@ export interface Serving {
 }
 
 /** `p2prun serve` for the set on `host`, started through `via` (e.g. the cluster's exec on the server node). */
+/**
+ * The heads the benchmarks start serve only nodes that prove the job's secret, as a launch's do:
+ * every process the benchmark starts (the head, the agents) inherits it.
+ */
+process.env.P2PRUN_SECRET ??= randomBytes(32).toString('hex')
+
 export async function serveSet (w: Workload, host: string, via: readonly string[] = []): Promise<Serving> {
   const serve = [P2PRUN, 'serve', w.description, '--source', w.set, '--host', host, '--quiet']
   const [command, ...args] = [...via, ...serve]

@@ -6,14 +6,16 @@ import type { Command } from 'commander'
 import type { AgentOptions } from '../lib/agent.ts'
 import { loadConfig, SETTINGS, type Config, type SettingName } from '../lib/config.ts'
 import type { Description } from '../lib/description.ts'
-import { formatError, P2prunError } from '../lib/errors.ts'
+import { AlreadyReported, formatError, P2prunError } from '../lib/errors.ts'
+import type { JobSecret } from '../lib/swarm/job-auth.ts'
 
 /** commander option parser for repeatable options. */
 export const collect = (value: string, previous: string[] = []): string[] => [...previous, value]
 
-/** Where a node's swarm client gets its peers, and its settings. */
-export function nodeOptions (config: Config, peers: { trackers?: readonly string[], seeders?: readonly string[] }): AgentOptions['node'] {
+/** Where a node's swarm client gets its peers, the job's secret, and its settings. */
+export function nodeOptions (config: Config, peers: { trackers?: readonly string[], seeders?: readonly string[], secret?: JobSecret }): AgentOptions['node'] {
   return {
+    secret: peers.secret,
     storeDir: config.storeDir,
     port: 0,
     maxConns: config.maxConns,
@@ -61,7 +63,7 @@ export async function commandConfig (cmd: Command): Promise<Config> {
 /** The address other hosts reach this one at: the bind address, or the first non-loopback IPv4. */
 export function advertisedHost (config: Config): string {
   if (config.advertise) return config.advertise
-  if (config.host !== '0.0.0.0' && config.host !== '::') return config.host
+  if (config.host !== undefined && config.host !== '0.0.0.0' && config.host !== '::') return config.host
   for (const addrs of Object.values(os.networkInterfaces())) {
     const v4 = addrs?.find((a) => a.family === 'IPv4' && !a.internal)
     if (v4) return v4.address
@@ -86,6 +88,10 @@ export function action<A extends unknown[]> (name: string, fn: (...args: A) => P
 
 /** A failure becomes one line, "WHO: error: message (hint: …)", and exit code 1 (2 for usage). */
 export function reportError (who: string, err: unknown): void {
+  if (err instanceof AlreadyReported) {
+    process.exitCode = 1
+    return
+  }
   process.stderr.write(`${who}: error: ${formatError(err)}\n`)
   if (process.env.P2PRUN_DEBUG && err instanceof Error) process.stderr.write(`${err.stack}\n`)
   process.exitCode = err instanceof P2prunError && err.code === 'USAGE' ? 2 : 1

@@ -1,6 +1,6 @@
 // p2prun: `p2prun [options] PROGRAM` launches a job (like mpirun/srun); the subcommands are the
 // steps of a launch, usable on their own. Only the running command's module is imported, and heavy
-// modules (the swarm, fuse-native) only by the commands that need them, so the per-rank step and
+// modules (the swarm, the FUSE server) only by the commands that need them, so the per-rank step and
 // the node agent start fast.
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'

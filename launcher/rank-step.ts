@@ -7,7 +7,7 @@ import { watch } from 'node:fs'
 import { access, mkdir, open, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { loadConfig } from '../lib/config.ts'
-import { P2prunError } from '../lib/errors.ts'
+import { AlreadyReported, P2prunError } from '../lib/errors.ts'
 import { findExecutable } from '../lib/files.ts'
 import { decodeJob, JOB_ENV, launchIdOf, libraryPath, nodeIdentity, nodeStateDir, type NodeIdentity } from '../lib/job.ts'
 
@@ -17,6 +17,8 @@ export const RANKS_DIR = 'ranks'
 export const LOCK_FILE = 'agent.lock'
 /** The library path as one line, for Slurm's task_init (the SPANK plugin reads it, C has no JSON). */
 export const LDPATH_FILE = 'ldpath'
+/** Created by the one rank of a node that reports the agent's failure; the node's other ranks stay quiet. */
+const REPORTED_FILE = 'reported'
 
 export interface NodeReady {
   readonly mountPoint: string
@@ -39,8 +41,10 @@ export async function prepareRank (program: readonly string[], pid: number, cli:
   await writeFile(path.join(stateDir, RANKS_DIR, String(pid)), '')
   if (await startsAgent(stateDir)) startAgent(stateDir, node, launchId, cli)
   const ready = await waitForAgent(stateDir, node, config.startTimeoutMs).catch(async (err: unknown) => {
+    // Claimed while this rank is still registered, so the state directory is still there.
+    const first = await createOnce(path.join(stateDir, REPORTED_FILE))
     await leaveFailedNode(stateDir, pid)
-    throw err
+    throw first ? err : new AlreadyReported()
   })
   const name = program[0] as string
   if (!(await findExecutable(name, process.env))) throw launchError(node, `program ${name} not found or not executable`, 'give a path, or put it on PATH on every node')
@@ -52,8 +56,13 @@ export async function prepareRank (program: readonly string[], pid: number, cli:
  * prolog before any rank exists (then every rank finds the agent already there).
  */
 async function startsAgent (stateDir: string): Promise<boolean> {
+  return createOnce(path.join(stateDir, LOCK_FILE))
+}
+
+/** Whether this process created `file`: of many that try at once, exactly one does. */
+async function createOnce (file: string): Promise<boolean> {
   try {
-    await (await open(path.join(stateDir, LOCK_FILE), 'wx')).close()
+    await (await open(file, 'wx')).close()
     return true
   } catch {
     return false
@@ -117,9 +126,13 @@ async function exists (file: string): Promise<boolean> {
   return access(file).then(() => true, () => false)
 }
 
-/** Each rank that saw the failure unregisters; the last one removes the node's state. */
+/**
+ * Each rank that saw the failure unregisters; the last one removes the node's state. Two ranks
+ * leaving at once may both find themselves last: each removal then meets the other's half-done
+ * one (ENOTEMPTY), which rm's retries absorb.
+ */
 async function leaveFailedNode (stateDir: string, pid: number): Promise<void> {
   await rm(path.join(stateDir, RANKS_DIR, String(pid)), { force: true })
   const left = await readdir(path.join(stateDir, RANKS_DIR)).catch(() => [])
-  if (left.length === 0) await rm(stateDir, { recursive: true, force: true })
+  if (left.length === 0) await rm(stateDir, { recursive: true, force: true, maxRetries: 5 })
 }

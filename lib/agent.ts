@@ -47,11 +47,13 @@ export class Agent {
         gid: options.gid,
         onError: (op, file, err) => options.log(`${op} ${file} failed: ${formatError(err)}`)
       })
-      const mounted = await mountFs(options.mountPoint, fs.operations(), {
+      const mounted = await mountFs(options.mountPoint, fs, {
         fsname: `p2prun:${options.description.name}`,
         allowOther: options.allowOther,
         cacheSeconds: KERNEL_CACHE_SECONDS,
-        device: options.fuseDevice
+        negativeCacheSeconds: KERNEL_CACHE_SECONDS,
+        device: options.fuseDevice,
+        log: options.log
       })
       return new Agent(options, swarm, fs, mounted)
     } catch (err) {
@@ -85,7 +87,7 @@ export class Agent {
       infoHash: this.options.description.infoHash,
       mode: this.options.mode,
       mountPoint: this.mounted.mountPoint,
-      fs: structuredClone(this.fs.stats),
+      fs: this.fs.stats(this.mounted.counters()),
       swarm: this.swarm.stats()
     }
   }

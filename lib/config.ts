@@ -21,7 +21,7 @@ interface Spec {
 
 /** Names are kebab-case; the flag is --name, the variable P2PRUN_NAME, the YAML key name. */
 export const SETTINGS = {
-  host: { kind: 'string', help: 'address the tracker and seeder listen on' },
+  host: { kind: 'string', help: 'address the tracker and seeder listen on (default: the advertised one; 0.0.0.0 for all)' },
   advertise: { kind: 'string', help: 'address nodes use to reach this host (default: its first non-loopback IPv4)' },
   'tracker-port': { kind: 'int', min: 0, max: 65535, help: 'tracker HTTP port (0: any free port)' },
   'seeder-port': { kind: 'int', min: 0, max: 65535, help: 'seeder BitTorrent port (0: any free port)' },
@@ -49,7 +49,7 @@ export const SETTINGS = {
 export type SettingName = keyof typeof SETTINGS
 
 export interface Config {
-  readonly host: string
+  readonly host: string | undefined
   readonly advertise: string | undefined
   readonly trackerPort: number
   readonly seederPort: number
@@ -75,11 +75,10 @@ export interface Config {
 }
 
 const DEFAULTS: Config = {
-  host: '0.0.0.0',
+  host: undefined,
   advertise: undefined,
   trackerPort: 0,
   seederPort: 0,
-  // bittorrent-tracker's own defaults (1,000 peers, 82 per announce) are too small for 16k nodes.
   trackerMaxPeers: 20_000,
   trackerAnnouncePeers: 200,
   uploadLimit: 0,

@@ -23,6 +23,12 @@ export class P2prunError extends Error {
   }
 }
 
+/**
+ * A failure another process has already reported: the command fails without a line of its own.
+ * Every rank of a node sees its agent fail; one line per node, not per rank (16,000 at scale).
+ */
+export class AlreadyReported extends Error {}
+
 export const usageError = (message: string, hint?: string) => new P2prunError('USAGE', message, { hint })
 export const configError = (message: string, hint?: string) => new P2prunError('CONFIG', message, { hint })
 export const sourceError = (message: string, hint?: string, cause?: unknown) =>
@@ -31,6 +37,8 @@ export const descriptionError = (message: string, hint?: string, cause?: unknown
   new P2prunError('DESCRIPTION', message, { hint, cause })
 export const swarmError = (message: string, hint?: string, cause?: unknown) =>
   new P2prunError('SWARM', message, { hint, cause })
+export const fuseError = (message: string, hint?: string, cause?: unknown) =>
+  new P2prunError('FUSE', message, { hint, cause })
 
 /**
  * A value from outside (a path, a description's field, a variable) as it goes into a message: in

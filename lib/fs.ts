@@ -1,166 +1,178 @@
-// The library file system as plain FUSE operations: an immutable inode table built once from the
-// description answers every metadata call locally; only open (file/eager mode) and read ask the
-// ByteSource, which may wait on the network. Nothing here knows BitTorrent or fuse-native.
-import { constants as fsConstants } from 'node:fs'
+// The library file system's policy: what the mount shows (an immutable inode table built once from
+// the description: types, read-only modes, the owner, sizes, times, links, directory listings) and
+// the two requests that may wait on the network, which the native FUSE server (lib/mount.ts)
+// forwards here: an open in file or eager mode of a file not yet complete, and a read of bytes not
+// yet local. Everything else it answers on its own thread. Nothing here knows BitTorrent or FUSE's
+// wire: bytes come from a ByteSource.
 import { constants } from 'node:os'
 import path from 'node:path'
 import type { DataMode } from './config.ts'
 import { nodePermissions, type DescribedEntry, type Description } from './description.ts'
-import type { ByteSource } from './store.ts'
-
+import { descriptionError, fuseError } from './errors.ts'
+import type { ByteSource, LocalView } from './store.ts'
 
 export interface FsOptions {
   readonly mode: DataMode
   readonly uid: number
   readonly gid: number
-  /** Told about every failed read (the FS answers EIO); the caller logs. */
+  /** Told about every failed read or open (the FS answers EIO); the caller logs. */
   readonly onError: (op: string, file: string, err: unknown) => void
 }
 
-/** The paper's Section IV-A numbers: how often each operation reached the FUSE process. */
+/** The paper's Section IV-A numbers: how often each operation reached the FUSE server. */
 export interface FsStats {
   ops: Record<OpName, number>
-  /** getattr calls answered ENOENT: the loader's failed LD_LIBRARY_PATH lookups. */
+  /** Lookups answered "no such entry": the loader's failed LD_LIBRARY_PATH lookups (cached by the kernel after one). */
   enoent: number
+  /** Bytes read from local chunks: by the server itself, or by JS when they arrived meanwhile. */
   bytesServedLocal: number
   bytesServedAfterFetch: number
   readErrors: number
+  /** Requests the server handed to JS because they wait on the swarm. */
+  readsForwarded: number
+  opensForwarded: number
+  /** Forwarded requests whose caller was interrupted (a signal): answered EINTR, their wait aborted. */
+  interrupted: number
   /** ms from mount until every file opened so far was complete (file/eager mode), or null. */
   openedCompleteMs: number | null
 }
 
-type OpName = 'getattr' | 'readdir' | 'readlink' | 'open' | 'read' | 'release' | 'statfs' | 'access' | 'refused'
-type Cb<T = void> = (err: number, value?: T) => void
+type OpName = 'lookup' | 'getattr' | 'readdir' | 'readlink' | 'open' | 'read' | 'release' | 'statfs' | 'access' | 'refused'
 
-// fuse-native answers with negated errno values.
-const E = Object.fromEntries(Object.entries(constants.errno).map(([k, v]) => [k, -v])) as Record<keyof typeof constants.errno, number>
+/** The native server's own counts (native/fuse-server.c COUNTERS), merged into FsStats. */
+export type ServerCounts = Record<OpName | 'enoent' | 'bytesServedLocal' | 'readsForwarded' | 'opensForwarded' | 'interrupted', number>
+
+/**
+ * The inode table as flat arrays, handed to the native server once. Inode i + 1 is entry i; inode 1
+ * is the root. Strings (names, link targets) are NUL-terminated in `strings`, at `nameAt`/`targetAt`.
+ */
+export interface InodeTable {
+  readonly modes: Uint32Array
+  readonly nlinks: Uint32Array
+  readonly parents: Uint32Array
+  readonly sizes: Float64Array
+  /** Where each file's bytes start in the set (the store's layout). */
+  readonly offsets: Float64Array
+  readonly mtimesMs: Float64Array
+  readonly strings: Uint8Array
+  readonly nameAt: Uint32Array
+  readonly targetAt: Uint32Array
+  readonly uid: number
+  readonly gid: number
+  readonly totalBytes: number
+}
+
+/** How the server takes JS's answer to a forwarded request (exactly one per request). */
+export interface Replies {
+  data (id: number, bytes: Buffer, length: number): void
+  open (id: number): void
+  error (id: number, errno: number): void
+}
+
 const S_IFDIR = 0o040000
 const S_IFREG = 0o100000
 const S_IFLNK = 0o120000
 // Nothing here can be written: of the permission bits, read and execute are kept.
 const READ_EXECUTE_BITS = 0o555
-
-interface Inode {
-  readonly entry: DescribedEntry
-  readonly stat: Record<string, number | Date>
-  readonly children?: readonly string[]
-}
+const { EIO } = constants.errno
 
 export class LibraryFs {
-  readonly stats: FsStats
-  private readonly inodes = new Map<string, Inode>()
+  readonly table: InodeTable
+  /** Whether opens of incomplete files wait for JS (file mode) or prioritize them (eager mode). */
+  readonly forwardOpens: boolean
+  private readonly entries: readonly DescribedEntry[]
   private readonly source: ByteSource
   private readonly options: FsOptions
   private readonly mountedAt = performance.now()
   private readonly pendingFiles = new Set<string>()
-  private readonly totalBlocks: number
+  /** Forwarded reads still waiting, by request id: an interrupt aborts the wait. */
+  private readonly waiting = new Map<number, AbortController>()
+  private openedCompleteMs: number | null = null
+  private bytesLocal = 0
+  private bytesAfterFetch = 0
+  private readErrors = 0
 
   constructor (desc: Description, source: ByteSource, options: FsOptions) {
+    this.entries = desc.entries
     this.source = source
     this.options = options
-    this.stats = {
-      ops: { getattr: 0, readdir: 0, readlink: 0, open: 0, read: 0, release: 0, statfs: 0, access: 0, refused: 0 },
-      enoent: 0,
-      bytesServedLocal: 0,
-      bytesServedAfterFetch: 0,
-      readErrors: 0,
-      openedCompleteMs: null
-    }
-    this.totalBlocks = Math.ceil(desc.totalBytes / 4096)
-    this.buildInodes(desc)
+    this.forwardOpens = options.mode !== 'block'
+    this.table = buildTable(desc, options)
   }
 
-  /** The operations object fuse-native mounts. Each answers through its callback, never throws. */
-  operations (): Record<string, (...args: never[]) => void> {
-    const refuse = (...args: unknown[]) => { this.stats.ops.refused++; (args[args.length - 1] as Cb)(E.EROFS) }
-    return {
-      init: (cb: Cb) => cb(0),
-      getattr: (p: string, cb: Cb<object>) => this.getattr(p, cb),
-      fgetattr: (p: string, _fd: number, cb: Cb<object>) => this.getattr(p, cb),
-      readdir: (p: string, cb: Cb<string[]>) => this.readdir(p, cb),
-      readlink: (p: string, cb: Cb<string>) => this.readlink(p, cb),
-      access: (p: string, mode: number, cb: Cb) => this.access(p, mode, cb),
-      statfs: (_p: string, cb: Cb<object>) => this.statfs(cb),
-      open: (p: string, flags: number, cb: Cb<number>) => this.open(p, flags, cb),
-      read: (p: string, _fd: number, buf: Buffer, len: number, pos: number, cb: (n: number) => void) => this.read(p, buf, len, pos, cb),
-      release: (_p: string, _fd: number, cb: Cb) => { this.stats.ops.release++; cb(0) },
-      getxattr: (_p: string, _name: string, _pos: number, cb: (err: number, value: Buffer | null) => void) => cb(0, null),
-      listxattr: (_p: string, cb: (err: number, list: string[]) => void) => cb(0, []),
-      // Every way of changing the tree is refused. The mount is also "ro", so most never get here.
-      write: refuse, create: refuse, truncate: refuse, ftruncate: refuse, unlink: refuse, rename: refuse,
-      mkdir: refuse, rmdir: refuse, symlink: refuse, link: refuse, chmod: refuse, chown: refuse,
-      utimens: refuse, mknod: refuse, setxattr: refuse, removexattr: refuse
-    }
+  /** Where the server reads local chunks itself; undefined: every read is forwarded. */
+  localView (): LocalView | undefined {
+    return this.source.localView()
   }
 
-  private getattr (p: string, cb: Cb<object>): void {
-    this.stats.ops.getattr++
-    const node = this.inodes.get(p)
-    if (!node) { this.stats.enoent++; return cb(E.ENOENT) }
-    cb(0, node.stat)
-  }
-
-  private readdir (p: string, cb: Cb<string[]>): void {
-    this.stats.ops.readdir++
-    const node = this.inodes.get(p)
-    if (!node) return cb(E.ENOENT)
-    if (!node.children) return cb(E.ENOTDIR)
-    cb(0, ['.', '..', ...node.children])
-  }
-
-  private readlink (p: string, cb: Cb<string>): void {
-    this.stats.ops.readlink++
-    const node = this.inodes.get(p)
-    if (!node) return cb(E.ENOENT)
-    if (node.entry.type !== 'symlink') return cb(E.EINVAL)
-    cb(0, node.entry.target)
-  }
-
-  private access (p: string, mode: number, cb: Cb): void {
-    this.stats.ops.access++
-    if (!this.inodes.has(p)) return cb(E.ENOENT)
-    cb(mode & fsConstants.W_OK ? E.EROFS : 0)
-  }
-
-  private statfs (cb: Cb<object>): void {
-    this.stats.ops.statfs++
-    cb(0, {
-      bsize: 4096, frsize: 4096, blocks: this.totalBlocks, bfree: 0, bavail: 0,
-      files: this.inodes.size, ffree: 0, favail: 0, fsid: 0, flag: 1 /* ST_RDONLY */, namemax: 255
+  /**
+   * A forwarded open. file mode: the whole file is local before open returns (the paper's RAMDISK
+   * mode). eager mode: the file moves to the front of the background fetch; open returns at once.
+   */
+  open (id: number, ino: number, reply: Replies): void {
+    const entry = this.entryOf(ino)
+    const whole = this.fetchWholeFile(entry)
+    if (this.options.mode !== 'file') return reply.open(id)
+    whole.then(() => reply.open(id), (err: unknown) => {
+      this.options.onError('open', `/${entry.path}`, err)
+      reply.error(id, EIO)
     })
   }
 
-  private open (p: string, flags: number, cb: Cb<number>): void {
-    this.stats.ops.open++
-    const node = this.inodes.get(p)
-    if (!node) return cb(E.ENOENT)
-    if ((flags & 3) !== fsConstants.O_RDONLY || flags & fsConstants.O_TRUNC) return cb(E.EROFS)
-    if (node.entry.type !== 'file') return cb(E.EISDIR)
-    if (this.options.mode === 'block') return cb(0, 0)
-    // file mode: the whole file is local before open returns (the paper's RAMDISK mode).
-    // eager mode: the file moves to the front of the background fetch; open returns at once.
-    const whole = this.fetchWholeFile(node.entry)
-    if (this.options.mode === 'eager') return cb(0, 0)
-    whole.then(() => cb(0, 0), (err: unknown) => {
-      this.options.onError('open', p, err)
-      cb(E.EIO)
-    })
-  }
-
-  private read (p: string, buf: Buffer, len: number, pos: number, cb: (n: number) => void): void {
-    this.stats.ops.read++
-    const node = this.inodes.get(p)
-    if (!node) return cb(E.ENOENT)
-    const local = this.source.has(node.entry, pos, len)
-    this.source.read(node.entry, pos, buf.subarray(0, len)).then((n) => {
-      if (local) this.stats.bytesServedLocal += n
-      else this.stats.bytesServedAfterFetch += n
-      cb(n)
+  /** A forwarded read of `length` bytes (already clipped to the file) that are not all local. */
+  read (id: number, ino: number, offset: number, length: number, reply: Replies): void {
+    const entry = this.entryOf(ino)
+    const local = this.source.has(entry, offset, length)
+    const into = Buffer.allocUnsafe(length)
+    const abort = new AbortController()
+    this.waiting.set(id, abort)
+    this.source.read(entry, offset, into, abort.signal).then((n) => {
+      this.waiting.delete(id)
+      if (local) this.bytesLocal += n
+      else this.bytesAfterFetch += n
+      reply.data(id, into, n)
     }, (err: unknown) => {
-      this.stats.readErrors++
-      this.options.onError('read', p, err)
-      cb(E.EIO)
+      this.waiting.delete(id)
+      if (abort.signal.aborted) return // interrupted: the server answered EINTR already
+      this.readErrors++
+      this.options.onError('read', `/${entry.path}`, err)
+      reply.error(id, EIO)
     })
+  }
+
+  /** The server answered request `id` EINTR (its caller got a signal): stop waiting for its bytes. */
+  interrupt (id: number): void {
+    this.waiting.get(id)?.abort(fuseError('the reading process was interrupted'))
+  }
+
+  /** Stops every wait: the mount is going away. */
+  abortAll (): void {
+    for (const abort of this.waiting.values()) abort.abort(fuseError('the file system is unmounting'))
+    this.waiting.clear()
+  }
+
+  stats (server: ServerCounts): FsStats {
+    return {
+      ops: {
+        lookup: server.lookup, getattr: server.getattr, readdir: server.readdir, readlink: server.readlink, open: server.open,
+        read: server.read, release: server.release, statfs: server.statfs, access: server.access, refused: server.refused
+      },
+      enoent: server.enoent,
+      bytesServedLocal: server.bytesServedLocal + this.bytesLocal,
+      bytesServedAfterFetch: this.bytesAfterFetch,
+      readErrors: this.readErrors,
+      readsForwarded: server.readsForwarded,
+      opensForwarded: server.opensForwarded,
+      interrupted: server.interrupted,
+      openedCompleteMs: this.openedCompleteMs
+    }
+  }
+
+  private entryOf (ino: number): DescribedEntry {
+    const entry = this.entries[ino - 1]
+    // The server forwards only inodes of its table, which has exactly these entries.
+    if (!entry) throw new Error(`the FUSE server forwarded unknown inode ${ino}`)
+    return entry
   }
 
   private fetchWholeFile (entry: DescribedEntry): Promise<void> {
@@ -169,47 +181,45 @@ export class LibraryFs {
     const done = this.source.fetchFile(entry)
     done.then(() => {
       this.pendingFiles.delete(entry.path)
-      if (this.pendingFiles.size === 0) this.stats.openedCompleteMs = Math.round(performance.now() - this.mountedAt)
+      if (this.pendingFiles.size === 0) this.openedCompleteMs = Math.round(performance.now() - this.mountedAt)
     }, () => {}) // the open that asked reports the failure
     return done
   }
+}
 
-  private buildInodes (desc: Description): void {
-    // Entries come sorted, parents first: one pass collects each directory's children.
-    const keyOf = (e: DescribedEntry) => (e.path === '' ? '/' : `/${e.path}`)
-    const children = new Map<string, string[]>()
-    const subdirs = new Map<string, number>()
-    for (const e of desc.entries) {
-      const key = keyOf(e)
-      if (e.type === 'dir') children.set(key, [])
-      if (e.path === '') continue
-      const parent = path.posix.dirname(key)
-      children.get(parent)?.push(path.posix.basename(key))
-      if (e.type === 'dir') subdirs.set(parent, (subdirs.get(parent) ?? 0) + 1)
-    }
-    let ino = 1
-    for (const e of desc.entries) {
-      const key = keyOf(e)
-      const time = new Date(e.mtimeMs)
-      const typeBits = e.type === 'dir' ? S_IFDIR : e.type === 'symlink' ? S_IFLNK : S_IFREG
-      const size = e.type === 'symlink' ? Buffer.byteLength(e.target ?? '') : e.type === 'dir' ? 4096 : e.size
-      this.inodes.set(key, {
-        entry: e,
-        children: children.get(key),
-        stat: {
-          mode: typeBits | (e.type === 'symlink' ? 0o777 : nodePermissions(e.mode) & READ_EXECUTE_BITS),
-          uid: this.options.uid,
-          gid: this.options.gid,
-          size,
-          nlink: e.type === 'dir' ? 2 + (subdirs.get(key) ?? 0) : 1,
-          ino: ino++,
-          blksize: 4096,
-          blocks: Math.ceil(size / 512),
-          atime: time,
-          mtime: time,
-          ctime: time
-        }
-      })
-    }
+function buildTable (desc: Description, options: FsOptions): InodeTable {
+  const entries = desc.entries
+  const n = entries.length
+  if (entries[0]?.path !== '') throw descriptionError('the description does not list its root directory first', 'describe the set again with `p2prun describe`')
+  const t = {
+    modes: new Uint32Array(n), nlinks: new Uint32Array(n), parents: new Uint32Array(n), sizes: new Float64Array(n),
+    offsets: new Float64Array(n), mtimesMs: new Float64Array(n), nameAt: new Uint32Array(n), targetAt: new Uint32Array(n)
   }
+  // Entries come sorted, parents first: one pass numbers them and finds each one's parent.
+  const inoOf = new Map<string, number>([['', 1]])
+  const strings: Buffer[] = []
+  let stringBytes = 0
+  const intern = (s: string) => {
+    const at = stringBytes
+    const bytes = Buffer.from(`${s}\0`)
+    strings.push(bytes)
+    stringBytes += bytes.length
+    return at
+  }
+  entries.forEach((e, i) => {
+    inoOf.set(e.path, i + 1)
+    const parent = e.path === '' ? 1 : inoOf.get(path.posix.dirname(e.path) === '.' ? '' : path.posix.dirname(e.path))
+    if (parent === undefined) throw descriptionError(`the description lists ${e.path} before its directory`, 'describe the set again with `p2prun describe`')
+    t.parents[i] = parent
+    if (e.type === 'dir' && i > 0) t.nlinks[parent - 1] = (t.nlinks[parent - 1] ?? 0) + 1 // a subdirectory's ".."
+    const typeBits = e.type === 'dir' ? S_IFDIR : e.type === 'symlink' ? S_IFLNK : S_IFREG
+    t.modes[i] = typeBits | (e.type === 'symlink' ? 0o777 : nodePermissions(e.mode) & READ_EXECUTE_BITS)
+    t.nlinks[i] = (t.nlinks[i] ?? 0) + (e.type === 'dir' ? 2 : 1)
+    t.sizes[i] = e.type === 'symlink' ? Buffer.byteLength(e.target ?? '') : e.type === 'dir' ? 4096 : e.size
+    t.offsets[i] = e.torrentOffset ?? 0
+    t.mtimesMs[i] = e.mtimeMs
+    t.nameAt[i] = intern(path.posix.basename(e.path))
+    t.targetAt[i] = e.type === 'symlink' ? intern(e.target ?? '') : t.nameAt[i] ?? 0
+  })
+  return { ...t, strings: Buffer.concat(strings), uid: options.uid, gid: options.gid, totalBytes: desc.totalBytes }
 }

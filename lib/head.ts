@@ -4,6 +4,7 @@ import { randomBytes } from 'node:crypto'
 import type { Config } from './config.ts'
 import type { SourceLayout } from './describe.ts'
 import type { Description } from './description.ts'
+import type { JobSecret } from './swarm/job-auth.ts'
 import { startSeeder, type Seeder } from './swarm/seeder.ts'
 import { DESCRIPTION_PATH, startTracker, type Tracker } from './swarm/tracker.ts'
 
@@ -28,31 +29,36 @@ export interface Head {
 /**
  * `advertise` is the address nodes reach this host at; the config's host is what we bind to.
  * `warn` hears of trouble the head survives (a source that changed while it was served).
+ * `secret`: the job's, which the tracker and the seeder require; undefined serves anyone (--open).
  */
 export async function startHead (desc: Description, source: SourceLayout, config: Config, advertise: string,
-  warn: (line: string) => void): Promise<Head> {
+  warn: (line: string) => void, secret: JobSecret | undefined): Promise<Head> {
   const token = randomBytes(16).toString('hex')
   let requestStop = () => {}
   const stopped = new Promise<void>((resolve) => { requestStop = resolve })
   const tracker: Tracker = await startTracker({
     stop: { token, onStop: () => requestStop() },
-    host: config.host,
+    // Listeners bind where nodes are told to reach them, not to every interface of the host.
+    host: config.host ?? advertise,
     port: config.trackerPort,
     infoHashes: [desc.infoHash],
     descriptions: new Map([[desc.infoHash, desc.torrent]]),
     maxPeers: config.trackerMaxPeers,
-    announcePeers: config.trackerAnnouncePeers
+    announcePeers: config.trackerAnnouncePeers,
+    secret
   })
   const base = `http://${advertise}:${tracker.port}`
   let seeder: Seeder
   try {
     seeder = await startSeeder(desc, source, {
+      host: config.host ?? advertise,
       port: config.seederPort,
       trackers: [`${base}/announce`],
       maxConns: config.maxConns,
       verify: config.verifySource,
       uploadLimit: config.uploadLimit,
-      deferToPeersMs: config.deferToPeersMs
+      deferToPeersMs: config.deferToPeersMs,
+      secret
     }, warn)
   } catch (err) {
     await tracker.close()

@@ -26,6 +26,8 @@ export interface JobSpec {
   readonly mode: DataMode
   /** POST here to stop the head (Slurm's epilog does, at job end). */
   readonly stopUrl?: string
+  /** The job's secret (hex), which nodes prove to the tracker and to each other; absent: an open head. */
+  readonly secret?: string
 }
 
 export function encodeJob (job: JobSpec): string {

@@ -1,68 +1,114 @@
-// Mount lifecycle: the only code that imports fuse-native. Checks what a mount needs (a FUSE
-// device, fusermount, an empty mount point) up front, so failures are one clear line, and can
-// remove a mount whose serving process died.
+// Mount lifecycle: checks what a mount needs (a FUSE device, fusermount, an empty mount point) up
+// front, so failures are one clear line; runs p2prun's native FUSE server (native/fuse-server.c)
+// for a LibraryFs and hands it the requests it forwards; and can remove a mount whose serving
+// process died.
 import { constants, type Stats } from 'node:fs'
 import { access, mkdir, readdir, readFile, readlink, rm, rmdir, stat, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { execFile } from 'node:child_process'
-import Fuse from 'fuse-native'
-import { P2prunError } from './errors.ts'
+import { fuseError } from './errors.ts'
 import { findExecutable } from './files.ts'
+import type { LibraryFs, Replies, ServerCounts } from './fs.ts'
+import { FuseEvent, NATIVE_FILE, native, type FuseEventListener, type FuseHandle, type Native } from './native.ts'
 
 export interface MountOptions {
   /** Shown as the mount's source in /proc/mounts. */
   readonly fsname: string
   readonly allowOther: boolean
-  /** How long the kernel may cache entries, attributes and negative lookups: the content never changes. */
+  /** How long the kernel may cache entries and attributes: the content never changes. */
   readonly cacheSeconds: number
+  /** How long it may cache failed lookups (the loader's misses along LD_LIBRARY_PATH). */
+  readonly negativeCacheSeconds: number
   /** The FUSE device to require (a test knob; always /dev/fuse in real use). */
   readonly device: string
+  /** Told if the mount goes away without unmount() (someone else unmounted it). */
+  readonly log: (line: string) => void
 }
 
 export interface Mounted {
   readonly mountPoint: string
+  /** The server's counts so far; after unmount, its final ones. */
+  counters (): ServerCounts
   unmount (): Promise<void>
 }
 
-const fuseError = (message: string, hint: string, cause?: unknown) => new P2prunError('FUSE', message, { hint, cause })
-
-/** Local operations answer fast; open (file mode) and read wait on the swarm, bounded by its stall timeout. */
-const OP_TIMEOUTS: Record<string, number | false> = { default: 10_000, open: false, read: false }
-
-export async function mountFs (mountPoint: string, ops: object, opts: MountOptions): Promise<Mounted> {
+export async function mountFs (mountPoint: string, fs: LibraryFs, opts: MountOptions): Promise<Mounted> {
   const mnt = path.resolve(mountPoint)
   await checkFuse(opts.device)
+  const server = nativeServer()
   await prepareMountPoint(mnt)
-  const fuse = new Fuse(mnt, ops, {
-    // fuse-native passes only the options it knows, as one "-o a,b,c" string that libfuse splits on
-    // commas: "ro", "nonempty" and "negative_timeout" ride along after the fsname. negative_timeout
-    // lets the kernel remember ENOENT, so the loader's failed LD_LIBRARY_PATH lookups stop reaching
-    // us. nonempty: the only entry allowed under the mount is MADE_MARKER (checked above).
-    fsname: [opts.fsname.replace(/[^\w.:@+-]/g, '_'), 'ro', 'nonempty', `negative_timeout=${opts.cacheSeconds}`].join(','),
-    subtype: 'p2prun',
-    defaultPermissions: true,
-    allowOther: opts.allowOther,
-    kernelCache: true,
-    entryTimeout: opts.cacheSeconds,
-    attrTimeout: opts.cacheSeconds,
-    timeout: OP_TIMEOUTS
-  })
+  let handle: FuseHandle | undefined
+  let final: ServerCounts | undefined
+  // Set before the handle dies: answers that come later are dropped (the kernel has failed them).
+  const live = () => (final === undefined ? handle : undefined)
+  const replies: Replies = {
+    data: (id, bytes, length) => { const h = live(); if (h) server.fuseReplyData(h, id, bytes, length) },
+    open: (id) => { const h = live(); if (h) server.fuseReplyOpen(h, id) },
+    error: (id, errno) => { const h = live(); if (h) server.fuseReplyError(h, id, errno) }
+  }
+  let stopping = false
+  let settleMount: (failure: string | undefined) => void = () => {}
+  const mounting = new Promise<string | undefined>((resolve) => { settleMount = resolve })
+  const onEvent: FuseEventListener = (kind, id, ino, offset, size, message) => {
+    if (kind === FuseEvent.Mounted) settleMount(size === 0 ? undefined : message)
+    else if (kind === FuseEvent.Open) fs.open(id, ino, replies)
+    else if (kind === FuseEvent.Read) fs.read(id, ino, offset, size, replies)
+    else if (kind === FuseEvent.Interrupt) fs.interrupt(id)
+    else if (kind === FuseEvent.Ended && !stopping) opts.log(`the mount at ${mnt} went away: ${message}`)
+  }
   try {
-    await new Promise<void>((resolve, reject) => fuse.mount((err) => (err ? reject(err) : resolve())))
+    handle = server.fuseStart({
+      mountPoint: mnt,
+      options: mountOptions(opts),
+      cacheSeconds: opts.cacheSeconds,
+      negativeCacheSeconds: opts.negativeCacheSeconds,
+      forwardOpens: fs.forwardOpens,
+      view: fs.localView(),
+      table: fs.table
+    }, onEvent)
   } catch (err) {
     await removeMadeMountPoint(mnt)
-    throw fuseError(`cannot mount FUSE at ${mnt}: ${(err as Error).message}`,
-      'check that this user may mount FUSE file systems (root, or fusermount with user_allow_other)', err)
+    throw fuseError(`cannot start the FUSE server for ${mnt}: ${(err as Error).message}`, 'report this as a bug in p2prun', err)
+  }
+  const h = handle
+  const failure = await mounting
+  if (failure !== undefined) {
+    await server.fuseStop(h)
+    await removeMadeMountPoint(mnt)
+    throw fuseError(`cannot mount FUSE at ${mnt}: ${failure}`,
+      'check that this user may mount FUSE file systems (root, or fusermount with user_allow_other)')
   }
   let unmounting: Promise<void> | undefined
   return {
     mountPoint: mnt,
+    counters: () => final ?? server.fuseCounters(h),
     unmount: () => (unmounting ??= (async () => {
-      await new Promise<void>((resolve, reject) => fuse.unmount((err) => (err ? reject(err) : resolve())))
-        .catch(() => lazyUnmount(mnt))
+      stopping = true
+      fs.abortAll()
+      final = await server.fuseStop(h)
+      // The server unmounts lazily; if even that failed (fusermount missing or refused), say so.
+      if (await isMounted(mnt)) await lazyUnmount(mnt)
       await removeMadeMountPoint(mnt)
     })())
   }
+}
+
+/**
+ * libfuse3's options: "ro" (the kernel refuses writes before they reach us), default_permissions
+ * (the kernel checks modes, so access() needs no round trip). fuse3 always allows a non-empty
+ * mount point; p2prun's own check (prepareMountPoint) allows only MADE_MARKER there.
+ */
+function mountOptions (opts: MountOptions): string {
+  const fsname = opts.fsname.replace(/[^\w.:@+-]/g, '_') // libfuse splits on commas
+  return ['ro', `fsname=${fsname}`, 'subtype=p2prun', 'default_permissions', ...(opts.allowOther ? ['allow_other'] : [])].join(',')
+}
+
+function nativeServer (): Native {
+  if (!native) {
+    throw fuseError(`p2prun's FUSE server is not built (dist/${NATIVE_FILE} is missing)`,
+      'run `npm run build` (it needs cc, pkg-config and libfuse3-dev: scripts/setup-system.sh)')
+  }
+  return native
 }
 
 /** Removes a mount even if the process serving it is gone ("Transport endpoint is not connected"). */

@@ -5,7 +5,21 @@ import { open } from 'node:fs/promises'
 import path from 'node:path'
 import type { DescribedEntry } from './description.ts'
 
+/**
+ * The bytes a source already holds locally, for a reader that serves them without asking it (the
+ * native FUSE server, on its own thread): the set's bytes sit in `fd` at their offsets in the set,
+ * in chunks of `chunkLength`; a chunk's bit in `present` (high bit first) is set once its bytes are
+ * in `fd`, and never cleared while the source is open.
+ */
+export interface LocalView {
+  readonly fd: number
+  readonly chunkLength: number
+  readonly present: Uint8Array
+}
+
 export interface ByteSource {
+  /** Where its local bytes can be read directly, if they can. */
+  localView (): LocalView | undefined
   /** Whether the range is already local: a read of it will not wait for the network. */
   has (entry: DescribedEntry, offset: number, length: number): boolean
   /**
@@ -46,6 +60,10 @@ export class DirectorySource implements ByteSource {
 
   has (): boolean {
     return true
+  }
+
+  localView (): undefined {
+    return undefined // files are opened per read: no one descriptor holds the set
   }
 
   async fetchFile (): Promise<void> {}

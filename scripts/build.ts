@@ -4,10 +4,14 @@
 // webtorrent, ~350 of them: an agent used 0.60 CPU-seconds until its mount was up, 0.35 s from
 // the bundle). N agents that start together on shared cores pay that N times before the first
 // byte moves. Commands stay separate chunks, so `rank-prepare` loads no swarm or FUSE code.
+// It also compiles p2prun's addon (native/: the FUSE server, the socket low-water mark) into dist/,
+// against this Node's own headers.
 import { build } from 'esbuild'
+import { execFileSync } from 'node:child_process'
 import { rm } from 'node:fs/promises'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { NATIVE_FILE } from '../lib/native.ts'
 
 const root = path.dirname(path.dirname(fileURLToPath(import.meta.url)))
 const outdir = path.join(root, 'dist')
@@ -23,8 +27,21 @@ await build({
   platform: 'node',
   target: 'node24',
   // Native addons find their binaries relative to their own package: load them from node_modules.
-  external: ['fuse-native', 'utp-native', 'bufferutil', 'utf-8-validate'],
+  external: ['utp-native', 'bufferutil', 'utf-8-validate'],
   // CommonJS dependencies call require(), which an ES module does not have.
   banner: { js: "import { createRequire } from 'node:module'; const require = createRequire(import.meta.url);" },
   logLevel: 'warning'
 })
+
+// Node-API headers come with the Node p2prun runs on: the npm package `node` installs its binary
+// and headers as the package node-<platform>-<arch>. The FUSE server links libfuse3.
+const headers = path.join(root, 'node_modules/node/node_modules', `node-${process.platform}-${process.arch}`, 'include/node')
+const sources = ['addon.c', 'socket-low-water.c', 'fuse-server.c', 'fuse-table.c'].map((name) => path.join(root, 'native', name))
+try {
+  const fuse3 = execFileSync('pkg-config', ['--cflags', '--libs', 'fuse3'], { encoding: 'utf8' }).trim().split(/\s+/)
+  execFileSync('cc', ['-O2', '-Wall', '-Wextra', '-Werror', '-shared', '-fPIC', '-I', headers,
+    ...sources, ...fuse3, '-o', path.join(outdir, NATIVE_FILE)], { stdio: 'inherit' })
+} catch (err) {
+  throw new Error(`cannot build ${NATIVE_FILE}: ${(err as Error).message} ` +
+    '(hint: install a C compiler, pkg-config and libfuse3-dev: scripts/setup-system.sh)')
+}

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages p2prun and its tests need; idempotent, quiet when all is there.
-# libfuse2: the library fuse-native's prebuilt addon links against. fuse3: fusermount (the old
-# `fuse` package would remove fuse3 and sshfs). build-essential: cc for the example and test programs.
+# fuse3: fusermount (the old `fuse` package would remove fuse3 and sshfs). libfuse3-dev and pkg-config:
+# p2prun's FUSE server (native/, built by scripts/build.ts). build-essential: cc for it, the example
+# and the test programs.
 # Open MPI and MPICH (both: the launcher is tested against each; Debian keeps them side by side as
 # mpirun.openmpi / mpirun.mpich). Slurm, munge and Slurm's headers: the SPANK plugin and the
 # 4-node test cluster (slurm/cluster.sh). hpcc: a real Open MPI application launched through
@@ -9,7 +10,7 @@
 # With --bench also what bench/ needs: sshfs, socat and sftp-server (the shared-file-system
 # baseline), python3-dev (the Python extension-module workload), gnuplot-nox (the plots).
 set -euo pipefail
-packages=(libfuse2 fuse3 build-essential python3 openmpi-bin libopenmpi-dev mpich libmpich-dev slurm-wlm munge libslurm-dev hpcc)
+packages=(fuse3 libfuse3-dev pkg-config build-essential python3 openmpi-bin libopenmpi-dev mpich libmpich-dev slurm-wlm munge libslurm-dev hpcc)
 [ "${1:-}" != --bench ] || packages+=(sshfs socat openssh-sftp-server python3-dev gnuplot-nox iproute2)
 missing=()
 for p in "${packages[@]}"; do

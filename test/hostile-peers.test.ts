@@ -6,21 +6,18 @@ import { readFile, writeFile } from 'node:fs/promises'
 import net from 'node:net'
 import path from 'node:path'
 import { promisify } from 'node:util'
+import bencode from 'bencode'
 import t, { type Test } from 'tap'
 import { parseDescription } from '../lib/description.ts'
-import { bytesFor, makeTree, snapshotTree } from './helpers/fixtures.ts'
-import { p2prun, serve, type Serving } from './helpers/cli.ts'
+import { SwarmNode } from '../lib/swarm/node.ts'
+import { bytesFor, snapshotTree } from './helpers/fixtures.ts'
+import { describedTree, p2prun, serve, type Serving } from './helpers/cli.ts'
 
 const SET_FILES = { 'libone.so.1': 3_000_000, 'libtwo.so.1': 2_500_000, 'sub/libthree.so': 1_700_000 }
 
 async function describedSet (t: Test) {
-  const dir = t.testdir()
-  const libs = await makeTree(path.join(dir, 'libs'), { files: SET_FILES })
-  const file = path.join(dir, 'job.p2p.torrent')
-  const r = await p2prun(['describe', libs, '-o', file])
-  t.equal(r.exitCode, 0, r.stderr)
-  const desc = parseDescription(await readFile(file))
-  return { dir, libs, file, infoHash: Buffer.from(desc.infoHash, 'hex'), pieceCount: desc.pieceCount }
+  const described = await describedTree(t, { files: SET_FILES })
+  return { ...described, infoHash: Buffer.from(parseDescription(described.torrent).infoHash, 'hex') }
 }
 
 const u32 = (n: number) => { const b = Buffer.alloc(4); b.writeUInt32BE(n >>> 0); return b }
@@ -32,16 +29,17 @@ const handshake = (infoHash: Buffer, peerId = Buffer.from(`-XX0001-${randomBytes
  * Connects to host:port, sends `bytes` (then ends its side if `end`), and resolves once the
  * connection is closed: without `end`, only the other end can have closed it.
  */
-function sendAndAwaitClose (address: string, bytes: Buffer, end = false): Promise<void> {
+function sendAndAwaitClose (address: string, bytes: Buffer, end = false): Promise<Buffer> {
   const colon = address.lastIndexOf(':')
   return new Promise((resolve) => {
+    const got: Buffer[] = []
     const socket = net.connect(Number(address.slice(colon + 1)), address.slice(0, colon), () => {
       if (end) socket.end(bytes)
       else socket.write(bytes)
     })
-    socket.on('data', () => {})
+    socket.on('data', (chunk: Buffer) => got.push(chunk))
     socket.on('error', () => {}) // a reset is a close too
-    socket.on('close', () => resolve())
+    socket.on('close', () => resolve(Buffer.concat(got)))
   })
 }
 
@@ -62,13 +60,15 @@ function answersHandshake (address: string, infoHash: Buffer): Promise<boolean> 
 
 /**
  * A peer that says it has every piece and, after the handshake, either sends `opening` (hostile
- * bytes) or answers every request with random bytes. Counts its connections and the requests it got.
+ * bytes) or answers every request with random bytes, or (`mute`) never answers. Counts its
+ * connections, the requests it got, and the connections closed.
  */
-async function liar (t: Test, infoHash: Buffer, opening?: Buffer) {
-  const counts = { connections: 0, requests: 0 }
+async function liar (t: Test, infoHash: Buffer, opening?: Buffer, mute = false) {
+  const counts = { connections: 0, requests: 0, closed: 0 }
   const server = net.createServer((socket) => {
     counts.connections++
     socket.on('error', () => {})
+    socket.on('close', () => { counts.closed++ })
     let buffered = Buffer.alloc(0)
     let shook = false
     socket.on('data', (chunk: Buffer) => {
@@ -84,7 +84,7 @@ async function liar (t: Test, infoHash: Buffer, opening?: Buffer) {
         buffered = buffered.subarray(4 + msg.length)
         if (msg[0] !== 6 || msg.length !== 13) continue
         counts.requests++
-        socket.write(message(7, Buffer.concat([msg.subarray(1, 9), randomBytes(msg.readUInt32BE(9))])))
+        if (!mute) socket.write(message(7, Buffer.concat([msg.subarray(1, 9), randomBytes(msg.readUInt32BE(9))])))
       }
     })
   })
@@ -93,18 +93,34 @@ async function liar (t: Test, infoHash: Buffer, opening?: Buffer) {
   return { port: (server.address() as net.AddressInfo).port, counts, server }
 }
 
-/** Lists a peer with the head's tracker, as any client that knows the infohash can today. */
-async function announcePeer (tracker: string, infoHash: Buffer, port: number): Promise<void> {
+/** Lists a peer with an open head's tracker; resolves with the ports of the peers it lists back. */
+async function announcePeer (tracker: string, infoHash: Buffer, port: number): Promise<number[]> {
   const pct = (b: Buffer) => [...b].map((x) => `%${x.toString(16).padStart(2, '0')}`).join('')
   const peerId = Buffer.from(`-XX0001-${randomBytes(6).toString('hex')}`)
   const res = await fetch(`${tracker}?info_hash=${pct(infoHash)}&peer_id=${pct(peerId)}&port=${port}` +
-    '&uploaded=0&downloaded=0&left=0&event=started&compact=1')
+    '&uploaded=0&downloaded=0&left=0&event=started&compact=1&numwant=50')
   if (!res.ok) throw new Error(`announce: HTTP ${res.status}`)
+  const peers = (bencode.decode(new Uint8Array(await res.arrayBuffer())) as { peers: Uint8Array }).peers
+  const ports: number[] = []
+  for (let i = 0; i + 6 <= peers.length; i += 6) ports.push(((peers[i + 4] as number) << 8) | (peers[i + 5] as number))
+  return ports
 }
 
-async function fetchSet (t: Test, dir: string, file: string, head: Serving, name: string, extra: readonly string[] = []) {
-  const r = await p2prun(['fetch', file, '--out', path.join(dir, name), '--tracker', head.tracker, '--seeder', head.seeder,
-    '--store-dir', dir, ...extra])
+/** Whether something accepts TCP connections at host:port. */
+function accepts (host: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, host, () => { socket.destroy(); resolve(true) })
+    socket.on('error', () => resolve(false))
+  })
+}
+
+function fetchFrom (dir: string, file: string, head: Serving, name: string, extra: readonly string[] = [], env: Record<string, string> = {}) {
+  return p2prun(['fetch', file, '--out', path.join(dir, name), '--tracker', head.tracker, '--seeder', head.seeder,
+    '--store-dir', dir, ...extra], { env })
+}
+
+async function fetchSet (t: Test, dir: string, file: string, head: Serving, name: string, extra: readonly string[] = [], env: Record<string, string> = {}) {
+  const r = await fetchFrom(dir, file, head, name, extra, env)
   t.equal(r.exitCode, 0, `${name}: ${r.stderr}`)
   return r
 }
@@ -207,3 +223,95 @@ async function waitFor (check: () => Promise<boolean>, what: string): Promise<vo
   }
   throw new Error(`gave up waiting: ${what}`)
 }
+
+t.test('a head started with the job\'s secret serves only the nodes that prove it', async (t) => {
+  const { dir, libs, file, infoHash } = await describedSet(t)
+  const secret = randomBytes(32).toString('hex')
+  const head = await serve(file, libs, [], secret)
+  t.teardown(head.stop)
+  // Anyone with the infohash: a BitTorrent handshake, then a request, without the job's proof.
+  const got = await sendAndAwaitClose(head.seeder, Buffer.concat([handshake(infoHash), message(2), message(6, Buffer.alloc(12))]))
+  t.equal(got.length, 68, 'the head answered the handshake, then closed: no bitfield, no block')
+  await fetchSet(t, dir, file, head, 'member', [], { P2PRUN_SECRET: secret })
+  t.same(await snapshotTree(path.join(dir, 'member')), await snapshotTree(libs), 'a node with the secret gets every byte')
+  for (const [name, env] of [['stranger', { P2PRUN_SECRET: randomBytes(32).toString('hex') }], ['open-client', {}]] as const) {
+    const r = await fetchFrom(dir, file, head, name, ['--stall-timeout', '2'], env)
+    t.equal(r.exitCode, 1, `${name}: refused`)
+    t.match(r.stderr, /no data arrived for 2 s/, `${name}: gets no byte`)
+  }
+  const stranger = await fetchFrom(dir, file, head, 'stranger2', ['--stall-timeout', '2'], { P2PRUN_SECRET: randomBytes(32).toString('hex') })
+  t.match(stranger.stderr, /refused the announce: this tracker serves only its job's nodes/, 'and the tracker says why')
+})
+
+t.test('serve without a secret refuses to start unless told --open', async (t) => {
+  const { libs, file } = await describedSet(t)
+  const r = await p2prun(['serve', file, '--source', libs, '--host', '127.0.0.1'])
+  t.equal(r.exitCode, 2)
+  t.match(r.stderr, /^p2prun serve: error: no job secret: .*\(hint: export P2PRUN_SECRET=\$\(openssl rand -hex 32\) here and for the nodes, or pass --open/)
+  const bad = await p2prun(['serve', file, '--source', libs, '--host', '127.0.0.1'], { env: { P2PRUN_SECRET: 'short' } })
+  t.equal(bad.exitCode, 2)
+  t.match(bad.stderr, /P2PRUN_SECRET is not a job secret/)
+})
+
+t.test('listeners bind only where told: the head to --host, a node to its interface toward the head', async (t) => {
+  const { dir, libs, file, infoHash } = await describedSet(t)
+  const head = await serve(file, libs, ['--upload-limit', String(1024 * 1024)])
+  t.teardown(head.stop)
+  const seederPort = Number(head.seeder.slice(head.seeder.lastIndexOf(':') + 1))
+  const trackerPort = Number(new URL(head.tracker).port)
+  t.ok(await accepts('127.0.0.1', seederPort), 'the seeder listens on 127.0.0.1')
+  t.notOk(await accepts('127.0.0.2', seederPort), 'and on no other address of the host (127.0.0.2)')
+  t.notOk(await accepts('127.0.0.2', trackerPort), 'nor does the tracker')
+  const fetching = fetchFrom(dir, file, head, 'out')
+  t.teardown(() => { fetching.kill() })
+  let nodePort: number | undefined
+  await waitFor(async () => {
+    nodePort = (await announcePeer(head.tracker, infoHash, 9)).find((p) => p !== seederPort && p !== 9)
+    return nodePort !== undefined
+  }, 'the node announced')
+  t.ok(await accepts('127.0.0.1', nodePort as number), 'the node listens toward its head (127.0.0.1)')
+  t.notOk(await accepts('127.0.0.2', nodePort as number), 'and nowhere else')
+  t.equal((await fetching).exitCode, 0)
+})
+
+t.test('endgame: a read stalled at one silent peer is asked of another before that peer times out', async (t) => {
+  const { dir, libs, file, infoHash } = await describedSet(t)
+  const head = await serve(file, libs)
+  t.teardown(head.stop)
+  const silent = await liar(t, infoHash, undefined, true)
+  await announcePeer(head.tracker, infoHash, silent.port)
+  const desc = parseDescription(await readFile(file))
+  const node = await SwarmNode.join(desc, {
+    storeDir: dir, port: 0, maxConns: 10, numwant: 10, stallTimeoutMs: 30_000, trackers: [head.tracker], seeders: [head.seeder]
+  })
+  t.teardown(() => node.close())
+  // Both peers connected: the silent one, holding every piece, is asked first (the head is asked
+  // only for pieces no other peer holds).
+  await waitFor(async () => node.stats().peers === 2, 'the node connected to the head and the silent peer')
+  const entry = desc.entries.find((e) => e.path === 'libtwo.so.1')
+  if (!entry) throw new Error('libtwo.so.1 is not described')
+  const into = Buffer.alloc(4096)
+  t.equal(await node.read(entry, 100_000, into), 4096)
+  t.same(into, bytesFor('libtwo.so.1', SET_FILES['libtwo.so.1']).subarray(100_000, 104_096), 'the right bytes')
+  t.ok(silent.counts.requests > 0, `the silent peer was asked first (${silent.counts.requests} requests)`)
+  t.equal(silent.counts.closed, 0, 'the read was answered while the silent peer was still connected: not by its request timeout')
+})
+
+t.test('peer exchange: a node that knows only the head\'s seeder finds the other nodes through it', async (t) => {
+  const { dir, libs, file } = await describedSet(t)
+  const secret = randomBytes(32).toString('hex')
+  // A slow head, so the second node has reason to take what the first already has.
+  const head = await serve(file, libs, ['--upload-limit', String(1536 * 1024)], secret)
+  t.teardown(head.stop)
+  const first = fetchFrom(dir, file, head, 'first', [], { P2PRUN_SECRET: secret })
+  t.teardown(() => { first.kill() })
+  await waitFor(async () => (await established(head.seeder.slice(head.seeder.lastIndexOf(':') + 1))) > 0, 'the first node reached the head')
+  // No tracker at all: the only address it has is the head's seeder.
+  const second = await p2prun(['fetch', file, '--out', path.join(dir, 'second'), '--seeder', head.seeder, '--store-dir', dir, '--json'],
+    { env: { P2PRUN_SECRET: secret } })
+  t.equal(second.exitCode, 0, second.stderr)
+  const counters = JSON.parse(String(second.stdout).trim()) as { fromPeers: number }
+  t.ok(counters.fromPeers > 0, `it got ${counters.fromPeers} bytes from the first node, which only the head could have named`)
+  t.equal((await first).exitCode, 0)
+  t.same(await snapshotTree(path.join(dir, 'second')), await snapshotTree(libs))
+})

@@ -5,20 +5,13 @@ import { mkdir, readFile } from 'node:fs/promises'
 import path from 'node:path'
 import t, { type Test } from 'tap'
 import WebTorrent, { type Torrent } from 'webtorrent'
-import { bytesFor, makeTree, snapshotTree } from './helpers/fixtures.ts'
-import { p2prun, serve } from './helpers/cli.ts'
+import { bytesFor, snapshotTree } from './helpers/fixtures.ts'
+import { describedTree, p2prun, serve } from './helpers/cli.ts'
 
 const FILES = { 'liba.so.1': 1_500_000, 'sub/libb.so': 700_000, 'tiny.so': 10 }
 
 /** A set in DIR/set: the torrent's name is the directory's, so webtorrent finds the files under DIR. */
-async function describedSet (t: Test) {
-  const dir = t.testdir()
-  const libs = await makeTree(path.join(dir, 'set'), { files: FILES })
-  const file = path.join(dir, 'set.p2p.torrent')
-  const r = await p2prun(['describe', libs, '-o', file])
-  t.equal(r.exitCode, 0, r.stderr)
-  return { dir, libs, file, torrent: await readFile(file) }
-}
+const describedSet = (t: Test) => describedTree(t, { files: FILES }, 'set')
 
 /**
  * A webtorrent client on loopback: no DHT, local discovery, peer exchange, uTP, NAT traversal or

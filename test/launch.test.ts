@@ -127,6 +127,11 @@ t.test('bad launches: one line each, a non-zero exit, nothing left', async (t) =
   const lines = noFuse.stderr.trim().split('\n')
   t.equal(lines.length, 2, 'one line per rank')
   for (const line of lines) t.match(line, /^p2prun rank: error: node \S+-rank[01]: the p2prun agent failed: FUSE is not available/)
+  // Four ranks on one node: the node's failure is one line, not four.
+  const oneNode = await launch(s, dirs, ['-n', '4', '--launcher', 'local', '--libs', libs, app], { P2PRUN_FUSE_DEVICE: '/nonexistent' })
+  t.not(oneNode.exitCode, 0)
+  t.equal(oneNode.stderr.trim().split('\n').length, 1, `one line for the node: ${oneNode.stderr}`)
+  t.match(oneNode.stderr, /^p2prun rank: error: node \S+: the p2prun agent failed: FUSE is not available/)
   await nothingLeft(t, s, dirs)
 })
 

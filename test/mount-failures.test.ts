@@ -2,12 +2,13 @@
 import { mkdir, readdir, readFile, readlink, stat, writeFile } from 'node:fs/promises'
 import { execFile } from 'node:child_process'
 import path from 'node:path'
+import { execa } from 'execa'
 import { promisify } from 'node:util'
 import t, { type Test } from 'tap'
 import { isMounted } from '../lib/mount.ts'
 import { LIBRARY_TREE, makeTree } from './helpers/fixtures.ts'
 import { p2prun } from './helpers/cli.ts'
-import { job, mountAgent, nodeArgs, ensureUnmounted } from './helpers/mount.ts'
+import { job, mountAgent, nodeArgs, ensureUnmounted, waitForStats } from './helpers/mount.ts'
 
 const run = promisify(execFile)
 const libraryJob = (t: Test) => job(t, (dir) => makeTree(path.join(dir, 'libs'), LIBRARY_TREE))
@@ -73,6 +74,32 @@ t.test('seeder unreachable: metadata still works, reads fail with EIO after the 
   t.match(stderr, /p2prun mount: read \/libbar\.so\.2\.0 failed: no data arrived for 2 s \(0 peers connected\)/)
   t.ok(stats.fs.readErrors >= 1)
   await nothingLeft(t, j.dir, mnt)
+})
+
+t.test('a reader waiting on a swarm with no seeder can be killed (scancel): its read or open is interrupted', async (t) => {
+  const j = await libraryJob(t)
+  // A direct read is one synchronous FUSE request, which the kernel interrupts (readahead is not);
+  // in file mode the open itself waits for the whole file.
+  const cases = [
+    { mode: 'block', signal: 'SIGKILL', forwarded: 'readsForwarded', command: ['dd', 'of=/dev/null', 'bs=4096', 'count=1', 'iflag=direct'] },
+    { mode: 'file', signal: 'SIGINT', forwarded: 'opensForwarded', command: ['cat'] }
+  ] as const
+  for (const c of cases) {
+    const mnt = path.join(j.dir, `mnt-${c.mode}`)
+    const lib = path.join(mnt, 'libbar.so.2.0')
+    const agent = await mountAgent(j, j.file, mnt, path.join(j.dir, `stats-${c.mode}.json`),
+      ['--mode', c.mode, '--seeder', '127.0.0.1:9', '--store-dir', j.dir, '--stall-timeout', '60'])
+    const [command, ...args] = c.command
+    const reader = execa(command, [...args, c.mode === 'block' ? `if=${lib}` : lib], { reject: false })
+    await waitForStats(agent, (s) => s.fs[c.forwarded] === 1)
+    reader.kill(c.signal)
+    const r = await reader
+    t.equal(r.signal, c.signal, `${c.mode} mode: the reader died of ${c.signal}`)
+    const { stats, exitCode } = await agent.stop()
+    t.equal(exitCode, 0)
+    t.same([stats.fs.interrupted, stats.fs.readErrors], [1, 0], 'interrupted, not failed')
+    t.equal(await isMounted(mnt), false)
+  }
 })
 
 t.test('a killed agent leaves a dead mount that `p2prun umount` removes, with its store', async (t) => {

@@ -7,7 +7,7 @@ import { promisify } from 'node:util'
 import t from 'tap'
 import { LIBRARY_TREE, makeTree, snapshotTree } from './helpers/fixtures.ts'
 import { ROOT } from './helpers/cli.ts'
-import { job, mountAgent, nodeArgs } from './helpers/mount.ts'
+import { job, mountAgent, nodeArgs, waitForStats } from './helpers/mount.ts'
 import { isMounted } from '../lib/mount.ts'
 
 const run = promisify(execFile)
@@ -27,11 +27,23 @@ for (const mode of ['block', 'file', 'eager']) {
     const { stats, exitCode } = await agent.stop()
     t.equal(exitCode, 0)
     t.equal(stats.fs.readErrors, 0)
-    t.ok(stats.fs.ops.getattr > 0 && stats.fs.ops.open > 0 && stats.fs.ops.read > 0, 'ops are counted')
+    t.ok(stats.fs.ops.lookup > 0 && stats.fs.ops.open > 0 && stats.fs.ops.read > 0, 'ops are counted')
     t.equal(await isMounted(mnt), false, 'unmounted')
     t.same((await readdir(j.dir)).filter((n) => n.startsWith('p2prun-')), [], 'store removed')
   })
 }
+
+t.test('once the set is local, the FUSE server serves reads from the store itself: none reaches JS', async (t) => {
+  const j = await job(t, (dir) => makeTree(path.join(dir, 'libs'), LIBRARY_TREE))
+  const mnt = path.join(j.dir, 'mnt')
+  const agent = await mountAgent(j, j.file, mnt, path.join(j.dir, 'stats.json'), nodeArgs(j, 'eager'))
+  await waitForStats(agent, (s) => s.swarm.piecesHave === s.swarm.pieceCount)
+  t.same(await snapshotTree(mnt, 0o555), await snapshotTree(j.libs, 0o555), 'the right bytes')
+  const { stats } = await agent.stop()
+  t.ok(stats.fs.ops.read > 0, `${stats.fs.ops.read} reads`)
+  t.same([stats.fs.readsForwarded, stats.fs.opensForwarded, stats.fs.bytesServedAfterFetch], [0, 0, 0], 'no read or open went to JS')
+  t.equal(stats.fs.bytesServedLocal, 300_000 + 150_001 + 70_000 + 'library set for tests\n'.length, 'each file read once, from the store')
+})
 
 t.test('--owner sets who owns the mounted files', async (t) => {
   const j = await job(t, (dir) => makeTree(path.join(dir, 'libs'), LIBRARY_TREE))

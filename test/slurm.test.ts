@@ -112,8 +112,9 @@ t.test('a job that fails, and a job cancelled while loading, leave nothing behin
   const loaded = watchFor(started)
   // A slow head: the set is still loading when the tasks announce themselves (4 eager nodes pull
   // 16 MB at 500 KB/s). Much slower (50 KB/s) and a node's read can get no byte for the whole stall
-  // timeout: a killed task blocked in that read then holds the step until EIO (fuse-native does not
-  // pass FUSE interrupts on), and Slurm needed 72 s to complete the job.
+  // timeout: under fuse-native, which did not pass FUSE interrupts on, a killed task blocked in that
+  // read held the step until EIO, and Slurm needed 72 s to complete the job (the native server
+  // answers interrupts EINTR at once: test/mount-failures.test.ts).
   const job = slurm('sbatch', ['--wait', '-N', '4', `--p2plibs=${libs}`, '-o', '/dev/null', '--wrap',
     `srun sh -c 'touch ${started}/$SLURMD_NODENAME; cat "\${LD_LIBRARY_PATH%%:*}/libdata.so" > /dev/null'`], { P2PRUN_UPLOAD_LIMIT: '500000' })
   await loaded

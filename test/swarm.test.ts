@@ -2,18 +2,14 @@
 import { readdir, stat, utimes, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import t, { type Test } from 'tap'
-import { bytesFor, makeTree, snapshotTree } from './helpers/fixtures.ts'
-import { p2prun, serve } from './helpers/cli.ts'
+import { bytesFor, snapshotTree } from './helpers/fixtures.ts'
+import { describedTree, p2prun, serve } from './helpers/cli.ts'
 
 const SET_FILES = { 'libone.so.1': 3_000_000, 'libtwo.so.1': 2_500_000, 'sub/libthree.so': 1_700_000, 'tiny.so': 10 }
 
 async function describedSet (t: Test) {
-  const dir = t.testdir()
-  const libs = await makeTree(path.join(dir, 'libs'), { files: SET_FILES, symlinks: { 'libone.so': 'libone.so.1' }, dirs: ['empty'] })
-  const file = path.join(dir, 'job.p2p.torrent')
-  const r = await p2prun(['describe', libs, '-o', file])
-  t.equal(r.exitCode, 0, r.stderr)
-  return { dir, libs, file, bytes: Object.values(SET_FILES).reduce((a, b) => a + b, 0) }
+  const described = await describedTree(t, { files: SET_FILES, symlinks: { 'libone.so': 'libone.so.1' }, dirs: ['empty'] })
+  return { ...described, bytes: Object.values(SET_FILES).reduce((a, b) => a + b, 0) }
 }
 
 t.test('a seeder and three fetching nodes: identical bytes, and the nodes feed each other', async (t) => {
@@ -83,12 +79,12 @@ t.test('the seeder checks its source against the description', async (t) => {
   const { mtime } = await stat(target)
   await writeFile(target, bytesFor('something else', 2_500_000))
   await utimes(target, mtime, mtime)
-  const verified = await p2prun(['serve', file, '--source', libs, '--host', '127.0.0.1', '--verify-source'])
+  const verified = await p2prun(['serve', file, '--source', libs, '--host', '127.0.0.1', '--open', '--verify-source'])
   t.equal(verified.exitCode, 1)
   t.match(verified.stderr, /does not match the description: \d+ of \d+ pieces differ/)
   // A size change is caught without hashing.
   await writeFile(target, 'short')
-  const sized = await p2prun(['serve', file, '--source', libs, '--host', '127.0.0.1'])
+  const sized = await p2prun(['serve', file, '--source', libs, '--host', '127.0.0.1', '--open'])
   t.equal(sized.exitCode, 1)
   t.match(sized.stderr, /libtwo\.so\.1 has 5 bytes, the description says 2500000/)
 })

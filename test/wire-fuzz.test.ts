@@ -5,6 +5,8 @@
 import { randomBytes } from 'node:crypto'
 import net from 'node:net'
 import t, { type Test } from 'tap'
+import { encodeExtensionHandshake, encodePex, UT_PEX_ID } from '../lib/swarm/extensions.ts'
+import { newJobSecret, proof } from '../lib/swarm/job-auth.ts'
 import { Wire, type WireHandler } from '../lib/swarm/wire.ts'
 
 const INFO_HASH = randomBytes(20)
@@ -186,4 +188,45 @@ t.test('a handler that throws ends only that connection', async (t) => {
   wire.receive(message(6, Buffer.concat([u32(1), u32(0), u32(16384)])), false)
   t.ok(wire.destroyed, 'the connection is closed')
   t.match(wire.closeReason, /failed on the peer's data: onRequest failed/)
+})
+
+t.test('job proofs and peer exchange: malformed extension messages end the connection or are ignored, never thrown', async (t) => {
+  const socket = await sockets(t)
+  const secret = newJobSecret()
+  const rand = generator(7)
+  const withBits = (peerId: Buffer) => Buffer.concat([Buffer.from('\x13BitTorrent protocol', 'latin1'),
+    Buffer.from([0, 0, 0, 0, 0, 0x10, 0, 0x04]), INFO_HASH, peerId])
+  const ownId = randomBytes(20)
+  const open = async (peerId: Buffer) => {
+    const wire = new Wire(await socket(), { infoHash: INFO_HASH, peerId: ownId, pieceCount: PIECES, outgoing: false, timeoutMs: 5000, secret, listenPort: 6881 })
+    wire.ready.catch(() => {})
+    wire.receive(withBits(peerId), false)
+    return wire
+  }
+  let refused = 0
+  for (let round = 0; round < 200; round++) {
+    const peerId = randomBytes(20)
+    const wire = await open(peerId)
+    const good = encodeExtensionHandshake(proof(secret, 'peer', INFO_HASH, peerId, ownId), 7000)
+    const payload = round % 2 === 0 ? mutate(Buffer.concat([u32(1 + good.length), Buffer.from([20]), good]), rand) : randomBytesFrom(rand, 1 + Math.floor(rand() * 60))
+    feed(wire, payload, 1 + Math.floor(rand() * 16), rand() < 0.5)
+    if (wire.destroyed) refused++
+  }
+  t.ok(refused > 100, `${refused} of 200 bad proofs ended their connection; none threw`)
+  const peerId = randomBytes(20)
+  const wire = await open(peerId)
+  const good = encodeExtensionHandshake(proof(secret, 'peer', INFO_HASH, peerId, ownId), 7000)
+  wire.receive(Buffer.concat([u32(1 + good.length), Buffer.from([20]), good]), false)
+  await wire.ready
+  t.equal(wire.listenPort, 7000, 'a good proof opens the connection and names the peer\'s port')
+  const told: string[][] = []
+  wire.attach({ ...counting().handler, onPex: (_w, addresses) => { told.push(addresses) } })
+  for (let i = 0; i < 200; i++) {
+    const body = i % 2 === 0 ? mutate(encodePex(UT_PEX_ID, ['10.0.0.1:7000', '10.0.0.2:7001']), rand) : randomBytesFrom(rand, Math.floor(rand() * 40))
+    wire.receive(Buffer.concat([u32(1 + body.length), Buffer.from([20]), body]), false)
+    if (wire.destroyed) break
+  }
+  const last = encodePex(UT_PEX_ID, ['10.0.0.3:7002'])
+  wire.receive(Buffer.concat([u32(1 + last.length), Buffer.from([20]), last]), false)
+  t.ok(told.some((a) => a.includes('10.0.0.3:7002')), 'a good peer exchange message still gets through')
 })

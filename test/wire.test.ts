@@ -6,6 +6,7 @@ import net from 'node:net'
 import t, { type Test } from 'tap'
 import { Assembly } from '../lib/swarm/assembly.ts'
 import { Bitfield } from '../lib/swarm/bitfield.ts'
+import { setRcvLowat } from '../lib/swarm/low-water.ts'
 import { BLOCK_LENGTH, Wire, type BlockRequest, type WireHandler } from '../lib/swarm/wire.ts'
 
 const INFO_HASH = randomBytes(20)
@@ -112,6 +113,46 @@ t.test('every message arrives whole however the stream is cut, also from a reuse
       t.equal(wire.outstandingBytes, 0, 'the answered request is settled')
     }
   }
+})
+
+t.test('a piece message trickling in wakes the reader once its body is whole, not per segment (SO_RCVLOWAT)', async (t) => {
+  t.ok(setRcvLowat, 'the native helper is built into dist/ (scripts/build.ts)')
+  const setter = setRcvLowat as NonNullable<typeof setRcvLowat>
+  const block = randomBytes(4 * BLOCK_LENGTH)
+  const req: BlockRequest = { index: 2, begin: 0, length: block.length }
+  const message = Buffer.alloc(13)
+  message.writeUInt32BE(9 + block.length, 0)
+  message[4] = 7
+  message.writeUInt32BE(req.index, 5)
+  const stream = Buffer.concat([message, block])
+  const reads: Record<string, number> = {}
+  for (const mode of ['per segment', 'low-water'] as const) {
+    const [a, b] = await socketPair(t)
+    const sender = wireOn(a, true)
+    const wire = new Wire(b, {
+      infoHash: INFO_HASH, peerId: randomBytes(20), pieceCount: PIECES, outgoing: false, timeoutMs: 5000,
+      lowWater: mode === 'low-water' ? (n) => setter(b, n) : undefined
+    })
+    let count = 0
+    b.on('data', (c: Buffer) => { count++; wire.receive(c, false) })
+    a.on('data', (c: Buffer) => sender.receive(c, false))
+    await Promise.all([wire.ready, sender.ready])
+    wire.outstanding.push({ ...req, at: performance.now() })
+    wire.outstandingBytes += req.length
+    const { blocks, handler } = recorder()
+    wire.attach(handler)
+    count = 0
+    // 1 KiB per event-loop turn: each write is a segment of its own, as on a slow link.
+    for (let off = 0; off < stream.length; off += 1024) {
+      a.write(stream.subarray(off, off + 1024))
+      await new Promise((resolve) => setImmediate(resolve))
+    }
+    while (blocks.length === 0) await new Promise((resolve) => b.once('data', resolve))
+    t.ok(blocks[0]?.equals(block), `${mode}: the block arrived whole`)
+    reads[mode] = count
+  }
+  t.ok((reads['low-water'] ?? Infinity) <= 4, `with the low-water mark: ${reads['low-water']} reads`)
+  t.ok((reads['per segment'] ?? 0) >= 16, `without: ${reads['per segment']} reads`)
 })
 
 t.test('assembly: runs of blocks up to a request size, releases, a failed check starts the piece over', async (t) => {

@@ -85,22 +85,3 @@ declare module 'webtorrent' {
     destroy (cb?: (err?: Error | null) => void): void
   }
 }
-
-declare module 'fuse-native' {
-  type Timeouts = number | false | Record<string, number | false>
-  interface FuseOptions {
-    fsname?: string
-    subtype?: string
-    defaultPermissions?: boolean
-    allowOther?: boolean
-    kernelCache?: boolean
-    entryTimeout?: number
-    attrTimeout?: number
-    timeout?: Timeouts
-  }
-  export default class Fuse {
-    constructor (mountPoint: string, ops: object, opts?: FuseOptions)
-    mount (cb: (err: Error | null) => void): void
-    unmount (cb: (err: Error | null) => void): void
-  }
-}

@@ -6,6 +6,7 @@ import type { Command } from 'commander'
 import { formatBytes } from '../../lib/description.ts'
 import { usageError } from '../../lib/errors.ts'
 import { extractTree } from '../../lib/extract.ts'
+import { secretFromEnv } from '../../lib/swarm/job-auth.ts'
 import { action, addSettings, collect, commandConfig, nodeOptions, say, untilSignal } from '../cli-support.ts'
 import { readDescription } from './describe.ts'
 import type { SwarmNode as Node } from '../../lib/swarm/node.ts'
@@ -30,7 +31,7 @@ export function registerFetch (program: Command): void {
     untilSignal().then((sig) => aborter.abort(usageError(`interrupted by ${sig}`)))
     let node: Node | undefined
     try {
-      node = await SwarmNode.join(desc, nodeOptions(config, { trackers: opts.tracker, seeders: opts.seeder }),
+      node = await SwarmNode.join(desc, nodeOptions(config, { trackers: opts.tracker, seeders: opts.seeder, secret: secretFromEnv(process.env) }),
         (line) => process.stderr.write(`p2prun fetch: warning: ${line}\n`))
       await node.fetchAll(aborter.signal)
       await extractTree(desc, node, out)

@@ -9,6 +9,7 @@ import { expandTemplate } from '../../lib/job.ts'
 import type { Config } from '../../lib/config.ts'
 import type { Description } from '../../lib/description.ts'
 import { P2prunError, usageError } from '../../lib/errors.ts'
+import { secretFromEnv } from '../../lib/swarm/job-auth.ts'
 import { action, addSettings, agentOptions, collect, commandConfig, nodeOptions, notifyFd, say, untilSignal } from '../cli-support.ts'
 import { logPath, readState, removeState, terminate, writeState } from '../agent-state.ts'
 import { readDescription, writeAtomically } from './describe.ts'
@@ -59,17 +60,19 @@ async function runAgent (config: Config, desc: Description, mountPoint: string, 
   const log = (line: string) => process.stderr.write(`p2prun mount: ${line}\n`)
   const agent = await Agent.start(agentOptions(config, desc, mountPoint, {
     mode: config.mode,
-    node: nodeOptions(config, { trackers: opts.tracker, seeders: opts.seeder }),
+    node: nodeOptions(config, { trackers: opts.tracker, seeders: opts.seeder, secret: secretFromEnv(process.env) }),
     keepStore: opts.keepStore ?? false,
     log
   }))
+  // Before anyone learns the mount is up: a SIGUSR1 with no handler yet would start Node's
+  // inspector instead (seen: a test asking for stats right after "mounted" waited forever).
+  const onUsr1 = () => log(`stats ${JSON.stringify(agent.stats())}`)
+  process.on('SIGUSR1', onUsr1)
   try {
     await writeState(config.runDir, { node: config.nodeName, pid: process.pid, mountPoint, storePath: agent.storePath, infoHash: desc.infoHash })
     if (opts.readyFile) await writeAtomically(opts.readyFile, Buffer.from(JSON.stringify({ pid: process.pid, mountPoint })))
     process.stdout.write(`mounted infohash=${desc.infoHash} mode=${config.mode} at=${mountPoint}\n`)
     if (opts.notifyFd) await notifyFd(Number(opts.notifyFd), 'ready')
-    const onUsr1 = () => log(`stats ${JSON.stringify(agent.stats())}`)
-    process.on('SIGUSR1', onUsr1)
     const sig = await signal
     process.off('SIGUSR1', onUsr1)
     say(config, `p2prun mount: ${sig}, unmounting ${mountPoint}`)

@@ -11,6 +11,7 @@ import { parseDescription, type Description } from '../../lib/description.ts'
 import { formatError, networkReason, P2prunError } from '../../lib/errors.ts'
 import { writeAtomic } from '../../lib/files.ts'
 import { decodeJob, expandTemplate, JOB_ENV, libraryPath } from '../../lib/job.ts'
+import { parseJobSecret, withProof } from '../../lib/swarm/job-auth.ts'
 import { isAlive } from '../agent-state.ts'
 import { action, agentOptions, nodeOptions, untilSignal } from '../cli-support.ts'
 import { FAILED_FILE, LDPATH_FILE, RANKS_DIR, READY_FILE } from '../rank-step.ts'
@@ -33,12 +34,14 @@ export function registerNodeAgent (program: Command): void {
       const log = (line: string) => process.stderr.write(`p2prun node-agent: ${line}\n`)
       let agent
       try {
-        const desc = await fetchDescription(job.descriptionUrl, job.infoHash, opts.node, config.stallTimeoutMs)
+        const secret = job.secret === undefined ? undefined : parseJobSecret(job.secret, `${JOB_ENV}'s secret`)
+        const desc = await fetchDescription(withProof(job.descriptionUrl, secret, 'description', Buffer.from(job.infoHash, 'hex')),
+          job.infoHash, opts.node, config.stallTimeoutMs)
         const { Agent } = await import('../../lib/agent.ts')
         const mountPoint = expandTemplate(job.mountPoint, { infoHash: desc.infoHash, nodeName: opts.node, launchId: opts.launchId ?? job.launchId })
         agent = await Agent.start(agentOptions(config, desc, mountPoint, {
           mode: job.mode,
-          node: nodeOptions(config, { trackers: job.trackers, seeders: job.seeders }),
+          node: nodeOptions(config, { trackers: job.trackers, seeders: job.seeders, secret }),
           keepStore: false,
           log
         }))
@@ -58,17 +61,19 @@ export function registerNodeAgent (program: Command): void {
     }))
 }
 
+/** `url` carries the request's proof: messages name it without. */
 async function fetchDescription (url: string, infoHash: string, node: string, timeoutMs: number): Promise<Description> {
+  const where = url.replace(/\?.*/, '')
   let bytes: Uint8Array
   try {
     const res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) })
     if (!res.ok) throw new Error(`HTTP ${res.status}`)
     bytes = new Uint8Array(await res.arrayBuffer())
   } catch (err) {
-    throw new P2prunError('LAUNCH', `node ${node} cannot get the description from ${url}: ${networkReason(err)}`,
+    throw new P2prunError('LAUNCH', `node ${node} cannot get the description from ${where}: ${networkReason(err)}`,
       { hint: 'check that the submitting host (or --seeder) is reachable from this node', cause: err })
   }
-  return parseDescription(bytes, { source: url, expectInfoHash: infoHash })
+  return parseDescription(bytes, { source: where, expectInfoHash: infoHash })
 }
 
 /** Resolves once at least `expected` ranks registered (1 if unknown) and none of them is alive. */

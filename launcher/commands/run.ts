@@ -14,6 +14,7 @@ import { formatBytes, type Description } from '../../lib/description.ts'
 import { networkReason, P2prunError, usageError } from '../../lib/errors.ts'
 import type { Head } from '../../lib/head.ts'
 import { decodeJob, encodeJob, JOB_ENV, SLURM_LAUNCH, type JobSpec } from '../../lib/job.ts'
+import { newJobSecret, secretFromEnv, withProof, type JobSecret } from '../../lib/swarm/job-auth.ts'
 import { advertisedHost } from '../cli-support.ts'
 import { ANY_LAUNCHER_VALUES, chooseLauncher, type ChosenLauncher } from '../launchers/index.ts'
 import { splitRunArgs, type RunArgs } from '../run-args.ts'
@@ -73,7 +74,8 @@ export async function runLaunch (argv: readonly string[], cli: readonly string[]
       seeders: head.seederAddress ? [head.seederAddress] : [],
       mountPoint: args.options.mountPoint ?? `${desc.mountPoint}/%j-%n`,
       libDirs,
-      mode: config.mode
+      mode: config.mode,
+      ...(head.secret ? { secret: head.secret.toString('hex') } : {})
     }
     const { launchEnv, names } = launchEnvironment(env, encodeJob(job))
     const [program, ...launchArgs] = launcher.adapter.command(launcher.program, args.launcherArgs, names, step, launchEnv) as [string, ...string[]]
@@ -124,28 +126,40 @@ async function checkProgram (name: string, env: NodeJS.ProcessEnv): Promise<void
   throw usageError(`program ${name} not found`, name.includes('/') ? 'check the path' : 'give its path, or put it on PATH')
 }
 
-type HeadLike = Pick<Head, 'trackerUrl' | 'descriptionUrl' | 'uploaded' | 'maxToOneNode' | 'peerCount' | 'completions' | 'close'> & { seederAddress?: string }
+type HeadLike = Pick<Head, 'trackerUrl' | 'descriptionUrl' | 'uploaded' | 'maxToOneNode' | 'peerCount' | 'completions' | 'close'> &
+  { seederAddress?: string, secret?: JobSecret }
 
-/** Our own tracker and seeder, or the ones already running at --seeder (an I/O node's `p2prun serve`). */
+/**
+ * Our own tracker and seeder, with a secret made for this job; or the ones already running at
+ * --seeder (an I/O node's `p2prun serve`), with the secret it was started with (P2PRUN_SECRET).
+ */
 async function headFor (args: RunArgs, desc: Description, layout: ReturnType<typeof layoutOf>, config: Config): Promise<HeadLike> {
   const external = args.options.seeder
   if (!external) {
     const { startHead } = await import('../../lib/head.ts')
-    return startHead(desc, layout, config, advertisedHost(config),
-      (line) => process.stderr.write(`p2prun: warning: ${line}\n`))
+    const secret = newJobSecret()
+    const head = await startHead(desc, layout, config, advertisedHost(config),
+      (line) => process.stderr.write(`p2prun: warning: ${line}\n`), secret)
+    return Object.assign(head, { secret })
   }
+  const secret = secretFromEnv(process.env)
   const trackerUrl = external.endsWith('/announce') ? external : `${external.replace(/\/$/, '')}/announce`
   const descriptionUrl = trackerUrl.replace(/\/announce$/, `/p2prun/${desc.infoHash}.torrent`)
-  const res = await fetch(descriptionUrl, { signal: AbortSignal.timeout(10_000) }).catch((err: unknown) => {
+  const res = await fetch(withProof(descriptionUrl, secret, 'description', Buffer.from(desc.infoHash, 'hex')),
+    { signal: AbortSignal.timeout(10_000) }).catch((err: unknown) => {
     throw new P2prunError('LAUNCH', `the seeder at ${external} is unreachable: ${networkReason(err)}`,
       { hint: 'start it with `p2prun serve FILE --source DIR` on the I/O node, or leave out --seeder' })
   })
+  if (res.status === 403) {
+    throw new P2prunError('LAUNCH', `the seeder at ${external} serves only its job's nodes, and ${secret ? 'this P2PRUN_SECRET is not its secret' : 'P2PRUN_SECRET is not set'}`,
+      { hint: 'export the P2PRUN_SECRET that `p2prun serve` was started with' })
+  }
   if (!res.ok) {
     throw new P2prunError('LAUNCH', `the seeder at ${external} does not serve these libraries (infohash ${desc.infoHash})`,
       { hint: 'serve a description of the same directory there' })
   }
   const none = () => 0
-  return { trackerUrl, descriptionUrl, uploaded: none, maxToOneNode: none, peerCount: none, completions: () => [], close: async () => {} }
+  return { trackerUrl, descriptionUrl, secret, uploaded: none, maxToOneNode: none, peerCount: none, completions: () => [], close: async () => {} }
 }
 
 /** Runs the launcher in the foreground; signals go to it (it stops the ranks); its exit code is ours. */

@@ -2,6 +2,8 @@
 import type { Command } from 'commander'
 import { layoutOf } from '../../lib/describe.ts'
 import { withLaunchInfo } from '../../lib/description.ts'
+import { usageError } from '../../lib/errors.ts'
+import { secretFromEnv } from '../../lib/swarm/job-auth.ts'
 import { action, addSettings, advertisedHost, commandConfig, say, untilSignal } from '../cli-support.ts'
 import { readDescription, writeAtomically } from './describe.ts'
 
@@ -11,15 +13,21 @@ export function registerServe (program: Command): void {
     .argument('<file>', 'description file (.p2p.torrent)')
     .requiredOption('--source <dir>', 'the directory the description was made from')
     .option('--out <file>', 'also write the description with this tracker and seeder filled in')
+    .option('--open', 'serve any BitTorrent client; without it, only nodes holding P2PRUN_SECRET')
   addSettings(cmd, ['host', 'advertise', 'tracker-port', 'seeder-port', 'tracker-max-peers',
     'tracker-announce-peers', 'upload-limit', 'defer-to-peers', 'verify-source', 'max-conns', 'quiet'])
-  cmd.action(action('serve', async (file: string, opts: { source: string, out?: string }) => {
+  cmd.action(action('serve', async (file: string, opts: { source: string, out?: string, open?: boolean }) => {
     const config = await commandConfig(cmd)
+    const secret = opts.open ? undefined : secretFromEnv(process.env)
+    if (!opts.open && !secret) {
+      throw usageError('no job secret: a head serves only the nodes that prove P2PRUN_SECRET',
+        'export P2PRUN_SECRET=$(openssl rand -hex 32) here and for the nodes, or pass --open to serve any client')
+    }
     const desc = await readDescription(file)
     const { startHead } = await import('../../lib/head.ts')
     const signal = untilSignal()
     const head = await startHead(desc, layoutOf([opts.source]), config, advertisedHost(config),
-      (line) => process.stderr.write(`p2prun serve: warning: ${line}\n`))
+      (line) => process.stderr.write(`p2prun serve: warning: ${line}\n`), secret)
     try {
       if (opts.out) {
         await writeAtomically(opts.out, withLaunchInfo(desc, { trackers: [head.trackerUrl], seeders: [head.seederAddress] }).torrent)

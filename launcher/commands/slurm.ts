@@ -11,6 +11,7 @@ import { loadConfig, type Config } from '../../lib/config.ts'
 import { describeLayout, layoutOf } from '../../lib/describe.ts'
 import { formatError, P2prunError, usageError } from '../../lib/errors.ts'
 import { decodeJob, encodeJob, JOB_ENV, nodeStateDir, SLURM_LAUNCH, type JobSpec } from '../../lib/job.ts'
+import { newJobSecret } from '../../lib/swarm/job-auth.ts'
 import { terminate } from '../agent-state.ts'
 import { action, advertisedHost, notifyFd, untilSignal } from '../cli-support.ts'
 import { LOCK_FILE, READY_FILE, waitForAgent, type NodeReady } from '../rank-step.ts'
@@ -96,8 +97,9 @@ async function runHeadDaemon (libs: readonly string[], mountRoot: string | undef
     const layout = layoutOf(libs)
     const desc = await describeLayout(layout)
     const { startHead } = await import('../../lib/head.ts')
+    const secret = newJobSecret()
     head = await startHead(desc, layout, config, advertisedHost(config),
-      (line) => process.stderr.write(`p2prun slurm head: warning: ${line}\n`))
+      (line) => process.stderr.write(`p2prun slurm head: warning: ${line}\n`), secret)
     job = {
       launchId: SLURM_LAUNCH,
       infoHash: desc.infoHash,
@@ -107,7 +109,8 @@ async function runHeadDaemon (libs: readonly string[], mountRoot: string | undef
       mountPoint: `${mountRoot ?? desc.mountPoint}/%j-%n`,
       libDirs: layout.dirs.map((d) => d.name),
       mode: config.mode,
-      stopUrl: head.stopUrl
+      stopUrl: head.stopUrl,
+      secret: secret.toString('hex')
     }
   } catch (err) {
     await notify(`error ${formatError(err)}`)

@@ -3,6 +3,7 @@
 // once and retried within seconds (a head restarting, a first wave of nodes it answers late), not
 // at the next interval; the head's seeder address, handed out at launch, does not depend on it.
 import bencode from 'bencode'
+import { AUTH_PARAM, proof, type JobSecret } from './job-auth.ts'
 
 // Importing node:http as an ES module evaluates every export, WebSocket's among them, which loads
 // undici: 7 ms of each node agent's start. The CommonJS module object has them as lazy getters.
@@ -27,6 +28,8 @@ export interface AnnouncerOptions {
   /** host:port of peers the tracker listed. */
   readonly onPeers: (addresses: string[]) => void
   readonly onWarning: (message: string) => void
+  /** The job's secret: each announce carries its proof (the tracker refuses others). */
+  readonly secret?: JobSecret
 }
 
 const REQUEST_TIMEOUT_MS = 10_000
@@ -97,7 +100,8 @@ export class Announcer {
     const { uploaded, downloaded, left } = this.opts.progress()
     const query = `info_hash=${escapeBytes(this.opts.infoHash)}&peer_id=${escapeBytes(this.opts.peerId)}` +
       `&port=${this.opts.port}&uploaded=${uploaded}&downloaded=${downloaded}&left=${left}&compact=1` +
-      `&numwant=${event === 'stopped' ? 0 : this.opts.numwant}${event ? `&event=${event}` : ''}`
+      `&numwant=${event === 'stopped' ? 0 : this.opts.numwant}${event ? `&event=${event}` : ''}` +
+      (this.opts.secret ? `&${AUTH_PARAM}=${proof(this.opts.secret, 'announce', this.opts.infoHash, this.opts.peerId).toString('hex')}` : '')
     const url = `${tracker}${tracker.includes('?') ? '&' : '?'}${query}`
     return new Promise((resolve, reject) => {
       const req = http.get(url, { timeout: timeoutMs, agent: false }, (res) => {

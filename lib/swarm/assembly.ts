@@ -14,6 +14,9 @@ interface Partial {
   /** Per block: FREE, ASKED or IN. */
   readonly blocks: Uint8Array
   missing: number
+  /** Per block: performance.now() when it was last asked for, and whether it was asked of a second peer. */
+  readonly askedAt: Float64Array
+  readonly again: Uint8Array
   /** Peer ids of the senders of its blocks. */
   readonly from: Set<string>
 }
@@ -55,13 +58,13 @@ export class Assembly {
    * The next free run of blocks of a piece, at most `maxLength` bytes, now asked for; undefined
    * when every block is asked for or in.
    */
-  reserve (index: number, maxLength: number): BlockRequest | undefined {
+  reserve (index: number, maxLength: number, now = performance.now()): BlockRequest | undefined {
     if (this.done[index] === 1) return undefined
     let p = this.partials.get(index)
     if (!p) {
       const size = pieceSize(this.layout, index)
       const count = Math.ceil(size / BLOCK_LENGTH)
-      p = { data: Buffer.allocUnsafe(size), blocks: new Uint8Array(count), missing: count, from: new Set() }
+      p = { data: Buffer.allocUnsafe(size), blocks: new Uint8Array(count), missing: count, askedAt: new Float64Array(count), again: new Uint8Array(count), from: new Set() }
       this.partials.set(index, p)
     }
     const first = p.blocks.indexOf(FREE)
@@ -69,6 +72,29 @@ export class Assembly {
     let end = first + 1
     while (end < p.blocks.length && p.blocks[end] === FREE && (end - first + 1) * BLOCK_LENGTH <= maxLength) end++
     p.blocks.fill(ASKED, first, end)
+    p.askedAt.fill(now, first, end)
+    return this.request(p, index, first, end)
+  }
+
+  /**
+   * Endgame: the next run of blocks asked for before `askedBefore` and still not in, now asked of a
+   * second peer (once): a program waiting on a page fault need not wait out one slow peer's
+   * request timeout. Whichever copy comes first is kept; the other is dropped on arrival.
+   */
+  reserveStalled (index: number, maxLength: number, askedBefore: number): BlockRequest | undefined {
+    const p = this.partials.get(index)
+    if (!p) return undefined
+    const stalled = (b: number) => p.blocks[b] === ASKED && p.again[b] === 0 && (p.askedAt[b] ?? Infinity) < askedBefore
+    let first = 0
+    while (first < p.blocks.length && !stalled(first)) first++
+    if (first === p.blocks.length) return undefined
+    let end = first + 1
+    while (end < p.blocks.length && stalled(end) && (end - first + 1) * BLOCK_LENGTH <= maxLength) end++
+    p.again.fill(1, first, end)
+    return this.request(p, index, first, end)
+  }
+
+  private request (p: Partial, index: number, first: number, end: number): BlockRequest {
     const begin = first * BLOCK_LENGTH
     return { index, begin, length: Math.min(end * BLOCK_LENGTH, p.data.length) - begin }
   }
@@ -78,7 +104,12 @@ export class Assembly {
     const p = this.partials.get(req.index)
     if (!p) return
     const [first, end] = blocksOf(req)
-    for (let b = first; b < end; b++) if (p.blocks[b] === ASKED) p.blocks[b] = FREE
+    for (let b = first; b < end; b++) {
+      // A block also asked of a second peer stays asked: that copy may still come.
+      if (p.blocks[b] !== ASKED) continue
+      if (p.again[b] === 1) p.again[b] = 0
+      else p.blocks[b] = FREE
+    }
   }
 
   /** Takes blocks (copied) sent by peer `from`; once the piece is whole, checks it and forgets it. */

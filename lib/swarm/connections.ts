@@ -2,19 +2,26 @@
 // dials the addresses it is given, runs the handshake, and keeps one connection per peer.
 import net from 'node:net'
 import { P2prunError } from '../errors.ts'
+import type { JobSecret } from './job-auth.ts'
+import { setRcvLowat } from './low-water.ts'
 import { Wire, type WireHandler } from './wire.ts'
 
 export interface ConnectionsOptions {
   readonly infoHash: Buffer
   readonly peerId: Buffer
   readonly pieceCount: number
-  /** Port to listen on for peers; 0 for any free port. */
+  /** Address and port to listen on for peers; port 0 for any free port. */
+  readonly host: string
   readonly port: number
   /** Most connections, established and being set up, in both directions. */
   readonly maxConns: number
   readonly handler: WireHandler
   /** A connection that passed the handshake and the one-per-peer rule, before any message is read. */
   readonly onWire: (wire: Wire) => void
+  /** The job's secret, which every peer must prove (see Wire); undefined: an open swarm. */
+  readonly secret?: JobSecret
+  /** Dial the peers other peers tell of (peer exchange); the head, which dials no one, does not. */
+  readonly learnPeers: boolean
 }
 
 const HANDSHAKE_TIMEOUT_MS = 10_000
@@ -30,6 +37,8 @@ const REDIAL_MAX_MS = 4000
 const REDIAL_TRIES = 5
 /** A peer dropped for bad data or unanswered requests is not taken back for this long. */
 const BAN_MS = 60_000
+/** Peers told of to a new connection (ut_pex): enough to reach the swarm without the tracker. */
+const PEX_PEERS = 50
 /** Peers may drop a connection silent for two minutes (BEP 3): say something every minute. */
 const KEEPALIVE_MS = 60_000
 const READ_BUFFER = Buffer.allocUnsafe(64 * 1024)
@@ -66,8 +75,9 @@ export class Connections {
     const server = net.createServer({ noDelay: true })
     await new Promise<void>((resolve, reject) => {
       server.once('error', (err: NodeJS.ErrnoException) => reject(new P2prunError('SWARM',
-        `cannot listen for peers on port ${opts.port}: ${err.code ?? err.message}`, { hint: 'choose another port, or 0 for any', cause: err })))
-      server.listen(opts.port, () => resolve())
+        `cannot listen for peers on ${opts.host}:${opts.port}: ${err.code ?? err.message}`,
+        { hint: err.code === 'EADDRNOTAVAIL' ? 'give an address of this host' : 'choose another port, or 0 for any', cause: err })))
+      server.listen(opts.port, opts.host, () => resolve())
     })
     return new Connections(opts, server)
   }
@@ -176,7 +186,10 @@ export class Connections {
 
   private newWire (socket: net.Socket, outgoing: boolean): Wire {
     return new Wire(socket, {
-      infoHash: this.opts.infoHash, peerId: this.opts.peerId, pieceCount: this.opts.pieceCount, outgoing, timeoutMs: HANDSHAKE_TIMEOUT_MS
+      infoHash: this.opts.infoHash, peerId: this.opts.peerId, pieceCount: this.opts.pieceCount, outgoing, timeoutMs: HANDSHAKE_TIMEOUT_MS,
+      lowWater: setRcvLowat && ((bytes) => setRcvLowat?.(socket, bytes)),
+      secret: this.opts.secret,
+      listenPort: this.port
     })
   }
 
@@ -201,8 +214,20 @@ export class Connections {
     this.wires.set(wire.peerId, wire)
     wire.socket.once('close', () => this.lost(wire))
     this.opts.onWire(wire)
-    wire.attach(this.opts.handler)
+    wire.attach(this.opts.learnPeers ? { ...this.opts.handler, onPex: (_w, addresses) => { for (const a of addresses) this.dial(a) } } : this.opts.handler)
+    wire.pex(this.listenAddresses(wire))
     return true
+  }
+
+  /** Where up to PEX_PEERS other connected peers listen: their address and the port their extension handshake gave. */
+  private listenAddresses (except: Wire): string[] {
+    const out: string[] = []
+    for (const w of this.wires.values()) {
+      if (out.length >= PEX_PEERS) break
+      const ip = w.socket.remoteAddress?.replace(/^::ffff:/, '')
+      if (w !== except && w.listenPort !== undefined && ip) out.push(`${ip}:${w.listenPort}`)
+    }
+    return out
   }
 
   /** A set-up connection ended: unless another replaced it, the address we reach its peer at is dialed again. */

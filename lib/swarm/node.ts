@@ -6,18 +6,21 @@
 // The store is written and read with synchronous pwrite/pread: it is node-local memory (tmpfs) or
 // disk, where a 64 KiB copy takes microseconds, while each call through libuv's threadpool cost
 // ~60 us of CPU and two context switches more (measured: the agent's voluntary context switches
-// fell by three quarters). A store on a network or FUSE file system, where a call could block the
-// event loop that also answers FUSE, is refused.
+// fell by three quarters). A store on a network or FUSE file system, where a call could stall the
+// event loop (and with it every read the FUSE server forwards to it), is refused. The native FUSE
+// server reads verified pieces from the same file itself (localView).
 import { readSync, statfsSync, writeSync } from 'node:fs'
 import { mkdtemp, open, rm, type FileHandle } from 'node:fs/promises'
 import path from 'node:path'
 import type { DescribedEntry, Description } from '../description.ts'
 import { swarmError } from '../errors.ts'
-import { clipRange, type ByteSource } from '../store.ts'
+import { clipRange, type ByteSource, type LocalView } from '../store.ts'
 import { Announcer } from './announce.ts'
 import { Assembly, pieceSize } from './assembly.ts'
 import { Bitfield } from './bitfield.ts'
 import { Connections } from './connections.ts'
+import type { JobSecret } from './job-auth.ts'
+import { addressToward } from './local-address.ts'
 import { isHeadPeerId, newPeerId } from './peer-id.ts'
 import { PieceCache } from './piece-cache.ts'
 import { PiecePicker, Priority } from './picker.ts'
@@ -35,6 +38,8 @@ export interface NodeOptions {
   readonly trackers?: readonly string[]
   /** host:port peers to connect to directly (the head's seeder), besides the description's. */
   readonly seeders?: readonly string[]
+  /** The job's secret, proven to the tracker and to every peer; undefined: an open swarm. */
+  readonly secret?: JobSecret
 }
 
 export interface NodeStats {
@@ -89,6 +94,8 @@ export class SwarmNode implements ByteSource {
         'pass --tracker URL or --seeder HOST:PORT (printed by `p2prun serve`)')
     }
     checkStoreDir(opts.storeDir)
+    // The interface toward the head, where the tracker will see this node's announces come from.
+    const host = await addressToward(trackers[0] ?? seeders[0] as string)
     const storePath = await mkdtemp(path.join(opts.storeDir, `p2prun-${desc.infoHash.slice(0, 16)}-`))
       .catch((err: NodeJS.ErrnoException) => {
         throw swarmError(`cannot create a store in ${opts.storeDir}: ${err.code}`, 'pass --store-dir with a writable directory', err)
@@ -99,7 +106,7 @@ export class SwarmNode implements ByteSource {
     const infoHash = Buffer.from(desc.infoHash, 'hex')
     try {
       node.connections = await Connections.listen({
-        infoHash, peerId, pieceCount: desc.pieceCount, port: opts.port, maxConns: opts.maxConns,
+        infoHash, peerId, pieceCount: desc.pieceCount, host, port: opts.port, maxConns: opts.maxConns, secret: opts.secret, learnPeers: true,
         handler: node.wireHandler(), onWire: (wire) => node.onWire(wire)
       })
     } catch (err) {
@@ -107,7 +114,7 @@ export class SwarmNode implements ByteSource {
       throw err
     }
     node.announcer = new Announcer({
-      trackers, infoHash, peerId, port: node.connections.port, numwant: opts.numwant,
+      trackers, infoHash, peerId, port: node.connections.port, numwant: opts.numwant, secret: opts.secret,
       progress: () => ({ uploaded: node.uploaded, downloaded: node.fromHead + node.fromPeers, left: node.bytesLeft() }),
       onPeers: (addresses) => { for (const a of addresses) node.connections.dial(a) },
       onWarning: warn
@@ -144,6 +151,11 @@ export class SwarmNode implements ByteSource {
     this.readAhead(entry, start + want)
     await this.waitForRange(start, want, Priority.Read, signal)
     return readSync(this.data.fd, into, 0, want, start)
+  }
+
+  /** The store and the verified pieces: a piece's bit is set only after its bytes are written. */
+  localView (): LocalView {
+    return { fd: this.data.fd, chunkLength: this.description.pieceLength, present: this.have.bytes }
   }
 
   async fetchFile (entry: DescribedEntry, signal?: AbortSignal): Promise<void> {
@@ -315,6 +327,7 @@ export class SwarmNode implements ByteSource {
       // it is dialed again; another node is not asked again for a while.
       this.dropPeer(wire.peerId, `left a request unanswered for ${REQUEST_TIMEOUT_MS / 1000} s`, !isHeadPeerId(wire.peerId))
     }
+    if (this.waiters.size > 0) this.picker.schedule() // the endgame looks for stalled reads
     if (this.waiters.size === 0 || Date.now() - this.lastProgress < this.stallTimeoutMs) return
     const peers = this.connections.wires.size
     this.failAll(swarmError(`no data arrived for ${Math.round(this.stallTimeoutMs / 1000)} s ` +

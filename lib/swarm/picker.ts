@@ -31,6 +31,12 @@ const P2PRUN_REQUEST_LENGTH = 64 * 1024
  * deferToPeersMs), ask peers for it and the head again only after this long.
  */
 const HEAD_BACKOFF_MS = 250
+/**
+ * A block a program waits on (a read) that one peer has not sent in this long is also asked of
+ * another peer that holds it, the head included: the request timeout (10 s) is for dropping a
+ * peer, not for making a page fault wait. The node re-runs the picker every second for this.
+ */
+const ENDGAME_AFTER_MS = 1000
 
 interface Peer {
   readonly head: boolean
@@ -154,8 +160,20 @@ export class PiecePicker {
     if (wire.destroyed || wire.peerChoking) return
     const [background, file, read] = this.wants as [Set<number>, Set<number>, Set<number>]
     if (!this.fill(wire, peer, read, PIPELINE_BYTES + READ_EXTRA_BYTES)) return
+    this.endgame(wire, peer, read)
     if (!this.fill(wire, peer, file, PIPELINE_BYTES)) return
     if (read.size === 0) this.fill(wire, peer, background, PIPELINE_BYTES)
+  }
+
+  /** Asks this wire for stalled blocks of read pieces that another peer was asked for (see ENDGAME_AFTER_MS). */
+  private endgame (wire: Wire, peer: Peer, read: Set<number>): void {
+    const askedBefore = performance.now() - ENDGAME_AFTER_MS
+    for (const piece of read) {
+      if (wire.outstandingBytes >= PIPELINE_BYTES + READ_EXTRA_BYTES) return
+      if (!wire.peerPieces.get(piece) || wire.outstanding.some((r) => r.index === piece)) continue
+      const req = this.assembly.reserveStalled(piece, peer.requestLength, askedBefore)
+      if (req) wire.request(req)
+    }
   }
 
   /** Requests blocks of wanted pieces the wire has until `depth` bytes are in flight; false once it is full. */

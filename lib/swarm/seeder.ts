@@ -7,6 +7,7 @@ import { Announcer } from './announce.ts'
 import { pieceSize } from './assembly.ts'
 import { Bitfield } from './bitfield.ts'
 import { Connections } from './connections.ts'
+import type { JobSecret } from './job-auth.ts'
 import { newPeerId } from './peer-id.ts'
 import { PieceCache } from './piece-cache.ts'
 import { unchokeAtOnce } from './unchoke.ts'
@@ -14,6 +15,7 @@ import { SourceFiles, type SourceFile } from './source-files.ts'
 import { servable, type BlockRequest, type Wire } from './wire.ts'
 
 export interface SeederOptions {
+  readonly host: string
   readonly port: number
   readonly trackers: readonly string[]
   readonly maxConns: number
@@ -28,6 +30,8 @@ export interface SeederOptions {
    * order all ask the head for the same piece at once. 0: off.
    */
   readonly deferToPeersMs: number
+  /** The job's secret, which every peer must prove; undefined: open to any BitTorrent client. */
+  readonly secret?: JobSecret
 }
 
 export interface Seeder {
@@ -61,12 +65,12 @@ export async function startSeeder (desc: Description, layout: SourceLayout, opts
     const peerId = newPeerId('head')
     const infoHash = Buffer.from(desc.infoHash, 'hex')
     const connections = await Connections.listen({
-      infoHash, peerId, pieceCount: desc.pieceCount, port: opts.port, maxConns: opts.maxConns,
+      infoHash, peerId, pieceCount: desc.pieceCount, host: opts.host, port: opts.port, maxConns: opts.maxConns, secret: opts.secret, learnPeers: false,
       handler: serving.handler(), onWire: (wire) => serving.onWire(wire)
     })
     // The head announces only to be listed: nodes dial it, it dials no one.
     const announcer = new Announcer({
-      trackers: opts.trackers, infoHash, peerId, port: connections.port, numwant: 1,
+      trackers: opts.trackers, infoHash, peerId, port: connections.port, numwant: 1, secret: opts.secret,
       progress: () => ({ uploaded: serving.uploaded, downloaded: 0, left: 0 }),
       onPeers: () => {},
       onWarning: () => {}

@@ -10,6 +10,8 @@
 // block.
 import type { Socket } from 'node:net'
 import { Bitfield } from './bitfield.ts'
+import { decodeExtensionHandshake, decodePex, encodeExtensionHandshake, encodePex, UT_PEX_ID } from './extensions.ts'
+import { proof, proofMatches, type JobSecret } from './job-auth.ts'
 
 /** The unit pieces are assembled in, and the request size BEP 3 clients accept. */
 export const BLOCK_LENGTH = 16384
@@ -46,12 +48,24 @@ export interface WireHandler {
   /** The peer turned down a request (BEP 6), or dropped it by choking us (without BEP 6). */
   onReject (wire: Wire, request: BlockRequest): void
   onClose (wire: Wire): void
+  /** Peers the peer is connected to (ut_pex), as host:port. */
+  onPex? (wire: Wire, addresses: string[]): void
 }
 
 const PROTOCOL = Buffer.from('\x13BitTorrent protocol', 'latin1')
 const HANDSHAKE_LENGTH = 68
 /** Byte 7 of the reserved field, bit 0x04: the Fast Extension. */
 const FAST_BIT = 0x04
+/** Byte 5 of the reserved field, bit 0x10: the extension protocol (BEP 10), which carries the job proof. */
+const EXTENSION_BIT = 0x10
+const EXTENDED = 20
+/**
+ * While a message's body is on its way, the kernel may hold its remaining bytes (up to one read
+ * buffer) until all are there: one wake-up and one read instead of one per ~1.5 KB segment on a
+ * shaped link. Below LOW_WATER_MIN_BYTES the system call costs more than it saves.
+ */
+const LOW_WATER_MIN_BYTES = 4096
+const LOW_WATER_MAX_BYTES = 64 * 1024
 const MSG = {
   choke: 0, unchoke: 1, interested: 2, notInterested: 3, have: 4, bitfield: 5, request: 6, piece: 7, cancel: 8,
   haveAll: 0x0e, haveNone: 0x0f, reject: 0x10
@@ -71,6 +85,15 @@ export interface HandshakeOptions {
   /** Whether we dialed: the dialer speaks first, the other end first checks the infohash. */
   readonly outgoing: boolean
   readonly timeoutMs: number
+  /** Sets the socket's receive low-water mark (SO_RCVLOWAT), where the platform allows. */
+  readonly lowWater?: (bytes: number) => void
+  /**
+   * The job's secret: both ends must prove they hold it, in the BEP 10 handshake that follows the
+   * BitTorrent one, before `ready` resolves and any message is handed over. Undefined: open swarm.
+   */
+  readonly secret?: JobSecret
+  /** The port we listen on, told to the peer in that handshake (for its peer exchange). */
+  readonly listenPort?: number
 }
 
 export class Wire {
@@ -100,11 +123,19 @@ export class Wire {
   private handler: WireHandler | undefined
   private shook: (() => void) | undefined
   private failed: ((err: Error) => void) | undefined
+  /** Where the connection stands: the BitTorrent handshake, the job proof, or messages. */
+  private phase: 'handshake' | 'proof' | 'messages' = 'handshake'
+  private peerIdBytes = Buffer.alloc(0)
+  /** What the peer's extension handshake said: its ut_pex id and the port it listens on. */
+  private peerPexId: number | undefined
+  listenPort: number | undefined
   /** Whether writes are being gathered until the end of this event-loop turn. */
   private corked = false
   private readonly chunks: Buffer[] = []
   private buffered = 0
   private messageLength = -1
+  /** The socket's receive low-water mark as last set. */
+  private lowWater = 1
 
   /** Starts the handshake on a connected socket; its bytes arrive through `receive`. */
   constructor (socket: Socket, opts: HandshakeOptions) {
@@ -135,8 +166,8 @@ export class Wire {
     this.chunks.push(chunk)
     this.buffered += chunk.length
     this.guarded(() => {
-      if (this.shook) this.parseHandshake()
-      if (this.handler) this.parse()
+      if (this.phase === 'handshake') this.parseHandshake()
+      if (this.phase === 'proof' || this.handler) this.parse()
     })
     const last = this.chunks.length - 1
     if (borrowed && last >= 0 && !this.destroyed) this.chunks[last] = Buffer.from(this.chunks[last] as Buffer)
@@ -198,6 +229,11 @@ export class Wire {
     if (this.fast) this.send(MSG.reject, triple(req))
   }
 
+  /** Tells the peer of other peers (ut_pex), if it takes such messages. */
+  pex (addresses: readonly string[]): void {
+    if (this.peerPexId !== undefined && addresses.length > 0) this.send(EXTENDED, encodePex(this.peerPexId, addresses))
+  }
+
   keepAlive (): void {
     if (!this.destroyed) this.write(Buffer.alloc(4))
   }
@@ -215,7 +251,7 @@ export class Wire {
   }
 
   private fail (why: string): void {
-    if (this.shook) this.failed?.(new Error(why))
+    this.failed?.(new Error(why))
     this.destroy(why)
   }
 
@@ -228,7 +264,8 @@ export class Wire {
   }
 
   private ownHandshake (): Buffer {
-    return Buffer.concat([PROTOCOL, Buffer.from([0, 0, 0, 0, 0, 0, 0, FAST_BIT]), this.opts.infoHash, this.opts.peerId])
+    return Buffer.concat([PROTOCOL, Buffer.from([0, 0, 0, 0, 0, this.opts.secret ? EXTENSION_BIT : 0, 0, FAST_BIT]),
+      this.opts.infoHash, this.opts.peerId])
   }
 
   private parseHandshake (): void {
@@ -238,7 +275,29 @@ export class Wire {
     if (!got.subarray(28, 48).equals(this.opts.infoHash)) return this.fail('the peer has another torrent')
     if (!this.outgoing) this.socket.write(this.ownHandshake())
     this.fast = ((got[27] ?? 0) & FAST_BIT) !== 0
-    this.peerId = got.subarray(48, 68).toString('hex')
+    this.peerIdBytes = Buffer.from(got.subarray(48, 68))
+    this.peerId = this.peerIdBytes.toString('hex')
+    if (!this.opts.secret) return this.open()
+    if (((got[25] ?? 0) & EXTENSION_BIT) === 0) return this.fail('is not of this job: it cannot prove the job\'s secret')
+    this.phase = 'proof'
+    const auth = proof(this.opts.secret, 'peer', this.opts.infoHash, this.opts.peerId, this.peerIdBytes)
+    this.send(EXTENDED, encodeExtensionHandshake(auth, this.opts.listenPort ?? 0))
+  }
+
+  /** The peer's first message must be its BEP 10 handshake, with the proof made for this pair of peers. */
+  private checkProof (msg: Buffer): void {
+    const secret = this.opts.secret as JobSecret
+    const handshake = msg[0] === EXTENDED ? decodeExtensionHandshake(msg.subarray(1)) : undefined
+    if (!handshake?.auth || !proofMatches(secret, handshake.auth, 'peer', this.opts.infoHash, this.peerIdBytes, this.opts.peerId)) {
+      return this.fail('is not of this job: its proof of the job\'s secret is missing or wrong')
+    }
+    this.peerPexId = handshake.pexId
+    this.listenPort = handshake.listenPort
+    this.open()
+  }
+
+  private open (): void {
+    this.phase = 'messages'
     const shook = this.shook
     this.shook = undefined
     this.failed = undefined
@@ -274,17 +333,27 @@ export class Wire {
   }
 
   private parse (): void {
-    while (!this.destroyed) {
+    while (!this.destroyed && (this.phase === 'proof' || this.handler)) {
       if (this.messageLength < 0) {
-        if (this.buffered < 4) return
+        if (this.buffered < 4) return this.awaitBytes(1)
         this.messageLength = this.take(4).readUInt32BE(0)
         if (this.messageLength > this.maxMessageLength) return this.destroy(`sent a message of ${this.messageLength} bytes`)
       }
-      if (this.buffered < this.messageLength) return
+      if (this.buffered < this.messageLength) return this.awaitBytes(this.messageLength - this.buffered)
       const length = this.messageLength
       this.messageLength = -1
-      if (length > 0) this.dispatch(this.take(length)) // length 0: keep-alive
+      if (length === 0) continue // keep-alive
+      if (this.phase === 'proof') this.checkProof(this.take(length))
+      else this.dispatch(this.take(length))
     }
+  }
+
+  /** Asks the kernel to wake us when `n` more bytes are in (a message's rest), or at once for small rests. */
+  private awaitBytes (n: number): void {
+    const mark = n >= LOW_WATER_MIN_BYTES ? Math.min(n, LOW_WATER_MAX_BYTES) : 1
+    if (mark === this.lowWater || !this.opts.lowWater) return
+    this.lowWater = mark
+    this.opts.lowWater(mark)
   }
 
   /** The next n bytes: a view when they lie in one chunk (the usual case), else a copy. */
@@ -362,6 +431,9 @@ export class Wire {
         if (req) h.onReject(this, req)
         return
       }
+      case EXTENDED:
+        if (msg[1] === UT_PEX_ID && this.phase === 'messages' && this.opts.secret) h.onPex?.(this, decodePex(msg.subarray(1)))
+        return
       // cancel: requests are answered as they arrive, so a cancel always comes too late.
       // Anything else (port, suggest, allowed-fast, extensions we did not announce) is ignored.
     }

@@ -1,8 +1,11 @@
 // Runs the real CLI in child processes, the way users and launchers do.
+import { readFile } from 'node:fs/promises'
 import { createInterface } from 'node:readline'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { execa, type ResultPromise } from 'execa'
+import type { Test } from 'tap'
+import { makeTree, type TreeSpec } from './fixtures.ts'
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
 /** What users, launchers and Slurm run: the bundle in dist/ (`npm test` builds it first). */
@@ -23,6 +26,19 @@ export function p2prun (args: readonly string[], opts: { cwd?: string, env?: Rec
     reject: false,
     stdin: 'ignore'
   })
+}
+
+/**
+ * A tree made from `spec` in a test directory, DIR/NAME, described by the CLI into
+ * DIR/NAME.p2p.torrent (the torrent is named after the directory, as stock clients expect).
+ */
+export async function describedTree (t: Test, spec: TreeSpec, name = 'libs') {
+  const dir = t.testdir()
+  const libs = await makeTree(path.join(dir, name), spec)
+  const file = path.join(dir, `${name}.p2p.torrent`)
+  const r = await p2prun(['describe', libs, '-o', file])
+  t.equal(r.exitCode, 0, r.stderr)
+  return { dir, libs, file, torrent: await readFile(file) }
 }
 
 /** Resolves with the first stdout line matching `pattern`; rejects if the process exits first. */
@@ -49,10 +65,13 @@ export interface Serving {
   stop (): Promise<number>
 }
 
-/** `p2prun serve` on loopback; its teardown is the caller's t.teardown(serving.stop). */
-export async function serve (description: string, source: string, extra: readonly string[] = []): Promise<Serving> {
-  const child = execa(CLI, ['serve', description, '--source', source, '--host', '127.0.0.1', ...extra], {
-    env: cleanEnv(), extendEnv: false, reject: false, stdin: 'ignore', buffer: { stdout: true, stderr: true }
+/**
+ * `p2prun serve` on loopback; its teardown is the caller's t.teardown(serving.stop). Open to any
+ * client unless given the job's `secret` (hex), which it then requires of every node.
+ */
+export async function serve (description: string, source: string, extra: readonly string[] = [], secret?: string): Promise<Serving> {
+  const child = execa(CLI, ['serve', description, '--source', source, '--host', '127.0.0.1', ...(secret ? [] : ['--open']), ...extra], {
+    env: cleanEnv(secret ? { P2PRUN_SECRET: secret } : {}), extendEnv: false, reject: false, stdin: 'ignore', buffer: { stdout: true, stderr: true }
   })
   const m = await waitForLine(child, /^serving infohash=\S+ tracker=(\S+) seeder=(\S+)$/)
   let stopped: Promise<number> | undefined

@@ -16,8 +16,39 @@ export interface MountedAgent {
 }
 
 export interface AgentStatsJson {
-  fs: { ops: Record<string, number>, enoent: number, bytesServedLocal: number, bytesServedAfterFetch: number, readErrors: number, openedCompleteMs: number | null }
+  fs: {
+    ops: Record<string, number>, enoent: number, bytesServedLocal: number, bytesServedAfterFetch: number, readErrors: number,
+    readsForwarded: number, opensForwarded: number, interrupted: number, openedCompleteMs: number | null
+  }
   swarm: { fromHead: number, fromPeers: number, uploaded: number, piecesHave: number, pieceCount: number }
+}
+
+/** The agent's stats now: on SIGUSR1 it logs them as one stderr line. */
+export function agentStats (agent: MountedAgent): Promise<AgentStatsJson> {
+  const stderr = agent.child.stderr
+  if (!stderr) throw new Error('the agent has no stderr')
+  return new Promise((resolve, reject) => {
+    let text = ''
+    const onData = (chunk: Buffer) => {
+      text += chunk.toString()
+      const m = text.match(/^p2prun mount: stats (\{.*\})$/m)
+      if (!m) return
+      stderr.off('data', onData)
+      resolve(JSON.parse(m[1] as string) as AgentStatsJson)
+    }
+    stderr.on('data', onData)
+    agent.child.then((r) => reject(new Error(`the agent exited (${r.exitCode}): ${r.stderr}`)), reject)
+    agent.child.kill('SIGUSR1')
+  })
+}
+
+/** Asks for the agent's stats until `ready` holds (each answer paces the next question). */
+export async function waitForStats (agent: MountedAgent, ready: (stats: AgentStatsJson) => boolean, tries = 2000): Promise<AgentStatsJson> {
+  for (let i = 0; i < tries; i++) {
+    const stats = await agentStats(agent)
+    if (ready(stats)) return stats
+  }
+  throw new Error(`the agent's stats did not reach the expected state in ${tries} tries`)
 }
 
 /** The safety net: whatever happened to the agent, no mount stays behind. */

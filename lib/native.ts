@@ -1,0 +1,63 @@
+// p2prun's Node-API addon (native/, built by scripts/build.ts into dist/): the FUSE server the
+// mount runs on a thread of its own, and the socket low-water mark. A checkout never built has
+// none: mounting then says how to build it.
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import type { InodeTable, ServerCounts } from './fs.ts'
+import type { LocalView } from './store.ts'
+
+export const NATIVE_FILE = 'p2prun-native.node'
+
+/** What the session thread tells JS: the first argument of `onEvent`. */
+export const FuseEvent = { Mounted: 0, Open: 1, Read: 2, Interrupt: 3, Ended: 4 } as const
+export type FuseEvent = typeof FuseEvent[keyof typeof FuseEvent]
+
+export interface FuseConfig {
+  readonly mountPoint: string
+  /** libfuse's -o options. */
+  readonly options: string
+  /** How long the kernel may keep entries and attributes. */
+  readonly cacheSeconds: number
+  /** How long it may remember that a name does not exist. */
+  readonly negativeCacheSeconds: number
+  /** Forward opens of files not yet complete to JS (file and eager mode). */
+  readonly forwardOpens: boolean
+  readonly view: LocalView | undefined
+  readonly table: InodeTable
+}
+
+declare const handleBrand: unique symbol
+export type FuseHandle = { readonly [handleBrand]: true }
+
+/**
+ * onEvent(kind, id, ino, offset, size, message): Mounted and Ended carry an errno in `size` (0:
+ * fine) and libfuse's text; Open and Read are requests to answer with exactly one fuseReply*; an
+ * Interrupt says request `id` was already answered EINTR.
+ */
+export type FuseEventListener = (kind: FuseEvent, id: number, ino: number, offset: number, size: number, message: string) => void
+
+export interface Native {
+  setRcvLowat (fd: number, bytes: number): void
+  fuseStart (config: FuseConfig, onEvent: FuseEventListener): FuseHandle
+  fuseReplyData (handle: FuseHandle, id: number, data: Buffer, length: number): void
+  fuseReplyOpen (handle: FuseHandle, id: number): void
+  fuseReplyError (handle: FuseHandle, id: number, errno: number): void
+  fuseCounters (handle: FuseHandle): ServerCounts
+  /** Ends the session thread and unmounts; resolves with the final counts. The handle is dead afterwards. */
+  fuseStop (handle: FuseHandle): Promise<ServerCounts>
+}
+
+function load (): Native | undefined {
+  const here = path.dirname(fileURLToPath(import.meta.url))
+  // The bundle runs from dist/, beside the addon; the sources from lib/.
+  const dist = path.basename(here) === 'dist' ? here : path.join(here, '../dist')
+  try {
+    // The bundle's banner already declares a top-level createRequire: this one stays local.
+    const { createRequire } = process.getBuiltinModule('node:module')
+    return createRequire(import.meta.url)(path.join(dist, NATIVE_FILE)) as Native
+  } catch {
+    return undefined
+  }
+}
+
+export const native: Native | undefined = load()

@@ -1,0 +1,57 @@
+// The job's secret and the proofs made from it. A launch makes one secret per job and hands it to
+// the nodes the way it hands them the infohash (the environment, never a command line); a node then
+// shows the tracker (announces, the description) and every peer (the BEP 10 handshake) that it
+// belongs to the job with an HMAC bound to what it asks for, never with the secret itself.
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto'
+import { usageError } from '../errors.ts'
+
+export type JobSecret = Buffer & { readonly __jobSecret: true }
+
+/** What a proof vouches for: a proof for one purpose is worth nothing for another. */
+export type ProofPurpose = 'announce' | 'description' | 'peer'
+
+const SECRET_BYTES = 32
+
+export function newJobSecret (): JobSecret {
+  return randomBytes(SECRET_BYTES) as JobSecret
+}
+
+/** The secret as it travels (P2PRUN_JOB, P2PRUN_SECRET): hex. */
+export function parseJobSecret (hex: string, where: string): JobSecret {
+  if (!/^[0-9a-f]{32,}$/i.test(hex) || hex.length % 2 !== 0) {
+    throw usageError(`${where} is not a job secret: expected at least 16 bytes in hex`, 'make one with `openssl rand -hex 32`')
+  }
+  return Buffer.from(hex, 'hex') as JobSecret
+}
+
+/** The query parameter of a tracker request that carries its proof (hex). */
+export const AUTH_PARAM = 'p2prun_auth'
+
+/** The variable that carries the secret to the standalone commands (serve, mount, fetch): never a flag. */
+export const SECRET_ENV = 'P2PRUN_SECRET'
+
+/** The secret from the environment, if one is set. */
+export function secretFromEnv (env: NodeJS.ProcessEnv): JobSecret | undefined {
+  const hex = env[SECRET_ENV]
+  return hex ? parseJobSecret(hex, SECRET_ENV) : undefined
+}
+
+/** A tracker URL (the description's, here) with the request's proof appended. */
+export function withProof (url: string, secret: JobSecret | undefined, purpose: ProofPurpose, ...parts: Uint8Array[]): string {
+  if (!secret) return url
+  return `${url}${url.includes('?') ? '&' : '?'}${AUTH_PARAM}=${proof(secret, purpose, ...parts).toString('hex')}`
+}
+
+export function proof (secret: JobSecret, purpose: ProofPurpose, ...parts: Uint8Array[]): Buffer {
+  const hmac = createHmac('sha256', secret).update(purpose)
+  for (const part of parts) hmac.update(part)
+  return hmac.digest()
+}
+
+/** Whether `given` (raw bytes, or hex as a query carries it) is the proof for these parts. */
+export function proofMatches (secret: JobSecret, given: Uint8Array | string | undefined, purpose: ProofPurpose, ...parts: Uint8Array[]): boolean {
+  if (given === undefined) return false
+  const bytes = typeof given === 'string' ? (/^[0-9a-f]{64}$/i.test(given) ? Buffer.from(given, 'hex') : undefined) : given
+  const want = proof(secret, purpose, ...parts)
+  return bytes !== undefined && bytes.length === want.length && timingSafeEqual(bytes, want)
+}

@@ -1,0 +1,36 @@
+// The address of this host's interface that faces the job's head: a node listens there only, so
+// peers reach it where the tracker saw it announce from, and no other network of the host is open.
+import dgram from 'node:dgram'
+import net from 'node:net'
+import { swarmError } from '../errors.ts'
+
+/** host:port or a URL (a tracker's) to the host and port in it. */
+function target (address: string): { host: string, port: number } {
+  if (/^[a-z]+:\/\//i.test(address)) {
+    const url = new URL(address)
+    return { host: url.hostname.replace(/^\[|\]$/g, ''), port: Number(url.port || 80) }
+  }
+  const colon = address.lastIndexOf(':')
+  return { host: address.slice(0, colon).replace(/^\[|\]$/g, ''), port: Number(address.slice(colon + 1)) }
+}
+
+/**
+ * The local address the kernel would send from toward `address` (host:port, or a URL): a UDP
+ * socket's connect picks it from the routing table without sending anything.
+ */
+export async function addressToward (address: string): Promise<string> {
+  const { host, port } = target(address)
+  const socket = dgram.createSocket(net.isIPv6(host) ? 'udp6' : 'udp4')
+  try {
+    await new Promise<void>((resolve, reject) => {
+      socket.once('error', reject)
+      socket.connect(port, host, () => resolve())
+    })
+    return socket.address().address
+  } catch (err) {
+    throw swarmError(`cannot find this host's address toward ${host}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+      'check the head\'s address in the job (--advertise on the head) and this node\'s routes', err)
+  } finally {
+    socket.close()
+  }
+}

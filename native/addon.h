@@ -1,0 +1,9 @@
+// p2prun's Node-API addon (dist/p2prun-native.node): each C file adds its functions to the exports.
+#ifndef P2PRUN_ADDON_H
+#define P2PRUN_ADDON_H
+#include <node_api.h>
+
+// Each returns `exports`, or NULL with a JS exception pending.
+napi_value register_socket_low_water(napi_env env, napi_value exports);
+napi_value register_fuse_server(napi_env env, napi_value exports);
+#endif

@@ -38,7 +38,7 @@ t.test('an unknown infohash gets a failure reason, the job\'s infohash a peer li
   t.equal(tr.peerCount(INFO_HASH.toString('hex')), 1)
 })
 
-t.test('more than bittorrent-tracker\'s 82 peers per announce, up to the configured cap', async (t) => {
+t.test('more than 82 peers per announce (bittorrent-tracker\'s cap, which p2prun used before), up to the configured cap', async (t) => {
   const tr = await tracker(t, { announcePeers: 120 })
   for (let i = 0; i < 150; i++) await announce(tr.port, INFO_HASH, i)
   t.equal(tr.peerCount(INFO_HASH.toString('hex')), 150)

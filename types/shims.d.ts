@@ -26,33 +26,6 @@ declare module 'create-torrent' {
   ): void
 }
 
-declare module 'bittorrent-tracker' {
-  import { EventEmitter } from 'node:events'
-  import type { IncomingMessage, Server as HttpServer } from 'node:http'
-  export interface AnnounceParams {
-    info_hash: string
-    numwant: number
-    httpReq?: IncomingMessage
-  }
-  export interface TrackerServerOptions {
-    http?: boolean
-    udp?: boolean
-    ws?: boolean
-    stats?: boolean
-    interval?: number
-    peersCacheLength?: number
-    peersCacheTtl?: number
-    filter?: (infoHash: string, params: AnnounceParams, cb: (err?: Error | null) => void) => void
-  }
-  export class Server extends EventEmitter {
-    constructor (opts?: TrackerServerOptions)
-    http: HttpServer | null
-    torrents: Record<string, { peers: { length: number } }>
-    listen (port: number, hostname: string, onlistening?: () => void): void
-    close (cb?: () => void): void
-  }
-}
-
 // Only the interoperability test drives webtorrent: a stock BitTorrent client against p2prun's own.
 declare module 'webtorrent' {
   import { EventEmitter } from 'node:events'

@@ -9,6 +9,7 @@
 // Usage: npm run bench -- [--nodes 4,8,16,32] [--rate 100mbit] [--methods local,sshfs,p2p-eager,p2p-block,p2p-file]
 //                          [--driver driver|driver-dlopen|python] [--libs 200] [--out bench/results]
 //                          [--agent PATH]   the p2prun whose node agents run (another build's bin/p2prun, for an A/B)
+//                          [--open-head]    a head open to any client (for agents of a build without job secrets)
 import { execa } from 'execa'
 import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { createInterface } from 'node:readline'
@@ -28,7 +29,8 @@ const { values: opts } = parseArgs({
     driver: { type: 'string', default: 'driver' },
     libs: { type: 'string', default: '200' },
     out: { type: 'string', default: path.join(ROOT, 'bench/results') },
-    agent: { type: 'string', default: P2PRUN }
+    agent: { type: 'string', default: P2PRUN },
+    'open-head': { type: 'boolean', default: false }
   }
 })
 
@@ -182,7 +184,7 @@ async function runMethod (method: string, n: number, w: Workload): Promise<Row> 
     nodeScript = () => `${w.run(mnt)} > /dev/null && echo done; fusermount -u -z ${mnt}`
   } else {
     const mode = method.replace(/^p2p-/, '')
-    const serving = await serveSet(w, server, [CLUSTER, 'exec', '0'])
+    const serving = await serveSet(w, server, [CLUSTER, 'exec', '0'], opts['open-head'])
     stopServer = serving.stop
     // The mount prints "mounted …" when ready; a FIFO read waits for it without polling.
     nodeScript = (k) => `f=/tmp/p2pb-ready-${k}; rm -f $f; mkfifo $f; ` +

@@ -101,12 +101,13 @@ export interface Serving {
 /** `p2prun serve` for the set on `host`, started through `via` (e.g. the cluster's exec on the server node). */
 /**
  * The heads the benchmarks start serve only nodes that prove the job's secret, as a launch's do:
- * every process the benchmark starts (the head, the agents) inherits it.
+ * every process the benchmark starts (the head, the agents) inherits it. `open` serves any client:
+ * for an A/B against a build that predates job secrets.
  */
 process.env.P2PRUN_SECRET ??= randomBytes(32).toString('hex')
 
-export async function serveSet (w: Workload, host: string, via: readonly string[] = []): Promise<Serving> {
-  const serve = [P2PRUN, 'serve', w.description, '--source', w.set, '--host', host, '--quiet']
+export async function serveSet (w: Workload, host: string, via: readonly string[] = [], open = false): Promise<Serving> {
+  const serve = [P2PRUN, 'serve', w.description, '--source', w.set, '--host', host, '--quiet', ...(open ? ['--open'] : [])]
   const [command, ...args] = [...via, ...serve]
   const child = execa(command as string, args, { reject: false })
   const stop = async () => { child.kill('SIGTERM'); await child }

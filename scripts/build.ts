@@ -8,6 +8,7 @@
 // against this Node's own headers.
 import { build } from 'esbuild'
 import { execFileSync } from 'node:child_process'
+import { existsSync } from 'node:fs'
 import { rm } from 'node:fs/promises'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -34,8 +35,14 @@ await build({
 })
 
 // Node-API headers come with the Node p2prun runs on: the npm package `node` installs its binary
-// and headers as the package node-<platform>-<arch>. The FUSE server links libfuse3.
-const headers = path.join(root, 'node_modules/node/node_modules', `node-${process.platform}-${process.arch}`, 'include/node')
+// and headers as the package node-<platform>-<arch>, nested under `node` by `npm ci` (an `npm
+// install` of something else may hoist it, or prune it: then `npm ci` brings it back). The FUSE
+// server links libfuse3.
+const platformPackage = `node-${process.platform}-${process.arch}`
+const headers = [path.join(root, 'node_modules/node/node_modules', platformPackage), path.join(root, 'node_modules', platformPackage)]
+  .map((dir) => path.join(dir, 'include/node'))
+  .find((dir) => existsSync(path.join(dir, 'node_api.h')))
+if (!headers) throw new Error(`cannot build ${NATIVE_FILE}: Node's headers (${platformPackage}) are missing (hint: run \`npm ci\`)`)
 const sources = ['addon.c', 'socket-low-water.c', 'fuse-server.c', 'fuse-table.c'].map((name) => path.join(root, 'native', name))
 try {
   const fuse3 = execFileSync('pkg-config', ['--cflags', '--libs', 'fuse3'], { encoding: 'utf8' }).trim().split(/\s+/)

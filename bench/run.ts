@@ -33,6 +33,8 @@ const { values: opts } = parseArgs({
     'open-head': { type: 'boolean', default: false }
   }
 })
+// An open head's nodes hold no secret: with one, they would ask the head for a proof it cannot give.
+if (opts['open-head']) delete process.env.P2PRUN_SECRET
 
 interface Row {
   nodes: number
@@ -191,7 +193,7 @@ async function runMethod (method: string, n: number, w: Workload): Promise<Row> 
       `${opts.agent} mount ${desc} ${mnt} --mode ${mode} --tracker ${serving.tracker} --seeder ${serving.seeder} --store-dir /dev/shm --node-name n${k} --quiet > $f & pid=$!; ` +
       // The agent's first line is "mounted …" once the FS is up; EOF means it failed (its stderr says why).
       `read line < $f; rm -f $f; case "$line" in mounted*) ;; *) wait $pid; exit 1 ;; esac; ` +
-      `echo mounted; echo startcpu ${AGENT_TICKS}; ${w.run(mnt)} < /dev/null > /dev/null && echo done; ` +
+      `echo mounted; echo startcpu ${AGENT_TICKS}; ${w.run(mnt)} < /dev/null > /dev/null || { kill $pid; wait $pid; exit 1; }; echo done; ` +
       // The agent seeds to the other nodes until all are done (stdin ends), then stops.
       `cat > /dev/null; echo cpu ${AGENT_TICKS} ${AGENT_CTX}; kill $pid; wait $pid`
   }

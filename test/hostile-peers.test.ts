@@ -243,6 +243,17 @@ t.test('a head started with the job\'s secret serves only the nodes that prove i
   t.match(stranger.stderr, /refused the announce: this tracker serves only its job's nodes/, 'and the tracker says why')
 })
 
+t.test('a node holding a secret and an open head: the node says the head is not of its job', async (t) => {
+  const { dir, libs, file } = await describedSet(t)
+  const head = await serve(file, libs)
+  t.teardown(head.stop)
+  const r = await fetchFrom(dir, file, head, 'out', ['--stall-timeout', '2'], { P2PRUN_SECRET: randomBytes(32).toString('hex') })
+  t.equal(r.exitCode, 1)
+  const said = r.stderr.split('\n').filter((l) => l.includes('is it serving this job'))
+  t.equal(said.length, 1, 'said once, not at every redial')
+  t.match(said[0], /^p2prun fetch: warning: the seeder at 127\.0\.0\.1:\d+ is not of this job: .*with the same P2PRUN_SECRET/)
+})
+
 t.test('serve without a secret refuses to start unless told --open', async (t) => {
   const { libs, file } = await describedSet(t)
   const r = await p2prun(['serve', file, '--source', libs, '--host', '127.0.0.1'])

@@ -22,6 +22,8 @@ export interface ConnectionsOptions {
   readonly secret?: JobSecret
   /** Dial the peers other peers tell of (peer exchange); the head, which dials no one, does not. */
   readonly learnPeers: boolean
+  /** Told, once per address, why a persistent address (the head's seeder) was reached but refused. */
+  readonly warn?: (line: string) => void
 }
 
 const HANDSHAKE_TIMEOUT_MS = 10_000
@@ -51,6 +53,8 @@ interface Dialed {
   failures: number
   /** The peer it reached, once it has. */
   peerId?: string
+  /** Whether a refusal was reported (persistent addresses: once). */
+  warned?: boolean
 }
 
 export class Connections {
@@ -141,7 +145,14 @@ export class Connections {
       socket.setTimeout(0)
       wire = this.newWire(socket, true)
       this.setUp(wire).then((reached) => {
-        if (!reached) return this.redial(dialed)
+        if (!reached) {
+          // A head that answers but is not of this job (another secret, or none) is a setup error, not a network one.
+          if (dialed.persistent && !dialed.warned && /not of this job/.test(wire?.closeReason ?? '')) {
+            dialed.warned = true
+            this.opts.warn?.(`the seeder at ${dialed.address} ${wire?.closeReason}: is it serving this job, with the same P2PRUN_SECRET (or --open, and no secret here)?`)
+          }
+          return this.redial(dialed)
+        }
         dialed.failures = 0
         dialed.peerId = (wire as Wire).peerId
       })

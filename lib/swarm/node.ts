@@ -106,7 +106,7 @@ export class SwarmNode implements ByteSource {
     const infoHash = Buffer.from(desc.infoHash, 'hex')
     try {
       node.connections = await Connections.listen({
-        infoHash, peerId, pieceCount: desc.pieceCount, host, port: opts.port, maxConns: opts.maxConns, secret: opts.secret, learnPeers: true,
+        infoHash, peerId, pieceCount: desc.pieceCount, host, port: opts.port, maxConns: opts.maxConns, secret: opts.secret, learnPeers: true, warn,
         handler: node.wireHandler(), onWire: (wire) => node.onWire(wire)
       })
     } catch (err) {

@@ -78,5 +78,9 @@ if (first === undefined || command !== undefined || ['-h', '--help', '-V', '--ve
   }
 }
 // A command is done when its action returns; sockets a swarm client may still be closing (a last
-// "stopped" announce to an unreachable tracker) must not keep the process alive.
-process.exit(process.exitCode ?? 0)
+// "stopped" announce to an unreachable tracker) must not keep the process alive. The commands that
+// run a node agent leave past Node's own teardown, which can hang after a long-lived agent
+// (native/process-exit.c); their output is written (stdout and stderr are synchronous on Linux).
+const code = typeof process.exitCode === 'number' ? process.exitCode : 0
+if (command === 'mount' || command === 'node-agent' || command === 'fetch') (await import('../lib/native.ts')).native?.exitNow(code)
+process.exit(code)

@@ -45,6 +45,8 @@ export interface Native {
   fuseCounters (handle: FuseHandle): ServerCounts
   /** Ends the session thread and unmounts; resolves with the final counts. The handle is dead afterwards. */
   fuseStop (handle: FuseHandle): Promise<ServerCounts>
+  /** _exit(2): the process ends at once, past Node's teardown (see native/process-exit.c). */
+  exitNow (code: number): never
 }
 
 function load (): Native | undefined {

@@ -6,4 +6,5 @@
 // Each returns `exports`, or NULL with a JS exception pending.
 napi_value register_socket_low_water(napi_env env, napi_value exports);
 napi_value register_fuse_server(napi_env env, napi_value exports);
+napi_value register_process_exit(napi_env env, napi_value exports);
 #endif

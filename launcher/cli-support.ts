@@ -5,6 +5,7 @@ import os from 'node:os'
 import type { Command } from 'commander'
 import type { AgentOptions } from '../lib/agent.ts'
 import { loadConfig, SETTINGS, type Config, type SettingName } from '../lib/config.ts'
+import type { SourceLayout } from '../lib/source-layout.ts'
 import type { Description } from '../lib/description.ts'
 import { AlreadyReported, formatError, P2prunError } from '../lib/errors.ts'
 import type { JobSecret } from '../lib/swarm/job-auth.ts'
@@ -13,9 +14,11 @@ import type { JobSecret } from '../lib/swarm/job-auth.ts'
 export const collect = (value: string, previous: string[] = []): string[] => [...previous, value]
 
 /** Where a node's swarm client gets its peers, the job's secret, and its settings. */
-export function nodeOptions (config: Config, peers: { trackers?: readonly string[], seeders?: readonly string[], secret?: JobSecret }): AgentOptions['node'] {
+export function nodeOptions (config: Config,
+  peers: { trackers?: readonly string[], seeders?: readonly string[], secret?: JobSecret, sources?: SourceLayout['dirs'] }): AgentOptions['node'] {
   return {
     secret: peers.secret,
+    fallback: config.fallback === 'auto' && peers.sources?.length ? { dirs: peers.sources } : undefined,
     storeDir: config.storeDir,
     port: 0,
     maxConns: config.maxConns,

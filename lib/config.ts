@@ -34,6 +34,7 @@ export const SETTINGS = {
   'max-conns': { kind: 'int', min: 1, help: 'most peer connections per node' },
   numwant: { kind: 'int', min: 1, help: 'peers a node asks the tracker for' },
   'stall-timeout': { kind: 'seconds', min: 1, help: 'give up when no byte arrives for this many seconds' },
+  fallback: { kind: 'string', choices: ['auto', 'off'], help: 'when the swarm stalls, read what programs wait for from the source directory if this node can (auto), or fail (off)' },
   'start-timeout': { kind: 'seconds', min: 1, help: 'give up when a node agent is not ready after this many seconds' },
   libs: { kind: 'string', help: 'library directories for launches, separated by ":" (like --libs, repeatable)' },
   launcher: { kind: 'string', choices: ['auto', 'local', 'openmpi', 'mpich', 'srun'], help: 'how ranks are started: auto, local, openmpi, mpich or srun' },
@@ -66,6 +67,7 @@ export interface Config {
   readonly libs: string | undefined
   readonly launcher: string
   readonly mode: DataMode
+  readonly fallback: 'auto' | 'off'
   readonly owner: { readonly uid: number, readonly gid: number } | undefined
   readonly allowOther: boolean
   readonly nodeName: string
@@ -92,6 +94,7 @@ const DEFAULTS: Config = {
   libs: undefined,
   launcher: 'auto',
   mode: 'eager',
+  fallback: 'auto',
   owner: undefined,
   allowOther: false,
   nodeName: os.hostname(),

@@ -8,6 +8,7 @@ import createTorrent from 'create-torrent'
 import { addP2prunKeys, DEFAULT_MOUNT_POINT, parseDescription, type DescribedEntry, type Description } from './description.ts'
 import { sourceError } from './errors.ts'
 import { scanTree, type TreeEntry } from './tree.ts'
+import { layoutOf, sourcePath, type SourceLayout } from './source-layout.ts'
 import { VERSION } from './version.ts'
 
 export interface DescribeOptions {
@@ -34,38 +35,6 @@ export function choosePieceLength (totalBytes: number): number {
   let length = MIN_PIECE_LENGTH
   while (length < MAX_PIECE_LENGTH && length * TARGET_PIECES < totalBytes) length *= 2
   return length
-}
-
-/**
- * Where each described path is read from. One directory is the set itself; several (`--libs A
- * --libs B`) become top-level directories of the set, named after them (A, B, B-2 on a clash).
- */
-export interface SourceLayout {
-  readonly dirs: readonly { readonly name: string, readonly dir: string }[]
-}
-
-export function layoutOf (dirs: readonly string[]): SourceLayout {
-  const roots = dirs.map((d) => path.resolve(d))
-  if (roots.length === 1) return { dirs: [{ name: '', dir: roots[0] as string }] }
-  const used = new Set<string>()
-  return {
-    dirs: roots.map((dir) => {
-      const base = path.basename(dir)
-      let name = base
-      for (let i = 2; used.has(name); i++) name = `${base}-${i}`
-      used.add(name)
-      return { name, dir }
-    })
-  }
-}
-
-/** The source file behind a described path. */
-export function sourcePath (layout: SourceLayout, entryPath: string): string {
-  for (const { name, dir } of layout.dirs) {
-    if (name === '') return path.join(dir, entryPath)
-    if (entryPath === name || entryPath.startsWith(`${name}/`)) return path.join(dir, entryPath.slice(name.length))
-  }
-  throw new Error(`internal: ${entryPath} is outside the source layout`)
 }
 
 export async function describeDirectory (dir: string, options: DescribeOptions = {}): Promise<Description> {

@@ -2,7 +2,7 @@
 // the seeder, started and stopped together. Used by `p2prun serve` and by the launcher.
 import { randomBytes } from 'node:crypto'
 import type { Config } from './config.ts'
-import type { SourceLayout } from './describe.ts'
+import type { SourceLayout } from './source-layout.ts'
 import type { Description } from './description.ts'
 import type { JobSecret } from './swarm/job-auth.ts'
 import { startSeeder, type Seeder } from './swarm/seeder.ts'

@@ -3,6 +3,7 @@
 // stands on its node, read from whichever launcher started it.
 import path from 'node:path'
 import type { DataMode } from './config.ts'
+import type { SourceLayout } from './source-layout.ts'
 import { usageError } from './errors.ts'
 
 export const JOB_ENV = 'P2PRUN_JOB'
@@ -28,6 +29,8 @@ export interface JobSpec {
   readonly stopUrl?: string
   /** The job's secret (hex), which nodes prove to the tracker and to each other; absent: an open head. */
   readonly secret?: string
+  /** The directories the set was described from (names in the set, paths on the submit host): the fallback's. */
+  readonly sources?: SourceLayout['dirs']
 }
 
 export function encodeJob (job: JobSpec): string {

@@ -326,3 +326,33 @@ t.test('peer exchange: a node that knows only the head\'s seeder finds the other
   t.equal((await first).exitCode, 0)
   t.same(await snapshotTree(path.join(dir, 'second')), await snapshotTree(libs))
 })
+
+t.test('fallback to the source: a read the stalled swarm cannot serve comes from the source directory, checked', async (t) => {
+  const { dir, libs, file } = await describedSet(t)
+  const head = await serve(file, libs)
+  t.teardown(head.stop)
+  const desc = parseDescription(await readFile(file))
+  const join = async (source: string, warnings: string[]) => {
+    const node = await SwarmNode.join(desc, {
+      storeDir: dir, port: 0, maxConns: 10, numwant: 10, stallTimeoutMs: 1000, trackers: [head.tracker], seeders: [head.seeder],
+      fallback: { dirs: [{ name: '', dir: source }] }
+    }, (line) => warnings.push(line))
+    t.teardown(() => node.close())
+    return node
+  }
+  const warned: string[] = []
+  const node = await join(libs, warned)
+  const unlucky = await join(path.join(dir, 'not-mounted-here'), [])
+  head.child.kill('SIGKILL') // the head is gone, and no other node has anything
+  await head.child
+  const entry = desc.entries.find((e) => e.path === 'libtwo.so.1')
+  if (!entry) throw new Error('libtwo.so.1 is not described')
+  const into = Buffer.alloc(4096)
+  t.equal(await node.read(entry, 1_000_000, into), 4096)
+  t.same(into, bytesFor('libtwo.so.1', SET_FILES['libtwo.so.1']).subarray(1_000_000, 1_004_096), 'the right bytes')
+  t.ok(node.stats().fromSource > 0, `${node.stats().fromSource} bytes from the source directory`)
+  t.equal(await node.read(entry, 2_000_000, into), 4096, 'a second stalled read too')
+  t.equal(warned.filter((l) => l.includes('reading what programs wait for from the source directory')).length, 1, 'said once')
+  await t.rejects(unlucky.read(entry, 0, into), /no data arrived for 1 s .*and the source directory cannot stand in: .*ENOENT/,
+    'where the source is not readable, the read fails as before, saying both')
+})

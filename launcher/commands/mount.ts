@@ -5,6 +5,7 @@ import { spawn } from 'node:child_process'
 import { mkdir, open, readFile, rm, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { Option, type Command } from 'commander'
+import { layoutOf } from '../../lib/source-layout.ts'
 import { expandTemplate } from '../../lib/job.ts'
 import type { Config } from '../../lib/config.ts'
 import type { Description } from '../../lib/description.ts'
@@ -21,6 +22,7 @@ interface MountFlags {
   keepStore?: boolean
   tracker?: string[]
   seeder?: string[]
+  source?: string
   notifyFd?: string
 }
 
@@ -35,8 +37,9 @@ export function registerMount (program: Command): void {
     .option('--keep-store', 'leave the downloaded bytes in the store directory at exit')
     .option('--tracker <url>', 'tracker to announce to, instead of the description\'s (repeatable)', collect)
     .option('--seeder <host:port>', 'peer to connect to directly, e.g. the head\'s seeder (repeatable)', collect)
+    .option('--source <dir>', 'the directory the set was described from, if this node can read it: the fallback when the swarm stalls')
     .addOption(new Option('--notify-fd <fd>').hideHelp())
-  addSettings(cmd, ['mode', 'store-dir', 'owner', 'allow-other', 'node-name', 'run-dir', 'fuse-device', 'max-conns', 'numwant', 'stall-timeout', 'quiet'])
+  addSettings(cmd, ['mode', 'store-dir', 'owner', 'allow-other', 'node-name', 'run-dir', 'fuse-device', 'max-conns', 'numwant', 'stall-timeout', 'fallback', 'quiet'])
   cmd.action(action('mount', async (file: string, mountArg: string | undefined, opts: MountFlags) => {
     const config = await commandConfig(cmd)
     const desc = await readDescription(file)
@@ -60,7 +63,7 @@ async function runAgent (config: Config, desc: Description, mountPoint: string, 
   const log = (line: string) => process.stderr.write(`p2prun mount: ${line}\n`)
   const agent = await Agent.start(agentOptions(config, desc, mountPoint, {
     mode: config.mode,
-    node: nodeOptions(config, { trackers: opts.tracker, seeders: opts.seeder, secret: secretFromEnv(process.env) }),
+    node: nodeOptions(config, { trackers: opts.tracker, seeders: opts.seeder, secret: secretFromEnv(process.env), sources: opts.source ? layoutOf([opts.source]).dirs : undefined }),
     keepStore: opts.keepStore ?? false,
     log
   }))

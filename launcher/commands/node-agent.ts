@@ -41,7 +41,7 @@ export function registerNodeAgent (program: Command): void {
         const mountPoint = expandTemplate(job.mountPoint, { infoHash: desc.infoHash, nodeName: opts.node, launchId: opts.launchId ?? job.launchId })
         agent = await Agent.start(agentOptions(config, desc, mountPoint, {
           mode: job.mode,
-          node: nodeOptions(config, { trackers: job.trackers, seeders: job.seeders, secret }),
+          node: nodeOptions(config, { trackers: job.trackers, seeders: job.seeders, secret, sources: job.sources }),
           keepStore: false,
           log
         }))

@@ -8,7 +8,8 @@ import { watch } from 'node:fs'
 import { access, constants, readdir } from 'node:fs/promises'
 import { constants as osConstants } from 'node:os'
 import { loadConfig, type Config } from '../../lib/config.ts'
-import { describeLayout, layoutOf } from '../../lib/describe.ts'
+import { describeLayout } from '../../lib/describe.ts'
+import { layoutOf } from '../../lib/source-layout.ts'
 import { isExecutable, programCandidates } from '../../lib/files.ts'
 import { formatBytes, type Description } from '../../lib/description.ts'
 import { networkReason, P2prunError, usageError } from '../../lib/errors.ts'
@@ -75,6 +76,7 @@ export async function runLaunch (argv: readonly string[], cli: readonly string[]
       mountPoint: args.options.mountPoint ?? `${desc.mountPoint}/%j-%n`,
       libDirs,
       mode: config.mode,
+      sources: layout.dirs,
       ...(head.secret ? { secret: head.secret.toString('hex') } : {})
     }
     const { launchEnv, names } = launchEnvironment(env, encodeJob(job))

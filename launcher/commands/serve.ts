@@ -1,6 +1,6 @@
 // `p2prun serve FILE --source DIR`: the head's bootstrap daemons, a tracker and a seeder.
 import type { Command } from 'commander'
-import { layoutOf } from '../../lib/describe.ts'
+import { layoutOf } from '../../lib/source-layout.ts'
 import { withLaunchInfo } from '../../lib/description.ts'
 import { usageError } from '../../lib/errors.ts'
 import { secretFromEnv } from '../../lib/swarm/job-auth.ts'

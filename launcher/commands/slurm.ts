@@ -8,7 +8,8 @@ import { chown, mkdir, open, readFile, rm, rmdir, writeFile } from 'node:fs/prom
 import path from 'node:path'
 import { Option, type Command } from 'commander'
 import { loadConfig, type Config } from '../../lib/config.ts'
-import { describeLayout, layoutOf } from '../../lib/describe.ts'
+import { describeLayout } from '../../lib/describe.ts'
+import { layoutOf } from '../../lib/source-layout.ts'
 import { formatError, P2prunError, usageError } from '../../lib/errors.ts'
 import { decodeJob, encodeJob, JOB_ENV, nodeStateDir, SLURM_LAUNCH, type JobSpec } from '../../lib/job.ts'
 import { newJobSecret } from '../../lib/swarm/job-auth.ts'
@@ -110,7 +111,8 @@ async function runHeadDaemon (libs: readonly string[], mountRoot: string | undef
       libDirs: layout.dirs.map((d) => d.name),
       mode: config.mode,
       stopUrl: head.stopUrl,
-      secret: secret.toString('hex')
+      secret: secret.toString('hex'),
+      sources: layout.dirs
     }
   } catch (err) {
     await notify(`error ${formatError(err)}`)

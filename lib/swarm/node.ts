@@ -12,6 +12,7 @@
 import { readSync, statfsSync, writeSync } from 'node:fs'
 import { mkdtemp, open, rm, type FileHandle } from 'node:fs/promises'
 import path from 'node:path'
+import type { SourceLayout } from '../source-layout.ts'
 import type { DescribedEntry, Description } from '../description.ts'
 import { swarmError } from '../errors.ts'
 import { clipRange, type ByteSource, type LocalView } from '../store.ts'
@@ -25,6 +26,7 @@ import { isHeadPeerId, newPeerId } from './peer-id.ts'
 import { PieceCache } from './piece-cache.ts'
 import { PiecePicker, Priority } from './picker.ts'
 import { unchokeAtOnce } from './unchoke.ts'
+import { sourceFilesOf, type SourceFiles } from './source-files.ts'
 import { servable, type BlockRequest, type Wire } from './wire.ts'
 
 export interface NodeOptions {
@@ -40,12 +42,20 @@ export interface NodeOptions {
   readonly seeders?: readonly string[]
   /** The job's secret, proven to the tracker and to every peer; undefined: an open swarm. */
   readonly secret?: JobSecret
+  /**
+   * The directories the set was described from, where this node can read them (a shared file
+   * system): when the swarm stalls, the pieces a read waits for are read from there (checked
+   * against their hashes) instead of failing the read. Undefined: no fallback.
+   */
+  readonly fallback?: SourceLayout
 }
 
 export interface NodeStats {
   readonly fromHead: number
   readonly fromPeers: number
   readonly uploaded: number
+  /** Bytes read from the source directories because the swarm stalled. */
+  readonly fromSource: number
   readonly piecesHave: number
   readonly pieceCount: number
   readonly peers: number
@@ -60,6 +70,8 @@ const CACHE_BYTES = 8 * 1024 * 1024
 
 interface Waiter {
   readonly missing: Set<number>
+  /** What waits: a program's read or open, or the background fetch of everything. */
+  readonly priority: Priority
   readonly resolve: () => void
   readonly reject: (err: unknown) => void
 }
@@ -82,6 +94,11 @@ export class SwarmNode implements ByteSource {
   private lastProgress = Date.now()
   private fromHead = 0
   private fromPeers = 0
+  private fromSource = 0
+  /** The source directories' files, for the fallback; undefined: none. */
+  private fallback: SourceFiles | undefined
+  private fallingBack = false
+  private fellBack = false
   private uploaded = 0
   private closing: Promise<void> | undefined
 
@@ -102,6 +119,7 @@ export class SwarmNode implements ByteSource {
       })
     const data = await open(path.join(storePath, 'data'), 'wx+', 0o600)
     const node = new SwarmNode(desc, data, storePath, opts.stallTimeoutMs, warn)
+    node.fallback = opts.fallback && sourceFilesOf(desc, opts.fallback)
     const peerId = newPeerId('node')
     const infoHash = Buffer.from(desc.infoHash, 'hex')
     try {
@@ -172,6 +190,7 @@ export class SwarmNode implements ByteSource {
       fromHead: this.fromHead,
       fromPeers: this.fromPeers,
       uploaded: this.uploaded,
+      fromSource: this.fromSource,
       piecesHave: this.have.count,
       pieceCount: this.description.pieceCount,
       peers: this.connections?.wires.size ?? 0
@@ -184,7 +203,7 @@ export class SwarmNode implements ByteSource {
       clearInterval(this.timer)
       this.picker.close()
       this.failAll(swarmError('the swarm node was closed'))
-      await Promise.all([this.announcer?.stop(), this.connections?.close()])
+      await Promise.all([this.announcer?.stop(), this.connections?.close(), this.fallback?.close()])
       await this.data.close()
       if (!options.keepStore) await rm(this.storePath, { recursive: true, force: true })
     })()
@@ -243,16 +262,21 @@ export class SwarmNode implements ByteSource {
       for (const peerId of got.from) this.dropPeer(peerId, `sent piece ${req.index}, which failed its hash check`, true)
       return this.picker.schedule()
     }
+    this.accept(req.index, got.data)
+  }
+
+  /** A verified piece (from a peer, or the source): into the store, then announced and handed to waiting reads. */
+  private accept (index: number, data: Buffer): void {
     this.lastProgress = Date.now()
-    const index = req.index
+    if (this.closing || this.have.get(index)) return
     try {
-      writeSync(this.data.fd, got.data, 0, got.data.length, index * this.description.pieceLength)
+      writeSync(this.data.fd, data, 0, data.length, index * this.description.pieceLength)
     } catch (err) {
       return this.failAll(swarmError(`cannot write to the store ${this.storePath}: ${(err as Error).message}`,
         'check that --store-dir has room for the whole set', err))
     }
-    if (this.closing || !this.have.set(index)) return
-    this.cache.put(index, got.data)
+    this.have.set(index)
+    this.cache.put(index, data)
     this.picker.verified(index)
     // A peer that holds the piece has no use for the news (the head holds them all).
     for (const w of this.connections.wires.values()) if (!w.peerPieces.get(index)) w.have(index)
@@ -283,6 +307,7 @@ export class SwarmNode implements ByteSource {
       const onAbort = () => { this.waiters.delete(waiter); reject(signal?.reason) }
       const waiter: Waiter = {
         missing,
+        priority,
         resolve: () => { signal?.removeEventListener('abort', onAbort); resolve() },
         reject: (err) => { signal?.removeEventListener('abort', onAbort); reject(err) }
       }
@@ -328,11 +353,51 @@ export class SwarmNode implements ByteSource {
       this.dropPeer(wire.peerId, `left a request unanswered for ${REQUEST_TIMEOUT_MS / 1000} s`, !isHeadPeerId(wire.peerId))
     }
     if (this.waiters.size > 0) this.picker.schedule() // the endgame looks for stalled reads
-    if (this.waiters.size === 0 || Date.now() - this.lastProgress < this.stallTimeoutMs) return
+    if (this.waiters.size === 0 || Date.now() - this.lastProgress < this.stallTimeoutMs || this.fallingBack) return
+    const programs = [...this.waiters].filter((w) => w.priority !== Priority.Background)
+    if (this.fallback && programs.length > 0) {
+      void this.fallBack(programs)
+      return
+    }
+    this.failAll(this.stalled())
+  }
+
+  private stalled (also = ''): Error {
     const peers = this.connections.wires.size
-    this.failAll(swarmError(`no data arrived for ${Math.round(this.stallTimeoutMs / 1000)} s ` +
-      `(${peers} peer${peers === 1 ? '' : 's'} connected): the seeder is unreachable or the swarm is stuck`,
-    'check that `p2prun serve` is running on the head node and that its ports are reachable from this node'))
+    return swarmError(`no data arrived for ${Math.round(this.stallTimeoutMs / 1000)} s ` +
+      `(${peers} peer${peers === 1 ? '' : 's'} connected): the seeder is unreachable or the swarm is stuck${also}`,
+    'check that `p2prun serve` is running on the head node and that its ports are reachable from this node')
+  }
+
+  /**
+   * The swarm stalled while programs wait (reads, opens): their pieces come from the source
+   * directories instead (CVMFS-style failover to the shared file system the set was described
+   * from), each checked against its hash like any piece. Said once; if the source fails too, the
+   * reads fail as before. The background fetch of everything is not read from there: N nodes doing
+   * that at once is the storm p2prun exists to avoid.
+   */
+  private async fallBack (programs: readonly Waiter[]): Promise<void> {
+    const fallback = this.fallback as SourceFiles
+    this.fallingBack = true
+    const wanted = new Set<number>()
+    for (const waiter of programs) for (const index of waiter.missing) wanted.add(index)
+    try {
+      for (const index of wanted) {
+        const data = await fallback.readPiece(index)
+        if (!fallback.matches(index, data)) throw new Error(`piece ${index} differs from the description there`)
+        if (this.closing) return
+        this.fromSource += data.length
+        this.accept(index, data)
+      }
+      if (!this.fellBack) {
+        this.fellBack = true
+        this.warn(`the swarm stalled for ${Math.round(this.stallTimeoutMs / 1000)} s: reading what programs wait for from the source directory instead`)
+      }
+    } catch (err) {
+      this.failAll(this.stalled(`, and the source directory cannot stand in: ${(err as Error).message}`))
+    } finally {
+      this.fallingBack = false
+    }
   }
 
   private dropPeer (peerId: string, why: string, ban: boolean): void {

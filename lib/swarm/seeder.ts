@@ -1,6 +1,6 @@
 // The head's seeder: serves the source directory to the swarm, straight from the source files.
 import { stat } from 'node:fs/promises'
-import { sourcePath, type SourceLayout } from '../describe.ts'
+import { sourcePath, type SourceLayout } from '../source-layout.ts'
 import type { Description } from '../description.ts'
 import { sourceError } from '../errors.ts'
 import { Announcer } from './announce.ts'
@@ -11,7 +11,7 @@ import type { JobSecret } from './job-auth.ts'
 import { newPeerId } from './peer-id.ts'
 import { PieceCache } from './piece-cache.ts'
 import { unchokeAtOnce } from './unchoke.ts'
-import { SourceFiles, type SourceFile } from './source-files.ts'
+import { sourceFilesOf, type SourceFiles } from './source-files.ts'
 import { servable, type BlockRequest, type Wire } from './wire.ts'
 
 export interface SeederOptions {
@@ -51,10 +51,7 @@ const CACHE_BYTES = 8 * 1024 * 1024
 export async function startSeeder (desc: Description, layout: SourceLayout, opts: SeederOptions, warn: (line: string) => void): Promise<Seeder> {
   const cheapMatch = await sourceMatches(desc, layout)
   const verify = opts.verify || !cheapMatch
-  const files: SourceFile[] = desc.entries
-    .filter((e) => e.torrentFile !== undefined)
-    .map((e) => ({ path: sourcePath(layout, e.path), offset: e.torrentOffset ?? 0, length: e.size }))
-  const source = new SourceFiles(files, desc)
+  const source = sourceFilesOf(desc, layout)
   try {
     const bad = verify ? await source.countMismatches() : 0
     if (bad > 0) {

@@ -2,6 +2,8 @@
 // straight from the real files it spans, so the seeder never copies or writes the libraries.
 import { createHash } from 'node:crypto'
 import { open, type FileHandle } from 'node:fs/promises'
+import { sourcePath, type SourceLayout } from '../source-layout.ts'
+import type { Description } from '../description.ts'
 import { pieceSize, type Layout } from './assembly.ts'
 
 export interface SourceFile {
@@ -9,6 +11,14 @@ export interface SourceFile {
   /** Where the file starts in the torrent's byte stream. */
   readonly offset: number
   readonly length: number
+}
+
+/** The described files as they lie in the directories the set was described from. */
+export function sourceFilesOf (desc: Description, layout: SourceLayout): SourceFiles {
+  const files = desc.entries
+    .filter((e) => e.torrentFile !== undefined)
+    .map((e) => ({ path: sourcePath(layout, e.path), offset: e.torrentOffset ?? 0, length: e.size }))
+  return new SourceFiles(files, desc)
 }
 
 export class SourceFiles {

@@ -46,7 +46,7 @@ export const fuseError = (message: string, hint?: string, cause?: unknown) =>
  * neither break the one-line message nor drive the user's terminal (ESC sequences).
  */
 export function quote (value: string): string {
-  return `"${escapeControls(value.replace(/["\\]/g, '\\$&'))}"`
+  return `"${printable(value.replace(/["\\]/g, '\\$&'))}"`
 }
 
 /** One line for stderr: the message, then the hint. Unknown errors keep their message (no stack). */
@@ -56,11 +56,11 @@ export function formatError (err: unknown): string {
     : `unexpected error: ${err instanceof Error ? err.message : String(err)}`
   // Messages also name paths unquoted, and unexpected errors carry whatever Node put in them:
   // escaped here, every error stays one line and inert on a terminal.
-  return escapeControls(line)
+  return printable(line)
 }
 
-/** C0, DEL and C1 control characters as \xNN. */
-function escapeControls (text: string): string {
+/** C0, DEL and C1 control characters as \xNN: text from a description or a path, safe on a terminal. */
+export function printable (text: string): string {
   return text.replace(/\p{Cc}/gu, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`)
 }
 

@@ -186,3 +186,15 @@ t.test('bin/p2prun runs the bundle built from the current sources', async (t) =>
   const cmdline = (await readFile(`/proc/${head.child.pid}/cmdline`, 'utf8')).split('\0')
   t.equal(cmdline[1], path.join(ROOT, 'dist/cli.mjs'), 'dist/ is stale or missing: run `npm run build`')
 })
+
+t.test('inspect prints names and link targets with control characters escaped', async (t) => {
+  const dir = t.testdir()
+  const libs = await makeTree(path.join(dir, 'libs'), { files: { 'lib\x1b[31mred.so': 10, 'new\nline.so': 10 }, symlinks: { 'bell.so': 'new\nline.so' } })
+  const desc = path.join(dir, 'job.p2p.torrent')
+  t.equal((await p2prun(['describe', libs, '-o', desc])).exitCode, 0)
+  const shown = String((await p2prun(['inspect', desc])).stdout)
+  t.notOk(/[\x00-\x09\x0b-\x1f\x7f]/.test(shown), 'no control character but the line ends')
+  t.match(shown, /  lib\\x1b\[31mred\.so$/m)
+  t.match(shown, /  new\\x0aline\.so$/m)
+  t.match(shown, /  bell\.so -> new\\x0aline\.so$/m)
+})

@@ -5,7 +5,7 @@ import type { Command } from 'commander'
 import { formatSummary, parseDescription, summarize, type Description, type DescribedEntry } from '../../lib/description.ts'
 import { describeLayout } from '../../lib/describe.ts'
 import { layoutOf } from '../../lib/source-layout.ts'
-import { usageError } from '../../lib/errors.ts'
+import { printable, usageError } from '../../lib/errors.ts'
 import { writeAtomic } from '../../lib/files.ts'
 import { action, collect } from '../cli-support.ts'
 
@@ -90,7 +90,8 @@ function formatInspect (desc: Description): string {
     '',
     ...desc.entries.map(formatEntry)
   ]
-  return `${lines.join('\n')}\n`
+  // Names and link targets are whatever the description says: escaped, they cannot drive the terminal.
+  return `${lines.map(printable).join('\n')}\n`
 }
 
 function formatEntry (e: DescribedEntry): string {

@@ -1,5 +1,6 @@
 // The node agent: joins the job's swarm, mounts the library file system on it, and takes both
-// down again. Used by `p2prun mount` and (next) by the launcher's per-node step.
+// down again. Used by `p2prun mount`, and by `p2prun node-agent` (the launcher's and the Slurm
+// prolog's per-node agent).
 import { formatError } from './errors.ts'
 import type { Description } from './description.ts'
 import type { DataMode } from './config.ts'

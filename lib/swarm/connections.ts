@@ -1,5 +1,7 @@
-// The peer connections of one member of a job's swarm (the head's seeder or a node): it listens,
-// dials the addresses it is given, runs the handshake, and keeps one connection per peer.
+// The peer connections of one member of a job's swarm (the head's seeder or a node): it listens on
+// one address, dials the addresses it is given (again, with backoff, when a connection is lost),
+// runs the handshake, keeps one connection per peer, refuses peers it dropped for a while, and
+// tells each new peer where others listen (peer exchange).
 import net from 'node:net'
 import { P2prunError } from '../errors.ts'
 import type { JobSecret } from './job-auth.ts'

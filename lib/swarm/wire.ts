@@ -1,8 +1,10 @@
 // One BitTorrent peer connection: the handshake and messages of the peer wire protocol (BEP 3) with
-// the Fast Extension (BEP 6: have-all, have-none, reject), framed over a TCP socket. It keeps the
-// connection's protocol state (who chokes whom, which pieces the peer holds, our outstanding
-// requests) and hands every message to its owner's WireHandler; which pieces to ask for, and
-// whether to serve a request, is the owner's business.
+// the Fast Extension (BEP 6: have-all, have-none, reject), framed over a TCP socket; in a job-only
+// swarm also the extension protocol (BEP 10: the job proof, then peer exchange). It checks every
+// message against its type before it is acted on (a peer's malformed message ends that connection,
+// never the process), keeps the connection's protocol state (who chokes whom, which pieces the peer
+// holds, our outstanding requests) and hands every message to its owner's WireHandler; which pieces
+// to ask for, and whether to serve a request, is the owner's business.
 //
 // Written for a job's swarm, where every node moves the whole library set in and out: a message is
 // parsed where it lies in the socket's chunk (no concatenation per message), a block is handed over

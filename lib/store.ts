@@ -1,6 +1,7 @@
 // The byte-source interface the file system reads through. The FS knows nothing of BitTorrent:
-// it asks a ByteSource for bytes of a described file. The swarm node implements it; so does a plain
-// directory (for tests, and as the fallback when the swarm stalls).
+// it asks a ByteSource for bytes of a described file. The swarm node implements it (and falls back
+// to the source directories itself when the swarm stalls); so does a plain directory, for the FS's
+// tests and the benchmark's pass-through.
 import { open } from 'node:fs/promises'
 import path from 'node:path'
 import type { DescribedEntry } from './description.ts'
@@ -39,7 +40,7 @@ export function clipRange (entry: DescribedEntry, offset: number, length: number
   return Math.max(0, Math.min(length, entry.size - offset))
 }
 
-/** Reads straight from a directory laid out as the description says (the FS's unit tests; the fallback when the swarm stalls is next). */
+/** Reads straight from a directory laid out as the description says (the FS's tests, the benchmark's pass-through). */
 export class DirectorySource implements ByteSource {
   private readonly root: string
 

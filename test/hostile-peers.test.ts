@@ -356,3 +356,25 @@ t.test('fallback to the source: a read the stalled swarm cannot serve comes from
   await t.rejects(unlucky.read(entry, 0, into), /no data arrived for 1 s .*and the source directory cannot stand in: .*ENOENT/,
     'where the source is not readable, the read fails as before, saying both')
 })
+
+t.test('idle connections from one address cannot fill the head\'s seeder', async (t) => {
+  const { dir, libs, file } = await describedSet(t)
+  const head = await serve(file, libs)
+  t.teardown(head.stop)
+  const port = Number(head.seeder.slice(head.seeder.lastIndexOf(':') + 1))
+  // 120 sockets that never say anything, from another address of this host: more than --max-conns (100).
+  const idle: net.Socket[] = []
+  t.teardown(() => { for (const s of idle) s.destroy() })
+  let refused = 0
+  await Promise.all(Array.from({ length: 120 }, () => new Promise<void>((resolve) => {
+    const s = net.connect({ port, host: '127.0.0.1', localAddress: '127.0.0.2' }, () => resolve())
+    s.on('error', () => resolve())
+    s.on('close', () => { refused++ })
+    idle.push(s)
+  })))
+  await waitFor(async () => refused >= 120 - 8, 'the head closed all but 8 of the idle sockets')
+  t.equal(refused, 112, 'all but 8 were closed at once')
+  // Well inside the idle sockets' 10 s handshake timeout: the node from another address gets in.
+  const r = await fetchFrom(dir, file, head, 'out', ['--stall-timeout', '5'])
+  t.equal(r.exitCode, 0, r.stderr)
+})

@@ -41,6 +41,12 @@ const REDIAL_MAX_MS = 4000
 const REDIAL_TRIES = 5
 /** A peer dropped for bad data or unanswered requests is not taken back for this long. */
 const BAN_MS = 60_000
+/**
+ * Connections one remote address may have in their handshake at once. Without it, anyone could
+ * hold every slot of the head's seeder with idle sockets (each held until its handshake times out);
+ * a node dials a peer once, and nodes sharing a host (emulated ones) stay well under it.
+ */
+const SETTING_UP_PER_HOST = 8
 /** Peers told of to a new connection (ut_pex): enough to reach the swarm without the tracker. */
 const PEX_PEERS = 50
 /** Peers may drop a connection silent for two minutes (BEP 3): say something every minute. */
@@ -75,6 +81,8 @@ export class Connections {
   private readonly sockets = new Set<net.Socket>()
   private readonly keepAlive: NodeJS.Timeout
   private settingUp = 0
+  /** Accepted connections still in their handshake, by remote address. */
+  private readonly settingUpFrom = new Map<string, number>()
   private closed = false
 
   static async listen (opts: ConnectionsOptions): Promise<Connections> {
@@ -187,14 +195,21 @@ export class Connections {
   }
 
   private accept (socket: net.Socket): void {
-    if (this.closed || this.full()) {
+    const from = socket.remoteAddress ?? ''
+    const pending = this.settingUpFrom.get(from) ?? 0
+    if (this.closed || this.full() || pending >= SETTING_UP_PER_HOST) {
       socket.destroy()
       return
     }
+    this.settingUpFrom.set(from, pending + 1)
     this.track(socket)
     const wire = this.newWire(socket, false)
     socket.on('data', (chunk: Buffer) => wire.receive(chunk, false))
-    void this.setUp(wire)
+    void this.setUp(wire).finally(() => {
+      const left = (this.settingUpFrom.get(from) ?? 1) - 1
+      if (left > 0) this.settingUpFrom.set(from, left)
+      else this.settingUpFrom.delete(from)
+    })
   }
 
   private newWire (socket: net.Socket, outgoing: boolean): Wire {

@@ -129,7 +129,8 @@ export async function isMounted (mountPoint: string): Promise<boolean> {
 /**
  * A mount point p2prun created holds this empty file, hidden under the mount while it is up: it
  * counts as empty for the next mount, and whichever agent leaves it last removes it, not only the
- * one that created it (nodes emulated on one host, each in its own mount namespace, share it).
+ * one that created it (nodes emulated on one host, each in its own mount namespace, share it). The
+ * parent directories a mount created hold it too, and go the same way once nothing else is in them.
  */
 const MADE_MARKER = '.p2prun-mount-point'
 
@@ -138,6 +139,14 @@ async function removeMadeMountPoint (mnt: string): Promise<void> {
   if (names.length !== 1 || names[0] !== MADE_MARKER || await mountedElsewhere(mnt)) return
   await rm(path.join(mnt, MADE_MARKER), { force: true })
   await rmdir(mnt).catch(() => {}) // another agent leaving at the same moment may have removed it
+  // Then the parents p2prun made, while nothing but their marker is left in them (another node's
+  // mount point under the same parent keeps it).
+  for (let dir = path.dirname(mnt); dir !== path.dirname(dir); dir = path.dirname(dir)) {
+    const left = await readdir(dir).catch(() => [])
+    if (left.length !== 1 || left[0] !== MADE_MARKER) return
+    await rm(path.join(dir, MADE_MARKER), { force: true })
+    if (!await rmdir(dir).then(() => true, () => false)) return
+  }
 }
 
 /**
@@ -189,8 +198,13 @@ async function prepareMountPoint (mnt: string): Promise<void> {
       throw fuseError(`${mnt} is a dead FUSE mount`, `remove it with \`p2prun umount ${mnt}\``, err)
     }
     if (code !== 'ENOENT') throw fuseError(`cannot use mount point ${mnt}: ${code}`, 'choose another mount point', err)
-    await mkdir(mnt, { recursive: true })
-    await writeFile(path.join(mnt, MADE_MARKER), '')
+    // Every directory made here gets the marker, the parents too (/tmp/p2prun/<infohash>/ under
+    // the default template): whoever leaves last removes what p2prun made, and nothing else.
+    const first = await mkdir(mnt, { recursive: true })
+    for (let dir = mnt; first !== undefined; dir = path.dirname(dir)) {
+      await writeFile(path.join(dir, MADE_MARKER), '')
+      if (dir === first || dir === path.dirname(dir)) break
+    }
     return
   }
   if (!st.isDirectory()) throw fuseError(`mount point ${mnt} is not a directory`, 'choose a directory, or a path that does not exist yet')

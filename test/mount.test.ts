@@ -152,6 +152,8 @@ t.test('nodes in their own mount namespaces on one host keep their mounts while 
   t.ok(got.stdout.equals(want), 'the second node still reads its libraries after the first node unmounted')
   t.equal((await second.stop()).exitCode, 0)
   await t.rejects(stat(mnt), { code: 'ENOENT' }, 'the last node to leave removed the mount point')
+  await t.rejects(stat(path.dirname(mnt)), { code: 'ENOENT' }, 'and the parent directory p2prun made for it')
+  t.ok((await stat(j.dir)).isDirectory(), 'but nothing it did not make')
 })
 
 t.test('two mounts of one description share the swarm: the second gets most bytes from the first', async (t) => {

@@ -1,7 +1,7 @@
 // Real FUSE mounts served by `p2prun mount` child processes, fed by a real seeder over loopback.
 import { execFile } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { access, mkdir, open, readdir, readFile, rename, rm, stat, symlink, unlink, writeFile, chmod } from 'node:fs/promises'
+import { access, mkdir, open, readdir, readFile, rename, rmdir, stat, symlink, unlink, writeFile, chmod } from 'node:fs/promises'
 import path from 'node:path'
 import { promisify } from 'node:util'
 import t from 'tap'
@@ -67,13 +67,15 @@ t.test('writes of every kind fail with EROFS', async (t) => {
     unlink: () => unlink(lib),
     rename: () => rename(lib, path.join(mnt, 'other.so')),
     mkdir: () => mkdir(path.join(mnt, 'newdir')),
-    rmdir: () => rm(path.join(mnt, 'empty-dir'), { recursive: false, force: false }),
+    rmdir: () => rmdir(path.join(mnt, 'empty-dir')),
     symlink: () => symlink('x', path.join(mnt, 'link')),
     chmod: () => chmod(lib, 0o777),
     'write access': () => access(lib, 2)
   }
+  // Each is the kernel's answer from a read-only mount (rm without recursive would be refused by
+  // Node itself, EISDIR, before the FS is asked: rmdir asks it).
   for (const [name, attempt] of Object.entries(attempts)) {
-    await t.rejects(attempt(), { code: /EROFS|EISDIR/ }, name)
+    await t.rejects(attempt(), { code: 'EROFS' }, name)
   }
 })
 

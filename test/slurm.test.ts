@@ -103,8 +103,10 @@ t.test('p2prun inside allocations: reuses the --p2plibs agents, or launches thro
 
 t.test('a job that fails, and a job cancelled while loading, leave nothing behind', async (t) => {
   const { s, libs } = await example(t)
-  const failing = await slurm('sbatch', ['--wait', '-N', '4', `--p2plibs=${libs}`, '-o', '/dev/null', '--wrap', 'srun false'])
-  t.not(failing.code, 0, 'the job failed')
+  // Fails with its own code, after each task saw its libraries on its node's mount (else: 1).
+  const failing = await slurm('sbatch', ['--wait', '-N', '4', `--p2plibs=${libs}`, '-o', '/dev/null', '--wrap',
+    'srun sh -c \'test -e "${LD_LIBRARY_PATH%%:*}/libdata.so" && exit 3\''])
+  t.equal(failing.code, 3, 'the job ran on the mounted libraries, then failed')
   await nothingLeft(t)
 
   const started = path.join(s.dir, 'started')

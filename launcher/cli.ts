@@ -81,6 +81,8 @@ if (first === undefined || command !== undefined || ['-h', '--help', '-V', '--ve
 // "stopped" announce to an unreachable tracker) must not keep the process alive. The commands that
 // run a node agent leave past Node's own teardown, which can hang after a long-lived agent
 // (native/process-exit.c); their output is written (stdout and stderr are synchronous on Linux).
+// A profiler (--cpu-prof, --heap-prof, --prof) writes its output in that teardown: then it runs.
 const code = typeof process.exitCode === 'number' ? process.exitCode : 0
-if (command === 'mount' || command === 'node-agent' || command === 'fetch') (await import('../lib/native.ts')).native?.exitNow(code)
+const profiled = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)].some((a) => /^--(cpu-prof|heap-prof|prof)\b/.test(a))
+if (!profiled && (command === 'mount' || command === 'node-agent' || command === 'fetch')) (await import('../lib/native.ts')).native?.exitNow(code)
 process.exit(code)

@@ -6,7 +6,7 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import v8 from 'node:v8'
 import { Command, CommanderError } from 'commander'
-import { usageError } from '../lib/errors.ts'
+import { quote, usageError } from '../lib/errors.ts'
 import { VERSION } from '../lib/version.ts'
 import { reportError } from './cli-support.ts'
 
@@ -54,7 +54,19 @@ const ALIASES: Record<string, string> = { umount: 'mount', 'head-daemon': 'slurm
 
 const first = process.argv[2]
 const command = first === undefined ? undefined : (ALIASES[first] ?? (first in COMMANDS ? first : undefined))
-if (first === undefined || command !== undefined || ['-h', '--help', '-V', '--version'].includes(first)) {
+if (first === 'help') {
+  // `p2prun help [COMMAND]`, as git and commander's users expect: nobody means a program named help.
+  // `help run` (and `help` alone) is the launch's own usage, the top-level help.
+  const topic = process.argv[3]
+  const name = topic === undefined || topic === 'run' ? undefined : (ALIASES[topic] ?? (topic in COMMANDS ? topic : undefined))
+  if (topic !== undefined && topic !== 'run' && name === undefined) {
+    reportError('p2prun help', usageError(`no command ${quote(topic)}`, 'see `p2prun --help` for the commands'))
+  } else {
+    for (const each of name === undefined ? Object.keys(COMMANDS) : [name]) (await COMMANDS[each]!())(program)
+    const sub = name === undefined ? undefined : program.commands.find((c) => c.name() === topic)
+    ;(sub ?? program).outputHelp()
+  }
+} else if (first === undefined || command !== undefined || ['-h', '--help', '-V', '--version'].includes(first)) {
   const wanted = command === undefined ? Object.keys(COMMANDS) : [command]
   for (const name of wanted) (await COMMANDS[name]!())(program)
   try {

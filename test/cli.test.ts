@@ -198,3 +198,18 @@ t.test('inspect prints names and link targets with control characters escaped', 
   t.match(shown, /  new\\x0aline\.so$/m)
   t.match(shown, /  bell\.so -> new\\x0aline\.so$/m)
 })
+
+t.test('p2prun help [COMMAND] prints help, never launches a program named help', async (t) => {
+  const top = await p2prun(['help'])
+  t.equal(top.exitCode, 0)
+  t.match(top.stdout, /^Usage: p2prun \[options\] \[launcher options\] PROGRAM/)
+  const run = await p2prun(['help', 'run'])
+  t.equal(run.exitCode, 0, 'the launch is the default action: its usage is the top-level help')
+  t.equal(run.stdout, top.stdout)
+  const mount = await p2prun(['help', 'umount'])
+  t.equal(mount.exitCode, 0)
+  t.match(mount.stdout, /^Usage: p2prun umount \[options\] <mountpoint>/)
+  const unknown = await p2prun(['help', 'frobnicate'])
+  t.equal(unknown.exitCode, 2)
+  t.equal(unknown.stderr, 'p2prun help: error: no command "frobnicate" (hint: see `p2prun --help` for the commands)')
+})

@@ -3,6 +3,7 @@
 // once and retried within seconds (a head restarting, a first wave of nodes it answers late), not
 // at the next interval; the head's seeder address, handed out at launch, does not depend on it.
 import bencode from 'bencode'
+import { decodeCompact } from './peer-address.ts'
 import { AUTH_PARAM, proof, type JobSecret } from './job-auth.ts'
 
 // Importing node:http as an ES module evaluates every export, WebSocket's among them, which loads
@@ -126,13 +127,7 @@ export class Announcer {
 
 /** Compact peers (6 bytes each: IPv4, port) or the original list of dictionaries. */
 function peersOf (raw: unknown): string[] {
-  if (raw instanceof Uint8Array) {
-    const out: string[] = []
-    for (let i = 0; i + 6 <= raw.length; i += 6) {
-      out.push(`${raw[i]}.${raw[i + 1]}.${raw[i + 2]}.${raw[i + 3]}:${((raw[i + 4] ?? 0) << 8) | (raw[i + 5] ?? 0)}`)
-    }
-    return out
-  }
+  if (raw instanceof Uint8Array) return decodeCompact(raw)
   if (!Array.isArray(raw)) return []
   return raw.flatMap((p: unknown) => {
     const peer = p as { ip?: unknown, port?: unknown }

@@ -6,6 +6,7 @@ import net from 'node:net'
 import { P2prunError } from '../errors.ts'
 import type { JobSecret } from './job-auth.ts'
 import { setRcvLowat } from './low-water.ts'
+import { hostPort, plainIp } from './peer-address.ts'
 import { Wire, type WireHandler } from './wire.ts'
 
 export interface ConnectionsOptions {
@@ -56,6 +57,8 @@ const READ_BUFFER = Buffer.allocUnsafe(64 * 1024)
 /** An address we dial, and keep dialing while the connection to it is lost. */
 interface Dialed {
   readonly address: string
+  readonly host: string
+  readonly port: number
   /** Dialed until the end (the head's seeder); other addresses REDIAL_TRIES times in a row. */
   readonly persistent: boolean
   failures: number
@@ -110,8 +113,9 @@ export class Connections {
 
   /** Dials host:port unless it is dialed already; `persistent` addresses are dialed until reached, and again when lost. */
   dial (address: string, persistent = false): void {
-    if (this.closed || this.dialed.has(address) || this.full() || !hostPort(address)) return
-    const dialed: Dialed = { address, persistent, failures: 0 }
+    const target = hostPort(address)
+    if (this.closed || this.dialed.has(address) || this.full() || !target) return
+    const dialed: Dialed = { address, ...target, persistent, failures: 0 }
     this.dialed.set(address, dialed)
     this.connect(dialed)
   }
@@ -142,7 +146,7 @@ export class Connections {
   }
 
   private connect (dialed: Dialed): void {
-    const { host, port } = hostPort(dialed.address) as { host: string, port: number }
+    const { host, port } = dialed
     // Reads land in one buffer shared by every dialed socket: a wire copies out what it keeps.
     let wire: Wire | undefined
     const socket = net.connect({
@@ -252,7 +256,7 @@ export class Connections {
     const out: string[] = []
     for (const w of this.wires.values()) {
       if (out.length >= PEX_PEERS) break
-      const ip = w.socket.remoteAddress?.replace(/^::ffff:/, '')
+      const ip = plainIp(w.socket.remoteAddress)
       if (w !== except && w.listenPort !== undefined && ip) out.push(`${ip}:${w.listenPort}`)
     }
     return out
@@ -280,12 +284,4 @@ export class Connections {
     other.destroy()
     return true
   }
-}
-
-/** host:port (an IPv6 host in brackets), or undefined for anything else a tracker may list. */
-function hostPort (address: string): { host: string, port: number } | undefined {
-  const colon = address.lastIndexOf(':')
-  const host = address.slice(0, colon).replace(/^\[|\]$/g, '')
-  const port = Number(address.slice(colon + 1))
-  return host && Number.isInteger(port) && port > 0 && port <= 65535 ? { host, port } : undefined
 }

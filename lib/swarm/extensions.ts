@@ -3,6 +3,7 @@
 // takes, and peer exchange (BEP 11, ut_pex): the addresses of the peers one is connected to, so a
 // node that knows one peer soon knows many, without asking the tracker again.
 import bencode from 'bencode'
+import { decodeCompact, encodeCompact } from './peer-address.ts'
 
 /** The id our peers send ut_pex messages to us under (ours to choose, announced in our handshake). */
 export const UT_PEX_ID = 1
@@ -42,16 +43,7 @@ export function decodeExtensionHandshake (payload: Buffer): ExtensionHandshake |
 
 /** A ut_pex payload (after message id 20) for a peer that takes them under `pexId`: IPv4 host:port only. */
 export function encodePex (pexId: number, addresses: readonly string[]): Buffer {
-  const added: Buffer[] = []
-  for (const address of addresses) {
-    const m = address.match(/^(\d+)\.(\d+)\.(\d+)\.(\d+):(\d+)$/)
-    if (!m) continue
-    const entry = Buffer.alloc(6)
-    for (let i = 0; i < 4; i++) entry[i] = Number(m[i + 1])
-    entry.writeUInt16BE(Number(m[5]), 4)
-    added.push(entry)
-  }
-  return Buffer.concat([Buffer.from([pexId]), Buffer.from(bencode.encode({ added: Buffer.concat(added) }))])
+  return Buffer.concat([Buffer.from([pexId]), Buffer.from(bencode.encode({ added: encodeCompact(addresses) }))])
 }
 
 /** The addresses a ut_pex message adds (bencode after its extended id); malformed input gives none. */
@@ -62,11 +54,5 @@ export function decodePex (payload: Buffer): string[] {
   } catch {
     return []
   }
-  if (!(added instanceof Uint8Array)) return []
-  const out: string[] = []
-  for (let i = 0; i + 6 <= added.length; i += 6) {
-    const port = ((added[i + 4] as number) << 8) | (added[i + 5] as number)
-    if (port > 0) out.push(`${added[i]}.${added[i + 1]}.${added[i + 2]}.${added[i + 3]}:${port}`)
-  }
-  return out
+  return added instanceof Uint8Array ? decodeCompact(added) : []
 }

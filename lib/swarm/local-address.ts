@@ -2,23 +2,16 @@
 // peers reach it where the tracker saw it announce from, and no other network of the host is open.
 import dgram from 'node:dgram'
 import { swarmError } from '../errors.ts'
-
-/** host:port or a URL (a tracker's) to the host and port in it. */
-function target (address: string): { host: string, port: number } {
-  if (/^[a-z]+:\/\//i.test(address)) {
-    const url = new URL(address)
-    return { host: url.hostname.replace(/^\[|\]$/g, ''), port: Number(url.port || 80) }
-  }
-  const colon = address.lastIndexOf(':')
-  return { host: address.slice(0, colon).replace(/^\[|\]$/g, ''), port: Number(address.slice(colon + 1)) }
-}
+import { hostPort } from './peer-address.ts'
 
 /**
  * The local address the kernel would send from toward `address` (host:port, or a URL): a UDP
  * socket's connect picks it from the routing table without sending anything.
  */
 export async function addressToward (address: string): Promise<string> {
-  const { host, port } = target(address)
+  const target = hostPort(address)
+  if (!target) throw swarmError(`cannot find this host's address toward ${address}: not an address`, 'check the head\'s address in the job (--advertise on the head)')
+  const { host, port } = target
   // An IPv6 literal is the only host with a colon; net.isIPv6 would compile its large regex first,
   // ~6 ms of every agent's start.
   const socket = dgram.createSocket(host.includes(':') ? 'udp6' : 'udp4')

@@ -11,6 +11,7 @@ import http from 'node:http'
 import bencode from 'bencode'
 import { P2prunError } from '../errors.ts'
 import { AUTH_PARAM, proofMatches, type JobSecret } from './job-auth.ts'
+import { encodeCompact, plainIp } from './peer-address.ts'
 import { isHeadPeerId } from './peer-id.ts'
 
 export interface TrackerOptions {
@@ -144,7 +145,9 @@ export async function startTracker (opts: TrackerOptions): Promise<Tracker> {
       interval: INTERVAL_S,
       complete: swarm.seeds,
       incomplete: swarm.peers.length - swarm.seeds,
-      peers: query.text('compact') === '0' ? peers.map((p) => ({ 'peer id': Buffer.from(p.id, 'hex'), ip: p.ip, port: p.port })) : compact(peers)
+      peers: query.text('compact') === '0'
+        ? peers.map((p) => ({ 'peer id': Buffer.from(p.id, 'hex'), ip: p.ip, port: p.port }))
+        : encodeCompact(peers.map((p) => `${p.ip}:${p.port}`))
     }
   }
 
@@ -157,7 +160,7 @@ export async function startTracker (opts: TrackerOptions): Promise<Tracker> {
       res.end(body)
     }
     if (req.method === 'GET' && pathname === '/announce') {
-      return reply(200, bencode.encode(announce(query, peerIp(req.socket.remoteAddress))), 'text/plain')
+      return reply(200, bencode.encode(announce(query, plainIp(req.socket.remoteAddress))), 'text/plain')
     }
     if (opts.stop && req.method === 'POST' && pathname === `${DESCRIPTION_PATH}stop/${opts.stop.token}`) {
       reply(200, 'stopping\n')
@@ -209,24 +212,6 @@ function evictOne (swarm: Swarm): void {
     const victim = swarm.peers[Math.floor(Math.random() * swarm.peers.length)]
     if (victim && !isHeadPeerId(victim.id)) return swarm.remove(victim.id)
   }
-}
-
-function compact (peers: readonly Peer[]): Buffer {
-  const out: Buffer[] = []
-  for (const p of peers) {
-    const octets = p.ip.split('.').map(Number)
-    if (octets.length !== 4 || octets.some((o) => !(o >= 0 && o <= 255))) continue // BEP 23 lists IPv4 only
-    const entry = Buffer.alloc(6)
-    octets.forEach((o, i) => { entry[i] = o })
-    entry.writeUInt16BE(p.port, 4)
-    out.push(entry)
-  }
-  return Buffer.concat(out)
-}
-
-/** The peer's address as the tracker saw it (an IPv4 client of a dual-stack socket is ::ffff:a.b.c.d). */
-function peerIp (remote: string | undefined): string {
-  return (remote ?? '').replace(/^::ffff:/, '')
 }
 
 /**

@@ -10,8 +10,10 @@ import bencode from 'bencode'
 import t, { type Test } from 'tap'
 import { parseDescription } from '../lib/description.ts'
 import { SwarmNode } from '../lib/swarm/node.ts'
+import { hostPort } from '../lib/swarm/peer-address.ts'
 import { bytesFor, snapshotTree } from './helpers/fixtures.ts'
 import { describedTree, p2prun, serve, type Serving } from './helpers/cli.ts'
+import { handshake, message, pct, strangerId, u32 } from './helpers/peer-wire.ts'
 
 const SET_FILES = { 'libone.so.1': 3_000_000, 'libtwo.so.1': 2_500_000, 'sub/libthree.so': 1_700_000 }
 
@@ -20,20 +22,20 @@ async function describedSet (t: Test) {
   return { ...described, infoHash: Buffer.from(parseDescription(described.torrent).infoHash, 'hex') }
 }
 
-const u32 = (n: number) => { const b = Buffer.alloc(4); b.writeUInt32BE(n >>> 0); return b }
-const message = (id: number, payload: Buffer = Buffer.alloc(0)) => Buffer.concat([u32(1 + payload.length), Buffer.from([id]), payload])
-const handshake = (infoHash: Buffer, peerId = Buffer.from(`-XX0001-${randomBytes(6).toString('hex')}`)) =>
-  Buffer.concat([Buffer.from('\x13BitTorrent protocol', 'latin1'), Buffer.from([0, 0, 0, 0, 0, 0, 0, 0x04]), infoHash, peerId])
+/** The port of a host:port address. */
+const portOf = (address: string) => (hostPort(address) as { port: number }).port
+
+/** A connection to host:port. */
+const connectTo = (address: string, onConnect: () => void) => net.connect(hostPort(address) as { host: string, port: number }, onConnect)
 
 /**
  * Connects to host:port, sends `bytes` (then ends its side if `end`), and resolves once the
  * connection is closed: without `end`, only the other end can have closed it.
  */
 function sendAndAwaitClose (address: string, bytes: Buffer, end = false): Promise<Buffer> {
-  const colon = address.lastIndexOf(':')
   return new Promise((resolve) => {
     const got: Buffer[] = []
-    const socket = net.connect(Number(address.slice(colon + 1)), address.slice(0, colon), () => {
+    const socket = connectTo(address, () => {
       if (end) socket.end(bytes)
       else socket.write(bytes)
     })
@@ -45,10 +47,9 @@ function sendAndAwaitClose (address: string, bytes: Buffer, end = false): Promis
 
 /** Whether a peer at host:port answers our handshake with its own for the same torrent. */
 function answersHandshake (address: string, infoHash: Buffer): Promise<boolean> {
-  const colon = address.lastIndexOf(':')
   return new Promise((resolve) => {
     let got = Buffer.alloc(0)
-    const socket = net.connect(Number(address.slice(colon + 1)), address.slice(0, colon), () => socket.write(handshake(infoHash)))
+    const socket = connectTo(address, () => socket.write(handshake(infoHash)))
     socket.on('data', (chunk: Buffer) => {
       got = Buffer.concat([got, chunk])
       if (got.length >= 68) { socket.destroy(); resolve(got.subarray(28, 48).equals(infoHash)) }
@@ -95,8 +96,7 @@ async function liar (t: Test, infoHash: Buffer, opening?: Buffer, mute = false) 
 
 /** Lists a peer with an open head's tracker; resolves with the ports of the peers it lists back. */
 async function announcePeer (tracker: string, infoHash: Buffer, port: number): Promise<number[]> {
-  const pct = (b: Buffer) => [...b].map((x) => `%${x.toString(16).padStart(2, '0')}`).join('')
-  const peerId = Buffer.from(`-XX0001-${randomBytes(6).toString('hex')}`)
+  const peerId = strangerId()
   const res = await fetch(`${tracker}?info_hash=${pct(infoHash)}&peer_id=${pct(peerId)}&port=${port}` +
     '&uploaded=0&downloaded=0&left=0&event=started&compact=1&numwant=50')
   if (!res.ok) throw new Error(`announce: HTTP ${res.status}`)
@@ -194,7 +194,7 @@ t.test('a head that restarts on the same address is found again, and the fetch c
   const first = await serve(file, libs, ['--upload-limit', String(1024 * 1024)])
   t.teardown(first.stop)
   const trackerPort = new URL(first.tracker).port
-  const seederPort = first.seeder.slice(first.seeder.lastIndexOf(':') + 1)
+  const seederPort = String(portOf(first.seeder))
   const fetching = p2prun(['fetch', file, '--out', path.join(dir, 'out'), '--tracker', first.tracker, '--seeder', first.seeder,
     '--store-dir', dir, '--stall-timeout', '30'])
   t.teardown(() => { fetching.kill() })
@@ -268,7 +268,7 @@ t.test('listeners bind only where told: the head to --host, a node to its interf
   const { dir, libs, file, infoHash } = await describedSet(t)
   const head = await serve(file, libs, ['--upload-limit', String(1024 * 1024)])
   t.teardown(head.stop)
-  const seederPort = Number(head.seeder.slice(head.seeder.lastIndexOf(':') + 1))
+  const seederPort = portOf(head.seeder)
   const trackerPort = Number(new URL(head.tracker).port)
   t.ok(await accepts('127.0.0.1', seederPort), 'the seeder listens on 127.0.0.1')
   t.notOk(await accepts('127.0.0.2', seederPort), 'and on no other address of the host (127.0.0.2)')
@@ -316,7 +316,7 @@ t.test('peer exchange: a node that knows only the head\'s seeder finds the other
   t.teardown(head.stop)
   const first = fetchFrom(dir, file, head, 'first', [], { P2PRUN_SECRET: secret })
   t.teardown(() => { first.kill() })
-  await waitFor(async () => (await established(head.seeder.slice(head.seeder.lastIndexOf(':') + 1))) > 0, 'the first node reached the head')
+  await waitFor(async () => (await established(String(portOf(head.seeder)))) > 0, 'the first node reached the head')
   // No tracker at all: the only address it has is the head's seeder.
   const second = await p2prun(['fetch', file, '--out', path.join(dir, 'second'), '--seeder', head.seeder, '--store-dir', dir, '--json'],
     { env: { P2PRUN_SECRET: secret } })
@@ -361,7 +361,7 @@ t.test('idle connections from one address cannot fill the head\'s seeder', async
   const { dir, libs, file } = await describedSet(t)
   const head = await serve(file, libs)
   t.teardown(head.stop)
-  const port = Number(head.seeder.slice(head.seeder.lastIndexOf(':') + 1))
+  const port = portOf(head.seeder)
   // 120 sockets that never say anything, from another address of this host: more than --max-conns (100).
   const idle: net.Socket[] = []
   t.teardown(() => { for (const s of idle) s.destroy() })

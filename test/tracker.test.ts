@@ -5,10 +5,10 @@ import bencode from 'bencode'
 import t, { type Test } from 'tap'
 import { newJobSecret, proof, withProof } from '../lib/swarm/job-auth.ts'
 import { startTracker, type TrackerOptions } from '../lib/swarm/tracker.ts'
+import { pct } from './helpers/peer-wire.ts'
 
 const INFO_HASH = randomBytes(20)
 
-const pct = (bytes: Uint8Array) => [...bytes].map((b) => `%${b.toString(16).padStart(2, '0')}`).join('')
 
 function peerIdOf (peer: number): Buffer {
   const peerId = Buffer.alloc(20, 0)

@@ -8,6 +8,7 @@ import t, { type Test } from 'tap'
 import { encodeExtensionHandshake, encodePex, UT_PEX_ID } from '../lib/swarm/extensions.ts'
 import { newJobSecret, proof } from '../lib/swarm/job-auth.ts'
 import { Wire, type WireHandler } from '../lib/swarm/wire.ts'
+import { handshake, message, u32 } from './helpers/peer-wire.ts'
 
 const INFO_HASH = randomBytes(20)
 const PIECES = 20
@@ -29,11 +30,6 @@ async function sockets (t: Test) {
     return socket
   }
 }
-
-const u32 = (n: number) => { const b = Buffer.alloc(4); b.writeUInt32BE(n >>> 0); return b }
-const message = (id: number, payload: Buffer = Buffer.alloc(0)) => Buffer.concat([u32(1 + payload.length), Buffer.from([id]), payload])
-const handshake = (fast: boolean) => Buffer.concat([Buffer.from('\x13BitTorrent protocol', 'latin1'),
-  Buffer.from([0, 0, 0, 0, 0, 0, 0, fast ? 0x04 : 0]), INFO_HASH, randomBytes(20)])
 
 /** Every message a peer may send to a wire of PIECES pieces, well formed. */
 function validMessages (rand: () => number): Buffer[] {
@@ -99,7 +95,7 @@ function counting (throwOn?: keyof WireHandler) {
 /** A listening wire past the handshake, with its handler attached. */
 async function shookWire (socket: () => Promise<net.Socket>, fast: boolean, handler: WireHandler): Promise<Wire> {
   const wire = new Wire(await socket(), { infoHash: INFO_HASH, peerId: randomBytes(20), pieceCount: PIECES, outgoing: false, timeoutMs: 5000 })
-  wire.receive(handshake(fast), false)
+  wire.receive(handshake(INFO_HASH, { fast }), false)
   await wire.ready
   wire.attach(handler)
   return wire
@@ -194,13 +190,11 @@ t.test('job proofs and peer exchange: malformed extension messages end the conne
   const socket = await sockets(t)
   const secret = newJobSecret()
   const rand = generator(7)
-  const withBits = (peerId: Buffer) => Buffer.concat([Buffer.from('\x13BitTorrent protocol', 'latin1'),
-    Buffer.from([0, 0, 0, 0, 0, 0x10, 0, 0x04]), INFO_HASH, peerId])
   const ownId = randomBytes(20)
   const open = async (peerId: Buffer) => {
     const wire = new Wire(await socket(), { infoHash: INFO_HASH, peerId: ownId, pieceCount: PIECES, outgoing: false, timeoutMs: 5000, secret, listenPort: 6881 })
     wire.ready.catch(() => {})
-    wire.receive(withBits(peerId), false)
+    wire.receive(handshake(INFO_HASH, { extensions: true, peerId }), false)
     return wire
   }
   let refused = 0

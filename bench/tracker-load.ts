@@ -12,7 +12,8 @@ import os from 'node:os'
 import path from 'node:path'
 import { parseArgs } from 'node:util'
 import { parseDescription } from '../lib/description.ts'
-import { AUTH_PARAM, proof, type JobSecret } from '../lib/swarm/job-auth.ts'
+import { escapeBytes } from '../lib/swarm/announce.ts'
+import { withProof, type JobSecret } from '../lib/swarm/job-auth.ts'
 import { lineOf, P2PRUN } from './workload.ts'
 
 const { values: opts } = parseArgs({
@@ -27,7 +28,6 @@ const PEERS = Number(opts.peers)
 const CONCURRENCY = Number(opts.concurrency)
 const CLOCK_TICKS = 100 // sysconf(_SC_CLK_TCK) on Linux
 
-const pct = (b: Uint8Array) => [...b].map((x) => `%${x.toString(16).padStart(2, '0')}`).join('')
 
 async function cpuSeconds (pid: number): Promise<number> {
   const stat = await readFile(`/proc/${pid}/stat`, 'utf8')
@@ -73,9 +73,9 @@ async function main (): Promise<void> {
     const desc = parseDescription(await readFile(path.join(dir, 'set.p2p.torrent')))
     const infoHash = Buffer.from(desc.infoHash, 'hex')
     const peerIds = Array.from({ length: PEERS }, (_, i) => Buffer.from(`-P2N020-${i.toString(16).padStart(12, '0')}`))
-    const url = (peerId: Buffer, i: number, event: string) => `${m[1]}?info_hash=${pct(infoHash)}&peer_id=${pct(peerId)}` +
-      `&port=${10_000 + (i % 50_000)}&uploaded=0&downloaded=0&left=1048576&compact=1&numwant=${opts.numwant}${event}` +
-      `&${AUTH_PARAM}=${proof(secret, 'announce', infoHash, peerId).toString('hex')}`
+    const url = (peerId: Buffer, i: number, event: string) => withProof(`${m[1]}?info_hash=${escapeBytes(infoHash)}&peer_id=${escapeBytes(peerId)}` +
+      `&port=${10_000 + (i % 50_000)}&uploaded=0&downloaded=0&left=1048576&compact=1&numwant=${opts.numwant}${event}`,
+    secret, 'announce', infoHash, peerId)
     const pid = child.pid as number
     const cpu0 = await cpuSeconds(pid)
     const started = await wave(agent, peerIds.map((id, i) => url(id, i, '&event=started')))

@@ -4,7 +4,7 @@
 // at the next interval; the head's seeder address, handed out at launch, does not depend on it.
 import bencode from 'bencode'
 import { decodeCompact } from './peer-address.ts'
-import { AUTH_PARAM, proof, type JobSecret } from './job-auth.ts'
+import { withProof, type JobSecret } from './job-auth.ts'
 
 // Importing node:http as an ES module evaluates every export, WebSocket's among them, which loads
 // undici: 7 ms of each node agent's start. The CommonJS module object has them as lazy getters.
@@ -101,9 +101,8 @@ export class Announcer {
     const { uploaded, downloaded, left } = this.opts.progress()
     const query = `info_hash=${escapeBytes(this.opts.infoHash)}&peer_id=${escapeBytes(this.opts.peerId)}` +
       `&port=${this.opts.port}&uploaded=${uploaded}&downloaded=${downloaded}&left=${left}&compact=1` +
-      `&numwant=${event === 'stopped' ? 0 : this.opts.numwant}${event ? `&event=${event}` : ''}` +
-      (this.opts.secret ? `&${AUTH_PARAM}=${proof(this.opts.secret, 'announce', this.opts.infoHash, this.opts.peerId).toString('hex')}` : '')
-    const url = `${tracker}${tracker.includes('?') ? '&' : '?'}${query}`
+      `&numwant=${event === 'stopped' ? 0 : this.opts.numwant}${event ? `&event=${event}` : ''}`
+    const url = withProof(`${tracker}${tracker.includes('?') ? '&' : '?'}${query}`, this.opts.secret, 'announce', this.opts.infoHash, this.opts.peerId)
     return new Promise((resolve, reject) => {
       const req = http.get(url, { timeout: timeoutMs, agent: false }, (res) => {
         const chunks: Buffer[] = []
@@ -135,7 +134,8 @@ function peersOf (raw: unknown): string[] {
   })
 }
 
-function escapeBytes (bytes: Buffer): string {
+/** Binary query values (info_hash, peer_id) as a tracker reads them: every byte percent-encoded. */
+export function escapeBytes (bytes: Uint8Array): string {
   let out = ''
   for (const b of bytes) out += `%${b.toString(16).padStart(2, '0')}`
   return out

@@ -36,7 +36,7 @@ export function secretFromEnv (env: NodeJS.ProcessEnv): JobSecret | undefined {
   return hex ? parseJobSecret(hex, SECRET_ENV) : undefined
 }
 
-/** A tracker URL (the description's, here) with the request's proof appended. */
+/** A tracker URL (an announce, the description) with the request's proof appended. */
 export function withProof (url: string, secret: JobSecret | undefined, purpose: ProofPurpose, ...parts: Uint8Array[]): string {
   if (!secret) return url
   return `${url}${url.includes('?') ? '&' : '?'}${AUTH_PARAM}=${proof(secret, purpose, ...parts).toString('hex')}`

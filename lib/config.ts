@@ -8,6 +8,8 @@ import { configError, quote } from './errors.ts'
 
 export type DataMode = 'block' | 'file' | 'eager'
 export const DATA_MODES: readonly DataMode[] = ['block', 'file', 'eager']
+export type FallbackMode = 'auto' | 'off'
+export const FALLBACK_MODES: readonly FallbackMode[] = ['auto', 'off']
 
 type Kind = 'string' | 'int' | 'seconds' | 'bool' | 'path'
 
@@ -34,7 +36,7 @@ export const SETTINGS = {
   'max-conns': { kind: 'int', min: 1, help: 'most peer connections per node' },
   numwant: { kind: 'int', min: 1, help: 'peers a node asks the tracker for' },
   'stall-timeout': { kind: 'seconds', min: 1, help: 'give up when no byte arrives for this many seconds' },
-  fallback: { kind: 'string', choices: ['auto', 'off'], help: 'when the swarm stalls, read what programs wait for from the source directory if this node can (auto), or fail (off)' },
+  fallback: { kind: 'string', choices: FALLBACK_MODES, help: 'when the swarm stalls, read what programs wait for from the source directory if this node can (auto), or fail (off)' },
   'start-timeout': { kind: 'seconds', min: 1, help: 'give up when a node agent is not ready after this many seconds' },
   libs: { kind: 'string', help: 'library directories for launches, separated by ":" (like --libs, repeatable)' },
   launcher: { kind: 'string', choices: ['auto', 'local', 'openmpi', 'mpich', 'srun'], help: 'how ranks are started: auto, local, openmpi, mpich or srun' },
@@ -67,7 +69,7 @@ export interface Config {
   readonly libs: string | undefined
   readonly launcher: string
   readonly mode: DataMode
-  readonly fallback: 'auto' | 'off'
+  readonly fallback: FallbackMode
   readonly owner: { readonly uid: number, readonly gid: number } | undefined
   readonly allowOther: boolean
   readonly nodeName: string

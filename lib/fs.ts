@@ -8,7 +8,7 @@ import { constants } from 'node:os'
 import path from 'node:path'
 import type { DataMode } from './config.ts'
 import { nodePermissions, type DescribedEntry, type Description } from './description.ts'
-import { descriptionError, fuseError } from './errors.ts'
+import { fuseError } from './errors.ts'
 import type { ByteSource, LocalView } from './store.ts'
 
 export interface FsOptions {
@@ -190,12 +190,12 @@ export class LibraryFs {
 function buildTable (desc: Description, options: FsOptions): InodeTable {
   const entries = desc.entries
   const n = entries.length
-  if (entries[0]?.path !== '') throw descriptionError('the description does not list its root directory first', 'describe the set again with `p2prun describe`')
   const t = {
     modes: new Uint32Array(n), nlinks: new Uint32Array(n), parents: new Uint32Array(n), sizes: new Float64Array(n),
     offsets: new Float64Array(n), mtimesMs: new Float64Array(n), nameAt: new Uint32Array(n), targetAt: new Uint32Array(n)
   }
-  // Entries come sorted, parents first: one pass numbers them and finds each one's parent.
+  // Entries come sorted, the root first and every parent before its children (parseDescription
+  // refuses any other order): one pass numbers them and finds each one's parent.
   const inoOf = new Map<string, number>([['', 1]])
   const strings: Buffer[] = []
   let stringBytes = 0
@@ -208,8 +208,7 @@ function buildTable (desc: Description, options: FsOptions): InodeTable {
   }
   entries.forEach((e, i) => {
     inoOf.set(e.path, i + 1)
-    const parent = e.path === '' ? 1 : inoOf.get(path.posix.dirname(e.path) === '.' ? '' : path.posix.dirname(e.path))
-    if (parent === undefined) throw descriptionError(`the description lists ${e.path} before its directory`, 'describe the set again with `p2prun describe`')
+    const parent = e.path === '' ? 1 : inoOf.get(path.posix.dirname(e.path) === '.' ? '' : path.posix.dirname(e.path)) as number
     t.parents[i] = parent
     if (e.type === 'dir' && i > 0) t.nlinks[parent - 1] = (t.nlinks[parent - 1] ?? 0) + 1 // a subdirectory's ".."
     const typeBits = e.type === 'dir' ? S_IFDIR : e.type === 'symlink' ? S_IFLNK : S_IFREG

@@ -174,6 +174,16 @@ static void fill_stat(const struct server *s, fuse_ino_t ino, const struct inode
   st->st_atim = st->st_ctim = st->st_mtim;
 }
 
+// The inode request `req` names, counted under `c` (C_COUNT: not counted); NULL, with the request
+// answered ENOENT, when the table has none.
+static const struct inode *inode_of(fuse_req_t req, fuse_ino_t ino, enum counter c) {
+  struct server *s = fuse_req_userdata(req);
+  if (c != C_COUNT) count(s, c, 1);
+  const struct inode *n = table_get(&s->table, ino);
+  if (!n) fuse_reply_err(req, ENOENT);
+  return n;
+}
+
 static void op_init(void *data, struct fuse_conn_info *conn) {
   (void)data;
   // With async direct I/O a reader's O_DIRECT read waits for its answer uninterruptibly; without
@@ -206,28 +216,22 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name) {
 static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
   (void)fi;
   struct server *s = fuse_req_userdata(req);
-  count(s, C_getattr, 1);
-  const struct inode *n = table_get(&s->table, ino);
-  if (!n) { fuse_reply_err(req, ENOENT); return; }
+  const struct inode *n = inode_of(req, ino, C_getattr);
+  if (!n) return;
   struct stat st;
   fill_stat(s, ino, n, &st);
   fuse_reply_attr(req, &st, s->cache_seconds);
 }
 
 static void op_readlink(fuse_req_t req, fuse_ino_t ino) {
-  struct server *s = fuse_req_userdata(req);
-  count(s, C_readlink, 1);
-  const struct inode *n = table_get(&s->table, ino);
-  if (!n) fuse_reply_err(req, ENOENT);
-  else if (!S_ISLNK(n->mode)) fuse_reply_err(req, EINVAL);
+  const struct inode *n = inode_of(req, ino, C_readlink);
+  if (!n) return;
+  if (!S_ISLNK(n->mode)) fuse_reply_err(req, EINVAL);
   else fuse_reply_readlink(req, n->target);
 }
 
 static void op_access(fuse_req_t req, fuse_ino_t ino, int mask) {
-  struct server *s = fuse_req_userdata(req);
-  count(s, C_access, 1);
-  if (!table_get(&s->table, ino)) fuse_reply_err(req, ENOENT);
-  else fuse_reply_err(req, mask & W_OK ? EROFS : 0);
+  if (inode_of(req, ino, C_access)) fuse_reply_err(req, mask & W_OK ? EROFS : 0);
 }
 
 static void op_statfs(fuse_req_t req, fuse_ino_t ino) {
@@ -257,9 +261,8 @@ static int is_local(const struct server *s, uint64_t start, uint64_t length) {
 
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
   struct server *s = fuse_req_userdata(req);
-  count(s, C_open, 1);
-  const struct inode *n = table_get(&s->table, ino);
-  if (!n) { fuse_reply_err(req, ENOENT); return; }
+  const struct inode *n = inode_of(req, ino, C_open);
+  if (!n) return;
   if ((fi->flags & O_ACCMODE) != O_RDONLY || fi->flags & O_TRUNC) { fuse_reply_err(req, EROFS); return; }
   if (!S_ISREG(n->mode)) { fuse_reply_err(req, EISDIR); return; }
   if (s->forward_opens && n->size > 0 && !is_local(s, n->offset, n->size)) {
@@ -295,9 +298,8 @@ static int read_store(struct server *s, uint64_t start, size_t length) {
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, struct fuse_file_info *fi) {
   (void)fi;
   struct server *s = fuse_req_userdata(req);
-  count(s, C_read, 1);
-  const struct inode *n = table_get(&s->table, ino);
-  if (!n) { fuse_reply_err(req, ENOENT); return; }
+  const struct inode *n = inode_of(req, ino, C_read);
+  if (!n) return;
   // The kernel asks for whole pages past the end: clip to the file.
   if (offset < 0 || (uint64_t)offset >= n->size) { fuse_reply_buf(req, NULL, 0); return; }
   size_t length = n->size - (uint64_t)offset < size ? (size_t)(n->size - (uint64_t)offset) : size;
@@ -312,9 +314,8 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, s
 }
 
 static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
-  struct server *s = fuse_req_userdata(req);
-  const struct inode *n = table_get(&s->table, ino);
-  if (!n) { fuse_reply_err(req, ENOENT); return; }
+  const struct inode *n = inode_of(req, ino, C_COUNT);
+  if (!n) return;
   if (!S_ISDIR(n->mode)) { fuse_reply_err(req, ENOTDIR); return; }
   fi->cache_readdir = 1;
   fi->keep_cache = 1;
@@ -324,9 +325,8 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, struct fuse_file_info *fi) {
   (void)fi;
   struct server *s = fuse_req_userdata(req);
-  count(s, C_readdir, 1);
-  const struct inode *n = table_get(&s->table, ino);
-  if (!n) { fuse_reply_err(req, ENOENT); return; }
+  const struct inode *n = inode_of(req, ino, C_readdir);
+  if (!n) return;
   char *buffer = malloc(size ? size : 1);
   if (!buffer) { fuse_reply_err(req, ENOMEM); return; }
   size_t used = 0;

@@ -167,10 +167,7 @@ export class Wire {
     if (this.destroyed) return
     this.chunks.push(chunk)
     this.buffered += chunk.length
-    this.guarded(() => {
-      if (this.phase === 'handshake') this.parseHandshake()
-      if (this.phase === 'proof' || this.handler) this.parse()
-    })
+    this.consume()
     const last = this.chunks.length - 1
     if (borrowed && last >= 0 && !this.destroyed) this.chunks[last] = Buffer.from(this.chunks[last] as Buffer)
   }
@@ -178,7 +175,7 @@ export class Wire {
   /** Starts delivering messages (any that arrived with the handshake first). */
   attach (handler: WireHandler): void {
     this.handler = handler
-    this.guarded(() => this.parse())
+    this.consume()
   }
 
   sendPieces (have: Bitfield): void {
@@ -257,9 +254,11 @@ export class Wire {
     this.destroy(why)
   }
 
-  private guarded (work: () => void): void {
+  /** Parses what is buffered as far as the connection's phase allows; guarded (see receive). */
+  private consume (): void {
     try {
-      work()
+      if (this.phase === 'handshake') this.parseHandshake()
+      if (this.phase === 'proof' || this.handler) this.parse()
     } catch (err) {
       this.destroy(`failed on the peer's data: ${(err as Error).message}`)
     }

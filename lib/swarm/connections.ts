@@ -161,7 +161,7 @@ export class Connections {
       this.setUp(wire).then((reached) => {
         if (!reached) {
           // A head that answers but is not of this job (another secret, or none) is a setup error, not a network one.
-          if (dialed.persistent && !dialed.warned && /not of this job/.test(wire?.closeReason ?? '')) {
+          if (dialed.persistent && !dialed.warned && wire?.notOfJob) {
             dialed.warned = true
             this.opts.warn?.(`the seeder at ${dialed.address} ${wire?.closeReason}: is it serving this job, with the same P2PRUN_SECRET (or --open, and no secret here)?`)
           }

@@ -119,6 +119,8 @@ export class Wire {
   destroyed = false
   /** Why the connection ended, once it has: a protocol violation names the offending message. */
   closeReason: string | undefined
+  /** The peer answered the handshake but could not prove the job's secret: another job, or none. */
+  notOfJob = false
   private readonly opts: HandshakeOptions
   /** A piece message of the largest request we send, or a bitfield of every piece: the peer sends nothing longer. */
   private readonly maxMessageLength: number
@@ -254,6 +256,11 @@ export class Wire {
     this.destroy(why)
   }
 
+  private failProof (why: string): void {
+    this.notOfJob = true
+    this.fail(`is not of this job: ${why}`)
+  }
+
   /** Parses what is buffered as far as the connection's phase allows; guarded (see receive). */
   private consume (): void {
     try {
@@ -279,7 +286,7 @@ export class Wire {
     this.peerIdBytes = Buffer.from(got.subarray(48, 68))
     this.peerId = this.peerIdBytes.toString('hex')
     if (!this.opts.secret) return this.open()
-    if (((got[25] ?? 0) & EXTENSION_BIT) === 0) return this.fail('is not of this job: it cannot prove the job\'s secret')
+    if (((got[25] ?? 0) & EXTENSION_BIT) === 0) return this.failProof('it cannot prove the job\'s secret')
     this.phase = 'proof'
     const auth = proof(this.opts.secret, 'peer', this.opts.infoHash, this.opts.peerId, this.peerIdBytes)
     this.send(EXTENDED, encodeExtensionHandshake(auth, this.opts.listenPort ?? 0))
@@ -290,7 +297,7 @@ export class Wire {
     const secret = this.opts.secret as JobSecret
     const handshake = msg[0] === EXTENDED ? decodeExtensionHandshake(msg.subarray(1)) : undefined
     if (!handshake?.auth || !proofMatches(secret, handshake.auth, 'peer', this.opts.infoHash, this.peerIdBytes, this.opts.peerId)) {
-      return this.fail('is not of this job: its proof of the job\'s secret is missing or wrong')
+      return this.failProof('its proof of the job\'s secret is missing or wrong')
     }
     this.peerPexId = handshake.pexId
     this.listenPort = handshake.listenPort

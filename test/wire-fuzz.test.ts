@@ -4,32 +4,15 @@
 // broken message ends the connection with a reason that names it; well-formed streams go through.
 import { randomBytes } from 'node:crypto'
 import net from 'node:net'
-import t, { type Test } from 'tap'
+import t from 'tap'
 import { encodeExtensionHandshake, encodePex, UT_PEX_ID } from '../lib/swarm/extensions.ts'
 import { newJobSecret, proof } from '../lib/swarm/job-auth.ts'
 import { Wire, type WireHandler } from '../lib/swarm/wire.ts'
-import { handshake, message, u32 } from './helpers/peer-wire.ts'
+import { acceptedSockets as sockets, handshake, message, u32 } from './helpers/peer-wire.ts'
 
 const INFO_HASH = randomBytes(20)
 const PIECES = 20
 const BITFIELD_BYTES = Math.ceil(PIECES / 8)
-
-/** Accepted ends of loopback connections to one server, all destroyed at the end of the test. */
-async function sockets (t: Test) {
-  const server = net.createServer()
-  const open: net.Socket[] = []
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const port = (server.address() as net.AddressInfo).port
-  t.teardown(() => { for (const s of open) s.destroy(); server.close() })
-  return async (): Promise<net.Socket> => {
-    const accepted = new Promise<net.Socket>((resolve) => server.once('connection', resolve))
-    const dialed = net.connect(port, '127.0.0.1')
-    dialed.on('error', () => {}) // the wire under test may reset it
-    const socket = await accepted
-    open.push(dialed, socket)
-    return socket
-  }
-}
 
 /** Every message a peer may send to a wire of PIECES pieces, well formed. */
 function validMessages (rand: () => number): Buffer[] {

@@ -1,7 +1,9 @@
 // Raw BitTorrent bytes for tests that play a peer by hand: length-prefixed messages, the handshake
 // (with or without the Fast Extension and the extension protocol), and the percent-encoding of a
-// tracker query's binary values.
+// tracker query's binary values; and the sockets to feed such bytes to a Wire on.
 import { randomBytes } from 'node:crypto'
+import net from 'node:net'
+import type { Test } from 'tap'
 
 export const u32 = (n: number) => { const b = Buffer.alloc(4); b.writeUInt32BE(n >>> 0); return b }
 
@@ -16,3 +18,20 @@ export function handshake (infoHash: Buffer, opts: { fast?: boolean, extensions?
 }
 
 export const pct = (bytes: Uint8Array) => [...bytes].map((b) => `%${b.toString(16).padStart(2, '0')}`).join('')
+
+/** Accepted ends of loopback connections to one server, all destroyed at the end of the test. */
+export async function acceptedSockets (t: Test) {
+  const server = net.createServer()
+  const open: net.Socket[] = []
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const port = (server.address() as net.AddressInfo).port
+  t.teardown(() => { for (const s of open) s.destroy(); server.close() })
+  return async (): Promise<net.Socket> => {
+    const accepted = new Promise<net.Socket>((resolve) => server.once('connection', resolve))
+    const dialed = net.connect(port, '127.0.0.1')
+    dialed.on('error', () => {}) // the wire under test may reset it
+    const socket = await accepted
+    open.push(dialed, socket)
+    return socket
+  }
+}

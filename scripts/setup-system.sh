@@ -16,6 +16,10 @@ missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
+# npm runs `npm ci`, which installs p2prun's own Node 24 (the npm package `node`). A fresh Debian 12
+# has none: Debian's npm (with its Node 18, used for nothing else) is enough for that. A machine
+# whose npm comes from elsewhere (NodeSource's nodejs) keeps it: the command is what counts.
+command -v npm > /dev/null || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "setup-system: missing Debian packages: ${missing[*]} (hint: run this script as root, or apt-get install them)" >&2

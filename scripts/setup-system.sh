@@ -17,8 +17,9 @@ for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
 # npm runs `npm ci`, which installs p2prun's own Node 24 (the npm package `node`). A fresh Debian 12
-# has none: Debian's npm (with its Node 18, used for nothing else) is enough for that. A machine
-# whose npm comes from elsewhere (NodeSource's nodejs) keeps it: the command is what counts.
+# has none; a machine whose npm comes from elsewhere (NodeSource's nodejs) keeps it: the command is
+# what counts. Debian's npm (with its Node 18, used for nothing else) only installs a newer npm:
+# npm 9 cannot read p2prun's lockfile (its overrides name a file: package, "Invalid comparator").
 command -v npm > /dev/null || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
@@ -27,4 +28,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+npm_major=$(npm --version | cut -d. -f1)
+if [ "$npm_major" -lt 10 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup-system: npm $npm_major is too old for p2prun's lockfile (hint: run this script as root, or npm install -g npm@10)" >&2
+    exit 1
+  fi
+  npm install -g --no-audit --no-fund npm@10 > /dev/null
 fi

@@ -23,10 +23,11 @@ const CLI = [path.join(BIN, 'p2prun')]
 const program = new Command('p2prun')
   .usage('[options] [launcher options] PROGRAM [ARGS...]  |  p2prun COMMAND ...')
   .description('Launch an MPI/Slurm job whose shared libraries load peer-to-peer from a BitTorrent-backed FUSE mount.\n\n' +
-    'Launch options: --libs DIR (repeatable), --launcher auto|local|openmpi|mpich|srun, --seeder URL,\n' +
+    'Launch options: --libs DIR|auto (repeatable; default auto: what the program loads),\n' +
+    '--libs-policy network|nonsystem|all, --launcher auto|local|openmpi|mpich|srun, --seeder URL,\n' +
     '--mode block|file|eager, --mount-point TEMPLATE, --config FILE, --dry-run, --quiet, --stats.\n' +
     'Every other option goes to the launcher unchanged; "--" ends p2prun\'s options.\n' +
-    'Example: p2prun -n 4 --libs ./libs ./app')
+    'Example: p2prun -n 4 ./app')
   .version(VERSION)
   .option('--config <file>', 'YAML settings file (default: ./p2prun.yaml if present)')
   .configureHelp({ sortSubcommands: false })

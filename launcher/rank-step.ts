@@ -1,15 +1,17 @@
 // What every rank does before the user's program (bin/p2prun-rank runs it as `p2prun rank-prepare`):
 // register the rank's process with this node's agent for the launch, start that agent if this is
-// the node's first rank, wait until its mount is ready, check the program, and return the
-// LD_LIBRARY_PATH the shell then execs the program with.
+// the node's first rank, wait until its mount is ready, check the program, and return what the
+// shell then execs it with: the LD_LIBRARY_PATH, the program's path in the mount when the set was
+// made from its load closure, and the audit module that sends the loader's other lookups there.
 import { spawn } from 'node:child_process'
 import { watch } from 'node:fs'
 import { access, mkdir, open, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import path from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { loadConfig } from '../lib/config.ts'
 import { AlreadyReported, P2prunError } from '../lib/errors.ts'
 import { findExecutable } from '../lib/files.ts'
-import { decodeJob, JOB_ENV, launchIdOf, libraryPath, nodeIdentity, nodeStateDir, type NodeIdentity } from '../lib/job.ts'
+import { decodeJob, JOB_ENV, launchIdOf, libraryPath, nodeIdentity, nodeStateDir, type JobSpec, type NodeIdentity } from '../lib/job.ts'
 
 export const READY_FILE = 'ready.json'
 export const FAILED_FILE = 'failed.json'
@@ -29,8 +31,19 @@ export interface NodeReady {
 const launchError = (node: Pick<NodeIdentity, 'name'>, message: string, hint?: string) =>
   new P2prunError('LAUNCH', `node ${node.name}: ${message}`, { hint })
 
+/** The audit module (native/audit.c), built into dist/ beside the bundle. */
+const AUDIT_MODULE = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'p2prun-audit.so')
+
+export interface RankExec {
+  readonly libraryPath: string
+  /** The program's path in the mount, to exec instead of the name given; undefined: as given. */
+  readonly program: string | undefined
+  /** Environment to export: the audit module's (LD_AUDIT and its settings), PYTHONPATH. */
+  readonly env: Readonly<Record<string, string>>
+}
+
 /** `pid` is the rank's own process (the shell that will become the program), not this helper. */
-export async function prepareRank (program: readonly string[], pid: number, cli: readonly string[]): Promise<string> {
+export async function prepareRank (program: readonly string[], pid: number, cli: readonly string[]): Promise<RankExec> {
   const job = decodeJob(process.env[JOB_ENV])
   const config = await loadConfig({ flags: {}, env: process.env, cwd: process.cwd() })
   const node = nodeIdentity(process.env, config.nodeName)
@@ -46,9 +59,36 @@ export async function prepareRank (program: readonly string[], pid: number, cli:
     await leaveFailedNode(stateDir, pid)
     throw first ? err : new AlreadyReported()
   })
+  const ldPath = libraryPath(ready.mountPoint, job.libDirs, process.env.LD_LIBRARY_PATH)
+  const env = {
+    ...await auditEnv(ready.mountPoint, job, node),
+    ...(job.pythonPath ? { PYTHONPATH: libraryPath(ready.mountPoint, job.pythonPath, process.env.PYTHONPATH) } : {})
+  }
+  if (job.program !== undefined) return { libraryPath: ldPath, program: path.join(ready.mountPoint, job.program), env }
   const name = program[0] as string
   if (!(await findExecutable(name, process.env))) throw launchError(node, `program ${name} not found or not executable`, 'give a path, or put it on PATH on every node')
-  return libraryPath(ready.mountPoint, job.libDirs, process.env.LD_LIBRARY_PATH)
+  return { libraryPath: ldPath, program: undefined, env }
+}
+
+/**
+ * LD_AUDIT for a rank whose set came from its program's closure: DT_RPATH (searched before
+ * LD_LIBRARY_PATH) and absolute dlopen paths would otherwise load from the shared file system. A
+ * program's own LD_AUDIT modules stay, before ours. Without the module (not built) the launch goes
+ * on with LD_LIBRARY_PATH alone, and rank 0 says so once.
+ */
+async function auditEnv (mountPoint: string, job: JobSpec, node: NodeIdentity): Promise<Record<string, string> | undefined> {
+  if (!job.redirect) return undefined
+  if (!(await exists(AUDIT_MODULE))) {
+    if (node.rank === 0) process.stderr.write(`p2prun: warning: ${AUDIT_MODULE} is missing: libraries found through DT_RPATH or loaded by absolute path come from their original place (hint: rebuild with npm run build)\n`)
+    return undefined
+  }
+  const previous = process.env.LD_AUDIT
+  return {
+    LD_AUDIT: previous ? `${previous}:${AUDIT_MODULE}` : AUDIT_MODULE,
+    P2PRUN_AUDIT_MOUNT: mountPoint,
+    P2PRUN_AUDIT_WHOLE: job.redirect.whole.join(':'),
+    P2PRUN_AUDIT_SOME: job.redirect.some.join(':')
+  }
 }
 
 /**

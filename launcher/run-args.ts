@@ -9,6 +9,7 @@ export interface RunOptions {
   readonly launcher?: string
   readonly seeder?: string
   readonly mode?: string
+  readonly libsPolicy?: string
   readonly config?: string
   readonly mountPoint?: string
   readonly dryRun: boolean
@@ -22,7 +23,7 @@ export interface RunArgs {
   readonly program: readonly string[]
 }
 
-const OWN_VALUES = new Set(['--libs', '--launcher', '--seeder', '--mode', '--config', '--mount-point'])
+const OWN_VALUES = new Set(['--libs', '--libs-policy', '--launcher', '--seeder', '--mode', '--config', '--mount-point'])
 const OWN_FLAGS = new Set(['--dry-run', '--quiet', '--stats'])
 /**
  * The rank count, which every launcher takes as `-n` (and Open MPI, MPICH and p2prun's own as
@@ -58,7 +59,7 @@ export function splitRunArgs (argv: readonly string[], launcherValues: ReadonlyM
     }
   }
   const program = argv.slice(i)
-  if (program.length === 0) throw usageError('no program to run', 'p2prun -n 4 --libs ./libs ./app [args…]')
+  if (program.length === 0) throw usageError('no program to run', 'p2prun -n 4 ./app [args…]')
   const last = (name: string) => own[name]?.[own[name].length - 1]
   return {
     options: {
@@ -66,6 +67,7 @@ export function splitRunArgs (argv: readonly string[], launcherValues: ReadonlyM
       launcher: last('--launcher'),
       seeder: last('--seeder'),
       mode: last('--mode'),
+      libsPolicy: last('--libs-policy'),
       config: last('--config'),
       mountPoint: last('--mount-point'),
       dryRun: flags.has('--dry-run'),

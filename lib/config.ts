@@ -10,6 +10,9 @@ export type DataMode = 'block' | 'file' | 'eager'
 export const DATA_MODES: readonly DataMode[] = ['block', 'file', 'eager']
 export type FallbackMode = 'auto' | 'off'
 export const FALLBACK_MODES: readonly FallbackMode[] = ['auto', 'off']
+/** What a launch serves of the program's load closure (program-set.ts says what each means). */
+export type LibsPolicy = 'network' | 'nonsystem' | 'all'
+export const LIBS_POLICIES: readonly LibsPolicy[] = ['network', 'nonsystem', 'all']
 
 type Kind = 'string' | 'int' | 'seconds' | 'bool' | 'path'
 
@@ -38,7 +41,8 @@ export const SETTINGS = {
   'stall-timeout': { kind: 'seconds', min: 1, help: 'give up when no byte arrives for this many seconds' },
   fallback: { kind: 'string', choices: FALLBACK_MODES, help: 'when the swarm stalls, read what programs wait for from the source directory if this node can (auto), or fail (off)' },
   'start-timeout': { kind: 'seconds', min: 1, help: 'give up when a node agent is not ready after this many seconds' },
-  libs: { kind: 'string', help: 'library directories for launches, separated by ":" (like --libs, repeatable)' },
+  libs: { kind: 'string', help: 'library directories for launches, separated by ":" (like --libs, repeatable); auto: what the program loads' },
+  'libs-policy': { kind: 'string', choices: LIBS_POLICIES, help: 'with --libs auto, serve what lies on network file systems (network), that and all outside the system directories (nonsystem), or all but the loader (all)' },
   launcher: { kind: 'string', choices: ['auto', 'local', 'openmpi', 'mpich', 'srun'], help: 'how ranks are started: auto, local, openmpi, mpich or srun' },
   mode: { kind: 'string', choices: DATA_MODES, help: 'data mode: block (fetch pieces on read), file (whole file on open), eager (everything, opened files first)' },
   owner: { kind: 'string', help: 'UID[:GID] that owns the mounted files (default: the mounting user)' },
@@ -67,6 +71,7 @@ export interface Config {
   readonly stallTimeoutMs: number
   readonly startTimeoutMs: number
   readonly libs: string | undefined
+  readonly libsPolicy: LibsPolicy
   readonly launcher: string
   readonly mode: DataMode
   readonly fallback: FallbackMode
@@ -94,6 +99,7 @@ const DEFAULTS: Config = {
   stallTimeoutMs: 60_000,
   startTimeoutMs: 120_000,
   libs: undefined,
+  libsPolicy: 'nonsystem',
   launcher: 'auto',
   mode: 'eager',
   fallback: 'auto',

@@ -7,7 +7,7 @@ import { Readable } from 'node:stream'
 import createTorrent from 'create-torrent'
 import { addP2prunKeys, DEFAULT_MOUNT_POINT, parseDescription, type DescribedEntry, type Description } from './description.ts'
 import { sourceError } from './errors.ts'
-import { scanTree, type TreeEntry } from './tree.ts'
+import { mirrorTree, scanTree, type TreeEntry } from './tree.ts'
 import { layoutOf, sourcePath, type SourceLayout } from './source-layout.ts'
 import { VERSION } from './version.ts'
 
@@ -42,7 +42,23 @@ export async function describeDirectory (dir: string, options: DescribeOptions =
 }
 
 export async function describeLayout (layout: SourceLayout, options: DescribeOptions = {}): Promise<Description> {
-  const tree = await scanLayout(layout, options)
+  return describeTree(layout, await scanLayout(layout, options), options)
+}
+
+/**
+ * Files from anywhere on this host (a program's load closure) and whole directories, each at its
+ * absolute path in the set (tree.ts's mirrorTree): the set's source is the root directory.
+ */
+export async function describeMirror (files: readonly string[], dirs: readonly { dir: string, followSymlinks?: boolean }[],
+  options: DescribeOptions & { name: string }): Promise<{ desc: Description, layout: SourceLayout }> {
+  const trees = await Promise.all(dirs.map(async ({ dir, followSymlinks }) => ({ dir, entries: await scanTree(dir, { followSymlinks }) })))
+  const layout = MIRROR_LAYOUT
+  return { desc: await describeTree(layout, await mirrorTree(files, trees), options), layout }
+}
+
+export const MIRROR_LAYOUT: SourceLayout = { dirs: [{ name: '', dir: '/' }] }
+
+async function describeTree (layout: SourceLayout, tree: readonly TreeEntry[], options: DescribeOptions): Promise<Description> {
   const payload = tree.filter((e) => e.type === 'file' && e.size > 0)
   const where = layout.dirs.map((d) => d.dir).join(', ')
   if (payload.length === 0) {

@@ -31,6 +31,15 @@ export interface JobSpec {
   readonly secret?: string
   /** The directories the set was described from (names in the set, paths on the submit host): the fallback's. */
   readonly sources?: SourceLayout['dirs']
+  /** The program as a path inside the mount: ranks exec it from there (a set made from its load closure). */
+  readonly program?: string
+  /** Directories inside the mount to put first on PYTHONPATH: the Python packages served. */
+  readonly pythonPath?: readonly string[]
+  /**
+   * Directories (submit-host paths) whose files are in the mount at the same path, for the rank's
+   * audit module: lookups in `whole` ones always go to the mount, in `some` only for files it has.
+   */
+  readonly redirect?: { readonly whole: readonly string[], readonly some: readonly string[] }
 }
 
 export function encodeJob (job: JobSpec): string {
@@ -106,7 +115,7 @@ export function nodeStateDir (runDir: string, launchId: string, nodeName: string
   return path.join(runDir, `job-${launchId}-${nodeName.replace(/[^\w.-]/g, '_')}`)
 }
 
-/** LD_LIBRARY_PATH with the mount's library directories first and the user's after. */
+/** A search path (LD_LIBRARY_PATH, PYTHONPATH) with the mount's directories first and the user's after. */
 export function libraryPath (mountPoint: string, libDirs: readonly string[], previous: string | undefined): string {
   const ours = libDirs.map((d) => (d === '' ? mountPoint : path.join(mountPoint, d)))
   return [...ours, ...(previous ? [previous] : [])].join(':')

@@ -137,3 +137,46 @@ function specialKind (st: Stats): string {
   if (st.isCharacterDevice()) return 'character device'
   return 'special file'
 }
+
+/**
+ * Files from anywhere on this host as one tree, each at its absolute path (less the leading '/'), so
+ * that the loader's own paths — DT_RPATH, $ORIGIN, an absolute dlopen — name the same file under
+ * the mount. Directories come with their modes. A file reached by several paths is stored once and
+ * the other paths are relative links to it. `trees` are scanned directories, placed the same way.
+ */
+export async function mirrorTree (files: readonly string[], trees: readonly { readonly dir: string, readonly entries: readonly TreeEntry[] }[]): Promise<TreeEntry[]> {
+  const out = new Map<string, TreeEntry>()
+  const addParents = async (rel: string) => {
+    const parts = rel.split('/')
+    for (let i = 1; i < parts.length; i++) {
+      const dir = parts.slice(0, i).join('/')
+      if (!out.has(dir)) out.set(dir, toEntry(dir, await stat(`/${dir}`)))
+    }
+  }
+  for (const { dir, entries } of trees) {
+    const top = path.resolve(dir).slice(1)
+    await addParents(top)
+    for (const e of entries) {
+      const rel = e.path === '' ? top : `${top}/${e.path}`
+      out.set(rel, { ...e, path: rel })
+    }
+  }
+  const firstPathOf = new Map<string, string>()
+  for (const file of [...new Set(files.map((f) => path.resolve(f)))].sort()) {
+    const rel = file.slice(1)
+    if (out.has(rel)) continue
+    await addParents(rel)
+    const real = await realpath(file)
+    const first = firstPathOf.get(real)
+    if (first === undefined) {
+      firstPathOf.set(real, rel)
+      out.set(rel, toEntry(rel, await stat(file)))
+    } else {
+      const st = await lstat(file)
+      out.set(rel, { path: rel, type: 'symlink', mode: 0o777, size: 0, mtimeMs: Math.trunc(st.mtimeMs), target: path.posix.relative(path.posix.dirname(rel), first) })
+    }
+  }
+  const newest = [...out.values()].reduce((max, e) => Math.max(max, e.mtimeMs), 0)
+  out.set('', { path: '', type: 'dir', mode: 0o755, size: 0, mtimeMs: newest })
+  return [...out.values()].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0))
+}

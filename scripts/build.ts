@@ -5,7 +5,7 @@
 // the bundle). N agents that start together on shared cores pay that N times before the first
 // byte moves. Commands stay separate chunks, so `rank-prepare` loads no swarm or FUSE code.
 // It also compiles p2prun's addon (native/: the FUSE server, the socket low-water mark) into dist/,
-// against this Node's own headers.
+// against this Node's own headers, and the LD_AUDIT module (native/audit.c).
 import { build } from 'esbuild'
 import { execFileSync } from 'node:child_process'
 import { existsSync } from 'node:fs'
@@ -51,4 +51,13 @@ try {
 } catch (err) {
   throw new Error(`cannot build ${NATIVE_FILE}: ${(err as Error).message} ` +
     '(hint: install a C compiler, pkg-config and libfuse3-dev: scripts/setup-system.sh)')
+}
+
+// The LD_AUDIT module ranks load when their set came from the program's load closure
+// (launcher/rank-step.ts): plain C against libc alone, so any glibc node can load it.
+try {
+  execFileSync('cc', ['-O2', '-Wall', '-Wextra', '-Werror', '-shared', '-fPIC', path.join(root, 'native/audit.c'),
+    '-o', path.join(outdir, 'p2prun-audit.so')], { stdio: 'inherit' })
+} catch (err) {
+  throw new Error(`cannot build p2prun-audit.so: ${(err as Error).message} (hint: install a C compiler: scripts/setup-system.sh)`)
 }

@@ -31,8 +31,8 @@ t.test('bad flags and missing arguments are usage errors: one line, exit 2', asy
     t.equal(r.stderr, line)
   }
   const cmd = await p2prun(['frobnicate'])
-  t.equal(cmd.exitCode, 2, 'not a command: a program to launch, without --libs')
-  t.match(cmd.stderr, /^p2prun: error: no library directory given/)
+  t.equal(cmd.exitCode, 2, 'not a command: a program to launch, which is nowhere')
+  t.match(cmd.stderr, /^p2prun: error: program frobnicate not found \(hint: give its path, or put it on PATH\)$/)
   const none = await p2prun([])
   t.equal(none.exitCode, 2, 'no command: the help, on stderr')
   t.match(none.stderr, /^Usage: p2prun /)

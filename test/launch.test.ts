@@ -1,13 +1,13 @@
 // `p2prun -n N ./app` through p2prun's local launcher, real Open MPI 4.1 and real MPICH 4.0.
 import { execFile } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { readdir, writeFile } from 'node:fs/promises'
+import { writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { createServer, type AddressInfo } from 'node:net'
 import { promisify } from 'node:util'
 import t, { type Test } from 'tap'
 import { ROOT } from './helpers/cli.ts'
-import { launch, launchDirs, mountsUnder } from './helpers/launch.ts'
+import { launch, launchDirs, nothingLeft } from './helpers/launch.ts'
 import { scratch } from './helpers/scratch.ts'
 
 const run = promisify(execFile)
@@ -30,14 +30,6 @@ async function closedPort (): Promise<number> {
   const { port } = server.address() as AddressInfo
   await new Promise((resolve) => server.close(resolve))
   return port
-}
-
-/** Nothing of the launch is left: no mount, no agent state, no store, no mount point. */
-async function nothingLeft (t: Test, s: { dir: string }, dirs: { run: string, mounts: string }) {
-  t.same(await mountsUnder(s.dir), [], 'no mount left')
-  t.same(await readdir(dirs.run).catch(() => []), [], 'no agent state left')
-  t.same(await readdir(dirs.mounts).catch(() => []), [], 'no mount point left')
-  t.same((await readdir(s.dir)).filter((n) => n.startsWith('p2prun-')), [], 'no store left')
 }
 
 /** Rank lines "rank R lib PATH": which mount each rank's libraries were mapped from. */
@@ -111,7 +103,7 @@ t.test('bad launches: one line each, a non-zero exit, nothing left', async (t) =
   const cases: [string, string[], Record<string, string>, RegExp, number][] = [
     ['program not found', ['-n', '2', '--launcher', 'local', '--libs', libs, './no-such-app'], {}, /^p2prun: error: program \.\/no-such-app not found/, 2],
     ['libs missing', ['-n', '2', '--launcher', 'local', '--libs', path.join(s.dir, 'nope'), app], {}, /^p2prun: error: library directory .*nope does not exist/, 1],
-    ['no libs', ['-n', '2', '--launcher', 'local', app], {}, /^p2prun: error: no library directory given \(hint: pass --libs DIR/, 2],
+    ['no libs, and a library the program needs is on no search path', ['-n', '2', '--launcher', 'local', app], {}, /^p2prun: error: libgreet\.so\.1: cannot open shared object file: No such file or directory \(needed by \S+\/app\) \(hint: /, 1],
     ['launcher not installed', ['-n', '2', '--launcher', 'mpich', '--libs', libs, app], { PATH: '/nonexistent' }, /^p2prun: error: the mpich launcher is not installed on this host \(hint: apt-get install mpich\)/, 1],
     ['seeder unreachable', ['-n', '2', '--launcher', 'local', '--seeder', `http://127.0.0.1:${closed}/announce`, '--libs', libs, app], {}, /^p2prun: error: the seeder at http:\/\/127\.0\.0\.1:\d+\/announce is unreachable: ECONNREFUSED/, 1]
   ]

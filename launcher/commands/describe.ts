@@ -5,14 +5,18 @@ import type { Command } from 'commander'
 import { formatSummary, parseDescription, summarize, type Description, type DescribedEntry } from '../../lib/description.ts'
 import { describeLayout } from '../../lib/describe.ts'
 import { layoutOf } from '../../lib/source-layout.ts'
-import { printable, usageError } from '../../lib/errors.ts'
+import { printable, quote, usageError } from '../../lib/errors.ts'
+import { LIBS_POLICIES, type LibsPolicy } from '../../lib/config.ts'
+import { AUTO_LIBS, formatChoices, launchSet } from '../launch-set.ts'
 import { writeAtomic } from '../../lib/files.ts'
 import { action, collect } from '../cli-support.ts'
 
 export function registerDescribe (program: Command): void {
   program.command('describe')
-    .description('build the description file (a .torrent plus the tree) of a library directory')
-    .argument('<dirs...>', 'directory holding the job\'s shared libraries (several: each becomes a top-level directory)')
+    .description('build the description file (a .torrent plus the tree) of a library directory, or of what a program loads')
+    .argument('[dirs...]', 'directory holding the job\'s shared libraries (several: each becomes a top-level directory)')
+    .option('--for <program>', 'describe what PROGRAM loads (its load closure, found without running it), with any DIRs')
+    .option('--libs-policy <policy>', `with --for: ${LIBS_POLICIES.join(', ')} (see \`p2prun help run\`)`, 'nonsystem')
     .option('-o, --output <file>', 'where to write the description (default: <dir name>.p2p.torrent)')
     .option('--follow-symlinks', 'copy in the targets of symlinks that are absolute or leave the directory')
     .option('--mount-point <template>', 'default mount point on the nodes (%i: infohash prefix, %n: node name)')
@@ -20,18 +24,25 @@ export function registerDescribe (program: Command): void {
     .option('--tracker <url>', 'tracker announce URL to record (repeatable)', collect)
     .option('--seeder <host:port>', 'seeder address to record (repeatable)', collect)
     .action(action('describe', async (dirs: string[], opts: {
-      output?: string, followSymlinks?: boolean, mountPoint?: string, name?: string, tracker?: string[], seeder?: string[]
+      output?: string, followSymlinks?: boolean, mountPoint?: string, name?: string, tracker?: string[], seeder?: string[],
+      for?: string, libsPolicy: string
     }) => {
       if (opts.mountPoint !== undefined && !path.isAbsolute(opts.mountPoint)) {
         throw usageError(`--mount-point ${opts.mountPoint} is not an absolute path`, 'nodes mount at the same absolute path, e.g. /tmp/p2prun/%i')
       }
-      const desc = await describeLayout(layoutOf(dirs), {
-        followSymlinks: opts.followSymlinks,
-        mountPoint: opts.mountPoint,
-        name: opts.name,
-        trackers: opts.tracker,
-        seeders: opts.seeder
-      })
+      if (dirs.length === 0 && opts.for === undefined) throw usageError('no directory to describe', 'p2prun describe DIR, or p2prun describe --for ./app')
+      if (!(LIBS_POLICIES as readonly string[]).includes(opts.libsPolicy)) {
+        throw usageError(`--libs-policy expects one of ${LIBS_POLICIES.join(', ')}, got ${quote(opts.libsPolicy)}`)
+      }
+      const options = { followSymlinks: opts.followSymlinks, mountPoint: opts.mountPoint, name: opts.name, trackers: opts.tracker, seeders: opts.seeder }
+      let desc: Description
+      if (opts.for !== undefined) {
+        const set = await launchSet([...dirs, AUTO_LIBS], opts.for, opts.libsPolicy as LibsPolicy, { env: process.env, cwd: process.cwd(), describe: options })
+        process.stdout.write(`${formatChoices(set.choices).join('\n')}\n`)
+        desc = set.desc
+      } else {
+        desc = await describeLayout(layoutOf(dirs), options)
+      }
       const out = path.resolve(opts.output ?? `${desc.name}.p2p.torrent`)
       await writeAtomically(out, desc.torrent)
       process.stdout.write(`${desc.infoHash}\n${formatSummary(summarize(desc))}\nwrote ${out}\n`)

@@ -8,8 +8,6 @@ import { watch } from 'node:fs'
 import { access, constants, readdir } from 'node:fs/promises'
 import { constants as osConstants } from 'node:os'
 import { loadConfig, type Config } from '../../lib/config.ts'
-import { describeLayout } from '../../lib/describe.ts'
-import { layoutOf } from '../../lib/source-layout.ts'
 import { isExecutable, programCandidates } from '../../lib/files.ts'
 import { formatBytes, type Description } from '../../lib/description.ts'
 import { networkReason, P2prunError, usageError } from '../../lib/errors.ts'
@@ -19,6 +17,8 @@ import { newJobSecret, secretFromEnv, withProof, type JobSecret } from '../../li
 import { advertisedHost } from '../cli-support.ts'
 import { ANY_LAUNCHER_VALUES, chooseLauncher, type ChosenLauncher } from '../launchers/index.ts'
 import { splitRunArgs, type RunArgs } from '../run-args.ts'
+import { AUTO_LIBS, formatChoices, launchSet } from '../launch-set.ts'
+import type { SourceLayout } from '../../lib/source-layout.ts'
 
 const STOP_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const
 const LOCAL_CLEANUP_WAIT_MS = 15_000
@@ -37,28 +37,30 @@ export async function runLaunch (argv: readonly string[], cli: readonly string[]
   const launcher = await chooseLauncher(peek.launcher ?? base.launcher, env, cli)
   const args = splitRunArgs(argv, launcher.adapter.valueOptions)
   const config = await loadConfig({
-    flags: { ...(args.options.mode ? { mode: args.options.mode } : {}), ...(args.options.quiet ? { quiet: true } : {}) },
+    flags: {
+      ...(args.options.mode ? { mode: args.options.mode } : {}),
+      ...(args.options.libsPolicy ? { 'libs-policy': args.options.libsPolicy } : {}),
+      ...(args.options.quiet ? { quiet: true } : {})
+    },
     env, cwd: process.cwd(), configFile
   })
-  const libs = args.options.libs.length > 0 ? args.options.libs : (config.libs?.split(':').filter(Boolean) ?? [])
+  const given = args.options.libs.length > 0 ? args.options.libs : (config.libs?.split(':').filter(Boolean) ?? [])
   const slurmJob = jobOfAllocation(env)
   if (slurmJob && args.options.libs.length === 0) {
     // Inside a --p2plibs allocation: the prolog's agents already serve the job's libraries.
     await checkProgram(args.program[0] as string, env)
     return launchOnExistingAgents(slurmJob, launcher, args, rankStep, config)
   }
-  if (libs.length === 0) {
-    throw usageError('no library directory given', 'pass --libs DIR (repeatable), or set P2PRUN_LIBS or libs: in p2prun.yaml')
-  }
   await checkProgram(args.program[0] as string, env)
-  const layout = layoutOf(libs)
-  const desc = await describeLayout(layout, { mountPoint: args.options.mountPoint })
-  const libDirs = layout.dirs.map((d) => d.name)
+  const { desc, layout, placement, choices } = await launchSet(given.length > 0 ? given : [AUTO_LIBS], args.program[0] as string,
+    config.libsPolicy, { env, cwd: process.cwd(), describe: { mountPoint: args.options.mountPoint } })
   const launchId = randomBytes(4).toString('hex')
   const step = [rankStep, ...args.program]
   if (args.options.dryRun) {
     const { launchEnv, names } = launchEnvironment(env, '<set at launch>')
     const command = launcher.adapter.command(launcher.program, args.launcherArgs, names, step, launchEnv)
+    // What the closure held and why, as shell comments: the output stays a command one can paste.
+    for (const line of formatChoices(choices)) process.stdout.write(`# ${line}\n`)
     process.stdout.write(`${JOB_ENV}='<set at launch>' ${command.map(shellQuote).join(' ')}\n`)
     return
   }
@@ -74,7 +76,7 @@ export async function runLaunch (argv: readonly string[], cli: readonly string[]
       trackers: [head.trackerUrl],
       seeders: head.seederAddress ? [head.seederAddress] : [],
       mountPoint: args.options.mountPoint ?? `${desc.mountPoint}/%j-%n`,
-      libDirs,
+      ...placement,
       mode: config.mode,
       sources: layout.dirs,
       ...(head.secret ? { secret: head.secret.toString('hex') } : {})
@@ -135,7 +137,7 @@ type HeadLike = Pick<Head, 'trackerUrl' | 'descriptionUrl' | 'uploaded' | 'maxTo
  * Our own tracker and seeder, with a secret made for this job; or the ones already running at
  * --seeder (an I/O node's `p2prun serve`), with the secret it was started with (P2PRUN_SECRET).
  */
-async function headFor (args: RunArgs, desc: Description, layout: ReturnType<typeof layoutOf>, config: Config): Promise<HeadLike> {
+async function headFor (args: RunArgs, desc: Description, layout: SourceLayout, config: Config): Promise<HeadLike> {
   const external = args.options.seeder
   if (!external) {
     const { startHead } = await import('../../lib/head.ts')

@@ -13,8 +13,9 @@ import { readSync, statfsSync, writeSync } from 'node:fs'
 import { mkdtemp, open, rm, type FileHandle } from 'node:fs/promises'
 import path from 'node:path'
 import type { SourceLayout } from '../source-layout.ts'
-import type { DescribedEntry, Description } from '../description.ts'
+import { formatBytes, type DescribedEntry, type Description } from '../description.ts'
 import { swarmError } from '../errors.ts'
+import { remoteKind } from '../file-systems.ts'
 import { clipRange, type ByteSource, type LocalView } from '../store.ts'
 import { Announcer } from './announce.ts'
 import { Assembly, pieceSize } from './assembly.ts'
@@ -110,7 +111,7 @@ export class SwarmNode implements ByteSource {
       throw swarmError('the description names no tracker or seeder to get bytes from',
         'pass --tracker URL or --seeder HOST:PORT (printed by `p2prun serve`)')
     }
-    checkStoreDir(opts.storeDir)
+    checkStoreDir(opts.storeDir, desc.totalBytes)
     // The interface toward the head, where the tracker will see this node's announces come from.
     const host = await addressToward(trackers[0] ?? seeders[0] as string)
     const storePath = await mkdtemp(path.join(opts.storeDir, `p2prun-${desc.infoHash.slice(0, 16)}-`))
@@ -415,22 +416,22 @@ export class SwarmNode implements ByteSource {
   }
 }
 
-/** statfs f_type of file systems a store must not be on: each call to them may wait on a network or a FUSE server. */
-const REMOTE_FS_TYPES: ReadonlyMap<number, string> = new Map([
-  [0x65735546, 'FUSE'], [0x6969, 'NFS'], [0xff534d42, 'CIFS'], [0xfe534d42, 'SMB2'], [0x0bd00bd0, 'Lustre'],
-  [0x47504653, 'GPFS'], [0x00c36400, 'CephFS'], [0x19830326, 'BeeGFS']
-])
-
-function checkStoreDir (dir: string): void {
-  let type: number
+/** The store holds the whole set (eager mode fetches it all): on node-local storage, with room for it. */
+function checkStoreDir (dir: string, setBytes: number): void {
+  let st: { type: number, bavail: number, bsize: number }
   try {
-    type = statfsSync(dir).type
+    st = statfsSync(dir)
   } catch (err) {
     throw swarmError(`cannot use ${dir} as the store: ${(err as NodeJS.ErrnoException).code}`, 'pass --store-dir with a writable directory', err)
   }
-  const kind = REMOTE_FS_TYPES.get(type)
+  const kind = remoteKind(st.type)
   if (kind) {
     throw swarmError(`the store directory ${dir} is on ${kind}: the node agent reads and writes its store without waiting`,
       'pass --store-dir on node-local memory or disk (the default is /dev/shm)')
+  }
+  const free = st.bavail * st.bsize
+  if (free < setBytes) {
+    throw swarmError(`the store directory ${dir} has ${formatBytes(free)} free and the set needs ${formatBytes(setBytes)}`,
+      'pass --store-dir with room for it, or serve less (--libs DIR, or --libs-policy network)')
   }
 }

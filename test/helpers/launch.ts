@@ -1,10 +1,11 @@
 // `p2prun -n N …` launches confined to a scratch directory: their run dir, stores and mount points
 // live there, so a test can check that nothing of a launch is left, and clean up if something is.
-import { readFile } from 'node:fs/promises'
+import { readdir, readFile } from 'node:fs/promises'
 import path from 'node:path'
 import { execa } from 'execa'
 import { isMounted, lazyUnmount } from '../../lib/mount.ts'
 import { CLI, cleanEnv } from './cli.ts'
+import type { Test } from 'tap'
 import type { Scratch } from './scratch.ts'
 
 export interface LaunchDirs {
@@ -33,4 +34,12 @@ export async function mountsUnder (dir: string): Promise<string[]> {
 
 async function unmountAllUnder (dir: string): Promise<void> {
   for (const m of await mountsUnder(dir)) if (await isMounted(m)) await lazyUnmount(m)
+}
+
+/** Nothing of the launch is left: no mount, no agent state, no store, no mount point. */
+export async function nothingLeft (t: Test, s: { dir: string }, dirs: { run: string, mounts: string }) {
+  t.same(await mountsUnder(s.dir), [], 'no mount left')
+  t.same(await readdir(dirs.run).catch(() => []), [], 'no agent state left')
+  t.same(await readdir(dirs.mounts).catch(() => []), [], 'no mount point left')
+  t.same((await readdir(s.dir)).filter((n) => n.startsWith('p2prun-')), [], 'no store left')
 }

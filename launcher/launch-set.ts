@@ -1,0 +1,63 @@
+// What a launch serves, and how ranks find it in the mount. Two shapes:
+// - `--libs DIR…` alone: the directories as they are (one is the set; several its top directories);
+// - `--libs auto` (the default when no directory is given), with or without directories: the
+//   program's load closure (program-set.ts) and the directories, each at its absolute path in the
+//   set, so every path the loader meets names the same file under the mount.
+import path from 'node:path'
+import { describeLayout, describeMirror, type DescribeOptions } from '../lib/describe.ts'
+import type { Description } from '../lib/description.ts'
+import type { JobSpec } from '../lib/job.ts'
+import type { LibsPolicy } from '../lib/config.ts'
+import { programSet, type Choice } from '../lib/program-set.ts'
+import { layoutOf, type SourceLayout } from '../lib/source-layout.ts'
+
+export const AUTO_LIBS = 'auto'
+
+export interface LaunchSet {
+  readonly desc: Description
+  readonly layout: SourceLayout
+  /** The job spec's part that says where things are in the mount. */
+  readonly placement: Pick<JobSpec, 'libDirs' | 'program' | 'pythonPath' | 'redirect'>
+  /** What the closure held and why each was (not) served; empty without `auto`. */
+  readonly choices: readonly Choice[]
+}
+
+export async function launchSet (libs: readonly string[], program: string, policy: LibsPolicy,
+  options: { env: NodeJS.ProcessEnv, cwd: string, describe?: DescribeOptions }): Promise<LaunchSet> {
+  const dirs = libs.filter((l) => l !== AUTO_LIBS).map((d) => path.resolve(options.cwd, d))
+  if (!libs.includes(AUTO_LIBS)) {
+    const layout = layoutOf(dirs)
+    const desc = await describeLayout(layout, options.describe)
+    return { desc, layout, placement: { libDirs: layout.dirs.map((d) => d.name) }, choices: [] }
+  }
+  const set = await programSet(program, policy, { env: options.env, cwd: options.cwd })
+  // Python's package directories are copied in as they are: environments are full of absolute links.
+  const trees = [...dirs.map((dir) => ({ dir, followSymlinks: options.describe?.followSymlinks })), ...set.pythonDirs.map((dir) => ({ dir, followSymlinks: true }))]
+  const { desc, layout } = await describeMirror(set.files, trees, { ...options.describe, name: options.describe?.name ?? path.basename(set.program) })
+  const inMount = (abs: string) => abs.slice(1)
+  const whole = [...dirs, ...set.pythonDirs]
+  return {
+    desc,
+    layout,
+    placement: {
+      libDirs: [...new Set([...dirs, ...set.libDirs])].map(inMount),
+      ...(set.execFromMount ? { program: inMount(set.program) } : {}),
+      ...(set.pythonDirs.length > 0 ? { pythonPath: set.pythonDirs.map(inMount) } : {}),
+      // Whole directories answer every lookup in them; of the others only some files are served.
+      redirect: { whole, some: [...new Set(set.files.map((f) => path.dirname(f)))].filter((d) => !whole.some((w) => d === w || d.startsWith(`${w}/`))) }
+    },
+    choices: set.choices
+  }
+}
+
+/** The closure's choices as lines for a terminal, served first, each with its reason; none without a closure. */
+export function formatChoices (choices: readonly Choice[]): string[] {
+  if (choices.length === 0) return []
+  const served = choices.filter((c) => c.served)
+  const local = choices.filter((c) => !c.served)
+  return [
+    `served (${served.length}):`,
+    ...served.map((c) => `  ${c.path}  (${c.why})`),
+    ...(local.length > 0 ? [`not served (${local.length}):`, ...local.map((c) => `  ${c.path}  (${c.why})`)] : [])
+  ]
+}

@@ -1,0 +1,21 @@
+// File systems by statfs f_type: which ones put a network (or a user-space server) behind every
+// call. The store must not live on them; the libraries that live on them are what p2prun serves.
+import { statfs } from 'node:fs/promises'
+
+const REMOTE_FS_TYPES: ReadonlyMap<number, string> = new Map([
+  [0x65735546, 'FUSE'], [0x6969, 'NFS'], [0xff534d42, 'CIFS'], [0xfe534d42, 'SMB2'], [0x517b, 'SMB'],
+  [0x0bd00bd0, 'Lustre'], [0x47504653, 'GPFS'], [0x00c36400, 'CephFS'], [0x19830326, 'BeeGFS'],
+  [0x5346414f, 'AFS'], [0x01021997, '9P'], [0xaad7aaea, 'PanFS'], [0x20030528, 'OrangeFS']
+])
+
+/** The name of the remote file system `type` is, or undefined for a local one. */
+export function remoteKind (type: number): string | undefined {
+  return REMOTE_FS_TYPES.get(type)
+}
+
+/** The remote file system `file` lives on, or undefined (local, or unknown: it cannot be looked at). */
+export async function remoteKindOf (file: string): Promise<string | undefined> {
+  const st = await statfs(file).catch(() => undefined)
+  return st ? remoteKind(st.type) : undefined
+}
+

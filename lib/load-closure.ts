@@ -1,0 +1,161 @@
+// What a program will load, found the way glibc's dynamic loader finds it — without running the
+// program (ldd may execute it): the program, then breadth-first every DT_NEEDED, each searched in
+// the loader's order: DT_RPATH of the needing object and of the objects that loaded it (unless it
+// has DT_RUNPATH), LD_LIBRARY_PATH, its DT_RUNPATH, the loader's cache, the default directories.
+// A candidate of another class or machine is skipped, as the loader skips it.
+import { realpath, stat } from 'node:fs/promises'
+import os from 'node:os'
+import path from 'node:path'
+import { readElf, HOST_ELF, machineName, type ElfInfo } from './elf.ts'
+import { readLdCache, type LdCache } from './ld-cache.ts'
+import { sourceError } from './errors.ts'
+
+/** How an object was found: the step of the loader's search that produced its path. */
+export type FoundBy = 'program' | 'path' | 'RPATH' | 'LD_LIBRARY_PATH' | 'RUNPATH' | 'cache' | 'default'
+
+export interface LoadedObject {
+  /** The path the loader opens (not resolved through symlinks: $ORIGIN is its directory). */
+  readonly path: string
+  readonly elf: ElfInfo
+  readonly foundBy: FoundBy
+  /** The object whose DT_NEEDED brought it in; undefined for the program. */
+  readonly neededBy: LoadedObject | undefined
+  /** The DT_NEEDED name it answered. */
+  readonly name: string
+}
+
+export interface Closure {
+  readonly program: LoadedObject
+  /** Every object, the program first, in the loader's (breadth-first) order. */
+  readonly objects: readonly LoadedObject[]
+}
+
+export interface ClosureOptions {
+  readonly env: NodeJS.ProcessEnv
+  readonly cwd: string
+  /** Injected by tests; read from /etc/ld.so.cache otherwise. */
+  readonly cache?: LdCache
+  /** The loader's built-in directories; this host's by default. */
+  readonly defaultDirs?: readonly string[]
+}
+
+const MULTIARCH: Readonly<Record<string, string>> = {
+  x64: 'x86_64-linux-gnu', arm64: 'aarch64-linux-gnu', ppc64: 'powerpc64le-linux-gnu', riscv64: 'riscv64-linux-gnu', s390x: 's390x-linux-gnu'
+}
+
+/** glibc's built-in search path (Debian adds the multiarch directories before the classic ones). */
+export function hostDefaultDirs (): string[] {
+  const triplet = MULTIARCH[process.arch]
+  const lib64 = HOST_ELF.bits === 64 ? ['/lib64', '/usr/lib64'] : []
+  return [...(triplet ? [`/lib/${triplet}`, `/usr/lib/${triplet}`] : []), ...lib64, '/lib', '/usr/lib']
+}
+
+/**
+ * The load closure of an ELF program. A needed library found nowhere fails as the loader would
+ * ("libx.so.1: cannot open shared object file", naming who needs it); so does a program of another
+ * class or machine than this host's.
+ */
+export async function loadClosure (program: string, options: ClosureOptions): Promise<Closure> {
+  const cache = options.cache ?? await readLdCache()
+  const defaultDirs = options.defaultDirs ?? hostDefaultDirs()
+  const exe = await readElf(program)
+  if (exe.bits !== HOST_ELF.bits || exe.machine !== HOST_ELF.machine) {
+    throw sourceError(`${program} is a ${exe.bits}-bit ${machineName(exe.machine)} program; this host runs ${HOST_ELF.bits}-bit ${machineName(HOST_ELF.machine)}`,
+      'launch it from a host of its own kind, or pass --libs DIR')
+  }
+  const root: LoadedObject = { path: program, elf: exe, foundBy: 'program', neededBy: undefined, name: path.basename(program) }
+  const objects: LoadedObject[] = [root]
+  // The loader reuses an object for a name it already loaded under that name or soname.
+  const byName = new Map<string, LoadedObject>()
+  const byFile = new Map<string, LoadedObject>()
+  // The program's interpreter is the loader itself, already in memory: a need for it is met.
+  const interpreter = exe.interpreter ? await loadable(exe.interpreter) : undefined
+  if (exe.interpreter) byName.set(path.basename(exe.interpreter), root)
+  if (interpreter?.soname) byName.set(interpreter.soname, root)
+  const libraryPath = splitPath(options.env.LD_LIBRARY_PATH)
+  // The executable's $ORIGIN is where the kernel found it: /proc/self/exe, symlinks resolved.
+  const origins = new Map<LoadedObject, string>([[root, path.dirname(await realpath(program))]])
+  const originOf = (o: LoadedObject) => origins.get(o) ?? path.dirname(o.path)
+
+  for (let i = 0; i < objects.length; i++) {
+    const from = objects[i] as LoadedObject
+    for (const name of from.elf.needed) {
+      if (byName.has(name)) continue
+      const found = await locate(name, from, { cwd: options.cwd, libraryPath, cache, defaultDirs, originOf, root })
+      if (!found) {
+        throw sourceError(`${name}: cannot open shared object file: No such file or directory (needed by ${from.path})`,
+          'build or install it, or add its directory to LD_LIBRARY_PATH before launching')
+      }
+      const real = await realpath(found.path)
+      const known = byFile.get(real)
+      if (known) {
+        byName.set(name, known)
+        continue
+      }
+      const object: LoadedObject = { ...found, neededBy: from, name }
+      objects.push(object)
+      byFile.set(real, object)
+      byName.set(name, object)
+      if (object.elf.soname) byName.set(object.elf.soname, object)
+    }
+  }
+  return { program: root, objects }
+}
+
+interface SearchContext {
+  readonly cwd: string
+  readonly libraryPath: readonly string[]
+  readonly cache: LdCache
+  readonly defaultDirs: readonly string[]
+  readonly originOf: (o: LoadedObject) => string
+  readonly root: LoadedObject
+}
+
+async function locate (name: string, from: LoadedObject, ctx: SearchContext): Promise<{ path: string, elf: ElfInfo, foundBy: FoundBy } | undefined> {
+  const tryFile = async (file: string, foundBy: FoundBy) => {
+    const elf = await loadable(file)
+    return elf ? { path: file, elf, foundBy } : undefined
+  }
+  if (name.includes('/')) return tryFile(path.resolve(ctx.cwd, name), 'path')
+  const inDirs = async (dirs: readonly string[], foundBy: FoundBy) => {
+    for (const dir of dirs) {
+      const hit = await tryFile(path.join(dir, name), foundBy)
+      if (hit) return hit
+    }
+    return undefined
+  }
+  if (from.elf.runpath.length === 0) {
+    // DT_RPATH of the needing object, then of each object up the chain that loaded it, then the program's.
+    for (let o: LoadedObject | undefined = from; o; o = o.neededBy) {
+      const hit = await inDirs(expand(o.elf.rpath, ctx.originOf(o)), 'RPATH')
+      if (hit) return hit
+    }
+  }
+  return await inDirs(ctx.libraryPath, 'LD_LIBRARY_PATH') ??
+    await inDirs(expand(from.elf.runpath, ctx.originOf(from)), 'RUNPATH') ??
+    (from.elf.noDefaultLib ? undefined : await inDirs((ctx.cache.get(name) ?? []).map(path.dirname), 'cache') ?? await inDirs(ctx.defaultDirs, 'default'))
+}
+
+/** An ELF object the loader would map: of this host's class and machine; anything else is skipped. */
+async function loadable (file: string): Promise<ElfInfo | undefined> {
+  const st = await stat(file).catch(() => undefined)
+  if (!st?.isFile()) return undefined
+  const elf = await readElf(file).catch(() => undefined)
+  return elf && elf.bits === HOST_ELF.bits && elf.machine === HOST_ELF.machine ? elf : undefined
+}
+
+/**
+ * $ORIGIN and $PLATFORM expanded. Left out: entries with tokens the loader's build decides ($LIB),
+ * and relative ones, which the loader takes from the working directory (not the submit host's).
+ */
+function expand (dirs: readonly string[], origin: string): string[] {
+  return dirs.flatMap((d) => {
+    const out = d.replace(/\$(\{ORIGIN\}|ORIGIN\b)/g, origin).replace(/\$(\{PLATFORM\}|PLATFORM\b)/g, os.machine())
+    return path.isAbsolute(out) && !out.includes('$') ? [path.normalize(out)] : []
+  })
+}
+
+function splitPath (value: string | undefined): string[] {
+  // ';' separates too, in glibc; an empty entry is the working directory, which ranks do not share.
+  return (value ?? '').split(/[:;]/).filter((d) => d !== '' && path.isAbsolute(d))
+}

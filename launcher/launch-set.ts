@@ -10,6 +10,7 @@ import type { JobSpec } from '../lib/job.ts'
 import type { LibsPolicy } from '../lib/config.ts'
 import { programSet, type Choice } from '../lib/program-set.ts'
 import { layoutOf, type SourceLayout } from '../lib/source-layout.ts'
+import { sourceError } from '../lib/errors.ts'
 
 export const AUTO_LIBS = 'auto'
 
@@ -31,6 +32,10 @@ export async function launchSet (libs: readonly string[], program: string, polic
     return { desc, layout, placement: { libDirs: layout.dirs.map((d) => d.name) }, choices: [] }
   }
   const set = await programSet(program, policy, { env: options.env, cwd: options.cwd })
+  if (set.files.length === 0 && set.pythonDirs.length === 0 && dirs.length === 0) {
+    throw sourceError(`nothing to serve: everything ${program} loads lies in system directories on local file systems`,
+      'launch it without p2prun, or pass --libs-policy all or --libs DIR')
+  }
   // Python's package directories are copied in as they are: environments are full of absolute links.
   const trees = [...dirs.map((dir) => ({ dir, followSymlinks: options.describe?.followSymlinks })), ...set.pythonDirs.map((dir) => ({ dir, followSymlinks: true }))]
   const { desc, layout } = await describeMirror(set.files, trees, { ...options.describe, name: options.describe?.name ?? path.basename(set.program) })

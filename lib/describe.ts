@@ -53,7 +53,7 @@ export async function describeMirror (files: readonly string[], dirs: readonly {
   options: DescribeOptions & { name: string }): Promise<{ desc: Description, layout: SourceLayout }> {
   const trees = await Promise.all(dirs.map(async ({ dir, followSymlinks }) => ({ dir, entries: await scanTree(dir, { followSymlinks }) })))
   const layout = MIRROR_LAYOUT
-  return { desc: await describeTree(layout, await mirrorTree(files, trees), options), layout }
+  return { desc: await describeTree(layout, mirrorTree(files, trees), options), layout }
 }
 
 export const MIRROR_LAYOUT: SourceLayout = { dirs: [{ name: '', dir: '/' }] }

@@ -1,6 +1,6 @@
 // File systems by statfs f_type: which ones put a network (or a user-space server) behind every
 // call. The store must not live on them; the libraries that live on them are what p2prun serves.
-import { statfs } from 'node:fs/promises'
+import { statfsSync } from 'node:fs'
 
 const REMOTE_FS_TYPES: ReadonlyMap<number, string> = new Map([
   [0x65735546, 'FUSE'], [0x6969, 'NFS'], [0xff534d42, 'CIFS'], [0xfe534d42, 'SMB2'], [0x517b, 'SMB'],
@@ -14,8 +14,11 @@ export function remoteKind (type: number): string | undefined {
 }
 
 /** The remote file system `file` lives on, or undefined (local, or unknown: it cannot be looked at). */
-export async function remoteKindOf (file: string): Promise<string | undefined> {
-  const st = await statfs(file).catch(() => undefined)
-  return st ? remoteKind(st.type) : undefined
+export function remoteKindOf (file: string): string | undefined {
+  try {
+    return remoteKind(statfsSync(file).type)
+  } catch {
+    return undefined
+  }
 }
 

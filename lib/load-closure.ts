@@ -3,7 +3,7 @@
 // the loader's order: DT_RPATH of the needing object and of the objects that loaded it (unless it
 // has DT_RUNPATH), LD_LIBRARY_PATH, its DT_RUNPATH, the loader's cache, the default directories.
 // A candidate of another class or machine is skipped, as the loader skips it.
-import { realpath, stat } from 'node:fs/promises'
+import { realpathSync, statSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { readElf, HOST_ELF, machineName, type ElfInfo } from './elf.ts'
@@ -58,7 +58,7 @@ export function hostDefaultDirs (): string[] {
 export async function loadClosure (program: string, options: ClosureOptions): Promise<Closure> {
   const cache = options.cache ?? await readLdCache()
   const defaultDirs = options.defaultDirs ?? hostDefaultDirs()
-  const exe = await readElf(program)
+  const exe = readElf(program)
   if (exe.bits !== HOST_ELF.bits || exe.machine !== HOST_ELF.machine) {
     throw sourceError(`${program} is a ${exe.bits}-bit ${machineName(exe.machine)} program; this host runs ${HOST_ELF.bits}-bit ${machineName(HOST_ELF.machine)}`,
       'launch it from a host of its own kind, or pass --libs DIR')
@@ -69,24 +69,24 @@ export async function loadClosure (program: string, options: ClosureOptions): Pr
   const byName = new Map<string, LoadedObject>()
   const byFile = new Map<string, LoadedObject>()
   // The program's interpreter is the loader itself, already in memory: a need for it is met.
-  const interpreter = exe.interpreter ? await loadable(exe.interpreter) : undefined
+  const interpreter = exe.interpreter ? loadable(exe.interpreter) : undefined
   if (exe.interpreter) byName.set(path.basename(exe.interpreter), root)
   if (interpreter?.soname) byName.set(interpreter.soname, root)
   const libraryPath = splitPath(options.env.LD_LIBRARY_PATH)
   // The executable's $ORIGIN is where the kernel found it: /proc/self/exe, symlinks resolved.
-  const origins = new Map<LoadedObject, string>([[root, path.dirname(await realpath(program))]])
+  const origins = new Map<LoadedObject, string>([[root, path.dirname(realpathSync(program))]])
   const originOf = (o: LoadedObject) => origins.get(o) ?? path.dirname(o.path)
 
   for (let i = 0; i < objects.length; i++) {
     const from = objects[i] as LoadedObject
     for (const name of from.elf.needed) {
       if (byName.has(name)) continue
-      const found = await locate(name, from, { cwd: options.cwd, libraryPath, cache, defaultDirs, originOf, root })
+      const found = locate(name, from, { cwd: options.cwd, libraryPath, cache, defaultDirs, originOf, root })
       if (!found) {
         throw sourceError(`${name}: cannot open shared object file: No such file or directory (needed by ${from.path})`,
           'build or install it, or add its directory to LD_LIBRARY_PATH before launching')
       }
-      const real = await realpath(found.path)
+      const real = realpathSync(found.path)
       const known = byFile.get(real)
       if (known) {
         byName.set(name, known)
@@ -111,15 +111,15 @@ interface SearchContext {
   readonly root: LoadedObject
 }
 
-async function locate (name: string, from: LoadedObject, ctx: SearchContext): Promise<{ path: string, elf: ElfInfo, foundBy: FoundBy } | undefined> {
-  const tryFile = async (file: string, foundBy: FoundBy) => {
-    const elf = await loadable(file)
+function locate (name: string, from: LoadedObject, ctx: SearchContext): { path: string, elf: ElfInfo, foundBy: FoundBy } | undefined {
+  const tryFile = (file: string, foundBy: FoundBy) => {
+    const elf = loadable(file)
     return elf ? { path: file, elf, foundBy } : undefined
   }
   if (name.includes('/')) return tryFile(path.resolve(ctx.cwd, name), 'path')
-  const inDirs = async (dirs: readonly string[], foundBy: FoundBy) => {
+  const inDirs = (dirs: readonly string[], foundBy: FoundBy) => {
     for (const dir of dirs) {
-      const hit = await tryFile(path.join(dir, name), foundBy)
+      const hit = tryFile(path.join(dir, name), foundBy)
       if (hit) return hit
     }
     return undefined
@@ -127,21 +127,25 @@ async function locate (name: string, from: LoadedObject, ctx: SearchContext): Pr
   if (from.elf.runpath.length === 0) {
     // DT_RPATH of the needing object, then of each object up the chain that loaded it, then the program's.
     for (let o: LoadedObject | undefined = from; o; o = o.neededBy) {
-      const hit = await inDirs(expand(o.elf.rpath, ctx.originOf(o)), 'RPATH')
+      const hit = inDirs(expand(o.elf.rpath, ctx.originOf(o)), 'RPATH')
       if (hit) return hit
     }
   }
-  return await inDirs(ctx.libraryPath, 'LD_LIBRARY_PATH') ??
-    await inDirs(expand(from.elf.runpath, ctx.originOf(from)), 'RUNPATH') ??
-    (from.elf.noDefaultLib ? undefined : await inDirs((ctx.cache.get(name) ?? []).map(path.dirname), 'cache') ?? await inDirs(ctx.defaultDirs, 'default'))
+  return inDirs(ctx.libraryPath, 'LD_LIBRARY_PATH') ??
+    inDirs(expand(from.elf.runpath, ctx.originOf(from)), 'RUNPATH') ??
+    (from.elf.noDefaultLib ? undefined : inDirs((ctx.cache.get(name) ?? []).map(path.dirname), 'cache') ?? inDirs(ctx.defaultDirs, 'default'))
 }
 
 /** An ELF object the loader would map: of this host's class and machine; anything else is skipped. */
-async function loadable (file: string): Promise<ElfInfo | undefined> {
-  const st = await stat(file).catch(() => undefined)
-  if (!st?.isFile()) return undefined
-  const elf = await readElf(file).catch(() => undefined)
-  return elf && elf.bits === HOST_ELF.bits && elf.machine === HOST_ELF.machine ? elf : undefined
+function loadable (file: string): ElfInfo | undefined {
+  let elf: ElfInfo
+  try {
+    if (!statSync(file, { throwIfNoEntry: false })?.isFile()) return undefined
+    elf = readElf(file)
+  } catch {
+    return undefined // unreadable or not ELF: the loader goes on to its next candidate too
+  }
+  return elf.bits === HOST_ELF.bits && elf.machine === HOST_ELF.machine ? elf : undefined
 }
 
 /**

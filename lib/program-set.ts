@@ -3,7 +3,9 @@
 //   network    only what lives on a network or FUSE file system;
 //   nonsystem  that, and everything outside the system directories (the default);
 //   all        every object but the dynamic loader itself, which the kernel maps by its path.
-// The program itself is always served, so every rank execs it from the mount. A Python program
+// The program itself is served, and every rank execs it from the mount (a Python interpreter named
+// as the program excepted: it finds its virtual environment beside the path it is started by,
+// so it runs as given and is served only if the policy says so). A Python program
 // also needs what its imports find: the interpreter is asked for sys.path (the interpreter runs,
 // with -c, never the program), and each directory on it the policy serves is served whole.
 import { execFile } from 'node:child_process'
@@ -52,7 +54,7 @@ export async function programSet (name: string, policy: LibsPolicy, options: Pic
   const program = await realpath(found).catch((err: NodeJS.ErrnoException) => {
     throw usageError(`program ${name} cannot be read: ${err.code}`, 'check the path')
   })
-  const kind = await readFileKind(program)
+  const kind = readFileKind(program)
   if (kind.kind === 'other') {
     throw sourceError(`${name} is neither an ELF program nor a script with a #! line: p2prun cannot tell what it loads`,
       'add a #! line, or pass --libs DIR')
@@ -61,31 +63,34 @@ export async function programSet (name: string, policy: LibsPolicy, options: Pic
   const interpreter = kind.kind === 'elf' ? undefined : await interpreterOf(kind.interpreter, kind.argument, options.env, name)
   const elfProgram = interpreter?.real ?? program
   const closure = await loadClosure(elfProgram, options)
-  const choices: Choice[] = [{ path: program, served: true, why: 'the program: always served' }]
-  if (elfProgram !== program) choices.push(await choose(elfProgram, `the interpreter of ${path.basename(program)}`, policy))
+  const python = PYTHON.test(path.basename(elfProgram))
+  const execFromMount = !(python && kind.kind === 'elf')
+  const choices: Choice[] = [execFromMount
+    ? { path: program, served: true, why: 'the program: always served, and run from the mount' }
+    : choose(program, 'the program, a Python interpreter: run as given, beside its virtual environment', policy)]
+  if (elfProgram !== program) choices.push(choose(elfProgram, `the interpreter of ${path.basename(program)}`, policy))
   if (closure.program.elf.interpreter) {
     choices.push({ path: closure.program.elf.interpreter, served: false, why: 'the dynamic loader: the kernel maps it by this path' })
   }
-  for (const o of closure.objects.slice(1)) choices.push(await choose(o.path, describeFound(o), policy))
-  const libDirs = [...new Set(choices.filter((c) => c.served).slice(1).filter((c) => c.path !== elfProgram).map((c) => path.dirname(c.path)))]
-  const python = PYTHON.test(path.basename(elfProgram))
+  for (const o of closure.objects.slice(1)) choices.push(choose(o.path, describeFound(o), policy))
+  const libDirs = [...new Set(choices.slice(1).filter((c) => c.served && c.path !== elfProgram).map((c) => path.dirname(c.path)))]
   const pythonDirs: string[] = []
   if (python) {
     for (const entry of await pythonPath(interpreter?.given ?? found, options)) {
-      const choice = await choose(entry, 'on Python\'s sys.path', policy)
+      const choice = choose(entry, 'on Python\'s sys.path', policy)
       choices.push(choice)
       if (choice.served) pythonDirs.push(entry)
     }
   }
   const files = choices.filter((c) => c.served && !pythonDirs.includes(c.path)).map((c) => c.path)
-  return { program, execFromMount: !(python && kind.kind === 'elf'), choices, files, libDirs, pythonDirs }
+  return { program, execFromMount, choices, files, libDirs, pythonDirs }
 }
 
 /** python, python3, python3.11: an interpreter whose imports come from sys.path. */
 const PYTHON = /^python\d*(\.\d+)?$/
 
-async function choose (file: string, found: string, policy: LibsPolicy): Promise<Choice> {
-  const remote = await remoteKindOf(file)
+function choose (file: string, found: string, policy: LibsPolicy): Choice {
+  const remote = remoteKindOf(file)
   if (remote) return { path: file, served: true, why: `${found}; on ${remote}` }
   if (policy === 'all') return { path: file, served: true, why: `${found}; --libs-policy all` }
   const system = isSystemPath(file)
@@ -132,7 +137,7 @@ async function interpreterOf (interpreter: string, argument: string | undefined,
   const file = name.includes('/') ? name : await findExecutable(name, env)
   const real = file ? await realpath(file).catch(() => undefined) : undefined
   if (!real) throw sourceError(`${script} is run by ${name}, which is not found here`, 'install it, or give the script\'s interpreter a full path')
-  const kind = await readFileKind(real)
+  const kind = readFileKind(real)
   if (kind.kind !== 'elf') throw sourceError(`${script}'s interpreter ${real} is not an ELF program`, 'pass --libs DIR')
   return { given: file as string, real }
 }

@@ -1,7 +1,7 @@
 // Scans a library directory into the flat, sorted entry list a description is built from.
 // Only lstat/readdir/readlink here: file contents are read (and hashed) once, by description.ts.
 import { lstat, readdir, readlink, realpath, stat } from 'node:fs/promises'
-import type { Stats } from 'node:fs'
+import { lstatSync, realpathSync, statSync, type Stats } from 'node:fs'
 import path from 'node:path'
 import { sourceError } from './errors.ts'
 
@@ -144,18 +144,20 @@ function specialKind (st: Stats): string {
  * the mount. Directories come with their modes. A file reached by several paths is stored once and
  * the other paths are relative links to it. `trees` are scanned directories, placed the same way.
  */
-export async function mirrorTree (files: readonly string[], trees: readonly { readonly dir: string, readonly entries: readonly TreeEntry[] }[]): Promise<TreeEntry[]> {
+export function mirrorTree (files: readonly string[], trees: readonly { readonly dir: string, readonly entries: readonly TreeEntry[] }[]): TreeEntry[] {
+  // Synchronous: a few small calls per file, for which the thread pool's round trips cost more
+  // than the calls; the launcher that builds this serves nothing yet.
   const out = new Map<string, TreeEntry>()
-  const addParents = async (rel: string) => {
+  const addParents = (rel: string) => {
     const parts = rel.split('/')
     for (let i = 1; i < parts.length; i++) {
       const dir = parts.slice(0, i).join('/')
-      if (!out.has(dir)) out.set(dir, toEntry(dir, await stat(`/${dir}`)))
+      if (!out.has(dir)) out.set(dir, toEntry(dir, statSync(`/${dir}`)))
     }
   }
   for (const { dir, entries } of trees) {
     const top = path.resolve(dir).slice(1)
-    await addParents(top)
+    addParents(top)
     for (const e of entries) {
       const rel = e.path === '' ? top : `${top}/${e.path}`
       out.set(rel, { ...e, path: rel })
@@ -165,14 +167,14 @@ export async function mirrorTree (files: readonly string[], trees: readonly { re
   for (const file of [...new Set(files.map((f) => path.resolve(f)))].sort()) {
     const rel = file.slice(1)
     if (out.has(rel)) continue
-    await addParents(rel)
-    const real = await realpath(file)
+    addParents(rel)
+    const real = realpathSync(file)
     const first = firstPathOf.get(real)
     if (first === undefined) {
       firstPathOf.set(real, rel)
-      out.set(rel, toEntry(rel, await stat(file)))
+      out.set(rel, toEntry(rel, statSync(file)))
     } else {
-      const st = await lstat(file)
+      const st = lstatSync(file)
       out.set(rel, { path: rel, type: 'symlink', mode: 0o777, size: 0, mtimeMs: Math.trunc(st.mtimeMs), target: path.posix.relative(path.posix.dirname(rel), first) })
     }
   }

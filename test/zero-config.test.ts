@@ -139,6 +139,7 @@ t.test('bad programs and sets: one line each, nothing left', async (t) => {
     ['32-bit program', [i386], {}, /^p2prun: error: \S+i386-app is a 32-bit x86 \(i386\) program; this host runs 64-bit x86-64 \(hint: /, 1],
     ['damaged ELF', [damaged], {}, /^p2prun: error: \S+damaged-app is a damaged ELF file \(truncated\)/, 1],
     ['a needed library is nowhere', [app], {}, /^p2prun: error: libgreet\.so\.1: cannot open shared object file: No such file or directory \(needed by \S+\/app\)/, 1],
+    ['all is local and in system directories', [SYSTEM_PYTHON, '-c', 'pass'], {}, /^p2prun: error: nothing to serve: everything \/usr\/bin\/python3 loads lies in system directories on local file systems \(hint: /, 1],
     ['unknown policy', ['--libs-policy', 'some', app], {}, /^p2prun: error: --libs-policy: expected one of network, nonsystem, all, got "some"/, 1]
   ]
   for (const [name, args, env, pattern, code] of cases) {
@@ -166,7 +167,7 @@ t.test('--dry-run and describe --for say what is served and why', async (t) => {
   const { app, libs } = await hello(s)
   const dry = await launch(s, dirs, ['--dry-run', '-n', '2', '--launcher', 'local', app], { LD_LIBRARY_PATH: libs })
   t.equal(dry.exitCode, 0, dry.stderr)
-  t.match(dry.stdout, /^# served \(3\):\n# {3}\S+\/app {2}\(the program: always served\)\n# {3}\S+\/libgreet\.so\.1 {2}\(needed by app, found through LD_LIBRARY_PATH; outside the system directories\)\n/)
+  t.match(dry.stdout, /^# served \(3\):\n# {3}\S+\/app {2}\(the program: always served, and run from the mount\)\n# {3}\S+\/libgreet\.so\.1 {2}\(needed by app, found through LD_LIBRARY_PATH; outside the system directories\)\n/)
   t.match(dry.stdout, /^# {3}\/lib64\/ld-linux-x86-64\.so\.2 {2}\(the dynamic loader: the kernel maps it by this path\)$/m)
   t.match(dry.stdout, /^P2PRUN_JOB='<set at launch>' /m, 'then the command')
   const out = path.join(s.dir, 'app.p2p.torrent')

@@ -21,6 +21,8 @@ export const LOCK_FILE = 'agent.lock'
 export const LDPATH_FILE = 'ldpath'
 /** Created by the one rank of a node that reports the agent's failure; the node's other ranks stay quiet. */
 const REPORTED_FILE = 'reported'
+/** Ranks that saw the node's agent fail and left, one file per process. */
+const LEFT_DIR = 'left'
 
 export interface NodeReady {
   readonly mountPoint: string
@@ -56,7 +58,7 @@ export async function prepareRank (program: readonly string[], pid: number, cli:
   const ready = await waitForAgent(stateDir, node, config.startTimeoutMs).catch(async (err: unknown) => {
     // Claimed while this rank is still registered, so the state directory is still there.
     const first = await createOnce(path.join(stateDir, REPORTED_FILE))
-    await leaveFailedNode(stateDir, pid)
+    await leaveFailedNode(stateDir, pid, node.localSize)
     throw first ? err : new AlreadyReported()
   })
   const ldPath = libraryPath(ready.mountPoint, job.libDirs, process.env.LD_LIBRARY_PATH)
@@ -167,12 +169,17 @@ async function exists (file: string): Promise<boolean> {
 }
 
 /**
- * Each rank that saw the failure unregisters; the last one removes the node's state. Two ranks
- * leaving at once may both find themselves last: each removal then meets the other's half-done
- * one (ENOTEMPTY), which rm's retries absorb.
+ * Each rank that saw the failure unregisters; the last one removes the node's state. Last means
+ * none registered and, when the launcher says how many ranks the node has, that many have left:
+ * a rank that registers after the others left would otherwise find no state, start a second
+ * agent and report its failure again. Two ranks leaving at once may both find themselves last:
+ * each removal then meets the other's half-done one (ENOTEMPTY), which rm's retries absorb.
  */
-async function leaveFailedNode (stateDir: string, pid: number): Promise<void> {
+async function leaveFailedNode (stateDir: string, pid: number, localSize: number | undefined): Promise<void> {
+  await mkdir(path.join(stateDir, LEFT_DIR), { recursive: true })
+  await writeFile(path.join(stateDir, LEFT_DIR, String(pid)), '')
   await rm(path.join(stateDir, RANKS_DIR, String(pid)), { force: true })
-  const left = await readdir(path.join(stateDir, RANKS_DIR)).catch(() => [])
-  if (left.length === 0) await rm(stateDir, { recursive: true, force: true, maxRetries: 5 })
+  const registered = await readdir(path.join(stateDir, RANKS_DIR)).catch(() => [])
+  const left = await readdir(path.join(stateDir, LEFT_DIR)).catch(() => [])
+  if (registered.length === 0 && left.length >= (localSize ?? 0)) await rm(stateDir, { recursive: true, force: true, maxRetries: 5 })
 }

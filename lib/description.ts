@@ -95,6 +95,16 @@ export function withLaunchInfo (desc: Description, launch: { trackers?: readonly
   return parseDescription(bytes, { expectInfoHash: desc.infoHash })
 }
 
+/**
+ * The description as peers hand it to each other (swarm/description-exchange.ts): without the
+ * launch's trackers and seeders, which every node takes from its job spec, not from a peer.
+ */
+export function peerShareable (desc: Description): Buffer {
+  const torrent = bencode.decode(desc.torrent) as Dict
+  if (isDict(torrent.p2prun)) delete torrent.p2prun.seeders
+  return Buffer.from(bencode.encode(withTrackers(torrent, [])))
+}
+
 function withTrackers (torrent: Dict, trackers: readonly string[]): Dict {
   delete torrent.announce
   delete torrent['announce-list']

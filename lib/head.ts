@@ -20,6 +20,8 @@ export interface Head {
   readonly stopped: Promise<void>
   uploaded (): number
   maxToOneNode (): number
+  /** Bytes of the description sent to nodes: over HTTP and to peers of the swarm. */
+  descriptionBytes (): number
   peerCount (): number
   /** ms from head start at which each node announced it had the whole set. */
   completions (): readonly number[]
@@ -58,7 +60,9 @@ export async function startHead (desc: Description, source: SourceLayout, config
       verify: config.verifySource,
       uploadLimit: config.uploadLimit,
       deferToPeersMs: config.deferToPeersMs,
-      secret
+      secret,
+      // The tracker lists nodes once they joined, i.e. once they had the description; and the seeder.
+      noOtherHolder: () => tracker.peerCount(desc.infoHash) <= 1
     }, warn)
   } catch (err) {
     await tracker.close()
@@ -74,6 +78,7 @@ export async function startHead (desc: Description, source: SourceLayout, config
     stopped,
     uploaded: () => seeder.uploaded(),
     maxToOneNode: () => seeder.maxToOnePeer(),
+    descriptionBytes: () => tracker.descriptionBytes() + seeder.descriptionBytes(),
     peerCount: () => tracker.peerCount(desc.infoHash),
     completions: () => tracker.completions(),
     close: () => (closing ??= seeder.close().finally(() => tracker.close()))

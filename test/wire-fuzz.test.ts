@@ -5,7 +5,7 @@
 import { randomBytes } from 'node:crypto'
 import net from 'node:net'
 import t from 'tap'
-import { encodeExtensionHandshake, encodePex, UT_PEX_ID } from '../lib/swarm/extensions.ts'
+import { DESC_ID, encodeDescMessage, encodeExtensionHandshake, encodePex, UT_PEX_ID, type DescMessage } from '../lib/swarm/extensions.ts'
 import { newJobSecret, proof } from '../lib/swarm/job-auth.ts'
 import { Wire, type WireHandler } from '../lib/swarm/wire.ts'
 import { acceptedSockets as sockets, handshake, message, u32 } from './helpers/peer-wire.ts'
@@ -197,7 +197,8 @@ t.test('job proofs and peer exchange: malformed extension messages end the conne
   await wire.ready
   t.equal(wire.listenPort, 7000, 'a good proof opens the connection and names the peer\'s port')
   const told: string[][] = []
-  wire.attach({ ...counting().handler, onPex: (_w, addresses) => { told.push(addresses) } })
+  const asked: DescMessage[] = []
+  wire.attach({ ...counting().handler, onPex: (_w, addresses) => { told.push(addresses) }, onDesc: (_w, msg) => { asked.push(msg) } })
   for (let i = 0; i < 200; i++) {
     const body = i % 2 === 0 ? mutate(encodePex(UT_PEX_ID, ['10.0.0.1:7000', '10.0.0.2:7001']), rand) : randomBytesFrom(rand, Math.floor(rand() * 40))
     wire.receive(Buffer.concat([u32(1 + body.length), Buffer.from([20]), body]), false)
@@ -206,4 +207,13 @@ t.test('job proofs and peer exchange: malformed extension messages end the conne
   const last = encodePex(UT_PEX_ID, ['10.0.0.3:7002'])
   wire.receive(Buffer.concat([u32(1 + last.length), Buffer.from([20]), last]), false)
   t.ok(told.some((a) => a.includes('10.0.0.3:7002')), 'a good peer exchange message still gets through')
+  for (let i = 0; i < 200; i++) {
+    const good = encodeDescMessage(DESC_ID, i % 4 === 0 ? { type: 'data', piece: 0, totalSize: 40, data: randomBytes(40) } : { type: 'request', piece: i })
+    const body = i % 2 === 0 ? mutate(good, rand) : randomBytesFrom(rand, Math.floor(rand() * 60))
+    wire.receive(Buffer.concat([u32(1 + body.length), Buffer.from([20]), body]), false)
+  }
+  t.notOk(wire.destroyed, '200 malformed description messages: ignored, the connection stands')
+  const request = encodeDescMessage(DESC_ID, { type: 'request', piece: 7 })
+  wire.receive(Buffer.concat([u32(1 + request.length), Buffer.from([20]), request]), false)
+  t.same(asked.at(-1), { type: 'request', piece: 7 }, 'a good description request still gets through')
 })

@@ -1,7 +1,7 @@
 // `p2prun node-agent STATE_DIR` (internal): one node's agent for one launch, started detached by the
-// node's first rank. Gets the description from the head (checked against the infohash the launcher
-// handed out), mounts it on the swarm, says ready, and stays until the node's last rank has ended —
-// however it ended — then unmounts and removes its state.
+// node's first rank. Gets the description from peers that have it, else from the head (checked
+// against the infohash the launcher handed out), mounts it on the swarm, says ready, and stays
+// until the node's last rank has ended — however it ended — then unmounts and removes its state.
 import { readdir, rm, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { setTimeout as delay } from 'node:timers/promises'
@@ -10,8 +10,8 @@ import { loadConfig } from '../../lib/config.ts'
 import { parseDescription, type Description } from '../../lib/description.ts'
 import { formatError, networkReason, P2prunError } from '../../lib/errors.ts'
 import { writeAtomic } from '../../lib/files.ts'
-import { decodeJob, expandTemplate, JOB_ENV, libraryPath } from '../../lib/job.ts'
-import { parseJobSecret, withProof } from '../../lib/swarm/job-auth.ts'
+import { decodeJob, expandTemplate, JOB_ENV, libraryPath, type JobSpec } from '../../lib/job.ts'
+import { parseJobSecret, withProof, type JobSecret } from '../../lib/swarm/job-auth.ts'
 import { isAlive } from '../agent-state.ts'
 import { action, agentOptions, nodeOptions, untilSignal } from '../cli-support.ts'
 import { FAILED_FILE, LDPATH_FILE, RANKS_DIR, READY_FILE } from '../rank-step.ts'
@@ -35,8 +35,9 @@ export function registerNodeAgent (program: Command): void {
       let agent
       try {
         const secret = job.secret === undefined ? undefined : parseJobSecret(job.secret, `${JOB_ENV}'s secret`)
-        const desc = await fetchDescription(withProof(job.descriptionUrl, secret, 'description', Buffer.from(job.infoHash, 'hex')),
-          job.infoHash, opts.node, config.stallTimeoutMs)
+        const desc = (secret && await descriptionFromPeers(job, secret, log)) ??
+          await fetchDescription(withProof(job.descriptionUrl, secret, 'description', Buffer.from(job.infoHash, 'hex')),
+            job.infoHash, opts.node, config.stallTimeoutMs)
         const { Agent } = await import('../../lib/agent.ts')
         const mountPoint = expandTemplate(job.mountPoint, { infoHash: desc.infoHash, nodeName: opts.node, launchId: opts.launchId ?? job.launchId })
         agent = await Agent.start(agentOptions(config, desc, mountPoint, {
@@ -60,6 +61,35 @@ export function registerNodeAgent (program: Command): void {
       }
     }))
 }
+
+/**
+ * The description from peers of the job's swarm (swarm/description-exchange.ts), checked against
+ * the infohash; undefined if none handed it over in time: the head is asked then.
+ */
+async function descriptionFromPeers (job: JobSpec, secret: JobSecret, log: (line: string) => void): Promise<Description | undefined> {
+  const { fetchDescriptionFromPeers } = await import('../../lib/swarm/description-exchange.ts')
+  let desc: Description | undefined
+  const bytes = await fetchDescriptionFromPeers({
+    infoHash: Buffer.from(job.infoHash, 'hex'),
+    secret,
+    trackers: job.trackers,
+    seeders: job.seeders,
+    deadlineMs: PEER_DESCRIPTION_MS,
+    accept: (candidate) => {
+      try {
+        desc = parseDescription(candidate, { source: 'a peer', expectInfoHash: job.infoHash })
+        return true
+      } catch {
+        return false // another peer may have the right one
+      }
+    }
+  })
+  if (!bytes) log(`no peer handed over the description in ${PEER_DESCRIPTION_MS / 1000} s: asking the head`)
+  return desc
+}
+
+/** How long a node tries peers for the description before it asks the head over HTTP. */
+const PEER_DESCRIPTION_MS = 10_000
 
 /** `url` carries the request's proof: messages name it without. */
 async function fetchDescription (url: string, infoHash: string, node: string, timeoutMs: number): Promise<Description> {

@@ -9,7 +9,7 @@ import { access, constants, readdir } from 'node:fs/promises'
 import { constants as osConstants } from 'node:os'
 import { loadConfig, type Config } from '../../lib/config.ts'
 import { isExecutable, programCandidates } from '../../lib/files.ts'
-import { formatBytes, type Description } from '../../lib/description.ts'
+import { formatBytes, peerShareable, type Description } from '../../lib/description.ts'
 import { networkReason, P2prunError, usageError } from '../../lib/errors.ts'
 import type { Head } from '../../lib/head.ts'
 import { decodeJob, encodeJob, JOB_ENV, SLURM_LAUNCH, type JobSpec } from '../../lib/job.ts'
@@ -130,7 +130,7 @@ async function checkProgram (name: string, env: NodeJS.ProcessEnv): Promise<void
   throw usageError(`program ${name} not found`, name.includes('/') ? 'check the path' : 'give its path, or put it on PATH')
 }
 
-type HeadLike = Pick<Head, 'trackerUrl' | 'descriptionUrl' | 'uploaded' | 'maxToOneNode' | 'peerCount' | 'completions' | 'close'> &
+type HeadLike = Pick<Head, 'trackerUrl' | 'descriptionUrl' | 'uploaded' | 'maxToOneNode' | 'descriptionBytes' | 'peerCount' | 'completions' | 'close'> &
   { seederAddress?: string, secret?: JobSecret }
 
 /**
@@ -163,7 +163,7 @@ async function headFor (args: RunArgs, desc: Description, layout: SourceLayout, 
       { hint: 'serve a description of the same directory there' })
   }
   const none = () => 0
-  return { trackerUrl, descriptionUrl, secret, uploaded: none, maxToOneNode: none, peerCount: none, completions: () => [], close: async () => {} }
+  return { trackerUrl, descriptionUrl, secret, uploaded: none, maxToOneNode: none, descriptionBytes: none, peerCount: none, completions: () => [], close: async () => {} }
 }
 
 /** Runs the launcher in the foreground; signals go to it (it stops the ranks); its exit code is ours. */
@@ -217,8 +217,8 @@ function summary (head: HeadLike, desc: Description, seconds: number): string {
   const done = head.completions()
   const allReady = done.length > 0 ? `${(Math.max(...done) / 1000).toFixed(2)} s` : 'n/a'
   return `p2prun: ${done.length} nodes had the whole set, the last after ${allReady}; head sent ${formatBytes(up)} ` +
-    `= ${(up / desc.totalBytes).toFixed(2)}x the ${formatBytes(desc.totalBytes)} set, at most ${formatBytes(head.maxToOneNode())} to one node; ` +
-    `launch took ${seconds.toFixed(2)} s`
+    `= ${(up / desc.totalBytes).toFixed(2)}x the ${formatBytes(desc.totalBytes)} set, at most ${formatBytes(head.maxToOneNode())} to one node, ` +
+    `and ${formatBytes(head.descriptionBytes())} of descriptions = ${(head.descriptionBytes() / peerShareable(desc).length).toFixed(2)}x one; launch took ${seconds.toFixed(2)} s`
 }
 
 function shellQuote (word: string): string {

@@ -12,6 +12,12 @@ const http = process.getBuiltinModule('node:http')
 
 export type AnnounceEvent = 'started' | 'completed' | 'stopped' | undefined
 
+/**
+ * An announce with this parameter set to 1 only asks for peers: the peer is not registered. A
+ * node that has no description yet peeks, to find peers to get it from: everyone registered has it.
+ */
+export const PEEK_PARAM = 'p2prun_peek'
+
 export interface Progress {
   readonly uploaded: number
   readonly downloaded: number
@@ -102,26 +108,42 @@ export class Announcer {
     const query = `info_hash=${escapeBytes(this.opts.infoHash)}&peer_id=${escapeBytes(this.opts.peerId)}` +
       `&port=${this.opts.port}&uploaded=${uploaded}&downloaded=${downloaded}&left=${left}&compact=1` +
       `&numwant=${event === 'stopped' ? 0 : this.opts.numwant}${event ? `&event=${event}` : ''}`
-    const url = withProof(`${tracker}${tracker.includes('?') ? '&' : '?'}${query}`, this.opts.secret, 'announce', this.opts.infoHash, this.opts.peerId)
-    return new Promise((resolve, reject) => {
-      const req = http.get(url, { timeout: timeoutMs, agent: false }, (res) => {
-        const chunks: Buffer[] = []
-        res.on('data', (c: Buffer) => chunks.push(c))
-        res.on('end', () => {
-          try {
-            const reply = bencode.decode(Buffer.concat(chunks))
-            if (typeof reply !== 'object' || reply === null) throw new Error('not a dictionary')
-            resolve(reply as Record<string, unknown>)
-          } catch (err) {
-            reject(new Error(`HTTP ${res.statusCode}, not a tracker reply (${(err as Error).message})`))
-          }
-        })
-        res.on('error', reject)
-      })
-      req.on('timeout', () => req.destroy(new Error(`no reply in ${timeoutMs / 1000} s`)))
-      req.on('error', reject)
-    })
+    return trackerRequest(withProof(`${tracker}${tracker.includes('?') ? '&' : '?'}${query}`, this.opts.secret, 'announce', this.opts.infoHash, this.opts.peerId), timeoutMs)
   }
+}
+
+/**
+ * Peers that have the description, without registering as one (p2prun's tracker lists only nodes
+ * that joined, and a node joins once it has the description); errors if the tracker fails.
+ */
+export async function peekPeers (tracker: string, opts: { infoHash: Buffer, peerId: Buffer, secret?: JobSecret, numwant: number, timeoutMs: number }): Promise<string[]> {
+  const query = `info_hash=${escapeBytes(opts.infoHash)}&peer_id=${escapeBytes(opts.peerId)}&port=1&uploaded=0&downloaded=0&left=1` +
+    `&compact=1&numwant=${opts.numwant}&${PEEK_PARAM}=1`
+  const reply = await trackerRequest(withProof(`${tracker}${tracker.includes('?') ? '&' : '?'}${query}`, opts.secret, 'announce', opts.infoHash, opts.peerId), opts.timeoutMs)
+  if (reply['failure reason'] !== undefined) throw new Error(`tracker ${tracker} refused: ${text(reply['failure reason'])}`)
+  return peersOf(reply.peers)
+}
+
+/** One GET to a tracker: its bencoded reply. */
+function trackerRequest (url: string, timeoutMs: number): Promise<Record<string, unknown>> {
+  return new Promise((resolve, reject) => {
+    const req = http.get(url, { timeout: timeoutMs, agent: false }, (res) => {
+      const chunks: Buffer[] = []
+      res.on('data', (c: Buffer) => chunks.push(c))
+      res.on('end', () => {
+        try {
+          const reply = bencode.decode(Buffer.concat(chunks))
+          if (typeof reply !== 'object' || reply === null) throw new Error('not a dictionary')
+          resolve(reply as Record<string, unknown>)
+        } catch (err) {
+          reject(new Error(`HTTP ${res.statusCode}, not a tracker reply (${(err as Error).message})`))
+        }
+      })
+      res.on('error', reject)
+    })
+    req.on('timeout', () => req.destroy(new Error(`no reply in ${timeoutMs / 1000} s`)))
+    req.on('error', reject)
+  })
 }
 
 /** Compact peers (6 bytes each: IPv4, port) or the original list of dictionaries. */

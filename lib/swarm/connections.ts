@@ -8,6 +8,8 @@ import type { JobSecret } from './job-auth.ts'
 import { setRcvLowat } from './low-water.ts'
 import { hostPort, plainIp } from './peer-address.ts'
 import { Wire, type WireHandler } from './wire.ts'
+import type { DescriptionServer } from './description-exchange.ts'
+import type { DescMessage } from './extensions.ts'
 
 export interface ConnectionsOptions {
   readonly infoHash: Buffer
@@ -27,6 +29,8 @@ export interface ConnectionsOptions {
   readonly learnPeers: boolean
   /** Told, once per address, why a persistent address (the head's seeder) was reached but refused. */
   readonly warn?: (line: string) => void
+  /** Hands peers the description (job-only swarms: the exchange needs the job's proof). */
+  readonly description?: DescriptionServer
 }
 
 const HANDSHAKE_TIMEOUT_MS = 10_000
@@ -221,7 +225,8 @@ export class Connections {
       infoHash: this.opts.infoHash, peerId: this.opts.peerId, pieceCount: this.opts.pieceCount, outgoing, timeoutMs: HANDSHAKE_TIMEOUT_MS,
       lowWater: setRcvLowat && ((bytes) => setRcvLowat?.(socket, bytes)),
       secret: this.opts.secret,
-      listenPort: this.port
+      listenPort: this.port,
+      descSize: this.opts.description?.size
     })
   }
 
@@ -246,7 +251,12 @@ export class Connections {
     this.wires.set(wire.peerId, wire)
     wire.socket.once('close', () => this.lost(wire))
     this.opts.onWire(wire)
-    wire.attach(this.opts.learnPeers ? { ...this.opts.handler, onPex: (_w, addresses) => { for (const a of addresses) this.dial(a) } } : this.opts.handler)
+    const description = this.opts.description
+    wire.attach({
+      ...this.opts.handler,
+      ...(this.opts.learnPeers ? { onPex: (_w: Wire, addresses: string[]) => { for (const a of addresses) this.dial(a) } } : {}),
+      ...(description ? { onDesc: (w: Wire, msg: DescMessage) => description.onDesc(w, msg) } : {})
+    })
     wire.pex(this.listenAddresses(wire))
     return true
   }

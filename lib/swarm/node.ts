@@ -13,7 +13,7 @@ import { readSync, statfsSync, writeSync } from 'node:fs'
 import { mkdtemp, open, rm, type FileHandle } from 'node:fs/promises'
 import path from 'node:path'
 import type { SourceLayout } from '../source-layout.ts'
-import { formatBytes, type DescribedEntry, type Description } from '../description.ts'
+import { formatBytes, peerShareable, type DescribedEntry, type Description } from '../description.ts'
 import { swarmError } from '../errors.ts'
 import { remoteKind } from '../file-systems.ts'
 import { clipRange, type ByteSource, type LocalView } from '../store.ts'
@@ -21,6 +21,7 @@ import { Announcer } from './announce.ts'
 import { Assembly, pieceSize } from './assembly.ts'
 import { Bitfield } from './bitfield.ts'
 import { Connections } from './connections.ts'
+import { DescriptionServer, NODE_DESC_PEERS } from './description-exchange.ts'
 import type { JobSecret } from './job-auth.ts'
 import { addressToward } from './local-address.ts'
 import { isHeadPeerId, newPeerId } from './peer-id.ts'
@@ -126,7 +127,8 @@ export class SwarmNode implements ByteSource {
     try {
       node.connections = await Connections.listen({
         infoHash, peerId, pieceCount: desc.pieceCount, host, port: opts.port, maxConns: opts.maxConns, secret: opts.secret, learnPeers: true, warn,
-        handler: node.wireHandler(), onWire: (wire) => node.onWire(wire)
+        handler: node.wireHandler(), onWire: (wire) => node.onWire(wire),
+        description: opts.secret && new DescriptionServer(peerShareable(desc), NODE_DESC_PEERS)
       })
     } catch (err) {
       await node.close()

@@ -1,12 +1,13 @@
 // The head's seeder: serves the source directory to the swarm, straight from the source files.
 import { stat } from 'node:fs/promises'
 import { sourcePath, type SourceLayout } from '../source-layout.ts'
-import type { Description } from '../description.ts'
+import { peerShareable, type Description } from '../description.ts'
 import { sourceError } from '../errors.ts'
 import { Announcer } from './announce.ts'
 import { pieceSize } from './assembly.ts'
 import { Bitfield } from './bitfield.ts'
 import { Connections } from './connections.ts'
+import { DescriptionServer, HEAD_DESC_PEERS } from './description-exchange.ts'
 import type { JobSecret } from './job-auth.ts'
 import { newPeerId } from './peer-id.ts'
 import { PieceCache } from './piece-cache.ts'
@@ -15,6 +16,8 @@ import { sourceFilesOf, type SourceFiles } from './source-files.ts'
 import { servable, type BlockRequest, type Wire } from './wire.ts'
 
 export interface SeederOptions {
+  /** Whether no node that has the description is listed now: the head then hands it to any who asks. */
+  readonly noOtherHolder?: () => boolean
   readonly host: string
   readonly port: number
   readonly trackers: readonly string[]
@@ -41,6 +44,8 @@ export interface Seeder {
   uploaded (): number
   /** The most bytes sent to any one peer: how much of the set a node got from the head at worst. */
   maxToOnePeer (): number
+  /** Bytes of the description handed to peers (p2prun_desc). */
+  descriptionBytes (): number
   close (): Promise<void>
 }
 
@@ -61,9 +66,10 @@ export async function startSeeder (desc: Description, layout: SourceLayout, opts
     const serving = new Serving(desc, source, opts, warn)
     const peerId = newPeerId('head')
     const infoHash = Buffer.from(desc.infoHash, 'hex')
+    const description = opts.secret && new DescriptionServer(peerShareable(desc), HEAD_DESC_PEERS, opts.noOtherHolder)
     const connections = await Connections.listen({
       infoHash, peerId, pieceCount: desc.pieceCount, host: opts.host, port: opts.port, maxConns: opts.maxConns, secret: opts.secret, learnPeers: false,
-      handler: serving.handler(), onWire: (wire) => serving.onWire(wire)
+      handler: serving.handler(), onWire: (wire) => serving.onWire(wire), description
     })
     // The head announces only to be listed: nodes dial it, it dials no one.
     const announcer = new Announcer({
@@ -79,6 +85,7 @@ export async function startSeeder (desc: Description, layout: SourceLayout, opts
       verified: verify,
       uploaded: () => serving.uploaded,
       maxToOnePeer: () => Math.max(0, ...serving.toPeer.values()),
+      descriptionBytes: () => description ? description.sent : 0,
       close: () => (closing ??= (async () => {
         await Promise.all([announcer.stop(), connections.close()])
         await source.close()

@@ -13,6 +13,7 @@ import { P2prunError } from '../errors.ts'
 import { AUTH_PARAM, proofMatches, type JobSecret } from './job-auth.ts'
 import { encodeCompact, plainIp } from './peer-address.ts'
 import { isHeadPeerId } from './peer-id.ts'
+import { PEEK_PARAM } from './announce.ts'
 
 export interface TrackerOptions {
   readonly host: string
@@ -35,8 +36,11 @@ export interface Tracker {
   peerCount (infoHash: string): number
   /** ms since the tracker started at which each peer announced it had everything. */
   completions (): readonly number[]
+  /** Bytes of descriptions sent (GET DESCRIPTION_PATH…). */
+  descriptionBytes (): number
   close (): Promise<void>
 }
+
 
 export const DESCRIPTION_PATH = '/p2prun/'
 /** Nodes announce again after this long; a whole job fits in it, and nodes that leave say so. */
@@ -106,6 +110,7 @@ export async function startTracker (opts: TrackerOptions): Promise<Tracker> {
   const swarms = new Map(opts.infoHashes.map((h) => [h.toLowerCase(), new Swarm()]))
   const started = performance.now()
   const completed: number[] = []
+  let descriptionBytes = 0
 
   const announce = (query: Query, remoteIp: string): Record<string, unknown> => {
     const infoHash = query.bytes('info_hash')
@@ -122,6 +127,9 @@ export async function startTracker (opts: TrackerOptions): Promise<Tracker> {
     }
     const id = peerId.toString('hex')
     const event = query.text('event')
+    const wanted = Number(query.text('numwant') ?? DEFAULT_NUMWANT)
+    const numwant = Math.min(Number.isInteger(wanted) && wanted >= 0 ? wanted : DEFAULT_NUMWANT, opts.announcePeers)
+    if (query.text(PEEK_PARAM) === '1') return { interval: INTERVAL_S, peers: encodeCompact(swarm.sample(numwant, id).map((p) => `${p.ip}:${p.port}`)) }
     if (event === 'stopped') {
       swarm.remove(id)
       return { interval: INTERVAL_S, peers: Buffer.alloc(0) }
@@ -138,8 +146,6 @@ export async function startTracker (opts: TrackerOptions): Promise<Tracker> {
     }
     if (complete && !peer.complete && !isHeadPeerId(id)) completed.push(Math.round(performance.now() - started))
     swarm.setComplete(peer, complete)
-    const wanted = Number(query.text('numwant') ?? DEFAULT_NUMWANT)
-    const numwant = Math.min(Number.isInteger(wanted) && wanted >= 0 ? wanted : DEFAULT_NUMWANT, opts.announcePeers)
     const peers = swarm.sample(numwant, id)
     return {
       interval: INTERVAL_S,
@@ -173,6 +179,7 @@ export async function startTracker (opts: TrackerOptions): Promise<Tracker> {
     if (opts.secret && !proofMatches(opts.secret, query.text(AUTH_PARAM), 'description', Buffer.from(infoHash, 'hex'))) {
       return reply(403, 'this description is only for the job\'s nodes\n')
     }
+    descriptionBytes += body.length
     reply(200, body, 'application/x-bittorrent')
   }
   const server = http.createServer((req, res) => {
@@ -198,6 +205,7 @@ export async function startTracker (opts: TrackerOptions): Promise<Tracker> {
   return {
     port: typeof address === 'object' && address ? address.port : opts.port,
     completions: () => completed,
+    descriptionBytes: () => descriptionBytes,
     peerCount: (infoHash) => swarms.get(infoHash.toLowerCase())?.peers.length ?? 0,
     close: () => (closing ??= new Promise<void>((resolve) => {
       server.close(() => resolve())

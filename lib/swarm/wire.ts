@@ -12,7 +12,7 @@
 // block.
 import type { Socket } from 'node:net'
 import { Bitfield } from './bitfield.ts'
-import { decodeExtensionHandshake, decodePex, encodeExtensionHandshake, encodePex, UT_PEX_ID } from './extensions.ts'
+import { decodeDescMessage, decodeExtensionHandshake, decodePex, DESC_ID, encodeDescMessage, encodeExtensionHandshake, encodePex, UT_PEX_ID, type DescMessage } from './extensions.ts'
 import { proof, proofMatches, type JobSecret } from './job-auth.ts'
 
 /** The unit pieces are assembled in, and the request size BEP 3 clients accept. */
@@ -52,6 +52,8 @@ export interface WireHandler {
   onClose (wire: Wire): void
   /** Peers the peer is connected to (ut_pex), as host:port. */
   onPex? (wire: Wire, addresses: string[]): void
+  /** A piece of the description asked for, sent, or refused (p2prun_desc). */
+  onDesc? (wire: Wire, msg: DescMessage): void
 }
 
 const PROTOCOL = Buffer.from('\x13BitTorrent protocol', 'latin1')
@@ -96,6 +98,13 @@ export interface HandshakeOptions {
   readonly secret?: JobSecret
   /** The port we listen on, told to the peer in that handshake (for its peer exchange). */
   readonly listenPort?: number
+  /** The size of the description we can send (p2prun_desc), told in that handshake. */
+  readonly descSize?: number
+  /**
+   * A connection only to fetch the description (we do not know the pieces yet): the peer's piece
+   * messages (bitfield, have…) are not checked against a piece count, only ignored.
+   */
+  readonly descOnly?: boolean
 }
 
 export class Wire {
@@ -132,7 +141,10 @@ export class Wire {
   private peerIdBytes = Buffer.alloc(0)
   /** What the peer's extension handshake said: its ut_pex id and the port it listens on. */
   private peerPexId: number | undefined
+  private peerDescId: number | undefined
   listenPort: number | undefined
+  /** The size of the description the peer can send (its extension handshake); undefined: none. */
+  peerDescSize: number | undefined
   /** Whether writes are being gathered until the end of this event-loop turn. */
   private corked = false
   private readonly chunks: Buffer[] = []
@@ -230,6 +242,13 @@ export class Wire {
     if (this.fast) this.send(MSG.reject, triple(req))
   }
 
+  /** A p2prun_desc message, if the peer takes them; false if it does not. */
+  desc (msg: DescMessage): boolean {
+    if (this.peerDescId === undefined) return false
+    this.send(EXTENDED, encodeDescMessage(this.peerDescId, msg))
+    return true
+  }
+
   /** Tells the peer of other peers (ut_pex), if it takes such messages. */
   pex (addresses: readonly string[]): void {
     if (this.peerPexId !== undefined && addresses.length > 0) this.send(EXTENDED, encodePex(this.peerPexId, addresses))
@@ -289,7 +308,7 @@ export class Wire {
     if (((got[25] ?? 0) & EXTENSION_BIT) === 0) return this.failProof('it cannot prove the job\'s secret')
     this.phase = 'proof'
     const auth = proof(this.opts.secret, 'peer', this.opts.infoHash, this.opts.peerId, this.peerIdBytes)
-    this.send(EXTENDED, encodeExtensionHandshake(auth, this.opts.listenPort ?? 0))
+    this.send(EXTENDED, encodeExtensionHandshake(auth, this.opts.listenPort ?? 0, this.opts.descSize))
   }
 
   /** The peer's first message must be its BEP 10 handshake, with the proof made for this pair of peers. */
@@ -300,6 +319,8 @@ export class Wire {
       return this.failProof('its proof of the job\'s secret is missing or wrong')
     }
     this.peerPexId = handshake.pexId
+    this.peerDescId = handshake.descId
+    this.peerDescSize = handshake.descSize
     this.listenPort = handshake.listenPort
     this.open()
   }
@@ -392,6 +413,7 @@ export class Wire {
     const fixed = FIXED_LENGTH.get(id)
     if (fixed !== undefined && msg.length !== fixed) return this.destroy(`sent message ${id} of ${msg.length} bytes, not ${fixed}`)
     if (FAST_ONLY.has(id) && !this.fast) return this.destroy(`sent message ${id} of the Fast Extension, which it did not announce`)
+    if (this.opts.descOnly && id !== EXTENDED) return
     switch (id) {
       case MSG.choke:
         this.peerChoking = true
@@ -439,9 +461,14 @@ export class Wire {
         if (req) h.onReject(this, req)
         return
       }
-      case EXTENDED:
-        if (msg[1] === UT_PEX_ID && this.phase === 'messages' && this.opts.secret) h.onPex?.(this, decodePex(msg.subarray(1)))
+      case EXTENDED: {
+        // Extension messages come from peers that proved the job's secret only.
+        if (this.phase !== 'messages' || !this.opts.secret) return
+        if (msg[1] === UT_PEX_ID) return h.onPex?.(this, decodePex(msg.subarray(1)))
+        const desc = msg[1] === DESC_ID ? decodeDescMessage(msg.subarray(1)) : undefined
+        if (desc) h.onDesc?.(this, desc)
         return
+      }
       // cancel: requests are answered as they arrive, so a cancel always comes too late.
       // Anything else (port, suggest, allowed-fast, extensions we did not announce) is ignored.
     }

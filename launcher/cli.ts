@@ -8,6 +8,7 @@ import v8 from 'node:v8'
 import { Command, CommanderError } from 'commander'
 import { quote, usageError } from '../lib/errors.ts'
 import { VERSION } from '../lib/version.ts'
+import { envNameOf, SETTINGS, SITE_CONFIG_FILE, type SettingName } from '../lib/config.ts'
 import { reportError } from './cli-support.ts'
 
 // Node 24 can deadlock at exit: the main thread joins V8's worker threads while a background Maglev
@@ -23,11 +24,12 @@ const CLI = [path.join(BIN, 'p2prun')]
 const program = new Command('p2prun')
   .usage('[options] [launcher options] PROGRAM [ARGS...]  |  p2prun COMMAND ...')
   .description('Launch an MPI/Slurm job whose shared libraries load peer-to-peer from a BitTorrent-backed FUSE mount.\n\n' +
-    'Launch options: --libs DIR|auto (repeatable; default auto: what the program loads),\n' +
-    '--libs-policy network|nonsystem|all, --launcher auto|local|openmpi|mpich|srun, --seeder URL,\n' +
-    '--mode block|file|eager, --mount-point TEMPLATE, --config FILE, --dry-run, --quiet, --stats.\n' +
-    'Every other option goes to the launcher unchanged; "--" ends p2prun\'s options.\n' +
+    'Launch options: --libs DIR|auto (repeatable; default auto: what the program loads), ' +
+    '--libs-policy network|nonsystem|all, --launcher auto|local|openmpi|mpich|srun, --seeder URL, ' +
+    '--mode block|file|eager, --mount-point TEMPLATE, --config FILE, --dry-run, --quiet, --stats. ' +
+    'Every other option goes to the launcher unchanged; "--" ends p2prun\'s options.\n\n' +
     'Example: p2prun -n 4 ./app')
+  .addHelpText('after', settingsHelp)
   .version(VERSION)
   .option('--config <file>', 'YAML settings file (default: ./p2prun.yaml if present)')
   .configureHelp({ sortSubcommands: false })
@@ -35,6 +37,21 @@ const program = new Command('p2prun')
   // message and exit code 1, p2prun's one line and exit code 2, below. Commands inherit this.
   .exitOverride()
   .configureOutput({ outputError: () => {} })
+
+/** Every setting, as the variable that sets it: flags win over variables, variables over the files. */
+function settingsHelp (): string {
+  const rows: [string, string][] = [
+    ...(Object.keys(SETTINGS) as SettingName[]).map((n): [string, string] => [envNameOf(n), SETTINGS[n].help]),
+    ['P2PRUN_SECRET', 'the job\'s secret (hex), for `p2prun serve` and --seeder'],
+    ['P2PRUN_CONFIG', 'the user\'s settings file (like --config)'],
+    ['P2PRUN_SITE_CONFIG', `the site's settings file (default ${SITE_CONFIG_FILE})`],
+    ['P2PRUN_NODE_PER_RANK', '1: every rank is its own node (to emulate nodes on one host)']
+  ]
+  const width = Math.max(...rows.map(([name]) => name.length))
+  return '\nSettings (each also --NAME on the commands that take it, and NAME: in a settings file; flags ' +
+    'win over variables, variables over the user\'s file, the user\'s file over the site\'s):\n' +
+    rows.map(([name, help]) => `  ${name.padEnd(width)}  ${help}`).join('\n') + '\n'
+}
 
 // Each command's module, imported only when that command runs (or for the full help): every rank
 // runs `rank-prepare` and every node an agent, so their start-up should not pay for the others'.

@@ -63,6 +63,8 @@ export async function prepareRank (program: readonly string[], pid: number, cli:
   })
   const ldPath = libraryPath(ready.mountPoint, job.libDirs, process.env.LD_LIBRARY_PATH)
   const env = {
+    // The program may want its own files from the mount (data beside the libraries, plugins).
+    P2PRUN_MOUNT: ready.mountPoint,
     ...await auditEnv(ready.mountPoint, job, node),
     ...(job.pythonPath ? { PYTHONPATH: libraryPath(ready.mountPoint, job.pythonPath, process.env.PYTHONPATH) } : {})
   }

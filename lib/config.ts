@@ -1,6 +1,7 @@
-// Every setting p2prun reads, from three layers: command-line flags, then P2PRUN_* environment
-// variables, then a YAML file (./p2prun.yaml, or --config / P2PRUN_CONFIG). Values are parsed and
-// checked here, once; the rest of the code receives a frozen, typed Config and trusts it.
+// Every setting p2prun reads, from four layers: command-line flags, then P2PRUN_* environment
+// variables, then the user's YAML file (./p2prun.yaml, or --config / P2PRUN_CONFIG), then the
+// site's (/etc/p2prun/p2prun.yaml, or P2PRUN_SITE_CONFIG). Values are parsed and checked here,
+// once; the rest of the code receives a frozen, typed Config and trusts it.
 import { readFile } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
@@ -120,8 +121,12 @@ export interface ConfigSources {
   readonly configFile?: string
 }
 
+/** The site's settings, below the user's: where an administrator sets the store, ports, policies. */
+export const SITE_CONFIG_FILE = '/etc/p2prun/p2prun.yaml'
+
 export async function loadConfig (sources: ConfigSources): Promise<Config> {
-  const yaml = await loadYaml(sources)
+  const user = await loadYaml(sources.configFile ?? (sources.env.P2PRUN_CONFIG || undefined), 'p2prun.yaml', sources.cwd)
+  const site = await loadYaml(sources.env.P2PRUN_SITE_CONFIG || undefined, SITE_CONFIG_FILE, sources.cwd)
   const out: Record<string, unknown> = { ...DEFAULTS }
   for (const name of Object.keys(SETTINGS) as SettingName[]) {
     const spec: Spec = SETTINGS[name]
@@ -129,12 +134,13 @@ export async function loadConfig (sources: ConfigSources): Promise<Config> {
     const flag = sources.flags[name]
     const envValue = sources.env[envName]
     let parsed: unknown
+    let where: string
+    const yaml = user.values[name] !== undefined ? user : site
     // Relative paths are relative to where they were written: the YAML file's directory, else cwd.
-    if (flag !== undefined) parsed = parseValue(spec, flag, `--${name}`, sources.cwd)
-    else if (envValue !== undefined && envValue !== '') parsed = parseValue(spec, envValue, envName, sources.cwd)
-    else if (yaml.values[name] !== undefined) parsed = parseValue(spec, yaml.values[name], `${name} in ${yaml.file}`, path.dirname(yaml.file))
+    if (flag !== undefined) parsed = parseValue(spec, flag, where = `--${name}`, sources.cwd)
+    else if (envValue !== undefined && envValue !== '') parsed = parseValue(spec, envValue, where = envName, sources.cwd)
+    else if (yaml.values[name] !== undefined) parsed = parseValue(spec, yaml.values[name], where = `${name} in ${yaml.file}`, path.dirname(yaml.file))
     else continue
-    const where = flag !== undefined ? `--${name}` : envValue ? envName : `${name} in ${yaml.file}`
     out[fieldOf(name)] = spec.kind === 'seconds' ? (parsed as number) * 1000 : name === 'owner' ? parseOwner(parsed as string, where) : parsed
   }
   return Object.freeze(out) as unknown as Config
@@ -159,15 +165,15 @@ function parseOwner (raw: string, where: string): { uid: number, gid: number } {
   return { uid: Number(m[1]), gid: Number(m[2] ?? m[1]) }
 }
 
-async function loadYaml (sources: ConfigSources): Promise<{ file: string, values: Record<string, unknown> }> {
-  const explicit = sources.configFile ?? (sources.env.P2PRUN_CONFIG || undefined)
-  const file = path.resolve(sources.cwd, explicit ?? 'p2prun.yaml')
+/** A settings file: `explicit` must exist; the default may be absent (no settings from it). */
+async function loadYaml (explicit: string | undefined, defaultFile: string, cwd: string): Promise<{ file: string, values: Record<string, unknown> }> {
+  const file = path.resolve(cwd, explicit ?? defaultFile)
   let text: string
   try {
     text = await readFile(file, 'utf8')
   } catch (err) {
     if (explicit === undefined && (err as NodeJS.ErrnoException).code === 'ENOENT') return { file, values: {} }
-    throw configError(`cannot read config file ${file}: ${(err as NodeJS.ErrnoException).code}`, 'check the --config path')
+    throw configError(`cannot read config file ${file}: ${(err as NodeJS.ErrnoException).code}`, 'check the path given by --config, P2PRUN_CONFIG or P2PRUN_SITE_CONFIG')
   }
   let doc: unknown
   try {

@@ -69,18 +69,19 @@ export interface NodeIdentity {
 const int = (v: string | undefined) => (v !== undefined && /^\d+$/.test(v) ? Number(v) : undefined)
 
 /**
- * Rank and node-local rank from Open MPI, MPICH/Hydra, Slurm or p2prun's local launcher,
- * whichever set them.
+ * Rank and node-local rank from Open MPI, MPICH/Hydra, PMIx, Slurm, Flux or p2prun's local
+ * launcher, whichever set them.
  */
 export function nodeIdentity (env: NodeJS.ProcessEnv, hostName: string): NodeIdentity {
-  const rank = int(env.OMPI_COMM_WORLD_RANK) ?? int(env.PMI_RANK) ?? int(env.SLURM_PROCID) ?? int(env.P2PRUN_RANK) ?? 0
+  const rank = int(env.OMPI_COMM_WORLD_RANK) ?? int(env.PMI_RANK) ?? int(env.PMIX_RANK) ?? int(env.SLURM_PROCID) ?? int(env.FLUX_TASK_RANK) ?? int(env.P2PRUN_RANK) ?? 0
   const name = env.SLURMD_NODENAME ?? hostName
   if (env[NODE_PER_RANK_ENV] === '1') return { name: `${name}-rank${rank}`, rank, localRank: 0, localSize: 1 }
   return {
     name,
     rank,
-    localRank: int(env.OMPI_COMM_WORLD_LOCAL_RANK) ?? int(env.MPI_LOCALRANKID) ?? int(env.SLURM_LOCALID) ?? int(env.P2PRUN_LOCAL_RANK),
-    localSize: int(env.OMPI_COMM_WORLD_LOCAL_SIZE) ?? int(env.MPI_LOCALNRANKS) ?? slurmTasksOnNode(env) ?? int(env.P2PRUN_LOCAL_SIZE)
+    localRank: int(env.OMPI_COMM_WORLD_LOCAL_RANK) ?? int(env.MPI_LOCALRANKID) ?? int(env.PMIX_LOCAL_RANK) ?? int(env.SLURM_LOCALID) ??
+      int(env.FLUX_TASK_LOCAL_ID) ?? int(env.P2PRUN_LOCAL_RANK),
+    localSize: int(env.OMPI_COMM_WORLD_LOCAL_SIZE) ?? int(env.MPI_LOCALNRANKS) ?? int(env.PMIX_LOCAL_SIZE) ?? slurmTasksOnNode(env) ?? int(env.P2PRUN_LOCAL_SIZE)
   }
 }
 

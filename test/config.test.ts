@@ -35,3 +35,14 @@ t.test('invalid values name where they came from', async (t) => {
   t.same((await loadConfig({ flags: {}, env: { P2PRUN_OWNER: '7:9' }, cwd: empty })).owner, { uid: 7, gid: 9 })
   await t.rejects(loadConfig({ flags: { owner: 'alice' }, env: {}, cwd: empty }), { message: /--owner: expected UID or UID:GID \(numbers\), got "alice"/ })
 })
+
+t.test('the site file (/etc/p2prun/p2prun.yaml, or P2PRUN_SITE_CONFIG) is below the user\'s file, the environment and flags', async (t) => {
+  const root = t.testdir({ etc: { 'p2prun.yaml': 'numwant: 5\nmax-conns: 6\nstore-dir: store\nmode: block\n' }, job: { 'p2prun.yaml': 'max-conns: 7\n' } })
+  const site = path.join(root, 'etc/p2prun.yaml')
+  const job = path.join(root, 'job')
+  const config = await loadConfig({ flags: { mode: 'file' }, env: { P2PRUN_SITE_CONFIG: site, P2PRUN_NUMWANT: '8' }, cwd: job })
+  t.match(config, { numwant: 8, maxConns: 7, mode: 'file', storeDir: path.join(root, 'etc/store') }, 'env, user file and flag win; a relative path is the site file\'s')
+  t.equal((await loadConfig({ flags: {}, env: { P2PRUN_SITE_CONFIG: site }, cwd: job })).mode, 'block', 'the site decides what no one else says')
+  await t.rejects(loadConfig({ flags: {}, env: { P2PRUN_SITE_CONFIG: path.join(root, 'none.yaml') }, cwd: job }), { code: 'CONFIG', message: /cannot read config file .*none\.yaml: ENOENT/ })
+  await t.rejects(loadConfig({ flags: {}, env: { P2PRUN_SITE_CONFIG: path.join(job, 'p2prun.yaml') }, cwd: root, configFile: site.replace('p2prun.yaml', 'x.yaml') }), { code: 'CONFIG' })
+})

@@ -4,7 +4,9 @@
 // the launcher returns — with its exit code.
 import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { watch } from 'node:fs'
+import { realpathSync, watch } from 'node:fs'
+import path from 'node:path'
+import { remoteKindOf } from '../../lib/file-systems.ts'
 import { access, constants, readdir } from 'node:fs/promises'
 import { constants as osConstants } from 'node:os'
 import { loadConfig, type Config } from '../../lib/config.ts'
@@ -66,6 +68,7 @@ export async function runLaunch (argv: readonly string[], cli: readonly string[]
   }
 
   const say = (line: string) => { if (!config.quiet) process.stderr.write(`${line}\n`) }
+  warnIfInstalledRemotely(cli[0] as string, say)
   const started = performance.now()
   const head = await headFor(args, desc, layout, config)
   try {
@@ -93,6 +96,16 @@ export async function runLaunch (argv: readonly string[], cli: readonly string[]
   } finally {
     await head.close()
   }
+}
+
+/**
+ * Every rank runs p2prun's Node (the rank step) from its installation: on a network file system
+ * that is the read storm p2prun exists to avoid, once more per rank.
+ */
+function warnIfInstalledRemotely (cliPath: string, say: (line: string) => void): void {
+  const installation = path.dirname(path.dirname(realpathSync(cliPath)))
+  const kind = remoteKindOf(installation)
+  if (kind) say(`p2prun: warning: p2prun is installed on ${kind} (${installation}): every rank starts Node from there (hint: install it on node-local storage, scripts/install.sh --prefix)`)
 }
 
 /** The launcher's environment: ours plus the job spec; every P2PRUN_* variable goes on to the ranks. */
@@ -216,7 +229,7 @@ function summary (head: HeadLike, desc: Description, seconds: number): string {
   const up = head.uploaded()
   const done = head.completions()
   const allReady = done.length > 0 ? `${(Math.max(...done) / 1000).toFixed(2)} s` : 'n/a'
-  return `p2prun: ${done.length} nodes had the whole set, the last after ${allReady}; head sent ${formatBytes(up)} ` +
+  return `p2prun: ${done.length} node${done.length === 1 ? '' : 's'} had the whole set, the last after ${allReady}; head sent ${formatBytes(up)} ` +
     `= ${(up / desc.totalBytes).toFixed(2)}x the ${formatBytes(desc.totalBytes)} set, at most ${formatBytes(head.maxToOneNode())} to one node, ` +
     `and ${formatBytes(head.descriptionBytes())} of descriptions = ${(head.descriptionBytes() / peerShareable(desc).length).toFixed(2)}x one; launch took ${seconds.toFixed(2)} s`
 }

@@ -38,6 +38,7 @@ export const SETTINGS = {
   'verify-source': { kind: 'bool', help: 'hash the whole source at seeder start even if sizes and mtimes match' },
   'store-dir': { kind: 'path', help: 'where a node keeps downloaded bytes (memory-backed by default)' },
   'max-conns': { kind: 'int', min: 1, help: 'most peer connections per node' },
+  'head-max-conns': { kind: 'int', min: 1, help: 'most node connections the head\'s seeder keeps (every node dials it)' },
   numwant: { kind: 'int', min: 1, help: 'peers a node asks the tracker for' },
   'stall-timeout': { kind: 'seconds', min: 1, help: 'give up when no byte arrives for this many seconds' },
   fallback: { kind: 'string', choices: FALLBACK_MODES, help: 'when the swarm stalls, read what programs wait for from the source directory if this node can (auto), or fail (off)' },
@@ -68,6 +69,7 @@ export interface Config {
   readonly verifySource: boolean
   readonly storeDir: string
   readonly maxConns: number
+  readonly headMaxConns: number
   readonly numwant: number
   readonly stallTimeoutMs: number
   readonly startTimeoutMs: number
@@ -96,6 +98,9 @@ const DEFAULTS: Config = {
   verifySource: false,
   storeDir: '/dev/shm',
   maxConns: 100,
+  // Every node dials the head's seeder first; refused ones redial (1–4 s), which costs the head
+  // CPU too; each kept connection costs it a socket and its buffers. Not the nodes' 100.
+  headMaxConns: 1000,
   numwant: 100,
   stallTimeoutMs: 60_000,
   startTimeoutMs: 120_000,

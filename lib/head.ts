@@ -56,7 +56,7 @@ export async function startHead (desc: Description, source: SourceLayout, config
       host: config.host ?? advertise,
       port: config.seederPort,
       trackers: [`${base}/announce`],
-      maxConns: config.maxConns,
+      maxConns: config.headMaxConns,
       verify: config.verifySource,
       uploadLimit: config.uploadLimit,
       deferToPeersMs: config.deferToPeersMs,

@@ -362,7 +362,7 @@ t.test('idle connections from one address cannot fill the head\'s seeder', async
   const head = await serve(file, libs)
   t.teardown(head.stop)
   const port = portOf(head.seeder)
-  // 120 sockets that never say anything, from another address of this host: more than --max-conns (100).
+  // 120 sockets that never say anything, from another address of this host (a node's cap, --max-conns, is 100).
   const idle: net.Socket[] = []
   t.teardown(() => { for (const s of idle) s.destroy() })
   let refused = 0

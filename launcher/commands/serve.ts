@@ -15,7 +15,7 @@ export function registerServe (program: Command): void {
     .option('--out <file>', 'also write the description with this tracker and seeder filled in')
     .option('--open', 'serve any BitTorrent client; without it, only nodes holding P2PRUN_SECRET')
   addSettings(cmd, ['host', 'advertise', 'tracker-port', 'seeder-port', 'tracker-max-peers',
-    'tracker-announce-peers', 'upload-limit', 'defer-to-peers', 'verify-source', 'max-conns', 'quiet'])
+    'tracker-announce-peers', 'upload-limit', 'defer-to-peers', 'verify-source', 'head-max-conns', 'quiet'])
   cmd.action(action('serve', async (file: string, opts: { source: string, out?: string, open?: boolean }) => {
     const config = await commandConfig(cmd)
     const secret = opts.open ? undefined : secretFromEnv(process.env)

@@ -2,7 +2,7 @@
 // the nodes the way it hands them the infohash (the environment, never a command line); a node then
 // shows the tracker (announces, the description) and every peer (the BEP 10 handshake) that it
 // belongs to the job with an HMAC bound to what it asks for, never with the secret itself.
-import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto'
+import { createHmac, createSecretKey, randomBytes, timingSafeEqual, type KeyObject } from 'node:crypto'
 import { usageError } from '../errors.ts'
 
 export type JobSecret = Buffer & { readonly __jobSecret: true }
@@ -42,8 +42,17 @@ export function withProof (url: string, secret: JobSecret | undefined, purpose: 
   return `${url}${url.includes('?') ? '&' : '?'}${AUTH_PARAM}=${proof(secret, purpose, ...parts).toString('hex')}`
 }
 
+/**
+ * The secret as a key object, made once: given raw bytes, createHmac prepares a key anew on every
+ * call (measured: 21–23 µs a proof, against 4.3–4.5 µs with the key object), and the tracker
+ * checks a proof per announce: 16,000 of them as a large job starts.
+ */
+const keys = new WeakMap<JobSecret, KeyObject>()
+
 export function proof (secret: JobSecret, purpose: ProofPurpose, ...parts: Uint8Array[]): Buffer {
-  const hmac = createHmac('sha256', secret).update(purpose)
+  let key = keys.get(secret)
+  if (!key) keys.set(secret, key = createSecretKey(secret))
+  const hmac = createHmac('sha256', key).update(purpose)
   for (const part of parts) hmac.update(part)
   return hmac.digest()
 }

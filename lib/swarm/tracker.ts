@@ -52,6 +52,17 @@ interface Peer {
   ip: string
   port: number
   complete: boolean
+  /** Its 6 bytes of a compact peer list (empty for an address BEP 23 cannot carry): made once, not per reply. */
+  compact: Buffer
+}
+
+/** A compact peer list (BEP 23) of these peers. */
+function compactList (peers: readonly Peer[]): Buffer {
+  const out = Buffer.allocUnsafe(6 * peers.length)
+  let at = 0
+  // Byte by byte: Buffer.copy's own overhead is larger than 6 bytes.
+  for (const p of peers) for (const byte of p.compact) out[at++] = byte
+  return out.subarray(0, at)
 }
 
 /** One torrent's peers: an array for O(1) sampling and removal (swap with the last), indexed by peer id. */
@@ -60,6 +71,8 @@ class Swarm {
   /** How many peers have everything (kept as peers come, go and complete: never counted per announce). */
   seeds = 0
   private readonly index = new Map<string, number>()
+  private marks = new Uint32Array(0)
+  private stamp = 0
 
   get (id: string): Peer | undefined {
     const i = this.index.get(id)
@@ -93,13 +106,15 @@ class Swarm {
   sample (count: number, except: string): Peer[] {
     const others = this.peers.length - (this.index.has(except) ? 1 : 0)
     if (count >= others) return this.peers.filter((p) => p.id !== except)
-    const picked = new Set<number>()
+    // Indices already picked are marked with this call's stamp: no set to build per announce.
+    if (this.marks.length < this.peers.length) this.marks = new Uint32Array(2 * this.peers.length)
+    const stamp = this.stamp = (this.stamp + 1) >>> 0 || 1
     const out: Peer[] = []
     while (out.length < count) {
       const i = Math.floor(Math.random() * this.peers.length)
       const peer = this.peers[i] as Peer
-      if (picked.has(i) || peer.id === except) continue
-      picked.add(i)
+      if (this.marks[i] === stamp || peer.id === except) continue
+      this.marks[i] = stamp
       out.push(peer)
     }
     return out
@@ -129,7 +144,7 @@ export async function startTracker (opts: TrackerOptions): Promise<Tracker> {
     const event = query.text('event')
     const wanted = Number(query.text('numwant') ?? DEFAULT_NUMWANT)
     const numwant = Math.min(Number.isInteger(wanted) && wanted >= 0 ? wanted : DEFAULT_NUMWANT, opts.announcePeers)
-    if (query.text(PEEK_PARAM) === '1') return { interval: INTERVAL_S, peers: encodeCompact(swarm.sample(numwant, id).map((p) => `${p.ip}:${p.port}`)) }
+    if (query.text(PEEK_PARAM) === '1') return { interval: INTERVAL_S, peers: compactList(swarm.sample(numwant, id)) }
     if (event === 'stopped') {
       swarm.remove(id)
       return { interval: INTERVAL_S, peers: Buffer.alloc(0) }
@@ -138,11 +153,12 @@ export async function startTracker (opts: TrackerOptions): Promise<Tracker> {
     let peer = swarm.get(id)
     if (!peer) {
       if (swarm.peers.length >= opts.maxPeers) evictOne(swarm)
-      peer = { id, ip: remoteIp, port, complete: false }
+      peer = { id, ip: remoteIp, port, complete: false, compact: encodeCompact([`${remoteIp}:${port}`]) }
       swarm.add(peer)
-    } else {
+    } else if (peer.ip !== remoteIp || peer.port !== port) {
       peer.ip = remoteIp
       peer.port = port
+      peer.compact = encodeCompact([`${remoteIp}:${port}`])
     }
     if (complete && !peer.complete && !isHeadPeerId(id)) completed.push(Math.round(performance.now() - started))
     swarm.setComplete(peer, complete)
@@ -153,7 +169,7 @@ export async function startTracker (opts: TrackerOptions): Promise<Tracker> {
       incomplete: swarm.peers.length - swarm.seeds,
       peers: query.text('compact') === '0'
         ? peers.map((p) => ({ 'peer id': Buffer.from(p.id, 'hex'), ip: p.ip, port: p.port }))
-        : encodeCompact(peers.map((p) => `${p.ip}:${p.port}`))
+        : compactList(peers)
     }
   }
 

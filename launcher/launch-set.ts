@@ -3,6 +3,7 @@
 // - `--libs auto` (the default when no directory is given), with or without directories: the
 //   program's load closure (program-set.ts) and the directories, each at its absolute path in the
 //   set, so every path the loader meets names the same file under the mount.
+import { existsSync } from 'node:fs'
 import path from 'node:path'
 import { describeLayout, describeMirror, type DescribeOptions } from '../lib/describe.ts'
 import type { Description } from '../lib/description.ts'
@@ -10,6 +11,8 @@ import type { JobSpec } from '../lib/job.ts'
 import type { LibsPolicy } from '../lib/config.ts'
 import { programSet, type Choice } from '../lib/program-set.ts'
 import { layoutOf, type SourceLayout } from '../lib/source-layout.ts'
+import { findExecutable } from '../lib/files.ts'
+import { loadClosure } from '../lib/load-closure.ts'
 import { sourceError } from '../lib/errors.ts'
 
 export const AUTO_LIBS = 'auto'
@@ -21,6 +24,8 @@ export interface LaunchSet {
   readonly placement: Pick<JobSpec, 'libDirs' | 'program' | 'pythonPath' | 'redirect'>
   /** What the closure held and why each was (not) served; empty without `auto`. */
   readonly choices: readonly Choice[]
+  /** Libraries of the set the loader would take from elsewhere (explicit directories only): one line each. */
+  readonly warnings: readonly string[]
 }
 
 export async function launchSet (libs: readonly string[], program: string, policy: LibsPolicy,
@@ -29,7 +34,7 @@ export async function launchSet (libs: readonly string[], program: string, polic
   if (!libs.includes(AUTO_LIBS)) {
     const layout = layoutOf(dirs)
     const desc = await describeLayout(layout, options.describe)
-    return { desc, layout, placement: { libDirs: layout.dirs.map((d) => d.name) }, choices: [] }
+    return { desc, layout, placement: { libDirs: layout.dirs.map((d) => d.name) }, choices: [], warnings: await bypasses(program, dirs, options) }
   }
   const set = await programSet(program, policy, { env: options.env, cwd: options.cwd })
   if (set.files.length === 0 && set.pythonDirs.length === 0 && dirs.length === 0) {
@@ -51,8 +56,28 @@ export async function launchSet (libs: readonly string[], program: string, polic
       // Whole directories answer every lookup in them; of the others only some files are served.
       redirect: { whole, some: [...new Set(set.files.map((f) => path.dirname(f)))].filter((d) => !whole.some((w) => d === w || d.startsWith(`${w}/`))) }
     },
-    choices: set.choices
+    choices: set.choices,
+    warnings: []
   }
+}
+
+/**
+ * With explicit directories the mount reaches the loader through LD_LIBRARY_PATH only, and
+ * DT_RPATH is searched before it: a library the set holds can still load from where the binary's
+ * RPATH points, from the shared file system, silently. The closure (found as the loader finds it,
+ * with the directories first on LD_LIBRARY_PATH, as ranks will have them) says where that happens.
+ * A program whose closure cannot be read (a script, a missing library) gets no warning.
+ */
+async function bypasses (program: string, dirs: readonly string[], options: { env: NodeJS.ProcessEnv, cwd: string }): Promise<string[]> {
+  const file = program.includes('/') ? path.resolve(options.cwd, program) : await findExecutable(program, options.env)
+  if (!file) return []
+  const libraryPath = [...dirs, ...(options.env.LD_LIBRARY_PATH ? [options.env.LD_LIBRARY_PATH] : [])].join(':')
+  const closure = await loadClosure(file, { env: { ...options.env, LD_LIBRARY_PATH: libraryPath }, cwd: options.cwd }).catch(() => undefined)
+  const inSet = (name: string) => dirs.some((d) => existsSync(path.join(d, name)))
+  return (closure?.objects ?? [])
+    .filter((o) => (o.foundBy === 'RPATH' || o.foundBy === 'path') && !dirs.some((d) => o.path.startsWith(`${d}/`)) && inSet(o.name))
+    .map((o) => `${path.basename(o.neededBy?.path ?? program)} loads ${o.name} from ${o.path} (${o.foundBy === 'RPATH' ? 'its DT_RPATH, searched before LD_LIBRARY_PATH' : 'a path in DT_NEEDED'}), not from the mount ` +
+      '(hint: leave out --libs, or add --libs auto: p2prun then sends such loads to the mount)')
 }
 
 /** The closure's choices as lines for a terminal, served first, each with its reason; none without a closure. */

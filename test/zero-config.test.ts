@@ -120,6 +120,15 @@ t.test('p2prun -n 3 ./app with no --libs: every rank runs the program and maps i
     t.equal(others.filter((f) => f === audit).length, 3, `${name}: each rank loaded p2prun's audit module`)
     t.ok(others.every((f) => f === audit || /^\/(usr\/)?lib/.test(f)), `${name}: everything else came from the system directories: ${[...new Set(others)].join(' ')}`)
   }
+  // With --libs alone the mount is on LD_LIBRARY_PATH only: the launch says which loads bypass it.
+  const copy = path.join(s.dir, 'copy')
+  await mkdir(copy)
+  await copyFile(path.join(p.rpathLibDir, 'librp.so.1'), path.join(copy, 'librp.so.1'))
+  const explicit = await launch(s, dirs, ['-n', '2', '--launcher', 'local', '--libs', copy, p.rpathApp], { P2PRUN_NODE_PER_RANK: '1' })
+  t.equal(explicit.exitCode, 0, explicit.stderr)
+  t.match(explicit.stderr, new RegExp(`^p2prun: warning: app loads librp\\.so\\.1 from ${p.rpathLibDir}/librp\\.so\\.1 \\(its DT_RPATH, searched before LD_LIBRARY_PATH\\), not from the mount \\(hint: leave out --libs`),
+    'the DT_RPATH bypass is named')
+  t.ok([...explicit.stdout.matchAll(/^mapped (\S+librp\S+)$/gm)].every((m) => !(m[1] as string).startsWith(dirs.mounts)), 'and it is what happened')
   await nothingLeft(t, s, dirs)
 })
 

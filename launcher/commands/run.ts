@@ -54,8 +54,9 @@ export async function runLaunch (argv: readonly string[], cli: readonly string[]
     return launchOnExistingAgents(slurmJob, launcher, args, rankStep, config)
   }
   await checkProgram(args.program[0] as string, env)
-  const { desc, layout, placement, choices } = await launchSet(given.length > 0 ? given : [AUTO_LIBS], args.program[0] as string,
+  const { desc, layout, placement, choices, warnings } = await launchSet(given.length > 0 ? given : [AUTO_LIBS], args.program[0] as string,
     config.libsPolicy, { env, cwd: process.cwd(), describe: { mountPoint: args.options.mountPoint } })
+  if (!config.quiet) for (const line of warnings) process.stderr.write(`p2prun: warning: ${line}\n`)
   const launchId = randomBytes(4).toString('hex')
   const step = [rankStep, ...args.program]
   if (args.options.dryRun) {

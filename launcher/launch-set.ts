@@ -46,6 +46,7 @@ export async function launchSet (libs: readonly string[], program: string, polic
   const { desc, layout } = await describeMirror(set.files, trees, { ...options.describe, name: options.describe?.name ?? path.basename(set.program) })
   const inMount = (abs: string) => abs.slice(1)
   const whole = [...dirs, ...set.pythonDirs]
+  const audit = auditable(set.loader)
   return {
     desc,
     layout,
@@ -54,11 +55,22 @@ export async function launchSet (libs: readonly string[], program: string, polic
       ...(set.execFromMount ? { program: inMount(set.program) } : {}),
       ...(set.pythonDirs.length > 0 ? { pythonPath: set.pythonDirs.map(inMount) } : {}),
       // Whole directories answer every lookup in them; of the others only some files are served.
-      redirect: { whole, some: [...new Set(set.files.map((f) => path.dirname(f)))].filter((d) => !whole.some((w) => d === w || d.startsWith(`${w}/`))) }
+      ...(audit.ok ? { redirect: { whole, some: [...new Set(set.files.map((f) => path.dirname(f)))].filter((d) => !whole.some((w) => d === w || d.startsWith(`${w}/`))) } } : {})
     },
     choices: set.choices,
-    warnings: []
+    warnings: audit.warning ? [audit.warning] : []
   }
+}
+
+/**
+ * Whether ranks can load p2prun's audit module: glibc's loader takes LD_AUDIT; a static program
+ * has no loader (and nothing to redirect); another loader (musl's) ignores the variable, so
+ * DT_RPATH and absolute dlopen loads go where they point, and the launch says so.
+ */
+function auditable (loader: string | undefined): { ok: boolean, warning?: string } {
+  if (loader === undefined) return { ok: false }
+  if (/^ld-linux|^ld64\.so|^ld\.so/.test(path.basename(loader))) return { ok: true }
+  return { ok: false, warning: `the program's loader ${loader} takes no LD_AUDIT modules: libraries found through DT_RPATH or loaded by absolute path come from their original place (hint: put their directories on LD_LIBRARY_PATH)` }
 }
 
 /**

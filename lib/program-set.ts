@@ -46,6 +46,8 @@ export interface ProgramSet {
   readonly libDirs: readonly string[]
   /** Directories on Python's sys.path served whole, in its order: PYTHONPATH into the mount. */
   readonly pythonDirs: readonly string[]
+  /** The dynamic loader the program (or its interpreter) asks for; undefined: a static program. */
+  readonly loader: string | undefined
 }
 
 export async function programSet (name: string, policy: LibsPolicy, options: Pick<ClosureOptions, 'env' | 'cwd'>): Promise<ProgramSet> {
@@ -83,7 +85,7 @@ export async function programSet (name: string, policy: LibsPolicy, options: Pic
     }
   }
   const files = choices.filter((c) => c.served && !pythonDirs.includes(c.path)).map((c) => c.path)
-  return { program, execFromMount, choices, files, libDirs, pythonDirs }
+  return { program, execFromMount, choices, files, libDirs, pythonDirs, loader: closure.program.elf.interpreter }
 }
 
 /** python, python3, python3.11: an interpreter whose imports come from sys.path. */

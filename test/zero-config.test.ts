@@ -132,6 +132,34 @@ t.test('p2prun -n 3 ./app with no --libs: every rank runs the program and maps i
   await nothingLeft(t, s, dirs)
 })
 
+t.test('a static program: served and run from the mount, with no loader to audit', async (t) => {
+  const s = await scratch(t)
+  const dirs = launchDirs(s)
+  const app = path.join(s.dir, 'static-app')
+  await writeFile(path.join(s.dir, 'static.c'), STATIC_APP)
+  await run('cc', ['-static', '-O1', '-o', app, path.join(s.dir, 'static.c')])
+  const r = await launch(s, dirs, ['-n', '2', '--launcher', 'local', app], { P2PRUN_NODE_PER_RANK: '1' })
+  t.equal(r.exitCode, 0, r.stderr)
+  t.equal(r.stderr, '', 'nothing to warn about')
+  const exes = [...r.stdout.matchAll(/^exe (\S+) audit (\S+)$/gm)]
+  t.equal(exes.length, 2, 'both ranks ran')
+  t.ok(exes.every((m) => (m[1] as string).startsWith(`${dirs.mounts}/`) && m[2] === 'none'), `from the mount, without LD_AUDIT: ${exes.map((m) => m[0]).join('; ')}`)
+  await nothingLeft(t, s, dirs)
+})
+
+const STATIC_APP = `#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+int main(void) {
+  char exe[4096];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  exe[n < 0 ? 0 : n] = 0;
+  const char *audit = getenv("LD_AUDIT");
+  printf("exe %s audit %s\\n", exe, audit ? audit : "none");
+  return 0;
+}
+`
+
 t.test('bad programs and sets: one line each, nothing left', async (t) => {
   const s = await scratch(t)
   const dirs = launchDirs(s)

@@ -13,6 +13,8 @@ export interface RunOptions {
   readonly config?: string
   readonly mountPoint?: string
   readonly dryRun: boolean
+  /** Copy in the targets of absolute symlinks and of symlinks that leave a --libs directory (Spack views, conda). */
+  readonly followSymlinks: boolean
   readonly quiet: boolean
   readonly stats: boolean
 }
@@ -24,7 +26,7 @@ export interface RunArgs {
 }
 
 const OWN_VALUES = new Set(['--libs', '--libs-policy', '--launcher', '--seeder', '--mode', '--config', '--mount-point'])
-const OWN_FLAGS = new Set(['--dry-run', '--quiet', '--stats'])
+const OWN_FLAGS = new Set(['--dry-run', '--quiet', '--stats', '--follow-symlinks'])
 /**
  * The rank count, which every launcher takes as `-n` (and Open MPI, MPICH and p2prun's own as
  * `-np`): checked here, so a typo fails before anything is described or started.
@@ -71,6 +73,7 @@ export function splitRunArgs (argv: readonly string[], launcherValues: ReadonlyM
       config: last('--config'),
       mountPoint: last('--mount-point'),
       dryRun: flags.has('--dry-run'),
+      followSymlinks: flags.has('--follow-symlinks'),
       quiet: flags.has('--quiet'),
       stats: flags.has('--stats')
     },

@@ -1,7 +1,7 @@
 // `p2prun -n N ./app` through p2prun's local launcher, real Open MPI 4.1 and real MPICH 4.0.
 import { execFile } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { writeFile } from 'node:fs/promises'
+import { mkdir, symlink, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { createServer, type AddressInfo } from 'node:net'
 import { promisify } from 'node:util'
@@ -132,5 +132,21 @@ t.test('--dry-run prints the launcher command and starts nothing', async (t) => 
   const r = await launch(s, dirs, ['--dry-run', '-n', '4', '--launcher', 'openmpi', '--map-by', 'ppr:1:node', '--libs', libs, app, 'arg'])
   t.equal(r.exitCode, 0, r.stderr)
   t.match(r.stdout, new RegExp(`^P2PRUN_JOB='<set at launch>' \\S*mpirun\\.openmpi -n 4 --map-by ppr:1:node -x P2PRUN_JOB -x P2PRUN_RUN_DIR -x P2PRUN_STORE_DIR \\S+/bin/p2prun-rank ${app} arg$`))
+  await nothingLeft(t, s, dirs)
+})
+
+t.test('a Spack-view-like tree of absolute symlinks: refused with a hint that works, served with --follow-symlinks', async (t) => {
+  const { s, dirs, app, libs } = await example(t)
+  // The view: links to the libraries where an installer keeps them, by absolute path.
+  const view = path.join(s.dir, 'view/lib')
+  await mkdir(view, { recursive: true })
+  for (const name of ['libgreet.so.1', 'libcount.so.2', 'libplugin.so']) await symlink(path.join(libs, name), path.join(view, name))
+  const refused = await launch(s, dirs, ['-n', '2', '--launcher', 'local', '--libs', view, app])
+  t.equal(refused.exitCode, 1)
+  t.match(refused.stderr, /^p2prun: error: symlink \S+\/lib\w+\.so(\.\d)? -> \S+ can point outside the library directory: its target is absolute \(hint: .*--follow-symlinks/)
+  const served = await launch(s, dirs, ['-n', '2', '--launcher', 'local', '--follow-symlinks', '--libs', view, app], { P2PRUN_NODE_PER_RANK: '1' })
+  t.equal(served.exitCode, 0, served.stderr)
+  const mapped = [...served.stdout.matchAll(/^rank \S+ lib (\S+)$/gm)].map((m) => m[1] as string)
+  t.equal(mapped.filter((f) => f.startsWith(`${dirs.mounts}/`)).length, 6, `every library of both ranks from a mount: ${mapped.join(' ')}`)
   await nothingLeft(t, s, dirs)
 })

@@ -55,7 +55,7 @@ export async function runLaunch (argv: readonly string[], cli: readonly string[]
   }
   await checkProgram(args.program[0] as string, env)
   const { desc, layout, placement, choices, warnings } = await launchSet(given.length > 0 ? given : [AUTO_LIBS], args.program[0] as string,
-    config.libsPolicy, { env, cwd: process.cwd(), describe: { mountPoint: args.options.mountPoint } })
+    config.libsPolicy, { env, cwd: process.cwd(), describe: { mountPoint: args.options.mountPoint, followSymlinks: args.options.followSymlinks } })
   if (!config.quiet) for (const line of warnings) process.stderr.write(`p2prun: warning: ${line}\n`)
   const launchId = randomBytes(4).toString('hex')
   const step = [rankStep, ...args.program]

@@ -17,7 +17,7 @@ import { action, agentOptions, nodeOptions, untilSignal } from '../cli-support.t
 import { FAILED_FILE, LDPATH_FILE, RANKS_DIR, READY_FILE } from '../rank-step.ts'
 
 /** How often the agent checks whether its ranks still run (another process's exit cannot be awaited). */
-const RANK_CHECK_MS = 100
+const RANK_CHECK_MS = 25
 
 export function registerNodeAgent (program: Command): void {
   program.command('node-agent', { hidden: true })

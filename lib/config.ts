@@ -43,6 +43,7 @@ export const SETTINGS = {
   'stall-timeout': { kind: 'seconds', min: 1, help: 'give up when no byte arrives for this many seconds' },
   fallback: { kind: 'string', choices: FALLBACK_MODES, help: 'when the swarm stalls, read what programs wait for from the source directory if this node can (auto), or fail (off)' },
   'start-timeout': { kind: 'seconds', min: 1, help: 'give up when a node agent is not ready after this many seconds' },
+  'slurm-watch': { kind: 'seconds', min: 0.1, help: 'how often a --p2plibs job\'s head looks in Slurm\'s queue for its job (it stops when the job is gone)' },
   libs: { kind: 'string', help: 'library directories for launches, separated by ":" (like --libs, repeatable); auto: what the program loads' },
   'libs-policy': { kind: 'string', choices: LIBS_POLICIES, help: 'with --libs auto, serve what lies on network file systems (network), that and all outside the system directories (nonsystem), or all but the loader (all)' },
   launcher: { kind: 'string', choices: ['auto', 'local', 'openmpi', 'mpich', 'srun'], help: 'how ranks are started: auto, local, openmpi, mpich or srun' },
@@ -73,6 +74,7 @@ export interface Config {
   readonly numwant: number
   readonly stallTimeoutMs: number
   readonly startTimeoutMs: number
+  readonly slurmWatchMs: number
   readonly libs: string | undefined
   readonly libsPolicy: LibsPolicy
   readonly launcher: string
@@ -104,6 +106,7 @@ const DEFAULTS: Config = {
   numwant: 100,
   stallTimeoutMs: 60_000,
   startTimeoutMs: 120_000,
+  slurmWatchMs: 10_000,
   libs: undefined,
   libsPolicy: 'nonsystem',
   launcher: 'auto',

@@ -15,7 +15,7 @@ export interface Head {
   readonly descriptionUrl: string
   /** Whether the source was hashed at start (false: sizes and mtimes matched the description). */
   readonly verified: boolean
-  /** POSTing here stops the head (it resolves `stopped`); the URL is the secret. */
+  /** POSTing here asks the head to stop (`onStopRequest`, or it resolves `stopped`); the URL is the secret. */
   readonly stopUrl: string
   readonly stopped: Promise<void>
   uploaded (): number
@@ -32,14 +32,18 @@ export interface Head {
  * `advertise` is the address nodes reach this host at; the config's host is what we bind to.
  * `warn` hears of trouble the head survives (a source that changed while it was served).
  * `secret`: the job's, which the tracker and the seeder require; undefined serves anyone (--open).
+ * `onStopRequest`: hears stop requests (with the ending Slurm job's id, if given) and calls `stop`
+ * if the head should go; without it, every request stops the head.
  */
 export async function startHead (desc: Description, source: SourceLayout, config: Config, advertise: string,
-  warn: (line: string) => void, secret: JobSecret | undefined): Promise<Head> {
+  warn: (line: string) => void, secret: JobSecret | undefined,
+  onStopRequest?: (jobId: string | undefined, stop: () => void) => void): Promise<Head> {
   const token = randomBytes(16).toString('hex')
   let requestStop = () => {}
   const stopped = new Promise<void>((resolve) => { requestStop = resolve })
   const tracker: Tracker = await startTracker({
-    stop: { token, onStop: () => requestStop() },
+    // A Slurm job's head decides whether a request stops it (an array's first task is not its last).
+    stop: { token, onStop: (jobId) => (onStopRequest ? onStopRequest(jobId, () => requestStop()) : requestStop()) },
     // Listeners bind where nodes are told to reach them, not to every interface of the host.
     host: config.host ?? advertise,
     port: config.trackerPort,

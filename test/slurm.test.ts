@@ -139,6 +139,39 @@ t.test('a bad --p2plibs fails at submit time, with p2prun\'s message', async (t)
   await nothingLeft(t)
 })
 
+t.test('the head of a job cancelled while pending, and of a job array, leaves once the queue holds none of its jobs', async (t) => {
+  const { libs } = await example(t)
+  const watchFast = { P2PRUN_SLURM_WATCH: '0.2' }
+  const pending = await slurm('sbatch', ['--begin=now+3600', `--p2plibs=${libs}`, '-o', '/dev/null', '--wrap', 'true'], watchFast)
+  t.equal(pending.code, 0, pending.stderr)
+  t.equal((await heads()).length, 1, 'its head runs while the job waits')
+  const id = pending.stdout.match(/Submitted batch job (\d+)/)?.[1] ?? ''
+  await slurm('scancel', [id])
+  await noHeads()
+  t.pass('the job cancelled before it ran (no prolog, no epilog): its head left')
+  // One task at a time: the second runs after the first one's epilog, which used to stop the shared head.
+  const array = await slurm('sbatch', ['--wait', '--array=1-2%1', '-N', '1', `--p2plibs=${libs}`, '-o', '/dev/null', '--wrap',
+    'test -e "${LD_LIBRARY_PATH%%:*}/libdata.so"'], watchFast)
+  t.equal(array.code, 0, `both tasks saw their libraries on the mount: ${array.stderr}`)
+  await noHeads()
+  await nothingLeft(t)
+})
+
+/** The heads of --p2plibs jobs running on this host. */
+async function heads (): Promise<string[]> {
+  const { stdout } = await run('ps', ['-eo', 'args'])
+  return stdout.split('\n').filter((l) => / head-daemon /.test(l))
+}
+
+/** A head notices its jobs are gone at its next look at the queue: a bounded wait, as for the queue itself. */
+async function noHeads (): Promise<void> {
+  for (let i = 0; i < 300; i++) {
+    if ((await heads()).length === 0) return
+    await delay(100)
+  }
+  throw new Error(`a head still runs after 30 s: ${(await heads()).join('; ')}`)
+}
+
 /** Resolves when something appears in `dir` (a task's mark). */
 function watchFor (dir: string): Promise<void> {
   return new Promise((resolve) => {

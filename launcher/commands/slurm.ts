@@ -16,6 +16,7 @@ import { newJobSecret } from '../../lib/swarm/job-auth.ts'
 import { terminate } from '../agent-state.ts'
 import { action, advertisedHost, notifyFd, untilSignal } from '../cli-support.ts'
 import { LOCK_FILE, READY_FILE, waitForAgent, type NodeReady } from '../rank-step.ts'
+import { HeadJobs } from '../slurm-queue.ts'
 
 const collect = (value: string, previous: string[] = []) => [...previous, ...value.split(',').filter(Boolean)]
 const EPILOG_WAIT_MS = 15_000
@@ -91,6 +92,8 @@ async function startDetachedHead (cli: readonly string[], libs: readonly string[
 async function runHeadDaemon (libs: readonly string[], mountRoot: string | undefined, fd: number): Promise<void> {
   const notify = (line: string) => notifyFd(fd, line)
   const config = await loadConfig({ flags: {}, env: process.env, cwd: process.cwd() })
+  // Which jobs are this head's: those sbatch submits from here in a moment (slurm-queue.ts).
+  const jobs = new HeadJobs(new Date(), process.cwd(), config.slurmWatchMs)
   let head
   let job: JobSpec
   try {
@@ -100,7 +103,8 @@ async function runHeadDaemon (libs: readonly string[], mountRoot: string | undef
     const { startHead } = await import('../../lib/head.ts')
     const secret = newJobSecret()
     head = await startHead(desc, layout, config, advertisedHost(config),
-      (line) => process.stderr.write(`p2prun slurm head: warning: ${line}\n`), secret)
+      (line) => process.stderr.write(`p2prun slurm head: warning: ${line}\n`), secret,
+      (jobId, stop) => { void jobs.ended(jobId).then((none) => { if (none) stop() }) })
     job = {
       launchId: SLURM_LAUNCH,
       infoHash: desc.infoHash,
@@ -119,9 +123,12 @@ async function runHeadDaemon (libs: readonly string[], mountRoot: string | undef
     throw err
   }
   await notify(`ok ${encodeJob(job)}`)
+  const watching = new AbortController()
   try {
-    await Promise.race([head.stopped, untilSignal()])
+    // An epilog asks it to stop; a job cancelled while pending runs none: the queue tells.
+    await Promise.race([head.stopped, untilSignal(), jobs.untilGone(watching.signal)])
   } finally {
+    watching.abort()
     await head.close()
   }
 }
@@ -172,7 +179,9 @@ async function stopNodeAgent (job: JobSpec, config: Config): Promise<void> {
     }
   } finally {
     await rm(stateDir, { recursive: true, force: true })
-    // The first epilog of the job stops its head; later ones find it gone.
-    if (job.stopUrl) await fetch(job.stopUrl, { method: 'POST', signal: AbortSignal.timeout(5000) }).catch(() => {})
+    // The first epilog of the job stops its head; later ones find it gone. An array's tasks share
+    // one head, which stays while another of its jobs is queued (slurm-queue.ts).
+    const jobId = process.env.SLURM_JOB_ID
+    if (job.stopUrl) await fetch(`${job.stopUrl}${jobId ? `?job=${encodeURIComponent(jobId)}` : ''}`, { method: 'POST', signal: AbortSignal.timeout(5000) }).catch(() => {})
   }
 }

@@ -22,8 +22,11 @@ export interface TrackerOptions {
   readonly infoHashes: readonly string[]
   /** Description files it hands out at DESCRIPTION_PATH/<infohash>.torrent, so nodes need no shared FS. */
   readonly descriptions?: ReadonlyMap<string, Uint8Array>
-  /** POST DESCRIPTION_PATH + 'stop/<token>' calls this: how a job's epilog stops a head it cannot signal. */
-  readonly stop?: { readonly token: string, readonly onStop: () => void }
+  /**
+   * POST DESCRIPTION_PATH + 'stop/<token>' (optionally ?job=ID, the ending Slurm job) calls this: how
+   * a job's epilog stops a head it cannot signal.
+   */
+  readonly stop?: { readonly token: string, readonly onStop: (jobId: string | undefined) => void }
   readonly maxPeers: number
   readonly announcePeers: number
   /** The job's secret, which announces and description requests must prove; undefined: open to anyone. */
@@ -186,7 +189,8 @@ export async function startTracker (opts: TrackerOptions): Promise<Tracker> {
     }
     if (opts.stop && req.method === 'POST' && pathname === `${DESCRIPTION_PATH}stop/${opts.stop.token}`) {
       reply(200, 'stopping\n')
-      return opts.stop.onStop()
+      const job = query.text('job')
+      return opts.stop.onStop(job && /^\d+$/.test(job) ? job : undefined)
     }
     const described = req.method === 'GET' && pathname.startsWith(DESCRIPTION_PATH) && pathname.endsWith('.torrent')
     const infoHash = described ? pathname.slice(DESCRIPTION_PATH.length, -'.torrent'.length).toLowerCase() : ''

@@ -74,6 +74,8 @@ t.test('node identity from Open MPI, MPICH, Slurm and the local launcher; the on
   t.match(nodeIdentity({ SLURM_PROCID: '7', SLURM_LOCALID: '1', SLURMD_NODENAME: 'n3', SLURM_NODEID: '2', SLURM_STEP_TASKS_PER_NODE: '2(x2),3,1' }, 'h'),
     { name: 'n3', rank: 7, localRank: 1, localSize: 3 })
   t.match(nodeIdentity({ P2PRUN_RANK: '3', P2PRUN_LOCAL_RANK: '3', P2PRUN_LOCAL_SIZE: '4' }, 'h'), { rank: 3, localRank: 3, localSize: 4 })
+  t.match(nodeIdentity({ PMIX_RANK: '6', PMIX_LOCAL_RANK: '2', PMIX_LOCAL_SIZE: '3' }, 'h'), { rank: 6, localRank: 2, localSize: 3 }, 'PMIx (prterun, a PMIx-launched srun)')
+  t.match(nodeIdentity({ FLUX_TASK_RANK: '9', FLUX_TASK_LOCAL_ID: '1' }, 'h'), { rank: 9, localRank: 1, localSize: undefined }, 'Flux')
   t.match(nodeIdentity({}, 'h'), { name: 'h', rank: 0, localRank: undefined, localSize: undefined })
   t.match(nodeIdentity({ P2PRUN_NODE_PER_RANK: '1', OMPI_COMM_WORLD_RANK: '3', OMPI_COMM_WORLD_LOCAL_RANK: '3' }, 'h'),
     { name: 'h-rank3', localRank: 0, localSize: 1 })

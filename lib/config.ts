@@ -44,6 +44,7 @@ export const SETTINGS = {
   fallback: { kind: 'string', choices: FALLBACK_MODES, help: 'when the swarm stalls, read what programs wait for from the source directory if this node can (auto), or fail (off)' },
   'start-timeout': { kind: 'seconds', min: 1, help: 'give up when a node agent is not ready after this many seconds' },
   'slurm-watch': { kind: 'seconds', min: 0.1, help: 'how often a --p2plibs job\'s head looks in Slurm\'s queue for its job (it stops when the job is gone)' },
+  'follow-symlinks': { kind: 'bool', help: 'copy in the targets of absolute symlinks and of symlinks that leave a library directory (Spack views, conda)' },
   libs: { kind: 'string', help: 'library directories for launches, separated by ":" (like --libs, repeatable); auto: what the program loads' },
   'libs-policy': { kind: 'string', choices: LIBS_POLICIES, help: 'with --libs auto, serve what lies on network file systems (network), that and all outside the system directories (nonsystem), or all but the loader (all)' },
   launcher: { kind: 'string', choices: ['auto', 'local', 'openmpi', 'mpich', 'srun'], help: 'how ranks are started: auto, local, openmpi, mpich or srun' },
@@ -75,6 +76,7 @@ export interface Config {
   readonly stallTimeoutMs: number
   readonly startTimeoutMs: number
   readonly slurmWatchMs: number
+  readonly followSymlinks: boolean
   readonly libs: string | undefined
   readonly libsPolicy: LibsPolicy
   readonly launcher: string
@@ -107,6 +109,7 @@ const DEFAULTS: Config = {
   stallTimeoutMs: 60_000,
   startTimeoutMs: 120_000,
   slurmWatchMs: 10_000,
+  followSymlinks: false,
   libs: undefined,
   libsPolicy: 'nonsystem',
   launcher: 'auto',

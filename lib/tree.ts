@@ -89,7 +89,7 @@ async function addSymlink (abs: string, rel: string, ancestors: Set<string>, out
   }
   if (!options.followSymlinks) {
     throw sourceError(`symlink ${abs} -> ${target} can point outside the library directory: its target ${escape}`,
-      'make it relative and inside the tree, or pass --follow-symlinks to copy its target in')
+      'make it relative and inside the tree, or pass --follow-symlinks (P2PRUN_FOLLOW_SYMLINKS=1 for sbatch --p2plibs) to copy its target in')
   }
   const st = await stat(abs).catch((err: NodeJS.ErrnoException) => {
     throw sourceError(`symlink ${abs} -> ${target} cannot be followed: ${err.code}`, 'fix or remove the dangling link', err)

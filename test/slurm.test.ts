@@ -2,7 +2,7 @@
 // prolog/epilog hooks. Jobs are submitted with sbatch/srun as users would.
 import { execFile } from 'node:child_process'
 import { watch } from 'node:fs'
-import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises'
+import { mkdir, readdir, readFile, symlink, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { setTimeout as delay } from 'node:timers/promises'
 import { promisify } from 'node:util'
@@ -154,6 +154,20 @@ t.test('the head of a job cancelled while pending, and of a job array, leaves on
     'test -e "${LD_LIBRARY_PATH%%:*}/libdata.so"'], watchFast)
   t.equal(array.code, 0, `both tasks saw their libraries on the mount: ${array.stderr}`)
   await noHeads()
+  await nothingLeft(t)
+})
+
+t.test('--p2plibs of a Spack-view-like directory of absolute links: refused with the hint, served with P2PRUN_FOLLOW_SYMLINKS=1', async (t) => {
+  const { s, libs } = await example(t)
+  const view = path.join(s.dir, 'view')
+  await mkdir(view)
+  for (const name of ['libgreet.so.1', 'libcount.so.2', 'libplugin.so', 'libdata.so']) await symlink(path.join(libs, name), path.join(view, name))
+  const refused = await slurm('sbatch', [`--p2plibs=${view}`, '--wrap', 'true'])
+  t.not(refused.code, 0)
+  t.match(refused.stderr, /can point outside the library directory: its target is absolute \(hint: .*P2PRUN_FOLLOW_SYMLINKS=1 for sbatch --p2plibs/)
+  const served = await slurm('sbatch', ['--wait', '-N', '2', `--p2plibs=${view}`, '-o', '/dev/null', '--wrap',
+    'srun sh -c \'test -f "${LD_LIBRARY_PATH%%:*}/libdata.so" && ! test -L "${LD_LIBRARY_PATH%%:*}/libdata.so"\''], { P2PRUN_FOLLOW_SYMLINKS: '1' })
+  t.equal(served.code, 0, `the targets were copied in: each node's mount has the files themselves (${served.stderr})`)
   await nothingLeft(t)
 })
 

@@ -42,6 +42,7 @@ export async function runLaunch (argv: readonly string[], cli: readonly string[]
     flags: {
       ...(args.options.mode ? { mode: args.options.mode } : {}),
       ...(args.options.libsPolicy ? { 'libs-policy': args.options.libsPolicy } : {}),
+      ...(args.options.followSymlinks ? { 'follow-symlinks': true } : {}),
       ...(args.options.quiet ? { quiet: true } : {})
     },
     env, cwd: process.cwd(), configFile
@@ -55,7 +56,7 @@ export async function runLaunch (argv: readonly string[], cli: readonly string[]
   }
   await checkProgram(args.program[0] as string, env)
   const { desc, layout, placement, choices, warnings } = await launchSet(given.length > 0 ? given : [AUTO_LIBS], args.program[0] as string,
-    config.libsPolicy, { env, cwd: process.cwd(), describe: { mountPoint: args.options.mountPoint, followSymlinks: args.options.followSymlinks } })
+    config.libsPolicy, { env, cwd: process.cwd(), describe: { mountPoint: args.options.mountPoint, followSymlinks: config.followSymlinks } })
   if (!config.quiet) for (const line of warnings) process.stderr.write(`p2prun: warning: ${line}\n`)
   const launchId = randomBytes(4).toString('hex')
   const step = [rankStep, ...args.program]

@@ -99,7 +99,8 @@ async function runHeadDaemon (libs: readonly string[], mountRoot: string | undef
   try {
     if (libs.length === 0) throw usageError('--p2plibs names no directory')
     const layout = layoutOf(libs)
-    const desc = await describeLayout(layout)
+    // P2PRUN_FOLLOW_SYMLINKS in sbatch's environment, or follow-symlinks: in a settings file.
+    const desc = await describeLayout(layout, { followSymlinks: config.followSymlinks })
     const { startHead } = await import('../../lib/head.ts')
     const secret = newJobSecret()
     head = await startHead(desc, layout, config, advertisedHost(config),

@@ -45,7 +45,8 @@ function settingsHelp (): string {
     ['P2PRUN_SECRET', 'the job\'s secret (hex), for `p2prun serve` and --seeder'],
     ['P2PRUN_CONFIG', 'the user\'s settings file (like --config)'],
     ['P2PRUN_SITE_CONFIG', `the site's settings file (default ${SITE_CONFIG_FILE})`],
-    ['P2PRUN_NODE_PER_RANK', '1: every rank is its own node (to emulate nodes on one host)']
+    ['P2PRUN_NODE_PER_RANK', '1: every rank is its own node (to emulate nodes on one host)'],
+    ['P2PRUN_DEBUG', '1: an error prints its stack too (node agents log to RUN_DIR/job-*/agent.log)']
   ]
   const width = Math.max(...rows.map(([name]) => name.length))
   return '\nSettings (each also --NAME on the commands that take it, and NAME: in a settings file; flags ' +

@@ -11,7 +11,7 @@ import type { JobSpec } from '../lib/job.ts'
 import type { LibsPolicy } from '../lib/config.ts'
 import { programSet, type Choice } from '../lib/program-set.ts'
 import { layoutOf, type SourceLayout } from '../lib/source-layout.ts'
-import { findExecutable } from '../lib/files.ts'
+import { programFile } from '../lib/files.ts'
 import { loadClosure } from '../lib/load-closure.ts'
 import { sourceError } from '../lib/errors.ts'
 
@@ -81,7 +81,7 @@ function auditable (loader: string | undefined): { ok: boolean, warning?: string
  * A program whose closure cannot be read (a script, a missing library) gets no warning.
  */
 async function bypasses (program: string, dirs: readonly string[], options: { env: NodeJS.ProcessEnv, cwd: string }): Promise<string[]> {
-  const file = program.includes('/') ? path.resolve(options.cwd, program) : await findExecutable(program, options.env)
+  const file = await programFile(program, options.env, options.cwd)
   if (!file) return []
   const libraryPath = [...dirs, ...(options.env.LD_LIBRARY_PATH ? [options.env.LD_LIBRARY_PATH] : [])].join(':')
   const closure = await loadClosure(file, { env: { ...options.env, LD_LIBRARY_PATH: libraryPath }, cwd: options.cwd }).catch(() => undefined)

@@ -52,11 +52,10 @@ export async function describeLayout (layout: SourceLayout, options: DescribeOpt
 export async function describeMirror (files: readonly string[], dirs: readonly { dir: string, followSymlinks?: boolean }[],
   options: DescribeOptions & { name: string }): Promise<{ desc: Description, layout: SourceLayout }> {
   const trees = await Promise.all(dirs.map(async ({ dir, followSymlinks }) => ({ dir, entries: await scanTree(dir, { followSymlinks }) })))
-  const layout = MIRROR_LAYOUT
-  return { desc: await describeTree(layout, mirrorTree(files, trees), options), layout }
+  return { desc: await describeTree(MIRROR_LAYOUT, mirrorTree(files, trees), options), layout: MIRROR_LAYOUT }
 }
 
-export const MIRROR_LAYOUT: SourceLayout = { dirs: [{ name: '', dir: '/' }] }
+const MIRROR_LAYOUT: SourceLayout = { dirs: [{ name: '', dir: '/' }] }
 
 async function describeTree (layout: SourceLayout, tree: readonly TreeEntry[], options: DescribeOptions): Promise<Description> {
   const payload = tree.filter((e) => e.type === 'file' && e.size > 0)

@@ -14,6 +14,14 @@ export async function findExecutable (name: string, env: NodeJS.ProcessEnv): Pro
   return undefined
 }
 
+/**
+ * The file a program name means: the name itself (against `cwd`) if it has a slash, whether or
+ * not it exists; else the first executable of that name on PATH, or undefined.
+ */
+export async function programFile (name: string, env: NodeJS.ProcessEnv, cwd: string): Promise<string | undefined> {
+  return name.includes('/') ? path.resolve(cwd, name) : findExecutable(name, env)
+}
+
 export function isExecutable (file: string): Promise<boolean> {
   return access(file, constants.X_OK).then(() => true, () => false)
 }

@@ -15,7 +15,7 @@ import { promisify } from 'node:util'
 import { remoteKindOf } from './file-systems.ts'
 import { readFileKind } from './elf.ts'
 import { loadClosure, type ClosureOptions, type LoadedObject } from './load-closure.ts'
-import { findExecutable } from './files.ts'
+import { programFile } from './files.ts'
 import { sourceError, usageError } from './errors.ts'
 import type { LibsPolicy } from './config.ts'
 
@@ -51,7 +51,7 @@ export interface ProgramSet {
 }
 
 export async function programSet (name: string, policy: LibsPolicy, options: Pick<ClosureOptions, 'env' | 'cwd'>): Promise<ProgramSet> {
-  const found = name.includes('/') ? path.resolve(options.cwd, name) : await findExecutable(name, options.env)
+  const found = await programFile(name, options.env, options.cwd)
   if (!found) throw usageError(`program ${name} not found`, 'give its path, or put it on PATH')
   const program = await realpath(found).catch((err: NodeJS.ErrnoException) => {
     throw usageError(`program ${name} cannot be read: ${err.code}`, 'check the path')
@@ -62,7 +62,7 @@ export async function programSet (name: string, policy: LibsPolicy, options: Pic
       'add a #! line, or pass --libs DIR')
   }
   // A script's loads are its interpreter's: the closure is the interpreter's, and the script is served beside it.
-  const interpreter = kind.kind === 'elf' ? undefined : await interpreterOf(kind.interpreter, kind.argument, options.env, name)
+  const interpreter = kind.kind === 'elf' ? undefined : await interpreterOf(kind.interpreter, kind.argument, options, name)
   const elfProgram = interpreter?.real ?? program
   const closure = await loadClosure(elfProgram, options)
   const python = PYTHON.test(path.basename(elfProgram))
@@ -133,10 +133,10 @@ export function isSystemPath (file: string): boolean {
  * `#!/usr/bin/env python3` names its interpreter through PATH; any other #! line by its path.
  * `given` is the path as the kernel will start it, `real` the ELF file behind it.
  */
-async function interpreterOf (interpreter: string, argument: string | undefined, env: NodeJS.ProcessEnv, script: string): Promise<{ given: string, real: string }> {
+async function interpreterOf (interpreter: string, argument: string | undefined, { env, cwd }: Pick<ClosureOptions, 'env' | 'cwd'>, script: string): Promise<{ given: string, real: string }> {
   const viaEnv = path.basename(interpreter) === 'env' && argument !== undefined
   const name = viaEnv ? (argument.split(/\s+/).find((w) => !w.startsWith('-')) ?? '') : interpreter
-  const file = name.includes('/') ? name : await findExecutable(name, env)
+  const file = await programFile(name, env, cwd)
   const real = file ? await realpath(file).catch(() => undefined) : undefined
   if (!real) throw sourceError(`${script} is run by ${name}, which is not found here`, 'install it, or give the script\'s interpreter a full path')
   const kind = readFileKind(real)

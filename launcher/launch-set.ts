@@ -11,7 +11,7 @@ import type { JobSpec } from '../lib/job.ts'
 import type { LibsPolicy } from '../lib/config.ts'
 import { programSet, type Choice } from '../lib/program-set.ts'
 import { layoutOf, type SourceLayout } from '../lib/source-layout.ts'
-import { programFile } from '../lib/files.ts'
+import { isWithin, programFile } from '../lib/files.ts'
 import { loadClosure } from '../lib/load-closure.ts'
 import { sourceError } from '../lib/errors.ts'
 
@@ -55,7 +55,7 @@ export async function launchSet (libs: readonly string[], program: string, polic
       ...(set.execFromMount ? { program: inMount(set.program) } : {}),
       ...(set.pythonDirs.length > 0 ? { pythonPath: set.pythonDirs.map(inMount) } : {}),
       // Whole directories answer every lookup in them; of the others only some files are served.
-      ...(audit.ok ? { redirect: { whole, some: [...new Set(set.files.map((f) => path.dirname(f)))].filter((d) => !whole.some((w) => d === w || d.startsWith(`${w}/`))) } } : {})
+      ...(audit.ok ? { redirect: { whole, some: [...new Set(set.files.map((f) => path.dirname(f)))].filter((d) => !whole.some((w) => isWithin(w, d))) } } : {})
     },
     choices: set.choices,
     warnings: audit.warning ? [audit.warning] : []
@@ -87,7 +87,7 @@ async function bypasses (program: string, dirs: readonly string[], options: { en
   const closure = await loadClosure(file, { env: { ...options.env, LD_LIBRARY_PATH: libraryPath }, cwd: options.cwd }).catch(() => undefined)
   const inSet = (name: string) => dirs.some((d) => existsSync(path.join(d, name)))
   return (closure?.objects ?? [])
-    .filter((o) => (o.foundBy === 'RPATH' || o.foundBy === 'path') && !dirs.some((d) => o.path.startsWith(`${d}/`)) && inSet(o.name))
+    .filter((o) => (o.foundBy === 'RPATH' || o.foundBy === 'path') && !dirs.some((d) => isWithin(d, o.path)) && inSet(o.name))
     .map((o) => `${path.basename(o.neededBy?.path ?? program)} loads ${o.name} from ${o.path} (${o.foundBy === 'RPATH' ? 'its DT_RPATH, searched before LD_LIBRARY_PATH' : 'a path in DT_NEEDED'}), not from the mount ` +
       '(hint: leave out --libs, or add --libs auto: p2prun then sends such loads to the mount)')
 }

@@ -26,6 +26,11 @@ export function isExecutable (file: string): Promise<boolean> {
   return access(file, constants.X_OK).then(() => true, () => false)
 }
 
+/** Whether `file` is `dir` or lies under it ('/'-separated paths; /a/bc is not under /a/b). */
+export function isWithin (dir: string, file: string): boolean {
+  return file === dir || file.startsWith(`${dir}/`)
+}
+
 /** Readers see the old content or the new, never a part: write a temporary file, then rename it. */
 export async function writeAtomic (file: string, data: string | Uint8Array): Promise<void> {
   const tmp = `${file}.tmp-${process.pid}`

@@ -15,7 +15,7 @@ import { promisify } from 'node:util'
 import { remoteKindOf } from './file-systems.ts'
 import { readFileKind } from './elf.ts'
 import { loadClosure, type ClosureOptions, type LoadedObject } from './load-closure.ts'
-import { programFile } from './files.ts'
+import { isWithin, programFile } from './files.ts'
 import { sourceError, usageError } from './errors.ts'
 import type { LibsPolicy } from './config.ts'
 
@@ -126,7 +126,7 @@ function describeFound (o: LoadedObject): string {
 }
 
 export function isSystemPath (file: string): boolean {
-  return SYSTEM_DIRS.some((d) => file === d || file.startsWith(`${d}/`))
+  return SYSTEM_DIRS.some((d) => isWithin(d, file))
 }
 
 /**

@@ -2,6 +2,7 @@
 // each described path is. Its own module, without describe's dependencies: the head's seeder and
 // a node's fallback to the source read files through it.
 import path from 'node:path'
+import { isWithin } from './files.ts'
 
 /**
  * Where each described path is read from. One directory is the set itself; several (`--libs A
@@ -30,7 +31,7 @@ export function layoutOf (dirs: readonly string[]): SourceLayout {
 export function sourcePath (layout: SourceLayout, entryPath: string): string {
   for (const { name, dir } of layout.dirs) {
     if (name === '') return path.join(dir, entryPath)
-    if (entryPath === name || entryPath.startsWith(`${name}/`)) return path.join(dir, entryPath.slice(name.length))
+    if (isWithin(name, entryPath)) return path.join(dir, entryPath.slice(name.length))
   }
   throw new Error(`internal: ${entryPath} is outside the source layout`)
 }

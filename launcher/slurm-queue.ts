@@ -24,8 +24,12 @@ const SUBMITTED_BEFORE_MS = 5_000
 const SUBMITTED_WITHIN_LOOKS = 30
 
 interface QueuedJob {
-  /** Slurm's job id: each task of an array has its own. */
+  /** Slurm's job id: each task of an array has its own once it runs. */
   readonly id: string
+  /** The array's job id, and the task's index; undefined for a job that is no array task. */
+  readonly arrayJob: string
+  readonly arrayTask: string | undefined
+  readonly state: string
   readonly submitted: number
   readonly workDir: string
 }
@@ -58,11 +62,20 @@ export class HeadJobs {
     }
   }
 
-  /** A job's epilog says it ended: whether that leaves none of the head's jobs (looks at the queue now). */
+  /**
+   * A job's epilog says it ended: whether the head should go. Only the head's own jobs know its
+   * stop URL, so this job is surely its: a job that is no array task ends the head at once (a
+   * job submitted in the same second from the same directory is not taken for a task of it); an
+   * array's task, once no other task of that array is queued but to complete.
+   */
   async ended (jobId: string | undefined): Promise<boolean> {
     if (jobId === undefined) return true // not from a p2prun epilog: stop, as asked
     this.finished.add(jobId)
-    return this.noneLeft()
+    const jobs = await queue()
+    const array = jobs?.find((j) => j.id === jobId && j.arrayTask !== undefined)?.arrayJob
+    if (jobs === undefined || array === undefined) return true
+    // Not by id: the tasks still pending share the array's id (Slurm gives each its own when it starts).
+    return !jobs.some((j) => j.arrayJob === array && j.state !== 'COMPLETING')
   }
 
   private async noneLeft (): Promise<boolean> {
@@ -78,12 +91,15 @@ export class HeadJobs {
 }
 
 async function queue (): Promise<QueuedJob[] | undefined> {
-  // %A: the job id (each array task its own), %V: submit time, %Z: working directory.
-  const out = await run('squeue', ['--me', '-h', '-r', '-o', '%A|%V|%Z'], { timeout: 30_000 }).catch(() => undefined)
+  // %A: the job id (each array task its own), %F and %K: the array's job id and the task's index
+  // (N/A: no array), %T: state, %V: submit time, %Z: working directory.
+  const out = await run('squeue', ['--me', '-h', '-r', '-o', '%A|%F|%K|%T|%V|%Z'], { timeout: 30_000 }).catch(() => undefined)
   if (!out) return undefined
   return out.stdout.split('\n').flatMap((line) => {
-    const [id, submitted, workDir] = line.split('|')
+    const [id, arrayJob, arrayTask, state, submitted, workDir] = line.split('|')
     const when = submitted ? Date.parse(submitted) : NaN
-    return id && workDir && Number.isFinite(when) ? [{ id, submitted: when, workDir }] : []
+    return id && arrayJob && arrayTask && state && workDir && Number.isFinite(when)
+      ? [{ id, arrayJob, arrayTask: arrayTask === 'N/A' ? undefined : arrayTask, state, submitted: when, workDir }]
+      : []
   })
 }

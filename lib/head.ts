@@ -66,7 +66,8 @@ export async function startHead (desc: Description, source: SourceLayout, config
       deferToPeersMs: config.deferToPeersMs,
       secret,
       // The tracker lists nodes once they joined, i.e. once they had the description; and the seeder.
-      noOtherHolder: () => tracker.peerCount(desc.infoHash) <= 1
+      // Before any node joined, the first holders are still on their way: they, not the head, serve the rest.
+      noOtherHolder: () => tracker.nodesJoined() > 0 && tracker.peerCount(desc.infoHash) <= 1
     }, warn)
   } catch (err) {
     await tracker.close()

@@ -21,7 +21,8 @@ export const HEAD_DESC_PEERS = 4
 /**
  * Answers p2prun_desc requests with `bytes`, for at most `maxPeers` distinct peers, and for more
  * while `noOtherHolder` says no one else could (the head, when every node that had the
- * description has left: their ranks ended); refuses the rest, who then ask other peers.
+ * description has left: their ranks ended); refuses the rest, who then ask other peers (those
+ * served first join in a moment).
  */
 export class DescriptionServer {
   private readonly bytes: Buffer

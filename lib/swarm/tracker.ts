@@ -41,6 +41,8 @@ export interface Tracker {
   completions (): readonly number[]
   /** Bytes of descriptions sent (GET DESCRIPTION_PATH…). */
   descriptionBytes (): number
+  /** Nodes (not the head) that ever registered, whether or not they left since. */
+  nodesJoined (): number
   close (): Promise<void>
 }
 
@@ -129,6 +131,7 @@ export async function startTracker (opts: TrackerOptions): Promise<Tracker> {
   const started = performance.now()
   const completed: number[] = []
   let descriptionBytes = 0
+  let nodesJoined = 0
 
   const announce = (query: Query, remoteIp: string): Record<string, unknown> => {
     const infoHash = query.bytes('info_hash')
@@ -158,6 +161,7 @@ export async function startTracker (opts: TrackerOptions): Promise<Tracker> {
       if (swarm.peers.length >= opts.maxPeers) evictOne(swarm)
       peer = { id, ip: remoteIp, port, complete: false, compact: encodeCompact([`${remoteIp}:${port}`]) }
       swarm.add(peer)
+      if (!isHeadPeerId(id)) nodesJoined++
     } else if (peer.ip !== remoteIp || peer.port !== port) {
       peer.ip = remoteIp
       peer.port = port
@@ -226,6 +230,7 @@ export async function startTracker (opts: TrackerOptions): Promise<Tracker> {
     port: typeof address === 'object' && address ? address.port : opts.port,
     completions: () => completed,
     descriptionBytes: () => descriptionBytes,
+    nodesJoined: () => nodesJoined,
     peerCount: (infoHash) => swarms.get(infoHash.toLowerCase())?.peers.length ?? 0,
     close: () => (closing ??= new Promise<void>((resolve) => {
       server.close(() => resolve())

@@ -7,15 +7,14 @@ import { existsSync } from 'node:fs'
 import path from 'node:path'
 import { describeLayout, describeMirror, type DescribeOptions } from '../lib/describe.ts'
 import type { Description } from '../lib/description.ts'
-import type { JobSpec } from '../lib/job.ts'
-import type { LibsPolicy } from '../lib/config.ts'
+import type { JobSpec } from '../lib/session/job-spec.ts'
+import { AUTO_LIBS, type LibsPolicy } from '../lib/config.ts'
 import { programSet, type Choice } from '../lib/program-set.ts'
 import { layoutOf, type SourceLayout } from '../lib/source-layout.ts'
 import { isWithin, programFile } from '../lib/files.ts'
 import { loadClosure } from '../lib/load-closure.ts'
 import { sourceError } from '../lib/errors.ts'
 
-export const AUTO_LIBS = 'auto'
 
 export interface LaunchSet {
   readonly desc: Description

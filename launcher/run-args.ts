@@ -2,21 +2,23 @@
 // options, the launcher's (passed on unchanged) and the program. Launcher options that take a value
 // come from the chosen adapter's table; `--opt=value` is always one word; after `--`, p2prun
 // recognises none of its own options.
+import type { SettingName } from '../lib/config.ts'
 import { quote, usageError } from '../lib/errors.ts'
 
+/** Settings a launch takes as options of its own: config.ts parses and checks them with the rest. */
+const SETTING_VALUES: readonly SettingName[] = ['launcher', 'mode', 'libs-policy']
+const SETTING_FLAGS: readonly SettingName[] = ['follow-symlinks', 'quiet']
+
 export interface RunOptions {
+  /** As given (repeatable); config.ts resolves them. */
   readonly libs: readonly string[]
-  readonly launcher?: string
   readonly seeder?: string
-  readonly mode?: string
-  readonly libsPolicy?: string
   readonly config?: string
   readonly mountPoint?: string
   readonly dryRun: boolean
-  /** Copy in the targets of absolute symlinks and of symlinks that leave a --libs directory (Spack views, conda). */
-  readonly followSymlinks: boolean
-  readonly quiet: boolean
   readonly stats: boolean
+  /** The settings given as options, by name, for loadConfig's flags. */
+  readonly settings: Partial<Record<SettingName, string | boolean>>
 }
 
 export interface RunArgs {
@@ -25,8 +27,8 @@ export interface RunArgs {
   readonly program: readonly string[]
 }
 
-const OWN_VALUES = new Set(['--libs', '--libs-policy', '--launcher', '--seeder', '--mode', '--config', '--mount-point'])
-const OWN_FLAGS = new Set(['--dry-run', '--quiet', '--stats', '--follow-symlinks'])
+const OWN_VALUES = new Set(['--libs', '--seeder', '--config', '--mount-point', ...SETTING_VALUES.map((n) => `--${n}`)])
+const OWN_FLAGS = new Set(['--dry-run', '--stats', ...SETTING_FLAGS.map((n) => `--${n}`)])
 /**
  * The rank count, which every launcher takes as `-n` (and Open MPI, MPICH and p2prun's own as
  * `-np`): checked here, so a typo fails before anything is described or started.
@@ -63,19 +65,18 @@ export function splitRunArgs (argv: readonly string[], launcherValues: ReadonlyM
   const program = argv.slice(i)
   if (program.length === 0) throw usageError('no program to run', 'p2prun -n 4 ./app [args…]')
   const last = (name: string) => own[name]?.[own[name].length - 1]
+  const settings: Partial<Record<SettingName, string | boolean>> = {}
+  for (const name of SETTING_VALUES) if (own[`--${name}`]) settings[name] = last(`--${name}`) as string
+  for (const name of SETTING_FLAGS) if (flags.has(`--${name}`)) settings[name] = true
   return {
     options: {
       libs: own['--libs'] ?? [],
-      launcher: last('--launcher'),
       seeder: last('--seeder'),
-      mode: last('--mode'),
-      libsPolicy: last('--libs-policy'),
       config: last('--config'),
       mountPoint: last('--mount-point'),
       dryRun: flags.has('--dry-run'),
-      followSymlinks: flags.has('--follow-symlinks'),
-      quiet: flags.has('--quiet'),
-      stats: flags.has('--stats')
+      stats: flags.has('--stats'),
+      settings
     },
     launcherArgs,
     program

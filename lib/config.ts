@@ -14,8 +14,14 @@ export const FALLBACK_MODES: readonly FallbackMode[] = ['auto', 'off']
 /** What a launch serves of the program's load closure (program-set.ts says what each means). */
 export type LibsPolicy = 'network' | 'nonsystem' | 'all'
 export const LIBS_POLICIES: readonly LibsPolicy[] = ['network', 'nonsystem', 'all']
+/** How ranks are started (launcher/launchers/ has one adapter for each); auto chooses one. */
+export type LauncherName = 'local' | 'openmpi' | 'mpich' | 'srun'
+export const LAUNCHER_NAMES: readonly LauncherName[] = ['local', 'openmpi', 'mpich', 'srun']
+export type LauncherChoice = LauncherName | 'auto'
+/** In a library list: the program's load closure instead of (or beside) named directories. */
+export const AUTO_LIBS = 'auto'
 
-type Kind = 'string' | 'int' | 'seconds' | 'bool' | 'path'
+type Kind = 'string' | 'int' | 'seconds' | 'bool' | 'path' | 'paths'
 
 interface Spec {
   readonly kind: Kind
@@ -45,9 +51,9 @@ export const SETTINGS = {
   'start-timeout': { kind: 'seconds', min: 1, help: 'give up when a node agent is not ready after this many seconds' },
   'slurm-watch': { kind: 'seconds', min: 0.1, help: 'how often a --p2plibs job\'s head looks in Slurm\'s queue for its job (it stops when the job is gone)' },
   'follow-symlinks': { kind: 'bool', help: 'copy in the targets of absolute symlinks and of symlinks that leave a library directory (Spack views, conda)' },
-  libs: { kind: 'string', help: 'library directories for launches, separated by ":" (like --libs, repeatable); auto: what the program loads' },
+  libs: { kind: 'paths', help: 'library directories for launches, separated by ":" (like --libs, repeatable); auto: what the program loads' },
   'libs-policy': { kind: 'string', choices: LIBS_POLICIES, help: 'with --libs auto, serve what lies on network file systems (network), that and all outside the system directories (nonsystem), or all but the loader (all)' },
-  launcher: { kind: 'string', choices: ['auto', 'local', 'openmpi', 'mpich', 'srun'], help: 'how ranks are started: auto, local, openmpi, mpich or srun' },
+  launcher: { kind: 'string', choices: ['auto', ...LAUNCHER_NAMES], help: `how ranks are started: auto, ${LAUNCHER_NAMES.join(', ')}` },
   mode: { kind: 'string', choices: DATA_MODES, help: 'data mode: block (fetch pieces on read), file (whole file on open), eager (everything, opened files first)' },
   owner: { kind: 'string', help: 'UID[:GID] that owns the mounted files (default: the mounting user)' },
   'allow-other': { kind: 'bool', help: 'let users other than the mounting one see the mount (needs user_allow_other in /etc/fuse.conf)' },
@@ -77,9 +83,10 @@ export interface Config {
   readonly startTimeoutMs: number
   readonly slurmWatchMs: number
   readonly followSymlinks: boolean
-  readonly libs: string | undefined
+  /** Directories (absolute) and AUTO_LIBS, in the order given. */
+  readonly libs: readonly string[] | undefined
   readonly libsPolicy: LibsPolicy
-  readonly launcher: string
+  readonly launcher: LauncherChoice
   readonly mode: DataMode
   readonly fallback: FallbackMode
   readonly owner: { readonly uid: number, readonly gid: number } | undefined
@@ -226,6 +233,13 @@ function parseValue (spec: Spec, raw: unknown, where: string, base: string): unk
         throw configError(`${where}: ${n} is out of range (${spec.min ?? '-∞'}..${spec.max ?? '∞'})`)
       }
       return n
+    }
+    case 'paths': {
+      // YAML may give a list; flags and variables give one string, separated by ":".
+      const items = Array.isArray(raw) ? raw.map(String) : typeof raw === 'string' ? raw.split(':') : undefined
+      const list = items?.filter((item) => item !== '')
+      if (!list || list.length === 0) throw configError(`${where}: expected directories separated by ":", got ${quote(String(raw))}`)
+      return list.map((item) => (item === AUTO_LIBS ? item : path.resolve(base, item)))
     }
     case 'path':
     case 'string': {

@@ -29,6 +29,38 @@ export class P2prunError extends Error {
  */
 export class AlreadyReported extends Error {}
 
+/**
+ * A failure as it crosses to another process (a node's state, a daemon's pipe to its parent): the
+ * error itself as data, so the process that reports it need not read it back out of a log.
+ */
+export interface FailureRecord {
+  readonly code: ErrorCode
+  readonly message: string
+  readonly hint?: string
+}
+
+export function failureOf (err: unknown): FailureRecord {
+  if (err instanceof P2prunError) return { code: err.code, message: err.message, ...(err.hint ? { hint: err.hint } : {}) }
+  return { code: 'LAUNCH', message: `unexpected error: ${err instanceof Error ? err.message : String(err)}` }
+}
+
+/** The error a record stands for, its message after `prefix` (who saw it fail). */
+export function failureError (record: Partial<FailureRecord>, prefix = ''): P2prunError {
+  return new P2prunError(record.code ?? 'LAUNCH', `${prefix}${record.message ?? 'no reason given'}`, { hint: record.hint })
+}
+
+/** A record as one line of text, for a pipe. */
+export const failureLine = (err: unknown): string => JSON.stringify(failureOf(err))
+
+/** The error a line from failureLine stands for; a line that is not one is taken as the message. */
+export function failureFromLine (line: string): P2prunError {
+  try {
+    return failureError(JSON.parse(line) as Partial<FailureRecord>)
+  } catch {
+    return failureError({ message: line.trim() })
+  }
+}
+
 export const usageError = (message: string, hint?: string) => new P2prunError('USAGE', message, { hint })
 export const configError = (message: string, hint?: string) => new P2prunError('CONFIG', message, { hint })
 export const sourceError = (message: string, hint?: string, cause?: unknown) =>

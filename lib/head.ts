@@ -1,6 +1,7 @@
 // The head's bootstrap daemons for one job: the tracker (which also hands out the description) and
 // the seeder, started and stopped together. Used by `p2prun serve` and by the launcher.
 import { randomBytes } from 'node:crypto'
+import os from 'node:os'
 import type { Config } from './config.ts'
 import type { SourceLayout } from './source-layout.ts'
 import type { Description } from './description.ts'
@@ -29,15 +30,16 @@ export interface Head {
 }
 
 /**
- * `advertise` is the address nodes reach this host at; the config's host is what we bind to.
+ * Nodes reach the head at the advertised address (advertisedHost); it binds to the config's host.
  * `warn` hears of trouble the head survives (a source that changed while it was served).
  * `secret`: the job's, which the tracker and the seeder require; undefined serves anyone (--open).
  * `onStopRequest`: hears stop requests (with the ending Slurm job's id, if given) and calls `stop`
  * if the head should go; without it, every request stops the head.
  */
-export async function startHead (desc: Description, source: SourceLayout, config: Config, advertise: string,
+export async function startHead (desc: Description, source: SourceLayout, config: Config,
   warn: (line: string) => void, secret: JobSecret | undefined,
   onStopRequest?: (jobId: string | undefined, stop: () => void) => void): Promise<Head> {
+  const advertise = advertisedHost(config)
   const token = randomBytes(16).toString('hex')
   let requestStop = () => {}
   const stopped = new Promise<void>((resolve) => { requestStop = resolve })
@@ -88,4 +90,15 @@ export async function startHead (desc: Description, source: SourceLayout, config
     completions: () => tracker.completions(),
     close: () => (closing ??= seeder.close().finally(() => tracker.close()))
   }
+}
+
+/** The address other hosts reach this one at: the bind address, or the first non-loopback IPv4. */
+function advertisedHost (config: Config): string {
+  if (config.advertise) return config.advertise
+  if (config.host !== undefined && config.host !== '0.0.0.0' && config.host !== '::') return config.host
+  for (const addrs of Object.values(os.networkInterfaces())) {
+    const v4 = addrs?.find((a) => a.family === 'IPv4' && !a.internal)
+    if (v4) return v4.address
+  }
+  return '127.0.0.1'
 }

@@ -9,7 +9,8 @@ import { execFile } from 'node:child_process'
 import { fuseError } from './errors.ts'
 import { findExecutable } from './files.ts'
 import type { LibraryFs, Replies, ServerCounts } from './fs.ts'
-import { FuseEvent, NATIVE_FILE, native, type FuseEventListener, type FuseHandle, type Native } from './native.ts'
+import { NATIVE_FILE } from './dist-files.ts'
+import { FuseEvent, native, type FuseEventListener, type FuseHandle, type Native } from './native.ts'
 
 export interface MountOptions {
   /** Shown as the mount's source in /proc/mounts. */

@@ -1,12 +1,9 @@
 // p2prun's Node-API addon (native/, built by scripts/build.ts into dist/): the FUSE server the
 // mount runs on a thread of its own, and the socket low-water mark. A checkout never built has
 // none: mounting then says how to build it.
-import path from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { distFile, NATIVE_FILE } from './dist-files.ts'
 import type { InodeTable, ServerCounts } from './fs.ts'
 import type { LocalView } from './store.ts'
-
-export const NATIVE_FILE = 'p2prun-native.node'
 
 /** What the session thread tells JS: the first argument of `onEvent`. */
 export const FuseEvent = { Mounted: 0, Open: 1, Read: 2, Interrupt: 3, Ended: 4 } as const
@@ -50,13 +47,10 @@ export interface Native {
 }
 
 function load (): Native | undefined {
-  const here = path.dirname(fileURLToPath(import.meta.url))
-  // The bundle runs from dist/, beside the addon; the sources from lib/.
-  const dist = path.basename(here) === 'dist' ? here : path.join(here, '../dist')
   try {
     // The bundle's banner already declares a top-level createRequire: this one stays local.
     const { createRequire } = process.getBuiltinModule('node:module')
-    return createRequire(import.meta.url)(path.join(dist, NATIVE_FILE)) as Native
+    return createRequire(import.meta.url)(distFile(NATIVE_FILE)) as Native
   } catch {
     return undefined
   }

@@ -12,7 +12,7 @@ import { existsSync } from 'node:fs'
 import { rm } from 'node:fs/promises'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { NATIVE_FILE } from '../lib/native.ts'
+import { AUDIT_FILE, NATIVE_FILE } from '../lib/dist-files.ts'
 
 const root = path.dirname(path.dirname(fileURLToPath(import.meta.url)))
 const outdir = path.join(root, 'dist')
@@ -57,7 +57,7 @@ try {
 // (launcher/rank-step.ts): plain C against libc alone, so any glibc node can load it.
 try {
   execFileSync('cc', ['-O2', '-Wall', '-Wextra', '-Werror', '-shared', '-fPIC', path.join(root, 'native/audit.c'),
-    '-o', path.join(outdir, 'p2prun-audit.so')], { stdio: 'inherit' })
+    '-o', path.join(outdir, AUDIT_FILE)], { stdio: 'inherit' })
 } catch (err) {
-  throw new Error(`cannot build p2prun-audit.so: ${(err as Error).message} (hint: install a C compiler: scripts/setup-system.sh)`)
+  throw new Error(`cannot build ${AUDIT_FILE}: ${(err as Error).message} (hint: install a C compiler: scripts/setup-system.sh)`)
 }

@@ -93,8 +93,12 @@ static int run_head(char *spec, size_t len)
 		dup2(out[1], STDOUT_FILENO);
 		close(out[0]);
 		close(out[1]);
+		/* The nodes' settings go into the job spec the head prints: the nodes read them there. */
+		setenv("P2PRUN_RUN_DIR", run_dir, 1);
+		if (store_dir[0])
+			setenv("P2PRUN_STORE_DIR", store_dir, 1);
 		if (mode[0])
-			setenv("P2PRUN_MODE", mode, 1); /* goes into the job spec the head prints */
+			setenv("P2PRUN_MODE", mode, 1);
 		if (mount_root[0])
 			execl(p2prun_bin, p2prun_bin, "slurm", "head", "--libs", p2plibs, "--mount-root", mount_root, (char *)NULL);
 		else
@@ -130,9 +134,7 @@ int slurm_spank_init_post_opt(spank_t sp, int ac, char **av)
 		slurm_error("p2plibs: --p2plibs=%s failed (see the p2prun error above)", p2plibs);
 		return -1;
 	}
-	if (spank_job_control_setenv(sp, "P2PRUN_JOB", spec, 1) != ESPANK_SUCCESS ||
-	    spank_job_control_setenv(sp, "P2PRUN_RUN_DIR", run_dir, 1) != ESPANK_SUCCESS ||
-	    (store_dir[0] && spank_job_control_setenv(sp, "P2PRUN_STORE_DIR", store_dir, 1) != ESPANK_SUCCESS)) {
+	if (spank_job_control_setenv(sp, "P2PRUN_JOB", spec, 1) != ESPANK_SUCCESS) {
 		slurm_error("p2plibs: cannot pass the job spec on");
 		return -1;
 	}
@@ -153,7 +155,8 @@ int slurm_spank_task_init(spank_t sp, int ac, char **av)
 		slurm_error("p2plibs: cannot tell this task's job and node");
 		return -1;
 	}
-	for (char *c = node; *c; c++) /* the same name mangling as p2prun's nodeStateDir */
+	/* The node state's ldpath file, as lib/session/node-state.ts lays it out (the same name mangling). */
+	for (char *c = node; *c; c++)
 		if (!(*c == '.' || *c == '-' || *c == '_' || (*c >= '0' && *c <= '9') || (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z')))
 			*c = '_';
 	snprintf(file, sizeof file, "%s/job-slurm-%u-%s/ldpath", run_dir, job_id, node);
@@ -170,10 +173,9 @@ int slurm_spank_task_init(spank_t sp, int ac, char **av)
 		snprintf(both, sizeof both, "%s:%s", ldpath, old);
 	else
 		snprintf(both, sizeof both, "%s", ldpath);
-	/* For p2prun inside the job: the job's spec, and where the prolog's agents keep their state. */
+	/* For p2prun inside the job: the job's spec (which says where the prolog's agents keep their state). */
 	if (spank_getenv(sp, "SLURM_SPANK_P2PRUN_JOB", spec, sizeof spec) == ESPANK_SUCCESS)
 		spank_setenv(sp, "P2PRUN_JOB", spec, 0);
-	spank_setenv(sp, "P2PRUN_RUN_DIR", run_dir, 0);
 	return spank_setenv(sp, "LD_LIBRARY_PATH", both, 1) == ESPANK_SUCCESS ? 0 : -1;
 }
 

@@ -46,3 +46,20 @@ t.test('the site file (/etc/p2prun/p2prun.yaml, or P2PRUN_SITE_CONFIG) is below 
   await t.rejects(loadConfig({ flags: {}, env: { P2PRUN_SITE_CONFIG: path.join(root, 'none.yaml') }, cwd: job }), { code: 'CONFIG', message: /cannot read config file .*none\.yaml: ENOENT/ })
   await t.rejects(loadConfig({ flags: {}, env: { P2PRUN_SITE_CONFIG: path.join(job, 'p2prun.yaml') }, cwd: root, configFile: site.replace('p2prun.yaml', 'x.yaml') }), { code: 'CONFIG' })
 })
+
+t.test('libs is parsed into directories once: ":"-separated or a YAML list, relative to where written, auto kept', async (t) => {
+  const root = t.testdir({ conf: { 'p2prun.yaml': 'libs: [libs, auto, /opt/x]\n' }, empty: {} })
+  const empty = path.join(root, 'empty')
+  t.same((await loadConfig({ flags: {}, env: { P2PRUN_LIBS: 'a::auto:/b' }, cwd: empty })).libs, [path.join(empty, 'a'), 'auto', '/b'])
+  t.same((await loadConfig({ flags: {}, env: {}, cwd: path.join(root, 'conf') })).libs, [path.join(root, 'conf/libs'), 'auto', '/opt/x'])
+  t.equal((await loadConfig({ flags: {}, env: {}, cwd: empty })).libs, undefined, 'none: the launch decides (auto)')
+  await t.rejects(loadConfig({ flags: {}, env: { P2PRUN_LIBS: ':' }, cwd: empty }), { message: /P2PRUN_LIBS: expected directories separated by ":", got ":"/ })
+})
+
+t.test('the launcher is one of a closed set, checked with the other settings', async (t) => {
+  const empty = t.testdir({})
+  t.equal((await loadConfig({ flags: {}, env: {}, cwd: empty })).launcher, 'auto')
+  t.equal((await loadConfig({ flags: { launcher: 'mpich' }, env: {}, cwd: empty })).launcher, 'mpich')
+  await t.rejects(loadConfig({ flags: {}, env: { P2PRUN_LAUNCHER: 'pbsdsh' }, cwd: empty }),
+    { code: 'CONFIG', message: /P2PRUN_LAUNCHER: expected one of auto, local, openmpi, mpich, srun, got "pbsdsh"/ })
+})

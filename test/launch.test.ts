@@ -131,7 +131,8 @@ t.test('--dry-run prints the launcher command and starts nothing', async (t) => 
   const { s, dirs, app, libs } = await example(t)
   const r = await launch(s, dirs, ['--dry-run', '-n', '4', '--launcher', 'openmpi', '--map-by', 'ppr:1:node', '--libs', libs, app, 'arg'])
   t.equal(r.exitCode, 0, r.stderr)
-  t.match(r.stdout, new RegExp(`^P2PRUN_JOB='<set at launch>' \\S*mpirun\\.openmpi -n 4 --map-by ppr:1:node -x P2PRUN_JOB -x P2PRUN_RUN_DIR -x P2PRUN_STORE_DIR \\S+/bin/p2prun-rank ${app} arg$`))
+  t.match(r.stdout, new RegExp(`^P2PRUN_JOB='<set at launch>' \\S*mpirun\\.openmpi -n 4 --map-by ppr:1:node -x P2PRUN_JOB \\S+/bin/p2prun-rank ${app} arg$`),
+    'the job spec alone crosses to the ranks: it carries the run and store directories the launch was given')
   await nothingLeft(t, s, dirs)
 })
 

@@ -1,6 +1,8 @@
 // Pure parts of the launcher: command-line splitting, each adapter's command, rank identity.
+import os from 'node:os'
 import t from 'tap'
-import { expandTemplate, libraryPath, nodeIdentity, slurmTasksOnNode } from '../lib/job.ts'
+import { expandTemplate, libraryPath } from '../lib/session/job-spec.ts'
+import { nodeIdentity, slurmTasksOnNode } from '../lib/session/rank-identity.ts'
 import { localAdapter } from '../launcher/launchers/local.ts'
 import { mpich } from '../launcher/launchers/mpich.ts'
 import { openmpi } from '../launcher/launchers/openmpi.ts'
@@ -16,7 +18,7 @@ t.test('split: p2prun options, launcher options (with their values), then the pr
     ['hydra -genv takes two', ['-genv', 'A', 'B', '-ppn', '1', '--dry-run', 'app'], mpich.valueOptions,
       { launcherArgs: ['-genv', 'A', 'B', '-ppn', '1'], program: ['app'], options: { dryRun: true } }],
     ['srun short and long', ['-N', '4', '--ntasks-per-node=2', '--mode', 'block', '-l', 'app'], srun.valueOptions,
-      { launcherArgs: ['-N', '4', '--ntasks-per-node=2', '-l'], program: ['app'], options: { mode: 'block' } }],
+      { launcherArgs: ['-N', '4', '--ntasks-per-node=2', '-l'], program: ['app'], options: { settings: { mode: 'block' } } }],
     ['after --, p2prun options go to the launcher', ['--libs', 'L', '--', '--stats', 'app'], openmpi.valueOptions,
       { launcherArgs: ['--stats'], program: ['app'], options: { stats: false, libs: ['L'] } }],
     ['the program\'s own options are its own', ['--libs', 'L', 'app', '--libs', 'X', '-n', '3'], openmpi.valueOptions,
@@ -68,16 +70,17 @@ t.test('each adapter builds its launcher\'s command and forwards p2prun\'s varia
 })
 
 t.test('node identity from Open MPI, MPICH, Slurm and the local launcher; the one-node-per-rank knob', async (t) => {
-  t.match(nodeIdentity({ OMPI_COMM_WORLD_RANK: '5', OMPI_COMM_WORLD_LOCAL_RANK: '1', OMPI_COMM_WORLD_LOCAL_SIZE: '4' }, 'h'),
+  t.match(nodeIdentity({ P2PRUN_NODE_NAME: 'h', OMPI_COMM_WORLD_RANK: '5', OMPI_COMM_WORLD_LOCAL_RANK: '1', OMPI_COMM_WORLD_LOCAL_SIZE: '4' }),
     { name: 'h', rank: 5, localRank: 1, localSize: 4 })
-  t.match(nodeIdentity({ PMI_RANK: '2', MPI_LOCALRANKID: '0', MPI_LOCALNRANKS: '2' }, 'h'), { rank: 2, localRank: 0, localSize: 2 })
-  t.match(nodeIdentity({ SLURM_PROCID: '7', SLURM_LOCALID: '1', SLURMD_NODENAME: 'n3', SLURM_NODEID: '2', SLURM_STEP_TASKS_PER_NODE: '2(x2),3,1' }, 'h'),
+  t.match(nodeIdentity({ P2PRUN_NODE_NAME: 'h', PMI_RANK: '2', MPI_LOCALRANKID: '0', MPI_LOCALNRANKS: '2' }), { rank: 2, localRank: 0, localSize: 2 })
+  t.match(nodeIdentity({ P2PRUN_NODE_NAME: 'h', SLURM_PROCID: '7', SLURM_LOCALID: '1', SLURMD_NODENAME: 'n3', SLURM_NODEID: '2', SLURM_STEP_TASKS_PER_NODE: '2(x2),3,1' }),
     { name: 'n3', rank: 7, localRank: 1, localSize: 3 })
-  t.match(nodeIdentity({ P2PRUN_RANK: '3', P2PRUN_LOCAL_RANK: '3', P2PRUN_LOCAL_SIZE: '4' }, 'h'), { rank: 3, localRank: 3, localSize: 4 })
-  t.match(nodeIdentity({ PMIX_RANK: '6', PMIX_LOCAL_RANK: '2', PMIX_LOCAL_SIZE: '3' }, 'h'), { rank: 6, localRank: 2, localSize: 3 }, 'PMIx (prterun, a PMIx-launched srun)')
-  t.match(nodeIdentity({ FLUX_TASK_RANK: '9', FLUX_TASK_LOCAL_ID: '1' }, 'h'), { rank: 9, localRank: 1, localSize: undefined }, 'Flux')
-  t.match(nodeIdentity({}, 'h'), { name: 'h', rank: 0, localRank: undefined, localSize: undefined })
-  t.match(nodeIdentity({ P2PRUN_NODE_PER_RANK: '1', OMPI_COMM_WORLD_RANK: '3', OMPI_COMM_WORLD_LOCAL_RANK: '3' }, 'h'),
+  t.match(nodeIdentity({ P2PRUN_NODE_NAME: 'h', P2PRUN_RANK: '3', P2PRUN_LOCAL_RANK: '3', P2PRUN_LOCAL_SIZE: '4' }), { rank: 3, localRank: 3, localSize: 4 })
+  t.match(nodeIdentity({ P2PRUN_NODE_NAME: 'h', PMIX_RANK: '6', PMIX_LOCAL_RANK: '2', PMIX_LOCAL_SIZE: '3' }), { rank: 6, localRank: 2, localSize: 3 }, 'PMIx (prterun, a PMIx-launched srun)')
+  t.match(nodeIdentity({ P2PRUN_NODE_NAME: 'h', FLUX_TASK_RANK: '9', FLUX_TASK_LOCAL_ID: '1' }), { rank: 9, localRank: 1, localSize: undefined }, 'Flux')
+  t.match(nodeIdentity({ P2PRUN_NODE_NAME: 'h' }), { name: 'h', rank: 0, localRank: undefined, localSize: undefined })
+  t.equal(nodeIdentity({}).name, os.hostname(), 'the host name when nothing names the node')
+  t.match(nodeIdentity({ P2PRUN_NODE_NAME: 'h', P2PRUN_NODE_PER_RANK: '1', OMPI_COMM_WORLD_RANK: '3', OMPI_COMM_WORLD_LOCAL_RANK: '3' }),
     { name: 'h-rank3', localRank: 0, localSize: 1 })
   t.equal(slurmTasksOnNode({ SLURM_TASKS_PER_NODE: '4', SLURM_NODEID: '0' }), 4)
   t.equal(slurmTasksOnNode({ SLURM_TASKS_PER_NODE: '2(x2)', SLURM_NODEID: '5' }), undefined)

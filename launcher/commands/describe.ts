@@ -1,14 +1,13 @@
 // `p2prun describe DIR -o FILE` and `p2prun inspect FILE`: the description file, made and read.
-import { readFile } from 'node:fs/promises'
 import path from 'node:path'
 import type { Command } from 'commander'
-import { formatSummary, parseDescription, summarize, type Description, type DescribedEntry } from '../../lib/description.ts'
+import { formatSummary, summarize, type Description, type DescribedEntry } from '../../lib/description.ts'
 import { describeLayout } from '../../lib/describe.ts'
 import { layoutOf } from '../../lib/source-layout.ts'
 import { printable, quote, usageError } from '../../lib/errors.ts'
-import { LIBS_POLICIES, type LibsPolicy } from '../../lib/config.ts'
-import { AUTO_LIBS, formatChoices, launchSet } from '../launch-set.ts'
-import { writeAtomic } from '../../lib/files.ts'
+import { AUTO_LIBS, LIBS_POLICIES, type LibsPolicy } from '../../lib/config.ts'
+import { formatChoices, launchSet } from '../launch-set.ts'
+import { readDescription, writeAtomically } from '../../lib/description-file.ts'
 import { action, collect } from '../cli-support.ts'
 
 export function registerDescribe (program: Command): void {
@@ -58,24 +57,6 @@ export function registerInspect (program: Command): void {
       const desc = await readDescription(file)
       process.stdout.write(opts.json ? `${JSON.stringify(toJson(desc))}\n` : formatInspect(desc))
     }))
-}
-
-export async function readDescription (file: string, expectInfoHash?: string): Promise<Description> {
-  const bytes = await readFile(file).catch((err: NodeJS.ErrnoException) => {
-    throw usageError(`cannot read description ${file}: ${err.code === 'ENOENT' ? 'no such file' : err.code}`,
-      'make one with `p2prun describe DIR -o FILE`')
-  })
-  return parseDescription(bytes, { source: file, expectInfoHash })
-}
-
-/** A failed run never leaves a truncated description behind. */
-export async function writeAtomically (file: string, bytes: Uint8Array): Promise<void> {
-  try {
-    await writeAtomic(file, bytes)
-  } catch (err) {
-    throw usageError(`cannot write ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
-      'choose a writable output path')
-  }
 }
 
 function toJson (desc: Description) {

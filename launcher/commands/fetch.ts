@@ -7,8 +7,9 @@ import { formatBytes } from '../../lib/description.ts'
 import { usageError } from '../../lib/errors.ts'
 import { extractTree } from '../../lib/extract.ts'
 import { secretFromEnv } from '../../lib/swarm/job-auth.ts'
-import { action, addSettings, collect, commandConfig, nodeOptions, say, untilSignal } from '../cli-support.ts'
-import { readDescription } from './describe.ts'
+import { nodeOptions } from '../../lib/agent-settings.ts'
+import { action, addSettings, collect, commandConfig, say, untilSignal } from '../cli-support.ts'
+import { readDescription } from '../../lib/description-file.ts'
 import type { SwarmNode as Node } from '../../lib/swarm/node.ts'
 
 export function registerFetch (program: Command): void {

@@ -2,18 +2,20 @@
 // --daemon detaches once the mount is ready. `p2prun umount MOUNTPOINT` stops it, or removes the
 // mount of an agent that died.
 import { spawn } from 'node:child_process'
-import { mkdir, open, readFile, rm, writeFile } from 'node:fs/promises'
+import { mkdir, open, rm, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { Option, type Command } from 'commander'
 import { layoutOf } from '../../lib/source-layout.ts'
-import { expandTemplate } from '../../lib/job.ts'
+import { agentOptions, nodeOptions } from '../../lib/agent-settings.ts'
+import { expandTemplate } from '../../lib/session/job-spec.ts'
+import { mountLogPath, readMountRecord, removeMountRecord, writeMountRecord } from '../../lib/session/node-state.ts'
+import { terminate } from '../../lib/session/process.ts'
 import type { Config } from '../../lib/config.ts'
 import type { Description } from '../../lib/description.ts'
-import { P2prunError, usageError } from '../../lib/errors.ts'
+import { failureFromLine, failureLine, P2prunError, usageError } from '../../lib/errors.ts'
 import { secretFromEnv } from '../../lib/swarm/job-auth.ts'
-import { action, addSettings, agentOptions, collect, commandConfig, nodeOptions, notifyFd, say, untilSignal } from '../cli-support.ts'
-import { logPath, readState, removeState, terminate, writeState } from '../agent-state.ts'
-import { readDescription, writeAtomically } from './describe.ts'
+import { action, addSettings, collect, commandConfig, notifyFd, say, untilSignal } from '../cli-support.ts'
+import { readDescription, writeAtomically } from '../../lib/description-file.ts'
 
 interface MountFlags {
   daemon?: boolean
@@ -61,18 +63,25 @@ async function runAgent (config: Config, desc: Description, mountPoint: string, 
   const { Agent } = await import('../../lib/agent.ts')
   const signal = untilSignal()
   const log = (line: string) => process.stderr.write(`p2prun mount: ${line}\n`)
-  const agent = await Agent.start(agentOptions(config, desc, mountPoint, {
-    mode: config.mode,
-    node: nodeOptions(config, { trackers: opts.tracker, seeders: opts.seeder, secret: secretFromEnv(process.env), sources: opts.source ? layoutOf([opts.source]).dirs : undefined }),
-    keepStore: opts.keepStore ?? false,
-    log
-  }))
+  let agent
+  try {
+    agent = await Agent.start(agentOptions(config, desc, mountPoint, {
+      mode: config.mode,
+      node: nodeOptions(config, { trackers: opts.tracker, seeders: opts.seeder, secret: secretFromEnv(process.env), sources: opts.source ? layoutOf([opts.source]).dirs : undefined }),
+      keepStore: opts.keepStore ?? false,
+      log
+    }))
+  } catch (err) {
+    // --daemon's parent waits on the pipe: the reason goes there, as data, and it reports it.
+    if (opts.notifyFd) await notifyFd(Number(opts.notifyFd), `error ${failureLine(err)}`)
+    throw err
+  }
   // Before anyone learns the mount is up: a SIGUSR1 with no handler yet would start Node's
   // inspector instead (seen: a test asking for stats right after "mounted" waited forever).
   const onUsr1 = () => log(`stats ${JSON.stringify(agent.stats())}`)
   process.on('SIGUSR1', onUsr1)
   try {
-    await writeState(config.runDir, { node: config.nodeName, pid: process.pid, mountPoint, storePath: agent.storePath, infoHash: desc.infoHash })
+    await writeMountRecord(config.runDir, { node: config.nodeName, pid: process.pid, mountPoint, storePath: agent.storePath, infoHash: desc.infoHash })
     if (opts.readyFile) await writeAtomically(opts.readyFile, Buffer.from(JSON.stringify({ pid: process.pid, mountPoint })))
     process.stdout.write(`mounted infohash=${desc.infoHash} mode=${config.mode} at=${mountPoint}\n`)
     if (opts.notifyFd) await notifyFd(Number(opts.notifyFd), 'ready')
@@ -82,21 +91,21 @@ async function runAgent (config: Config, desc: Description, mountPoint: string, 
   } finally {
     const stats = agent.stats()
     await agent.stop()
-    await removeState(config.runDir, config.nodeName, mountPoint)
+    await removeMountRecord(config.runDir, config.nodeName, mountPoint)
     // A daemon's log is its stdout/stderr: kept after a failure, not after a clean stop.
-    if (opts.notifyFd) await rm(logPath(config.runDir, config.nodeName, mountPoint), { force: true })
+    if (opts.notifyFd) await rm(mountLogPath(config.runDir, config.nodeName, mountPoint), { force: true })
     if (opts.readyFile) await rm(opts.readyFile, { force: true })
     if (opts.stats) await writeFile(opts.stats, `${JSON.stringify(stats)}\n`)
   }
 }
 
 /**
- * Start this same command detached, without --daemon, and wait for it to say "ready" on a pipe:
- * the pipe closing without it means the agent failed, and its log says why.
+ * Start this same command detached, without --daemon, and wait for it to say "ready" on a pipe, or
+ * "error REASON"; the pipe closing with neither means it died, and its log may say why.
  */
 async function daemonize (config: Config, mountPoint: string): Promise<void> {
   await mkdir(config.runDir, { recursive: true, mode: 0o700 })
-  const logFile = logPath(config.runDir, config.nodeName, mountPoint)
+  const logFile = mountLogPath(config.runDir, config.nodeName, mountPoint)
   const logHandle = await open(logFile, 'w')
   const args = process.argv.slice(1).filter((a) => a !== '--daemon')
   const child = spawn(process.execPath, [...args, '--notify-fd', '3'], {
@@ -111,21 +120,21 @@ async function daemonize (config: Config, mountPoint: string): Promise<void> {
     say(config, `p2prun mount: agent ${child.pid} serves ${mountPoint} (log: ${logFile})`)
     return
   }
-  const lines = (await readFile(logFile, 'utf8')).trim().split('\n')
-  const reason = lines.reverse().find((l) => l.includes(' error: '))
-  throw new P2prunError('FUSE', reason?.replace(/^p2prun mount: error: /, '') ?? `the mount agent exited early (log: ${logFile})`)
+  if (said.startsWith('error ')) throw failureFromLine(said.slice(6))
+  throw new P2prunError('FUSE', `the mount agent exited before it was ready (log: ${logFile})`)
 }
 
 const EXIT_WAIT_MS = 15_000
 
 async function unmountAgent (config: Config, mountPoint: string): Promise<void> {
   const { isMounted, lazyUnmount } = await import('../../lib/mount.ts')
-  const state = await readState(config.runDir, config.nodeName, mountPoint)
+  const state = await readMountRecord(config.runDir, config.nodeName, mountPoint)
   const mounted = await isMounted(mountPoint)
   if (!state && !mounted) throw usageError(`nothing is mounted at ${mountPoint}`, 'check the path with `grep fuse /proc/mounts`')
   // The agent unmounts and exits on SIGTERM; a dead or stuck one is unmounted lazily below.
   const exited = state ? await terminate(state.pid, EXIT_WAIT_MS) : false
   if (await isMounted(mountPoint)) await lazyUnmount(mountPoint)
   if (state && exited) await rm(state.storePath, { recursive: true, force: true })
-  await removeState(config.runDir, config.nodeName, mountPoint)
+  await removeMountRecord(config.runDir, config.nodeName, mountPoint)
 }
+

@@ -4,22 +4,22 @@
 // the launcher returns — with its exit code.
 import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { realpathSync, watch } from 'node:fs'
+import { realpathSync } from 'node:fs'
 import path from 'node:path'
 import { remoteKindOf } from '../../lib/file-systems.ts'
-import { access, constants, readdir } from 'node:fs/promises'
+import { access, constants } from 'node:fs/promises'
 import { constants as osConstants } from 'node:os'
-import { loadConfig, type Config } from '../../lib/config.ts'
+import { AUTO_LIBS, loadConfig, type Config } from '../../lib/config.ts'
 import { isExecutable, programCandidates } from '../../lib/files.ts'
 import { formatBytes, peerShareable, type Description } from '../../lib/description.ts'
 import { networkReason, P2prunError, usageError } from '../../lib/errors.ts'
 import type { Head } from '../../lib/head.ts'
-import { decodeJob, encodeJob, JOB_ENV, SLURM_LAUNCH, type JobSpec } from '../../lib/job.ts'
+import { decodeJob, encodeJob, JOB_ENV, JOB_SPEC_VERSION, launchEnvironment, nodeSettings, SLURM_LAUNCH, type JobSpec } from '../../lib/session/job-spec.ts'
+import { NodeState } from '../../lib/session/node-state.ts'
 import { newJobSecret, secretFromEnv, withProof, type JobSecret } from '../../lib/swarm/job-auth.ts'
-import { advertisedHost } from '../cli-support.ts'
 import { ANY_LAUNCHER_VALUES, chooseLauncher, type ChosenLauncher } from '../launchers/index.ts'
 import { splitRunArgs, type RunArgs } from '../run-args.ts'
-import { AUTO_LIBS, formatChoices, launchSet } from '../launch-set.ts'
+import { formatChoices, launchSet } from '../launch-set.ts'
 import type { SourceLayout } from '../../lib/source-layout.ts'
 
 const STOP_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const
@@ -32,22 +32,17 @@ const PROGRESS_MS = 500
  */
 export async function runLaunch (argv: readonly string[], cli: readonly string[], rankStep: string): Promise<void> {
   const env = process.env
-  // --config and --launcher decide which launcher's option table splits the command line.
+  // The launcher (one of the settings) decides which option table splits the command line, so
+  // p2prun's own options are first found with every launcher's table; settings load once, from those.
   const peek = splitRunArgs(argv, ANY_LAUNCHER_VALUES).options
-  const configFile = peek.config
-  const base = await loadConfig({ flags: {}, env, cwd: process.cwd(), configFile })
-  const launcher = await chooseLauncher(peek.launcher ?? base.launcher, env, cli)
+  const config = await loadConfig({ flags: peek.settings, env, cwd: process.cwd(), configFile: peek.config })
+  const launcher = await chooseLauncher(config.launcher, env, cli)
   const args = splitRunArgs(argv, launcher.adapter.valueOptions)
-  const config = await loadConfig({
-    flags: {
-      ...(args.options.mode ? { mode: args.options.mode } : {}),
-      ...(args.options.libsPolicy ? { 'libs-policy': args.options.libsPolicy } : {}),
-      ...(args.options.followSymlinks ? { 'follow-symlinks': true } : {}),
-      ...(args.options.quiet ? { quiet: true } : {})
-    },
-    env, cwd: process.cwd(), configFile
-  })
-  const given = args.options.libs.length > 0 ? args.options.libs : (config.libs?.split(':').filter(Boolean) ?? [])
+  if (JSON.stringify(args.options) !== JSON.stringify(peek)) {
+    // Only where another launcher's option took a value this one does not: p2prun's options came after it.
+    throw usageError(`p2prun's options read differently with ${launcher.adapter.name}'s options`, 'put p2prun\'s options first, before the launcher\'s')
+  }
+  const given = args.options.libs.length > 0 ? args.options.libs : (config.libs ?? [])
   const slurmJob = jobOfAllocation(env)
   if (slurmJob && args.options.libs.length === 0) {
     // Inside a --p2plibs allocation: the prolog's agents already serve the job's libraries.
@@ -61,8 +56,8 @@ export async function runLaunch (argv: readonly string[], cli: readonly string[]
   const launchId = randomBytes(4).toString('hex')
   const step = [rankStep, ...args.program]
   if (args.options.dryRun) {
-    const { launchEnv, names } = launchEnvironment(env, '<set at launch>')
-    const command = launcher.adapter.command(launcher.program, args.launcherArgs, names, step, launchEnv)
+    const { launchEnv, forward } = launchEnvironment(env, '<set at launch>')
+    const command = launcher.adapter.command(launcher.program, args.launcherArgs, forward, step, launchEnv)
     // What the closure held and why, as shell comments: the output stays a command one can paste.
     for (const line of formatChoices(choices)) process.stdout.write(`# ${line}\n`)
     process.stdout.write(`${JOB_ENV}='<set at launch>' ${command.map(shellQuote).join(' ')}\n`)
@@ -75,6 +70,7 @@ export async function runLaunch (argv: readonly string[], cli: readonly string[]
   const head = await headFor(args, desc, layout, config)
   try {
     const job: JobSpec = {
+      version: JOB_SPEC_VERSION,
       launchId,
       infoHash: desc.infoHash,
       descriptionUrl: head.descriptionUrl,
@@ -82,17 +78,19 @@ export async function runLaunch (argv: readonly string[], cli: readonly string[]
       seeders: head.seederAddress ? [head.seederAddress] : [],
       mountPoint: args.options.mountPoint ?? `${desc.mountPoint}/%j-%n`,
       ...placement,
-      mode: config.mode,
+      node: nodeSettings(config),
       sources: layout.dirs,
       ...(head.secret ? { secret: head.secret.toString('hex') } : {})
     }
-    const { launchEnv, names } = launchEnvironment(env, encodeJob(job))
-    const [program, ...launchArgs] = launcher.adapter.command(launcher.program, args.launcherArgs, names, step, launchEnv) as [string, ...string[]]
+    const { launchEnv, forward } = launchEnvironment(env, encodeJob(job))
+    const [program, ...launchArgs] = launcher.adapter.command(launcher.program, args.launcherArgs, forward, step, launchEnv) as [string, ...string[]]
     const progress = process.stderr.isTTY && !config.quiet ? showProgress(head, desc) : undefined
     const code = await runLauncher(program, launchArgs, launchEnv)
     clearInterval(progress)
     if (progress) process.stderr.write('\r\x1b[K')
-    await localAgentsGone(config.runDir, launchId)
+    // Agents of this launch on this host remove their state once unmounted: when p2prun returns, no
+    // mount of it is left here. Remote nodes' agents finish on their own.
+    await NodeState.launchGone(config.runDir, launchId, LOCAL_CLEANUP_WAIT_MS)
     if (args.options.stats) say(summary(head, desc, (performance.now() - started) / 1000))
     process.exitCode = code
   } finally {
@@ -110,12 +108,6 @@ function warnIfInstalledRemotely (cliPath: string, say: (line: string) => void):
   if (kind) say(`p2prun: warning: p2prun is installed on ${kind} (${installation}): every rank starts Node from there (hint: install it on node-local storage, scripts/install.sh --prefix)`)
 }
 
-/** The launcher's environment: ours plus the job spec; every P2PRUN_* variable goes on to the ranks. */
-function launchEnvironment (env: NodeJS.ProcessEnv, job: string): { launchEnv: NodeJS.ProcessEnv, names: string[] } {
-  const launchEnv: NodeJS.ProcessEnv = { ...env, [JOB_ENV]: job }
-  return { launchEnv, names: Object.keys(launchEnv).filter((k) => k.startsWith('P2PRUN_')).sort() }
-}
-
 /** The job spec of a Slurm allocation made with --p2plibs, if this runs inside one. */
 function jobOfAllocation (env: NodeJS.ProcessEnv): JobSpec | undefined {
   const raw = env.SLURM_JOB_ID ? env[JOB_ENV] ?? env[`SLURM_SPANK_${JOB_ENV}`] : undefined
@@ -125,8 +117,8 @@ function jobOfAllocation (env: NodeJS.ProcessEnv): JobSpec | undefined {
 }
 
 async function launchOnExistingAgents (job: JobSpec, launcher: ChosenLauncher, args: RunArgs, rankStep: string, config: Config): Promise<void> {
-  const { launchEnv, names } = launchEnvironment(process.env, encodeJob(job))
-  const [program, ...launchArgs] = launcher.adapter.command(launcher.program, args.launcherArgs, names, [rankStep, ...args.program], launchEnv) as [string, ...string[]]
+  const { launchEnv, forward } = launchEnvironment(process.env, encodeJob(job))
+  const [program, ...launchArgs] = launcher.adapter.command(launcher.program, args.launcherArgs, forward, [rankStep, ...args.program], launchEnv) as [string, ...string[]]
   if (args.options.dryRun) {
     process.stdout.write(`${[program, ...launchArgs].map(shellQuote).join(' ')}\n`)
     return
@@ -157,7 +149,7 @@ async function headFor (args: RunArgs, desc: Description, layout: SourceLayout, 
   if (!external) {
     const { startHead } = await import('../../lib/head.ts')
     const secret = newJobSecret()
-    const head = await startHead(desc, layout, config, advertisedHost(config),
+    const head = await startHead(desc, layout, config,
       (line) => process.stderr.write(`p2prun: warning: ${line}\n`), secret)
     return Object.assign(head, { secret })
   }
@@ -193,30 +185,6 @@ function runLauncher (program: string, args: readonly string[], env: NodeJS.Proc
       resolve(code ?? 128 + (signal ? osConstants.signals[signal] : 0))
     })
   })
-}
-
-/**
- * Agents of this launch on this host remove their state once unmounted: wait for that (bounded), so
- * that when p2prun returns no mount of it is left here. Remote nodes' agents finish on their own.
- */
-async function localAgentsGone (runDir: string, launchId: string): Promise<void> {
-  const mine = async () => (await readdir(runDir).catch(() => [])).some((n) => n.startsWith(`job-${launchId}-`))
-  if (!(await mine())) return
-  const ac = new AbortController()
-  const deadline = setTimeout(() => ac.abort(), LOCAL_CLEANUP_WAIT_MS)
-  try {
-    const watcher = watch(runDir, { signal: ac.signal })
-    await new Promise<void>((resolve) => {
-      const check = () => { void mine().then((left) => { if (!left) resolve() }) }
-      watcher.on('change', check)
-      watcher.on('error', () => resolve())
-      ac.signal.addEventListener('abort', () => resolve())
-      check()
-    })
-  } finally {
-    clearTimeout(deadline)
-    ac.abort()
-  }
 }
 
 function showProgress (head: HeadLike, desc: Description): NodeJS.Timeout {

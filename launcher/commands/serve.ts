@@ -4,8 +4,8 @@ import { layoutOf } from '../../lib/source-layout.ts'
 import { withLaunchInfo } from '../../lib/description.ts'
 import { usageError } from '../../lib/errors.ts'
 import { secretFromEnv } from '../../lib/swarm/job-auth.ts'
-import { action, addSettings, advertisedHost, commandConfig, say, untilSignal } from '../cli-support.ts'
-import { readDescription, writeAtomically } from './describe.ts'
+import { action, addSettings, commandConfig, say, untilSignal } from '../cli-support.ts'
+import { readDescription, writeAtomically } from '../../lib/description-file.ts'
 
 export function registerServe (program: Command): void {
   const cmd = program.command('serve')
@@ -26,7 +26,7 @@ export function registerServe (program: Command): void {
     const desc = await readDescription(file)
     const { startHead } = await import('../../lib/head.ts')
     const signal = untilSignal()
-    const head = await startHead(desc, layoutOf([opts.source]), config, advertisedHost(config),
+    const head = await startHead(desc, layoutOf([opts.source]), config,
       (line) => process.stderr.write(`p2prun serve: warning: ${line}\n`), secret)
     try {
       if (opts.out) {

@@ -2,10 +2,8 @@
 // of its options take values (to find where the user's program starts), and how to forward
 // p2prun's environment to every rank.
 import { execa } from 'execa'
+import type { LauncherName } from '../../lib/config.ts'
 import { findExecutable } from '../../lib/files.ts'
-
-export type LauncherName = 'local' | 'openmpi' | 'mpich' | 'srun'
-export const LAUNCHER_NAMES: readonly LauncherName[] = ['local', 'openmpi', 'mpich', 'srun']
 
 export interface LauncherAdapter {
   readonly name: LauncherName

@@ -1,8 +1,9 @@
 // Choosing the launcher: named with --launcher, or "auto": inside a Slurm allocation srun; else the
 // mpirun on PATH, recognised as Open MPI or MPICH; else p2prun's own local launcher.
-import { P2prunError, quote, usageError } from '../../lib/errors.ts'
+import type { LauncherChoice, LauncherName } from '../../lib/config.ts'
+import { P2prunError } from '../../lib/errors.ts'
 import { findExecutable } from '../../lib/files.ts'
-import { mpiFlavour, type LauncherAdapter, type LauncherName, LAUNCHER_NAMES } from './adapter.ts'
+import { mpiFlavour, type LauncherAdapter } from './adapter.ts'
 import { localAdapter } from './local.ts'
 import { mpich } from './mpich.ts'
 import { openmpi } from './openmpi.ts'
@@ -17,13 +18,10 @@ export interface ChosenLauncher {
   readonly program: string
 }
 
-export async function chooseLauncher (wanted: string, env: NodeJS.ProcessEnv, cli: readonly string[]): Promise<ChosenLauncher> {
+export async function chooseLauncher (wanted: LauncherChoice, env: NodeJS.ProcessEnv, cli: readonly string[]): Promise<ChosenLauncher> {
   const adapters: Record<LauncherName, LauncherAdapter> = { local: localAdapter(cli), openmpi, mpich, srun }
   if (wanted === 'auto') return autoDetect(adapters, env)
-  if (!(LAUNCHER_NAMES as readonly string[]).includes(wanted)) {
-    throw usageError(`unknown launcher ${quote(wanted)}`, `choose one of auto, ${LAUNCHER_NAMES.join(', ')}`)
-  }
-  const adapter = adapters[wanted as LauncherName]
+  const adapter = adapters[wanted]
   const program = await adapter.find(env)
   if (!program) {
     throw new P2prunError('LAUNCH', `the ${wanted} launcher is not installed on this host`, { hint: adapter.install })

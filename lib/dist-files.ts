@@ -1,0 +1,15 @@
+// What scripts/build.ts compiles into dist/ beside the bundle, and where that is from whichever
+// runs: the bundle (its chunks are in dist/) or the sources (this file is in lib/). Apart from
+// native.ts, which loads the addon when imported: a rank's step needs only a path.
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+/** The Node-API addon: the FUSE server, the socket low-water mark, _exit (native/). */
+export const NATIVE_FILE = 'p2prun-native.node'
+/** The LD_AUDIT module ranks load (native/audit.c). */
+export const AUDIT_FILE = 'p2prun-audit.so'
+
+export function distFile (name: string): string {
+  const here = path.dirname(fileURLToPath(import.meta.url))
+  return path.join(path.basename(here) === 'dist' ? here : path.join(here, '../dist'), name)
+}

@@ -1,0 +1,249 @@
+// The run directory: what p2prun's processes on one node hand each other, as files. This module is
+// the only one that names a file in it (test/layout.test.ts checks that no other module does):
+//
+//   job-<launch id>-<node>/     one launch's state on one node (NodeState)
+//     agent.lock                made by whoever starts the node's agent: its first rank, or Slurm's prolog
+//     ranks/<pid>               each rank's process, registered before anything can fail
+//     ready.json                the agent's ReadyRecord, once its mount is up
+//     failed.json               a FailureRecord, if the agent failed before that (the first failure wins)
+//     ldpath                    the library path as one line: the one file slurm/p2plibs.c reads
+//     agent.log                 the agent's stdout and stderr
+//     reported                  made by the one rank that reports the node's failure
+//     left/<pid>                ranks that saw the failure and left
+//   <node>@<mount point>.json   a MountRecord: `p2prun mount`'s agent, for `p2prun umount`
+//   <node>@<mount point>.log    the log of a `p2prun mount --daemon`
+//
+// Records cross between processes (and between a rank and an agent of the same installation) as
+// JSON; a record that does not parse counts as absent or, for a failure, as an unreadable one.
+import { watch } from 'node:fs'
+import { link, mkdir, open, readdir, readFile, rm, writeFile } from 'node:fs/promises'
+import path from 'node:path'
+import { setTimeout as delay } from 'node:timers/promises'
+import { failureError, P2prunError, type FailureRecord } from '../errors.ts'
+import { writeAtomic } from '../files.ts'
+import { isAlive } from './process.ts'
+
+/** What the agent tells the node's ranks once its mount is up. */
+export interface ReadyRecord {
+  readonly mountPoint: string
+  readonly pid: number
+  readonly storePath: string
+}
+
+const READY = 'ready.json'
+const FAILED = 'failed.json'
+const LOCK = 'agent.lock'
+const LDPATH = 'ldpath'
+const LOG = 'agent.log'
+const REPORTED = 'reported'
+const RANKS = 'ranks'
+const LEFT = 'left'
+const STATE_PREFIX = 'job-'
+
+/** Where a launch's node agents write their logs, for help texts. */
+export const AGENT_LOGS = `RUN_DIR/${STATE_PREFIX}*/${LOG}`
+
+/** How often the agent checks whether its ranks still run (another process's exit cannot be awaited). */
+const RANK_CHECK_MS = 25
+
+export class NodeState {
+  readonly dir: string
+
+  private constructor (dir: string) {
+    this.dir = dir
+  }
+
+  static of (runDir: string, launchId: string, nodeName: string): NodeState {
+    return new NodeState(path.join(runDir, `${STATE_PREFIX}${launchId}-${nodeName.replace(/[^\w.-]/g, '_')}`))
+  }
+
+  get logFile (): string {
+    return path.join(this.dir, LOG)
+  }
+
+  /** Made private to the launch's user: the mount and the ranks' pids are theirs. */
+  async create (): Promise<void> {
+    await mkdir(path.join(this.dir, RANKS), { recursive: true, mode: 0o700 })
+  }
+
+  /** The agent counts this rank's process from now on. */
+  async register (pid: number): Promise<void> {
+    await writeFile(path.join(this.dir, RANKS, String(pid)), '')
+  }
+
+  /**
+   * Whether this process starts the node's agent: of the ranks (and Slurm's prolog) that ask at
+   * once, exactly one is told yes.
+   */
+  claimAgent (): Promise<boolean> {
+    return createOnce(path.join(this.dir, LOCK))
+  }
+
+  /** Whether this rank reports the agent's failure: one line per node, not one per rank. */
+  claimReport (): Promise<boolean> {
+    return createOnce(path.join(this.dir, REPORTED))
+  }
+
+  async ready (record: ReadyRecord, ldPath: string): Promise<void> {
+    await writeFile(path.join(this.dir, LDPATH), `${ldPath}\n`)
+    await writeAtomic(path.join(this.dir, READY), JSON.stringify(record))
+  }
+
+  /** Records the agent's failure unless one is recorded already. */
+  async fail (failure: FailureRecord): Promise<void> {
+    await writeOnce(path.join(this.dir, FAILED), JSON.stringify(failure)).catch(() => {})
+  }
+
+  readReady (): Promise<ReadyRecord | undefined> {
+    return readJson<ReadyRecord>(path.join(this.dir, READY))
+  }
+
+  /**
+   * Waits for the agent's ready or failure record, watching the directory; bounded by `timeoutMs`.
+   * A failure becomes a P2prunError with the agent's own code and hint, prefixed by `who`.
+   */
+  async waitReady (who: string, timeoutMs: number): Promise<ReadyRecord> {
+    const ac = new AbortController()
+    const watcher = watch(this.dir, { signal: ac.signal })
+    const changed = () => new Promise<void>((resolve) => watcher.once('change', () => resolve()))
+    const deadline = setTimeout(() => ac.abort(), timeoutMs)
+    try {
+      for (;;) {
+        const next = changed() // armed before looking, so no change between look and wait is missed
+        const failed = await readJson<FailureRecord>(path.join(this.dir, FAILED))
+        if (failed) throw failureError(failed, `${who}: the p2prun agent failed: `)
+        const ready = await this.readReady()
+        if (ready) return ready
+        await Promise.race([next, new Promise((resolve) => ac.signal.addEventListener('abort', resolve))])
+        if (ac.signal.aborted) {
+          throw new P2prunError('LAUNCH', `${who}: the p2prun agent was not ready after ${timeoutMs / 1000} s`,
+            { hint: `see ${this.logFile}; raise --start-timeout for very large library sets` })
+        }
+      }
+    } finally {
+      clearTimeout(deadline)
+      ac.abort()
+    }
+  }
+
+  /** Resolves once at least `expected` ranks registered (1 if unknown) and none of them is alive. */
+  async ranksEnded (expected: number): Promise<void> {
+    for (;;) {
+      const pids = (await readdir(path.join(this.dir, RANKS)).catch(() => [])).map(Number)
+      if (pids.length >= Math.max(expected, 1)) {
+        const alive = await Promise.all(pids.map((pid) => isAlive(pid)))
+        if (!alive.includes(true)) return
+      }
+      await delay(RANK_CHECK_MS)
+    }
+  }
+
+  /**
+   * A rank that saw the node's agent fail unregisters; the last one removes the node's state. Last
+   * means none registered and, when the launcher says how many ranks the node has, that many have
+   * left: a rank that registers after the others left would otherwise find no state, start a
+   * second agent and report its failure again. Two ranks leaving at once may both find themselves
+   * last: each removal then meets the other's half-done one (ENOTEMPTY), which rm's retries absorb.
+   */
+  async leaveFailed (pid: number, localSize: number | undefined): Promise<void> {
+    await mkdir(path.join(this.dir, LEFT), { recursive: true })
+    await writeFile(path.join(this.dir, LEFT, String(pid)), '')
+    await rm(path.join(this.dir, RANKS, String(pid)), { force: true })
+    const registered = await readdir(path.join(this.dir, RANKS)).catch(() => [])
+    const left = await readdir(path.join(this.dir, LEFT)).catch(() => [])
+    if (registered.length === 0 && left.length >= (localSize ?? 0)) await this.remove()
+  }
+
+  async remove (): Promise<void> {
+    await rm(this.dir, { recursive: true, force: true, maxRetries: 5 })
+  }
+
+  /** Whether any node state of this launch is left in `runDir` (agents here remove theirs once unmounted). */
+  static async anyOf (runDir: string, launchId: string): Promise<boolean> {
+    return (await readdir(runDir).catch(() => [])).some((n) => n.startsWith(`${STATE_PREFIX}${launchId}-`))
+  }
+
+  /** Resolves once no node state of the launch is left in `runDir`, or after `timeoutMs`. */
+  static async launchGone (runDir: string, launchId: string, timeoutMs: number): Promise<void> {
+    if (!(await NodeState.anyOf(runDir, launchId))) return
+    const ac = new AbortController()
+    const deadline = setTimeout(() => ac.abort(), timeoutMs)
+    try {
+      const watcher = watch(runDir, { signal: ac.signal })
+      await new Promise<void>((resolve) => {
+        const check = () => { void NodeState.anyOf(runDir, launchId).then((left) => { if (!left) resolve() }) }
+        watcher.on('change', check)
+        watcher.on('error', () => resolve())
+        ac.signal.addEventListener('abort', () => resolve())
+        check()
+      })
+    } finally {
+      clearTimeout(deadline)
+      ac.abort()
+    }
+  }
+}
+
+/** A `p2prun mount` agent, so `p2prun umount MOUNTPOINT` can find its process and store even when it died. */
+export interface MountRecord {
+  readonly node: string
+  readonly pid: number
+  readonly mountPoint: string
+  readonly storePath: string
+  readonly infoHash: string
+}
+
+/**
+ * Keyed by node name and mount point: emulated nodes on one host mount the same path in their own
+ * mount namespaces and share the run directory.
+ */
+function mountFile (runDir: string, node: string, mountPoint: string, ext: 'json' | 'log'): string {
+  return path.join(runDir, `${encodeURIComponent(node)}@${encodeURIComponent(mountPoint)}.${ext}`)
+}
+
+export const mountLogPath = (runDir: string, node: string, mountPoint: string) => mountFile(runDir, node, mountPoint, 'log')
+
+export async function writeMountRecord (runDir: string, record: MountRecord): Promise<void> {
+  await mkdir(runDir, { recursive: true, mode: 0o700 })
+  await writeAtomic(mountFile(runDir, record.node, record.mountPoint, 'json'), JSON.stringify(record))
+}
+
+/** A record cut short by a crash counts as absent: the mount table decides then. */
+export function readMountRecord (runDir: string, node: string, mountPoint: string): Promise<MountRecord | undefined> {
+  return readJson<MountRecord>(mountFile(runDir, node, mountPoint, 'json'))
+}
+
+export async function removeMountRecord (runDir: string, node: string, mountPoint: string): Promise<void> {
+  await rm(mountFile(runDir, node, mountPoint, 'json'), { force: true })
+}
+
+/** Whether this process created `file`: of many that try at once, exactly one does. */
+async function createOnce (file: string): Promise<boolean> {
+  try {
+    await (await open(file, 'wx')).close()
+    return true
+  } catch {
+    return false
+  }
+}
+
+/** Writes `file` whole unless it exists: readers never see a part, and the first writer wins. */
+async function writeOnce (file: string, data: string): Promise<void> {
+  const tmp = `${file}.tmp-${process.pid}`
+  try {
+    await writeFile(tmp, data)
+    await link(tmp, file)
+  } finally {
+    await rm(tmp, { force: true })
+  }
+}
+
+async function readJson<T> (file: string): Promise<T | undefined> {
+  const text = await readFile(file, 'utf8').catch(() => undefined)
+  if (!text) return undefined
+  try {
+    return JSON.parse(text) as T
+  } catch {
+    return undefined
+  }
+}

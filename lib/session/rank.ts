@@ -1,0 +1,80 @@
+// What every rank does before the user's program (bin/p2prun-rank runs it as `p2prun rank-prepare`):
+// register the rank's process with this node's agent for the launch, start that agent if this is
+// the node's first rank, wait until its mount is ready, check the program, and return what the
+// shell then execs it with: the LD_LIBRARY_PATH, the program's path in the mount when the set was
+// made from its load closure, and the audit module that sends the loader's other lookups there.
+import { access } from 'node:fs/promises'
+import path from 'node:path'
+import { AlreadyReported, P2prunError } from '../errors.ts'
+import { findExecutable } from '../files.ts'
+import { AUDIT_FILE, distFile } from '../dist-files.ts'
+import { decodeJob, JOB_ENV, launchIdOf, libraryPath, type JobSpec } from './job-spec.ts'
+import { spawnAgent } from './node.ts'
+import { NodeState } from './node-state.ts'
+import { nodeIdentity, type NodeIdentity } from './rank-identity.ts'
+
+export interface RankExec {
+  readonly libraryPath: string
+  /** The program's path in the mount, to exec instead of the name given; undefined: as given. */
+  readonly program: string | undefined
+  /** Environment to export: the audit module's (LD_AUDIT and its settings), PYTHONPATH, P2PRUN_MOUNT. */
+  readonly env: Readonly<Record<string, string>>
+}
+
+/**
+ * `pid` is the rank's own process (the shell that will become the program), not this helper; `cli`
+ * is how this installation is called, to start the node's agent.
+ */
+export async function prepareRank (program: readonly string[], pid: number, cli: readonly string[], env: NodeJS.ProcessEnv): Promise<RankExec> {
+  const job = decodeJob(env[JOB_ENV])
+  const node = nodeIdentity(env)
+  const launchId = launchIdOf(job, env)
+  const state = NodeState.of(job.node.runDir, launchId, node.name)
+  await state.create()
+  // Registered before anything can fail: the agent counts this rank's process from now on.
+  await state.register(pid)
+  if (await state.claimAgent()) await spawnAgent(cli, state, { job, node: node.name, launchId, expect: node.localSize ?? 0 }, { env })
+  const ready = await state.waitReady(`node ${node.name}`, job.node.startTimeoutMs).catch(async (err: unknown) => {
+    // Claimed while this rank is still registered, so the state directory is still there.
+    const first = await state.claimReport()
+    await state.leaveFailed(pid, node.localSize)
+    throw first ? err : new AlreadyReported()
+  })
+  const ldPath = libraryPath(ready.mountPoint, job.libDirs, env.LD_LIBRARY_PATH)
+  const exported = {
+    // The program may want its own files from the mount (data beside the libraries, plugins).
+    P2PRUN_MOUNT: ready.mountPoint,
+    ...await auditEnv(ready.mountPoint, job, node, env),
+    ...(job.pythonPath ? { PYTHONPATH: libraryPath(ready.mountPoint, job.pythonPath, env.PYTHONPATH) } : {})
+  }
+  if (job.program !== undefined) return { libraryPath: ldPath, program: path.join(ready.mountPoint, job.program), env: exported }
+  const name = program[0] as string
+  if (!(await findExecutable(name, env))) {
+    throw new P2prunError('LAUNCH', `node ${node.name}: program ${name} not found or not executable`, { hint: 'give a path, or put it on PATH on every node' })
+  }
+  return { libraryPath: ldPath, program: undefined, env: exported }
+}
+
+/**
+ * LD_AUDIT for a rank whose set came from its program's closure: DT_RPATH (searched before
+ * LD_LIBRARY_PATH) and absolute dlopen paths would otherwise load from the shared file system. A
+ * program's own LD_AUDIT modules stay, before ours. Without the module (not built) the launch goes
+ * on with LD_LIBRARY_PATH alone, and rank 0 says so once.
+ */
+async function auditEnv (mountPoint: string, job: JobSpec, node: NodeIdentity, env: NodeJS.ProcessEnv): Promise<Record<string, string> | undefined> {
+  if (!job.redirect) return undefined
+  const module = distFile(AUDIT_FILE)
+  if (!(await access(module).then(() => true, () => false))) {
+    if (node.rank === 0 && !job.node.quiet) {
+      process.stderr.write(`p2prun: warning: ${module} is missing: libraries found through DT_RPATH or loaded by absolute path come from their original place (hint: rebuild with npm run build)\n`)
+    }
+    return undefined
+  }
+  const previous = env.LD_AUDIT
+  return {
+    LD_AUDIT: previous ? `${previous}:${module}` : module,
+    P2PRUN_AUDIT_MOUNT: mountPoint,
+    P2PRUN_AUDIT_WHOLE: job.redirect.whole.join(':'),
+    P2PRUN_AUDIT_SOME: job.redirect.some.join(':')
+  }
+}

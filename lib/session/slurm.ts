@@ -1,0 +1,134 @@
+// A Slurm job's session, behind the SPANK plugin (slurm/p2plibs.c) and the prolog/epilog hooks:
+//   head     at submit time: describe the directories, start a detached head, hand back the job spec
+//   prolog   as root on every node: start the node's agent for the job (as the job's user), wait for it
+//   epilog   as root on every node: stop it, leave nothing behind, tell the head the job ended
+// The plugin hands the spec to the prolog and epilog as SPANK_P2PRUN_JOB.
+import { spawn } from 'node:child_process'
+import { chown, rm, rmdir } from 'node:fs/promises'
+import path from 'node:path'
+import { loadConfig } from '../config.ts'
+import { describeLayout } from '../describe.ts'
+import { failureFromLine, failureLine, P2prunError, usageError } from '../errors.ts'
+import { layoutOf } from '../source-layout.ts'
+import { newJobSecret } from '../swarm/job-auth.ts'
+import { decodeJob, encodeJob, JOB_ENV, JOB_SPEC_VERSION, launchIdOf, nodeSettings, SLURM_LAUNCH, type JobSpec } from './job-spec.ts'
+import { spawnAgent } from './node.ts'
+import { NodeState } from './node-state.ts'
+import { terminate } from './process.ts'
+import { nodeName } from './rank-identity.ts'
+import { HeadJobs } from './slurm-queue.ts'
+
+const EPILOG_WAIT_MS = 15_000
+
+/** The spec the plugin passed (the hooks see it as SPANK_P2PRUN_JOB); none: the job did not ask. */
+export function jobOfHook (env: NodeJS.ProcessEnv): JobSpec | undefined {
+  const raw = env[`SPANK_${JOB_ENV}`] ?? env[JOB_ENV]
+  return raw ? decodeJob(raw) : undefined
+}
+
+/**
+ * Starts `p2prun head-daemon` detached (it outlives sbatch; the job's epilog stops it) and returns
+ * the job spec it hands back once ready; its failure, a record on the same pipe, becomes ours.
+ */
+export async function startDetachedHead (cli: readonly string[], libs: readonly string[], mountRoot: string | undefined): Promise<string> {
+  const [file, ...args] = cli as [string, ...string[]]
+  const child = spawn(file, [...args, 'head-daemon', ...libs.flatMap((l) => ['--libs', path.resolve(l)]),
+    ...(mountRoot ? ['--mount-root', mountRoot] : []), '--notify-fd', '3'], {
+    detached: true,
+    stdio: ['ignore', 'ignore', 'ignore', 'pipe']
+  })
+  let said = ''
+  for await (const chunk of child.stdio[3] as NodeJS.ReadableStream) said += String(chunk)
+  child.unref()
+  if (said.startsWith('ok ')) return said.slice(3).trim()
+  if (said.startsWith('error ')) throw failureFromLine(said.slice(6))
+  throw new P2prunError('LAUNCH', 'the head exited before it was ready')
+}
+
+/**
+ * The detached head: tells `notify` "ok SPEC" or "error REASON", then serves until an epilog stops
+ * it, a signal comes, or the queue holds none of its jobs (cancelled while pending: no epilog runs).
+ */
+export async function runHeadDaemon (libs: readonly string[], mountRoot: string | undefined, notify: (line: string) => Promise<void>,
+  untilSignal: Promise<unknown>): Promise<void> {
+  // The plugin's node settings (run_dir, store_dir, mode) arrive here as P2PRUN_* and go into the spec.
+  const config = await loadConfig({ flags: {}, env: process.env, cwd: process.cwd() })
+  // Which jobs are this head's: those sbatch submits from here in a moment (slurm-queue.ts).
+  const jobs = new HeadJobs(new Date(), process.cwd(), config.slurmWatchMs)
+  let head
+  let job: JobSpec
+  try {
+    if (libs.length === 0) throw usageError('--p2plibs names no directory')
+    const layout = layoutOf(libs)
+    // P2PRUN_FOLLOW_SYMLINKS in sbatch's environment, or follow-symlinks: in a settings file.
+    const desc = await describeLayout(layout, { followSymlinks: config.followSymlinks })
+    const { startHead } = await import('../head.ts')
+    const secret = newJobSecret()
+    head = await startHead(desc, layout, config,
+      (line) => process.stderr.write(`p2prun slurm head: warning: ${line}\n`), secret,
+      (jobId, stop) => { void jobs.ended(jobId).then((none) => { if (none) stop() }) })
+    job = {
+      version: JOB_SPEC_VERSION,
+      launchId: SLURM_LAUNCH,
+      infoHash: desc.infoHash,
+      descriptionUrl: head.descriptionUrl,
+      trackers: [head.trackerUrl],
+      seeders: [head.seederAddress],
+      mountPoint: `${mountRoot ?? desc.mountPoint}/%j-%n`,
+      libDirs: layout.dirs.map((d) => d.name),
+      node: nodeSettings(config),
+      stopUrl: head.stopUrl,
+      secret: secret.toString('hex'),
+      sources: layout.dirs
+    }
+  } catch (err) {
+    await notify(`error ${failureLine(err)}`)
+    throw err
+  }
+  await notify(`ok ${encodeJob(job)}`)
+  const watching = new AbortController()
+  try {
+    await Promise.race([head.stopped, untilSignal, jobs.untilGone(watching.signal)])
+  } finally {
+    watching.abort()
+    await head.close()
+  }
+}
+
+/** The prolog: this node's agent for the job, as the job's user (root only for root's jobs). */
+export async function startJobAgent (cli: readonly string[], job: JobSpec, env: NodeJS.ProcessEnv): Promise<void> {
+  const node = nodeName(env)
+  const launchId = launchIdOf(job, env)
+  const state = NodeState.of(job.node.runDir, launchId, node)
+  const uid = Number(env.SLURM_JOB_UID ?? process.getuid?.() ?? 0)
+  const gid = Number(env.SLURM_JOB_GID ?? process.getgid?.() ?? 0)
+  await state.create()
+  await state.claimAgent() // the job's ranks find this agent and never start one
+  await chown(state.dir, uid, gid)
+  await spawnAgent(cli, state, { job, node, launchId, untilStopped: true }, {
+    env: { PATH: env.PATH ?? '/usr/bin:/bin' },
+    ...(process.getuid?.() === 0 && uid !== 0 ? { uid, gid } : {})
+  })
+  await state.waitReady(`node ${node}`, job.node.startTimeoutMs)
+}
+
+/** The epilog: stops the agent, removes its mount, store and state, and tells the head. */
+export async function stopJobAgent (job: JobSpec, env: NodeJS.ProcessEnv): Promise<void> {
+  const state = NodeState.of(job.node.runDir, launchIdOf(job, env), nodeName(env))
+  const ready = await state.readReady()
+  try {
+    if (ready) {
+      await terminate(ready.pid, EPILOG_WAIT_MS)
+      const { isMounted, lazyUnmount } = await import('../mount.ts')
+      if (await isMounted(ready.mountPoint)) await lazyUnmount(ready.mountPoint)
+      await rm(ready.storePath, { recursive: true, force: true })
+      await rmdir(ready.mountPoint).catch(() => {}) // the agent removes it when it made it; a dead agent cannot
+    }
+  } finally {
+    await state.remove()
+    // The first epilog of the job stops its head; later ones find it gone. An array's tasks share
+    // one head, which stays while another of its jobs is queued (slurm-queue.ts).
+    const jobId = env.SLURM_JOB_ID
+    if (job.stopUrl) await fetch(`${job.stopUrl}${jobId ? `?job=${encodeURIComponent(jobId)}` : ''}`, { method: 'POST', signal: AbortSignal.timeout(5000) }).catch(() => {})
+  }
+}

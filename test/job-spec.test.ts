@@ -1,0 +1,64 @@
+// The job spec crosses from the launching p2prun to every node's: read back field by field, a
+// spec of another version or with a field out of shape is refused with one line, and a rank that
+// gets one starts nothing.
+import { readdir } from 'node:fs/promises'
+import path from 'node:path'
+import t from 'tap'
+import { loadConfig } from '../lib/config.ts'
+import { decodeJob, encodeJob, JOB_SPEC_VERSION, launchEnvironment, nodeSettings, type JobSpec } from '../lib/session/job-spec.ts'
+import { p2prun } from './helpers/cli.ts'
+
+async function spec (): Promise<JobSpec> {
+  return {
+    version: JOB_SPEC_VERSION,
+    launchId: '0123abcd',
+    infoHash: 'a'.repeat(40),
+    descriptionUrl: 'http://10.0.0.1:8000/p2prun/x.torrent',
+    trackers: ['http://10.0.0.1:8000/announce'],
+    seeders: ['10.0.0.1:6881'],
+    mountPoint: '/tmp/p2prun/%j-%n',
+    libDirs: [''],
+    node: nodeSettings(await loadConfig({ flags: { mode: 'block', 'max-conns': '7', owner: '5:6' }, env: {}, cwd: '/' })),
+    secret: 'ff'.repeat(32),
+    sources: [{ name: '', dir: '/home/u/libs' }]
+  }
+}
+
+const raw = (value: unknown) => Buffer.from(JSON.stringify(value)).toString('base64url')
+
+t.test('a spec survives the trip whole, node settings included', async (t) => {
+  const job = await spec()
+  t.same(decodeJob(encodeJob(job)), job)
+  t.match(job.node, { mode: 'block', maxConns: 7, owner: { uid: 5, gid: 6 } })
+})
+
+t.test('another version, or a field out of shape, is refused by name', async (t) => {
+  const job = await spec()
+  t.throws(() => decodeJob(raw({ ...job, version: 2 })), { code: 'LAUNCH', message: 'P2PRUN_JOB is of version "2"; this p2prun reads version 1' })
+  t.throws(() => decodeJob(raw({ ...job, version: undefined })), { message: /of version "undefined"/ }, 'a spec from before versions')
+  const cases: [string, unknown][] = [
+    ['infoHash', 'zz'], ['launchId', '../x'], ['trackers', 'http://a'], ['node', { ...job.node, mode: 'fast' }],
+    ['node', { ...job.node, runDir: 'relative' }], ['node', { ...job.node, maxConns: 0 }], ['secret', 'xyz'],
+    ['sources', [{ name: '', dir: 'rel' }]], ['redirect', { whole: ['/a'] }]
+  ]
+  for (const [field, value] of cases) {
+    t.throws(() => decodeJob(raw({ ...job, [field]: value })), { code: 'USAGE', message: `P2PRUN_JOB is corrupt (${field} is not valid)` }, `${field}: ${JSON.stringify(value)}`)
+  }
+  t.throws(() => decodeJob(raw({ ...job, node: undefined })), { message: 'P2PRUN_JOB is corrupt (node is missing)' })
+})
+
+t.test('only the spec and the node-local variables go to the ranks', async (t) => {
+  const { launchEnv, forward } = launchEnvironment({ P2PRUN_STORE_DIR: '/x', P2PRUN_NODE_NAME: 'n1', PATH: '/bin' }, 'SPEC')
+  t.same(forward, ['P2PRUN_JOB', 'P2PRUN_NODE_NAME'])
+  t.equal(launchEnv.P2PRUN_JOB, 'SPEC')
+})
+
+t.test('a rank given a spec of another version says so in one line and starts nothing', async (t) => {
+  const dir = t.testdir()
+  const job = await spec()
+  const old = raw({ ...job, version: 2, node: { ...job.node, runDir: path.join(dir, 'run') } })
+  const r = await p2prun(['rank-prepare', '--pid', String(process.pid), '--', 'true'], { env: { P2PRUN_JOB: old } })
+  t.same([r.exitCode, r.stderr], [1, 'p2prun rank: error: P2PRUN_JOB is of version "2"; this p2prun reads version 1 ' +
+    '(hint: install the same p2prun on the submitting host and on every node)'])
+  t.same(await readdir(dir), [], 'no run directory, state or agent')
+})

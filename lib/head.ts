@@ -16,6 +16,8 @@ export interface Head {
   readonly descriptionUrl: string
   /** Whether the source was hashed at start (false: sizes and mtimes matched the description). */
   readonly verified: boolean
+  /** The job's secret, which the tracker and the seeder require; undefined: open to anyone. */
+  readonly secret: JobSecret | undefined
   /** POSTing here asks the head to stop (`onStopRequest`, or it resolves `stopped`); the URL is the secret. */
   readonly stopUrl: string
   readonly stopped: Promise<void>
@@ -81,6 +83,7 @@ export async function startHead (desc: Description, source: SourceLayout, config
     seederAddress: `${advertise}:${seeder.port}`,
     descriptionUrl: `${base}${DESCRIPTION_PATH}${desc.infoHash}.torrent`,
     verified: seeder.verified,
+    secret,
     stopUrl: `${base}${DESCRIPTION_PATH}stop/${token}`,
     stopped,
     uploaded: () => seeder.uploaded(),

@@ -1,9 +1,9 @@
 // Bundles the CLI into dist/ for bin/p2prun (run by `npm ci` through `prepare`, and by `npm test`
 // and `npm run bench` first). Every node agent and every rank's step is a fresh Node process, and
-// on the sources much of their start-up goes to resolving and loading modules one by one (with
-// webtorrent, ~350 of them: an agent used 0.60 CPU-seconds until its mount was up, 0.35 s from
-// the bundle). N agents that start together on shared cores pay that N times before the first
-// byte moves. Commands stay separate chunks, so `rank-prepare` loads no swarm or FUSE code.
+// on the sources much of their start-up goes to resolving and loading modules one by one (measured
+// when agents still ran on webtorrent's ~350 modules: 0.60 CPU-seconds until the mount was up,
+// 0.35 s from the bundle). N agents that start together on shared cores pay that N times before
+// the first byte moves. Commands stay separate chunks, so `rank-prepare` loads no swarm or FUSE code.
 // It also compiles p2prun's addon (native/: the FUSE server, the socket low-water mark) into dist/,
 // against this Node's own headers, and the LD_AUDIT module (native/audit.c).
 import { build } from 'esbuild'
@@ -54,7 +54,7 @@ try {
 }
 
 // The LD_AUDIT module ranks load when their set came from the program's load closure
-// (launcher/rank-step.ts): plain C against libc alone, so any glibc node can load it.
+// (lib/session/rank.ts): plain C against libc alone, so any glibc node can load it.
 try {
   execFileSync('cc', ['-O2', '-Wall', '-Wextra', '-Werror', '-shared', '-fPIC', path.join(root, 'native/audit.c'),
     '-o', path.join(outdir, AUDIT_FILE)], { stdio: 'inherit' })

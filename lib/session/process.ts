@@ -1,7 +1,26 @@
-// Other processes of a launch, seen from this one: whether one still runs, and stopping one.
-// Another process's exit cannot be awaited in Node, so both look at /proc.
+// Other processes of a launch, seen from this one: the launcher run in the foreground, whether a
+// process still runs, and stopping one (another process's exit cannot be awaited: /proc tells).
+import { spawn } from 'node:child_process'
 import { readFile } from 'node:fs/promises'
+import { constants } from 'node:os'
 import { setTimeout as delay } from 'node:timers/promises'
+import { P2prunError } from '../errors.ts'
+
+const STOP_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const
+
+/** Runs a launcher in the foreground; signals go to it (it stops the ranks); its exit code is ours. */
+export function runForeground (program: string, args: readonly string[], env: NodeJS.ProcessEnv): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(program, args, { stdio: 'inherit', env })
+    const forward = (sig: NodeJS.Signals) => { child.kill(sig) }
+    for (const sig of STOP_SIGNALS) process.on(sig, forward)
+    child.on('error', (err) => reject(new P2prunError('LAUNCH', `cannot start ${program}: ${err.message}`)))
+    child.on('exit', (code, signal) => {
+      for (const sig of STOP_SIGNALS) process.off(sig, forward)
+      resolve(code ?? 128 + (signal ? constants.signals[signal] : 0))
+    })
+  })
+}
 
 const EXIT_POLL_MS = 20
 

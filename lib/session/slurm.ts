@@ -11,7 +11,8 @@ import { describeLayout } from '../describe.ts'
 import { failureFromLine, failureLine, P2prunError, usageError } from '../errors.ts'
 import { layoutOf } from '../source-layout.ts'
 import { newJobSecret } from '../swarm/job-auth.ts'
-import { decodeJob, encodeJob, JOB_ENV, JOB_SPEC_VERSION, launchIdOf, nodeSettings, SLURM_LAUNCH, type JobSpec } from './job-spec.ts'
+import { jobSpecOf } from './head.ts'
+import { decodeJob, encodeJob, JOB_ENV, launchIdOf, SLURM_LAUNCH, type JobSpec } from './job-spec.ts'
 import { spawnAgent } from './node.ts'
 import { NodeState } from './node-state.ts'
 import { terminate } from './process.ts'
@@ -24,6 +25,14 @@ const EPILOG_WAIT_MS = 15_000
 export function jobOfHook (env: NodeJS.ProcessEnv): JobSpec | undefined {
   const raw = env[`SPANK_${JOB_ENV}`] ?? env[JOB_ENV]
   return raw ? decodeJob(raw) : undefined
+}
+
+/** The job spec of a Slurm allocation made with --p2plibs, if this runs inside one. */
+export function jobOfAllocation (env: NodeJS.ProcessEnv): JobSpec | undefined {
+  const raw = env.SLURM_JOB_ID ? env[JOB_ENV] ?? env[`SLURM_SPANK_${JOB_ENV}`] : undefined
+  if (!raw) return undefined
+  const job = decodeJob(raw)
+  return job.launchId === SLURM_LAUNCH ? job : undefined
 }
 
 /**
@@ -63,24 +72,9 @@ export async function runHeadDaemon (libs: readonly string[], mountRoot: string 
     // P2PRUN_FOLLOW_SYMLINKS in sbatch's environment, or follow-symlinks: in a settings file.
     const desc = await describeLayout(layout, { followSymlinks: config.followSymlinks })
     const { startHead } = await import('../head.ts')
-    const secret = newJobSecret()
-    head = await startHead(desc, layout, config,
-      (line) => process.stderr.write(`p2prun slurm head: warning: ${line}\n`), secret,
+    head = await startHead(desc, layout, config, (line) => process.stderr.write(`p2prun slurm head: warning: ${line}\n`), newJobSecret(),
       (jobId, stop) => { void jobs.ended(jobId).then((none) => { if (none) stop() }) })
-    job = {
-      version: JOB_SPEC_VERSION,
-      launchId: SLURM_LAUNCH,
-      infoHash: desc.infoHash,
-      descriptionUrl: head.descriptionUrl,
-      trackers: [head.trackerUrl],
-      seeders: [head.seederAddress],
-      mountPoint: `${mountRoot ?? desc.mountPoint}/%j-%n`,
-      libDirs: layout.dirs.map((d) => d.name),
-      node: nodeSettings(config),
-      stopUrl: head.stopUrl,
-      secret: secret.toString('hex'),
-      sources: layout.dirs
-    }
+    job = jobSpecOf(head, desc, layout, config, { launchId: SLURM_LAUNCH, mountPoint: `${mountRoot ?? desc.mountPoint}/%j-%n`, placement: { libDirs: layout.dirs.map((d) => d.name) }, stopUrl: head.stopUrl })
   } catch (err) {
     await notify(`error ${failureLine(err)}`)
     throw err

@@ -1,0 +1,69 @@
+// A launch's head, and the job spec that points its nodes at it: the launch's own tracker and
+// seeder with a secret made for the job, or a running `p2prun serve` (an I/O node's, --seeder)
+// with the secret it was started with; a Slurm job's detached head builds its spec the same way.
+import type { Config } from '../config.ts'
+import type { Description } from '../description.ts'
+import { networkReason, P2prunError } from '../errors.ts'
+import type { Head } from '../head.ts'
+import type { SourceLayout } from '../source-layout.ts'
+import { newJobSecret, secretFromEnv, withProof } from '../swarm/job-auth.ts'
+import { JOB_SPEC_VERSION, nodeSettings, type JobSpec } from './job-spec.ts'
+
+/** What a launch needs of its head; an external one reports no counts (they are its own). */
+export type LaunchHead = Pick<Head, 'trackerUrl' | 'descriptionUrl' | 'secret' | 'uploaded' | 'maxToOneNode' | 'descriptionBytes' | 'peerCount' | 'completions' | 'close'> &
+  { readonly seederAddress?: string }
+
+/**
+ * The launch's own head (`seeder` undefined), or the one at `seeder`, checked to serve this set to
+ * this job's secret. `warn` hears of trouble the head survives.
+ */
+export async function launchHead (desc: Description, layout: SourceLayout, config: Config, seeder: string | undefined,
+  warn: (line: string) => void): Promise<LaunchHead> {
+  if (seeder === undefined) {
+    const { startHead } = await import('../head.ts')
+    return startHead(desc, layout, config, warn, newJobSecret())
+  }
+  const secret = secretFromEnv(process.env)
+  const trackerUrl = seeder.endsWith('/announce') ? seeder : `${seeder.replace(/\/$/, '')}/announce`
+  const descriptionUrl = trackerUrl.replace(/\/announce$/, `/p2prun/${desc.infoHash}.torrent`)
+  const res = await fetch(withProof(descriptionUrl, secret, 'description', Buffer.from(desc.infoHash, 'hex')),
+    { signal: AbortSignal.timeout(10_000) }).catch((err: unknown) => {
+    throw new P2prunError('LAUNCH', `the seeder at ${seeder} is unreachable: ${networkReason(err)}`,
+      { hint: 'start it with `p2prun serve FILE --source DIR` on the I/O node, or leave out --seeder' })
+  })
+  if (res.status === 403) {
+    throw new P2prunError('LAUNCH', `the seeder at ${seeder} serves only its job's nodes, and ${secret ? 'this P2PRUN_SECRET is not its secret' : 'P2PRUN_SECRET is not set'}`,
+      { hint: 'export the P2PRUN_SECRET that `p2prun serve` was started with' })
+  }
+  if (!res.ok) {
+    throw new P2prunError('LAUNCH', `the seeder at ${seeder} does not serve these libraries (infohash ${desc.infoHash})`,
+      { hint: 'serve a description of the same directory there' })
+  }
+  const none = () => 0
+  return { trackerUrl, descriptionUrl, secret, uploaded: none, maxToOneNode: none, descriptionBytes: none, peerCount: none, completions: () => [], close: async () => {} }
+}
+
+/** Where the set sits in the mount, as launch-set.ts placed it. */
+export type Placement = Pick<JobSpec, 'libDirs' | 'program' | 'pythonPath' | 'redirect'>
+
+/**
+ * The spec that points a launch's nodes at `head`, with the launch's node settings. `stopUrl`: where
+ * a Slurm job's epilogs stop its head (a launch stops its own).
+ */
+export function jobSpecOf (head: LaunchHead, desc: Description, layout: SourceLayout, config: Config,
+  launch: { readonly launchId: string, readonly mountPoint: string, readonly placement: Placement, readonly stopUrl?: string }): JobSpec {
+  return {
+    version: JOB_SPEC_VERSION,
+    launchId: launch.launchId,
+    infoHash: desc.infoHash,
+    descriptionUrl: head.descriptionUrl,
+    trackers: [head.trackerUrl],
+    seeders: head.seederAddress ? [head.seederAddress] : [],
+    mountPoint: launch.mountPoint,
+    ...launch.placement,
+    node: nodeSettings(config),
+    sources: layout.dirs,
+    ...(launch.stopUrl ? { stopUrl: launch.stopUrl } : {}),
+    ...(head.secret ? { secret: head.secret.toString('hex') } : {})
+  }
+}

@@ -1,0 +1,105 @@
+// The model against the emulated cluster's measurements (bench/README.md, 2026-12-01 afternoon:
+// "The matrix with HEAD", p2p-eager, the job secret on, one run each: the only table with 8, 16
+// and 32 nodes of one build). The model runs as the bench does: 2 cores shared by every agent,
+// program and the head; agents given the description file.
+//   node bench/model/calibrate.ts          model vs measured with the parameters in params.ts
+//   node bench/model/calibrate.ts --fit    fit pieceRecvCpu and emulationCpuPerPiece again
+import { parseArgs } from 'node:util'
+import { simulateLaunch } from './launch.ts'
+import { DEFAULTS, parseRate, type Params } from './params.ts'
+import { librarySet } from './set.ts'
+
+interface Row {
+  readonly nodes: number
+  readonly rate: string
+  readonly makespan: number
+  readonly agentCpu: number
+  readonly serverMB: number
+  /** Fitted to, or only compared with. */
+  readonly fit: boolean
+}
+
+/** bench/README.md, "Results on this 2-core VM (2026-12-01, afternoon)", "The matrix with HEAD". */
+export const ROWS: readonly Row[] = [
+  { nodes: 8, rate: '100mbit', makespan: 5.69, agentCpu: 1.01, serverMB: 48.7, fit: true },
+  { nodes: 16, rate: '100mbit', makespan: 8.93, agentCpu: 0.91, serverMB: 48.7, fit: true },
+  { nodes: 32, rate: '100mbit', makespan: 18.44, agentCpu: 1.00, serverMB: 50.5, fit: true },
+  { nodes: 32, rate: '1gbit', makespan: 16.32, agentCpu: 0.90, serverMB: 49.7, fit: true },
+  { nodes: 8, rate: '1gbit', makespan: 3.44, agentCpu: 0.73, serverMB: 48.7, fit: false }
+]
+/** Seeds per row: the model's own spread (random peers and background orders) is averaged out. */
+const SEEDS = 3
+const set = librarySet()
+
+interface Modeled { makespan: number, agentCpu: number, headMB: number }
+
+function model (row: Row, over: Partial<Params>): Modeled {
+  let makespan = 0
+  let agentCpu = 0
+  let headMB = 0
+  for (let seed = 1; seed <= SEEDS; seed++) {
+    const r = simulateLaunch({ ...DEFAULTS, ...over, nodes: row.nodes, rate: parseRate(row.rate), sharedCores: 2, mode: 'bench', seed }, set)
+    makespan += r.makespan / SEEDS
+    agentCpu += r.agentCpuMedian / SEEDS
+    headMB += r.headBytes / 1e6 / SEEDS
+  }
+  return { makespan, agentCpu, headMB }
+}
+
+const fitted = ROWS.filter((r) => r.fit)
+
+/** pieceRecvCpu (pieceSendCpu half of it) so that the mean whole-life agent CPU matches. */
+function fitPieceCpu (over: Partial<Params>): number {
+  const target = fitted.reduce((a, r) => a + r.agentCpu, 0) / fitted.length
+  let lo = 0.1e-3
+  let hi = 3e-3
+  for (let i = 0; i < 14; i++) {
+    const mid = (lo + hi) / 2
+    const got = fitted.reduce((a, r) => a + model(r, { ...over, pieceRecvCpu: mid, pieceSendCpu: mid / 2 }).agentCpu, 0) / fitted.length
+    if (got < target) lo = mid
+    else hi = mid
+  }
+  return (lo + hi) / 2
+}
+
+/** emulationCpuPerPiece minimizing the squared relative makespan errors (golden-section search). */
+function fitEmulation (over: Partial<Params>): number {
+  const cost = (e: number) => fitted.reduce((a, r) => a + ((model(r, { ...over, emulationCpuPerPiece: e }).makespan - r.makespan) / r.makespan) ** 2, 0)
+  let a = 0
+  let b = 1e-3
+  const g = (Math.sqrt(5) - 1) / 2
+  for (let i = 0; i < 16; i++) {
+    const c = b - g * (b - a)
+    const d = a + g * (b - a)
+    if (cost(c) < cost(d)) b = d
+    else a = c
+  }
+  return (a + b) / 2
+}
+
+const pct = (model: number, measured: number) => `${((model - measured) / measured * 100).toFixed(0).padStart(4)} %`
+
+export function table (over: Partial<Params> = {}): string {
+  const lines = ['| nodes | rate | makespan model / measured | error | agent CPU model / measured | error | head MB model / measured | used for |', '|---|---|---|---|---|---|---|---|']
+  for (const row of ROWS) {
+    const m = model(row, over)
+    lines.push(`| ${row.nodes} | ${row.rate} | ${m.makespan.toFixed(2)} / ${row.makespan.toFixed(2)} s | ${pct(m.makespan, row.makespan)} | ` +
+      `${m.agentCpu.toFixed(2)} / ${row.agentCpu.toFixed(2)} s | ${pct(m.agentCpu, row.agentCpu)} | ${m.headMB.toFixed(1)} / ${row.serverMB.toFixed(1)} | ${row.fit ? 'fit' : 'check'} |`)
+  }
+  return lines.join('\n')
+}
+
+if (import.meta.main) {
+  const { values } = parseArgs({ options: { fit: { type: 'boolean', default: false } } })
+  let over: Partial<Params> = {}
+  if (values.fit) {
+    // Agent CPU first (it barely depends on the emulation's own CPU), then the makespans.
+    const pieceRecvCpu = fitPieceCpu({ emulationCpuPerPiece: DEFAULTS.emulationCpuPerPiece })
+    over = { pieceRecvCpu, pieceSendCpu: pieceRecvCpu / 2 }
+    const emulationCpuPerPiece = fitEmulation(over)
+    over = { ...over, emulationCpuPerPiece }
+    console.log(`fitted: pieceRecvCpu ${(pieceRecvCpu * 1e3).toFixed(3)} ms, pieceSendCpu ${(pieceRecvCpu / 2 * 1e3).toFixed(3)} ms, ` +
+      `emulationCpuPerPiece ${(emulationCpuPerPiece * 1e3).toFixed(3)} ms (put them in params.ts)`)
+  }
+  console.log(table(over))
+}

@@ -1,0 +1,116 @@
+// Every number the model runs on, with where it comes from (bench/model/README.md has the table).
+// Times in seconds, rates in bytes per second. "fitted" parameters are set by calibrate.ts against
+// bench/README.md's rows; "measured" ones are read off bench/README.md; "assumed" ones are not
+// measured anywhere and are the first suspects when the model is wrong.
+
+export interface Params {
+  readonly nodes: number
+  /** Link rate of every node and of the head, each direction (tc tbf per link in the emulation). */
+  readonly rate: number
+  /** One-way latency per message (the emulation has no netem: a veth hop). Assumed. */
+  readonly latency: number
+  /**
+   * CPU: 'shared' = every agent, program and the head on one pool of `sharedCores` (the 2-core VM
+   * that runs the emulated cluster); 'own' = each node and the head on their own core(s).
+   */
+  readonly sharedCores: number
+  readonly coresPerNode: number
+  /** 'bench': agents are given the description file (bench/run.ts); 'launch': they fetch it from peers first. */
+  readonly mode: 'bench' | 'launch'
+  /** Nodes start uniformly within this many seconds (the launcher's own spread). Assumed 0. */
+  readonly startSpread: number
+  readonly seed: number
+
+  // Node agent (bench/README.md: whole-life agent CPU, agent start CPU).
+  /** CPU until the mount is up: Node, the CLI, joining, mounting. Measured 0.12–0.16 s (2026-12-01). */
+  readonly agentStartCpu: number
+  /** Wall time of the start beyond its CPU (exec, page faults, mount): measured 0.19–0.20 s wall against 0.15–0.16 CPU at 2 nodes. */
+  readonly agentStartWait: number
+  /** CPU per piece received: parse, assemble, SHA-1, pwrite, picker. Fitted (with pieceSendCpu = half of it). */
+  readonly pieceRecvCpu: number
+  /** CPU per piece served to a peer: pread and the socket write. Assumed half of pieceRecvCpu. */
+  readonly pieceSendCpu: number
+  /** CPU per small message sent or received (have, request, reject). Assumed (bounded by the bench: see README). */
+  readonly messageCpu: number
+  /** CPU of the program (the driver: ld.so, its FUSE calls' kernel side) on a node. Assumed, from the 80–149 ms load on a complete mount. */
+  readonly programCpu: number
+  /** Emulation only: CPU of the emulated network (veth, bridge, tbf softirq) per piece moved, on the shared cores. Fitted. */
+  readonly emulationCpuPerPiece: number
+
+  // Head (tracker + seeder, one Node process).
+  /** Head CPU per piece sent: read from the page cache, SHA-1, send. Measured-ish: 0.40 s for 743 pieces at 8 nodes (morning run). */
+  readonly headPieceCpu: number
+  /** Head CPU per node connection: handshake with the job proof, bitfield, interest. Assumed. */
+  readonly headConnCpu: number
+  /** Head CPU per registration (first announce), at 16k peers. Measured 0.26–0.28 ms (tracker-load.ts). */
+  readonly trackerRegisterCpu: number
+  /** Head CPU per other announce (re-announce, completed, peek). Measured 0.17–0.21 ms. */
+  readonly trackerAnnounceCpu: number
+  /** Head CPU to accept and drop a connection over its cap. Assumed. */
+  readonly headRefuseCpu: number
+  /** CPU (both ends) and wall time to hand over the description (27 KB) over a fresh connection. Assumed. */
+  readonly descCpu: number
+  readonly descBytes: number
+
+  // Policy (lib/config.ts, lib/swarm/*.ts: the code's constants).
+  readonly maxConns: number
+  readonly headMaxConns: number
+  readonly numwant: number
+  readonly deferToPeers: number
+  readonly headBackoff: number
+  /** Pieces in flight per peer: 96 KiB of 64 KiB requests = 2; reads may take 128 KiB more = 4. */
+  readonly pipeline: number
+  readonly readPipeline: number
+  readonly headDescPeers: number
+  readonly nodeDescPeers: number
+  readonly descPeek: number
+  readonly descRetry: number
+  readonly descRetryMax: number
+  readonly descDeadline: number
+  /** How far the model's picker looks down a want list per pick (the code looks at all of it). */
+  readonly scan: number
+}
+
+export const DEFAULTS: Omit<Params, 'nodes' | 'rate'> = {
+  latency: 50e-6,
+  sharedCores: 0,
+  coresPerNode: 1,
+  mode: 'launch',
+  startSpread: 0,
+  seed: 1,
+  agentStartCpu: 0.14,
+  agentStartWait: 0.04,
+  pieceRecvCpu: 0.868e-3,
+  pieceSendCpu: 0.434e-3,
+  messageCpu: 1e-6,
+  programCpu: 0.05,
+  emulationCpuPerPiece: 0.198e-3,
+  headPieceCpu: 0.5e-3,
+  headConnCpu: 1e-3,
+  trackerRegisterCpu: 0.27e-3,
+  trackerAnnounceCpu: 0.19e-3,
+  headRefuseCpu: 50e-6,
+  descCpu: 1e-3,
+  descBytes: 27_000,
+  maxConns: 100,
+  headMaxConns: 1000,
+  numwant: 100,
+  deferToPeers: 2,
+  headBackoff: 0.25,
+  pipeline: 2,
+  readPipeline: 4,
+  headDescPeers: 4,
+  nodeDescPeers: 16,
+  descPeek: 20,
+  descRetry: 0.15,
+  descRetryMax: 2,
+  descDeadline: 10,
+  scan: 64
+}
+
+/** `100mbit`, `1gbit`, `10gbit` → bytes per second. */
+export function parseRate (rate: string): number {
+  const m = rate.match(/^(\d+(?:\.\d+)?)([kmg]?)bit$/)
+  if (!m) throw new Error(`rate ${rate}: expected e.g. 100mbit, 1gbit, 10gbit`)
+  return Number(m[1]) * ({ k: 1e3, m: 1e6, g: 1e9, '': 1 } as Record<string, number>)[m[2] ?? '']! / 8
+}

@@ -151,6 +151,14 @@ function checkJob (value: unknown): asserts value is JobSpec {
   }
 }
 
+/** The job spec of a Slurm allocation made with --p2plibs, if this runs inside one. */
+export function jobOfAllocation (env: NodeJS.ProcessEnv): JobSpec | undefined {
+  const raw = env.SLURM_JOB_ID ? env[JOB_ENV] ?? env[`SLURM_SPANK_${JOB_ENV}`] : undefined
+  if (!raw) return undefined
+  const job = decodeJob(raw)
+  return job.launchId === SLURM_LAUNCH ? job : undefined
+}
+
 /** %i: infohash prefix, %n: node name, %j: launch id, %%: a percent sign. */
 export function expandTemplate (template: string, vars: { infoHash: string, nodeName: string, launchId?: string }): string {
   return template.replace(/%([inj%])/g, (_, c: string) =>

@@ -5,9 +5,9 @@
 // Slurm job, until the epilog stops it; then it unmounts and removes the node state.
 import { spawn, type ChildProcess } from 'node:child_process'
 import { open } from 'node:fs/promises'
-import { parseDescription, type Description } from '../description.ts'
+import type { Description } from '../description.ts'
 import { failureOf, networkReason, P2prunError } from '../errors.ts'
-import { parseJobSecret, withProof, type JobSecret } from '../swarm/job-auth.ts'
+import type { JobSecret } from '../swarm/job-auth.ts'
 import { encodeJob, expandTemplate, JOB_ENV, libraryPath, type JobSpec } from './job-spec.ts'
 import { NodeState } from './node-state.ts'
 
@@ -61,6 +61,8 @@ export async function runAgent (launch: AgentLaunch, stop: Promise<unknown>, log
   const state = NodeState.of(settings.runDir, launch.launchId, node)
   let agent
   try {
+    // Imported here, not above: every rank loads this module to start its node's agent.
+    const { parseJobSecret, withProof } = await import('../swarm/job-auth.ts')
     const secret = job.secret === undefined ? undefined : parseJobSecret(job.secret, `${JOB_ENV}'s secret`)
     const desc = (secret && await descriptionFromPeers(job, secret, log)) ??
       await fetchDescription(withProof(job.descriptionUrl, secret, 'description', Buffer.from(job.infoHash, 'hex')),
@@ -94,6 +96,7 @@ export async function runAgent (launch: AgentLaunch, stop: Promise<unknown>, log
  */
 async function descriptionFromPeers (job: JobSpec, secret: JobSecret, log: (line: string) => void): Promise<Description | undefined> {
   const { fetchDescriptionFromPeers } = await import('../swarm/description-exchange.ts')
+  const { parseDescription } = await import('../description.ts')
   let desc: Description | undefined
   const bytes = await fetchDescriptionFromPeers({
     infoHash: Buffer.from(job.infoHash, 'hex'),
@@ -129,5 +132,6 @@ async function fetchDescription (url: string, infoHash: string, node: string, ti
     throw new P2prunError('LAUNCH', `node ${node} cannot get the description from ${where}: ${networkReason(err)}`,
       { hint: 'check that the submitting host (or --seeder) is reachable from this node', cause: err })
   }
+  const { parseDescription } = await import('../description.ts')
   return parseDescription(bytes, { source: where, expectInfoHash: infoHash })
 }

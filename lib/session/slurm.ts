@@ -27,14 +27,6 @@ export function jobOfHook (env: NodeJS.ProcessEnv): JobSpec | undefined {
   return raw ? decodeJob(raw) : undefined
 }
 
-/** The job spec of a Slurm allocation made with --p2plibs, if this runs inside one. */
-export function jobOfAllocation (env: NodeJS.ProcessEnv): JobSpec | undefined {
-  const raw = env.SLURM_JOB_ID ? env[JOB_ENV] ?? env[`SLURM_SPANK_${JOB_ENV}`] : undefined
-  if (!raw) return undefined
-  const job = decodeJob(raw)
-  return job.launchId === SLURM_LAUNCH ? job : undefined
-}
-
 /**
  * Starts `p2prun head-daemon` detached (it outlives sbatch; the job's epilog stops it) and returns
  * the job spec it hands back once ready; its failure, a record on the same pipe, becomes ours.

@@ -18,6 +18,9 @@ export const LIBS_POLICIES: readonly LibsPolicy[] = ['network', 'nonsystem', 'al
 export type LauncherName = 'local' | 'openmpi' | 'mpich' | 'srun'
 export const LAUNCHER_NAMES: readonly LauncherName[] = ['local', 'openmpi', 'mpich', 'srun']
 export type LauncherChoice = LauncherName | 'auto'
+/** How a launch's nodes get the description: in the job spec the launcher forwards, or from peers. */
+export type DescriptionRoute = 'spec' | 'peers'
+export const DESCRIPTION_ROUTES: readonly DescriptionRoute[] = ['spec', 'peers']
 /** In a library list: the program's load closure instead of (or beside) named directories. */
 export const AUTO_LIBS = 'auto'
 
@@ -53,6 +56,7 @@ export const SETTINGS = {
   'follow-symlinks': { kind: 'bool', help: 'copy in the targets of absolute symlinks and of symlinks that leave a library directory (Spack views, conda)' },
   libs: { kind: 'paths', help: 'library directories for launches, separated by ":" (like --libs, repeatable); auto: what the program loads' },
   'libs-policy': { kind: 'string', choices: LIBS_POLICIES, help: 'with --libs auto, serve what lies on network file systems (network), that and all outside the system directories (nonsystem), or all but the loader (all)' },
+  'description-route': { kind: 'string', choices: DESCRIPTION_ROUTES, help: 'how a launch\'s nodes get the description: inside the job spec the launcher forwards to every rank, when it fits (spec), else, or always with peers, from nodes that have it, the head answering the first few' },
   launcher: { kind: 'string', choices: ['auto', ...LAUNCHER_NAMES], help: `how ranks are started: auto, ${LAUNCHER_NAMES.join(', ')}` },
   mode: { kind: 'string', choices: DATA_MODES, help: 'data mode: block (fetch pieces on read), file (whole file on open), eager (everything, opened files first)' },
   owner: { kind: 'string', help: 'UID[:GID] that owns the mounted files (default: the mounting user)' },
@@ -87,6 +91,7 @@ export interface Config {
   readonly libs: readonly string[] | undefined
   readonly libsPolicy: LibsPolicy
   readonly launcher: LauncherChoice
+  readonly descriptionRoute: DescriptionRoute
   readonly mode: DataMode
   readonly fallback: FallbackMode
   readonly owner: { readonly uid: number, readonly gid: number } | undefined
@@ -120,6 +125,7 @@ const DEFAULTS: Config = {
   libs: undefined,
   libsPolicy: 'nonsystem',
   launcher: 'auto',
+  descriptionRoute: 'spec',
   mode: 'eager',
   fallback: 'auto',
   owner: undefined,

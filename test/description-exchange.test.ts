@@ -96,10 +96,25 @@ t.test('a launch on 6 nodes: the head sends the description fewer times than the
   const started = path.join(s.dir, 'started')
   await mkdir(started)
   const barrier = `touch ${started}/$$; while [ "$(ls ${started} | wc -l)" -lt 6 ]; do sleep 0.05; done; exec ${path.join(dir, 'app')}`
-  const r = await launch(s, dirs, ['-n', '6', '--launcher', 'local', '--stats', '--libs', path.join(dir, 'libs'), 'sh', '-c', barrier], { P2PRUN_NODE_PER_RANK: '1' })
+  // By peers, not inside the job spec (the default when it fits: the test below).
+  const r = await launch(s, dirs, ['-n', '6', '--launcher', 'local', '--stats', '--libs', path.join(dir, 'libs'), 'sh', '-c', barrier],
+    { P2PRUN_NODE_PER_RANK: '1', P2PRUN_DESCRIPTION_ROUTE: 'peers' })
   t.equal(r.exitCode, 0, r.stderr)
   t.equal(r.stdout.match(/hello, world/g)?.length, 6, 'six ranks ran')
   const copies = Number(r.stderr.match(/of descriptions = ([\d.]+)x one/)?.[1])
   t.ok(copies >= 1 && copies <= HEAD_DESC_PEERS, `the head sent ${copies} copies of the description to 6 nodes: the others got it from peers`)
+  await nothingLeft(t, s, dirs)
+})
+
+t.test('a launch on 6 nodes whose description fits in the job spec: the launcher carries it, the head sends none', async (t) => {
+  const s = await scratch(t)
+  const dirs = launchDirs(s)
+  const dir = path.join(s.dir, 'hello')
+  await run(path.join(ROOT, 'examples/hello/build.sh'), ['--no-mpi', dir])
+  const r = await launch(s, dirs, ['-n', '6', '--launcher', 'local', '--stats', '--libs', path.join(dir, 'libs'), path.join(dir, 'app')], { P2PRUN_NODE_PER_RANK: '1' })
+  t.equal(r.exitCode, 0, r.stderr)
+  t.equal(r.stdout.match(/hello, world/g)?.length, 6, 'six ranks ran, each on its own node')
+  t.match(r.stderr, /and 0 B of descriptions = 0\.00x one/, 'no description from the head, to any node')
+  t.match(r.stderr, /6 nodes had the whole set/)
   await nothingLeft(t, s, dirs)
 })

@@ -5,7 +5,8 @@ import { readdir } from 'node:fs/promises'
 import path from 'node:path'
 import t from 'tap'
 import { loadConfig } from '../lib/config.ts'
-import { decodeJob, encodeJob, JOB_SPEC_VERSION, launchEnvironment, nodeSettings, type JobSpec } from '../lib/session/job-spec.ts'
+import { randomBytes } from 'node:crypto'
+import { decodeJob, descriptionOf, encodeJob, JOB_SPEC_VERSION, launchEnvironment, nodeSettings, SPEC_DESCRIPTION_MAX, specDescription, type JobSpec } from '../lib/session/job-spec.ts'
 import { p2prun } from './helpers/cli.ts'
 
 async function spec (): Promise<JobSpec> {
@@ -45,6 +46,19 @@ t.test('another version, or a field out of shape, is refused by name', async (t)
     t.throws(() => decodeJob(raw({ ...job, [field]: value })), { code: 'USAGE', message: `P2PRUN_JOB is corrupt (${field} is not valid)` }, `${field}: ${JSON.stringify(value)}`)
   }
   t.throws(() => decodeJob(raw({ ...job, node: undefined })), { message: 'P2PRUN_JOB is corrupt (node is missing)' })
+})
+
+t.test('the description rides in the spec when it fits, and comes out as it went in', async (t) => {
+  const job = await spec()
+  const bytes = Buffer.from('d4:infod6:lengthi3e4:name1:aee'.repeat(500))
+  const description = specDescription(bytes)
+  t.ok(description !== undefined && description.length < bytes.length / 10, 'deflated')
+  const carried = decodeJob(encodeJob({ ...job, description }))
+  t.same(descriptionOf(carried), bytes)
+  t.equal(descriptionOf(job), undefined, 'none: the node asks peers')
+  t.equal(specDescription(randomBytes(SPEC_DESCRIPTION_MAX)), undefined, 'too large for one environment string: left to peers')
+  t.throws(() => descriptionOf({ ...job, description: 'AAAA' }), { code: 'USAGE', message: /^P2PRUN_JOB is corrupt \(its description does not inflate/ })
+  t.throws(() => decodeJob(raw({ ...job, description: 'not base64!' })), { message: 'P2PRUN_JOB is corrupt (description is not valid)' })
 })
 
 t.test('only the spec and the node-local variables go to the ranks', async (t) => {

@@ -65,7 +65,7 @@ export async function runLaunch (argv: readonly string[], cli: readonly string[]
   const started = performance.now()
   const head = await launchHead(desc, layout, config, args.options.seeder, (line) => process.stderr.write(`p2prun: warning: ${line}\n`))
   try {
-    const job = jobSpecOf(head, desc, layout, config, { launchId, mountPoint: args.options.mountPoint ?? `${desc.mountPoint}/%j-%n`, placement })
+    const job = jobSpecOf(head, desc, layout, config, { launchId, mountPoint: args.options.mountPoint ?? `${desc.mountPoint}/%j-%n`, placement, inline: true })
     const { launchEnv, forward } = launchEnvironment(env, encodeJob(job))
     const [program, ...launchArgs] = launcher.adapter.command(launcher.program, args.launcherArgs, forward, step, launchEnv) as [string, ...string[]]
     const progress = process.stderr.isTTY && !config.quiet ? showProgress(head, desc) : undefined

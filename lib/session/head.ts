@@ -2,12 +2,12 @@
 // seeder with a secret made for the job, or a running `p2prun serve` (an I/O node's, --seeder)
 // with the secret it was started with; a Slurm job's detached head builds its spec the same way.
 import type { Config } from '../config.ts'
-import type { Description } from '../description.ts'
+import { peerShareable, type Description } from '../description.ts'
 import { networkReason, P2prunError } from '../errors.ts'
 import type { Head } from '../head.ts'
 import type { SourceLayout } from '../source-layout.ts'
 import { newJobSecret, secretFromEnv, withProof } from '../swarm/job-auth.ts'
-import { JOB_SPEC_VERSION, nodeSettings, type JobSpec } from './job-spec.ts'
+import { JOB_SPEC_VERSION, nodeSettings, specDescription, type JobSpec } from './job-spec.ts'
 
 /** What a launch needs of its head; an external one reports no counts (they are its own). */
 export type LaunchHead = Pick<Head, 'trackerUrl' | 'descriptionUrl' | 'secret' | 'uploaded' | 'maxToOneNode' | 'descriptionBytes' | 'peerCount' | 'completions' | 'close'> &
@@ -47,11 +47,14 @@ export async function launchHead (desc: Description, layout: SourceLayout, confi
 export type Placement = Pick<JobSpec, 'libDirs' | 'program' | 'pythonPath' | 'redirect'>
 
 /**
- * The spec that points a launch's nodes at `head`, with the launch's node settings. `stopUrl`: where
- * a Slurm job's epilogs stop its head (a launch stops its own).
+ * The spec that points a launch's nodes at `head`, with the launch's node settings, and the
+ * description itself when the settings say so and it fits. `stopUrl`: where a Slurm job's epilogs
+ * stop its head (a launch stops its own); a Slurm job's spec goes through the SPANK plugin, whose
+ * buffer takes 8 KB (slurm/p2plibs.c): `inline` false.
  */
 export function jobSpecOf (head: LaunchHead, desc: Description, layout: SourceLayout, config: Config,
-  launch: { readonly launchId: string, readonly mountPoint: string, readonly placement: Placement, readonly stopUrl?: string }): JobSpec {
+  launch: { readonly launchId: string, readonly mountPoint: string, readonly placement: Placement, readonly stopUrl?: string, readonly inline: boolean }): JobSpec {
+  const description = launch.inline && config.descriptionRoute === 'spec' ? specDescription(peerShareable(desc)) : undefined
   return {
     version: JOB_SPEC_VERSION,
     launchId: launch.launchId,
@@ -64,6 +67,7 @@ export function jobSpecOf (head: LaunchHead, desc: Description, layout: SourceLa
     node: nodeSettings(config),
     sources: layout.dirs,
     ...(launch.stopUrl ? { stopUrl: launch.stopUrl } : {}),
+    ...(description ? { description } : {}),
     ...(head.secret ? { secret: head.secret.toString('hex') } : {})
   }
 }

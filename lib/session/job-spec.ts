@@ -60,6 +60,11 @@ export interface JobSpec {
   readonly sources?: SourceLayout['dirs']
   /** The program as a path inside the mount: ranks exec it from there (a set made from its load closure). */
   readonly program?: string
+  /**
+   * The description itself (deflated, base64), when it fits: the launcher's own fan-out then carries
+   * it to every node, and neither the head nor the tracker is asked for it (descriptionOf).
+   */
+  readonly description?: string
   /** Directories inside the mount to put first on PYTHONPATH: the Python packages served. */
   readonly pythonPath?: readonly string[]
   /**
@@ -138,9 +143,10 @@ const JOB_FIELDS: Record<Exclude<keyof JobSpec, 'version'>, Check> = {
   sources: listOf(record({ name: isString, dir: isAbsolute })),
   program: isString,
   pythonPath: listOf(isString),
+  description: (v) => typeof v === 'string' && /^[A-Za-z0-9+/]*={0,2}$/.test(v),
   redirect: record({ whole: listOf(isAbsolute), some: listOf(isAbsolute) })
 }
-const OPTIONAL_JOB_FIELDS = ['stopUrl', 'secret', 'sources', 'program', 'pythonPath', 'redirect']
+const OPTIONAL_JOB_FIELDS = ['stopUrl', 'secret', 'sources', 'program', 'pythonPath', 'redirect', 'description']
 
 function checkJob (value: unknown): asserts value is JobSpec {
   for (const [name, check] of Object.entries(JOB_FIELDS)) {
@@ -157,6 +163,32 @@ export function jobOfAllocation (env: NodeJS.ProcessEnv): JobSpec | undefined {
   if (!raw) return undefined
   const job = decodeJob(raw)
   return job.launchId === SLURM_LAUNCH ? job : undefined
+}
+
+/**
+ * The most the description may take in the spec (base64 of its deflated bytes). One environment
+ * string may hold 128 KiB on Linux (MAX_ARG_STRLEN), and the spec as a whole is encoded once more:
+ * this leaves room for the rest. The 200-library bench set takes 34 KB; larger sets go by peers.
+ */
+export const SPEC_DESCRIPTION_MAX = 64 * 1024
+
+/** Loaded when used: every rank's step reads the spec, and only the launcher and agents need zlib. */
+const zlib = () => process.getBuiltinModule('node:zlib')
+
+/** The description as the spec carries it, or undefined if it does not fit. */
+export function specDescription (bytes: Uint8Array): string | undefined {
+  const encoded = zlib().deflateRawSync(bytes, { level: 9 }).toString('base64')
+  return encoded.length <= SPEC_DESCRIPTION_MAX ? encoded : undefined
+}
+
+/** The description bytes a spec carries, if it does; the caller checks them against the infohash. */
+export function descriptionOf (job: JobSpec): Buffer | undefined {
+  if (job.description === undefined) return undefined
+  try {
+    return zlib().inflateRawSync(Buffer.from(job.description, 'base64'), { maxOutputLength: 16 * SPEC_DESCRIPTION_MAX })
+  } catch (err) {
+    throw corrupt(`its description does not inflate: ${(err as Error).message}`)
+  }
 }
 
 /** %i: infohash prefix, %n: node name, %j: launch id, %%: a percent sign. */

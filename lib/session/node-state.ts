@@ -43,8 +43,16 @@ const STATE_PREFIX = 'job-'
 /** Where a launch's node agents write their logs, for help texts. */
 export const AGENT_LOGS = `RUN_DIR/${STATE_PREFIX}*/${LOG}`
 
-/** How often the agent checks whether its ranks still run (another process's exit cannot be awaited). */
-const RANK_CHECK_MS = 25
+/**
+ * How often the agent checks whether its ranks still run (another process's exit cannot be
+ * awaited): every 25 ms while the ranks have changed (come, or gone) within the last 2 s, so a
+ * short job's launch ends promptly; after that an eighth of the time since, up to once a second.
+ * A check costs ~0.4 ms of CPU: at 25 ms for the life of a long job, an idle agent spent 3.8% of
+ * a core (measured); a job that ends after a quiet time t waits at most t/8 (≤ 1 s) more.
+ */
+export function rankCheckMs (unchangedForMs: number): number {
+  return unchangedForMs < 2000 ? 25 : Math.min(1000, unchangedForMs / 8)
+}
 
 export class NodeState {
   readonly dir: string
@@ -128,13 +136,19 @@ export class NodeState {
 
   /** Resolves once at least `expected` ranks registered (1 if unknown) and none of them is alive. */
   async ranksEnded (expected: number): Promise<void> {
+    let seen = ''
+    let since = performance.now()
     for (;;) {
       const pids = (await readdir(path.join(this.dir, RANKS)).catch(() => [])).map(Number)
+      let alive = pids.length
       if (pids.length >= Math.max(expected, 1)) {
-        const alive = await Promise.all(pids.map((pid) => isAlive(pid)))
-        if (!alive.includes(true)) return
+        alive = (await Promise.all(pids.map((pid) => isAlive(pid)))).filter(Boolean).length
+        if (alive === 0) return
       }
-      await delay(RANK_CHECK_MS)
+      const now = `${pids.length}/${alive}`
+      if (now !== seen) since = performance.now()
+      seen = now
+      await delay(rankCheckMs(performance.now() - since))
     }
   }
 

@@ -8,7 +8,7 @@ import { open } from 'node:fs/promises'
 import type { Description } from '../description.ts'
 import { failureOf, networkReason, P2prunError } from '../errors.ts'
 import type { JobSecret } from '../swarm/job-auth.ts'
-import { encodeJob, expandTemplate, JOB_ENV, libraryPath, type JobSpec } from './job-spec.ts'
+import { descriptionOf, encodeJob, expandTemplate, JOB_ENV, libraryPath, type JobSpec } from './job-spec.ts'
 import { NodeState } from './node-state.ts'
 
 export interface AgentLaunch {
@@ -64,7 +64,7 @@ export async function runAgent (launch: AgentLaunch, stop: Promise<unknown>, log
     // Imported here, not above: every rank loads this module to start its node's agent.
     const { parseJobSecret, withProof } = await import('../swarm/job-auth.ts')
     const secret = job.secret === undefined ? undefined : parseJobSecret(job.secret, `${JOB_ENV}'s secret`)
-    const desc = (secret && await descriptionFromPeers(job, secret, log)) ??
+    const desc = await descriptionInSpec(job) ?? (secret && await descriptionFromPeers(job, secret, log)) ??
       await fetchDescription(withProof(job.descriptionUrl, secret, 'description', Buffer.from(job.infoHash, 'hex')),
         job.infoHash, node, settings.stallTimeoutMs)
     const { Agent } = await import('../agent.ts')
@@ -88,6 +88,14 @@ export async function runAgent (launch: AgentLaunch, stop: Promise<unknown>, log
     await agent.stop()
     await state.remove()
   }
+}
+
+/** The description the spec carries, checked against its infohash like any other. */
+async function descriptionInSpec (job: JobSpec): Promise<Description | undefined> {
+  const bytes = descriptionOf(job)
+  if (!bytes) return undefined
+  const { parseDescription } = await import('../description.ts')
+  return parseDescription(bytes, { source: `${JOB_ENV}'s description`, expectInfoHash: job.infoHash })
 }
 
 /**

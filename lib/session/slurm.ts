@@ -66,7 +66,7 @@ export async function runHeadDaemon (libs: readonly string[], mountRoot: string 
     const { startHead } = await import('../head.ts')
     head = await startHead(desc, layout, config, (line) => process.stderr.write(`p2prun slurm head: warning: ${line}\n`), newJobSecret(),
       (jobId, stop) => { void jobs.ended(jobId).then((none) => { if (none) stop() }) })
-    job = jobSpecOf(head, desc, layout, config, { launchId: SLURM_LAUNCH, mountPoint: `${mountRoot ?? desc.mountPoint}/%j-%n`, placement: { libDirs: layout.dirs.map((d) => d.name) }, stopUrl: head.stopUrl })
+    job = jobSpecOf(head, desc, layout, config, { launchId: SLURM_LAUNCH, mountPoint: `${mountRoot ?? desc.mountPoint}/%j-%n`, placement: { libDirs: layout.dirs.map((d) => d.name) }, stopUrl: head.stopUrl, inline: false })
   } catch (err) {
     await notify(`error ${failureLine(err)}`)
     throw err

@@ -3,6 +3,7 @@
 import { close, write } from 'node:fs'
 import type { Command } from 'commander'
 import { loadConfig, SETTINGS, type Config, type SettingName } from '../lib/config.ts'
+import { debugLevel } from '../lib/debug.ts'
 import { AlreadyReported, formatError, P2prunError } from '../lib/errors.ts'
 
 /** commander option parser for repeatable options. */
@@ -50,7 +51,7 @@ export function reportError (who: string, err: unknown): void {
     return
   }
   process.stderr.write(`${who}: error: ${formatError(err)}\n`)
-  if (process.env.P2PRUN_DEBUG && err instanceof Error) process.stderr.write(`${err.stack}\n`)
+  if (debugLevel(process.env) >= 1 && err instanceof Error) process.stderr.write(`${err.stack}\n`)
   process.exitCode = err instanceof P2prunError && err.code === 'USAGE' ? 2 : 1
 }
 

@@ -9,7 +9,7 @@ import { Command, CommanderError } from 'commander'
 import { quote, usageError } from '../lib/errors.ts'
 import { VERSION } from '../lib/version.ts'
 import { envNameOf, SETTINGS, SITE_CONFIG_FILE, type SettingName } from '../lib/config.ts'
-import { AGENT_LOGS } from '../lib/session/node-state.ts'
+import { KEPT_AGENT_LOGS } from '../lib/session/node-state.ts'
 import { reportError } from './cli-support.ts'
 
 // Node 24 can deadlock at exit: the main thread joins V8's worker threads while a background Maglev
@@ -47,7 +47,7 @@ function settingsHelp (): string {
     ['P2PRUN_CONFIG', 'the user\'s settings file (like --config)'],
     ['P2PRUN_SITE_CONFIG', `the site's settings file (default ${SITE_CONFIG_FILE})`],
     ['P2PRUN_NODE_PER_RANK', '1: every rank is its own node (to emulate nodes on one host)'],
-    ['P2PRUN_DEBUG', `1: an error prints its stack too (node agents log to ${AGENT_LOGS})`]
+    ['P2PRUN_DEBUG', `1: errors print their stack, and node agents keep their logs (${KEPT_AGENT_LOGS}); 2: agents also log the description's route and their counters every 5 s`]
   ]
   const width = Math.max(...rows.map(([name]) => name.length))
   return '\nSettings (each also --NAME on the commands that take it, and NAME: in a settings file; flags ' +

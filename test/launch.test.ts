@@ -1,7 +1,7 @@
 // `p2prun -n N ./app` through p2prun's local launcher, real Open MPI 4.1 and real MPICH 4.0.
 import { execFile } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { mkdir, symlink, writeFile } from 'node:fs/promises'
+import { mkdir, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { createServer, type AddressInfo } from 'node:net'
 import { promisify } from 'node:util'
@@ -65,6 +65,25 @@ t.test('P2PRUN_NODE_NAME names the node (mount point %n) instead of the host nam
   t.equal(r.exitCode, 0, String(r.stderr))
   const mounts = [...libraryMounts(r.stdout, dirs.mounts).values()].flatMap((set) => [...set])
   t.ok(mounts.length > 0 && mounts.every((m) => path.basename(m).endsWith('-alpha')), `libraries came from the node alpha's mount: ${mounts.join(' ')}`)
+  await nothingLeft(t, s, dirs)
+})
+
+t.test('P2PRUN_DEBUG=2: each node agent keeps its log, with the description\'s route and its counters; without it, nothing is kept', async (t) => {
+  const { s, dirs, app, libs } = await example(t)
+  const r = await launch(s, dirs, ['-n', '2', '--launcher', 'local', '--libs', libs, app], { P2PRUN_NODE_PER_RANK: '1', P2PRUN_DEBUG: '2' })
+  t.equal(r.exitCode, 0, String(r.stderr))
+  const logs = (await readdir(path.join(dirs.run, 'logs'))).sort()
+  t.equal(logs.length, 2, `one log per node: ${logs.join(' ')}`)
+  for (const name of logs) {
+    const text = await readFile(path.join(dirs.run, 'logs', name), 'utf8')
+    t.match(text, /description: from the job spec\n/, `${name}: the route`)
+    t.match(text, /ready for the ranks on \S+-rank[01]\n/, `${name}: the mount`)
+    t.match(text, /stats \{"infoHash":"[0-9a-f]{40}".*"swarm":\{"fromHead":\d+/, `${name}: the counters at the end`)
+  }
+  await rm(path.join(dirs.run, 'logs'), { recursive: true })
+  await nothingLeft(t, s, dirs)
+  const quiet = await launch(s, dirs, ['-n', '1', '--launcher', 'local', '--libs', libs, app])
+  t.equal(quiet.exitCode, 0, String(quiet.stderr))
   await nothingLeft(t, s, dirs)
 })
 

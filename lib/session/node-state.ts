@@ -10,13 +10,14 @@
 //     agent.log                 the agent's stdout and stderr
 //     reported                  made by the one rank that reports the node's failure
 //     left/<pid>                ranks that saw the failure and left
+//   logs/<launch id>-<node>.log an agent's log, kept after a clean end with P2PRUN_DEBUG (lib/debug.ts)
 //   <node>@<mount point>.json   a MountRecord: `p2prun mount`'s agent, for `p2prun umount`
 //   <node>@<mount point>.log    the log of a `p2prun mount --daemon`
 //
 // Records cross between processes (and between a rank and an agent of the same installation) as
 // JSON; a record that does not parse counts as absent or, for a failure, as an unreadable one.
 import { watch } from 'node:fs'
-import { link, mkdir, open, readdir, readFile, rm, writeFile } from 'node:fs/promises'
+import { link, mkdir, open, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { setTimeout as delay } from 'node:timers/promises'
 import { failureError, P2prunError, type FailureRecord } from '../errors.ts'
@@ -39,9 +40,10 @@ const REPORTED = 'reported'
 const RANKS = 'ranks'
 const LEFT = 'left'
 const STATE_PREFIX = 'job-'
+const KEPT_LOGS = 'logs'
 
-/** Where a launch's node agents write their logs, for help texts. */
-export const AGENT_LOGS = `RUN_DIR/${STATE_PREFIX}*/${LOG}`
+/** Where node agents' logs are kept (P2PRUN_DEBUG), for help texts. */
+export const KEPT_AGENT_LOGS = `RUN_DIR/${KEPT_LOGS}/LAUNCH-NODE.log`
 
 /**
  * How often the agent checks whether its ranks still run (another process's exit cannot be
@@ -57,12 +59,16 @@ export function rankCheckMs (unchangedForMs: number): number {
 export class NodeState {
   readonly dir: string
 
-  private constructor (dir: string) {
-    this.dir = dir
+  /** Where keepLog puts the log. */
+  readonly keptLogFile: string
+
+  private constructor (runDir: string, name: string) {
+    this.dir = path.join(runDir, `${STATE_PREFIX}${name}`)
+    this.keptLogFile = path.join(runDir, KEPT_LOGS, `${name}.log`)
   }
 
   static of (runDir: string, launchId: string, nodeName: string): NodeState {
-    return new NodeState(path.join(runDir, `${STATE_PREFIX}${launchId}-${nodeName.replace(/[^\w.-]/g, '_')}`))
+    return new NodeState(runDir, `${launchId}-${nodeName.replace(/[^\w.-]/g, '_')}`)
   }
 
   get logFile (): string {
@@ -166,6 +172,12 @@ export class NodeState {
     const registered = await readdir(path.join(this.dir, RANKS)).catch(() => [])
     const left = await readdir(path.join(this.dir, LEFT)).catch(() => [])
     if (registered.length === 0 && left.length >= (localSize ?? 0)) await this.remove()
+  }
+
+  /** Moves the agent's log out of the state, to keptLogFile, before the state goes. */
+  async keepLog (): Promise<void> {
+    await mkdir(path.dirname(this.keptLogFile), { recursive: true, mode: 0o700 })
+    await rename(this.logFile, this.keptLogFile)
   }
 
   async remove (): Promise<void> {

@@ -5,6 +5,7 @@
 // Slurm job, until the epilog stops it; then it unmounts and removes the node state.
 import { spawn, type ChildProcess } from 'node:child_process'
 import { open } from 'node:fs/promises'
+import { debugLevel } from '../debug.ts'
 import type { Description } from '../description.ts'
 import { failureOf, networkReason, P2prunError } from '../errors.ts'
 import type { JobSecret } from '../swarm/job-auth.ts'
@@ -59,14 +60,13 @@ export async function runAgent (launch: AgentLaunch, stop: Promise<unknown>, log
   const { job, node } = launch
   const settings = job.node
   const state = NodeState.of(settings.runDir, launch.launchId, node)
+  const debug = debugLevel(process.env)
   let agent
   try {
     // Imported here, not above: every rank loads this module to start its node's agent.
-    const { parseJobSecret, withProof } = await import('../swarm/job-auth.ts')
+    const { parseJobSecret } = await import('../swarm/job-auth.ts')
     const secret = job.secret === undefined ? undefined : parseJobSecret(job.secret, `${JOB_ENV}'s secret`)
-    const desc = await descriptionInSpec(job) ?? (secret && await descriptionFromPeers(job, secret, log)) ??
-      await fetchDescription(withProof(job.descriptionUrl, secret, 'description', Buffer.from(job.infoHash, 'hex')),
-        job.infoHash, node, settings.stallTimeoutMs)
+    const desc = await descriptionFor(job, secret, node, (line) => { if (debug >= 2) log(line) }, log)
     const { Agent } = await import('../agent.ts')
     const { agentOptions, nodeOptions } = await import('../agent-settings.ts')
     const mountPoint = expandTemplate(job.mountPoint, { infoHash: desc.infoHash, nodeName: node, launchId: launch.launchId })
@@ -78,16 +78,46 @@ export async function runAgent (launch: AgentLaunch, stop: Promise<unknown>, log
     }))
   } catch (err) {
     await state.fail(failureOf(err))
+    // Kept before the node's last rank removes the state; the error's line follows (same file).
+    if (debug >= 1) await state.keepLog().catch(() => {})
     throw err
   }
+  const counters = () => log(`stats ${JSON.stringify(agent.stats())}`)
+  const every = debug >= 2 ? setInterval(counters, DEBUG_STATS_MS) : undefined
   try {
     await state.ready({ mountPoint: agent.mountPoint, pid: process.pid, storePath: agent.storePath }, libraryPath(agent.mountPoint, job.libDirs, undefined))
     log(`${agent.mountPoint} ready for the ranks on ${node}`)
     await (launch.untilStopped ? stop : Promise.race([stop, state.ranksEnded(launch.expect ?? 0)]))
   } finally {
+    clearInterval(every)
+    if (debug >= 1) counters()
     await agent.stop()
+    if (debug >= 1) await state.keepLog().catch(() => {})
     await state.remove()
   }
+}
+
+/**
+ * The description by the first route that has it: the job spec, peers of the swarm (a job with a
+ * secret), the head over HTTP. `route` hears which one.
+ */
+async function descriptionFor (job: JobSpec, secret: JobSecret | undefined, node: string, route: (line: string) => void,
+  log: (line: string) => void): Promise<Description> {
+  const inSpec = await descriptionInSpec(job)
+  if (inSpec) {
+    route('description: from the job spec')
+    return inSpec
+  }
+  const fromPeer = secret && await descriptionFromPeers(job, secret, log)
+  if (fromPeer) {
+    route('description: from a peer')
+    return fromPeer
+  }
+  const { withProof } = await import('../swarm/job-auth.ts')
+  const fromHead = await fetchDescription(withProof(job.descriptionUrl, secret, 'description', Buffer.from(job.infoHash, 'hex')),
+    job.infoHash, node, job.node.stallTimeoutMs)
+  route('description: from the head')
+  return fromHead
 }
 
 /** The description the spec carries, checked against its infohash like any other. */
@@ -124,6 +154,9 @@ async function descriptionFromPeers (job: JobSpec, secret: JobSecret, log: (line
   if (!bytes) log(`no peer handed over the description in ${PEER_DESCRIPTION_MS / 1000} s: asking the head`)
   return desc
 }
+
+/** How often an agent logs its counters at P2PRUN_DEBUG=2. */
+const DEBUG_STATS_MS = 5000
 
 /** How long a node tries peers for the description before it asks the head over HTTP. */
 const PEER_DESCRIPTION_MS = 10_000

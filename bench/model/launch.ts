@@ -82,6 +82,8 @@ class Launch {
   private readonly set: LibrarySet
   private readonly n: number
   private readonly pieces: number
+  /** 0, 1, … pieces − 1: a range of pieces as a want list. */
+  private readonly inOrder: Int32Array
   private readonly m: number
   private readonly rnd: () => number
   private readonly q = new EventQueue()
@@ -148,6 +150,7 @@ class Launch {
     this.set = set
     this.n = prm.nodes
     this.pieces = set.pieceCount
+    this.inOrder = Int32Array.from({ length: set.pieceCount }, (_, i) => i)
     this.m = Math.min(prm.maxConns, prm.nodes)
     this.rnd = random(prm.seed)
     this.cpus = new Cpus(this.n, prm.sharedCores, prm.coresPerNode)
@@ -343,7 +346,7 @@ class Launch {
       this.askAround(d, this.set.touched, 0, this.set.touched.length)
       this.checkProgram(d)
     } else {
-      this.askAroundRange(d, from, this.fileEnd[d] as number)
+      this.askAround(d, this.inOrder, from, this.fileEnd[d] as number)
     }
   }
 
@@ -359,22 +362,7 @@ class Launch {
     this.done++
   }
 
-  /** New wants: fill the free request slots of the peers that hold any of them, and of the head. */
-  private askAroundRange (d: number, from: number, to: number): void {
-    const P = this.pieces
-    const m = this.m
-    const deg = this.deg[d] as number
-    for (let k = 0; k < deg; k++) {
-      const i = ((this.firstPeer[d] as number) + k) % deg
-      if (this.slots[d * m + i] as number >= this.p.readPipeline) continue
-      const v = this.adj[d * m + i] as number
-      for (let q = from; q < to; q++) {
-        if (this.has[v * P + q] && !this.has[d * P + q]) { this.fill(d, i); break }
-      }
-    }
-    this.fill(d, VIA_HEAD)
-  }
-
+  /** New wants (list[from..to)): fill the free request slots of the peers that hold any of them, and of the head. */
   private askAround (d: number, list: Int32Array, from: number, to: number): void {
     const P = this.pieces
     const m = this.m

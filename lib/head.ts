@@ -60,19 +60,7 @@ export async function startHead (desc: Description, source: SourceLayout, config
   const base = `http://${advertise}:${tracker.port}`
   let seeder: Seeder
   try {
-    seeder = await startSeeder(desc, source, {
-      host: config.host ?? advertise,
-      port: config.seederPort,
-      trackers: [`${base}/announce`],
-      maxConns: config.headMaxConns,
-      verify: config.verifySource,
-      uploadLimit: config.uploadLimit,
-      deferToPeersMs: config.deferToPeersMs,
-      secret,
-      // The tracker lists nodes once they joined, i.e. once they had the description; and the seeder.
-      // Before any node joined, the first holders are still on their way: they, not the head, serve the rest.
-      noOtherHolder: () => tracker.nodesJoined() > 0 && tracker.peerCount(desc.infoHash) <= 1
-    }, warn)
+    seeder = await seedSet(desc, source, config, advertise, config.seederPort, tracker, secret, warn)
   } catch (err) {
     await tracker.close()
     throw err
@@ -92,6 +80,78 @@ export async function startHead (desc: Description, source: SourceLayout, config
     peerCount: () => tracker.peerCount(desc.infoHash),
     completions: () => tracker.completions(),
     close: () => (closing ??= seeder.close().finally(() => tracker.close()))
+  }
+}
+
+/** A set's seeder beside `tracker`, announcing itself to it so that nodes find it. */
+function seedSet (desc: Description, source: SourceLayout, config: Config, advertise: string, port: number, tracker: Tracker,
+  secret: JobSecret | undefined, warn: (line: string) => void): Promise<Seeder> {
+  return startSeeder(desc, source, {
+    host: config.host ?? advertise,
+    port,
+    trackers: [`http://${advertise}:${tracker.port}/announce`],
+    maxConns: config.headMaxConns,
+    verify: config.verifySource,
+    uploadLimit: config.uploadLimit,
+    deferToPeersMs: config.deferToPeersMs,
+    secret,
+    // The tracker lists nodes once they joined, i.e. once they had the description; and the seeder.
+    // Before any node joined, the first holders are still on their way: they, not the head, serve the rest.
+    noOtherHolder: () => tracker.nodesJoined(desc.infoHash) > 0 && tracker.peerCount(desc.infoHash) <= 1
+  }, warn)
+}
+
+/**
+ * A system-wide head (`p2prun serve --sets DIR`, on an I/O node): one tracker for many jobs' sets,
+ * each with its seeder, added and removed while it runs. The costs per node are a one-set head's.
+ */
+export interface SetHead {
+  readonly trackerUrl: string
+  /** Serves a set; returns its seeder's address. */
+  add (desc: Description, source: SourceLayout): Promise<string>
+  /** Stops serving a set: its seeder closes, the tracker forgets it. */
+  remove (infoHash: string): Promise<void>
+  close (): Promise<void>
+}
+
+export async function startSetHead (config: Config, warn: (line: string) => void, secret: JobSecret | undefined): Promise<SetHead> {
+  const advertise = advertisedHost(config)
+  const tracker = await startTracker({
+    host: config.host ?? advertise,
+    port: config.trackerPort,
+    infoHashes: [],
+    maxPeers: config.trackerMaxPeers,
+    announcePeers: config.trackerAnnouncePeers,
+    secret
+  })
+  const seeders = new Map<string, Seeder>()
+  const remove = async (infoHash: string) => {
+    const seeder = seeders.get(infoHash)
+    seeders.delete(infoHash)
+    tracker.unserve(infoHash)
+    await seeder?.close()
+  }
+  return {
+    trackerUrl: `http://${advertise}:${tracker.port}/announce`,
+    add: async (desc, source) => {
+      await remove(desc.infoHash)
+      // Listed first, so that the seeder's own announce is accepted.
+      tracker.serve(desc.infoHash, desc.torrent)
+      try {
+        // Each set's seeder on a port of its own: --seeder-port names one port, for one set.
+        const seeder = await seedSet(desc, source, config, advertise, 0, tracker, secret, warn)
+        seeders.set(desc.infoHash, seeder)
+        return `${advertise}:${seeder.port}`
+      } catch (err) {
+        tracker.unserve(desc.infoHash)
+        throw err
+      }
+    },
+    remove,
+    close: async () => {
+      await Promise.all([...seeders.keys()].map(remove))
+      await tracker.close()
+    }
   }
 }
 

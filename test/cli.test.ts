@@ -22,7 +22,7 @@ t.test('bad flags and missing arguments are usage errors: one line, exit 2', asy
   const cases: [string[], string][] = [
     [['describe', '.', '--bogus'], "p2prun describe: error: unknown option '--bogus' (hint: see `p2prun describe --help`)"],
     [['inspect'], "p2prun inspect: error: missing required argument 'file' (hint: see `p2prun inspect --help`)"],
-    [['serve', 'x.torrent'], "p2prun serve: error: required option '--source <dir>' not specified (hint: see `p2prun serve --help`)"],
+    [['serve', 'x.torrent'], 'p2prun serve: error: give a description and its source, or --sets alone (hint: p2prun serve FILE --source DIR, or p2prun serve --sets DIR)'],
     [['umount'], "p2prun umount: error: missing required argument 'mountpoint' (hint: see `p2prun umount --help`)"]
   ]
   for (const [args, line] of cases) {

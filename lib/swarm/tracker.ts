@@ -18,7 +18,7 @@ import { PEEK_PARAM } from './announce.ts'
 export interface TrackerOptions {
   readonly host: string
   readonly port: number
-  /** The only infohashes it will track (hex). */
+  /** The only infohashes it will track (hex); serve and unserve change them while it runs. */
   readonly infoHashes: readonly string[]
   /** Description files it hands out at DESCRIPTION_PATH/<infohash>.torrent, so nodes need no shared FS. */
   readonly descriptions?: ReadonlyMap<string, Uint8Array>
@@ -41,8 +41,12 @@ export interface Tracker {
   completions (): readonly number[]
   /** Bytes of descriptions sent (GET DESCRIPTION_PATH…). */
   descriptionBytes (): number
-  /** Nodes (not the head) that ever registered, whether or not they left since. */
-  nodesJoined (): number
+  /** Nodes (not the head) that ever registered for an infohash, whether or not they left since. */
+  nodesJoined (infoHash: string): number
+  /** Tracks one more infohash (a system-wide head's new set), handing out its description if given. */
+  serve (infoHash: string, description?: Uint8Array): void
+  /** Forgets an infohash: its swarm and description. */
+  unserve (infoHash: string): void
   close (): Promise<void>
 }
 
@@ -75,6 +79,8 @@ class Swarm {
   readonly peers: Peer[] = []
   /** How many peers have everything (kept as peers come, go and complete: never counted per announce). */
   seeds = 0
+  /** Nodes (not the head) that ever registered, whether or not they left since. */
+  joined = 0
   private readonly index = new Map<string, number>()
   private marks = new Uint32Array(0)
   private stamp = 0
@@ -128,10 +134,10 @@ class Swarm {
 
 export async function startTracker (opts: TrackerOptions): Promise<Tracker> {
   const swarms = new Map(opts.infoHashes.map((h) => [h.toLowerCase(), new Swarm()]))
+  const descriptions = new Map(opts.descriptions ?? [])
   const started = performance.now()
   const completed: number[] = []
   let descriptionBytes = 0
-  let nodesJoined = 0
 
   const announce = (query: Query, remoteIp: string): Record<string, unknown> => {
     const infoHash = query.bytes('info_hash')
@@ -161,7 +167,7 @@ export async function startTracker (opts: TrackerOptions): Promise<Tracker> {
       if (swarm.peers.length >= opts.maxPeers) evictOne(swarm)
       peer = { id, ip: remoteIp, port, complete: false, compact: encodeCompact([`${remoteIp}:${port}`]) }
       swarm.add(peer)
-      if (!isHeadPeerId(id)) nodesJoined++
+      if (!isHeadPeerId(id)) swarm.joined++
     } else if (peer.ip !== remoteIp || peer.port !== port) {
       peer.ip = remoteIp
       peer.port = port
@@ -198,7 +204,7 @@ export async function startTracker (opts: TrackerOptions): Promise<Tracker> {
     }
     const described = req.method === 'GET' && pathname.startsWith(DESCRIPTION_PATH) && pathname.endsWith('.torrent')
     const infoHash = described ? pathname.slice(DESCRIPTION_PATH.length, -'.torrent'.length).toLowerCase() : ''
-    const body = opts.descriptions?.get(infoHash)
+    const body = descriptions.get(infoHash)
     if (!body) return reply(404, 'not found\n')
     if (opts.secret && !proofMatches(opts.secret, query.text(AUTH_PARAM), 'description', Buffer.from(infoHash, 'hex'))) {
       return reply(403, 'this description is only for the job\'s nodes\n')
@@ -230,8 +236,17 @@ export async function startTracker (opts: TrackerOptions): Promise<Tracker> {
     port: typeof address === 'object' && address ? address.port : opts.port,
     completions: () => completed,
     descriptionBytes: () => descriptionBytes,
-    nodesJoined: () => nodesJoined,
+    nodesJoined: (infoHash) => swarms.get(infoHash.toLowerCase())?.joined ?? 0,
     peerCount: (infoHash) => swarms.get(infoHash.toLowerCase())?.peers.length ?? 0,
+    serve: (infoHash, description) => {
+      const h = infoHash.toLowerCase()
+      if (!swarms.has(h)) swarms.set(h, new Swarm())
+      if (description) descriptions.set(h, description)
+    },
+    unserve: (infoHash) => {
+      swarms.delete(infoHash.toLowerCase())
+      descriptions.delete(infoHash.toLowerCase())
+    },
     close: () => (closing ??= new Promise<void>((resolve) => {
       server.close(() => resolve())
       server.closeAllConnections()

@@ -48,6 +48,22 @@ t.test('more than 82 peers per announce (bittorrent-tracker\'s cap, which p2prun
   t.equal((some.peers as Uint8Array).length / 6, 100, 'what was asked, above 82')
 })
 
+t.test('peer lists hold exactly the registered peers\' addresses, after others left too, and never the asker', async (t) => {
+  const tr = await tracker(t)
+  for (let i = 0; i < 300; i++) await announce(tr.port, INFO_HASH, i)
+  const leave = async (peer: number) => fetch(`http://127.0.0.1:${tr.port}/announce?info_hash=${pct(INFO_HASH)}&peer_id=${pct(peerIdOf(peer))}` +
+    `&port=${10_000 + peer}&uploaded=0&downloaded=0&left=0&event=stopped&compact=1`)
+  for (let i = 0; i < 300; i += 3) await leave(i) // from everywhere in the table, the last slot included
+  await leave(299)
+  const ports = (list: Uint8Array) => Array.from({ length: list.length / 6 }, (_, k) => Buffer.from(list).readUInt16BE(6 * k + 4))
+  const staying = Array.from({ length: 300 }, (_, i) => i).filter((i) => i % 3 !== 0 && i !== 299).map((i) => 10_000 + i)
+  const all = ports((await announce(tr.port, INFO_HASH, 1000, 500)).peers as Uint8Array)
+  t.same(all.sort(), staying.sort(), 'a newcomer asking for more than there are gets every one that stayed')
+  const some = ports((await announce(tr.port, INFO_HASH, 5, 150)).peers as Uint8Array)
+  t.equal(new Set(some).size, 150, '150 distinct peers')
+  t.ok(some.every((port) => port !== 10_005 && (staying.includes(port) || port === 11_000)), 'of those registered, never the asker')
+})
+
 t.test('the swarm remembers at most maxPeers peers', async (t) => {
   const tr = await tracker(t, { maxPeers: 40 })
   for (let i = 0; i < 60; i++) await announce(tr.port, INFO_HASH, i)

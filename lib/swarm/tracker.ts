@@ -61,20 +61,14 @@ interface Peer {
   ip: string
   port: number
   complete: boolean
-  /** Its 6 bytes of a compact peer list (empty for an address BEP 23 cannot carry): made once, not per reply. */
-  compact: Buffer
 }
 
-/** A compact peer list (BEP 23) of these peers. */
-function compactList (peers: readonly Peer[]): Buffer {
-  const out = Buffer.allocUnsafe(6 * peers.length)
-  let at = 0
-  // Byte by byte: Buffer.copy's own overhead is larger than 6 bytes.
-  for (const p of peers) for (const byte of p.compact) out[at++] = byte
-  return out.subarray(0, at)
-}
-
-/** One torrent's peers: an array for O(1) sampling and removal (swap with the last), indexed by peer id. */
+/**
+ * One torrent's peers: an array for O(1) sampling and removal (swap with the last), indexed by peer
+ * id. Beside it, each peer's 6 bytes of a compact peer list (BEP 23) at 6 × its index, made once
+ * when it registers: a reply copies 100 of them out of one buffer. Copied out of 100 buffers of
+ * their own, scattered over the heap, this was the tracker's largest cost per announce (profiled).
+ */
 class Swarm {
   readonly peers: Peer[] = []
   /** How many peers have everything (kept as peers come, go and complete: never counted per announce). */
@@ -82,6 +76,9 @@ class Swarm {
   /** Nodes (not the head) that ever registered, whether or not they left since. */
   joined = 0
   private readonly index = new Map<string, number>()
+  private addrs = Buffer.alloc(6 * 256)
+  /** 6, or 0 for an address BEP 23 cannot carry (IPv6): such a peer is left out of compact lists. */
+  private addrLength = new Uint8Array(256)
   private marks = new Uint32Array(0)
   private stamp = 0
 
@@ -91,9 +88,27 @@ class Swarm {
   }
 
   add (peer: Peer): void {
-    this.index.set(peer.id, this.peers.length)
+    const i = this.peers.length
+    this.index.set(peer.id, i)
     this.peers.push(peer)
     if (peer.complete) this.seeds++
+    if (this.addrLength.length <= i) {
+      const addrs = Buffer.alloc(this.addrs.length * 2)
+      this.addrs.copy(addrs)
+      this.addrs = addrs
+      const lengths = new Uint8Array(this.addrLength.length * 2)
+      lengths.set(this.addrLength)
+      this.addrLength = lengths
+    }
+    this.address(i)
+  }
+
+  /** A registered peer announced from another address. */
+  moved (peer: Peer, ip: string, port: number): void {
+    peer.ip = ip
+    peer.port = port
+    const i = this.index.get(peer.id)
+    if (i !== undefined) this.address(i)
   }
 
   setComplete (peer: Peer, complete: boolean): void {
@@ -110,25 +125,48 @@ class Swarm {
     if (i < this.peers.length) {
       this.peers[i] = last
       this.index.set(last.id, i)
+      this.addrs.copy(this.addrs, 6 * i, 6 * this.peers.length, 6 * this.peers.length + 6)
+      this.addrLength[i] = this.addrLength[this.peers.length] as number
     }
   }
 
-  /** Up to `count` peers other than `except`, chosen at random: O(count), not O(peers). */
-  sample (count: number, except: string): Peer[] {
-    const others = this.peers.length - (this.index.has(except) ? 1 : 0)
-    if (count >= others) return this.peers.filter((p) => p.id !== except)
+  /** Indices of up to `count` peers other than `except`, chosen at random: O(count), not O(peers). */
+  sample (count: number, except: string): number[] {
+    const own = this.index.get(except)
+    const n = this.peers.length
+    if (count >= n - (own === undefined ? 0 : 1)) return Array.from({ length: n }, (_, i) => i).filter((i) => i !== own)
     // Indices already picked are marked with this call's stamp: no set to build per announce.
-    if (this.marks.length < this.peers.length) this.marks = new Uint32Array(2 * this.peers.length)
+    if (this.marks.length < n) this.marks = new Uint32Array(2 * n)
     const stamp = this.stamp = (this.stamp + 1) >>> 0 || 1
-    const out: Peer[] = []
+    // The asker is marked picked up front: indices compare faster than 40-character ids.
+    if (own !== undefined) this.marks[own] = stamp
+    const out: number[] = []
     while (out.length < count) {
-      const i = Math.floor(Math.random() * this.peers.length)
-      const peer = this.peers[i] as Peer
-      if (this.marks[i] === stamp || peer.id === except) continue
+      const i = (Math.random() * n) | 0
+      if (this.marks[i] === stamp) continue
       this.marks[i] = stamp
-      out.push(peer)
+      out.push(i)
     }
     return out
+  }
+
+  /** A compact peer list (BEP 23) of the peers at these indices. */
+  compactList (picked: readonly number[]): Buffer {
+    const out = Buffer.allocUnsafe(6 * picked.length)
+    let at = 0
+    for (const i of picked) {
+      if (this.addrLength[i] === 0) continue
+      // Byte by byte: Buffer.copy's own overhead is larger than 6 bytes.
+      for (let k = 6 * i; k < 6 * i + 6; k++) out[at++] = this.addrs[k] as number
+    }
+    return out.subarray(0, at)
+  }
+
+  private address (i: number): void {
+    const peer = this.peers[i] as Peer
+    const compact = encodeCompact([`${peer.ip}:${peer.port}`])
+    compact.copy(this.addrs, 6 * i)
+    this.addrLength[i] = compact.length === 6 ? 6 : 0
   }
 }
 
@@ -156,7 +194,7 @@ export async function startTracker (opts: TrackerOptions): Promise<Tracker> {
     const event = query.text('event')
     const wanted = Number(query.text('numwant') ?? DEFAULT_NUMWANT)
     const numwant = Math.min(Number.isInteger(wanted) && wanted >= 0 ? wanted : DEFAULT_NUMWANT, opts.announcePeers)
-    if (query.text(PEEK_PARAM) === '1') return { interval: INTERVAL_S, peers: compactList(swarm.sample(numwant, id)) }
+    if (query.text(PEEK_PARAM) === '1') return { interval: INTERVAL_S, peers: swarm.compactList(swarm.sample(numwant, id)) }
     if (event === 'stopped') {
       swarm.remove(id)
       return { interval: INTERVAL_S, peers: Buffer.alloc(0) }
@@ -165,24 +203,22 @@ export async function startTracker (opts: TrackerOptions): Promise<Tracker> {
     let peer = swarm.get(id)
     if (!peer) {
       if (swarm.peers.length >= opts.maxPeers) evictOne(swarm)
-      peer = { id, ip: remoteIp, port, complete: false, compact: encodeCompact([`${remoteIp}:${port}`]) }
+      peer = { id, ip: remoteIp, port, complete: false }
       swarm.add(peer)
       if (!isHeadPeerId(id)) swarm.joined++
     } else if (peer.ip !== remoteIp || peer.port !== port) {
-      peer.ip = remoteIp
-      peer.port = port
-      peer.compact = encodeCompact([`${remoteIp}:${port}`])
+      swarm.moved(peer, remoteIp, port)
     }
     if (complete && !peer.complete && !isHeadPeerId(id)) completed.push(Math.round(performance.now() - started))
     swarm.setComplete(peer, complete)
-    const peers = swarm.sample(numwant, id)
+    const picked = swarm.sample(numwant, id)
     return {
       interval: INTERVAL_S,
       complete: swarm.seeds,
       incomplete: swarm.peers.length - swarm.seeds,
       peers: query.text('compact') === '0'
-        ? peers.map((p) => ({ 'peer id': Buffer.from(p.id, 'hex'), ip: p.ip, port: p.port }))
-        : compactList(peers)
+        ? picked.map((i) => swarm.peers[i] as Peer).map((p) => ({ 'peer id': Buffer.from(p.id, 'hex'), ip: p.ip, port: p.port }))
+        : swarm.compactList(picked)
     }
   }
 
@@ -279,15 +315,30 @@ class Query {
   bytes (name: string): Buffer | undefined {
     const v = this.raw.get(name)
     if (v === undefined) return undefined
-    const out: number[] = []
+    const out = Buffer.allocUnsafe(v.length)
+    let n = 0
     for (let i = 0; i < v.length; i++) {
-      const hex = v[i] === '%' ? v.slice(i + 1, i + 3) : ''
-      if (/^[0-9a-fA-F]{2}$/.test(hex)) { out.push(parseInt(hex, 16)); i += 2 } else out.push(v[i] === '+' ? 0x20 : v.charCodeAt(i) & 0xff)
+      const c = v.charCodeAt(i)
+      const hi = c === 0x25 ? hexValue(v.charCodeAt(i + 1)) : -1
+      const lo = hi >= 0 ? hexValue(v.charCodeAt(i + 2)) : -1
+      if (lo >= 0) {
+        out[n++] = hi * 16 + lo
+        i += 2
+      } else {
+        out[n++] = c === 0x2b ? 0x20 : c & 0xff
+      }
     }
-    return Buffer.from(out)
+    return out.subarray(0, n)
   }
 
   text (name: string): string | undefined {
     return this.bytes(name)?.toString('latin1')
   }
+}
+
+/** A hex digit's value, or -1 (also for NaN: a % at the end of the string). */
+function hexValue (c: number): number {
+  if (c >= 0x30 && c <= 0x39) return c - 0x30
+  const lower = c | 0x20
+  return lower >= 0x61 && lower <= 0x66 ? lower - 0x61 + 10 : -1
 }

@@ -1,6 +1,6 @@
 // A node's agent for one launch: started detached by the node's first rank (rank.ts) or by Slurm's
-// prolog (slurm.ts) as `p2prun node-agent`; it gets the description from peers that have it, else
-// from the head (checked against the infohash of the job spec), mounts it on the swarm, says ready
+// prolog (slurm.ts) as `p2prun node-agent`; it takes the description from the job spec, or from
+// peers that have it, else from the head (checked against the spec's infohash), mounts it on the swarm, says ready
 // in the node state, and stays until the node's last rank has ended — however it ended — or, for a
 // Slurm job, until the epilog stops it; then it unmounts and removes the node state.
 import { spawn, type ChildProcess } from 'node:child_process'

@@ -56,7 +56,7 @@ export const SETTINGS = {
   'follow-symlinks': { kind: 'bool', help: 'copy in the targets of absolute symlinks and of symlinks that leave a library directory (Spack views, conda)' },
   libs: { kind: 'paths', help: 'library directories for launches, separated by ":" (like --libs, repeatable); auto: what the program loads' },
   'libs-policy': { kind: 'string', choices: LIBS_POLICIES, help: 'with --libs auto, serve what lies on network file systems (network), that and all outside the system directories (nonsystem), or all but the loader (all)' },
-  'description-route': { kind: 'string', choices: DESCRIPTION_ROUTES, help: 'how a launch\'s nodes get the description: inside the job spec the launcher forwards to every rank, when it fits (spec), else, or always with peers, from nodes that have it, the head answering the first few' },
+  'description-route': { kind: 'string', choices: DESCRIPTION_ROUTES, help: 'how a launch\'s nodes get the description: spec, inside the job spec the launcher forwards (when it fits; else as peers); peers, from nodes that have it, the head answering the first few' },
   launcher: { kind: 'string', choices: ['auto', ...LAUNCHER_NAMES], help: `how ranks are started: auto, ${LAUNCHER_NAMES.join(', ')}` },
   mode: { kind: 'string', choices: DATA_MODES, help: 'data mode: block (fetch pieces on read), file (whole file on open), eager (everything, opened files first)' },
   owner: { kind: 'string', help: 'UID[:GID] that owns the mounted files (default: the mounting user)' },

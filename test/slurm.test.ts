@@ -117,8 +117,11 @@ t.test('a job that fails, and a job cancelled while loading, leave nothing behin
   // timeout: under fuse-native, which did not pass FUSE interrupts on, a killed task blocked in that
   // read held the step until EIO, and Slurm needed 72 s to complete the job (the native server
   // answers interrupts EINTR at once: test/mount-failures.test.ts).
+  // The task becomes the reader (exec): Slurm's proctrack/linuxproc finds a step's processes by
+  // walking /proc, and a `cat` forked in the instant it signals escapes the cancel (seen once: the
+  // shell died, the cat read on until the stall timeout, and the job stayed COMPLETING for 60 s).
   const job = slurm('sbatch', ['--wait', '-N', '4', `--p2plibs=${libs}`, '-o', '/dev/null', '--wrap',
-    `srun sh -c 'touch ${started}/$SLURMD_NODENAME; cat "\${LD_LIBRARY_PATH%%:*}/libdata.so" > /dev/null'`], { P2PRUN_UPLOAD_LIMIT: '500000' })
+    `srun sh -c 'touch ${started}/$SLURMD_NODENAME; exec cat "\${LD_LIBRARY_PATH%%:*}/libdata.so" > /dev/null'`], { P2PRUN_UPLOAD_LIMIT: '500000' })
   await loaded
   const { stdout } = await run('squeue', ['-h', '-o', '%i'], { env })
   for (const id of stdout.trim().split('\n').filter(Boolean)) await run('scancel', [id], { env })

@@ -1,5 +1,5 @@
 // Small file-system helpers more than one part of p2prun needs.
-import { access, constants, rename, rm, writeFile } from 'node:fs/promises'
+import { access, constants, link, rename, rm, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 
 /** Where a program name would be run from: itself if it has a slash, else each PATH directory. */
@@ -31,14 +31,17 @@ export function isWithin (dir: string, file: string): boolean {
   return file === dir || file.startsWith(`${dir}/`)
 }
 
-/** Readers see the old content or the new, never a part: write a temporary file, then rename it. */
-export async function writeAtomic (file: string, data: string | Uint8Array): Promise<void> {
+/**
+ * Readers see the old content or the new, never a part: write a temporary file, then rename it in
+ * place. `exclusive`: link it instead, so a file already there stays (the first writer wins) and
+ * this throws EEXIST.
+ */
+export async function writeAtomic (file: string, data: string | Uint8Array, options: { exclusive?: boolean } = {}): Promise<void> {
   const tmp = `${file}.tmp-${process.pid}`
   try {
     await writeFile(tmp, data)
-    await rename(tmp, file)
-  } catch (err) {
+    await (options.exclusive ? link(tmp, file) : rename(tmp, file))
+  } finally {
     await rm(tmp, { force: true })
-    throw err
   }
 }

@@ -17,7 +17,7 @@
 // Records cross between processes (and between a rank and an agent of the same installation) as
 // JSON; a record that does not parse counts as absent or, for a failure, as an unreadable one.
 import { watch } from 'node:fs'
-import { link, mkdir, open, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises'
+import { mkdir, open, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { setTimeout as delay } from 'node:timers/promises'
 import { failureError, P2prunError, type FailureRecord } from '../errors.ts'
@@ -105,7 +105,7 @@ export class NodeState {
 
   /** Records the agent's failure unless one is recorded already. */
   async fail (failure: FailureRecord): Promise<void> {
-    await writeOnce(path.join(this.dir, FAILED), JSON.stringify(failure)).catch(() => {})
+    await writeAtomic(path.join(this.dir, FAILED), JSON.stringify(failure), { exclusive: true }).catch(() => {})
   }
 
   readReady (): Promise<ReadyRecord | undefined> {
@@ -250,17 +250,6 @@ async function createOnce (file: string): Promise<boolean> {
     return true
   } catch {
     return false
-  }
-}
-
-/** Writes `file` whole unless it exists: readers never see a part, and the first writer wins. */
-async function writeOnce (file: string, data: string): Promise<void> {
-  const tmp = `${file}.tmp-${process.pid}`
-  try {
-    await writeFile(tmp, data)
-    await link(tmp, file)
-  } finally {
-    await rm(tmp, { force: true })
   }
 }
 

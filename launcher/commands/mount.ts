@@ -9,10 +9,10 @@ import { layoutOf } from '../../lib/source-layout.ts'
 import { agentOptions, nodeOptions } from '../../lib/agent-settings.ts'
 import { expandTemplate } from '../../lib/session/job-spec.ts'
 import { mountLogPath, readMountRecord, removeMountRecord, writeMountRecord } from '../../lib/session/node-state.ts'
-import { terminate } from '../../lib/session/process.ts'
+import { readyLine, terminate } from '../../lib/session/process.ts'
 import type { Config } from '../../lib/config.ts'
 import type { Description } from '../../lib/description.ts'
-import { failureFromLine, failureLine, P2prunError, usageError } from '../../lib/errors.ts'
+import { failureLine, P2prunError, usageError } from '../../lib/errors.ts'
 import { secretFromEnv } from '../../lib/swarm/job-auth.ts'
 import { action, addSettings, collect, commandConfig, notifyFd, say, untilSignal } from '../cli-support.ts'
 import { readDescription, writeAtomically } from '../../lib/description-file.ts'
@@ -84,7 +84,7 @@ async function runAgent (config: Config, desc: Description, mountPoint: string, 
     await writeMountRecord(config.runDir, { node: config.nodeName, pid: process.pid, mountPoint, storePath: agent.storePath, infoHash: desc.infoHash })
     if (opts.readyFile) await writeAtomically(opts.readyFile, Buffer.from(JSON.stringify({ pid: process.pid, mountPoint })))
     process.stdout.write(`mounted infohash=${desc.infoHash} mode=${config.mode} at=${mountPoint}\n`)
-    if (opts.notifyFd) await notifyFd(Number(opts.notifyFd), 'ready')
+    if (opts.notifyFd) await notifyFd(Number(opts.notifyFd), 'ok')
     const sig = await signal
     process.off('SIGUSR1', onUsr1)
     say(config, `p2prun mount: ${sig}, unmounting ${mountPoint}`)
@@ -100,8 +100,8 @@ async function runAgent (config: Config, desc: Description, mountPoint: string, 
 }
 
 /**
- * Start this same command detached, without --daemon, and wait for it to say "ready" on a pipe, or
- * "error REASON"; the pipe closing with neither means it died, and its log may say why.
+ * Start this same command detached, without --daemon, and wait until it says on a pipe that it is
+ * ready, or why it failed (readyLine); if it dies first, its log may say why.
  */
 async function daemonize (config: Config, mountPoint: string): Promise<void> {
   await mkdir(config.runDir, { recursive: true, mode: 0o700 })
@@ -113,15 +113,9 @@ async function daemonize (config: Config, mountPoint: string): Promise<void> {
     stdio: ['ignore', logHandle.fd, logHandle.fd, 'pipe']
   })
   await logHandle.close()
-  let said = ''
-  for await (const chunk of child.stdio[3] as NodeJS.ReadableStream) said += String(chunk)
-  if (said.startsWith('ready')) {
-    child.unref()
-    say(config, `p2prun mount: agent ${child.pid} serves ${mountPoint} (log: ${logFile})`)
-    return
-  }
-  if (said.startsWith('error ')) throw failureFromLine(said.slice(6))
-  throw new P2prunError('FUSE', `the mount agent exited before it was ready (log: ${logFile})`)
+  await readyLine(child, () => new P2prunError('FUSE', `the mount agent exited before it was ready (log: ${logFile})`))
+  child.unref()
+  say(config, `p2prun mount: agent ${child.pid} serves ${mountPoint} (log: ${logFile})`)
 }
 
 const EXIT_WAIT_MS = 15_000

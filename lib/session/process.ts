@@ -1,10 +1,11 @@
-// Other processes of a launch, seen from this one: the launcher run in the foreground, whether a
-// process still runs, and stopping one (another process's exit cannot be awaited: /proc tells).
-import { spawn } from 'node:child_process'
+// Other processes of a launch, seen from this one: the launcher run in the foreground, what a
+// detached daemon says when it is ready, whether a process still runs, and stopping one (another
+// process's exit cannot be awaited: /proc tells).
+import { spawn, type ChildProcess } from 'node:child_process'
 import { readFile } from 'node:fs/promises'
 import { constants } from 'node:os'
 import { setTimeout as delay } from 'node:timers/promises'
-import { P2prunError } from '../errors.ts'
+import { failureFromLine, P2prunError } from '../errors.ts'
 
 const STOP_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const
 
@@ -23,6 +24,20 @@ export function runForeground (program: string, args: readonly string[], env: No
 }
 
 const EXIT_POLL_MS = 20
+
+/**
+ * What a detached daemon (`--notify-fd 3`: a Slurm job's head, `p2prun mount --daemon`) says on
+ * its pipe: `ok [VALUE]` once ready (VALUE is returned), or `error RECORD`, its own failure
+ * (thrown). A pipe that closes with neither: it died before it could say, and `died()` is thrown.
+ */
+export async function readyLine (child: ChildProcess, died: () => P2prunError): Promise<string> {
+  let said = ''
+  for await (const chunk of child.stdio[3] as NodeJS.ReadableStream) said += String(chunk)
+  const line = said.trim()
+  if (line.startsWith('error ')) throw failureFromLine(line.slice(6))
+  if (line !== 'ok' && !line.startsWith('ok ')) throw died()
+  return line.slice(2).trim()
+}
 
 /** SIGTERM a process and wait (at most `timeoutMs`) until it is gone; returns whether it exited. */
 export async function terminate (pid: number, timeoutMs: number): Promise<boolean> {

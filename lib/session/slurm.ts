@@ -8,14 +8,14 @@ import { chown, rm, rmdir } from 'node:fs/promises'
 import path from 'node:path'
 import { loadConfig } from '../config.ts'
 import { describeLayout } from '../describe.ts'
-import { failureFromLine, failureLine, P2prunError, usageError } from '../errors.ts'
+import { failureLine, P2prunError, usageError } from '../errors.ts'
 import { layoutOf } from '../source-layout.ts'
 import { newJobSecret } from '../swarm/job-auth.ts'
 import { jobSpecOf } from './head.ts'
 import { decodeJob, encodeJob, JOB_ENV, launchIdOf, SLURM_LAUNCH, type JobSpec } from './job-spec.ts'
 import { spawnAgent } from './node.ts'
 import { NodeState } from './node-state.ts'
-import { terminate } from './process.ts'
+import { readyLine, terminate } from './process.ts'
 import { nodeName } from './rank-identity.ts'
 import { HeadJobs } from './slurm-queue.ts'
 
@@ -38,12 +38,11 @@ export async function startDetachedHead (cli: readonly string[], libs: readonly 
     detached: true,
     stdio: ['ignore', 'ignore', 'ignore', 'pipe']
   })
-  let said = ''
-  for await (const chunk of child.stdio[3] as NodeJS.ReadableStream) said += String(chunk)
-  child.unref()
-  if (said.startsWith('ok ')) return said.slice(3).trim()
-  if (said.startsWith('error ')) throw failureFromLine(said.slice(6))
-  throw new P2prunError('LAUNCH', 'the head exited before it was ready')
+  try {
+    return await readyLine(child, () => new P2prunError('LAUNCH', 'the head exited before it was ready'))
+  } finally {
+    child.unref()
+  }
 }
 
 /**

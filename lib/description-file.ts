@@ -5,6 +5,9 @@ import { parseDescription, type Description } from './description.ts'
 import { usageError } from './errors.ts'
 import { writeAtomic } from './files.ts'
 
+/** How a description file's name ends: `p2prun describe DIR` writes DIR's name with it. */
+export const DESCRIPTION_SUFFIX = '.p2p.torrent'
+
 export async function readDescription (file: string, expectInfoHash?: string): Promise<Description> {
   const bytes = await readFile(file).catch((err: NodeJS.ErrnoException) => {
     throw usageError(`cannot read description ${file}: ${err.code === 'ENOENT' ? 'no such file' : err.code}`,

@@ -6,12 +6,11 @@
 import { watch } from 'node:fs'
 import { readdir, stat } from 'node:fs/promises'
 import path from 'node:path'
-import { readDescription } from './description-file.ts'
+import { DESCRIPTION_SUFFIX, readDescription } from './description-file.ts'
 import { formatError, sourceError } from './errors.ts'
 import type { SetHead } from './head.ts'
 import { layoutOf } from './source-layout.ts'
 
-const SUFFIX = '.p2p.torrent'
 /** Writers create and rename files in steps: look once the directory has been quiet this long. */
 const SETTLE_MS = 100
 
@@ -43,7 +42,7 @@ export async function serveSpool (dir: string, head: SetHead, events: SpoolEvent
 }
 
 async function sync (dir: string, head: SetHead, served: Map<string, Served>, events: SpoolEvents): Promise<void> {
-  const names = (await readdir(dir).catch(() => [])).filter((n) => n.endsWith(SUFFIX)).map((n) => n.slice(0, -SUFFIX.length))
+  const names = (await readdir(dir).catch(() => [])).filter((n) => n.endsWith(DESCRIPTION_SUFFIX)).map((n) => n.slice(0, -DESCRIPTION_SUFFIX.length))
   for (const [name, set] of served) {
     if (names.includes(name)) continue
     served.delete(name)
@@ -53,7 +52,7 @@ async function sync (dir: string, head: SetHead, served: Map<string, Served>, ev
     }
   }
   for (const name of names) {
-    const file = path.join(dir, `${name}${SUFFIX}`)
+    const file = path.join(dir, `${name}${DESCRIPTION_SUFFIX}`)
     const mtimeMs = await stat(file).then((s) => s.mtimeMs, () => undefined)
     const known = served.get(name)
     if (mtimeMs === undefined || known?.mtimeMs === mtimeMs) continue

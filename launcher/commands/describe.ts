@@ -7,7 +7,7 @@ import { layoutOf } from '../../lib/source-layout.ts'
 import { printable, quote, usageError } from '../../lib/errors.ts'
 import { AUTO_LIBS, LIBS_POLICIES, type LibsPolicy } from '../../lib/config.ts'
 import { formatChoices, launchSet } from '../launch-set.ts'
-import { readDescription, writeAtomically } from '../../lib/description-file.ts'
+import { DESCRIPTION_SUFFIX, readDescription, writeAtomically } from '../../lib/description-file.ts'
 import { action, collect } from '../cli-support.ts'
 
 export function registerDescribe (program: Command): void {
@@ -42,7 +42,7 @@ export function registerDescribe (program: Command): void {
       } else {
         desc = await describeLayout(layoutOf(dirs), options)
       }
-      const out = path.resolve(opts.output ?? `${desc.name}.p2p.torrent`)
+      const out = path.resolve(opts.output ?? `${desc.name}${DESCRIPTION_SUFFIX}`)
       await writeAtomically(out, desc.torrent)
       process.stdout.write(`${desc.infoHash}\n${formatSummary(summarize(desc))}\nwrote ${out}\n`)
     }))

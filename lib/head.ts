@@ -60,7 +60,7 @@ export async function startHead (desc: Description, source: SourceLayout, config
   const base = `http://${advertise}:${tracker.port}`
   let seeder: Seeder
   try {
-    seeder = await seedSet(desc, source, config, advertise, config.seederPort, tracker, secret, warn)
+    seeder = await seedSet(desc, source, config, advertise, config.seederPort, tracker, `${base}/announce`, secret, warn)
   } catch (err) {
     await tracker.close()
     throw err
@@ -85,11 +85,11 @@ export async function startHead (desc: Description, source: SourceLayout, config
 
 /** A set's seeder beside `tracker`, announcing itself to it so that nodes find it. */
 function seedSet (desc: Description, source: SourceLayout, config: Config, advertise: string, port: number, tracker: Tracker,
-  secret: JobSecret | undefined, warn: (line: string) => void): Promise<Seeder> {
+  trackerUrl: string, secret: JobSecret | undefined, warn: (line: string) => void): Promise<Seeder> {
   return startSeeder(desc, source, {
     host: config.host ?? advertise,
     port,
-    trackers: [`http://${advertise}:${tracker.port}/announce`],
+    trackers: [trackerUrl],
     maxConns: config.headMaxConns,
     verify: config.verifySource,
     uploadLimit: config.uploadLimit,
@@ -124,6 +124,7 @@ export async function startSetHead (config: Config, warn: (line: string) => void
     announcePeers: config.trackerAnnouncePeers,
     secret
   })
+  const trackerUrl = `http://${advertise}:${tracker.port}/announce`
   const seeders = new Map<string, Seeder>()
   const remove = async (infoHash: string) => {
     const seeder = seeders.get(infoHash)
@@ -132,14 +133,14 @@ export async function startSetHead (config: Config, warn: (line: string) => void
     await seeder?.close()
   }
   return {
-    trackerUrl: `http://${advertise}:${tracker.port}/announce`,
+    trackerUrl,
     add: async (desc, source) => {
       await remove(desc.infoHash)
       // Listed first, so that the seeder's own announce is accepted.
       tracker.serve(desc.infoHash, desc.torrent)
       try {
         // Each set's seeder on a port of its own: --seeder-port names one port, for one set.
-        const seeder = await seedSet(desc, source, config, advertise, 0, tracker, secret, warn)
+        const seeder = await seedSet(desc, source, config, advertise, 0, tracker, trackerUrl, secret, warn)
         seeders.set(desc.infoHash, seeder)
         return `${advertise}:${seeder.port}`
       } catch (err) {

@@ -217,7 +217,10 @@ export async function startTracker (opts: TrackerOptions): Promise<Tracker> {
       complete: swarm.seeds,
       incomplete: swarm.peers.length - swarm.seeds,
       peers: query.text('compact') === '0'
-        ? picked.map((i) => swarm.peers[i] as Peer).map((p) => ({ 'peer id': Buffer.from(p.id, 'hex'), ip: p.ip, port: p.port }))
+        ? picked.map((i) => {
+          const p = swarm.peers[i] as Peer
+          return { 'peer id': Buffer.from(p.id, 'hex'), ip: p.ip, port: p.port }
+        })
         : swarm.compactList(picked)
     }
   }

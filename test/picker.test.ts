@@ -49,12 +49,17 @@ async function handPlayed (t: Test, pieceCount: number) {
   return { picker, clock, peer, turn, asked }
 }
 
+/** 16 pieces, all wanted in the background, of one peer that holds all: what it was asked, and all else. */
+async function backgroundUnderway (t: Test) {
+  const played = await handPlayed(t, 16)
+  const first = await played.peer(strangerId())
+  played.picker.want(0, 15, Priority.Background)
+  await played.turn()
+  return { ...played, first, background: played.asked(first) }
+}
+
 t.test('a read the program waits on is asked at once, beyond a pipeline full of the background fetch', async (t) => {
-  const { picker, peer, turn, asked } = await handPlayed(t, 16)
-  const node = await peer(strangerId())
-  picker.want(0, 15, Priority.Background)
-  await turn()
-  const background = asked(node)
+  const { picker, turn, asked, first: node, background } = await backgroundUnderway(t)
   t.ok(background.length > 0 && background.length < 16, `the background fills the pipeline, not more (${background.length} pieces asked)`)
   const read = [...Array(16).keys()].find((i) => !background.includes(i)) as number
   picker.want(read, read, Priority.Read)
@@ -63,11 +68,7 @@ t.test('a read the program waits on is asked at once, beyond a pipeline full of 
 })
 
 t.test('an opened file is asked before any more of the background, of a peer with room', async (t) => {
-  const { picker, peer, turn, asked } = await handPlayed(t, 16)
-  const first = await peer(strangerId())
-  picker.want(0, 15, Priority.Background)
-  await turn()
-  const background = asked(first)
+  const { picker, peer, turn, asked, first, background } = await backgroundUnderway(t)
   // A file is a range of pieces: one the background has not asked for yet.
   const start = [...Array(13).keys()].find((s) => [0, 1, 2, 3].every((k) => !background.includes(s + k))) as number
   const file = [start, start + 1, start + 2, start + 3]

@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url'
 import { execa, type ResultPromise } from 'execa'
 import type { Test } from 'tap'
 import { makeTree, type TreeSpec } from './fixtures.ts'
+import { unlessStuck } from './stuck.ts'
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
 /** What users, launchers and Slurm run: the bundle in dist/ (`npm test` builds it first). */
@@ -19,13 +20,13 @@ export function cleanEnv (extra: Record<string, string> = {}): Record<string, st
 }
 
 export function p2prun (args: readonly string[], opts: { cwd?: string, env?: Record<string, string> } = {}) {
-  return execa(CLI, args, {
+  return unlessStuck(execa(CLI, args, {
     cwd: opts.cwd,
     env: cleanEnv(opts.env),
     extendEnv: false,
     reject: false,
     stdin: 'ignore'
-  })
+  }), args)
 }
 
 /**

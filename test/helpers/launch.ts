@@ -5,6 +5,7 @@ import path from 'node:path'
 import { execa } from 'execa'
 import { isMounted, lazyUnmount } from '../../lib/mount.ts'
 import { CLI, cleanEnv } from './cli.ts'
+import { unlessStuck } from './stuck.ts'
 import type { Test } from 'tap'
 import type { Scratch } from './scratch.ts'
 
@@ -21,10 +22,11 @@ export function launchDirs (s: Scratch): LaunchDirs {
 
 /** Runs p2prun as a user would, with this test's run dir, store dir and mount points. */
 export function launch (s: Scratch, dirs: LaunchDirs, args: readonly string[], env: Record<string, string> = {}) {
-  return execa(CLI, ['--mount-point', `${dirs.mounts}/%j-%n`, ...args], {
+  const argv = ['--mount-point', `${dirs.mounts}/%j-%n`, ...args]
+  return unlessStuck(execa(CLI, argv, {
     env: cleanEnv({ P2PRUN_RUN_DIR: dirs.run, P2PRUN_STORE_DIR: s.dir, ...env }),
     extendEnv: false, reject: false, stdin: 'ignore', cwd: s.dir
-  })
+  }), argv)
 }
 
 export async function mountsUnder (dir: string): Promise<string[]> {

@@ -2,6 +2,7 @@
 // steps of a launch, usable on their own. Only the running command's module is imported, and heavy
 // modules (the swarm, the FUSE server) only by the commands that need them, so the per-rank step and
 // the node agent start fast.
+import module from 'node:module'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import v8 from 'node:v8'
@@ -110,11 +111,17 @@ if (first === 'help') {
   }
 }
 // A command is done when its action returns; sockets a swarm client may still be closing (a last
-// "stopped" announce to an unreachable tracker) must not keep the process alive. The commands that
-// run a node agent leave past Node's own teardown, which can hang after a long-lived agent
-// (native/process-exit.c); their output is written (stdout and stderr are synchronous on Linux).
+// "stopped" announce to an unreachable tracker) must not keep the process alive. Every command
+// leaves past Node's own teardown, which can deadlock in Node 24 (the main thread joining a V8
+// worker that waits on it: seen after long-lived agents, and in CI, with Maglev already off, a
+// `p2prun describe` that never ended): _exit (native/process-exit.c). The output is written by
+// then: stdout and stderr are synchronous on Linux (files, pipes, terminals). Node writes its
+// compile cache (bin/p2prun) in that teardown, so it is flushed first: a no-op once it is warm.
 // A profiler (--cpu-prof, --heap-prof, --prof) writes its output in that teardown: then it runs.
 const code = typeof process.exitCode === 'number' ? process.exitCode : 0
 const profiled = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)].some((a) => /^--(cpu-prof|heap-prof|prof)\b/.test(a))
-if (!profiled && (command === 'mount' || command === 'node-agent' || command === 'fetch')) (await import('../lib/native.ts')).native?.exitNow(code)
+if (!profiled) {
+  module.flushCompileCache()
+  ;(await import('../lib/native.ts')).native?.exitNow(code)
+}
 process.exit(code)

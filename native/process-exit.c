@@ -1,7 +1,8 @@
-// exitNow(code): _exit(2), past Node's and V8's teardown. A node agent that has unmounted, removed
-// its store and written its last line leaves this way: Node 24 can hang in its own teardown after
-// a long-lived agent (seen once in ~100 agent exits of the 32-node benchmark: the main thread and
-// a V8 worker each waiting on the other, the agent's work long done, so the job's epilog waits).
+// exitNow(code): _exit(2), past Node's and V8's teardown. Every p2prun command leaves this way once
+// its work is done and its output written: Node 24 can hang in its own teardown, the main thread and
+// a V8 worker each waiting on the other (seen once in ~100 agent exits of the 32-node benchmark, the
+// agent's work long done, so the job's epilog waited; and in CI, a `p2prun describe` that never
+// ended). launcher/cli.ts flushes Node's compile cache first, which that teardown would write.
 #include <unistd.h>
 #include "addon.h"
 

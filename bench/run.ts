@@ -6,6 +6,7 @@
 //   sshfs      one shared file system (sshfs over sftp-server) that every node reads
 //   p2p-MODE   p2prun: head on the server node, `p2prun mount --mode MODE` on every node; the time
 //              includes each node agent's start (Node, imports, mount) — it is part of a launch
+//   p2p-MODE+dht  the same, nodes finding each other in a DHT bootstrapped from the head (--discovery dht)
 // Usage: npm run bench -- [--nodes 4,8,16,32] [--rate 100mbit] [--methods local,sshfs,p2p-eager,p2p-block,p2p-file]
 //                          [--driver driver|driver-dlopen|python] [--libs 200] [--out bench/results]
 //                          [--agent PATH]   the p2prun whose node agents run (another build's bin/p2prun, for an A/B)
@@ -185,12 +186,13 @@ async function runMethod (method: string, n: number, w: Workload): Promise<Row> 
     }
     nodeScript = () => `${w.run(mnt)} > /dev/null && echo done; fusermount -u -z ${mnt}`
   } else {
-    const mode = method.replace(/^p2p-/, '')
-    const serving = await serveSet(w, server, [CLUSTER, 'exec', '0'], opts['open-head'])
+    const mode = method.replace(/^p2p-/, '').replace(/\+dht$/, '')
+    const serving = await serveSet(w, server, [CLUSTER, 'exec', '0'], opts['open-head'], method.endsWith('+dht'))
     stopServer = serving.stop
+    const discovery = serving.dht ? `--dht ${serving.dht}` : `--tracker ${serving.tracker}`
     // The mount prints "mounted …" when ready; a FIFO read waits for it without polling.
     nodeScript = (k) => `f=/tmp/p2pb-ready-${k}; rm -f $f; mkfifo $f; ` +
-      `${opts.agent} mount ${desc} ${mnt} --mode ${mode} --tracker ${serving.tracker} --seeder ${serving.seeder} --store-dir /dev/shm --node-name n${k} --quiet > $f & pid=$!; ` +
+      `${opts.agent} mount ${desc} ${mnt} --mode ${mode} ${discovery} --seeder ${serving.seeder} --store-dir /dev/shm --node-name n${k} --quiet > $f & pid=$!; ` +
       // The agent's first line is "mounted …" once the FS is up; EOF means it failed (its stderr says why).
       `read line < $f; rm -f $f; case "$line" in mounted*) ;; *) wait $pid; exit 1 ;; esac; ` +
       `echo mounted; echo startcpu ${AGENT_TICKS}; ${w.run(mnt)} < /dev/null > /dev/null || { kill $pid; wait $pid; exit 1; }; echo done; ` +
@@ -231,14 +233,14 @@ async function main (): Promise<void> {
   const rows: Row[] = []
   console.log(`set: ${opts.driver === 'hpcc' ? 'hpcc' : `${opts.libs} libraries`}, ${(w.bytes / 1e6).toFixed(1)} MB; link ${opts.rate} per node; driver ${opts.driver}; ` +
     `lower bound set/link = ${(w.bytes * 8 / rateBits(opts.rate)).toFixed(2)} s`)
-  console.log('nodes  method       makespan  median  server MB  MB/node  server CPU  agent start (CPU)  agent CPU, whole life (user/sys, max)  ctx vol/invol  MB/CPU-s')
+  console.log('nodes  method           makespan  median  server MB  MB/node  server CPU  agent start (CPU)  agent CPU, whole life (user/sys, max)  ctx vol/invol  MB/CPU-s')
   try {
     for (const n of nodes) {
       await cluster('up', String(n), opts.rate)
       for (const method of methods) {
         const row = await runMethod(method, n, w)
         rows.push(row)
-        console.log(`${String(n).padStart(5)}  ${method.padEnd(11)} ${row.makespanS.toFixed(2).padStart(8)}s ${row.medianS.toFixed(2).padStart(6)}s ` +
+        console.log(`${String(n).padStart(5)}  ${method.padEnd(15)} ${row.makespanS.toFixed(2).padStart(8)}s ${row.medianS.toFixed(2).padStart(6)}s ` +
           `${(row.serverBytes / 1e6).toFixed(1).padStart(9)} ${(row.bytesPerNode / 1e6).toFixed(1).padStart(8)} ` +
           `${row.serverCpuS?.toFixed(2).padStart(9)}s ${seconds(row.agentStartS).padStart(12)}${row.agentStartCpuS !== undefined ? ` (${seconds(row.agentStartCpuS)})` : '        '} ${seconds(row.agentCpuS).padStart(10)}` +
           (row.agentCpuS !== undefined
@@ -275,8 +277,8 @@ async function preflight (methods: readonly string[]): Promise<void> {
   if (methods.includes('sshfs') && (await execa('test', ['-x', '/usr/lib/openssh/sftp-server'], { reject: false })).exitCode !== 0) {
     throw new Error(`/usr/lib/openssh/sftp-server is missing (${hint})`)
   }
-  const unknown = methods.filter((m) => !['local', 'sshfs', 'p2p-block', 'p2p-file', 'p2p-eager'].includes(m))
-  if (unknown.length) throw new Error(`unknown method ${unknown.join(', ')}: expected local, sshfs, p2p-block, p2p-file, p2p-eager`)
+  const unknown = methods.filter((m) => !['local', 'sshfs', 'p2p-block', 'p2p-file', 'p2p-eager'].includes(m.replace(/^(p2p-\w+)\+dht$/, '$1')))
+  if (unknown.length) throw new Error(`unknown method ${unknown.join(', ')}: expected local, sshfs, p2p-block, p2p-file, p2p-eager (a p2p method with +dht: nodes find each other in a DHT)`)
 }
 
 await main()

@@ -95,6 +95,8 @@ export function lineOf (child: ResultPromise, pattern: RegExp): Promise<RegExpMa
 export interface Serving {
   readonly tracker: string
   readonly seeder: string
+  /** The head's DHT node, when served with `dht`: nodes find each other there instead of at the tracker. */
+  readonly dht: string | undefined
   stop (): Promise<void>
 }
 
@@ -106,11 +108,11 @@ export interface Serving {
  */
 process.env.P2PRUN_SECRET ??= randomBytes(32).toString('hex')
 
-export async function serveSet (w: Workload, host: string, via: readonly string[] = [], open = false): Promise<Serving> {
-  const serve = [P2PRUN, 'serve', w.description, '--source', w.set, '--host', host, '--quiet', ...(open ? ['--open'] : [])]
+export async function serveSet (w: Workload, host: string, via: readonly string[] = [], open = false, dht = false): Promise<Serving> {
+  const serve = [P2PRUN, 'serve', w.description, '--source', w.set, '--host', host, '--quiet', ...(open ? ['--open'] : []), ...(dht ? ['--discovery', 'dht'] : [])]
   const [command, ...args] = [...via, ...serve]
   const child = execa(command as string, args, { reject: false })
   const stop = async () => { child.kill('SIGTERM'); await child }
-  const m = await lineOf(child, /tracker=(\S+) seeder=(\S+)/).catch(async (err: unknown) => { await stop(); throw err })
-  return { tracker: m[1] ?? '', seeder: m[2] ?? '', stop }
+  const m = await lineOf(child, /tracker=(\S+) seeder=(\S+)(?: dht=(\S+))?/).catch(async (err: unknown) => { await stop(); throw err })
+  return { tracker: m[1] ?? '', seeder: m[2] ?? '', dht: m[3], stop }
 }

@@ -11,7 +11,7 @@ type MountSettings = Pick<Config, 'allowOther' | 'fuseDevice' | 'owner'>
 
 /** Where a node's swarm client gets its peers, the job's secret, and its settings. */
 export function nodeOptions (settings: SwarmSettings,
-  peers: { trackers?: readonly string[], seeders?: readonly string[], secret?: JobSecret, sources?: SourceLayout['dirs'] }): AgentOptions['node'] {
+  peers: { trackers?: readonly string[], seeders?: readonly string[], dht?: readonly string[], secret?: JobSecret, sources?: SourceLayout['dirs'] }): AgentOptions['node'] {
   return {
     secret: peers.secret,
     fallback: settings.fallback === 'auto' && peers.sources?.length ? { dirs: peers.sources } : undefined,
@@ -21,7 +21,8 @@ export function nodeOptions (settings: SwarmSettings,
     numwant: settings.numwant,
     stallTimeoutMs: settings.stallTimeoutMs,
     trackers: peers.trackers,
-    seeders: peers.seeders
+    seeders: peers.seeders,
+    dht: peers.dht
   }
 }
 

@@ -21,6 +21,9 @@ export type LauncherChoice = LauncherName | 'auto'
 /** How a launch's nodes get the description: in the job spec the launcher forwards, or from peers. */
 export type DescriptionRoute = 'spec' | 'peers'
 export const DESCRIPTION_ROUTES: readonly DescriptionRoute[] = ['spec', 'peers']
+/** How a job's nodes find each other: through the head's tracker, or a DHT bootstrapped from the head (no tracker). */
+export type Discovery = 'tracker' | 'dht'
+export const DISCOVERY_MODES: readonly Discovery[] = ['tracker', 'dht']
 /** In a library list: the program's load closure instead of (or beside) named directories. */
 export const AUTO_LIBS = 'auto'
 
@@ -40,6 +43,8 @@ export const SETTINGS = {
   advertise: { kind: 'string', help: 'address nodes use to reach this host (default: its first non-loopback IPv4)' },
   'tracker-port': { kind: 'int', min: 0, max: 65535, help: 'tracker HTTP port (0: any free port)' },
   'seeder-port': { kind: 'int', min: 0, max: 65535, help: 'seeder BitTorrent port (0: any free port)' },
+  discovery: { kind: 'string', choices: DISCOVERY_MODES, help: 'how nodes find each other: tracker (the head\'s), or dht (BEP 5, bootstrapped from the head alone: no tracker announces)' },
+  'dht-port': { kind: 'int', min: 0, max: 65535, help: 'with --discovery dht, the head\'s DHT UDP port (0: any free port)' },
   'tracker-max-peers': { kind: 'int', min: 1, help: 'peers the tracker remembers per swarm' },
   'tracker-announce-peers': { kind: 'int', min: 1, help: 'most peers the tracker returns per announce' },
   'upload-limit': { kind: 'int', min: 0, help: 'seeder upload cap in bytes/s, 0 for none (emulates a slow head link)' },
@@ -92,6 +97,8 @@ export interface Config {
   readonly libsPolicy: LibsPolicy
   readonly launcher: LauncherChoice
   readonly descriptionRoute: DescriptionRoute
+  readonly discovery: Discovery
+  readonly dhtPort: number
   readonly mode: DataMode
   readonly fallback: FallbackMode
   readonly owner: { readonly uid: number, readonly gid: number } | undefined
@@ -126,6 +133,8 @@ const DEFAULTS: Config = {
   libsPolicy: 'nonsystem',
   launcher: 'auto',
   descriptionRoute: 'spec',
+  discovery: 'tracker',
+  dhtPort: 0,
   mode: 'eager',
   fallback: 'auto',
   owner: undefined,

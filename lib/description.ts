@@ -7,6 +7,7 @@ import { createHash } from 'node:crypto'
 import path from 'node:path'
 import bencode from 'bencode'
 import { descriptionError, quote } from './errors.ts'
+import { hostPort } from './swarm/peer-address.ts'
 import { symlinkEscape, type EntryType, type TreeEntry } from './tree.ts'
 
 export const FORMAT_VERSION = 1
@@ -36,6 +37,8 @@ export interface Description {
   readonly trackers: readonly string[]
   /** host:port of seeders nodes may connect to directly. */
   readonly seeders: readonly string[]
+  /** host:port (UDP) of DHT nodes to bootstrap from (BEP 5's `nodes`): set, nodes find peers there, not at trackers. */
+  readonly dhtNodes: readonly string[]
   /** The whole .torrent, as handed to the BitTorrent client. */
   readonly torrent: Buffer
 }
@@ -86,21 +89,23 @@ export function addP2prunKeys (torrentBytes: Uint8Array, parts: DescriptionParts
   return Buffer.from(bencode.encode(withTrackers(torrent, parts.trackers)))
 }
 
-/** A copy of the description with other trackers/seeders; the infohash stays the same. */
-export function withLaunchInfo (desc: Description, launch: { trackers?: readonly string[], seeders?: readonly string[] }): Description {
+/** A copy of the description with other trackers/seeders/DHT nodes; the infohash stays the same. */
+export function withLaunchInfo (desc: Description, launch: { trackers?: readonly string[], seeders?: readonly string[], dhtNodes?: readonly string[] }): Description {
   const torrent = bencode.decode(desc.torrent) as Dict
   const outer = torrent.p2prun as Dict
   if (launch.seeders) outer.seeders = [...launch.seeders]
+  if (launch.dhtNodes) torrent.nodes = launch.dhtNodes.flatMap((a) => { const n = hostPort(a); return n ? [[n.host, n.port]] : [] })
   const bytes = Buffer.from(bencode.encode(launch.trackers ? withTrackers(torrent, launch.trackers) : torrent))
   return parseDescription(bytes, { expectInfoHash: desc.infoHash })
 }
 
 /**
  * The description as peers hand it to each other (swarm/description-exchange.ts): without the
- * launch's trackers and seeders, which every node takes from its job spec, not from a peer.
+ * launch's trackers, seeders and DHT nodes, which every node takes from its job spec, not from a peer.
  */
 export function peerShareable (desc: Description): Buffer {
   const torrent = bencode.decode(desc.torrent) as Dict
+  delete torrent.nodes
   if (isDict(torrent.p2prun)) delete torrent.p2prun.seeders
   return Buffer.from(bencode.encode(withTrackers(torrent, [])))
 }
@@ -182,6 +187,7 @@ export function parseDescription (bytes: Uint8Array, options: ParseOptions = {})
     mountPoint: typeof meta.mount === 'string' || meta.mount instanceof Uint8Array ? text(meta.mount) : DEFAULT_MOUNT_POINT,
     trackers: trackersOf(torrent),
     seeders: Array.isArray(outer.seeders) ? outer.seeders.map(text) : [],
+    dhtNodes: dhtNodesOf(torrent),
     torrent: Buffer.from(bytes)
   })
 }
@@ -263,6 +269,12 @@ function trackersOf (torrent: Dict): string[] {
     ? torrent['announce-list'].flat().map(text)
     : torrent.announce !== undefined ? [text(torrent.announce)] : []
   return [...new Set(list)]
+}
+
+/** BEP 5's `nodes`: a list of [host, port]; malformed entries are left out. */
+function dhtNodesOf (torrent: Dict): string[] {
+  if (!Array.isArray(torrent.nodes)) return []
+  return torrent.nodes.flatMap((n: unknown) => Array.isArray(n) && typeof n[1] === 'number' && text(n[0]) !== '' ? [`${text(n[0])}:${n[1]}`] : [])
 }
 
 function isDict (v: unknown): v is Dict {

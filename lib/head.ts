@@ -1,17 +1,22 @@
 // The head's bootstrap daemons for one job: the tracker (which also hands out the description) and
-// the seeder, started and stopped together. Used by `p2prun serve` and by the launcher.
+// the seeder, started and stopped together, and with --discovery dht the DHT node that bootstraps
+// the job's own DHT (the tracker then takes no node's announce). Used by `p2prun serve` and by the
+// launcher.
 import { randomBytes } from 'node:crypto'
 import os from 'node:os'
 import type { Config } from './config.ts'
 import type { SourceLayout } from './source-layout.ts'
 import type { Description } from './description.ts'
 import type { JobSecret } from './swarm/job-auth.ts'
+import type { DhtBootstrap } from './swarm/dht.ts'
 import { startSeeder, type Seeder } from './swarm/seeder.ts'
 import { DESCRIPTION_PATH, startTracker, type Tracker } from './swarm/tracker.ts'
 
 export interface Head {
   readonly trackerUrl: string
   readonly seederAddress: string
+  /** host:port (UDP) of the head's DHT node, every node's DHT bootstrap; undefined: nodes use the tracker. */
+  readonly dhtAddress: string | undefined
   /** Where nodes GET the description (and check it against the infohash they were given). */
   readonly descriptionUrl: string
   /** Whether the source was hashed at start (false: sizes and mtimes matched the description). */
@@ -59,16 +64,20 @@ export async function startHead (desc: Description, source: SourceLayout, config
   })
   const base = `http://${advertise}:${tracker.port}`
   let seeder: Seeder
+  let dht: DhtBootstrap | undefined
   try {
-    seeder = await seedSet(desc, source, config, advertise, config.seederPort, tracker, `${base}/announce`, secret, warn)
+    if (config.discovery === 'dht') dht = await (await import('./swarm/dht.ts')).startDhtBootstrap(config.host ?? advertise, config.dhtPort, advertise)
+    // Nodes know the seeder from their job spec: with a DHT it need not be listed anywhere.
+    seeder = await seedSet(desc, source, config, advertise, config.seederPort, tracker, dht ? undefined : `${base}/announce`, secret, warn)
   } catch (err) {
-    await tracker.close()
+    await Promise.all([tracker.close(), dht?.close()])
     throw err
   }
   let closing: Promise<void> | undefined
   return {
     trackerUrl: `${base}/announce`,
     seederAddress: `${advertise}:${seeder.port}`,
+    dhtAddress: dht?.address,
     descriptionUrl: `${base}${DESCRIPTION_PATH}${desc.infoHash}.torrent`,
     verified: seeder.verified,
     secret,
@@ -77,19 +86,21 @@ export async function startHead (desc: Description, source: SourceLayout, config
     uploaded: () => seeder.uploaded(),
     maxToOneNode: () => seeder.maxToOnePeer(),
     descriptionBytes: () => tracker.descriptionBytes() + seeder.descriptionBytes(),
-    peerCount: () => tracker.peerCount(desc.infoHash),
+    // With a DHT, the nodes that announced to the head's DHT node: all of them in a small job; at
+    // scale, the announces land on the DHT nodes nearest the infohash, the head among them or not.
+    peerCount: () => dht ? dht.announced(desc.infoHash) : tracker.peerCount(desc.infoHash),
     completions: () => tracker.completions(),
-    close: () => (closing ??= seeder.close().finally(() => tracker.close()))
+    close: () => (closing ??= seeder.close().finally(() => Promise.all([tracker.close(), dht?.close()])).then(() => {}))
   }
 }
 
-/** A set's seeder beside `tracker`, announcing itself to it so that nodes find it. */
+/** A set's seeder beside `tracker`, announcing itself to it (at `trackerUrl`, if given) so that nodes find it. */
 function seedSet (desc: Description, source: SourceLayout, config: Config, advertise: string, port: number, tracker: Tracker,
-  trackerUrl: string, secret: JobSecret | undefined, warn: (line: string) => void): Promise<Seeder> {
+  trackerUrl: string | undefined, secret: JobSecret | undefined, warn: (line: string) => void): Promise<Seeder> {
   return startSeeder(desc, source, {
     host: config.host ?? advertise,
     port,
-    trackers: [trackerUrl],
+    trackers: trackerUrl ? [trackerUrl] : [],
     maxConns: config.headMaxConns,
     verify: config.verifySource,
     uploadLimit: config.uploadLimit,

@@ -40,7 +40,7 @@ t.test('another version, or a field out of shape, is refused by name', async (t)
   const cases: [string, unknown][] = [
     ['infoHash', 'zz'], ['launchId', '../x'], ['trackers', 'http://a'], ['node', { ...job.node, mode: 'fast' }],
     ['node', { ...job.node, runDir: 'relative' }], ['node', { ...job.node, maxConns: 0 }], ['secret', 'xyz'],
-    ['sources', [{ name: '', dir: 'rel' }]], ['redirect', { whole: ['/a'] }]
+    ['sources', [{ name: '', dir: 'rel' }]], ['redirect', { whole: ['/a'] }], ['dht', ['10.0.0.1:6881', 7]]
   ]
   for (const [field, value] of cases) {
     t.throws(() => decodeJob(raw({ ...job, [field]: value })), { code: 'USAGE', message: `P2PRUN_JOB is corrupt (${field} is not valid)` }, `${field}: ${JSON.stringify(value)}`)

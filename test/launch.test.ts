@@ -77,6 +77,7 @@ t.test('P2PRUN_DEBUG=2: each node agent keeps its log, with the description\'s r
   for (const name of logs) {
     const text = await readFile(path.join(dirs.run, 'logs', name), 'utf8')
     t.match(text, /description: from the job spec\n/, `${name}: the route`)
+    t.match(text, / peers: from the tracker http:\/\/\S+\/announce\n/, `${name}: where it looks for peers`)
     t.match(text, /ready for the ranks on \S+-rank[01]\n/, `${name}: the mount`)
     t.match(text, /stats \{"infoHash":"[0-9a-f]{40}".*"swarm":\{"fromHead":\d+/, `${name}: the counters at the end`)
   }

@@ -26,6 +26,27 @@ declare module 'create-torrent' {
   ): void
 }
 
+declare module 'bittorrent-dht' {
+  import { EventEmitter } from 'node:events'
+  import type { Socket } from 'node:dgram'
+  interface DhtOptions {
+    /** host:port strings, or false: no bootstrap at all. */
+    bootstrap?: string[] | false
+    /** The UDP socket to use (passed down to k-rpc-socket). */
+    socket?: Socket
+  }
+  export default class DHT extends EventEmitter {
+    constructor (opts?: DhtOptions)
+    readonly nodes: { count (): number }
+    listen (port: number, host: string, onListening?: () => void): void
+    address (): { address: string, port: number }
+    lookup (infoHash: Buffer, cb?: (err: Error | null, n: number) => void): () => void
+    announce (infoHash: Buffer, port: number, cb?: (err: Error | null) => void): void
+    addNode (node: { host: string, port: number }): void
+    destroy (cb?: () => void): void
+  }
+}
+
 // Only the interoperability test drives webtorrent: a stock BitTorrent client against p2prun's own.
 declare module 'webtorrent' {
   import { EventEmitter } from 'node:events'

@@ -18,10 +18,11 @@ export function registerFetch (program: Command): void {
     .argument('<file>', 'description file (.p2p.torrent)')
     .requiredOption('--out <dir>', 'new or empty directory to write the tree into')
     .option('--tracker <url>', 'tracker to announce to, instead of the description\'s (repeatable)', collect)
+    .option('--dht <host:port>', 'find peers in the DHT bootstrapped from this node (`p2prun serve --discovery dht` prints it), not at a tracker (repeatable)', collect)
     .option('--seeder <host:port>', 'peer to connect to directly, e.g. the head\'s seeder (repeatable)', collect)
     .option('--json', 'print the byte counters as one JSON line')
   addSettings(cmd, ['store-dir', 'max-conns', 'numwant', 'stall-timeout', 'quiet'])
-  cmd.action(action('fetch', async (file: string, opts: { out: string, tracker?: string[], seeder?: string[], json?: boolean }) => {
+  cmd.action(action('fetch', async (file: string, opts: { out: string, tracker?: string[], seeder?: string[], dht?: string[], json?: boolean }) => {
     const config = await commandConfig(cmd)
     const desc = await readDescription(file)
     const out = path.resolve(opts.out)
@@ -32,7 +33,7 @@ export function registerFetch (program: Command): void {
     untilSignal().then((sig) => aborter.abort(usageError(`interrupted by ${sig}`)))
     let node: Node | undefined
     try {
-      node = await SwarmNode.join(desc, nodeOptions(config, { trackers: opts.tracker, seeders: opts.seeder, secret: secretFromEnv(process.env) }),
+      node = await SwarmNode.join(desc, nodeOptions(config, { trackers: opts.tracker, seeders: opts.seeder, dht: opts.dht, secret: secretFromEnv(process.env) }),
         (line) => process.stderr.write(`p2prun fetch: warning: ${line}\n`))
       await node.fetchAll(aborter.signal)
       await extractTree(desc, node, out)

@@ -23,6 +23,7 @@ interface MountFlags {
   stats?: string
   keepStore?: boolean
   tracker?: string[]
+  dht?: string[]
   seeder?: string[]
   source?: string
   notifyFd?: string
@@ -38,6 +39,7 @@ export function registerMount (program: Command): void {
     .option('--stats <file>', 'write the operation and byte counters as one JSON line at exit')
     .option('--keep-store', 'leave the downloaded bytes in the store directory at exit')
     .option('--tracker <url>', 'tracker to announce to, instead of the description\'s (repeatable)', collect)
+    .option('--dht <host:port>', 'find peers in the DHT bootstrapped from this node (`p2prun serve --discovery dht` prints it), not at a tracker (repeatable)', collect)
     .option('--seeder <host:port>', 'peer to connect to directly, e.g. the head\'s seeder (repeatable)', collect)
     .option('--source <dir>', 'the directory the set was described from, if this node can read it: the fallback when the swarm stalls')
     .addOption(new Option('--notify-fd <fd>').hideHelp())
@@ -67,7 +69,7 @@ async function runAgent (config: Config, desc: Description, mountPoint: string, 
   try {
     agent = await Agent.start(agentOptions(config, desc, mountPoint, {
       mode: config.mode,
-      node: nodeOptions(config, { trackers: opts.tracker, seeders: opts.seeder, secret: secretFromEnv(process.env), sources: opts.source ? layoutOf([opts.source]).dirs : undefined }),
+      node: nodeOptions(config, { trackers: opts.tracker, seeders: opts.seeder, dht: opts.dht, secret: secretFromEnv(process.env), sources: opts.source ? layoutOf([opts.source]).dirs : undefined }),
       keepStore: opts.keepStore ?? false,
       log
     }))

@@ -116,7 +116,8 @@ async function checkProgram (name: string, env: NodeJS.ProcessEnv): Promise<void
 function showProgress (head: LaunchHead, desc: Description): NodeJS.Timeout {
   return setInterval(() => {
     const up = head.uploaded()
-    process.stderr.write(`\r\x1b[Kp2prun: ${head.completions().length}/${head.peerCount()} nodes have the set; ` +
+    const nodes = head.dhtAddress ? `${head.peerCount()} nodes in the DHT` : `${head.completions().length}/${head.peerCount()} nodes have the set`
+    process.stderr.write(`\r\x1b[Kp2prun: ${nodes}; ` +
       `head sent ${formatBytes(up)} (${(up / desc.totalBytes).toFixed(2)}x the ${formatBytes(desc.totalBytes)} set)`)
   }, PROGRESS_MS).unref()
 }
@@ -125,9 +126,17 @@ function summary (head: LaunchHead, desc: Description, seconds: number): string 
   const up = head.uploaded()
   const done = head.completions()
   const allReady = done.length > 0 ? `${(Math.max(...done) / 1000).toFixed(2)} s` : 'n/a'
-  return `p2prun: ${done.length} node${done.length === 1 ? '' : 's'} had the whole set, the last after ${allReady}; head sent ${formatBytes(up)} ` +
+  // Completions are what nodes tell the tracker; with a DHT they tell none, only that they joined.
+  const nodes = head.dhtAddress
+    ? `${plural(head.peerCount(), 'node')} announced in the head's DHT node`
+    : `${plural(done.length, 'node')} had the whole set, the last after ${allReady}`
+  return `p2prun: ${nodes}; head sent ${formatBytes(up)} ` +
     `= ${(up / desc.totalBytes).toFixed(2)}x the ${formatBytes(desc.totalBytes)} set, at most ${formatBytes(head.maxToOneNode())} to one node, ` +
     `and ${formatBytes(head.descriptionBytes())} of descriptions = ${(head.descriptionBytes() / peerShareable(desc).length).toFixed(2)}x one; launch took ${seconds.toFixed(2)} s`
+}
+
+function plural (n: number, what: string): string {
+  return `${n} ${what}${n === 1 ? '' : 's'}`
 }
 
 function shellQuote (word: string): string {

@@ -20,7 +20,7 @@ export function registerServe (program: Command): void {
     .option('--sets <dir>', 'serve every set in DIR (NAME.p2p.torrent beside NAME, its source directory), as they come and go')
     .option('--out <file>', 'also write the description with this tracker and seeder filled in')
     .option('--open', 'serve any BitTorrent client; without it, only nodes holding P2PRUN_SECRET')
-  addSettings(cmd, ['host', 'advertise', 'tracker-port', 'seeder-port', 'tracker-max-peers',
+  addSettings(cmd, ['host', 'advertise', 'tracker-port', 'seeder-port', 'discovery', 'dht-port', 'tracker-max-peers',
     'tracker-announce-peers', 'upload-limit', 'defer-to-peers', 'verify-source', 'head-max-conns', 'quiet'])
   cmd.action(action('serve', async (file: string | undefined, opts: { source?: string, sets?: string, out?: string, open?: boolean }) => {
     const config = await commandConfig(cmd)
@@ -40,10 +40,11 @@ export function registerServe (program: Command): void {
       (line) => process.stderr.write(`p2prun serve: warning: ${line}\n`), secret)
     try {
       if (opts.out) {
-        await writeAtomically(opts.out, withLaunchInfo(desc, { trackers: [head.trackerUrl], seeders: [head.seederAddress] }).torrent)
+        const discovery = head.dhtAddress ? { trackers: [], dhtNodes: [head.dhtAddress] } : { trackers: [head.trackerUrl] }
+        await writeAtomically(opts.out, withLaunchInfo(desc, { ...discovery, seeders: [head.seederAddress] }).torrent)
       }
       say(config, `p2prun serve: source ${head.verified ? 'hashed and verified' : 'matches the description (sizes, mtimes)'}`)
-      process.stdout.write(`serving infohash=${desc.infoHash} tracker=${head.trackerUrl} seeder=${head.seederAddress}\n`)
+      process.stdout.write(`serving infohash=${desc.infoHash} tracker=${head.trackerUrl} seeder=${head.seederAddress}${head.dhtAddress ? ` dht=${head.dhtAddress}` : ''}\n`)
       const sig = await signal
       say(config, `p2prun serve: ${sig}, stopping`)
       const up = head.uploaded()

@@ -11,7 +11,7 @@ import { JOB_SPEC_VERSION, nodeSettings, specDescription, type JobSpec } from '.
 
 /** What a launch needs of its head; an external one reports no counts (they are its own). */
 export type LaunchHead = Pick<Head, 'trackerUrl' | 'descriptionUrl' | 'secret' | 'uploaded' | 'maxToOneNode' | 'descriptionBytes' | 'peerCount' | 'completions' | 'close'> &
-  { readonly seederAddress?: string }
+  { readonly seederAddress?: string, readonly dhtAddress?: string }
 
 /**
  * The launch's own head (`seeder` undefined), or the one at `seeder`, checked to serve this set to
@@ -60,8 +60,10 @@ export function jobSpecOf (head: LaunchHead, desc: Description, layout: SourceLa
     launchId: launch.launchId,
     infoHash: desc.infoHash,
     descriptionUrl: head.descriptionUrl,
-    trackers: [head.trackerUrl],
+    // With a DHT, nodes announce there and never to the tracker.
+    trackers: head.dhtAddress ? [] : [head.trackerUrl],
     seeders: head.seederAddress ? [head.seederAddress] : [],
+    ...(head.dhtAddress ? { dht: [head.dhtAddress] } : {}),
     mountPoint: launch.mountPoint,
     ...launch.placement,
     node: nodeSettings(config),

@@ -47,6 +47,8 @@ export interface JobSpec {
   readonly descriptionUrl: string
   readonly trackers: readonly string[]
   readonly seeders: readonly string[]
+  /** host:port (UDP) of the DHT nodes to bootstrap from: nodes find each other there, not at a tracker. */
+  readonly dht?: readonly string[]
   /** Mount point template (%i infohash prefix, %n node name, %j launch id). */
   readonly mountPoint: string
   /** Directories inside the mount to put first on LD_LIBRARY_PATH ('' is the mount itself). */
@@ -135,6 +137,7 @@ const JOB_FIELDS: Record<Exclude<keyof JobSpec, 'version'>, Check> = {
   descriptionUrl: isString,
   trackers: listOf(isString),
   seeders: listOf(isString),
+  dht: listOf(isString),
   mountPoint: isString,
   libDirs: listOf(isString),
   node: record(NODE_FIELDS, ['owner']),
@@ -146,7 +149,7 @@ const JOB_FIELDS: Record<Exclude<keyof JobSpec, 'version'>, Check> = {
   description: (v) => typeof v === 'string' && /^[A-Za-z0-9+/]*={0,2}$/.test(v),
   redirect: record({ whole: listOf(isAbsolute), some: listOf(isAbsolute) })
 }
-const OPTIONAL_JOB_FIELDS = ['stopUrl', 'secret', 'sources', 'program', 'pythonPath', 'redirect', 'description']
+const OPTIONAL_JOB_FIELDS = ['dht', 'stopUrl', 'secret', 'sources', 'program', 'pythonPath', 'redirect', 'description']
 
 function checkJob (value: unknown): asserts value is JobSpec {
   for (const [name, check] of Object.entries(JOB_FIELDS)) {

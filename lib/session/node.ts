@@ -67,12 +67,13 @@ export async function runAgent (launch: AgentLaunch, stop: Promise<unknown>, log
     const { parseJobSecret } = await import('../swarm/job-auth.ts')
     const secret = job.secret === undefined ? undefined : parseJobSecret(job.secret, `${JOB_ENV}'s secret`)
     const desc = await descriptionFor(job, secret, node, (line) => { if (debug >= 2) log(line) }, log)
+    if (debug >= 2) log(job.dht?.length ? `peers: from the DHT, bootstrapped from ${job.dht.join(' ')}` : `peers: from the tracker ${job.trackers.join(' ')}`)
     const { Agent } = await import('../agent.ts')
     const { agentOptions, nodeOptions } = await import('../agent-settings.ts')
     const mountPoint = expandTemplate(job.mountPoint, { infoHash: desc.infoHash, nodeName: node, launchId: launch.launchId })
     agent = await Agent.start(agentOptions(settings, desc, mountPoint, {
       mode: settings.mode,
-      node: nodeOptions(settings, { trackers: job.trackers, seeders: job.seeders, secret, sources: job.sources }),
+      node: nodeOptions(settings, { trackers: job.trackers, seeders: job.seeders, dht: job.dht, secret, sources: job.sources }),
       keepStore: false,
       log
     }))
@@ -140,6 +141,7 @@ async function descriptionFromPeers (job: JobSpec, secret: JobSecret, log: (line
     infoHash: Buffer.from(job.infoHash, 'hex'),
     secret,
     trackers: job.trackers,
+    dht: job.dht,
     seeders: job.seeders,
     deadlineMs: PEER_DESCRIPTION_MS,
     accept: (candidate) => {

@@ -9,6 +9,7 @@ import { setTimeout as delay } from 'node:timers/promises'
 import { peekPeers } from './announce.ts'
 import { DESC_PIECE, type DescMessage } from './extensions.ts'
 import type { JobSecret } from './job-auth.ts'
+import { addressToward } from './local-address.ts'
 import { hostPort } from './peer-address.ts'
 import { newPeerId } from './peer-id.ts'
 import { Wire, type WireHandler } from './wire.ts'
@@ -59,6 +60,8 @@ export interface FetchDescriptionOptions {
   readonly infoHash: Buffer
   readonly secret: JobSecret
   readonly trackers: readonly string[]
+  /** DHT bootstrap nodes (host:port), where holders are listed instead of at trackers. */
+  readonly dht?: readonly string[]
   /** The head's seeder: asked when the tracker cannot be. */
   readonly seeders: readonly string[]
   /** Gives up (undefined) after this long: the caller then asks the head directly. */
@@ -79,9 +82,10 @@ export async function fetchDescriptionFromPeers (opts: FetchDescriptionOptions):
   const peerId = newPeerId('node')
   const deadline = performance.now() + opts.deadlineMs
   for (let round = 0; performance.now() < deadline; round++) {
-    const listed = (await Promise.all(opts.trackers.map((t) => peekPeers(t, {
-      infoHash: opts.infoHash, peerId, secret: opts.secret, numwant: PEEK_PEERS, timeoutMs: PEER_TIMEOUT_MS
-    }).catch(() => [])))).flat()
+    const listed = (await Promise.all([
+      ...opts.trackers.map((t) => peekPeers(t, { infoHash: opts.infoHash, peerId, secret: opts.secret, numwant: PEEK_PEERS, timeoutMs: PEER_TIMEOUT_MS })),
+      ...(opts.dht?.length ? [dhtHolders(opts.dht, opts.infoHash)] : [])
+    ].map((listing) => listing.catch(() => [])))).flat()
     // The head last: it hands the description to its first few askers only.
     const candidates = [...new Set([...shuffle(listed.filter((a) => !opts.seeders.includes(a))), ...opts.seeders])]
     for (const address of candidates) {
@@ -125,6 +129,12 @@ async function fetchFrom (address: string, peerId: Buffer, opts: FetchDescriptio
     clearTimeout(timer)
     wire.destroy()
   }
+}
+
+/** Holders listed in the job's DHT (nodes announce once they joined, i.e. once they had the description). */
+async function dhtHolders (bootstrap: readonly string[], infoHash: Buffer): Promise<string[]> {
+  const { dhtPeers } = await import('./dht.ts')
+  return (await dhtPeers(bootstrap, infoHash, await addressToward(bootstrap[0] as string), PEER_TIMEOUT_MS)).slice(0, PEEK_PEERS)
 }
 
 function descHandler (onDesc: (msg: DescMessage) => void, onClose: () => void): WireHandler {

@@ -40,6 +40,8 @@ export interface NodeOptions {
   readonly stallTimeoutMs: number
   /** Trackers to announce to, replacing the description's if given. */
   readonly trackers?: readonly string[]
+  /** DHT nodes (host:port) to bootstrap from, replacing the description's if given: set, no tracker is asked. */
+  readonly dht?: readonly string[]
   /** host:port peers to connect to directly (the head's seeder), besides the description's. */
   readonly seeders?: readonly string[]
   /** The job's secret, proven to the tracker and to every peer; undefined: an open swarm. */
@@ -91,7 +93,8 @@ export class SwarmNode implements ByteSource {
   private readonly stallTimeoutMs: number
   private readonly warn: (line: string) => void
   private connections!: Connections
-  private announcer!: Announcer
+  /** Lists this node where others look for peers, and hands it the peers listed there. */
+  private announcer!: Pick<Announcer, 'start' | 'completed' | 'stop'>
   /** Date.now() when the last piece was verified, or a wait began: only good bytes count as progress. */
   private lastProgress = Date.now()
   private fromHead = 0
@@ -106,15 +109,16 @@ export class SwarmNode implements ByteSource {
 
   /** `warn` hears of peers dropped for bad data or unanswered requests. */
   static async join (desc: Description, opts: NodeOptions, warn: (line: string) => void = () => {}): Promise<SwarmNode> {
-    const trackers = opts.trackers ?? desc.trackers
+    const dht = opts.dht ?? desc.dhtNodes
+    const trackers = dht.length > 0 ? [] : opts.trackers ?? desc.trackers
     const seeders = [...new Set([...desc.seeders, ...(opts.seeders ?? [])])]
-    if (trackers.length === 0 && seeders.length === 0) {
+    if (trackers.length === 0 && seeders.length === 0 && dht.length === 0) {
       throw swarmError('the description names no tracker or seeder to get bytes from',
         'pass --tracker URL or --seeder HOST:PORT (printed by `p2prun serve`)')
     }
     checkStoreDir(opts.storeDir, desc.totalBytes)
-    // The interface toward the head, where the tracker will see this node's announces come from.
-    const host = await addressToward(trackers[0] ?? seeders[0] as string)
+    // The interface toward the head, where the tracker (or DHT) will see this node's announces come from.
+    const host = await addressToward(dht[0] ?? trackers[0] ?? seeders[0] as string)
     const storePath = await mkdtemp(path.join(opts.storeDir, `p2prun-${desc.infoHash.slice(0, 16)}-`))
       .catch((err: NodeJS.ErrnoException) => {
         throw swarmError(`cannot create a store in ${opts.storeDir}: ${err.code}`, 'pass --store-dir with a writable directory', err)
@@ -134,12 +138,16 @@ export class SwarmNode implements ByteSource {
       await node.close()
       throw err
     }
-    node.announcer = new Announcer({
-      trackers, infoHash, peerId, port: node.connections.port, numwant: opts.numwant, secret: opts.secret,
-      progress: () => ({ uploaded: node.uploaded, downloaded: node.fromHead + node.fromPeers, left: node.bytesLeft() }),
-      onPeers: (addresses) => { for (const a of addresses) node.connections.dial(a) },
-      onWarning: warn
-    })
+    const onPeers = (addresses: string[]) => { for (const a of addresses) node.connections.dial(a) }
+    // The DHT's modules load only where it is used: every agent's start-up pays for what it imports.
+    node.announcer = dht.length > 0
+      ? new (await import('./dht.ts')).DhtDiscovery({ bootstrap: dht, infoHash, host, port: node.connections.port, onPeers, onWarning: warn })
+      : new Announcer({
+        trackers, infoHash, peerId, port: node.connections.port, numwant: opts.numwant, secret: opts.secret,
+        progress: () => ({ uploaded: node.uploaded, downloaded: node.fromHead + node.fromPeers, left: node.bytesLeft() }),
+        onPeers,
+        onWarning: warn
+      })
     node.announcer.start()
     for (const s of seeders) node.connections.dial(s, true)
     return node

@@ -1,0 +1,190 @@
+// Trackerless discovery (BEP 5): the job's nodes find each other through a DHT of their own, with
+// no tracker announce at all. The head runs the first DHT node, which is every node's bootstrap (no
+// public router is ever contacted); a node announces its port under the infohash and looks it up
+// again now and then, and peer exchange (ut_pex) spreads what one lookup found. At 16,000 nodes the
+// announces land on the ~8 DHT nodes nearest the infohash, not all on the head.
+//
+// The DHT speaks unauthenticated UDP: anyone who reaches a node's DHT port can learn the job's
+// peer addresses or list false ones. Neither gets them a byte: every peer connection proves the
+// job's secret (job-auth.ts), and a dialed address that does not is dropped. Malformed or hostile
+// DHT messages cost only themselves: bittorrent-dht's handlers throw on some (a number where it
+// expects bytes), so every message is handled inside a guard (guardedSocket).
+import dgram from 'node:dgram'
+import DHT from 'bittorrent-dht'
+import { hostPort } from './peer-address.ts'
+
+/** A lookup (and announce) again after this, ±50%: a node that joined late is found by then. */
+const RELOOKUP_MS = 30_000
+/** Until the bootstrap answers, asked again after this, doubling up to RETRY_MAX_MS, ±50%. */
+const RETRY_MS = 1000
+const RETRY_MAX_MS = 30_000
+
+type Dht = InstanceType<typeof DHT>
+
+export interface DhtCounts {
+  /** DHT messages whose handling threw: malformed or hostile, dropped. */
+  readonly badMessages: number
+}
+
+/** A UDP socket whose message handlers run guarded: a message that makes one throw is counted and dropped. */
+function guardedSocket (counts: { badMessages: number }): dgram.Socket {
+  const socket = dgram.createSocket('udp4')
+  const on = socket.on.bind(socket)
+  socket.on = ((event: string, listener: (...args: unknown[]) => void) => on(event, event !== 'message' ? listener : (...args: unknown[]) => {
+    try {
+      listener(...args)
+    } catch {
+      counts.badMessages++
+    }
+  })) as typeof socket.on
+  return socket
+}
+
+function newDht (bootstrap: readonly string[] | false, counts: { badMessages: number }): Dht {
+  const dht = new DHT({ bootstrap: bootstrap === false ? false : [...bootstrap], socket: guardedSocket(counts) })
+  // Warnings are other nodes' malformed messages and timeouts: counted where they matter, never fatal.
+  dht.on('warning', () => {})
+  return dht
+}
+
+function listen (dht: Dht, host: string, port: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onError = (err: Error) => reject(err)
+    dht.once('error', onError)
+    dht.listen(port, host, () => { dht.off('error', onError); resolve() })
+  })
+}
+
+export interface DhtBootstrap {
+  /** host:port (UDP) that nodes bootstrap from. */
+  readonly address: string
+  /** Nodes that announced themselves to this DHT node under `infoHash`. */
+  announced (infoHash: string): number
+  counts (): DhtCounts
+  close (): Promise<void>
+}
+
+/** The head's DHT node on host:port (0: any free port): the job's bootstrap, itself bootstrapped from no one. */
+export async function startDhtBootstrap (host: string, port: number, advertise: string): Promise<DhtBootstrap> {
+  const counts = { badMessages: 0 }
+  const dht = newDht(false, counts)
+  const announced = new Map<string, Set<string>>()
+  dht.on('announce', (peer: { host: string, port: number }, infoHash: Buffer) => {
+    const key = Buffer.from(infoHash).toString('hex')
+    const set = announced.get(key) ?? new Set()
+    set.add(`${peer.host}:${peer.port}`)
+    announced.set(key, set)
+  })
+  await listen(dht, host, port)
+  return {
+    address: `${advertise}:${dht.address().port}`,
+    announced: (infoHash) => announced.get(infoHash)?.size ?? 0,
+    counts: () => ({ ...counts }),
+    close: () => new Promise((resolve) => dht.destroy(() => resolve()))
+  }
+}
+
+export interface DhtDiscoveryOptions {
+  readonly bootstrap: readonly string[]
+  readonly infoHash: Buffer
+  /** This node's address toward the head (where the DHT socket binds) and its BitTorrent port. */
+  readonly host: string
+  readonly port: number
+  readonly onPeers: (addresses: string[]) => void
+  readonly onWarning: (message: string) => void
+}
+
+/** A node's membership in the job's DHT: announces its port, and hands the peers it finds to `onPeers`. */
+export class DhtDiscovery {
+  private readonly opts: DhtDiscoveryOptions
+  private readonly counts = { badMessages: 0 }
+  private dht: Dht | undefined
+  private timer: NodeJS.Timeout | undefined
+  private failures = 0
+  private stopped = false
+
+  constructor (opts: DhtDiscoveryOptions) {
+    this.opts = opts
+  }
+
+  start (): void {
+    const self = `${this.opts.host}:${this.opts.port}`
+    const dht = newDht(this.opts.bootstrap, this.counts)
+    this.dht = dht
+    dht.on('peer', (peer: { host: string, port: number }) => {
+      const address = `${peer.host}:${peer.port}`
+      if (address !== self) this.opts.onPeers([address])
+    })
+    dht.on('error', (err: Error) => {
+      if (!this.stopped) this.opts.onWarning(`the DHT failed: ${err.message}; finding peers through the head's seeder only`)
+    })
+    listen(dht, this.opts.host, 0).then(() => this.round(), () => {})
+  }
+
+  /** Nothing to tell a DHT: a node is listed as long as it announces. */
+  completed (): void {}
+
+  async stop (): Promise<void> {
+    if (this.stopped) return
+    this.stopped = true
+    clearTimeout(this.timer)
+    await new Promise<void>((resolve) => this.dht ? this.dht.destroy(() => resolve()) : resolve())
+  }
+
+  /** A lookup, then an announce with the tokens it got; again later. */
+  private round (): void {
+    const dht = this.dht
+    if (this.stopped || !dht) return
+    dht.lookup(this.opts.infoHash, () => {
+      if (this.stopped) return
+      if (dht.nodes.count() === 0) return this.bootstrapAgain()
+      this.failures = 0
+      dht.announce(this.opts.infoHash, this.opts.port, () => {})
+      this.later(RELOOKUP_MS)
+    })
+  }
+
+  /** No DHT node answered: the bootstrap is down or not yet up. Said once; asked again in seconds. */
+  private bootstrapAgain (): void {
+    this.failures++
+    if (this.failures === 1) {
+      this.opts.onWarning(`the DHT bootstrap ${this.opts.bootstrap.join(', ')} does not answer; retrying`)
+    }
+    for (const address of this.opts.bootstrap) {
+      const node = hostPort(address)
+      if (node) this.dht?.addNode(node)
+    }
+    this.later(Math.min(RETRY_MS * 2 ** (this.failures - 1), RETRY_MAX_MS))
+  }
+
+  private later (ms: number): void {
+    clearTimeout(this.timer)
+    this.timer = setTimeout(() => this.round(), ms * (0.5 + Math.random())).unref()
+  }
+}
+
+/**
+ * Peers listed under `infoHash` (a node that has no description yet looks for holders: nodes
+ * announce once they joined, i.e. once they had it). Errors if no DHT node answers in `timeoutMs`.
+ */
+export async function dhtPeers (bootstrap: readonly string[], infoHash: Buffer, host: string, timeoutMs: number): Promise<string[]> {
+  const dht = newDht(bootstrap, { badMessages: 0 })
+  const found = new Set<string>()
+  dht.on('peer', (peer: { host: string, port: number }) => found.add(`${peer.host}:${peer.port}`))
+  dht.on('error', () => {})
+  try {
+    await listen(dht, host, 0)
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`the DHT bootstrap ${bootstrap.join(', ')} did not answer in ${timeoutMs / 1000} s`)), timeoutMs)
+      dht.lookup(infoHash, () => {
+        clearTimeout(timer)
+        if (dht.nodes.count() === 0) reject(new Error(`the DHT bootstrap ${bootstrap.join(', ')} does not answer`))
+        else resolve()
+      })
+    })
+    return [...found]
+  } finally {
+    await new Promise<void>((resolve) => dht.destroy(() => resolve()))
+  }
+}
+

@@ -1,0 +1,160 @@
+// Trackerless discovery (lib/swarm/dht.ts): real DHT nodes over UDP on loopback, the head's as the
+// only bootstrap; hostile datagrams at the head's DHT port.
+import dgram from 'node:dgram'
+import { execFile } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { readdir, readFile, rm, writeFile } from 'node:fs/promises'
+import path from 'node:path'
+import { promisify } from 'node:util'
+import bencode from 'bencode'
+import t from 'tap'
+import { DhtDiscovery, dhtPeers, startDhtBootstrap } from '../lib/swarm/dht.ts'
+import { execa } from 'execa'
+import { parseDescription } from '../lib/description.ts'
+import { cleanEnv, CLI, describedTree, p2prun, ROOT, waitForLine } from './helpers/cli.ts'
+import { snapshotTree } from './helpers/fixtures.ts'
+import { launch, launchDirs, nothingLeft } from './helpers/launch.ts'
+import { scratch } from './helpers/scratch.ts'
+
+const INFO_HASH = randomBytes(20)
+
+/** Resolves once `check` holds, re-checked on every call of the returned `poke`. */
+function eventually (check: () => boolean): { done: Promise<void>, poke: () => void } {
+  let resolve = () => {}
+  const done = new Promise<void>((r) => { resolve = r })
+  return { done, poke: () => { if (check()) resolve() } }
+}
+
+t.test('nodes bootstrapped from the head alone find each other under the infohash', async (t) => {
+  const head = await startDhtBootstrap('127.0.0.1', 0, '127.0.0.1')
+  t.teardown(head.close)
+  const found = new Map<number, Set<string>>()
+  const ports = [41001, 41002, 41003]
+  const all = eventually(() => ports.every((p) => ports.filter((q) => q !== p).every((q) => found.get(p)?.has(`127.0.0.1:${q}`))))
+  const nodes = ports.map((port) => {
+    found.set(port, new Set())
+    const node = new DhtDiscovery({
+      bootstrap: [head.address], infoHash: INFO_HASH, host: '127.0.0.1', port,
+      onPeers: (addresses) => { for (const a of addresses) found.get(port)?.add(a); all.poke() },
+      onWarning: (line) => t.fail(`no warning expected: ${line}`)
+    })
+    t.teardown(() => node.stop())
+    return node
+  })
+  // One after the other, each once the ones before announced: a later lookup finds the earlier
+  // nodes; the earlier ones find the later at their next lookup or, in a swarm, by peer exchange.
+  for (const [i, node] of nodes.entries()) {
+    node.start()
+    await waitUntil(() => head.announced(INFO_HASH.toString('hex')) > i)
+  }
+  t.equal(head.announced(INFO_HASH.toString('hex')), 3, 'each node announced itself to the head\'s DHT node')
+  const last = found.get(41003) as Set<string>
+  t.ok(last.has('127.0.0.1:41001') && last.has('127.0.0.1:41002'), `the last node found the two before it: ${[...last].join(' ')}`)
+  t.notOk(ports.some((p) => found.get(p)?.has(`127.0.0.1:${p}`)), 'no node is told of itself')
+  t.same(await dhtPeers([head.address], INFO_HASH, '127.0.0.1', 5000).then((l) => l.sort()), ports.map((p) => `127.0.0.1:${p}`),
+    'a node without the description finds every holder')
+})
+
+t.test('an unreachable bootstrap: said once, a lookup fails with the address', async (t) => {
+  // A UDP port with nothing on it: bound, then closed.
+  const gone = dgram.createSocket('udp4')
+  await new Promise<void>((resolve) => gone.bind(0, '127.0.0.1', resolve))
+  const address = `127.0.0.1:${gone.address().port}`
+  gone.close()
+  await t.rejects(dhtPeers([address], INFO_HASH, '127.0.0.1', 20_000), new RegExp(`the DHT bootstrap ${address} does not answer`))
+  const warnings: string[] = []
+  const saidOnce = eventually(() => warnings.length >= 1)
+  const node = new DhtDiscovery({
+    bootstrap: [address], infoHash: INFO_HASH, host: '127.0.0.1', port: 41010,
+    onPeers: () => t.fail('no peers from nowhere'), onWarning: (line) => { warnings.push(line); saidOnce.poke() }
+  })
+  t.teardown(() => node.stop())
+  node.start()
+  await saidOnce.done
+  t.same(warnings, [`the DHT bootstrap ${address} does not answer; retrying`])
+})
+
+t.test('the head\'s DHT node survives malformed and hostile datagrams, and still answers', async (t) => {
+  const head = await startDhtBootstrap('127.0.0.1', 0, '127.0.0.1')
+  t.teardown(head.close)
+  const port = Number(head.address.split(':')[1])
+  const socket = dgram.createSocket('udp4')
+  t.teardown(() => socket.close())
+  const send = (bytes: Uint8Array) => new Promise<void>((resolve) => socket.send(bytes, port, '127.0.0.1', () => resolve()))
+  const id = randomBytes(20)
+  const hostile: unknown[] = [
+    { t: 'aa', y: 'q', q: 'get_peers', a: { id, info_hash: 7 } }, // a number where bytes belong
+    { t: 'ab', y: 'q', q: 'announce_peer', a: { id, info_hash: INFO_HASH, port: 6881, token: 5 } },
+    { t: 'ac', y: 'q', q: 'find_node', a: { id, target: [1, 2] } },
+    { t: 'ad', y: 'q', q: 'put', a: { id, v: 'x', token: 'nope' } },
+    { t: 'ae', y: 'q', q: 'ping' },
+    { t: 'af', y: 'r', r: { id: 3 } },
+    { t: 5, y: 'e', e: 'x' },
+    { y: 'q', q: 42, a: 'x' }
+  ]
+  for (const message of hostile) await send(bencode.encode(message))
+  for (let i = 0; i < 200; i++) await send(randomBytes(1 + (i % 120)))
+  // Still a DHT node: a lookup through it works, and an announce through it is stored.
+  const node = new DhtDiscovery({
+    bootstrap: [head.address], infoHash: INFO_HASH, host: '127.0.0.1', port: 41020,
+    onPeers: () => {}, onWarning: (line) => t.fail(line)
+  })
+  t.teardown(() => node.stop())
+  node.start()
+  await waitUntil(() => head.announced(INFO_HASH.toString('hex')) === 1)
+  t.pass('the head took a node\'s announce after the hostile datagrams')
+  t.ok(head.counts().badMessages >= 1, `messages whose handling threw were dropped (${head.counts().badMessages})`)
+})
+
+t.test('p2prun -n 4 --discovery dht: no tracker announce; the nodes meet in the DHT and serve each other', async (t) => {
+  const s = await scratch(t)
+  const dirs = launchDirs(s)
+  const app = path.join(s.dir, 'hello')
+  await promisify(execFile)(path.join(ROOT, 'examples/hello/build.sh'), ['--no-mpi', app])
+  await writeFile(path.join(app, 'libs/libdata.so'), randomBytes(8_000_000))
+  const r = await launch(s, dirs, ['-n', '4', '--launcher', 'local', '--discovery', 'dht', '--libs', path.join(app, 'libs'), '--stats', path.join(app, 'app')],
+    { P2PRUN_NODE_PER_RANK: '1', P2PRUN_UPLOAD_LIMIT: String(4 * 1024 * 1024), P2PRUN_DEBUG: '2' })
+  t.equal(r.exitCode, 0, String(r.stderr))
+  t.equal(r.stdout.match(/hello, world, from libgreet; count 262150; plugin loaded/g)?.length, 4, 'four ranks ran')
+  t.match(r.stderr, /p2prun: 4 nodes announced in the head's DHT node;/, 'every node announced itself in the DHT')
+  const ratio = Number(r.stderr.match(/head sent .* = ([\d.]+)x the/)?.[1])
+  t.ok(ratio > 0 && ratio < 3, `the head sent ${ratio}x the set to 4 nodes: nodes served each other`)
+  // The agents' kept logs say where they looked for peers, and end with their counters.
+  const logs = await readdir(path.join(dirs.run, 'logs'))
+  t.equal(logs.length, 4, 'one kept log per node')
+  let fromPeers = 0
+  for (const name of logs) {
+    const text = await readFile(path.join(dirs.run, 'logs', name), 'utf8')
+    t.match(text, / peers: from the DHT, bootstrapped from [\d.]+:\d+\n/, `${name}: peers from the DHT, not a tracker`)
+    fromPeers += Number(text.match(/"fromPeers":(\d+)/)?.[1] ?? 0)
+  }
+  t.ok(fromPeers > 0, `the nodes got ${fromPeers} bytes from each other`)
+  await rm(path.join(dirs.run, 'logs'), { recursive: true })
+  await nothingLeft(t, s, dirs)
+})
+
+t.test('serve --discovery dht: its --out description names the DHT node and no tracker; fetches of it meet there', async (t) => {
+  const { dir, libs, file } = await describedTree(t, { files: { 'liba.so': 3_000_000, 'libb.so': 2_000_000 } })
+  const out = path.join(dir, 'launch.p2p.torrent')
+  const head = execa(CLI, ['serve', file, '--source', libs, '--host', '127.0.0.1', '--open', '--discovery', 'dht', '--out', out,
+    '--upload-limit', String(2 * 1024 * 1024)], { env: cleanEnv(), extendEnv: false, reject: false, stdin: 'ignore' })
+  t.teardown(() => { head.kill('SIGTERM') })
+  const m = await waitForLine(head, /^serving infohash=\S+ tracker=\S+ seeder=(\S+) dht=(\S+)$/)
+  const desc = parseDescription(await readFile(out))
+  t.same(desc.trackers, [], 'no tracker in the description')
+  t.same(desc.dhtNodes, [m[2]], 'BEP 5 nodes: the head\'s DHT node')
+  t.same(desc.seeders, [m[1]], 'and the seeder')
+  const fetches = await Promise.all(['a', 'b', 'c'].map((name) => p2prun(['fetch', out, '--out', path.join(dir, name), '--store-dir', dir])))
+  for (const [i, r] of fetches.entries()) {
+    t.equal(r.exitCode, 0, `fetch ${i}: ${r.stderr}`)
+    t.same(await snapshotTree(path.join(dir, ['a', 'b', 'c'][i] as string)), await snapshotTree(libs), `fetch ${i}: every byte`)
+  }
+  // Which route found a peer (the DHT, or the head's peer exchange) the unit tests above tell apart.
+  t.ok(fetches.some((r) => / from the head, \S+ [KM]iB from peers/.test(r.stderr)), 'the fetches served each other')
+})
+
+/** Polls `check` every 20 ms, at most 500 times: the DHT has no event for "stored by another node". */
+async function waitUntil (check: () => boolean): Promise<void> {
+  for (let i = 0; i < 500 && !check(); i++) await new Promise((resolve) => setTimeout(resolve, 20))
+  if (!check()) throw new Error('gave up waiting')
+}

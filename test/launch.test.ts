@@ -125,6 +125,8 @@ t.test('bad launches: one line each, a non-zero exit, nothing left', async (t) =
     ['libs missing', ['-n', '2', '--launcher', 'local', '--libs', path.join(s.dir, 'nope'), app], {}, /^p2prun: error: library directory .*nope does not exist/, 1],
     ['no libs, and a library the program needs is on no search path', ['-n', '2', '--launcher', 'local', app], {}, /^p2prun: error: libgreet\.so\.1: cannot open shared object file: No such file or directory \(needed by \S+\/app\) \(hint: /, 1],
     ['launcher not installed', ['-n', '2', '--launcher', 'mpich', '--libs', libs, app], { PATH: '/nonexistent' }, /^p2prun: error: the mpich launcher is not installed on this host \(hint: apt-get install mpich\)/, 1],
+    ['--discovery dht with an I/O node\'s head', ['-n', '2', '--launcher', 'local', '--seeder', `http://127.0.0.1:${closed}/announce`, '--discovery', 'dht', '--libs', libs, app], {},
+      /^p2prun: error: with --seeder, nodes find each other through that head's tracker: --discovery dht needs the launch's own head \(hint: leave out --seeder, or --discovery\)$/m, 2],
     ['seeder unreachable', ['-n', '2', '--launcher', 'local', '--seeder', `http://127.0.0.1:${closed}/announce`, '--libs', libs, app], {}, /^p2prun: error: the seeder at http:\/\/127\.0\.0\.1:\d+\/announce is unreachable: ECONNREFUSED/, 1]
   ]
   for (const [name, args, env, pattern, code] of cases) {

@@ -3,7 +3,7 @@
 // with the secret it was started with; a Slurm job's detached head builds its spec the same way.
 import type { Config } from '../config.ts'
 import { peerShareable, type Description } from '../description.ts'
-import { networkReason, P2prunError } from '../errors.ts'
+import { networkReason, P2prunError, usageError } from '../errors.ts'
 import type { Head } from '../head.ts'
 import type { SourceLayout } from '../source-layout.ts'
 import { newJobSecret, secretFromEnv, withProof } from '../swarm/job-auth.ts'
@@ -22,6 +22,10 @@ export async function launchHead (desc: Description, layout: SourceLayout, confi
   if (seeder === undefined) {
     const { startHead } = await import('../head.ts')
     return startHead(desc, layout, config, warn, newJobSecret())
+  }
+  if (config.discovery === 'dht') {
+    throw usageError('with --seeder, nodes find each other through that head\'s tracker: --discovery dht needs the launch\'s own head',
+      'leave out --seeder, or --discovery')
   }
   const secret = secretFromEnv(process.env)
   const trackerUrl = seeder.endsWith('/announce') ? seeder : `${seeder.replace(/\/$/, '')}/announce`

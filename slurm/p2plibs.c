@@ -1,5 +1,6 @@
 /*
- * p2plibs: SPANK plugin adding --p2plibs=DIR[,DIR...] to sbatch, salloc and srun.
+ * p2plibs: SPANK plugin adding --p2plibs=DIR[,DIR...] (or auto:PROGRAM: what PROGRAM loads) to
+ * sbatch, salloc and srun.
  *
  * It has no logic of its own; p2prun does the work:
  *   - allocator/local context (sbatch, salloc, srun creating an allocation): runs
@@ -8,8 +9,10 @@
  *     the prolog/epilog as SPANK_P2PRUN_JOB and to the job as SLURM_SPANK_P2PRUN_JOB
  *     (spank_job_control_setenv; spank_setenv is not available in the allocator context). An srun
  *     inside such a job finds the spec in its environment and starts nothing.
- *   - remote context, per task (slurm_spank_task_init): prepends the library path the prolog's
- *     agent wrote for this node to LD_LIBRARY_PATH, and sets P2PRUN_JOB for p2prun in the job.
+ *   - remote context, per task (slurm_spank_task_init): applies the environment the prolog's
+ *     agent wrote for this node (the library path first on LD_LIBRARY_PATH; with auto, the audit
+ *     module that sends DT_RPATH and absolute dlopen loads to the mount, and PYTHONPATH), and sets
+ *     P2PRUN_JOB for p2prun in the job.
  *
  * plugstack.conf arguments: p2prun=PATH (the p2prun binary), run_dir=DIR (p2prun's run dir on the
  * nodes), mount_root=DIR (where nodes mount), store_dir=DIR (where nodes keep the bytes),
@@ -49,9 +52,9 @@ static int on_p2plibs(int val, const char *optarg, int remote)
 }
 
 static struct spank_option p2plibs_option = {
-	"p2plibs", "DIR[,DIR...]",
-	"Load the job's shared libraries peer-to-peer from DIR(s) (p2prun): every node mounts them "
-	"and tasks get them first on LD_LIBRARY_PATH",
+	"p2plibs", "DIR[,DIR...]|auto:PROGRAM",
+	"Load the job's shared libraries peer-to-peer from DIR(s), or what PROGRAM loads (p2prun): "
+	"every node mounts them and tasks get them first on LD_LIBRARY_PATH",
 	1, 0, on_p2plibs
 };
 
@@ -141,6 +144,32 @@ int slurm_spank_init_post_opt(spank_t sp, int ac, char **av)
 	return 0;
 }
 
+/*
+ * One line of the node state's task-env file: NAME=VALUE sets NAME; NAME^=VALUE puts VALUE before
+ * the task's own value (':'), NAME+=VALUE after it (lib/session/rank-env.ts says which and why).
+ */
+static int apply_task_env(spank_t sp, char *line)
+{
+	static char own[PATH_MAX * 8], both[PATH_MAX * 16];
+	line[strcspn(line, "\n")] = '\0';
+	char *eq = strchr(line, '=');
+	if (!eq || eq == line)
+		return line[0] ? -1 : 0;
+	char op = eq[-1] == '^' || eq[-1] == '+' ? eq[-1] : '=';
+	if (op != '=')
+		eq[-1] = '\0';
+	*eq = '\0';
+	const char *name = line, *value = eq + 1;
+	if (op != '=' && spank_getenv(sp, name, own, sizeof own) == ESPANK_SUCCESS && own[0]) {
+		if (op == '^')
+			snprintf(both, sizeof both, "%s:%s", value, own);
+		else
+			snprintf(both, sizeof both, "%s:%s", own, value);
+		value = both;
+	}
+	return spank_setenv(sp, name, value, 1) == ESPANK_SUCCESS ? 0 : -1;
+}
+
 int slurm_spank_task_init(spank_t sp, int ac, char **av)
 {
 	(void)ac;
@@ -148,35 +177,36 @@ int slurm_spank_task_init(spank_t sp, int ac, char **av)
 	if (!p2plibs)
 		return 0;
 	uint32_t job_id;
-	static char ldpath[PATH_MAX * 4], old[PATH_MAX * 8], both[sizeof ldpath + sizeof old + 2], spec[SPEC_MAX];
+	static char line[PATH_MAX * 8], spec[SPEC_MAX];
 	char node[256], file[sizeof run_dir + 300];
 	if (spank_get_item(sp, S_JOB_ID, &job_id) != ESPANK_SUCCESS ||
 	    spank_getenv(sp, "SLURMD_NODENAME", node, sizeof node) != ESPANK_SUCCESS) {
 		slurm_error("p2plibs: cannot tell this task's job and node");
 		return -1;
 	}
-	/* The node state's ldpath file, as lib/session/node-state.ts lays it out (the same name mangling). */
+	/* The node state's task-env file, as lib/session/node-state.ts lays it out (the same name mangling). */
 	for (char *c = node; *c; c++)
 		if (!(*c == '.' || *c == '-' || *c == '_' || (*c >= '0' && *c <= '9') || (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z')))
 			*c = '_';
-	snprintf(file, sizeof file, "%s/job-slurm-%u-%s/ldpath", run_dir, job_id, node);
+	snprintf(file, sizeof file, "%s/job-slurm-%u-%s/task-env", run_dir, job_id, node);
 	FILE *f = fopen(file, "r");
-	if (!f || !fgets(ldpath, sizeof ldpath, f)) {
+	if (!f) {
 		slurm_error("p2plibs: no p2prun mount on node %s (%s missing: did the Prolog hook run?)", node, file);
-		if (f)
-			fclose(f);
 		return -1;
 	}
+	int rc = 0;
+	while (rc == 0 && fgets(line, sizeof line, f))
+		if (apply_task_env(sp, line) != 0) {
+			slurm_error("p2plibs: cannot set the task's environment from %s", file);
+			rc = -1;
+		}
 	fclose(f);
-	ldpath[strcspn(ldpath, "\n")] = '\0';
-	if (spank_getenv(sp, "LD_LIBRARY_PATH", old, sizeof old) == ESPANK_SUCCESS && old[0])
-		snprintf(both, sizeof both, "%s:%s", ldpath, old);
-	else
-		snprintf(both, sizeof both, "%s", ldpath);
+	if (rc != 0)
+		return rc;
 	/* For p2prun inside the job: the job's spec (which says where the prolog's agents keep their state). */
 	if (spank_getenv(sp, "SLURM_SPANK_P2PRUN_JOB", spec, sizeof spec) == ESPANK_SUCCESS)
 		spank_setenv(sp, "P2PRUN_JOB", spec, 0);
-	return spank_setenv(sp, "LD_LIBRARY_PATH", both, 1) == ESPANK_SUCCESS ? 0 : -1;
+	return 0;
 }
 
 int slurm_spank_exit(spank_t sp, int ac, char **av)

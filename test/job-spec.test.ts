@@ -7,6 +7,7 @@ import t from 'tap'
 import { loadConfig } from '../lib/config.ts'
 import { randomBytes } from 'node:crypto'
 import { decodeJob, descriptionOf, encodeJob, JOB_SPEC_VERSION, launchEnvironment, nodeSettings, SPEC_DESCRIPTION_MAX, specDescription, type JobSpec } from '../lib/session/job-spec.ts'
+import { applyTaskEnv, taskEnv } from '../lib/session/rank-env.ts'
 import { p2prun } from './helpers/cli.ts'
 
 async function spec (): Promise<JobSpec> {
@@ -59,6 +60,18 @@ t.test('the description rides in the spec when it fits, and comes out as it went
   t.equal(specDescription(randomBytes(SPEC_DESCRIPTION_MAX)), undefined, 'too large for one environment string: left to peers')
   t.throws(() => descriptionOf({ ...job, description: 'AAAA' }), { code: 'USAGE', message: /^P2PRUN_JOB is corrupt \(its description does not inflate/ })
   t.throws(() => decodeJob(raw({ ...job, description: 'not base64!' })), { message: 'P2PRUN_JOB is corrupt (description is not valid)' })
+})
+
+t.test('a rank\'s environment: the mount before the task\'s own paths, the audit module after its own', async (t) => {
+  const job = { ...await spec(), libDirs: ['', 'lib'], pythonPath: ['py'], redirect: { whole: ['/a'], some: ['/b', '/c'] } }
+  const entries = taskEnv(job, '/m', '/inst/p2prun-audit.so')
+  t.same(applyTaskEnv(entries, {}), {
+    LD_LIBRARY_PATH: '/m:/m/lib', P2PRUN_MOUNT: '/m', LD_AUDIT: '/inst/p2prun-audit.so', P2PRUN_AUDIT_MOUNT: '/m',
+    P2PRUN_AUDIT_WHOLE: '/a', P2PRUN_AUDIT_SOME: '/b:/c', PYTHONPATH: '/m/py'
+  })
+  t.match(applyTaskEnv(entries, { LD_LIBRARY_PATH: '/u', LD_AUDIT: '/own.so', PYTHONPATH: '/p', P2PRUN_MOUNT: '/old' }),
+    { LD_LIBRARY_PATH: '/m:/m/lib:/u', LD_AUDIT: '/own.so:/inst/p2prun-audit.so', PYTHONPATH: '/m/py:/p', P2PRUN_MOUNT: '/m' })
+  t.same(taskEnv(job, '/m', undefined).map((e) => e.name), ['LD_LIBRARY_PATH', 'P2PRUN_MOUNT', 'PYTHONPATH'], 'no audit module: no LD_AUDIT')
 })
 
 t.test('only the spec and the node-local variables go to the ranks', async (t) => {

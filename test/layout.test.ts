@@ -8,7 +8,7 @@ import { ROOT } from './helpers/cli.ts'
 
 const OWNER = 'lib/session/node-state.ts'
 /** The names node-state.ts gives the run directory's files, and how other code would spell them. */
-const RUN_DIR_NAMES = ['agent.lock', 'agent.log', 'ready.json', 'failed.json', 'ldpath', "'ranks'", "'reported'", '`job-', "'job-", '}@${']
+const RUN_DIR_NAMES = ['agent.lock', 'agent.log', 'ready.json', 'failed.json', 'task-env', "'ranks'", "'reported'", '`job-', "'job-", '}@${']
 
 async function sources (dir: string): Promise<string[]> {
   const out: string[] = []
@@ -24,7 +24,7 @@ t.test('no module but lib/session/node-state.ts names a file of the run director
   const files = (await Promise.all(['lib', 'launcher', 'bin', 'hooks', 'scripts'].map(sources))).flat()
   t.ok(files.includes(OWNER) && files.length > 40, `the scan sees the sources (${files.length} files)`)
   const owner = await readFile(path.join(ROOT, OWNER), 'utf8')
-  for (const name of ['agent.lock', 'agent.log', 'ready.json', 'failed.json', 'ldpath']) t.ok(owner.includes(name), `the owner names ${name}`)
+  for (const name of ['agent.lock', 'agent.log', 'ready.json', 'failed.json', 'task-env']) t.ok(owner.includes(name), `the owner names ${name}`)
   const offenders: string[] = []
   for (const file of files.filter((f) => f !== OWNER)) {
     const text = await readFile(path.join(ROOT, file), 'utf8')
@@ -36,7 +36,7 @@ t.test('no module but lib/session/node-state.ts names a file of the run director
 t.test('the SPANK plugin reads the one file node-state.ts documents for it, and no other', async (t) => {
   const plugin = await readFile(path.join(ROOT, 'slurm/p2plibs.c'), 'utf8')
   const owner = await readFile(path.join(ROOT, OWNER), 'utf8')
-  t.match(owner, /ldpath\s+.*slurm\/p2plibs\.c reads/, 'node-state.ts documents ldpath as the plugin\'s file')
-  t.match(plugin, /"%s\/job-slurm-%u-%s\/ldpath"/, 'the plugin builds that path')
-  for (const name of RUN_DIR_NAMES.filter((n) => n !== 'ldpath' && !n.includes('job-'))) t.notOk(plugin.includes(name), `no ${name}`)
+  t.match(owner, /task-env\s+[^]*?the one file slurm\/p2plibs\.c reads/, 'node-state.ts documents task-env as the plugin\'s file')
+  t.match(plugin, /"%s\/job-slurm-%u-%s\/task-env"/, 'the plugin builds that path')
+  for (const name of RUN_DIR_NAMES.filter((n) => n !== 'task-env' && !n.includes('job-'))) t.notOk(plugin.includes(name), `no ${name}`)
 })

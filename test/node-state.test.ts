@@ -29,7 +29,7 @@ t.test('a ready record reaches the waiting ranks; none in time is a timeout nami
   const state = NodeState.of(t.testdir(), 'abcd1234', 'n1')
   await state.create()
   const waiting = state.waitReady('node n1', 60_000)
-  await state.ready({ mountPoint: '/m', pid: 7, storePath: '/s' }, '/m/lib')
+  await state.ready({ mountPoint: '/m', pid: 7, storePath: '/s' }, [{ name: 'LD_LIBRARY_PATH', op: 'prepend', value: '/m/lib' }])
   t.same(await waiting, { mountPoint: '/m', pid: 7, storePath: '/s' })
   const other = NodeState.of(t.testdir(), 'abcd1234', 'n2')
   await other.create()

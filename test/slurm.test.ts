@@ -10,6 +10,7 @@ import { randomBytes } from 'node:crypto'
 import t, { type Test } from 'tap'
 import { ROOT } from './helpers/cli.ts'
 import { mountsUnder } from './helpers/launch.ts'
+import { buildLoadPrograms } from './helpers/load-programs.ts'
 import { scratch } from './helpers/scratch.ts'
 
 const run = promisify(execFile)
@@ -84,6 +85,27 @@ t.test('srun -N 4 --p2plibs directly; a job without --p2plibs is untouched', asy
   const plain = await slurm('srun', ['-N', '2', 'sh', '-c', 'echo "LD=[$LD_LIBRARY_PATH] JOB=[${P2PRUN_JOB:-}]"'])
   t.equal(plain.code, 0, plain.stderr)
   t.same(plain.stdout.trim().split('\n'), ['LD=[] JOB=[]', 'LD=[] JOB=[]'], 'no p2prun environment in a plain job')
+  await nothingLeft(t)
+})
+
+t.test('--p2plibs=auto:PROGRAM: what the program loads, through its DT_RPATH too, comes from each node\'s mount', async (t) => {
+  const s = await scratch(t)
+  const p = await buildLoadPrograms(path.join(s.dir, 'progs'))
+  const out = path.join(s.dir, 'auto.txt')
+  const r = await slurm('sbatch', ['--wait', '-N', '4', `--p2plibs=auto:${p.rpathApp}`, '-o', out, '--wrap', `srun ${p.rpathApp}`])
+  t.equal(r.code, 0, r.stderr)
+  const output = await readFile(out, 'utf8')
+  const mapped = [...output.matchAll(/^mapped (\S*librp\.so\.1)$/gm)].map((m) => m[1] as string)
+  t.equal(mapped.length, 4, `four tasks mapped librp.so.1: ${output}`)
+  // Its DT_RPATH names the shared directory, searched before LD_LIBRARY_PATH: only the audit module,
+  // which the task hook set from the node state, sends the lookup to the node's mount.
+  const inMount = new RegExp(`^${STATE}/mnt/slurm-\\d+-n[1-4]${p.rpathLibDir}/librp\\.so\\.1$`)
+  t.equal(mapped.filter((m) => inMount.test(m)).length, 4, `each from its node's mount: ${mapped.join(' ')}`)
+  t.equal(new Set(mapped).size, 4, 'four mounts')
+  const bare = await slurm('sbatch', ['--p2plibs=auto', '--wrap', 'true'])
+  t.not(bare.code, 0)
+  t.match(bare.stderr, /--p2plibs=auto needs the program whose libraries to serve \(hint: --p2plibs=auto:\.\/app/)
+  t.notMatch(bare.stdout, /Submitted batch job/, 'no job was queued')
   await nothingLeft(t)
 })
 

@@ -6,7 +6,7 @@ import { describeLayout } from '../../lib/describe.ts'
 import { layoutOf } from '../../lib/source-layout.ts'
 import { printable, quote, usageError } from '../../lib/errors.ts'
 import { AUTO_LIBS, LIBS_POLICIES, type LibsPolicy } from '../../lib/config.ts'
-import { formatChoices, launchSet } from '../launch-set.ts'
+import { formatChoices, launchSet } from '../../lib/session/launch-set.ts'
 import { DESCRIPTION_SUFFIX, readDescription, writeAtomically } from '../../lib/description-file.ts'
 import { action, collect } from '../cli-support.ts'
 

@@ -17,7 +17,7 @@ import { NodeState } from '../../lib/session/node-state.ts'
 import { runForeground } from '../../lib/session/process.ts'
 import { ANY_LAUNCHER_VALUES, chooseLauncher, type ChosenLauncher } from '../launchers/index.ts'
 import { splitRunArgs, type RunArgs } from '../run-args.ts'
-import { formatChoices, launchSet } from '../launch-set.ts'
+import { formatChoices, launchSet } from '../../lib/session/launch-set.ts'
 
 const LOCAL_CLEANUP_WAIT_MS = 15_000
 const PROGRESS_MS = 500

@@ -6,7 +6,9 @@
 //     ranks/<pid>               each rank's process, registered before anything can fail
 //     ready.json                the agent's ReadyRecord, once its mount is up
 //     failed.json               a FailureRecord, if the agent failed before that (the first failure wins)
-//     ldpath                    the library path as one line: the one file slurm/p2plibs.c reads
+//     task-env                  a rank's environment (rank-env.ts), one variable a line: NAME=VALUE
+//                               sets it, NAME^=VALUE puts VALUE before the task's own (':'),
+//                               NAME+=VALUE after it: the one file slurm/p2plibs.c reads
 //     agent.log                 the agent's stdout and stderr
 //     reported                  made by the one rank that reports the node's failure
 //     left/<pid>                ranks that saw the failure and left
@@ -23,6 +25,7 @@ import { setTimeout as delay } from 'node:timers/promises'
 import { failureError, P2prunError, type FailureRecord } from '../errors.ts'
 import { writeAtomic } from '../files.ts'
 import { isAlive } from './process.ts'
+import type { TaskEnvEntry } from './rank-env.ts'
 
 /** What the agent tells the node's ranks once its mount is up. */
 export interface ReadyRecord {
@@ -34,7 +37,7 @@ export interface ReadyRecord {
 const READY = 'ready.json'
 const FAILED = 'failed.json'
 const LOCK = 'agent.lock'
-const LDPATH = 'ldpath'
+const TASK_ENV = 'task-env'
 const LOG = 'agent.log'
 const REPORTED = 'reported'
 const RANKS = 'ranks'
@@ -98,8 +101,9 @@ export class NodeState {
     return createOnce(path.join(this.dir, REPORTED))
   }
 
-  async ready (record: ReadyRecord, ldPath: string): Promise<void> {
-    await writeFile(path.join(this.dir, LDPATH), `${ldPath}\n`)
+  async ready (record: ReadyRecord, env: readonly TaskEnvEntry[]): Promise<void> {
+    const ops = { set: '=', prepend: '^=', append: '+=' }
+    await writeFile(path.join(this.dir, TASK_ENV), env.map((e) => `${e.name}${ops[e.op]}${e.value}\n`).join(''))
     await writeAtomic(path.join(this.dir, READY), JSON.stringify(record))
   }
 

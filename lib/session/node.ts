@@ -9,7 +9,7 @@ import { debugLevel } from '../debug.ts'
 import type { Description } from '../description.ts'
 import { failureOf, networkReason, P2prunError } from '../errors.ts'
 import type { JobSecret } from '../swarm/job-auth.ts'
-import { descriptionOf, encodeJob, expandTemplate, JOB_ENV, libraryPath, type JobSpec } from './job-spec.ts'
+import { descriptionOf, encodeJob, expandTemplate, JOB_ENV, type JobSpec } from './job-spec.ts'
 import { NodeState } from './node-state.ts'
 
 export interface AgentLaunch {
@@ -86,7 +86,11 @@ export async function runAgent (launch: AgentLaunch, stop: Promise<unknown>, log
   const counters = () => log(`stats ${JSON.stringify(agent.stats())}`)
   const every = debug >= 2 ? setInterval(counters, DEBUG_STATS_MS) : undefined
   try {
-    await state.ready({ mountPoint: agent.mountPoint, pid: process.pid, storePath: agent.storePath }, libraryPath(agent.mountPoint, job.libDirs, undefined))
+    // For Slurm's task hook (a --p2plibs job's srun tasks run no rank step of ours).
+    const { existingAuditModule, AUDIT_MISSING, taskEnv } = await import('./rank-env.ts')
+    const audit = job.redirect ? await existingAuditModule() : undefined
+    if (job.redirect && !audit) log(`warning: ${AUDIT_MISSING}`)
+    await state.ready({ mountPoint: agent.mountPoint, pid: process.pid, storePath: agent.storePath }, taskEnv(job, agent.mountPoint, audit))
     log(`${agent.mountPoint} ready for the ranks on ${node}`)
     await (launch.untilStopped ? stop : Promise.race([stop, state.ranksEnded(launch.expect ?? 0)]))
   } finally {

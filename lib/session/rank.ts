@@ -3,12 +3,11 @@
 // the node's first rank, wait until its mount is ready, check the program, and return what the
 // shell then execs it with: the LD_LIBRARY_PATH, the program's path in the mount when the set was
 // made from its load closure, and the audit module that sends the loader's other lookups there.
-import { access } from 'node:fs/promises'
 import path from 'node:path'
 import { AlreadyReported, P2prunError } from '../errors.ts'
 import { findExecutable } from '../files.ts'
-import { AUDIT_FILE, distFile } from '../dist-files.ts'
-import { decodeJob, JOB_ENV, launchIdOf, libraryPath, type JobSpec } from './job-spec.ts'
+import { decodeJob, JOB_ENV, launchIdOf, type JobSpec } from './job-spec.ts'
+import { applyTaskEnv, AUDIT_MISSING, existingAuditModule, taskEnv } from './rank-env.ts'
 import { spawnAgent } from './node.ts'
 import { NodeState } from './node-state.ts'
 import { nodeIdentity, type NodeIdentity } from './rank-identity.ts'
@@ -40,13 +39,7 @@ export async function prepareRank (program: readonly string[], pid: number, cli:
     await state.leaveFailed(pid, node.localSize)
     throw first ? err : new AlreadyReported()
   })
-  const ldPath = libraryPath(ready.mountPoint, job.libDirs, env.LD_LIBRARY_PATH)
-  const exported = {
-    // The program may want its own files from the mount (data beside the libraries, plugins).
-    P2PRUN_MOUNT: ready.mountPoint,
-    ...await auditEnv(ready.mountPoint, job, node, env),
-    ...(job.pythonPath ? { PYTHONPATH: libraryPath(ready.mountPoint, job.pythonPath, env.PYTHONPATH) } : {})
-  }
+  const { LD_LIBRARY_PATH: ldPath = '', ...exported } = applyTaskEnv(taskEnv(job, ready.mountPoint, await auditModule(job, node)), env)
   if (job.program !== undefined) return { libraryPath: ldPath, program: path.join(ready.mountPoint, job.program), env: exported }
   const name = program[0] as string
   if (!(await findExecutable(name, env))) {
@@ -56,25 +49,14 @@ export async function prepareRank (program: readonly string[], pid: number, cli:
 }
 
 /**
- * LD_AUDIT for a rank whose set came from its program's closure: DT_RPATH (searched before
- * LD_LIBRARY_PATH) and absolute dlopen paths would otherwise load from the shared file system. A
- * program's own LD_AUDIT modules stay, before ours. Without the module (not built) the launch goes
- * on with LD_LIBRARY_PATH alone, and rank 0 says so once.
+ * The audit module, for a rank whose set came from its program's closure: DT_RPATH (searched
+ * before LD_LIBRARY_PATH) and absolute dlopen paths would otherwise load from the shared file
+ * system. Without the module (not built) the launch goes on with LD_LIBRARY_PATH alone, and rank 0
+ * says so once.
  */
-async function auditEnv (mountPoint: string, job: JobSpec, node: NodeIdentity, env: NodeJS.ProcessEnv): Promise<Record<string, string> | undefined> {
+async function auditModule (job: JobSpec, node: NodeIdentity): Promise<string | undefined> {
   if (!job.redirect) return undefined
-  const module = distFile(AUDIT_FILE)
-  if (!(await access(module).then(() => true, () => false))) {
-    if (node.rank === 0 && !job.node.quiet) {
-      process.stderr.write(`p2prun: warning: ${module} is missing: libraries found through DT_RPATH or loaded by absolute path come from their original place (hint: rebuild with npm run build)\n`)
-    }
-    return undefined
-  }
-  const previous = env.LD_AUDIT
-  return {
-    LD_AUDIT: previous ? `${previous}:${module}` : module,
-    P2PRUN_AUDIT_MOUNT: mountPoint,
-    P2PRUN_AUDIT_WHOLE: job.redirect.whole.join(':'),
-    P2PRUN_AUDIT_SOME: job.redirect.some.join(':')
-  }
+  const module = await existingAuditModule()
+  if (!module && node.rank === 0 && !job.node.quiet) process.stderr.write(`p2prun: warning: ${AUDIT_MISSING}\n`)
+  return module
 }

@@ -1,17 +1,17 @@
 // A Slurm job's session, behind the SPANK plugin (slurm/p2plibs.c) and the prolog/epilog hooks:
-//   head     at submit time: describe the directories, start a detached head, hand back the job spec
+//   head     at submit time: describe the directories (or what a program loads: auto:PROGRAM),
+//            start a detached head, hand back the job spec
 //   prolog   as root on every node: start the node's agent for the job (as the job's user), wait for it
 //   epilog   as root on every node: stop it, leave nothing behind, tell the head the job ended
 // The plugin hands the spec to the prolog and epilog as SPANK_P2PRUN_JOB.
 import { spawn } from 'node:child_process'
 import { chown, rm, rmdir } from 'node:fs/promises'
 import path from 'node:path'
-import { loadConfig } from '../config.ts'
-import { describeLayout } from '../describe.ts'
+import { AUTO_LIBS, loadConfig } from '../config.ts'
 import { failureLine, P2prunError, usageError } from '../errors.ts'
-import { layoutOf } from '../source-layout.ts'
 import { newJobSecret } from '../swarm/job-auth.ts'
 import { jobSpecOf } from './head.ts'
+import { launchSet } from './launch-set.ts'
 import { decodeJob, encodeJob, JOB_ENV, launchIdOf, SLURM_LAUNCH, type JobSpec } from './job-spec.ts'
 import { spawnAgent } from './node.ts'
 import { NodeState } from './node-state.ts'
@@ -27,14 +27,35 @@ export function jobOfHook (env: NodeJS.ProcessEnv): JobSpec | undefined {
   return raw ? decodeJob(raw) : undefined
 }
 
+/** What `--p2plibs=` names: directories, and `auto:PROGRAM` for what PROGRAM loads (one program). */
+export interface SlurmLibs {
+  /** Absolute directories, and AUTO_LIBS with a program. */
+  readonly libs: readonly string[]
+  readonly program?: string
+}
+
+export function slurmLibs (values: readonly string[], cwd: string): SlurmLibs {
+  const programs = values.filter((v) => v === AUTO_LIBS || v.startsWith(`${AUTO_LIBS}:`)).map((v) => v.slice(AUTO_LIBS.length + 1))
+  const dirs = values.filter((v) => v !== AUTO_LIBS && !v.startsWith(`${AUTO_LIBS}:`)).map((d) => path.resolve(cwd, d))
+  if (programs.length === 0) {
+    if (dirs.length === 0) throw usageError('--p2plibs names no directory', '--p2plibs=DIR[,DIR...], or --p2plibs=auto:./app for what ./app loads')
+    return { libs: dirs }
+  }
+  const [program, other] = programs
+  if (program === '') throw usageError(`--p2plibs=${AUTO_LIBS} needs the program whose libraries to serve`, `--p2plibs=${AUTO_LIBS}:./app (the program the job's srun steps run)`)
+  if (other !== undefined) throw usageError(`--p2plibs names two programs (${program}, ${other}): a job serves one program's closure`, 'name the one its steps run, and add the other\'s library directory')
+  // A name without a slash is looked up on PATH, as the job's steps will; a path is made absolute here.
+  return { libs: [...dirs, AUTO_LIBS], program: program?.includes('/') ? path.resolve(cwd, program) : program }
+}
+
 /**
  * Starts `p2prun head-daemon` detached (it outlives sbatch; the job's epilog stops it) and returns
  * the job spec it hands back once ready; its failure, a record on the same pipe, becomes ours.
  */
-export async function startDetachedHead (cli: readonly string[], libs: readonly string[], mountRoot: string | undefined): Promise<string> {
+export async function startDetachedHead (cli: readonly string[], p2plibs: SlurmLibs, mountRoot: string | undefined): Promise<string> {
   const [file, ...args] = cli as [string, ...string[]]
-  const child = spawn(file, [...args, 'head-daemon', ...libs.flatMap((l) => ['--libs', path.resolve(l)]),
-    ...(mountRoot ? ['--mount-root', mountRoot] : []), '--notify-fd', '3'], {
+  const child = spawn(file, [...args, 'head-daemon', ...p2plibs.libs.flatMap((l) => ['--libs', l]),
+    ...(p2plibs.program ? ['--program', p2plibs.program] : []), ...(mountRoot ? ['--mount-root', mountRoot] : []), '--notify-fd', '3'], {
     detached: true,
     stdio: ['ignore', 'ignore', 'ignore', 'pipe']
   })
@@ -49,7 +70,7 @@ export async function startDetachedHead (cli: readonly string[], libs: readonly 
  * The detached head: tells `notify` "ok SPEC" or "error REASON", then serves until an epilog stops
  * it, a signal comes, or the queue holds none of its jobs (cancelled while pending: no epilog runs).
  */
-export async function runHeadDaemon (libs: readonly string[], mountRoot: string | undefined, notify: (line: string) => Promise<void>,
+export async function runHeadDaemon (p2plibs: SlurmLibs, mountRoot: string | undefined, notify: (line: string) => Promise<void>,
   untilSignal: Promise<unknown>): Promise<void> {
   // The plugin's node settings (run_dir, store_dir, mode) arrive here as P2PRUN_* and go into the spec.
   const config = await loadConfig({ flags: {}, env: process.env, cwd: process.cwd() })
@@ -58,14 +79,13 @@ export async function runHeadDaemon (libs: readonly string[], mountRoot: string 
   let head
   let job: JobSpec
   try {
-    if (libs.length === 0) throw usageError('--p2plibs names no directory')
-    const layout = layoutOf(libs)
-    // P2PRUN_FOLLOW_SYMLINKS in sbatch's environment, or follow-symlinks: in a settings file.
-    const desc = await describeLayout(layout, { followSymlinks: config.followSymlinks })
+    // P2PRUN_FOLLOW_SYMLINKS (and P2PRUN_LIBS_POLICY) in sbatch's environment, or in a settings file.
+    const { desc, layout, placement } = await launchSet(p2plibs.libs, p2plibs.program ?? '', config.libsPolicy,
+      { env: process.env, cwd: process.cwd(), describe: { followSymlinks: config.followSymlinks } })
     const { startHead } = await import('../head.ts')
     head = await startHead(desc, layout, config, (line) => process.stderr.write(`p2prun slurm head: warning: ${line}\n`), newJobSecret(),
       (jobId, stop) => { void jobs.ended(jobId).then((none) => { if (none) stop() }) })
-    job = jobSpecOf(head, desc, layout, config, { launchId: SLURM_LAUNCH, mountPoint: `${mountRoot ?? desc.mountPoint}/%j-%n`, placement: { libDirs: layout.dirs.map((d) => d.name) }, stopUrl: head.stopUrl, inline: false })
+    job = jobSpecOf(head, desc, layout, config, { launchId: SLURM_LAUNCH, mountPoint: `${mountRoot ?? desc.mountPoint}/%j-%n`, placement, stopUrl: head.stopUrl, inline: false })
   } catch (err) {
     await notify(`error ${failureLine(err)}`)
     throw err

@@ -5,15 +5,15 @@
 //   set, so every path the loader meets names the same file under the mount.
 import { existsSync } from 'node:fs'
 import path from 'node:path'
-import { describeLayout, describeMirror, type DescribeOptions } from '../lib/describe.ts'
-import type { Description } from '../lib/description.ts'
-import type { JobSpec } from '../lib/session/job-spec.ts'
-import { AUTO_LIBS, type LibsPolicy } from '../lib/config.ts'
-import { programSet, type Choice } from '../lib/program-set.ts'
-import { layoutOf, type SourceLayout } from '../lib/source-layout.ts'
-import { isWithin, programFile } from '../lib/files.ts'
-import { loadClosure } from '../lib/load-closure.ts'
-import { sourceError } from '../lib/errors.ts'
+import { describeLayout, describeMirror, type DescribeOptions } from '../describe.ts'
+import type { Description } from '../description.ts'
+import type { JobSpec } from './job-spec.ts'
+import { AUTO_LIBS, type LibsPolicy } from '../config.ts'
+import { programSet, type Choice } from '../program-set.ts'
+import { layoutOf, type SourceLayout } from '../source-layout.ts'
+import { isWithin, programFile } from '../files.ts'
+import { loadClosure } from '../load-closure.ts'
+import { sourceError } from '../errors.ts'
 
 
 export interface LaunchSet {

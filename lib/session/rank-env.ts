@@ -1,0 +1,58 @@
+// What a rank's program runs with, beside the environment it was started with: the library path
+// into the mount, the audit module and its settings (a set made from the program's load closure),
+// PYTHONPATH (Python packages served), P2PRUN_MOUNT. One definition for the two ways a rank gets
+// it: p2prun's rank step (rank.ts) applies it itself; under `srun` in a --p2plibs job, Slurm's task
+// hook applies what the node's agent wrote to the node state (node-state.ts, read by
+// slurm/p2plibs.c).
+import { access } from 'node:fs/promises'
+import { AUDIT_FILE, distFile } from '../dist-files.ts'
+import { libraryPath, type JobSpec } from './job-spec.ts'
+
+/** set: replaces; prepend: ours, then the task's own (':'); append: the task's own, then ours. */
+export type TaskEnvOp = 'set' | 'prepend' | 'append'
+
+export interface TaskEnvEntry {
+  readonly name: string
+  readonly op: TaskEnvOp
+  readonly value: string
+}
+
+/**
+ * The entries for `job`'s ranks on a node whose mount is at `mountPoint`. `auditModule`: the
+ * audit module's path, or undefined where it is missing (then DT_RPATH and absolute dlopen loads
+ * go where they point; the caller says so).
+ */
+export function taskEnv (job: JobSpec, mountPoint: string, auditModule: string | undefined): TaskEnvEntry[] {
+  const entries: TaskEnvEntry[] = [
+    { name: 'LD_LIBRARY_PATH', op: 'prepend', value: libraryPath(mountPoint, job.libDirs, undefined) },
+    // The program may want its own files from the mount (data beside the libraries, plugins).
+    { name: 'P2PRUN_MOUNT', op: 'set', value: mountPoint }
+  ]
+  if (job.redirect && auditModule) {
+    // A program's own LD_AUDIT modules stay, before ours.
+    entries.push({ name: 'LD_AUDIT', op: 'append', value: auditModule },
+      { name: 'P2PRUN_AUDIT_MOUNT', op: 'set', value: mountPoint },
+      { name: 'P2PRUN_AUDIT_WHOLE', op: 'set', value: job.redirect.whole.join(':') },
+      { name: 'P2PRUN_AUDIT_SOME', op: 'set', value: job.redirect.some.join(':') })
+  }
+  if (job.pythonPath) entries.push({ name: 'PYTHONPATH', op: 'prepend', value: libraryPath(mountPoint, job.pythonPath, undefined) })
+  return entries
+}
+
+/** The audit module, if this installation has it (a tree never built has none). */
+export async function existingAuditModule (): Promise<string | undefined> {
+  const module = distFile(AUDIT_FILE)
+  return await access(module).then(() => true, () => false) ? module : undefined
+}
+
+export const AUDIT_MISSING = `${distFile(AUDIT_FILE)} is missing: libraries found through DT_RPATH or loaded by absolute path come from their original place (hint: rebuild with npm run build)`
+
+/** The values `entries` give, each combined with `env`'s own. */
+export function applyTaskEnv (entries: readonly TaskEnvEntry[], env: NodeJS.ProcessEnv): Record<string, string> {
+  const out: Record<string, string> = {}
+  for (const { name, op, value } of entries) {
+    const own = env[name]
+    out[name] = op === 'set' || !own ? value : op === 'prepend' ? `${value}:${own}` : `${own}:${value}`
+  }
+  return out
+}

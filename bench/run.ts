@@ -136,7 +136,7 @@ async function timeNodes (n: number, script: (k: number) => string): Promise<Nod
       if (startCpu) startCpus[k - 1] = (Number(startCpu[1]) + Number(startCpu[2])) / CLOCK_TICKS
     })
     const r = await child
-    if (times[k - 1] === undefined) throw new Error(`node ${k} failed (exit ${r.exitCode}): ${String(r.stderr).slice(-500)}`)
+    if (times[k - 1] === undefined) throw new Error(`node ${k} failed (exit ${r.exitCode}): ${String(r.stderr).slice(-6000)}`)
   })
   try {
     await Promise.all(runs)

@@ -1,9 +1,13 @@
-// What a program will load, found the way glibc's dynamic loader finds it — without running the
+// What a program will load, found the way its dynamic loader finds it — without running the
 // program (ldd may execute it): the program, then breadth-first every DT_NEEDED, each searched in
-// the loader's order: DT_RPATH of the needing object and of the objects that loaded it (unless it
-// has DT_RUNPATH), LD_LIBRARY_PATH, its DT_RUNPATH, the loader's cache, the default directories.
-// A candidate of another class or machine is skipped, as the loader skips it.
-import { realpathSync, statSync } from 'node:fs'
+// the loader's order. glibc's: DT_RPATH of the needing object and of the objects that loaded it
+// (unless it has DT_RUNPATH), LD_LIBRARY_PATH, its DT_RUNPATH, the loader's cache, the default
+// directories. musl's (a program whose interpreter is ld-musl-*): LD_LIBRARY_PATH, then the
+// DT_RUNPATH or else DT_RPATH of the needing object and of those that loaded it, then the system
+// path (/etc/ld-musl-ARCH.path, or /lib:/usr/local/lib:/usr/lib); no cache; libc.so and its
+// siblings (libm, libpthread…) are the loader itself. A candidate of another class or machine is
+// skipped, as the loader skips it.
+import { readFileSync, realpathSync, statSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { readElf, HOST_ELF, machineName, type ElfInfo } from './elf.ts'
@@ -72,6 +76,7 @@ export async function loadClosure (program: string, options: ClosureOptions): Pr
   const interpreter = exe.interpreter ? loadable(exe.interpreter) : undefined
   if (exe.interpreter) byName.set(path.basename(exe.interpreter), root)
   if (interpreter?.soname) byName.set(interpreter.soname, root)
+  const musl = exe.interpreter ? muslArch(exe.interpreter) : undefined
   const libraryPath = splitPath(options.env.LD_LIBRARY_PATH)
   // The executable's $ORIGIN is where the kernel found it: /proc/self/exe, symlinks resolved.
   const origins = new Map<LoadedObject, string>([[root, path.dirname(realpathSync(program))]])
@@ -80,8 +85,9 @@ export async function loadClosure (program: string, options: ClosureOptions): Pr
   for (let i = 0; i < objects.length; i++) {
     const from = objects[i] as LoadedObject
     for (const name of from.elf.needed) {
-      if (byName.has(name)) continue
-      const found = locate(name, from, { cwd: options.cwd, libraryPath, cache, defaultDirs, originOf, root })
+      if (byName.has(name) || (musl !== undefined && MUSL_BUILTIN.test(name))) continue
+      const ctx = { cwd: options.cwd, libraryPath, cache, defaultDirs, originOf, root }
+      const found = musl === undefined ? locate(name, from, ctx) : locateMusl(name, from, ctx, options.defaultDirs ?? muslSystemPath(musl))
       if (!found) {
         throw sourceError(`${name}: cannot open shared object file: No such file or directory (needed by ${from.path})`,
           'build or install it, or add its directory to LD_LIBRARY_PATH before launching')
@@ -112,28 +118,59 @@ interface SearchContext {
 }
 
 function locate (name: string, from: LoadedObject, ctx: SearchContext): { path: string, elf: ElfInfo, foundBy: FoundBy } | undefined {
-  const tryFile = (file: string, foundBy: FoundBy) => {
-    const elf = loadable(file)
-    return elf ? { path: file, elf, foundBy } : undefined
+  if (name.includes('/')) return inDirs([path.dirname(path.resolve(ctx.cwd, name))], path.basename(name), 'path')
+  if (from.elf.runpath.length === 0) {
+    // DT_RPATH of the needing object, then of each object up the chain that loaded it, then the program's.
+    for (let o: LoadedObject | undefined = from; o; o = o.neededBy) {
+      const hit = inDirs(expand(o.elf.rpath, ctx.originOf(o)), name, 'RPATH')
+      if (hit) return hit
+    }
   }
-  if (name.includes('/')) return tryFile(path.resolve(ctx.cwd, name), 'path')
-  const inDirs = (dirs: readonly string[], foundBy: FoundBy) => {
-    for (const dir of dirs) {
-      const hit = tryFile(path.join(dir, name), foundBy)
+  return inDirs(ctx.libraryPath, name, 'LD_LIBRARY_PATH') ??
+    inDirs(expand(from.elf.runpath, ctx.originOf(from)), name, 'RUNPATH') ??
+    (from.elf.noDefaultLib ? undefined : inDirs((ctx.cache.get(name) ?? []).map(path.dirname), name, 'cache') ?? inDirs(ctx.defaultDirs, name, 'default'))
+}
+
+/** Names musl's loader answers itself: its libc holds what glibc splits into these libraries. */
+const MUSL_BUILTIN = /^lib(c|pthread|rt|m|dl|util|xnet|resolv|crypt)\.so(\.\d+)*$/
+
+/** The architecture in a musl loader's name (ld-musl-x86_64.so.1: x86_64); undefined: not musl's. */
+function muslArch (interpreter: string): string | undefined {
+  return /^ld-musl-(.+)\.so\.1$/.exec(path.basename(interpreter))?.[1]
+}
+
+/** musl's system path: its path file's directories (newlines or colons), else its built-in ones. */
+function muslSystemPath (arch: string): string[] {
+  let text: string
+  try {
+    text = readFileSync(`/etc/ld-musl-${arch}.path`, 'utf8')
+  } catch {
+    return ['/lib', '/usr/local/lib', '/usr/lib']
+  }
+  return text.split(/[\n:]/).map((d) => d.trim()).filter((d) => path.isAbsolute(d))
+}
+
+function locateMusl (name: string, from: LoadedObject, ctx: SearchContext, systemPath: readonly string[]): { path: string, elf: ElfInfo, foundBy: FoundBy } | undefined {
+  if (name.includes('/')) return inDirs([path.dirname(path.resolve(ctx.cwd, name))], path.basename(name), 'path')
+  const inChain = () => {
+    for (let o: LoadedObject | undefined = from; o; o = o.neededBy) {
+      const [dirs, foundBy]: [readonly string[], FoundBy] = o.elf.runpath.length > 0 ? [o.elf.runpath, 'RUNPATH'] : [o.elf.rpath, 'RPATH']
+      const hit = inDirs(expand(dirs, ctx.originOf(o)), name, foundBy)
       if (hit) return hit
     }
     return undefined
   }
-  if (from.elf.runpath.length === 0) {
-    // DT_RPATH of the needing object, then of each object up the chain that loaded it, then the program's.
-    for (let o: LoadedObject | undefined = from; o; o = o.neededBy) {
-      const hit = inDirs(expand(o.elf.rpath, ctx.originOf(o)), 'RPATH')
-      if (hit) return hit
-    }
+  return inDirs(ctx.libraryPath, name, 'LD_LIBRARY_PATH') ?? inChain() ?? inDirs(systemPath, name, 'default')
+}
+
+/** The first of `dirs` that holds a loadable `name`. */
+function inDirs (dirs: readonly string[], name: string, foundBy: FoundBy): { path: string, elf: ElfInfo, foundBy: FoundBy } | undefined {
+  for (const dir of dirs) {
+    const file = path.join(dir, name)
+    const elf = loadable(file)
+    if (elf) return { path: file, elf, foundBy }
   }
-  return inDirs(ctx.libraryPath, 'LD_LIBRARY_PATH') ??
-    inDirs(expand(from.elf.runpath, ctx.originOf(from)), 'RUNPATH') ??
-    (from.elf.noDefaultLib ? undefined : inDirs((ctx.cache.get(name) ?? []).map(path.dirname), 'cache') ?? inDirs(ctx.defaultDirs, 'default'))
+  return undefined
 }
 
 /** An ELF object the loader would map: of this host's class and machine; anything else is skipped. */

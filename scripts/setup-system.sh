@@ -10,7 +10,7 @@
 # With --bench also what bench/ needs: sshfs, socat and sftp-server (the shared-file-system
 # baseline), python3-dev (the Python extension-module workload), gnuplot-nox (the plots).
 set -euo pipefail
-packages=(fuse3 libfuse3-dev pkg-config build-essential procps iproute2 man-db python3 python3-dev python3-venv lmod openmpi-bin libopenmpi-dev mpich libmpich-dev slurm-wlm munge libslurm-dev hpcc)
+packages=(fuse3 libfuse3-dev pkg-config build-essential musl-tools procps iproute2 man-db python3 python3-dev python3-venv lmod openmpi-bin libopenmpi-dev mpich libmpich-dev slurm-wlm munge libslurm-dev hpcc)
 [ "${1:-}" != --bench ] || packages+=(sshfs socat openssh-sftp-server gnuplot-nox)
 missing=()
 for p in "${packages[@]}"; do

@@ -147,6 +147,44 @@ t.test('a static program: served and run from the mount, with no loader to audit
   await nothingLeft(t, s, dirs)
 })
 
+t.test('a musl program: its closure found as musl\'s loader searches (libc.so is the loader; LD_LIBRARY_PATH before DT_RPATH), its libraries from the mount', async (t) => {
+  const s = await scratch(t)
+  const dirs = launchDirs(s)
+  const libs = path.join(s.dir, 'rpath-libs')
+  await mkdir(libs)
+  await writeFile(path.join(s.dir, 'greet.c'), 'const char *greet(void) { return "musl greet"; }\n')
+  await writeFile(path.join(s.dir, 'app.c'), MUSL_APP)
+  await run('musl-gcc', ['-shared', '-fPIC', '-o', path.join(libs, 'libmgreet.so'), path.join(s.dir, 'greet.c')])
+  const app = path.join(s.dir, 'musl-app')
+  await run('musl-gcc', ['-o', app, path.join(s.dir, 'app.c'), `-L${libs}`, '-lmgreet', `-Wl,--disable-new-dtags,-rpath,${libs}`])
+  const closure = await loadClosure(app, { env: {}, cwd: s.dir })
+  t.same(closure.objects.map((o) => [o.name, o.foundBy]), [['musl-app', 'program'], ['libmgreet.so', 'RPATH']], 'libc.so needs no file: it is the loader')
+  const r = await launch(s, dirs, ['-n', '2', '--launcher', 'local', app], { P2PRUN_NODE_PER_RANK: '1' })
+  t.equal(r.exitCode, 0, r.stderr)
+  t.match(r.stderr, /^p2prun: warning: the program's loader \/lib\/ld-musl-\S+ \(musl\) takes no LD_AUDIT modules: libraries it loads by absolute path \(dlopen\) come from their original place/, 'said once')
+  t.equal(r.stderr.trim().split('\n').length, 1, 'one line')
+  const mapped = [...r.stdout.matchAll(/^mapped (\S+)$/gm)].map((m) => m[1] as string)
+  t.equal(mapped.length, 2, 'both ranks ran')
+  t.ok(mapped.every((m) => m.startsWith(`${dirs.mounts}/`) && m.endsWith(`${libs}/libmgreet.so`)),
+    `its DT_RPATH library came from the mount (musl searches LD_LIBRARY_PATH first): ${mapped.join(' ')}`)
+  await nothingLeft(t, s, dirs)
+})
+
+const MUSL_APP = `#include <stdio.h>
+#include <string.h>
+const char *greet(void);
+int main(void) {
+  char line[4096];
+  FILE *maps = fopen("/proc/self/maps", "r");
+  puts(greet());
+  while (maps && fgets(line, sizeof line, maps)) {
+    char *file = strchr(line, '/');
+    if (file && strstr(file, "libmgreet")) { printf("mapped %s", file); break; }
+  }
+  return 0;
+}
+`
+
 const STATIC_APP = `#include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>

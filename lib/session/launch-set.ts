@@ -63,12 +63,16 @@ export async function launchSet (libs: readonly string[], program: string, polic
 
 /**
  * Whether ranks can load p2prun's audit module: glibc's loader takes LD_AUDIT; a static program
- * has no loader (and nothing to redirect); another loader (musl's) ignores the variable, so
- * DT_RPATH and absolute dlopen loads go where they point, and the launch says so.
+ * has no loader (and nothing to redirect); another loader ignores the variable, so what only the
+ * module would redirect goes where it points, and the launch says so. musl's searches
+ * LD_LIBRARY_PATH before DT_RPATH: only its absolute dlopen loads escape the mount.
  */
 function auditable (loader: string | undefined): { ok: boolean, warning?: string } {
   if (loader === undefined) return { ok: false }
   if (/^ld-linux|^ld64\.so|^ld\.so/.test(path.basename(loader))) return { ok: true }
+  if (/^ld-musl-/.test(path.basename(loader))) {
+    return { ok: false, warning: `the program's loader ${loader} (musl) takes no LD_AUDIT modules: libraries it loads by absolute path (dlopen) come from their original place (hint: load them by name, from a directory on LD_LIBRARY_PATH)` }
+  }
   return { ok: false, warning: `the program's loader ${loader} takes no LD_AUDIT modules: libraries found through DT_RPATH or loaded by absolute path come from their original place (hint: put their directories on LD_LIBRARY_PATH)` }
 }
 

@@ -131,8 +131,11 @@ function locate (name: string, from: LoadedObject, ctx: SearchContext): { path: 
     (from.elf.noDefaultLib ? undefined : inDirs((ctx.cache.get(name) ?? []).map(path.dirname), name, 'cache') ?? inDirs(ctx.defaultDirs, name, 'default'))
 }
 
-/** Names musl's loader answers itself: its libc holds what glibc splits into these libraries. */
-const MUSL_BUILTIN = /^lib(c|pthread|rt|m|dl|util|xnet|resolv|crypt)\.so(\.\d+)*$/
+/**
+ * Names musl's loader answers itself, never opening a file: "lib" and one of these stems and a dot
+ * (libc.so, libm.so.6, libpthread.so.0…), its reserved list; its libc holds what glibc splits.
+ */
+const MUSL_BUILTIN = /^lib(c|pthread|rt|m|dl|util|xnet)\./
 
 /** The architecture in a musl loader's name (ld-musl-x86_64.so.1: x86_64); undefined: not musl's. */
 function muslArch (interpreter: string): string | undefined {

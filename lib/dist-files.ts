@@ -8,6 +8,8 @@ import { fileURLToPath } from 'node:url'
 export const NATIVE_FILE = 'p2prun-native.node'
 /** The LD_AUDIT module ranks load (native/audit.c). */
 export const AUDIT_FILE = 'p2prun-audit.so'
+/** The rank step of every rank but a node's first, without Node (native/rank-step.c; bin/p2prun-rank runs it). */
+export const RANK_STEP_FILE = 'p2prun-rank-step'
 
 export function distFile (name: string): string {
   const here = path.dirname(fileURLToPath(import.meta.url))

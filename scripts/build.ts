@@ -12,7 +12,7 @@ import { existsSync } from 'node:fs'
 import { rm } from 'node:fs/promises'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { AUDIT_FILE, NATIVE_FILE } from '../lib/dist-files.ts'
+import { AUDIT_FILE, NATIVE_FILE, RANK_STEP_FILE } from '../lib/dist-files.ts'
 
 const root = path.dirname(path.dirname(fileURLToPath(import.meta.url)))
 const outdir = path.join(root, 'dist')
@@ -44,20 +44,25 @@ const headers = [path.join(root, 'node_modules/node/node_modules', platformPacka
   .find((dir) => existsSync(path.join(dir, 'node_api.h')))
 if (!headers) throw new Error(`cannot build ${NATIVE_FILE}: Node's headers (${platformPackage}) are missing (hint: run \`npm ci\`)`)
 const sources = ['addon.c', 'socket-low-water.c', 'fuse-server.c', 'fuse-table.c', 'process-exit.c'].map((name) => path.join(root, 'native', name))
+let fuse3: string[]
 try {
-  const fuse3 = execFileSync('pkg-config', ['--cflags', '--libs', 'fuse3'], { encoding: 'utf8' }).trim().split(/\s+/)
-  execFileSync('cc', ['-O2', '-Wall', '-Wextra', '-Werror', '-shared', '-fPIC', '-I', headers,
-    ...sources, ...fuse3, '-o', path.join(outdir, NATIVE_FILE)], { stdio: 'inherit' })
+  fuse3 = execFileSync('pkg-config', ['--cflags', '--libs', 'fuse3'], { encoding: 'utf8' }).trim().split(/\s+/)
 } catch (err) {
-  throw new Error(`cannot build ${NATIVE_FILE}: ${(err as Error).message} ` +
-    '(hint: install a C compiler, pkg-config and libfuse3-dev: scripts/setup-system.sh)')
+  throw new Error(`cannot build ${NATIVE_FILE}: ${(err as Error).message} (hint: install pkg-config and libfuse3-dev: scripts/setup-system.sh)`)
 }
+cc(NATIVE_FILE, ['-shared', '-fPIC', '-I', headers, ...sources, ...fuse3], 'install a C compiler, pkg-config and libfuse3-dev: scripts/setup-system.sh')
 
 // The LD_AUDIT module ranks load when their set came from the program's load closure
 // (lib/session/rank.ts): plain C against libc alone, so any glibc node can load it.
-try {
-  execFileSync('cc', ['-O2', '-Wall', '-Wextra', '-Werror', '-shared', '-fPIC', path.join(root, 'native/audit.c'),
-    '-o', path.join(outdir, AUDIT_FILE)], { stdio: 'inherit' })
-} catch (err) {
-  throw new Error(`cannot build ${AUDIT_FILE}: ${(err as Error).message} (hint: install a C compiler: scripts/setup-system.sh)`)
+cc(AUDIT_FILE, ['-shared', '-fPIC', path.join(root, 'native/audit.c')])
+// The rank step of a node's other ranks (bin/p2prun-rank): a program, against libc alone.
+cc(RANK_STEP_FILE, [path.join(root, 'native/rank-step.c')])
+
+/** cc with warnings as errors, into dist/; a failure names what could not be built and what to install. */
+function cc (output: string, args: readonly string[], hint = 'install a C compiler: scripts/setup-system.sh'): void {
+  try {
+    execFileSync('cc', ['-O2', '-Wall', '-Wextra', '-Werror', ...args, '-o', path.join(outdir, output)], { stdio: 'inherit' })
+  } catch (err) {
+    throw new Error(`cannot build ${output}: ${(err as Error).message} (hint: ${hint})`)
+  }
 }

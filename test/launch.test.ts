@@ -91,7 +91,7 @@ t.test('P2PRUN_DEBUG=2: each node agent keeps its log, with the description\'s r
 for (const [name, mpicc, extra] of [['openmpi', 'mpicc.openmpi', ROOT_MPI], ['mpich', 'mpicc.mpich', []]] as const) {
   t.test(`${name}: 4 MPI ranks load their libraries from the mount; exit codes propagate`, async (t) => {
     const { s, dirs, app, libs } = await example(t, mpicc)
-    const r = await launch(s, dirs, ['-n', '4', '--launcher', name, ...extra, '--libs', libs, app])
+    const r = await launch(s, dirs, ['-n', '4', '--launcher', name, ...extra, '--libs', libs, app], { P2PRUN_DEBUG: '2' })
     t.equal(r.exitCode, 0, r.stderr)
     for (let rank = 0; rank < 4; rank++) {
       t.match(r.stdout, new RegExp(`^rank ${rank}/4 hello, world, from libgreet`, 'm'), `rank ${rank} of 4 ran under MPI`)
@@ -99,6 +99,10 @@ for (const [name, mpicc, extra] of [['openmpi', 'mpicc.openmpi', ROOT_MPI], ['mp
     const byRank = libraryMounts(r.stdout, dirs.mounts)
     t.equal(byRank.size, 4, 'all four ranks mapped their libraries from the mount')
     t.equal(new Set([...byRank.values()].flatMap((m) => [...m])).size, 1, 'one node, one agent, one mount')
+    // Local rank 0's step starts the agent (Node); the others' steps are native/rank-step.c.
+    const native = [...r.stderr.matchAll(/^p2prun rank: node \S+: local rank (\d) ready without Node$/gm)].map((m) => m[1]).sort()
+    t.same(native, ['1', '2', '3'], 'local ranks 1-3 ran the rank step without Node')
+    await rm(path.join(dirs.run, 'logs'), { recursive: true, force: true })
     const failing = await launch(s, dirs, ['-n', '2', '--launcher', name, ...extra, '--libs', libs, 'sh', '-c', 'exit 7'])
     t.equal(failing.exitCode, 7, 'the program\'s exit code is p2prun\'s')
     await nothingLeft(t, s, dirs)

@@ -1,0 +1,246 @@
+/*
+ * p2prun-rank-step PID PROGRAM [ARGS...]: the rank step without Node, for every rank of a node but
+ * its first. bin/p2prun-rank runs it before `p2prun rank-prepare`: a rank whose launcher gives it a
+ * local rank above 0 does not start the node's agent (local rank 0's step does), so all it needs is
+ * to register PID (the shell that becomes the program) with the node's state, wait for the agent's
+ * mount, and print what the shell execs the program with: the library path, the program's path in
+ * the mount (or an empty line: as given), then NAME=VALUE lines to export, as rank-prepare prints
+ * them. A Node process per rank cost ~0.08 CPU-s and 54 MB; this costs a few milliseconds.
+ *
+ * It reads formats that TypeScript modules own, and no more of them than it needs:
+ *   P2PRUN_JOB     lib/session/job-spec.ts: base64url of the JSON JSON.stringify wrote (version,
+ *                  launchId, node.runDir, node.startTimeoutMs, program);
+ *   the node state lib/session/node-state.ts: ranks/PID, ready.json (mountPoint), failed.json,
+ *                  task-env (lib/session/rank-env.ts: NAME=, NAME^=, NAME+=).
+ * Whatever it does not expect (no local rank or local rank 0, one rank per node, another spec
+ * version, a string it would have to unescape, an agent that failed or was not ready in time, a
+ * program not found) makes it exit 100: the shell then runs the Node step, which does all of this
+ * itself and reports any failure in its own words.
+ */
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#define FALL_BACK 100
+
+static char *job_json;
+
+static void fall_back(void) { exit(FALL_BACK); }
+
+/* base64url (no padding) to bytes, NUL-terminated. */
+static char *base64url_decode(const char *in)
+{
+	size_t n = strlen(in);
+	char *out = malloc(n * 3 / 4 + 4);
+	if (!out)
+		fall_back();
+	unsigned bits = 0, have = 0;
+	size_t o = 0;
+	for (const char *p = in; *p && *p != '='; p++) {
+		int v = *p >= 'A' && *p <= 'Z' ? *p - 'A' : *p >= 'a' && *p <= 'z' ? *p - 'a' + 26 : *p >= '0' && *p <= '9' ? *p - '0' + 52 :
+			*p == '-' ? 62 : *p == '_' ? 63 : -1;
+		if (v < 0)
+			fall_back();
+		bits = bits << 6 | (unsigned)v;
+		have += 6;
+		if (have >= 8) {
+			have -= 8;
+			out[o++] = (char)(bits >> have & 0xff);
+		}
+	}
+	out[o] = '\0';
+	return out;
+}
+
+/*
+ * The string value of "key" in JSON written by JSON.stringify (keys unique in the spec, no
+ * whitespace); NULL if absent. A value with escapes falls back: paths and ids carry none.
+ */
+static char *json_string(const char *json, const char *key)
+{
+	char pattern[64];
+	snprintf(pattern, sizeof pattern, "\"%s\":\"", key);
+	const char *start = strstr(json, pattern);
+	if (!start)
+		return NULL;
+	start += strlen(pattern);
+	const char *end = strchr(start, '"');
+	if (!end || memchr(start, '\\', (size_t)(end - start)))
+		fall_back();
+	return strndup(start, (size_t)(end - start));
+}
+
+static long json_number(const char *json, const char *key)
+{
+	char pattern[64];
+	snprintf(pattern, sizeof pattern, "\"%s\":", key);
+	const char *start = strstr(json, pattern);
+	if (!start)
+		fall_back();
+	char *end;
+	long v = strtol(start + strlen(pattern), &end, 10);
+	if (*end != ',' && *end != '}')
+		fall_back();
+	return v;
+}
+
+/* The first of the launchers' local-rank variables that is set (rank-identity.ts's order). */
+static long local_rank(void)
+{
+	static const char *names[] = { "OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "PMIX_LOCAL_RANK", "SLURM_LOCALID",
+		"FLUX_TASK_LOCAL_ID", "P2PRUN_LOCAL_RANK" };
+	for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+		const char *v = getenv(names[i]);
+		if (v && *v && strspn(v, "0123456789") == strlen(v))
+			return strtol(v, NULL, 10);
+	}
+	return -1;
+}
+
+static char *read_file(const char *file)
+{
+	FILE *f = fopen(file, "r");
+	if (!f)
+		return NULL;
+	static char buf[1 << 16];
+	size_t n = fread(buf, 1, sizeof buf - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	return strdup(buf);
+}
+
+static int executable(const char *program)
+{
+	if (strchr(program, '/'))
+		return access(program, X_OK) == 0;
+	const char *path = getenv("PATH");
+	char candidate[4096];
+	for (const char *p = path ? path : ""; *p;) {
+		size_t len = strcspn(p, ":");
+		if (len > 0 && snprintf(candidate, sizeof candidate, "%.*s/%s", (int)len, p, program) < (int)sizeof candidate &&
+		    access(candidate, X_OK) == 0)
+			return 1;
+		p += len + (p[len] == ':');
+	}
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 3)
+		fall_back();
+	const char *pid = argv[1], *program = argv[2];
+	const char *raw = getenv("P2PRUN_JOB");
+	const char *per_rank = getenv("P2PRUN_NODE_PER_RANK");
+	if (!raw || (per_rank && strcmp(per_rank, "1") == 0) || local_rank() <= 0)
+		fall_back();
+	job_json = base64url_decode(raw);
+	if (strncmp(job_json, "{\"version\":1,", 13) != 0)
+		fall_back();
+	char *launch_id = json_string(job_json, "launchId"), *run_dir = json_string(job_json, "runDir");
+	char *in_mount = json_string(job_json, "program");
+	long timeout_ms = json_number(job_json, "startTimeoutMs");
+	if (!launch_id || !run_dir)
+		fall_back();
+
+	/* The node's name (rank-identity.ts's nodeName) and the state directory (node-state.ts's NodeState.of). */
+	char host[256] = "", launch[300], dir[8192], file[8400];
+	const char *node = getenv("SLURMD_NODENAME");
+	if (!node || !*node)
+		node = getenv("P2PRUN_NODE_NAME");
+	if (!node || !*node) {
+		if (gethostname(host, sizeof host - 1) != 0)
+			fall_back();
+		node = host;
+	}
+	if (strcmp(launch_id, "slurm") == 0) {
+		const char *job = getenv("SLURM_JOB_ID");
+		snprintf(launch, sizeof launch, "slurm-%s", job && *job ? job : "unknown");
+	} else {
+		snprintf(launch, sizeof launch, "%s", launch_id);
+	}
+	int n = snprintf(dir, sizeof dir, "%s/job-%s-", run_dir, launch);
+	for (const char *c = node; *c && n < (int)sizeof dir - 1; c++)
+		dir[n++] = (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') || *c == '_' || *c == '.' || *c == '-' ? *c : '_';
+	dir[n] = '\0';
+
+	/* Registered first: from now on the agent counts this rank's process (node-state.ts's create, register). */
+	mkdir(run_dir, 0700);
+	mkdir(dir, 0700);
+	snprintf(file, sizeof file, "%s/ranks", dir);
+	mkdir(file, 0700);
+	snprintf(file, sizeof file, "%s/ranks/%s", dir, pid);
+	int fd = open(file, O_WRONLY | O_CREAT | O_TRUNC, 0666);
+	if (fd < 0)
+		fall_back();
+	close(fd);
+
+	/* The agent's mount: ready.json (written atomically), or failed.json, within the start timeout. */
+	char *ready = NULL;
+	struct timespec start, now, pause = { 0, 5 * 1000 * 1000 };
+	clock_gettime(CLOCK_MONOTONIC, &start);
+	for (;;) {
+		snprintf(file, sizeof file, "%s/failed.json", dir);
+		if (access(file, F_OK) == 0)
+			fall_back();
+		snprintf(file, sizeof file, "%s/ready.json", dir);
+		if ((ready = read_file(file)))
+			break;
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		if ((now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000 > timeout_ms)
+			fall_back();
+		nanosleep(&pause, NULL);
+		if (pause.tv_nsec < 50 * 1000 * 1000)
+			pause.tv_nsec *= 2;
+	}
+	char *mount = json_string(ready, "mountPoint");
+	if (!mount || (!in_mount && !executable(program)))
+		fall_back();
+
+	/* task-env, each line combined with this process's own value (rank-env.ts's applyTaskEnv). */
+	snprintf(file, sizeof file, "%s/task-env", dir);
+	char *env = read_file(file);
+	if (!env)
+		fall_back();
+	char *library_path = NULL, *exports = calloc(1, strlen(env) * 2 + 2);
+	size_t used = 0;
+	for (char *line = strtok(env, "\n"); line; line = strtok(NULL, "\n")) {
+		char *eq = strchr(line, '=');
+		if (!eq || eq == line)
+			fall_back();
+		char op = eq[-1] == '^' || eq[-1] == '+' ? eq[-1] : '=';
+		if (op != '=')
+			eq[-1] = '\0';
+		*eq = '\0';
+		const char *own = getenv(line), *value = eq + 1;
+		char *combined;
+		if (op == '=' || !own || !*own)
+			combined = strdup(value);
+		else if (asprintf(&combined, "%s:%s", op == '^' ? value : own, op == '^' ? own : value) < 0)
+			fall_back();
+		if (strcmp(line, "LD_LIBRARY_PATH") == 0) {
+			library_path = combined;
+			continue;
+		}
+		char *grown = realloc(exports, used + strlen(line) + strlen(combined) + 3);
+		if (!grown)
+			fall_back();
+		exports = grown;
+		used += (size_t)sprintf(exports + used, "%s=%s\n", line, combined);
+	}
+	const char *debug = getenv("P2PRUN_DEBUG");
+	if (debug && atoi(debug) >= 2)
+		fprintf(stderr, "p2prun rank: node %s: local rank %ld ready without Node\n", node, local_rank());
+	printf("%s\n", library_path ? library_path : "");
+	if (in_mount)
+		printf("%s/%s\n", mount, in_mount);
+	else
+		printf("\n");
+	fputs(exports, stdout);
+	return fflush(stdout) == 0 ? 0 : FALL_BACK;
+}

@@ -162,7 +162,10 @@ export class SwarmNode implements ByteSource {
     this.have = new Bitfield(desc.pieceCount)
     this.assembly = new Assembly(desc)
     this.picker = new PiecePicker(desc.pieceCount, this.have, this.assembly)
-    this.timer = setInterval(() => this.checkTimeouts(), STALL_CHECK_MS).unref()
+    // Looked at after the loop's next I/O poll, not in the timer phase that precedes it: an agent
+    // starved of CPU (many on few cores) wakes to timers first, and blocks already in its socket
+    // buffers would count as unanswered, and their peers be dropped for it.
+    this.timer = setInterval(() => setImmediate(() => this.checkTimeouts()), STALL_CHECK_MS).unref()
   }
 
   has (entry: DescribedEntry, offset: number, length: number): boolean {
@@ -356,6 +359,7 @@ export class SwarmNode implements ByteSource {
   }
 
   private checkTimeouts (): void {
+    if (this.closing) return // closed between the timer and this look
     const expired = performance.now() - REQUEST_TIMEOUT_MS
     for (const wire of [...this.connections?.wires.values() ?? []]) {
       if ((wire.outstanding[0]?.at ?? Infinity) >= expired) continue

@@ -1,9 +1,21 @@
 // The emulated cluster (bench/cluster.sh) as the benchmark runners drive it.
 import { execa } from 'execa'
+import { writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { ROOT } from './workload.ts'
 
 export const CLUSTER = path.join(ROOT, 'bench/cluster.sh')
+
+/** Open MPI's options for one job across the compute nodes: one rank per node, started through bench/rsh-agent.sh, TCP on eth0. */
+export const mpiAcrossNodes = (hostfile: string) => ['--allow-run-as-root', '--hostfile', hostfile, '--map-by', 'ppr:1:node',
+  '--mca', 'plm_rsh_agent', path.join(ROOT, 'bench/rsh-agent.sh'), '--mca', 'plm_rsh_no_tree_spawn', '1',
+  '--mca', 'btl', 'self,tcp', '--mca', 'btl_tcp_if_include', 'eth0']
+
+/** A hostfile naming compute nodes 1..n, a slot each. */
+export async function writeHostfile (file: string, n: number): Promise<string> {
+  await writeFile(file, Array.from({ length: n }, (_, i) => `10.77.1.${i + 1} slots=1\n`).join(''))
+  return file
+}
 
 /** Bytes the server node has sent on its link: the same measure for every method. */
 export async function serverTxBytes (): Promise<number> {

@@ -11,10 +11,9 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { parseArgs } from 'node:util'
-import { CLUSTER, serverTxBytes, serveSftp, sshfsMount } from './cluster.ts'
+import { CLUSTER, mpiAcrossNodes as mpiArgs, serverTxBytes, serveSftp, sshfsMount, writeHostfile } from './cluster.ts'
 import { P2PRUN, ROOT, workload } from './workload.ts'
 
-const RSH = path.join(ROOT, 'bench/rsh-agent.sh')
 const RANK = path.join(ROOT, 'examples/hpcc/rank.sh')
 const MNT = '/p2pb/mnt'
 const HEADER = 'HPC Challenge Benchmark'
@@ -24,11 +23,6 @@ const { values: opts } = parseArgs({
 })
 const n = Number(opts.nodes)
 if (!Number.isInteger(n) || n < 2) throw new Error(`--nodes ${opts.nodes}: expected one node count of at least 2, e.g. --nodes 8 (run once per count)`)
-
-/** Open MPI across the nodes: one rank per node, started through the rsh agent, TCP on eth0. */
-const mpiArgs = (hostfile: string) => ['--allow-run-as-root', '--hostfile', hostfile, '--map-by', 'ppr:1:node',
-  '--mca', 'plm_rsh_agent', RSH, '--mca', 'plm_rsh_no_tree_spawn', '1',
-  '--mca', 'btl', 'self,tcp', '--mca', 'btl_tcp_if_include', 'eth0']
 
 /** Seconds until `report` holds HPCC's header; the job failing first is an error. */
 async function untilHeader (job: ResultPromise, report: string, t0: number): Promise<number> {
@@ -72,7 +66,7 @@ async function main (): Promise<void> {
   await execa(CLUSTER, ['up', String(n), opts.rate], { stdio: 'inherit' })
   const hostfile = path.join(ROOT, 'bench/work/hosts')
   try {
-    await writeFile(hostfile, Array.from({ length: n }, (_, i) => `10.77.1.${i + 1} slots=1\n`).join(''))
+    await writeHostfile(hostfile, n)
     const dirs = ['lib', 'openmpi', 'pmix']
     const p2p = await launch(P2PRUN, ['-n', String(n), '--launcher', 'openmpi', ...mpiArgs(hostfile),
       ...dirs.flatMap((d) => ['--libs', path.join(w.set, d)]), '--quiet', RANK])

@@ -5,6 +5,8 @@
 #   slurm/cluster.sh up [N]   start (idempotent: an already running cluster is left as it is)
 #   slurm/cluster.sh down     stop the daemons this script started (by their pid files) and cancel jobs
 #   slurm/cluster.sh env      print the SLURM_CONF line clients need
+# P2PRUN_SLURM_INSTALL=PREFIX/lib/p2prun: configure an installation's plugin, hooks and p2prun
+# (scripts/install.sh), not this tree's.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 st=${P2PRUN_SLURM_DIR:-/tmp/p2prun-slurm}
@@ -31,9 +33,11 @@ write_config() {
   chmod 711 "$st/munge"   # munged: the socket directory needs o+x
   [ -f "$st/munge/munge.key" ] || mungekey -c -k "$st/munge/munge.key"
   chmod 600 "$st/munge/munge.key"
-  make -s -C "$root/slurm" p2plibs.so
+  # P2PRUN_SLURM_INSTALL: an installation's lib/p2prun (scripts/install.sh) instead of this tree.
+  local from=${P2PRUN_SLURM_INSTALL:-$root}
+  [ -n "${P2PRUN_SLURM_INSTALL:-}" ] || make -s -C "$root/slurm" p2plibs.so
   cat > "$st/plugstack.conf" <<PLUG
-required $root/slurm/p2plibs.so p2prun=$root/bin/p2prun run_dir=$st/p2prun-run mount_root=$st/mnt store_dir=/dev/shm mode=eager
+required $from/slurm/p2plibs.so p2prun=$from/bin/p2prun run_dir=$st/p2prun-run mount_root=$st/mnt store_dir=/dev/shm mode=eager
 PLUG
   cat > "$conf" <<CONF
 ClusterName=p2prun
@@ -59,8 +63,8 @@ ReturnToService=2
 JobCompType=jobcomp/none
 AccountingStorageType=accounting_storage/none
 PrologFlags=Alloc
-Prolog=$root/hooks/prolog
-Epilog=$root/hooks/epilog
+Prolog=$from/hooks/prolog
+Epilog=$from/hooks/epilog
 PlugStackConfig=$st/plugstack.conf
 NodeName=n[1-$nodes] NodeHostname=localhost NodeAddr=127.0.0.1 Port=[$node_port-$((node_port + nodes - 1))] CPUs=2
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP

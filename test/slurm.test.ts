@@ -217,3 +217,22 @@ function watchFor (dir: string): Promise<void> {
     const w = watch(dir, () => { w.close(); resolve() })
   })
 }
+
+t.test('an installed copy (scripts/install.sh: what the Debian package carries) runs a --p2plibs job', async (t) => {
+  const { s, app, libs } = await example(t)
+  const prefix = path.join(s.dir, 'opt/p2prun')
+  await run('bash', [path.join(ROOT, 'scripts/install.sh'), '--prefix', prefix])
+  const installed = path.join(prefix, 'lib/p2prun')
+  // The cluster again, configured with the installation's plugin, hooks and p2prun.
+  await run(path.join(ROOT, 'slurm/cluster.sh'), ['down'], { env })
+  await run(path.join(ROOT, 'slurm/cluster.sh'), ['up', '4'], { env: { ...env, P2PRUN_SLURM_INSTALL: installed } })
+  const plugstack = await readFile(`${STATE}/plugstack.conf`, 'utf8')
+  t.match(plugstack, new RegExp(`^required ${installed}/slurm/p2plibs\\.so p2prun=${installed}/bin/p2prun `), 'the installation\'s plugin and p2prun')
+  const out = path.join(s.dir, 'installed.txt')
+  const r = await slurm('sbatch', ['--wait', '-N', '4', `--p2plibs=${libs}`, '-o', out, '--wrap', `srun ${app}`])
+  t.equal(r.code, 0, r.stderr)
+  const output = await readFile(out, 'utf8')
+  t.equal(output.match(/hello, world, from libgreet; count 262150; plugin loaded/g)?.length, 4, 'four nodes ran the program')
+  t.equal(mountsOf(output).size, 4, 'each from its own node\'s mount')
+  await nothingLeft(t)
+})

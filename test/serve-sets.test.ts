@@ -88,6 +88,8 @@ t.test('serve takes a description and its source, or --sets alone', async (t) =>
     const r = await p2prun(args, { env: { P2PRUN_SECRET: 'ab'.repeat(32) } })
     t.same([r.exitCode, r.stderr], [2, 'p2prun serve: error: give a description and its source, or --sets alone (hint: p2prun serve FILE --source DIR, or p2prun serve --sets DIR)'], args.join(' '))
   }
+  const dht = await p2prun(['serve', '--sets', dir, '--open', '--discovery', 'dht'])
+  t.same([dht.exitCode, dht.stderr], [2, 'p2prun serve: error: a system-wide head (--sets) has a tracker only: --discovery dht serves one set (hint: leave out --discovery, or serve the set on its own: p2prun serve FILE --source DIR --discovery dht)'])
   const missing = await p2prun(['serve', '--sets', path.join(dir, 'none'), '--open'])
   t.same([missing.exitCode, missing.stderr], [2, `p2prun serve: error: --sets ${path.join(dir, 'none')} is not a directory (hint: create it, then put NAME.p2p.torrent beside NAME there)`])
 })

@@ -59,6 +59,7 @@ export function registerServe (program: Command): void {
 async function serveSets (dir: string, config: Config, secret: JobSecret | undefined): Promise<void> {
   const sets = path.resolve(dir)
   if (!(await stat(sets).then((s) => s.isDirectory(), () => false))) throw usageError(`--sets ${sets} is not a directory`, 'create it, then put NAME.p2p.torrent beside NAME there')
+  if (config.discovery === 'dht') throw usageError('a system-wide head (--sets) has a tracker only: --discovery dht serves one set', 'leave out --discovery, or serve the set on its own: p2prun serve FILE --source DIR --discovery dht')
   const { startSetHead } = await import('../../lib/head.ts')
   const { serveSpool } = await import('../../lib/set-spool.ts')
   const signal = untilSignal()

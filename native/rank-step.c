@@ -1,29 +1,35 @@
 /*
- * p2prun-rank-step PID PROGRAM [ARGS...]: the rank step without Node, for every rank of a node but
- * its first. bin/p2prun-rank runs it before `p2prun rank-prepare`: a rank whose launcher gives it a
- * local rank above 0 does not start the node's agent (local rank 0's step does), so all it needs is
- * to register PID (the shell that becomes the program) with the node's state, wait for the agent's
- * mount, and print what the shell execs the program with: the library path, the program's path in
- * the mount (or an empty line: as given), then NAME=VALUE lines to export, as rank-prepare prints
- * them. A Node process per rank cost ~0.08 CPU-s and 54 MB; this costs a few milliseconds.
+ * p2prun-rank-step ROOT PID PROGRAM [ARGS...]: the rank step without Node. bin/p2prun-rank runs it
+ * before `p2prun rank-prepare`. For a rank whose launcher says its local rank and the node's rank
+ * count (local rank 0; the others need only their local rank), it registers PID (the shell that becomes the program) with the node's state; local rank
+ * 0 starts the node's agent (ROOT/bin/p2prun node-agent, detached, as lib/session/node.ts's
+ * spawnAgent does); every rank waits for the agent's mount and prints what the shell execs the
+ * program with: the library path, the program's path in the mount (or an empty line: as given),
+ * then NAME=VALUE lines to export, as rank-prepare prints them. A Node process per rank cost ~0.08
+ * CPU-s and 54 MB; this costs a few milliseconds. The agent is the node's one Node process.
  *
  * It reads formats that TypeScript modules own, and no more of them than it needs:
  *   P2PRUN_JOB     lib/session/job-spec.ts: base64url of the JSON JSON.stringify wrote (version,
  *                  launchId, node.runDir, node.startTimeoutMs, program);
  *   the node state lib/session/node-state.ts: ranks/PID, ready.json (mountPoint), failed.json,
  *                  task-env (lib/session/rank-env.ts: NAME=, NAME^=, NAME+=).
- * Whatever it does not expect (no local rank or local rank 0, one rank per node, another spec
- * version, a string it would have to unescape, an agent that failed or was not ready in time, a
- * program not found) makes it exit 100: the shell then runs the Node step, which does all of this
- * itself and reports any failure in its own words.
+ * Whatever it does not expect (no local rank or count, one rank per node, another spec version, a
+ * string it would have to unescape, an agent that failed or was not ready in time, a program not
+ * found) makes it exit 100: the shell then runs the Node step, which does all of this itself and
+ * reports any failure in its own words. An agent it started that exits before its mount is ready
+ * is recorded as the node's failure first (failed.json, as spawnAgent records it), so that the
+ * Node step reports it rather than waiting for an agent that will not come.
  */
 #define _GNU_SOURCE
+#include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <fcntl.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define FALL_BACK 100
@@ -89,17 +95,81 @@ static long json_number(const char *json, const char *key)
 	return v;
 }
 
-/* The first of the launchers' local-rank variables that is set (rank-identity.ts's order). */
-static long local_rank(void)
+/* The first of `names` set to a whole number; -1 if none. */
+static long first_number(const char *const *names)
 {
-	static const char *names[] = { "OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "PMIX_LOCAL_RANK", "SLURM_LOCALID",
-		"FLUX_TASK_LOCAL_ID", "P2PRUN_LOCAL_RANK" };
-	for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-		const char *v = getenv(names[i]);
+	for (; *names; names++) {
+		const char *v = getenv(*names);
 		if (v && *v && strspn(v, "0123456789") == strlen(v))
 			return strtol(v, NULL, 10);
 	}
 	return -1;
+}
+
+/* The launchers' local rank and local rank count, in rank-identity.ts's order (Slurm's count, run-length encoded, is left to the Node step). */
+static const char *const LOCAL_RANK[] = { "OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "PMIX_LOCAL_RANK", "SLURM_LOCALID",
+	"FLUX_TASK_LOCAL_ID", "P2PRUN_LOCAL_RANK", NULL };
+static const char *const LOCAL_SIZE[] = { "OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "PMIX_LOCAL_SIZE", "P2PRUN_LOCAL_SIZE", NULL };
+
+/* A JSON string literal of `s` (paths and messages: quotes and backslashes escaped, control characters dropped). */
+static void json_quote(FILE *f, const char *s)
+{
+	fputc('"', f);
+	for (; *s; s++) {
+		if (*s == '"' || *s == '\\')
+			fputc('\\', f);
+		if ((unsigned char)*s >= 0x20)
+			fputc(*s, f);
+	}
+	fputc('"', f);
+}
+
+/* The node's failure record (node-state.ts's fail: written aside, then linked into place unless one is there). */
+static void record_failure(const char *dir, const char *message, const char *hint)
+{
+	char tmp[8400], file[8400];
+	snprintf(tmp, sizeof tmp, "%s/failed.json.tmp-%d", dir, (int)getpid());
+	snprintf(file, sizeof file, "%s/failed.json", dir);
+	FILE *f = fopen(tmp, "w");
+	if (!f)
+		return;
+	fputs("{\"code\":\"LAUNCH\",\"message\":", f);
+	json_quote(f, message);
+	fputs(",\"hint\":", f);
+	json_quote(f, hint);
+	fputs("}", f);
+	if (fclose(f) == 0)
+		(void)link(tmp, file);
+	unlink(tmp);
+}
+
+/*
+ * `ROOT/bin/p2prun node-agent` for this node and launch, detached (its own session), its output
+ * appended to the node state's agent.log, no descriptor of the rank's but those; -1 if it could
+ * not be started.
+ */
+static pid_t start_agent(const char *root, const char *dir, const char *node, const char *launch, long expect)
+{
+	char cli[4096], log[8400], count[32];
+	snprintf(cli, sizeof cli, "%s/bin/p2prun", root);
+	snprintf(log, sizeof log, "%s/agent.log", dir);
+	snprintf(count, sizeof count, "%ld", expect);
+	int out = open(log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644), in = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	if (out < 0 || in < 0)
+		return -1;
+	pid_t pid = fork();
+	if (pid == 0) {
+		setsid();
+		dup2(in, 0);
+		dup2(out, 1);
+		dup2(out, 2);
+		close_range(3, ~0U, 0);
+		execl(cli, cli, "node-agent", "--node", node, "--launch-id", launch, "--expect", count, (char *)NULL);
+		_exit(127);
+	}
+	close(out);
+	close(in);
+	return pid;
 }
 
 static char *read_file(const char *file)
@@ -132,12 +202,14 @@ static int executable(const char *program)
 
 int main(int argc, char **argv)
 {
-	if (argc < 3)
+	if (argc < 4)
 		fall_back();
-	const char *pid = argv[1], *program = argv[2];
+	const char *root = argv[1], *pid = argv[2], *program = argv[3];
 	const char *raw = getenv("P2PRUN_JOB");
 	const char *per_rank = getenv("P2PRUN_NODE_PER_RANK");
-	if (!raw || (per_rank && strcmp(per_rank, "1") == 0) || local_rank() <= 0)
+	long lrank = first_number(LOCAL_RANK), lsize = first_number(LOCAL_SIZE);
+	/* Local rank 0 tells its agent how many ranks to wait for; the others need no count. */
+	if (!raw || (per_rank && strcmp(per_rank, "1") == 0) || lrank < 0 || (lrank == 0 && lsize < 1))
 		fall_back();
 	job_json = base64url_decode(raw);
 	if (strncmp(job_json, "{\"version\":1,", 13) != 0)
@@ -180,6 +252,22 @@ int main(int argc, char **argv)
 		fall_back();
 	close(fd);
 
+	/* Local rank 0 starts the agent, unless someone did (Slurm's prolog): whoever makes the lock (node-state.ts's claimAgent). */
+	pid_t agent = -1;
+	if (lrank == 0) {
+		snprintf(file, sizeof file, "%s/agent.lock", dir);
+		fd = open(file, O_WRONLY | O_CREAT | O_EXCL, 0666);
+		if (fd < 0 && errno != EEXIST)
+			fall_back();
+		if (fd >= 0) {
+			close(fd);
+			if ((agent = start_agent(root, dir, node, launch, lsize)) < 0) {
+				record_failure(dir, "the node agent could not be started", "check that p2prun is installed at the same path on every node");
+				fall_back();
+			}
+		}
+	}
+
 	/* The agent's mount: ready.json (written atomically), or failed.json, within the start timeout. */
 	char *ready = NULL;
 	struct timespec start, now, pause = { 0, 5 * 1000 * 1000 };
@@ -191,6 +279,21 @@ int main(int argc, char **argv)
 		snprintf(file, sizeof file, "%s/ready.json", dir);
 		if ((ready = read_file(file)))
 			break;
+		int status;
+		if (agent > 0 && waitpid(agent, &status, WNOHANG) == agent) {
+			char message[128], hint[8400];
+			if (WIFSIGNALED(status))
+				snprintf(message, sizeof message, "the node agent exited (SIG%s) before its mount was ready", sigabbrev_np(WTERMSIG(status)) ? sigabbrev_np(WTERMSIG(status)) : "?");
+			else
+				snprintf(message, sizeof message, "the node agent exited (code %d) before its mount was ready", WEXITSTATUS(status));
+			snprintf(hint, sizeof hint, "see %s/agent.log", dir);
+			/* Read once more: it may have written ready.json, or its own failure, before it left. */
+			snprintf(file, sizeof file, "%s/ready.json", dir);
+			if ((ready = read_file(file)))
+				break;
+			record_failure(dir, message, hint);
+			fall_back();
+		}
 		clock_gettime(CLOCK_MONOTONIC, &now);
 		if ((now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000 > timeout_ms)
 			fall_back();
@@ -235,7 +338,7 @@ int main(int argc, char **argv)
 	}
 	const char *debug = getenv("P2PRUN_DEBUG");
 	if (debug && atoi(debug) >= 2)
-		fprintf(stderr, "p2prun rank: node %s: local rank %ld ready without Node\n", node, local_rank());
+		fprintf(stderr, "p2prun rank: node %s: local rank %ld ready without Node\n", node, lrank);
 	printf("%s\n", library_path ? library_path : "");
 	if (in_mount)
 		printf("%s/%s\n", mount, in_mount);

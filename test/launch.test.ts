@@ -99,9 +99,9 @@ for (const [name, mpicc, extra] of [['openmpi', 'mpicc.openmpi', ROOT_MPI], ['mp
     const byRank = libraryMounts(r.stdout, dirs.mounts)
     t.equal(byRank.size, 4, 'all four ranks mapped their libraries from the mount')
     t.equal(new Set([...byRank.values()].flatMap((m) => [...m])).size, 1, 'one node, one agent, one mount')
-    // Local rank 0's step starts the agent (Node); the others' steps are native/rank-step.c.
+    // Every rank's step is native/rank-step.c (local rank 0's starts the agent): no Node but the agent.
     const native = [...r.stderr.matchAll(/^p2prun rank: node \S+: local rank (\d) ready without Node$/gm)].map((m) => m[1]).sort()
-    t.same(native, ['1', '2', '3'], 'local ranks 1-3 ran the rank step without Node')
+    t.same(native, ['0', '1', '2', '3'], 'every rank ran the rank step without Node')
     await rm(path.join(dirs.run, 'logs'), { recursive: true, force: true })
     const failing = await launch(s, dirs, ['-n', '2', '--launcher', name, ...extra, '--libs', libs, 'sh', '-c', 'exit 7'])
     t.equal(failing.exitCode, 7, 'the program\'s exit code is p2prun\'s')

@@ -54,7 +54,12 @@ cc(NATIVE_FILE, ['-shared', '-fPIC', '-I', headers, ...sources, ...fuse3], 'inst
 
 // The LD_AUDIT module ranks load when their set came from the program's load closure
 // (lib/session/rank.ts): plain C against libc alone, so any glibc node can load it.
-cc(AUDIT_FILE, ['-shared', '-fPIC', path.join(root, 'native/audit.c')])
+// On x86-64 and AArch64 without libc (native/audit.c says why); the compiler must not turn its copy
+// loops back into calls of the memcpy it defines.
+const freestanding = process.arch === 'x64' || process.arch === 'arm64'
+  ? ['-nostdlib', '-ffreestanding', '-fno-stack-protector', '-fno-tree-loop-distribute-patterns']
+  : []
+cc(AUDIT_FILE, ['-shared', '-fPIC', ...freestanding, path.join(root, 'native/audit.c')])
 // The rank step of a node's other ranks (bin/p2prun-rank): a program, against libc alone.
 cc(RANK_STEP_FILE, [path.join(root, 'native/rank-step.c')])
 

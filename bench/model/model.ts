@@ -14,26 +14,9 @@ import { parseArgs } from 'node:util'
 import { simulateLaunch, type LaunchResult } from './launch.ts'
 import { DEFAULTS, parseRate, type Params } from './params.ts'
 import { librarySet } from './set.ts'
-import { plotResults } from './plot.ts'
+import { plotResults, type ModelRow } from './plot.ts'
 
 const OUT = path.join(path.dirname(fileURLToPath(import.meta.url)), 'out')
-
-export interface ModelRow {
-  readonly nodes: number
-  readonly makespanS: number
-  readonly medianS: number
-  readonly p99S: number
-  readonly headUploadSets: number
-  readonly headCpuS: number
-  readonly headDescCopies: number
-  readonly agentCpuS: number
-  readonly lastRegisteredS: number
-  readonly degreeMin: number
-  readonly headConns: number
-  readonly events: number
-  /** CPU seconds this program took to simulate the row. */
-  readonly modelCpuS: number
-}
 
 function row (r: LaunchResult, setBytes: number, cpuS: number): ModelRow {
   return {

@@ -1,7 +1,24 @@
 // The model's plots, with gnuplot (as bench/plot.ts draws the bench's): makespan, median and p99
 // node finish against N; the head's upload (in sets) and CPU against N, with the 2x line.
 import { execFileSync } from 'node:child_process'
-import type { ModelRow } from './model.ts'
+
+/** One node count's results, as model.ts prints and this plots them. */
+export interface ModelRow {
+  readonly nodes: number
+  readonly makespanS: number
+  readonly medianS: number
+  readonly p99S: number
+  readonly headUploadSets: number
+  readonly headCpuS: number
+  readonly headDescCopies: number
+  readonly agentCpuS: number
+  readonly lastRegisteredS: number
+  readonly degreeMin: number
+  readonly headConns: number
+  readonly events: number
+  /** CPU seconds this program took to simulate the row. */
+  readonly modelCpuS: number
+}
 
 export function plotResults (file: string, rate: string, rows: readonly ModelRow[]): string[] {
   const base = file.replace(/\.json$/, '')

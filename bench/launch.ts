@@ -13,7 +13,7 @@ import { rm } from 'node:fs/promises'
 import path from 'node:path'
 import { parseArgs } from 'node:util'
 import { CLUSTER, mpiAcrossNodes, serverTxBytes, writeHostfile } from './cluster.ts'
-import { P2PRUN, ROOT, workload } from './workload.ts'
+import { generatedDir, P2PRUN, ROOT, workload } from './workload.ts'
 
 const { values: opts } = parseArgs({
   options: {
@@ -23,6 +23,7 @@ const { values: opts } = parseArgs({
     driver: { type: 'string', default: 'driver' }
   }
 })
+const LIBS = 200
 const n = Number(opts.nodes)
 const rounds = Number(opts.rounds)
 if (!Number.isInteger(n) || n < 2) throw new Error(`--nodes ${opts.nodes}: expected one node count of at least 2 (run once per count)`)
@@ -40,9 +41,9 @@ async function launch (args: string[], env: Record<string, string>): Promise<{ s
 
 async function main (): Promise<void> {
   if (opts.driver !== 'driver' && opts.driver !== 'python') throw new Error(`--driver ${opts.driver}: expected driver or python`)
-  const w = await workload(200, 'driver')
+  const w = await workload(LIBS, 'driver')
   const lib = path.join(w.set, 'lib')
-  const gen = path.join(ROOT, 'bench/work/pynamic-200')
+  const gen = generatedDir(LIBS)
   const python = ['/usr/bin/python3', '-S', path.join(gen, 'driver.py')]
   // Each way: p2prun's arguments after the launcher's, and the environment it is started with.
   const ways: Record<'explicit' | 'zero', { args: string[], env: Record<string, string> }> = opts.driver === 'driver'

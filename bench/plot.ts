@@ -23,8 +23,8 @@ export interface Results {
 }
 
 export function rateBits (rate: string): number {
-  const m = rate.match(/^(\d+)([kmg]?)bit$/)
-  if (!m) throw new Error(`rate ${rate}: expected e.g. 100mbit`)
+  const m = rate.match(/^(\d+(?:\.\d+)?)([kmg]?)bit$/)
+  if (!m) throw new Error(`rate ${rate}: expected e.g. 100mbit, 1gbit, 10gbit`)
   return Number(m[1]) * ({ k: 1e3, m: 1e6, g: 1e9, '': 1 } as Record<string, number>)[m[2] ?? '']!
 }
 

@@ -62,10 +62,13 @@ function driverCommand (gen: string, driver: string): (root: string) => string {
   throw new Error(`--driver ${driver}: expected driver, driver-dlopen, python or hpcc`)
 }
 
+/** Where bench/pynamic/generate.sh puts a set of NLIBS libraries, its drivers and driver.py. */
+export const generatedDir = (nlibs: number) => path.join(WORK, `pynamic-${nlibs}`)
+
 /** Generates the set if needed (bench/work/pynamic-NLIBS), lays it out and describes it. */
 export async function workload (nlibs: number, driver: string): Promise<Workload> {
   if (driver === 'hpcc') return hpccWorkload()
-  const gen = path.join(WORK, `pynamic-${nlibs}`)
+  const gen = generatedDir(nlibs)
   const set = path.join(WORK, `set-${nlibs}`)
   const run = driverCommand(gen, driver)
   const manifest = await readFile(path.join(gen, 'manifest.txt'), 'utf8').catch(() => undefined)

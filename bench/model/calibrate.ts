@@ -20,7 +20,7 @@ interface Row {
 }
 
 /** bench/README.md, "Results on this 2-core VM (2026-12-01, afternoon)", "The matrix with HEAD". */
-export const ROWS: readonly Row[] = [
+const ROWS: readonly Row[] = [
   { nodes: 8, rate: '100mbit', makespan: 5.69, agentCpu: 1.01, serverMB: 48.7, fit: true },
   { nodes: 16, rate: '100mbit', makespan: 8.93, agentCpu: 0.91, serverMB: 48.7, fit: true },
   { nodes: 32, rate: '100mbit', makespan: 18.44, agentCpu: 1.00, serverMB: 50.5, fit: true },
@@ -79,7 +79,7 @@ function fitEmulation (over: Partial<Params>): number {
 
 const pct = (model: number, measured: number) => `${((model - measured) / measured * 100).toFixed(0).padStart(4)} %`
 
-export function table (over: Partial<Params> = {}): string {
+function table (over: Partial<Params> = {}): string {
   const lines = ['| nodes | rate | makespan model / measured | error | agent CPU model / measured | error | head MB model / measured | used for |', '|---|---|---|---|---|---|---|---|']
   for (const row of ROWS) {
     const m = model(row, over)

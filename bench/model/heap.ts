@@ -10,10 +10,6 @@ export class EventQueue {
   /** Events popped so far: the model's own cost, reported with its results. */
   popped = 0
 
-  get size (): number {
-    return this.n
-  }
-
   push (time: number, kind: number, a: number, b = 0, c = 0): void {
     if (this.n === this.times.length) this.grow()
     let i = this.n++
@@ -25,11 +21,6 @@ export class EventQueue {
       i = parent
     }
     this.set(i, time, kind, a, b, c)
-  }
-
-  /** Time of the earliest event; the queue must not be empty. */
-  peekTime (): number {
-    return this.times[0] as number
   }
 
   /** Removes the earliest event into `out` ([time, kind, a, b, c]); false if none. */

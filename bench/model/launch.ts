@@ -48,13 +48,11 @@ export interface LaunchResult {
   readonly headBytes: number
   readonly headDescCopies: number
   readonly headCpu: number
-  /** Agent CPU over its whole life (until the last program was done): median and most. */
+  /** Agent CPU over its whole life (until the last program was done): the median. */
   readonly agentCpuMedian: number
-  readonly agentCpuMax: number
   /** When the last node registered with the tracker. */
   readonly lastRegistered: number
   readonly degreeMin: number
-  readonly degreeMedian: number
   readonly headConns: number
   readonly events: number
 }
@@ -196,7 +194,7 @@ class Launch {
       this.shuffleOrder(d)
       this.firstPeer[d] = Math.floor(this.rnd() * this.m)
       const at = this.p.startSpread * this.rnd()
-      this.runSliced(d, at, this.p.agentStartCpu, JOB_START, false)
+      this.runSliced(d, at, this.p.agentStartCpu, JOB_START)
     }
     const ev = new Float64Array(5)
     while (this.done < this.n && this.q.pop(ev)) {
@@ -208,7 +206,7 @@ class Launch {
 
   private dispatch (kind: number, a: number, b: number, c: number): void {
     switch (kind) {
-      case E.Slice: return this.runSliced(a, this.now, b, c, c === JOB_PROGRAM)
+      case E.Slice: return this.runSliced(a, this.now, b, c)
       case E.Started: return this.p.mode === 'launch' ? this.peek(a) : this.join(a)
       case E.PeekAgain: return this.peek(a, b)
       case E.PeekReply: return this.fetchDescription(a, b)
@@ -224,10 +222,10 @@ class Launch {
   }
 
   /** Runs a long job (an agent's start, a program) in slices on shared cores, whole on own ones. */
-  private runSliced (d: number, at: number, left: number, job: number, program: boolean): void {
+  private runSliced (d: number, at: number, left: number, job: number): void {
     if (left <= 0) return this.jobDone(d, job)
     const slice = Math.min(left, this.cpus.slice)
-    const end = program ? this.cpus.runProgram(d, at, slice) : this.cpus.run(d, at, slice)
+    const end = job === JOB_PROGRAM ? this.cpus.runProgram(d, at, slice) : this.cpus.run(d, at, slice)
     this.q.push(end, E.Slice, d, left - slice, job)
   }
 
@@ -280,7 +278,7 @@ class Launch {
     this.q.push(at, E.Registered, d)
     this.dialHead(d, 0)
     this.phase[d] = PHASE_OPEN
-    this.runSliced(d, this.now, this.p.programCpu, JOB_PROGRAM, true)
+    this.runSliced(d, this.now, this.p.programCpu, JOB_PROGRAM)
     this.openLibraries(d)
     this.q.push(this.now + TICK, E.Tick, d)
   }
@@ -503,10 +501,7 @@ class Launch {
     const m = this.m
     const N1 = this.n + 1
     const row = piece * N1
-    this.inflight[d * P + piece] = 0
-    this.inflightByPiece[row + d] = 0
-    this.inflightCount[d]--
-    this.freeSlot(d, i)
+    this.settle(d, i, piece)
     this.has[d * P + piece] = 1
     this.hasByPiece[row + d] = 1
     this.dropFromOrder(d, piece)
@@ -535,7 +530,11 @@ class Launch {
     this.fill(d, i)
   }
 
-  private freeSlot (d: number, i: number): void {
+  /** A request of `d` to its peer `i` (or the head) for `piece` is answered: no longer in flight. */
+  private settle (d: number, i: number, piece: number): void {
+    this.inflight[d * this.pieces + piece] = 0
+    this.inflightByPiece[piece * (this.n + 1) + d] = 0
+    this.inflightCount[d]--
     if (i === VIA_HEAD) {
       if (--this.headSlots[d] === 0) this.flows[HEAD]--
     } else if (--this.slots[d * this.m + i] === 0) {
@@ -546,10 +545,7 @@ class Launch {
   private rejected (d: number, piece: number): void {
     const P = this.pieces
     const m = this.m
-    this.inflight[d * P + piece] = 0
-    this.inflightByPiece[piece * (this.n + 1) + d] = 0
-    this.inflightCount[d]--
-    this.freeSlot(d, VIA_HEAD)
+    this.settle(d, VIA_HEAD, piece)
     this.backoff[d * P + piece] = this.now + this.p.headBackoff
     this.q.push(this.now + this.p.headBackoff, E.Wake, d)
     for (let j = 0; j < (this.deg[d] as number); j++) {
@@ -611,10 +607,8 @@ class Launch {
       headDescCopies: this.headDescCopies,
       headCpu: this.cpus.used[HEAD] as number,
       agentCpuMedian: quantile(cpu, 0.5),
-      agentCpuMax: cpu[cpu.length - 1] as number,
       lastRegistered: this.lastRegistered,
       degreeMin: degrees[0] as number,
-      degreeMedian: quantile(degrees, 0.5),
       headConns: this.headConns,
       events: this.q.popped
     }

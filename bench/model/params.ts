@@ -2,6 +2,8 @@
 // Times in seconds, rates in bytes per second. "fitted" parameters are set by calibrate.ts against
 // bench/README.md's rows; "measured" ones are read off bench/README.md; "assumed" ones are not
 // measured anywhere and are the first suspects when the model is wrong.
+import { HEAD_DESC_PEERS, NODE_DESC_PEERS } from '../../lib/swarm/description-exchange.ts'
+import { rateBits } from '../plot.ts'
 
 export interface Params {
   readonly nodes: number
@@ -99,8 +101,8 @@ export const DEFAULTS: Omit<Params, 'nodes' | 'rate'> = {
   headBackoff: 0.25,
   pipeline: 2,
   readPipeline: 4,
-  headDescPeers: 4,
-  nodeDescPeers: 16,
+  headDescPeers: HEAD_DESC_PEERS,
+  nodeDescPeers: NODE_DESC_PEERS,
   descPeek: 20,
   descRetry: 0.15,
   descRetryMax: 2,
@@ -110,7 +112,5 @@ export const DEFAULTS: Omit<Params, 'nodes' | 'rate'> = {
 
 /** `100mbit`, `1gbit`, `10gbit` → bytes per second. */
 export function parseRate (rate: string): number {
-  const m = rate.match(/^(\d+(?:\.\d+)?)([kmg]?)bit$/)
-  if (!m) throw new Error(`rate ${rate}: expected e.g. 100mbit, 1gbit, 10gbit`)
-  return Number(m[1]) * ({ k: 1e3, m: 1e6, g: 1e9, '': 1 } as Record<string, number>)[m[2] ?? '']! / 8
+  return rateBits(rate) / 8
 }

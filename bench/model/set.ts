@@ -3,12 +3,11 @@
 // smallest power of two ≥ 64 KiB that keeps the set under ~2,048 pieces), and which pieces the
 // driver touches. Sizes follow bench/pynamic/README.md's formula for the pad, plus an equal share
 // of the ELF overhead so that the total is the measured 48,533,312 bytes.
-export const SET_BYTES = 48_533_312
-export const LIBS = 200
+import { choosePieceLength } from '../../lib/describe.ts'
+
+const SET_BYTES = 48_533_312
+const LIBS = 200
 const KIB = 1024
-const MIN_PIECE = 64 * KIB
-const MAX_PIECE = 1024 * KIB
-const TARGET_PIECES = 2048
 /** The kernel reads ahead 128 KiB from a file's start (the header, then the code near it). */
 const FRONT_READ = 128 * KIB
 /** The loader's relocations and the data a function reads: the writable segment at the file's end. */
@@ -38,18 +37,17 @@ function padKiB (lib: number): number {
   return Math.floor(lib / 23) % 3 === 0 ? 2560 : 1024
 }
 
-export function librarySet (libs = LIBS, bytes = SET_BYTES): LibrarySet {
-  const pads = Array.from({ length: libs }, (_, i) => padKiB(i) * KIB)
-  const overhead = (bytes - pads.reduce((a, b) => a + b, 0)) / libs
+export function librarySet (): LibrarySet {
+  const pads = Array.from({ length: LIBS }, (_, i) => padKiB(i) * KIB)
+  const overhead = (SET_BYTES - pads.reduce((a, b) => a + b, 0)) / LIBS
   const sizes = pads.map((p) => Math.round(p + overhead))
   const total = sizes.reduce((a, b) => a + b, 0)
-  let pieceLength = MIN_PIECE
-  while (pieceLength < MAX_PIECE && pieceLength * TARGET_PIECES < total) pieceLength *= 2
+  const pieceLength = choosePieceLength(total)
   const pieceCount = Math.ceil(total / pieceLength)
   const pieceBytes = new Float64Array(pieceCount).fill(pieceLength)
   pieceBytes[pieceCount - 1] = total - (pieceCount - 1) * pieceLength
-  const headers = new Int32Array(libs)
-  const ends = new Int32Array(libs)
+  const headers = new Int32Array(LIBS)
+  const ends = new Int32Array(LIBS)
   const touched = new Set<number>()
   const span = (from: number, to: number) => {
     for (let p = Math.floor(from / pieceLength); p <= Math.floor((to - 1) / pieceLength); p++) touched.add(p)

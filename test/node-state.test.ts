@@ -29,8 +29,11 @@ t.test('a ready record reaches the waiting ranks; none in time is a timeout nami
   const state = NodeState.of(t.testdir(), 'abcd1234', 'n1')
   await state.create()
   const waiting = state.waitReady('node n1', 60_000)
-  await state.ready({ mountPoint: '/m', pid: 7, storePath: '/s' }, [{ name: 'LD_LIBRARY_PATH', op: 'prepend', value: '/m/lib' }])
+  const env = [{ name: 'LD_LIBRARY_PATH', op: 'prepend', value: '/m/lib:/m/x=y' }, { name: 'LD_AUDIT', op: 'append', value: '/a.so' },
+    { name: 'P2PRUN_MOUNT', op: 'set', value: '/m' }] as const
+  await state.ready({ mountPoint: '/m', pid: 7, storePath: '/s' }, env)
   t.same(await waiting, { mountPoint: '/m', pid: 7, storePath: '/s' })
+  t.same(await state.readTaskEnv(), env, 'the ranks read back the environment the agent wrote')
   const other = NodeState.of(t.testdir(), 'abcd1234', 'n2')
   await other.create()
   await t.rejects(other.waitReady('node n2', 50), { code: 'LAUNCH', message: 'node n2: the p2prun agent was not ready after 0.05 s', hint: new RegExp(`^see ${other.logFile};`) })

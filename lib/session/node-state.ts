@@ -38,6 +38,8 @@ const READY = 'ready.json'
 const FAILED = 'failed.json'
 const LOCK = 'agent.lock'
 const TASK_ENV = 'task-env'
+/** How task-env spells each operation. */
+const TASK_ENV_OPS = { set: '=', prepend: '^=', append: '+=' } as const
 const LOG = 'agent.log'
 const REPORTED = 'reported'
 const RANKS = 'ranks'
@@ -102,9 +104,19 @@ export class NodeState {
   }
 
   async ready (record: ReadyRecord, env: readonly TaskEnvEntry[]): Promise<void> {
-    const ops = { set: '=', prepend: '^=', append: '+=' }
-    await writeFile(path.join(this.dir, TASK_ENV), env.map((e) => `${e.name}${ops[e.op]}${e.value}\n`).join(''))
+    await writeFile(path.join(this.dir, TASK_ENV), env.map((e) => `${e.name}${TASK_ENV_OPS[e.op]}${e.value}\n`).join(''))
     await writeAtomic(path.join(this.dir, READY), JSON.stringify(record))
+  }
+
+  /** What the agent wrote for its ranks' environment (written before ready.json, so there once that is). */
+  async readTaskEnv (): Promise<TaskEnvEntry[]> {
+    const text = await readFile(path.join(this.dir, TASK_ENV), 'utf8')
+    return text.split('\n').filter((line) => line !== '').map((line) => {
+      const m = /^([^=^+]+)(\^=|\+=|=)(.*)$/.exec(line)
+      if (!m) throw new P2prunError('LAUNCH', `${path.join(this.dir, TASK_ENV)} is damaged (a line reads ${JSON.stringify(line)})`)
+      const op = (Object.keys(TASK_ENV_OPS) as TaskEnvEntry['op'][]).find((k) => TASK_ENV_OPS[k] === m[2]) as TaskEnvEntry['op']
+      return { name: m[1] as string, op, value: m[3] as string }
+    })
   }
 
   /** Records the agent's failure unless one is recorded already. */

@@ -86,7 +86,7 @@ export async function runAgent (launch: AgentLaunch, stop: Promise<unknown>, log
   const counters = () => log(`stats ${JSON.stringify(agent.stats())}`)
   const every = debug >= 2 ? setInterval(counters, DEBUG_STATS_MS) : undefined
   try {
-    // For Slurm's task hook (a --p2plibs job's srun tasks run no rank step of ours).
+    // What every rank runs with, written once here: the rank steps (Node's and native) and Slurm's task hook read it.
     const { existingAuditModule, AUDIT_MISSING, taskEnv } = await import('./rank-env.ts')
     const audit = job.redirect ? await existingAuditModule() : undefined
     if (job.redirect && !audit) log(`warning: ${AUDIT_MISSING}`)

@@ -1,9 +1,9 @@
 // What a rank's program runs with, beside the environment it was started with: the library path
 // into the mount, the audit module and its settings (a set made from the program's load closure),
-// PYTHONPATH (Python packages served), P2PRUN_MOUNT. One definition for the two ways a rank gets
-// it: p2prun's rank step (rank.ts) applies it itself; under `srun` in a --p2plibs job, Slurm's task
-// hook applies what the node's agent wrote to the node state (node-state.ts, read by
-// slurm/p2plibs.c).
+// PYTHONPATH (Python packages served), P2PRUN_MOUNT. The node's agent works it out once and writes
+// it to the node state (node-state.ts); every way a rank starts applies that: p2prun's
+// rank step (rank.ts, or native/rank-step.c), and under `srun` in a --p2plibs job Slurm's task hook
+// (slurm/p2plibs.c).
 import { access } from 'node:fs/promises'
 import { AUDIT_FILE, distFile } from '../dist-files.ts'
 import { libraryPath, type JobSpec } from './job-spec.ts'

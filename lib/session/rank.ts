@@ -6,11 +6,11 @@
 import path from 'node:path'
 import { AlreadyReported, P2prunError } from '../errors.ts'
 import { findExecutable } from '../files.ts'
-import { decodeJob, JOB_ENV, launchIdOf, type JobSpec } from './job-spec.ts'
-import { applyTaskEnv, AUDIT_MISSING, existingAuditModule, taskEnv } from './rank-env.ts'
+import { decodeJob, JOB_ENV, launchIdOf } from './job-spec.ts'
+import { applyTaskEnv, AUDIT_MISSING } from './rank-env.ts'
 import { spawnAgent } from './node.ts'
 import { NodeState } from './node-state.ts'
-import { nodeIdentity, type NodeIdentity } from './rank-identity.ts'
+import { nodeIdentity } from './rank-identity.ts'
 
 export interface RankExec {
   readonly libraryPath: string
@@ -39,24 +39,16 @@ export async function prepareRank (program: readonly string[], pid: number, cli:
     await state.leaveFailed(pid, node.localSize)
     throw first ? err : new AlreadyReported()
   })
-  const { LD_LIBRARY_PATH: ldPath = '', ...exported } = applyTaskEnv(taskEnv(job, ready.mountPoint, await auditModule(job, node)), env)
+  // The environment the agent wrote for its ranks (for Slurm's task hook and the native step too).
+  const entries = await state.readTaskEnv()
+  if (job.redirect && !entries.some((e) => e.name === 'LD_AUDIT') && node.rank === 0 && !job.node.quiet) {
+    process.stderr.write(`p2prun: warning: ${AUDIT_MISSING}\n`)
+  }
+  const { LD_LIBRARY_PATH: ldPath = '', ...exported } = applyTaskEnv(entries, env)
   if (job.program !== undefined) return { libraryPath: ldPath, program: path.join(ready.mountPoint, job.program), env: exported }
   const name = program[0] as string
   if (!(await findExecutable(name, env))) {
     throw new P2prunError('LAUNCH', `node ${node.name}: program ${name} not found or not executable`, { hint: 'give a path, or put it on PATH on every node' })
   }
   return { libraryPath: ldPath, program: undefined, env: exported }
-}
-
-/**
- * The audit module, for a rank whose set came from its program's closure: DT_RPATH (searched
- * before LD_LIBRARY_PATH) and absolute dlopen paths would otherwise load from the shared file
- * system. Without the module (not built) the launch goes on with LD_LIBRARY_PATH alone, and rank 0
- * says so once.
- */
-async function auditModule (job: JobSpec, node: NodeIdentity): Promise<string | undefined> {
-  if (!job.redirect) return undefined
-  const module = await existingAuditModule()
-  if (!module && node.rank === 0 && !job.node.quiet) process.stderr.write(`p2prun: warning: ${AUDIT_MISSING}\n`)
-  return module
 }

@@ -60,8 +60,6 @@ export function hostDefaultDirs (): string[] {
  * class or machine than this host's.
  */
 export async function loadClosure (program: string, options: ClosureOptions): Promise<Closure> {
-  const cache = options.cache ?? await readLdCache()
-  const defaultDirs = options.defaultDirs ?? hostDefaultDirs()
   const exe = readElf(program)
   if (exe.bits !== HOST_ELF.bits || exe.machine !== HOST_ELF.machine) {
     throw sourceError(`${program} is a ${exe.bits}-bit ${machineName(exe.machine)} program; this host runs ${HOST_ELF.bits}-bit ${machineName(HOST_ELF.machine)}`,
@@ -77,17 +75,22 @@ export async function loadClosure (program: string, options: ClosureOptions): Pr
   if (exe.interpreter) byName.set(path.basename(exe.interpreter), root)
   if (interpreter?.soname) byName.set(interpreter.soname, root)
   const musl = exe.interpreter ? muslArch(exe.interpreter) : undefined
+  // musl's loader has no cache, and its own default directories.
+  const cache = options.cache ?? (musl ? new Map() : await readLdCache())
+  const defaultDirs = options.defaultDirs ?? (musl ? muslSystemPath(musl) : hostDefaultDirs())
   const libraryPath = splitPath(options.env.LD_LIBRARY_PATH)
   // The executable's $ORIGIN is where the kernel found it: /proc/self/exe, symlinks resolved.
   const origins = new Map<LoadedObject, string>([[root, path.dirname(realpathSync(program))]])
   const originOf = (o: LoadedObject) => origins.get(o) ?? path.dirname(o.path)
+  const ctx = { cwd: options.cwd, libraryPath, cache, defaultDirs, originOf, root }
 
   for (let i = 0; i < objects.length; i++) {
     const from = objects[i] as LoadedObject
     for (const name of from.elf.needed) {
       if (byName.has(name) || (musl !== undefined && MUSL_BUILTIN.test(name))) continue
-      const ctx = { cwd: options.cwd, libraryPath, cache, defaultDirs, originOf, root }
-      const found = musl === undefined ? locate(name, from, ctx) : locateMusl(name, from, ctx, options.defaultDirs ?? muslSystemPath(musl))
+      // A name with a slash is that path, for either loader; others are searched.
+      const found = name.includes('/') ? inDirs([path.dirname(path.resolve(ctx.cwd, name))], path.basename(name), 'path')
+        : musl === undefined ? locate(name, from, ctx) : locateMusl(name, from, ctx)
       if (!found) {
         throw sourceError(`${name}: cannot open shared object file: No such file or directory (needed by ${from.path})`,
           'build or install it, or add its directory to LD_LIBRARY_PATH before launching')
@@ -118,7 +121,6 @@ interface SearchContext {
 }
 
 function locate (name: string, from: LoadedObject, ctx: SearchContext): { path: string, elf: ElfInfo, foundBy: FoundBy } | undefined {
-  if (name.includes('/')) return inDirs([path.dirname(path.resolve(ctx.cwd, name))], path.basename(name), 'path')
   if (from.elf.runpath.length === 0) {
     // DT_RPATH of the needing object, then of each object up the chain that loaded it, then the program's.
     for (let o: LoadedObject | undefined = from; o; o = o.neededBy) {
@@ -153,8 +155,7 @@ function muslSystemPath (arch: string): string[] {
   return text.split(/[\n:]/).map((d) => d.trim()).filter((d) => path.isAbsolute(d))
 }
 
-function locateMusl (name: string, from: LoadedObject, ctx: SearchContext, systemPath: readonly string[]): { path: string, elf: ElfInfo, foundBy: FoundBy } | undefined {
-  if (name.includes('/')) return inDirs([path.dirname(path.resolve(ctx.cwd, name))], path.basename(name), 'path')
+function locateMusl (name: string, from: LoadedObject, ctx: SearchContext): { path: string, elf: ElfInfo, foundBy: FoundBy } | undefined {
   const inChain = () => {
     for (let o: LoadedObject | undefined = from; o; o = o.neededBy) {
       const [dirs, foundBy]: [readonly string[], FoundBy] = o.elf.runpath.length > 0 ? [o.elf.runpath, 'RUNPATH'] : [o.elf.rpath, 'RPATH']
@@ -163,7 +164,7 @@ function locateMusl (name: string, from: LoadedObject, ctx: SearchContext, syste
     }
     return undefined
   }
-  return inDirs(ctx.libraryPath, name, 'LD_LIBRARY_PATH') ?? inChain() ?? inDirs(systemPath, name, 'default')
+  return inDirs(ctx.libraryPath, name, 'LD_LIBRARY_PATH') ?? inChain() ?? inDirs(ctx.defaultDirs, name, 'default')
 }
 
 /** The first of `dirs` that holds a loadable `name`. */

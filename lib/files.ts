@@ -40,8 +40,12 @@ export async function writeAtomic (file: string, data: string | Uint8Array, opti
   const tmp = `${file}.tmp-${process.pid}`
   try {
     await writeFile(tmp, data)
-    await (options.exclusive ? link(tmp, file) : rename(tmp, file))
-  } finally {
+    // A rename leaves no temporary file; a link leaves it, to remove whether it linked or not.
+    if (!options.exclusive) return await rename(tmp, file)
+    await link(tmp, file)
+  } catch (err) {
     await rm(tmp, { force: true })
+    throw err
   }
+  await rm(tmp, { force: true })
 }

@@ -26,21 +26,21 @@ export interface DhtCounts {
   readonly badMessages: number
 }
 
-/** A UDP socket whose message handlers run guarded: a message that makes one throw is counted and dropped. */
-function guardedSocket (counts: { badMessages: number }): dgram.Socket {
+/** A UDP socket whose message handlers run guarded: a message that makes one throw is dropped (and counted, where `counts` is given). */
+function guardedSocket (counts?: { badMessages: number }): dgram.Socket {
   const socket = dgram.createSocket('udp4')
   const on = socket.on.bind(socket)
   socket.on = ((event: string, listener: (...args: unknown[]) => void) => on(event, event !== 'message' ? listener : (...args: unknown[]) => {
     try {
       listener(...args)
     } catch {
-      counts.badMessages++
+      if (counts) counts.badMessages++
     }
   })) as typeof socket.on
   return socket
 }
 
-function newDht (bootstrap: readonly string[] | false, counts: { badMessages: number }): Dht {
+function newDht (bootstrap: readonly string[] | false, counts?: { badMessages: number }): Dht {
   const dht = new DHT({ bootstrap: bootstrap === false ? false : [...bootstrap], socket: guardedSocket(counts) })
   // Warnings are other nodes' malformed messages and timeouts: counted where they matter, never fatal.
   dht.on('warning', () => {})
@@ -97,7 +97,6 @@ export interface DhtDiscoveryOptions {
 /** A node's membership in the job's DHT: announces its port, and hands the peers it finds to `onPeers`. */
 export class DhtDiscovery {
   private readonly opts: DhtDiscoveryOptions
-  private readonly counts = { badMessages: 0 }
   private dht: Dht | undefined
   private timer: NodeJS.Timeout | undefined
   private failures = 0
@@ -109,7 +108,7 @@ export class DhtDiscovery {
 
   start (): void {
     const self = `${this.opts.host}:${this.opts.port}`
-    const dht = newDht(this.opts.bootstrap, this.counts)
+    const dht = newDht(this.opts.bootstrap)
     this.dht = dht
     dht.on('peer', (peer: { host: string, port: number }) => {
       const address = `${peer.host}:${peer.port}`
@@ -168,7 +167,7 @@ export class DhtDiscovery {
  * announce once they joined, i.e. once they had it). Errors if no DHT node answers in `timeoutMs`.
  */
 export async function dhtPeers (bootstrap: readonly string[], infoHash: Buffer, host: string, timeoutMs: number): Promise<string[]> {
-  const dht = newDht(bootstrap, { badMessages: 0 })
+  const dht = newDht(bootstrap)
   const found = new Set<string>()
   dht.on('peer', (peer: { host: string, port: number }) => found.add(`${peer.host}:${peer.port}`))
   dht.on('error', () => {})

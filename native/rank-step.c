@@ -31,6 +31,7 @@
 #include <fcntl.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include "task-env.h"
 
 #define FALL_BACK 100
 
@@ -305,7 +306,7 @@ int main(int argc, char **argv)
 	if (!mount || (!in_mount && !executable(program)))
 		fall_back();
 
-	/* task-env, each line combined with this process's own value (rank-env.ts's applyTaskEnv). */
+	/* task-env (native/task-env.h), each line combined with this process's own value, as rank-env.ts's applyTaskEnv does. */
 	snprintf(file, sizeof file, "%s/task-env", dir);
 	char *env = read_file(file);
 	if (!env)
@@ -313,28 +314,23 @@ int main(int argc, char **argv)
 	char *library_path = NULL, *exports = calloc(1, strlen(env) * 2 + 2);
 	size_t used = 0;
 	for (char *line = strtok(env, "\n"); line; line = strtok(NULL, "\n")) {
-		char *eq = strchr(line, '=');
-		if (!eq || eq == line)
+		struct task_env e;
+		if (task_env_parse(line, &e) != 1)
 			fall_back();
-		char op = eq[-1] == '^' || eq[-1] == '+' ? eq[-1] : '=';
-		if (op != '=')
-			eq[-1] = '\0';
-		*eq = '\0';
-		const char *own = getenv(line), *value = eq + 1;
-		char *combined;
-		if (op == '=' || !own || !*own)
-			combined = strdup(value);
-		else if (asprintf(&combined, "%s:%s", op == '^' ? value : own, op == '^' ? own : value) < 0)
+		const char *own = getenv(e.name);
+		size_t size = strlen(e.value) + (own ? strlen(own) : 0) + 2;
+		char *combined = malloc(size);
+		if (!combined || task_env_value(&e, own, combined, size) != 0)
 			fall_back();
-		if (strcmp(line, "LD_LIBRARY_PATH") == 0) {
+		if (strcmp(e.name, "LD_LIBRARY_PATH") == 0) {
 			library_path = combined;
 			continue;
 		}
-		char *grown = realloc(exports, used + strlen(line) + strlen(combined) + 3);
+		char *grown = realloc(exports, used + strlen(e.name) + strlen(combined) + 3);
 		if (!grown)
 			fall_back();
 		exports = grown;
-		used += (size_t)sprintf(exports + used, "%s=%s\n", line, combined);
+		used += (size_t)sprintf(exports + used, "%s=%s\n", e.name, combined);
 	}
 	const char *debug = getenv("P2PRUN_DEBUG");
 	if (debug && atoi(debug) >= 2)

@@ -27,6 +27,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include <slurm/spank.h>
+#include "task-env.h"
 
 SPANK_PLUGIN(p2plibs, 1);
 
@@ -144,30 +145,19 @@ int slurm_spank_init_post_opt(spank_t sp, int ac, char **av)
 	return 0;
 }
 
-/*
- * One line of the node state's task-env file: NAME=VALUE sets NAME; NAME^=VALUE puts VALUE before
- * the task's own value (':'), NAME+=VALUE after it (lib/session/rank-env.ts says which and why).
- */
+/* One line of the node state's task-env file (native/task-env.h), applied to the task's environment. */
 static int apply_task_env(spank_t sp, char *line)
 {
-	static char own[PATH_MAX * 8], both[PATH_MAX * 16];
-	line[strcspn(line, "\n")] = '\0';
-	char *eq = strchr(line, '=');
-	if (!eq || eq == line)
-		return line[0] ? -1 : 0;
-	char op = eq[-1] == '^' || eq[-1] == '+' ? eq[-1] : '=';
-	if (op != '=')
-		eq[-1] = '\0';
-	*eq = '\0';
-	const char *name = line, *value = eq + 1;
-	if (op != '=' && spank_getenv(sp, name, own, sizeof own) == ESPANK_SUCCESS && own[0]) {
-		if (op == '^')
-			snprintf(both, sizeof both, "%s:%s", value, own);
-		else
-			snprintf(both, sizeof both, "%s:%s", own, value);
-		value = both;
-	}
-	return spank_setenv(sp, name, value, 1) == ESPANK_SUCCESS ? 0 : -1;
+	static char own[PATH_MAX * 8], value[PATH_MAX * 16];
+	struct task_env e;
+	int parsed = task_env_parse(line, &e);
+	if (parsed <= 0)
+		return parsed;
+	if (spank_getenv(sp, e.name, own, sizeof own) != ESPANK_SUCCESS)
+		own[0] = '\0';
+	if (task_env_value(&e, own, value, sizeof value) != 0)
+		return -1;
+	return spank_setenv(sp, e.name, value, 1) == ESPANK_SUCCESS ? 0 : -1;
 }
 
 int slurm_spank_task_init(spank_t sp, int ac, char **av)

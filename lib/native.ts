@@ -1,5 +1,5 @@
 // p2prun's Node-API addon (native/, built by scripts/build.ts into dist/): the FUSE server the
-// mount runs on a thread of its own, and the socket low-water mark. A checkout never built has
+// mount runs on a thread of its own, the socket low-water mark and the store's mapping. A checkout never built has
 // none: mounting then says how to build it.
 import { distFile, NATIVE_FILE } from './dist-files.ts'
 import type { InodeTable, ServerCounts } from './fs.ts'
@@ -35,6 +35,10 @@ export type FuseEventListener = (kind: FuseEvent, id: number, ino: number, offse
 
 export interface Native {
   setRcvLowat (fd: number, bytes: number): void
+  /** The file's bytes [0, length) as a Buffer shared with it (native/store-map.c); throws an Error whose `code` is the errno's name. */
+  mapStore (fd: number, length: number): Buffer
+  /** Allocates the file's blocks for bytes [offset, offset + length), before they are written through the mapping; throws as mapStore. */
+  allocateStore (fd: number, offset: number, length: number): void
   fuseStart (config: FuseConfig, onEvent: FuseEventListener): FuseHandle
   fuseReplyData (handle: FuseHandle, id: number, data: Buffer, length: number): void
   fuseReplyOpen (handle: FuseHandle, id: number): void

@@ -4,8 +4,8 @@
 // when agents still ran on webtorrent's ~350 modules: 0.60 CPU-seconds until the mount was up,
 // 0.35 s from the bundle). N agents that start together on shared cores pay that N times before
 // the first byte moves. Commands stay separate chunks, so `rank-prepare` loads no swarm or FUSE code.
-// It also compiles p2prun's addon (native/: the FUSE server, the socket low-water mark) into dist/,
-// against this Node's own headers, and the LD_AUDIT module (native/audit.c).
+// It also compiles p2prun's addon (native/: the FUSE server, the socket low-water mark, the store's
+// mapping) into dist/, against this Node's own headers, and the LD_AUDIT module (native/audit.c).
 import { build } from 'esbuild'
 import { execFileSync } from 'node:child_process'
 import { existsSync } from 'node:fs'
@@ -43,7 +43,7 @@ const headers = [path.join(root, 'node_modules/node/node_modules', platformPacka
   .map((dir) => path.join(dir, 'include/node'))
   .find((dir) => existsSync(path.join(dir, 'node_api.h')))
 if (!headers) throw new Error(`cannot build ${NATIVE_FILE}: Node's headers (${platformPackage}) are missing (hint: run \`npm ci\`)`)
-const sources = ['addon.c', 'socket-low-water.c', 'fuse-server.c', 'fuse-table.c', 'process-exit.c'].map((name) => path.join(root, 'native', name))
+const sources = ['addon.c', 'socket-low-water.c', 'fuse-server.c', 'fuse-table.c', 'process-exit.c', 'store-map.c'].map((name) => path.join(root, 'native', name))
 let fuse3: string[]
 try {
   fuse3 = execFileSync('pkg-config', ['--cflags', '--libs', 'fuse3'], { encoding: 'utf8' }).trim().split(/\s+/)

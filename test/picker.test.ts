@@ -21,7 +21,7 @@ async function handPlayed (t: Test, pieceCount: number) {
   const socket = await acceptedSockets(t)
   const data = bytesFor('picker', pieceCount * PIECE)
   const hashes = Buffer.concat(Array.from({ length: pieceCount }, (_, i) => createHash('sha1').update(data.subarray(i * PIECE, (i + 1) * PIECE)).digest()))
-  const assembly = new Assembly({ pieceLength: PIECE, pieceCount, totalBytes: data.length, pieceHashes: hashes })
+  const assembly = new Assembly({ pieceLength: PIECE, pieceCount, totalBytes: data.length, pieceHashes: hashes }, Buffer.alloc(data.length))
   const clock = { now: 0 }
   const picker = new PiecePicker(pieceCount, new Bitfield(pieceCount), assembly, () => clock.now)
   t.teardown(() => picker.close())

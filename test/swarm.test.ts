@@ -1,7 +1,10 @@
 // The head's seeder (a `p2prun serve` process) and several nodes — `p2prun fetch` processes, or
 // swarm nodes in this process where the test holds them in the swarm together — over real TCP on loopback.
-import { readdir, readFile, stat, utimes, writeFile } from 'node:fs/promises'
+import { execFile } from 'node:child_process'
+import { statfsSync } from 'node:fs'
+import { mkdir, readdir, readFile, stat, utimes, writeFile } from 'node:fs/promises'
 import path from 'node:path'
+import { promisify } from 'node:util'
 import t, { type Test } from 'tap'
 import { parseDescription } from '../lib/description.ts'
 import { extractTree } from '../lib/extract.ts'
@@ -29,6 +32,10 @@ t.test('a seeder and three nodes that stay until all have the set: each piece le
   })))
   t.teardown(() => Promise.all(nodes.map((n) => n.close())))
   await Promise.all(nodes.map((n) => n.fetchAll()))
+  // Room for each piece is taken before a byte of it is written through the store's mapping, where
+  // running out of room would be a SIGBUS, not an error.
+  const store = await stat(path.join(nodes[0]!.storePath, 'data'))
+  t.ok(store.size === desc.totalBytes && store.blocks * 512 >= desc.totalBytes, `the store holds the set (${store.blocks * 512} bytes allocated for ${desc.totalBytes})`)
   const expected = await snapshotTree(libs)
   let fromPeers = 0
   for (const [i, node] of nodes.entries()) {
@@ -44,6 +51,32 @@ t.test('a seeder and three nodes that stay until all have the set: each piece le
   t.equal(uploaded, bytes, `the head sent the set once (${(uploaded / bytes).toFixed(3)}x), not a piece twice`)
   t.ok(fromPeers >= 1.75 * bytes, `the nodes got ${(fromPeers / bytes).toFixed(2)}x the set from each other (the other two copies)`)
   t.same((await readdir(dir)).filter((n) => n.startsWith('p2prun-')), [], 'no store left behind')
+})
+
+t.test('a store that fills up after the node joined: what waits fails with one error, and the agent lives on', async (t) => {
+  const { dir, libs, file } = await describedSet(t)
+  const head = await serve(file, libs, [])
+  t.teardown(head.stop)
+  const desc = parseDescription(await readFile(file))
+  // Room for the set when the node joins (its check passes), none once it fetches: the set's bytes
+  // are written through a mapping of the store, where a full file system would be a SIGBUS that
+  // kills the process, unless each piece's room is taken first.
+  const small = path.join(dir, 'small-store')
+  await mkdir(small)
+  await promisify(execFile)('mount', ['-t', 'tmpfs', '-o', `size=${desc.totalBytes + (1 << 20)}`, 'tmpfs', small])
+  // Lazily: the node's mapping of its store (removed on close) lasts until this process collects it.
+  t.teardown(() => promisify(execFile)('umount', ['--lazy', small]).catch(() => {}))
+  const node = await SwarmNode.join(desc, {
+    storeDir: small, port: 0, maxConns: 10, numwant: 10, stallTimeoutMs: 60_000, trackers: [head.tracker], seeders: [head.seeder]
+  })
+  t.teardown(() => node.close())
+  const { bavail, bsize } = statfsSync(small)
+  await writeFile(path.join(small, 'filler'), Buffer.alloc(bavail * bsize - (1 << 20)))
+  await t.rejects(node.fetchAll(), /^cannot write to the store \S+: cannot allocate room in the store: No space left on device$/)
+  t.ok(node.stats().piecesHave < desc.pieceCount, `some pieces fit (${node.stats().piecesHave} of ${desc.pieceCount}), not all`)
+  await node.close()
+  t.same((await readdir(small)).sort(), ['filler'], 'its store is removed')
+  await promisify(execFile)('umount', ['--lazy', small]) // before the test's directory is removed
 })
 
 t.test('with --defer-to-peers 0 the head serves every request, and every node completes', async (t) => {

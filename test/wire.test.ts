@@ -159,7 +159,8 @@ t.test('assembly: runs of blocks up to a request size, releases, a failed check 
   const pieceLength = 4 * BLOCK_LENGTH
   const data = randomBytes(2 * pieceLength + 1000) // the last piece is one short block
   const hashes = Buffer.concat([0, 1, 2].map((i) => createHash('sha1').update(data.subarray(i * pieceLength, (i + 1) * pieceLength)).digest()))
-  const a = new Assembly({ pieceLength, pieceCount: 3, totalBytes: data.length, pieceHashes: hashes })
+  const store = Buffer.alloc(data.length)
+  const a = new Assembly({ pieceLength, pieceCount: 3, totalBytes: data.length, pieceHashes: hashes }, store)
   const whole = a.reserve(0, 4 * BLOCK_LENGTH)
   t.same(whole, { index: 0, begin: 0, length: pieceLength }, 'one request for the whole piece')
   t.equal(a.reserve(0, pieceLength), undefined, 'nothing left to ask for')
@@ -170,7 +171,8 @@ t.test('assembly: runs of blocks up to a request size, releases, a failed check 
   t.same(a.receive(rest, data.subarray(rest.begin, rest.begin + rest.length), 'peer-a'), { state: 'partial' })
   const got = a.receive(first, data.subarray(0, BLOCK_LENGTH), 'peer-b')
   t.equal(got.state, 'verified')
-  t.ok(got.state === 'verified' && got.data.equals(data.subarray(0, pieceLength)), 'the piece\'s bytes')
+  t.ok(store.subarray(0, pieceLength).equals(data.subarray(0, pieceLength)), 'the piece\'s bytes are in their place in the set')
+  t.ok(store.subarray(pieceLength).equals(Buffer.alloc(data.length - pieceLength)), 'and nothing else was written')
   t.equal(a.reserve(0, pieceLength), undefined, 'a verified piece is never asked for again')
 
   const last = a.reserve(2, pieceLength) as BlockRequest

@@ -1,5 +1,6 @@
-// Pieces a node is downloading: which 16 KiB blocks of each are free, asked for, or in, the
-// piece's bytes as they arrive and who sent them, and the SHA-1 check once the last block is in.
+// Pieces a node is downloading: which 16 KiB blocks of each are free, asked for, or in, who sent
+// them, and the SHA-1 check once the last block is in. Blocks are copied straight to their place in
+// the set's bytes (the node's store): a piece's bytes there count only once it passed its check.
 // Pieces and blocks are the torrent's (BEP 3); a piece that fails its check starts over, and its
 // senders are named so the node can drop them.
 import { createHash } from 'node:crypto'
@@ -10,6 +11,7 @@ const ASKED = 1
 const IN = 2
 
 interface Partial {
+  /** The piece's place in the set's bytes. */
   readonly data: Buffer
   /** Per block: FREE, ASKED or IN. */
   readonly blocks: Uint8Array
@@ -33,7 +35,7 @@ export type Received =
   | { readonly state: 'partial' }
   /** `from`: the peer ids that sent blocks of the piece; one of them, at least, sent bad bytes. */
   | { readonly state: 'failed', readonly from: readonly string[] }
-  | { readonly state: 'verified', readonly data: Buffer }
+  | { readonly state: 'verified' }
 
 /** Bytes of piece `index`: the piece length but for the last piece; 0 for an index past the end. */
 export function pieceSize (layout: Layout, index: number): number {
@@ -42,21 +44,28 @@ export function pieceSize (layout: Layout, index: number): number {
 }
 
 const PARTIAL: Received = { state: 'partial' }
+const VERIFIED: Received = { state: 'verified' }
 
 export class Assembly {
   private readonly layout: Layout
+  /** The set's bytes, where blocks land. */
+  private readonly into: Buffer
+  /** Makes room for a piece's bytes in `into` before its first request; false: there is none. */
+  private readonly claim: (start: number, length: number) => boolean
   private readonly partials = new Map<number, Partial>()
   /** Pieces that passed their check (and may still be on their way to the store): never asked again. */
   private readonly done: Uint8Array
 
-  constructor (layout: Layout) {
+  constructor (layout: Layout, into: Buffer, claim: (start: number, length: number) => boolean = () => true) {
     this.layout = layout
+    this.into = into
+    this.claim = claim
     this.done = new Uint8Array(layout.pieceCount)
   }
 
   /**
    * The next free run of blocks of a piece, at most `maxLength` bytes, now asked for; undefined
-   * when every block is asked for or in.
+   * when every block is asked for or in, or the piece has no room.
    */
   reserve (index: number, maxLength: number, now = performance.now()): BlockRequest | undefined {
     if (this.done[index] === 1) return undefined
@@ -64,7 +73,9 @@ export class Assembly {
     if (!p) {
       const size = pieceSize(this.layout, index)
       const count = Math.ceil(size / BLOCK_LENGTH)
-      p = { data: Buffer.allocUnsafe(size), blocks: new Uint8Array(count), missing: count, askedAt: new Float64Array(count), again: new Uint8Array(count), from: new Set() }
+      const start = index * this.layout.pieceLength
+      if (!this.claim(start, size)) return undefined
+      p = { data: this.into.subarray(start, start + size), blocks: new Uint8Array(count), missing: count, askedAt: new Float64Array(count), again: new Uint8Array(count), from: new Set() }
       this.partials.set(index, p)
     }
     const first = p.blocks.indexOf(FREE)
@@ -99,6 +110,15 @@ export class Assembly {
     return { index, begin, length: Math.min(end * BLOCK_LENGTH, p.data.length) - begin }
   }
 
+  /**
+   * A piece verified without the swarm (read from the source directories), its bytes already in
+   * place: its blocks still on their way are dropped when they come, so they cannot overwrite it.
+   */
+  settle (index: number): void {
+    this.partials.delete(index)
+    this.done[index] = 1
+  }
+
   /** Blocks asked for will not come (rejected, timed out, their peer left): free them again. */
   release (req: BlockRequest): void {
     const p = this.partials.get(req.index)
@@ -128,7 +148,7 @@ export class Assembly {
     const want = this.layout.pieceHashes.subarray(20 * req.index, 20 * req.index + 20)
     if (!createHash('sha1').update(p.data).digest().equals(want)) return { state: 'failed', from: [...p.from] }
     this.done[req.index] = 1
-    return { state: 'verified', data: p.data }
+    return VERIFIED
   }
 }
 

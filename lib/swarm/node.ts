@@ -1,21 +1,20 @@
 // A node's membership in the job's swarm, exposed as a ByteSource: "bytes [offset, length) of file
-// F" and "all of file F", each waiting only for the pieces that cover it. Verified pieces land in
-// one sparse file in the store directory (memory-backed /dev/shm by default) and are read back from
-// there; the node serves every peer that asks, from the same file.
-//
-// The store is written and read with synchronous pwrite/pread: it is node-local memory (tmpfs) or
-// disk, where a 64 KiB copy takes microseconds, while each call through libuv's threadpool cost
-// ~60 us of CPU and two context switches more (measured: the agent's voluntary context switches
-// fell by three quarters). A store on a network or FUSE file system, where a call could stall the
-// event loop (and with it every read the FUSE server forwards to it), is refused. The native FUSE
-// server reads verified pieces from the same file itself (localView).
-import { readSync, statfsSync, writeSync } from 'node:fs'
+// F" and "all of file F", each waiting only for the pieces that cover it. The set's bytes live in
+// one file in the store directory (memory-backed /dev/shm by default), mapped into the agent
+// (native/store-map.c): blocks from peers are copied straight to their place in it, a piece is
+// hashed there, and peers are served views of it. The native FUSE server reads verified pieces from
+// the same file itself (localView). A store on a network or FUSE file system, where touching the
+// mapping could stall the event loop (and with it every read the FUSE server forwards to it), is
+// refused.
+import { statfsSync } from 'node:fs'
 import { mkdtemp, open, rm, type FileHandle } from 'node:fs/promises'
 import path from 'node:path'
 import type { SourceLayout } from '../source-layout.ts'
 import { formatBytes, peerShareable, type DescribedEntry, type Description } from '../description.ts'
 import { swarmError } from '../errors.ts'
+import { NATIVE_FILE } from '../dist-files.ts'
 import { remoteKind } from '../file-systems.ts'
+import { native, type Native } from '../native.ts'
 import { clipRange, type ByteSource, type LocalView } from '../store.ts'
 import { Announcer } from './announce.ts'
 import { Assembly, pieceSize } from './assembly.ts'
@@ -25,7 +24,6 @@ import { DescriptionServer, NODE_DESC_PEERS } from './description-exchange.ts'
 import type { JobSecret } from './job-auth.ts'
 import { addressToward } from './local-address.ts'
 import { isHeadPeerId, newPeerId } from './peer-id.ts'
-import { PieceCache } from './piece-cache.ts'
 import { PiecePicker, Priority } from './picker.ts'
 import { unchokeAtOnce } from './unchoke.ts'
 import { sourceFilesOf, type SourceFiles } from './source-files.ts'
@@ -69,8 +67,6 @@ const STALL_CHECK_MS = 1000
 const READ_AHEAD_PIECES = 1
 /** A block not answered in this long is asked of someone else (its peer stopped, or is stuck). */
 const REQUEST_TIMEOUT_MS = 10_000
-/** Pieces verified last, kept to serve peers, who ask for a piece right after its `have`. */
-const CACHE_BYTES = 8 * 1024 * 1024
 
 interface Waiter {
   readonly missing: Set<number>
@@ -84,10 +80,11 @@ export class SwarmNode implements ByteSource {
   readonly description: Description
   readonly storePath: string
   private readonly data: FileHandle
+  /** The store file's bytes, mapped: the whole set, a piece's bytes good once its `have` bit is set. */
+  private readonly bytes: Buffer
   private readonly have: Bitfield
   private readonly assembly: Assembly
   private readonly picker: PiecePicker
-  private readonly cache = new PieceCache(CACHE_BYTES)
   private readonly waiters = new Set<Waiter>()
   private readonly timer: NodeJS.Timeout
   private readonly stallTimeoutMs: number
@@ -124,7 +121,15 @@ export class SwarmNode implements ByteSource {
         throw swarmError(`cannot create a store in ${opts.storeDir}: ${err.code}`, 'pass --store-dir with a writable directory', err)
       })
     const data = await open(path.join(storePath, 'data'), 'wx+', 0o600)
-    const node = new SwarmNode(desc, data, storePath, opts.stallTimeoutMs, warn)
+    let bytes: Buffer
+    try {
+      bytes = mapStore(data.fd, desc.totalBytes, storePath)
+    } catch (err) {
+      await data.close()
+      await rm(storePath, { recursive: true, force: true })
+      throw err
+    }
+    const node = new SwarmNode(desc, data, bytes, storePath, opts.stallTimeoutMs, warn)
     node.fallback = opts.fallback && sourceFilesOf(desc, opts.fallback)
     const peerId = newPeerId('node')
     const infoHash = Buffer.from(desc.infoHash, 'hex')
@@ -153,14 +158,15 @@ export class SwarmNode implements ByteSource {
     return node
   }
 
-  private constructor (desc: Description, data: FileHandle, storePath: string, stallTimeoutMs: number, warn: (line: string) => void) {
+  private constructor (desc: Description, data: FileHandle, bytes: Buffer, storePath: string, stallTimeoutMs: number, warn: (line: string) => void) {
     this.description = desc
     this.warn = warn
     this.data = data
+    this.bytes = bytes
     this.storePath = storePath
     this.stallTimeoutMs = stallTimeoutMs
     this.have = new Bitfield(desc.pieceCount)
-    this.assembly = new Assembly(desc)
+    this.assembly = new Assembly(desc, bytes, (start, length) => this.claim(start, length))
     this.picker = new PiecePicker(desc.pieceCount, this.have, this.assembly)
     // Looked at after the loop's next I/O poll, not in the timer phase that precedes it: an agent
     // starved of CPU (many on few cores) wakes to timers first, and blocks already in its socket
@@ -182,7 +188,7 @@ export class SwarmNode implements ByteSource {
     const start = entry.torrentOffset + offset
     this.readAhead(entry, start + want)
     await this.waitForRange(start, want, Priority.Read, signal)
-    return readSync(this.data.fd, into, 0, want, start)
+    return this.bytes.copy(into, 0, start, start + want)
   }
 
   /** The store and the verified pieces: a piece's bit is set only after its bytes are written. */
@@ -248,22 +254,12 @@ export class SwarmNode implements ByteSource {
     }
   }
 
-  /** Answers a peer's request from the cache or the store; a piece we lack is turned down. */
+  /** Answers a peer's request with a view of the store; a piece we lack is turned down. */
   private serve (wire: Wire, req: BlockRequest): void {
     if (!this.have.get(req.index) || !servable(req, pieceSize(this.description, req.index))) return wire.reject(req)
-    const cached = this.cache.get(req.index)
-    if (cached) {
-      this.uploaded += req.length
-      return wire.piece(req, cached.subarray(req.begin, req.begin + req.length))
-    }
-    const block = Buffer.allocUnsafe(req.length)
-    try {
-      readSync(this.data.fd, block, 0, req.length, req.index * this.description.pieceLength + req.begin)
-    } catch {
-      return wire.reject(req) // the store failed under us: a read of ours will say why
-    }
+    const start = req.index * this.description.pieceLength + req.begin
     this.uploaded += req.length
-    wire.piece(req, block)
+    wire.piece(req, this.bytes.subarray(start, start + req.length))
   }
 
   private onBlock (wire: Wire, req: BlockRequest, data: Buffer): void {
@@ -276,27 +272,32 @@ export class SwarmNode implements ByteSource {
       for (const peerId of got.from) this.dropPeer(peerId, `sent piece ${req.index}, which failed its hash check`, true)
       return this.picker.schedule()
     }
-    this.accept(req.index, got.data)
+    this.accept(req.index)
   }
 
-  /** A verified piece (from a peer, or the source): into the store, then announced and handed to waiting reads. */
-  private accept (index: number, data: Buffer): void {
+  /** A verified piece, in its place in the store (from a peer, or the source): announced and handed to waiting reads. */
+  private accept (index: number): void {
     this.lastProgress = Date.now()
     if (this.closing || this.have.get(index)) return
-    try {
-      writeSync(this.data.fd, data, 0, data.length, index * this.description.pieceLength)
-    } catch (err) {
-      return this.failAll(swarmError(`cannot write to the store ${this.storePath}: ${(err as Error).message}`,
-        'check that --store-dir has room for the whole set', err))
-    }
     this.have.set(index)
-    this.cache.put(index, data)
     this.picker.verified(index)
     // A peer that holds the piece has no use for the news (the head holds them all).
     for (const w of this.connections.wires.values()) if (!w.peerPieces.get(index)) w.have(index)
     if (this.have.complete) this.onComplete()
     this.onVerified(index)
     this.picker.schedule()
+  }
+
+  /** Room in the store for bytes about to be written there; out of room fails what waits, as a failed write did. */
+  private claim (start: number, length: number): boolean {
+    try {
+      (native as Native).allocateStore(this.data.fd, start, length)
+      return true
+    } catch (err) {
+      this.failAll(swarmError(`cannot write to the store ${this.storePath}: ${(err as Error).message}`,
+        'check that --store-dir has room for the whole set', err))
+      return false
+    }
   }
 
   private onComplete (): void {
@@ -401,8 +402,13 @@ export class SwarmNode implements ByteSource {
         const data = await fallback.readPiece(index)
         if (!fallback.matches(index, data)) throw new Error(`piece ${index} differs from the description there`)
         if (this.closing) return
+        if (this.have.get(index)) continue // a peer's copy came first
+        const start = index * this.description.pieceLength
+        if (!this.claim(start, data.length)) return
         this.fromSource += data.length
-        this.accept(index, data)
+        this.assembly.settle(index)
+        data.copy(this.bytes, start)
+        this.accept(index)
       }
       if (!this.fellBack) {
         this.fellBack = true
@@ -427,6 +433,20 @@ export class SwarmNode implements ByteSource {
     const waiters = [...this.waiters]
     this.waiters.clear()
     for (const w of waiters) w.reject(err)
+  }
+}
+
+/** The store file, mapped (its room is allocated piece by piece: SwarmNode.claim). */
+function mapStore (fd: number, setBytes: number, storePath: string): Buffer {
+  if (!native) {
+    throw swarmError(`p2prun's addon is not built (dist/${NATIVE_FILE} is missing): the node's store is mapped through it`,
+      'run `npm run build` (it needs cc, pkg-config and libfuse3-dev: scripts/setup-system.sh)')
+  }
+  try {
+    return native.mapStore(fd, setBytes)
+  } catch (err) {
+    throw swarmError(`cannot make the store ${storePath}: ${(err as Error).message}`,
+      'pass --store-dir with a writable directory on node-local memory or disk', err)
   }
 }
 

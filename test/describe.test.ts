@@ -1,12 +1,14 @@
 import { execFile } from 'node:child_process'
+import { createHash } from 'node:crypto'
 import { mkdir, realpath, symlink, truncate, writeFile } from 'node:fs/promises'
 import { Readable } from 'node:stream'
+import bencode from 'bencode'
 import createTorrent from 'create-torrent'
 import path from 'node:path'
 import { promisify } from 'node:util'
 import t from 'tap'
 import { choosePieceLength, describeDirectory } from '../lib/describe.ts'
-import { parseDescription } from '../lib/description.ts'
+import { parseDescription, peerShareable, withLaunchInfo } from '../lib/description.ts'
 import { P2prunError } from '../lib/errors.ts'
 import { symlinkEscape } from '../lib/tree.ts'
 import { bytesFor, LIBRARY_TREE, makeTree, withSymlinks } from './helpers/fixtures.ts'
@@ -183,4 +185,24 @@ t.test('parse: corrupt, truncated, tampered and foreign torrents are Description
       (err, buf) => err ? reject(err) : resolve(buf)))
   t.match(bad(plain), { message: /not a p2prun description/ })
   t.throws(() => parseDescription(good, { expectInfoHash: '0'.repeat(40) }), P2prunError)
+})
+
+t.test('the infohash is the SHA-1 of the info dictionary\'s bytes; the peers\' copy is cut from the bytes, less the launch\'s trackers, seeders and DHT nodes', async (t) => {
+  const libs = await makeTree(path.join(t.testdir(), 'libs'), LIBRARY_TREE)
+  const plain = await describeDirectory(libs)
+  const launched = withLaunchInfo(plain, { trackers: ['http://10.0.0.1:7000/announce'], seeders: ['10.0.0.1:7001'], dhtNodes: ['10.0.0.1:7002'] })
+  // bencode's own decode and encode are the reference.
+  const decoded = bencode.decode(launched.torrent) as Record<string, any>
+  t.ok(decoded.announce && decoded.nodes && decoded.p2prun.seeders.length === 1, 'the launch info is in the description')
+  t.equal(launched.infoHash, createHash('sha1').update(bencode.encode(decoded.info)).digest('hex'), 'the infohash')
+  t.equal(launched.infoHash, plain.infoHash, 'the launch info leaves it as it was')
+  delete decoded.announce
+  delete decoded['announce-list']
+  delete decoded.nodes
+  delete decoded.p2prun.seeders
+  const shareable = peerShareable(launched)
+  t.ok(shareable.equals(Buffer.from(bencode.encode(decoded))), 'the peers\' copy: the same bytes as decoding, deleting and encoding')
+  t.equal(parseDescription(shareable).infoHash, plain.infoHash, 'with the same infohash')
+  const again = parseDescription(shareable)
+  t.equal(peerShareable(again), again.torrent, 'a copy with nothing to cut is handed on as it is')
 })

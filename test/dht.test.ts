@@ -8,7 +8,7 @@ import path from 'node:path'
 import { promisify } from 'node:util'
 import bencode from 'bencode'
 import t from 'tap'
-import { DhtDiscovery, dhtPeers, startDhtBootstrap } from '../lib/swarm/dht.ts'
+import { DhtDiscovery, DhtLookup, startDhtBootstrap } from '../lib/swarm/dht.ts'
 import { execa } from 'execa'
 import { parseDescription } from '../lib/description.ts'
 import { cleanEnv, CLI, describedTree, p2prun, ROOT, waitForLine } from './helpers/cli.ts'
@@ -30,6 +30,10 @@ t.test('nodes bootstrapped from the head alone find each other under the infohas
   t.teardown(head.close)
   const found = new Map<number, Set<string>>()
   const ports = [41001, 41002, 41003]
+  // A node without the description looks for holders round after round, with one DHT node.
+  const lookup = await DhtLookup.open([head.address], '127.0.0.1')
+  t.teardown(() => lookup.close())
+  t.same(await lookup.peers(INFO_HASH, 5000), [], 'no holder before any node joined')
   const all = eventually(() => ports.every((p) => ports.filter((q) => q !== p).every((q) => found.get(p)?.has(`127.0.0.1:${q}`))))
   const nodes = ports.map((port) => {
     found.set(port, new Set())
@@ -51,8 +55,8 @@ t.test('nodes bootstrapped from the head alone find each other under the infohas
   const last = found.get(41003) as Set<string>
   t.ok(last.has('127.0.0.1:41001') && last.has('127.0.0.1:41002'), `the last node found the two before it: ${[...last].join(' ')}`)
   t.notOk(ports.some((p) => found.get(p)?.has(`127.0.0.1:${p}`)), 'no node is told of itself')
-  t.same(await dhtPeers([head.address], INFO_HASH, '127.0.0.1', 5000).then((l) => l.sort()), ports.map((p) => `127.0.0.1:${p}`),
-    'a node without the description finds every holder')
+  t.same((await lookup.peers(INFO_HASH, 5000)).sort(), ports.map((p) => `127.0.0.1:${p}`),
+    'the same lookup node finds every holder once they joined')
 })
 
 t.test('an unreachable bootstrap: said once, a lookup fails with the address', async (t) => {
@@ -61,7 +65,10 @@ t.test('an unreachable bootstrap: said once, a lookup fails with the address', a
   await new Promise<void>((resolve) => gone.bind(0, '127.0.0.1', resolve))
   const address = `127.0.0.1:${gone.address().port}`
   gone.close()
-  await t.rejects(dhtPeers([address], INFO_HASH, '127.0.0.1', 20_000), new RegExp(`the DHT bootstrap ${address} does not answer`))
+  const lookup = await DhtLookup.open([address], '127.0.0.1')
+  t.teardown(() => lookup.close())
+  await t.rejects(lookup.peers(INFO_HASH, 20_000), new RegExp(`the DHT bootstrap ${address} does not answer`))
+  await t.rejects(lookup.peers(INFO_HASH, 20_000), new RegExp(`the DHT bootstrap ${address} does not answer`), 'and again in the next round')
   const warnings: string[] = []
   const saidOnce = eventually(() => warnings.length >= 1)
   const node = new DhtDiscovery({

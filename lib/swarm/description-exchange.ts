@@ -81,21 +81,26 @@ export async function fetchDescriptionFromPeers (opts: FetchDescriptionOptions):
   // An id of its own: this short connection is not the node that joins afterwards.
   const peerId = newPeerId('node')
   const deadline = performance.now() + opts.deadlineMs
-  for (let round = 0; performance.now() < deadline; round++) {
-    const listed = (await Promise.all([
-      ...opts.trackers.map((t) => peekPeers(t, { infoHash: opts.infoHash, peerId, secret: opts.secret, numwant: PEEK_PEERS, timeoutMs: PEER_TIMEOUT_MS })),
-      ...(opts.dht?.length ? [dhtHolders(opts.dht, opts.infoHash)] : [])
-    ].map((listing) => listing.catch(() => [])))).flat()
-    // The head last: it hands the description to its first few askers only.
-    const candidates = [...new Set([...shuffle(listed.filter((a) => !opts.seeders.includes(a))), ...opts.seeders])]
-    for (const address of candidates) {
-      if (performance.now() >= deadline) break
-      const bytes = await fetchFrom(address, peerId, opts).catch(() => undefined)
-      if (bytes && opts.accept(bytes)) return bytes
+  const dht = opts.dht?.length ? await openDhtLookup(opts.dht).catch(() => undefined) : undefined
+  try {
+    for (let round = 0; performance.now() < deadline; round++) {
+      const listed = (await Promise.all([
+        ...opts.trackers.map((t) => peekPeers(t, { infoHash: opts.infoHash, peerId, secret: opts.secret, numwant: PEEK_PEERS, timeoutMs: PEER_TIMEOUT_MS })),
+        ...(dht ? [dht.peers(opts.infoHash, PEER_TIMEOUT_MS).then((holders) => holders.slice(0, PEEK_PEERS))] : [])
+      ].map((listing) => listing.catch(() => [])))).flat()
+      // The head last: it hands the description to its first few askers only.
+      const candidates = [...new Set([...shuffle(listed.filter((a) => !opts.seeders.includes(a))), ...opts.seeders])]
+      for (const address of candidates) {
+        if (performance.now() >= deadline) break
+        const bytes = await fetchFrom(address, peerId, opts).catch(() => undefined)
+        if (bytes && opts.accept(bytes)) return bytes
+      }
+      await delay(Math.min(RETRY_MS * 2 ** round, RETRY_MAX_MS) * (0.5 + Math.random()))
     }
-    await delay(Math.min(RETRY_MS * 2 ** round, RETRY_MAX_MS) * (0.5 + Math.random()))
+    return undefined
+  } finally {
+    await dht?.close()
   }
-  return undefined
 }
 
 /** The description from one peer: dial, handshake with the job's proof, ask for every piece. */
@@ -131,10 +136,10 @@ async function fetchFrom (address: string, peerId: Buffer, opts: FetchDescriptio
   }
 }
 
-/** Holders listed in the job's DHT (nodes announce once they joined, i.e. once they had the description). */
-async function dhtHolders (bootstrap: readonly string[], infoHash: Buffer): Promise<string[]> {
-  const { dhtPeers } = await import('./dht.ts')
-  return (await dhtPeers(bootstrap, infoHash, await addressToward(bootstrap[0] as string), PEER_TIMEOUT_MS)).slice(0, PEEK_PEERS)
+/** The DHT node that looks for holders in the job's DHT, every round (its modules load only here). */
+async function openDhtLookup (bootstrap: readonly string[]) {
+  const { DhtLookup } = await import('./dht.ts')
+  return DhtLookup.open(bootstrap, await addressToward(bootstrap[0] as string))
 }
 
 function descHandler (onDesc: (msg: DescMessage) => void, onClose: () => void): WireHandler {

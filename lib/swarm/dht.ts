@@ -163,27 +163,52 @@ export class DhtDiscovery {
 }
 
 /**
- * Peers listed under `infoHash` (a node that has no description yet looks for holders: nodes
- * announce once they joined, i.e. once they had it). Errors if no DHT node answers in `timeoutMs`.
+ * A DHT node that only looks (a node that has no description yet looks for its holders: nodes
+ * announce once they joined, i.e. once they had it). One serves all of a node's lookups, round
+ * after round, rather than a new DHT node per round, each one more node for the head to meet.
  */
-export async function dhtPeers (bootstrap: readonly string[], infoHash: Buffer, host: string, timeoutMs: number): Promise<string[]> {
-  const dht = newDht(bootstrap)
-  const found = new Set<string>()
-  dht.on('peer', (peer: { host: string, port: number }) => found.add(`${peer.host}:${peer.port}`))
-  dht.on('error', () => {})
-  try {
-    await listen(dht, host, 0)
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`the DHT bootstrap ${bootstrap.join(', ')} did not answer in ${timeoutMs / 1000} s`)), timeoutMs)
+export class DhtLookup {
+  private readonly dht: Dht
+  private readonly bootstrap: readonly string[]
+
+  private constructor (dht: Dht, bootstrap: readonly string[]) {
+    this.dht = dht
+    this.bootstrap = bootstrap
+  }
+
+  /** Its UDP socket on `host` (the address toward the bootstrap). */
+  static async open (bootstrap: readonly string[], host: string): Promise<DhtLookup> {
+    const dht = newDht(bootstrap)
+    dht.on('error', () => {})
+    try {
+      await listen(dht, host, 0)
+    } catch (err) {
+      await new Promise<void>((resolve) => dht.destroy(() => resolve()))
+      throw err
+    }
+    return new DhtLookup(dht, bootstrap)
+  }
+
+  /** Peers listed under `infoHash` now; errors if no DHT node answers in `timeoutMs`. */
+  peers (infoHash: Buffer, timeoutMs: number): Promise<string[]> {
+    const dht = this.dht
+    const where = this.bootstrap.join(', ')
+    // A bootstrap that did not answer before is asked again.
+    if (dht.nodes.count() === 0) for (const address of this.bootstrap) { const node = hostPort(address); if (node) dht.addNode(node) }
+    const found = new Set<string>()
+    const onPeer = (peer: { host: string, port: number }) => found.add(`${peer.host}:${peer.port}`)
+    dht.on('peer', onPeer)
+    return new Promise<string[]>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`the DHT bootstrap ${where} did not answer in ${timeoutMs / 1000} s`)), timeoutMs)
       dht.lookup(infoHash, () => {
         clearTimeout(timer)
-        if (dht.nodes.count() === 0) reject(new Error(`the DHT bootstrap ${bootstrap.join(', ')} does not answer`))
-        else resolve()
+        if (dht.nodes.count() === 0) reject(new Error(`the DHT bootstrap ${where} does not answer`))
+        else resolve([...found])
       })
-    })
-    return [...found]
-  } finally {
-    await new Promise<void>((resolve) => dht.destroy(() => resolve()))
+    }).finally(() => dht.off('peer', onPeer))
+  }
+
+  close (): Promise<void> {
+    return new Promise((resolve) => this.dht.destroy(() => resolve()))
   }
 }
-

@@ -61,11 +61,6 @@ static napi_value map_store(napi_env env, napi_callback_info info) {
     munmap(bytes, (size_t)length);
     return NULL;
   }
-  // V8 counts a buffer's bytes as memory it could free by collecting garbage, and a jump of tens of
-  // MB starts a full collection (measured: one in every agent's start, ~30 ms of CPU). A mapping of
-  // the store is not such memory: it lives as long as the store, whatever V8 collects.
-  int64_t adjusted;
-  napi_adjust_external_memory(env, -length, &adjusted);
   return result;
 }
 

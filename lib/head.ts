@@ -106,9 +106,13 @@ function seedSet (desc: Description, source: SourceLayout, config: Config, adver
     uploadLimit: config.uploadLimit,
     deferToPeersMs: config.deferToPeersMs,
     secret,
-    // The tracker lists nodes once they joined, i.e. once they had the description; and the seeder.
-    // Before any node joined, the first holders are still on their way: they, not the head, serve the rest.
-    noOtherHolder: () => tracker.nodesJoined(desc.infoHash) > 0 && tracker.peerCount(desc.infoHash) <= 1
+    // Before any node joined, the first holders are still on their way: they, not the head, serve
+    // the rest. The tracker lists nodes once they joined, i.e. once they had the description, and
+    // the seeder. A DHT tells no one when a node leaves: there, the nodes connected to this seeder
+    // (every node keeps one connection to it).
+    noOtherHolder: trackerUrl
+      ? () => tracker.nodesJoined(desc.infoHash) > 0 && tracker.peerCount(desc.infoHash) <= 1
+      : (seen) => seen.joined > 0 && seen.connected === 0
   }, warn)
 }
 

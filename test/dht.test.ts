@@ -11,6 +11,9 @@ import t from 'tap'
 import { DhtDiscovery, DhtLookup, startDhtBootstrap } from '../lib/swarm/dht.ts'
 import { execa } from 'execa'
 import { parseDescription } from '../lib/description.ts'
+import { fetchDescriptionFromPeers, HEAD_DESC_PEERS } from '../lib/swarm/description-exchange.ts'
+import { parseJobSecret } from '../lib/swarm/job-auth.ts'
+import { SwarmNode } from '../lib/swarm/node.ts'
 import { cleanEnv, CLI, describedTree, p2prun, ROOT, waitForLine } from './helpers/cli.ts'
 import { snapshotTree } from './helpers/fixtures.ts'
 import { launch, launchDirs, nothingLeft } from './helpers/launch.ts'
@@ -165,3 +168,26 @@ async function waitUntil (check: () => boolean): Promise<void> {
   for (let i = 0; i < 500 && !check(); i++) await new Promise((resolve) => setTimeout(resolve, 20))
   if (!check()) throw new Error('gave up waiting')
 }
+
+t.test('with a DHT, the head hands the description past its first copies once every node that had it has left', async (t) => {
+  const { dir, libs, file } = await describedTree(t, { files: { 'liba.so': 300_000 } })
+  const secretHex = randomBytes(32).toString('hex')
+  const secret = parseJobSecret(secretHex, 'the test secret')
+  const head = execa(CLI, ['serve', file, '--source', libs, '--host', '127.0.0.1', '--discovery', 'dht'],
+    { env: cleanEnv({ P2PRUN_SECRET: secretHex }), extendEnv: false, reject: false, stdin: 'ignore' })
+  t.teardown(() => { head.kill('SIGTERM') })
+  const [, seeder, dht] = await waitForLine(head, /^serving infohash=\S+ tracker=\S+ seeder=(\S+) dht=(\S+)$/)
+  const desc = parseDescription(await readFile(file))
+  // Asked of the head alone (no tracker, no DHT lookup): whether it hands the description over.
+  const fromHead = (deadlineMs: number) => fetchDescriptionFromPeers({
+    infoHash: Buffer.from(desc.infoHash, 'hex'), secret, trackers: [], seeders: [seeder as string], deadlineMs, accept: () => true
+  })
+  const node = await SwarmNode.join(desc, {
+    storeDir: dir, port: 0, maxConns: 10, numwant: 10, stallTimeoutMs: 60_000, dht: [dht as string], seeders: [seeder as string], secret
+  })
+  t.teardown(() => node.close())
+  for (let i = 0; i < HEAD_DESC_PEERS; i++) t.ok(await fromHead(10_000), `copy ${i + 1} from the head`)
+  t.equal(await fromHead(1500), undefined, 'no more while a node that has it is connected: it serves the rest')
+  await node.close()
+  t.ok(await fromHead(10_000), 'once it has left, the head hands it to whoever asks')
+})

@@ -15,9 +15,18 @@ import { unchokeAtOnce } from './unchoke.ts'
 import { sourceFilesOf, type SourceFiles } from './source-files.ts'
 import { servable, type BlockRequest, type Wire } from './wire.ts'
 
+/** Nodes this seeder has seen join (a node tells its pieces once it has the description), and those still connected. */
+export interface HoldersSeen {
+  readonly joined: number
+  readonly connected: number
+}
+
 export interface SeederOptions {
-  /** Whether no node that has the description is listed now: the head then hands it to any who asks. */
-  readonly noOtherHolder?: () => boolean
+  /**
+   * Whether no node that has the description is left: the head then hands it to any who asks.
+   * Told what this seeder has seen.
+   */
+  readonly noOtherHolder?: (seen: HoldersSeen) => boolean
   readonly host: string
   readonly port: number
   readonly trackers: readonly string[]
@@ -66,7 +75,8 @@ export async function startSeeder (desc: Description, layout: SourceLayout, opts
     const serving = new Serving(desc, source, opts, warn)
     const peerId = newPeerId('head')
     const infoHash = Buffer.from(desc.infoHash, 'hex')
-    const description = opts.secret && new DescriptionServer(peerShareable(desc), HEAD_DESC_PEERS, opts.noOtherHolder)
+    const noOtherHolder = opts.noOtherHolder
+    const description = opts.secret && new DescriptionServer(peerShareable(desc), HEAD_DESC_PEERS, noOtherHolder && (() => noOtherHolder(serving.holdersSeen())))
     const connections = await Connections.listen({
       infoHash, peerId, pieceCount: desc.pieceCount, host: opts.host, port: opts.port, maxConns: opts.maxConns, secret: opts.secret, learnPeers: false,
       handler: serving.handler(), onWire: (wire) => serving.onWire(wire), description
@@ -106,6 +116,9 @@ export async function startSeeder (desc: Description, layout: SourceLayout, opts
 class Serving {
   uploaded = 0
   readonly toPeer = new Map<string, number>()
+  /** Connected nodes that told their pieces (they joined: they have the description), and how many ever did. */
+  private readonly holders = new Set<Wire>()
+  private joined = 0
   private readonly desc: Description
   private readonly source: SourceFiles
   private readonly opts: SeederOptions
@@ -133,14 +146,22 @@ class Serving {
     wire.sendPieces(this.all)
   }
 
+  holdersSeen (): HoldersSeen {
+    return { joined: this.joined, connected: this.holders.size }
+  }
+
   handler () {
     return {
-      onPieces: () => {},
+      onPieces: (wire: Wire) => {
+        if (this.holders.has(wire)) return
+        this.holders.add(wire)
+        this.joined++
+      },
       onChoke: () => {},
       onInterested: unchokeAtOnce,
       onBlock: () => {},
       onReject: () => {},
-      onClose: () => {},
+      onClose: (wire: Wire) => { this.holders.delete(wire) },
       onRequest: (wire: Wire, req: BlockRequest) => this.serve(wire, req)
     }
   }

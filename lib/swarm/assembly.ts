@@ -53,7 +53,7 @@ export class Assembly {
   /** Makes room for a piece's bytes in `into` before its first request; false: there is none. */
   private readonly claim: (start: number, length: number) => boolean
   private readonly partials = new Map<number, Partial>()
-  /** Pieces that passed their check (and may still be on their way to the store): never asked again. */
+  /** Pieces that passed their check, or were settled from the source: never asked again. */
   private readonly done: Uint8Array
 
   constructor (layout: Layout, into: Buffer, claim: (start: number, length: number) => boolean = () => true) {

@@ -55,6 +55,19 @@ function listen (dht: Dht, host: string, port: number): Promise<void> {
   })
 }
 
+/** Stops a DHT node; resolves once its socket is closed. */
+function destroy (dht: Dht): Promise<void> {
+  return new Promise((resolve) => dht.destroy(() => resolve()))
+}
+
+/** Asks the bootstrap nodes again: a DHT node that never heard from them has no one else to ask. */
+function addBootstrap (dht: Dht, bootstrap: readonly string[]): void {
+  for (const address of bootstrap) {
+    const node = hostPort(address)
+    if (node) dht.addNode(node)
+  }
+}
+
 export interface DhtBootstrap {
   /** host:port (UDP) that nodes bootstrap from. */
   readonly address: string
@@ -80,7 +93,7 @@ export async function startDhtBootstrap (host: string, port: number, advertise: 
     address: `${advertise}:${dht.address().port}`,
     announced: (infoHash) => announced.get(infoHash)?.size ?? 0,
     counts: () => ({ ...counts }),
-    close: () => new Promise((resolve) => dht.destroy(() => resolve()))
+    close: () => destroy(dht)
   }
 }
 
@@ -127,7 +140,7 @@ export class DhtDiscovery {
     if (this.stopped) return
     this.stopped = true
     clearTimeout(this.timer)
-    await new Promise<void>((resolve) => this.dht ? this.dht.destroy(() => resolve()) : resolve())
+    if (this.dht) await destroy(this.dht)
   }
 
   /** A lookup, then an announce with the tokens it got; again later. */
@@ -149,10 +162,7 @@ export class DhtDiscovery {
     if (this.failures === 1) {
       this.opts.onWarning(`the DHT bootstrap ${this.opts.bootstrap.join(', ')} does not answer; retrying`)
     }
-    for (const address of this.opts.bootstrap) {
-      const node = hostPort(address)
-      if (node) this.dht?.addNode(node)
-    }
+    if (this.dht) addBootstrap(this.dht, this.opts.bootstrap)
     this.later(Math.min(RETRY_MS * 2 ** (this.failures - 1), RETRY_MAX_MS))
   }
 
@@ -183,7 +193,7 @@ export class DhtLookup {
     try {
       await listen(dht, host, 0)
     } catch (err) {
-      await new Promise<void>((resolve) => dht.destroy(() => resolve()))
+      await destroy(dht)
       throw err
     }
     return new DhtLookup(dht, bootstrap)
@@ -194,7 +204,7 @@ export class DhtLookup {
     const dht = this.dht
     const where = this.bootstrap.join(', ')
     // A bootstrap that did not answer before is asked again.
-    if (dht.nodes.count() === 0) for (const address of this.bootstrap) { const node = hostPort(address); if (node) dht.addNode(node) }
+    if (dht.nodes.count() === 0) addBootstrap(dht, this.bootstrap)
     const found = new Set<string>()
     const onPeer = (peer: { host: string, port: number }) => found.add(`${peer.host}:${peer.port}`)
     dht.on('peer', onPeer)
@@ -209,6 +219,6 @@ export class DhtLookup {
   }
 
   close (): Promise<void> {
-    return new Promise((resolve) => this.dht.destroy(() => resolve()))
+    return destroy(this.dht)
   }
 }

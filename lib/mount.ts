@@ -9,8 +9,7 @@ import { execFile } from 'node:child_process'
 import { fuseError } from './errors.ts'
 import { findExecutable } from './files.ts'
 import type { LibraryFs, Replies, ServerCounts } from './fs.ts'
-import { NATIVE_FILE } from './dist-files.ts'
-import { FuseEvent, native, type FuseEventListener, type FuseHandle, type Native } from './native.ts'
+import { FuseEvent, requireNative, type FuseEventListener, type FuseHandle } from './native.ts'
 
 export interface MountOptions {
   /** Shown as the mount's source in /proc/mounts. */
@@ -36,7 +35,7 @@ export interface Mounted {
 export async function mountFs (mountPoint: string, fs: LibraryFs, opts: MountOptions): Promise<Mounted> {
   const mnt = path.resolve(mountPoint)
   await checkFuse(opts.device)
-  const server = nativeServer()
+  const server = requireNative('the FUSE server', fuseError)
   await prepareMountPoint(mnt)
   let handle: FuseHandle | undefined
   let final: ServerCounts | undefined
@@ -104,13 +103,6 @@ function mountOptions (opts: MountOptions): string {
   return ['ro', `fsname=${fsname}`, 'subtype=p2prun', 'default_permissions', ...(opts.allowOther ? ['allow_other'] : [])].join(',')
 }
 
-function nativeServer (): Native {
-  if (!native) {
-    throw fuseError(`p2prun's FUSE server is not built (dist/${NATIVE_FILE} is missing)`,
-      'run `npm run build` (it needs cc, pkg-config and libfuse3-dev: scripts/setup-system.sh)')
-  }
-  return native
-}
 
 /** Removes a mount even if the process serving it is gone ("Transport endpoint is not connected"). */
 export async function lazyUnmount (mountPoint: string): Promise<void> {

@@ -61,3 +61,13 @@ function load (): Native | undefined {
 }
 
 export const native: Native | undefined = load()
+
+/**
+ * The addon, for what cannot run without it (`what`: the FUSE server, the node's store); where it
+ * is not built, the error `fail` makes (the caller's kind) says so, with how to build it.
+ */
+export function requireNative (what: string, fail: (message: string, hint: string) => Error): Native {
+  if (native) return native
+  throw fail(`p2prun's addon is not built (dist/${NATIVE_FILE} is missing): ${what} runs on it`,
+    'run `npm run build` (it needs cc, pkg-config and libfuse3-dev: scripts/setup-system.sh)')
+}

@@ -12,9 +12,8 @@ import path from 'node:path'
 import type { SourceLayout } from '../source-layout.ts'
 import { formatBytes, peerShareable, type DescribedEntry, type Description } from '../description.ts'
 import { swarmError } from '../errors.ts'
-import { NATIVE_FILE } from '../dist-files.ts'
 import { remoteKind } from '../file-systems.ts'
-import { native, type Native } from '../native.ts'
+import { requireNative } from '../native.ts'
 import { clipRange, type ByteSource, type LocalView } from '../store.ts'
 import { Announcer } from './announce.ts'
 import { Assembly, pieceSize } from './assembly.ts'
@@ -291,7 +290,7 @@ export class SwarmNode implements ByteSource {
   /** Room in the store for bytes about to be written there; out of room fails what waits, as a failed write did. */
   private claim (start: number, length: number): boolean {
     try {
-      (native as Native).allocateStore(this.data.fd, start, length)
+      requireNative('the node\'s store', swarmError).allocateStore(this.data.fd, start, length)
       return true
     } catch (err) {
       this.failAll(swarmError(`cannot write to the store ${this.storePath}: ${(err as Error).message}`,
@@ -438,12 +437,9 @@ export class SwarmNode implements ByteSource {
 
 /** The store file, mapped (its room is allocated piece by piece: SwarmNode.claim). */
 function mapStore (fd: number, setBytes: number, storePath: string): Buffer {
-  if (!native) {
-    throw swarmError(`p2prun's addon is not built (dist/${NATIVE_FILE} is missing): the node's store is mapped through it`,
-      'run `npm run build` (it needs cc, pkg-config and libfuse3-dev: scripts/setup-system.sh)')
-  }
+  const addon = requireNative('the node\'s store', swarmError)
   try {
-    return native.mapStore(fd, setBytes)
+    return addon.mapStore(fd, setBytes)
   } catch (err) {
     throw swarmError(`cannot make the store ${storePath}: ${(err as Error).message}`,
       'pass --store-dir with a writable directory on node-local memory or disk', err)

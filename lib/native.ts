@@ -1,6 +1,6 @@
 // p2prun's Node-API addon (native/, built by scripts/build.ts into dist/): the FUSE server the
-// mount runs on a thread of its own, the socket low-water mark and the store's mapping. A checkout never built has
-// none: mounting then says how to build it.
+// mount runs on a thread of its own, the socket low-water mark, the store's mapping and the node's
+// peer streams. A checkout never built has none: mounting then says how to build it.
 import { distFile, NATIVE_FILE } from './dist-files.ts'
 import type { InodeTable, ServerCounts } from './fs.ts'
 import type { LocalView } from './store.ts'
@@ -25,6 +25,12 @@ export interface FuseConfig {
 
 declare const handleBrand: unique symbol
 export type FuseHandle = { readonly [handleBrand]: true }
+declare const streamBrand: unique symbol
+/** A peer connection moved by the addon (native/peer-stream.c). */
+export type PeerStream = { readonly [streamBrand]: true }
+
+/** onEvent(inbox, ended): messages in wire format (with PLACED records) or undefined; why the connection ended (once) or undefined. */
+export type PeerStreamListener = (inbox: Buffer | undefined, ended: string | undefined) => void
 
 /**
  * onEvent(kind, id, ino, offset, size, message): Mounted and Ended carry an errno in `size` (0:
@@ -39,6 +45,17 @@ export interface Native {
   mapStore (fd: number, length: number): Buffer
   /** Allocates the file's blocks for bytes [offset, offset + length), before they are written through the mapping; throws as mapStore. */
   allocateStore (fd: number, offset: number, length: number): void
+  /**
+   * Takes over a duplicate of a connected socket's descriptor after its handshake; `initial`: bytes
+   * already read from it. Blocks asked for (peerExpect) are read into `store` at piece `index`'s
+   * place, unless `have` marks the piece verified. Throws with the system's reason.
+   */
+  adoptPeerSocket (fd: number, initial: Buffer, store: Buffer, pieceLength: number, have: Uint8Array, maxMessage: number, onEvent: PeerStreamListener): PeerStream
+  /** Queued for the end of the loop turn; bytes inside the store are sent from there, others copied. */
+  peerWrite (stream: PeerStream, bytes: Buffer): void
+  peerExpect (stream: PeerStream, index: number, begin: number, length: number): void
+  peerForget (stream: PeerStream): void
+  peerClose (stream: PeerStream): void
   fuseStart (config: FuseConfig, onEvent: FuseEventListener): FuseHandle
   fuseReplyData (handle: FuseHandle, id: number, data: Buffer, length: number): void
   fuseReplyOpen (handle: FuseHandle, id: number): void

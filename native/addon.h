@@ -8,4 +8,5 @@ napi_value register_socket_low_water(napi_env env, napi_value exports);
 napi_value register_fuse_server(napi_env env, napi_value exports);
 napi_value register_process_exit(napi_env env, napi_value exports);
 napi_value register_store_map(napi_env env, napi_value exports);
+napi_value register_peer_stream(napi_env env, napi_value exports);
 #endif

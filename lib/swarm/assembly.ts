@@ -132,12 +132,15 @@ export class Assembly {
     }
   }
 
-  /** Takes blocks (copied) sent by peer `from`; once the piece is whole, checks it and forgets it. */
+  /**
+   * Takes blocks sent by peer `from` (copied, unless `data` already is their place: the addon read
+   * them there); once the piece is whole, checks it and forgets it.
+   */
   receive (req: BlockRequest, data: Buffer, from: string): Received {
     const p = this.partials.get(req.index)
     if (!p || data.length !== req.length || req.begin + req.length > p.data.length) return PARTIAL
     const [first, end] = blocksOf(req)
-    data.copy(p.data, req.begin)
+    if (data.buffer !== p.data.buffer || data.byteOffset !== p.data.byteOffset + req.begin) data.copy(p.data, req.begin)
     p.from.add(from)
     for (let b = first; b < end; b++) {
       if (p.blocks[b] !== IN) p.missing--

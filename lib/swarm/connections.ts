@@ -7,7 +7,7 @@ import { P2prunError } from '../errors.ts'
 import type { JobSecret } from './job-auth.ts'
 import { setRcvLowat } from './low-water.ts'
 import { hostPort, plainIp } from './peer-address.ts'
-import { Wire, type WireHandler } from './wire.ts'
+import { Wire, type StoreTarget, type WireHandler } from './wire.ts'
 import type { DescriptionServer } from './description-exchange.ts'
 import type { DescMessage } from './extensions.ts'
 
@@ -31,6 +31,8 @@ export interface ConnectionsOptions {
   readonly warn?: (line: string) => void
   /** Hands peers the description (job-only swarms: the exchange needs the job's proof). */
   readonly description?: DescriptionServer
+  /** A node's store: its connections are handed to the addon after their handshake (see Wire). */
+  readonly store?: StoreTarget
 }
 
 const HANDSHAKE_TIMEOUT_MS = 10_000
@@ -140,7 +142,8 @@ export class Connections {
     this.closed = true
     clearInterval(this.keepAlive)
     for (const timer of this.timers) clearTimeout(timer)
-    // Set up or not, every connection's socket is here; a wire goes with its socket.
+    // A connection being set up has its socket here; one set up may be in the addon's hands.
+    for (const wire of this.wires.values()) wire.destroy()
     for (const socket of this.sockets) socket.destroy()
     return new Promise((resolve) => this.server.close(() => resolve()))
   }
@@ -226,7 +229,8 @@ export class Connections {
       lowWater: setRcvLowat && ((bytes) => setRcvLowat?.(socket, bytes)),
       secret: this.opts.secret,
       listenPort: this.port,
-      descSize: this.opts.description?.size
+      descSize: this.opts.description?.size,
+      store: this.opts.store
     })
   }
 
@@ -249,11 +253,15 @@ export class Connections {
       return wire.peerId !== this.ownHex && !this.closed // a duplicate is a peer reached
     }
     this.wires.set(wire.peerId, wire)
-    wire.socket.once('close', () => this.lost(wire))
     this.opts.onWire(wire)
     const description = this.opts.description
+    const handler = this.opts.handler
     wire.attach({
-      ...this.opts.handler,
+      ...handler,
+      onClose: (w: Wire) => {
+        handler.onClose(w)
+        this.lost(w)
+      },
       ...(this.opts.learnPeers ? { onPex: (_w: Wire, addresses: string[]) => { for (const a of addresses) this.dial(a) } } : {}),
       ...(description ? { onDesc: (w: Wire, msg: DescMessage) => description.onDesc(w, msg) } : {})
     })
@@ -266,7 +274,7 @@ export class Connections {
     const out: string[] = []
     for (const w of this.wires.values()) {
       if (out.length >= PEX_PEERS) break
-      const ip = plainIp(w.socket.remoteAddress)
+      const ip = plainIp(w.remoteAddress)
       if (w !== except && w.listenPort !== undefined && ip) out.push(`${ip}:${w.listenPort}`)
     }
     return out

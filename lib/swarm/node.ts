@@ -136,6 +136,7 @@ export class SwarmNode implements ByteSource {
       node.connections = await Connections.listen({
         infoHash, peerId, pieceCount: desc.pieceCount, host, port: opts.port, maxConns: opts.maxConns, secret: opts.secret, learnPeers: true, warn,
         handler: node.wireHandler(), onWire: (wire) => node.onWire(wire),
+        store: { bytes, pieceLength: desc.pieceLength, have: node.have.bytes },
         description: opts.secret && new DescriptionServer(peerShareable(desc), NODE_DESC_PEERS)
       })
     } catch (err) {
@@ -422,7 +423,7 @@ export class SwarmNode implements ByteSource {
 
   private dropPeer (peerId: string, why: string, ban: boolean): void {
     const wire = this.connections.wires.get(peerId)
-    const who = wire ? `${wire.socket.remoteAddress ?? '?'}:${wire.socket.remotePort ?? '?'}` : Buffer.from(peerId, 'hex').toString('latin1').slice(0, 8)
+    const who = wire ? `${wire.remoteAddress ?? '?'}:${wire.remotePort ?? '?'}` : Buffer.from(peerId, 'hex').toString('latin1').slice(0, 8)
     this.warn(`dropped peer ${who}${ban ? ' for a while' : ''}: it ${why}`)
     if (ban) this.connections.ban(peerId, why)
     else this.connections.drop(peerId, why)

@@ -9,8 +9,11 @@
 // Written for a job's swarm, where every node moves the whole library set in and out: a message is
 // parsed where it lies in the socket's chunk (no concatenation per message), a block is handed over
 // as a view of that chunk, and a piece message goes out as one gathered write of its header and
-// block.
+// block. A node's connections go further once their handshake is through: the addon moves their
+// bytes (native/peer-stream.c), reads each block asked for straight into its place in the node's
+// store and hands this wire the other messages, in the same format, once per loop turn.
 import type { Socket } from 'node:net'
+import { native, type PeerStream } from '../native.ts'
 import { Bitfield } from './bitfield.ts'
 import { decodeDescMessage, decodeExtensionHandshake, decodePex, DESC_ID, encodeDescMessage, encodeExtensionHandshake, encodePex, UT_PEX_ID, type DescMessage } from './extensions.ts'
 import { proof, proofMatches, type JobSecret } from './job-auth.ts'
@@ -45,7 +48,10 @@ export interface WireHandler {
   /** The peer wants pieces we have. */
   onInterested (wire: Wire): void
   onRequest (wire: Wire, request: BlockRequest): void
-  /** A block we asked for; `data` is a view of the socket's buffer, valid during the call. */
+  /**
+   * A block we asked for; `data` is a view of the socket's buffer, valid during the call, or of the
+   * store where it already lies (a wire handed over to the addon).
+   */
   onBlock (wire: Wire, request: BlockRequest, data: Buffer): void
   /** The peer turned down a request (BEP 6), or dropped it by choking us (without BEP 6). */
   onReject (wire: Wire, request: BlockRequest): void
@@ -63,6 +69,9 @@ const FAST_BIT = 0x04
 /** Byte 5 of the reserved field, bit 0x10: the extension protocol (BEP 10), which carries the job proof. */
 const EXTENSION_BIT = 0x10
 const EXTENDED = 20
+/** The addon's record of a block it read into the store: an id no peer's message reaches us with. */
+const PLACED = 0xff
+const NOTHING = Buffer.alloc(0)
 /**
  * While a message's body is on its way, the kernel may hold its remaining bytes (up to one read
  * buffer) until all are there: one wake-up and one read instead of one per ~1.5 KB segment on a
@@ -105,10 +114,22 @@ export interface HandshakeOptions {
    * messages (bitfield, have…) are not checked against a piece count, only ignored.
    */
   readonly descOnly?: boolean
+  /** The node's store: once the handshakes are through, the addon moves the connection's bytes and places blocks there. */
+  readonly store?: StoreTarget
+}
+
+/** Where a node's blocks go: the set's bytes (mapped), its piece length and its have bitfield (verified pieces are never written). */
+export interface StoreTarget {
+  readonly bytes: Buffer
+  readonly pieceLength: number
+  readonly have: Uint8Array
 }
 
 export class Wire {
+  /** Node's socket, until the connection is handed over to the addon. */
   readonly socket: Socket
+  readonly remoteAddress: string | undefined
+  readonly remotePort: number | undefined
   readonly outgoing: boolean
   /** The peer's id, hex; known once `ready` resolved. */
   peerId = ''
@@ -152,10 +173,15 @@ export class Wire {
   private messageLength = -1
   /** The socket's receive low-water mark as last set. */
   private lowWater = 1
+  /** The connection in the addon's hands; before it is, what is sent waits in `handingOver`. */
+  private stream: PeerStream | undefined
+  private handingOver: Buffer[] | undefined
 
   /** Starts the handshake on a connected socket; its bytes arrive through `receive`. */
   constructor (socket: Socket, opts: HandshakeOptions) {
     this.socket = socket
+    this.remoteAddress = socket.remoteAddress
+    this.remotePort = socket.remotePort
     this.outgoing = opts.outgoing
     this.opts = opts
     this.peerPieces = new Bitfield(opts.pieceCount)
@@ -164,8 +190,8 @@ export class Wire {
     this.ready = new Promise<void>((resolve, reject) => { this.shook = resolve; this.failed = reject })
     const timer = setTimeout(() => this.fail('no handshake in time'), opts.timeoutMs)
     this.ready.then(() => clearTimeout(timer), () => clearTimeout(timer))
-    socket.on('error', (err) => this.fail(err.message))
-    socket.on('close', () => this.fail('closed'))
+    socket.on('error', this.onSocketError)
+    socket.on('close', this.onSocketClose)
     if (opts.outgoing) this.socket.write(this.ownHandshake())
   }
 
@@ -215,6 +241,7 @@ export class Wire {
   }
 
   request (req: BlockRequest): void {
+    if (this.stream) native?.peerExpect(this.stream, req.index, req.begin, req.length)
     this.outstanding.push({ ...req, at: performance.now() })
     this.outstandingBytes += req.length
     this.send(MSG.request, triple(req))
@@ -222,6 +249,7 @@ export class Wire {
 
   /** Forgets outstanding requests (timed out, or the peer left): a block that still arrives is dropped. */
   forget (): BlockRequest[] {
+    if (this.stream) native?.peerForget(this.stream)
     this.outstandingBytes = 0
     return this.outstanding.splice(0)
   }
@@ -265,10 +293,14 @@ export class Wire {
     this.closeReason = reason ?? 'closed'
     this.chunks.length = 0
     this.buffered = 0
-    this.socket.destroy()
+    if (this.stream) native?.peerClose(this.stream)
+    else this.socket.destroy()
     this.failed?.(new Error(reason ?? 'closed during the handshake'))
     this.handler?.onClose(this)
   }
+
+  private readonly onSocketClose = (): void => this.fail('closed')
+  private readonly onSocketError = (err: Error): void => this.fail(err.message)
 
   private fail (why: string): void {
     this.failed?.(new Error(why))
@@ -282,6 +314,7 @@ export class Wire {
 
   /** Parses what is buffered as far as the connection's phase allows; guarded (see receive). */
   private consume (): void {
+    if (this.handingOver) return // the addon frames what arrived from here on
     try {
       if (this.phase === 'handshake') this.parseHandshake()
       if (this.phase === 'proof' || this.handler) this.parse()
@@ -327,10 +360,50 @@ export class Wire {
 
   private open (): void {
     this.phase = 'messages'
+    if (this.opts.store) this.handOver(this.opts.store)
     const shook = this.shook
     this.shook = undefined
     this.failed = undefined
     shook?.()
+  }
+
+  /**
+   * From here the addon moves the connection's bytes: Node stops reading the socket, what it still
+   * has to send goes out, then the addon takes a duplicate of its descriptor, with the bytes read
+   * but not parsed, and Node's socket is closed. Sent meanwhile: waits. Without the addon (a
+   * checkout never built), Node keeps the socket.
+   */
+  private handOver (store: StoreTarget): void {
+    const handle = (this.socket as unknown as { _handle?: { readStop(): number, fd: number } })._handle
+    if (!native || !handle) return
+    handle.readStop()
+    this.handingOver = []
+    this.socket.uncork()
+    this.socket.write(NOTHING, (err) => {
+      if (this.destroyed) return
+      if (err) return this.fail(err.message)
+      try {
+        this.stream = (native as NonNullable<typeof native>).adoptPeerSocket(handle.fd, Buffer.concat(this.chunks), store.bytes, store.pieceLength,
+          store.have, this.maxMessageLength, (inbox, ended) => this.fromStream(inbox, ended))
+      } catch (e) {
+        return this.fail(`cannot hand the connection over: ${(e as Error).message}`)
+      }
+      this.chunks.length = 0
+      this.buffered = 0
+      // Node's socket goes; the connection stays open on the addon's descriptor.
+      this.socket.removeListener('close', this.onSocketClose).removeListener('error', this.onSocketError).on('error', () => {})
+      this.socket.destroy()
+      for (const req of this.outstanding) native?.peerExpect(this.stream, req.index, req.begin, req.length)
+      const waiting = this.handingOver ?? []
+      this.handingOver = undefined
+      for (const buf of waiting) this.write(buf)
+    })
+  }
+
+  /** What the addon read (whole messages), and why the connection ended; nothing here may throw into it. */
+  private fromStream (inbox: Buffer | undefined, ended: string | undefined): void {
+    if (inbox) this.receive(inbox, false)
+    if (ended !== undefined) this.destroy(ended)
   }
 
   private send (id: number, payload?: Buffer): void {
@@ -349,6 +422,11 @@ export class Wire {
    * of them (measured within the noise against one call per message, and kept for that).
    */
   private write (buf: Buffer): void {
+    if (this.stream) {
+      this.lastWrite = performance.now()
+      return native?.peerWrite(this.stream, buf)
+    }
+    if (this.handingOver) return void this.handingOver.push(buf)
     if (!this.corked) {
       this.corked = true
       this.socket.cork()
@@ -460,6 +538,16 @@ export class Wire {
         const req = this.settle(index, begin, length)
         if (req) h.onReject(this, req)
         return
+      }
+      case PLACED: {
+        // The addon read a block we asked for into its place in the store; it alone sends this id.
+        const store = this.opts.store
+        if (!this.stream || !store || msg.length !== 13) return
+        const { index, begin, length } = readTriple(msg)
+        const req = this.settle(index, begin, length)
+        if (!req) return
+        const start = index * store.pieceLength + begin
+        return h.onBlock(this, req, store.bytes.subarray(start, start + length))
       }
       case EXTENDED: {
         // Extension messages come from peers that proved the job's secret only.

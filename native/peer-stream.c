@@ -13,7 +13,9 @@
 //
 // Safety: a block lands in the store only if JS asked this peer for exactly it (`expect`) and the
 // piece is not verified yet (the node's have bitfield, shared): a peer cannot write anywhere else,
-// nor over a verified piece that the FUSE server hands to programs. A message longer than the
+// nor over a verified piece that the FUSE server hands to programs. A block asked for whose piece
+// was verified meanwhile is reported as placed all the same: JS settles the request (or it would
+// time out and drop the peer), and the bytes in the store are the verified ones. A message longer than the
 // largest the wire accepts ends the connection; whatever else a peer sends is JS's to check.
 // Part of p2prun's addon (addon.c), built by scripts/build.ts into dist/.
 #include <errno.h>
@@ -217,7 +219,8 @@ static size_t frame(stream_t *s, const uint8_t *buf, size_t length) {
       size_t body = have - 13 < b.length ? have - 13 : b.length;
       uint64_t at = (uint64_t)b.index * s->piece_length + b.begin;
       pos += 13;
-      if (at + b.length <= s->store_length && !verified(s, b.index) && take_expected(s, b.index, b.begin, b.length)) {
+      bool asked = at + b.length <= s->store_length && take_expected(s, b.index, b.begin, b.length);
+      if (asked && !verified(s, b.index)) {
         memcpy(s->store + at, buf + pos, body);
         pos += body;
         if (body == b.length) { placed(s, b); continue; }
@@ -227,7 +230,10 @@ static size_t frame(stream_t *s, const uint8_t *buf, size_t length) {
         set_low_water(s, s->place_left);
         return pos;
       }
-      // Not asked for, given up on, or already verified: dropped, as the JS wire drops it.
+      // Not asked for, or given up on: dropped, as the JS wire drops it. Asked for, but the piece
+      // was verified meanwhile (its blocks also asked of another peer): dropped too, and JS told,
+      // so the request is settled; the store already holds those bytes.
+      if (asked) placed(s, b);
       s->skip_left = b.length;
       continue;
     }
@@ -566,27 +572,26 @@ static napi_value peer_expect(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-// peerForget(stream): no block asked of this peer is placed any more (timed out, choked).
-static napi_value peer_forget(napi_env env, napi_callback_info info) {
+// The stream of a call that takes only it; NULL with a TypeError thrown if it is not one.
+static stream_t *only_stream(napi_env env, napi_callback_info info, const char *usage) {
   napi_value argv[1];
   stream_t *s;
-  if (!args(env, info, 1, argv) || !(s = stream_of(env, argv[0]))) {
-    napi_throw_type_error(env, NULL, "peerForget(stream)");
-    return NULL;
-  }
-  s->expected_count = 0;
+  if (args(env, info, 1, argv) && (s = stream_of(env, argv[0]))) return s;
+  napi_throw_type_error(env, NULL, usage);
+  return NULL;
+}
+
+// peerForget(stream): no block asked of this peer is placed any more (timed out, choked).
+static napi_value peer_forget(napi_env env, napi_callback_info info) {
+  stream_t *s = only_stream(env, info, "peerForget(stream)");
+  if (s) s->expected_count = 0;
   return NULL;
 }
 
 // peerClose(stream): ends the connection now; JS hears nothing more of it.
 static napi_value peer_close(napi_env env, napi_callback_info info) {
-  napi_value argv[1];
-  stream_t *s;
-  if (!args(env, info, 1, argv) || !(s = stream_of(env, argv[0]))) {
-    napi_throw_type_error(env, NULL, "peerClose(stream)");
-    return NULL;
-  }
-  close_stream(s);
+  stream_t *s = only_stream(env, info, "peerClose(stream)");
+  if (s) close_stream(s);
   return NULL;
 }
 

@@ -1,6 +1,7 @@
 // Pieces a node is downloading: which 16 KiB blocks of each are free, asked for, or in, who sent
-// them, and the SHA-1 check once the last block is in. Blocks are copied straight to their place in
-// the set's bytes (the node's store): a piece's bytes there count only once it passed its check.
+// them, and the SHA-1 check once the last block is in. Blocks lie in their place in the set's bytes
+// (the node's store; the addon reads them there, or they are copied there): a piece's bytes there
+// count only once it passed its check.
 // Pieces and blocks are the torrent's (BEP 3); a piece that fails its check starts over, and its
 // senders are named so the node can drop them.
 import { createHash } from 'node:crypto'

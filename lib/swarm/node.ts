@@ -1,11 +1,11 @@
 // A node's membership in the job's swarm, exposed as a ByteSource: "bytes [offset, length) of file
 // F" and "all of file F", each waiting only for the pieces that cover it. The set's bytes live in
 // one file in the store directory (memory-backed /dev/shm by default), mapped into the agent
-// (native/store-map.c): blocks from peers are copied straight to their place in it, a piece is
-// hashed there, and peers are served views of it. The native FUSE server reads verified pieces from
-// the same file itself (localView). A store on a network or FUSE file system, where touching the
-// mapping could stall the event loop (and with it every read the FUSE server forwards to it), is
-// refused.
+// (native/store-map.c): blocks from peers are read straight into their place in it (the addon's
+// peer streams, native/peer-stream.c), a piece is hashed there, and peers are served from it. The
+// native FUSE server reads verified pieces from the same file itself (localView). A store on a
+// network or FUSE file system, where touching the mapping could stall the event loop (and with it
+// every read the FUSE server forwards to it), is refused.
 import { statfsSync } from 'node:fs'
 import { mkdtemp, open, rm, type FileHandle } from 'node:fs/promises'
 import path from 'node:path'

@@ -1,14 +1,16 @@
 // The piece picker of a swarm node, over real wires to peers the test plays by hand: what it asks of
 // whom and in which order, counted, with no reliance on how fast anything runs; the endgame with a
-// clock the test steps. (Whole fetches over a real seeder are swarm.test.ts's.)
+// clock the test steps; and the fan-out rule the node and the head serve by. (Whole fetches over a
+// real seeder are swarm.test.ts's.)
 import { createHash, randomBytes } from 'node:crypto'
 import t, { type Test } from 'tap'
 import { Assembly } from '../lib/swarm/assembly.ts'
 import { Bitfield } from '../lib/swarm/bitfield.ts'
+import { FanOut } from '../lib/swarm/fan-out.ts'
 import { PiecePicker, Priority } from '../lib/swarm/picker.ts'
 import { Wire, type WireHandler } from '../lib/swarm/wire.ts'
 import { bytesFor } from './helpers/fixtures.ts'
-import { acceptedSockets, handshake, message, strangerId } from './helpers/peer-wire.ts'
+import { acceptedSockets, handshake, message, strangerId, u32 } from './helpers/peer-wire.ts'
 
 const PIECE = 65_536
 
@@ -29,7 +31,9 @@ async function handPlayed (t: Test, pieceCount: number) {
   const noop = () => {}
   const handler: WireHandler = {
     onPieces: (w, i) => picker.onPieces(w, i), onChoke: (w) => picker.onChoke(w),
-    onInterested: noop, onRequest: noop, onBlock: noop, onReject: noop, onClose: noop
+    // As the node does: the blocks are free again, and the picker hears who turned them down.
+    onReject: (w, r) => { assembly.release(r); picker.onReject(w, r) },
+    onInterested: noop, onRequest: noop, onBlock: noop, onClose: noop
   }
   /** A connected peer with that id that holds `pieces` (all: have-all) and unchokes us. */
   const peer = async (peerId: Buffer, pieces?: number[]) => {
@@ -111,4 +115,55 @@ t.test('endgame, with a stepped clock: a stalled read goes to another node befor
   picker.schedule()
   await turn()
   t.ok(asked(head, 1) > 0, 'stalled, and no other node has it: the head is asked')
+})
+
+t.test('a peer that turns a piece down is not asked for it again until its backoff ends; another holder is asked at once', async (t) => {
+  const { picker, clock, peer, turn, asked } = await handPlayed(t, 4)
+  /** The peer turns down (BEP 6 reject) every request it has for the piece. */
+  const rejectAll = (wire: Wire, piece: number) => {
+    for (const r of wire.outstanding.filter((o) => o.index === piece)) {
+      wire.receive(message(0x10, Buffer.concat([u32(r.index), u32(r.begin), u32(r.length)])), false)
+    }
+  }
+  const first = await peer(Buffer.from(`-P2N020-${randomBytes(6).toString('hex')}`), [0])
+  picker.want(0, 0, Priority.Read)
+  await turn()
+  t.same(asked(first), [0], 'the one holder is asked')
+  // It is sending the piece to enough others (a node's fan-out): it turns this one down.
+  rejectAll(first, 0)
+  await turn()
+  t.same(asked(first), [], 'not asked again at once')
+  const second = await peer(Buffer.from(`-P2N020-${randomBytes(6).toString('hex')}`), [0])
+  await turn()
+  t.same([asked(first), asked(second)], [[], [0]], 'a holder that did not turn it down is asked at once')
+  rejectAll(second, 0)
+  await turn()
+  t.same([asked(first), asked(second)], [[], []], 'both backing off')
+  clock.now = 249
+  picker.schedule()
+  await turn()
+  t.same([asked(first), asked(second)], [[], []], 'still backing off')
+  clock.now = 250
+  picker.schedule()
+  await turn()
+  t.ok(asked(first).length + asked(second).length > 0, 'asked again once the backoff ended')
+})
+
+t.test('fan-out, with a stepped clock: a piece goes to at most so many peers within the window; the same peer again, a peer without BEP 6, or a closed peer\'s place are fine', async (t) => {
+  const clock = { now: 0 }
+  const fanOut = new FanOut(2, 500, () => clock.now)
+  const peer = (fast = true) => ({ fast, destroyed: false })
+  const [a, b, c, old] = [peer(), peer(), peer(), peer(false)]
+  t.same([fanOut.admits(a, 7), fanOut.admits(b, 7), fanOut.admits(c, 7)], [true, true, false], 'two peers, then no more')
+  t.ok(fanOut.admits(a, 7) && fanOut.admits(c, 8), 'a peer already being sent the piece, and another piece, are fine')
+  t.ok(fanOut.admits(old, 7), 'a peer that cannot be turned down is answered')
+  ;(b as { destroyed: boolean }).destroyed = true
+  t.ok(fanOut.admits(c, 7), 'a closed peer frees its place')
+  clock.now = 499
+  const d = peer()
+  t.notOk(fanOut.admits(d, 7), 'still within the window')
+  clock.now = 500
+  t.ok(fanOut.admits(d, 7), 'the window has passed')
+  const unlimited = new FanOut(1, 0)
+  t.ok(unlimited.admits(c, 7) && unlimited.admits(d, 7), 'a window of 0 is no limit')
 })

@@ -20,6 +20,7 @@ import { Assembly, pieceSize } from './assembly.ts'
 import { Bitfield } from './bitfield.ts'
 import { Connections } from './connections.ts'
 import { DescriptionServer, NODE_DESC_PEERS } from './description-exchange.ts'
+import { FanOut } from './fan-out.ts'
 import type { JobSecret } from './job-auth.ts'
 import { addressToward } from './local-address.ts'
 import { isHeadPeerId, newPeerId } from './peer-id.ts'
@@ -66,6 +67,9 @@ const STALL_CHECK_MS = 1000
 const READ_AHEAD_PIECES = 1
 /** A block not answered in this long is asked of someone else (its peer stopped, or is stuck). */
 const REQUEST_TIMEOUT_MS = 10_000
+/** A piece goes to at most FAN_OUT peers within FAN_OUT_WINDOW_MS; others get it from those (see FanOut). */
+const FAN_OUT = 3
+const FAN_OUT_WINDOW_MS = 500
 
 interface Waiter {
   readonly missing: Set<number>
@@ -102,6 +106,7 @@ export class SwarmNode implements ByteSource {
   private fellBack = false
   private uploaded = 0
   private closing: Promise<void> | undefined
+  private readonly fanOut = new FanOut(FAN_OUT, FAN_OUT_WINDOW_MS)
 
   /** `warn` hears of peers dropped for bad data or unanswered requests. */
   static async join (desc: Description, opts: NodeOptions, warn: (line: string) => void = () => {}): Promise<SwarmNode> {
@@ -257,6 +262,7 @@ export class SwarmNode implements ByteSource {
   /** Answers a peer's request with a view of the store; a piece we lack is turned down. */
   private serve (wire: Wire, req: BlockRequest): void {
     if (!this.have.get(req.index) || !servable(req, pieceSize(this.description, req.index))) return wire.reject(req)
+    if (!this.fanOut.admits(wire, req.index)) return wire.reject(req)
     const start = req.index * this.description.pieceLength + req.begin
     this.uploaded += req.length
     wire.piece(req, this.bytes.subarray(start, start + req.length))

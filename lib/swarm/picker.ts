@@ -27,10 +27,11 @@ const READ_EXTRA_BYTES = 128 * 1024
  */
 const P2PRUN_REQUEST_LENGTH = 64 * 1024
 /**
- * After the head turned a piece down (it is sending it to another node: see the seeder's
- * deferToPeersMs), ask peers for it and the head again only after this long.
+ * After a peer turned a piece down (the head, or a node, is sending it to others: see the seeder's
+ * deferToPeersMs and the node's fan-out), ask that peer for it again only after this long; other
+ * holders may be asked at once.
  */
-const HEAD_BACKOFF_MS = 250
+const BACKOFF_MS = 250
 /**
  * A block a program waits on (a read) that one peer has not sent in this long is also asked of
  * another peer that holds it: the request timeout (10 s) is for dropping a peer, not for making a
@@ -47,6 +48,8 @@ interface Peer {
   counted: boolean
   /** The bitfield counted in peerHave (a bitfield message replaces the wire's). */
   pieces: Bitfield
+  /** The clock's time until which it is not asked for a piece it turned down, by piece. */
+  readonly backoff: Map<number, number>
 }
 
 export class PiecePicker {
@@ -58,8 +61,6 @@ export class PiecePicker {
   /** How many unchoked non-head peers hold each piece: the head is asked only for the others. */
   private readonly peerHave: Uint16Array
   private readonly clock: () => number
-  /** The clock's time until which the head is not asked for a piece it turned down. */
-  private readonly headBackoff: Float64Array
   private readonly peers = new Map<Wire, Peer>()
   private scheduled = false
   private closed = false
@@ -72,7 +73,6 @@ export class PiecePicker {
     this.assembly = assembly
     this.clock = clock
     this.peerHave = new Uint16Array(pieceCount)
-    this.headBackoff = new Float64Array(pieceCount)
   }
 
   /**
@@ -104,7 +104,8 @@ export class PiecePicker {
       head: isHeadPeerId(wire.peerId),
       requestLength: isP2prunPeerId(wire.peerId) ? P2PRUN_REQUEST_LENGTH : BLOCK_LENGTH,
       counted: false,
-      pieces: wire.peerPieces
+      pieces: wire.peerPieces,
+      backoff: new Map()
     })
   }
 
@@ -138,8 +139,9 @@ export class PiecePicker {
   }
 
   onReject (wire: Wire, req: BlockRequest): void {
-    if (this.peers.get(wire)?.head) {
-      this.headBackoff[req.index] = this.clock() + HEAD_BACKOFF_MS
+    const peer = this.peers.get(wire)
+    if (peer) {
+      peer.backoff.set(req.index, this.clock() + BACKOFF_MS)
       this.wakeAfterBackoff()
     }
     this.schedule()
@@ -175,7 +177,7 @@ export class PiecePicker {
     const askedBefore = this.clock() - ENDGAME_AFTER_MS
     for (const piece of read) {
       if (wire.outstandingBytes >= PIPELINE_BYTES + READ_EXTRA_BYTES) return
-      if (!wire.peerPieces.get(piece) || wire.outstanding.some((r) => r.index === piece)) continue
+      if (!wire.peerPieces.get(piece) || wire.outstanding.some((r) => r.index === piece) || backingOff(peer, piece, this.clock())) continue
       // One holder is the stalled peer (or none, if the head was asked first); another peer can stand in.
       if (peer.head && (this.peerHave[piece] ?? 0) > 1) continue
       const req = this.assembly.reserveStalled(piece, peer.requestLength, askedBefore)
@@ -188,8 +190,8 @@ export class PiecePicker {
     if (wire.outstandingBytes >= depth) return false
     const now = this.clock()
     for (const piece of wanted) {
-      if (!wire.peerPieces.get(piece)) continue
-      if (peer.head && (this.peerHave[piece] !== 0 || (this.headBackoff[piece] ?? 0) > now)) continue
+      if (!wire.peerPieces.get(piece) || backingOff(peer, piece, now)) continue
+      if (peer.head && this.peerHave[piece] !== 0) continue
       while (wire.outstandingBytes < depth) {
         const req = this.assembly.reserve(piece, peer.requestLength, now)
         if (!req) break
@@ -215,9 +217,15 @@ export class PiecePicker {
    */
   private wakeAfterBackoff (): void {
     if (this.backoffTimer || this.closed) return
+    const now = this.clock()
     let latest = 0
-    for (const end of this.headBackoff) if (end > latest) latest = end
-    const wait = latest - this.clock()
+    for (const peer of this.peers.values()) {
+      for (const [piece, end] of peer.backoff) {
+        if (end <= now) peer.backoff.delete(piece)
+        else if (end > latest) latest = end
+      }
+    }
+    const wait = latest - now
     if (wait <= 0) return
     this.backoffTimer = setTimeout(() => {
       this.backoffTimer = undefined
@@ -225,4 +233,8 @@ export class PiecePicker {
       this.wakeAfterBackoff()
     }, wait).unref()
   }
+}
+
+function backingOff (peer: Peer, piece: number, now: number): boolean {
+  return (peer.backoff.get(piece) ?? 0) > now
 }

@@ -8,6 +8,7 @@ import { pieceSize } from './assembly.ts'
 import { Bitfield } from './bitfield.ts'
 import { Connections } from './connections.ts'
 import { DescriptionServer, HEAD_DESC_PEERS } from './description-exchange.ts'
+import { FanOut } from './fan-out.ts'
 import type { JobSecret } from './job-auth.ts'
 import { newPeerId } from './peer-id.ts'
 import { PieceCache } from './piece-cache.ts'
@@ -125,8 +126,8 @@ class Serving {
   private readonly all: Bitfield
   private readonly cache = new PieceCache(CACHE_BYTES)
   private readonly reading = new Map<number, Promise<Buffer>>()
-  /** Which node the head last started sending each piece to, and when. */
-  private readonly sentTo = new Map<number, { wire: Wire, at: number }>()
+  /** The node the head is sending each piece to (one at a time: deferToPeersMs). */
+  private readonly fanOut: FanOut
   /** performance.now() from which the upload limit allows the next block. */
   private nextFree = 0
   /** Pieces whose source no longer hashes to the description: turned down without reading again. */
@@ -140,6 +141,7 @@ class Serving {
     this.opts = opts
     this.warn = warn
     this.all = Bitfield.full(desc.pieceCount)
+    this.fanOut = new FanOut(1, opts.deferToPeersMs)
   }
 
   onWire (wire: Wire): void {
@@ -168,7 +170,8 @@ class Serving {
 
   private serve (wire: Wire, req: BlockRequest): void {
     if (!servable(req, pieceSize(this.desc, req.index)) || this.changed.has(req.index)) return wire.reject(req)
-    if (this.deferred(wire, req.index)) return wire.reject(req)
+    // Another node is getting this piece from the head: this one gets it from that node.
+    if (!this.fanOut.admits(wire, req.index)) return wire.reject(req)
     this.piece(req.index).then((piece) => {
       const send = () => {
         const bytes = req.length
@@ -191,19 +194,6 @@ class Serving {
     this.warned = true
     this.warn(`the source no longer matches the description: ${why}; such pieces are not served ` +
       '(describe the directory again and restart the job)')
-  }
-
-  /** Whether another node is getting this piece from the head: then this one gets it from that node. */
-  private deferred (wire: Wire, index: number): boolean {
-    // Without the Fast Extension a request cannot be turned down, only answered.
-    if (this.opts.deferToPeersMs <= 0 || !wire.fast) return false
-    const now = performance.now()
-    const first = this.sentTo.get(index)
-    if (!first || now - first.at >= this.opts.deferToPeersMs || first.wire.destroyed) {
-      this.sentTo.set(index, { wire, at: now })
-      return false
-    }
-    return first.wire !== wire
   }
 
   /** ms to wait before sending `bytes` so the upload stays within the limit. */

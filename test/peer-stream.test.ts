@@ -7,6 +7,8 @@ import net from 'node:net'
 import t, { type Test } from 'tap'
 import { Bitfield } from '../lib/swarm/bitfield.ts'
 import { BLOCK_LENGTH, Wire, type WireHandler } from '../lib/swarm/wire.ts'
+import { generator, mutate, randomBytesFrom } from './helpers/fuzz.ts'
+import { message, u32 } from './helpers/peer-wire.ts'
 
 const INFO_HASH = randomBytes(20)
 const PIECES = 8
@@ -55,16 +57,6 @@ async function handedOver (t: Test) {
   /** Waits until the wire has handed over `n` events in all. */
   const events = async (n: number) => { while (seen.length < n && !wire.destroyed) await new Promise((resolve) => setImmediate(resolve)) }
   return { wire, peer, store, have, seen, blocks, closed, received, events }
-}
-
-function u32 (n: number): Buffer {
-  const b = Buffer.alloc(4)
-  b.writeUInt32BE(n)
-  return b
-}
-
-function message (id: number, payload: Buffer = Buffer.alloc(0)): Buffer {
-  return Buffer.concat([u32(1 + payload.length), Buffer.from([id]), payload])
 }
 
 function piece (index: number, begin: number, data: Buffer): Buffer {
@@ -147,4 +139,40 @@ t.test('what the wire sends goes out in order, a served block from the store; th
   await closed
   t.equal(seen.filter((s) => s === 'close').length, 1)
   t.equal(wire.closeReason, 'closed')
+})
+
+t.test('seeded random and mutated streams through the addon: the process lives, valid streams pass whole, nothing lands in the store', async (t) => {
+  const seed = Number(process.env.P2PRUN_FUZZ_SEED ?? 20261202)
+  const rand = generator(seed)
+  const index = () => Math.floor(rand() * PIECES)
+  const triple = () => Buffer.concat([u32(index()), u32(Math.floor(rand() * 4) * BLOCK_LENGTH), u32(BLOCK_LENGTH)])
+  const corpus = () => [
+    message(0), message(1), message(2), message(3), message(4, u32(index())), message(5, Buffer.from([0xa5])),
+    message(6, triple()), message(8, triple()), message(0x0e), message(0x0f), message(0x10, triple()),
+    piece(index(), 0, randomBytesFrom(rand, Math.floor(rand() * 3000))), // not asked for: dropped
+    message(0xff, triple()), // the addon's own record, from a peer: dropped
+    message(20, Buffer.from('d1:md11:ut_metadatai1eee')), u32(0)
+  ]
+  let valid = 0
+  let refused = 0
+  for (let round = 0; round < 60; round++) {
+    const { wire, peer, store, seen, closed } = await handedOver(t)
+    let broken = false
+    const parts: Buffer[] = []
+    for (let i = 0, n = 1 + Math.floor(rand() * 8); i < n; i++) {
+      const all = corpus()
+      const msg = all[Math.floor(rand() * all.length)] as Buffer
+      if (rand() < 0.3) { parts.push(mutate(msg, rand)); broken = true } else parts.push(msg)
+    }
+    // A request no corpus message makes marks the stream's end; the peer then closes.
+    peer.end(Buffer.concat([...parts, message(6, Buffer.concat([u32(PIECES - 1), u32(12345), u32(BLOCK_LENGTH)]))]))
+    await closed
+    if (!store.equals(Buffer.alloc(store.length))) return t.fail(`seed ${seed} round ${round}: a peer's bytes landed in the store`)
+    if (!broken && (wire.closeReason !== 'closed' || !seen.includes(`request ${PIECES - 1}/12345`))) {
+      return t.fail(`seed ${seed} round ${round}: a valid stream did not pass whole: ${wire.closeReason}`)
+    }
+    if (broken) { if (wire.closeReason !== 'closed') refused++ } else valid++
+  }
+  t.ok(valid > 5, `${valid} valid streams went through`)
+  t.ok(refused > 5, `${refused} broken streams ended their connection with a reason`)
 })

@@ -8,6 +8,7 @@ import t from 'tap'
 import { DESC_ID, encodeDescMessage, encodeExtensionHandshake, encodePex, UT_PEX_ID, type DescMessage } from '../lib/swarm/extensions.ts'
 import { newJobSecret, proof } from '../lib/swarm/job-auth.ts'
 import { Wire, type WireHandler } from '../lib/swarm/wire.ts'
+import { generator, mutate, randomBytesFrom } from './helpers/fuzz.ts'
 import { acceptedSockets as sockets, handshake, message, u32 } from './helpers/peer-wire.ts'
 
 const INFO_HASH = randomBytes(20)
@@ -26,39 +27,6 @@ function validMessages (rand: () => number): Buffer[] {
     message(20, Buffer.from('d1:md11:ut_metadatai1eee')), // an extension we did not announce: ignored
     u32(0) // keep-alive
   ]
-}
-
-/** A seeded generator (mulberry32): a failure names the seed that reproduces it. */
-function generator (seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let x = Math.imul(a ^ (a >>> 15), 1 | a)
-    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296
-  }
-}
-
-function mutate (msg: Buffer, rand: () => number): Buffer {
-  const out = Buffer.from(msg)
-  switch (Math.floor(rand() * 5)) {
-    case 0: // another length
-      out.writeUInt32BE(rand() < 0.5 ? Math.floor(rand() * 40) : Math.floor(rand() * 2 ** 32), 0)
-      return out
-    case 1: // another id
-      if (out.length > 4) out[4] = Math.floor(rand() * 256)
-      return out
-    case 2: // cut short
-      return out.subarray(0, Math.floor(rand() * out.length))
-    case 3: // trailing bytes
-      return Buffer.concat([out, randomBytesFrom(rand, 1 + Math.floor(rand() * 20))])
-    default: // noise
-      return randomBytesFrom(rand, 1 + Math.floor(rand() * 40))
-  }
-}
-
-function randomBytesFrom (rand: () => number, n: number): Buffer {
-  return Buffer.from(Array.from({ length: n }, () => Math.floor(rand() * 256)))
 }
 
 /** A handler that counts what it is told; `throwOn` makes one callback fail, as a bug in an owner would. */

@@ -4,6 +4,7 @@ import type { AgentOptions } from './agent.ts'
 import type { Config } from './config.ts'
 import type { Description } from './description.ts'
 import type { SourceLayout } from './source-layout.ts'
+import type { DhtLookup } from './swarm/dht.ts'
 import type { JobSecret } from './swarm/job-auth.ts'
 
 type SwarmSettings = Pick<Config, 'fallback' | 'storeDir' | 'maxConns' | 'numwant' | 'stallTimeoutMs'>
@@ -11,7 +12,7 @@ type MountSettings = Pick<Config, 'allowOther' | 'fuseDevice' | 'owner'>
 
 /** Where a node's swarm client gets its peers, the job's secret, and its settings. */
 export function nodeOptions (settings: SwarmSettings,
-  peers: { trackers?: readonly string[], seeders?: readonly string[], dht?: readonly string[], secret?: JobSecret, sources?: SourceLayout['dirs'] }): AgentOptions['node'] {
+  peers: { trackers?: readonly string[], seeders?: readonly string[], dht?: readonly string[], dhtLookup?: DhtLookup, secret?: JobSecret, sources?: SourceLayout['dirs'] }): AgentOptions['node'] {
   return {
     secret: peers.secret,
     fallback: settings.fallback === 'auto' && peers.sources?.length ? { dirs: peers.sources } : undefined,
@@ -22,7 +23,8 @@ export function nodeOptions (settings: SwarmSettings,
     stallTimeoutMs: settings.stallTimeoutMs,
     trackers: peers.trackers,
     seeders: peers.seeders,
-    dht: peers.dht
+    dht: peers.dht,
+    dhtLookup: peers.dhtLookup
   }
 }
 

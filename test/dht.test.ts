@@ -3,7 +3,7 @@
 import dgram from 'node:dgram'
 import { execFile } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { readdir, readFile, rm, writeFile } from 'node:fs/promises'
+import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { promisify } from 'node:util'
 import bencode from 'bencode'
@@ -84,6 +84,30 @@ t.test('an unreachable bootstrap: said once, a lookup fails with the address', a
   t.same(warnings, [`the DHT bootstrap ${address} does not answer; retrying`])
 })
 
+t.test('the DHT node a node looked for the description with becomes its own: one DHT node, alive after the lookup is closed', async (t) => {
+  const head = await startDhtBootstrap('127.0.0.1', 0, '127.0.0.1')
+  t.teardown(head.close)
+  const lookup = await DhtLookup.open([head.address], '127.0.0.1')
+  t.teardown(() => lookup.close())
+  t.same(await lookup.peers(INFO_HASH, 5000), [], 'the lookup asks the DHT')
+  const port = lookup.port
+  const node = new DhtDiscovery({
+    bootstrap: [head.address], infoHash: INFO_HASH, host: '127.0.0.1', port: 41030, from: lookup,
+    onPeers: () => {}, onWarning: (line) => t.fail(line)
+  })
+  t.teardown(() => node.stop())
+  node.start()
+  await waitUntil(() => head.announced(INFO_HASH.toString('hex')) === 1)
+  t.pass('the node announced through the lookup\'s DHT node')
+  await lookup.close()
+  // A KRPC ping at the lookup's UDP port: the DHT node there (now the node's) still answers.
+  const socket = dgram.createSocket('udp4')
+  t.teardown(() => socket.close())
+  const answer = new Promise<{ y?: Uint8Array }>((resolve) => socket.once('message', (msg) => resolve(bencode.decode(msg) as { y?: Uint8Array })))
+  socket.send(bencode.encode({ t: 'pp', y: 'q', q: 'ping', a: { id: randomBytes(20) } }), port, '127.0.0.1')
+  t.equal(Buffer.from((await answer).y ?? []).toString(), 'r', 'closing the lookup did not stop the node\'s DHT node')
+})
+
 t.test('the head\'s DHT node survives malformed and hostile datagrams, and still answers', async (t) => {
   const head = await startDhtBootstrap('127.0.0.1', 0, '127.0.0.1')
   t.teardown(head.close)
@@ -142,6 +166,30 @@ t.test('p2prun -n 4 --discovery dht: no tracker announce; the nodes meet in the 
     fromPeers += Number(text.match(/"fromPeers":(\d+)/)?.[1] ?? 0)
   }
   t.ok(fromPeers > 0, `the nodes got ${fromPeers} bytes from each other`)
+  await rm(path.join(dirs.run, 'logs'), { recursive: true })
+  await nothingLeft(t, s, dirs)
+})
+
+t.test('--discovery dht with a description too big for the job spec: nodes get it from peers they look up in the DHT, then join through the same DHT node', async (t) => {
+  const s = await scratch(t)
+  const dirs = launchDirs(s)
+  const app = path.join(s.dir, 'hello')
+  await promisify(execFile)(path.join(ROOT, 'examples/hello/build.sh'), ['--no-mpi', app])
+  // 5,000 files with random names: a description the job spec cannot carry (SPEC_DESCRIPTION_MAX).
+  const many = path.join(s.dir, 'many')
+  await mkdir(many)
+  for (let i = 0; i < 5000; i++) await writeFile(path.join(many, `lib${randomBytes(16).toString('hex')}.so`), 'x')
+  const r = await launch(s, dirs, ['-n', '3', '--launcher', 'local', '--discovery', 'dht', '--libs', path.join(app, 'libs'), '--libs', many, path.join(app, 'app')],
+    { P2PRUN_NODE_PER_RANK: '1', P2PRUN_DEBUG: '2' })
+  t.equal(r.exitCode, 0, String(r.stderr))
+  t.equal(r.stdout.match(/hello, world, from libgreet/g)?.length, 3, 'three ranks ran')
+  const logs = await readdir(path.join(dirs.run, 'logs'))
+  t.equal(logs.length, 3, 'one kept log per node')
+  for (const name of logs) {
+    const text = await readFile(path.join(dirs.run, 'logs', name), 'utf8')
+    t.match(text, /description: from a peer\n/, `${name}: the description came from the swarm, not the spec`)
+    t.match(text, / peers: from the DHT, bootstrapped from [\d.]+:\d+\n/, `${name}: peers from the DHT`)
+  }
   await rm(path.join(dirs.run, 'logs'), { recursive: true })
   await nothingLeft(t, s, dirs)
 })

@@ -8,6 +8,7 @@ import { open } from 'node:fs/promises'
 import { debugLevel } from '../debug.ts'
 import type { Description } from '../description.ts'
 import { failureOf, networkReason, P2prunError } from '../errors.ts'
+import type { DhtLookup } from '../swarm/dht.ts'
 import type { JobSecret } from '../swarm/job-auth.ts'
 import { descriptionOf, encodeJob, expandTemplate, JOB_ENV, type JobSpec } from './job-spec.ts'
 import { NodeState } from './node-state.ts'
@@ -62,22 +63,26 @@ export async function runAgent (launch: AgentLaunch, stop: Promise<unknown>, log
   const state = NodeState.of(settings.runDir, launch.launchId, node)
   const debug = debugLevel(process.env)
   let agent
+  let lookup: DhtLookup | undefined
   try {
     // Imported here, not above: every rank loads this module to start its node's agent.
     const { parseJobSecret } = await import('../swarm/job-auth.ts')
     const secret = job.secret === undefined ? undefined : parseJobSecret(job.secret, `${JOB_ENV}'s secret`)
-    const desc = await descriptionFor(job, secret, node, (line) => { if (debug >= 2) log(line) }, log)
+    // With a DHT, one DHT node looks for the description's holders and then is the node's own.
+    if (secret && job.dht?.length && !descriptionOf(job)) lookup = await (await import('../swarm/dht.ts')).DhtLookup.toward(job.dht).catch(() => undefined)
+    const desc = await descriptionFor(job, secret, lookup, node, (line) => { if (debug >= 2) log(line) }, log)
     if (debug >= 2) log(job.dht?.length ? `peers: from the DHT, bootstrapped from ${job.dht.join(' ')}` : `peers: from the tracker ${job.trackers.join(' ')}`)
     const { Agent } = await import('../agent.ts')
     const { agentOptions, nodeOptions } = await import('../agent-settings.ts')
     const mountPoint = expandTemplate(job.mountPoint, { infoHash: desc.infoHash, nodeName: node, launchId: launch.launchId })
     agent = await Agent.start(agentOptions(settings, desc, mountPoint, {
       mode: settings.mode,
-      node: nodeOptions(settings, { trackers: job.trackers, seeders: job.seeders, dht: job.dht, secret, sources: job.sources }),
+      node: nodeOptions(settings, { trackers: job.trackers, seeders: job.seeders, dht: job.dht, dhtLookup: lookup, secret, sources: job.sources }),
       keepStore: false,
       log
     }))
   } catch (err) {
+    await lookup?.close() // not taken over by the node's discovery
     await state.fail(failureOf(err))
     // Kept before the node's last rank removes the state; the error's line follows (same file).
     if (debug >= 1) await state.keepLog().catch(() => {})
@@ -106,14 +111,14 @@ export async function runAgent (launch: AgentLaunch, stop: Promise<unknown>, log
  * The description by the first route that has it: the job spec, peers of the swarm (a job with a
  * secret), the head over HTTP. `route` hears which one.
  */
-async function descriptionFor (job: JobSpec, secret: JobSecret | undefined, node: string, route: (line: string) => void,
-  log: (line: string) => void): Promise<Description> {
+async function descriptionFor (job: JobSpec, secret: JobSecret | undefined, lookup: DhtLookup | undefined, node: string,
+  route: (line: string) => void, log: (line: string) => void): Promise<Description> {
   const inSpec = await descriptionInSpec(job)
   if (inSpec) {
     route('description: from the job spec')
     return inSpec
   }
-  const fromPeer = secret && await descriptionFromPeers(job, secret, log)
+  const fromPeer = secret && await descriptionFromPeers(job, secret, lookup, log)
   if (fromPeer) {
     route('description: from a peer')
     return fromPeer
@@ -137,7 +142,7 @@ async function descriptionInSpec (job: JobSpec): Promise<Description | undefined
  * The description from peers of the job's swarm (swarm/description-exchange.ts), checked against
  * the infohash; undefined if none handed it over in time: the head is asked then.
  */
-async function descriptionFromPeers (job: JobSpec, secret: JobSecret, log: (line: string) => void): Promise<Description | undefined> {
+async function descriptionFromPeers (job: JobSpec, secret: JobSecret, lookup: DhtLookup | undefined, log: (line: string) => void): Promise<Description | undefined> {
   const { fetchDescriptionFromPeers } = await import('../swarm/description-exchange.ts')
   const { parseDescription } = await import('../description.ts')
   let desc: Description | undefined
@@ -145,7 +150,7 @@ async function descriptionFromPeers (job: JobSpec, secret: JobSecret, log: (line
     infoHash: Buffer.from(job.infoHash, 'hex'),
     secret,
     trackers: job.trackers,
-    dht: job.dht,
+    lookup,
     seeders: job.seeders,
     deadlineMs: PEER_DESCRIPTION_MS,
     accept: (candidate) => {

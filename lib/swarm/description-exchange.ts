@@ -7,9 +7,9 @@
 import net from 'node:net'
 import { setTimeout as delay } from 'node:timers/promises'
 import { peekPeers } from './announce.ts'
+import type { DhtLookup } from './dht.ts'
 import { DESC_PIECE, type DescMessage } from './extensions.ts'
 import type { JobSecret } from './job-auth.ts'
-import { addressToward } from './local-address.ts'
 import { hostPort } from './peer-address.ts'
 import { newPeerId } from './peer-id.ts'
 import { Wire, type WireHandler } from './wire.ts'
@@ -60,8 +60,8 @@ export interface FetchDescriptionOptions {
   readonly infoHash: Buffer
   readonly secret: JobSecret
   readonly trackers: readonly string[]
-  /** DHT bootstrap nodes (host:port), where holders are listed instead of at trackers. */
-  readonly dht?: readonly string[]
+  /** The node's DHT node (the caller's), where holders are listed instead of at trackers. */
+  readonly lookup?: DhtLookup
   /** The head's seeder: asked when the tracker cannot be. */
   readonly seeders: readonly string[]
   /** Gives up (undefined) after this long: the caller then asks the head directly. */
@@ -81,26 +81,22 @@ export async function fetchDescriptionFromPeers (opts: FetchDescriptionOptions):
   // An id of its own: this short connection is not the node that joins afterwards.
   const peerId = newPeerId('node')
   const deadline = performance.now() + opts.deadlineMs
-  const dht = opts.dht?.length ? await openDhtLookup(opts.dht).catch(() => undefined) : undefined
-  try {
-    for (let round = 0; performance.now() < deadline; round++) {
-      const listed = (await Promise.all([
-        ...opts.trackers.map((t) => peekPeers(t, { infoHash: opts.infoHash, peerId, secret: opts.secret, numwant: PEEK_PEERS, timeoutMs: PEER_TIMEOUT_MS })),
-        ...(dht ? [dht.peers(opts.infoHash, PEER_TIMEOUT_MS).then((holders) => holders.slice(0, PEEK_PEERS))] : [])
-      ].map((listing) => listing.catch(() => [])))).flat()
-      // The head last: it hands the description to its first few askers only.
-      const candidates = [...new Set([...shuffle(listed.filter((a) => !opts.seeders.includes(a))), ...opts.seeders])]
-      for (const address of candidates) {
-        if (performance.now() >= deadline) break
-        const bytes = await fetchFrom(address, peerId, opts).catch(() => undefined)
-        if (bytes && opts.accept(bytes)) return bytes
-      }
-      await delay(Math.min(RETRY_MS * 2 ** round, RETRY_MAX_MS) * (0.5 + Math.random()))
+  const dht = opts.lookup
+  for (let round = 0; performance.now() < deadline; round++) {
+    const listed = (await Promise.all([
+      ...opts.trackers.map((t) => peekPeers(t, { infoHash: opts.infoHash, peerId, secret: opts.secret, numwant: PEEK_PEERS, timeoutMs: PEER_TIMEOUT_MS })),
+      ...(dht ? [dht.peers(opts.infoHash, PEER_TIMEOUT_MS).then((holders) => holders.slice(0, PEEK_PEERS))] : [])
+    ].map((listing) => listing.catch(() => [])))).flat()
+    // The head last: it hands the description to its first few askers only.
+    const candidates = [...new Set([...shuffle(listed.filter((a) => !opts.seeders.includes(a))), ...opts.seeders])]
+    for (const address of candidates) {
+      if (performance.now() >= deadline) break
+      const bytes = await fetchFrom(address, peerId, opts).catch(() => undefined)
+      if (bytes && opts.accept(bytes)) return bytes
     }
-    return undefined
-  } finally {
-    await dht?.close()
+    await delay(Math.min(RETRY_MS * 2 ** round, RETRY_MAX_MS) * (0.5 + Math.random()))
   }
+  return undefined
 }
 
 /** The description from one peer: dial, handshake with the job's proof, ask for every piece. */
@@ -134,12 +130,6 @@ async function fetchFrom (address: string, peerId: Buffer, opts: FetchDescriptio
     clearTimeout(timer)
     wire.destroy()
   }
-}
-
-/** The DHT node that looks for holders in the job's DHT, every round (its modules load only here). */
-async function openDhtLookup (bootstrap: readonly string[]) {
-  const { DhtLookup } = await import('./dht.ts')
-  return DhtLookup.open(bootstrap, await addressToward(bootstrap[0] as string))
 }
 
 function descHandler (onDesc: (msg: DescMessage) => void, onClose: () => void): WireHandler {

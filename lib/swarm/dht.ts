@@ -11,6 +11,7 @@
 // expects bytes), so every message is handled inside a guard (guardedSocket).
 import dgram from 'node:dgram'
 import DHT from 'bittorrent-dht'
+import { addressToward } from './local-address.ts'
 import { hostPort } from './peer-address.ts'
 
 /** A lookup (and announce) again after this, ±50%: a node that joined late is found by then. */
@@ -105,6 +106,8 @@ export interface DhtDiscoveryOptions {
   readonly port: number
   readonly onPeers: (addresses: string[]) => void
   readonly onWarning: (message: string) => void
+  /** The DHT node the node looked for the description with, taken over instead of starting another. */
+  readonly from?: DhtLookup
 }
 
 /** A node's membership in the job's DHT: announces its port, and hands the peers it finds to `onPeers`. */
@@ -121,7 +124,8 @@ export class DhtDiscovery {
 
   start (): void {
     const self = `${this.opts.host}:${this.opts.port}`
-    const dht = newDht(this.opts.bootstrap)
+    const running = this.opts.from?.handOver()
+    const dht = running ?? newDht(this.opts.bootstrap)
     this.dht = dht
     dht.on('peer', (peer: { host: string, port: number }) => {
       const address = `${peer.host}:${peer.port}`
@@ -130,7 +134,8 @@ export class DhtDiscovery {
     dht.on('error', (err: Error) => {
       if (!this.stopped) this.opts.onWarning(`the DHT failed: ${err.message}; finding peers through the head's seeder only`)
     })
-    listen(dht, this.opts.host, 0).then(() => this.round(), () => {})
+    if (running) this.round()
+    else listen(dht, this.opts.host, 0).then(() => this.round(), () => {})
   }
 
   /** Nothing to tell a DHT: a node is listed as long as it announces. */
@@ -175,15 +180,22 @@ export class DhtDiscovery {
 /**
  * A DHT node that only looks (a node that has no description yet looks for its holders: nodes
  * announce once they joined, i.e. once they had it). One serves all of a node's lookups, round
- * after round, rather than a new DHT node per round, each one more node for the head to meet.
+ * after round, rather than a new DHT node per round, each one more node for the head to meet; the
+ * node's own discovery then takes it over (DhtDiscovery's `from`), so a node is one DHT node.
  */
 export class DhtLookup {
   private readonly dht: Dht
   private readonly bootstrap: readonly string[]
+  private handedOver = false
 
   private constructor (dht: Dht, bootstrap: readonly string[]) {
     this.dht = dht
     this.bootstrap = bootstrap
+  }
+
+  /** Its UDP socket on this host's address toward the first bootstrap node, where the node will listen too. */
+  static async toward (bootstrap: readonly string[]): Promise<DhtLookup> {
+    return DhtLookup.open(bootstrap, await addressToward(bootstrap[0] as string))
   }
 
   /** Its UDP socket on `host` (the address toward the bootstrap). */
@@ -197,6 +209,18 @@ export class DhtLookup {
       throw err
     }
     return new DhtLookup(dht, bootstrap)
+  }
+
+  /** The UDP port its socket is bound to. */
+  get port (): number {
+    return this.dht.address().port
+  }
+
+  /** Its DHT node, now DhtDiscovery's: closing this lookup no longer stops it. */
+  handOver (): Dht {
+    this.handedOver = true
+    this.dht.removeAllListeners('error')
+    return this.dht
   }
 
   /** Peers listed under `infoHash` now; errors if no DHT node answers in `timeoutMs`. */
@@ -218,7 +242,8 @@ export class DhtLookup {
     }).finally(() => dht.off('peer', onPeer))
   }
 
+  /** Stops its DHT node, unless it was handed over. */
   close (): Promise<void> {
-    return destroy(this.dht)
+    return this.handedOver ? Promise.resolve() : destroy(this.dht)
   }
 }

@@ -20,6 +20,7 @@ import { Assembly, pieceSize } from './assembly.ts'
 import { Bitfield } from './bitfield.ts'
 import { Connections } from './connections.ts'
 import { DescriptionServer, NODE_DESC_PEERS } from './description-exchange.ts'
+import type { DhtLookup } from './dht.ts'
 import { FanOut } from './fan-out.ts'
 import type { JobSecret } from './job-auth.ts'
 import { addressToward } from './local-address.ts'
@@ -40,6 +41,8 @@ export interface NodeOptions {
   readonly trackers?: readonly string[]
   /** DHT nodes (host:port) to bootstrap from, replacing the description's if given: set, no tracker is asked. */
   readonly dht?: readonly string[]
+  /** A DHT node already running toward them (the description's lookup): the node's discovery takes it over. */
+  readonly dhtLookup?: DhtLookup
   /** host:port peers to connect to directly (the head's seeder), besides the description's. */
   readonly seeders?: readonly string[]
   /** The job's secret, proven to the tracker and to every peer; undefined: an open swarm. */
@@ -151,7 +154,7 @@ export class SwarmNode implements ByteSource {
     const onPeers = (addresses: string[]) => { for (const a of addresses) node.connections.dial(a) }
     // The DHT's modules load only where it is used: every agent's start-up pays for what it imports.
     node.announcer = dht.length > 0
-      ? new (await import('./dht.ts')).DhtDiscovery({ bootstrap: dht, infoHash, host, port: node.connections.port, onPeers, onWarning: warn })
+      ? new (await import('./dht.ts')).DhtDiscovery({ bootstrap: dht, infoHash, host, port: node.connections.port, onPeers, onWarning: warn, from: opts.dhtLookup })
       : new Announcer({
         trackers, infoHash, peerId, port: node.connections.port, numwant: opts.numwant, secret: opts.secret,
         progress: () => ({ uploaded: node.uploaded, downloaded: node.fromHead + node.fromPeers, left: node.bytesLeft() }),

@@ -540,7 +540,8 @@ export class Wire {
         return
       }
       case PLACED: {
-        // The addon read a block we asked for into its place in the store; it alone sends this id.
+        // The addon read a block we asked for into its place in the store (or dropped it: its piece
+        // was verified meanwhile, and the store holds those bytes); it alone sends this id.
         const store = this.opts.store
         if (!this.stream || !store || msg.length !== 13) return
         const { index, begin, length } = readTriple(msg)

@@ -274,12 +274,13 @@ static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
 
 // `n` new bytes lie in `shared` after room for the unfinished message's: framed with them.
 static void take(stream_t *s, size_t n) {
-  memcpy(shared, s->pend, s->pend_length);
+  // (memcpy of nothing is skipped: `pend` is NULL until a message is first left unfinished.)
+  if (s->pend_length) memcpy(shared, s->pend, s->pend_length);
   size_t length = s->pend_length + n;
   size_t used = frame(s, shared, length);
   size_t rest = length - used;
   if (grow((void **)&s->pend, &s->pend_cap, rest, 1)) {
-    memcpy(s->pend, shared + used, rest);
+    if (rest) memcpy(s->pend, shared + used, rest);
     s->pend_length = rest;
   } else {
     end(s, "ran out of memory");

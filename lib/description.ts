@@ -146,9 +146,8 @@ function dictEntries (bytes: Uint8Array, at: number): DictEntry[] {
   let i = at + 1
   while (bytes[i] !== E) {
     if (i >= bytes.length) throw new Error('truncated')
-    const valueStart = valueEnd(bytes, i)
-    const colon = bytes.indexOf(COLON, i)
-    entries.push({ key: Buffer.from(bytes.buffer, bytes.byteOffset + colon + 1, valueStart - colon - 1).toString('latin1'), start: i, valueStart, end: (i = valueEnd(bytes, valueStart)) })
+    const [keyStart, valueStart] = stringAt(bytes, i)
+    entries.push({ key: Buffer.from(bytes.buffer, bytes.byteOffset + keyStart, valueStart - keyStart).toString('latin1'), start: i, valueStart, end: (i = valueEnd(bytes, valueStart)) })
   }
   return entries
 }
@@ -168,14 +167,19 @@ function valueEnd (bytes: Uint8Array, at: number): number {
     } else if (c === I) {
       i = after(bytes, E, i)
     } else {
-      const colon = after(bytes, COLON, i) - 1
-      const length = Number(Buffer.from(bytes.buffer, bytes.byteOffset + i, colon - i).toString('latin1'))
-      if (!Number.isInteger(length) || length < 0) throw new Error(`no value at byte ${i}`)
-      i = colon + 1 + length
+      i = stringAt(bytes, i)[1]
     }
     if (i > bytes.length) throw new Error('truncated')
   } while (depth > 0)
   return i
+}
+
+/** The string that starts at `at` (its length, a colon, its bytes): where its bytes start and end. */
+function stringAt (bytes: Uint8Array, at: number): [number, number] {
+  const colon = after(bytes, COLON, at) - 1
+  const length = Number(Buffer.from(bytes.buffer, bytes.byteOffset + at, colon - at).toString('latin1'))
+  if (!Number.isInteger(length) || length < 0) throw new Error(`no value at byte ${at}`)
+  return [colon + 1, colon + 1 + length]
 }
 
 /** Just past the next `byte` from `at`. */

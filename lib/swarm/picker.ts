@@ -174,10 +174,11 @@ export class PiecePicker {
 
   /** Asks this wire for stalled blocks of read pieces that another peer was asked for (see ENDGAME_AFTER_MS). */
   private endgame (wire: Wire, peer: Peer, read: Set<number>): void {
-    const askedBefore = this.clock() - ENDGAME_AFTER_MS
+    const now = this.clock()
+    const askedBefore = now - ENDGAME_AFTER_MS
     for (const piece of read) {
       if (wire.outstandingBytes >= PIPELINE_BYTES + READ_EXTRA_BYTES) return
-      if (!wire.peerPieces.get(piece) || wire.outstanding.some((r) => r.index === piece) || backingOff(peer, piece, this.clock())) continue
+      if (!wire.peerPieces.get(piece) || wire.outstanding.some((r) => r.index === piece) || backingOff(peer, piece, now)) continue
       // One holder is the stalled peer (or none, if the head was asked first); another peer can stand in.
       if (peer.head && (this.peerHave[piece] ?? 0) > 1) continue
       const req = this.assembly.reserveStalled(piece, peer.requestLength, askedBefore)

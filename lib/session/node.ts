@@ -69,7 +69,7 @@ export async function runAgent (launch: AgentLaunch, stop: Promise<unknown>, log
     const { parseJobSecret } = await import('../swarm/job-auth.ts')
     const secret = job.secret === undefined ? undefined : parseJobSecret(job.secret, `${JOB_ENV}'s secret`)
     // With a DHT, one DHT node looks for the description's holders and then is the node's own.
-    if (secret && job.dht?.length && !descriptionOf(job)) lookup = await (await import('../swarm/dht.ts')).DhtLookup.toward(job.dht).catch(() => undefined)
+    if (secret && job.dht?.length && job.description === undefined) lookup = await (await import('../swarm/dht.ts')).DhtLookup.toward(job.dht).catch(() => undefined)
     const desc = await descriptionFor(job, secret, lookup, node, (line) => { if (debug >= 2) log(line) }, log)
     if (debug >= 2) log(job.dht?.length ? `peers: from the DHT, bootstrapped from ${job.dht.join(' ')}` : `peers: from the tracker ${job.trackers.join(' ')}`)
     const { Agent } = await import('../agent.ts')

@@ -8,10 +8,9 @@
 // so it runs as given and is served only if the policy says so). A Python program
 // also needs what its imports find: the interpreter is asked for sys.path (the interpreter runs,
 // with -c, never the program), and each directory on it the policy serves is served whole.
-import { execFile } from 'node:child_process'
 import { realpath, stat } from 'node:fs/promises'
 import path from 'node:path'
-import { promisify } from 'node:util'
+import { commandOutput } from './command-output.ts'
 import { remoteKindOf } from './file-systems.ts'
 import { readFileKind } from './elf.ts'
 import { loadClosure, type ClosureOptions, type LoadedObject } from './load-closure.ts'
@@ -105,8 +104,8 @@ function choose (file: string, found: string, policy: LibsPolicy): Choice {
  * absolute directories that exist. The interpreter is run with -c, the program never.
  */
 async function pythonPath (interpreter: string, options: Pick<ClosureOptions, 'env' | 'cwd'>): Promise<string[]> {
-  const { stdout } = await promisify(execFile)(interpreter, ['-c', 'import sys, json; print(json.dumps(sys.path))'],
-    { env: options.env, cwd: options.cwd, timeout: 10_000 }).catch((err: Error) => {
+  const { stdout } = await commandOutput(interpreter, ['-c', 'import sys, json; print(json.dumps(sys.path))'],
+    { env: options.env, cwd: options.cwd, timeoutMs: 10_000 }).catch((err: Error) => {
     throw sourceError(`cannot ask ${interpreter} for its sys.path: ${err.message.split('\n')[0]}`, 'pass --libs DIR for the Python packages')
   })
   const entries = JSON.parse(stdout) as unknown

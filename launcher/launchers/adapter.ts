@@ -1,8 +1,8 @@
 // One interface for every way of starting ranks. Each adapter knows how to find its launcher, which
 // of its options take values (to find where the user's program starts), and how to forward
 // p2prun's environment to every rank.
-import { execa } from 'execa'
 import type { LauncherName } from '../../lib/config.ts'
+import { commandOutput, type CommandOutput } from '../../lib/command-output.ts'
 import { findExecutable } from '../../lib/files.ts'
 
 export interface LauncherAdapter {
@@ -30,7 +30,8 @@ export function valueTable (...groups: [readonly string[], number][]): ReadonlyM
 
 /** Which MPI a generic `mpirun`/`mpiexec` belongs to, from its --version banner. */
 export async function mpiFlavour (program: string): Promise<'openmpi' | 'mpich' | undefined> {
-  const r = await execa(program, ['--version'], { reject: false, timeout: 10_000, stdin: 'ignore' })
+  // A failed --version may still have printed its banner.
+  const r = await commandOutput(program, ['--version'], { timeoutMs: 10_000 }).catch((err: CommandOutput) => err)
   const banner = `${r.stdout}\n${r.stderr}`
   if (/Open MPI|OpenRTE/i.test(banner)) return 'openmpi'
   if (/HYDRA|MPICH/i.test(banner)) return 'mpich'

@@ -8,11 +8,8 @@
 // of an array share its submit time). It leaves when none of them is queued; an epilog's stop
 // request only makes it look now. Two jobs submitted from one directory in the same second make
 // their heads wait for both: never stop too early.
-import { execFile } from 'node:child_process'
 import { setTimeout as delay } from 'node:timers/promises'
-import { promisify } from 'node:util'
-
-const run = promisify(execFile)
+import { commandOutput } from '../command-output.ts'
 
 /** A job submitted this long before the head started is not its job (clocks of one host). */
 const SUBMITTED_BEFORE_MS = 5_000
@@ -93,7 +90,7 @@ export class HeadJobs {
 async function queue (): Promise<QueuedJob[] | undefined> {
   // %A: the job id (each array task its own), %F and %K: the array's job id and the task's index
   // (N/A: no array), %T: state, %V: submit time, %Z: working directory.
-  const out = await run('squeue', ['--me', '-h', '-r', '-o', '%A|%F|%K|%T|%V|%Z'], { timeout: 30_000 }).catch(() => undefined)
+  const out = await commandOutput('squeue', ['--me', '-h', '-r', '-o', '%A|%F|%K|%T|%V|%Z'], { timeoutMs: 30_000 }).catch(() => undefined)
   if (!out) return undefined
   return out.stdout.split('\n').flatMap((line) => {
     const [id, arrayJob, arrayTask, state, submitted, workDir] = line.split('|')

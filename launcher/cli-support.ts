@@ -72,3 +72,8 @@ export function untilSignal (): Promise<NodeJS.Signals> {
 export function notifyFd (fd: number, line: string): Promise<void> {
   return new Promise((resolve) => write(fd, `${line}\n`, () => close(fd, () => resolve())))
 }
+
+/** A word as a POSIX shell reads it back: bare when it is safe so, else single-quoted. */
+export function shellQuote (word: string): string {
+  return /^[\w@%+=:,./-]+$/.test(word) ? word : `'${word.replaceAll("'", "'\\''")}'`
+}

@@ -68,10 +68,11 @@ const COMMANDS: Record<string, () => Promise<Register>> = {
   'rank-prepare': async () => { const m = await import('./commands/rank.ts'); return (p) => m.registerRank(p, CLI) },
   'node-agent': async () => (await import('./commands/node-agent.ts')).registerNodeAgent,
   'local-ranks': async () => (await import('./commands/local-ranks.ts')).registerLocalRanks,
+  head: async () => { const m = await import('./commands/head.ts'); return (p) => m.registerHead(p, CLI) },
   slurm: async () => { const m = await import('./commands/slurm.ts'); return (p) => m.registerSlurm(p, CLI) }
 }
 // Registered by the module of another command.
-const ALIASES: Record<string, string> = { umount: 'mount', 'head-daemon': 'slurm' }
+const ALIASES: Record<string, string> = { umount: 'mount', 'head-daemon': 'head' }
 
 const first = process.argv[2]
 const command = first === undefined ? undefined : (ALIASES[first] ?? (first in COMMANDS ? first : undefined))

@@ -83,6 +83,20 @@ export function splitRunArgs (argv: readonly string[], launcherValues: ReadonlyM
   }
 }
 
+/**
+ * The options that set up a launch's set and head, as splitRunArgs reads them back: what
+ * `p2prun head` is given in the commands --dry-run prints (not the launcher, --dry-run, --stats).
+ */
+export function setOptionsOf (options: RunOptions): string[] {
+  const settings = Object.entries(options.settings).filter(([name]) => name !== 'launcher')
+  return [
+    ...options.libs.flatMap((dir) => ['--libs', dir]),
+    ...(options.config !== undefined ? ['--config', options.config] : []),
+    ...(options.mountPoint !== undefined ? ['--mount-point', options.mountPoint] : []),
+    ...settings.flatMap(([name, value]) => value === true ? [`--${name}`] : [`--${name}`, String(value)])
+  ]
+}
+
 /** `-n`'s value as a number of ranks; anything but a positive whole number is a usage error. */
 export function parseRankCount (option: string, raw: string): number {
   if (!/^\d+$/.test(raw) || Number(raw) < 1) {

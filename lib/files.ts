@@ -1,6 +1,18 @@
 // Small file-system helpers more than one part of p2prun needs.
 import { access, constants, link, rename, rm, writeFile } from 'node:fs/promises'
 import path from 'node:path'
+import { usageError } from './errors.ts'
+
+/** A program name that exec would run: found (as a path, or on PATH) and executable; else a usage error. */
+export async function checkProgram (name: string, env: NodeJS.ProcessEnv): Promise<void> {
+  for (const c of programCandidates(name, env)) {
+    if (await access(c, constants.F_OK).then(() => true, () => false)) {
+      if (await isExecutable(c)) return
+      throw usageError(`program ${name} is not executable`, `chmod +x ${name}`)
+    }
+  }
+  throw usageError(`program ${name} not found`, name.includes('/') ? 'check the path' : 'give its path, or put it on PATH')
+}
 
 /** Where a program name would be run from: itself if it has a slash, else each PATH directory. */
 export function programCandidates (name: string, env: NodeJS.ProcessEnv): string[] {

@@ -3,6 +3,7 @@
 # musl, on the host's kernel. The parts that depend on them (the load closure, the LD_AUDIT module,
 # the rank step, the FUSE server, the mapped store) are what differ between releases.
 #   scripts/test-on-debian.sh [RELEASE] [TEST FILE...]
+#   scripts/test-on-debian.sh RELEASE --run COMMAND [ARG...]     (a bench, e.g. bench/audit/start-cost.sh)
 #     RELEASE    a Debian suite debootstrap knows (default: trixie, Debian 13)
 #     TEST FILE  default: the zero-configuration, mount, rank-step, swarm and wire tests
 # Needs root, debootstrap and the network (a minimal Debian, ~400 MB, in /var/tmp/p2prun-RELEASE,
@@ -15,6 +16,7 @@ release=${1:-trixie}
 shift || true
 tests=("$@")
 [ ${#tests[@]} -gt 0 ] || tests=(test/zero-config.test.ts test/mount.test.ts test/rank-step.test.ts test/swarm.test.ts test/wire.test.ts)
+if [ "${tests[0]}" = --run ]; then run=("${tests[@]:1}"); else run=(tap "${tests[@]}"); fi
 root=$(cd "$(dirname "$0")/.." && pwd)
 target=/var/tmp/p2prun-$release
 if [ "$(id -u)" != 0 ]; then echo "test-on-debian: run as root (debootstrap, mount namespaces, FUSE)" >&2; exit 2; fi
@@ -43,7 +45,7 @@ cd /root/p2prun
 export PATH=/root/p2prun/node_modules/node/bin:/root/p2prun/node_modules/.bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root CI=true
 echo "test-on-debian: \$(. /etc/os-release && echo "\$PRETTY_NAME"), \$(ldd --version | head -1)"
 node scripts/build.ts
-tap ${tests[*]}
+exec $(printf '%q ' "${run[@]}")
 EOF
 chmod +x "$target/root/run-tests.sh"
 exec unshare --mount --propagation private bash -c '

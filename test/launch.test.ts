@@ -3,11 +3,12 @@ import { execFile } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { mkdir, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises'
 import path from 'node:path'
-import { createServer, type AddressInfo } from 'node:net'
+import { connect, createServer, type AddressInfo } from 'node:net'
 import { promisify } from 'node:util'
 import t, { type Test } from 'tap'
-import { ROOT } from './helpers/cli.ts'
-import { launch, launchDirs, nothingLeft } from './helpers/launch.ts'
+import { CLI, ROOT } from './helpers/cli.ts'
+import { decodeJob, encodeJob } from '../lib/session/job-spec.ts'
+import { inShell, launch, launchDirs, nothingLeft } from './helpers/launch.ts'
 import { scratch } from './helpers/scratch.ts'
 
 const run = promisify(execFile)
@@ -153,12 +154,49 @@ t.test('bad launches: one line each, a non-zero exit, nothing left', async (t) =
   await nothingLeft(t, s, dirs)
 })
 
-t.test('--dry-run prints the launcher command and starts nothing', async (t) => {
+t.test('--dry-run prints commands that do the launch, and starts nothing; run as printed, they launch', async (t) => {
   const { s, dirs, app, libs } = await example(t)
-  const r = await launch(s, dirs, ['--dry-run', '-n', '4', '--launcher', 'openmpi', '--map-by', 'ppr:1:node', '--libs', libs, app, 'arg'])
+  const shown = await launch(s, dirs, ['--dry-run', '-n', '4', '--launcher', 'openmpi', '--map-by', 'ppr:1:node', '--mode', 'eager', '--libs', libs, app, 'arg'])
+  t.equal(shown.exitCode, 0, shown.stderr)
+  t.match(shown.stdout, new RegExp(`^eval "\\$\\(\\S+/bin/p2prun head --libs ${libs} --mount-point ${dirs.mounts}/%j-%n --mode eager ${app}\\)"\n` +
+    `\\S*mpirun\\.openmpi -n 4 --map-by ppr:1:node -x P2PRUN_JOB \\S+/bin/p2prun-rank ${app} arg\n\\S+/bin/p2prun head --stop$`),
+    'the head started with the launch\'s own options, the launcher\'s command with the job spec from the shell, the head stopped')
+  await nothingLeft(t, s, dirs)
+
+  const script = await launch(s, dirs, ['--dry-run', '-n', '2', '--launcher', 'local', '--libs', libs, app])
+  t.equal(script.exitCode, 0, script.stderr)
+  // The shell says the spec as it leaves, however it leaves: the head it names must no longer serve,
+  // and this test stops it if it still does.
+  const r = await inShell(s, dirs, `trap 'echo "spec $P2PRUN_JOB"' EXIT\n${script.stdout}\n`, { P2PRUN_NODE_PER_RANK: '1' })
+  const job = decodeJob(/^spec (\S+)$/m.exec(r.stdout)?.[1])
+  s.defer(() => fetch(job.stopUrl as string, { method: 'POST' }).catch(() => {}))
   t.equal(r.exitCode, 0, r.stderr)
-  t.match(r.stdout, new RegExp(`^P2PRUN_JOB='<set at launch>' \\S*mpirun\\.openmpi -n 4 --map-by ppr:1:node -x P2PRUN_JOB \\S+/bin/p2prun-rank ${app} arg$`),
-    'the job spec alone crosses to the ranks: it carries the run and store directories the launch was given')
+  t.equal(r.stdout.match(/hello, world, from libgreet; count 262150; plugin loaded/g)?.length, 2, 'two ranks ran')
+  const mounts = [...libraryMounts(r.stdout, dirs.mounts).values()].flatMap((set) => [...set])
+  t.equal(new Set(mounts).size, 2, `each rank loaded from its own node's mount: ${[...new Set(mounts)].join(' ')}`)
+  t.equal(r.stdout.match(/^rank \S+ lib /gm)?.length, 6, 'every library of every rank came from a mount')
+  const tracker = new URL(job.trackers[0] as string)
+  const refused = await new Promise<boolean>((resolve) => {
+    const socket = connect({ host: tracker.hostname, port: Number(tracker.port) }, () => { socket.destroy(); resolve(false) })
+    socket.on('error', () => resolve(true))
+  })
+  t.ok(refused, 'p2prun head --stop returned once the head had stopped serving')
+  await nothingLeft(t, s, dirs)
+
+  const bad: [string, string[], Record<string, string>, RegExp][] = [
+    ['no program', ['head', '--libs', libs], {}, /^p2prun head: error: no program to run/],
+    ['a launcher\'s option', ['head', '-n', '2', app], {}, /^p2prun head: error: p2prun head takes p2prun's own options, not -n \(hint: /],
+    ['--seeder', ['head', '--seeder', 'http://127.0.0.1:1', app], {}, /^p2prun head: error: with --seeder the head is already running \(hint: /],
+    ['--stop with no spec', ['head', '--stop'], {}, /^p2prun head: error: P2PRUN_JOB is not set: no head to stop \(hint: /],
+    ['--stop with a launch\'s own spec', ['head', '--stop'], { P2PRUN_JOB: encodeJob({ ...job, stopUrl: undefined }) }, /^p2prun head: error: P2PRUN_JOB names a head that p2prun head did not start/],
+    ['a library directory that is not there', ['head', '--libs', path.join(s.dir, 'none'), app], {}, /^p2prun head: error: library directory \S+ does not exist/]
+  ]
+  for (const [name, args, env, message] of bad) {
+    const b = await inShell(s, dirs, [CLI, ...args].map((w) => `'${w.replaceAll("'", "'\\''")}'`).join(' '), env)
+    t.equal(b.exitCode === 0, false, `${name}: fails`)
+    t.match(b.stderr, message, name)
+    t.equal(b.stderr.trim().split('\n').length, 1, `${name}: one line`)
+  }
   await nothingLeft(t, s, dirs)
 })
 

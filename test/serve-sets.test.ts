@@ -68,6 +68,15 @@ t.test('sets come and go while the head runs; nodes fetch each; a bad pair is re
   { env: { P2PRUN_RUN_DIR: path.join(dir, 'run'), P2PRUN_STORE_DIR: dir, P2PRUN_NODE_PER_RANK: '1' } })
   t.equal(launched.exitCode, 0, launched.stderr)
   t.equal(launched.stdout.match(/^same$/gm)?.length, 2, 'both nodes read the library from their mount of the set')
+  // The same launch by hand: --dry-run prints the spec for this head, and the launcher's command.
+  const launchEnv = { P2PRUN_RUN_DIR: path.join(dir, 'run'), P2PRUN_STORE_DIR: dir, P2PRUN_NODE_PER_RANK: '1' }
+  const shown = await p2prun(['--dry-run', '-n', '2', '--launcher', 'local', '--seeder', base, '--libs', trees.beta as string,
+    'sh', '-c', `cmp "$P2PRUN_MOUNT/libbeta.so.1" ${path.join(trees.beta as string, 'libbeta.so.1')} && echo same`], { env: launchEnv })
+  t.equal(shown.exitCode, 0, shown.stderr)
+  t.match(shown.stdout, /^P2PRUN_JOB=\S+; export P2PRUN_JOB\n\S+ local-ranks -n 2 -- \S+\/p2prun-rank sh -c 'cmp /)
+  const byHand = await execa('sh', ['-e', '-c', shown.stdout], { env: cleanEnv(launchEnv), extendEnv: false, reject: false, stdin: 'ignore' })
+  t.equal(byHand.exitCode, 0, String(byHand.stderr))
+  t.equal(String(byHand.stdout).match(/^same$/gm)?.length, 2, 'run as printed: both nodes read it from their mount')
 
   const alpha = (seen.map((l) => l.match(/^serving alpha infohash=([0-9a-f]{40})/)).find(Boolean) as RegExpMatchArray)[1] as string
   await rm(path.join(sets, 'alpha.p2p.torrent'))

@@ -6,17 +6,18 @@ import { randomBytes } from 'node:crypto'
 import { realpathSync } from 'node:fs'
 import path from 'node:path'
 import { remoteKindOf } from '../../lib/file-systems.ts'
-import { access, constants } from 'node:fs/promises'
 import { AUTO_LIBS, loadConfig, type Config } from '../../lib/config.ts'
-import { isExecutable, programCandidates } from '../../lib/files.ts'
+import { checkProgram } from '../../lib/files.ts'
 import { formatBytes, peerShareable, type Description } from '../../lib/description.ts'
 import { usageError } from '../../lib/errors.ts'
-import { jobSpecOf, launchHead, type LaunchHead } from '../../lib/session/head.ts'
+import { jobSpecOf, launchHead, mountPointOf, type LaunchHead, type Placement } from '../../lib/session/head.ts'
 import { encodeJob, JOB_ENV, jobOfAllocation, launchEnvironment, type JobSpec } from '../../lib/session/job-spec.ts'
 import { NodeState } from '../../lib/session/node-state.ts'
 import { runForeground } from '../../lib/session/process.ts'
 import { ANY_LAUNCHER_VALUES, chooseLauncher, type ChosenLauncher } from '../launchers/index.ts'
-import { splitRunArgs, type RunArgs } from '../run-args.ts'
+import type { SourceLayout } from '../../lib/source-layout.ts'
+import { shellQuote } from '../cli-support.ts'
+import { setOptionsOf, splitRunArgs, type RunArgs } from '../run-args.ts'
 import { formatChoices, launchSet } from '../../lib/session/launch-set.ts'
 
 const LOCAL_CLEANUP_WAIT_MS = 15_000
@@ -52,11 +53,9 @@ export async function runLaunch (argv: readonly string[], cli: readonly string[]
   const launchId = randomBytes(4).toString('hex')
   const step = [rankStep, ...args.program]
   if (args.options.dryRun) {
-    const { launchEnv, forward } = launchEnvironment(env, '<set at launch>')
-    const command = launcher.adapter.command(launcher.program, args.launcherArgs, forward, step, launchEnv)
-    // What the closure held and why, as shell comments: the output stays a command one can paste.
+    // What the closure held and why, as shell comments: the output stays commands one can paste.
     for (const line of formatChoices(choices)) process.stdout.write(`# ${line}\n`)
-    process.stdout.write(`${JOB_ENV}='<set at launch>' ${command.map(shellQuote).join(' ')}\n`)
+    process.stdout.write(await launchByHand(args, launcher, cli, step, { desc, layout, placement, config, launchId }))
     return
   }
 
@@ -65,7 +64,7 @@ export async function runLaunch (argv: readonly string[], cli: readonly string[]
   const started = performance.now()
   const head = await launchHead(desc, layout, config, args.options.seeder, (line) => process.stderr.write(`p2prun: warning: ${line}\n`))
   try {
-    const job = jobSpecOf(head, desc, layout, config, { launchId, mountPoint: args.options.mountPoint ?? `${desc.mountPoint}/%j-%n`, placement, inline: true })
+    const job = jobSpecOf(head, desc, layout, config, { launchId, mountPoint: mountPointOf(desc, args.options.mountPoint), placement, inline: true })
     const { launchEnv, forward } = launchEnvironment(env, encodeJob(job))
     const [program, ...launchArgs] = launcher.adapter.command(launcher.program, args.launcherArgs, forward, step, launchEnv) as [string, ...string[]]
     const progress = process.stderr.isTTY && !config.quiet ? showProgress(head, desc) : undefined
@@ -80,6 +79,29 @@ export async function runLaunch (argv: readonly string[], cli: readonly string[]
   } finally {
     await head.close()
   }
+}
+
+/** Stands for the spec in the launcher's command until the shell gives it: "$P2PRUN_JOB". */
+const JOB_IN_SHELL = '\0job'
+
+/**
+ * The launch as shell commands that do it, for --dry-run: the head started detached by `p2prun
+ * head` (P2PRUN_JOB set in the shell by eval), the launcher's own command, the head stopped once
+ * this host's agents have left. With --seeder the head is running: the spec itself, then the command.
+ */
+async function launchByHand (args: RunArgs, launcher: ChosenLauncher, cli: readonly string[], step: readonly string[],
+  set: { readonly desc: Description, readonly layout: SourceLayout, readonly placement: Placement, readonly config: Config, readonly launchId: string }): Promise<string> {
+  const { launchEnv, forward } = launchEnvironment(process.env, JOB_IN_SHELL)
+  const command = launcher.adapter.command(launcher.program, args.launcherArgs, forward, step, launchEnv)
+  const line = (words: readonly string[]) => `${words.map((w) => (w === JOB_IN_SHELL ? `"$${JOB_ENV}"` : shellQuote(w))).join(' ')}\n`
+  if (args.options.seeder === undefined) {
+    const start = line([...cli, 'head', ...setOptionsOf(args.options), args.program[0] as string])
+    return `eval "$(${start.trimEnd()})"\n${line(command)}${line([...cli, 'head', '--stop'])}`
+  }
+  const head = await launchHead(set.desc, set.layout, set.config, args.options.seeder, (l) => process.stderr.write(`p2prun: warning: ${l}\n`))
+  const job = jobSpecOf(head, set.desc, set.layout, set.config,
+    { launchId: set.launchId, mountPoint: mountPointOf(set.desc, args.options.mountPoint), placement: set.placement, inline: true })
+  return `${JOB_ENV}=${shellQuote(encodeJob(job))}; export ${JOB_ENV}\n${line(command)}`
 }
 
 /**
@@ -101,16 +123,6 @@ async function launchOnExistingAgents (job: JobSpec, launcher: ChosenLauncher, a
   }
   if (!config.quiet) process.stderr.write('p2prun: using the libraries this allocation mounted (--p2plibs)\n')
   process.exitCode = await runForeground(program, launchArgs, launchEnv)
-}
-
-async function checkProgram (name: string, env: NodeJS.ProcessEnv): Promise<void> {
-  for (const c of programCandidates(name, env)) {
-    if (await access(c, constants.F_OK).then(() => true, () => false)) {
-      if (await isExecutable(c)) return
-      throw usageError(`program ${name} is not executable`, `chmod +x ${name}`)
-    }
-  }
-  throw usageError(`program ${name} not found`, name.includes('/') ? 'check the path' : 'give its path, or put it on PATH')
 }
 
 function showProgress (head: LaunchHead, desc: Description): NodeJS.Timeout {
@@ -137,8 +149,4 @@ function summary (head: LaunchHead, desc: Description, seconds: number): string 
 
 function plural (n: number, what: string): string {
   return `${n} ${what}${n === 1 ? '' : 's'}`
-}
-
-function shellQuote (word: string): string {
-  return /^[\w@%+=:,./-]+$/.test(word) ? word : `'${word.replaceAll("'", "'\\''")}'`
 }

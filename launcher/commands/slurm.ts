@@ -3,10 +3,11 @@
 //   p2prun slurm head --libs A[,B]   (plugin, at submit time) describe (auto:PROGRAM: what it loads), start a detached head, print the job spec
 //   p2prun slurm prolog              (Prolog=, root, every node) start the job's node agent, wait until ready
 //   p2prun slurm epilog              (Epilog=, root, every node) stop it, leave nothing, stop the head; never fails
-import { Option, type Command } from 'commander'
+import type { Command } from 'commander'
 import { formatError } from '../../lib/errors.ts'
-import { jobOfHook, runHeadDaemon, slurmLibs, startDetachedHead, startJobAgent, stopJobAgent } from '../../lib/session/slurm.ts'
-import { action, notifyFd, untilSignal } from '../cli-support.ts'
+import { startDetachedHead } from '../../lib/session/detached-head.ts'
+import { jobOfHook, slurmLibs, startJobAgent, stopJobAgent } from '../../lib/session/slurm.ts'
+import { action } from '../cli-support.ts'
 
 const collect = (value: string, previous: string[] = []) => [...previous, ...value.split(',').filter(Boolean)]
 
@@ -18,17 +19,8 @@ export function registerSlurm (program: Command, cli: readonly string[]): void {
     .requiredOption('--libs <dirs>', 'library directories, comma-separated or repeated; auto:PROGRAM for what PROGRAM loads', collect)
     .option('--mount-root <dir>', 'where nodes mount (default: the description\'s mount point)')
     .action(action('slurm head', async (opts: { libs: string[], mountRoot?: string }) => {
-      process.stdout.write(`${await startDetachedHead(cli, slurmLibs(opts.libs, process.cwd()), opts.mountRoot)}\n`)
-    }))
-
-  program.command('head-daemon', { hidden: true })
-    .description('(internal) the detached head of a Slurm job')
-    .requiredOption('--libs <dirs>', 'library directories (absolute), and auto', collect)
-    .option('--program <program>', 'with auto: the program whose load closure to serve')
-    .option('--mount-root <dir>')
-    .addOption(new Option('--notify-fd <fd>').hideHelp())
-    .action(action('head-daemon', async (opts: { libs: string[], program?: string, mountRoot?: string, notifyFd?: string }) => {
-      await runHeadDaemon({ libs: opts.libs, ...(opts.program ? { program: opts.program } : {}) }, opts.mountRoot, (line) => notifyFd(Number(opts.notifyFd ?? 3), line), untilSignal())
+      const request = { ...slurmLibs(opts.libs, process.cwd()), ...(opts.mountRoot ? { mountPoint: `${opts.mountRoot}/%j-%n` } : {}), slurm: true }
+      process.stdout.write(`${await startDetachedHead(cli, request)}\n`)
     }))
 
   slurm.command('prolog')

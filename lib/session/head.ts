@@ -47,6 +47,11 @@ export async function launchHead (desc: Description, layout: SourceLayout, confi
   return { trackerUrl, descriptionUrl, secret, uploaded: none, maxToOneNode: none, descriptionBytes: none, peerCount: none, completions: () => [], close: async () => {} }
 }
 
+/** The nodes' mount point template: the one given, or under the description's, per launch and node. */
+export function mountPointOf (desc: Description, template: string | undefined): string {
+  return template ?? `${desc.mountPoint}/%j-%n`
+}
+
 /** Where the set sits in the mount, as launch-set.ts placed it. */
 export type Placement = Pick<JobSpec, 'libDirs' | 'program' | 'pythonPath' | 'redirect'>
 

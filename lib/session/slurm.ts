@@ -1,23 +1,18 @@
 // A Slurm job's session, behind the SPANK plugin (slurm/p2plibs.c) and the prolog/epilog hooks:
-//   head     at submit time: describe the directories (or what a program loads: auto:PROGRAM),
-//            start a detached head, hand back the job spec
+//   head     at submit time: a detached head (detached-head.ts) for the directories (or what a
+//            program loads: auto:PROGRAM), its job spec handed back
 //   prolog   as root on every node: start the node's agent for the job (as the job's user), wait for it
 //   epilog   as root on every node: stop it, leave nothing behind, tell the head the job ended
 // The plugin hands the spec to the prolog and epilog as SPANK_P2PRUN_JOB.
-import { spawn } from 'node:child_process'
 import { chown, rm, rmdir } from 'node:fs/promises'
 import path from 'node:path'
-import { AUTO_LIBS, loadConfig } from '../config.ts'
-import { failureLine, P2prunError, usageError } from '../errors.ts'
-import { newJobSecret } from '../swarm/job-auth.ts'
-import { jobSpecOf } from './head.ts'
-import { launchSet } from './launch-set.ts'
-import { decodeJob, encodeJob, JOB_ENV, launchIdOf, SLURM_LAUNCH, type JobSpec } from './job-spec.ts'
+import { AUTO_LIBS } from '../config.ts'
+import { usageError } from '../errors.ts'
+import { decodeJob, JOB_ENV, launchIdOf, type JobSpec } from './job-spec.ts'
 import { spawnAgent } from './node.ts'
 import { NodeState } from './node-state.ts'
-import { readyLine, terminate } from './process.ts'
+import { terminate } from './process.ts'
 import { nodeName } from './rank-identity.ts'
-import { HeadJobs } from './slurm-queue.ts'
 
 const EPILOG_WAIT_MS = 15_000
 
@@ -46,58 +41,6 @@ export function slurmLibs (values: readonly string[], cwd: string): SlurmLibs {
   if (other !== undefined) throw usageError(`--p2plibs names two programs (${program}, ${other}): a job serves one program's closure`, 'name the one its steps run, and add the other\'s library directory')
   // A name without a slash is looked up on PATH, as the job's steps will; a path is made absolute here.
   return { libs: [...dirs, AUTO_LIBS], program: program?.includes('/') ? path.resolve(cwd, program) : program }
-}
-
-/**
- * Starts `p2prun head-daemon` detached (it outlives sbatch; the job's epilog stops it) and returns
- * the job spec it hands back once ready; its failure, a record on the same pipe, becomes ours.
- */
-export async function startDetachedHead (cli: readonly string[], p2plibs: SlurmLibs, mountRoot: string | undefined): Promise<string> {
-  const [file, ...args] = cli as [string, ...string[]]
-  const child = spawn(file, [...args, 'head-daemon', ...p2plibs.libs.flatMap((l) => ['--libs', l]),
-    ...(p2plibs.program ? ['--program', p2plibs.program] : []), ...(mountRoot ? ['--mount-root', mountRoot] : []), '--notify-fd', '3'], {
-    detached: true,
-    stdio: ['ignore', 'ignore', 'ignore', 'pipe']
-  })
-  try {
-    return await readyLine(child, () => new P2prunError('LAUNCH', 'the head exited before it was ready'))
-  } finally {
-    child.unref()
-  }
-}
-
-/**
- * The detached head: tells `notify` "ok SPEC" or "error REASON", then serves until an epilog stops
- * it, a signal comes, or the queue holds none of its jobs (cancelled while pending: no epilog runs).
- */
-export async function runHeadDaemon (p2plibs: SlurmLibs, mountRoot: string | undefined, notify: (line: string) => Promise<void>,
-  untilSignal: Promise<unknown>): Promise<void> {
-  // The plugin's node settings (run_dir, store_dir, mode) arrive here as P2PRUN_* and go into the spec.
-  const config = await loadConfig({ flags: {}, env: process.env, cwd: process.cwd() })
-  // Which jobs are this head's: those sbatch submits from here in a moment (slurm-queue.ts).
-  const jobs = new HeadJobs(new Date(), process.cwd(), config.slurmWatchMs)
-  let head
-  let job: JobSpec
-  try {
-    // P2PRUN_FOLLOW_SYMLINKS (and P2PRUN_LIBS_POLICY) in sbatch's environment, or in a settings file.
-    const { desc, layout, placement } = await launchSet(p2plibs.libs, p2plibs.program ?? '', config.libsPolicy,
-      { env: process.env, cwd: process.cwd(), describe: { followSymlinks: config.followSymlinks } })
-    const { startHead } = await import('../head.ts')
-    head = await startHead(desc, layout, config, (line) => process.stderr.write(`p2prun slurm head: warning: ${line}\n`), newJobSecret(),
-      (jobId, stop) => { void jobs.ended(jobId).then((none) => { if (none) stop() }) })
-    job = jobSpecOf(head, desc, layout, config, { launchId: SLURM_LAUNCH, mountPoint: `${mountRoot ?? desc.mountPoint}/%j-%n`, placement, stopUrl: head.stopUrl, inline: false })
-  } catch (err) {
-    await notify(`error ${failureLine(err)}`)
-    throw err
-  }
-  await notify(`ok ${encodeJob(job)}`)
-  const watching = new AbortController()
-  try {
-    await Promise.race([head.stopped, untilSignal, jobs.untilGone(watching.signal)])
-  } finally {
-    watching.abort()
-    await head.close()
-  }
 }
 
 /** The prolog: this node's agent for the job, as the job's user (root only for root's jobs). */

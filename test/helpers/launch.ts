@@ -29,6 +29,14 @@ export function launch (s: Scratch, dirs: LaunchDirs, args: readonly string[], e
   }), argv)
 }
 
+/** Runs shell commands (what `p2prun --dry-run` printed) as `launch` runs p2prun: same directories and environment. */
+export function inShell (s: Scratch, dirs: LaunchDirs, script: string, env: Record<string, string> = {}) {
+  return unlessStuck(execa('sh', ['-e', '-c', script], {
+    env: cleanEnv({ P2PRUN_RUN_DIR: dirs.run, P2PRUN_STORE_DIR: s.dir, ...env }),
+    extendEnv: false, reject: false, stdin: 'ignore', cwd: s.dir
+  }), ['sh', '-e', '-c', script])
+}
+
 export async function mountsUnder (dir: string): Promise<string[]> {
   const table = await readFile('/proc/self/mounts', 'utf8')
   return table.split('\n').map((l) => l.split(' ')[1] ?? '').filter((m) => m.startsWith(`${dir}/`))

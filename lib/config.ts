@@ -48,7 +48,7 @@ export const SETTINGS = {
   'tracker-max-peers': { kind: 'int', min: 1, help: 'peers the tracker remembers per swarm' },
   'tracker-announce-peers': { kind: 'int', min: 1, help: 'most peers the tracker returns per announce' },
   'upload-limit': { kind: 'int', min: 0, help: 'seeder upload cap in bytes/s, 0 for none (emulates a slow head link)' },
-  'defer-to-peers': { kind: 'seconds', min: 0, help: 'the head sends a piece to one node at a time; others asking within this many seconds get it from that node (0: off)' },
+  'defer-to-peers': { kind: 'seconds', min: 0, help: 'the head sends a piece to one node at a time: for this many seconds, then until that node has it (10 s at most); others asking meanwhile get it from that node (0: off)' },
   'verify-source': { kind: 'bool', help: 'hash the whole source at seeder start even if sizes and mtimes match' },
   'store-dir': { kind: 'path', help: 'where a node keeps downloaded bytes (memory-backed by default)' },
   'max-conns': { kind: 'int', min: 1, help: 'most peer connections per node' },

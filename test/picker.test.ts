@@ -151,8 +151,8 @@ t.test('a peer that turns a piece down is not asked for it again until its backo
 
 t.test('fan-out, with a stepped clock: a piece goes to at most so many peers within the window; the same peer again, a peer without BEP 6, or a closed peer\'s place are fine', async (t) => {
   const clock = { now: 0 }
-  const fanOut = new FanOut(2, 500, () => clock.now)
-  const peer = (fast = true) => ({ fast, destroyed: false })
+  const fanOut = new FanOut(2, 500, 500, () => clock.now)
+  const peer = (fast = true) => ({ fast, destroyed: false, peerPieces: new Bitfield(16) })
   const [a, b, c, old] = [peer(), peer(), peer(), peer(false)]
   t.same([fanOut.admits(a, 7), fanOut.admits(b, 7), fanOut.admits(c, 7)], [true, true, false], 'two peers, then no more')
   t.ok(fanOut.admits(a, 7) && fanOut.admits(c, 8), 'a peer already being sent the piece, and another piece, are fine')
@@ -164,6 +164,25 @@ t.test('fan-out, with a stepped clock: a piece goes to at most so many peers wit
   t.notOk(fanOut.admits(d, 7), 'still within the window')
   clock.now = 500
   t.ok(fanOut.admits(d, 7), 'the window has passed')
-  const unlimited = new FanOut(1, 0)
+  const unlimited = new FanOut(1, 0, 0)
   t.ok(unlimited.admits(c, 7) && unlimited.admits(d, 7), 'a window of 0 is no limit')
+
+  // The head's: one node at a time, for 2 s and then until that node says it has the piece (10 s at most).
+  const head = new FanOut(1, 2000, 10_000, () => clock.now)
+  clock.now = 0
+  const [x, y, z] = [peer(), peer(), peer()]
+  t.ok(head.admits(x, 3), 'the first asker gets it')
+  x.peerPieces.set(3)
+  clock.now = 1999
+  t.notOk(head.admits(y, 3), 'not another within 2 s, even once the first has it')
+  clock.now = 2000
+  t.ok(head.admits(y, 3), 'after 2 s, the first having it, the next asker gets it')
+  clock.now = 9999
+  t.notOk(head.admits(z, 3), 'while that one has not said it has it, no other: it is slow, not gone')
+  y.peerPieces.set(3)
+  t.ok(head.admits(z, 3), 'once it has, the next')
+  clock.now = 9999 + 9999
+  t.notOk(head.admits(peer(), 3), 'that one has not said it has it either: still its place')
+  clock.now = 9999 + 10_000
+  t.ok(head.admits(peer(), 3), 'one that never says so frees its place after 10 s')
 })

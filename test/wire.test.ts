@@ -180,3 +180,35 @@ t.test('assembly: runs of blocks up to a request size, releases, a failed check 
   t.same(a.receive(last, randomBytes(1000), 'peer-c'), { state: 'failed', from: ['peer-c'] }, 'wrong bytes fail the check, naming their sender')
   t.same(a.reserve(2, pieceLength), { index: 2, begin: 0, length: 1000 }, 'and the piece is asked for anew')
 })
+
+t.test('a peer owes an answer since our oldest request, or since its last answer if later: one answering late but steadily is not silent', async (t) => {
+  const [a, b] = await socketPair(t)
+  const asking = wireOn(a, true)
+  const asked = wireOn(b, false)
+  b.on('data', (c: Buffer) => asked.receive(c, false))
+  a.on('data', (c: Buffer) => asking.receive(c, false))
+  await Promise.all([asking.ready, asked.ready])
+  const ours = recorder()
+  const theirs = recorder()
+  asking.attach(ours.handler)
+  asked.attach(theirs.handler)
+  const until = async (seen: string[], what: string) => { while (!seen.includes(what)) await new Promise((resolve) => setImmediate(resolve)) }
+
+  t.equal(asking.owesSince(), undefined, 'nothing asked, nothing owed')
+  const first = { index: 1, begin: 0, length: BLOCK_LENGTH }
+  const second = { index: 1, begin: BLOCK_LENGTH, length: BLOCK_LENGTH }
+  asking.request(first)
+  asking.request(second)
+  const asked1 = asking.outstanding[0]?.at as number
+  t.equal(asking.owesSince(), asked1, 'owed since the oldest request')
+  await until(theirs.seen, `request 1/${BLOCK_LENGTH}/${BLOCK_LENGTH}`)
+
+  const beforeBlock = performance.now()
+  asked.piece(first, randomBytes(BLOCK_LENGTH))
+  await until(ours.seen, `block 1/0/${BLOCK_LENGTH}`)
+  t.ok((asking.owesSince() as number) >= beforeBlock, 'once it answers one, owed only since that answer, though the second request is older')
+  t.ok((asking.owesSince() as number) > asked1)
+  asked.reject(second)
+  await until(ours.seen, `reject 1/${BLOCK_LENGTH}`)
+  t.equal(asking.owesSince(), undefined, 'a reject answers too: nothing owed')
+})

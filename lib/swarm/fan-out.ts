@@ -4,37 +4,48 @@
 // faults on the same page), holders then multiply like a tree, instead of the first holder's one
 // uplink feeding everyone while the others wait (measured in bench/README.md, 2026-12-02).
 // A peer turned down backs off that holder for the piece (the picker) and asks another.
+// A piece counts as on its way to a peer for at least `minMs`, and after that until the peer says it
+// has it (at most `maxMs`): a recipient slow to say so (its core starved, its link full) keeps its
+// place, and the head does not hand out another copy because a fixed time has passed.
 
 /** What the rule needs of a connection. */
 export interface FanOutPeer {
   /** Only a peer that speaks BEP 6 can be turned down; any other is always answered. */
   readonly fast: boolean
   readonly destroyed: boolean
+  /** What the peer said it has: a piece it has is no longer on its way to it. */
+  readonly peerPieces: { get (index: number): boolean }
 }
 
 export class FanOut {
   private readonly limit: number
-  private readonly windowMs: number
+  private readonly minMs: number
+  private readonly maxMs: number
   private readonly clock: () => number
-  /** Per piece, the peers it went to within the window, and since when. */
+  /** Per piece, the peers it is on its way to, and since when. */
   private readonly sentTo = new Map<number, Array<{ readonly peer: FanOutPeer, readonly at: number }>>()
 
-  /** At most `limit` peers per piece within `windowMs` (0: no limit); `clock` is performance.now unless a test steps it. */
-  constructor (limit: number, windowMs: number, clock: () => number = () => performance.now()) {
+  /**
+   * At most `limit` peers per piece at once, each for `minMs` to `maxMs` (`minMs` 0: no limit);
+   * `clock` is performance.now unless a test steps it.
+   */
+  constructor (limit: number, minMs: number, maxMs: number, clock: () => number = () => performance.now()) {
     this.limit = limit
-    this.windowMs = windowMs
+    this.minMs = minMs
+    this.maxMs = Math.max(minMs, maxMs)
     this.clock = clock
   }
 
   /** Whether piece `index` may go to `peer` now; if so, it counts as one of the piece's peers. */
   admits (peer: FanOutPeer, index: number): boolean {
-    if (this.windowMs <= 0 || !peer.fast) return true
+    if (this.minMs <= 0 || !peer.fast) return true
     const now = this.clock()
-    const recent = (this.sentTo.get(index) ?? []).filter((s) => now - s.at < this.windowMs && !s.peer.destroyed)
-    this.sentTo.set(index, recent)
-    if (recent.some((s) => s.peer === peer)) return true
-    if (recent.length >= this.limit) return false
-    recent.push({ peer, at: now })
+    const onTheirWay = (this.sentTo.get(index) ?? []).filter((s) => !s.peer.destroyed &&
+      (now - s.at < this.minMs || (now - s.at < this.maxMs && !s.peer.peerPieces.get(index))))
+    this.sentTo.set(index, onTheirWay)
+    if (onTheirWay.some((s) => s.peer === peer)) return true
+    if (onTheirWay.length >= this.limit) return false
+    onTheirWay.push({ peer, at: now })
     return true
   }
 }

@@ -109,7 +109,7 @@ export class SwarmNode implements ByteSource {
   private fellBack = false
   private uploaded = 0
   private closing: Promise<void> | undefined
-  private readonly fanOut = new FanOut(FAN_OUT, FAN_OUT_WINDOW_MS)
+  private readonly fanOut = new FanOut(FAN_OUT, FAN_OUT_WINDOW_MS, FAN_OUT_WINDOW_MS)
 
   /** `warn` hears of peers dropped for bad data or unanswered requests. */
   static async join (desc: Description, opts: NodeOptions, warn: (line: string) => void = () => {}): Promise<SwarmNode> {
@@ -372,10 +372,10 @@ export class SwarmNode implements ByteSource {
     if (this.closing) return // closed between the timer and this look
     const expired = performance.now() - REQUEST_TIMEOUT_MS
     for (const wire of [...this.connections?.wires.values() ?? []]) {
-      if ((wire.outstanding[0]?.at ?? Infinity) >= expired) continue
+      if ((wire.owesSince() ?? Infinity) >= expired) continue
       // Closing the connection frees its requests for other peers. The head may only be busy:
       // it is dialed again; another node is not asked again for a while.
-      this.dropPeer(wire.peerId, `left a request unanswered for ${REQUEST_TIMEOUT_MS / 1000} s`, !isHeadPeerId(wire.peerId))
+      this.dropPeer(wire.peerId, `answered no request for ${REQUEST_TIMEOUT_MS / 1000} s`, !isHeadPeerId(wire.peerId))
     }
     if (this.waiters.size > 0) this.picker.schedule() // the endgame looks for stalled reads
     if (this.waiters.size === 0 || Date.now() - this.lastProgress < this.stallTimeoutMs || this.fallingBack) return

@@ -59,6 +59,12 @@ export interface Seeder {
   close (): Promise<void>
 }
 
+/**
+ * The longest the head waits for the node it sent a piece to to say it has it before sending the
+ * piece to another: a node's own wait for an answer (node.ts).
+ */
+const CONFIRM_WAIT_MAX_MS = 10_000
+
 /** Pieces read last: the blocks of a piece are asked for together, by one node (see deferToPeersMs). */
 const CACHE_BYTES = 8 * 1024 * 1024
 
@@ -126,7 +132,7 @@ class Serving {
   private readonly all: Bitfield
   private readonly cache = new PieceCache(CACHE_BYTES)
   private readonly reading = new Map<number, Promise<Buffer>>()
-  /** The node the head is sending each piece to (one at a time: deferToPeersMs). */
+  /** The node the head is sending each piece to: one at a time, for deferToPeersMs and until it has it. */
   private readonly fanOut: FanOut
   /** performance.now() from which the upload limit allows the next block. */
   private nextFree = 0
@@ -141,7 +147,7 @@ class Serving {
     this.opts = opts
     this.warn = warn
     this.all = Bitfield.full(desc.pieceCount)
-    this.fanOut = new FanOut(1, opts.deferToPeersMs)
+    this.fanOut = new FanOut(1, opts.deferToPeersMs, CONFIRM_WAIT_MAX_MS)
   }
 
   onWire (wire: Wire): void {

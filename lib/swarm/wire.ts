@@ -144,6 +144,8 @@ export class Wire {
   /** Requests we sent that are not answered yet, oldest first, and their bytes. */
   readonly outstanding: Outstanding[] = []
   outstandingBytes = 0
+  /** performance.now() when the peer last answered a request of ours (a block or a reject). */
+  private lastAnswer = -Infinity
   /** performance.now() of the last write, for keep-alives. */
   lastWrite = performance.now()
   destroyed = false
@@ -245,6 +247,16 @@ export class Wire {
     this.outstanding.push({ ...req, at: performance.now() })
     this.outstandingBytes += req.length
     this.send(MSG.request, triple(req))
+  }
+
+  /**
+   * Since when the peer owes us an answer, with nothing from it meanwhile: the oldest outstanding
+   * request's time, or its last answer's if later (a peer with a deep queue on a slow link answers
+   * steadily, just late); undefined with nothing outstanding.
+   */
+  owesSince (): number | undefined {
+    const oldest = this.outstanding[0]
+    return oldest && Math.max(oldest.at, this.lastAnswer)
   }
 
   /** Forgets outstanding requests (timed out, or the peer left): a block that still arrives is dropped. */
@@ -568,6 +580,7 @@ export class Wire {
     const i = this.outstanding.findIndex((r) => r.index === index && r.begin === begin && r.length === length)
     if (i < 0) return undefined
     this.outstandingBytes -= length
+    this.lastAnswer = performance.now()
     return this.outstanding.splice(i, 1)[0]
   }
 }

@@ -11,6 +11,7 @@
 //                          [--driver driver|driver-dlopen|python] [--libs 200] [--out bench/results]
 //                          [--agent PATH]   the p2prun whose node agents run (another build's bin/p2prun, for an A/B)
 //                          [--open-head]    a head open to any client (for agents of a build without job secrets)
+//                          [--agent-stats DIR]  each agent's counters (mount --stats) as DIR/METHOD-N-nK.json
 import { execa } from 'execa'
 import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { createInterface } from 'node:readline'
@@ -31,7 +32,8 @@ const { values: opts } = parseArgs({
     libs: { type: 'string', default: '200' },
     out: { type: 'string', default: path.join(ROOT, 'bench/results') },
     agent: { type: 'string', default: P2PRUN },
-    'open-head': { type: 'boolean', default: false }
+    'open-head': { type: 'boolean', default: false },
+    'agent-stats': { type: 'string' }
   }
 })
 // An open head's nodes hold no secret: with one, they would ask the head for a proof it cannot give.
@@ -43,6 +45,9 @@ interface Row {
   method: string
   makespanS: number
   medianS: number
+  /** Each node's time until its driver exited, and until its mount was up, in node order (the tail: which nodes, how many). */
+  nodeTimesS: number[]
+  nodeStartsS: number[]
   serverBytes: number
   bytesPerNode: number
   agentStartS?: number
@@ -192,7 +197,7 @@ async function runMethod (method: string, n: number, w: Workload): Promise<Row> 
     const discovery = serving.dht ? `--dht ${serving.dht}` : `--tracker ${serving.tracker}`
     // The mount prints "mounted …" when ready; a FIFO read waits for it without polling.
     nodeScript = (k) => `f=/tmp/p2pb-ready-${k}; rm -f $f; mkfifo $f; ` +
-      `${opts.agent} mount ${desc} ${mnt} --mode ${mode} ${discovery} --seeder ${serving.seeder} --store-dir /dev/shm --node-name n${k} --quiet > $f & pid=$!; ` +
+      `${opts.agent} mount ${desc} ${mnt} --mode ${mode} ${discovery} --seeder ${serving.seeder} --store-dir /dev/shm --node-name n${k} --quiet${opts['agent-stats'] ? ` --stats ${opts['agent-stats']}/${method}-${n}-n${k}.json` : ''} > $f & pid=$!; ` +
       // The agent's first line is "mounted …" once the FS is up; EOF means it failed (its stderr says why).
       `read line < $f; rm -f $f; case "$line" in mounted*) ;; *) wait $pid; exit 1 ;; esac; ` +
       `echo mounted; echo startcpu ${AGENT_TICKS}; ${w.run(mnt)} < /dev/null > /dev/null || { kill $pid; wait $pid; exit 1; }; echo done; ` +
@@ -212,6 +217,8 @@ async function runMethod (method: string, n: number, w: Workload): Promise<Row> 
       method,
       makespanS: Math.max(...times),
       medianS: median(times),
+      nodeTimesS: times,
+      nodeStartsS: starts,
       serverBytes,
       bytesPerNode: serverBytes / n,
       serverCpuS: serverTicksUsed / CLOCK_TICKS,

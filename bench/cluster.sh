@@ -15,7 +15,28 @@ hub=p2pb-hub
 ns_of() { if [ "$1" = 0 ]; then echo p2pb-s0; else echo "p2pb-n$1"; fi; }
 addr_of() { if [ "$1" = 0 ]; then echo 10.77.0.1; else echo "10.77.1.$1"; fi; }
 
+# The kernel's ARP cache is one table for every network namespace, capped at gc_thresh3 entries
+# (1024 by default): N nodes that all talk to each other need about N² of them. Past the cap new
+# neighbours cannot be resolved and connections to them never leave the node ("neighbor table
+# overflow" in dmesg): at 48–64 nodes, the half that started last sat 20–40 s unable to reach any
+# peer. `up` raises the thresholds when the cluster needs it; `down` puts the old ones back.
+neigh=/proc/sys/net/ipv4/neigh/default
+raise_neigh() {
+  local need=$(( ($1 + 1) * ($1 + 1) + 256 ))
+  [ "$(cat "$neigh/gc_thresh3")" -lt $(( 2 * need )) ] || return 0
+  echo "$(cat "$neigh/gc_thresh1") $(cat "$neigh/gc_thresh2") $(cat "$neigh/gc_thresh3")" > "$st/neigh-thresh"
+  echo "$need" > "$neigh/gc_thresh1"
+  echo $(( 2 * need )) > "$neigh/gc_thresh2"
+  echo $(( 4 * need )) > "$neigh/gc_thresh3"
+}
+restore_neigh() {
+  [ -f "$st/neigh-thresh" ] || return 0
+  read -r t1 t2 t3 < "$st/neigh-thresh"
+  echo "$t1" > "$neigh/gc_thresh1"; echo "$t2" > "$neigh/gc_thresh2"; echo "$t3" > "$neigh/gc_thresh3"
+}
+
 down() {
+  restore_neigh
   if [ -f "$st/nodes" ]; then
     for k in $(seq 0 "$(cat "$st/nodes")"); do
       umount "$st/mnt/node$k" 2>/dev/null || true
@@ -32,6 +53,7 @@ up() {
   down
   mkdir -p "$st/mnt"
   echo "$n" > "$st/nodes"
+  raise_neigh "$n"
   echo "$rate" > "$st/rate"
   # A private bind mount holds the per-node mount namespace files.
   mount --bind "$st/mnt" "$st/mnt"

@@ -2,7 +2,7 @@
 // options, the launcher's (passed on unchanged) and the program. Launcher options that take a value
 // come from the chosen adapter's table; `--opt=value` is always one word; after `--`, p2prun
 // recognises none of its own options.
-import type { SettingName } from '../lib/config.ts'
+import { AUTO_LIBS, type SettingName } from '../lib/config.ts'
 import { quote, usageError } from '../lib/errors.ts'
 
 /** Settings a launch takes as options of its own: config.ts parses and checks them with the rest. */
@@ -95,6 +95,12 @@ export function setOptionsOf (options: RunOptions): string[] {
     ...(options.mountPoint !== undefined ? ['--mount-point', options.mountPoint] : []),
     ...settings.flatMap(([name, value]) => value === true ? [`--${name}`] : [`--${name}`, String(value)])
   ]
+}
+
+/** What a launch serves: its --libs, else the settings' `libs`, else what the program loads (auto). */
+export function libsToServe (options: RunOptions, fromSettings: readonly string[] | undefined): readonly string[] {
+  const given = options.libs.length > 0 ? options.libs : (fromSettings ?? [])
+  return given.length > 0 ? given : [AUTO_LIBS]
 }
 
 /** `-n`'s value as a number of ranks; anything but a positive whole number is a usage error. */

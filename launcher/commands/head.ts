@@ -7,14 +7,14 @@
 import { connect } from 'node:net'
 import { setTimeout as delay } from 'node:timers/promises'
 import { Option, type Command } from 'commander'
-import { AUTO_LIBS, loadConfig } from '../../lib/config.ts'
+import { loadConfig } from '../../lib/config.ts'
 import { networkReason, P2prunError, usageError } from '../../lib/errors.ts'
 import { checkProgram } from '../../lib/files.ts'
 import { parseHeadRequest, runHeadDaemon, startDetachedHead } from '../../lib/session/detached-head.ts'
 import { decodeJob, JOB_ENV, launchIdOf } from '../../lib/session/job-spec.ts'
 import { NodeState } from '../../lib/session/node-state.ts'
 import { action, notifyFd, shellQuote, untilSignal } from '../cli-support.ts'
-import { splitRunArgs } from '../run-args.ts'
+import { libsToServe, splitRunArgs } from '../run-args.ts'
 
 /** As long as a launch waits for this host's agents to leave once the launcher returned. */
 const AGENTS_GONE_WAIT_MS = 15_000
@@ -54,9 +54,8 @@ async function startHead (cli: readonly string[], argv: readonly string[]): Prom
   // Read here as the head will read them: a bad setting fails now, with nothing started.
   const config = await loadConfig({ flags: options.settings, env, cwd: process.cwd(), configFile: options.config })
   await checkProgram(program[0] as string, env)
-  const given = options.libs.length > 0 ? options.libs : (config.libs ?? [])
   return startDetachedHead(cli, {
-    libs: given.length > 0 ? given : [AUTO_LIBS],
+    libs: libsToServe(options, config.libs),
     program: program[0] as string,
     ...(options.mountPoint !== undefined ? { mountPoint: options.mountPoint } : {}),
     slurm: false,
@@ -69,18 +68,18 @@ async function stopHead (env: NodeJS.ProcessEnv): Promise<void> {
   if (!env[JOB_ENV]) throw usageError(`${JOB_ENV} is not set: no head to stop`, 'run --stop in the shell that ran eval "$(p2prun head …)"')
   const job = decodeJob(env[JOB_ENV])
   if (!job.stopUrl) throw usageError(`${JOB_ENV} names a head that p2prun head did not start`, 'stop it where it was started')
+  const stopUrl = new URL(job.stopUrl)
   await NodeState.launchGone(job.node.runDir, launchIdOf(job, env), AGENTS_GONE_WAIT_MS)
-  const res = await fetch(job.stopUrl, { method: 'POST', signal: AbortSignal.timeout(5000) }).catch((err: unknown) => {
-    throw new P2prunError('LAUNCH', `the head at ${new URL(job.stopUrl as string).host} is unreachable: ${networkReason(err)}`, { hint: 'it has stopped already, or its host is down' })
+  const res = await fetch(stopUrl, { method: 'POST', signal: AbortSignal.timeout(5000) }).catch((err: unknown) => {
+    throw new P2prunError('LAUNCH', `the head at ${stopUrl.host} is unreachable: ${networkReason(err)}`, { hint: 'it has stopped already, or its host is down' })
   })
-  if (!res.ok) throw new P2prunError('LAUNCH', `the head at ${new URL(job.stopUrl).host} refused to stop (HTTP ${res.status})`, { hint: `is ${JOB_ENV} the one p2prun head printed?` })
+  if (!res.ok) throw new P2prunError('LAUNCH', `the head at ${stopUrl.host} refused to stop (HTTP ${res.status})`, { hint: `is ${JOB_ENV} the one p2prun head printed?` })
   // It answers, then closes its sockets: once that is done, a script's next launch may take its ports.
-  if (!(await closedWithin(job.stopUrl, HEAD_CLOSE_WAIT_MS))) throw new P2prunError('LAUNCH', `the head at ${new URL(job.stopUrl).host} still serves ${HEAD_CLOSE_WAIT_MS / 1000} s after it was asked to stop`)
+  if (!(await closedWithin(stopUrl, HEAD_CLOSE_WAIT_MS))) throw new P2prunError('LAUNCH', `the head at ${stopUrl.host} still serves ${HEAD_CLOSE_WAIT_MS / 1000} s after it was asked to stop`)
 }
 
 /** Whether nothing listens at `url`'s address any more, looking again every CLOSE_POLL_MS until `timeoutMs`. */
-async function closedWithin (url: string, timeoutMs: number): Promise<boolean> {
-  const { hostname, port } = new URL(url)
+async function closedWithin ({ hostname, port }: URL, timeoutMs: number): Promise<boolean> {
   for (const deadline = Date.now() + timeoutMs; Date.now() < deadline; await delay(CLOSE_POLL_MS)) {
     const listening = await new Promise<boolean>((resolve) => {
       const socket = connect({ host: hostname.replace(/^\[|\]$/g, ''), port: Number(port) }, () => { socket.destroy(); resolve(true) })

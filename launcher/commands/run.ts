@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto'
 import { realpathSync } from 'node:fs'
 import path from 'node:path'
 import { remoteKindOf } from '../../lib/file-systems.ts'
-import { AUTO_LIBS, loadConfig, type Config } from '../../lib/config.ts'
+import { loadConfig, type Config } from '../../lib/config.ts'
 import { checkProgram } from '../../lib/files.ts'
 import { formatBytes, peerShareable, type Description } from '../../lib/description.ts'
 import { usageError } from '../../lib/errors.ts'
@@ -17,7 +17,7 @@ import { runForeground } from '../../lib/session/process.ts'
 import { ANY_LAUNCHER_VALUES, chooseLauncher, type ChosenLauncher } from '../launchers/index.ts'
 import type { SourceLayout } from '../../lib/source-layout.ts'
 import { shellQuote } from '../cli-support.ts'
-import { setOptionsOf, splitRunArgs, type RunArgs } from '../run-args.ts'
+import { libsToServe, setOptionsOf, splitRunArgs, type RunArgs } from '../run-args.ts'
 import { formatChoices, launchSet } from '../../lib/session/launch-set.ts'
 
 const LOCAL_CLEANUP_WAIT_MS = 15_000
@@ -39,7 +39,6 @@ export async function runLaunch (argv: readonly string[], cli: readonly string[]
     // Only where another launcher's option took a value this one does not: p2prun's options came after it.
     throw usageError(`p2prun's options read differently with ${launcher.adapter.name}'s options`, 'put p2prun\'s options first, before the launcher\'s')
   }
-  const given = args.options.libs.length > 0 ? args.options.libs : (config.libs ?? [])
   const slurmJob = jobOfAllocation(env)
   if (slurmJob && args.options.libs.length === 0) {
     // Inside a --p2plibs allocation: the prolog's agents already serve the job's libraries.
@@ -47,7 +46,7 @@ export async function runLaunch (argv: readonly string[], cli: readonly string[]
     return launchOnExistingAgents(slurmJob, launcher, args, rankStep, config)
   }
   await checkProgram(args.program[0] as string, env)
-  const { desc, layout, placement, choices, warnings } = await launchSet(given.length > 0 ? given : [AUTO_LIBS], args.program[0] as string,
+  const { desc, layout, placement, choices, warnings } = await launchSet(libsToServe(args.options, config.libs), args.program[0] as string,
     config.libsPolicy, { env, cwd: process.cwd(), describe: { mountPoint: args.options.mountPoint, followSymlinks: config.followSymlinks } })
   if (!config.quiet) for (const line of warnings) process.stderr.write(`p2prun: warning: ${line}\n`)
   const launchId = randomBytes(4).toString('hex')

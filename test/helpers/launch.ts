@@ -23,18 +23,21 @@ export function launchDirs (s: Scratch): LaunchDirs {
 /** Runs p2prun as a user would, with this test's run dir, store dir and mount points. */
 export function launch (s: Scratch, dirs: LaunchDirs, args: readonly string[], env: Record<string, string> = {}) {
   const argv = ['--mount-point', `${dirs.mounts}/%j-%n`, ...args]
-  return unlessStuck(execa(CLI, argv, {
-    env: cleanEnv({ P2PRUN_RUN_DIR: dirs.run, P2PRUN_STORE_DIR: s.dir, ...env }),
-    extendEnv: false, reject: false, stdin: 'ignore', cwd: s.dir
-  }), argv)
+  return inLaunchDirs(s, dirs, CLI, argv, argv, env)
 }
 
 /** Runs shell commands (what `p2prun --dry-run` printed) as `launch` runs p2prun: same directories and environment. */
 export function inShell (s: Scratch, dirs: LaunchDirs, script: string, env: Record<string, string> = {}) {
-  return unlessStuck(execa('sh', ['-e', '-c', script], {
+  const argv = ['-e', '-c', script]
+  return inLaunchDirs(s, dirs, 'sh', argv, ['sh', ...argv], env)
+}
+
+/** `file args` in the test's scratch directory, with its run and store directories; `shown` names it if it gets stuck. */
+function inLaunchDirs (s: Scratch, dirs: LaunchDirs, file: string, args: readonly string[], shown: readonly string[], env: Record<string, string>) {
+  return unlessStuck(execa(file, args, {
     env: cleanEnv({ P2PRUN_RUN_DIR: dirs.run, P2PRUN_STORE_DIR: s.dir, ...env }),
     extendEnv: false, reject: false, stdin: 'ignore', cwd: s.dir
-  }), ['sh', '-e', '-c', script])
+  }), shown)
 }
 
 export async function mountsUnder (dir: string): Promise<string[]> {

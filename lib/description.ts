@@ -130,6 +130,7 @@ const L = 0x6c // 'l'
 const I = 0x69 // 'i'
 const E = 0x65 // 'e'
 const COLON = 0x3a
+const ZERO = 0x30
 
 interface DictEntry {
   readonly key: string
@@ -174,12 +175,17 @@ function valueEnd (bytes: Uint8Array, at: number): number {
   return i
 }
 
-/** The string that starts at `at` (its length, a colon, its bytes): where its bytes start and end. */
+/**
+ * The string that starts at `at` (its length in decimal, a colon, its bytes): where its bytes start
+ * and end. The digits are read as numbers, not through a string: an agent's start walks the ~3,000
+ * strings of a 200-library description twice (infoHashIn, peerShareable) in cold code.
+ */
 function stringAt (bytes: Uint8Array, at: number): [number, number] {
-  const colon = after(bytes, COLON, at) - 1
-  const length = Number(Buffer.from(bytes.buffer, bytes.byteOffset + at, colon - at).toString('latin1'))
-  if (!Number.isInteger(length) || length < 0) throw new Error(`no value at byte ${at}`)
-  return [colon + 1, colon + 1 + length]
+  let length = 0
+  let i = at
+  for (let c = bytes[i]; c !== undefined && c >= ZERO && c <= ZERO + 9; c = bytes[++i]) length = length * 10 + c - ZERO
+  if (i === at || bytes[i] !== COLON) throw new Error(`no value at byte ${at}`)
+  return [i + 1, i + 1 + length]
 }
 
 /** Just past the next `byte` from `at`. */

@@ -1,18 +1,53 @@
-// Bundles the CLI into dist/ for bin/p2prun (run by `npm ci` through `prepare`, and by `npm test`
-// and `npm run bench` first). Every node agent and every rank's step is a fresh Node process, and
-// on the sources much of their start-up goes to resolving and loading modules one by one (measured
-// when agents still ran on webtorrent's ~350 modules: 0.60 CPU-seconds until the mount was up,
-// 0.35 s from the bundle). N agents that start together on shared cores pay that N times before
-// the first byte moves. Commands stay separate chunks, so `rank-prepare` loads no swarm or FUSE code.
+// Bundles the CLI into one file, dist/cli.mjs, for bin/p2prun (run by `npm ci` through `prepare`,
+// and by `npm test` and `npm run bench` first). Every node agent is a fresh Node process, and on the
+// sources much of its start-up goes to resolving and loading modules one by one (measured when
+// agents still ran on webtorrent's ~350 modules: 0.60 CPU-seconds until the mount was up, 0.35 s
+// from the bundle). N agents that start together on shared cores pay that N times before the first
+// byte moves. One file, not a chunk per command: with Node's compile cache (bin/p2prun) a command
+// compiles only the functions it runs either way, and Node resolving and instantiating the ~45
+// chunks an agent loaded cost more than reading the rest (an agent's start 126 ms of CPU against
+// 173 ms, 20 interleaved starts; `p2prun --version` 60-71 ms against 102-111).
 // It also compiles p2prun's addon (native/: the FUSE server, the socket low-water mark, the store's
 // mapping) into dist/, against this Node's own headers, and the LD_AUDIT module (native/audit.c).
-import { build } from 'esbuild'
+import { build, type Plugin } from 'esbuild'
 import { execFileSync } from 'node:child_process'
 import { existsSync } from 'node:fs'
+import { isBuiltin } from 'node:module'
 import { rm } from 'node:fs/promises'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { AUDIT_FILE, NATIVE_FILE, RANK_STEP_FILE } from '../lib/dist-files.ts'
+
+/**
+ * Node's built-in modules as their plain exports objects (process.getBuiltinModule), not as ES
+ * modules: Node makes an ES module of a built-in by reading every export, getters included, and
+ * those load more built-ins. `import { createHash } from 'node:crypto'` loads WebCrypto's ~20
+ * modules, `node:util` its argument parser and diff, `node:module` source maps, `node:process` the
+ * diagnostic report. An agent's start paid ~15 ms of CPU for them (measured: the agent's 16
+ * built-ins in 30-37 ms as ES modules, 18 ms as objects, with Maglev off as launcher/cli.ts sets it).
+ * A named import is one of the object's data properties, read once: a getter (fs.promises,
+ * crypto.webcrypto) is not one, and importing it by name fails the build; take it from the default.
+ */
+function builtinsAsObjects (): Plugin {
+  return {
+    name: 'builtins-as-objects',
+    setup (b) {
+      b.onResolve({ filter: /^[a-z0-9_:/]+$/ }, (args) => isBuiltin(args.path)
+        ? { path: args.path.startsWith('node:') ? args.path : `node:${args.path}`, namespace: 'builtin' }
+        : undefined)
+      b.onLoad({ filter: /.*/, namespace: 'builtin' }, (args) => {
+        const exports = process.getBuiltinModule(args.path) as Record<string, unknown>
+        const names = Object.entries(Object.getOwnPropertyDescriptors(exports))
+          .filter(([name, d]) => 'value' in d && name !== 'default' && /^[A-Za-z_$][\w$]*$/.test(name))
+          .map(([name]) => name)
+        return {
+          contents: `const m = process.getBuiltinModule(${JSON.stringify(args.path)});\nexport default m;\nexport const { ${names.join(', ')} } = m;\n`,
+          loader: 'js'
+        }
+      })
+    }
+  }
+}
 
 const root = path.dirname(path.dirname(fileURLToPath(import.meta.url)))
 const outdir = path.join(root, 'dist')
@@ -23,14 +58,14 @@ await build({
   outdir,
   outExtension: { '.js': '.mjs' },
   bundle: true,
-  splitting: true,
   format: 'esm',
   platform: 'node',
   target: 'node24',
   // Native addons find their binaries relative to their own package: load them from node_modules.
   external: ['utp-native', 'bufferutil', 'utf-8-validate'],
   // CommonJS dependencies call require(), which an ES module does not have.
-  banner: { js: "import { createRequire } from 'node:module'; const require = createRequire(import.meta.url);" },
+  banner: { js: "const require = process.getBuiltinModule('node:module').createRequire(import.meta.url);" },
+  plugins: [builtinsAsObjects()],
   logLevel: 'warning'
 })
 

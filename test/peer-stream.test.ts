@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto'
 import net from 'node:net'
 import t, { type Test } from 'tap'
 import { Bitfield } from '../lib/swarm/bitfield.ts'
-import { BLOCK_LENGTH, Wire, type WireHandler } from '../lib/swarm/wire.ts'
+import { BLOCK_LENGTH, haveMessage, Wire, type WireHandler } from '../lib/swarm/wire.ts'
 import { generator, mutate, randomBytesFrom } from './helpers/fuzz.ts'
 import { message, u32 } from './helpers/peer-wire.ts'
 
@@ -128,7 +128,7 @@ t.test('a message longer than any the wire takes ends the connection, with the r
 t.test('what the wire sends goes out in order, a served block from the store; the peer closing ends the wire once', async (t) => {
   const { wire, peer, store, seen, closed, received } = await handedOver(t)
   store.fill(0x5a, PIECE_LENGTH, 2 * PIECE_LENGTH)
-  wire.have(1)
+  wire.have(haveMessage(1))
   wire.piece({ index: 1, begin: BLOCK_LENGTH, length: BLOCK_LENGTH }, store.subarray(PIECE_LENGTH + BLOCK_LENGTH, PIECE_LENGTH + 2 * BLOCK_LENGTH))
   wire.interested(true)
   const expected = Buffer.concat([message(4, u32(1)), piece(1, BLOCK_LENGTH, Buffer.alloc(BLOCK_LENGTH, 0x5a)), message(2)])

@@ -7,7 +7,7 @@ import t, { type Test } from 'tap'
 import { Assembly } from '../lib/swarm/assembly.ts'
 import { Bitfield } from '../lib/swarm/bitfield.ts'
 import { setRcvLowat } from '../lib/swarm/low-water.ts'
-import { BLOCK_LENGTH, Wire, type BlockRequest, type WireHandler } from '../lib/swarm/wire.ts'
+import { BLOCK_LENGTH, haveMessage, Wire, type BlockRequest, type WireHandler } from '../lib/swarm/wire.ts'
 
 const INFO_HASH = randomBytes(20)
 const PIECES = 20
@@ -77,7 +77,7 @@ t.test('every message arrives whole however the stream is cut, also from a reuse
   const expected = 68 + 8 + 9 + 5 + 5 + 17 + 13 + BLOCK_LENGTH
   const captured = new Promise<void>((resolve) => b.on('data', (c: Buffer) => { sent.push(c); length += c.length; if (length >= expected) resolve() }))
   sender.sendPieces(have)
-  sender.have(7)
+  sender.have(haveMessage(7))
   sender.interested(true)
   sender.unchoke()
   sender.request(req)

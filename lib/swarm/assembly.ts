@@ -4,7 +4,7 @@
 // count only once it passed its check.
 // Pieces and blocks are the torrent's (BEP 3); a piece that fails its check starts over, and its
 // senders are named so the node can drop them.
-import { createHash } from 'node:crypto'
+import { hash } from 'node:crypto'
 import { BLOCK_LENGTH, type BlockRequest } from './wire.ts'
 
 const FREE = 0
@@ -150,7 +150,9 @@ export class Assembly {
     if (p.missing > 0) return PARTIAL
     this.partials.delete(req.index)
     const want = this.layout.pieceHashes.subarray(20 * req.index, 20 * req.index + 20)
-    if (!createHash('sha1').update(p.data).digest().equals(want)) return { state: 'failed', from: [...p.from] }
+    // One call, not a Hash object per piece: its construction and digest were a third of the
+    // agent's hashing time in the 32-node profile.
+    if (!hash('sha1', p.data, 'buffer').equals(want)) return { state: 'failed', from: [...p.from] }
     this.done[req.index] = 1
     return VERIFIED
   }

@@ -28,7 +28,7 @@ import { isHeadPeerId, newPeerId } from './peer-id.ts'
 import { PiecePicker, Priority } from './picker.ts'
 import { unchokeAtOnce } from './unchoke.ts'
 import { sourceFilesOf, type SourceFiles } from './source-files.ts'
-import { servable, type BlockRequest, type Wire } from './wire.ts'
+import { haveMessage, servable, type BlockRequest, type Wire } from './wire.ts'
 
 export interface NodeOptions {
   readonly storeDir: string
@@ -291,7 +291,8 @@ export class SwarmNode implements ByteSource {
     this.have.set(index)
     this.picker.verified(index)
     // A peer that holds the piece has no use for the news (the head holds them all).
-    for (const w of this.connections.wires.values()) if (!w.peerPieces.get(index)) w.have(index)
+    const have = haveMessage(index)
+    for (const w of this.connections.wires.values()) if (!w.peerPieces.get(index)) w.have(have)
     if (this.have.complete) this.onComplete()
     this.onVerified(index)
     this.picker.schedule()

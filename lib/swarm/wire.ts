@@ -226,8 +226,9 @@ export class Wire {
     if (have.count > 0) this.send(MSG.bitfield, Buffer.from(have.bytes))
   }
 
-  have (index: number): void {
-    this.send(MSG.have, u32(index))
+  /** Tells the peer of a piece we now have: `msg` is haveMessage(index), made once for every peer told. */
+  have (msg: Buffer): void {
+    if (!this.destroyed) this.write(msg)
   }
 
   unchoke (): void {
@@ -585,10 +586,17 @@ export class Wire {
   }
 }
 
-function u32 (n: number): Buffer {
-  const b = Buffer.allocUnsafe(4)
-  b.writeUInt32BE(n, 0)
-  return b
+/**
+ * The have message for piece `index`. A node tells each of its peers that lacks the piece (up to
+ * ~100): one message for all of them, not a payload and a message per peer (at 32 nodes, the
+ * allocations and copies of ~23,000 haves were ~4 % of an agent's CPU samples).
+ */
+export function haveMessage (index: number): Buffer {
+  const msg = Buffer.allocUnsafe(9)
+  msg.writeUInt32BE(5, 0)
+  msg[4] = MSG.have
+  msg.writeUInt32BE(index, 5)
+  return msg
 }
 
 function triple (req: BlockRequest): Buffer {

@@ -480,14 +480,17 @@ class Launch {
     this.q.push(sent + this.p.latency, E.Arrive, d, piece, i)
   }
 
-  /** The head's defer-to-peers: a piece it started sending another node within the window is turned down. */
+  /**
+   * The head's defer-to-peers: a piece on its way to another node is turned down. On its way: sent
+   * within deferToPeers, or within headConfirmMax and that node has not verified it.
+   */
   private deferred (d: number, piece: number): boolean {
     const to = this.sentTo[piece] as number
-    if (to >= 0 && to !== d && this.now - (this.sentAt[piece] as number) < this.p.deferToPeers) return true
-    if (to !== d || this.now - (this.sentAt[piece] as number) >= this.p.deferToPeers) {
-      this.sentTo[piece] = d
-      this.sentAt[piece] = this.now
-    }
+    const since = this.now - (this.sentAt[piece] as number)
+    const onItsWay = to >= 0 && (since < this.p.deferToPeers || (since < this.p.headConfirmMax && this.has[to * this.pieces + piece] === 0))
+    if (onItsWay) return to !== d
+    this.sentTo[piece] = d
+    this.sentAt[piece] = this.now
     return false
   }
 

@@ -24,7 +24,7 @@ export interface Params {
   readonly seed: number
 
   // Node agent (bench/README.md: whole-life agent CPU, agent start CPU).
-  /** CPU until the mount is up: Node, the CLI, joining, mounting. Measured 0.12–0.16 s (2026-12-01). */
+  /** CPU until the mount is up: Node, the CLI, joining, mounting. Measured 0.08–0.13 s in the calibration matrix (2026-12-02, 4813218). */
   readonly agentStartCpu: number
   /** Wall time of the start beyond its CPU (exec, page faults, mount): measured 0.19–0.20 s wall against 0.15–0.16 CPU at 2 nodes. */
   readonly agentStartWait: number
@@ -58,7 +58,13 @@ export interface Params {
   readonly maxConns: number
   readonly headMaxConns: number
   readonly numwant: number
+  /**
+   * The head holds a piece for the node it sent it to for at least deferToPeers, then until that
+   * node has it, at most headConfirmMax (lib/swarm/seeder.ts: FanOut(1, deferToPeersMs,
+   * CONFIRM_WAIT_MAX_MS)): other askers are turned down meanwhile.
+   */
   readonly deferToPeers: number
+  readonly headConfirmMax: number
   readonly headBackoff: number
   /** Pieces in flight per peer: 96 KiB of 64 KiB requests = 2; reads may take 128 KiB more = 4. */
   readonly pipeline: number
@@ -80,13 +86,13 @@ export const DEFAULTS: Omit<Params, 'nodes' | 'rate'> = {
   mode: 'launch',
   startSpread: 0,
   seed: 1,
-  agentStartCpu: 0.14,
+  agentStartCpu: 0.11,
   agentStartWait: 0.04,
-  pieceRecvCpu: 0.868e-3,
-  pieceSendCpu: 0.434e-3,
+  pieceRecvCpu: 0.611e-3,
+  pieceSendCpu: 0.305e-3,
   messageCpu: 1e-6,
   programCpu: 0.05,
-  emulationCpuPerPiece: 0.198e-3,
+  emulationCpuPerPiece: 0.189e-3,
   headPieceCpu: 0.5e-3,
   headConnCpu: 1e-3,
   trackerRegisterCpu: 0.174e-3,
@@ -98,6 +104,7 @@ export const DEFAULTS: Omit<Params, 'nodes' | 'rate'> = {
   headMaxConns: 1000,
   numwant: 100,
   deferToPeers: 2,
+  headConfirmMax: 10,
   headBackoff: 0.25,
   pipeline: 2,
   readPipeline: 4,

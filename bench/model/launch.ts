@@ -137,8 +137,12 @@ class Launch {
   private readonly sentAt: Float64Array
   private headBytes = 0
   private headDescCopies = 0
-  /** Registered nodes, in order: the tracker's random samples are drawn from them. */
+  /** Registered nodes (announced, in the DHT), in order: the random samples of peers are drawn from them. */
   private readonly registered: Int32Array
+  /** The DHT nodes nearest the infohash (--discovery dht): random nodes, as node ids are. */
+  private readonly nearest: Int32Array
+  /** Round trips of a DHT lookup before it reaches the nearest nodes: log base 8 of N (each round halves the distance by a bucket's worth). */
+  private readonly dhtRounds: number
   private registeredCount = 0
   private lastRegistered = 0
   private done = 0
@@ -187,6 +191,14 @@ class Launch {
     this.sentTo = new Int32Array(this.pieces).fill(-1)
     this.sentAt = new Float64Array(this.pieces)
     this.registered = new Int32Array(this.n)
+    this.nearest = new Int32Array(Math.min(prm.dhtNearest, this.n))
+    for (let k = 0; k < this.nearest.length; k++) {
+      let v: number
+      do v = 1 + Math.floor(this.rnd() * this.n)
+      while (this.nearest.subarray(0, k).includes(v))
+      this.nearest[k] = v
+    }
+    this.dhtRounds = Math.max(1, Math.ceil(Math.log(this.n) / Math.log(8)))
   }
 
   run (): LaunchResult {
@@ -274,13 +286,34 @@ class Launch {
   // --- Joining: register with the tracker, dial the head's seeder, mount, start the program.
 
   private join (d: number): void {
-    const at = this.cpus.run(HEAD, this.now + this.p.latency, this.p.trackerRegisterCpu) + this.p.latency
-    this.q.push(at, E.Registered, d)
+    if (this.p.discovery === 'dht') {
+      this.dhtLookup(d)
+    } else {
+      const at = this.cpus.run(HEAD, this.now + this.p.latency, this.p.trackerRegisterCpu) + this.p.latency
+      this.q.push(at, E.Registered, d)
+    }
     this.dialHead(d, 0)
     this.phase[d] = PHASE_OPEN
     this.runSliced(d, this.now, this.p.programCpu, JOB_PROGRAM)
     this.openLibraries(d)
     this.q.push(this.now + TICK, E.Tick, d)
+  }
+
+  /**
+   * A DHT lookup and announce (--discovery dht): the head's DHT node answers the node's first query
+   * (the bootstrap), rounds of queries to other nodes lead to the nodes nearest the infohash, and
+   * each of those answers a get_peers and takes an announce_peer, first come first served on its
+   * own core (an agent's). The reply lists nodes announced so far, as the tracker's does. Not
+   * modelled: the intermediate rounds' CPU (one query per node reached), lost UDP, re-lookups.
+   */
+  private dhtLookup (d: number): void {
+    const q = this.p.dhtQueryCpu
+    const reached = this.cpus.run(HEAD, this.now + this.p.latency, q) + this.p.latency + this.dhtRounds * 2 * this.p.latency
+    let reply = reached
+    for (const v of this.nearest) {
+      if (v !== d) reply = Math.max(reply, this.cpus.run(v, reached + this.p.latency, 2 * q) + this.p.latency)
+    }
+    this.q.push(reply, E.Registered, d)
   }
 
   private dialHead (d: number, tries: number): void {
@@ -508,7 +541,8 @@ class Launch {
     this.has[d * P + piece] = 1
     this.hasByPiece[row + d] = 1
     this.dropFromOrder(d, piece)
-    if (++this.haveCount[d] === P) this.cpus.run(HEAD, this.now + this.p.latency, this.p.trackerAnnounceCpu)
+    // Complete: a `completed` announce to the tracker (none in the DHT).
+    if (++this.haveCount[d] === P && this.p.discovery === 'tracker') this.cpus.run(HEAD, this.now + this.p.latency, this.p.trackerAnnounceCpu)
     // `have` to every peer that lacks it; each may now ask this node for it.
     const adj = this.adj
     const hasByPiece = this.hasByPiece

@@ -5,7 +5,8 @@
 //   node bench/model/model.ts --nodes 8,16,32 --rate 100mbit --shared-cores 2 --mode bench   (as the emulated cluster)
 // Options: --cores-per-node N (own cores: the agent on one, the program on a second if N ≥ 2),
 // --shared-cores N (every node and the head on N cores in all), --mode launch|bench (launch: the
-// description from peers first), --start-spread S (nodes start within S seconds), --seed N.
+// description from peers first), --start-spread S (nodes start within S seconds), --discovery
+// tracker|dht (dht: a DHT bootstrapped from the head, with --mode bench), --seed N.
 import { execFileSync } from 'node:child_process'
 import { mkdirSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
@@ -45,10 +46,14 @@ function main (): void {
       'shared-cores': { type: 'string', default: '0' },
       mode: { type: 'string', default: DEFAULTS.mode },
       'start-spread': { type: 'string', default: String(DEFAULTS.startSpread) },
+      discovery: { type: 'string', default: DEFAULTS.discovery },
       seed: { type: 'string', default: String(DEFAULTS.seed) }
     }
   })
-  if (o.mode !== 'launch' && o.mode !== 'bench') throw new Error(`--mode ${o.mode}: expected launch or bench`)
+  if (o.mode !== 'launch' && o.mode !== 'bench') usage(`--mode ${o.mode}: expected launch or bench`)
+  if (o.discovery !== 'tracker' && o.discovery !== 'dht') usage(`--discovery ${o.discovery}: expected tracker or dht`)
+  // The launch mode's nodes ask the tracker who holds the description: with a DHT, it is in the job spec.
+  if (o.discovery === 'dht' && o.mode !== 'bench') usage('--discovery dht models the description in the job spec (hint: add --mode bench)')
   const set = librarySet()
   const base: Omit<Params, 'nodes'> = {
     ...DEFAULTS,
@@ -57,10 +62,11 @@ function main (): void {
     sharedCores: Number(o['shared-cores']),
     mode: o.mode,
     startSpread: Number(o['start-spread']),
+    discovery: o.discovery,
     seed: Number(o.seed)
   }
   const cpu = base.sharedCores > 0 ? `${base.sharedCores} cores shared by all` : `${base.coresPerNode} core(s) per node`
-  console.log(`set ${(set.bytes / 1e6).toFixed(1)} MB in ${set.pieceCount} pieces of ${set.pieceLength / 1024} KiB; link ${o.rate}; ${cpu}; ${o.mode} mode`)
+  console.log(`set ${(set.bytes / 1e6).toFixed(1)} MB in ${set.pieceCount} pieces of ${set.pieceLength / 1024} KiB; link ${o.rate}; ${cpu}; ${o.mode} mode; discovery: ${o.discovery}`)
   console.log('nodes  makespan  median     p99  head up (x set)  head CPU  head desc copies  agent CPU  last registered  min degree  model CPU')
   const rows: ModelRow[] = []
   for (const nodes of o.nodes.split(',').map(Number)) {
@@ -80,6 +86,11 @@ function main (): void {
   console.log(`wrote ${file}`)
   if (!hasGnuplot()) console.log('no plots: gnuplot is not on PATH')
   else for (const png of plotResults(file, o.rate, rows)) console.log(`wrote ${png}`)
+}
+
+function usage (message: string): never {
+  console.error(`bench/model/model.ts: ${message}`)
+  process.exit(2)
 }
 
 function hasGnuplot (): boolean {

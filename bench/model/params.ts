@@ -21,6 +21,11 @@ export interface Params {
   readonly mode: 'bench' | 'launch'
   /** Nodes start uniformly within this many seconds (the launcher's own spread). Assumed 0. */
   readonly startSpread: number
+  /**
+   * How nodes find each other: the head's tracker, or (`--discovery dht`) a DHT of the job's nodes
+   * bootstrapped from the head, with no tracker announce at all (lib/swarm/dht.ts).
+   */
+  readonly discovery: 'tracker' | 'dht'
   readonly seed: number
 
   // Node agent (bench/README.md: whole-life agent CPU, agent start CPU).
@@ -48,6 +53,13 @@ export interface Params {
   readonly trackerRegisterCpu: number
   /** Head CPU per other announce (re-announce, completed, peek). Measured 0.17–0.21 ms. */
   readonly trackerAnnounceCpu: number
+  /**
+   * CPU of a DHT node per query it answers (bittorrent-dht: KRPC over UDP, bencode both ways, its
+   * routing table, a token). Assumed: about the tracker's cost per announce; not measured.
+   */
+  readonly dhtQueryCpu: number
+  /** The DHT nodes nearest the infohash, which answer every node's get_peers and take its announce_peer (BEP 5's K). */
+  readonly dhtNearest: number
   /** Head CPU to accept and drop a connection over its cap. Assumed. */
   readonly headRefuseCpu: number
   /** CPU (both ends) and wall time to hand over the description (27 KB) over a fresh connection. Assumed. */
@@ -85,6 +97,7 @@ export const DEFAULTS: Omit<Params, 'nodes' | 'rate'> = {
   coresPerNode: 1,
   mode: 'launch',
   startSpread: 0,
+  discovery: 'tracker',
   seed: 1,
   agentStartCpu: 0.11,
   agentStartWait: 0.04,
@@ -97,6 +110,8 @@ export const DEFAULTS: Omit<Params, 'nodes' | 'rate'> = {
   headConnCpu: 1e-3,
   trackerRegisterCpu: 0.174e-3,
   trackerAnnounceCpu: 0.086e-3,
+  dhtQueryCpu: 0.1e-3,
+  dhtNearest: 8,
   headRefuseCpu: 50e-6,
   descCpu: 1e-3,
   descBytes: 27_000,

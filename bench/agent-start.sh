@@ -25,15 +25,16 @@ cleanup() {
 trap cleanup EXIT
 export P2PRUN_SECRET=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
 "${1#*=}" serve "$desc" --source "$root/bench/work/set-200" --host 127.0.0.1 > "$work/head.out" 2>&1 & head_pid=$!
-until grep -q serving "$work/head.out"; do kill -0 "$head_pid" || { cat "$work/head.out" >&2; exit 1; }; sleep 0.1; done
+until grep -qs serving "$work/head.out"; do kill -0 "$head_pid" || { cat "$work/head.out" >&2; exit 1; }; sleep 0.1; done
 tracker=$(grep -o 'tracker=[^ ]*' "$work/head.out" | cut -d= -f2)
 seeder=$(grep -o 'seeder=[^ ]*' "$work/head.out" | cut -d= -f2)
 mkdir "$work/mnt"
 
 # One start: milliseconds of CPU, all threads, until the agent says it is mounted.
 start_cpu() {
+  rm -f "$work/agent.out" # the last agent's "mounted" must not be taken for this one's
   "$1" mount "$desc" "$work/mnt" --mode block --seeder "$seeder" --tracker "$tracker" --store-dir /dev/shm > "$work/agent.out" 2>&1 & agent_pid=$!
-  until grep -q mounted "$work/agent.out"; do kill -0 "$agent_pid" || { cat "$work/agent.out" >&2; exit 1; }; sleep 0.005; done
+  until grep -qs mounted "$work/agent.out"; do kill -0 "$agent_pid" || { cat "$work/agent.out" >&2; exit 1; }; sleep 0.005; done
   cat /proc/"$agent_pid"/task/*/schedstat | awk '{ns += $1} END {printf "%.1f", ns / 1e6}'
   kill "$agent_pid"; wait "$agent_pid" 2>/dev/null || true; agent_pid=''
 }

@@ -141,7 +141,7 @@ class Launch {
   private readonly registered: Int32Array
   /** The DHT nodes nearest the infohash (--discovery dht): random nodes, as node ids are. */
   private readonly nearest: Int32Array
-  /** Round trips of a DHT lookup before it reaches the nearest nodes: log base 8 of N (each round halves the distance by a bucket's worth). */
+  /** Round trips of a DHT lookup before it reaches the nearest nodes: log base 8 of N (assumed: each round finds nodes about 8 times nearer). */
   private readonly dhtRounds: number
   private registeredCount = 0
   private lastRegistered = 0
@@ -191,7 +191,8 @@ class Launch {
     this.sentTo = new Int32Array(this.pieces).fill(-1)
     this.sentAt = new Float64Array(this.pieces)
     this.registered = new Int32Array(this.n)
-    this.nearest = new Int32Array(Math.min(prm.dhtNearest, this.n))
+    // Drawn only for a DHT: the tracker's runs keep their random sequence.
+    this.nearest = new Int32Array(prm.discovery === 'dht' ? Math.min(prm.dhtNearest, this.n) : 0)
     for (let k = 0; k < this.nearest.length; k++) {
       let v: number
       do v = 1 + Math.floor(this.rnd() * this.n)

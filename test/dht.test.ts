@@ -140,6 +140,52 @@ t.test('the head\'s DHT node survives malformed and hostile datagrams, and still
   t.ok(head.counts().badMessages >= 1, `messages whose handling threw were dropped (${head.counts().badMessages})`)
 })
 
+t.test('a get_peers answer fits in one datagram however many nodes announced (9,000 here)', async (t) => {
+  const head = await startDhtBootstrap('127.0.0.1', 0, '127.0.0.1')
+  t.teardown(head.close)
+  const port = Number(head.address.split(':')[1])
+  const socket = dgram.createSocket('udp4')
+  t.teardown(() => socket.close())
+  type Reply = { t?: Uint8Array, r?: { token?: Uint8Array, values?: Uint8Array[] } }
+  const waiting = new Map<string, (reply: Reply) => void>()
+  socket.on('message', (msg) => {
+    const reply = bencode.decode(msg) as Reply
+    const key = Buffer.from(reply.t ?? []).toString('hex')
+    waiting.get(key)?.(reply)
+    waiting.delete(key)
+  })
+  let sent = 0
+  /** One query, answered or not within 3 s (a datagram too big to send is no answer at all). */
+  const ask = (q: string, a: Record<string, unknown>) => {
+    const tid = Buffer.alloc(4)
+    tid.writeUInt32BE(sent++)
+    return new Promise<Reply | undefined>((resolve) => {
+      const timer = setTimeout(() => { waiting.delete(tid.toString('hex')); resolve(undefined) }, 3000)
+      waiting.set(tid.toString('hex'), (reply) => { clearTimeout(timer); resolve(reply) })
+      socket.send(bencode.encode({ t: tid, y: 'q', q, a: { id: randomBytes(20), ...a } }), port, '127.0.0.1')
+    })
+  }
+  const first = await ask('get_peers', { info_hash: INFO_HASH })
+  const token = first?.r?.token
+  t.ok(token, 'the head answers get_peers with a token')
+  // 9,000 nodes announce (ports of one host: 9,000 distinct peers), 50 at a time; one not answered
+  // (a datagram dropped on the way) is sent again.
+  const NODES = 9000
+  for (let from = 0; from < NODES; from += 50) {
+    const ports = Array.from({ length: Math.min(50, NODES - from) }, (_, i) => 10_000 + from + i)
+    for (let round = 0; round < 3 && ports.length > 0; round++) {
+      const answered = await Promise.all(ports.map((p) => ask('announce_peer', { info_hash: INFO_HASH, port: p, token })))
+      for (let i = ports.length - 1; i >= 0; i--) if (answered[i]) ports.splice(i, 1)
+    }
+  }
+  // Past ~8,200 peers, a list of all of them no longer fits in a UDP datagram.
+  t.equal(head.announced(INFO_HASH.toString('hex')), NODES, 'every announce was taken')
+  const answer = await ask('get_peers', { info_hash: INFO_HASH })
+  t.ok(answer, 'get_peers is still answered')
+  const values = answer?.r?.values ?? []
+  t.ok(values.length > 0 && values.length <= 100, `with some of the peers, not all 9,000 (${values.length})`)
+})
+
 t.test('p2prun -n 4 --discovery dht: no tracker announce; the nodes meet in the DHT and serve each other', async (t) => {
   const s = await scratch(t)
   const dirs = launchDirs(s)

@@ -34,6 +34,8 @@ declare module 'bittorrent-dht' {
     bootstrap?: string[] | false
     /** The UDP socket to use (passed down to k-rpc-socket). */
     socket?: Socket
+    /** Announced peers kept per round of its peer store (it keeps two rounds); default 10,000. */
+    maxPeers?: number
   }
   export default class DHT extends EventEmitter {
     constructor (opts?: DhtOptions)

@@ -41,8 +41,17 @@ function guardedSocket (counts?: { badMessages: number }): dgram.Socket {
   return socket
 }
 
+/**
+ * Peers a DHT node keeps per round of its peer store (bittorrent-dht keeps two: up to twice this).
+ * A get_peers answer lists every peer kept, in one UDP datagram: with bittorrent-dht's default
+ * (10,000) the answer of a node nearest the infohash outgrew a datagram (64 KiB, ~8,000 peers)
+ * once that many nodes had announced, and was never sent. 50 keeps the newest 50-100 announcers,
+ * an answer of at most ~900 bytes, within one Ethernet frame; peer exchange spreads the rest.
+ */
+const PEERS_KEPT = 50
+
 function newDht (bootstrap: readonly string[] | false, counts?: { badMessages: number }): Dht {
-  const dht = new DHT({ bootstrap: bootstrap === false ? false : [...bootstrap], socket: guardedSocket(counts) })
+  const dht = new DHT({ bootstrap: bootstrap === false ? false : [...bootstrap], socket: guardedSocket(counts), maxPeers: PEERS_KEPT })
   // Warnings are other nodes' malformed messages and timeouts: counted where they matter, never fatal.
   dht.on('warning', () => {})
   return dht

@@ -7,7 +7,7 @@ import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { promisify } from 'node:util'
 import bencode from 'bencode'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { DhtDiscovery, DhtLookup, startDhtBootstrap } from '../lib/swarm/dht.ts'
 import { execa } from 'execa'
 import { parseDescription } from '../lib/description.ts'
@@ -108,12 +108,17 @@ t.test('the DHT node a node looked for the description with becomes its own: one
   t.equal(Buffer.from((await answer).y ?? []).toString(), 'r', 'closing the lookup did not stop the node\'s DHT node')
 })
 
-t.test('the head\'s DHT node survives malformed and hostile datagrams, and still answers', async (t) => {
+/** The head's DHT node on loopback, and a UDP socket to send it datagrams by hand; both closed after the test. */
+async function headDhtAndSocket (t: Test) {
   const head = await startDhtBootstrap('127.0.0.1', 0, '127.0.0.1')
   t.teardown(head.close)
-  const port = Number(head.address.split(':')[1])
   const socket = dgram.createSocket('udp4')
   t.teardown(() => socket.close())
+  return { head, port: Number(head.address.split(':')[1]), socket }
+}
+
+t.test('the head\'s DHT node survives malformed and hostile datagrams, and still answers', async (t) => {
+  const { head, port, socket } = await headDhtAndSocket(t)
   const send = (bytes: Uint8Array) => new Promise<void>((resolve) => socket.send(bytes, port, '127.0.0.1', () => resolve()))
   const id = randomBytes(20)
   const hostile: unknown[] = [
@@ -141,11 +146,7 @@ t.test('the head\'s DHT node survives malformed and hostile datagrams, and still
 })
 
 t.test('a get_peers answer fits in one datagram however many nodes announced (9,000 here)', async (t) => {
-  const head = await startDhtBootstrap('127.0.0.1', 0, '127.0.0.1')
-  t.teardown(head.close)
-  const port = Number(head.address.split(':')[1])
-  const socket = dgram.createSocket('udp4')
-  t.teardown(() => socket.close())
+  const { head, port, socket } = await headDhtAndSocket(t)
   type Reply = { t?: Uint8Array, r?: { token?: Uint8Array, values?: Uint8Array[] } }
   const waiting = new Map<string, (reply: Reply) => void>()
   socket.on('message', (msg) => {

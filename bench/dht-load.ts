@@ -1,0 +1,114 @@
+// The head's DHT node (`p2prun serve --discovery dht`) under a large job's queries: --nodes distinct
+// nodes each announce under the infohash (announce_peer, with a token from get_peers), then each
+// looks it up (get_peers); reports the head process's CPU per query, the cost a node nearest the
+// infohash pays for every node of the job (bench/model's dhtQueryCpu). Loopback, one UDP socket in
+// this process, --concurrency queries in flight; a query unanswered in 1 s is sent again (twice).
+// Usage: node bench/dht-load.ts [--nodes 16000] [--concurrency 50] [--p2prun PATH]
+import { execa } from 'execa'
+import bencode from 'bencode'
+import { randomBytes } from 'node:crypto'
+import dgram from 'node:dgram'
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import os from 'node:os'
+import path from 'node:path'
+import { parseArgs } from 'node:util'
+import { lineOf, P2PRUN } from './workload.ts'
+
+const { values: opts } = parseArgs({
+  options: {
+    nodes: { type: 'string', default: '16000' },
+    concurrency: { type: 'string', default: '50' },
+    p2prun: { type: 'string', default: P2PRUN }
+  }
+})
+const NODES = Number(opts.nodes)
+const CONCURRENCY = Number(opts.concurrency)
+const CLOCK_TICKS = 100 // sysconf(_SC_CLK_TCK) on Linux
+
+async function cpuSeconds (pid: number): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8')
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  return (Number(f[11]) + Number(f[12])) / CLOCK_TICKS
+}
+
+interface Reply { t?: Uint8Array, r?: { token?: Uint8Array, values?: Uint8Array[] } }
+
+/** KRPC queries over one UDP socket, matched to their answers by transaction id. */
+function krpcClient (socket: dgram.Socket, port: number) {
+  const waiting = new Map<string, (reply: Reply) => void>()
+  socket.on('message', (msg) => {
+    try {
+      const reply = bencode.decode(msg) as Reply
+      const key = Buffer.from(reply.t ?? []).toString('hex')
+      waiting.get(key)?.(reply)
+      waiting.delete(key)
+    } catch {} // not ours to judge: counted as unanswered
+  })
+  let sent = 0
+  const once = (q: string, a: Record<string, unknown>) => {
+    const tid = Buffer.alloc(4)
+    tid.writeUInt32BE(sent++)
+    return new Promise<Reply | undefined>((resolve) => {
+      const timer = setTimeout(() => { waiting.delete(tid.toString('hex')); resolve(undefined) }, 1000)
+      waiting.set(tid.toString('hex'), (reply) => { clearTimeout(timer); resolve(reply) })
+      socket.send(bencode.encode({ t: tid, y: 'q', q, a }), port, '127.0.0.1')
+    })
+  }
+  return async (q: string, a: Record<string, unknown>): Promise<Reply | undefined> => {
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const reply = await once(q, a)
+      if (reply) return reply
+    }
+    return undefined
+  }
+}
+
+/** Runs `query(i)` for i in 0..n-1, CONCURRENCY at a time; returns how many went unanswered. */
+async function wave (n: number, query: (i: number) => Promise<Reply | undefined>): Promise<number> {
+  let next = 0
+  let lost = 0
+  await Promise.all(Array.from({ length: CONCURRENCY }, async () => {
+    while (next < n) if (!(await query(next++))) lost++
+  }))
+  return lost
+}
+
+async function main (): Promise<void> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'p2prun-dht-load-'))
+  await mkdir(path.join(dir, 'set'))
+  await writeFile(path.join(dir, 'set/lib.so'), randomBytes(1 << 20))
+  await execa(opts.p2prun, ['describe', path.join(dir, 'set'), '-o', path.join(dir, 'set.p2p.torrent')])
+  const child = execa(opts.p2prun, ['serve', path.join(dir, 'set.p2p.torrent'), '--source', path.join(dir, 'set'), '--host', '127.0.0.1',
+    '--discovery', 'dht', '--quiet'], { env: { ...process.env, P2PRUN_SECRET: randomBytes(32).toString('hex') }, reject: false, buffer: false })
+  const socket = dgram.createSocket('udp4')
+  try {
+    const m = await lineOf(child, /infohash=(\S+) .*dht=\S+:(\d+)/)
+    const infoHash = Buffer.from(m[1] as string, 'hex')
+    const ask = krpcClient(socket, Number(m[2]))
+    const token = (await ask('get_peers', { id: randomBytes(20), info_hash: infoHash }))?.r?.token
+    if (!token) throw new Error('the head\'s DHT node gave no token')
+    const ids = Array.from({ length: NODES }, () => randomBytes(20))
+    const pid = child.pid as number
+    const cpu0 = await cpuSeconds(pid)
+    const lostAnnounces = await wave(NODES, (i) => ask('announce_peer', { id: ids[i], info_hash: infoHash, port: 10_000 + (i % 50_000), token }))
+    const cpu1 = await cpuSeconds(pid)
+    let values = 0
+    const lostLookups = await wave(NODES, async (i) => {
+      const reply = await ask('get_peers', { id: ids[i], info_hash: infoHash })
+      values += reply?.r?.values?.length ?? 0
+      return reply
+    })
+    const cpu2 = await cpuSeconds(pid)
+    const answered = NODES - lostLookups
+    console.log(`head ${opts.p2prun}; ${NODES} nodes, ${CONCURRENCY} queries in flight, loopback`)
+    console.log(`announce_peer  ${((cpu1 - cpu0) * 1000 / NODES).toFixed(3)} ms of head CPU per query  (${lostAnnounces} unanswered after 3 tries)`)
+    console.log(`get_peers      ${((cpu2 - cpu1) * 1000 / NODES).toFixed(3)} ms of head CPU per query  (${lostLookups} unanswered; ${answered ? (values / answered).toFixed(0) : 0} peers per answer)`)
+  } finally {
+    socket.close()
+    child.kill('SIGTERM')
+    await child
+    await rm(dir, { recursive: true, force: true })
+  }
+}
+
+await main()

@@ -8,11 +8,9 @@ import { execa } from 'execa'
 import bencode from 'bencode'
 import { randomBytes } from 'node:crypto'
 import dgram from 'node:dgram'
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
-import os from 'node:os'
-import path from 'node:path'
+import { rm } from 'node:fs/promises'
 import { parseArgs } from 'node:util'
-import { lineOf, P2PRUN } from './workload.ts'
+import { lineOf, P2PRUN, processCpuSeconds, tinyDescribedSet } from './workload.ts'
 
 const { values: opts } = parseArgs({
   options: {
@@ -23,13 +21,6 @@ const { values: opts } = parseArgs({
 })
 const NODES = Number(opts.nodes)
 const CONCURRENCY = Number(opts.concurrency)
-const CLOCK_TICKS = 100 // sysconf(_SC_CLK_TCK) on Linux
-
-async function cpuSeconds (pid: number): Promise<number> {
-  const stat = await readFile(`/proc/${pid}/stat`, 'utf8')
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-  return (Number(f[11]) + Number(f[12])) / CLOCK_TICKS
-}
 
 interface Reply { t?: Uint8Array, r?: { token?: Uint8Array, values?: Uint8Array[] } }
 
@@ -74,11 +65,8 @@ async function wave (n: number, query: (i: number) => Promise<Reply | undefined>
 }
 
 async function main (): Promise<void> {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'p2prun-dht-load-'))
-  await mkdir(path.join(dir, 'set'))
-  await writeFile(path.join(dir, 'set/lib.so'), randomBytes(1 << 20))
-  await execa(opts.p2prun, ['describe', path.join(dir, 'set'), '-o', path.join(dir, 'set.p2p.torrent')])
-  const child = execa(opts.p2prun, ['serve', path.join(dir, 'set.p2p.torrent'), '--source', path.join(dir, 'set'), '--host', '127.0.0.1',
+  const { dir, set, description } = await tinyDescribedSet('p2prun-dht-load-', opts.p2prun)
+  const child = execa(opts.p2prun, ['serve', description, '--source', set, '--host', '127.0.0.1',
     '--discovery', 'dht', '--quiet'], { env: { ...process.env, P2PRUN_SECRET: randomBytes(32).toString('hex') }, reject: false, buffer: false })
   const socket = dgram.createSocket('udp4')
   try {
@@ -89,16 +77,16 @@ async function main (): Promise<void> {
     if (!token) throw new Error('the head\'s DHT node gave no token')
     const ids = Array.from({ length: NODES }, () => randomBytes(20))
     const pid = child.pid as number
-    const cpu0 = await cpuSeconds(pid)
+    const cpu0 = await processCpuSeconds(pid)
     const lostAnnounces = await wave(NODES, (i) => ask('announce_peer', { id: ids[i], info_hash: infoHash, port: 10_000 + (i % 50_000), token }))
-    const cpu1 = await cpuSeconds(pid)
+    const cpu1 = await processCpuSeconds(pid)
     let values = 0
     const lostLookups = await wave(NODES, async (i) => {
       const reply = await ask('get_peers', { id: ids[i], info_hash: infoHash })
       values += reply?.r?.values?.length ?? 0
       return reply
     })
-    const cpu2 = await cpuSeconds(pid)
+    const cpu2 = await processCpuSeconds(pid)
     const answered = NODES - lostLookups
     console.log(`head ${opts.p2prun}; ${NODES} nodes, ${CONCURRENCY} queries in flight, loopback`)
     console.log(`announce_peer  ${((cpu1 - cpu0) * 1000 / NODES).toFixed(3)} ms of head CPU per query  (${lostAnnounces} unanswered after 3 tries)`)

@@ -6,15 +6,13 @@
 //   --p2prun: another build's bin/p2prun, for an A/B (an older head ignores the secret).
 import { execa } from 'execa'
 import { randomBytes } from 'node:crypto'
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { readFile, rm } from 'node:fs/promises'
 import http from 'node:http'
-import os from 'node:os'
-import path from 'node:path'
 import { parseArgs } from 'node:util'
 import { parseDescription } from '../lib/description.ts'
 import { escapeBytes } from '../lib/swarm/announce.ts'
 import { withProof, type JobSecret } from '../lib/swarm/job-auth.ts'
-import { lineOf, P2PRUN } from './workload.ts'
+import { lineOf, P2PRUN, processCpuSeconds, tinyDescribedSet } from './workload.ts'
 
 const { values: opts } = parseArgs({
   options: {
@@ -26,14 +24,6 @@ const { values: opts } = parseArgs({
 })
 const PEERS = Number(opts.peers)
 const CONCURRENCY = Number(opts.concurrency)
-const CLOCK_TICKS = 100 // sysconf(_SC_CLK_TCK) on Linux
-
-
-async function cpuSeconds (pid: number): Promise<number> {
-  const stat = await readFile(`/proc/${pid}/stat`, 'utf8')
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-  return (Number(f[11]) + Number(f[12])) / CLOCK_TICKS
-}
 
 /** One announce over a kept-alive connection; resolves with its latency in ms. */
 function announce (agent: http.Agent, url: string): Promise<number> {
@@ -58,30 +48,27 @@ async function wave (agent: http.Agent, urls: readonly string[]): Promise<number
 const quantile = (xs: readonly number[], q: number) => xs[Math.min(xs.length - 1, Math.floor(q * xs.length))] ?? 0
 
 async function main (): Promise<void> {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'p2prun-tracker-load-'))
+  const { dir, set, description } = await tinyDescribedSet('p2prun-tracker-load-', opts.p2prun)
   const secretHex = randomBytes(32).toString('hex')
   const secret = Buffer.from(secretHex, 'hex') as JobSecret
-  await mkdir(path.join(dir, 'set'))
-  await writeFile(path.join(dir, 'set/lib.so'), randomBytes(1 << 20))
-  await execa(opts.p2prun, ['describe', path.join(dir, 'set'), '-o', path.join(dir, 'set.p2p.torrent')])
-  const child = execa(opts.p2prun, ['serve', path.join(dir, 'set.p2p.torrent'), '--source', path.join(dir, 'set'), '--host', '127.0.0.1',
+  const child = execa(opts.p2prun, ['serve', description, '--source', set, '--host', '127.0.0.1',
     '--tracker-max-peers', String(PEERS + 1000), '--tracker-announce-peers', opts.numwant, '--quiet'],
   { env: { ...process.env, P2PRUN_SECRET: secretHex }, reject: false, buffer: false })
   const agent = new http.Agent({ keepAlive: true, maxSockets: CONCURRENCY })
   try {
     const m = await lineOf(child, /tracker=(\S+)/)
-    const desc = parseDescription(await readFile(path.join(dir, 'set.p2p.torrent')))
+    const desc = parseDescription(await readFile(description))
     const infoHash = Buffer.from(desc.infoHash, 'hex')
     const peerIds = Array.from({ length: PEERS }, (_, i) => Buffer.from(`-P2N020-${i.toString(16).padStart(12, '0')}`))
     const url = (peerId: Buffer, i: number, event: string) => withProof(`${m[1]}?info_hash=${escapeBytes(infoHash)}&peer_id=${escapeBytes(peerId)}` +
       `&port=${10_000 + (i % 50_000)}&uploaded=0&downloaded=0&left=1048576&compact=1&numwant=${opts.numwant}${event}`,
     secret, 'announce', infoHash, peerId)
     const pid = child.pid as number
-    const cpu0 = await cpuSeconds(pid)
+    const cpu0 = await processCpuSeconds(pid)
     const started = await wave(agent, peerIds.map((id, i) => url(id, i, '&event=started')))
-    const cpu1 = await cpuSeconds(pid)
+    const cpu1 = await processCpuSeconds(pid)
     const again = await wave(agent, peerIds.map((id, i) => url(id, i, '')))
-    const cpu2 = await cpuSeconds(pid)
+    const cpu2 = await processCpuSeconds(pid)
     const row = (name: string, lat: number[], cpu: number) => console.log(`${name.padEnd(34)} ${(cpu * 1000 / lat.length).toFixed(3).padStart(8)} ms` +
       `  p50 ${quantile(lat, 0.5).toFixed(1).padStart(6)} ms  p99 ${quantile(lat, 0.99).toFixed(1).padStart(6)} ms`)
     console.log(`head ${opts.p2prun}; ${PEERS} peers, ${CONCURRENCY} at a time, numwant ${opts.numwant}, loopback`)

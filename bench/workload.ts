@@ -6,7 +6,8 @@
 //    (examples/hpcc/collect.sh).
 import { execa, type ResultPromise } from 'execa'
 import { randomBytes } from 'node:crypto'
-import { cp, mkdir, readFile, rm } from 'node:fs/promises'
+import { cp, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import os from 'node:os'
 import { createInterface } from 'node:readline'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -85,6 +86,28 @@ export async function workload (nlibs: number, driver: string): Promise<Workload
 }
 
 /** The first line of a child's stdout that matches; fails if the child exits first. */
+/** CPU seconds (user + system) process `pid` has used so far (/proc/PID/stat, in clock ticks). */
+export async function processCpuSeconds (pid: number): Promise<number> {
+  const CLOCK_TICKS = 100 // sysconf(_SC_CLK_TCK) on Linux
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8')
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  return (Number(f[11]) + Number(f[12])) / CLOCK_TICKS
+}
+
+/**
+ * A one-library set (1 MiB) in a new temporary directory, described by `p2prun`: for the loads on the
+ * head (tracker-load.ts, dht-load.ts), which move no data. The caller removes `dir`.
+ */
+export async function tinyDescribedSet (prefix: string, p2prun: string): Promise<{ dir: string, set: string, description: string }> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), prefix))
+  const set = path.join(dir, 'set')
+  const description = path.join(dir, 'set.p2p.torrent')
+  await mkdir(set)
+  await writeFile(path.join(set, 'lib.so'), randomBytes(1 << 20))
+  await execa(p2prun, ['describe', set, '-o', description])
+  return { dir, set, description }
+}
+
 export function lineOf (child: ResultPromise, pattern: RegExp): Promise<RegExpMatchArray> {
   return new Promise((resolve, reject) => {
     createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', (line) => {

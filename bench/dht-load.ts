@@ -5,11 +5,11 @@
 // this process, --concurrency queries in flight; a query unanswered in 1 s is sent again (twice).
 // Usage: node bench/dht-load.ts [--nodes 16000] [--concurrency 50] [--p2prun PATH]
 import { execa } from 'execa'
-import bencode from 'bencode'
 import { randomBytes } from 'node:crypto'
 import dgram from 'node:dgram'
 import { rm } from 'node:fs/promises'
 import { parseArgs } from 'node:util'
+import { krpcClient, type KrpcReply } from '../test/helpers/krpc.ts'
 import { lineOf, P2PRUN, processCpuSeconds, tinyDescribedSet } from './workload.ts'
 
 const { values: opts } = parseArgs({
@@ -22,40 +22,8 @@ const { values: opts } = parseArgs({
 const NODES = Number(opts.nodes)
 const CONCURRENCY = Number(opts.concurrency)
 
-interface Reply { t?: Uint8Array, r?: { token?: Uint8Array, values?: Uint8Array[] } }
-
-/** KRPC queries over one UDP socket, matched to their answers by transaction id. */
-function krpcClient (socket: dgram.Socket, port: number) {
-  const waiting = new Map<string, (reply: Reply) => void>()
-  socket.on('message', (msg) => {
-    try {
-      const reply = bencode.decode(msg) as Reply
-      const key = Buffer.from(reply.t ?? []).toString('hex')
-      waiting.get(key)?.(reply)
-      waiting.delete(key)
-    } catch {} // not ours to judge: counted as unanswered
-  })
-  let sent = 0
-  const once = (q: string, a: Record<string, unknown>) => {
-    const tid = Buffer.alloc(4)
-    tid.writeUInt32BE(sent++)
-    return new Promise<Reply | undefined>((resolve) => {
-      const timer = setTimeout(() => { waiting.delete(tid.toString('hex')); resolve(undefined) }, 1000)
-      waiting.set(tid.toString('hex'), (reply) => { clearTimeout(timer); resolve(reply) })
-      socket.send(bencode.encode({ t: tid, y: 'q', q, a }), port, '127.0.0.1')
-    })
-  }
-  return async (q: string, a: Record<string, unknown>): Promise<Reply | undefined> => {
-    for (let attempt = 0; attempt < 3; attempt++) {
-      const reply = await once(q, a)
-      if (reply) return reply
-    }
-    return undefined
-  }
-}
-
 /** Runs `query(i)` for i in 0..n-1, CONCURRENCY at a time; returns how many went unanswered. */
-async function wave (n: number, query: (i: number) => Promise<Reply | undefined>): Promise<number> {
+async function wave (n: number, query: (i: number) => Promise<KrpcReply | undefined>): Promise<number> {
   let next = 0
   let lost = 0
   await Promise.all(Array.from({ length: CONCURRENCY }, async () => {
@@ -72,8 +40,8 @@ async function main (): Promise<void> {
   try {
     const m = await lineOf(child, /infohash=(\S+) .*dht=\S+:(\d+)/)
     const infoHash = Buffer.from(m[1] as string, 'hex')
-    const ask = krpcClient(socket, Number(m[2]))
-    const token = (await ask('get_peers', { id: randomBytes(20), info_hash: infoHash }))?.r?.token
+    const ask = krpcClient(socket, Number(m[2]), { timeoutMs: 1000, attempts: 3 })
+    const token = (await ask('get_peers', { info_hash: infoHash }))?.r?.token
     if (!token) throw new Error('the head\'s DHT node gave no token')
     const ids = Array.from({ length: NODES }, () => randomBytes(20))
     const pid = child.pid as number

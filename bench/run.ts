@@ -20,7 +20,7 @@ import { availableParallelism } from 'node:os'
 import { parseArgs } from 'node:util'
 import { plot, rateBits } from './plot.ts'
 import { CLUSTER, serverTxBytes, serveSftp, sshfsMount } from './cluster.ts'
-import { P2PRUN, ROOT, serveSet, workload, type Workload } from './workload.ts'
+import { CLOCK_TICKS, P2PRUN, ROOT, serveSet, workload, type Workload } from './workload.ts'
 
 
 const { values: opts } = parseArgs({
@@ -84,7 +84,6 @@ const cluster = (...args: string[]) => execa(CLUSTER, args, { stdio: ['ignore', 
 const onNode = (k: number, script: string, env: Record<string, string> = {}) =>
   execa(CLUSTER, ['exec', String(k), 'sh', '-c', script], { env: { ...process.env, ...env }, reject: false, stdin: 'pipe', detached: true })
 
-const CLOCK_TICKS = 100 // sysconf(_SC_CLK_TCK) on Linux
 /** The agent's user and system time so far, in clock ticks: fields 14 and 15 of /proc/PID/stat. */
 const AGENT_TICKS = "$(awk '{print $14, $15}' /proc/$pid/stat)"
 /** Voluntary and involuntary context switches of all the agent's threads so far. */

@@ -85,10 +85,11 @@ export async function workload (nlibs: number, driver: string): Promise<Workload
   return { set, bytes, description, run }
 }
 
-/** The first line of a child's stdout that matches; fails if the child exits first. */
+/** sysconf(_SC_CLK_TCK) on Linux: the unit of /proc/PID/stat's CPU times. */
+export const CLOCK_TICKS = 100
+
 /** CPU seconds (user + system) process `pid` has used so far (/proc/PID/stat, in clock ticks). */
 export async function processCpuSeconds (pid: number): Promise<number> {
-  const CLOCK_TICKS = 100 // sysconf(_SC_CLK_TCK) on Linux
   const stat = await readFile(`/proc/${pid}/stat`, 'utf8')
   const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
   return (Number(f[11]) + Number(f[12])) / CLOCK_TICKS
@@ -108,6 +109,7 @@ export async function tinyDescribedSet (prefix: string, p2prun: string): Promise
   return { dir, set, description }
 }
 
+/** The first line of a child's stdout that matches; fails if the child exits first. */
 export function lineOf (child: ResultPromise, pattern: RegExp): Promise<RegExpMatchArray> {
   return new Promise((resolve, reject) => {
     createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', (line) => {

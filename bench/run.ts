@@ -7,13 +7,14 @@
 //   p2p-MODE   p2prun: head on the server node, `p2prun mount --mode MODE` on every node; the time
 //              includes each node agent's start (Node, imports, mount) — it is part of a launch
 //   p2p-MODE+dht  the same, nodes finding each other in a DHT bootstrapped from the head (--discovery dht)
+//   p2p-MODE+nodes  the same, each node's peers taken from the list of all nodes (mount --node-list): no tracker
 // Usage: npm run bench -- [--nodes 4,8,16,32] [--rate 100mbit] [--methods local,sshfs,p2p-eager,p2p-block,p2p-file]
 //                          [--driver driver|driver-dlopen|python] [--libs 200] [--out bench/results]
 //                          [--agent PATH]   the p2prun whose node agents run (another build's bin/p2prun, for an A/B)
 //                          [--open-head]    a head open to any client (for agents of a build without job secrets)
 //                          [--agent-stats DIR]  each agent's counters (mount --stats) as DIR/METHOD-N-nK.json
 import { execa } from 'execa'
-import { mkdir, readFile, writeFile } from 'node:fs/promises'
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { createInterface } from 'node:readline'
 import path from 'node:path'
 import { availableParallelism } from 'node:os'
@@ -166,6 +167,9 @@ function agentCpu (cpus: NodeTimes['cpus'], setBytes: number): Partial<Row> {
   }
 }
 
+/** Where every node's agent listens with +nodes: the same port on each node's own address. */
+const NODE_PORT = 6881
+
 const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor((s.length - 1) / 2)] ?? 0 }
 
 async function runMethod (method: string, n: number, w: Workload): Promise<Row> {
@@ -190,13 +194,20 @@ async function runMethod (method: string, n: number, w: Workload): Promise<Row> 
     }
     nodeScript = () => `${w.run(mnt)} > /dev/null && echo done; fusermount -u -z ${mnt}`
   } else {
-    const mode = method.replace(/^p2p-/, '').replace(/\+dht$/, '')
+    const mode = method.replace(/^p2p-/, '').replace(/\+(dht|nodes)$/, '')
     const serving = await serveSet(w, server, [CLUSTER, 'exec', '0'], opts['open-head'], method.endsWith('+dht'))
     stopServer = serving.stop
-    const discovery = serving.dht ? `--dht ${serving.dht}` : `--tracker ${serving.tracker}`
+    let discovery = (_k: number) => serving.dht ? `--dht ${serving.dht}` : `--tracker ${serving.tracker}`
+    if (method.endsWith('+nodes')) {
+      const list = `/tmp/p2pb-nodes-${n}`
+      const addresses = await Promise.all(Array.from({ length: n }, (_, i) => execa(CLUSTER, ['addr', String(i + 1)]).then((r) => `${r.stdout.trim()}:${NODE_PORT}`)))
+      await writeFile(list, addresses.join('\n') + '\n')
+      discovery = (k) => `--node-list ${list} --node-index ${k - 1}`
+      stopServer = async () => { await serving.stop(); await rm(list, { force: true }) }
+    }
     // The mount prints "mounted …" when ready; a FIFO read waits for it without polling.
     nodeScript = (k) => `f=/tmp/p2pb-ready-${k}; rm -f $f; mkfifo $f; ` +
-      `${opts.agent} mount ${desc} ${mnt} --mode ${mode} ${discovery} --seeder ${serving.seeder} --store-dir /dev/shm --node-name n${k} --quiet${opts['agent-stats'] ? ` --stats ${opts['agent-stats']}/${method}-${n}-n${k}.json` : ''} > $f & pid=$!; ` +
+      `${opts.agent} mount ${desc} ${mnt} --mode ${mode} ${discovery(k)} --seeder ${serving.seeder} --store-dir /dev/shm --node-name n${k} --quiet${opts['agent-stats'] ? ` --stats ${opts['agent-stats']}/${method}-${n}-n${k}.json` : ''} > $f & pid=$!; ` +
       // The agent's first line is "mounted …" once the FS is up; EOF means it failed (its stderr says why).
       `read line < $f; rm -f $f; case "$line" in mounted*) ;; *) wait $pid; exit 1 ;; esac; ` +
       `echo mounted; echo startcpu ${AGENT_TICKS}; ${w.run(mnt)} < /dev/null > /dev/null || { kill $pid; wait $pid; exit 1; }; echo done; ` +
@@ -283,8 +294,8 @@ async function preflight (methods: readonly string[]): Promise<void> {
   if (methods.includes('sshfs') && (await execa('test', ['-x', '/usr/lib/openssh/sftp-server'], { reject: false })).exitCode !== 0) {
     throw new Error(`/usr/lib/openssh/sftp-server is missing (${hint})`)
   }
-  const unknown = methods.filter((m) => !['local', 'sshfs', 'p2p-block', 'p2p-file', 'p2p-eager'].includes(m.replace(/^(p2p-\w+)\+dht$/, '$1')))
-  if (unknown.length) throw new Error(`unknown method ${unknown.join(', ')}: expected local, sshfs, p2p-block, p2p-file, p2p-eager (a p2p method with +dht: nodes find each other in a DHT)`)
+  const unknown = methods.filter((m) => !['local', 'sshfs', 'p2p-block', 'p2p-file', 'p2p-eager'].includes(m.replace(/^(p2p-\w+)\+(dht|nodes)$/, '$1')))
+  if (unknown.length) throw new Error(`unknown method ${unknown.join(', ')}: expected local, sshfs, p2p-block, p2p-file, p2p-eager (a p2p method with +dht: nodes find each other in a DHT; +nodes: in the list of all nodes)`)
 }
 
 await main()

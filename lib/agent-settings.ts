@@ -6,13 +6,14 @@ import type { Description } from './description.ts'
 import type { SourceLayout } from './source-layout.ts'
 import type { DhtLookup } from './swarm/dht.ts'
 import type { JobSecret } from './swarm/job-auth.ts'
+import type { NodeList } from './swarm/node-list.ts'
 
 type SwarmSettings = Pick<Config, 'fallback' | 'storeDir' | 'maxConns' | 'numwant' | 'stallTimeoutMs'>
 type MountSettings = Pick<Config, 'allowOther' | 'fuseDevice' | 'owner'>
 
 /** Where a node's swarm client gets its peers, the job's secret, and its settings. */
 export function nodeOptions (settings: SwarmSettings,
-  peers: { trackers?: readonly string[], seeders?: readonly string[], dht?: readonly string[], dhtLookup?: DhtLookup, secret?: JobSecret, sources?: SourceLayout['dirs'] }): AgentOptions['node'] {
+  peers: { trackers?: readonly string[], seeders?: readonly string[], dht?: readonly string[], dhtLookup?: DhtLookup, nodeList?: NodeList, secret?: JobSecret, sources?: SourceLayout['dirs'] }): AgentOptions['node'] {
   return {
     secret: peers.secret,
     fallback: settings.fallback === 'auto' && peers.sources?.length ? { dirs: peers.sources } : undefined,
@@ -24,7 +25,8 @@ export function nodeOptions (settings: SwarmSettings,
     trackers: peers.trackers,
     seeders: peers.seeders,
     dht: peers.dht,
-    dhtLookup: peers.dhtLookup
+    dhtLookup: peers.dhtLookup,
+    nodeList: peers.nodeList
   }
 }
 

@@ -14,6 +14,7 @@ import type { Config } from '../../lib/config.ts'
 import type { Description } from '../../lib/description.ts'
 import { failureLine, P2prunError, usageError } from '../../lib/errors.ts'
 import { secretFromEnv } from '../../lib/swarm/job-auth.ts'
+import { readNodeList, type NodeList } from '../../lib/swarm/node-list.ts'
 import { action, addSettings, collect, commandConfig, notifyFd, say, untilSignal } from '../cli-support.ts'
 import { readDescription, writeAtomically } from '../../lib/description-file.ts'
 
@@ -25,6 +26,8 @@ interface MountFlags {
   tracker?: string[]
   dht?: string[]
   seeder?: string[]
+  nodeList?: string
+  nodeIndex?: string
   source?: string
   notifyFd?: string
 }
@@ -41,15 +44,18 @@ export function registerMount (program: Command): void {
     .option('--tracker <url>', 'tracker to announce to, instead of the description\'s (repeatable)', collect)
     .option('--dht <host:port>', 'find peers in the DHT bootstrapped from this node (`p2prun serve --discovery dht` prints it), not at a tracker (repeatable)', collect)
     .option('--seeder <host:port>', 'peer to connect to directly, e.g. the head\'s seeder (repeatable)', collect)
+    .option('--node-list <file>', 'find peers in the job\'s node list, not at a tracker: host:port where each node\'s agent listens, one per line, the same file on every node')
+    .option('--node-index <k>', 'with --node-list, this node\'s line in it, from 0: the agent listens there')
     .option('--source <dir>', 'the directory the set was described from, if this node can read it: the fallback when the swarm stalls')
     .addOption(new Option('--notify-fd <fd>').hideHelp())
   addSettings(cmd, ['mode', 'store-dir', 'owner', 'allow-other', 'node-name', 'run-dir', 'fuse-device', 'max-conns', 'numwant', 'stall-timeout', 'fallback', 'quiet'])
   cmd.action(action('mount', async (file: string, mountArg: string | undefined, opts: MountFlags) => {
     const config = await commandConfig(cmd)
     const desc = await readDescription(file)
+    const nodeList = await nodeListFlags(opts) // read before a daemon detaches: its errors are the user's
     const mountPoint = path.resolve(mountArg ?? expandTemplate(desc.mountPoint, { infoHash: desc.infoHash, nodeName: config.nodeName }))
     if (opts.daemon) return daemonize(config, mountPoint)
-    await runAgent(config, desc, mountPoint, opts)
+    await runAgent(config, desc, mountPoint, opts, nodeList)
   }))
 
   const umount = program.command('umount')
@@ -61,7 +67,19 @@ export function registerMount (program: Command): void {
   }))
 }
 
-async function runAgent (config: Config, desc: Description, mountPoint: string, opts: MountFlags): Promise<void> {
+/** --node-list and --node-index, read and checked; undefined without them. */
+async function nodeListFlags (opts: MountFlags): Promise<NodeList | undefined> {
+  if (opts.nodeList === undefined) {
+    if (opts.nodeIndex !== undefined) throw usageError('--node-index is a place in --node-list', 'pass --node-list FILE too, or leave out --node-index')
+    return undefined
+  }
+  if (opts.tracker || opts.dht) throw usageError('--node-list replaces the tracker and the DHT', 'leave out --tracker and --dht, or --node-list')
+  if (opts.nodeIndex === undefined) throw usageError('--node-list needs --node-index, this node\'s line in it, from 0', 'pass --node-index K')
+  if (!/^\d+$/.test(opts.nodeIndex)) throw usageError(`--node-index ${JSON.stringify(opts.nodeIndex)} is not a line of --node-list`, 'pass a number from 0')
+  return readNodeList(opts.nodeList, Number(opts.nodeIndex))
+}
+
+async function runAgent (config: Config, desc: Description, mountPoint: string, opts: MountFlags, nodeList: NodeList | undefined): Promise<void> {
   const { Agent } = await import('../../lib/agent.ts')
   const signal = untilSignal()
   const log = (line: string) => process.stderr.write(`p2prun mount: ${line}\n`)
@@ -69,7 +87,7 @@ async function runAgent (config: Config, desc: Description, mountPoint: string, 
   try {
     agent = await Agent.start(agentOptions(config, desc, mountPoint, {
       mode: config.mode,
-      node: nodeOptions(config, { trackers: opts.tracker, seeders: opts.seeder, dht: opts.dht, secret: secretFromEnv(process.env), sources: opts.source ? layoutOf([opts.source]).dirs : undefined }),
+      node: nodeOptions(config, { trackers: opts.tracker, seeders: opts.seeder, dht: opts.dht, nodeList, secret: secretFromEnv(process.env), sources: opts.source ? layoutOf([opts.source]).dirs : undefined }),
       keepStore: opts.keepStore ?? false,
       log
     }))

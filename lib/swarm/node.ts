@@ -24,6 +24,8 @@ import type { DhtLookup } from './dht.ts'
 import { FanOut } from './fan-out.ts'
 import type { JobSecret } from './job-auth.ts'
 import { addressToward } from './local-address.ts'
+import { dialsHead, NodeListDiscovery, type NodeList } from './node-list.ts'
+import { hostPort } from './peer-address.ts'
 import { isHeadPeerId, newPeerId } from './peer-id.ts'
 import { PiecePicker, Priority } from './picker.ts'
 import { unchokeAtOnce } from './unchoke.ts'
@@ -43,6 +45,14 @@ export interface NodeOptions {
   readonly dht?: readonly string[]
   /** A DHT node already running toward them (the description's lookup): the node's discovery takes it over. */
   readonly dhtLookup?: DhtLookup
+  /**
+   * The job's node list and this node's place in it: peers come from there (node-list.ts), no
+   * tracker or DHT is asked, the node listens at its own entry, and it dials the seeders at start
+   * only if the list picks it to.
+   */
+  readonly nodeList?: NodeList
+  /** With a node list, how long a wait makes no progress before a node that did not dial the seeders does (default 3 s). */
+  readonly headFallbackMs?: number
   /** host:port peers to connect to directly (the head's seeder), besides the description's. */
   readonly seeders?: readonly string[]
   /** The job's secret, proven to the tracker and to every peer; undefined: an open swarm. */
@@ -73,6 +83,8 @@ const REQUEST_TIMEOUT_MS = 10_000
 /** A piece goes to at most FAN_OUT peers within FAN_OUT_WINDOW_MS; others get it from those (see FanOut). */
 const FAN_OUT = 3
 const FAN_OUT_WINDOW_MS = 500
+/** A node of a node list that did not dial the head dials it once a wait made no progress for this long. */
+const HEAD_FALLBACK_MS = 3000
 
 interface Waiter {
   readonly missing: Set<number>
@@ -110,19 +122,24 @@ export class SwarmNode implements ByteSource {
   private uploaded = 0
   private closing: Promise<void> | undefined
   private readonly fanOut = new FanOut(FAN_OUT, FAN_OUT_WINDOW_MS, FAN_OUT_WINDOW_MS)
+  /** The seeders a node of a node list did not dial at start: dialed if the swarm leaves a read waiting (checkTimeouts). */
+  private laterSeeders: { readonly seeders: readonly string[], readonly afterMs: number } | undefined
 
   /** `warn` hears of peers dropped for bad data or unanswered requests. */
   static async join (desc: Description, opts: NodeOptions, warn: (line: string) => void = () => {}): Promise<SwarmNode> {
-    const dht = opts.dht ?? desc.dhtNodes
-    const trackers = dht.length > 0 ? [] : opts.trackers ?? desc.trackers
+    const list = opts.nodeList
+    const dht = list ? [] : opts.dht ?? desc.dhtNodes
+    const trackers = list || dht.length > 0 ? [] : opts.trackers ?? desc.trackers
     const seeders = [...new Set([...desc.seeders, ...(opts.seeders ?? [])])]
     if (trackers.length === 0 && seeders.length === 0 && dht.length === 0) {
       throw swarmError('the description names no tracker or seeder to get bytes from',
         'pass --tracker URL or --seeder HOST:PORT (printed by `p2prun serve`)')
     }
     checkStoreDir(opts.storeDir, desc.totalBytes)
-    // The interface toward the head, where the tracker (or DHT) will see this node's announces come from.
-    const host = await addressToward(dht[0] ?? trackers[0] ?? seeders[0] as string)
+    // With a node list, where the list says others reach it; otherwise the interface toward the
+    // head, where the tracker (or DHT) will see this node's announces come from.
+    const own = list && hostPort(list.nodes[list.index] as string)
+    const host = own ? own.host : await addressToward(dht[0] ?? trackers[0] ?? seeders[0] as string)
     const storePath = await mkdtemp(path.join(opts.storeDir, `p2prun-${desc.infoHash.slice(0, 16)}-`))
       .catch((err: NodeJS.ErrnoException) => {
         throw swarmError(`cannot create a store in ${opts.storeDir}: ${err.code}`, 'pass --store-dir with a writable directory', err)
@@ -142,7 +159,7 @@ export class SwarmNode implements ByteSource {
     const infoHash = Buffer.from(desc.infoHash, 'hex')
     try {
       node.connections = await Connections.listen({
-        infoHash, peerId, pieceCount: desc.pieceCount, host, port: opts.port, maxConns: opts.maxConns, secret: opts.secret, learnPeers: true, warn,
+        infoHash, peerId, pieceCount: desc.pieceCount, host, port: own ? own.port : opts.port, maxConns: opts.maxConns, secret: opts.secret, learnPeers: true, warn,
         handler: node.wireHandler(), onWire: (wire) => node.onWire(wire),
         store: { bytes, pieceLength: desc.pieceLength, have: node.have.bytes },
         description: opts.secret && new DescriptionServer(peerShareable(desc), NODE_DESC_PEERS)
@@ -153,7 +170,9 @@ export class SwarmNode implements ByteSource {
     }
     const onPeers = (addresses: string[]) => { for (const a of addresses) node.connections.dial(a) }
     // The DHT's modules load only where it is used: every agent's start-up pays for what it imports.
-    node.announcer = dht.length > 0
+    node.announcer = list
+      ? new NodeListDiscovery(list, infoHash, onPeers)
+      : dht.length > 0
       ? new (await import('./dht.ts')).DhtDiscovery({ bootstrap: dht, infoHash, host, port: node.connections.port, onPeers, onWarning: warn, from: opts.dhtLookup })
       : new Announcer({
         trackers, infoHash, peerId, port: node.connections.port, numwant: opts.numwant, secret: opts.secret,
@@ -162,7 +181,8 @@ export class SwarmNode implements ByteSource {
         onWarning: warn
       })
     node.announcer.start()
-    for (const s of seeders) node.connections.dial(s, true)
+    if (!list || dialsHead(list.nodes.length, list.index)) node.dialSeeders(seeders)
+    else node.laterSeeders = { seeders, afterMs: opts.headFallbackMs ?? HEAD_FALLBACK_MS }
     return node
   }
 
@@ -379,6 +399,10 @@ export class SwarmNode implements ByteSource {
       this.dropPeer(wire.peerId, `answered no request for ${REQUEST_TIMEOUT_MS / 1000} s`, !isHeadPeerId(wire.peerId))
     }
     if (this.waiters.size > 0) this.picker.schedule() // the endgame looks for stalled reads
+    if (this.laterSeeders && this.waiters.size > 0 && Date.now() - this.lastProgress >= this.laterSeeders.afterMs) {
+      this.dialSeeders(this.laterSeeders.seeders)
+      this.laterSeeders = undefined
+    }
     if (this.waiters.size === 0 || Date.now() - this.lastProgress < this.stallTimeoutMs || this.fallingBack) return
     const programs = [...this.waiters].filter((w) => w.priority !== Priority.Background)
     if (this.fallback && programs.length > 0) {
@@ -386,6 +410,11 @@ export class SwarmNode implements ByteSource {
       return
     }
     this.failAll(this.stalled())
+  }
+
+  /** The seeders are dialed until the end: the head holds every piece. */
+  private dialSeeders (seeders: readonly string[]): void {
+    for (const s of seeders) this.connections.dial(s, true)
   }
 
   private stalled (also = ''): Error {

@@ -1,0 +1,144 @@
+// Discovery from the job's node list (lib/swarm/node-list.ts): nodes that dial the peers the list
+// picks for them, over real TCP on loopback, with the head's seeder and no tracker asked; the
+// mount's --node-list flags and their errors.
+import { readdir, readFile, writeFile } from 'node:fs/promises'
+import net from 'node:net'
+import path from 'node:path'
+import t, { type Test } from 'tap'
+import { parseDescription } from '../lib/description.ts'
+import { extractTree } from '../lib/extract.ts'
+import { dialsHead, HEAD_DIALERS, listedPeers, nodeListOf } from '../lib/swarm/node-list.ts'
+import { SwarmNode } from '../lib/swarm/node.ts'
+import { describedTree, p2prun, serve } from './helpers/cli.ts'
+import { snapshotTree } from './helpers/fixtures.ts'
+import { mountAgent } from './helpers/mount.ts'
+import { scratch } from './helpers/scratch.ts'
+
+const SEED = Buffer.from('0123456789abcdef0123', 'latin1')
+
+/** `count` ports free on 127.0.0.1 now: each bound, then all released. */
+async function freePorts (count: number): Promise<number[]> {
+  const servers = await Promise.all(Array.from({ length: count }, () => new Promise<net.Server>((resolve, reject) => {
+    const server = net.createServer()
+    server.once('error', reject)
+    server.listen(0, '127.0.0.1', () => resolve(server))
+  })))
+  const ports = servers.map((s) => (s.address() as net.AddressInfo).port)
+  await Promise.all(servers.map((s) => new Promise((resolve) => s.close(resolve))))
+  return ports
+}
+
+/** A TCP listener standing in for a tracker: counts who connects, answers nothing. */
+async function countingTracker (t: Test): Promise<{ url: string, connections: () => number }> {
+  let connections = 0
+  const server = net.createServer((socket) => { connections++; socket.destroy() })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => new Promise((resolve) => server.close(resolve)))
+  return { url: `http://127.0.0.1:${(server.address() as net.AddressInfo).port}/announce`, connections: () => connections }
+}
+
+t.test('the peers a node dials: its ring neighbours 1, 2, 4… places on and 8 drawn from the seed, never itself, the same on every node', async (t) => {
+  const peers = listedPeers(1000, 10, SEED)
+  t.same(peers.slice(0, 10), [11, 12, 14, 18, 26, 42, 74, 138, 266, 522], 'the ring: 1, 2, 4 … 512 places on')
+  t.equal(peers.length, 18, '10 ring neighbours and 8 drawn')
+  t.equal(new Set(peers).size, peers.length, 'no place twice')
+  t.notOk(peers.includes(10), 'not itself')
+  t.same(listedPeers(1000, 10, SEED), peers, 'the same list from the same seed: every node computes the same graph')
+  t.not(listedPeers(1000, 10, Buffer.from('another seed, 20 b..', 'latin1')).slice(10).join(), peers.slice(10).join(), 'another set, other draws')
+  t.same(listedPeers(995, 994, SEED).slice(0, 3), [0, 1, 3], 'around the ring past the end')
+  t.same(listedPeers(4, 1, SEED).sort(), [0, 2, 3], 'a small job: everyone else')
+  t.same(listedPeers(1, 0, SEED), [], 'alone: no one')
+})
+
+t.test('the nodes that dial the head: all of a small job, HEAD_DIALERS spread over a large one', async (t) => {
+  const count = (n: number) => Array.from({ length: n }, (_, i) => i).filter((i) => dialsHead(n, i)).length
+  t.equal(count(8), 8)
+  t.equal(count(HEAD_DIALERS), HEAD_DIALERS)
+  t.equal(count(40), 20, '40 nodes: every second one')
+  t.equal(count(16_000), HEAD_DIALERS)
+})
+
+t.test('a node list is checked: host:port entries, each once, the index one of them', async (t) => {
+  t.same(nodeListOf(['10.0.0.1:6881', '10.0.0.2:6881'], 1), { nodes: ['10.0.0.1:6881', '10.0.0.2:6881'], index: 1 })
+  t.throws(() => nodeListOf([], 0), /^the node list names no node$/)
+  t.throws(() => nodeListOf(['10.0.0.1'], 0), /^the node list, entry 1: "10.0.0.1" is not host:port$/)
+  t.throws(() => nodeListOf(['a:1', 'a:1'], 0), /^the node list names a:1 twice$/)
+  t.throws(() => nodeListOf(['a:1', 'b:1'], 2), /^node index 2 is not in the node list \(2 nodes\)$/)
+})
+
+t.test('40 nodes from a node list: no tracker asked, only the nodes the list picks dial the head, and every node gets the set', async (t) => {
+  const { dir, libs, file } = await describedTree(t, { files: { 'liba.so': 400_000, 'libb.so': 250_000, 'sub/libc.so': 90_000 } })
+  const head = await serve(file, libs, [])
+  t.teardown(head.stop)
+  const tracker = await countingTracker(t)
+  const desc = parseDescription(await readFile(file))
+  const ports = await freePorts(40)
+  const nodes = ports.map((p) => `127.0.0.1:${p}`)
+  // No fallback to the head within the test: a node the list does not pick must get every piece from peers.
+  const swarm = await Promise.all(nodes.map((_, index) => SwarmNode.join(desc, {
+    storeDir: dir, port: 0, maxConns: 100, numwant: 50, stallTimeoutMs: 600_000, trackers: [tracker.url], seeders: [head.seeder],
+    nodeList: { nodes, index }, headFallbackMs: 600_000
+  })))
+  t.teardown(() => Promise.all(swarm.map((n) => n.close())))
+  await Promise.all(swarm.map((n) => n.fetchAll()))
+  const expected = await snapshotTree(libs)
+  for (const index of [0, 1, 39]) {
+    const out = path.join(dir, `node${index}`)
+    await extractTree(desc, swarm[index] as SwarmNode, out)
+    t.same(await snapshotTree(out), expected, `node ${index} has every file byte for byte`)
+  }
+  const fromHead = swarm.map((n) => n.stats().fromHead)
+  t.same(fromHead.flatMap((bytes, i) => bytes > 0 && !dialsHead(40, i) ? [i] : []), [], 'no node the list did not pick got a byte from the head')
+  t.ok(fromHead.filter((_, i) => !dialsHead(40, i)).length === 20, '20 nodes never dialed it')
+  t.equal(tracker.connections(), 0, 'the tracker was never asked (the description\'s, nor --tracker\'s)')
+  await Promise.all(swarm.map((n) => n.close()))
+  t.ok(await head.stop() >= desc.totalBytes, 'the head sent the set')
+  t.same((await readdir(dir)).filter((n) => n.startsWith('p2prun-')), [], 'no store left behind')
+})
+
+t.test('a node whose listed peers never come up gets the set from the head once a read waits', async (t) => {
+  const { dir, libs, file } = await describedTree(t, { files: { 'liba.so': 300_000 } })
+  const head = await serve(file, libs, [])
+  t.teardown(head.stop)
+  const desc = parseDescription(await readFile(file))
+  const nodes = (await freePorts(40)).map((p) => `127.0.0.1:${p}`)
+  t.notOk(dialsHead(40, 1), 'node 1 of 40 does not dial the head at start')
+  const node = await SwarmNode.join(desc, {
+    storeDir: dir, port: 0, maxConns: 100, numwant: 50, stallTimeoutMs: 600_000, seeders: [head.seeder], nodeList: { nodes, index: 1 }, headFallbackMs: 0
+  })
+  t.teardown(() => node.close())
+  await node.fetchAll()
+  t.equal(node.stats().fromHead, desc.totalBytes, 'every byte came from the head')
+})
+
+t.test('p2prun mount --node-list: an agent listens at its entry and serves its mount; bad lists are refused in one line, nothing left', async (t) => {
+  const s = await scratch(t)
+  const { libs, file } = await describedTree(t, { files: { 'liba.so': 200_000 } })
+  const head = await serve(file, libs, [])
+  s.defer(head.stop)
+  const [own, other] = await freePorts(2)
+  const list = path.join(s.dir, 'nodes')
+  await writeFile(list, `# the job's agents\n127.0.0.1:${own}\n\n127.0.0.1:${other}\n`)
+  const mnt = path.join(s.dir, 'mnt')
+  const common = ['--seeder', head.seeder, '--store-dir', s.dir, '--mode', 'block']
+  const agent = await mountAgent(s, file, mnt, path.join(s.dir, 'stats.json'), [...common, '--node-list', list, '--node-index', '0'])
+  // It listens where the list says: a peer can reach it there.
+  await new Promise<void>((resolve, reject) => net.connect(own as number, '127.0.0.1').once('connect', function (this: net.Socket) { this.destroy(); resolve() }).once('error', reject))
+  t.same(await readFile(path.join(mnt, 'liba.so')), await readFile(path.join(libs, 'liba.so')), 'a read through the mount')
+  const { exitCode } = await agent.stop()
+  t.equal(exitCode, 0)
+
+  const bad = async (args: string[], message: RegExp) => {
+    const r = await p2prun(['mount', file, mnt, ...common, ...args])
+    t.equal(r.exitCode, 2, args.join(' '))
+    t.match(r.stderr, message)
+    t.equal(r.stderr.trim().split('\n').length, 1, 'one line')
+  }
+  await bad(['--node-list', list], /^p2prun mount: error: --node-list needs --node-index, this node's line in it, from 0 \(hint: pass --node-index K\)/)
+  await bad(['--node-list', list, '--node-index', '2'], /node index 2 is not in .*nodes \(2 nodes\) \(hint: pass --node-index from 0 to 1/)
+  await bad(['--node-list', list, '--node-index', 'x'], /--node-index "x" is not a line of --node-list \(hint: pass a number from 0\)/)
+  await bad(['--node-list', path.join(s.dir, 'none'), '--node-index', '0'], /cannot read the node list .*none: ENOENT \(hint: pass --node-list a file of host:port lines/)
+  await bad(['--node-list', list, '--node-index', '0', '--tracker', head.tracker], /--node-list replaces the tracker and the DHT \(hint: /)
+  await bad(['--node-index', '0'], /--node-index is a place in --node-list/)
+  t.same((await readdir(s.dir)).filter((n) => n.startsWith('p2prun-') || n === 'mnt'), [], 'no store, no mount point left')
+})

@@ -2,6 +2,8 @@
 // register with the head's tracker, connect to the head's seeder and to the peers the tracker
 // lists, and fetch the set with the piece picker's policy while each node's program opens its
 // libraries one after another; the head serves a piece to one node at a time (defer-to-peers).
+// With a DHT, the nodes look each other up instead of registering; with the job's node list, each
+// dials the peers the list gives it, and only a few dial the head until a wait makes no progress.
 //
 // What a transfer is: a request reaches the serving peer after the link latency, waits for that
 // peer's CPU (first come, first served: its event loop), then for its uplink, which sends pieces
@@ -11,6 +13,7 @@
 // waits for the receiver's CPU (assembly, SHA-1, store), and only then is it verified, announced
 // (`have` to every connected peer that lacks it) and its request slot free. Downlinks are not a
 // separate bottleneck: links are symmetric, and every uplink's flows are spread over the swarm.
+import { dialsHead, listedPeers } from '../../lib/swarm/node-list.ts'
 import { Cpus } from './cpu.ts'
 import { EventQueue } from './heap.ts'
 import type { Params } from './params.ts'
@@ -22,7 +25,7 @@ const VIA_HEAD = -1
 
 const E = {
   Slice: 0, Started: 1, PeekAgain: 2, PeekReply: 3, DescDone: 4, Registered: 5, Arrive: 6,
-  Verified: 7, Reject: 8, Wake: 9, Tick: 10, Redial: 11
+  Verified: 7, Reject: 8, Wake: 9, Tick: 10, Redial: 11, Dial: 12
 } as const
 /** What a sliced long job does when its last slice ends. */
 const JOB_START = 0
@@ -50,7 +53,7 @@ export interface LaunchResult {
   readonly headCpu: number
   /** Agent CPU over its whole life (until the last program was done): the median. */
   readonly agentCpuMedian: number
-  /** When the last node registered with the tracker. */
+  /** When the last node registered with the tracker, announced in the DHT, or dialed its listed peers. */
   readonly lastRegistered: number
   readonly degreeMin: number
   readonly headConns: number
@@ -69,6 +72,19 @@ function random (seed: number): () => number {
   }
 }
 
+/** Set bits in a 32-bit word. */
+function bitCount (x: number): number {
+  x -= (x >>> 1) & 0x55555555
+  x = (x & 0x33333333) + ((x >>> 2) & 0x33333333)
+  return Math.imul((x + (x >>> 4)) & 0x0f0f0f0f, 0x01010101) >>> 24
+}
+
+/** 4 bytes of a pretend infohash, from the seed (a generator of their own: the run's draws are not touched). */
+function seedBytes (seed: number): Uint8Array {
+  const x = Math.floor(random(seed ^ 0x5eed)() * 2 ** 32)
+  return Uint8Array.of(x >>> 24, (x >>> 16) & 255, (x >>> 8) & 255, x & 255)
+}
+
 const quantile = (sorted: Float64Array | Int32Array, q: number) => sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)] as number
 
 export function simulateLaunch (prm: Params, set: LibrarySet): LaunchResult {
@@ -80,21 +96,29 @@ class Launch {
   private readonly set: LibrarySet
   private readonly n: number
   private readonly pieces: number
-  /** 0, 1, … pieces − 1: a range of pieces as a want list. */
-  private readonly inOrder: Int32Array
   private readonly m: number
   private readonly rnd: () => number
   private readonly q = new EventQueue()
   private readonly cpus: Cpus
   private now = 0
 
-  // Per node × piece (row 0 is the head, which has everything).
-  private readonly has: Uint8Array
-  private readonly inflight: Uint8Array
-  // The same per piece × node, for the walks over a node's peers on every `have` (a piece's row
-  // of all nodes stays in cache; a node's rows of 16,000 peers would not).
-  private readonly hasByPiece: Uint8Array
-  private readonly inflightByPiece: Uint8Array
+  // What each node has and has asked for, as bits (32 a word): most of the model's time goes into
+  // reading them, and bits keep what it reads in cache (at 16,000 nodes a byte per node × piece
+  // would be 12 MB an array). Per node × piece (row 0 is the head, which has everything): has it,
+  // and needs it (lacks it, not asked for: a piece neither had nor needed is in flight); a peer's
+  // `hasBits` and a node's `needBits` give every piece the node could ask that peer for.
+  private readonly pieceWords: number
+  private readonly hasBits: Int32Array
+  private readonly needBits: Int32Array
+  // The same per piece × node (a row of all nodes per piece), for the walks over a node's peers
+  // on every `have`: has it, and has it or asked for it (busy).
+  private readonly nodeWords: number
+  private readonly hasByPiece: Int32Array
+  private readonly busyByPiece: Int32Array
+  /** The pieces the program reads (set.touched), as bits. */
+  private readonly touchedBits: Int32Array
+  /** Scratch for firstInOrder: the pieces a peer could give. */
+  private readonly could: Int32Array
   /** Until when the head is not asked for the piece again (it turned it down). */
   private readonly backoff: Float32Array
   /**
@@ -109,6 +133,8 @@ class Launch {
   private readonly adj: Int32Array
   private readonly rev: Int32Array
   private readonly slots: Uint8Array
+  /** The same seen from the other end: at d's edge to v, v's requests in flight to d (the walk on every `have` reads it in order). */
+  private readonly peerSlots: Uint8Array
   private readonly deg: Int32Array
   private readonly headConn: Uint8Array
   private readonly headSlots: Uint8Array
@@ -144,7 +170,16 @@ class Launch {
   /** Round trips of a DHT lookup before it reaches the nearest nodes: log base 8 of N (assumed: each round finds nodes about 8 times nearer). */
   private readonly dhtRounds: number
   private registeredCount = 0
+  /** When the last node registered (tracker), announced (DHT), or dialed its listed peers (node list). */
   private lastRegistered = 0
+  /** Whether a node fetches the description from peers before it joins: launch mode, unless the job spec carries it (node list). */
+  private readonly fetchesDescription: boolean
+  /** The infohash's first 4 bytes, from which the node list draws each node's random peers. */
+  private readonly listSeed: Uint8Array
+  /** Node list: 1 for a node that did not dial the head at start and has not yet (it will once a wait makes no progress). */
+  private readonly laterHead: Uint8Array
+  /** When each node last verified a piece, or joined: its wait's progress (lib/swarm/node.ts: lastProgress). */
+  private readonly lastProgress: Float64Array
   private done = 0
 
   constructor (prm: Params, set: LibrarySet) {
@@ -152,17 +187,25 @@ class Launch {
     this.set = set
     this.n = prm.nodes
     this.pieces = set.pieceCount
-    this.inOrder = Int32Array.from({ length: set.pieceCount }, (_, i) => i)
     this.m = Math.min(prm.maxConns, prm.nodes)
     this.rnd = random(prm.seed)
     this.cpus = new Cpus(this.n, prm.sharedCores, prm.coresPerNode)
     const rows = (this.n + 1) * this.pieces
-    this.has = new Uint8Array(rows)
-    this.has.fill(1, 0, this.pieces)
-    this.inflight = new Uint8Array(rows)
-    this.hasByPiece = new Uint8Array(rows)
-    for (let p = 0; p < this.pieces; p++) this.hasByPiece[p * (this.n + 1)] = 1
-    this.inflightByPiece = new Uint8Array(rows)
+    this.nodeWords = (this.n + 1 + 31) >> 5
+    this.hasByPiece = new Int32Array(this.pieces * this.nodeWords)
+    this.busyByPiece = new Int32Array(this.pieces * this.nodeWords)
+    for (let p = 0; p < this.pieces; p++) {
+      this.hasByPiece[p * this.nodeWords] = 1
+      this.busyByPiece[p * this.nodeWords] = 1
+    }
+    this.pieceWords = (this.pieces + 31) >> 5
+    this.hasBits = new Int32Array((this.n + 1) * this.pieceWords)
+    this.needBits = new Int32Array((this.n + 1) * this.pieceWords)
+    for (let q = 0; q < this.pieces; q++) this.hasBits[q >> 5] |= 1 << (q & 31)
+    for (let d = 1; d <= this.n; d++) this.needBits.set(this.hasBits.subarray(0, this.pieceWords), d * this.pieceWords)
+    this.touchedBits = new Int32Array(this.pieceWords)
+    this.could = new Int32Array(this.pieceWords)
+    for (const q of set.touched) this.touchedBits[q >> 5] |= 1 << (q & 31)
     this.backoff = new Float32Array(rows)
     this.order = new Uint16Array(rows)
     this.orderAt = new Uint16Array(rows)
@@ -170,6 +213,7 @@ class Launch {
     this.adj = new Int32Array(edges)
     this.rev = new Int32Array(edges)
     this.slots = new Uint8Array(edges)
+    this.peerSlots = new Uint8Array(edges)
     this.deg = new Int32Array(this.n + 1)
     this.headConn = new Uint8Array(this.n + 1)
     this.headSlots = new Uint8Array(this.n + 1)
@@ -200,6 +244,10 @@ class Launch {
       this.nearest[k] = v
     }
     this.dhtRounds = Math.max(1, Math.ceil(Math.log(this.n) / Math.log(8)))
+    this.fetchesDescription = prm.mode === 'launch' && prm.discovery !== 'nodes'
+    this.listSeed = seedBytes(prm.seed)
+    this.laterHead = new Uint8Array(this.n + 1)
+    this.lastProgress = new Float64Array(this.n + 1)
   }
 
   run (): LaunchResult {
@@ -219,8 +267,8 @@ class Launch {
 
   private dispatch (kind: number, a: number, b: number, c: number): void {
     switch (kind) {
-      case E.Slice: return this.runSliced(a, this.now, b, c)
-      case E.Started: return this.p.mode === 'launch' ? this.peek(a) : this.join(a)
+      case E.Slice: return this.runSliced(a, this.now, b / 1e6, c)
+      case E.Started: return this.fetchesDescription ? this.peek(a) : this.join(a)
       case E.PeekAgain: return this.peek(a, b)
       case E.PeekReply: return this.fetchDescription(a, b)
       case E.DescDone: return this.join(a)
@@ -231,6 +279,7 @@ class Launch {
       case E.Wake: return this.fill(a, VIA_HEAD)
       case E.Tick: return this.tick(a)
       case E.Redial: return this.dialHead(a, b)
+      case E.Dial: return this.dial(a, b, c)
     }
   }
 
@@ -239,7 +288,8 @@ class Launch {
     if (left <= 0) return this.jobDone(d, job)
     const slice = Math.min(left, this.cpus.slice)
     const end = job === JOB_PROGRAM ? this.cpus.runProgram(d, at, slice) : this.cpus.run(d, at, slice)
-    this.q.push(end, E.Slice, d, left - slice, job)
+    // The queue holds integers: what is left of the job goes in microseconds.
+    this.q.push(end, E.Slice, d, Math.round((left - slice) * 1e6), job)
   }
 
   private jobDone (d: number, job: number): void {
@@ -287,13 +337,17 @@ class Launch {
   // --- Joining: register with the tracker, dial the head's seeder, mount, start the program.
 
   private join (d: number): void {
-    if (this.p.discovery === 'dht') {
+    this.lastProgress[d] = this.now
+    if (this.p.discovery === 'nodes') {
+      this.dialListed(d)
+    } else if (this.p.discovery === 'dht') {
       this.dhtLookup(d)
     } else {
       const at = this.cpus.run(HEAD, this.now + this.p.latency, this.p.trackerRegisterCpu) + this.p.latency
       this.q.push(at, E.Registered, d)
     }
-    this.dialHead(d, 0)
+    if (this.p.discovery !== 'nodes' || dialsHead(this.n, d - 1)) this.dialHead(d, 0)
+    else this.laterHead[d] = 1
     this.phase[d] = PHASE_OPEN
     this.runSliced(d, this.now, this.p.programCpu, JOB_PROGRAM)
     this.openLibraries(d)
@@ -315,6 +369,28 @@ class Launch {
       if (v !== d) reply = Math.max(reply, this.cpus.run(v, reached + this.p.latency, 2 * q) + this.p.latency)
     }
     this.q.push(reply, E.Registered, d)
+  }
+
+  /**
+   * The node list (--discovery nodes): node d (list index d − 1) dials the peers listedPeers picks
+   * for it; each dial reaches its peer a latency later. No tracker, no DHT: the head does no work.
+   */
+  private dialListed (d: number): void {
+    this.lastRegistered = this.now
+    for (const index of listedPeers(this.n, d - 1, this.listSeed)) this.q.push(this.now + this.p.latency, E.Dial, d, index + 1, 0)
+  }
+
+  /**
+   * A dial of d to its listed peer v, after `failures` failed ones: it connects if v's agent is up
+   * (listening: it has joined); if not, it is refused and d dials again after 1 s × 2^(failures − 1),
+   * at most 4 s, jittered × (0.5 + random), and gives the address up after peerRedialTries more
+   * (lib/swarm/connections.ts: redial).
+   */
+  private dial (d: number, v: number, failures: number): void {
+    if (this.phase[v] !== PHASE_START) return this.connect(d, v)
+    if (++failures > this.p.peerRedialTries) return
+    const wait = Math.min(REDIAL_FIRST * 2 ** (failures - 1), REDIAL_MAX) * (0.5 + this.rnd())
+    this.q.push(this.now + wait, E.Dial, d, v, failures)
   }
 
   private dialHead (d: number, tries: number): void {
@@ -369,16 +445,16 @@ class Launch {
     while (this.phase[d] === PHASE_OPEN) {
       const k = this.opened[d] as number
       this.fileEnd[d] = ends[k] as number
-      if (!this.has[d * this.pieces + (headers[k] as number)]) break
+      if (!this.hasPiece(d, headers[k] as number)) break
       this.opened[d] = k + 1
       if (k + 1 === headers.length) this.phase[d] = PHASE_RELOCATE
     }
     // What became wanted: the files just opened (their pieces go to the front), or every piece the program reads.
     if (this.phase[d] === PHASE_RELOCATE) {
-      this.askAround(d, this.set.touched, 0, this.set.touched.length)
+      this.askAround(d, 0, this.pieces, this.touchedBits)
       this.checkProgram(d)
     } else {
-      this.askAround(d, this.inOrder, from, this.fileEnd[d] as number)
+      this.askAround(d, from, this.fileEnd[d] as number)
     }
   }
 
@@ -386,7 +462,7 @@ class Launch {
     if (this.phase[d] !== PHASE_RELOCATE) return
     const touched = this.set.touched
     let c = this.touchCursor[d] as number
-    while (c < touched.length && this.has[d * this.pieces + (touched[c] as number)]) c++
+    while (c < touched.length && this.hasPiece(d, touched[c] as number)) c++
     this.touchCursor[d] = c
     if (c < touched.length || !this.programCpuDone[d]) return
     this.phase[d] = PHASE_DONE
@@ -394,21 +470,39 @@ class Launch {
     this.done++
   }
 
-  /** New wants (list[from..to)): fill the free request slots of the peers that hold any of them, and of the head. */
-  private askAround (d: number, list: Int32Array, from: number, to: number): void {
-    const P = this.pieces
+  /**
+   * New wants (the pieces from..to, only those in `mask` if given): fill the free request slots of
+   * the peers that hold any of them that d lacks, and of the head.
+   */
+  private askAround (d: number, from: number, to: number, mask?: Int32Array): void {
     const m = this.m
     const deg = this.deg[d] as number
     for (let k = 0; k < deg; k++) {
       const i = ((this.firstPeer[d] as number) + k) % deg
       if (this.slots[d * m + i] as number >= this.p.readPipeline) continue
-      const v = this.adj[d * m + i] as number
-      for (let j = from; j < to; j++) {
-        const q = list[j] as number
-        if (this.has[v * P + q] && !this.has[d * P + q]) { this.fill(d, i); break }
-      }
+      if (this.holdsAny(this.adj[d * m + i] as number, d, false, from, to, mask)) this.fill(d, i)
     }
     this.fill(d, VIA_HEAD)
+  }
+
+  /**
+   * Whether v holds a piece from..to (in `mask` if given) that d lacks, or (`needed`) that d lacks
+   * and has not asked anyone for: 32 pieces at a time.
+   */
+  private holdsAny (v: number, d: number, needed: boolean, from: number, to: number, mask?: Int32Array): boolean {
+    if (from >= to) return false
+    const W = this.pieceWords
+    const hasBits = this.hasBits
+    const first = from >> 5
+    const last = (to - 1) >> 5
+    for (let w = first; w <= last; w++) {
+      let x = (hasBits[v * W + w] as number) & (needed ? this.needBits[d * W + w] as number : ~(hasBits[d * W + w] as number))
+      if (mask) x &= mask[w] as number
+      if (w === first) x &= -1 << (from & 31)
+      if (w === last && (to & 31) !== 0) x &= (1 << (to & 31)) - 1
+      if (x !== 0) return true
+    }
+    return false
   }
 
   // --- The picker (lib/swarm/picker.ts): reads, then opened files in order, then the background; the head only for what no peer holds.
@@ -417,11 +511,12 @@ class Launch {
     if (this.phase[d] === PHASE_START) return
     const viaHead = i === VIA_HEAD
     if (viaHead && !this.headConn[d]) return
+    const u = viaHead ? HEAD : this.adj[d * this.m + i] as number
     for (;;) {
       const used = viaHead ? this.headSlots[d] as number : this.slots[d * this.m + i] as number
-      const pick = this.pick(d, viaHead ? HEAD : this.adj[d * this.m + i] as number, used)
+      const pick = this.pick(d, u, used)
       if (pick < 0) return
-      this.request(d, i, pick >> 1, (pick & 1) === 1)
+      this.request(d, i, u, pick >> 1, (pick & 1) === 1)
     }
   }
 
@@ -430,38 +525,79 @@ class Launch {
    * code, the background is not held back while a read waits: the code tops every pipeline up
    * between reads (the picker runs before the program's next read reaches the agent), so they stay
    * about full; a read is instead charged a fair share of the link (see request).
+   *
+   * Most picks from a peer find nothing (it holds nothing d still needs): the bits rule those out
+   * before the walks, which then run only where they may find a piece, and find the same one.
    */
   private pick (d: number, u: number, used: number): number {
     const P = this.pieces
     const base = d * P
     const limit = this.p.scan
     if (used >= this.p.readPipeline) return -1
+    const fromPeer = u !== HEAD
     const phase = this.phase[d] as number
     if (phase === PHASE_OPEN) {
       const h = this.set.headers[this.opened[d] as number] as number
-      if (!this.has[base + h] && !this.inflight[base + h] && this.can(d, u, h)) return h * 2 + 1
-    } else if (phase === PHASE_RELOCATE) {
+      if (this.needs(d, h) && this.can(d, u, h)) return h * 2 + 1
+    } else if (phase === PHASE_RELOCATE && (!fromPeer || this.holdsAny(u, d, true, 0, P, this.touchedBits))) {
       const touched = this.set.touched
       const end = Math.min(touched.length, (this.touchCursor[d] as number) + limit)
       for (let j = this.touchCursor[d] as number; j < end; j++) {
         const q = touched[j] as number
-        if (!this.has[base + q] && !this.inflight[base + q] && this.can(d, u, q)) return q * 2 + 1
+        if (this.needs(d, q) && this.can(d, u, q)) return q * 2 + 1
       }
     }
     if (used >= this.p.pipeline) return -1
     let c = this.fileCursor[d] as number
     const fileEnd = this.fileEnd[d] as number
-    while (c < fileEnd && this.has[base + c]) c++
+    while (c < fileEnd && this.hasPiece(d, c)) c++
     this.fileCursor[d] = c
-    for (let q = c, seen = 0; q < fileEnd && seen < limit; q++) {
-      if (this.has[base + q]) continue
-      seen++
-      if (!this.inflight[base + q] && this.can(d, u, q)) return q * 2
+    if (!fromPeer || this.holdsAny(u, d, true, c, fileEnd)) {
+      for (let q = c, seen = 0; q < fileEnd && seen < limit; q++) {
+        if (this.hasPiece(d, q)) continue
+        seen++
+        if (this.needs(d, q) && this.can(d, u, q)) return q * 2
+      }
     }
     const end = Math.min(this.missing[d] as number, limit)
+    if (fromPeer) return this.firstInOrder(d, u, end)
     for (let j = 0; j < end; j++) {
       const q = this.order[base + j] as number
-      if (!this.inflight[base + q] && this.can(d, u, q)) return q * 2
+      if (this.needs(d, q) && this.can(d, u, q)) return q * 2
+    }
+    return -1
+  }
+
+  /**
+   * The first of d's first `end` pieces in its own order that peer u holds and d needs, as the walk
+   * down the order finds it: from the few pieces u could give (the one placed first), or, when u
+   * could give many, by that walk (it soon finds one).
+   */
+  private firstInOrder (d: number, u: number, end: number): number {
+    const W = this.pieceWords
+    const base = d * this.pieces
+    const could = this.could
+    let count = 0
+    for (let w = 0; w < W; w++) {
+      const x = (this.hasBits[u * W + w] as number) & (this.needBits[d * W + w] as number)
+      could[w] = x
+      if (x !== 0) count += bitCount(x)
+    }
+    if (count === 0) return -1
+    // Placing each costs a look-up apiece; the walk takes about missing / count steps.
+    if (count * count <= (this.missing[d] as number)) {
+      let best = end
+      for (let w = 0; w < W; w++) {
+        for (let x = could[w] as number; x !== 0; x &= x - 1) {
+          const at = this.orderAt[base + (w << 5) + 31 - Math.clz32(x & -x)] as number
+          if (at < best) best = at
+        }
+      }
+      return best < end ? (this.order[base + best] as number) * 2 : -1
+    }
+    for (let j = 0; j < end; j++) {
+      const q = this.order[base + j] as number
+      if ((could[q >> 5] as number) >>> (q & 31) & 1) return q * 2
     }
     return -1
   }
@@ -476,25 +612,54 @@ class Launch {
 
   private can (d: number, u: number, q: number): boolean {
     const P = this.pieces
-    if (u !== HEAD) return this.has[u * P + q] === 1
+    if (u !== HEAD) return this.hasPiece(u, q)
     return (this.backoff[d * P + q] as number) <= this.now && !this.peerHolds(d, q)
   }
 
   /** Whether any connected peer of d holds q (the picker's peerHave count, taken when the head is considered). */
   private peerHolds (d: number, q: number): boolean {
-    const row = q * (this.n + 1)
     const at = d * this.m
-    for (let j = 0; j < (this.deg[d] as number); j++) if (this.hasByPiece[row + (this.adj[at + j] as number)]) return true
+    for (let j = 0; j < (this.deg[d] as number); j++) if (this.holds(this.adj[at + j] as number, q)) return true
     return false
   }
 
-  private request (d: number, i: number, piece: number, read: boolean): void {
+  /** Whether d has q. */
+  private hasPiece (d: number, q: number): boolean {
+    return ((this.hasBits[d * this.pieceWords + (q >> 5)] as number) >>> (q & 31) & 1) === 1
+  }
+
+  /** Whether d lacks q and has not asked for it. */
+  private needs (d: number, q: number): boolean {
+    return ((this.needBits[d * this.pieceWords + (q >> 5)] as number) >>> (q & 31) & 1) === 1
+  }
+
+  /** Whether v has piece q (per piece × node: the walks over a node's peers read these). */
+  private holds (v: number, q: number): boolean {
+    return ((this.hasByPiece[q * this.nodeWords + (v >> 5)] as number) >>> (v & 31) & 1) === 1
+  }
+
+  /** Sets or clears v's bit of q in a per piece × node array. */
+  private mark (bits: Int32Array, v: number, q: number, on: boolean): void {
+    const w = q * this.nodeWords + (v >> 5)
+    if (on) bits[w] |= 1 << (v & 31)
+    else bits[w] &= ~(1 << (v & 31))
+  }
+
+  /** Sets or clears d's bit of q in a per node × piece array. */
+  private markPiece (bits: Int32Array, d: number, q: number, on: boolean): void {
+    const w = d * this.pieceWords + (q >> 5)
+    if (on) bits[w] |= 1 << (q & 31)
+    else bits[w] &= ~(1 << (q & 31))
+  }
+
+  /** d asks u (its peer i, or the head) for `piece`. */
+  private request (d: number, i: number, u: number, piece: number, read: boolean): void {
     const viaHead = i === VIA_HEAD
-    const u = viaHead ? HEAD : this.adj[d * this.m + i] as number
-    this.inflight[d * this.pieces + piece] = 1
-    this.inflightByPiece[piece * (this.n + 1) + d] = 1
+    this.mark(this.busyByPiece, d, piece, true)
+    this.markPiece(this.needBits, d, piece, false)
     this.inflightCount[d]++
     if ((viaHead ? this.headSlots[d]++ : this.slots[d * this.m + i]++) === 0) this.flows[u]++
+    if (!viaHead) this.peerSlots[u * this.m + (this.rev[d * this.m + i] as number)] = this.slots[d * this.m + i] as number
     this.cpus.run(d, this.now, this.p.messageCpu)
     const arrives = this.now + this.p.latency
     if (viaHead && this.deferred(d, piece)) {
@@ -521,7 +686,7 @@ class Launch {
   private deferred (d: number, piece: number): boolean {
     const to = this.sentTo[piece] as number
     const since = this.now - (this.sentAt[piece] as number)
-    const onItsWay = to >= 0 && (since < this.p.deferToPeers || (since < this.p.headConfirmMax && this.has[to * this.pieces + piece] === 0))
+    const onItsWay = to >= 0 && (since < this.p.deferToPeers || (since < this.p.headConfirmMax && !this.hasPiece(to, piece)))
     if (onItsWay) return to !== d
     this.sentTo[piece] = d
     this.sentAt[piece] = this.now
@@ -536,29 +701,31 @@ class Launch {
   private verified (d: number, piece: number, i: number): void {
     const P = this.pieces
     const m = this.m
-    const N1 = this.n + 1
-    const row = piece * N1
-    this.settle(d, i, piece)
-    this.has[d * P + piece] = 1
-    this.hasByPiece[row + d] = 1
+    this.settle(d, i)
+    this.lastProgress[d] = this.now
+    // Now had; still busy and not needed, as since it was asked for.
+    this.mark(this.hasByPiece, d, piece, true)
+    this.markPiece(this.hasBits, d, piece, true)
     this.dropFromOrder(d, piece)
-    // Complete: a `completed` announce to the tracker (none in the DHT).
+    // Complete: a `completed` announce to the tracker (none in the DHT, none with a node list).
     if (++this.haveCount[d] === P && this.p.discovery === 'tracker') this.cpus.run(HEAD, this.now + this.p.latency, this.p.trackerAnnounceCpu)
     // `have` to every peer that lacks it; each may now ask this node for it.
     const adj = this.adj
-    const hasByPiece = this.hasByPiece
-    const inflightByPiece = this.inflightByPiece
+    const busy = this.busyByPiece
+    const peerSlots = this.peerSlots
+    const readPipeline = this.p.readPipeline
+    const row = piece * this.nodeWords
     const at = d * m
     const deg = this.deg[d] as number
     for (let j = 0; j < deg; j++) {
       const v = adj[at + j] as number
-      if (hasByPiece[row + v]) continue
-      if (inflightByPiece[row + v]) continue
+      if ((busy[row + (v >> 5)] as number) >>> (v & 31) & 1) continue
       // What d offers v changed by this piece only: had v's pipeline to d room, it asked for the rest already.
-      const back = this.rev[at + j] as number
+      const used = peerSlots[at + j] as number
+      if (used >= readPipeline) continue
       const wanted = this.wants(v, piece)
-      if (wanted !== 0 && (this.slots[v * m + back] as number) < (wanted === 2 ? this.p.readPipeline : this.p.pipeline)) {
-        this.request(v, back, piece, wanted === 2)
+      if (wanted !== 0 && used < (wanted === 2 ? readPipeline : this.p.pipeline)) {
+        this.request(v, this.rev[at + j] as number, d, piece, wanted === 2)
       }
     }
     // The haves it sent (to every peer without the piece), and one from each peer that held it before.
@@ -568,26 +735,28 @@ class Launch {
     this.fill(d, i)
   }
 
-  /** A request of `d` to its peer `i` (or the head) for `piece` is answered: no longer in flight. */
-  private settle (d: number, i: number, piece: number): void {
-    this.inflight[d * this.pieces + piece] = 0
-    this.inflightByPiece[piece * (this.n + 1) + d] = 0
+  /** A request of `d` to its peer `i` (or the head) is answered: its slot is free (the piece's bits are the caller's). */
+  private settle (d: number, i: number): void {
     this.inflightCount[d]--
     if (i === VIA_HEAD) {
       if (--this.headSlots[d] === 0) this.flows[HEAD]--
-    } else if (--this.slots[d * this.m + i] === 0) {
-      this.flows[this.adj[d * this.m + i] as number]--
+    } else {
+      const e = d * this.m + i
+      if (--this.slots[e] === 0) this.flows[this.adj[e] as number]--
+      this.peerSlots[(this.adj[e] as number) * this.m + (this.rev[e] as number)] = this.slots[e] as number
     }
   }
 
   private rejected (d: number, piece: number): void {
     const P = this.pieces
     const m = this.m
-    this.settle(d, VIA_HEAD, piece)
+    this.settle(d, VIA_HEAD)
+    this.mark(this.busyByPiece, d, piece, false)
+    this.markPiece(this.needBits, d, piece, true)
     this.backoff[d * P + piece] = this.now + this.p.headBackoff
     this.q.push(this.now + this.p.headBackoff, E.Wake, d)
     for (let j = 0; j < (this.deg[d] as number); j++) {
-      if (this.hasByPiece[piece * (this.n + 1) + (this.adj[d * m + j] as number)]) this.fill(d, j)
+      if (this.holds(this.adj[d * m + j] as number, piece)) this.fill(d, j)
     }
     this.fill(d, VIA_HEAD)
   }
@@ -595,6 +764,13 @@ class Launch {
   /** The once-a-second re-run: only a node with nothing in flight needs it here (the model wakes nodes on every `have`). */
   private tick (d: number): void {
     if (this.haveCount[d] === this.pieces) return
+    // Node list: a node that did not dial the head dials it once its wait (eager: the whole set)
+    // made no progress for headFallback; the code checks on the same 1 s timer (the nanosecond:
+    // a tick's time is a sum of floats).
+    if (this.laterHead[d] && this.now - (this.lastProgress[d] as number) >= this.p.headFallback - 1e-9) {
+      this.laterHead[d] = 0
+      this.dialHead(d, 0)
+    }
     if (this.inflightCount[d] === 0) this.fillAll(d)
     this.q.push(this.now + TICK, E.Tick, d)
   }

@@ -6,12 +6,14 @@
 // Options: --cores-per-node N (own cores: the agent on one, the program on a second if N ≥ 2),
 // --shared-cores N (every node and the head on N cores in all), --mode launch|bench (launch: the
 // description from peers first), --start-spread S (nodes start within S seconds), --discovery
-// tracker|dht (dht: a DHT bootstrapped from the head, with --mode bench), --seed N.
+// tracker|dht|nodes (dht: a DHT bootstrapped from the head, with --mode bench; nodes: peers from
+// the job's node list, the description in the job spec whatever the mode), --seed N.
 import { execFileSync } from 'node:child_process'
 import { mkdirSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
+import { HEAD_DIALERS } from '../../lib/swarm/node-list.ts'
 import { simulateLaunch, type LaunchResult } from './launch.ts'
 import { DEFAULTS, parseRate, type Params } from './params.ts'
 import { librarySet } from './set.ts'
@@ -51,7 +53,7 @@ function main (): void {
     }
   })
   if (o.mode !== 'launch' && o.mode !== 'bench') usage(`--mode ${o.mode}: expected launch or bench`)
-  if (o.discovery !== 'tracker' && o.discovery !== 'dht') usage(`--discovery ${o.discovery}: expected tracker or dht`)
+  if (o.discovery !== 'tracker' && o.discovery !== 'dht' && o.discovery !== 'nodes') usage(`--discovery ${o.discovery}: expected tracker, dht or nodes`)
   // The launch mode's nodes ask the tracker who holds the description: with a DHT, it is in the job spec.
   if (o.discovery === 'dht' && o.mode !== 'bench') usage('--discovery dht models the description in the job spec (hint: add --mode bench)')
   const set = librarySet()
@@ -66,7 +68,10 @@ function main (): void {
     seed: Number(o.seed)
   }
   const cpu = base.sharedCores > 0 ? `${base.sharedCores} cores shared by all` : `${base.coresPerNode} core(s) per node`
-  console.log(`set ${(set.bytes / 1e6).toFixed(1)} MB in ${set.pieceCount} pieces of ${set.pieceLength / 1024} KiB; link ${o.rate}; ${cpu}; ${o.mode} mode; discovery: ${o.discovery}`)
+  // With a node list the launcher's fan-out carries the description: no node fetches it, in either mode.
+  const mode = o.discovery === 'nodes' && o.mode === 'launch' ? 'launch mode (the description in the job spec)' : `${o.mode} mode`
+  const discovery = o.discovery === 'nodes' ? `nodes (the job's node list; up to ${HEAD_DIALERS} nodes dial the head at start)` : o.discovery
+  console.log(`set ${(set.bytes / 1e6).toFixed(1)} MB in ${set.pieceCount} pieces of ${set.pieceLength / 1024} KiB; link ${o.rate}; ${cpu}; ${mode}; discovery: ${discovery}`)
   console.log('nodes  makespan  median     p99  head up (x set)  head CPU  head desc copies  agent CPU  last registered  min degree  model CPU')
   const rows: ModelRow[] = []
   for (const nodes of o.nodes.split(',').map(Number)) {

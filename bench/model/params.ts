@@ -17,15 +17,20 @@ export interface Params {
    */
   readonly sharedCores: number
   readonly coresPerNode: number
-  /** 'bench': agents are given the description file (bench/run.ts); 'launch': they fetch it from peers first. */
+  /**
+   * 'bench': agents are given the description file (bench/run.ts); 'launch': they fetch it from
+   * peers first (with `discovery: 'nodes'`, as 'bench': the launcher's job spec carries it).
+   */
   readonly mode: 'bench' | 'launch'
   /** Nodes start uniformly within this many seconds (the launcher's own spread). Assumed 0. */
   readonly startSpread: number
   /**
    * How nodes find each other: the head's tracker, or (`--discovery dht`) a DHT of the job's nodes
-   * bootstrapped from the head, with no tracker announce at all (lib/swarm/dht.ts).
+   * bootstrapped from the head, with no tracker announce at all (lib/swarm/dht.ts), or (`--discovery
+   * nodes`) the job's node list: each node dials the peers lib/swarm/node-list.ts picks for it, and
+   * only a few dial the head at start (the rest when a wait makes no progress: headFallback).
    */
-  readonly discovery: 'tracker' | 'dht'
+  readonly discovery: 'tracker' | 'dht' | 'nodes'
   readonly seed: number
 
   // Node agent (bench/README.md: whole-life agent CPU, agent start CPU).
@@ -79,6 +84,13 @@ export interface Params {
   readonly deferToPeers: number
   readonly headConfirmMax: number
   readonly headBackoff: number
+  /**
+   * With a node list, a node that did not dial the head at start dials it once it has waited this
+   * long with no piece verified (lib/swarm/node.ts: HEAD_FALLBACK_MS, checked every second).
+   */
+  readonly headFallback: number
+  /** Redials of a listed peer not up yet before it is given up: dialed 1 + this many times (lib/swarm/connections.ts: REDIAL_TRIES). */
+  readonly peerRedialTries: number
   /** Pieces in flight per peer: 96 KiB of 64 KiB requests = 2; reads may take 128 KiB more = 4. */
   readonly pipeline: number
   readonly readPipeline: number
@@ -102,11 +114,11 @@ export const DEFAULTS: Omit<Params, 'nodes' | 'rate'> = {
   seed: 1,
   agentStartCpu: 0.11,
   agentStartWait: 0.04,
-  pieceRecvCpu: 0.611e-3,
-  pieceSendCpu: 0.305e-3,
+  pieceRecvCpu: 0.513e-3,
+  pieceSendCpu: 0.257e-3,
   messageCpu: 1e-6,
   programCpu: 0.05,
-  emulationCpuPerPiece: 0.189e-3,
+  emulationCpuPerPiece: 0.112e-3,
   headPieceCpu: 0.5e-3,
   headConnCpu: 1e-3,
   trackerRegisterCpu: 0.174e-3,
@@ -122,6 +134,8 @@ export const DEFAULTS: Omit<Params, 'nodes' | 'rate'> = {
   deferToPeers: 2,
   headConfirmMax: 10,
   headBackoff: 0.25,
+  headFallback: 3,
+  peerRedialTries: 5,
   pipeline: 2,
   readPipeline: 4,
   headDescPeers: HEAD_DESC_PEERS,

@@ -122,7 +122,7 @@ export class SwarmNode implements ByteSource {
   private uploaded = 0
   private closing: Promise<void> | undefined
   private readonly fanOut = new FanOut(FAN_OUT, FAN_OUT_WINDOW_MS, FAN_OUT_WINDOW_MS)
-  /** The seeders a node of a node list did not dial at start: dialed if the swarm leaves a read waiting (checkTimeouts). */
+  /** The seeders a node of a node list did not dial at start: dialed once a wait makes no progress for a while (checkTimeouts). */
   private laterSeeders: { readonly seeders: readonly string[], readonly afterMs: number } | undefined
 
   /** `warn` hears of peers dropped for bad data or unanswered requests. */

@@ -311,7 +311,7 @@ class Launch {
 
   private fetchDescription (d: number, round: number): void {
     const attempt = 4 * this.p.latency + this.p.descCpu
-    const transfer = this.p.descBytes / this.p.rate
+    const transfer = this.p.descBytes / (this.p.rate * this.p.linkGoodput)
     const listed = Math.min(this.p.descPeek, this.registeredCount)
     for (let tries = 1; tries <= listed; tries++) {
       const v = this.registered[Math.floor(this.rnd() * this.registeredCount)] as number
@@ -670,7 +670,7 @@ class Launch {
     }
     const size = this.set.pieceBytes[piece] as number
     const ready = this.cpus.run(u, arrives, viaHead ? this.p.headPieceCpu : this.p.pieceSendCpu)
-    const send = size / this.p.rate
+    const send = size / (this.p.rate * this.p.linkGoodput)
     const start = Math.max(ready, this.upFree[u] as number)
     this.upFree[u] = start + send
     const sent = read ? Math.min(start + send, ready + send * (this.flows[u] as number)) : start + send

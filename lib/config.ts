@@ -21,9 +21,12 @@ export type LauncherChoice = LauncherName | 'auto'
 /** How a launch's nodes get the description: in the job spec the launcher forwards, or from peers. */
 export type DescriptionRoute = 'spec' | 'peers'
 export const DESCRIPTION_ROUTES: readonly DescriptionRoute[] = ['spec', 'peers']
-/** How a job's nodes find each other: through the head's tracker, or a DHT bootstrapped from the head (no tracker). */
-export type Discovery = 'tracker' | 'dht'
-export const DISCOVERY_MODES: readonly Discovery[] = ['tracker', 'dht']
+/**
+ * How a job's nodes find each other: through the head's tracker, a DHT bootstrapped from the head
+ * (no tracker), or the job's own node list (Slurm's; no tracker, no DHT: swarm/node-list.ts).
+ */
+export type Discovery = 'tracker' | 'dht' | 'nodes'
+export const DISCOVERY_MODES: readonly Discovery[] = ['tracker', 'dht', 'nodes']
 /** In a library list: the program's load closure instead of (or beside) named directories. */
 export const AUTO_LIBS = 'auto'
 
@@ -43,8 +46,10 @@ export const SETTINGS = {
   advertise: { kind: 'string', help: 'address nodes use to reach this host (default: its first non-loopback IPv4)' },
   'tracker-port': { kind: 'int', min: 0, max: 65535, help: 'tracker HTTP port (0: any free port)' },
   'seeder-port': { kind: 'int', min: 0, max: 65535, help: 'seeder BitTorrent port (0: any free port)' },
-  discovery: { kind: 'string', choices: DISCOVERY_MODES, help: 'how nodes find each other: tracker (the head\'s), or dht (BEP 5, bootstrapped from the head alone: no tracker announces)' },
+  discovery: { kind: 'string', choices: DISCOVERY_MODES, help: 'how nodes find each other: tracker (the head\'s), dht (BEP 5, bootstrapped from the head alone: no tracker announces), or nodes (a --p2plibs job\'s node list: no tracker, no DHT)' },
   'dht-port': { kind: 'int', min: 0, max: 65535, help: 'with --discovery dht, the head\'s DHT UDP port (0: any free port)' },
+  'node-host': { kind: 'string', help: 'with --discovery nodes, where a node\'s agent is reached: a template of its Slurm node name (%n), e.g. %n-ib for another network' },
+  'node-port': { kind: 'int', min: 1, max: 65535, help: 'with --discovery nodes, the agents\' first port: the Kth node of the job listens on this plus K' },
   'tracker-max-peers': { kind: 'int', min: 1, help: 'peers the tracker remembers per swarm' },
   'tracker-announce-peers': { kind: 'int', min: 1, help: 'most peers the tracker returns per announce' },
   'upload-limit': { kind: 'int', min: 0, help: 'seeder upload cap in bytes/s, 0 for none (emulates a slow head link)' },
@@ -99,6 +104,8 @@ export interface Config {
   readonly descriptionRoute: DescriptionRoute
   readonly discovery: Discovery
   readonly dhtPort: number
+  readonly nodeHost: string
+  readonly nodePort: number
   readonly mode: DataMode
   readonly fallback: FallbackMode
   readonly owner: { readonly uid: number, readonly gid: number } | undefined
@@ -135,6 +142,8 @@ const DEFAULTS: Config = {
   descriptionRoute: 'spec',
   discovery: 'tracker',
   dhtPort: 0,
+  nodeHost: '%n',
+  nodePort: 6881,
   mode: 'eager',
   fallback: 'auto',
   owner: undefined,

@@ -9,6 +9,7 @@ import { parseDescription } from '../lib/description.ts'
 import { extractTree } from '../lib/extract.ts'
 import { dialsHead, HEAD_DIALERS, listedPeers, nodeListOf } from '../lib/swarm/node-list.ts'
 import { SwarmNode } from '../lib/swarm/node.ts'
+import { expandHostlist, slurmNodeList } from '../lib/session/slurm-nodes.ts'
 import { describedTree, p2prun, serve } from './helpers/cli.ts'
 import { snapshotTree } from './helpers/fixtures.ts'
 import { mountAgent } from './helpers/mount.ts'
@@ -64,6 +65,30 @@ t.test('a node list is checked: host:port entries, each once, the index one of t
   t.throws(() => nodeListOf(['10.0.0.1'], 0), /^the node list, entry 1: "10.0.0.1" is not host:port$/)
   t.throws(() => nodeListOf(['a:1', 'a:1'], 0), /^the node list names a:1 twice$/)
   t.throws(() => nodeListOf(['a:1', 'b:1'], 2), /^node index 2 is not in the node list \(2 nodes\)$/)
+})
+
+t.test('a Slurm job\'s node list: its hostlist expanded in order, this node found by name, node K at the host template and port + K', async (t) => {
+  t.same(expandHostlist('n[1-3,7],gpu[01-02],login'), ['n1', 'n2', 'n3', 'n7', 'gpu01', 'gpu02', 'login'])
+  t.same(expandHostlist('r[1-2]n[08-09]'), ['r1n08', 'r1n09', 'r2n08', 'r2n09'], 'two ranges: every pair, zero padding kept')
+  t.same(expandHostlist('node'), ['node'])
+  for (const bad of ['n[1-', 'n[a-b]', 'n[3-1]', 'n]1[']) {
+    t.throws(() => expandHostlist(bad), { message: `the job's node list ${JSON.stringify(bad)} is not a Slurm hostlist`, hint: 'expected names like n[01-16],gpu3' }, bad)
+  }
+  t.same(slurmNodeList('n[1-4]', 'n3', { host: '%n-ib', port: 7000 }), { nodes: ['n1-ib:7000', 'n2-ib:7001', 'n3-ib:7002', 'n4-ib:7003'], index: 2 })
+  t.throws(() => slurmNodeList('n[1-4]', 'n9', { host: '%n', port: 7000 }), /^this node \(n9\) is not in the job's node list n\[1-4\]$/)
+  t.throws(() => slurmNodeList(undefined, 'n1', { host: '%n', port: 7000 }), /SLURM_JOB_NODELIST is not set/)
+  t.throws(() => slurmNodeList('n[1-10]', 'n1', { host: '%n', port: 65530 }), /^--node-port 65530 leaves no port for the job's node 10 \(65539\)$/)
+})
+
+t.test('--discovery nodes is a --p2plibs job\'s: p2prun -n and serve refuse it in one line', async (t) => {
+  const { libs, file } = await describedTree(t, { files: { 'liba.so': 1000 } })
+  const served = await p2prun(['serve', file, '--source', libs, '--open', '--discovery', 'nodes'])
+  t.equal(served.exitCode, 2)
+  t.match(served.stderr, /^p2prun serve: error: serve's nodes find each other at its tracker or DHT: --discovery nodes is a --p2plibs job's \(hint: use --discovery tracker or dht\)$/)
+  const launched = await p2prun(['--discovery', 'nodes', '--libs', libs, '--launcher', 'local', '-n', '1', '/bin/true'])
+  t.equal(launched.exitCode, 2)
+  t.match(launched.stderr, /--discovery nodes takes the peers from a Slurm job's node list: it serves --p2plibs jobs \(hint: use --discovery tracker or dht here, or submit with sbatch --p2plibs\)$/)
+  t.equal(launched.stderr.trim().split('\n').length, 1, 'one line')
 })
 
 t.test('40 nodes from a node list: no tracker asked, only the nodes the list picks dial the head, and every node gets the set', async (t) => {

@@ -77,6 +77,22 @@ t.test('sbatch -N 4 with #SBATCH --p2plibs: every node loads the libraries from 
   await nothingLeft(t)
 })
 
+t.test('--discovery nodes: each node\'s agent listens at its place in the job\'s node list, and every node loads from its mount', async (t) => {
+  const { s, app, libs } = await example(t)
+  const out = path.join(s.dir, 'out.txt')
+  // All four nodes are this host: one address, a port per node (the node list's port + K).
+  const base = 20000 + Math.floor(Math.random() * 20000)
+  const listens = `srun bash -c 'exec 3<>/dev/tcp/127.0.0.1/$((${base} + SLURM_NODEID)) && echo "listening $SLURMD_NODENAME"'`
+  const r = await slurm('sbatch', ['--wait', '-N', '4', `--p2plibs=${libs}`, '-o', out, '--wrap', `srun ${app} && ${listens}`],
+    { P2PRUN_DISCOVERY: 'nodes', P2PRUN_NODE_HOST: '127.0.0.1', P2PRUN_NODE_PORT: String(base) })
+  t.equal(r.code, 0, r.stderr)
+  const output = await readFile(out, 'utf8')
+  t.equal(output.match(/hello, world, from libgreet; count 262150; plugin loaded/g)?.length, 4, `four nodes ran the program: ${output}`)
+  t.equal(mountsOf(output).size, 4, 'one mount per node')
+  t.same(output.match(/^listening n\d$/gm)?.sort(), ['listening n1', 'listening n2', 'listening n3', 'listening n4'], 'node K\'s agent listens at the list\'s port + K')
+  await nothingLeft(t)
+})
+
 t.test('srun -N 4 --p2plibs directly; a job without --p2plibs is untouched', async (t) => {
   const { app, libs } = await example(t)
   const r = await slurm('srun', ['-N', '4', `--p2plibs=${libs}`, app])

@@ -10,7 +10,7 @@ import { loadConfig, type Config } from '../../lib/config.ts'
 import { checkProgram } from '../../lib/files.ts'
 import { formatBytes, peerShareable, type Description } from '../../lib/description.ts'
 import { usageError } from '../../lib/errors.ts'
-import { jobSpecOf, launchHead, mountPointOf, type LaunchHead, type Placement } from '../../lib/session/head.ts'
+import { checkDiscovery, jobSpecOf, launchHead, mountPointOf, type LaunchHead, type Placement } from '../../lib/session/head.ts'
 import { encodeJob, JOB_ENV, jobOfAllocation, launchEnvironment, type JobSpec } from '../../lib/session/job-spec.ts'
 import { NodeState } from '../../lib/session/node-state.ts'
 import { runForeground } from '../../lib/session/process.ts'
@@ -46,6 +46,7 @@ export async function runLaunch (argv: readonly string[], cli: readonly string[]
     return launchOnExistingAgents(slurmJob, launcher, args, rankStep, config)
   }
   await checkProgram(args.program[0] as string, env)
+  checkDiscovery(config, false)
   const { desc, layout, placement, choices, warnings } = await launchSet(libsToServe(args.options, config.libs), args.program[0] as string,
     config.libsPolicy, { env, cwd: process.cwd(), describe: { mountPoint: args.options.mountPoint, followSymlinks: config.followSymlinks } })
   if (!config.quiet) for (const line of warnings) process.stderr.write(`p2prun: warning: ${line}\n`)

@@ -32,6 +32,7 @@ export function registerServe (program: Command): void {
       throw usageError('no job secret: a head serves only the nodes that prove P2PRUN_SECRET',
         'export P2PRUN_SECRET=$(openssl rand -hex 32) here and for the nodes, or pass --open to serve any client')
     }
+    if (config.discovery === 'nodes') throw usageError('serve\'s nodes find each other at its tracker or DHT: --discovery nodes is a --p2plibs job\'s', 'use --discovery tracker or dht')
     if (opts.sets !== undefined) return serveSets(opts.sets, config, secret)
     const desc = await readDescription(file as string)
     const { startHead } = await import('../../lib/head.ts')

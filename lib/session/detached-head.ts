@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto'
 import { loadConfig, type SettingName } from '../config.ts'
 import { failureLine, P2prunError } from '../errors.ts'
 import { newJobSecret } from '../swarm/job-auth.ts'
-import { jobSpecOf, mountPointOf } from './head.ts'
+import { checkDiscovery, jobSpecOf, mountPointOf } from './head.ts'
 import { launchSet } from './launch-set.ts'
 import { encodeJob, SLURM_LAUNCH, type JobSpec } from './job-spec.ts'
 import { readyLine } from './process.ts'
@@ -69,6 +69,7 @@ export async function runHeadDaemon (request: HeadRequest, notify: (line: string
     // P2PRUN_FOLLOW_SYMLINKS (and P2PRUN_LIBS_POLICY) in the starter's environment, or in a settings file.
     const { desc, layout, placement } = await launchSet(request.libs, request.program ?? '', config.libsPolicy,
       { env: process.env, cwd: process.cwd(), describe: { followSymlinks: config.followSymlinks } })
+    checkDiscovery(config, request.slurm)
     const { startHead } = await import('../head.ts')
     head = await startHead(desc, layout, config, (line) => process.stderr.write(`${who}: warning: ${line}\n`), newJobSecret(),
       jobs ? (jobId, stop) => { void jobs.ended(jobId).then((none) => { if (none) stop() }) } : undefined)

@@ -47,6 +47,14 @@ export async function launchHead (desc: Description, layout: SourceLayout, confi
   return { trackerUrl, descriptionUrl, secret, uploaded: none, maxToOneNode: none, descriptionBytes: none, peerCount: none, completions: () => [], close: async () => {} }
 }
 
+/** Refuses --discovery nodes for a launch that is not a Slurm job's: only Slurm gives its nodes a node list. Before any head starts. */
+export function checkDiscovery (config: Config, slurmJob: boolean): void {
+  if (config.discovery === 'nodes' && !slurmJob) {
+    throw usageError('--discovery nodes takes the peers from a Slurm job\'s node list: it serves --p2plibs jobs',
+      'use --discovery tracker or dht here, or submit with sbatch --p2plibs')
+  }
+}
+
 /** The nodes' mount point template: the one given, or under the description's, per launch and node. */
 export function mountPointOf (desc: Description, template: string | undefined): string {
   return template ?? `${desc.mountPoint}/%j-%n`
@@ -64,15 +72,17 @@ export type Placement = Pick<JobSpec, 'libDirs' | 'program' | 'pythonPath' | 're
 export function jobSpecOf (head: LaunchHead, desc: Description, layout: SourceLayout, config: Config,
   launch: { readonly launchId: string, readonly mountPoint: string, readonly placement: Placement, readonly stopUrl?: string, readonly inline: boolean }): JobSpec {
   const description = launch.inline && config.descriptionRoute === 'spec' ? specDescription(peerShareable(desc)) : undefined
+  const byList = config.discovery === 'nodes'
   return {
     version: JOB_SPEC_VERSION,
     launchId: launch.launchId,
     infoHash: desc.infoHash,
     descriptionUrl: head.descriptionUrl,
-    // With a DHT, nodes announce there and never to the tracker.
-    trackers: head.dhtAddress ? [] : [head.trackerUrl],
+    // With a DHT or a node list, nodes never announce to the tracker.
+    trackers: head.dhtAddress || byList ? [] : [head.trackerUrl],
     seeders: head.seederAddress ? [head.seederAddress] : [],
     ...(head.dhtAddress ? { dht: [head.dhtAddress] } : {}),
+    ...(byList ? { nodeList: { host: config.nodeHost, port: config.nodePort } } : {}),
     mountPoint: launch.mountPoint,
     ...launch.placement,
     node: nodeSettings(config),

@@ -49,6 +49,11 @@ export interface JobSpec {
   readonly seeders: readonly string[]
   /** host:port (UDP) of the DHT nodes to bootstrap from: nodes find each other there, not at a tracker. */
   readonly dht?: readonly string[]
+  /**
+   * Peers from the job's node list (Slurm's, read on each node: slurm-nodes.ts), not a tracker:
+   * node K of the list is reached at `host` (%n: its name) and port `port` + K.
+   */
+  readonly nodeList?: { readonly host: string, readonly port: number }
   /** Mount point template (%i infohash prefix, %n node name, %j launch id). */
   readonly mountPoint: string
   /** Directories inside the mount to put first on LD_LIBRARY_PATH ('' is the mount itself). */
@@ -138,6 +143,7 @@ const JOB_FIELDS: Record<Exclude<keyof JobSpec, 'version'>, Check> = {
   trackers: listOf(isString),
   seeders: listOf(isString),
   dht: listOf(isString),
+  nodeList: record({ host: isString, port: isCount }),
   mountPoint: isString,
   libDirs: listOf(isString),
   node: record(NODE_FIELDS, ['owner']),
@@ -149,7 +155,7 @@ const JOB_FIELDS: Record<Exclude<keyof JobSpec, 'version'>, Check> = {
   description: (v) => typeof v === 'string' && /^[A-Za-z0-9+/]*={0,2}$/.test(v),
   redirect: record({ whole: listOf(isAbsolute), some: listOf(isAbsolute) })
 }
-const OPTIONAL_JOB_FIELDS = ['dht', 'stopUrl', 'secret', 'sources', 'program', 'pythonPath', 'redirect', 'description']
+const OPTIONAL_JOB_FIELDS = ['dht', 'nodeList', 'stopUrl', 'secret', 'sources', 'program', 'pythonPath', 'redirect', 'description']
 
 function checkJob (value: unknown): asserts value is JobSpec {
   for (const [name, check] of Object.entries(JOB_FIELDS)) {

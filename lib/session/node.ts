@@ -10,6 +10,7 @@ import type { Description } from '../description.ts'
 import { failureOf, networkReason, P2prunError } from '../errors.ts'
 import type { DhtLookup } from '../swarm/dht.ts'
 import type { JobSecret } from '../swarm/job-auth.ts'
+import type { NodeList } from '../swarm/node-list.ts'
 import { descriptionOf, encodeJob, expandTemplate, JOB_ENV, type JobSpec } from './job-spec.ts'
 import { NodeState } from './node-state.ts'
 
@@ -70,14 +71,18 @@ export async function runAgent (launch: AgentLaunch, stop: Promise<unknown>, log
     const secret = job.secret === undefined ? undefined : parseJobSecret(job.secret, `${JOB_ENV}'s secret`)
     // With a DHT, one DHT node looks for the description's holders and then is the node's own.
     if (secret && job.dht?.length && job.description === undefined) lookup = await (await import('../swarm/dht.ts')).DhtLookup.toward(job.dht).catch(() => undefined)
-    const desc = await descriptionFor(job, secret, lookup, node, (line) => { if (debug >= 2) log(line) }, log)
-    if (debug >= 2) log(job.dht?.length ? `peers: from the DHT, bootstrapped from ${job.dht.join(' ')}` : `peers: from the tracker ${job.trackers.join(' ')}`)
+    const nodeList = job.nodeList && (await import('./slurm-nodes.ts')).slurmNodeList(process.env.SLURM_JOB_NODELIST, node, job.nodeList)
+    const desc = await descriptionFor(job, secret, lookup, nodeList, node, (line) => { if (debug >= 2) log(line) }, log)
+    if (debug >= 2) {
+      log(nodeList ? `peers: from the node list (${nodeList.nodes.length} nodes; this is ${nodeList.nodes[nodeList.index]})`
+        : job.dht?.length ? `peers: from the DHT, bootstrapped from ${job.dht.join(' ')}` : `peers: from the tracker ${job.trackers.join(' ')}`)
+    }
     const { Agent } = await import('../agent.ts')
     const { agentOptions, nodeOptions } = await import('../agent-settings.ts')
     const mountPoint = expandTemplate(job.mountPoint, { infoHash: desc.infoHash, nodeName: node, launchId: launch.launchId })
     agent = await Agent.start(agentOptions(settings, desc, mountPoint, {
       mode: settings.mode,
-      node: nodeOptions(settings, { trackers: job.trackers, seeders: job.seeders, dht: job.dht, dhtLookup: lookup, secret, sources: job.sources }),
+      node: nodeOptions(settings, { trackers: job.trackers, seeders: job.seeders, dht: job.dht, dhtLookup: lookup, nodeList, secret, sources: job.sources }),
       keepStore: false,
       log
     }))
@@ -111,14 +116,14 @@ export async function runAgent (launch: AgentLaunch, stop: Promise<unknown>, log
  * The description by the first route that has it: the job spec, peers of the swarm (a job with a
  * secret), the head over HTTP. `route` hears which one.
  */
-async function descriptionFor (job: JobSpec, secret: JobSecret | undefined, lookup: DhtLookup | undefined, node: string,
-  route: (line: string) => void, log: (line: string) => void): Promise<Description> {
+async function descriptionFor (job: JobSpec, secret: JobSecret | undefined, lookup: DhtLookup | undefined, nodeList: NodeList | undefined,
+  node: string, route: (line: string) => void, log: (line: string) => void): Promise<Description> {
   const inSpec = await descriptionInSpec(job)
   if (inSpec) {
     route('description: from the job spec')
     return inSpec
   }
-  const fromPeer = secret && await descriptionFromPeers(job, secret, lookup, log)
+  const fromPeer = secret && await descriptionFromPeers(job, secret, lookup, nodeList, log)
   if (fromPeer) {
     route('description: from a peer')
     return fromPeer
@@ -142,7 +147,8 @@ async function descriptionInSpec (job: JobSpec): Promise<Description | undefined
  * The description from peers of the job's swarm (swarm/description-exchange.ts), checked against
  * the infohash; undefined if none handed it over in time: the head is asked then.
  */
-async function descriptionFromPeers (job: JobSpec, secret: JobSecret, lookup: DhtLookup | undefined, log: (line: string) => void): Promise<Description | undefined> {
+async function descriptionFromPeers (job: JobSpec, secret: JobSecret, lookup: DhtLookup | undefined, nodeList: NodeList | undefined,
+  log: (line: string) => void): Promise<Description | undefined> {
   const { fetchDescriptionFromPeers } = await import('../swarm/description-exchange.ts')
   const { parseDescription } = await import('../description.ts')
   let desc: Description | undefined
@@ -151,6 +157,8 @@ async function descriptionFromPeers (job: JobSpec, secret: JobSecret, lookup: Dh
     secret,
     trackers: job.trackers,
     lookup,
+    // With a node list, the peers it gives this node: each holds the description once it has joined.
+    peers: nodeList && (await import('../swarm/node-list.ts')).peersOf(nodeList, Buffer.from(job.infoHash, 'hex')),
     seeders: job.seeders,
     deadlineMs: PEER_DESCRIPTION_MS,
     accept: (candidate) => {

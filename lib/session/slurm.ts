@@ -13,6 +13,7 @@ import { spawnAgent } from './node.ts'
 import { NodeState } from './node-state.ts'
 import { terminate } from './process.ts'
 import { nodeName } from './rank-identity.ts'
+import { slurmHostlist, slurmNodeList } from './slurm-nodes.ts'
 
 const EPILOG_WAIT_MS = 15_000
 
@@ -50,11 +51,14 @@ export async function startJobAgent (cli: readonly string[], job: JobSpec, env: 
   const state = NodeState.of(job.node.runDir, launchId, node)
   const uid = Number(env.SLURM_JOB_UID ?? process.getuid?.() ?? 0)
   const gid = Number(env.SLURM_JOB_GID ?? process.getgid?.() ?? 0)
+  // A node list is checked here, where its error reaches the job; the agent reads it again.
+  const hostlist = job.nodeList && slurmHostlist(env)
+  if (job.nodeList) slurmNodeList(hostlist, node, job.nodeList)
   await state.create()
   await state.claimAgent() // the job's ranks find this agent and never start one
   await chown(state.dir, uid, gid)
   await spawnAgent(cli, state, { job, node, launchId, untilStopped: true }, {
-    env: { PATH: env.PATH ?? '/usr/bin:/bin' },
+    env: { PATH: env.PATH ?? '/usr/bin:/bin', ...(hostlist ? { SLURM_JOB_NODELIST: hostlist } : {}) },
     ...(process.getuid?.() === 0 && uid !== 0 ? { uid, gid } : {})
   })
   await state.waitReady(`node ${node}`, job.node.startTimeoutMs)

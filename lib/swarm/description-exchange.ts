@@ -62,6 +62,8 @@ export interface FetchDescriptionOptions {
   readonly trackers: readonly string[]
   /** The node's DHT node (the caller's), where holders are listed instead of at trackers. */
   readonly lookup?: DhtLookup
+  /** Peers that may hold it, asked as listed ones are: the node list's (a peer joins once it has it). */
+  readonly peers?: readonly string[]
   /** The head's seeder: asked when the tracker cannot be. */
   readonly seeders: readonly string[]
   /** Gives up (undefined) after this long: the caller then asks the head directly. */
@@ -86,7 +88,7 @@ export async function fetchDescriptionFromPeers (opts: FetchDescriptionOptions):
     const listed = (await Promise.all([
       ...opts.trackers.map((t) => peekPeers(t, { infoHash: opts.infoHash, peerId, secret: opts.secret, numwant: PEEK_PEERS, timeoutMs: PEER_TIMEOUT_MS })),
       ...(dht ? [dht.peers(opts.infoHash, PEER_TIMEOUT_MS).then((holders) => holders.slice(0, PEEK_PEERS))] : [])
-    ].map((listing) => listing.catch(() => [])))).flat()
+    ].map((listing) => listing.catch(() => [])))).flat().concat(opts.peers ?? [])
     // The head last: it hands the description to its first few askers only.
     const candidates = [...new Set([...shuffle(listed.filter((a) => !opts.seeders.includes(a))), ...opts.seeders])]
     for (const address of candidates) {

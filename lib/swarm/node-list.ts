@@ -38,6 +38,11 @@ export function listedPeers (count: number, index: number, seed: Uint8Array): nu
   return [...out]
 }
 
+/** The addresses of the peers node `list.index` dials. */
+export function peersOf (list: NodeList, seed: Uint8Array): string[] {
+  return listedPeers(list.nodes.length, list.index, seed).map((i) => list.nodes[i] as string)
+}
+
 /** Whether node `index` of `count` dials the head's seeder at start (every node, up to HEAD_DIALERS of them). */
 export function dialsHead (count: number, index: number): boolean {
   return index % Math.ceil(count / HEAD_DIALERS) === 0
@@ -86,7 +91,7 @@ export class NodeListDiscovery {
   }
 
   start (): void {
-    this.onPeers(listedPeers(this.list.nodes.length, this.list.index, this.seed).map((i) => this.list.nodes[i] as string))
+    this.onPeers(peersOf(this.list, this.seed))
   }
 
   completed (): void {}

@@ -46,7 +46,7 @@ export const SETTINGS = {
   advertise: { kind: 'string', help: 'address nodes use to reach this host (default: its first non-loopback IPv4)' },
   'tracker-port': { kind: 'int', min: 0, max: 65535, help: 'tracker HTTP port (0: any free port)' },
   'seeder-port': { kind: 'int', min: 0, max: 65535, help: 'seeder BitTorrent port (0: any free port)' },
-  discovery: { kind: 'string', choices: DISCOVERY_MODES, help: 'how nodes find each other: tracker (the head\'s), dht (BEP 5, bootstrapped from the head alone: no tracker announces), or nodes (a --p2plibs job\'s node list: no tracker, no DHT)' },
+  discovery: { kind: 'string', choices: DISCOVERY_MODES, help: 'how nodes find each other: tracker (the head\'s), dht (BEP 5, bootstrapped from the head alone: no tracker announces), or nodes (Slurm\'s node list, in --p2plibs jobs and srun launches: no tracker, no DHT)' },
   'dht-port': { kind: 'int', min: 0, max: 65535, help: 'with --discovery dht, the head\'s DHT UDP port (0: any free port)' },
   'node-host': { kind: 'string', help: 'with --discovery nodes, where a node\'s agent is reached: a template of its Slurm node name (%n), e.g. %n-ib for another network' },
   'node-port': { kind: 'int', min: 1, max: 65535, help: 'with --discovery nodes, the agents\' first port: the Kth node of the job listens on this plus K' },

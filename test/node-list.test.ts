@@ -80,14 +80,14 @@ t.test('a Slurm job\'s node list: its hostlist expanded in order, this node foun
   t.throws(() => slurmNodeList('n[1-10]', 'n1', { host: '%n', port: 65530 }), /^--node-port 65530 leaves no port for the job's node 10 \(65539\)$/)
 })
 
-t.test('--discovery nodes is a --p2plibs job\'s: p2prun -n and serve refuse it in one line', async (t) => {
+t.test('--discovery nodes is Slurm\'s: p2prun -n with another launcher, and serve, refuse it in one line', async (t) => {
   const { libs, file } = await describedTree(t, { files: { 'liba.so': 1000 } })
   const served = await p2prun(['serve', file, '--source', libs, '--open', '--discovery', 'nodes'])
   t.equal(served.exitCode, 2)
   t.match(served.stderr, /^p2prun serve: error: serve's nodes find each other at its tracker or DHT: --discovery nodes is a --p2plibs job's \(hint: use --discovery tracker or dht\)$/)
   const launched = await p2prun(['--discovery', 'nodes', '--libs', libs, '--launcher', 'local', '-n', '1', '/bin/true'])
   t.equal(launched.exitCode, 2)
-  t.match(launched.stderr, /--discovery nodes takes the peers from a Slurm job's node list: it serves --p2plibs jobs \(hint: use --discovery tracker or dht here, or submit with sbatch --p2plibs\)$/)
+  t.match(launched.stderr, /--discovery nodes takes the peers from Slurm's node list: it serves --p2plibs jobs and launches through srun \(hint: use --discovery tracker or dht here, or launch inside a Slurm allocation\)$/)
   t.equal(launched.stderr.trim().split('\n').length, 1, 'one line')
 })
 

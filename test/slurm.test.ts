@@ -136,6 +136,14 @@ t.test('p2prun inside allocations: reuses the --p2plibs agents, or launches thro
   const without = await slurm('sbatch', ['--wait', '-N', '4', '-o', path.join(s.dir, 'b.txt'), '--wrap', `${bin} -N 4 -n 4 --libs ${libs} ${app}`])
   t.equal(without.code, 0, without.stderr)
   t.equal(mountsOf(await readFile(path.join(s.dir, 'b.txt'), 'utf8')).size, 4, 'p2prun\'s own agents, one per node, via srun')
+  // With --discovery nodes, those agents take their peers from the step's node list: each rank finds its node's agent at the list's port + K.
+  const base = 20000 + Math.floor(Math.random() * 20000)
+  const byList = await slurm('sbatch', ['--wait', '-N', '4', '-o', path.join(s.dir, 'c.txt'), '--wrap',
+    `${bin} --discovery nodes -N 4 -n 4 --libs ${libs} bash -c 'exec 3<>/dev/tcp/127.0.0.1/$((${base} + SLURM_NODEID)) && echo "listening $SLURMD_NODENAME"'`],
+  { P2PRUN_NODE_HOST: '127.0.0.1', P2PRUN_NODE_PORT: String(base) })
+  t.equal(byList.code, 0, byList.stderr)
+  const c = await readFile(path.join(s.dir, 'c.txt'), 'utf8')
+  t.same(c.match(/^listening n\d$/gm)?.sort(), ['listening n1', 'listening n2', 'listening n3', 'listening n4'], `node K's agent at the list's port + K: ${c}`)
   await nothingLeft(t)
 })
 

@@ -46,7 +46,7 @@ export async function runLaunch (argv: readonly string[], cli: readonly string[]
     return launchOnExistingAgents(slurmJob, launcher, args, rankStep, config)
   }
   await checkProgram(args.program[0] as string, env)
-  checkDiscovery(config, false)
+  checkDiscovery(config, launcher.adapter.name === 'srun')
   const { desc, layout, placement, choices, warnings } = await launchSet(libsToServe(args.options, config.libs), args.program[0] as string,
     config.libsPolicy, { env, cwd: process.cwd(), describe: { mountPoint: args.options.mountPoint, followSymlinks: config.followSymlinks } })
   if (!config.quiet) for (const line of warnings) process.stderr.write(`p2prun: warning: ${line}\n`)

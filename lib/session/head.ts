@@ -47,11 +47,14 @@ export async function launchHead (desc: Description, layout: SourceLayout, confi
   return { trackerUrl, descriptionUrl, secret, uploaded: none, maxToOneNode: none, descriptionBytes: none, peerCount: none, completions: () => [], close: async () => {} }
 }
 
-/** Refuses --discovery nodes for a launch that is not a Slurm job's: only Slurm gives its nodes a node list. Before any head starts. */
-export function checkDiscovery (config: Config, slurmJob: boolean): void {
-  if (config.discovery === 'nodes' && !slurmJob) {
-    throw usageError('--discovery nodes takes the peers from a Slurm job\'s node list: it serves --p2plibs jobs',
-      'use --discovery tracker or dht here, or submit with sbatch --p2plibs')
+/**
+ * Refuses --discovery nodes for a launch whose nodes have no node list: only Slurm gives one (a
+ * --p2plibs job's prolog, or srun's steps). Before any head starts.
+ */
+export function checkDiscovery (config: Config, slurm: boolean): void {
+  if (config.discovery === 'nodes' && !slurm) {
+    throw usageError('--discovery nodes takes the peers from Slurm\'s node list: it serves --p2plibs jobs and launches through srun',
+      'use --discovery tracker or dht here, or launch inside a Slurm allocation')
   }
 }
 

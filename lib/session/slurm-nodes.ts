@@ -5,9 +5,12 @@ import { usageError } from '../errors.ts'
 import { nodeListOf, type NodeList } from '../swarm/node-list.ts'
 import type { JobSpec } from './job-spec.ts'
 
-/** The variable a prolog and a job's steps have the job's nodes in (22.05's prolog: SLURM_NODELIST only). */
+/**
+ * The nodes whose agents serve the launch: an srun step's own (its tasks' SLURM_STEP_NODELIST), else
+ * the job's (a prolog's: SLURM_JOB_NODELIST, or SLURM_NODELIST alone in 22.05's prolog).
+ */
 export function slurmHostlist (env: NodeJS.ProcessEnv): string | undefined {
-  return env.SLURM_JOB_NODELIST || env.SLURM_NODELIST || undefined
+  return env.SLURM_STEP_NODELIST || env.SLURM_JOB_NODELIST || env.SLURM_NODELIST || undefined
 }
 
 /**

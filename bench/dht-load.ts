@@ -4,13 +4,11 @@
 // infohash pays for every node of the job (bench/model's dhtQueryCpu). Loopback, one UDP socket in
 // this process, --concurrency queries in flight; a query unanswered in 1 s is sent again (twice).
 // Usage: node bench/dht-load.ts [--nodes 16000] [--concurrency 50] [--p2prun PATH]
-import { execa } from 'execa'
-import { randomBytes } from 'node:crypto'
 import dgram from 'node:dgram'
-import { rm } from 'node:fs/promises'
+import { randomBytes } from 'node:crypto'
 import { parseArgs } from 'node:util'
 import { krpcClient, type KrpcReply } from '../test/helpers/krpc.ts'
-import { lineOf, P2PRUN, processCpuSeconds, tinyDescribedSet } from './workload.ts'
+import { inPool, lineOf, P2PRUN, processCpuSeconds, withLoadHead } from './workload.ts'
 
 const { values: opts } = parseArgs({
   options: {
@@ -22,20 +20,14 @@ const { values: opts } = parseArgs({
 const NODES = Number(opts.nodes)
 const CONCURRENCY = Number(opts.concurrency)
 
-/** Runs `query(i)` for i in 0..n-1, CONCURRENCY at a time; returns how many went unanswered. */
-async function wave (n: number, query: (i: number) => Promise<KrpcReply | undefined>): Promise<number> {
-  let next = 0
+/** Runs `query(i)` for every node, CONCURRENCY at a time; returns how many went unanswered. */
+async function wave (query: (i: number) => Promise<KrpcReply | undefined>): Promise<number> {
   let lost = 0
-  await Promise.all(Array.from({ length: CONCURRENCY }, async () => {
-    while (next < n) if (!(await query(next++))) lost++
-  }))
+  await inPool(NODES, CONCURRENCY, async (i) => { if (!(await query(i))) lost++ })
   return lost
 }
 
-async function main (): Promise<void> {
-  const { dir, set, description } = await tinyDescribedSet('p2prun-dht-load-', opts.p2prun)
-  const child = execa(opts.p2prun, ['serve', description, '--source', set, '--host', '127.0.0.1',
-    '--discovery', 'dht', '--quiet'], { env: { ...process.env, P2PRUN_SECRET: randomBytes(32).toString('hex') }, reject: false, buffer: false })
+await withLoadHead('p2prun-dht-load-', opts.p2prun, ['--discovery', 'dht'], async ({ child }) => {
   const socket = dgram.createSocket('udp4')
   try {
     const m = await lineOf(child, /infohash=(\S+) .*dht=\S+:(\d+)/)
@@ -46,10 +38,10 @@ async function main (): Promise<void> {
     const ids = Array.from({ length: NODES }, () => randomBytes(20))
     const pid = child.pid as number
     const cpu0 = await processCpuSeconds(pid)
-    const lostAnnounces = await wave(NODES, (i) => ask('announce_peer', { id: ids[i], info_hash: infoHash, port: 10_000 + (i % 50_000), token }))
+    const lostAnnounces = await wave((i) => ask('announce_peer', { id: ids[i], info_hash: infoHash, port: 10_000 + (i % 50_000), token }))
     const cpu1 = await processCpuSeconds(pid)
     let values = 0
-    const lostLookups = await wave(NODES, async (i) => {
+    const lostLookups = await wave(async (i) => {
       const reply = await ask('get_peers', { id: ids[i], info_hash: infoHash })
       values += reply?.r?.values?.length ?? 0
       return reply
@@ -61,10 +53,5 @@ async function main (): Promise<void> {
     console.log(`get_peers      ${((cpu2 - cpu1) * 1000 / NODES).toFixed(3)} ms of head CPU per query  (${lostLookups} unanswered; ${answered ? (values / answered).toFixed(0) : 0} peers per answer)`)
   } finally {
     socket.close()
-    child.kill('SIGTERM')
-    await child
-    await rm(dir, { recursive: true, force: true })
   }
-}
-
-await main()
+})

@@ -4,15 +4,13 @@
 // launch) on loopback, with the job's secret; the clients are this process, --concurrency at a time.
 // Usage: node bench/tracker-load.ts [--peers 16000] [--concurrency 64] [--numwant 100] [--p2prun PATH]
 //   --p2prun: another build's bin/p2prun, for an A/B (an older head ignores the secret).
-import { execa } from 'execa'
-import { randomBytes } from 'node:crypto'
-import { readFile, rm } from 'node:fs/promises'
+import { readFile } from 'node:fs/promises'
 import http from 'node:http'
 import { parseArgs } from 'node:util'
 import { parseDescription } from '../lib/description.ts'
 import { escapeBytes } from '../lib/swarm/announce.ts'
 import { withProof, type JobSecret } from '../lib/swarm/job-auth.ts'
-import { lineOf, P2PRUN, processCpuSeconds, tinyDescribedSet } from './workload.ts'
+import { inPool, lineOf, P2PRUN, processCpuSeconds, withLoadHead } from './workload.ts'
 
 const { values: opts } = parseArgs({
   options: {
@@ -36,51 +34,40 @@ function announce (agent: http.Agent, url: string): Promise<number> {
   })
 }
 
+/** Every url announced, CONCURRENCY at a time: their latencies, sorted. */
 async function wave (agent: http.Agent, urls: readonly string[]): Promise<number[]> {
   const latencies: number[] = []
-  let next = 0
-  await Promise.all(Array.from({ length: CONCURRENCY }, async () => {
-    while (next < urls.length) latencies.push(await announce(agent, urls[next++] as string))
-  }))
+  await inPool(urls.length, CONCURRENCY, async (i) => { latencies.push(await announce(agent, urls[i] as string)) })
   return latencies.sort((a, b) => a - b)
 }
 
 const quantile = (xs: readonly number[], q: number) => xs[Math.min(xs.length - 1, Math.floor(q * xs.length))] ?? 0
 
-async function main (): Promise<void> {
-  const { dir, set, description } = await tinyDescribedSet('p2prun-tracker-load-', opts.p2prun)
-  const secretHex = randomBytes(32).toString('hex')
-  const secret = Buffer.from(secretHex, 'hex') as JobSecret
-  const child = execa(opts.p2prun, ['serve', description, '--source', set, '--host', '127.0.0.1',
-    '--tracker-max-peers', String(PEERS + 1000), '--tracker-announce-peers', opts.numwant, '--quiet'],
-  { env: { ...process.env, P2PRUN_SECRET: secretHex }, reject: false, buffer: false })
-  const agent = new http.Agent({ keepAlive: true, maxSockets: CONCURRENCY })
-  try {
-    const m = await lineOf(child, /tracker=(\S+)/)
-    const desc = parseDescription(await readFile(description))
-    const infoHash = Buffer.from(desc.infoHash, 'hex')
-    const peerIds = Array.from({ length: PEERS }, (_, i) => Buffer.from(`-P2N020-${i.toString(16).padStart(12, '0')}`))
-    const url = (peerId: Buffer, i: number, event: string) => withProof(`${m[1]}?info_hash=${escapeBytes(infoHash)}&peer_id=${escapeBytes(peerId)}` +
-      `&port=${10_000 + (i % 50_000)}&uploaded=0&downloaded=0&left=1048576&compact=1&numwant=${opts.numwant}${event}`,
-    secret, 'announce', infoHash, peerId)
-    const pid = child.pid as number
-    const cpu0 = await processCpuSeconds(pid)
-    const started = await wave(agent, peerIds.map((id, i) => url(id, i, '&event=started')))
-    const cpu1 = await processCpuSeconds(pid)
-    const again = await wave(agent, peerIds.map((id, i) => url(id, i, '')))
-    const cpu2 = await processCpuSeconds(pid)
-    const row = (name: string, lat: number[], cpu: number) => console.log(`${name.padEnd(34)} ${(cpu * 1000 / lat.length).toFixed(3).padStart(8)} ms` +
-      `  p50 ${quantile(lat, 0.5).toFixed(1).padStart(6)} ms  p99 ${quantile(lat, 0.99).toFixed(1).padStart(6)} ms`)
-    console.log(`head ${opts.p2prun}; ${PEERS} peers, ${CONCURRENCY} at a time, numwant ${opts.numwant}, loopback`)
-    console.log('phase                              head CPU per announce   latency')
-    row(`register 0 → ${PEERS} peers`, started, cpu1 - cpu0)
-    row(`announce again at ${PEERS} peers`, again, cpu2 - cpu1)
-  } finally {
-    agent.destroy()
-    child.kill('SIGTERM')
-    await child
-    await rm(dir, { recursive: true, force: true })
-  }
-}
-
-await main()
+await withLoadHead('p2prun-tracker-load-', opts.p2prun, ['--tracker-max-peers', String(PEERS + 1000), '--tracker-announce-peers', opts.numwant],
+  async ({ child, description, secretHex }) => {
+    const secret = Buffer.from(secretHex, 'hex') as JobSecret
+    const agent = new http.Agent({ keepAlive: true, maxSockets: CONCURRENCY })
+    try {
+      const m = await lineOf(child, /tracker=(\S+)/)
+      const desc = parseDescription(await readFile(description))
+      const infoHash = Buffer.from(desc.infoHash, 'hex')
+      const peerIds = Array.from({ length: PEERS }, (_, i) => Buffer.from(`-P2N020-${i.toString(16).padStart(12, '0')}`))
+      const url = (peerId: Buffer, i: number, event: string) => withProof(`${m[1]}?info_hash=${escapeBytes(infoHash)}&peer_id=${escapeBytes(peerId)}` +
+        `&port=${10_000 + (i % 50_000)}&uploaded=0&downloaded=0&left=1048576&compact=1&numwant=${opts.numwant}${event}`,
+      secret, 'announce', infoHash, peerId)
+      const pid = child.pid as number
+      const cpu0 = await processCpuSeconds(pid)
+      const started = await wave(agent, peerIds.map((id, i) => url(id, i, '&event=started')))
+      const cpu1 = await processCpuSeconds(pid)
+      const again = await wave(agent, peerIds.map((id, i) => url(id, i, '')))
+      const cpu2 = await processCpuSeconds(pid)
+      const row = (name: string, lat: number[], cpu: number) => console.log(`${name.padEnd(34)} ${(cpu * 1000 / lat.length).toFixed(3).padStart(8)} ms` +
+        `  p50 ${quantile(lat, 0.5).toFixed(1).padStart(6)} ms  p99 ${quantile(lat, 0.99).toFixed(1).padStart(6)} ms`)
+      console.log(`head ${opts.p2prun}; ${PEERS} peers, ${CONCURRENCY} at a time, numwant ${opts.numwant}, loopback`)
+      console.log('phase                              head CPU per announce   latency')
+      row(`register 0 → ${PEERS} peers`, started, cpu1 - cpu0)
+      row(`announce again at ${PEERS} peers`, again, cpu2 - cpu1)
+    } finally {
+      agent.destroy()
+    }
+  })

@@ -95,18 +95,47 @@ export async function processCpuSeconds (pid: number): Promise<number> {
   return (Number(f[11]) + Number(f[12])) / CLOCK_TICKS
 }
 
+/** The head of a load on it: a `p2prun serve` process, its description and its job secret. */
+export interface LoadHead {
+  readonly child: ResultPromise
+  readonly description: string
+  readonly secretHex: string
+}
+
 /**
- * A one-library set (1 MiB) in a new temporary directory, described by `p2prun`: for the loads on the
- * head (tracker-load.ts, dht-load.ts), which move no data. The caller removes `dir`.
+ * Runs `load` against a real `p2prun serve` (on loopback, with a job secret of its own, `serveArgs`
+ * added) of a one-library set (1 MiB) in a new temporary directory: the loads on the head
+ * (tracker-load.ts, dht-load.ts), which move no data. The head is stopped and the directory
+ * removed however `load` ends.
  */
-export async function tinyDescribedSet (prefix: string, p2prun: string): Promise<{ dir: string, set: string, description: string }> {
+export async function withLoadHead (prefix: string, p2prun: string, serveArgs: readonly string[], load: (head: LoadHead) => Promise<void>): Promise<void> {
   const dir = await mkdtemp(path.join(os.tmpdir(), prefix))
   const set = path.join(dir, 'set')
   const description = path.join(dir, 'set.p2p.torrent')
-  await mkdir(set)
-  await writeFile(path.join(set, 'lib.so'), randomBytes(1 << 20))
-  await execa(p2prun, ['describe', set, '-o', description])
-  return { dir, set, description }
+  const secretHex = randomBytes(32).toString('hex')
+  try {
+    await mkdir(set)
+    await writeFile(path.join(set, 'lib.so'), randomBytes(1 << 20))
+    await execa(p2prun, ['describe', set, '-o', description])
+    const child = execa(p2prun, ['serve', description, '--source', set, '--host', '127.0.0.1', '--quiet', ...serveArgs],
+      { env: { ...process.env, P2PRUN_SECRET: secretHex }, reject: false, buffer: false })
+    try {
+      await load({ child, description, secretHex })
+    } finally {
+      child.kill('SIGTERM')
+      await child
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true })
+  }
+}
+
+/** Runs `task(i)` for every i from 0 to n - 1, `concurrency` at a time: a load's clients. */
+export async function inPool (n: number, concurrency: number, task: (i: number) => Promise<void>): Promise<void> {
+  let next = 0
+  await Promise.all(Array.from({ length: concurrency }, async () => {
+    while (next < n) await task(next++)
+  }))
 }
 
 /** The first line of a child's stdout that matches; fails if the child exits first. */

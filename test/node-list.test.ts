@@ -74,17 +74,17 @@ t.test('a Slurm job\'s node list: its hostlist expanded in order, this node foun
   for (const bad of ['n[1-', 'n[a-b]', 'n[3-1]', 'n]1[']) {
     t.throws(() => expandHostlist(bad), { message: `the job's node list ${JSON.stringify(bad)} is not a Slurm hostlist`, hint: 'expected names like n[01-16],gpu3' }, bad)
   }
-  t.same(slurmNodeList('n[1-4]', 'n3', { host: '%n-ib', port: 7000 }), { nodes: ['n1-ib:7000', 'n2-ib:7001', 'n3-ib:7002', 'n4-ib:7003'], index: 2 })
-  t.throws(() => slurmNodeList('n[1-4]', 'n9', { host: '%n', port: 7000 }), /^this node \(n9\) is not in the job's node list n\[1-4\]$/)
-  t.throws(() => slurmNodeList(undefined, 'n1', { host: '%n', port: 7000 }), /SLURM_JOB_NODELIST is not set/)
-  t.throws(() => slurmNodeList('n[1-10]', 'n1', { host: '%n', port: 65530 }), /^--node-port 65530 leaves no port for the job's node 10 \(65539\)$/)
+  t.same(slurmNodeList({ SLURM_JOB_NODELIST: 'n[1-4]' }, 'n3', { host: '%n-ib', port: 7000 }), { nodes: ['n1-ib:7000', 'n2-ib:7001', 'n3-ib:7002', 'n4-ib:7003'], index: 2 })
+  t.throws(() => slurmNodeList({ SLURM_JOB_NODELIST: 'n[1-4]' }, 'n9', { host: '%n', port: 7000 }), /^this node \(n9\) is not in the job's node list n\[1-4\]$/)
+  t.throws(() => slurmNodeList({}, 'n1', { host: '%n', port: 7000 }), /SLURM_JOB_NODELIST is not set/)
+  t.throws(() => slurmNodeList({ SLURM_JOB_NODELIST: 'n[1-10]' }, 'n1', { host: '%n', port: 65530 }), /^--node-port 65530 leaves no port for the job's node 10 \(65539\)$/)
 })
 
 t.test('--discovery nodes is Slurm\'s: p2prun -n with another launcher, and serve, refuse it in one line', async (t) => {
   const { libs, file } = await describedTree(t, { files: { 'liba.so': 1000 } })
   const served = await p2prun(['serve', file, '--source', libs, '--open', '--discovery', 'nodes'])
   t.equal(served.exitCode, 2)
-  t.match(served.stderr, /^p2prun serve: error: serve's nodes find each other at its tracker or DHT: --discovery nodes is a --p2plibs job's \(hint: use --discovery tracker or dht\)$/)
+  t.match(served.stderr, /^p2prun serve: error: --discovery nodes takes the peers from Slurm's node list: it serves --p2plibs jobs and launches through srun \(hint: use --discovery tracker or dht here, or launch inside a Slurm allocation\)$/)
   const launched = await p2prun(['--discovery', 'nodes', '--libs', libs, '--launcher', 'local', '-n', '1', '/bin/true'])
   t.equal(launched.exitCode, 2)
   t.match(launched.stderr, /--discovery nodes takes the peers from Slurm's node list: it serves --p2plibs jobs and launches through srun \(hint: use --discovery tracker or dht here, or launch inside a Slurm allocation\)$/)

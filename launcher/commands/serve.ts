@@ -10,6 +10,7 @@ import { withLaunchInfo } from '../../lib/description.ts'
 import { usageError } from '../../lib/errors.ts'
 import { secretFromEnv, type JobSecret } from '../../lib/swarm/job-auth.ts'
 import { action, addSettings, commandConfig, say, untilSignal } from '../cli-support.ts'
+import { checkDiscovery } from '../../lib/session/head.ts'
 import { readDescription, writeAtomically } from '../../lib/description-file.ts'
 
 export function registerServe (program: Command): void {
@@ -32,7 +33,7 @@ export function registerServe (program: Command): void {
       throw usageError('no job secret: a head serves only the nodes that prove P2PRUN_SECRET',
         'export P2PRUN_SECRET=$(openssl rand -hex 32) here and for the nodes, or pass --open to serve any client')
     }
-    if (config.discovery === 'nodes') throw usageError('serve\'s nodes find each other at its tracker or DHT: --discovery nodes is a --p2plibs job\'s', 'use --discovery tracker or dht')
+    checkDiscovery(config, false) // a head on its own: its nodes have no node list
     if (opts.sets !== undefined) return serveSets(opts.sets, config, secret)
     const desc = await readDescription(file as string)
     const { startHead } = await import('../../lib/head.ts')

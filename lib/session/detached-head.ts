@@ -66,10 +66,10 @@ export async function runHeadDaemon (request: HeadRequest, notify: (line: string
   let head
   let job: JobSpec
   try {
+    checkDiscovery(config, request.slurm)
     // P2PRUN_FOLLOW_SYMLINKS (and P2PRUN_LIBS_POLICY) in the starter's environment, or in a settings file.
     const { desc, layout, placement } = await launchSet(request.libs, request.program ?? '', config.libsPolicy,
       { env: process.env, cwd: process.cwd(), describe: { followSymlinks: config.followSymlinks } })
-    checkDiscovery(config, request.slurm)
     const { startHead } = await import('../head.ts')
     head = await startHead(desc, layout, config, (line) => process.stderr.write(`${who}: warning: ${line}\n`), newJobSecret(),
       jobs ? (jobId, stop) => { void jobs.ended(jobId).then((none) => { if (none) stop() }) } : undefined)

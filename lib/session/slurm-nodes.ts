@@ -14,11 +14,12 @@ export function slurmHostlist (env: NodeJS.ProcessEnv): string | undefined {
 }
 
 /**
- * The node list of `node` in the job whose nodes `hostlist` names: node K of it is reached at the
- * spec's host template (%n: the node's name) and port + K, so that nodes sharing a host (emulated
- * ones, or a template naming one address) do not share a port.
+ * The node list of `node` in the launch whose nodes `env` names (slurmHostlist): node K of it is
+ * reached at the spec's host template (%n: the node's name) and port + K, so that nodes sharing a
+ * host (emulated ones, or a template naming one address) do not share a port.
  */
-export function slurmNodeList (hostlist: string | undefined, node: string, spec: NonNullable<JobSpec['nodeList']>): NodeList {
+export function slurmNodeList (env: NodeJS.ProcessEnv, node: string, spec: NonNullable<JobSpec['nodeList']>): NodeList {
+  const hostlist = slurmHostlist(env)
   if (!hostlist) throw usageError('--discovery nodes needs the job\'s node list, and SLURM_JOB_NODELIST is not set', 'run it in a --p2plibs job\'s hooks, or use --discovery tracker')
   const names = expandHostlist(hostlist)
   const index = names.indexOf(node)

@@ -52,8 +52,8 @@ export async function startJobAgent (cli: readonly string[], job: JobSpec, env: 
   const uid = Number(env.SLURM_JOB_UID ?? process.getuid?.() ?? 0)
   const gid = Number(env.SLURM_JOB_GID ?? process.getgid?.() ?? 0)
   // A node list is checked here, where its error reaches the job; the agent reads it again.
+  if (job.nodeList) slurmNodeList(env, node, job.nodeList)
   const hostlist = job.nodeList && slurmHostlist(env)
-  if (job.nodeList) slurmNodeList(hostlist, node, job.nodeList)
   await state.create()
   await state.claimAgent() // the job's ranks find this agent and never start one
   await chown(state.dir, uid, gid)

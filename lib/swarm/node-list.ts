@@ -2,8 +2,8 @@
 // agents listen (host:port, in job order) and its own place in it, and dials the peers this module
 // picks for it. No tracker, no DHT: the head does no work per node, and only a few nodes dial its
 // seeder; the others get every piece from the swarm, and dial the head only when something waits
-// without progress (a read, an open, eager mode's fetch of the set: SwarmNode's head fallback). The one owner of the list's format and of the policy,
-// which bench/model simulates as it is here.
+// without progress (a read, an open, eager mode's fetch of the set: SwarmNode's head fallback).
+// The one owner of the list's format and of the policy, which bench/model simulates as it is here.
 import { readFile } from 'node:fs/promises'
 import { usageError } from '../errors.ts'
 import { hostPort } from './peer-address.ts'

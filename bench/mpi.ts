@@ -5,7 +5,8 @@
 // after MPI_Init, which returns only once every rank has loaded its libraries and plugins and
 // joined the job. The job is then stopped: HPCC's own tests over shaped links take minutes and say
 // nothing about loading.
-// Usage: npm run bench:mpi -- [--nodes 4] [--rate 100mbit]
+// Usage: npm run bench:mpi -- [--nodes 4] [--rate 100mbit] [--discovery tracker|nodes]
+// (nodes: the agents take their peers from the hostfile's hosts, the nodes' own addresses)
 import { execa, type ResultPromise } from 'execa'
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -19,7 +20,7 @@ const MNT = '/p2pb/mnt'
 const HEADER = 'HPC Challenge Benchmark'
 
 const { values: opts } = parseArgs({
-  options: { nodes: { type: 'string', default: '4' }, rate: { type: 'string', default: '100mbit' } }
+  options: { nodes: { type: 'string', default: '4' }, rate: { type: 'string', default: '100mbit' }, discovery: { type: 'string', default: 'tracker' } }
 })
 const n = Number(opts.nodes)
 if (!Number.isInteger(n) || n < 2) throw new Error(`--nodes ${opts.nodes}: expected one node count of at least 2, e.g. --nodes 8 (run once per count)`)
@@ -68,7 +69,7 @@ async function main (): Promise<void> {
   try {
     await writeHostfile(hostfile, n)
     const dirs = ['lib', 'openmpi', 'pmix']
-    const p2p = await launch(P2PRUN, ['-n', String(n), '--launcher', 'openmpi', ...mpiArgs(hostfile),
+    const p2p = await launch(P2PRUN, ['-n', String(n), '--launcher', 'openmpi', '--discovery', opts.discovery, ...mpiArgs(hostfile),
       ...dirs.flatMap((d) => ['--libs', path.join(w.set, d)]), '--quiet', RANK])
     const left = (await Promise.all(Array.from({ length: n }, (_, i) => mountsOn(i + 1, 'fuse.p2prun')))).reduce((a, b) => a + b, 0)
     if (left > 0) throw new Error(`${left} p2prun mounts were left on the nodes after the job stopped`)
@@ -79,7 +80,7 @@ async function main (): Promise<void> {
       const ldPath = dirs.map((d) => `${MNT}/${d}`).join(':')
       const sshfs = await launch('mpirun', ['-n', String(n), ...mpiArgs(hostfile), '-x', `LD_LIBRARY_PATH=${ldPath}`, RANK])
       console.log(`HPCC, ${n} ranks on ${n} nodes, ${opts.rate} per node, ${(w.bytes / 1e6).toFixed(1)} MB of libraries and plugins: until every rank has passed MPI_Init`)
-      console.log(`  p2prun -n ${n}:          ${p2p.seconds.toFixed(2)} s, server sent ${p2p.serverMB.toFixed(1)} MB`)
+      console.log(`  p2prun -n ${n} (${opts.discovery}): ${p2p.seconds.toFixed(2)} s, server sent ${p2p.serverMB.toFixed(1)} MB`)
       console.log(`  mpirun, sshfs libraries: ${sshfs.seconds.toFixed(2)} s, server sent ${sshfs.serverMB.toFixed(1)} MB`)
     } finally {
       for (let k = 1; k <= n; k++) await execa(CLUSTER, ['exec', String(k), 'fusermount', '-u', '-z', MNT], { reject: false })

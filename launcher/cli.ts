@@ -34,7 +34,7 @@ const program = new Command('p2prun')
   .description('Launch an MPI/Slurm job whose shared libraries load peer-to-peer from a BitTorrent-backed FUSE mount.\n\n' +
     'Launch options: --libs DIR|auto (repeatable; default auto: what the program loads), ' +
     '--libs-policy network|nonsystem|all, --launcher auto|local|openmpi|mpich|srun, --seeder URL, ' +
-    '--mode block|file|eager, --discovery tracker|dht, --mount-point TEMPLATE, --follow-symlinks, --config FILE, --dry-run, --quiet, --stats. ' +
+    '--mode block|file|eager, --discovery tracker|dht|nodes, --node-host TEMPLATE, --node-port PORT, --mount-point TEMPLATE, --follow-symlinks, --config FILE, --dry-run, --quiet, --stats. ' +
     'Every other option goes to the launcher unchanged; "--" ends p2prun\'s options.\n\n' +
     'Example: p2prun -n 4 ./app')
   .addHelpText('after', settingsHelp)

@@ -110,6 +110,47 @@ for (const [name, mpicc, extra] of [['openmpi', 'mpicc.openmpi', ROOT_MPI], ['mp
   })
 }
 
+/** `count` consecutive loopback ports free now (each bound, then all released), from a random base. */
+async function freePortRange (count: number): Promise<number> {
+  for (;;) {
+    const base = 20_000 + Math.floor(Math.random() * 30_000)
+    const servers = await Promise.all(Array.from({ length: count }, (_, k) => new Promise<ReturnType<typeof createServer> | undefined>((resolve) => {
+      const server = createServer()
+      server.once('error', () => resolve(undefined))
+      server.listen(base + k, '127.0.0.1', () => resolve(server))
+    })))
+    await Promise.all(servers.map((s) => s && new Promise((resolve) => s.close(resolve))))
+    if (servers.every((s) => s !== undefined)) return base
+  }
+}
+
+// Four hosts named n1..n4 on this machine (test/helpers/uts-hosts.sh: each in a UTS namespace of its own).
+const UTS_HOSTS = path.join(ROOT, 'test/helpers/uts-hosts.sh')
+for (const [name, mpicc, hostArgs] of [
+  ['openmpi', 'mpicc.openmpi', ['--allow-run-as-root', '--oversubscribe', '-H', 'n1,n2,n3,n4', '--map-by', 'ppr:1:node',
+    '--mca', 'plm_rsh_agent', UTS_HOSTS, '--mca', 'plm_rsh_no_tree_spawn', '1']],
+  ['mpich', 'mpicc.mpich', ['-f', 'hosts', '-ppn', '1', '-launcher', 'ssh', '-launcher-exec', UTS_HOSTS]]
+] as const) {
+  t.test(`${name} on 4 hosts with --discovery nodes: each host's agent listens at its place in the launcher's hosts, and every rank loads from its own mount`, async (t) => {
+    const { s, dirs, app, libs } = await example(t, mpicc)
+    await writeFile(path.join(s.dir, 'hosts'), 'n1:1\n# the hostfile of Hydra\'s -f: host[:slots]\nn2\nn3:1\nn4\n')
+    const base = await freePortRange(4)
+    const rank = `exec 3<>/dev/tcp/127.0.0.1/$((${base} + \${HOSTNAME#n} - 1)) && echo "listening $HOSTNAME" && exec ${app}`
+    const r = await launch(s, dirs, ['--discovery', 'nodes', '--node-host', '127.0.0.1', '--node-port', String(base), '--stats',
+      '-n', '4', '--launcher', name, ...hostArgs, '--libs', libs, 'bash', '-c', rank], { P2PRUN_DEBUG: '2' })
+    t.equal(r.exitCode, 0, r.stderr)
+    t.same([...r.stdout.matchAll(/^listening (\S+)$/gm)].map((m) => m[1]).sort(), ['n1', 'n2', 'n3', 'n4'], 'each host\'s agent accepted a connection at the list\'s port + K')
+    const mounts = [...libraryMounts(r.stdout, dirs.mounts).values()].flatMap((set) => [...set])
+    t.same([...new Set(mounts)].map((m) => m.replace(/^.*-/, '')).sort(), ['n1', 'n2', 'n3', 'n4'], 'each rank loaded from its host\'s mount')
+    t.match(r.stderr, /^p2prun: the nodes took their peers from the node list; head sent /m, '--stats says where the peers came from')
+    for (const log of await readdir(path.join(dirs.run, 'logs'))) {
+      t.match(await readFile(path.join(dirs.run, 'logs', log), 'utf8'), new RegExp(`peers: from the node list \\(4 nodes; this is 127\\.0\\.0\\.1:(${base}|${base + 1}|${base + 2}|${base + 3})\\)`), `${log}: no tracker`)
+    }
+    await rm(path.join(dirs.run, 'logs'), { recursive: true, force: true })
+    await nothingLeft(t, s, dirs)
+  })
+}
+
 t.test('SIGTERM while the libraries are loading: the launch stops and leaves nothing', async (t) => {
   const { s, dirs, libs } = await example(t)
   // A slow head and a program that reads the big library: the launch is mid-load when "reading" shows.

@@ -1,6 +1,7 @@
 // Discovery from the job's node list (lib/swarm/node-list.ts): nodes that dial the peers the list
 // picks for them, over real TCP on loopback, with the head's seeder and no tracker asked; the
-// mount's --node-list flags and their errors.
+// mount's --node-list flags and their errors; a launch's list, from Slurm or from the hosts an MPI
+// launcher is given (lib/session/launch-nodes.ts, launcher/launchers/hosts.ts).
 import { readdir, readFile, writeFile } from 'node:fs/promises'
 import net from 'node:net'
 import path from 'node:path'
@@ -9,7 +10,9 @@ import { parseDescription } from '../lib/description.ts'
 import { extractTree } from '../lib/extract.ts'
 import { dialsHead, HEAD_DIALERS, listedPeers, nodeListOf } from '../lib/swarm/node-list.ts'
 import { SwarmNode } from '../lib/swarm/node.ts'
-import { expandHostlist, slurmNodeList } from '../lib/session/slurm-nodes.ts'
+import { compressHostlist, expandHostlist, launchNodeList } from '../lib/session/launch-nodes.ts'
+import { mpich } from '../launcher/launchers/mpich.ts'
+import { openmpi } from '../launcher/launchers/openmpi.ts'
 import { describedTree, p2prun, serve } from './helpers/cli.ts'
 import { snapshotTree } from './helpers/fixtures.ts'
 import { mountAgent } from './helpers/mount.ts'
@@ -74,21 +77,65 @@ t.test('a Slurm job\'s node list: its hostlist expanded in order, this node foun
   for (const bad of ['n[1-', 'n[a-b]', 'n[3-1]', 'n]1[']) {
     t.throws(() => expandHostlist(bad), { message: `the job's node list ${JSON.stringify(bad)} is not a Slurm hostlist`, hint: 'expected names like n[01-16],gpu3' }, bad)
   }
-  t.same(slurmNodeList({ SLURM_JOB_NODELIST: 'n[1-4]' }, 'n3', { host: '%n-ib', port: 7000 }), { nodes: ['n1-ib:7000', 'n2-ib:7001', 'n3-ib:7002', 'n4-ib:7003'], index: 2 })
-  t.throws(() => slurmNodeList({ SLURM_JOB_NODELIST: 'n[1-4]' }, 'n9', { host: '%n', port: 7000 }), /^this node \(n9\) is not in the job's node list n\[1-4\]$/)
-  t.throws(() => slurmNodeList({}, 'n1', { host: '%n', port: 7000 }), /SLURM_JOB_NODELIST is not set/)
-  t.throws(() => slurmNodeList({ SLURM_JOB_NODELIST: 'n[1-10]' }, 'n1', { host: '%n', port: 65530 }), /^--node-port 65530 leaves no port for the job's node 10 \(65539\)$/)
+  t.same(await launchNodeList({ SLURM_JOB_NODELIST: 'n[1-4]' }, 'n3', { host: '%n-ib', port: 7000 }), { nodes: ['n1-ib:7000', 'n2-ib:7001', 'n3-ib:7002', 'n4-ib:7003'], index: 2 })
+  await t.rejects(launchNodeList({ SLURM_JOB_NODELIST: 'n[1-4]' }, 'n9', { host: '%n', port: 7000 }), { message: 'this node (n9) is not in the launch\'s node list n[1-4]', hint: 'check SLURMD_NODENAME against the job\'s nodes' })
+  await t.rejects(launchNodeList({}, 'n1', { host: '%n', port: 7000 }), /SLURM_JOB_NODELIST is not set/)
+  await t.rejects(launchNodeList({ SLURM_JOB_NODELIST: 'n[1-10]' }, 'n1', { host: '%n', port: 65530 }), /^--node-port 65530 leaves no port for the job's node 10 \(65539\)$/)
 })
 
-t.test('--discovery nodes is Slurm\'s: p2prun -n with another launcher, and serve, refuse it in one line', async (t) => {
+t.test('a launch\'s node list from the spec\'s names: this node found by its name, its short name, or an address of its own', async (t) => {
+  const spec = (names: string) => ({ host: '%n', port: 7000, names })
+  t.same(await launchNodeList({ SLURM_JOB_NODELIST: 'other[1-9]' }, 'n2', spec('n[1-3]')), { nodes: ['n1:7000', 'n2:7001', 'n3:7002'], index: 1 }, 'the spec\'s names, not Slurm\'s')
+  t.equal((await launchNodeList({}, 'n2', spec('n1.hpc,n2.hpc'))).index, 1, 'a hostfile\'s full names for a host called by its short name')
+  t.equal((await launchNodeList({}, 'n2.hpc', spec('n1,n2'))).index, 1, 'and the other way')
+  t.equal((await launchNodeList({}, 'n2', spec('10.255.0.[1-2],127.0.0.1'))).index, 2, 'an address of this host\'s (loopback here)')
+  t.equal((await launchNodeList({}, 'n2', spec('10.255.0.1,localhost'))).index, 1, 'localhost')
+  await t.rejects(launchNodeList({}, 'n9', spec('10.255.0.[1-2]')), {
+    message: 'this node (n9) is not in the launch\'s node list 10.255.0.[1-2]',
+    hint: 'name the nodes to the launcher (-H, --hostfile) as they call themselves (hostname) or by address'
+  })
+})
+
+t.test('names travel as a hostlist: runs of numbered names become ranges, and expand back in their order', async (t) => {
+  t.equal(compressHostlist(['10.77.1.1', '10.77.1.2', '10.77.1.3']), '10.77.1.[1-3]')
+  t.equal(compressHostlist(['n001', 'n002', 'n004', 'gpu1', 'login', 'n8', 'n9', 'n10']), 'n[001-002],n004,gpu1,login,n[8-9],n10')
+  const many = Array.from({ length: 16000 }, (_, i) => `node${String(i + 1).padStart(5, '0')}`)
+  t.equal(compressHostlist(many), 'node[00001-16000]', '16,000 nodes in 17 characters')
+  for (const names of [many, ['a', 'b1', 'b2', 'b1x', 'c9', 'c10', 'c11'], ['n2', 'n1'], ['localhost']]) {
+    t.same(expandHostlist(compressHostlist(names)), names, names.slice(0, 4).join(','))
+  }
+  t.throws(() => compressHostlist(['a,b']), { message: '"a,b" cannot be a node\'s name', hint: 'node names have no brackets, commas or spaces' })
+})
+
+t.test('an MPI launch\'s hosts: its host lists, else its hostfiles, else the allocation, else this host; each once, in order', async (t) => {
+  const s = await scratch(t)
+  const hostfile = path.join(s.dir, 'hosts')
+  await writeFile(hostfile, 'n2 slots=4 # rack 1\n# n9\n\n  n1:2\nn2\nn3 max_slots=2\n')
+  const cwd = s.dir
+  t.same(await openmpi.hosts?.(['-n', '8', '-H', 'a:2,b', '--host', 'c,a', '--hostfile', hostfile], {}, cwd), ['a', 'b', 'c'], 'Open MPI: -H over the hostfile')
+  t.same(await openmpi.hosts?.(['--hostfile=hosts', '-np', '4'], {}, cwd), ['n2', 'n1', 'n3'], 'Open MPI: a hostfile relative to the working directory')
+  t.same(await openmpi.hosts?.(['-machinefile', hostfile], {}, cwd), ['n2', 'n1', 'n3'])
+  t.same(await mpich.hosts?.(['-hosts', 'x:2,y'], {}, cwd), ['x', 'y'], 'Hydra: -hosts')
+  t.same(await mpich.hosts?.(['-f', 'hosts'], {}, cwd), ['n2', 'n1', 'n3'], 'Hydra: -f')
+  t.same(await mpich.hosts?.([], { HYDRA_HOST_FILE: hostfile }, cwd), ['n2', 'n1', 'n3'], 'Hydra: HYDRA_HOST_FILE')
+  t.same(await openmpi.hosts?.([], { SLURM_JOB_ID: '7', SLURM_JOB_NODELIST: 'c[1-2]' }, cwd), ['c1', 'c2'], 'a Slurm allocation')
+  t.same(await mpich.hosts?.([], { PBS_NODEFILE: hostfile }, cwd), ['n2', 'n1', 'n3'], 'a PBS node file')
+  t.same(await openmpi.hosts?.(['-n', '4'], {}, cwd), ['localhost'], 'no hosts: this one')
+  await t.rejects(openmpi.hosts?.(['--hostfile', 'missing'], {}, cwd) as Promise<string[]>,
+    { message: `cannot read the hostfile ${path.join(cwd, 'missing')}: ENOENT`, hint: 'give --discovery nodes the launcher\'s hostfile, readable here' })
+})
+
+t.test('--discovery nodes needs a launch: serve and a dry run without --seeder refuse it in one line, and so does each rank a node', async (t) => {
   const { libs, file } = await describedTree(t, { files: { 'liba.so': 1000 } })
   const served = await p2prun(['serve', file, '--source', libs, '--open', '--discovery', 'nodes'])
   t.equal(served.exitCode, 2)
-  t.match(served.stderr, /^p2prun serve: error: --discovery nodes takes the peers from Slurm's node list: it serves --p2plibs jobs and launches through srun \(hint: use --discovery tracker or dht here, or launch inside a Slurm allocation\)$/)
-  const launched = await p2prun(['--discovery', 'nodes', '--libs', libs, '--launcher', 'local', '-n', '1', '/bin/true'])
-  t.equal(launched.exitCode, 2)
-  t.match(launched.stderr, /--discovery nodes takes the peers from Slurm's node list: it serves --p2plibs jobs and launches through srun \(hint: use --discovery tracker or dht here, or launch inside a Slurm allocation\)$/)
-  t.equal(launched.stderr.trim().split('\n').length, 1, 'one line')
+  t.match(served.stderr, /^p2prun serve: error: --discovery nodes takes the peers from the launch's node list, which a head on its own does not know \(hint: give it to p2prun -n \(it reads the launcher's hosts\) or to a --p2plibs job, or use --discovery tracker or dht here\)$/)
+  const dry = await p2prun(['--discovery', 'nodes', '--dry-run', '--libs', libs, '--launcher', 'local', '-n', '1', '/bin/true'])
+  t.equal(dry.exitCode, 2)
+  t.match(dry.stderr, /^p2prun: error: --dry-run starts the head with `p2prun head`, which cannot know the launch's nodes for --discovery nodes \(hint: give --seeder URL of a running `p2prun serve` \(the dry run then prints the spec itself\), or use --discovery tracker\)$/)
+  const perRank = await p2prun(['--discovery', 'nodes', '--libs', libs, '--launcher', 'local', '-n', '2', '/bin/true'], { env: { P2PRUN_NODE_PER_RANK: '1' } })
+  t.equal(perRank.exitCode, 2)
+  t.match(perRank.stderr, /^p2prun: error: --discovery nodes lists the launch's hosts, and P2PRUN_NODE_PER_RANK=1 makes each rank a node of its own \(hint: unset P2PRUN_NODE_PER_RANK, or use --discovery tracker\)$/)
 })
 
 t.test('40 nodes from a node list: no tracker asked, only the nodes the list picks dial the head, and every node gets the set', async (t) => {

@@ -10,8 +10,9 @@ import { loadConfig, type Config } from '../../lib/config.ts'
 import { checkProgram } from '../../lib/files.ts'
 import { formatBytes, peerShareable, type Description } from '../../lib/description.ts'
 import { usageError } from '../../lib/errors.ts'
-import { checkDiscovery, jobSpecOf, launchHead, mountPointOf, type LaunchHead, type Placement } from '../../lib/session/head.ts'
-import { encodeJob, JOB_ENV, jobOfAllocation, launchEnvironment, type JobSpec } from '../../lib/session/job-spec.ts'
+import { jobSpecOf, launchHead, mountPointOf, type LaunchHead, type Placement } from '../../lib/session/head.ts'
+import { encodeJob, JOB_ENV, jobOfAllocation, launchEnvironment, NODE_PER_RANK_ENV, type JobSpec } from '../../lib/session/job-spec.ts'
+import { compressHostlist } from '../../lib/session/launch-nodes.ts'
 import { NodeState } from '../../lib/session/node-state.ts'
 import { runForeground } from '../../lib/session/process.ts'
 import { ANY_LAUNCHER_VALUES, chooseLauncher, type ChosenLauncher } from '../launchers/index.ts'
@@ -46,7 +47,7 @@ export async function runLaunch (argv: readonly string[], cli: readonly string[]
     return launchOnExistingAgents(slurmJob, launcher, args, rankStep, config)
   }
   await checkProgram(args.program[0] as string, env)
-  checkDiscovery(config, launcher.adapter.name === 'srun')
+  const nodeNames = await launchNodes(config, launcher, args, env)
   const { desc, layout, placement, choices, warnings } = await launchSet(libsToServe(args.options, config.libs), args.program[0] as string,
     config.libsPolicy, { env, cwd: process.cwd(), describe: { mountPoint: args.options.mountPoint, followSymlinks: config.followSymlinks } })
   if (!config.quiet) for (const line of warnings) process.stderr.write(`p2prun: warning: ${line}\n`)
@@ -55,7 +56,7 @@ export async function runLaunch (argv: readonly string[], cli: readonly string[]
   if (args.options.dryRun) {
     // What the closure held and why, as shell comments: the output stays commands one can paste.
     for (const line of formatChoices(choices)) process.stdout.write(`# ${line}\n`)
-    process.stdout.write(await launchByHand(args, launcher, cli, step, { desc, layout, placement, config, launchId }))
+    process.stdout.write(await launchByHand(args, launcher, cli, step, { desc, layout, placement, config, launchId, nodeNames }))
     return
   }
 
@@ -64,17 +65,17 @@ export async function runLaunch (argv: readonly string[], cli: readonly string[]
   const started = performance.now()
   const head = await launchHead(desc, layout, config, args.options.seeder, (line) => process.stderr.write(`p2prun: warning: ${line}\n`))
   try {
-    const job = jobSpecOf(head, desc, layout, config, { launchId, mountPoint: mountPointOf(desc, args.options.mountPoint), placement, inline: true })
+    const job = jobSpecOf(head, desc, layout, config, { launchId, mountPoint: mountPointOf(desc, args.options.mountPoint), placement, inline: true, nodeNames })
     const { launchEnv, forward } = launchEnvironment(env, encodeJob(job))
     const [program, ...launchArgs] = launcher.adapter.command(launcher.program, args.launcherArgs, forward, step, launchEnv) as [string, ...string[]]
-    const progress = process.stderr.isTTY && !config.quiet ? showProgress(head, desc) : undefined
+    const progress = process.stderr.isTTY && !config.quiet ? showProgress(head, desc, config.discovery === 'nodes') : undefined
     const code = await runForeground(program, launchArgs, launchEnv)
     clearInterval(progress)
     if (progress) process.stderr.write('\r\x1b[K')
     // Agents of this launch on this host remove their state once unmounted: when p2prun returns, no
     // mount of it is left here. Remote nodes' agents finish on their own.
     await NodeState.launchGone(config.runDir, launchId, LOCAL_CLEANUP_WAIT_MS)
-    if (args.options.stats) say(summary(head, desc, (performance.now() - started) / 1000))
+    if (args.options.stats) say(summary(head, desc, (performance.now() - started) / 1000, config.discovery === 'nodes'))
     process.exitCode = code
   } finally {
     await head.close()
@@ -90,18 +91,34 @@ const JOB_IN_SHELL = '\0job'
  * this host's agents have left. With --seeder the head is running: the spec itself, then the command.
  */
 async function launchByHand (args: RunArgs, launcher: ChosenLauncher, cli: readonly string[], step: readonly string[],
-  set: { readonly desc: Description, readonly layout: SourceLayout, readonly placement: Placement, readonly config: Config, readonly launchId: string }): Promise<string> {
+  set: { readonly desc: Description, readonly layout: SourceLayout, readonly placement: Placement, readonly config: Config, readonly launchId: string, readonly nodeNames: string | undefined }): Promise<string> {
   const { launchEnv, forward } = launchEnvironment(process.env, JOB_IN_SHELL)
   const command = launcher.adapter.command(launcher.program, args.launcherArgs, forward, step, launchEnv)
   const line = (words: readonly string[]) => `${words.map((w) => (w === JOB_IN_SHELL ? `"$${JOB_ENV}"` : shellQuote(w))).join(' ')}\n`
   if (args.options.seeder === undefined) {
+    if (set.config.discovery === 'nodes') {
+      throw usageError('--dry-run starts the head with `p2prun head`, which cannot know the launch\'s nodes for --discovery nodes',
+        'give --seeder URL of a running `p2prun serve` (the dry run then prints the spec itself), or use --discovery tracker')
+    }
     const start = line([...cli, 'head', ...setOptionsOf(args.options), args.program[0] as string])
     return `eval "$(${start.trimEnd()})"\n${line(command)}${line([...cli, 'head', '--stop'])}`
   }
   const head = await launchHead(set.desc, set.layout, set.config, args.options.seeder, (l) => process.stderr.write(`p2prun: warning: ${l}\n`))
   const job = jobSpecOf(head, set.desc, set.layout, set.config,
-    { launchId: set.launchId, mountPoint: mountPointOf(set.desc, args.options.mountPoint), placement: set.placement, inline: true })
+    { launchId: set.launchId, mountPoint: mountPointOf(set.desc, args.options.mountPoint), placement: set.placement, inline: true, nodeNames: set.nodeNames })
   return `${JOB_ENV}=${shellQuote(encodeJob(job))}; export ${JOB_ENV}\n${line(command)}`
+}
+
+/**
+ * With --discovery nodes, the hosts the launcher may use (a hostlist for the spec), read before any
+ * head starts; undefined where each node reads its launch's nodes itself (srun's steps).
+ */
+async function launchNodes (config: Config, launcher: ChosenLauncher, args: RunArgs, env: NodeJS.ProcessEnv): Promise<string | undefined> {
+  if (config.discovery !== 'nodes' || !launcher.adapter.hosts) return undefined
+  if (env[NODE_PER_RANK_ENV] === '1') {
+    throw usageError(`--discovery nodes lists the launch's hosts, and ${NODE_PER_RANK_ENV}=1 makes each rank a node of its own`, `unset ${NODE_PER_RANK_ENV}, or use --discovery tracker`)
+  }
+  return compressHostlist(await launcher.adapter.hosts(args.launcherArgs, env, process.cwd()))
 }
 
 /**
@@ -125,23 +142,26 @@ async function launchOnExistingAgents (job: JobSpec, launcher: ChosenLauncher, a
   process.exitCode = await runForeground(program, launchArgs, launchEnv)
 }
 
-function showProgress (head: LaunchHead, desc: Description): NodeJS.Timeout {
+function showProgress (head: LaunchHead, desc: Description, byNodeList: boolean): NodeJS.Timeout {
   return setInterval(() => {
     const up = head.uploaded()
-    const nodes = head.dhtAddress ? `${head.peerCount()} nodes in the DHT` : `${head.completions().length}/${head.peerCount()} nodes have the set`
+    const nodes = byNodeList ? 'peers from the node list' : head.dhtAddress ? `${head.peerCount()} nodes in the DHT` : `${head.completions().length}/${head.peerCount()} nodes have the set`
     process.stderr.write(`\r\x1b[Kp2prun: ${nodes}; ` +
       `head sent ${formatBytes(up)} (${(up / desc.totalBytes).toFixed(2)}x the ${formatBytes(desc.totalBytes)} set)`)
   }, PROGRESS_MS).unref()
 }
 
-function summary (head: LaunchHead, desc: Description, seconds: number): string {
+function summary (head: LaunchHead, desc: Description, seconds: number, byNodeList: boolean): string {
   const up = head.uploaded()
   const done = head.completions()
   const allReady = done.length > 0 ? `${(Math.max(...done) / 1000).toFixed(2)} s` : 'n/a'
-  // Completions are what nodes tell the tracker; with a DHT they tell none, only that they joined.
-  const nodes = head.dhtAddress
-    ? `${plural(head.peerCount(), 'node')} announced in the head's DHT node`
-    : `${plural(done.length, 'node')} had the whole set, the last after ${allReady}`
+  // Completions are what nodes tell the tracker; with a DHT they tell none, only that they joined,
+  // and with a node list nothing at all.
+  const nodes = byNodeList
+    ? 'the nodes took their peers from the node list'
+    : head.dhtAddress
+      ? `${plural(head.peerCount(), 'node')} announced in the head's DHT node`
+      : `${plural(done.length, 'node')} had the whole set, the last after ${allReady}`
   return `p2prun: ${nodes}; head sent ${formatBytes(up)} ` +
     `= ${(up / desc.totalBytes).toFixed(2)}x the ${formatBytes(desc.totalBytes)} set, at most ${formatBytes(head.maxToOneNode())} to one node, ` +
     `and ${formatBytes(head.descriptionBytes())} of descriptions = ${(head.descriptionBytes() / peerShareable(desc).length).toFixed(2)}x one; launch took ${seconds.toFixed(2)} s`

@@ -19,6 +19,11 @@ export interface LauncherAdapter {
    */
   command (program: string, userArgs: readonly string[], forward: readonly string[], step: readonly string[],
     env: NodeJS.ProcessEnv): string[]
+  /**
+   * The hosts the launch may put ranks on, in order, for --discovery nodes (hosts.ts); absent where
+   * each node reads them itself (srun's steps: SLURM_STEP_NODELIST).
+   */
+  hosts? (userArgs: readonly string[], env: NodeJS.ProcessEnv, cwd: string): Promise<string[]>
 }
 
 /** Options given as (names, how many values). */

@@ -10,6 +10,7 @@ export function localAdapter (cli: readonly string[]): LauncherAdapter {
     find: async () => cli[0],
     // commander would read `-np 4` as -n with the value "p": local-ranks gets the count as -n.
     command: (_program, userArgs, _forward, step) =>
-      [...cli, 'local-ranks', ...userArgs.map((a) => (a === '-np' ? '-n' : a)), '--', ...step]
+      [...cli, 'local-ranks', ...userArgs.map((a) => (a === '-np' ? '-n' : a)), '--', ...step],
+    hosts: async () => ['localhost']
   }
 }

@@ -2,6 +2,7 @@
 // for every rank (Hydra forwards the whole environment by default, but explicit is safer: a user's
 // -genvnone must not lose p2prun's variables).
 import { findMpi, valueTable, type LauncherAdapter } from './adapter.ts'
+import { launchHosts } from './hosts.ts'
 
 export const mpich: LauncherAdapter = {
   name: 'mpich',
@@ -15,5 +16,6 @@ export const mpich: LauncherAdapter = {
     [['-genv', '-env'], 2]),
   find: (env) => findMpi('mpich', ['mpiexec.hydra', 'mpirun.mpich', 'mpiexec.mpich'], env),
   command: (program, userArgs, forward, step, env) =>
-    [program, ...userArgs, ...forward.flatMap((name) => ['-genv', name, env[name] ?? '']), ...step]
+    [program, ...userArgs, ...forward.flatMap((name) => ['-genv', name, env[name] ?? '']), ...step],
+  hosts: (userArgs, env, cwd) => launchHosts(userArgs, { lists: ['-hosts', '-host'], files: ['-f', '-hostfile', '-machinefile'], fileEnv: 'HYDRA_HOST_FILE' }, env, cwd)
 }

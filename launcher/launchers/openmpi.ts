@@ -1,6 +1,7 @@
 // Open MPI's mpirun (orterun). Ranks see OMPI_COMM_WORLD_LOCAL_RANK/LOCAL_SIZE; variables reach
 // remote ranks only through -x.
 import { findMpi, valueTable, type LauncherAdapter } from './adapter.ts'
+import { launchHosts } from './hosts.ts'
 
 export const openmpi: LauncherAdapter = {
   name: 'openmpi',
@@ -14,5 +15,9 @@ export const openmpi: LauncherAdapter = {
       '--launch-agent', '-s', '--personality', '--ompi-server'], 1],
     [['-mca', '--mca', '-gmca', '--gmca'], 2]),
   find: (env) => findMpi('openmpi', ['mpirun.openmpi', 'orterun'], env),
-  command: (program, userArgs, forward, step) => [program, ...userArgs, ...forward.flatMap((name) => ['-x', name]), ...step]
+  command: (program, userArgs, forward, step) => [program, ...userArgs, ...forward.flatMap((name) => ['-x', name]), ...step],
+  hosts: (userArgs, env, cwd) => launchHosts(userArgs, {
+    lists: ['-H', '-host', '--host'],
+    files: ['-hostfile', '--hostfile', '-machinefile', '--machinefile', '--default-hostfile']
+  }, env, cwd)
 }

@@ -48,13 +48,14 @@ export async function launchHead (desc: Description, layout: SourceLayout, confi
 }
 
 /**
- * Refuses --discovery nodes for a launch whose nodes have no node list: only Slurm gives one (a
- * --p2plibs job's prolog, or srun's steps). Before any head starts.
+ * Refuses --discovery nodes for a head whose nodes have no node list: a head on its own (`p2prun
+ * head`, `serve`) does not know them; a launch does (`p2prun -n`: the launcher's hosts) and so does
+ * a Slurm job (its prolog's hostlist). Before any head starts.
  */
 export function checkDiscovery (config: Config, slurm: boolean): void {
   if (config.discovery === 'nodes' && !slurm) {
-    throw usageError('--discovery nodes takes the peers from Slurm\'s node list: it serves --p2plibs jobs and launches through srun',
-      'use --discovery tracker or dht here, or launch inside a Slurm allocation')
+    throw usageError('--discovery nodes takes the peers from the launch\'s node list, which a head on its own does not know',
+      'give it to p2prun -n (it reads the launcher\'s hosts) or to a --p2plibs job, or use --discovery tracker or dht here')
   }
 }
 
@@ -73,7 +74,9 @@ export type Placement = Pick<JobSpec, 'libDirs' | 'program' | 'pythonPath' | 're
  * buffer takes 8 KB (slurm/p2plibs.c): `inline` false.
  */
 export function jobSpecOf (head: LaunchHead, desc: Description, layout: SourceLayout, config: Config,
-  launch: { readonly launchId: string, readonly mountPoint: string, readonly placement: Placement, readonly stopUrl?: string, readonly inline: boolean }): JobSpec {
+  launch: { readonly launchId: string, readonly mountPoint: string, readonly placement: Placement, readonly stopUrl?: string, readonly inline: boolean,
+    /** With --discovery nodes, the launcher's hosts (a hostlist); absent: each node reads Slurm's. */
+    readonly nodeNames?: string }): JobSpec {
   const description = launch.inline && config.descriptionRoute === 'spec' ? specDescription(peerShareable(desc)) : undefined
   const byList = config.discovery === 'nodes'
   return {
@@ -85,7 +88,7 @@ export function jobSpecOf (head: LaunchHead, desc: Description, layout: SourceLa
     trackers: head.dhtAddress || byList ? [] : [head.trackerUrl],
     seeders: head.seederAddress ? [head.seederAddress] : [],
     ...(head.dhtAddress ? { dht: [head.dhtAddress] } : {}),
-    ...(byList ? { nodeList: { host: config.nodeHost, port: config.nodePort } } : {}),
+    ...(byList ? { nodeList: { host: config.nodeHost, port: config.nodePort, ...(launch.nodeNames !== undefined ? { names: launch.nodeNames } : {}) } } : {}),
     mountPoint: launch.mountPoint,
     ...launch.placement,
     node: nodeSettings(config),

@@ -50,10 +50,11 @@ export interface JobSpec {
   /** host:port (UDP) of the DHT nodes to bootstrap from: nodes find each other there, not at a tracker. */
   readonly dht?: readonly string[]
   /**
-   * Peers from the job's node list (Slurm's, read on each node: slurm-nodes.ts), not a tracker:
-   * node K of the list is reached at `host` (%n: its name) and port `port` + K.
+   * Peers from the launch's node list, not a tracker (launch-nodes.ts): `names`, the hosts mpirun
+   * was given (a Slurm hostlist expression), else Slurm's, read on each node; node K of the list
+   * is reached at `host` (%n: its name) and port `port` + K.
    */
-  readonly nodeList?: { readonly host: string, readonly port: number }
+  readonly nodeList?: { readonly host: string, readonly port: number, readonly names?: string }
   /** Mount point template (%i infohash prefix, %n node name, %j launch id). */
   readonly mountPoint: string
   /** Directories inside the mount to put first on LD_LIBRARY_PATH ('' is the mount itself). */
@@ -143,7 +144,7 @@ const JOB_FIELDS: Record<Exclude<keyof JobSpec, 'version'>, Check> = {
   trackers: listOf(isString),
   seeders: listOf(isString),
   dht: listOf(isString),
-  nodeList: record({ host: isString, port: isCount }),
+  nodeList: record({ host: isString, port: isCount, names: isString }, ['names']),
   mountPoint: isString,
   libDirs: listOf(isString),
   node: record(NODE_FIELDS, ['owner']),

@@ -71,7 +71,7 @@ export async function runAgent (launch: AgentLaunch, stop: Promise<unknown>, log
     const secret = job.secret === undefined ? undefined : parseJobSecret(job.secret, `${JOB_ENV}'s secret`)
     // With a DHT, one DHT node looks for the description's holders and then is the node's own.
     if (secret && job.dht?.length && job.description === undefined) lookup = await (await import('../swarm/dht.ts')).DhtLookup.toward(job.dht).catch(() => undefined)
-    const nodeList = job.nodeList && (await import('./slurm-nodes.ts')).slurmNodeList(process.env, node, job.nodeList)
+    const nodeList = job.nodeList && await (await import('./launch-nodes.ts')).launchNodeList(process.env, node, job.nodeList)
     const desc = await descriptionFor(job, secret, lookup, nodeList, node, (line) => { if (debug >= 2) log(line) }, log)
     if (debug >= 2) {
       log(nodeList ? `peers: from the node list (${nodeList.nodes.length} nodes; this is ${nodeList.nodes[nodeList.index]})`

@@ -13,7 +13,7 @@ import { spawnAgent } from './node.ts'
 import { NodeState } from './node-state.ts'
 import { terminate } from './process.ts'
 import { nodeName } from './rank-identity.ts'
-import { slurmHostlist, slurmNodeList } from './slurm-nodes.ts'
+import { launchNodeList, slurmHostlist } from './launch-nodes.ts'
 
 const EPILOG_WAIT_MS = 15_000
 
@@ -52,7 +52,7 @@ export async function startJobAgent (cli: readonly string[], job: JobSpec, env: 
   const uid = Number(env.SLURM_JOB_UID ?? process.getuid?.() ?? 0)
   const gid = Number(env.SLURM_JOB_GID ?? process.getgid?.() ?? 0)
   // A node list is checked here, where its error reaches the job; the agent reads it again.
-  if (job.nodeList) slurmNodeList(env, node, job.nodeList)
+  if (job.nodeList) await launchNodeList(env, node, job.nodeList)
   const hostlist = job.nodeList && slurmHostlist(env)
   await state.create()
   await state.claimAgent() // the job's ranks find this agent and never start one

@@ -4,6 +4,7 @@
 // launcher is given (lib/session/launch-nodes.ts, launcher/launchers/hosts.ts).
 import { readdir, readFile, writeFile } from 'node:fs/promises'
 import net from 'node:net'
+import os from 'node:os'
 import path from 'node:path'
 import t, { type Test } from 'tap'
 import { parseDescription } from '../lib/description.ts'
@@ -90,6 +91,10 @@ t.test('a launch\'s node list from the spec\'s names: this node found by its nam
   t.equal((await launchNodeList({}, 'n2.hpc', spec('n1,n2'))).index, 1, 'and the other way')
   t.equal((await launchNodeList({}, 'n2', spec('10.255.0.[1-2],127.0.0.1'))).index, 2, 'an address of this host\'s (loopback here)')
   t.equal((await launchNodeList({}, 'n2', spec('10.255.0.1,localhost'))).index, 1, 'localhost')
+  // This host's own address before a loopback name: in a list of one host's, localhost means this one only if nothing else does.
+  const own = Object.values(os.networkInterfaces()).flat().find((a) => a && !a.internal && a.family === 'IPv4')?.address
+  if (own === undefined) t.pass('skipped: this host has no non-loopback IPv4 address', { skip: true })
+  else t.equal((await launchNodeList({}, 'n2', spec(`localhost,${own}`))).index, 1, `its address (${own}) before localhost`)
   await t.rejects(launchNodeList({}, 'n9', spec('10.255.0.[1-2]')), {
     message: 'this node (n9) is not in the launch\'s node list 10.255.0.[1-2]',
     hint: 'name the nodes to the launcher (-H, --hostfile) as they call themselves (hostname) or by address'
@@ -125,7 +130,7 @@ t.test('an MPI launch\'s hosts: its host lists, else its hostfiles, else the all
     { message: `cannot read the hostfile ${path.join(cwd, 'missing')}: ENOENT`, hint: 'give --discovery nodes the launcher\'s hostfile, readable here' })
 })
 
-t.test('--discovery nodes needs a launch: serve and a dry run without --seeder refuse it in one line, and so does each rank a node', async (t) => {
+t.test('--discovery nodes needs a launch: serve and a dry run without --seeder refuse it in one line, and so do localhost among other hosts and each rank a node', async (t) => {
   const { libs, file } = await describedTree(t, { files: { 'liba.so': 1000 } })
   const served = await p2prun(['serve', file, '--source', libs, '--open', '--discovery', 'nodes'])
   t.equal(served.exitCode, 2)
@@ -133,6 +138,9 @@ t.test('--discovery nodes needs a launch: serve and a dry run without --seeder r
   const dry = await p2prun(['--discovery', 'nodes', '--dry-run', '--libs', libs, '--launcher', 'local', '-n', '1', '/bin/true'])
   t.equal(dry.exitCode, 2)
   t.match(dry.stderr, /^p2prun: error: --dry-run starts the head with `p2prun head`, which cannot know the launch's nodes for --discovery nodes \(hint: give --seeder URL of a running `p2prun serve` \(the dry run then prints the spec itself\), or use --discovery tracker\)$/)
+  const mixed = await p2prun(['--discovery', 'nodes', '--libs', libs, '--launcher', 'openmpi', '-n', '2', '-H', 'localhost,n2', '/bin/true'])
+  t.equal(mixed.exitCode, 2)
+  t.match(mixed.stderr, /^p2prun: error: --discovery nodes: the launcher's hosts name localhost among others, where the other nodes cannot reach it \(hint: name that host by its host name or address in -H or the hostfile\)$/)
   const perRank = await p2prun(['--discovery', 'nodes', '--libs', libs, '--launcher', 'local', '-n', '2', '/bin/true'], { env: { P2PRUN_NODE_PER_RANK: '1' } })
   t.equal(perRank.exitCode, 2)
   t.match(perRank.stderr, /^p2prun: error: --discovery nodes lists the launch's hosts, and P2PRUN_NODE_PER_RANK=1 makes each rank a node of its own \(hint: unset P2PRUN_NODE_PER_RANK, or use --discovery tracker\)$/)

@@ -12,7 +12,7 @@ import { formatBytes, peerShareable, type Description } from '../../lib/descript
 import { usageError } from '../../lib/errors.ts'
 import { jobSpecOf, launchHead, mountPointOf, type LaunchHead, type Placement } from '../../lib/session/head.ts'
 import { encodeJob, JOB_ENV, jobOfAllocation, launchEnvironment, NODE_PER_RANK_ENV, type JobSpec } from '../../lib/session/job-spec.ts'
-import { compressHostlist } from '../../lib/session/launch-nodes.ts'
+import { compressHostlist, isLoopback } from '../../lib/session/launch-nodes.ts'
 import { NodeState } from '../../lib/session/node-state.ts'
 import { runForeground } from '../../lib/session/process.ts'
 import { ANY_LAUNCHER_VALUES, chooseLauncher, type ChosenLauncher } from '../launchers/index.ts'
@@ -118,7 +118,14 @@ async function launchNodes (config: Config, launcher: ChosenLauncher, args: RunA
   if (env[NODE_PER_RANK_ENV] === '1') {
     throw usageError(`--discovery nodes lists the launch's hosts, and ${NODE_PER_RANK_ENV}=1 makes each rank a node of its own`, `unset ${NODE_PER_RANK_ENV}, or use --discovery tracker`)
   }
-  return compressHostlist(await launcher.adapter.hosts(args.launcherArgs, env, process.cwd()))
+  const hosts = await launcher.adapter.hosts(args.launcherArgs, env, process.cwd())
+  // Node K is reached at its name (%n): "localhost" among other hosts names each node itself.
+  const loopback = hosts.find(isLoopback)
+  if (hosts.length > 1 && loopback !== undefined && config.nodeHost.includes('%n')) {
+    throw usageError(`--discovery nodes: the launcher's hosts name ${loopback} among others, where the other nodes cannot reach it`,
+      'name that host by its host name or address in -H or the hostfile')
+  }
+  return compressHostlist(hosts)
 }
 
 /**

@@ -39,8 +39,9 @@ export async function launchNodeList (env: NodeJS.ProcessEnv, node: string, spec
 
 /**
  * Where `node` is in `names`: its own name, else its short name against theirs (a hostfile's
- * n1.cluster for the host n1, or the other way), else a name or address of this host's interfaces
- * (a hostfile of addresses, or localhost), resolving the names as a last resort. -1: not there.
+ * n1.cluster for the host n1, or the other way), else an address of this host's interfaces (a
+ * hostfile of addresses), else localhost or a loopback address (one host alone), resolving the
+ * names as a last resort. -1: not there.
  */
 async function placeOf (node: string, names: readonly string[]): Promise<number> {
   const exact = names.indexOf(node)
@@ -48,17 +49,23 @@ async function placeOf (node: string, names: readonly string[]): Promise<number>
   const short = (name: string) => name.split('.')[0]
   const byShort = names.findIndex((name) => !/^\d/.test(name) && short(name) === short(node))
   if (byShort >= 0) return byShort
-  const local = new Set(Object.values(os.networkInterfaces()).flatMap((list) => (list ?? []).map((a) => a.address)))
-  const isLocal = (address: string) => local.has(address) || address.startsWith('127.') || address === '::1'
-  const byAddress = names.findIndex((name) => name === 'localhost' || isLocal(name))
+  const local = new Set(Object.values(os.networkInterfaces()).flatMap((list) => (list ?? []).filter((a) => !a.internal).map((a) => a.address)))
+  const byAddress = names.findIndex((name) => local.has(name))
   if (byAddress >= 0) return byAddress
+  const byLoopback = names.findIndex(isLoopback)
+  if (byLoopback >= 0) return byLoopback
   for (let k = 0; k < names.length; k += RESOLVE_AT_ONCE) {
     const batch = names.slice(k, k + RESOLVE_AT_ONCE)
-    const found = await Promise.all(batch.map((name) => dns.promises.lookup(name, { all: true }).then((as) => as.some((a) => isLocal(a.address)), () => false)))
+    const found = await Promise.all(batch.map((name) => dns.promises.lookup(name, { all: true }).then((as) => as.some((a) => local.has(a.address) || isLoopback(a.address)), () => false)))
     const hit = found.indexOf(true)
     if (hit >= 0) return k + hit
   }
   return -1
+}
+
+/** localhost or a loopback address: this host, whichever host says it. */
+export function isLoopback (name: string): boolean {
+  return name === 'localhost' || name.startsWith('127.') || name === '::1'
 }
 
 const RESOLVE_AT_ONCE = 16

@@ -100,6 +100,8 @@ class Launch {
   private readonly rnd: () => number
   private readonly q = new EventQueue()
   private readonly cpus: Cpus
+  /** CPU per piece received: pieceRecvCpu, and trickleCpu for the time a piece takes to arrive at the link rate. */
+  private readonly recvCpu: number
   private now = 0
 
   // What each node has and has asked for, as bits (32 a word): most of the model's time goes into
@@ -190,6 +192,7 @@ class Launch {
     this.m = Math.min(prm.maxConns, prm.nodes)
     this.rnd = random(prm.seed)
     this.cpus = new Cpus(this.n, prm.sharedCores, prm.coresPerNode)
+    this.recvCpu = prm.pieceRecvCpu + prm.trickleCpu * set.pieceLength / (prm.rate * prm.linkGoodput)
     const rows = (this.n + 1) * this.pieces
     this.nodeWords = (this.n + 1 + 31) >> 5
     this.hasByPiece = new Int32Array(this.pieces * this.nodeWords)
@@ -694,7 +697,7 @@ class Launch {
   }
 
   private arrive (d: number, piece: number, i: number): void {
-    const at = this.cpus.run(d, this.now, this.p.pieceRecvCpu)
+    const at = this.cpus.run(d, this.now, this.recvCpu)
     this.q.push(at, E.Verified, d, piece, i)
   }
 

@@ -46,6 +46,13 @@ export interface Params {
   readonly agentStartWait: number
   /** CPU per piece received: parse, assemble, SHA-1, pwrite, picker. Fitted (with pieceSendCpu = half of it). */
   readonly pieceRecvCpu: number
+  /**
+   * CPU per second of a piece's arrival at the link's payload rate, on top of pieceRecvCpu: on a
+   * slow link the agent wakes for each small batch of a piece's packets, on a fast one it reads the
+   * piece in a few large reads. Fitted on the 8-node rows at 100 Mbit/s and 1 Gbit/s, whose agents
+   * moved the same bytes for 0.61 and 0.40 CPU-s.
+   */
+  readonly trickleCpu: number
   /** CPU per piece served to a peer: pread and the socket write. Assumed half of pieceRecvCpu. */
   readonly pieceSendCpu: number
   /** CPU per small message sent or received (have, request, reject). Assumed (bounded by the bench: see README). */
@@ -121,11 +128,12 @@ export const DEFAULTS: Omit<Params, 'nodes' | 'rate'> = {
   seed: 1,
   agentStartCpu: 0.11,
   agentStartWait: 0.04,
-  pieceRecvCpu: 0.512e-3,
-  pieceSendCpu: 0.256e-3,
+  pieceRecvCpu: 0.329e-3,
+  pieceSendCpu: 0.164e-3,
+  trickleCpu: 0.0571,
   messageCpu: 1e-6,
   programCpu: 0.05,
-  emulationCpuPerPiece: 0.106e-3,
+  emulationCpuPerPiece: 0.070e-3,
   headPieceCpu: 0.5e-3,
   headConnCpu: 1e-3,
   trackerRegisterCpu: 0.174e-3,

@@ -129,7 +129,8 @@ const UTS_HOSTS = path.join(ROOT, 'test/helpers/uts-hosts.sh')
 for (const [name, mpicc, hostArgs] of [
   ['openmpi', 'mpicc.openmpi', ['--allow-run-as-root', '--oversubscribe', '-H', 'n1,n2,n3,n4', '--map-by', 'ppr:1:node',
     '--mca', 'plm_rsh_agent', UTS_HOSTS, '--mca', 'plm_rsh_no_tree_spawn', '1']],
-  ['mpich', 'mpicc.mpich', ['-f', 'hosts', '-ppn', '1', '-launcher', 'ssh', '-launcher-exec', UTS_HOSTS]]
+  // Hydra's proxies call back to this host by its name, which a fresh machine may not resolve: by address.
+  ['mpich', 'mpicc.mpich', ['-f', 'hosts', '-ppn', '1', '-launcher', 'ssh', '-launcher-exec', UTS_HOSTS, '-localhost', '127.0.0.1']]
 ] as const) {
   t.test(`${name} on 4 hosts with --discovery nodes: each host's agent listens at its place in the launcher's hosts, and every rank loads from its own mount`, async (t) => {
     const { s, dirs, app, libs } = await example(t, mpicc)

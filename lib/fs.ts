@@ -78,8 +78,6 @@ const { EIO } = constants.errno
 
 export class LibraryFs {
   readonly table: InodeTable
-  /** Whether opens of incomplete files wait for JS (file mode) or prioritize them (eager mode). */
-  readonly forwardOpens: boolean
   private readonly entries: readonly DescribedEntry[]
   private readonly source: ByteSource
   private readonly options: FsOptions
@@ -96,7 +94,6 @@ export class LibraryFs {
     this.entries = desc.entries
     this.source = source
     this.options = options
-    this.forwardOpens = options.mode !== 'block'
     this.table = buildTable(desc, options)
   }
 
@@ -108,9 +105,15 @@ export class LibraryFs {
   /**
    * A forwarded open. file mode: the whole file is local before open returns (the paper's RAMDISK
    * mode). eager mode: the file moves to the front of the background fetch; open returns at once.
+   * block mode: its first and last pieces are asked for at once, as a loader will read both (the
+   * reads still fetch what they need); open returns at once.
    */
   open (id: number, ino: number, reply: Replies): void {
     const entry = this.entryOf(ino)
+    if (this.options.mode === 'block') {
+      this.source.fetchEnds(entry)
+      return reply.open(id)
+    }
     const whole = this.fetchWholeFile(entry)
     if (this.options.mode !== 'file') return reply.open(id)
     whole.then(() => reply.open(id), (err: unknown) => {

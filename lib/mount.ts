@@ -62,7 +62,6 @@ export async function mountFs (mountPoint: string, fs: LibraryFs, opts: MountOpt
       options: mountOptions(opts),
       cacheSeconds: opts.cacheSeconds,
       negativeCacheSeconds: opts.negativeCacheSeconds,
-      forwardOpens: fs.forwardOpens,
       view: fs.localView(),
       table: fs.table
     }, onEvent)

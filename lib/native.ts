@@ -17,8 +17,6 @@ export interface FuseConfig {
   readonly cacheSeconds: number
   /** How long it may remember that a name does not exist. */
   readonly negativeCacheSeconds: number
-  /** Forward opens of files not yet complete to JS (file and eager mode). */
-  readonly forwardOpens: boolean
   readonly view: LocalView | undefined
   readonly table: InodeTable
 }

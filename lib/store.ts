@@ -30,6 +30,12 @@ export interface ByteSource {
   read (entry: DescribedEntry, offset: number, into: Buffer, signal?: AbortSignal): Promise<number>
   /** Makes the whole file local, ahead of anything fetched in the background. */
   fetchFile (entry: DescribedEntry, signal?: AbortSignal): Promise<void>
+  /**
+   * Starts fetching the file's first and last pieces, ahead of the background, without waiting:
+   * what a loader reads of a library it opens (the ELF headers and the text segment's start; the
+   * data segment, which it relocates, at the end).
+   */
+  fetchEnds (entry: DescribedEntry): void
   /** Fetches every file in the background; resolves when all are local. */
   fetchAll (signal?: AbortSignal): Promise<void>
   close (): Promise<void>
@@ -68,6 +74,7 @@ export class DirectorySource implements ByteSource {
   }
 
   async fetchFile (): Promise<void> {}
+  fetchEnds (): void {}
   async fetchAll (): Promise<void> {}
   async close (): Promise<void> {}
 }

@@ -53,7 +53,6 @@ struct server {
   char *mount_point;
   double cache_seconds;
   double negative_seconds;     // how long the kernel may remember that a name does not exist
-  int forward_opens;          // file and eager mode: JS decides when an incomplete file's open returns
   // The store (LocalView): fd < 0 when the source has none, and every read goes to JS.
   int store_fd;
   uint64_t chunk_length;
@@ -265,7 +264,8 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
   if (!n) return;
   if ((fi->flags & O_ACCMODE) != O_RDONLY || fi->flags & O_TRUNC) { fuse_reply_err(req, EROFS); return; }
   if (!S_ISREG(n->mode)) { fuse_reply_err(req, EISDIR); return; }
-  if (s->forward_opens && n->size > 0 && !is_local(s, n->offset, n->size)) {
+  // An incomplete file's open goes to JS, which decides when it returns (lib/fs.ts: by mode).
+  if (n->size > 0 && !is_local(s, n->offset, n->size)) {
     forward(s, req, EV_OPEN, ino, 0, 0);
     return;
   }
@@ -506,7 +506,6 @@ static napi_value start(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2], table, value, handle, name;
   double cache_seconds, negative_seconds;
-  bool forward_opens;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 2) {
     napi_throw_type_error(env, NULL, "fuseStart(config, onEvent) takes two arguments");
     return NULL;
@@ -519,16 +518,14 @@ static napi_value start(napi_env env, napi_callback_info info) {
   if (!get_string(env, argv[0], "mountPoint", &s->mount_point) || !get_string(env, argv[0], "options", &options) ||
       napi_get_named_property(env, argv[0], "cacheSeconds", &value) != napi_ok || napi_get_value_double(env, value, &cache_seconds) != napi_ok ||
       napi_get_named_property(env, argv[0], "negativeCacheSeconds", &value) != napi_ok || napi_get_value_double(env, value, &negative_seconds) != napi_ok ||
-      napi_get_named_property(env, argv[0], "forwardOpens", &value) != napi_ok || napi_get_value_bool(env, value, &forward_opens) != napi_ok ||
       !get_view(env, argv[0], s)) {
     free(options);
     free_server(env, s, NULL);
-    napi_throw_type_error(env, NULL, "fuseStart: config needs mountPoint, options, cacheSeconds, negativeCacheSeconds, forwardOpens and view");
+    napi_throw_type_error(env, NULL, "fuseStart: config needs mountPoint, options, cacheSeconds, negativeCacheSeconds and view");
     return NULL;
   }
   s->cache_seconds = cache_seconds;
   s->negative_seconds = negative_seconds;
-  s->forward_opens = forward_opens;
   if (napi_get_named_property(env, argv[0], "table", &table) != napi_ok || !table_build(env, table, &s->table)) {
     free(options);
     if (s->present_ref) napi_delete_reference(env, s->present_ref);

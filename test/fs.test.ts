@@ -10,18 +10,19 @@ import type { DataMode } from '../lib/config.ts'
 import { describeDirectory } from '../lib/describe.ts'
 import { LibraryFs } from '../lib/fs.ts'
 import { mountFs } from '../lib/mount.ts'
-import { DirectorySource } from '../lib/store.ts'
+import { DirectorySource, type ByteSource } from '../lib/store.ts'
+import type { DescribedEntry } from '../lib/description.ts'
 import { bytesFor, LIBRARY_TREE, makeTree } from './helpers/fixtures.ts'
 import { ensureUnmounted } from './helpers/mount.ts'
 import { scratch } from './helpers/scratch.ts'
 
-interface Over { mode?: DataMode, tree?: (dir: string) => Promise<string>, negativeCacheSeconds?: number }
+interface Over { mode?: DataMode, tree?: (dir: string) => Promise<string>, negativeCacheSeconds?: number, source?: (libs: string) => ByteSource }
 
 async function mountOver (t: Test, over: Over = {}) {
   const s = await scratch(t)
   const libs = await (over.tree ?? ((dir) => makeTree(path.join(dir, 'libs'), LIBRARY_TREE)))(s.dir)
   const errors: string[] = []
-  const fs = new LibraryFs(await describeDirectory(libs), new DirectorySource(libs),
+  const fs = new LibraryFs(await describeDirectory(libs), (over.source ?? ((dir) => new DirectorySource(dir)))(libs),
     { mode: over.mode ?? 'block', uid: 1234, gid: 5678, onError: (op, file) => errors.push(`${op} ${file}`) })
   const mnt = path.join(s.dir, 'mnt')
   s.defer(() => ensureUnmounted(mnt))
@@ -86,10 +87,12 @@ t.test('open refuses writing; a read copies the right bytes, clipped at the end;
   t.same([s.readErrors, s.bytesServedAfterFetch, errors], [0, 0, []])
 })
 
-t.test('block mode answers opens itself', async (t) => {
-  const { mnt, stats } = await mountOver(t)
+t.test('block mode: the open of an incomplete file asks for its ends and returns; its reads fetch what they need', async (t) => {
+  const asked: string[] = []
+  const { mnt, stats } = await mountOver(t, { source: (libs) => Object.assign(new DirectorySource(libs), { fetchEnds: (e: DescribedEntry) => { asked.push(e.path) } }) })
   t.equal((await readFile(path.join(mnt, 'share/README'), 'utf8')), 'library set for tests\n')
-  t.same([stats().ops.open, stats().opensForwarded], [1, 0])
+  t.same([stats().ops.open, stats().opensForwarded], [1, 1])
+  t.same(asked, ['share/README'], 'the source was asked for the file\'s first and last pieces')
 })
 
 t.test('modes drop set-uid, set-gid and sticky bits, as fetch does', async (t) => {

@@ -79,6 +79,24 @@ t.test('a store that fills up after the node joined: what waits fails with one e
   await promisify(execFile)('umount', ['--lazy', small]) // before the test's directory is removed
 })
 
+t.test('block mode\'s open: a file\'s first and last pieces are fetched without a read, and nothing between', async (t) => {
+  const { dir, libs, file } = await describedSet(t)
+  const head = await serve(file, libs, [])
+  t.teardown(head.stop)
+  const desc = parseDescription(await readFile(file))
+  const node = await SwarmNode.join(desc, { storeDir: dir, port: 0, maxConns: 10, numwant: 10, stallTimeoutMs: 60_000, trackers: [head.tracker], seeders: [head.seeder] })
+  t.teardown(() => node.close())
+  const entry = desc.entries.find((e) => e.path === 'libone.so.1')!
+  const last = entry.size - 1
+  t.ok(desc.pieceLength * 3 < entry.size, 'the file spans more than three pieces')
+  node.fetchEnds(entry)
+  // Synchronization, not a measure: the two pieces arrive when they do.
+  for (let waited = 0; node.stats().piecesHave < 2 && waited < 30_000; waited += 20) await new Promise((resolve) => setTimeout(resolve, 20))
+  t.ok(node.has(entry, 0, 1) && node.has(entry, last, 1), 'the first and the last piece are local')
+  t.notOk(node.has(entry, desc.pieceLength * 2, 1), 'a piece between them was not asked for')
+  t.equal(node.stats().piecesHave, 2, 'two pieces in all')
+})
+
 t.test('with --defer-to-peers 0 the head serves every request, and every node completes', async (t) => {
   const { dir, libs, file, bytes } = await describedSet(t)
   const head = await serve(file, libs, ['--defer-to-peers', '0', '--upload-limit', String(2 * 1024 * 1024)])

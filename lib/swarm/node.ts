@@ -229,6 +229,12 @@ export class SwarmNode implements ByteSource {
     await this.waitForRange(entry.torrentOffset, entry.size, Priority.File, signal)
   }
 
+  fetchEnds (entry: DescribedEntry): void {
+    if (entry.torrentOffset === undefined || entry.size === 0) return
+    const [first, last] = this.pieceSpan(entry.torrentOffset, entry.size)
+    for (const i of first === last ? [first] : [first, last]) if (!this.have.get(i)) this.picker.want(i, i, Priority.File)
+  }
+
   async fetchAll (signal?: AbortSignal): Promise<void> {
     await this.waitForRange(0, this.description.totalBytes, Priority.Background, signal)
   }

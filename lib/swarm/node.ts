@@ -232,7 +232,9 @@ export class SwarmNode implements ByteSource {
   fetchEnds (entry: DescribedEntry): void {
     if (entry.torrentOffset === undefined || entry.size === 0) return
     const [first, last] = this.pieceSpan(entry.torrentOffset, entry.size)
-    for (const i of first === last ? [first] : [first, last]) if (!this.have.get(i)) this.picker.want(i, i, Priority.File)
+    // The picker skips pieces already here.
+    this.picker.want(first, first, Priority.File)
+    if (last !== first) this.picker.want(last, last, Priority.File)
   }
 
   async fetchAll (signal?: AbortSignal): Promise<void> {

@@ -96,10 +96,6 @@ async function launchByHand (args: RunArgs, launcher: ChosenLauncher, cli: reado
   const command = launcher.adapter.command(launcher.program, args.launcherArgs, forward, step, launchEnv)
   const line = (words: readonly string[]) => `${words.map((w) => (w === JOB_IN_SHELL ? `"$${JOB_ENV}"` : shellQuote(w))).join(' ')}\n`
   if (args.options.seeder === undefined) {
-    if (set.config.discovery === 'nodes') {
-      throw usageError('--dry-run starts the head with `p2prun head`, which cannot know the launch\'s nodes for --discovery nodes',
-        'give --seeder URL of a running `p2prun serve` (the dry run then prints the spec itself), or use --discovery tracker')
-    }
     const start = line([...cli, 'head', ...setOptionsOf(args.options), args.program[0] as string])
     return `eval "$(${start.trimEnd()})"\n${line(command)}${line([...cli, 'head', '--stop'])}`
   }
@@ -110,11 +106,17 @@ async function launchByHand (args: RunArgs, launcher: ChosenLauncher, cli: reado
 }
 
 /**
- * With --discovery nodes, the hosts the launcher may use (a hostlist for the spec), read before any
- * head starts; undefined where each node reads its launch's nodes itself (srun's steps).
+ * With --discovery nodes, the hosts the launcher may use (a hostlist for the spec), read (and a
+ * launch that cannot have them refused) before the set is described and any head starts; undefined
+ * where each node reads its launch's nodes itself (srun's steps).
  */
 async function launchNodes (config: Config, launcher: ChosenLauncher, args: RunArgs, env: NodeJS.ProcessEnv): Promise<string | undefined> {
-  if (config.discovery !== 'nodes' || !launcher.adapter.hosts) return undefined
+  if (config.discovery !== 'nodes') return undefined
+  if (args.options.dryRun && args.options.seeder === undefined) {
+    throw usageError('--dry-run starts the head with `p2prun head`, which cannot know the launch\'s nodes for --discovery nodes',
+      'give --seeder URL of a running `p2prun serve` (the dry run then prints the spec itself), or use --discovery tracker')
+  }
+  if (!launcher.adapter.hosts) return undefined
   if (env[NODE_PER_RANK_ENV] === '1') {
     throw usageError(`--discovery nodes lists the launch's hosts, and ${NODE_PER_RANK_ENV}=1 makes each rank a node of its own`, `unset ${NODE_PER_RANK_ENV}, or use --discovery tracker`)
   }

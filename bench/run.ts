@@ -8,7 +8,10 @@
 //              includes each node agent's start (Node, imports, mount) — it is part of a launch
 //   p2p-MODE+dht  the same, nodes finding each other in a DHT bootstrapped from the head (--discovery dht)
 //   p2p-MODE+nodes  the same, each node's peers taken from the list of all nodes (mount --node-list): no tracker
-// Usage: npm run bench -- [--nodes 4,8,16,32] [--rate 100mbit] [--methods local,sshfs,p2p-eager,p2p-block,p2p-file]
+//   stage-in   a stock native BitTorrent client (aria2c) on every node downloads the whole set from the
+//              same head (open to any client) into the node's tmpfs, then the driver runs from there;
+//              each client seeds until every node is done, as an agent does: what issue 12 measures against
+// Usage: npm run bench -- [--nodes 4,8,16,32] [--rate 100mbit] [--methods local,sshfs,stage-in,p2p-eager,p2p-block,p2p-file]
 //                          [--driver driver|driver-dlopen|python] [--libs 200] [--out bench/results]
 //                          [--agent PATH]   the p2prun whose node agents run (another build's bin/p2prun, for an A/B)
 //                          [--open-head]    a head open to any client (for agents of a build without job secrets)
@@ -21,7 +24,7 @@ import { availableParallelism } from 'node:os'
 import { parseArgs } from 'node:util'
 import { plot, rateBits } from './plot.ts'
 import { CLUSTER, serverTxBytes, serveSftp, sshfsMount } from './cluster.ts'
-import { CLOCK_TICKS, P2PRUN, ROOT, serveSet, workload, type Workload } from './workload.ts'
+import { CLOCK_TICKS, DECOYS, P2PRUN, ROOT, serveSet, workload, type Workload } from './workload.ts'
 
 
 const { values: opts } = parseArgs({
@@ -167,6 +170,17 @@ function agentCpu (cpus: NodeTimes['cpus'], setBytes: number): Partial<Row> {
   }
 }
 
+/** Where stage-in's client puts the set on each node (a tmpfs), and its hook when the set is complete. */
+const STAGE = '/p2pb/stage'
+const STAGED_HOOK = path.join(ROOT, 'bench/staged.sh')
+/**
+ * aria2c as a job's nodes would run it: no DHT, local discovery or internet trackers (the head's
+ * tracker only), peer exchange on, no preallocation (tmpfs), seeding until stopped; every other
+ * setting its default (55 peers, its own piece order and choking).
+ */
+const ARIA2C = '--enable-dht=false --enable-dht6=false --bt-enable-lpd=false --enable-peer-exchange=true --seed-ratio=0.0 ' +
+  '--file-allocation=none --summary-interval=0 --console-log-level=warn --listen-port=6881 --allow-overwrite=true'
+
 /** Where every node's agent listens with +nodes: the same port on each node's own address. */
 const NODE_PORT = 6881
 
@@ -193,6 +207,20 @@ async function runMethod (method: string, n: number, w: Workload): Promise<Row> 
       throw new Error(`sshfs did not mount on node ${failed + 1}`)
     }
     nodeScript = () => `${w.run(mnt)} > /dev/null && echo done; fusermount -u -z ${mnt}`
+  } else if (method === 'stage-in') {
+    const serving = await serveSet(w, server, [CLUSTER, 'exec', '0'], true)
+    stopServer = serving.stop
+    const root = `${STAGE}/${path.basename(w.set)}`
+    // aria2c writes "staged" to its fd 3 when the set is complete (its hook), and its end closes
+    // it: a FIFO read waits for either, like the agents' "mounted". A torrent has no empty
+    // directories: the decoys are made after, so the loader's failed lookups are the same.
+    nodeScript = (k) => `f=/tmp/p2pb-ready-${k}; rm -f $f; mkfifo $f; mkdir -p ${STAGE} && mount -t tmpfs none ${STAGE} || exit 1; ` +
+      `aria2c ${ARIA2C} --bt-tracker=${serving.tracker} --on-bt-download-complete=${STAGED_HOOK} --dir=${STAGE} ${desc} ` +
+      `3> $f > /tmp/p2pb-aria2c-${k}.log 2>&1 & pid=$!; ` +
+      `read line < $f; rm -f $f; [ "$line" = staged ] || { wait $pid; cat /tmp/p2pb-aria2c-${k}.log >&2; umount ${STAGE}; exit 1; }; ` +
+      `mkdir -p ${Array.from({ length: DECOYS }, (_, i) => `${root}/decoy${i}`).join(' ')}; ` +
+      `echo mounted; echo startcpu ${AGENT_TICKS}; ${w.run(root)} < /dev/null > /dev/null || { kill $pid; wait $pid; umount ${STAGE}; exit 1; }; echo done; ` +
+      `cat > /dev/null; echo cpu ${AGENT_TICKS} ${AGENT_CTX}; kill $pid; wait $pid; rm -f /tmp/p2pb-aria2c-${k}.log; umount ${STAGE}`
   } else {
     const mode = method.replace(/^p2p-/, '').replace(/\+(dht|nodes)$/, '')
     const serving = await serveSet(w, server, [CLUSTER, 'exec', '0'], opts['open-head'], method.endsWith('+dht'))
@@ -286,6 +314,7 @@ async function preflight (methods: readonly string[]): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error('the benchmark needs root (network and mount namespaces, tc, FUSE)')
   const needs = ['ip', 'tc', 'nsenter', 'unshare', 'fusermount']
   if (methods.includes('sshfs')) needs.push('sshfs', 'socat')
+  if (methods.includes('stage-in')) needs.push('aria2c')
   if (opts.driver === 'python') needs.push('/usr/bin/python3')
   for (const cmd of needs) {
     const r = await execa('sh', ['-c', `command -v ${cmd}`], { reject: false })
@@ -294,8 +323,8 @@ async function preflight (methods: readonly string[]): Promise<void> {
   if (methods.includes('sshfs') && (await execa('test', ['-x', '/usr/lib/openssh/sftp-server'], { reject: false })).exitCode !== 0) {
     throw new Error(`/usr/lib/openssh/sftp-server is missing (${hint})`)
   }
-  const unknown = methods.filter((m) => !['local', 'sshfs', 'p2p-block', 'p2p-file', 'p2p-eager'].includes(m.replace(/^(p2p-\w+)\+(dht|nodes)$/, '$1')))
-  if (unknown.length) throw new Error(`unknown method ${unknown.join(', ')}: expected local, sshfs, p2p-block, p2p-file, p2p-eager (a p2p method with +dht: nodes find each other in a DHT; +nodes: in the list of all nodes)`)
+  const unknown = methods.filter((m) => !['local', 'sshfs', 'stage-in', 'p2p-block', 'p2p-file', 'p2p-eager'].includes(m.replace(/^(p2p-\w+)\+(dht|nodes)$/, '$1')))
+  if (unknown.length) throw new Error(`unknown method ${unknown.join(', ')}: expected local, sshfs, stage-in, p2p-block, p2p-file, p2p-eager (a p2p method with +dht: nodes find each other in a DHT; +nodes: in the list of all nodes)`)
 }
 
 await main()

@@ -8,10 +8,11 @@
 # 4-node test cluster (slurm/cluster.sh). hpcc: a real Open MPI application launched through
 # p2prun (examples/hpcc, test/hpcc.test.ts).
 # With --bench also what bench/ needs: sshfs, socat and sftp-server (the shared-file-system
-# baseline), python3-dev (the Python extension-module workload), gnuplot-nox (the plots).
+# baseline), aria2 (a stock BitTorrent client: the stage-in baseline), python3-dev (the Python
+# extension-module workload), gnuplot-nox (the plots).
 set -euo pipefail
 packages=(fuse3 libfuse3-dev pkg-config build-essential musl-tools procps iproute2 man-db python3 python3-dev python3-venv lmod openmpi-bin libopenmpi-dev mpich libmpich-dev slurm-wlm munge libslurm-dev hpcc)
-[ "${1:-}" != --bench ] || packages+=(sshfs socat openssh-sftp-server gnuplot-nox)
+[ "${1:-}" != --bench ] || packages+=(sshfs socat openssh-sftp-server gnuplot-nox aria2)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

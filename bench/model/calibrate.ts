@@ -1,7 +1,7 @@
-// The model against the emulated cluster's measurements (bench/README.md, 2026-12-02, 10:37–11:30:
-// the calibration matrix of 4813218, p2p-eager, the job secret on, one run each at 8, 16 and 32
-// nodes, and the three 64-node runs). The model runs as the bench does: 2 cores shared by every
-// agent, program and the head; agents given the description file.
+// The model against the emulated cluster's measurements (bench/README.md, 2026-12-03, 00:55–01:03:
+// the calibration matrix of e59b234 on this VM, p2p-eager, the job secret on, three runs of each
+// row, medians). The model runs as the bench does: 2 cores shared by every agent, program and the
+// head; agents given the description file.
 //   node bench/model/calibrate.ts          model vs measured with the parameters in params.ts
 //   node bench/model/calibrate.ts --fit    fit trickleCpu, pieceRecvCpu and emulationCpuPerPiece again
 import { parseArgs } from 'node:util'
@@ -19,14 +19,14 @@ interface Row {
   readonly fit: boolean
 }
 
-/** bench/README.md, "Results on this 2-core VM (2026-12-02, 10:37–11:30)": the calibration matrix, and 64 nodes (the median of three runs). */
+/** bench/README.md, "Results on the new 2-core VM (2026-12-03, 00:55–01:03)": medians of three runs per row. */
 const ROWS: readonly Row[] = [
-  { nodes: 8, rate: '100mbit', makespan: 5.84, agentCpu: 0.61, serverMB: 48.7, fit: true },
-  { nodes: 16, rate: '100mbit', makespan: 7.38, agentCpu: 0.70, serverMB: 48.7, fit: true },
-  { nodes: 32, rate: '100mbit', makespan: 14.80, agentCpu: 0.78, serverMB: 48.9, fit: true },
-  { nodes: 32, rate: '1gbit', makespan: 11.83, agentCpu: 0.62, serverMB: 48.8, fit: true },
-  { nodes: 8, rate: '1gbit', makespan: 2.14, agentCpu: 0.40, serverMB: 48.7, fit: true },
-  { nodes: 64, rate: '100mbit', makespan: 31.27, agentCpu: 0.84, serverMB: 49.1, fit: false }
+  { nodes: 8, rate: '100mbit', makespan: 6.78, agentCpu: 1.11, serverMB: 48.7, fit: true },
+  { nodes: 16, rate: '100mbit', makespan: 11.17, agentCpu: 1.07, serverMB: 48.7, fit: true },
+  { nodes: 32, rate: '100mbit', makespan: 23.10, agentCpu: 1.09, serverMB: 48.8, fit: true },
+  { nodes: 32, rate: '1gbit', makespan: 20.47, agentCpu: 0.98, serverMB: 48.8, fit: true },
+  { nodes: 8, rate: '1gbit', makespan: 4.70, agentCpu: 0.86, serverMB: 48.7, fit: true },
+  { nodes: 64, rate: '100mbit', makespan: 52.61, agentCpu: 1.27, serverMB: 49.3, fit: false }
 ]
 /** Seeds per row: the model's own spread (random peers and background orders) is averaged out. */
 const SEEDS = 3

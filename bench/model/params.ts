@@ -40,7 +40,7 @@ export interface Params {
   readonly seed: number
 
   // Node agent (bench/README.md: whole-life agent CPU, agent start CPU).
-  /** CPU until the mount is up: Node, the CLI, joining, mounting. Measured 0.08–0.13 s in the calibration matrix (2026-12-02, 4813218). */
+  /** CPU until the mount is up: Node, the CLI, joining, mounting. Measured 0.26–0.30 s (row medians) in the calibration matrix of 2026-12-03 (e59b234, this VM); 0.08–0.13 s on the VM of 2026-12-02 morning. */
   readonly agentStartCpu: number
   /** Wall time of the start beyond its CPU (exec, page faults, mount): measured 0.19–0.20 s wall against 0.15–0.16 CPU at 2 nodes. */
   readonly agentStartWait: number
@@ -50,7 +50,7 @@ export interface Params {
    * CPU per second of a piece's arrival at the link's payload rate, on top of pieceRecvCpu: on a
    * slow link the agent wakes for each small batch of a piece's packets, on a fast one it reads the
    * piece in a few large reads. Fitted on the 8-node rows at 100 Mbit/s and 1 Gbit/s, whose agents
-   * moved the same bytes for 0.61 and 0.40 CPU-s.
+   * moved the same bytes for 1.11 and 0.86 CPU-s (2026-12-03).
    */
   readonly trickleCpu: number
   /** CPU per piece served to a peer: pread and the socket write. Assumed half of pieceRecvCpu. */
@@ -126,14 +126,14 @@ export const DEFAULTS: Omit<Params, 'nodes' | 'rate'> = {
   startSpread: 0,
   discovery: 'tracker',
   seed: 1,
-  agentStartCpu: 0.11,
+  agentStartCpu: 0.28,
   agentStartWait: 0.04,
-  pieceRecvCpu: 0.329e-3,
-  pieceSendCpu: 0.164e-3,
-  trickleCpu: 0.0571,
+  pieceRecvCpu: 0.517e-3,
+  pieceSendCpu: 0.258e-3,
+  trickleCpu: 0.0681,
   messageCpu: 1e-6,
   programCpu: 0.05,
-  emulationCpuPerPiece: 0.070e-3,
+  emulationCpuPerPiece: 0.369e-3,
   headPieceCpu: 0.5e-3,
   headConnCpu: 1e-3,
   trackerRegisterCpu: 0.174e-3,

@@ -41,8 +41,12 @@ export interface Native {
   setRcvLowat (fd: number, bytes: number): void
   /** The file's bytes [0, length) as a Buffer shared with it (native/store-map.c); throws an Error whose `code` is the errno's name. */
   mapStore (fd: number, length: number): Buffer
-  /** Allocates the file's blocks for bytes [offset, offset + length), before they are written through the mapping; throws as mapStore. */
-  allocateStore (fd: number, offset: number, length: number): void
+  /**
+   * Allocates the file's blocks for bytes [offset, offset + length) of `store` (mapStore's Buffer
+   * over `fd`), before they are written through the mapping, and maps those pages in at once;
+   * throws as mapStore.
+   */
+  allocateStore (store: Buffer, fd: number, offset: number, length: number): void
   /**
    * Takes over a duplicate of a connected socket's descriptor after its handshake; `initial`: bytes
    * already read from it. Blocks asked for (peerExpect) are read into `store` at piece `index`'s

@@ -329,7 +329,7 @@ export class SwarmNode implements ByteSource {
   /** Room in the store for bytes about to be written there; out of room fails what waits, as a failed write did. */
   private claim (start: number, length: number): boolean {
     try {
-      requireNative('the node\'s store', swarmError).allocateStore(this.data.fd, start, length)
+      requireNative('the node\'s store', swarmError).allocateStore(this.bytes, this.data.fd, start, length)
       return true
     } catch (err) {
       this.failAll(swarmError(`cannot write to the store ${this.storePath}: ${(err as Error).message}`,

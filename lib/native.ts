@@ -41,18 +41,14 @@ export interface Native {
   setRcvLowat (fd: number, bytes: number): void
   /** The file's bytes [0, length) as a Buffer shared with it (native/store-map.c); throws an Error whose `code` is the errno's name. */
   mapStore (fd: number, length: number): Buffer
-  /**
-   * Allocates the file's blocks for bytes [offset, offset + length) of `store` (mapStore's Buffer
-   * over `fd`), before they are written through the mapping, and maps those pages in at once;
-   * throws as mapStore.
-   */
-  allocateStore (store: Buffer, fd: number, offset: number, length: number): void
+  /** Allocates the file's blocks for bytes [offset, offset + length), before they are written; throws as mapStore. */
+  allocateStore (fd: number, offset: number, length: number): void
   /**
    * Takes over a duplicate of a connected socket's descriptor after its handshake; `initial`: bytes
-   * already read from it. Blocks asked for (peerExpect) are read into `store` at piece `index`'s
-   * place, unless `have` marks the piece verified. Throws with the system's reason.
+   * already read from it. Blocks asked for (peerExpect) are written to `storeFd` (the file `store`
+   * maps) at piece `index`'s place, unless `have` marks the piece verified. Throws with the system's reason.
    */
-  adoptPeerSocket (fd: number, initial: Buffer, store: Buffer, pieceLength: number, have: Uint8Array, maxMessage: number, onEvent: PeerStreamListener): PeerStream
+  adoptPeerSocket (fd: number, initial: Buffer, store: Buffer, storeFd: number, pieceLength: number, have: Uint8Array, maxMessage: number, onEvent: PeerStreamListener): PeerStream
   /** Queued for the end of the loop turn; bytes inside the store are sent from there, others copied. */
   peerWrite (stream: PeerStream, bytes: Buffer): void
   peerExpect (stream: PeerStream, index: number, begin: number, length: number): void

@@ -1,8 +1,8 @@
 // A node's peer connection after its handshake, moved in C on Node's own event loop (libuv): the
-// bytes of BitTorrent's messages are framed here, a block that answers one of our requests is read
-// into its place in the node's mapped store (native/store-map.c) without passing through
+// bytes of BitTorrent's messages are framed here, a block that answers one of our requests is
+// written to its place in the node's store file (native/store-map.c) without passing through
 // JavaScript, and what JS sends goes out as one gathered write per connection per loop turn, a
-// block we serve as a pointer into the same store. JS keeps the policy: every other message, and a
+// block we serve as a pointer into the store's mapping. JS keeps the policy: every other message, and a
 // short "placed" record per block, reach it in one batch per connection per loop turn, in the
 // wire format it already parses (lib/swarm/wire.ts).
 //
@@ -10,6 +10,13 @@
 // and in parsing around each read (bench/README.md, 2026-12-02): per read, a JS callback, a
 // stream chunk, views and a copy; per write, a stream request. Here a read costs one callback of
 // C, and JS is entered once per connection per turn.
+//
+// Blocks are written with pwrite from this module's read buffer, not copied into the mapping: the
+// kernel then fills the store's pages through its own mapping of memory, and the agent never
+// touches a fresh page of the store. On the emulated cluster's VM (a paravirtualized guest) the
+// first touch of each 4 KiB page from user space costs ~6 us even once the kernel has mapped it:
+// 0.08-0.1 CPU-s per agent for a 48.5 MB set, against ~0.01 s for the same bytes by pwrite
+// (bench/README.md, 2026-12-03).
 //
 // Safety: a block lands in the store only if JS asked this peer for exactly it (`expect`) and the
 // piece is not verified yet (the node's have bitfield, shared): a peer cannot write anywhere else,
@@ -46,17 +53,19 @@ typedef struct stream {
   napi_env env;
   napi_ref on_event, store_ref, have_ref;
   napi_async_context async;
-  uint8_t *store;
+  // The store's mapping (blocks served from it) and its file (blocks written to it).
+  const uint8_t *store;
   size_t store_length;
+  int store_fd;
   const uint8_t *have;
   size_t have_bytes;
   uint32_t piece_length, max_message;
   // Bytes of an unfinished message, kept between reads.
   uint8_t *pend;
   size_t pend_length, pend_cap;
-  // A block being read straight into the store, and its bytes still to come.
+  // A block whose rest is read and written to the store as it comes: where that rest goes, and how much.
   block_t placing;
-  uint8_t *place;
+  uint64_t place_at;
   uint32_t place_left;
   // Bytes of a piece message nobody asked for, still to be dropped.
   uint32_t skip_left;
@@ -158,6 +167,24 @@ static bool to_inbox(stream_t *s, const uint8_t *bytes, size_t length) {
   return true;
 }
 
+// Writes `length` bytes at `at` in the store file; false (the connection ended, with why) if it failed.
+static bool store_write(stream_t *s, const uint8_t *bytes, size_t length, uint64_t at) {
+  while (length > 0) {
+    ssize_t n = pwrite(s->store_fd, bytes, length, (off_t)at);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      char why[96];
+      snprintf(why, sizeof why, "cannot write to the store: %s", n < 0 ? strerror(errno) : "no progress");
+      end(s, why);
+      return false;
+    }
+    bytes += n;
+    length -= (size_t)n;
+    at += (uint64_t)n;
+  }
+  return true;
+}
+
 static void placed(stream_t *s, block_t b) {
   uint8_t rec[4 + PLACED_LENGTH];
   put32(rec, PLACED_LENGTH);
@@ -221,11 +248,11 @@ static size_t frame(stream_t *s, const uint8_t *buf, size_t length) {
       pos += 13;
       bool asked = at + b.length <= s->store_length && take_expected(s, b.index, b.begin, b.length);
       if (asked && !verified(s, b.index)) {
-        memcpy(s->store + at, buf + pos, body);
+        if (!store_write(s, buf + pos, body, at)) return pos;
         pos += body;
         if (body == b.length) { placed(s, b); continue; }
         s->placing = b;
-        s->place = s->store + at + body;
+        s->place_at = at + body;
         s->place_left = b.length - (uint32_t)body;
         set_low_water(s, s->place_left);
         return pos;
@@ -262,8 +289,11 @@ static bool room(const stream_t *s, size_t n) {
 static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
   (void)suggested;
   stream_t *s = handle->data;
+  // A block's rest: into the read buffer (nothing unfinished is kept there meanwhile: the block's
+  // header and first bytes were the last of the previous read), then to the store.
   if (s->place_left) {
-    *buf = uv_buf_init((char *)s->place, s->place_left);
+    if (!room(s, 0)) { *buf = uv_buf_init(NULL, 0); return; }
+    *buf = uv_buf_init((char *)shared, s->place_left < shared_cap ? s->place_left : (unsigned)shared_cap);
     return;
   }
   // Reads land after the unfinished message's bytes, copied in front of them in take(): one
@@ -297,7 +327,8 @@ static void on_read(uv_stream_t *handle, ssize_t nread, const uv_buf_t *buf) {
     return;
   }
   if (!s->place_left) return take(s, (size_t)nread);
-  s->place += nread;
+  if (!store_write(s, shared, (size_t)nread, s->place_at)) return;
+  s->place_at += (uint64_t)nread;
   s->place_left -= (uint32_t)nread;
   set_low_water(s, s->place_left ? s->place_left : 1);
   if (s->place_left) return;
@@ -448,22 +479,23 @@ static void free_handle(uv_handle_t *handle) {
   free(handle->data);
 }
 
-// adoptPeerSocket(fd, initial, store, pieceLength, have, maxMessage, onEvent): takes over a
-// duplicate of a connected TCP socket's descriptor (the caller then closes its own); `initial`:
-// bytes already read from it, framed first. onEvent(inbox, ended): an inbox of messages (Buffer)
+// adoptPeerSocket(fd, initial, store, storeFd, pieceLength, have, maxMessage, onEvent): takes over
+// a duplicate of a connected TCP socket's descriptor (the caller then closes its own); `initial`:
+// bytes already read from it, framed first; `store` maps the file `storeFd` (mapStore). onEvent(inbox, ended): an inbox of messages (Buffer)
 // or undefined, and why the connection ended (once) or undefined.
 static napi_value adopt(napi_env env, napi_callback_info info) {
-  napi_value argv[7];
-  int32_t fd;
+  napi_value argv[8];
+  int32_t fd, store_fd;
   uint32_t piece_length, max_message;
   void *initial, *store, *have;
   size_t initial_length, store_length, have_bytes;
   napi_valuetype fn_type;
-  if (!args(env, info, 7, argv) || napi_get_value_int32(env, argv[0], &fd) != napi_ok || !buffer_of(env, argv[1], &initial, &initial_length) ||
-      !buffer_of(env, argv[2], &store, &store_length) || napi_get_value_uint32(env, argv[3], &piece_length) != napi_ok ||
-      !buffer_of(env, argv[4], &have, &have_bytes) || napi_get_value_uint32(env, argv[5], &max_message) != napi_ok ||
-      napi_typeof(env, argv[6], &fn_type) != napi_ok || fn_type != napi_function || piece_length == 0) {
-    napi_throw_type_error(env, NULL, "adoptPeerSocket(fd, initial, store, pieceLength, have, maxMessage, onEvent)");
+  if (!args(env, info, 8, argv) || napi_get_value_int32(env, argv[0], &fd) != napi_ok || !buffer_of(env, argv[1], &initial, &initial_length) ||
+      !buffer_of(env, argv[2], &store, &store_length) || napi_get_value_int32(env, argv[3], &store_fd) != napi_ok ||
+      napi_get_value_uint32(env, argv[4], &piece_length) != napi_ok ||
+      !buffer_of(env, argv[5], &have, &have_bytes) || napi_get_value_uint32(env, argv[6], &max_message) != napi_ok ||
+      napi_typeof(env, argv[7], &fn_type) != napi_ok || fn_type != napi_function || piece_length == 0) {
+    napi_throw_type_error(env, NULL, "adoptPeerSocket(fd, initial, store, storeFd, pieceLength, have, maxMessage, onEvent)");
     return NULL;
   }
   uv_loop_t *loop;
@@ -484,6 +516,7 @@ static napi_value adopt(napi_env env, napi_callback_info info) {
   s->env = env;
   s->store = store;
   s->store_length = store_length;
+  s->store_fd = store_fd;
   s->have = have;
   s->have_bytes = have_bytes;
   s->piece_length = piece_length;
@@ -502,9 +535,9 @@ static napi_value adopt(napi_env env, napi_callback_info info) {
     uv_close((uv_handle_t *)&s->tcp, free_handle);
     return fail(env, uv_strerror(err));
   }
-  napi_create_reference(env, argv[6], 1, &s->on_event);
+  napi_create_reference(env, argv[7], 1, &s->on_event);
   napi_create_reference(env, argv[2], 1, &s->store_ref);
-  napi_create_reference(env, argv[4], 1, &s->have_ref);
+  napi_create_reference(env, argv[5], 1, &s->have_ref);
   napi_create_string_utf8(env, "p2prun:peer", NAPI_AUTO_LENGTH, &name);
   napi_async_init(env, NULL, name, &s->async);
   if (napi_create_external(env, s, on_released, NULL, &handle) != napi_ok) {

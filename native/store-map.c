@@ -1,9 +1,9 @@
 // A node's store as memory: the set's bytes in one file (node-local tmpfs or disk), mapped shared
-// into the agent. Blocks from peers are copied straight to their place in it, pieces are hashed
-// there, and peers are served views of it: no buffer per piece or per request, no read or write
-// call per piece. Each of those buffers was fresh memory from the kernel (a mapping of its own,
-// zeroed on first touch), ~100 MB of them per node for a 48.5 MB set, and their external memory
-// drove V8's full collections; measured in bench/README.md (2026-12-02).
+// into the agent. Blocks from peers are written to their place in the file (native/peer-stream.c),
+// and peers are served views of the mapping: no buffer per piece or per request. Before, each of
+// those buffers was fresh memory from the kernel (a mapping of its own, zeroed on first touch),
+// ~100 MB of them per node for a 48.5 MB set, and their external memory drove V8's full
+// collections; measured in bench/README.md (2026-12-02).
 // Part of p2prun's addon (addon.c), built by scripts/build.ts into dist/.
 #define _GNU_SOURCE
 #include <errno.h>
@@ -64,36 +64,18 @@ static napi_value map_store(napi_env env, napi_callback_info info) {
   return result;
 }
 
-// allocateStore(store, fd, offset, length): the file's blocks for that range, before anything is
-// written there through the mapping `store` (mapStore's Buffer over fd): running out of room is
-// then this error, and never a SIGBUS at the write. Per piece, when it is first asked for: a node
-// that reads part of the set holds only that.
-// The range is then entered in the agent's page tables in one call (MADV_POPULATE_WRITE, Linux
-// 5.14): else each 4 KiB page of a piece faults on its first write, 16 traps per 64 KiB piece,
-// ~12,000 per node for a 48.5 MB set, which cost an agent 0.11 of its 1.18 CPU-s on the emulated
-// cluster's VM (perf, bench/README.md 2026-12-03). Only a saving: the room is already there, so an
-// older kernel's EINVAL (or any other failure) leaves the pages to fault as before.
+// allocateStore(fd, offset, length): the file's blocks for that range, before anything is written
+// there through the mapping: running out of room is then this error, and never a SIGBUS at the
+// write. Per piece, when it is first asked for: a node that reads part of the set holds only that.
 static napi_value allocate_store(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4];
-  void *base = NULL;
-  size_t mapped = 0;
   int32_t fd;
   int64_t range[2];
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 4 ||
-      napi_get_buffer_info(env, argv[0], &base, &mapped) != napi_ok ||
-      napi_get_value_int32(env, argv[1], &fd) != napi_ok ||
-      napi_get_value_int64(env, argv[2], &range[0]) != napi_ok || napi_get_value_int64(env, argv[3], &range[1]) != napi_ok ||
-      range[0] < 0 || range[1] < 0 || (uint64_t)range[0] + (uint64_t)range[1] > mapped) {
-    napi_throw_type_error(env, NULL, "allocateStore(store, fd, offset, length) takes the mapped store, its descriptor, and a range inside it");
+  if (!integer_args(env, info, 3, &fd, range)) {
+    napi_throw_type_error(env, NULL, "allocateStore(fd, offset, length) takes a descriptor, an offset and a length");
     return NULL;
   }
-  if (range[1] == 0) return NULL;
-  int err = posix_fallocate(fd, range[0], range[1]);
+  int err = range[1] > 0 ? posix_fallocate(fd, range[0], range[1]) : 0;
   if (err != 0) return throw_errno(env, err, "cannot allocate room in the store");
-  uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-  uintptr_t start = ((uintptr_t)base + (uintptr_t)range[0]) & ~(page - 1);
-  madvise((void *)start, (uintptr_t)base + (uintptr_t)range[0] + (uintptr_t)range[1] - start, MADV_POPULATE_WRITE);
   return NULL;
 }
 

@@ -3,8 +3,11 @@
 // place in the store, and nothing a peer sends lands anywhere else.
 import { once } from 'node:events'
 import { randomBytes } from 'node:crypto'
+import { closeSync, mkdtempSync, openSync, rmSync } from 'node:fs'
 import net from 'node:net'
+import path from 'node:path'
 import t, { type Test } from 'tap'
+import { requireNative } from '../lib/native.ts'
 import { Bitfield } from '../lib/swarm/bitfield.ts'
 import { BLOCK_LENGTH, haveMessage, Wire, type WireHandler } from '../lib/swarm/wire.ts'
 import { generator, mutate, randomBytesFrom } from './helpers/fuzz.ts'
@@ -23,11 +26,16 @@ async function handedOver (t: Test) {
   const peer = await accepted
   peer.setNoDelay(true)
   t.teardown(() => { socket.destroy(); peer.destroy(); server.close() })
-  const store = Buffer.alloc(PIECES * PIECE_LENGTH)
+  // The store as a node has it: a file in node-local memory, mapped; the addon writes blocks to the
+  // file, and the test reads them through the mapping.
+  const dir = mkdtempSync('/dev/shm/p2prun-peer-stream-test-')
+  const fd = openSync(path.join(dir, 'store'), 'w+')
+  t.teardown(() => { closeSync(fd); rmSync(dir, { recursive: true, force: true }) })
+  const store = requireNative('the peer stream test', (m, hint) => new Error(`${m} (${hint})`)).mapStore(fd, PIECES * PIECE_LENGTH)
   const have = new Bitfield(PIECES)
   const wire = new Wire(socket, {
     infoHash: INFO_HASH, peerId: randomBytes(20), pieceCount: PIECES, outgoing: true, timeoutMs: 5000,
-    store: { bytes: store, pieceLength: PIECE_LENGTH, have: have.bytes }
+    store: { bytes: store, fd, pieceLength: PIECE_LENGTH, have: have.bytes }
   })
   t.teardown(() => wire.destroy())
   socket.on('data', (chunk: Buffer) => wire.receive(chunk, false))

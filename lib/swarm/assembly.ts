@@ -1,7 +1,7 @@
 // Pieces a node is downloading: which 16 KiB blocks of each are free, asked for, or in, who sent
 // them, and the SHA-1 check once the last block is in. Blocks lie in their place in the set's bytes
-// (the node's store; the addon reads them there, or they are copied there): a piece's bytes there
-// count only once it passed its check.
+// (the node's store; the addon writes them there, or they are copied there), and the check reads
+// the whole piece back (`bytesOf`): a piece's bytes there count only once it passed its check.
 // Pieces and blocks are the torrent's (BEP 3); a piece that fails its check starts over, and its
 // senders are named so the node can drop them.
 import { hash } from 'node:crypto'
@@ -57,10 +57,15 @@ export class Assembly {
   /** Pieces that passed their check, or were settled from the source: never asked again. */
   private readonly done: Uint8Array
 
-  constructor (layout: Layout, into: Buffer, claim: (start: number, length: number) => boolean = () => true) {
+  /** A piece's bytes, whole, for its check: by default its place in `into`. */
+  private readonly bytesOf: (piece: Buffer, start: number) => Buffer
+
+  constructor (layout: Layout, into: Buffer, claim: (start: number, length: number) => boolean = () => true,
+    bytesOf: (piece: Buffer, start: number) => Buffer = (piece) => piece) {
     this.layout = layout
     this.into = into
     this.claim = claim
+    this.bytesOf = bytesOf
     this.done = new Uint8Array(layout.pieceCount)
   }
 
@@ -152,7 +157,7 @@ export class Assembly {
     const want = this.layout.pieceHashes.subarray(20 * req.index, 20 * req.index + 20)
     // One call, not a Hash object per piece: its construction and digest were a third of the
     // agent's hashing time in the 32-node profile.
-    if (!hash('sha1', p.data, 'buffer').equals(want)) return { state: 'failed', from: [...p.from] }
+    if (!hash('sha1', this.bytesOf(p.data, req.index * this.layout.pieceLength), 'buffer').equals(want)) return { state: 'failed', from: [...p.from] }
     this.done[req.index] = 1
     return VERIFIED
   }

@@ -118,9 +118,11 @@ export interface HandshakeOptions {
   readonly store?: StoreTarget
 }
 
-/** Where a node's blocks go: the set's bytes (mapped), its piece length and its have bitfield (verified pieces are never written). */
+/** Where a node's blocks go: the set's bytes (mapped) and their file, its piece length and its have bitfield (verified pieces are never written). */
 export interface StoreTarget {
   readonly bytes: Buffer
+  /** The file `bytes` maps: the addon writes blocks there (pwrite), and serves them from `bytes`. */
+  readonly fd: number
   readonly pieceLength: number
   readonly have: Uint8Array
 }
@@ -396,7 +398,7 @@ export class Wire {
       if (this.destroyed) return
       if (err) return this.fail(err.message)
       try {
-        this.stream = (native as NonNullable<typeof native>).adoptPeerSocket(handle.fd, Buffer.concat(this.chunks), store.bytes, store.pieceLength,
+        this.stream = (native as NonNullable<typeof native>).adoptPeerSocket(handle.fd, Buffer.concat(this.chunks), store.bytes, store.fd, store.pieceLength,
           store.have, this.maxMessageLength, (inbox, ended) => this.fromStream(inbox, ended))
       } catch (e) {
         return this.fail(`cannot hand the connection over: ${(e as Error).message}`)

@@ -17,7 +17,7 @@
 //                          [--open-head]    a head open to any client (for agents of a build without job secrets)
 //                          [--agent-stats DIR]  each agent's counters (mount --stats) as DIR/METHOD-N-nK.json
 import { execa } from 'execa'
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises'
+import { mkdir, readFile, realpath, rm, writeFile } from 'node:fs/promises'
 import { createInterface } from 'node:readline'
 import path from 'node:path'
 import { availableParallelism } from 'node:os'
@@ -308,6 +308,16 @@ async function main (): Promise<void> {
 
 const seconds = (s: number | undefined) => s === undefined ? '' : `${s.toFixed(2)}s`
 
+/**
+ * A source tree's bin/p2prun runs its TypeScript sources when they are newer than its bundle (see
+ * bin/p2prun): agents that start at twice the CPU, measured as if they were the build. Refused.
+ */
+async function checkBuilt (bin: string): Promise<void> {
+  const root = path.dirname(path.dirname(await realpath(bin)))
+  const stale = await execa('sh', ['-c', '[ ! -d launcher ] || { [ -f dist/cli.mjs ] && [ -z "$(find lib launcher package.json -newer dist/cli.mjs -print -quit)" ]; }'], { cwd: root, reject: false })
+  if (stale.exitCode !== 0) throw new Error(`${bin} would run its sources, not its bundle: they changed since its last build (hint: run \`node scripts/build.ts\` in ${root})`)
+}
+
 /** Everything the chosen methods need, checked before any namespace exists. */
 async function preflight (methods: readonly string[]): Promise<void> {
   const hint = 'hint: run `bash scripts/setup-system.sh --bench` as root'
@@ -323,6 +333,7 @@ async function preflight (methods: readonly string[]): Promise<void> {
   if (methods.includes('sshfs') && (await execa('test', ['-x', '/usr/lib/openssh/sftp-server'], { reject: false })).exitCode !== 0) {
     throw new Error(`/usr/lib/openssh/sftp-server is missing (${hint})`)
   }
+  for (const bin of new Set([P2PRUN, opts.agent])) await checkBuilt(bin)
   const unknown = methods.filter((m) => !['local', 'sshfs', 'stage-in', 'p2p-block', 'p2p-file', 'p2p-eager'].includes(m.replace(/^(p2p-\w+)\+(dht|nodes)$/, '$1')))
   if (unknown.length) throw new Error(`unknown method ${unknown.join(', ')}: expected local, sshfs, stage-in, p2p-block, p2p-file, p2p-eager (a p2p method with +dht: nodes find each other in a DHT; +nodes: in the list of all nodes)`)
 }

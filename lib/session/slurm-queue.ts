@@ -63,27 +63,42 @@ export class HeadJobs {
    * A job's epilog says it ended: whether the head should go. Only the head's own jobs know its
    * stop URL, so this job is surely its: a job that is no array task ends the head at once (a
    * job submitted in the same second from the same directory is not taken for a task of it); an
-   * array's task, once no other task of that array is queued but to complete.
+   * array's task, once no other task of that array is queued but to complete. An epilog's request
+   * can reach the head after its job left the queue (seen on a loaded host: the first task of an
+   * array gone from squeue, the second pending, and the head stopped under the second's prolog):
+   * then the head goes only if none of the jobs it knows as its own is still queued.
    */
   async ended (jobId: string | undefined): Promise<boolean> {
     if (jobId === undefined) return true // not from a p2prun epilog: stop, as asked
     this.finished.add(jobId)
     const jobs = await queue()
-    const array = jobs?.find((j) => j.id === jobId && j.arrayTask !== undefined)?.arrayJob
-    if (jobs === undefined || array === undefined) return true
+    if (jobs === undefined) return true
+    const job = jobs.find((j) => j.id === jobId)
     // Not by id: the tasks still pending share the array's id (Slurm gives each its own when it starts).
-    return !jobs.some((j) => j.arrayJob === array && j.state !== 'COMPLETING')
+    if (job?.arrayTask !== undefined) return !jobs.some((j) => j.arrayJob === job.arrayJob && j.state !== 'COMPLETING')
+    if (job !== undefined) return true
+    this.look(jobs)
+    return this.left(jobs) === 0
   }
 
   private async noneLeft (): Promise<boolean> {
     const jobs = await queue()
     if (jobs === undefined) return false // the controller may be restarting: look again later
+    this.look(jobs)
+    return this.left(jobs) === 0 && (this.mine.size > 0 || Date.now() > this.to)
+  }
+
+  /** Takes the head's jobs from the queue: submitted from its directory, in its window, at its first job's second. */
+  private look (jobs: readonly QueuedJob[]): void {
     const candidates = jobs.filter((j) => j.workDir === this.workDir && j.submitted >= this.from && j.submitted <= this.to)
     this.submitted ??= candidates.length > 0 ? Math.min(...candidates.map((j) => j.submitted)) : undefined
     // To the second, as squeue shows it: the next job of a script that waits for this one comes later.
     for (const job of candidates) if (job.submitted === this.submitted) this.mine.add(job.id)
-    const left = jobs.filter((j) => this.mine.has(j.id) && !this.finished.has(j.id)).length
-    return left === 0 && (this.mine.size > 0 || Date.now() > this.to)
+  }
+
+  /** How many of the head's jobs are queued and have not said they ended. */
+  private left (jobs: readonly QueuedJob[]): number {
+    return jobs.filter((j) => this.mine.has(j.id) && !this.finished.has(j.id)).length
   }
 }
 

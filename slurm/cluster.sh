@@ -78,7 +78,9 @@ up() {
     munged -S "$st/munge/munge.socket" --key-file="$st/munge/munge.key" --pid-file="$st/munge/munged.pid" \
       --log-file="$st/log/munged.log" --seed-file="$st/munge/munged.seed"
   fi
-  alive "$(pid_of "$st/run/slurmctld.pid")" || slurmctld
+  # A fresh controller starts from a clean state (-c): a node drained by an earlier run's failed
+  # prolog would otherwise stay drained, and every later `up` would wait for it in vain.
+  alive "$(pid_of "$st/run/slurmctld.pid")" || slurmctld -c
   for i in $(seq 1 "$nodes"); do
     alive "$(pid_of "$st/run/slurmd-n$i.pid")" || slurmd -N "n$i"
   done

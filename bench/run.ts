@@ -181,6 +181,33 @@ const STAGED_HOOK = path.join(ROOT, 'bench/staged.sh')
 const ARIA2C = '--enable-dht=false --enable-dht6=false --bt-enable-lpd=false --enable-peer-exchange=true --seed-ratio=0.0 ' +
   '--file-allocation=none --summary-interval=0 --console-log-level=warn --listen-port=6881 --allow-overwrite=true'
 
+interface SetMover {
+  /** Commands that must succeed first. */
+  readonly before?: string
+  /** Runs it in the background, its first line to the FIFO $f: `ready` (a shell pattern) once the set is there. */
+  readonly start: string
+  readonly ready: string
+  /** The driver, run from where the set is. */
+  readonly run: string
+  /** What to print when it failed, and what to run last, on success and failure alike. */
+  readonly failed?: string
+  readonly after?: string
+}
+
+/**
+ * A node's script around the process that brings it the set and serves it to the others (an agent,
+ * or the stage-in client): a FIFO read waits for it to be ready without polling (EOF: it failed);
+ * the driver runs; the process seeds to the other nodes until all are done (stdin ends); its CPU is
+ * read just before it is stopped. The lines it prints are timeNodes's.
+ */
+function withSetMover (k: number, m: SetMover): string {
+  const after = m.after ? `${m.after}; ` : ''
+  return `f=/tmp/p2pb-ready-${k}; rm -f $f; mkfifo $f; ${m.before ? `{ ${m.before}; } || exit 1; ` : ''}${m.start} & pid=$!; ` +
+    `read line < $f; rm -f $f; case "$line" in ${m.ready}) ;; *) wait $pid; ${m.failed ? `${m.failed}; ` : ''}${after}exit 1 ;; esac; ` +
+    `echo mounted; echo startcpu ${AGENT_TICKS}; ${m.run} < /dev/null > /dev/null || { kill $pid; wait $pid; ${after}exit 1; }; echo done; ` +
+    `cat > /dev/null; echo cpu ${AGENT_TICKS} ${AGENT_CTX}; kill $pid; wait $pid${m.after ? `; ${m.after}` : ''}`
+}
+
 /** Where every node's agent listens with +nodes: the same port on each node's own address. */
 const NODE_PORT = 6881
 
@@ -211,16 +238,18 @@ async function runMethod (method: string, n: number, w: Workload): Promise<Row> 
     const serving = await serveSet(w, server, [CLUSTER, 'exec', '0'], true)
     stopServer = serving.stop
     const root = `${STAGE}/${path.basename(w.set)}`
-    // aria2c writes "staged" to its fd 3 when the set is complete (its hook), and its end closes
-    // it: a FIFO read waits for either, like the agents' "mounted". A torrent has no empty
-    // directories: the decoys are made after, so the loader's failed lookups are the same.
-    nodeScript = (k) => `f=/tmp/p2pb-ready-${k}; rm -f $f; mkfifo $f; mkdir -p ${STAGE} && mount -t tmpfs none ${STAGE} || exit 1; ` +
-      `aria2c ${ARIA2C} --bt-tracker=${serving.tracker} --on-bt-download-complete=${STAGED_HOOK} --dir=${STAGE} ${desc} ` +
-      `3> $f > /tmp/p2pb-aria2c-${k}.log 2>&1 & pid=$!; ` +
-      `read line < $f; rm -f $f; [ "$line" = staged ] || { wait $pid; cat /tmp/p2pb-aria2c-${k}.log >&2; umount ${STAGE}; exit 1; }; ` +
-      `mkdir -p ${Array.from({ length: DECOYS }, (_, i) => `${root}/decoy${i}`).join(' ')}; ` +
-      `echo mounted; echo startcpu ${AGENT_TICKS}; ${w.run(root)} < /dev/null > /dev/null || { kill $pid; wait $pid; umount ${STAGE}; exit 1; }; echo done; ` +
-      `cat > /dev/null; echo cpu ${AGENT_TICKS} ${AGENT_CTX}; kill $pid; wait $pid; rm -f /tmp/p2pb-aria2c-${k}.log; umount ${STAGE}`
+    // aria2c writes "staged" to its fd 3 when the set is complete (its hook), and its end closes it.
+    // A torrent has no empty directories: the decoys are made first, so the loader's failed lookups
+    // are the same.
+    const log = (k: number) => `/tmp/p2pb-aria2c-${k}.log`
+    nodeScript = (k) => withSetMover(k, {
+      before: `mkdir -p ${STAGE} && mount -t tmpfs none ${STAGE} && mkdir -p ${Array.from({ length: DECOYS }, (_, i) => `${root}/decoy${i}`).join(' ')}`,
+      start: `aria2c ${ARIA2C} --bt-tracker=${serving.tracker} --on-bt-download-complete=${STAGED_HOOK} --dir=${STAGE} ${desc} 3> $f > ${log(k)} 2>&1`,
+      ready: 'staged',
+      run: w.run(root),
+      failed: `cat ${log(k)} >&2`,
+      after: `rm -f ${log(k)}; umount ${STAGE}`
+    })
   } else {
     const mode = method.replace(/^p2p-/, '').replace(/\+(dht|nodes)$/, '')
     const serving = await serveSet(w, server, [CLUSTER, 'exec', '0'], opts['open-head'], method.endsWith('+dht'))
@@ -233,14 +262,12 @@ async function runMethod (method: string, n: number, w: Workload): Promise<Row> 
       discovery = (k) => `--node-list ${list} --node-index ${k - 1}`
       stopServer = async () => { await serving.stop(); await rm(list, { force: true }) }
     }
-    // The mount prints "mounted …" when ready; a FIFO read waits for it without polling.
-    nodeScript = (k) => `f=/tmp/p2pb-ready-${k}; rm -f $f; mkfifo $f; ` +
-      `${opts.agent} mount ${desc} ${mnt} --mode ${mode} ${discovery(k)} --seeder ${serving.seeder} --store-dir /dev/shm --node-name n${k} --quiet${opts['agent-stats'] ? ` --stats ${opts['agent-stats']}/${method}-${n}-n${k}.json` : ''} > $f & pid=$!; ` +
-      // The agent's first line is "mounted …" once the FS is up; EOF means it failed (its stderr says why).
-      `read line < $f; rm -f $f; case "$line" in mounted*) ;; *) wait $pid; exit 1 ;; esac; ` +
-      `echo mounted; echo startcpu ${AGENT_TICKS}; ${w.run(mnt)} < /dev/null > /dev/null || { kill $pid; wait $pid; exit 1; }; echo done; ` +
-      // The agent seeds to the other nodes until all are done (stdin ends), then stops.
-      `cat > /dev/null; echo cpu ${AGENT_TICKS} ${AGENT_CTX}; kill $pid; wait $pid`
+    // The agent's first line is "mounted …" once the FS is up; EOF means it failed (its stderr says why).
+    nodeScript = (k) => withSetMover(k, {
+      start: `${opts.agent} mount ${desc} ${mnt} --mode ${mode} ${discovery(k)} --seeder ${serving.seeder} --store-dir /dev/shm --node-name n${k} --quiet${opts['agent-stats'] ? ` --stats ${opts['agent-stats']}/${method}-${n}-n${k}.json` : ''} > $f`,
+      ready: 'mounted*',
+      run: w.run(mnt)
+    })
   }
   const before = await serverTxBytes()
   const ticksBefore = await serverTicks()

@@ -82,6 +82,13 @@ const ALIASES: Record<string, string> = { umount: 'mount', 'head-daemon': 'head'
 
 const first = process.argv[2]
 const command = first === undefined ? undefined : (ALIASES[first] ?? (first in COMMANDS ? first : undefined))
+// A node agent's JavaScript is the glue around the addon's data path (native/: the wire, the store,
+// the FUSE server), and most agents live for one launch: TurboFan's compiles on V8's worker threads,
+// and the deoptimizations after them, cost an agent more than its optimized code saves. Without it
+// the agent's code tops out at Sparkplug's. Measured on the emulated cluster (bench/README.md,
+// 2026-12-03): whole-life agent CPU 1.03-1.07 against 1.17-1.22 CPU-s at 32 nodes, 0.85-0.99 against
+// 0.93-1.07 at 8. The head keeps TurboFan: its tracker answers thousands of nodes.
+if (command === 'mount' || command === 'node-agent') v8.setFlagsFromString('--no-turbofan')
 if (first === 'help') {
   // `p2prun help [COMMAND]`, as git and commander's users expect: nobody means a program named help.
   // `help run` (and `help` alone) is the launch's own usage, the top-level help.

@@ -149,6 +149,32 @@ t.test('what the wire sends goes out in order, a served block from the store; th
   t.equal(wire.closeReason, 'closed')
 })
 
+t.test('served blocks and messages keep their order when the peer stops reading and the socket fills, and all arrive once it reads again', async (t) => {
+  const { wire, peer, store, received } = await handedOver(t)
+  for (let i = 0; i < PIECES; i++) store.fill(i + 1, i * PIECE_LENGTH, (i + 1) * PIECE_LENGTH)
+  peer.pause()
+  // 16 MiB and more: past what the two ends' socket buffers hold, so part of it is sent at once
+  // and the rest waits, over several loop turns, behind what could not go.
+  const expected: Buffer[] = []
+  for (let turn = 0; turn < 8; turn++) {
+    for (let k = 0; k < 40; k++) {
+      const index = (turn * 40 + k) % PIECES
+      wire.have(haveMessage(index))
+      wire.piece({ index, begin: 0, length: PIECE_LENGTH }, store.subarray(index * PIECE_LENGTH, (index + 1) * PIECE_LENGTH))
+      expected.push(message(4, u32(index)), piece(index, 0, Buffer.alloc(PIECE_LENGTH, index + 1)))
+    }
+    await new Promise((resolve) => setImmediate(resolve))
+  }
+  const want = Buffer.concat(expected)
+  t.ok(want.length > 16 * 1024 * 1024, 'more than the socket buffers hold')
+  peer.resume()
+  let got = 0
+  while ((got = received.reduce((n, b) => n + b.length, 0)) < 68 + want.length) await once(peer, 'data')
+  t.equal(got, 68 + want.length, 'nothing more than was sent')
+  t.ok(Buffer.concat(received).subarray(68).equals(want), 'every have and piece, byte for byte, in order')
+  t.notOk(wire.destroyed)
+})
+
 t.test('seeded random and mutated streams through the addon: the process lives, valid streams pass whole, nothing lands in the store', async (t) => {
   const seed = Number(process.env.P2PRUN_FUZZ_SEED ?? 20261202)
   const rand = generator(seed)

@@ -39,6 +39,8 @@ export type FuseEventListener = (kind: FuseEvent, id: number, ino: number, offse
 
 export interface Native {
   setRcvLowat (fd: number, bytes: number): void
+  /** A socket listening on host:port (native/listen-socket.c), or undefined if host is not a numeric address; throws as mapStore. */
+  listenTcp (host: string, port: number): number | undefined
   /** The file's bytes [0, length) as a Buffer shared with it (native/store-map.c); throws an Error whose `code` is the errno's name. */
   mapStore (fd: number, length: number): Buffer
   /** Allocates the file's blocks for bytes [offset, offset + length), before they are written; throws as mapStore. */

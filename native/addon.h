@@ -9,4 +9,9 @@ napi_value register_fuse_server(napi_env env, napi_value exports);
 napi_value register_process_exit(napi_env env, napi_value exports);
 napi_value register_store_map(napi_env env, napi_value exports);
 napi_value register_peer_stream(napi_env env, napi_value exports);
+napi_value register_listen_socket(napi_env env, napi_value exports);
+
+// Throws an Error whose `code` is the errno's name (ENOSPC, EADDRINUSE...), its message `what` and
+// the system's reason, for the caller's own message; returns NULL.
+napi_value throw_errno(napi_env env, int err, const char *what);
 #endif

@@ -1,6 +1,6 @@
 // A node's store as memory: the set's bytes in one file (node-local tmpfs or disk), mapped shared
 // into the agent. Blocks from peers are written to their place in the file (native/peer-stream.c),
-// and peers are served views of the mapping: no buffer per piece or per request. Before, each of
+// and served from it (sendfile): no buffer per piece or per request. Before, each of
 // those buffers was fresh memory from the kernel (a mapping of its own, zeroed on first touch),
 // ~100 MB of them per node for a 48.5 MB set, and their external memory drove V8's full
 // collections; measured in bench/README.md (2026-12-02).
@@ -20,15 +20,6 @@
 static void unmap(napi_env env, void *data, void *hint) {
   (void)env;
   munmap(data, (size_t)(uintptr_t)hint);
-}
-
-// Throws an Error whose `code` is the errno's name (ENOSPC…), for the caller's message.
-static napi_value throw_errno(napi_env env, int err, const char *what) {
-  char message[160];
-  snprintf(message, sizeof message, "%s: %s", what, strerror(err));
-  const char *code = strerrorname_np(err);
-  napi_throw_error(env, code ? code : "EIO", message);
-  return NULL;
 }
 
 static bool integer_args(napi_env env, napi_callback_info info, size_t want, int32_t *fd, int64_t *numbers) {

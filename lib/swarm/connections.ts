@@ -6,6 +6,7 @@ import net from 'node:net'
 import { P2prunError } from '../errors.ts'
 import type { JobSecret } from './job-auth.ts'
 import { setRcvLowat } from './low-water.ts'
+import { listenOn } from './listen.ts'
 import { hostPort, plainIp } from './peer-address.ts'
 import { Wire, type StoreTarget, type WireHandler } from './wire.ts'
 import type { DescriptionServer } from './description-exchange.ts'
@@ -96,11 +97,9 @@ export class Connections {
 
   static async listen (opts: ConnectionsOptions): Promise<Connections> {
     const server = net.createServer({ noDelay: true })
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', (err: NodeJS.ErrnoException) => reject(new P2prunError('SWARM',
-        `cannot listen for peers on ${opts.host}:${opts.port}: ${err.code ?? err.message}`,
-        { hint: err.code === 'EADDRNOTAVAIL' ? 'give an address of this host' : 'choose another port, or 0 for any', cause: err })))
-      server.listen(opts.port, opts.host, () => resolve())
+    await listenOn(server, opts.host, opts.port).catch((err: NodeJS.ErrnoException) => {
+      throw new P2prunError('SWARM', `cannot listen for peers on ${opts.host}:${opts.port}: ${err.code ?? err.message}`,
+        { hint: err.code === 'EADDRNOTAVAIL' ? 'give an address of this host' : 'choose another port, or 0 for any', cause: err })
     })
     return new Connections(opts, server)
   }

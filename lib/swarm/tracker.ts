@@ -11,6 +11,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import bencode from 'bencode'
 import { P2prunError } from '../errors.ts'
 import { AUTH_PARAM, proofMatches, type JobSecret } from './job-auth.ts'
+import { listenOn } from './listen.ts'
 import { encodeCompact, plainIp } from './peer-address.ts'
 import { isHeadPeerId } from './peer-id.ts'
 import { PEEK_PARAM } from './announce.ts'
@@ -266,12 +267,9 @@ export async function startTracker (opts: TrackerOptions): Promise<Tracker> {
   })
   // A client that goes away mid-request is its own problem, never this process's.
   server.on('clientError', (_err, socket) => socket.destroy())
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', (err: NodeJS.ErrnoException) => {
-      reject(new P2prunError('TRACKER', `tracker cannot listen on ${opts.host}:${opts.port}: ${err.code ?? err.message}`,
-        { hint: 'choose another --tracker-port or free that one', cause: err }))
-    })
-    server.listen(opts.port, opts.host, () => resolve())
+  await listenOn(server, opts.host, opts.port).catch((err: NodeJS.ErrnoException) => {
+    throw new P2prunError('TRACKER', `tracker cannot listen on ${opts.host}:${opts.port}: ${err.code ?? err.message}`,
+      { hint: 'choose another --tracker-port or free that one', cause: err })
   })
   const address = server.address()
   let closing: Promise<void> | undefined

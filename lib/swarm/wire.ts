@@ -417,8 +417,32 @@ export class Wire {
 
   /** What the addon read (whole messages), and why the connection ended; nothing here may throw into it. */
   private fromStream (inbox: Buffer | undefined, ended: string | undefined): void {
-    if (inbox) this.receive(inbox, false)
+    if (inbox) {
+      if (this.handler && this.chunks.length === 0) this.deliver(inbox)
+      else this.receive(inbox, false)
+    }
     if (ended !== undefined) this.destroy(ended)
+  }
+
+  /**
+   * The addon's messages (whole ones, back to back: native/peer-stream.c frames them), dispatched
+   * where they lie in its batch, without the queue `receive` keeps for bytes that may end
+   * mid-message, and a have without even a view: at 32 nodes a node hears ~23,000 haves, and
+   * the queue's views and bookkeeping were most of their cost (about half, measured on 69,000
+   * haves in a fresh process). Guarded as consume.
+   */
+  private deliver (inbox: Buffer): void {
+    try {
+      for (let at = 0; at < inbox.length && !this.destroyed;) {
+        const length = inbox.readUInt32BE(at)
+        if (at + 4 + length > inbox.length) return this.destroy('the addon handed over a message cut short')
+        if (length === 5 && inbox[at + 4] === MSG.have) this.onHave(inbox.readUInt32BE(at + 5))
+        else if (length > 0) this.dispatch(inbox.subarray(at + 4, at + 4 + length))
+        at += 4 + length
+      }
+    } catch (err) {
+      this.destroy(`failed on the peer's data: ${(err as Error).message}`)
+    }
   }
 
   private send (id: number, payload?: Buffer): void {
@@ -520,12 +544,8 @@ export class Wire {
         return h.onInterested(this)
       case MSG.notInterested:
         return // a peer that is done stays unchoked: there is nothing to take back
-      case MSG.have: {
-        const index = msg.readUInt32BE(1)
-        if (index >= this.peerPieces.length) return this.destroy(`has piece ${index} of ${this.peerPieces.length}`)
-        if (this.peerPieces.set(index)) h.onPieces(this, index)
-        return
-      }
+      case MSG.have:
+        return this.onHave(msg.readUInt32BE(1))
       case MSG.bitfield:
         // BEP 3: a bitfield of the wrong size drops the connection.
         if (msg.length !== 1 + this.peerPieces.bytes.length) return this.destroy(`sent a bitfield of ${msg.length - 1} bytes for ${this.peerPieces.length} pieces`)
@@ -576,6 +596,12 @@ export class Wire {
       // cancel: requests are answered as they arrive, so a cancel always comes too late.
       // Anything else (port, suggest, allowed-fast, extensions we did not announce) is ignored.
     }
+  }
+
+  private onHave (index: number): void {
+    if (this.opts.descOnly) return
+    if (index >= this.peerPieces.length) return this.destroy(`has piece ${index} of ${this.peerPieces.length}`)
+    if (this.peerPieces.set(index)) this.handler?.onPieces(this, index)
   }
 
   /** Removes and returns the outstanding request a piece or reject answers. */

@@ -346,17 +346,17 @@ static void on_written(uv_write_t *req, int status) {
   if (status < 0 && status != UV_ECANCELED && !s->closing) end(s, uv_strerror(status));
 }
 
-// Sends the queue's entries from `first` on, in order, with nothing of libuv's queued before them
-// (its write queue is empty): bytes by sendmsg, several entries gathered, with MSG_MORE when a block
-// follows, so a piece's 13-byte header leaves in the same segment as its block; a block from the
+// Sends the queue's entries in order, while nothing of libuv's is queued before them (its write
+// queue is empty): bytes by sendmsg, several entries gathered, with MSG_MORE when more follows,
+// so a piece's 13-byte header leaves in the same segment as its block; a block from the
 // store by sendfile, so the kernel hands the store's page-cache pages to TCP: no copy into the
 // socket's buffer, and the agent never touches those pages (each first touch costs ~6 us on the
 // bench's paravirtualized VM). Stops at the first short write (the socket's buffer is full) and
 // trims that entry to its unsent rest; returns the index of the first entry not wholly sent, or
 // SIZE_MAX if the connection failed (ended, with why).
 enum { GATHER = 64 };
-static size_t send_now(stream_t *s, int fd, size_t first) {
-  size_t i = first;
+static size_t send_now(stream_t *s, int fd) {
+  size_t i = 0;
   while (i < s->out_count) {
     ssize_t n;
     size_t want;
@@ -401,7 +401,7 @@ static void flush(stream_t *s) {
   size_t first = 0;
   int fd;
   if (uv_stream_get_write_queue_size((uv_stream_t *)&s->tcp) == 0 && uv_fileno((uv_handle_t *)&s->tcp, &fd) == 0) {
-    first = send_now(s, fd, 0);
+    first = send_now(s, fd);
     if (first == SIZE_MAX) return;
   }
   if (first == s->out_count) {

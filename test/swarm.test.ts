@@ -3,6 +3,7 @@
 import { execFile } from 'node:child_process'
 import { statfsSync } from 'node:fs'
 import { mkdir, readdir, readFile, stat, utimes, writeFile } from 'node:fs/promises'
+import net from 'node:net'
 import path from 'node:path'
 import { promisify } from 'node:util'
 import t, { type Test } from 'tap'
@@ -11,6 +12,7 @@ import { extractTree } from '../lib/extract.ts'
 import { SwarmNode } from '../lib/swarm/node.ts'
 import { bytesFor, snapshotTree } from './helpers/fixtures.ts'
 import { describedTree, p2prun, serve } from './helpers/cli.ts'
+import { handshake, message, u32 } from './helpers/peer-wire.ts'
 
 const SET_FILES = { 'libone.so.1': 3_000_000, 'libtwo.so.1': 2_500_000, 'sub/libthree.so': 1_700_000, 'tiny.so': 10 }
 
@@ -97,6 +99,26 @@ t.test('block mode\'s open: a file\'s first and last pieces are fetched without 
   t.equal(node.stats().piecesHave, 2, 'two pieces in all')
 })
 
+t.test('a node sends a piece to one peer at a time while the job\'s nodes read, to three once it fetches everything', async (t) => {
+  const { dir, libs, file } = await describedSet(t)
+  const head = await serve(file, libs, [])
+  t.teardown(head.stop)
+  const desc = parseDescription(await readFile(file))
+  const port = await freePort()
+  const node = await SwarmNode.join(desc, { storeDir: dir, port, maxConns: 10, numwant: 10, stallTimeoutMs: 60_000, trackers: [head.tracker], seeders: [head.seeder] })
+  t.teardown(() => node.close())
+  const entry = desc.entries.find((e) => e.path === 'libone.so.1')!
+  await node.read(entry, 0, Buffer.alloc(2 * desc.pieceLength))
+  const first = Math.floor((entry.torrentOffset ?? 0) / desc.pieceLength)
+  // Four peers by hand, unchoked, then each asking for the same block at once.
+  const peers = await Promise.all([1, 2, 3, 4].map(() => handPeer(t, port, Buffer.from(desc.infoHash, 'hex'))))
+  const answers = async (index: number) => (await Promise.all(peers.map((p) => p.ask(index)))).sort()
+  t.same(await answers(first), ['piece', 'reject', 'reject', 'reject'], 'reading: one peer gets the piece, the others are turned down')
+  const fetching = node.fetchAll()
+  t.same(await answers(first + 1), ['piece', 'piece', 'piece', 'reject'], 'fetching everything: three peers get it')
+  await fetching
+})
+
 t.test('with --defer-to-peers 0 the head serves every request, and every node completes', async (t) => {
   const { dir, libs, file, bytes } = await describedSet(t)
   const head = await serve(file, libs, ['--defer-to-peers', '0', '--upload-limit', String(2 * 1024 * 1024)])
@@ -147,3 +169,52 @@ t.test('the seeder checks its source against the description', async (t) => {
   t.equal(sized.exitCode, 1)
   t.match(sized.stderr, /libtwo\.so\.1 has 5 bytes, the description says 2500000/)
 })
+
+async function freePort (): Promise<number> {
+  const server = net.createServer()
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const { port } = server.address() as net.AddressInfo
+  await new Promise((resolve) => server.close(resolve))
+  return port
+}
+
+/** A peer played by hand (BEP 3 with the Fast Extension): connected, interested and unchoked; `ask` requests a block and says how it was answered. */
+async function handPeer (t: Test, port: number, infoHash: Buffer) {
+  const socket = net.connect(port, '127.0.0.1')
+  t.teardown(() => socket.destroy())
+  let buffered = Buffer.alloc(0)
+  let shook = false
+  const waiting: Array<{ id: number, resolve: (id: number) => void }> = []
+  const seen: number[] = []
+  socket.on('data', (chunk: Buffer) => {
+    buffered = Buffer.concat([buffered, chunk])
+    if (!shook) {
+      if (buffered.length < 68) return
+      shook = true
+      buffered = buffered.subarray(68)
+    }
+    while (buffered.length >= 4 && buffered.length >= 4 + buffered.readUInt32BE(0)) {
+      const length = buffered.readUInt32BE(0)
+      const id = length > 0 ? buffered[4]! : -1
+      buffered = buffered.subarray(4 + length)
+      seen.push(id)
+      for (const w of waiting.splice(0)) {
+        if (ids(w.id).includes(id)) w.resolve(id)
+        else waiting.push(w)
+      }
+    }
+  })
+  const next = (id: number) => seen.includes(id) ? Promise.resolve(id) : new Promise<number>((resolve) => waiting.push({ id, resolve }))
+  // 1: unchoke; for a request, 7 (piece) or 16 (reject).
+  const ids = (id: number) => id === 7 ? [7, 16] : [id]
+  socket.write(handshake(infoHash, { fast: true }))
+  socket.write(message(2))
+  await next(1)
+  return {
+    ask: async (index: number) => {
+      seen.length = 0
+      socket.write(message(6, Buffer.concat([u32(index), u32(0), u32(16384)])))
+      return (await next(7)) === 7 ? 'piece' : 'reject'
+    }
+  }
+}

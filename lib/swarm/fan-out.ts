@@ -1,6 +1,7 @@
 // How many peers a piece goes to at once. The head sends each piece to one node at a time and
-// turns the others down (BEP 6 reject: they get it from that node); a node sends a piece to a few
-// peers at a time. In a crowd that wants the same piece at the same moment (block mode: every node
+// turns the others down (BEP 6 reject: they get it from that node); a node sends a piece to one
+// peer at a time while the job's nodes read, a few once they fetch everything (lib/swarm/node.ts,
+// READ_FAN_OUT). In a crowd that wants the same piece at the same moment (block mode: every node
 // faults on the same page), holders then multiply like a tree, instead of the first holder's one
 // uplink feeding everyone while the others wait (measured in bench/README.md, 2026-12-02).
 // A peer turned down backs off that holder for the piece (the picker) and asks another.

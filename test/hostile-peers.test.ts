@@ -13,7 +13,7 @@ import { SwarmNode } from '../lib/swarm/node.ts'
 import { hostPort } from '../lib/swarm/peer-address.ts'
 import { bytesFor, snapshotTree } from './helpers/fixtures.ts'
 import { describedTree, p2prun, serve, type Serving } from './helpers/cli.ts'
-import { handshake, message, pct, strangerId, u32 } from './helpers/peer-wire.ts'
+import { handshake, message, pct, readPeer, strangerId, u32 } from './helpers/peer-wire.ts'
 
 const SET_FILES = { 'libone.so.1': 3_000_000, 'libtwo.so.1': 2_500_000, 'sub/libthree.so': 1_700_000 }
 
@@ -70,24 +70,11 @@ async function liar (t: Test, infoHash: Buffer, opening?: Buffer, mute = false) 
     counts.connections++
     socket.on('error', () => {})
     socket.on('close', () => { counts.closed++ })
-    let buffered = Buffer.alloc(0)
-    let shook = false
-    socket.on('data', (chunk: Buffer) => {
-      buffered = Buffer.concat([buffered, chunk])
-      if (!shook) {
-        if (buffered.length < 68) return
-        shook = true
-        buffered = buffered.subarray(68)
-        socket.write(Buffer.concat([handshake(infoHash), message(0x0e), message(1), opening ?? Buffer.alloc(0)]))
-      }
-      while (buffered.length >= 4 && buffered.length >= 4 + buffered.readUInt32BE(0)) {
-        const msg = buffered.subarray(4, 4 + buffered.readUInt32BE(0))
-        buffered = buffered.subarray(4 + msg.length)
-        if (msg[0] !== 6 || msg.length !== 13) continue
-        counts.requests++
-        if (!mute) socket.write(message(7, Buffer.concat([msg.subarray(1, 9), randomBytes(msg.readUInt32BE(9))])))
-      }
-    })
+    readPeer(socket, (msg) => {
+      if (msg[0] !== 6 || msg.length !== 13) return
+      counts.requests++
+      if (!mute) socket.write(message(7, Buffer.concat([msg.subarray(1, 9), randomBytes(msg.readUInt32BE(9))])))
+    }, () => socket.write(Buffer.concat([handshake(infoHash), message(0x0e), message(1), opening ?? Buffer.alloc(0)])))
   })
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
   t.teardown(() => { server.close() })

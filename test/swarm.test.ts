@@ -12,7 +12,7 @@ import { extractTree } from '../lib/extract.ts'
 import { SwarmNode } from '../lib/swarm/node.ts'
 import { bytesFor, snapshotTree } from './helpers/fixtures.ts'
 import { describedTree, p2prun, serve } from './helpers/cli.ts'
-import { handshake, message, u32 } from './helpers/peer-wire.ts'
+import { handshake, message, readPeer, u32 } from './helpers/peer-wire.ts'
 
 const SET_FILES = { 'libone.so.1': 3_000_000, 'libtwo.so.1': 2_500_000, 'sub/libthree.so': 1_700_000, 'tiny.so': 10 }
 
@@ -182,31 +182,22 @@ async function freePort (): Promise<number> {
 async function handPeer (t: Test, port: number, infoHash: Buffer) {
   const socket = net.connect(port, '127.0.0.1')
   t.teardown(() => socket.destroy())
-  let buffered = Buffer.alloc(0)
-  let shook = false
   const waiting: Array<{ id: number, resolve: (id: number) => void }> = []
   const seen: number[] = []
-  socket.on('data', (chunk: Buffer) => {
-    buffered = Buffer.concat([buffered, chunk])
-    if (!shook) {
-      if (buffered.length < 68) return
-      shook = true
-      buffered = buffered.subarray(68)
-    }
-    while (buffered.length >= 4 && buffered.length >= 4 + buffered.readUInt32BE(0)) {
-      const length = buffered.readUInt32BE(0)
-      const id = length > 0 ? buffered[4]! : -1
-      buffered = buffered.subarray(4 + length)
-      seen.push(id)
-      for (const w of waiting.splice(0)) {
-        if (ids(w.id).includes(id)) w.resolve(id)
-        else waiting.push(w)
-      }
+  readPeer(socket, (msg) => {
+    const id = msg[0]!
+    seen.push(id)
+    for (const w of waiting.splice(0)) {
+      if (ids(w.id).includes(id)) w.resolve(id)
+      else waiting.push(w)
     }
   })
-  const next = (id: number) => seen.includes(id) ? Promise.resolve(id) : new Promise<number>((resolve) => waiting.push({ id, resolve }))
   // 1: unchoke; for a request, 7 (piece) or 16 (reject).
   const ids = (id: number) => id === 7 ? [7, 16] : [id]
+  const next = (id: number) => {
+    const got = seen.find((s) => ids(id).includes(s))
+    return got !== undefined ? Promise.resolve(got) : new Promise<number>((resolve) => waiting.push({ id, resolve }))
+  }
   socket.write(handshake(infoHash, { fast: true }))
   socket.write(message(2))
   await next(1)

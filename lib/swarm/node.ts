@@ -87,9 +87,10 @@ const REQUEST_TIMEOUT_MS = 10_000
  * modes): holders then multiply one hop at a time, where with three the node that happened to be
  * first at the head fed 2.5-3.9 copies of all it read over its one uplink, and the launch waited
  * for that uplink (8 nodes, block: 6.4-7.6 s against 10.3-14.6 s; 16 nodes 12.1-14.5 against
- * 20.7-28.7 s; 32 nodes, CPU-bound, alike; bench/README.md, 2026-12-03). Three once every node fetches everything, each in
- * an order of its own (eager): few requests meet, and one turned down costs its node a round trip
- * (with one: 8 nodes 7.4 against 6.8 s, 16 nodes 10.4-11.0 against 9.9-10.0 s).
+ * 20.7-28.7 s; 32 nodes, CPU-bound, alike; bench/README.md, 2026-12-03). Three once every node
+ * fetches everything, each in an order of its own (eager): few requests meet, and one turned down
+ * costs its node a round trip (with one: 8 nodes 7.4 against 6.8 s, 16 nodes 10.4-11.0 against
+ * 9.9-10.0 s).
  */
 const READ_FAN_OUT = 1
 const FETCH_ALL_FAN_OUT = 3

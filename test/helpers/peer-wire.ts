@@ -17,6 +17,29 @@ export function handshake (infoHash: Buffer, opts: { fast?: boolean, extensions?
   return Buffer.concat([Buffer.from('\x13BitTorrent protocol', 'latin1'), reserved, infoHash, opts.peerId ?? strangerId()])
 }
 
+/**
+ * Reads what arrives on a hand-played peer's socket: the other end's 68-byte handshake
+ * (`onHandshake`), then each message's body, its id first (keep-alives skipped).
+ */
+export function readPeer (socket: net.Socket, onMessage: (msg: Buffer) => void, onHandshake?: () => void): void {
+  let buffered = Buffer.alloc(0)
+  let shook = false
+  socket.on('data', (chunk: Buffer) => {
+    buffered = Buffer.concat([buffered, chunk])
+    if (!shook) {
+      if (buffered.length < 68) return
+      shook = true
+      buffered = buffered.subarray(68)
+      onHandshake?.()
+    }
+    while (buffered.length >= 4 && buffered.length >= 4 + buffered.readUInt32BE(0)) {
+      const msg = buffered.subarray(4, 4 + buffered.readUInt32BE(0))
+      buffered = buffered.subarray(4 + msg.length)
+      if (msg.length > 0) onMessage(msg)
+    }
+  })
+}
+
 export const pct = (bytes: Uint8Array) => [...bytes].map((b) => `%${b.toString(16).padStart(2, '0')}`).join('')
 
 /** Accepted ends of loopback connections to one server, all destroyed at the end of the test. */

@@ -5,11 +5,16 @@
 // `--driver python`: Python importing the 200 libraries as extension modules; named, the directory
 // is `--libs` and PYTHONPATH points into the mount by hand; zero-configuration, p2prun serves the
 // PYTHONPATH entries it finds outside the system and points PYTHONPATH there itself.
+// `--warm`: a third way takes turns with them, `--libs DIR` with node agents that linger
+// (P2PRUN_AGENT_LINGER): each launch is handed to the agents of the one before (a launch first, not
+// counted, starts them; they are stopped by PID at the end).
 // Measured: the whole launch, until `p2prun` returns (every rank loaded its 200 libraries and
-// exited; the head and agents are gone), and the bytes the server node sent.
-// Usage: npm run bench:launch -- [--nodes 8] [--rate 100mbit] [--rounds 3] [--driver driver|python]
+// exited; the head and agents are gone, or lingering), the bytes the server node sent, and what
+// each node's agent spent on the launch (its own count, logged at the launch's end: from its
+// process's start, or from the hand-off for a lingering agent), median and largest over the nodes.
+// Usage: npm run bench:launch -- [--nodes 8] [--rate 100mbit] [--rounds 3] [--driver driver|python] [--warm]
 import { execa } from 'execa'
-import { rm } from 'node:fs/promises'
+import { readdir, readFile, rm } from 'node:fs/promises'
 import path from 'node:path'
 import { parseArgs } from 'node:util'
 import { CLUSTER, mpiAcrossNodes, serverTxBytes, writeHostfile } from './cluster.ts'
@@ -20,24 +25,51 @@ const { values: opts } = parseArgs({
     nodes: { type: 'string', default: '8' },
     rate: { type: 'string', default: '100mbit' },
     rounds: { type: 'string', default: '3' },
-    driver: { type: 'string', default: 'driver' }
+    driver: { type: 'string', default: 'driver' },
+    warm: { type: 'boolean', default: false }
   }
 })
+/** The launches' run directory (shared by the emulated nodes, which keep their node states apart by name). */
+const RUN_DIR = path.join(ROOT, 'bench/work/run')
+const LINGER_S = '600'
 const LIBS = 200
 const n = Number(opts.nodes)
 const rounds = Number(opts.rounds)
 if (!Number.isInteger(n) || n < 2) throw new Error(`--nodes ${opts.nodes}: expected one node count of at least 2 (run once per count)`)
 
+interface Launched { seconds: number, serverMB: number, agentCpuS: number[] }
+
 /** One launch from the server node; what it printed is kept for a failure. */
-async function launch (args: string[], env: Record<string, string>): Promise<{ seconds: number, serverMB: number }> {
+async function launch (args: string[], env: Record<string, string>): Promise<Launched> {
+  const logs = path.join(RUN_DIR, 'logs')
+  await rm(logs, { recursive: true, force: true })
   const before = await serverTxBytes()
   const t0 = performance.now()
+  // P2PRUN_DEBUG=1: each agent keeps its log, whose last counters say what the launch cost it.
   const r = await execa('nsenter', ['--net=/run/netns/p2pb-s0', P2PRUN, '-n', String(n), '--launcher', 'openmpi', ...args],
-    { env: { ...process.env, ...env }, reject: false, stdin: 'ignore' })
+    { env: { ...process.env, P2PRUN_RUN_DIR: RUN_DIR, P2PRUN_DEBUG: '1', ...env }, reject: false, stdin: 'ignore' })
   const seconds = (performance.now() - t0) / 1000
   if (r.exitCode !== 0) throw new Error(`the launch failed (exit ${r.exitCode}): ${String(r.stderr).slice(-1500)}`)
-  return { seconds, serverMB: ((await serverTxBytes()) - before) / 1e6 }
+  const agentCpuS: number[] = []
+  for (const name of await readdir(logs).catch(() => [])) {
+    const stats = [...(await readFile(path.join(logs, name), 'utf8')).matchAll(/ stats (\{.*\})$/gm)].at(-1)?.[1]
+    const cpu = stats && (JSON.parse(stats) as { cpu?: { user: number, system: number } }).cpu
+    if (cpu) agentCpuS.push(cpu.user + cpu.system)
+  }
+  if (agentCpuS.length !== n) throw new Error(`${agentCpuS.length} of ${n} agents logged their counters in ${logs}`)
+  return { seconds, serverMB: ((await serverTxBytes()) - before) / 1e6, agentCpuS }
 }
+
+/** Stops the agents lingering for the nodes (by the PIDs their records give). */
+async function stopLingering (): Promise<void> {
+  for (const name of await readdir(RUN_DIR).catch(() => [])) {
+    if (!/^agent-.*\.json$/.test(name)) continue
+    const { pid } = JSON.parse(await readFile(path.join(RUN_DIR, name), 'utf8')) as { pid: number }
+    try { process.kill(pid, 'SIGTERM') } catch {}
+  }
+}
+
+const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor((s.length - 1) / 2)] ?? 0 }
 
 async function main (): Promise<void> {
   if (opts.driver !== 'driver' && opts.driver !== 'python') throw new Error(`--driver ${opts.driver}: expected driver or python`)
@@ -56,18 +88,23 @@ async function main (): Promise<void> {
   const hostfile = await writeHostfile(path.join(ROOT, 'bench/work/hosts'), n)
   try {
     const mpi = mpiAcrossNodes(hostfile)
-    const results: Record<string, { seconds: number, serverMB: number }[]> = { explicit: [], zero: [] }
+    const results: Record<string, Launched[]> = { explicit: [], zero: [], ...(opts.warm ? { warm: [] } : {}) }
+    const warm = { P2PRUN_AGENT_LINGER: LINGER_S, ...ways.explicit.env }
+    if (opts.warm) await launch([...mpi, '--quiet', ...ways.explicit.args], warm)
     for (let i = 0; i < rounds; i++) {
       results.explicit?.push(await launch([...mpi, '--quiet', ...ways.explicit.args], ways.explicit.env))
       // As the user has it: the libraries on LD_LIBRARY_PATH (PYTHONPATH) where the driver was built; nothing else.
       results.zero?.push(await launch([...mpi, '--quiet', ...ways.zero.args], ways.zero.env))
+      if (opts.warm) results.warm?.push(await launch([...mpi, '--quiet', ...ways.explicit.args], warm))
     }
     console.log(`Pynamic-like ${opts.driver}, ${n} ranks on ${n} nodes, ${opts.rate} per node, ${(w.bytes / 1e6).toFixed(1)} MB of libraries, ${rounds} rounds taking turns:`)
     for (const [name, rows] of Object.entries(results)) {
-      const label = name === 'explicit' ? `p2prun -n ${n} --libs DIR ${opts.driver}` : `p2prun -n ${n} ${opts.driver} (no --libs)`
-      console.log(`  ${label.padEnd(34)} ${rows.map((r) => `${r.seconds.toFixed(2)} s`).join(', ')}; server sent ${rows.map((r) => r.serverMB.toFixed(1)).join(', ')} MB`)
+      const label = name === 'explicit' ? `p2prun -n ${n} --libs DIR ${opts.driver}` : name === 'zero' ? `p2prun -n ${n} ${opts.driver} (no --libs)` : `the same, agents lingering`
+      console.log(`  ${label.padEnd(34)} ${rows.map((r) => `${r.seconds.toFixed(2)} s`).join(', ')}; server sent ${rows.map((r) => r.serverMB.toFixed(1)).join(', ')} MB; ` +
+        `agent CPU-s per node (median/max) ${rows.map((r) => `${median(r.agentCpuS).toFixed(2)}/${Math.max(...r.agentCpuS).toFixed(2)}`).join(', ')}`)
     }
   } finally {
+    await stopLingering()
     await execa(CLUSTER, ['down'], { stdio: 'inherit' })
     await rm(hostfile, { force: true })
   }

@@ -62,6 +62,7 @@ export const SETTINGS = {
   'stall-timeout': { kind: 'seconds', min: 1, help: 'give up when no byte arrives for this many seconds' },
   fallback: { kind: 'string', choices: FALLBACK_MODES, help: 'when the swarm stalls, read what programs wait for from the source directory if this node can (auto), or fail (off)' },
   'start-timeout': { kind: 'seconds', min: 1, help: 'give up when a node agent is not ready after this many seconds' },
+  'agent-linger': { kind: 'seconds', min: 0, help: 'after its launch, a node agent waits this many seconds for the same user\'s next launch on the node, and serves it without starting again (0: it leaves at once)' },
   'slurm-watch': { kind: 'seconds', min: 0.1, help: 'how often a --p2plibs job\'s head looks in Slurm\'s queue for its job (it stops when the job is gone)' },
   'follow-symlinks': { kind: 'bool', help: 'copy in the targets of absolute symlinks and of symlinks that leave a library directory (Spack views, conda)' },
   libs: { kind: 'paths', help: 'library directories for launches, separated by ":" (like --libs, repeatable); auto: what the program loads' },
@@ -95,6 +96,7 @@ export interface Config {
   readonly numwant: number
   readonly stallTimeoutMs: number
   readonly startTimeoutMs: number
+  readonly agentLingerMs: number
   readonly slurmWatchMs: number
   readonly followSymlinks: boolean
   /** Directories (absolute) and AUTO_LIBS, in the order given. */
@@ -134,6 +136,7 @@ const DEFAULTS: Config = {
   numwant: 100,
   stallTimeoutMs: 60_000,
   startTimeoutMs: 120_000,
+  agentLingerMs: 0,
   slurmWatchMs: 10_000,
   followSymlinks: false,
   libs: undefined,

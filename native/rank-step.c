@@ -10,7 +10,9 @@
  *
  * It reads formats that TypeScript modules own, and no more of them than it needs:
  *   P2PRUN_JOB     lib/session/job-spec.ts: base64url of the JSON JSON.stringify wrote (version,
- *                  launchId, node.runDir, node.startTimeoutMs, program);
+ *                  launchId, node.runDir, node.startTimeoutMs, node.agentLingerMs, program);
+ *   the hand-off   lib/session/warm-agent.ts: local rank 0 hands the launch to an agent lingering
+ *                  from the user's last launch, when the spec says agents linger;
  *   the node state lib/session/node-state.ts: ranks/PID, ready.json (mountPoint), failed.json,
  *                  task-env (lib/session/rank-env.ts: NAME=, NAME^=, NAME+=).
  * Whatever it does not expect (no local rank or count, one rank per node, another spec version, a
@@ -26,7 +28,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <time.h>
 #include <fcntl.h>
 #include <sys/wait.h>
@@ -34,6 +39,9 @@
 #include "task-env.h"
 
 #define FALL_BACK 100
+#define HANDOFF_MAGIC "p2prun-launch 1"
+
+extern char **environ;
 
 static char *job_json;
 
@@ -173,6 +181,73 @@ static pid_t start_agent(const char *root, const char *dir, const char *node, co
 	return pid;
 }
 
+static int send_all(int fd, const char *data, size_t size)
+{
+	while (size > 0) {
+		ssize_t n = send(fd, data, size, MSG_NOSIGNAL);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return 0;
+		data += n;
+		size -= (size_t)n;
+	}
+	return 1;
+}
+
+/*
+ * Hands this launch to the node's agent lingering from the user's last launch (lib/session/warm-agent.ts
+ * owns the hand-off: the socket RUN_DIR/agent-NODE.sock, NUL-terminated strings, the answer "ok\n").
+ * Returns the connection, held until the mount is ready (its end before then: the agent died), or -1:
+ * none lingers, or it did not take the launch.
+ */
+static int hand_to_agent(const char *run_dir, const char *node, const char *safe_node, const char *launch, long expect)
+{
+	struct sockaddr_un addr = { .sun_family = AF_UNIX };
+	if (snprintf(addr.sun_path, sizeof addr.sun_path, "%s/agent-%s.sock", run_dir, safe_node) >= (int)sizeof addr.sun_path)
+		return -1;
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -1;
+	if (connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) {
+		close(fd);
+		return -1;
+	}
+	char count[32];
+	snprintf(count, sizeof count, "%ld", expect);
+	const char *head[] = { HANDOFF_MAGIC, node, launch, count };
+	int ok = 1;
+	for (size_t i = 0; ok && i < sizeof head / sizeof *head; i++)
+		ok = send_all(fd, head[i], strlen(head[i]) + 1);
+	for (char **e = environ; ok && *e; e++)
+		ok = send_all(fd, *e, strlen(*e) + 1);
+	ok = ok && send_all(fd, "", 1);
+	char answer[4] = "";
+	size_t got = 0;
+	while (ok && got < 3) {
+		ssize_t n = read(fd, answer + got, 3 - got);
+		if (n <= 0 && !(n < 0 && errno == EINTR))
+			ok = 0;
+		else if (n > 0)
+			got += (size_t)n;
+	}
+	if (!ok || memcmp(answer, "ok\n", 3) != 0) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* Whether the agent holding `fd` has ended it (EOF, or an error). */
+static int hung_up(int fd)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	if (poll(&p, 1, 0) <= 0)
+		return 0;
+	char byte;
+	return read(fd, &byte, 1) <= 0;
+}
+
 static char *read_file(const char *file)
 {
 	FILE *f = fopen(file, "r");
@@ -217,7 +292,7 @@ int main(int argc, char **argv)
 		fall_back();
 	char *launch_id = json_string(job_json, "launchId"), *run_dir = json_string(job_json, "runDir");
 	char *in_mount = json_string(job_json, "program");
-	long timeout_ms = json_number(job_json, "startTimeoutMs");
+	long timeout_ms = json_number(job_json, "startTimeoutMs"), linger_ms = json_number(job_json, "agentLingerMs");
 	if (!launch_id || !run_dir)
 		fall_back();
 
@@ -237,10 +312,12 @@ int main(int argc, char **argv)
 	} else {
 		snprintf(launch, sizeof launch, "%s", launch_id);
 	}
-	int n = snprintf(dir, sizeof dir, "%s/job-%s-", run_dir, launch);
-	for (const char *c = node; *c && n < (int)sizeof dir - 1; c++)
-		dir[n++] = (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') || *c == '_' || *c == '.' || *c == '-' ? *c : '_';
-	dir[n] = '\0';
+	char safe_node[256];
+	size_t k = 0;
+	for (const char *c = node; *c && k < sizeof safe_node - 1; c++)
+		safe_node[k++] = (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') || *c == '_' || *c == '.' || *c == '-' ? *c : '_';
+	safe_node[k] = '\0';
+	snprintf(dir, sizeof dir, "%s/job-%s-%s", run_dir, launch, safe_node);
 
 	/* Registered first: from now on the agent counts this rank's process (node-state.ts's create, register). */
 	mkdir(run_dir, 0700);
@@ -255,6 +332,7 @@ int main(int argc, char **argv)
 
 	/* Local rank 0 starts the agent, unless someone did (Slurm's prolog): whoever makes the lock (node-state.ts's claimAgent). */
 	pid_t agent = -1;
+	int handed = -1;
 	if (lrank == 0) {
 		snprintf(file, sizeof file, "%s/agent.lock", dir);
 		fd = open(file, O_WRONLY | O_CREAT | O_EXCL, 0666);
@@ -262,7 +340,9 @@ int main(int argc, char **argv)
 			fall_back();
 		if (fd >= 0) {
 			close(fd);
-			if ((agent = start_agent(root, dir, node, launch, lsize)) < 0) {
+			if (linger_ms > 0)
+				handed = hand_to_agent(run_dir, node, safe_node, launch, lsize);
+			if (handed < 0 && (agent = start_agent(root, dir, node, launch, lsize)) < 0) {
 				record_failure(dir, "the node agent could not be started", "check that p2prun is installed at the same path on every node");
 				fall_back();
 			}
@@ -293,6 +373,15 @@ int main(int argc, char **argv)
 			if ((ready = read_file(file)))
 				break;
 			record_failure(dir, message, hint);
+			fall_back();
+		}
+		if (handed >= 0 && hung_up(handed)) {
+			snprintf(file, sizeof file, "%s/ready.json", dir);
+			if ((ready = read_file(file)))
+				break;
+			char hint[8400];
+			snprintf(hint, sizeof hint, "see %s/agent.log", dir);
+			record_failure(dir, "the lingering node agent ended before its mount was ready", hint);
 			fall_back();
 		}
 		clock_gettime(CLOCK_MONOTONIC, &now);

@@ -4,20 +4,24 @@
 // first, and every case it hands to the Node step (exit 100).
 import { execFile } from 'node:child_process'
 import { chmod, mkdir, readdir, readFile, writeFile } from 'node:fs/promises'
+import { createServer, type Socket } from 'node:net'
 import path from 'node:path'
 import { promisify } from 'node:util'
 import t, { type Test } from 'tap'
 import { loadConfig } from '../lib/config.ts'
 import { distFile, RANK_STEP_FILE } from '../lib/dist-files.ts'
 import { encodeJob, JOB_SPEC_VERSION, nodeSettings, type JobSpec } from '../lib/session/job-spec.ts'
-import { NodeState } from '../lib/session/node-state.ts'
+import { scratch } from './helpers/scratch.ts'
+import { NodeState, warmAgentFiles } from '../lib/session/node-state.ts'
+import { decodeHandoff, type Handoff } from '../lib/session/warm-agent.ts'
 
 const STEP = distFile(RANK_STEP_FILE)
 const NODE = 'n1'
 const LAUNCH = 'abcd1234'
 
-async function setup (t: Test, agentScript = 'exit 0') {
-  const dir = t.testdir()
+async function setup (t: Test, agentScript = 'exit 0', flags: Record<string, string> = {}) {
+  // Short: the lingering agent's socket path (in the run directory) has a limit of 107 bytes.
+  const { dir } = await scratch(t)
   const runDir = path.join(dir, 'run')
   const root = path.join(dir, 'install')
   await mkdir(path.join(root, 'bin'), { recursive: true })
@@ -34,7 +38,7 @@ async function setup (t: Test, agentScript = 'exit 0') {
     seeders: [],
     mountPoint: '/m/%j-%n',
     libDirs: ['lib'],
-    node: nodeSettings(await loadConfig({ flags: { 'run-dir': runDir, 'start-timeout': '60' }, env: {}, cwd: '/' })),
+    node: nodeSettings(await loadConfig({ flags: { 'run-dir': runDir, 'start-timeout': '60', ...flags }, env: {}, cwd: '/' })),
     program: 'opt/app'
   }
   const state = NodeState.of(runDir, LAUNCH, NODE)
@@ -100,4 +104,55 @@ t.test('what it does not expect goes to the Node step', async (t) => {
   ]
   for (const [name, spec, env, program] of cases) t.equal((await step(root, spec, env, program)).code, 100, name)
   t.equal((await step(root, { ...job, program: undefined }, { P2PRUN_LOCAL_RANK: '1' }, 'sh')).code, 0, 'while a program on PATH runs as given')
+})
+
+/**
+ * A lingering agent played by the test on the node's socket: it reads the hand-off, then `answer`s
+ * it (given the connection and what was handed over).
+ */
+async function lingering (t: Test, runDir: string, answer: (c: Socket, h: Handoff) => void) {
+  const handed: Handoff[] = []
+  const server = createServer((c) => {
+    let bytes = Buffer.alloc(0)
+    c.on('error', () => {}) // the rank closes when it is done
+    c.on('data', (d: Buffer) => {
+      bytes = Buffer.concat([bytes, d])
+      const h = decodeHandoff(bytes)
+      if (h) { handed.push(h); answer(c, h) }
+    })
+  })
+  await mkdir(runDir, { recursive: true })
+  await new Promise<void>((resolve) => server.listen(warmAgentFiles(runDir, NODE).socket, resolve))
+  t.teardown(() => new Promise((resolve) => server.close(resolve)))
+  return handed
+}
+
+t.test('with agent-linger, local rank 0 hands the launch to the lingering agent: the hand-off is warm-agent.ts\'s, and no agent is started', async (t) => {
+  const { dir, root, job, state } = await setup(t, 'exit 0', { 'agent-linger': '60' })
+  const handed = await lingering(t, job.node.runDir, (c) => {
+    c.write('ok\n')
+    void state.ready(READY, [{ name: 'LD_LIBRARY_PATH', op: 'prepend', value: '/m/x/lib' }])
+  })
+  const r = await step(root, job, { P2PRUN_LOCAL_RANK: '0', P2PRUN_LOCAL_SIZE: '3' })
+  t.equal(r.code, 0)
+  t.same(r.stdout.split('\n'), ['/m/x/lib', '/m/x/opt/app', ''])
+  t.equal(handed.length, 1)
+  t.match(handed[0], { node: NODE, launchId: LAUNCH, expect: 3, env: { P2PRUN_JOB: encodeJob(job), P2PRUN_NODE_NAME: NODE, P2PRUN_LOCAL_SIZE: '3' } }, 'the rank\'s launch and environment')
+  t.same((await readdir(dir)).filter((n) => n === 'agent-args'), [], 'no agent started')
+})
+
+t.test('an agent that refuses the hand-off: the rank starts its own; one that took it and ended: the node\'s failure', async (t) => {
+  const refused = await setup(t, 'exit 0', { 'agent-linger': '60' })
+  await lingering(t, refused.job.node.runDir, (c) => c.end('no busy\n'))
+  await step(refused.root, refused.job, { P2PRUN_LOCAL_RANK: '0', P2PRUN_LOCAL_SIZE: '1' })
+  t.equal((await readFile(path.join(refused.dir, 'agent-args'), 'utf8')).trim(), `node-agent --node ${NODE} --launch-id ${LAUNCH} --expect 1`, 'its own agent started')
+
+  const { root, job, state } = await setup(t, 'exit 0', { 'agent-linger': '60' })
+  await lingering(t, job.node.runDir, (c) => c.end('ok\n'))
+  const r = await step(root, job, { P2PRUN_LOCAL_RANK: '0', P2PRUN_LOCAL_SIZE: '1' })
+  t.equal(r.code, 100, 'handed to the Node step')
+  await t.rejects(state.waitReady(`node ${NODE}`, 1000), {
+    message: `node ${NODE}: the p2prun agent failed: the lingering node agent ended before its mount was ready`,
+    hint: `see ${state.dir}/agent.log`
+  })
 })

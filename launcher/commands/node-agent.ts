@@ -14,7 +14,13 @@ export function registerNodeAgent (program: Command): void {
     .option('--until-stopped', 'serve until SIGTERM (Slurm\'s epilog), not until the ranks are gone')
     .action(action('node-agent', async (opts: { node: string, launchId: string, expect: string, untilStopped?: boolean }) => {
       const job = decodeJob(process.env[JOB_ENV])
-      await runAgent({ job, node: opts.node, launchId: opts.launchId, expect: Number(opts.expect), untilStopped: opts.untilStopped },
-        untilSignal(), (line) => process.stderr.write(`p2prun node-agent: ${line}\n`))
+      const launch = { job, node: opts.node, launchId: opts.launchId, expect: Number(opts.expect), untilStopped: opts.untilStopped, env: process.env }
+      const log = (line: string) => process.stderr.write(`p2prun node-agent: ${line}\n`)
+      // A Slurm job's agent serves the whole job already: only a launch's own agent lingers.
+      if (job.node.agentLingerMs > 0 && !opts.untilStopped) {
+        await (await import('../../lib/session/warm-agent.ts')).serveLaunches(launch, untilSignal(), job.node.agentLingerMs, log)
+      } else {
+        await runAgent(launch, untilSignal(), log)
+      }
     }))
 }

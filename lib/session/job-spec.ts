@@ -33,6 +33,8 @@ export interface NodeSettings {
   readonly numwant: number
   readonly stallTimeoutMs: number
   readonly startTimeoutMs: number
+  /** How long the node's agent stays for the user's next launch once this one has ended (warm-agent.ts). */
+  readonly agentLingerMs: number
   readonly fallback: FallbackMode
   readonly owner: { readonly uid: number, readonly gid: number } | undefined
   readonly allowOther: boolean
@@ -83,8 +85,8 @@ export interface JobSpec {
 }
 
 export function nodeSettings (config: Config): NodeSettings {
-  const { mode, storeDir, runDir, fuseDevice, maxConns, numwant, stallTimeoutMs, startTimeoutMs, fallback, owner, allowOther, quiet } = config
-  return { mode, storeDir, runDir, fuseDevice, maxConns, numwant, stallTimeoutMs, startTimeoutMs, fallback, owner, allowOther, quiet }
+  const { mode, storeDir, runDir, fuseDevice, maxConns, numwant, stallTimeoutMs, startTimeoutMs, agentLingerMs, fallback, owner, allowOther, quiet } = config
+  return { mode, storeDir, runDir, fuseDevice, maxConns, numwant, stallTimeoutMs, startTimeoutMs, agentLingerMs, fallback, owner, allowOther, quiet }
 }
 
 export function encodeJob (job: JobSpec): string {
@@ -131,6 +133,7 @@ const NODE_FIELDS: Record<keyof NodeSettings, Check> = {
   numwant: isCount,
   stallTimeoutMs: isCount,
   startTimeoutMs: isCount,
+  agentLingerMs: (v) => Number.isFinite(v) && (v as number) >= 0,
   fallback: oneOf(FALLBACK_MODES),
   owner: record({ uid: isId, gid: isId }),
   allowOther: isBool,

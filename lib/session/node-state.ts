@@ -12,6 +12,8 @@
 //     agent.log                 the agent's stdout and stderr
 //     reported                  made by the one rank that reports the node's failure
 //     left/<pid>                ranks that saw the failure and left
+//   agent-<node>.sock           a lingering agent's socket: the node's next launch is handed to it (warm-agent.ts)
+//   agent-<node>.json           that agent's WarmAgentRecord, while it lingers or serves
 //   logs/<launch id>-<node>.log an agent's log, kept after a clean end with P2PRUN_DEBUG (lib/debug.ts)
 //   <node>@<mount point>.json   a MountRecord: `p2prun mount`'s agent, for `p2prun umount`
 //   <node>@<mount point>.log    the log of a `p2prun mount --daemon`
@@ -73,7 +75,7 @@ export class NodeState {
   }
 
   static of (runDir: string, launchId: string, nodeName: string): NodeState {
-    return new NodeState(runDir, `${launchId}-${nodeName.replace(/[^\w.-]/g, '_')}`)
+    return new NodeState(runDir, `${launchId}-${safeName(nodeName)}`)
   }
 
   get logFile (): string {
@@ -226,6 +228,22 @@ export class NodeState {
   }
 }
 
+/** A node's agent that outlives its launch (warm-agent.ts): whom to signal to stop it. */
+export interface WarmAgentRecord {
+  readonly pid: number
+  readonly socket: string
+}
+
+/** Where a lingering agent of `node` takes launches, and its record: one per node and run directory. */
+export function warmAgentFiles (runDir: string, node: string): { socket: string, record: string } {
+  const base = path.join(runDir, `agent-${safeName(node)}`)
+  return { socket: `${base}.sock`, record: `${base}.json` }
+}
+
+export function readWarmAgentRecord (file: string): Promise<WarmAgentRecord | undefined> {
+  return readJson<WarmAgentRecord>(file)
+}
+
 /** A `p2prun mount` agent, so `p2prun umount MOUNTPOINT` can find its process and store even when it died. */
 export interface MountRecord {
   readonly node: string
@@ -258,6 +276,9 @@ export function readMountRecord (runDir: string, node: string, mountPoint: strin
 export async function removeMountRecord (runDir: string, node: string, mountPoint: string): Promise<void> {
   await rm(mountFile(runDir, node, mountPoint, 'json'), { force: true })
 }
+
+/** A node's name as a file name: what native/rank-step.c spells the same way. */
+const safeName = (node: string) => node.replace(/[^\w.-]/g, '_')
 
 /** Whether this process created `file`: of many that try at once, exactly one does. */
 async function createOnce (file: string): Promise<boolean> {

@@ -23,6 +23,10 @@ export interface AgentLaunch {
   readonly expect?: number
   /** Serve until SIGTERM (Slurm's epilog), not until the ranks are gone. */
   readonly untilStopped?: boolean
+  /** The environment of the rank (or prolog) that started it: the node's name, the launcher's node list, P2PRUN_DEBUG. */
+  readonly env: NodeJS.ProcessEnv
+  /** Handed to a lingering agent (warm-agent.ts): its CPU counts from the hand-off, not from the process's start. */
+  readonly handed?: boolean
 }
 
 /**
@@ -31,7 +35,7 @@ export interface AgentLaunch {
  * recorded as the node's failure then, unless it recorded one of its own first.
  */
 export async function spawnAgent (cli: readonly string[], state: NodeState, launch: AgentLaunch,
-  options: { env: NodeJS.ProcessEnv, uid?: number, gid?: number }): Promise<ChildProcess> {
+  options: { uid?: number, gid?: number } = {}): Promise<ChildProcess> {
   const log = await open(state.logFile, 'a')
   try {
     if (options.uid !== undefined) await log.chown(options.uid, options.gid ?? options.uid)
@@ -40,16 +44,10 @@ export async function spawnAgent (cli: readonly string[], state: NodeState, laun
       ...(launch.expect ? ['--expect', String(launch.expect)] : []), ...(launch.untilStopped ? ['--until-stopped'] : [])], {
       detached: true, // the agent outlives the rank step (which becomes the program) and the prolog
       stdio: ['ignore', log.fd, log.fd],
-      env: { ...options.env, [JOB_ENV]: encodeJob(launch.job) },
+      env: { ...launch.env, [JOB_ENV]: encodeJob(launch.job) },
       ...(options.uid !== undefined ? { uid: options.uid, gid: options.gid ?? options.uid } : {})
     })
-    agent.on('exit', (code, signal) => {
-      void state.readReady().then((ready) => ready ? undefined : state.fail({
-        code: 'LAUNCH',
-        message: `the node agent exited (${signal ?? `code ${code}`}) before its mount was ready`,
-        hint: `see ${state.logFile}`
-      }))
-    })
+    agent.on('exit', (code, signal) => agentLost(state, `the node agent exited (${signal ?? `code ${code}`}) before its mount was ready`))
     agent.unref()
     return agent
   } finally {
@@ -57,12 +55,18 @@ export async function spawnAgent (cli: readonly string[], state: NodeState, laun
   }
 }
 
+/** An agent that ended: the node's failure, unless it was ready or recorded a failure of its own first. */
+export function agentLost (state: NodeState, message: string): void {
+  void state.readReady().then((ready) => ready ? undefined : state.fail({ code: 'LAUNCH', message, hint: `see ${state.logFile}` }))
+}
+
 /** The agent itself (`p2prun node-agent`): runs until its ranks are gone or `stop` resolves. */
 export async function runAgent (launch: AgentLaunch, stop: Promise<unknown>, log: (line: string) => void): Promise<void> {
   const { job, node } = launch
   const settings = job.node
   const state = NodeState.of(settings.runDir, launch.launchId, node)
-  const debug = debugLevel(process.env)
+  const debug = debugLevel(launch.env)
+  const usageFrom = launch.handed ? usageNow() : { user: 0, system: 0, voluntary: 0, involuntary: 0 }
   let agent
   let lookup: DhtLookup | undefined
   try {
@@ -71,7 +75,7 @@ export async function runAgent (launch: AgentLaunch, stop: Promise<unknown>, log
     const secret = job.secret === undefined ? undefined : parseJobSecret(job.secret, `${JOB_ENV}'s secret`)
     // With a DHT, one DHT node looks for the description's holders and then is the node's own.
     if (secret && job.dht?.length && job.description === undefined) lookup = await (await import('../swarm/dht.ts')).DhtLookup.toward(job.dht).catch(() => undefined)
-    const nodeList = job.nodeList && await (await import('./launch-nodes.ts')).launchNodeList(process.env, node, job.nodeList)
+    const nodeList = job.nodeList && await (await import('./launch-nodes.ts')).launchNodeList(launch.env, node, job.nodeList)
     const desc = await descriptionFor(job, secret, lookup, nodeList, node, (line) => { if (debug >= 2) log(line) }, log)
     if (debug >= 2) {
       log(nodeList ? `peers: from the node list (${nodeList.nodes.length} nodes; this is ${nodeList.nodes[nodeList.index]})`
@@ -93,7 +97,7 @@ export async function runAgent (launch: AgentLaunch, stop: Promise<unknown>, log
     if (debug >= 1) await state.keepLog().catch(() => {})
     throw err
   }
-  const counters = () => log(`stats ${JSON.stringify(agent.stats())}`)
+  const counters = () => log(`stats ${JSON.stringify({ ...agent.stats(), cpu: usageSince(usageFrom) })}`)
   const every = debug >= 2 ? setInterval(counters, DEBUG_STATS_MS) : undefined
   try {
     // What every rank runs with, written once here: the rank steps (Node's and native) and Slurm's task hook read it.
@@ -172,6 +176,20 @@ async function descriptionFromPeers (job: JobSpec, secret: JobSecret, lookup: Dh
   })
   if (!bytes) log(`no peer handed over the description in ${PEER_DESCRIPTION_MS / 1000} s: asking the head`)
   return desc
+}
+
+interface Usage { user: number, system: number, voluntary: number, involuntary: number }
+
+/** This process's CPU (seconds) and context switches so far. */
+function usageNow (): Usage {
+  const r = process.resourceUsage()
+  return { user: r.userCPUTime / 1e6, system: r.systemCPUTime / 1e6, voluntary: r.voluntaryContextSwitches, involuntary: r.involuntaryContextSwitches }
+}
+
+/** What this launch cost the process: from its start, or from the hand-off for a lingering agent's. */
+function usageSince (from: Usage): Usage {
+  const now = usageNow()
+  return { user: now.user - from.user, system: now.system - from.system, voluntary: now.voluntary - from.voluntary, involuntary: now.involuntary - from.involuntary }
 }
 
 /** How often an agent logs its counters at P2PRUN_DEBUG=2. */

@@ -10,6 +10,7 @@ import { decodeJob, JOB_ENV, launchIdOf } from './job-spec.ts'
 import { applyTaskEnv, AUDIT_MISSING } from './rank-env.ts'
 import { spawnAgent } from './node.ts'
 import { NodeState } from './node-state.ts'
+import type { Handed } from './warm-agent.ts'
 import { nodeIdentity } from './rank-identity.ts'
 
 export interface RankExec {
@@ -32,8 +33,14 @@ export async function prepareRank (program: readonly string[], pid: number, cli:
   await state.create()
   // Registered before anything can fail: the agent counts this rank's process from now on.
   await state.register(pid)
-  if (await state.claimAgent()) await spawnAgent(cli, state, { job, node: node.name, launchId, expect: node.localSize ?? 0 }, { env })
-  const ready = await state.waitReady(`node ${node.name}`, job.node.startTimeoutMs).catch(async (err: unknown) => {
+  // The node's first rank hands the launch to an agent lingering from the user's last one, or starts one.
+  let handed: Handed | undefined
+  if (await state.claimAgent()) {
+    const launch = { job, node: node.name, launchId, expect: node.localSize ?? 0, env }
+    if (job.node.agentLingerMs > 0) handed = await (await import('./warm-agent.ts')).handToWarmAgent(job.node.runDir, launch, state)
+    if (!handed) await spawnAgent(cli, state, launch)
+  }
+  const ready = await state.waitReady(`node ${node.name}`, job.node.startTimeoutMs).finally(() => handed?.release()).catch(async (err: unknown) => {
     // Claimed while this rank is still registered, so the state directory is still there.
     const first = await state.claimReport()
     await state.leaveFailed(pid, node.localSize)

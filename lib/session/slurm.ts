@@ -57,8 +57,7 @@ export async function startJobAgent (cli: readonly string[], job: JobSpec, env: 
   await state.create()
   await state.claimAgent() // the job's ranks find this agent and never start one
   await chown(state.dir, uid, gid)
-  await spawnAgent(cli, state, { job, node, launchId, untilStopped: true }, {
-    env: { PATH: env.PATH ?? '/usr/bin:/bin', ...(hostlist ? { SLURM_JOB_NODELIST: hostlist } : {}) },
+  await spawnAgent(cli, state, { job, node, launchId, untilStopped: true, env: { PATH: env.PATH ?? '/usr/bin:/bin', ...(hostlist ? { SLURM_JOB_NODELIST: hostlist } : {}) } }, {
     ...(process.getuid?.() === 0 && uid !== 0 ? { uid, gid } : {})
   })
   await state.waitReady(`node ${node}`, job.node.startTimeoutMs)

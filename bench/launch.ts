@@ -11,7 +11,8 @@
 // Measured: the whole launch, until `p2prun` returns (every rank loaded its 200 libraries and
 // exited; the head and agents are gone, or lingering), the bytes the server node sent, and what
 // each node's agent spent on the launch (its own count, logged at the launch's end: from its
-// process's start, or from the hand-off for a lingering agent), median and largest over the nodes.
+// process's start, or from the hand-off for a lingering agent), median and largest over the nodes,
+// and of it until the mount was ready.
 // Usage: npm run bench:launch -- [--nodes 8] [--rate 100mbit] [--rounds 3] [--driver driver|python] [--warm]
 import { execa } from 'execa'
 import { readdir, readFile, rm } from 'node:fs/promises'
@@ -37,7 +38,7 @@ const n = Number(opts.nodes)
 const rounds = Number(opts.rounds)
 if (!Number.isInteger(n) || n < 2) throw new Error(`--nodes ${opts.nodes}: expected one node count of at least 2 (run once per count)`)
 
-interface Launched { seconds: number, serverMB: number, agentCpuS: number[] }
+interface Launched { seconds: number, serverMB: number, agentCpuS: number[], agentStartCpuS: number[] }
 
 /** One launch from the server node; what it printed is kept for a failure. */
 async function launch (args: string[], env: Record<string, string>): Promise<Launched> {
@@ -51,13 +52,16 @@ async function launch (args: string[], env: Record<string, string>): Promise<Lau
   const seconds = (performance.now() - t0) / 1000
   if (r.exitCode !== 0) throw new Error(`the launch failed (exit ${r.exitCode}): ${String(r.stderr).slice(-1500)}`)
   const agentCpuS: number[] = []
+  const agentStartCpuS: number[] = []
   for (const name of await readdir(logs).catch(() => [])) {
     const stats = [...(await readFile(path.join(logs, name), 'utf8')).matchAll(/ stats (\{.*\})$/gm)].at(-1)?.[1]
-    const cpu = stats && (JSON.parse(stats) as { cpu?: { user: number, system: number } }).cpu
+    type Cpu = { user: number, system: number }
+    const { cpu, startCpu } = stats ? JSON.parse(stats) as { cpu?: Cpu, startCpu?: Cpu } : {}
     if (cpu) agentCpuS.push(cpu.user + cpu.system)
+    if (startCpu) agentStartCpuS.push(startCpu.user + startCpu.system)
   }
   if (agentCpuS.length !== n) throw new Error(`${agentCpuS.length} of ${n} agents logged their counters in ${logs}`)
-  return { seconds, serverMB: ((await serverTxBytes()) - before) / 1e6, agentCpuS }
+  return { seconds, serverMB: ((await serverTxBytes()) - before) / 1e6, agentCpuS, agentStartCpuS }
 }
 
 /** Stops the agents lingering for the nodes (by the PIDs their records give). */
@@ -101,7 +105,8 @@ async function main (): Promise<void> {
     for (const [name, rows] of Object.entries(results)) {
       const label = name === 'explicit' ? `p2prun -n ${n} --libs DIR ${opts.driver}` : name === 'zero' ? `p2prun -n ${n} ${opts.driver} (no --libs)` : `the same, agents lingering`
       console.log(`  ${label.padEnd(34)} ${rows.map((r) => `${r.seconds.toFixed(2)} s`).join(', ')}; server sent ${rows.map((r) => r.serverMB.toFixed(1)).join(', ')} MB; ` +
-        `agent CPU-s per node (median/max) ${rows.map((r) => `${median(r.agentCpuS).toFixed(2)}/${Math.max(...r.agentCpuS).toFixed(2)}`).join(', ')}`)
+        `agent CPU-s per node (median/max) ${rows.map((r) => `${median(r.agentCpuS).toFixed(2)}/${Math.max(...r.agentCpuS).toFixed(2)}`).join(', ')}, ` +
+        `of it until mounted (median) ${rows.map((r) => median(r.agentStartCpuS).toFixed(3)).join(', ')}`)
     }
   } finally {
     await stopLingering()

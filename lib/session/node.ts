@@ -2,7 +2,9 @@
 // prolog (slurm.ts) as `p2prun node-agent`; it takes the description from the job spec, or from
 // peers that have it, else from the head (checked against the spec's infohash), mounts it on the swarm, says ready
 // in the node state, and stays until the node's last rank has ended — however it ended — or, for a
-// Slurm job, until the epilog stops it; then it unmounts and removes the node state.
+// Slurm job, until the epilog stops it; then it unmounts and removes the node state. With
+// agent-linger, the process then waits for the node's next launch (warm-agent.ts), and runs this
+// again for it.
 import { spawn, type ChildProcess } from 'node:child_process'
 import { open } from 'node:fs/promises'
 import { debugLevel } from '../debug.ts'
@@ -97,7 +99,8 @@ export async function runAgent (launch: AgentLaunch, stop: Promise<unknown>, log
     if (debug >= 1) await state.keepLog().catch(() => {})
     throw err
   }
-  const counters = () => log(`stats ${JSON.stringify({ ...agent.stats(), cpu: usageSince(usageFrom) })}`)
+  let startCpu: Usage | undefined
+  const counters = () => log(`stats ${JSON.stringify({ ...agent.stats(), startCpu, cpu: usageSince(usageFrom) })}`)
   const every = debug >= 2 ? setInterval(counters, DEBUG_STATS_MS) : undefined
   try {
     // What every rank runs with, written once here: the rank steps (Node's and native) and Slurm's task hook read it.
@@ -105,6 +108,7 @@ export async function runAgent (launch: AgentLaunch, stop: Promise<unknown>, log
     const audit = job.redirect ? await existingAuditModule() : undefined
     if (job.redirect && !audit) log(`warning: ${AUDIT_MISSING}`)
     await state.ready({ mountPoint: agent.mountPoint, pid: process.pid, storePath: agent.storePath }, taskEnv(job, agent.mountPoint, audit))
+    startCpu = usageSince(usageFrom)
     log(`${agent.mountPoint} ready for the ranks on ${node}`)
     await (launch.untilStopped ? stop : Promise.race([stop, state.ranksEnded(launch.expect ?? 0)]))
   } finally {
@@ -186,7 +190,7 @@ function usageNow (): Usage {
   return { user: r.userCPUTime / 1e6, system: r.systemCPUTime / 1e6, voluntary: r.voluntaryContextSwitches, involuntary: r.involuntaryContextSwitches }
 }
 
-/** What this launch cost the process: from its start, or from the hand-off for a lingering agent's. */
+/** What this launch cost the process (until its mount was ready: startCpu; in all: cpu): from its start, or from the hand-off for a lingering agent's. */
 function usageSince (from: Usage): Usage {
   const now = usageNow()
   return { user: now.user - from.user, system: now.system - from.system, voluntary: now.voluntary - from.voluntary, involuntary: now.involuntary - from.involuntary }

@@ -5,9 +5,11 @@
 // `--driver python`: Python importing the 200 libraries as extension modules; named, the directory
 // is `--libs` and PYTHONPATH points into the mount by hand; zero-configuration, p2prun serves the
 // PYTHONPATH entries it finds outside the system and points PYTHONPATH there itself.
-// `--warm`: a third way takes turns with them, `--libs DIR` with node agents that linger
-// (P2PRUN_AGENT_LINGER): each launch is handed to the agents of the one before (a launch first, not
-// counted, starts them; they are stopped by PID at the end).
+// `--warm`: two more ways take turns with them, `--libs DIR` with node agents that linger
+// (P2PRUN_AGENT_LINGER), each launch handed to the agents of the one before (a launch first, not
+// counted, starts them; they are stopped by PID at the end): a new set each time (DIR plus a
+// directory with one small file that differs, so the set is fetched as for a cold launch), then
+// that same set again (the agents kept its store: what a job script's second run of a program gets).
 // Measured: the whole launch, until `p2prun` returns (every rank loaded its 200 libraries and
 // exited; the head and agents are gone, or lingering), the bytes the server node sent, and what
 // each node's agent spent on the launch (its own count, logged at the launch's end: from its
@@ -15,7 +17,7 @@
 // and of it until the mount was ready.
 // Usage: npm run bench:launch -- [--nodes 8] [--rate 100mbit] [--rounds 3] [--driver driver|python] [--warm]
 import { execa } from 'execa'
-import { readdir, readFile, rm } from 'node:fs/promises'
+import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { parseArgs } from 'node:util'
 import { CLUSTER, mpiAcrossNodes, serverTxBytes, writeHostfile } from './cluster.ts'
@@ -38,7 +40,7 @@ const n = Number(opts.nodes)
 const rounds = Number(opts.rounds)
 if (!Number.isInteger(n) || n < 2) throw new Error(`--nodes ${opts.nodes}: expected one node count of at least 2 (run once per count)`)
 
-interface Launched { seconds: number, serverMB: number, agentCpuS: number[], agentStartCpuS: number[] }
+interface Launched { seconds: number, serverMB: number, agentCpuS: number[], agentUserS: number[], agentSysS: number[], agentStartCpuS: number[] }
 
 /** One launch from the server node; what it printed is kept for a failure. */
 async function launch (args: string[], env: Record<string, string>): Promise<Launched> {
@@ -52,16 +54,22 @@ async function launch (args: string[], env: Record<string, string>): Promise<Lau
   const seconds = (performance.now() - t0) / 1000
   if (r.exitCode !== 0) throw new Error(`the launch failed (exit ${r.exitCode}): ${String(r.stderr).slice(-1500)}`)
   const agentCpuS: number[] = []
+  const agentUserS: number[] = []
+  const agentSysS: number[] = []
   const agentStartCpuS: number[] = []
   for (const name of await readdir(logs).catch(() => [])) {
     const stats = [...(await readFile(path.join(logs, name), 'utf8')).matchAll(/ stats (\{.*\})$/gm)].at(-1)?.[1]
     type Cpu = { user: number, system: number }
     const { cpu, startCpu } = stats ? JSON.parse(stats) as { cpu?: Cpu, startCpu?: Cpu } : {}
-    if (cpu) agentCpuS.push(cpu.user + cpu.system)
+    if (cpu) {
+      agentCpuS.push(cpu.user + cpu.system)
+      agentUserS.push(cpu.user)
+      agentSysS.push(cpu.system)
+    }
     if (startCpu) agentStartCpuS.push(startCpu.user + startCpu.system)
   }
   if (agentCpuS.length !== n) throw new Error(`${agentCpuS.length} of ${n} agents logged their counters in ${logs}`)
-  return { seconds, serverMB: ((await serverTxBytes()) - before) / 1e6, agentCpuS, agentStartCpuS }
+  return { seconds, serverMB: ((await serverTxBytes()) - before) / 1e6, agentCpuS, agentUserS, agentSysS, agentStartCpuS }
 }
 
 /** Stops the agents lingering for the nodes (by the PIDs their records give). */
@@ -92,24 +100,37 @@ async function main (): Promise<void> {
   const hostfile = await writeHostfile(path.join(ROOT, 'bench/work/hosts'), n)
   try {
     const mpi = mpiAcrossNodes(hostfile)
-    const results: Record<string, Launched[]> = { explicit: [], zero: [], ...(opts.warm ? { warm: [] } : {}) }
+    const results: Record<string, Launched[]> = { explicit: [], zero: [], ...(opts.warm ? { warm: [], kept: [] } : {}) }
     const warm = { P2PRUN_AGENT_LINGER: LINGER_S, ...ways.explicit.env }
-    if (opts.warm) await launch([...mpi, '--quiet', ...ways.explicit.args], warm)
+    const setOfRound = async (i: number) => {
+      const dir = path.join(ROOT, `bench/work/round-${i}`)
+      await mkdir(dir, { recursive: true })
+      await writeFile(path.join(dir, 'round'), `${i}\n`)
+      const [libsFlag, libDir, ...rest] = ways.explicit.args // --libs DIR first on the library path, as in the explicit way
+      return [libsFlag as string, libDir as string, '--libs', dir, ...rest]
+    }
+    if (opts.warm) await launch([...mpi, '--quiet', ...await setOfRound(0)], warm)
     for (let i = 0; i < rounds; i++) {
       results.explicit?.push(await launch([...mpi, '--quiet', ...ways.explicit.args], ways.explicit.env))
       // As the user has it: the libraries on LD_LIBRARY_PATH (PYTHONPATH) where the driver was built; nothing else.
       results.zero?.push(await launch([...mpi, '--quiet', ...ways.zero.args], ways.zero.env))
-      if (opts.warm) results.warm?.push(await launch([...mpi, '--quiet', ...ways.explicit.args], warm))
+      if (opts.warm) {
+        const set = await setOfRound(i + 1)
+        results.warm?.push(await launch([...mpi, '--quiet', ...set], warm))
+        results.kept?.push(await launch([...mpi, '--quiet', ...set], warm))
+      }
     }
     console.log(`Pynamic-like ${opts.driver}, ${n} ranks on ${n} nodes, ${opts.rate} per node, ${(w.bytes / 1e6).toFixed(1)} MB of libraries, ${rounds} rounds taking turns:`)
     for (const [name, rows] of Object.entries(results)) {
-      const label = name === 'explicit' ? `p2prun -n ${n} --libs DIR ${opts.driver}` : name === 'zero' ? `p2prun -n ${n} ${opts.driver} (no --libs)` : `the same, agents lingering`
+      const label = { explicit: `p2prun -n ${n} --libs DIR ${opts.driver}`, zero: `p2prun -n ${n} ${opts.driver} (no --libs)`, warm: 'agents lingering, a new set', kept: 'agents lingering, the same set again' }[name] ?? name
       console.log(`  ${label.padEnd(34)} ${rows.map((r) => `${r.seconds.toFixed(2)} s`).join(', ')}; server sent ${rows.map((r) => r.serverMB.toFixed(1)).join(', ')} MB; ` +
-        `agent CPU-s per node (median/max) ${rows.map((r) => `${median(r.agentCpuS).toFixed(2)}/${Math.max(...r.agentCpuS).toFixed(2)}`).join(', ')}, ` +
+        `agent CPU-s per node (median/max, user+sys) ${rows.map((r) => `${median(r.agentCpuS).toFixed(2)}/${Math.max(...r.agentCpuS).toFixed(2)} ` +
+          `(${median(r.agentUserS).toFixed(2)}+${median(r.agentSysS).toFixed(2)})`).join(', ')}, ` +
         `of it until mounted (median) ${rows.map((r) => median(r.agentStartCpuS).toFixed(3)).join(', ')}`)
     }
   } finally {
     await stopLingering()
+    for (let i = 0; i <= rounds; i++) await rm(path.join(ROOT, `bench/work/round-${i}`), { recursive: true, force: true })
     await execa(CLUSTER, ['down'], { stdio: 'inherit' })
     await rm(hostfile, { force: true })
   }

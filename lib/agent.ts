@@ -6,7 +6,7 @@ import type { Description } from './description.ts'
 import type { DataMode } from './config.ts'
 import { LibraryFs, type FsStats } from './fs.ts'
 import { mountFs, type Mounted } from './mount.ts'
-import { SwarmNode, type NodeOptions, type NodeStats } from './swarm/node.ts'
+import { SwarmNode, type KeptStore, type NodeOptions, type NodeStats } from './swarm/node.ts'
 
 export interface AgentOptions {
   readonly description: Description
@@ -81,6 +81,11 @@ export class Agent {
 
   get storePath (): string {
     return this.swarm.storePath
+  }
+
+  /** The store, once stopped with `keepStore`, for the same set's next agent in this process. */
+  keptStore (): KeptStore {
+    return this.swarm.keptStore()
   }
 
   stats (): AgentStats {

@@ -3,7 +3,8 @@
 // and leaves nothing; a dead agent's socket is replaced; what is not a hand-off is refused, and
 // the agent goes on.
 import { execFile } from 'node:child_process'
-import { readFile } from 'node:fs/promises'
+import { randomBytes } from 'node:crypto'
+import { readdir, readFile, writeFile } from 'node:fs/promises'
 import { connect } from 'node:net'
 import path from 'node:path'
 import { promisify } from 'node:util'
@@ -22,6 +23,8 @@ async function example (t: Test) {
   const dirs = launchDirs(s)
   const app = path.join(s.dir, 'hello')
   await run(path.join(ROOT, 'examples/hello/build.sh'), ['--no-mpi', app])
+  // Bytes enough that what the head sends tells a fetched set from a kept one.
+  await writeFile(path.join(app, 'libs/libdata.so'), randomBytes(4_000_000))
   // Stops whatever agent still lingers when the test ends, failed or not (before the mounts go).
   s.defer(async () => {
     for (const node of ['alpha', ...(await hostRanks())]) {
@@ -42,8 +45,11 @@ async function hostRanks (): Promise<string[]> {
 function launchShowingAgent (s: Scratch, dirs: LaunchDirs, libs: string, app: string, env: Record<string, string>) {
   // One write per line: the two ranks print at once.
   const script = `for f in "$P2PRUN_RUN_DIR"/job-*-$NODE/ready.json; do echo "agent $(sed 's/.*"pid":\\([0-9]*\\).*/\\1/' "$f")"; done; exec ${app}`
-  return launch(s, dirs, ['-n', '2', '--launcher', 'local', '--libs', libs, 'sh', '-c', script], env)
+  return launch(s, dirs, ['-n', '2', '--launcher', 'local', '--libs', libs, '--stats', 'sh', '-c', script], env)
 }
+
+/** What the launch's summary says the head sent, in sets. */
+const headSent = (stderr: unknown) => Number(String(stderr).match(/head sent .* = ([\d.]+)x the/)?.[1])
 
 const agentsOf = (stdout: string) => new Set([...stdout.matchAll(/^agent (\d+)$/gm)].map((m) => Number(m[1])))
 
@@ -55,14 +61,18 @@ t.test('the native rank step hands the next launch to the lingering agent; SIGTE
   t.equal(first.stdout.match(/hello, world, from libgreet/g)?.length, 2, 'both ranks ran')
   const [agent] = agentsOf(first.stdout)
   const files = warmAgentFiles(dirs.run, 'alpha')
-  t.same(await readWarmAgentRecord(files.record), { pid: agent, socket: files.socket }, 'the agent lingers, and says where')
+  t.match(await readWarmAgentRecord(files.record), { pid: agent, socket: files.socket, store: String }, 'the agent lingers, and says where, and which store it keeps')
   t.ok(agent && await isAlive(agent), 'its process runs')
+
+  t.ok(headSent(first.stderr) >= 1, `the head sent the set once (${headSent(first.stderr)}x)`)
+  t.equal((await readdir(s.dir)).filter((n) => n.startsWith('p2prun-')).length, 1, 'its store is kept')
 
   const second = await launchShowingAgent(s, dirs, libs, app, env)
   t.equal(second.exitCode, 0, String(second.stderr))
   t.equal(second.stdout.match(/hello, world, from libgreet/g)?.length, 2, 'both ranks of the next launch ran')
   t.same([...agentsOf(second.stdout)], [agent], 'served by the same agent: no new one started')
   t.match(second.stdout, /^rank 0 lib \S+\/mnt\/\w+-alpha\/libgreet\.so\.1$/m, 'from the mount')
+  t.ok(headSent(second.stderr) < 0.05, `the same set again: from the kept store, the head sent ${headSent(second.stderr)}x`)
 
   t.ok(await terminate(agent as number, 10_000), 'SIGTERM ends it')
   await nothingLeft(t, s, dirs)
@@ -98,13 +108,16 @@ t.test('a killed agent\'s socket is replaced by the next agent; what is not a ha
   process.kill(dead as number, 'SIGKILL')
   await exitedOnItsOwn(dead as number)
   const files = warmAgentFiles(dirs.run, 'alpha')
-  t.ok(await readWarmAgentRecord(files.record), 'its socket and record are left behind')
+  const left = await readWarmAgentRecord(files.record)
+  t.ok(left?.store, 'its socket, its record and the store it kept are left behind')
 
   const second = await launchShowingAgent(s, dirs, libs, app, env)
   t.equal(second.exitCode, 0, String(second.stderr))
   const [fresh] = agentsOf(second.stdout)
   t.not(fresh, dead, 'a new agent served the launch')
-  t.same(await readWarmAgentRecord(files.record), { pid: fresh, socket: files.socket }, 'and lingers in the dead one\'s place')
+  t.ok(headSent(second.stderr) >= 1, 'fetching the set again')
+  t.equal((await readdir(s.dir)).filter((n) => n.startsWith('p2prun-')).length, 1, 'the dead agent\'s store removed: one kept, the new agent\'s')
+  t.match(await readWarmAgentRecord(files.record), { pid: fresh, socket: files.socket }, 'and lingers in the dead one\'s place')
 
   for (const [name, bytes] of [['garbage', Buffer.from('GET / HTTP/1.1\r\n\r\n\0\0')],
     ['a hand-off without a job spec', encodeHandoff({ node: 'alpha', launchId: 'abc', expect: 1, env: { PATH: '/bin' } })]] as const) {

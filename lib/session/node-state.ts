@@ -232,6 +232,8 @@ export class NodeState {
 export interface WarmAgentRecord {
   readonly pid: number
   readonly socket: string
+  /** The store it keeps for the next launch of the set it served last: removed by whoever finds it dead. */
+  readonly store?: string
 }
 
 /** Where a lingering agent of `node` takes launches, and its record: one per node and run directory. */

@@ -6,13 +6,14 @@
 // agent-linger, the process then waits for the node's next launch (warm-agent.ts), and runs this
 // again for it.
 import { spawn, type ChildProcess } from 'node:child_process'
-import { open } from 'node:fs/promises'
+import { open, rm } from 'node:fs/promises'
 import { debugLevel } from '../debug.ts'
 import type { Description } from '../description.ts'
 import { failureOf, networkReason, P2prunError } from '../errors.ts'
 import type { DhtLookup } from '../swarm/dht.ts'
 import type { JobSecret } from '../swarm/job-auth.ts'
 import type { NodeList } from '../swarm/node-list.ts'
+import type { KeptStore } from '../swarm/node.ts'
 import { descriptionOf, encodeJob, expandTemplate, JOB_ENV, type JobSpec } from './job-spec.ts'
 import { NodeState } from './node-state.ts'
 
@@ -29,6 +30,15 @@ export interface AgentLaunch {
   readonly env: NodeJS.ProcessEnv
   /** Handed to a lingering agent (warm-agent.ts): its CPU counts from the hand-off, not from the process's start. */
   readonly handed?: boolean
+  /** A lingering agent's: where the launch finds the store the same set's last launch left, and leaves its own. */
+  readonly shelf?: StoreShelf
+}
+
+/** The store one set's launch leaves for the same set's next launch in this process (warm-agent.ts keeps one). */
+export interface StoreShelf {
+  /** The store kept for this set, taken off the shelf; undefined if none is. */
+  take (infoHash: string): KeptStore | undefined
+  put (store: KeptStore): Promise<void>
 }
 
 /**
@@ -71,6 +81,7 @@ export async function runAgent (launch: AgentLaunch, stop: Promise<unknown>, log
   const usageFrom = launch.handed ? usageNow() : { user: 0, system: 0, voluntary: 0, involuntary: 0 }
   let agent
   let lookup: DhtLookup | undefined
+  let reuse: KeptStore | undefined
   try {
     // Imported here, not above: every rank loads this module to start its node's agent.
     const { parseJobSecret } = await import('../swarm/job-auth.ts')
@@ -86,14 +97,16 @@ export async function runAgent (launch: AgentLaunch, stop: Promise<unknown>, log
     const { Agent } = await import('../agent.ts')
     const { agentOptions, nodeOptions } = await import('../agent-settings.ts')
     const mountPoint = expandTemplate(job.mountPoint, { infoHash: desc.infoHash, nodeName: node, launchId: launch.launchId })
+    reuse = launch.shelf?.take(desc.infoHash)
     agent = await Agent.start(agentOptions(settings, desc, mountPoint, {
       mode: settings.mode,
-      node: nodeOptions(settings, { trackers: job.trackers, seeders: job.seeders, dht: job.dht, dhtLookup: lookup, nodeList, secret, sources: job.sources }),
-      keepStore: false,
+      node: { ...nodeOptions(settings, { trackers: job.trackers, seeders: job.seeders, dht: job.dht, dhtLookup: lookup, nodeList, secret, sources: job.sources }), reuseStore: reuse },
+      keepStore: launch.shelf !== undefined,
       log
     }))
   } catch (err) {
     await lookup?.close() // not taken over by the node's discovery
+    if (reuse) await rm(reuse.path, { recursive: true, force: true })
     await state.fail(failureOf(err))
     // Kept before the node's last rank removes the state; the error's line follows (same file).
     if (debug >= 1) await state.keepLog().catch(() => {})
@@ -115,6 +128,7 @@ export async function runAgent (launch: AgentLaunch, stop: Promise<unknown>, log
     clearInterval(every)
     if (debug >= 1) counters()
     await agent.stop()
+    await launch.shelf?.put(agent.keptStore())
     if (debug >= 1) await state.keepLog().catch(() => {})
     await state.remove()
   }

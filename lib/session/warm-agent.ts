@@ -19,8 +19,9 @@ import { connect, createServer, type Server, type Socket } from 'node:net'
 import { formatError } from '../errors.ts'
 import { writeAtomic } from '../files.ts'
 import { decodeJob, JOB_ENV } from './job-spec.ts'
-import { runAgent, agentLost, type AgentLaunch } from './node.ts'
-import { NodeState, warmAgentFiles } from './node-state.ts'
+import type { KeptStore } from '../swarm/node.ts'
+import { runAgent, agentLost, type AgentLaunch, type StoreShelf } from './node.ts'
+import { NodeState, readWarmAgentRecord, warmAgentFiles, type WarmAgentRecord } from './node-state.ts'
 
 export const HANDOFF_MAGIC = 'p2prun-launch 1'
 
@@ -104,7 +105,7 @@ export async function handToWarmAgent (runDir: string, h: Handoff, state: NodeSt
  */
 export async function serveLaunches (first: AgentLaunch, stop: Promise<unknown>, lingerMs: number, log: (line: string) => void): Promise<void> {
   const files = warmAgentFiles(first.job.node.runDir, first.node)
-  const server = await listenUnix(files.socket)
+  const server = await listenUnix(files)
   if (!server) return await runAgent(first, stop, log)
   let busy = 0
   let idle: NodeJS.Timeout | undefined
@@ -129,23 +130,70 @@ export async function serveLaunches (first: AgentLaunch, stop: Promise<unknown>,
     else idle = setTimeout(() => { void leave() }, lingerMs)
   }
   void stop.then(leave)
+  // The record names the kept store, for an agent that finds this one dead to remove it.
+  const record = (store?: string) => writeAtomic(files.record, JSON.stringify({ pid: process.pid, socket: files.socket, store } satisfies WarmAgentRecord))
+  const shelf = new Shelf((store) => leaving ? Promise.resolve() : record(store))
   server.on('connection', (socket) => {
     hold()
-    takeHandoff(socket, stop).finally(release)
+    takeHandoff(socket, stop, shelf).finally(release)
   })
-  await writeAtomic(files.record, JSON.stringify({ pid: process.pid, socket: files.socket }))
+  await record()
   hold()
   let failed: unknown
-  await runAgent(first, stop, log).catch((err: unknown) => {
+  await runAgent({ ...first, shelf }, stop, log).catch((err: unknown) => {
     failed = err
     void leave() // an agent that could not serve its own launch is no agent to hand launches to
   }).finally(release)
   await gone
+  await shelf.clear()
   if (failed) throw failed
 }
 
-/** Listens on `file`, replacing a dead agent's socket; undefined if a live agent listens there. */
-async function listenUnix (file: string): Promise<Server | undefined> {
+/**
+ * The store of the set last served, kept while the agent lingers: the same set's next launch on
+ * the node then fetches nothing (a job script that runs one program several times). One at a time:
+ * a launch of another set drops it, so a lingering agent holds at most one set's bytes beyond
+ * those of the launches it serves.
+ */
+class Shelf implements StoreShelf {
+  private kept: KeptStore | undefined
+  private readonly changed: (store: string | undefined) => Promise<void>
+
+  /** `changed` hears which store is kept now. */
+  constructor (changed: (store: string | undefined) => Promise<void>) {
+    this.changed = changed
+  }
+
+  take (infoHash: string): KeptStore | undefined {
+    const kept = this.kept
+    this.kept = undefined
+    if (kept && kept.infoHash !== infoHash) {
+      void removeStore(kept)
+      return undefined
+    }
+    return kept
+  }
+
+  async put (store: KeptStore): Promise<void> {
+    const old = this.kept
+    this.kept = store
+    await this.changed(store.path)
+    if (old) await removeStore(old)
+  }
+
+  async clear (): Promise<void> {
+    if (this.kept) await removeStore(this.kept)
+    this.kept = undefined
+  }
+}
+
+const removeStore = (store: KeptStore) => rm(store.path, { recursive: true, force: true })
+
+/**
+ * Listens on the socket, replacing a dead agent's (and removing the store it kept); undefined if a
+ * live agent listens there.
+ */
+async function listenUnix ({ socket: file, record }: { socket: string, record: string }): Promise<Server | undefined> {
   if (file.length > SOCKET_PATH_MAX) return undefined
   const server = createServer()
   for (let attempt = 0; ; attempt++) {
@@ -155,6 +203,8 @@ async function listenUnix (file: string): Promise<Server | undefined> {
     })
     if (!err) break
     if (err.code !== 'EADDRINUSE' || attempt > 0 || await answers(file)) return undefined
+    const dead = await readWarmAgentRecord(record)
+    if (dead?.store) await rm(dead.store, { recursive: true, force: true })
     await rm(file, { force: true })
   }
   await chmod(file, 0o600)
@@ -171,7 +221,7 @@ function answers (file: string): Promise<boolean> {
 }
 
 /** One connection: its hand-off read, answered, and its launch served to the end. */
-async function takeHandoff (socket: Socket, stop: Promise<unknown>): Promise<void> {
+async function takeHandoff (socket: Socket, stop: Promise<unknown>, shelf: StoreShelf): Promise<void> {
   socket.on('error', () => {}) // a rank that left: its launch goes on
   let handoff: Handoff
   try {
@@ -182,7 +232,7 @@ async function takeHandoff (socket: Socket, stop: Promise<unknown>): Promise<voi
   }
   let launch: AgentLaunch
   try {
-    launch = { job: decodeJob(handoff.env[JOB_ENV]), node: handoff.node, launchId: handoff.launchId, expect: handoff.expect, env: handoff.env, handed: true }
+    launch = { job: decodeJob(handoff.env[JOB_ENV]), node: handoff.node, launchId: handoff.launchId, expect: handoff.expect, env: handoff.env, handed: true, shelf }
   } catch (err) {
     // The rank's own agent reports a bad spec in its words, as it would without this one.
     socket.end(`no ${formatError(err)}\n`)

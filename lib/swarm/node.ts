@@ -64,6 +64,16 @@ export interface NodeOptions {
    * against their hashes) instead of failing the read. Undefined: no fallback.
    */
   readonly fallback?: SourceLayout
+  /** The store a node of the same set left in this process (keptStore): its verified pieces are not fetched again. */
+  readonly reuseStore?: KeptStore
+}
+
+/** A closed node's store, kept for the same set's next node in this process (a lingering agent's: session/warm-agent.ts). */
+export interface KeptStore {
+  readonly infoHash: string
+  readonly path: string
+  /** The pieces verified in it (a bitfield). */
+  readonly have: Uint8Array
 }
 
 export interface NodeStats {
@@ -147,16 +157,19 @@ export class SwarmNode implements ByteSource {
       throw swarmError('the description names no tracker or seeder to get bytes from',
         'pass --tracker URL or --seeder HOST:PORT (printed by `p2prun serve`)')
     }
-    checkStoreDir(opts.storeDir, desc.totalBytes)
+    const kept = opts.reuseStore?.infoHash === desc.infoHash ? opts.reuseStore : undefined
+    // A kept store that is gone (a cleaned /dev/shm) is no error: the node starts a new one.
+    const reopened = kept && await open(path.join(kept.path, 'data'), 'r+').catch(() => undefined)
+    if (!reopened) checkStoreDir(opts.storeDir, desc.totalBytes)
     // With a node list, where the list says others reach it; otherwise the interface toward the
     // head, where the tracker (or DHT) will see this node's announces come from.
     const own = list && hostPort(list.nodes[list.index] as string)
     const host = own ? own.host : await addressToward(dht[0] ?? trackers[0] ?? seeders[0] as string)
-    const storePath = await mkdtemp(path.join(opts.storeDir, `p2prun-${desc.infoHash.slice(0, 16)}-`))
+    const storePath = reopened ? (kept as KeptStore).path : await mkdtemp(path.join(opts.storeDir, `p2prun-${desc.infoHash.slice(0, 16)}-`))
       .catch((err: NodeJS.ErrnoException) => {
         throw swarmError(`cannot create a store in ${opts.storeDir}: ${err.code}`, 'pass --store-dir with a writable directory', err)
       })
-    const data = await open(path.join(storePath, 'data'), 'wx+', 0o600)
+    const data = reopened ?? await open(path.join(storePath, 'data'), 'wx+', 0o600)
     let bytes: Buffer
     try {
       bytes = mapStore(data.fd, desc.totalBytes, storePath)
@@ -165,7 +178,7 @@ export class SwarmNode implements ByteSource {
       await rm(storePath, { recursive: true, force: true })
       throw err
     }
-    const node = new SwarmNode(desc, data, bytes, storePath, opts.stallTimeoutMs, warn)
+    const node = new SwarmNode(desc, data, bytes, storePath, opts.stallTimeoutMs, warn, reopened && kept?.have)
     node.fallback = opts.fallback && sourceFilesOf(desc, opts.fallback)
     const peerId = newPeerId('node')
     const infoHash = Buffer.from(desc.infoHash, 'hex')
@@ -198,14 +211,15 @@ export class SwarmNode implements ByteSource {
     return node
   }
 
-  private constructor (desc: Description, data: FileHandle, bytes: Buffer, storePath: string, stallTimeoutMs: number, warn: (line: string) => void) {
+  private constructor (desc: Description, data: FileHandle, bytes: Buffer, storePath: string, stallTimeoutMs: number, warn: (line: string) => void,
+    have?: Uint8Array) {
     this.description = desc
     this.warn = warn
     this.data = data
     this.bytes = bytes
     this.storePath = storePath
     this.stallTimeoutMs = stallTimeoutMs
-    this.have = new Bitfield(desc.pieceCount)
+    this.have = new Bitfield(desc.pieceCount, have)
     // A whole piece is read back from the file for its check, into one buffer kept for it, not
     // through the mapping: the agent then never touches a fresh page of the store itself (the addon
     // writes blocks with pwrite; the FUSE server reads with pread). On the emulated cluster's VM
@@ -280,7 +294,12 @@ export class SwarmNode implements ByteSource {
     }
   }
 
-  /** Leaves the swarm; the store is removed unless `keepStore` (for inspection after a run). */
+  /** The store and its verified pieces, for the same set's next node (after close with `keepStore`). */
+  keptStore (): KeptStore {
+    return { infoHash: this.description.infoHash, path: this.storePath, have: Uint8Array.from(this.have.bytes) }
+  }
+
+  /** Leaves the swarm; the store is removed unless `keepStore` (for inspection after a run, or for the next node: keptStore). */
   close (options: { keepStore?: boolean } = {}): Promise<void> {
     this.closing ??= (async () => {
       clearInterval(this.timer)

@@ -4,7 +4,7 @@
 // the agent goes on.
 import { execFile } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { readdir, readFile, writeFile } from 'node:fs/promises'
+import { copyFile, mkdir, readdir, readFile, writeFile } from 'node:fs/promises'
 import { connect } from 'node:net'
 import path from 'node:path'
 import { promisify } from 'node:util'
@@ -12,7 +12,7 @@ import t, { type Test } from 'tap'
 import { readWarmAgentRecord, warmAgentFiles } from '../lib/session/node-state.ts'
 import { isAlive, terminate } from '../lib/session/process.ts'
 import { decodeHandoff, encodeHandoff, HANDOFF_MAGIC } from '../lib/session/warm-agent.ts'
-import { ROOT } from './helpers/cli.ts'
+import { ROOT, waitForLine } from './helpers/cli.ts'
 import { launch, launchDirs, nothingLeft, type LaunchDirs } from './helpers/launch.ts'
 import { scratch, type Scratch } from './helpers/scratch.ts'
 
@@ -90,6 +90,31 @@ t.test('the Node rank step (a node per rank) hands over too; the agents leave wh
   t.same(agentsOf(second.stdout), agents, 'the same two served the next launch')
   // Nothing stops them: each leaves two seconds after its launch ended (waited for by watching the process).
   for (const pid of agents) t.ok(await exitedOnItsOwn(pid), `agent ${pid} left by itself`)
+  await nothingLeft(t, s, dirs)
+})
+
+t.test('two launches at once on the node, of two sets: the lingering agent serves both', async (t) => {
+  const { s, dirs, app, libs } = await example(t)
+  const env = { P2PRUN_NODE_NAME: 'alpha', NODE: 'alpha', P2PRUN_AGENT_LINGER: '300' }
+  const first = await launchShowingAgent(s, dirs, libs, app, env)
+  t.equal(first.exitCode, 0, String(first.stderr))
+  const [agent] = agentsOf(first.stdout)
+  // The first launch's rank waits, mounted, until the second's rank has run from its own mount.
+  const go = path.join(s.dir, 'go')
+  const pidOf = `"agent $(sed 's/.*"pid":\\([0-9]*\\).*/\\1/' "$P2PRUN_RUN_DIR"/job-*-alpha/ready.json | head -n 1)"`
+  const waiting = launch(s, dirs, ['-n', '1', '--launcher', 'local', '--libs', libs, 'sh', '-c',
+    `echo ${pidOf}; while [ ! -e ${go} ]; do sleep 0.05; done; ls "$P2PRUN_MOUNT"`], env)
+  t.same(Number((await waitForLine(waiting, /^agent (\d+)$/))[1]), agent, 'the first launch is served by the lingering agent')
+  const other = path.join(s.dir, 'other')
+  await mkdir(other)
+  await copyFile(path.join(libs, 'libgreet.so.1'), path.join(other, 'libgreet.so.1'))
+  const second = await launch(s, dirs, ['-n', '1', '--launcher', 'local', '--libs', other, 'sh', '-c', `echo ${pidOf}; ls "$P2PRUN_MOUNT" && touch ${go}`], env)
+  t.equal(second.exitCode, 0, `the second launch: ${String(second.stderr)}`)
+  t.match(second.stdout, new RegExp(`^agent ${agent}\nlibgreet\\.so\\.1$`), 'the second, of another set, by the same agent meanwhile')
+  const r = await waiting
+  t.equal(r.exitCode, 0, String(r.stderr))
+  t.match(r.stdout, /libdata\.so/, 'and the first still reads its own set')
+  await terminate(agent as number, 10_000)
   await nothingLeft(t, s, dirs)
 })
 

@@ -152,9 +152,14 @@ const DEFAULTS: Config = {
   owner: undefined,
   allowOther: false,
   nodeName: os.hostname(),
-  runDir: path.join(os.tmpdir(), `p2prun-run-${process.getuid?.() ?? 0}`),
+  runDir: defaultRunDir(process.getuid?.() ?? 0),
   fuseDevice: '/dev/fuse',
   quiet: false
+}
+
+/** A user's run directory unless set (Slurm's epilog, as root, looks in the job's user's). */
+export function defaultRunDir (uid: number): string {
+  return path.join(os.tmpdir(), `p2prun-run-${uid}`)
 }
 
 export interface ConfigSources {

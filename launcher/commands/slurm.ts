@@ -2,11 +2,12 @@
 // (lib/session/slurm.ts does the work):
 //   p2prun slurm head --libs A[,B]   (plugin, at submit time) describe (auto:PROGRAM: what it loads), start a detached head, print the job spec
 //   p2prun slurm prolog              (Prolog=, root, every node) start the job's node agent, wait until ready
-//   p2prun slurm epilog              (Epilog=, root, every node) stop it, leave nothing, stop the head; never fails
+//   p2prun slurm epilog              (Epilog=, root, every node) stop it, leave nothing, stop the head; never fails;
+//                                    and, for any job, stop an agent its launches left lingering
 import type { Command } from 'commander'
 import { formatError } from '../../lib/errors.ts'
 import { startDetachedHead } from '../../lib/session/detached-head.ts'
-import { jobOfHook, slurmLibs, startJobAgent, stopJobAgent } from '../../lib/session/slurm.ts'
+import { jobOfHook, slurmLibs, startJobAgent, stopJobAgent, stopLingeringAgent } from '../../lib/session/slurm.ts'
 import { action } from '../cli-support.ts'
 
 const collect = (value: string, previous: string[] = []) => [...previous, ...value.split(',').filter(Boolean)]
@@ -36,6 +37,7 @@ export function registerSlurm (program: Command, cli: readonly string[]): void {
       try {
         const job = jobOfHook(process.env)
         if (job) await stopJobAgent(job, process.env)
+        await stopLingeringAgent(process.env)
       } catch (err) {
         process.stderr.write(`p2prun slurm epilog: warning: ${formatError(err)}\n`)
       }

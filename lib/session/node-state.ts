@@ -234,6 +234,8 @@ export interface WarmAgentRecord {
   readonly socket: string
   /** The store it keeps for the next launch of the set it served last: removed by whoever finds it dead. */
   readonly store?: string
+  /** The Slurm job whose launch started it: it serves no other job's, and that job's epilog stops it. */
+  readonly slurmJob?: string
 }
 
 /** Where a lingering agent of `node` takes launches, and its record: one per node and run directory. */

@@ -6,11 +6,11 @@
 // The plugin hands the spec to the prolog and epilog as SPANK_P2PRUN_JOB.
 import { chown, rm, rmdir } from 'node:fs/promises'
 import path from 'node:path'
-import { AUTO_LIBS } from '../config.ts'
+import { AUTO_LIBS, defaultRunDir } from '../config.ts'
 import { usageError } from '../errors.ts'
 import { decodeJob, JOB_ENV, launchIdOf, type JobSpec } from './job-spec.ts'
 import { spawnAgent } from './node.ts'
-import { NodeState } from './node-state.ts'
+import { NodeState, readWarmAgentRecord, warmAgentFiles } from './node-state.ts'
 import { terminate } from './process.ts'
 import { nodeName } from './rank-identity.ts'
 import { launchNodeList, slurmHostlist } from './launch-nodes.ts'
@@ -82,4 +82,17 @@ export async function stopJobAgent (job: JobSpec, env: NodeJS.ProcessEnv): Promi
     const jobId = env.SLURM_JOB_ID
     if (job.stopUrl) await fetch(`${job.stopUrl}${jobId ? `?job=${encodeURIComponent(jobId)}` : ''}`, { method: 'POST', signal: AbortSignal.timeout(5000) }).catch(() => {})
   }
+}
+
+/**
+ * The epilog, for any job: stops this node's agent that a launch of the job left lingering
+ * (agent-linger) in the job's user's run directory, with the store it kept. Agents in a run
+ * directory set by the user are theirs to stop; they leave when their linger is up.
+ */
+export async function stopLingeringAgent (env: NodeJS.ProcessEnv): Promise<void> {
+  const jobId = env.SLURM_JOB_ID
+  const uid = Number(env.SLURM_JOB_UID)
+  if (!jobId || !Number.isInteger(uid)) return
+  const record = await readWarmAgentRecord(warmAgentFiles(defaultRunDir(uid), nodeName(env)).record)
+  if (record?.slurmJob === jobId) await terminate(record.pid, EPILOG_WAIT_MS)
 }

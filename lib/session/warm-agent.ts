@@ -131,11 +131,12 @@ export async function serveLaunches (first: AgentLaunch, stop: Promise<unknown>,
   }
   void stop.then(leave)
   // The record names the kept store, for an agent that finds this one dead to remove it.
-  const record = (store?: string) => writeAtomic(files.record, JSON.stringify({ pid: process.pid, socket: files.socket, store } satisfies WarmAgentRecord))
+  const slurmJob = first.env.SLURM_JOB_ID
+  const record = (store?: string) => writeAtomic(files.record, JSON.stringify({ pid: process.pid, socket: files.socket, store, slurmJob } satisfies WarmAgentRecord))
   const shelf = new Shelf((store) => leaving ? Promise.resolve() : record(store))
   server.on('connection', (socket) => {
     hold()
-    takeHandoff(socket, stop, shelf).finally(release)
+    takeHandoff(socket, stop, shelf, slurmJob).finally(release)
   })
   await record()
   hold()
@@ -221,13 +222,19 @@ function answers (file: string): Promise<boolean> {
 }
 
 /** One connection: its hand-off read, answered, and its launch served to the end. */
-async function takeHandoff (socket: Socket, stop: Promise<unknown>, shelf: StoreShelf): Promise<void> {
+async function takeHandoff (socket: Socket, stop: Promise<unknown>, shelf: StoreShelf, slurmJob: string | undefined): Promise<void> {
   socket.on('error', () => {}) // a rank that left: its launch goes on
   let handoff: Handoff
   try {
     handoff = await readHandoff(socket)
   } catch (err) {
     socket.end(`no ${(err as Error).message}\n`)
+    return
+  }
+  // Started by a Slurm job's launch, the agent ends with that job (its epilog): another job's launch
+  // must not depend on it.
+  if (handoff.env.SLURM_JOB_ID !== slurmJob) {
+    socket.end(`no this agent serves ${slurmJob ? `Slurm job ${slurmJob}` : 'launches outside Slurm jobs'}\n`)
     return
   }
   let launch: AgentLaunch

@@ -63,6 +63,11 @@ export interface Native {
   fuseCounters (handle: FuseHandle): ServerCounts
   /** Ends the session thread and unmounts; resolves with the final counts. The handle is dead afterwards. */
   fuseStop (handle: FuseHandle): Promise<ServerCounts>
+  /**
+   * Calls onExit once process `pid` has ended (native/exit-watch.c: a pidfd); false if it is gone
+   * already. Throws with code ENOSYS where the kernel has no pidfd.
+   */
+  watchExit (pid: number, onExit: () => void): boolean
   /** _exit(2): the process ends at once, past Node's teardown (see native/process-exit.c). */
   exitNow (code: number): never
 }

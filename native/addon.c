@@ -1,5 +1,5 @@
 // The addon's one entry point: the socket low-water mark, the listening socket, the store's mapping,
-// the peer streams, the FUSE server and the exit share a binary.
+// the peer streams, the FUSE server, the exit and the watch on other processes' exits share a binary.
 #define _GNU_SOURCE
 #include <stdio.h>
 #include <string.h>
@@ -18,6 +18,7 @@ NAPI_MODULE_INIT() {
   if (!register_process_exit(env, exports)) return NULL;
   if (!register_store_map(env, exports)) return NULL;
   if (!register_listen_socket(env, exports)) return NULL;
+  if (!register_exit_watch(env, exports)) return NULL;
   if (!register_peer_stream(env, exports)) return NULL;
   return register_fuse_server(env, exports);
 }

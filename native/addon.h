@@ -10,6 +10,7 @@ napi_value register_process_exit(napi_env env, napi_value exports);
 napi_value register_store_map(napi_env env, napi_value exports);
 napi_value register_peer_stream(napi_env env, napi_value exports);
 napi_value register_listen_socket(napi_env env, napi_value exports);
+napi_value register_exit_watch(napi_env env, napi_value exports);
 
 // Throws an Error whose `code` is the errno's name (ENOSPC, EADDRINUSE...), its message `what` and
 // the system's reason, for the caller's own message; returns NULL.

@@ -1,8 +1,11 @@
 // One launch's state on one node (lib/session/node-state.ts), in process: who starts the agent,
-// how a failure and a ready mount reach the ranks, and how often an agent looks at its ranks.
+// how a failure and a ready mount reach the ranks, and how an agent sees its ranks end.
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
 import { readdir } from 'node:fs/promises'
 import t from 'tap'
 import { P2prunError } from '../lib/errors.ts'
+import { native } from '../lib/native.ts'
 import { NodeState, rankCheckMs } from '../lib/session/node-state.ts'
 
 t.test('of many that ask at once, exactly one starts the agent, and one reports its failure', async (t) => {
@@ -54,4 +57,23 @@ t.test('the last rank to leave a failed node removes its state, not before', asy
 
 t.test('an agent looks at its ranks every 25 ms while they change, then less often, at most a second apart', async (t) => {
   t.same([0, 1999, 2000, 4000, 8000, 60_000].map(rankCheckMs), [25, 25, 250, 500, 1000, 1000])
+})
+
+t.test('the ranks have ended once as many as expected registered and each has ended: seen by pidfds, or by polling without them', async (t) => {
+  for (const [how, watchExit] of [['pidfd', native?.watchExit], ['polling', undefined]] as const) {
+    const state = NodeState.of(t.testdir(), 'abcd1234', how)
+    await state.create()
+    const ranks = [spawn('sleep', ['600']), spawn('sleep', ['600'])]
+    t.teardown(() => { for (const r of ranks) r.kill('SIGKILL') })
+    await state.register(ranks[0]?.pid as number)
+    let ended = false
+    const waiting = state.ranksEnded(2, watchExit).then(() => { ended = true })
+    ranks[0]?.kill()
+    await once(ranks[0] as ReturnType<typeof spawn>, 'exit')
+    await state.register(ranks[1]?.pid as number) // the second comes after the first has gone: 2 expected
+    t.notOk(ended, `${how}: one of two ended, not yet`)
+    ranks[1]?.kill()
+    await waiting
+    t.ok(ended, `${how}: both ended`)
+  }
 })

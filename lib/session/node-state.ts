@@ -26,8 +26,11 @@ import path from 'node:path'
 import { setTimeout as delay } from 'node:timers/promises'
 import { failureError, P2prunError, type FailureRecord } from '../errors.ts'
 import { writeAtomic } from '../files.ts'
+import { native, type Native } from '../native.ts'
 import { isAlive } from './process.ts'
 import type { TaskEnvEntry } from './rank-env.ts'
+
+type WatchExit = Native['watchExit']
 
 /** What the agent tells the node's ranks once its mount is up. */
 export interface ReadyRecord {
@@ -53,9 +56,9 @@ const KEPT_LOGS = 'logs'
 export const KEPT_AGENT_LOGS = `RUN_DIR/${KEPT_LOGS}/LAUNCH-NODE.log`
 
 /**
- * How often the agent checks whether its ranks still run (another process's exit cannot be
- * awaited): every 25 ms while the ranks have changed (come, or gone) within the last 2 s, so a
- * short job's launch ends promptly; after that an eighth of the time since, up to once a second.
+ * How often an agent without pidfds checks whether its ranks still run (ranksEnded): every 25 ms
+ * while the ranks have changed (come, or gone) within the last 2 s, so a short job's launch ends
+ * promptly; after that an eighth of the time since, up to once a second.
  * A check costs ~0.4 ms of CPU: at 25 ms for the life of a long job, an idle agent spent 3.8% of
  * a core (measured); a job that ends after a quiet time t waits at most t/8 (≤ 1 s) more.
  */
@@ -158,12 +161,59 @@ export class NodeState {
     }
   }
 
-  /** Resolves once at least `expected` ranks registered (1 if unknown) and none of them is alive. */
-  async ranksEnded (expected: number): Promise<void> {
+  /**
+   * Resolves once at least `expected` ranks registered (1 if unknown) and none of them is alive.
+   * Each rank's end is watched (native/exit-watch.c), and the registrations in the ranks directory:
+   * nothing is polled. Where the kernel has no pidfd (Linux before 5.3), or there is no addon, the
+   * ranks are polled (rankCheckMs).
+   */
+  async ranksEnded (expected: number, watchExit: WatchExit | undefined = native?.watchExit): Promise<void> {
+    const ac = new AbortController()
+    let wake = () => {}
+    let watching = watchExit
+    try {
+      const watcher = watch(path.join(this.dir, RANKS), { signal: ac.signal })
+      watcher.on('change', () => wake())
+      watcher.on('error', () => {}) // the directory removed: the state goes, and the agent with it
+    } catch {
+      watching = undefined // no ranks directory (yet): looked for again and again
+    }
+    const watched = new Set<number>()
+    const ended = new Set<number>()
+    try {
+      while (watching) {
+        const next = new Promise<void>((resolve) => { wake = resolve }) // armed before looking, as waitReady's
+        const pids = await this.rankPids()
+        for (const pid of pids) {
+          if (!watching || watched.has(pid)) continue
+          watched.add(pid)
+          try {
+            if (!watching(pid, () => { ended.add(pid); wake() })) ended.add(pid)
+          } catch (err) {
+            if ((err as NodeJS.ErrnoException).code !== 'ENOSYS') throw err
+            watching = undefined
+          }
+        }
+        if (!watching) break
+        if (pids.length >= Math.max(expected, 1) && pids.every((pid) => ended.has(pid))) return
+        await next
+      }
+    } finally {
+      ac.abort()
+    }
+    await this.ranksPolled(expected)
+  }
+
+  private async rankPids (): Promise<number[]> {
+    return (await readdir(path.join(this.dir, RANKS)).catch(() => [])).map(Number)
+  }
+
+  /** ranksEnded by looking again and again: every rankCheckMs. */
+  private async ranksPolled (expected: number): Promise<void> {
     let seen = ''
     let since = performance.now()
     for (;;) {
-      const pids = (await readdir(path.join(this.dir, RANKS)).catch(() => [])).map(Number)
+      const pids = await this.rankPids()
       let alive = pids.length
       if (pids.length >= Math.max(expected, 1)) {
         alive = (await Promise.all(pids.map((pid) => isAlive(pid)))).filter(Boolean).length

@@ -31,6 +31,7 @@
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <time.h>
 #include <fcntl.h>
@@ -195,13 +196,16 @@ static int send_all(int fd, const char *data, size_t size)
 	return 1;
 }
 
+#define NOT_ANSWERED (-2)
+
 /*
  * Hands this launch to the node's agent lingering from the user's last launch (lib/session/warm-agent.ts
  * owns the hand-off: the socket RUN_DIR/agent-NODE.sock, NUL-terminated strings, the answer "ok\n").
- * Returns the connection, held until the mount is ready (its end before then: the agent died), or -1:
- * none lingers, or it did not take the launch.
+ * Returns the connection, held until the mount is ready (its end before then: the agent died); -1:
+ * none lingers, or it did not take the launch; NOT_ANSWERED: no answer within `timeout_ms` (it may
+ * still take it, so no other agent may be started).
  */
-static int hand_to_agent(const char *run_dir, const char *node, const char *safe_node, const char *launch, long expect)
+static int hand_to_agent(const char *run_dir, const char *node, const char *safe_node, const char *launch, long expect, long timeout_ms)
 {
 	struct sockaddr_un addr = { .sun_family = AF_UNIX };
 	if (snprintf(addr.sun_path, sizeof addr.sun_path, "%s/agent-%s.sock", run_dir, safe_node) >= (int)sizeof addr.sun_path)
@@ -209,7 +213,8 @@ static int hand_to_agent(const char *run_dir, const char *node, const char *safe
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -1;
-	if (connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) {
+	struct timeval wait = { .tv_sec = timeout_ms / 1000, .tv_usec = timeout_ms % 1000 * 1000 };
+	if (connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0 || setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &wait, sizeof wait) != 0) {
 		close(fd);
 		return -1;
 	}
@@ -226,6 +231,10 @@ static int hand_to_agent(const char *run_dir, const char *node, const char *safe
 	size_t got = 0;
 	while (ok && got < 3) {
 		ssize_t n = read(fd, answer + got, 3 - got);
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			close(fd);
+			return NOT_ANSWERED;
+		}
 		if (n <= 0 && !(n < 0 && errno == EINTR))
 			ok = 0;
 		else if (n > 0)
@@ -341,7 +350,13 @@ int main(int argc, char **argv)
 		if (fd >= 0) {
 			close(fd);
 			if (linger_ms > 0)
-				handed = hand_to_agent(run_dir, node, safe_node, launch, lsize);
+				handed = hand_to_agent(run_dir, node, safe_node, launch, lsize, timeout_ms);
+			if (handed == NOT_ANSWERED) {
+				char hint[8400];
+				snprintf(hint, sizeof hint, "%s/agent-%s.json names it: stop it, or set P2PRUN_AGENT_LINGER=0", run_dir, safe_node);
+				record_failure(dir, "the lingering node agent did not answer its hand-off in time", hint);
+				fall_back();
+			}
 			if (handed < 0 && (agent = start_agent(root, dir, node, launch, lsize)) < 0) {
 				record_failure(dir, "the node agent could not be started", "check that p2prun is installed at the same path on every node");
 				fall_back();

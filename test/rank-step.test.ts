@@ -141,6 +141,19 @@ t.test('with agent-linger, local rank 0 hands the launch to the lingering agent:
   t.same((await readdir(dir)).filter((n) => n === 'agent-args'), [], 'no agent started')
 })
 
+t.test('an agent that does not answer the hand-off within the start timeout: the node\'s failure, and no other agent started', async (t) => {
+  const { dir, root, job, state } = await setup(t, 'exit 0', { 'agent-linger': '60', 'start-timeout': '1' })
+  const handed = await lingering(t, job.node.runDir, () => {}) // reads it, and says nothing
+  const r = await step(root, job, { P2PRUN_LOCAL_RANK: '0', P2PRUN_LOCAL_SIZE: '1' })
+  t.equal(r.code, 100, 'handed to the Node step')
+  t.equal(handed.length, 1)
+  await t.rejects(state.waitReady(`node ${NODE}`, 1000), {
+    message: `node ${NODE}: the p2prun agent failed: the lingering node agent did not answer its hand-off in time`,
+    hint: `${warmAgentFiles(job.node.runDir, NODE).record} names it: stop it, or set P2PRUN_AGENT_LINGER=0`
+  })
+  t.same((await readdir(dir)).filter((n) => n === 'agent-args'), [], 'no agent started: the silent one may still take the launch')
+})
+
 t.test('an agent that refuses the hand-off: the rank starts its own; one that took it and ended: the node\'s failure', async (t) => {
   const refused = await setup(t, 'exit 0', { 'agent-linger': '60' })
   await lingering(t, refused.job.node.runDir, (c) => c.end('no busy\n'))

@@ -5,13 +5,14 @@
 import { execFile } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { copyFile, mkdir, readdir, readFile, writeFile } from 'node:fs/promises'
-import { connect } from 'node:net'
+import { connect, createServer } from 'node:net'
 import path from 'node:path'
 import { promisify } from 'node:util'
 import t, { type Test } from 'tap'
 import { readWarmAgentRecord, warmAgentFiles } from '../lib/session/node-state.ts'
 import { isAlive, terminate } from '../lib/session/process.ts'
-import { decodeHandoff, encodeHandoff, HANDOFF_MAGIC } from '../lib/session/warm-agent.ts'
+import { NodeState } from '../lib/session/node-state.ts'
+import { decodeHandoff, encodeHandoff, HANDOFF_MAGIC, handToWarmAgent } from '../lib/session/warm-agent.ts'
 import { ROOT, waitForLine } from './helpers/cli.ts'
 import { launch, launchDirs, nothingLeft, type LaunchDirs } from './helpers/launch.ts'
 import { scratch, type Scratch } from './helpers/scratch.ts'
@@ -41,10 +42,12 @@ async function hostRanks (): Promise<string[]> {
   return [`${host}-rank0`, `${host}-rank1`]
 }
 
-/** Each rank prints the pid of the agent that serves its node (its ready.json), then runs the program. */
+/** Each rank prints the pid of the agent that serves its node (its ready.json), reads the set, then runs the program. */
 function launchShowingAgent (s: Scratch, dirs: LaunchDirs, libs: string, app: string, env: Record<string, string>) {
-  // One write per line: the two ranks print at once.
-  const script = `for f in "$P2PRUN_RUN_DIR"/job-*-$NODE/ready.json; do echo "agent $(sed 's/.*"pid":\\([0-9]*\\).*/\\1/' "$f")"; done; exec ${app}`
+  // One write per line: the two ranks print at once. Every file is read, so the node has the whole
+  // set when the launch ends (a launch ends with its ranks, fetched or not).
+  const script = `for f in "$P2PRUN_RUN_DIR"/job-*-$NODE/ready.json; do echo "agent $(sed 's/.*"pid":\\([0-9]*\\).*/\\1/' "$f")"; done; ` +
+    `cat "$P2PRUN_MOUNT"/* > /dev/null; exec ${app}`
   return launch(s, dirs, ['-n', '2', '--launcher', 'local', '--libs', libs, '--stats', 'sh', '-c', script], env)
 }
 
@@ -175,4 +178,23 @@ t.test('the hand-off: encoded and decoded alike; incomplete, foreign or oversize
   t.throws(() => decodeHandoff(Buffer.from('p2prun-launch 2\0n\0l\0' + '1\0\0')), /not a hand-off of this p2prun/)
   t.throws(() => decodeHandoff(Buffer.from(`${HANDOFF_MAGIC}\0n1\0l\0three\0\0`)), /without its node, launch id or rank count/)
   t.throws(() => decodeHandoff(Buffer.alloc(5 << 20, 'a')), /a hand-off of more than/)
+})
+
+t.test('the Node step\'s hand-off: refused, the rank starts its own agent; unanswered in time, the node\'s failure, and none may start', async (t) => {
+  const s = await scratch(t)
+  const runDir = path.join(s.dir, 'run')
+  const state = NodeState.of(runDir, 'abcd', 'n1')
+  await state.create()
+  let answer = 'no busy\n'
+  const server = createServer((c) => {
+    c.on('error', () => {})
+    c.on('data', (d: Buffer) => { if (d.includes('\0\0') && answer) c.end(answer) })
+  })
+  await new Promise<void>((resolve) => server.listen(warmAgentFiles(runDir, 'n1').socket, resolve))
+  t.teardown(() => new Promise((resolve) => server.close(resolve)))
+  const h = { node: 'n1', launchId: 'abcd', expect: 1, env: { P2PRUN_JOB: 'x' } }
+  t.equal(await handToWarmAgent(runDir, h, state, 60_000), undefined, 'refused: not handed')
+  answer = '' // silent
+  t.ok(await handToWarmAgent(runDir, h, state, 200), 'unanswered: taken as handed, so that no other agent starts')
+  await t.rejects(state.waitReady('node n1', 1000), { message: 'node n1: the p2prun agent failed: the lingering node agent did not answer its hand-off in time' })
 })

@@ -127,8 +127,11 @@ export async function runAgent (launch: AgentLaunch, stop: Promise<unknown>, log
   } finally {
     clearInterval(every)
     if (debug >= 1) counters()
-    await agent.stop()
-    await launch.shelf?.put(agent.keptStore())
+    try {
+      await agent.stop()
+    } finally {
+      await launch.shelf?.put(agent.keptStore()) // the store, kept, is the shelf's to remove even if the unmount failed
+    }
     if (debug >= 1) await state.keepLog().catch(() => {})
     await state.remove()
   }

@@ -37,7 +37,7 @@ export async function prepareRank (program: readonly string[], pid: number, cli:
   let handed: Handed | undefined
   if (await state.claimAgent()) {
     const launch = { job, node: node.name, launchId, expect: node.localSize ?? 0, env }
-    if (job.node.agentLingerMs > 0) handed = await (await import('./warm-agent.ts')).handToWarmAgent(job.node.runDir, launch, state)
+    if (job.node.agentLingerMs > 0) handed = await (await import('./warm-agent.ts')).handToWarmAgent(job.node.runDir, launch, state, job.node.startTimeoutMs)
     if (!handed) await spawnAgent(cli, state, launch)
   }
   const ready = await state.waitReady(`node ${node.name}`, job.node.startTimeoutMs).finally(() => handed?.release()).catch(async (err: unknown) => {

@@ -62,6 +62,8 @@ export function decodeHandoff (bytes: Buffer): Handoff | undefined {
   return { node, launchId, expect: Number(expect), env }
 }
 
+const NOT_ANSWERED = '\0not answered'
+
 /** A launch a lingering agent took: `release` once the rank no longer waits for its mount. */
 export interface Handed {
   release (): void
@@ -70,11 +72,13 @@ export interface Handed {
 /**
  * The first rank's side: hands `h` to the node's lingering agent, if there is one and it takes it.
  * Until released, the connection is held: if the agent closes it, its failure is recorded in `state`.
+ * An agent that does not answer within `timeoutMs` may still take the launch, so no other may be
+ * started: that is the node's failure, recorded in `state`.
  */
-export async function handToWarmAgent (runDir: string, h: Handoff, state: NodeState): Promise<Handed | undefined> {
-  const { socket: file } = warmAgentFiles(runDir, h.node)
-  if (file.length > SOCKET_PATH_MAX) return undefined
-  const socket = connect(file)
+export async function handToWarmAgent (runDir: string, h: Handoff, state: NodeState, timeoutMs: number): Promise<Handed | undefined> {
+  const files = warmAgentFiles(runDir, h.node)
+  if (files.socket.length > SOCKET_PATH_MAX) return undefined
+  const socket = connect(files.socket)
   const answer = await new Promise<string | undefined>((resolve) => {
     let text = ''
     socket.on('error', () => resolve(undefined)) // none there (ENOENT), or a dead one's socket (ECONNREFUSED)
@@ -83,12 +87,21 @@ export async function handToWarmAgent (runDir: string, h: Handoff, state: NodeSt
       text += d.toString('latin1')
       if (text.includes('\n')) resolve(text.slice(0, text.indexOf('\n')))
     })
-    socket.on('connect', () => socket.write(encodeHandoff(h)))
+    socket.on('connect', () => {
+      socket.write(encodeHandoff(h))
+      socket.setTimeout(timeoutMs, () => resolve(NOT_ANSWERED))
+    })
   })
+  if (answer === NOT_ANSWERED) {
+    socket.destroy()
+    await state.fail({ code: 'LAUNCH', message: 'the lingering node agent did not answer its hand-off in time', hint: `${files.record} names it: stop it, or set P2PRUN_AGENT_LINGER=0` })
+    return { release: () => {} }
+  }
   if (answer !== 'ok') {
     socket.destroy()
     return undefined
   }
+  socket.setTimeout(0)
   socket.removeAllListeners('data')
   socket.removeAllListeners('close')
   const lost = () => agentLost(state, 'the lingering node agent ended before its mount was ready')

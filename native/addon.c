@@ -13,6 +13,13 @@ napi_value throw_errno(napi_env env, int err, const char *what) {
   return NULL;
 }
 
+napi_value add_function(napi_env env, napi_value exports, const char *name, napi_callback fn) {
+  napi_value value;
+  if (napi_create_function(env, name, NAPI_AUTO_LENGTH, fn, NULL, &value) != napi_ok) return NULL;
+  if (napi_set_named_property(env, exports, name, value) != napi_ok) return NULL;
+  return exports;
+}
+
 NAPI_MODULE_INIT() {
   if (!register_socket_low_water(env, exports)) return NULL;
   if (!register_process_exit(env, exports)) return NULL;

@@ -12,6 +12,9 @@ napi_value register_peer_stream(napi_env env, napi_value exports);
 napi_value register_listen_socket(napi_env env, napi_value exports);
 napi_value register_exit_watch(napi_env env, napi_value exports);
 
+// Adds fn to `exports` as `name`; returns `exports`, or NULL with a JS exception pending.
+napi_value add_function(napi_env env, napi_value exports, const char *name, napi_callback fn);
+
 // Throws an Error whose `code` is the errno's name (ENOSPC, EADDRINUSE...), its message `what` and
 // the system's reason, for the caller's own message; returns NULL.
 napi_value throw_errno(napi_env env, int err, const char *what);

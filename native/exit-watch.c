@@ -95,8 +95,5 @@ static napi_value watch_exit(napi_env env, napi_callback_info info) {
 }
 
 napi_value register_exit_watch(napi_env env, napi_value exports) {
-  napi_value fn;
-  if (napi_create_function(env, "watchExit", NAPI_AUTO_LENGTH, watch_exit, NULL, &fn) != napi_ok) return NULL;
-  if (napi_set_named_property(env, exports, "watchExit", fn) != napi_ok) return NULL;
-  return exports;
+  return add_function(env, exports, "watchExit", watch_exit);
 }

@@ -714,9 +714,7 @@ napi_value register_fuse_server(napi_env env, napi_value exports) {
     { "fuseReplyError", reply_error }, { "fuseCounters", counters }, { "fuseStop", stop }
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
-    napi_value fn;
-    if (napi_create_function(env, fns[i].name, NAPI_AUTO_LENGTH, fns[i].fn, NULL, &fn) != napi_ok ||
-        napi_set_named_property(env, exports, fns[i].name, fn) != napi_ok) return NULL;
+    if (!add_function(env, exports, fns[i].name, fns[i].fn)) return NULL;
   }
   return exports;
 }

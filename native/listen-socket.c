@@ -62,8 +62,5 @@ static napi_value listen_tcp(napi_env env, napi_callback_info info) {
 }
 
 napi_value register_listen_socket(napi_env env, napi_value exports) {
-  napi_value fn;
-  if (napi_create_function(env, "listenTcp", NAPI_AUTO_LENGTH, listen_tcp, NULL, &fn) != napi_ok) return NULL;
-  if (napi_set_named_property(env, exports, "listenTcp", fn) != napi_ok) return NULL;
-  return exports;
+  return add_function(env, exports, "listenTcp", listen_tcp);
 }

@@ -700,9 +700,7 @@ napi_value register_peer_stream(napi_env env, napi_value exports) {
     { "peerForget", peer_forget }, { "peerClose", peer_close },
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
-    napi_value fn;
-    if (napi_create_function(env, fns[i].name, NAPI_AUTO_LENGTH, fns[i].fn, NULL, &fn) != napi_ok) return NULL;
-    if (napi_set_named_property(env, exports, fns[i].name, fn) != napi_ok) return NULL;
+    if (!add_function(env, exports, fns[i].name, fns[i].fn)) return NULL;
   }
   return exports;
 }

@@ -15,8 +15,5 @@ static napi_value exit_now(napi_env env, napi_callback_info info) {
 }
 
 napi_value register_process_exit(napi_env env, napi_value exports) {
-  napi_value fn;
-  if (napi_create_function(env, "exitNow", NAPI_AUTO_LENGTH, exit_now, NULL, &fn) != napi_ok) return NULL;
-  if (napi_set_named_property(env, exports, "exitNow", fn) != napi_ok) return NULL;
-  return exports;
+  return add_function(env, exports, "exitNow", exit_now);
 }

@@ -24,8 +24,5 @@ static napi_value set_rcv_lowat(napi_env env, napi_callback_info info) {
 }
 
 napi_value register_socket_low_water(napi_env env, napi_value exports) {
-  napi_value fn;
-  if (napi_create_function(env, "setRcvLowat", NAPI_AUTO_LENGTH, set_rcv_lowat, NULL, &fn) != napi_ok) return NULL;
-  if (napi_set_named_property(env, exports, "setRcvLowat", fn) != napi_ok) return NULL;
-  return exports;
+  return add_function(env, exports, "setRcvLowat", set_rcv_lowat);
 }

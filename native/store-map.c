@@ -71,10 +71,5 @@ static napi_value allocate_store(napi_env env, napi_callback_info info) {
 }
 
 napi_value register_store_map(napi_env env, napi_value exports) {
-  napi_value fn;
-  if (napi_create_function(env, "mapStore", NAPI_AUTO_LENGTH, map_store, NULL, &fn) != napi_ok) return NULL;
-  if (napi_set_named_property(env, exports, "mapStore", fn) != napi_ok) return NULL;
-  if (napi_create_function(env, "allocateStore", NAPI_AUTO_LENGTH, allocate_store, NULL, &fn) != napi_ok) return NULL;
-  if (napi_set_named_property(env, exports, "allocateStore", fn) != napi_ok) return NULL;
-  return exports;
+  return add_function(env, exports, "mapStore", map_store) ? add_function(env, exports, "allocateStore", allocate_store) : NULL;
 }

@@ -54,15 +54,22 @@ function launchShowingAgent (s: Scratch, dirs: LaunchDirs, libs: string, app: st
 /** What the launch's summary says the head sent, in sets. */
 const headSent = (stderr: unknown) => Number(String(stderr).match(/head sent .* = ([\d.]+)x the/)?.[1])
 
+/** One node, alpha, whose agent lingers long enough for any test. */
+const ALPHA = { P2PRUN_NODE_NAME: 'alpha', NODE: 'alpha', P2PRUN_AGENT_LINGER: '300' }
+
+/** The example, and a first launch with `env`, whose agents then linger. */
+async function firstLaunch (t: Test, env: Record<string, string>) {
+  const ex = await example(t)
+  const first = await launchShowingAgent(ex.s, ex.dirs, ex.libs, ex.app, env)
+  t.equal(first.exitCode, 0, String(first.stderr))
+  return { ...ex, env, first, agents: agentsOf(first.stdout) }
+}
+
 const agentsOf = (stdout: string) => new Set([...stdout.matchAll(/^agent (\d+)$/gm)].map((m) => Number(m[1])))
 
 t.test('the native rank step hands the next launch to the lingering agent; SIGTERM ends it and nothing is left', async (t) => {
-  const { s, dirs, app, libs } = await example(t)
-  const env = { P2PRUN_NODE_NAME: 'alpha', NODE: 'alpha', P2PRUN_AGENT_LINGER: '300' }
-  const first = await launchShowingAgent(s, dirs, libs, app, env)
-  t.equal(first.exitCode, 0, String(first.stderr))
+  const { s, dirs, app, libs, env, first, agents: [agent] } = await firstLaunch(t, ALPHA)
   t.equal(first.stdout.match(/hello, world, from libgreet/g)?.length, 2, 'both ranks ran')
-  const [agent] = agentsOf(first.stdout)
   const files = warmAgentFiles(dirs.run, 'alpha')
   t.match(await readWarmAgentRecord(files.record), { pid: agent, socket: files.socket, store: String }, 'the agent lingers, and says where, and which store it keeps')
   t.ok(agent && await isAlive(agent), 'its process runs')
@@ -82,11 +89,7 @@ t.test('the native rank step hands the next launch to the lingering agent; SIGTE
 })
 
 t.test('the Node rank step (a node per rank) hands over too; the agents leave when their time is up', async (t) => {
-  const { s, dirs, app, libs } = await example(t)
-  const env = { P2PRUN_NODE_PER_RANK: '1', NODE: '*', P2PRUN_AGENT_LINGER: '2' }
-  const first = await launchShowingAgent(s, dirs, libs, app, env)
-  t.equal(first.exitCode, 0, String(first.stderr))
-  const agents = agentsOf(first.stdout)
+  const { s, dirs, app, libs, env, agents } = await firstLaunch(t, { P2PRUN_NODE_PER_RANK: '1', NODE: '*', P2PRUN_AGENT_LINGER: '2' })
   t.equal(agents.size, 2, 'one agent per emulated node')
   const second = await launchShowingAgent(s, dirs, libs, app, env)
   t.equal(second.exitCode, 0, String(second.stderr))
@@ -97,11 +100,7 @@ t.test('the Node rank step (a node per rank) hands over too; the agents leave wh
 })
 
 t.test('two launches at once on the node, of two sets: the lingering agent serves both', async (t) => {
-  const { s, dirs, app, libs } = await example(t)
-  const env = { P2PRUN_NODE_NAME: 'alpha', NODE: 'alpha', P2PRUN_AGENT_LINGER: '300' }
-  const first = await launchShowingAgent(s, dirs, libs, app, env)
-  t.equal(first.exitCode, 0, String(first.stderr))
-  const [agent] = agentsOf(first.stdout)
+  const { s, dirs, libs, env, agents: [agent] } = await firstLaunch(t, ALPHA)
   // The first launch's rank waits, mounted, until the second's rank has run from its own mount.
   const go = path.join(s.dir, 'go')
   const pidOf = `"agent $(sed 's/.*"pid":\\([0-9]*\\).*/\\1/' "$P2PRUN_RUN_DIR"/job-*-alpha/ready.json | head -n 1)"`
@@ -128,11 +127,7 @@ async function exitedOnItsOwn (pid: number): Promise<boolean> {
 }
 
 t.test('a killed agent\'s socket is replaced by the next agent; what is not a hand-off is refused, and the agent goes on', async (t) => {
-  const { s, dirs, app, libs } = await example(t)
-  const env = { P2PRUN_NODE_NAME: 'alpha', NODE: 'alpha', P2PRUN_AGENT_LINGER: '300' }
-  const first = await launchShowingAgent(s, dirs, libs, app, env)
-  t.equal(first.exitCode, 0, String(first.stderr))
-  const [dead] = agentsOf(first.stdout)
+  const { s, dirs, app, libs, env, agents: [dead] } = await firstLaunch(t, ALPHA)
   process.kill(dead as number, 'SIGKILL')
   await exitedOnItsOwn(dead as number)
   const files = warmAgentFiles(dirs.run, 'alpha')

@@ -21,7 +21,9 @@ import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import { parseArgs } from 'node:util'
 import { CLUSTER, mpiAcrossNodes, serverTxBytes, writeHostfile } from './cluster.ts'
-import { generatedDir, P2PRUN, ROOT, workload } from './workload.ts'
+import { readWarmAgentRecord, warmAgentFiles } from '../lib/session/node-state.ts'
+import { terminate } from '../lib/session/process.ts'
+import { generatedDir, median, P2PRUN, ROOT, workload } from './workload.ts'
 
 const { values: opts } = parseArgs({
   options: {
@@ -72,16 +74,13 @@ async function launch (args: string[], env: Record<string, string>): Promise<Lau
   return { seconds, serverMB: ((await serverTxBytes()) - before) / 1e6, agentCpuS, agentUserS, agentSysS, agentStartCpuS }
 }
 
-/** Stops the agents lingering for the nodes (by the PIDs their records give). */
+/** Stops the agents lingering for the nodes (n1…nN: by the PIDs their records give), and waits until they are gone. */
 async function stopLingering (): Promise<void> {
-  for (const name of await readdir(RUN_DIR).catch(() => [])) {
-    if (!/^agent-.*\.json$/.test(name)) continue
-    const { pid } = JSON.parse(await readFile(path.join(RUN_DIR, name), 'utf8')) as { pid: number }
-    try { process.kill(pid, 'SIGTERM') } catch {}
+  for (let k = 1; k <= n; k++) {
+    const record = await readWarmAgentRecord(warmAgentFiles(RUN_DIR, `n${k}`).record)
+    if (record) await terminate(record.pid, 15_000)
   }
 }
-
-const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor((s.length - 1) / 2)] ?? 0 }
 
 async function main (): Promise<void> {
   if (opts.driver !== 'driver' && opts.driver !== 'python') throw new Error(`--driver ${opts.driver}: expected driver or python`)

@@ -24,7 +24,7 @@ import { availableParallelism } from 'node:os'
 import { parseArgs } from 'node:util'
 import { plot, rateBits } from './plot.ts'
 import { CLUSTER, serverTxBytes, serveSftp, sshfsMount } from './cluster.ts'
-import { CLOCK_TICKS, DECOYS, P2PRUN, ROOT, serveSet, workload, type Workload } from './workload.ts'
+import { CLOCK_TICKS, DECOYS, median, P2PRUN, ROOT, serveSet, workload, type Workload } from './workload.ts'
 
 
 const { values: opts } = parseArgs({
@@ -211,7 +211,6 @@ function withSetMover (k: number, m: SetMover): string {
 /** Where every node's agent listens with +nodes: the same port on each node's own address. */
 const NODE_PORT = 6881
 
-const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor((s.length - 1) / 2)] ?? 0 }
 
 async function runMethod (method: string, n: number, w: Workload): Promise<Row> {
   const desc = w.description

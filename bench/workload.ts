@@ -85,6 +85,9 @@ export async function workload (nlibs: number, driver: string): Promise<Workload
   return { set, bytes, description, run }
 }
 
+/** The middle value (the lower of the two middle ones for an even count); 0 for none. */
+export const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor((s.length - 1) / 2)] ?? 0 }
+
 /** sysconf(_SC_CLK_TCK) on Linux: the unit of /proc/PID/stat's CPU times. */
 export const CLOCK_TICKS = 100
 

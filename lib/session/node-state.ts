@@ -298,6 +298,14 @@ export function readWarmAgentRecord (file: string): Promise<WarmAgentRecord | un
   return readJson<WarmAgentRecord>(file)
 }
 
+export function writeWarmAgentRecord (file: string, record: WarmAgentRecord): Promise<void> {
+  return writeAtomic(file, JSON.stringify(record))
+}
+
+export async function removeWarmAgentRecord (file: string): Promise<void> {
+  await rm(file, { force: true })
+}
+
 /** A `p2prun mount` agent, so `p2prun umount MOUNTPOINT` can find its process and store even when it died. */
 export interface MountRecord {
   readonly node: string

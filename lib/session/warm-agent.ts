@@ -17,11 +17,10 @@ import { createWriteStream } from 'node:fs'
 import { chmod, rm } from 'node:fs/promises'
 import { connect, createServer, type Server, type Socket } from 'node:net'
 import { formatError } from '../errors.ts'
-import { writeAtomic } from '../files.ts'
 import { decodeJob, JOB_ENV } from './job-spec.ts'
 import type { KeptStore } from '../swarm/node.ts'
 import { runAgent, agentLost, type AgentLaunch, type StoreShelf } from './node.ts'
-import { NodeState, readWarmAgentRecord, warmAgentFiles, type WarmAgentRecord } from './node-state.ts'
+import { NodeState, readWarmAgentRecord, removeWarmAgentRecord, warmAgentFiles, writeWarmAgentRecord } from './node-state.ts'
 
 export const HANDOFF_MAGIC = 'p2prun-launch 1'
 
@@ -129,7 +128,7 @@ export async function serveLaunches (first: AgentLaunch, stop: Promise<unknown>,
     if (leaving) return
     leaving = true
     clearTimeout(idle)
-    await rm(files.record, { force: true })
+    await removeWarmAgentRecord(files.record)
     // libuv unlinks the path before it closes the listening socket: a new agent probing the path
     // meanwhile finds it alive and leaves it, so this close never removes another agent's socket. A
     // rank whose connection was still queued sees it end unanswered and starts an agent of its own.
@@ -145,7 +144,7 @@ export async function serveLaunches (first: AgentLaunch, stop: Promise<unknown>,
   void stop.then(leave)
   // The record names the kept store, for an agent that finds this one dead to remove it.
   const slurmJob = first.env.SLURM_JOB_ID
-  const record = (store?: string) => writeAtomic(files.record, JSON.stringify({ pid: process.pid, socket: files.socket, store, slurmJob } satisfies WarmAgentRecord))
+  const record = (store?: string) => writeWarmAgentRecord(files.record, { pid: process.pid, socket: files.socket, store, slurmJob })
   const shelf = new Shelf((store) => leaving ? Promise.resolve() : record(store))
   server.on('connection', (socket) => {
     hold()

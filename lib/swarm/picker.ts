@@ -154,7 +154,9 @@ export class PiecePicker {
     setImmediate(() => {
       this.scheduled = false
       if (this.closed) return
-      for (const [wire, peer] of this.peers) this.update(wire, peer)
+      // One clock read per turn, not one per peer and want-list: a turn's passes take microseconds.
+      const now = this.clock()
+      for (const [wire, peer] of this.peers) this.update(wire, peer, now)
     })
   }
 
@@ -163,18 +165,17 @@ export class PiecePicker {
     clearTimeout(this.backoffTimer)
   }
 
-  private update (wire: Wire, peer: Peer): void {
+  private update (wire: Wire, peer: Peer, now: number): void {
     if (wire.destroyed || wire.peerChoking) return
     const [background, file, read] = this.wants as [Set<number>, Set<number>, Set<number>]
-    if (!this.fill(wire, peer, read, PIPELINE_BYTES + READ_EXTRA_BYTES)) return
-    this.endgame(wire, peer, read)
-    if (!this.fill(wire, peer, file, PIPELINE_BYTES)) return
-    if (read.size === 0) this.fill(wire, peer, background, PIPELINE_BYTES)
+    if (!this.fill(wire, peer, read, PIPELINE_BYTES + READ_EXTRA_BYTES, now)) return
+    this.endgame(wire, peer, read, now)
+    if (!this.fill(wire, peer, file, PIPELINE_BYTES, now)) return
+    if (read.size === 0) this.fill(wire, peer, background, PIPELINE_BYTES, now)
   }
 
   /** Asks this wire for stalled blocks of read pieces that another peer was asked for (see ENDGAME_AFTER_MS). */
-  private endgame (wire: Wire, peer: Peer, read: Set<number>): void {
-    const now = this.clock()
+  private endgame (wire: Wire, peer: Peer, read: Set<number>, now: number): void {
     const askedBefore = now - ENDGAME_AFTER_MS
     for (const piece of read) {
       if (wire.outstandingBytes >= PIPELINE_BYTES + READ_EXTRA_BYTES) return
@@ -187,9 +188,8 @@ export class PiecePicker {
   }
 
   /** Requests blocks of wanted pieces the wire has until `depth` bytes are in flight; false once it is full. */
-  private fill (wire: Wire, peer: Peer, wanted: Set<number>, depth: number): boolean {
+  private fill (wire: Wire, peer: Peer, wanted: Set<number>, depth: number, now: number): boolean {
     if (wire.outstandingBytes >= depth) return false
-    const now = this.clock()
     for (const piece of wanted) {
       if (!wire.peerPieces.get(piece) || backingOff(peer, piece, now)) continue
       if (peer.head && this.peerHave[piece] !== 0) continue

@@ -43,6 +43,7 @@ export async function mountFs (mountPoint: string, fs: LibraryFs, opts: MountOpt
   const live = () => (final === undefined ? handle : undefined)
   const replies: Replies = {
     data: (id, bytes, length) => { const h = live(); if (h) server.fuseReplyData(h, id, bytes, length) },
+    stored: (id) => { const h = live(); return h ? server.fuseReplyStored(h, id) : true },
     open: (id) => { const h = live(); if (h) server.fuseReplyOpen(h, id) },
     error: (id, errno) => { const h = live(); if (h) server.fuseReplyError(h, id, errno) }
   }

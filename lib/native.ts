@@ -59,6 +59,11 @@ export interface Native {
   fuseStart (config: FuseConfig, onEvent: FuseEventListener): FuseHandle
   fuseReplyData (handle: FuseHandle, id: number, data: Buffer, length: number): void
   fuseReplyOpen (handle: FuseHandle, id: number): void
+  /**
+   * Answers a forwarded read from the store (the LocalView's fd), as the server answers a local
+   * read; false if its bytes are not all there or cannot be read (answered EIO).
+   */
+  fuseReplyStored (handle: FuseHandle, id: number): boolean
   fuseReplyError (handle: FuseHandle, id: number, errno: number): void
   fuseCounters (handle: FuseHandle): ServerCounts
   /** Ends the session thread and unmounts; resolves with the final counts. The handle is dead afterwards. */

@@ -24,8 +24,13 @@ export interface ByteSource {
   /** Whether the range is already local: a read of it will not wait for the network. */
   has (entry: DescribedEntry, offset: number, length: number): boolean
   /**
-   * Reads bytes [offset, offset + into.length) of a regular file, clipped to its size, into `into`
-   * (the FUSE request's own buffer: no copy in between); resolves with how many it read.
+   * Makes bytes [offset, offset + length) of a regular file, clipped to its size, local: in the
+   * local view, for a reader that reads them there. Resolves with the clipped length.
+   */
+  ready (entry: DescribedEntry, offset: number, length: number, signal?: AbortSignal): Promise<number>
+  /**
+   * Reads bytes [offset, offset + into.length) of a regular file, clipped to its size, into `into`;
+   * resolves with how many it read. For a reader without the local view.
    */
   read (entry: DescribedEntry, offset: number, into: Buffer, signal?: AbortSignal): Promise<number>
   /** Makes the whole file local, ahead of anything fetched in the background. */
@@ -67,6 +72,10 @@ export class DirectorySource implements ByteSource {
 
   has (): boolean {
     return true
+  }
+
+  async ready (entry: DescribedEntry, offset: number, length: number): Promise<number> {
+    return clipRange(entry, offset, length)
   }
 
   localView (): undefined {

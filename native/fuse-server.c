@@ -14,6 +14,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +46,15 @@ static const char *const counter_names[] = { COUNTERS(AS_NAME) };
 struct pending {
   uint32_t id;
   fuse_req_t req;
+  // A read's bytes in the store (its place in the set, clipped to the file): JS may have them
+  // answered from there once they are local (replyStored).
+  uint64_t start;
+  uint32_t length;
+};
+
+struct buffer {
+  char *bytes;
+  size_t capacity;
 };
 
 struct server {
@@ -64,8 +74,8 @@ struct server {
   int thread_started;
   int mounted;
   int wake_fd;                // written by stop: the session thread leaves its loop
-  char *read_buffer;          // the session thread's, grown to the largest read
-  size_t read_capacity;
+  struct buffer read_buffer;  // the session thread's, grown to the largest read
+  struct buffer reply_buffer; // the JS thread's, for replyStored
   // Forwarded requests JS has not answered: whoever removes one (JS's reply, or an interrupt) answers it.
   pthread_mutex_t lock;
   struct pending *pending;
@@ -106,10 +116,10 @@ static void emit(struct server *s, enum event_kind kind, uint32_t id, uint64_t i
 
 // ---- forwarded requests ---------------------------------------------------------------------
 
-static int take_pending(struct server *s, uint32_t id, fuse_req_t *req) {
+static int take_pending(struct server *s, uint32_t id, struct pending *taken) {
   for (size_t i = 0; i < s->pending_count; i++) {
     if (s->pending[i].id != id) continue;
-    *req = s->pending[i].req;
+    *taken = s->pending[i];
     s->pending[i] = s->pending[--s->pending_count];
     return 1;
   }
@@ -121,18 +131,19 @@ static int take_pending(struct server *s, uint32_t id, fuse_req_t *req) {
 static void on_interrupt(fuse_req_t req, void *data) {
   struct server *s = fuse_req_userdata(req);
   uint32_t id = (uint32_t)(uintptr_t)data;
-  fuse_req_t taken;
+  struct pending taken;
   pthread_mutex_lock(&s->lock);
   int found = take_pending(s, id, &taken);
   pthread_mutex_unlock(&s->lock);
   if (!found) return; // JS answered first
   count(s, C_interrupted, 1);
   if (s->registering == id) { s->interrupted_early = 1; return; } // forward answers it
-  fuse_reply_err(taken, EINTR);
+  fuse_reply_err(taken.req, EINTR);
   emit(s, EV_INTERRUPT, id, 0, 0, 0, NULL);
 }
 
-static void forward(struct server *s, fuse_req_t req, enum event_kind kind, fuse_ino_t ino, uint64_t offset, uint32_t size) {
+// `start` is where a read's bytes lie in the store (unused for an open).
+static void forward(struct server *s, fuse_req_t req, enum event_kind kind, fuse_ino_t ino, uint64_t offset, uint32_t size, uint64_t start) {
   pthread_mutex_lock(&s->lock);
   if (s->pending_count == s->pending_capacity) {
     size_t capacity = s->pending_capacity ? 2 * s->pending_capacity : 16;
@@ -142,7 +153,7 @@ static void forward(struct server *s, fuse_req_t req, enum event_kind kind, fuse
     s->pending_capacity = capacity;
   }
   uint32_t id = ++s->next_id ? s->next_id : ++s->next_id; // 0 is never an id
-  s->pending[s->pending_count++] = (struct pending){ id, req };
+  s->pending[s->pending_count++] = (struct pending){ id, req, start, size };
   pthread_mutex_unlock(&s->lock);
   // Registered before JS can see the request: after JS's reply the request is freed. An interrupt
   // that came already runs the callback inside this call, which holds the request's lock: a reply
@@ -266,7 +277,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
   if (!S_ISREG(n->mode)) { fuse_reply_err(req, EISDIR); return; }
   // An incomplete file's open goes to JS, which decides when it returns (lib/fs.ts: by mode).
   if (n->size > 0 && !is_local(s, n->offset, n->size)) {
-    forward(s, req, EV_OPEN, ino, 0, 0);
+    forward(s, req, EV_OPEN, ino, 0, 0, 0);
     return;
   }
   fi->keep_cache = 1; // the content never changes: pages stay cached across opens
@@ -279,15 +290,17 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
   fuse_reply_err(req, 0);
 }
 
-static int read_store(struct server *s, uint64_t start, size_t length) {
-  if (length > s->read_capacity) {
-    char *grown = realloc(s->read_buffer, length);
+// Reads store bytes into `into` (a buffer kept and reused by one thread: its pages are touched
+// once, not per read).
+static int read_store(const struct server *s, struct buffer *into, uint64_t start, size_t length) {
+  if (length > into->capacity) {
+    char *grown = realloc(into->bytes, length);
     if (!grown) return 0;
-    s->read_buffer = grown;
-    s->read_capacity = length;
+    into->bytes = grown;
+    into->capacity = length;
   }
   for (size_t done = 0; done < length;) {
-    ssize_t got = pread(s->store_fd, s->read_buffer + done, length - done, (off_t)(start + done));
+    ssize_t got = pread(s->store_fd, into->bytes + done, length - done, (off_t)(start + done));
     if (got < 0 && errno == EINTR) continue;
     if (got <= 0) return 0;
     done += (size_t)got;
@@ -304,13 +317,13 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, s
   if (offset < 0 || (uint64_t)offset >= n->size) { fuse_reply_buf(req, NULL, 0); return; }
   size_t length = n->size - (uint64_t)offset < size ? (size_t)(n->size - (uint64_t)offset) : size;
   uint64_t start = n->offset + (uint64_t)offset;
-  if (is_local(s, start, length) && read_store(s, start, length)) {
+  if (is_local(s, start, length) && read_store(s, &s->read_buffer, start, length)) {
     count(s, C_bytesServedLocal, length);
-    fuse_reply_buf(req, s->read_buffer, length);
+    fuse_reply_buf(req, s->read_buffer.bytes, length);
     return;
   }
   // Not local yet, or the store failed: JS fetches (or reports why it cannot).
-  forward(s, req, EV_READ, ino, (uint64_t)offset, (uint32_t)length);
+  forward(s, req, EV_READ, ino, (uint64_t)offset, (uint32_t)length, start);
 }
 
 static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
@@ -463,7 +476,8 @@ static void free_server(napi_env env, void *data, void *hint) {
   struct server *s = data;
   table_free(&s->table);
   free(s->mount_point);
-  free(s->read_buffer);
+  free(s->read_buffer.bytes);
+  free(s->reply_buffer.bytes);
   free(s->pending);
   pthread_mutex_destroy(&s->lock);
   if (s->wake_fd >= 0) close(s->wake_fd);
@@ -576,10 +590,10 @@ static struct server *server_of(napi_env env, napi_value value) {
 }
 
 // The request JS answers, unless it was interrupted meanwhile or the server is stopping.
-static fuse_req_t claim(napi_env env, napi_callback_info info, size_t want, napi_value *argv, struct server **out) {
+static fuse_req_t claim(napi_env env, napi_callback_info info, size_t want, napi_value *argv, struct server **out, struct pending *taken) {
   size_t argc = want;
   uint32_t id;
-  fuse_req_t req = NULL;
+  struct pending found = { 0 };
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != want ||
       napi_get_value_uint32(env, argv[1], &id) != napi_ok) {
     napi_throw_type_error(env, NULL, "a FUSE reply takes a handle, a request id and its answer");
@@ -588,9 +602,10 @@ static fuse_req_t claim(napi_env env, napi_callback_info info, size_t want, napi
   struct server *s = *out = server_of(env, argv[0]);
   if (!s) return NULL;
   pthread_mutex_lock(&s->lock);
-  if (s->closing || !take_pending(s, id, &req)) req = NULL;
+  if (s->closing || !take_pending(s, id, &found)) found.req = NULL;
   pthread_mutex_unlock(&s->lock);
-  return req;
+  if (taken) *taken = found;
+  return found.req;
 }
 
 // replyData(handle, id, buffer, length)
@@ -600,7 +615,7 @@ static napi_value reply_data(napi_env env, napi_callback_info info) {
   void *data;
   size_t capacity;
   uint32_t length;
-  fuse_req_t req = claim(env, info, 4, argv, &s);
+  fuse_req_t req = claim(env, info, 4, argv, &s, NULL);
   if (!req) return NULL;
   if (napi_get_buffer_info(env, argv[2], &data, &capacity) != napi_ok || napi_get_value_uint32(env, argv[3], &length) != napi_ok ||
       length > capacity) {
@@ -612,11 +627,31 @@ static napi_value reply_data(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+// replyStored(handle, id): a forwarded read whose bytes are now in the store, answered from there
+// as the session thread answers a local read (a pread into a kept buffer), not from a copy JS
+// made through its mapping of the store, whose pages it would touch (and fault in) first.
+// Returns whether it was answered with the bytes; false (answered EIO) if they are not all in
+// the store or it cannot be read. An interrupted request is already answered: true.
+static napi_value reply_stored(napi_env env, napi_callback_info info) {
+  napi_value argv[2], result;
+  struct server *s;
+  struct pending p;
+  fuse_req_t req = claim(env, info, 2, argv, &s, &p);
+  bool ok = true;
+  if (req) {
+    ok = p.length == 0 || (is_local(s, p.start, p.length) && read_store(s, &s->reply_buffer, p.start, p.length));
+    if (ok) fuse_reply_buf(req, s->reply_buffer.bytes, p.length);
+    else fuse_reply_err(req, EIO);
+  }
+  napi_get_boolean(env, ok, &result);
+  return result;
+}
+
 // replyOpen(handle, id)
 static napi_value reply_open(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   struct server *s;
-  fuse_req_t req = claim(env, info, 2, argv, &s);
+  fuse_req_t req = claim(env, info, 2, argv, &s, NULL);
   if (!req) return NULL;
   struct fuse_file_info fi;
   memset(&fi, 0, sizeof fi);
@@ -630,7 +665,7 @@ static napi_value reply_error(napi_env env, napi_callback_info info) {
   napi_value argv[3];
   struct server *s;
   int32_t err = EIO;
-  fuse_req_t req = claim(env, info, 3, argv, &s);
+  fuse_req_t req = claim(env, info, 3, argv, &s, NULL);
   if (!req) return NULL;
   napi_get_value_int32(env, argv[2], &err);
   fuse_reply_err(req, err > 0 ? err : EIO);
@@ -711,6 +746,7 @@ napi_value register_fuse_server(napi_env env, napi_value exports) {
   fuse_set_log_func(capture_log);
   const struct { const char *name; napi_callback fn; } fns[] = {
     { "fuseStart", start }, { "fuseReplyData", reply_data }, { "fuseReplyOpen", reply_open },
+    { "fuseReplyStored", reply_stored },
     { "fuseReplyError", reply_error }, { "fuseCounters", counters }, { "fuseStop", stop }
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {

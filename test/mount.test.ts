@@ -134,6 +134,9 @@ t.test('block mode: reading 4 KiB in the middle of a large file fetches a few pi
   const { stats } = await agent.stop()
   const fetched = stats.swarm.fromHead + stats.swarm.fromPeers
   t.ok(fetched > 0 && fetched <= 4 * 128 * 1024, `fetched ${fetched} bytes of a ${size}-byte file for two 4 KiB reads and 8 concurrent readers`)
+  // The reads waited in JS for their pieces; the FUSE server answered them from the store after.
+  t.ok(stats.fs.readsForwarded >= 2 && stats.fs.bytesServedAfterFetch >= 2 * 4096, `${stats.fs.readsForwarded} reads forwarded, ${stats.fs.bytesServedAfterFetch} bytes answered once fetched`)
+  t.equal(stats.fs.readErrors, 0)
 })
 
 t.test('nodes in their own mount namespaces on one host keep their mounts while another node leaves', async (t) => {

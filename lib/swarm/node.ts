@@ -249,12 +249,19 @@ export class SwarmNode implements ByteSource {
     return true
   }
 
-  async read (entry: DescribedEntry, offset: number, into: Buffer, signal?: AbortSignal): Promise<number> {
-    const want = clipRange(entry, offset, into.length)
+  async ready (entry: DescribedEntry, offset: number, length: number, signal?: AbortSignal): Promise<number> {
+    const want = clipRange(entry, offset, length)
     if (want === 0 || entry.torrentOffset === undefined) return 0
     const start = entry.torrentOffset + offset
     this.readAhead(entry, start + want)
     await this.waitForRange(start, want, Priority.Read, signal)
+    return want
+  }
+
+  async read (entry: DescribedEntry, offset: number, into: Buffer, signal?: AbortSignal): Promise<number> {
+    const want = await this.ready(entry, offset, into.length, signal)
+    if (want === 0 || entry.torrentOffset === undefined) return 0
+    const start = entry.torrentOffset + offset
     return this.bytes.copy(into, 0, start, start + want)
   }
 

@@ -149,6 +149,27 @@ t.test('a peer that turns a piece down is not asked for it again until its backo
   t.ok(asked(first).length + asked(second).length > 0, 'asked again once the backoff ended')
 })
 
+t.test('a have from one peer is looked at for that peer alone: the others, with nothing new, are not scanned again', async (t) => {
+  const { picker, peer, turn, asked } = await handPlayed(t, 16)
+  const idle = await peer(strangerId(), [])
+  const other = await peer(strangerId(), [])
+  picker.want(0, 15, Priority.Background)
+  await turn()
+  t.same([asked(idle), asked(other)], [[], []], 'neither holds anything: nothing asked')
+  // Count the picker's looks at the idle peer's pieces from here on.
+  let looks = 0
+  const get = idle.peerPieces.get.bind(idle.peerPieces)
+  idle.peerPieces.get = (i: number) => { looks++; return get(i) }
+  other.receive(message(4, u32(5)), false)
+  await turn()
+  t.same(asked(other), [5], 'the peer that announced piece 5 is asked for it')
+  t.equal(looks, 0, 'the idle peer\'s pieces were not looked at again')
+  // A change for every peer (new wants) looks at all of them again.
+  picker.want(0, 0, Priority.Read)
+  await turn()
+  t.ok(looks > 0, `new wants: the idle peer was looked at (${looks} lookups)`)
+})
+
 t.test('fan-out, with a stepped clock: a piece goes to at most so many peers within the window; the same peer again, a peer without BEP 6, or a closed peer\'s place are fine', async (t) => {
   const clock = { now: 0 }
   const fanOut = new FanOut(2, 500, 500, () => clock.now)

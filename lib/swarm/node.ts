@@ -356,13 +356,15 @@ export class SwarmNode implements ByteSource {
     if (isHeadPeerId(wire.peerId)) this.fromHead += data.length
     else this.fromPeers += data.length
     const got = this.assembly.receive(req, data, wire.peerId)
-    if (got.state === 'partial') return this.picker.schedule()
+    // The wire has room again; nothing else changed for the others.
+    if (got.state === 'partial') return this.picker.schedule(wire)
     if (got.state === 'failed') {
       // Its blocks are free again and asked anew; the peers that sent them are no longer asked.
       for (const peerId of got.from) this.dropPeer(peerId, `sent piece ${req.index}, which failed its hash check`, true)
       return this.picker.schedule()
     }
     this.accept(req.index)
+    this.picker.schedule(wire)
   }
 
   /** A verified piece, in its place in the store (from a peer, or the source): announced and handed to waiting reads. */
@@ -376,7 +378,6 @@ export class SwarmNode implements ByteSource {
     for (const w of this.connections.wires.values()) if (!w.peerPieces.get(index)) w.have(have)
     if (this.have.complete) this.onComplete()
     this.onVerified(index)
-    this.picker.schedule()
   }
 
   /** Room in the store for bytes about to be written there; out of room fails what waits, as a failed write did. */
@@ -509,6 +510,7 @@ export class SwarmNode implements ByteSource {
         this.assembly.settle(index)
         data.copy(this.bytes, start)
         this.accept(index)
+        this.picker.schedule() // the piece's blocks asked of peers are settled
       }
       if (!this.fellBack) {
         this.fellBack = true

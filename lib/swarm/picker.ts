@@ -157,8 +157,8 @@ export class PiecePicker {
    * Runs the picker once per event-loop turn, however many messages arrived in it: over `wire`
    * alone when only its own state changed (a block or a have from it), else over every wire (the
    * wants, the blocks free to ask, or what the head may be asked changed). Most turns are the
-   * former, and a pass over 31 peers with nothing new to ask of them was most of the picker's cost
-   * in block mode at 32 nodes.
+   * former: in block mode at 32 nodes, 3,000 turns per node passed over 31 peers each, with
+   * nothing new to ask of most of them.
    */
   schedule (wire?: Wire): void {
     if (wire) this.changed.add(wire)

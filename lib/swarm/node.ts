@@ -249,6 +249,7 @@ export class SwarmNode implements ByteSource {
     return true
   }
 
+  /** Bytes a program waits on, made local at read priority (with one piece of read-ahead); the FUSE server reads them from the store. */
   async ready (entry: DescribedEntry, offset: number, length: number, signal?: AbortSignal): Promise<number> {
     const want = clipRange(entry, offset, length)
     if (want === 0 || entry.torrentOffset === undefined) return 0
@@ -258,6 +259,7 @@ export class SwarmNode implements ByteSource {
     return want
   }
 
+  /** The bytes themselves, for a reader without the FUSE server (the swarm's tests read through it). */
   async read (entry: DescribedEntry, offset: number, into: Buffer, signal?: AbortSignal): Promise<number> {
     const want = await this.ready(entry, offset, into.length, signal)
     if (want === 0 || entry.torrentOffset === undefined) return 0

@@ -170,6 +170,30 @@ t.test('a have from one peer is looked at for that peer alone: the others, with 
   t.ok(looks > 0, `new wants: the idle peer was looked at (${looks} lookups)`)
 })
 
+t.test('a peer with nothing more to give is asked about the pieces it announces, not scanned again; a change for all scans it again', async (t) => {
+  const { picker, peer, turn, asked } = await handPlayed(t, 64)
+  const holder = await peer(strangerId(), [])
+  const other = await peer(strangerId(), [])
+  picker.want(0, 63, Priority.Background)
+  await turn()
+  t.same(asked(holder), [], 'it holds nothing: nothing asked')
+  let looks = 0
+  const get = holder.peerPieces.get.bind(holder.peerPieces)
+  holder.peerPieces.get = (i: number) => { looks++; return get(i) }
+  holder.receive(message(4, u32(40)), false)
+  looks = 0 // the wire's own look, on the have
+  await turn()
+  t.same(asked(holder), [40], 'the piece it announced is asked of it')
+  t.equal(looks, 1, 'only the announced piece was looked at, not the 63 others still wanted')
+  // Piece 40's blocks, turned down, are free again: a change for every peer; the other holder of
+  // piece 40 is asked for it, though it never announced anything since.
+  other.receive(message(4, u32(40)), false)
+  await turn()
+  for (const r of holder.outstanding) holder.receive(message(0x10, Buffer.concat([u32(r.index), u32(r.begin), u32(r.length)])), false)
+  await turn()
+  t.same(asked(other), [40], 'blocks freed by a reject: the other holder, with nothing new, is asked')
+})
+
 t.test('fan-out, with a stepped clock: a piece goes to at most so many peers within the window; the same peer again, a peer without BEP 6, or a closed peer\'s place are fine', async (t) => {
   const clock = { now: 0 }
   const fanOut = new FanOut(2, 500, 500, () => clock.now)

@@ -25,7 +25,9 @@ async function handPlayed (t: Test, pieceCount: number) {
   const hashes = Buffer.concat(Array.from({ length: pieceCount }, (_, i) => createHash('sha1').update(data.subarray(i * PIECE, (i + 1) * PIECE)).digest()))
   const assembly = new Assembly({ pieceLength: PIECE, pieceCount, totalBytes: data.length, pieceHashes: hashes }, Buffer.alloc(data.length))
   const clock = { now: 0 }
-  const picker = new PiecePicker(pieceCount, new Bitfield(pieceCount), assembly, () => clock.now)
+  /** The picker's random numbers: Math.random's unless the test sets `random.next`. */
+  const random = { next: Math.random }
+  const picker = new PiecePicker(pieceCount, new Bitfield(pieceCount), assembly, () => clock.now, () => random.next())
   t.teardown(() => picker.close())
   const infoHash = randomBytes(20)
   const noop = () => {}
@@ -50,7 +52,7 @@ async function handPlayed (t: Test, pieceCount: number) {
   const turn = () => new Promise((resolve) => setImmediate(resolve))
   /** Pieces with a request outstanding on `wire`, in the order first asked. */
   const asked = (wire: Wire) => [...new Set(wire.outstanding.map((r) => r.index))]
-  return { picker, clock, peer, turn, asked }
+  return { picker, clock, random, peer, turn, asked }
 }
 
 /** 16 pieces, all wanted in the background, of one peer that holds all: what it was asked, and all else. */
@@ -87,15 +89,16 @@ t.test('an opened file is asked before any more of the background, of a peer wit
 })
 
 t.test('endgame, with a stepped clock: a stalled read goes to another node before the head, and to the head when no other node has it', async (t) => {
-  const { picker, clock, peer, turn } = await handPlayed(t, 4)
+  const { picker, clock, random, peer, turn } = await handPlayed(t, 4)
   const asked = (wire: Wire, piece: number) => wire.outstanding.filter((r) => r.index === piece).length
+  random.next = () => 0.99 // peers looked at in the order they connected
   const head = await peer(Buffer.from(`-P2H020-${randomBytes(6).toString('hex')}`))
   const silent = await peer(strangerId())
   const other = await peer(Buffer.from(`-P2N020-${randomBytes(6).toString('hex')}`), [0])
 
   picker.want(0, 0, Priority.Read)
   await turn()
-  t.ok(asked(silent, 0) > 0, 'the read goes to the first peer holding the piece (the head is asked only for pieces no peer holds)')
+  t.ok(asked(silent, 0) > 0, 'the read goes to the first peer looked at that holds the piece (the head is asked only for pieces no peer holds)')
   t.same([asked(head, 0), asked(other, 0)], [0, 0])
   clock.now = 999
   picker.schedule()
@@ -168,6 +171,21 @@ t.test('a have from one peer is looked at for that peer alone: the others, with 
   picker.want(0, 0, Priority.Read)
   await turn()
   t.ok(looks > 0, `new wants: the idle peer was looked at (${looks} lookups)`)
+})
+
+t.test('a read goes to a holder taken at random, not to the first connected one', async (t) => {
+  const { picker, random, peer, turn, asked } = await handPlayed(t, 4)
+  const first = await peer(strangerId(), [2, 3])
+  const second = await peer(strangerId(), [2, 3])
+  // Fisher-Yates over the two wires: 0 swaps them, 0.99 keeps them as connected.
+  random.next = () => 0
+  picker.want(2, 2, Priority.Read)
+  await turn()
+  t.same([asked(first), asked(second)], [[], [2]], 'the order drawn put the second first: it is asked')
+  random.next = () => 0.99
+  picker.want(3, 3, Priority.Read)
+  await turn()
+  t.same([asked(first), asked(second)], [[3], [2]], 'the order drawn kept the first first: it is asked')
 })
 
 t.test('a peer with nothing more to give is asked about the pieces it announces, not scanned again; a change for all scans it again', async (t) => {

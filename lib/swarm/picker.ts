@@ -10,8 +10,8 @@
 //    trips) queues a program's read behind a second of background blocks.
 //  - Holders taken in a random order: a read needs one piece at a time, so the first peer looked at
 //    that holds it is asked, and in connection order that is always one of the nodes that started
-//    first. In block mode at 32 nodes those 2-5 nodes uploaded 200-300 MB each (their 100 Mbit/s
-//    uplinks were the makespan) while half the nodes uploaded nothing.
+//    first. In block mode at 32 nodes one of those uploaded 228-337 MB (its 100 Mbit/s uplink set
+//    the makespan) while 8-23 nodes uploaded almost nothing (bench/README.md, 2026-12-03).
 import { isHeadPeerId, isP2prunPeerId } from './peer-id.ts'
 import type { Assembly } from './assembly.ts'
 import type { Bitfield } from './bitfield.ts'

@@ -52,7 +52,14 @@ async function handPlayed (t: Test, pieceCount: number) {
   const turn = () => new Promise((resolve) => setImmediate(resolve))
   /** Pieces with a request outstanding on `wire`, in the order first asked. */
   const asked = (wire: Wire) => [...new Set(wire.outstanding.map((r) => r.index))]
-  return { picker, clock, random, peer, turn, asked }
+  /** Counts every look at the wire's pieces from now on (`looks.count`; the test may reset it). */
+  const countLooks = (wire: Wire) => {
+    const looks = { count: 0 }
+    const get = wire.peerPieces.get.bind(wire.peerPieces)
+    wire.peerPieces.get = (i: number) => { looks.count++; return get(i) }
+    return looks
+  }
+  return { picker, clock, random, peer, turn, asked, countLooks }
 }
 
 /** 16 pieces, all wanted in the background, of one peer that holds all: what it was asked, and all else. */
@@ -62,6 +69,17 @@ async function backgroundUnderway (t: Test) {
   played.picker.want(0, 15, Priority.Background)
   await played.turn()
   return { ...played, first, background: played.asked(first) }
+}
+
+/** Two peers that hold nothing yet, every piece wanted in the background. */
+async function twoEmpty (t: Test, pieceCount: number) {
+  const played = await handPlayed(t, pieceCount)
+  const first = await played.peer(strangerId(), [])
+  const second = await played.peer(strangerId(), [])
+  played.picker.want(0, pieceCount - 1, Priority.Background)
+  await played.turn()
+  t.same([played.asked(first), played.asked(second)], [[], []], 'neither holds anything: nothing asked')
+  return { ...played, first, second }
 }
 
 t.test('a read the program waits on is asked at once, beyond a pipeline full of the background fetch', async (t) => {
@@ -153,24 +171,16 @@ t.test('a peer that turns a piece down is not asked for it again until its backo
 })
 
 t.test('a have from one peer is looked at for that peer alone: the others, with nothing new, are not scanned again', async (t) => {
-  const { picker, peer, turn, asked } = await handPlayed(t, 16)
-  const idle = await peer(strangerId(), [])
-  const other = await peer(strangerId(), [])
-  picker.want(0, 15, Priority.Background)
-  await turn()
-  t.same([asked(idle), asked(other)], [[], []], 'neither holds anything: nothing asked')
-  // Count the picker's looks at the idle peer's pieces from here on.
-  let looks = 0
-  const get = idle.peerPieces.get.bind(idle.peerPieces)
-  idle.peerPieces.get = (i: number) => { looks++; return get(i) }
+  const { picker, turn, asked, countLooks, first: idle, second: other } = await twoEmpty(t, 16)
+  const looks = countLooks(idle)
   other.receive(message(4, u32(5)), false)
   await turn()
   t.same(asked(other), [5], 'the peer that announced piece 5 is asked for it')
-  t.equal(looks, 0, 'the idle peer\'s pieces were not looked at again')
+  t.equal(looks.count, 0, 'the idle peer\'s pieces were not looked at again')
   // A change for every peer (new wants) looks at all of them again.
   picker.want(0, 0, Priority.Read)
   await turn()
-  t.ok(looks > 0, `new wants: the idle peer was looked at (${looks} lookups)`)
+  t.ok(looks.count > 0, `new wants: the idle peer was looked at (${looks.count} lookups)`)
 })
 
 t.test('a read goes to a holder taken at random, not to the first connected one', async (t) => {
@@ -189,20 +199,13 @@ t.test('a read goes to a holder taken at random, not to the first connected one'
 })
 
 t.test('a peer with nothing more to give is asked about the pieces it announces, not scanned again; a change for all scans it again', async (t) => {
-  const { picker, peer, turn, asked } = await handPlayed(t, 64)
-  const holder = await peer(strangerId(), [])
-  const other = await peer(strangerId(), [])
-  picker.want(0, 63, Priority.Background)
-  await turn()
-  t.same(asked(holder), [], 'it holds nothing: nothing asked')
-  let looks = 0
-  const get = holder.peerPieces.get.bind(holder.peerPieces)
-  holder.peerPieces.get = (i: number) => { looks++; return get(i) }
+  const { turn, asked, countLooks, first: holder, second: other } = await twoEmpty(t, 64)
+  const looks = countLooks(holder)
   holder.receive(message(4, u32(40)), false)
-  looks = 0 // the wire's own look, on the have
+  looks.count = 0 // the wire's own look, on the have
   await turn()
   t.same(asked(holder), [40], 'the piece it announced is asked of it')
-  t.equal(looks, 1, 'only the announced piece was looked at, not the 63 others still wanted')
+  t.equal(looks.count, 1, 'only the announced piece was looked at, not the 63 others still wanted')
   // Piece 40's blocks, turned down, are free again: a change for every peer; the other holder of
   // piece 40 is asked for it, though it never announced anything since.
   other.receive(message(4, u32(40)), false)

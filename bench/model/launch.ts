@@ -157,7 +157,7 @@ class Launch {
   private readonly upFree: Float64Array
   /** Connections with a request in flight at each uplink: a read gets a fair share of the link. */
   private readonly flows: Int32Array
-  /** Where each node's walk over its connections starts (the code walks them in connection order, which differs per node). */
+  /** Where each node's walk over its connections starts: the code walks them in a random order at each turn (lib/swarm/picker.ts); here a random start per node. */
   private readonly firstPeer: Int32Array
 
   // The head.

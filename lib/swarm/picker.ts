@@ -55,12 +55,11 @@ interface Peer {
   /** The clock's time until which it is not asked for a piece it turned down, by piece. */
   readonly backoff: Map<number, number>
   /**
-   * Whether the last pass over it, with room left, found nothing more to ask at any priority: then
-   * only a piece it announces since (`fresh`) can be new to ask of it, until something changes for
+   * Set when a pass over it, with room left, found nothing more to ask at any priority: the pieces
+   * it announced since, the only ones that can be new to ask of it, until something changes for
    * every peer (new wants, blocks freed, the timers), which passes over all it holds again.
    */
-  exhausted: boolean
-  fresh: number[]
+  announcedSince: number[] | undefined
 }
 
 export class PiecePicker {
@@ -121,8 +120,7 @@ export class PiecePicker {
       counted: false,
       pieces: wire.peerPieces,
       backoff: new Map(),
-      exhausted: false,
-      fresh: []
+      announcedSince: undefined
     })
   }
 
@@ -143,7 +141,7 @@ export class PiecePicker {
     if (!peer) return
     if (index !== undefined) {
       if (peer.counted && !peer.head) this.peerHave[index] = (this.peerHave[index] ?? 0) + 1
-      if (peer.exhausted) peer.fresh.push(index)
+      peer.announcedSince?.push(index)
       return this.schedule(wire)
     }
     const counted = peer.counted
@@ -204,14 +202,13 @@ export class PiecePicker {
 
   /**
    * Asks the wire for what it holds, reads first, until its pipeline is full; a pass over a wire
-   * that had nothing more to give (`exhausted`), on a change of its own, looks only at the pieces
-   * it announced since. In eager mode at 32 nodes a node hears ~23,000 haves, and each passed over
-   * the hundreds of pieces still wanted, nearly all of them already asked of others or not held.
+   * that had nothing more to give, on a change of its own, looks only at the pieces it announced
+   * since (`announcedSince`). In eager mode at 32 nodes a node hears ~23,000 haves, and each
+   * passed over the hundreds of pieces still wanted, nearly all already asked of others or not held.
    */
   private update (wire: Wire, peer: Peer, now: number, all: boolean): void {
-    const only = peer.exhausted && !all ? peer.fresh : undefined
-    peer.exhausted = false
-    peer.fresh = []
+    const only = all ? undefined : peer.announcedSince
+    peer.announcedSince = undefined
     if (wire.destroyed || wire.peerChoking) return
     const [background, file, read] = this.wants as [Set<number>, Set<number>, Set<number>]
     const among = (wanted: Set<number>): Iterable<number> => only ? only.filter((i) => wanted.has(i)) : wanted
@@ -219,7 +216,7 @@ export class PiecePicker {
     this.endgame(wire, peer, read, now)
     if (!this.fill(wire, peer, among(file), PIPELINE_BYTES, now)) return
     // With reads waiting, the background is not looked at: the pass did not see all there is.
-    if (read.size === 0) peer.exhausted = this.fill(wire, peer, among(background), PIPELINE_BYTES, now)
+    if (read.size === 0 && this.fill(wire, peer, among(background), PIPELINE_BYTES, now)) peer.announcedSince = []
   }
 
   /** Asks this wire for stalled blocks of read pieces that another peer was asked for (see ENDGAME_AFTER_MS). */

@@ -308,6 +308,14 @@ static int read_store(const struct server *s, struct buffer *into, uint64_t star
   return 1;
 }
 
+// Answers `req` with the store's bytes [start, start + length) (length > 0), read into `buf`;
+// false, `req` left unanswered, if they are not all local or cannot be read.
+static bool reply_from_store(const struct server *s, fuse_req_t req, struct buffer *buf, uint64_t start, size_t length) {
+  if (!is_local(s, start, length) || !read_store(s, buf, start, length)) return false;
+  fuse_reply_buf(req, buf->bytes, length);
+  return true;
+}
+
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, struct fuse_file_info *fi) {
   (void)fi;
   struct server *s = fuse_req_userdata(req);
@@ -317,9 +325,8 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, s
   if (offset < 0 || (uint64_t)offset >= n->size) { fuse_reply_buf(req, NULL, 0); return; }
   size_t length = n->size - (uint64_t)offset < size ? (size_t)(n->size - (uint64_t)offset) : size;
   uint64_t start = n->offset + (uint64_t)offset;
-  if (is_local(s, start, length) && read_store(s, &s->read_buffer, start, length)) {
+  if (reply_from_store(s, req, &s->read_buffer, start, length)) {
     count(s, C_bytesServedLocal, length);
-    fuse_reply_buf(req, s->read_buffer.bytes, length);
     return;
   }
   // Not local yet, or the store failed: JS fetches (or reports why it cannot).
@@ -638,11 +645,8 @@ static napi_value reply_stored(napi_env env, napi_callback_info info) {
   struct pending p;
   fuse_req_t req = claim(env, info, 2, argv, &s, &p);
   bool ok = true;
-  if (req) {
-    ok = p.length == 0 || (is_local(s, p.start, p.length) && read_store(s, &s->reply_buffer, p.start, p.length));
-    if (ok) fuse_reply_buf(req, s->reply_buffer.bytes, p.length);
-    else fuse_reply_err(req, EIO);
-  }
+  if (req && p.length == 0) fuse_reply_buf(req, NULL, 0);
+  else if (req && !(ok = reply_from_store(s, req, &s->reply_buffer, p.start, p.length))) fuse_reply_err(req, EIO);
   napi_get_boolean(env, ok, &result);
   return result;
 }

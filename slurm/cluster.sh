@@ -88,6 +88,17 @@ up() {
   echo "SLURM_CONF=$conf"
 }
 
+gone() { ! alive "$1"; }
+# SIGTERM, then SIGKILL if it has not stopped within 15 s: a slurmd retrying an RPC to the
+# controller sleeps 15 s between tries and does not stop meanwhile (seen after a prolog failure),
+# and one daemon left must not keep `down` from stopping the others.
+stop() {
+  kill "$1" 2>/dev/null || true
+  for _ in $(seq 1 300); do gone "$1" && return 0; sleep 0.05; done
+  kill -KILL "$1" 2>/dev/null || true
+  wait_for "process $1 to stop after SIGKILL" gone "$1" || true
+}
+
 down() {
   if alive "$(pid_of "$st/run/slurmctld.pid")"; then
     scancel --partition=debug 2>/dev/null || true
@@ -96,7 +107,7 @@ down() {
   fi
   for pidfile in "$st"/run/slurmd-*.pid "$st/run/slurmctld.pid" "$st/munge/munged.pid"; do
     pid=$(pid_of "$pidfile")
-    if alive "$pid"; then kill "$pid"; wait_for "process $pid to stop" sh -c "! [ -d /proc/$pid ] || grep -q '^State:.*Z' /proc/$pid/status"; fi
+    if alive "$pid"; then stop "$pid"; fi
     rm -f "$pidfile"
   done
   # A cancelled batch job's srun outlives its step (it is reparented to init and keeps retrying the

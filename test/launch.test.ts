@@ -9,6 +9,7 @@ import t, { type Test } from 'tap'
 import { CLI, ROOT } from './helpers/cli.ts'
 import { decodeJob, encodeJob } from '../lib/session/job-spec.ts'
 import { inShell, launch, launchDirs, nothingLeft } from './helpers/launch.ts'
+import { freePortRange } from './helpers/ports.ts'
 import { scratch } from './helpers/scratch.ts'
 
 const run = promisify(execFile)
@@ -108,20 +109,6 @@ for (const [name, mpicc, extra] of [['openmpi', 'mpicc.openmpi', ROOT_MPI], ['mp
     t.equal(failing.exitCode, 7, 'the program\'s exit code is p2prun\'s')
     await nothingLeft(t, s, dirs)
   })
-}
-
-/** `count` consecutive loopback ports free now (each bound, then all released), from a random base. */
-async function freePortRange (count: number): Promise<number> {
-  for (;;) {
-    const base = 20_000 + Math.floor(Math.random() * 30_000)
-    const servers = await Promise.all(Array.from({ length: count }, (_, k) => new Promise<ReturnType<typeof createServer> | undefined>((resolve) => {
-      const server = createServer()
-      server.once('error', () => resolve(undefined))
-      server.listen(base + k, '127.0.0.1', () => resolve(server))
-    })))
-    await Promise.all(servers.map((s) => s && new Promise((resolve) => s.close(resolve))))
-    if (servers.every((s) => s !== undefined)) return base
-  }
 }
 
 // Four hosts named n1..n4 on this machine (test/helpers/uts-hosts.sh: each in a UTS namespace of its own).

@@ -10,16 +10,32 @@ import { randomBytes } from 'node:crypto'
 import t, { type Test } from 'tap'
 import { ROOT } from './helpers/cli.ts'
 import { mountsUnder } from './helpers/launch.ts'
+import { freePortRange } from './helpers/ports.ts'
 import { buildLoadPrograms } from './helpers/load-programs.ts'
 import { scratch } from './helpers/scratch.ts'
 
 const run = promisify(execFile)
 const STATE = '/tmp/p2prun-slurm'
 const env = { ...process.env, SLURM_CONF: `${STATE}/slurm.conf` }
-const slurm = (cmd: string, args: string[], extraEnv: Record<string, string> = {}) =>
-  run(cmd, args, { env: { ...env, ...extraEnv }, maxBuffer: 1e7 }).then(
-    (r) => ({ code: 0, stdout: r.stdout, stderr: r.stderr }),
-    (e: { code: number, stdout: string, stderr: string }) => ({ code: e.code, stdout: e.stdout, stderr: e.stderr }))
+const SLURM_COMMAND_MS = 120_000
+/**
+ * A Slurm command as users run it. One still running after 2 minutes is stopped: a job whose prolog
+ * failed is held in the queue, and `sbatch --wait` would wait past the file's timeout, which kills
+ * this process before its teardown stops the cluster. The cluster is then made usable again for the
+ * tests after it (its jobs cancelled, its drained nodes resumed), and the test fails saying so.
+ */
+async function slurm (cmd: string, args: string[], extraEnv: Record<string, string> = {}) {
+  try {
+    const r = await run(cmd, args, { env: { ...env, ...extraEnv }, maxBuffer: 1e7, timeout: SLURM_COMMAND_MS })
+    return { code: 0, stdout: r.stdout, stderr: r.stderr }
+  } catch (err) {
+    const e = err as { code?: number, killed?: boolean, stdout: string, stderr: string }
+    if (!e.killed) return { code: e.code ?? 1, stdout: e.stdout, stderr: e.stderr }
+    await run('scancel', ['--partition=debug'], { env }).catch(() => {})
+    for (const node of ['n1', 'n2', 'n3', 'n4']) await run('scontrol', ['update', `nodename=${node}`, 'state=resume'], { env }).catch(() => {})
+    return { code: 1, stdout: e.stdout, stderr: `${cmd} did not return within ${SLURM_COMMAND_MS / 1000} s (stopped; the queue cancelled, drained nodes resumed): ${e.stderr}` }
+  }
+}
 
 await run(path.join(ROOT, 'slurm/cluster.sh'), ['up', '4'], { env })
 t.teardown(() => run(path.join(ROOT, 'slurm/cluster.sh'), ['down'], { env }))
@@ -81,7 +97,7 @@ t.test('--discovery nodes: each node\'s agent listens at its place in the job\'s
   const { s, app, libs } = await example(t)
   const out = path.join(s.dir, 'out.txt')
   // All four nodes are this host: one address, a port per node (the node list's port + K).
-  const base = 20000 + Math.floor(Math.random() * 20000)
+  const base = await freePortRange(4)
   const listens = `srun bash -c 'exec 3<>/dev/tcp/127.0.0.1/$((${base} + SLURM_NODEID)) && echo "listening $SLURMD_NODENAME"'`
   const r = await slurm('sbatch', ['--wait', '-N', '4', `--p2plibs=${libs}`, '-o', out, '--wrap', `srun ${app} && ${listens}`],
     { P2PRUN_DISCOVERY: 'nodes', P2PRUN_NODE_HOST: '127.0.0.1', P2PRUN_NODE_PORT: String(base) })
@@ -137,7 +153,7 @@ t.test('p2prun inside allocations: reuses the --p2plibs agents, or launches thro
   t.equal(without.code, 0, without.stderr)
   t.equal(mountsOf(await readFile(path.join(s.dir, 'b.txt'), 'utf8')).size, 4, 'p2prun\'s own agents, one per node, via srun')
   // With --discovery nodes, those agents take their peers from the step's node list: each rank finds its node's agent at the list's port + K.
-  const base = 20000 + Math.floor(Math.random() * 20000)
+  const base = await freePortRange(4)
   const byList = await slurm('sbatch', ['--wait', '-N', '4', '-o', path.join(s.dir, 'c.txt'), '--wrap',
     `${bin} --discovery nodes -N 4 -n 4 --libs ${libs} bash -c 'exec 3<>/dev/tcp/127.0.0.1/$((${base} + SLURM_NODEID)) && echo "listening $SLURMD_NODENAME"'`],
   { P2PRUN_NODE_HOST: '127.0.0.1', P2PRUN_NODE_PORT: String(base) })

@@ -1,0 +1,24 @@
+// Loopback ports a test must name before anything listens on them (a node list's port + K): taken
+// below the kernel's ephemeral range, which the system hands to outgoing connections at any moment
+// (a base drawn from 20000-40000 once met a Slurm daemon's connection on 35766, the prolog's agent
+// failed with EADDRINUSE, the node was drained and the job held), and checked free by binding.
+import { readFile } from 'node:fs/promises'
+import { createServer, type Server } from 'node:net'
+
+const LOWEST = 10_000
+
+/** `count` consecutive loopback ports free now (each bound, then all released), outside the ephemeral range. */
+export async function freePortRange (count: number): Promise<number> {
+  const [low = 32_768, high = 60_999] = (await readFile('/proc/sys/net/ipv4/ip_local_port_range', 'utf8')).trim().split(/\s+/).map(Number)
+  const [from, to] = low - count > LOWEST ? [LOWEST, low - count] : [high + 1, 65_536 - count]
+  for (;;) {
+    const base = from + Math.floor(Math.random() * (to - from))
+    const servers = await Promise.all(Array.from({ length: count }, (_, k) => new Promise<Server | undefined>((resolve) => {
+      const server = createServer()
+      server.once('error', () => resolve(undefined))
+      server.listen(base + k, '127.0.0.1', () => resolve(server))
+    })))
+    await Promise.all(servers.map((s) => s && new Promise((resolve) => s.close(resolve))))
+    if (servers.every((s) => s !== undefined)) return base
+  }
+}

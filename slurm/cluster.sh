@@ -94,7 +94,7 @@ gone() { ! alive "$1"; }
 # and one daemon left must not keep `down` from stopping the others.
 stop() {
   kill "$1" 2>/dev/null || true
-  for _ in $(seq 1 300); do gone "$1" && return 0; sleep 0.05; done
+  wait_for "process $1 to stop on SIGTERM (killing it)" gone "$1" && return 0
   kill -KILL "$1" 2>/dev/null || true
   wait_for "process $1 to stop after SIGKILL" gone "$1" || true
 }
@@ -117,7 +117,7 @@ down() {
     { tr '\0' '\n' < "$proc/environ"; } 2>/dev/null | grep -qx "SLURM_CONF=$conf" || continue
     pid=${proc#/proc/}
     kill -KILL "$pid" 2>/dev/null || true
-    wait_for "srun $pid to stop" sh -c "! [ -d /proc/$pid ] || grep -q '^State:.*Z' /proc/$pid/status" || true
+    wait_for "srun $pid to stop" gone "$pid" || true
   done
 }
 

@@ -17,21 +17,10 @@ import { openmpi } from '../launcher/launchers/openmpi.ts'
 import { describedTree, p2prun, serve } from './helpers/cli.ts'
 import { snapshotTree } from './helpers/fixtures.ts'
 import { mountAgent } from './helpers/mount.ts'
+import { freePorts } from './helpers/ports.ts'
 import { scratch } from './helpers/scratch.ts'
 
 const SEED = Buffer.from('0123456789abcdef0123', 'latin1')
-
-/** `count` ports free on 127.0.0.1 now: each bound, then all released. */
-async function freePorts (count: number): Promise<number[]> {
-  const servers = await Promise.all(Array.from({ length: count }, () => new Promise<net.Server>((resolve, reject) => {
-    const server = net.createServer()
-    server.once('error', reject)
-    server.listen(0, '127.0.0.1', () => resolve(server))
-  })))
-  const ports = servers.map((s) => (s.address() as net.AddressInfo).port)
-  await Promise.all(servers.map((s) => new Promise((resolve) => s.close(resolve))))
-  return ports
-}
 
 /** A TCP listener standing in for a tracker: counts who connects, answers nothing. */
 async function countingTracker (t: Test): Promise<{ url: string, connections: () => number }> {

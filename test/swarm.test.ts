@@ -13,6 +13,7 @@ import { SwarmNode } from '../lib/swarm/node.ts'
 import { bytesFor, snapshotTree } from './helpers/fixtures.ts'
 import { describedTree, p2prun, serve } from './helpers/cli.ts'
 import { handshake, message, readPeer, u32 } from './helpers/peer-wire.ts'
+import { freePorts } from './helpers/ports.ts'
 
 const SET_FILES = { 'libone.so.1': 3_000_000, 'libtwo.so.1': 2_500_000, 'sub/libthree.so': 1_700_000, 'tiny.so': 10 }
 
@@ -104,7 +105,7 @@ t.test('a node sends a piece to one peer at a time while the job\'s nodes read, 
   const head = await serve(file, libs, [])
   t.teardown(head.stop)
   const desc = parseDescription(await readFile(file))
-  const port = await freePort()
+  const [port] = await freePorts(1)
   const node = await SwarmNode.join(desc, { storeDir: dir, port, maxConns: 10, numwant: 10, stallTimeoutMs: 60_000, trackers: [head.tracker], seeders: [head.seeder] })
   t.teardown(() => node.close())
   const entry = desc.entries.find((e) => e.path === 'libone.so.1')!
@@ -169,14 +170,6 @@ t.test('the seeder checks its source against the description', async (t) => {
   t.equal(sized.exitCode, 1)
   t.match(sized.stderr, /libtwo\.so\.1 has 5 bytes, the description says 2500000/)
 })
-
-async function freePort (): Promise<number> {
-  const server = net.createServer()
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const { port } = server.address() as net.AddressInfo
-  await new Promise((resolve) => server.close(resolve))
-  return port
-}
 
 /** A peer played by hand (BEP 3 with the Fast Extension): connected, interested and unchoked; `ask` requests a block and says how it was answered. */
 async function handPeer (t: Test, port: number, infoHash: Buffer) {

@@ -1,11 +1,23 @@
-// Loopback ports a test must name before anything listens on them (a node list's port + K): taken
-// below the kernel's ephemeral range, which the system hands to outgoing connections at any moment
+// Loopback ports for tests: any free ones, or a run a test must name before anything listens on
+// them (a node list's port + K), taken below the kernel's ephemeral range, which the system hands to outgoing connections at any moment
 // (a base drawn from 20000-40000 once met a Slurm daemon's connection on 35766, the prolog's agent
 // failed with EADDRINUSE, the node was drained and the job held), and checked free by binding.
 import { readFile } from 'node:fs/promises'
-import { createServer, type Server } from 'node:net'
+import { createServer, type AddressInfo, type Server } from 'node:net'
 
 const LOWEST = 10_000
+
+/** `count` ports free on 127.0.0.1 now, any the system gives: each bound, then all released. */
+export async function freePorts (count: number): Promise<number[]> {
+  const servers = await Promise.all(Array.from({ length: count }, () => new Promise<Server>((resolve, reject) => {
+    const server = createServer()
+    server.once('error', reject)
+    server.listen(0, '127.0.0.1', () => resolve(server))
+  })))
+  const ports = servers.map((s) => (s.address() as AddressInfo).port)
+  await Promise.all(servers.map((s) => new Promise((resolve) => s.close(resolve))))
+  return ports
+}
 
 /** `count` consecutive loopback ports free now (each bound, then all released), outside the ephemeral range. */
 export async function freePortRange (count: number): Promise<number> {

@@ -63,6 +63,78 @@ t.test('nodes bootstrapped from the head alone find each other under the infohas
     'the same lookup node finds every holder once they joined')
 })
 
+t.test('nodes that all look before any of them announced still find each other in that round', async (t) => {
+  const head = await startDhtBootstrap('127.0.0.1', 0, '127.0.0.1')
+  t.teardown(head.close)
+  const relay = await lookFirstRelay(t, head.address, 2)
+  const ports = [41041, 41042]
+  const found = new Map(ports.map((port) => [port, new Set<string>()]))
+  let rounds = 0
+  const roundsDone = eventually(() => rounds === ports.length)
+  for (const port of ports) {
+    const node = new DhtDiscovery({
+      bootstrap: [relay.address], infoHash: INFO_HASH, host: '127.0.0.1', port,
+      onPeers: (addresses) => { for (const a of addresses) found.get(port)?.add(a) },
+      onWarning: (line) => t.fail(`no warning expected: ${line}`),
+      // The next round is dropped: what the first one found is what is checked.
+      later: () => { rounds++; roundsDone.poke(); return setTimeout(() => {}).unref() }
+    })
+    t.teardown(() => node.stop())
+    node.start()
+  }
+  await roundsDone.done
+  t.equal(relay.emptyFirstAnswers(), 2, 'each node\'s first lookup found no one: no announce reached the head before both were answered')
+  t.equal(head.announced(INFO_HASH.toString('hex')), 2, 'both nodes announced')
+  const [a, b] = ports
+  t.ok(found.get(a as number)?.has(`127.0.0.1:${b}`) || found.get(b as number)?.has(`127.0.0.1:${a}`),
+    `one of the two found the other: ${JSON.stringify(ports.map((p) => [p, [...found.get(p) ?? []]]))}`)
+})
+
+/**
+ * A UDP relay in front of the head's DHT node that holds every announce_peer back until `nodes`
+ * nodes each had a get_peers answered: the nodes all look before any of them announced, as nodes
+ * started together may. Each node gets a socket of its own toward the head (the head tells nodes
+ * apart by address); what reaches that socket from anyone but the head is dropped.
+ */
+async function lookFirstRelay (t: Test, headAddress: string, nodes: number) {
+  const headPort = Number(headAddress.split(':')[1])
+  const front = dgram.createSocket('udp4')
+  await new Promise<void>((resolve) => front.bind(0, '127.0.0.1', resolve))
+  const backs = new Map<string, dgram.Socket>()
+  t.teardown(() => { front.close(); for (const back of backs.values()) back.close() })
+  const asked = new Set<string>() // node and transaction id of each get_peers relayed
+  const answered = new Set<string>() // nodes whose get_peers the head answered
+  const held: Array<() => void> = []
+  let emptyFirstAnswers = 0
+  const decoded = (msg: Buffer) => bencode.decode(msg) as { t?: Uint8Array, q?: Uint8Array, r?: { values?: unknown } }
+  const text = (value: Uint8Array | undefined) => value ? Buffer.from(value).toString('latin1') : ''
+  front.on('message', (msg, from) => {
+    const node = `${from.address}:${from.port}`
+    let back = backs.get(node)
+    if (!back) {
+      const socket = dgram.createSocket('udp4')
+      socket.on('message', (reply, sender) => {
+        if (sender.port !== headPort) return
+        front.send(reply, from.port, from.address)
+        const answer = decoded(reply)
+        if (!asked.has(`${node} ${text(answer.t)}`) || answered.has(node)) return
+        answered.add(node)
+        if (!answer.r?.values) emptyFirstAnswers++
+        if (answered.size >= nodes) for (const release of held.splice(0)) release()
+      })
+      backs.set(node, back = socket)
+    }
+    const toHead = back
+    const send = () => toHead.send(msg, headPort, '127.0.0.1')
+    const query = decoded(msg)
+    const q = text(query.q)
+    if (q === 'get_peers') asked.add(`${node} ${text(query.t)}`)
+    if (q === 'announce_peer' && answered.size < nodes) held.push(send)
+    else send()
+  })
+  return { address: `127.0.0.1:${front.address().port}`, emptyFirstAnswers: () => emptyFirstAnswers }
+}
+
 t.test('an unreachable bootstrap: said once, a lookup fails with the address', async (t) => {
   // A UDP port with nothing on it: bound, then closed.
   const gone = dgram.createSocket('udp4')

@@ -1,8 +1,9 @@
 // Trackerless discovery (BEP 5): the job's nodes find each other through a DHT of their own, with
 // no tracker announce at all. The head runs the first DHT node, which is every node's bootstrap (no
 // public router is ever contacted); a node announces its port under the infohash and looks it up
-// again now and then, and peer exchange (ut_pex) spreads what one lookup found. At 16,000 nodes the
-// announces land on the ~8 DHT nodes nearest the infohash, not all on the head.
+// again now and then; in a swarm with a job secret, peer exchange (ut_pex) spreads what one lookup
+// found (an open swarm's wire has no extension protocol: its nodes meet through the DHT alone). At
+// 16,000 nodes the announces land on the ~8 DHT nodes nearest the infohash, not all on the head.
 //
 // The DHT speaks unauthenticated UDP: anyone who reaches a node's DHT port can learn the job's
 // peer addresses or list false ones. Neither gets them a byte: every peer connection proves the
@@ -117,6 +118,8 @@ export interface DhtDiscoveryOptions {
   readonly onWarning: (message: string) => void
   /** The DHT node the node looked for the description with, taken over instead of starting another. */
   readonly from?: DhtLookup
+  /** Runs the next round `ms` from now: setTimeout, unless a test holds rounds back to see what one round found. */
+  readonly later?: (round: () => void, ms: number) => NodeJS.Timeout
 }
 
 /** A node's membership in the job's DHT: announces its port, and hands the peers it finds to `onPeers`. */
@@ -126,6 +129,8 @@ export class DhtDiscovery {
   private timer: NodeJS.Timeout | undefined
   private failures = 0
   private stopped = false
+  /** Peers the DHT told of so far, this node aside: a round that adds none looks again after its announce. */
+  private found = 0
 
   constructor (opts: DhtDiscoveryOptions) {
     this.opts = opts
@@ -138,7 +143,9 @@ export class DhtDiscovery {
     this.dht = dht
     dht.on('peer', (peer: { host: string, port: number }) => {
       const address = `${peer.host}:${peer.port}`
-      if (address !== self) this.opts.onPeers([address])
+      if (address === self) return
+      this.found++
+      this.opts.onPeers([address])
     })
     dht.on('error', (err: Error) => {
       if (!this.stopped) this.opts.onWarning(`the DHT failed: ${err.message}; finding peers through the head's seeder only`)
@@ -157,16 +164,25 @@ export class DhtDiscovery {
     if (this.dht) await destroy(this.dht)
   }
 
-  /** A lookup, then an announce with the tokens it got; again later. */
+  /**
+   * A lookup, then an announce with the tokens it got; again later. A lookup that found no one is
+   * made again once the announce is stored: nodes that start together each look before any of them
+   * announced, and in an open swarm (no peer exchange) they would meet only rounds later, after a
+   * short job is over. Of two nodes that both look after announcing, the later look finds the other.
+   */
   private round (): void {
     const dht = this.dht
     if (this.stopped || !dht) return
+    const before = this.found
     dht.lookup(this.opts.infoHash, () => {
       if (this.stopped) return
       if (dht.nodes.count() === 0) return this.bootstrapAgain()
       this.failures = 0
-      dht.announce(this.opts.infoHash, this.opts.port, () => {})
-      this.later(RELOOKUP_MS)
+      dht.announce(this.opts.infoHash, this.opts.port, () => {
+        if (this.stopped) return
+        if (this.found > before) return this.later(RELOOKUP_MS)
+        dht.lookup(this.opts.infoHash, () => this.later(RELOOKUP_MS))
+      })
     })
   }
 
@@ -182,7 +198,9 @@ export class DhtDiscovery {
 
   private later (ms: number): void {
     clearTimeout(this.timer)
-    this.timer = setTimeout(() => this.round(), ms * (0.5 + Math.random())).unref()
+    if (this.stopped) return
+    const later = this.opts.later ?? ((round, ms) => setTimeout(round, ms).unref())
+    this.timer = later(() => this.round(), ms * (0.5 + Math.random()))
   }
 }
 

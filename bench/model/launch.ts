@@ -362,7 +362,9 @@ class Launch {
    * (the bootstrap), rounds of queries to other nodes lead to the nodes nearest the infohash, and
    * each of those answers a get_peers and takes an announce_peer, first come first served on its
    * own core (an agent's). The reply lists nodes announced so far, as the tracker's does. Not
-   * modelled: the intermediate rounds' CPU (one query per node reached), lost UDP, re-lookups.
+   * modelled: the intermediate rounds' CPU (one query per node reached), lost UDP, re-lookups (a
+   * lookup that found no one is made again after the announce: one get_peers more per node that
+   * looked before anyone had announced).
    */
   private dhtLookup (d: number): void {
     const q = this.p.dhtQueryCpu

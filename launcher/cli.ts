@@ -5,25 +5,16 @@
 import module from 'node:module'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
-import v8 from 'node:v8'
 import { Command, CommanderError } from 'commander'
 import { quote, usageError } from '../lib/errors.ts'
 import { VERSION } from '../lib/version.ts'
 import { envNameOf, SETTINGS, SITE_CONFIG_FILE, type SettingName } from '../lib/config.ts'
 import { KEPT_AGENT_LOGS } from '../lib/session/node-state.ts'
+import { saveCodeCache } from './bundle.ts'
 import { reportError } from './cli-support.ts'
+import { setUpV8 } from './v8-setup.ts'
 
-// Node 24 can deadlock at exit: the main thread joins V8's worker threads while a background Maglev
-// compile waits for a garbage collection only the main thread can run (nodejs/node#54918; seen in
-// CI: `p2prun describe` wrote its output, then hung in process.exit). Without Maglev, V8 tiers up
-// from Sparkplug straight to TurboFan, which does not allocate on the heap off the main thread.
-// Any V8 flag set also makes V8 refuse the compiled code Node ships for its built-in modules (made
-// with the default flags): each built-in loaded after this line is compiled from source. So the
-// ones the long-lived commands load later (the agent, the head, the launcher: hashing, HTTP, the
-// server sockets' cluster check, DNS, performance.now) are loaded before it: 7-10 ms of CPU,
-// against 19-24 ms after it (medians of 15 runs each).
-for (const id of ['node:crypto', 'node:http', 'node:cluster', 'node:dns', 'node:perf_hooks'] as const) process.getBuiltinModule(id)
-v8.setFlagsFromString('--no-maglev')
+setUpV8(process.argv[2])
 
 /** Ranks, agents and the local launcher call this same installation by its absolute path. */
 const BIN = path.join(path.dirname(path.dirname(fileURLToPath(import.meta.url))), 'bin')
@@ -82,13 +73,8 @@ const ALIASES: Record<string, string> = { umount: 'mount', 'head-daemon': 'head'
 
 const first = process.argv[2]
 const command = first === undefined ? undefined : (ALIASES[first] ?? (first in COMMANDS ? first : undefined))
-// A node agent's JavaScript is the glue around the addon's data path (native/: the wire, the store,
-// the FUSE server), and most agents live for one launch: TurboFan's compiles on V8's worker threads,
-// and the deoptimizations after them, cost an agent more than its optimized code saves. Without it
-// the agent's code tops out at Sparkplug's. Measured on the emulated cluster (bench/README.md,
-// 2026-12-03): whole-life agent CPU 1.03-1.07 against 1.17-1.22 CPU-s at 32 nodes, 0.85-0.99 against
-// 0.93-1.07 at 8. The head keeps TurboFan: its tracker answers thousands of nodes.
-if (command === 'mount' || command === 'node-agent') v8.setFlagsFromString('--no-turbofan')
+/** A command ran to its end (not the help, the version, a usage error or a failure): its code is worth caching. */
+let ran = false
 if (first === 'help') {
   // `p2prun help [COMMAND]`, as git and commander's users expect: nobody means a program named help.
   // `help run` (and `help` alone) is the launch's own usage, the top-level help.
@@ -106,6 +92,7 @@ if (first === 'help') {
   for (const name of wanted) (await COMMANDS[name]!())(program)
   try {
     await program.parseAsync(process.argv)
+    ran = true
   } catch (err) {
     // Thrown where commander would have exited: with 0 once it printed the help or the version;
     // 'commander.help' once it printed the help for a missing command; else with its error message.
@@ -120,6 +107,7 @@ if (first === 'help') {
   try {
     const { runLaunch } = await import('./commands/run.ts')
     await runLaunch(process.argv.slice(2), CLI, path.join(BIN, 'p2prun-rank'))
+    ran = true
   } catch (err) {
     reportError('p2prun', err)
   }
@@ -130,9 +118,11 @@ if (first === 'help') {
 // worker that waits on it: seen after long-lived agents, and in CI, with Maglev already off, a
 // `p2prun describe` that never ended): _exit (native/process-exit.c). The output is written by
 // then: stdout and stderr are synchronous on Linux (files, pipes, terminals). Node writes its
-// compile cache (bin/p2prun) in that teardown, so it is flushed first: a no-op once it is warm.
+// compile cache (bin/p2prun) in that teardown, so it is flushed first: a no-op once it is warm; and
+// the bundle's code cache (bundle.ts) is saved here, once a command ran and compiled what it runs.
 // A profiler (--cpu-prof, --heap-prof, --prof) writes its output in that teardown: then it runs.
 const code = typeof process.exitCode === 'number' ? process.exitCode : 0
+if (ran && code === 0) saveCodeCache()
 const profiled = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)].some((a) => /^--(cpu-prof|heap-prof|prof)\b/.test(a))
 if (!profiled) {
   module.flushCompileCache()

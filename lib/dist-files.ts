@@ -1,5 +1,5 @@
 // What scripts/build.ts compiles into dist/ beside the bundle, and where that is from whichever
-// runs: the bundle (dist/cli.mjs) or the sources (this file is in lib/). Apart from
+// runs: the bundle (dist/cli-bundle.js) or the sources (this file is in lib/). Apart from
 // native.ts, which loads the addon when imported: a rank's step needs only a path.
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'

@@ -1,4 +1,5 @@
-// Bundles the CLI into one file, dist/cli.mjs, for bin/p2prun (run by `npm ci` through `prepare`,
+// Bundles the CLI into one file, dist/cli-bundle.js, which dist/cli.mjs (launcher/bundle-loader.ts)
+// compiles with V8's code cache for bin/p2prun (run by `npm ci` through `prepare`,
 // and by `npm test` and `npm run bench` first). Every node agent is a fresh Node process, and on the
 // sources much of its start-up goes to resolving and loading modules one by one (measured when
 // agents still ran on webtorrent's ~350 modules: 0.60 CPU-seconds until the mount was up, 0.35 s
@@ -12,7 +13,8 @@
 import { build, type Plugin } from 'esbuild'
 import { execFileSync } from 'node:child_process'
 import { existsSync } from 'node:fs'
-import { readFile, rm, writeFile } from 'node:fs/promises'
+import { createHash } from 'node:crypto'
+import { mkdir, rm, writeFile } from 'node:fs/promises'
 import { isBuiltin } from 'node:module'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -28,13 +30,16 @@ import { AUDIT_FILE, NATIVE_FILE, RANK_STEP_FILE } from '../lib/dist-files.ts'
  * A named import is one of the object's data properties, read once: a getter (fs.promises,
  * crypto.webcrypto) is not one, and importing it by name fails the build; take it from the default.
  */
-function builtinsAsObjects (): Plugin {
+function builtinsAsObjects (seen = new Set<string>()): Plugin {
   return {
     name: 'builtins-as-objects',
     setup (b) {
-      b.onResolve({ filter: /^[a-z0-9_:/]+$/ }, (args) => isBuiltin(args.path)
-        ? { path: args.path.startsWith('node:') ? args.path : `node:${args.path}`, namespace: 'builtin' }
-        : undefined)
+      b.onResolve({ filter: /^[a-z0-9_:/]+$/ }, (args) => {
+        if (!isBuiltin(args.path)) return undefined
+        const id = args.path.startsWith('node:') ? args.path : `node:${args.path}`
+        seen.add(id)
+        return { path: id, namespace: 'builtin' }
+      })
       b.onLoad({ filter: /.*/, namespace: 'builtin' }, (args) => {
         const exports = process.getBuiltinModule(args.path) as Record<string, unknown>
         const names = Object.entries(Object.getOwnPropertyDescriptors(exports))
@@ -53,29 +58,49 @@ const root = path.dirname(path.dirname(fileURLToPath(import.meta.url)))
 const outdir = path.join(root, 'dist')
 
 await rm(outdir, { recursive: true, force: true })
-await build({
+// The bundle is an ES module's code run as the body of an async function (top-level await works),
+// of the object the loader passes in (launcher/bundle.ts): a script, which V8 can cache whole after
+// a run, where Node's module loader caches what is compiled at load only.
+const builtins = new Set<string>()
+const bundled = await build({
   entryPoints: [path.join(root, 'launcher/cli.ts')],
-  outdir,
-  outExtension: { '.js': '.mjs' },
+  write: false,
   bundle: true,
   format: 'esm',
   platform: 'node',
   target: 'node24',
   // Native addons find their binaries relative to their own package: load them from node_modules.
   external: ['utp-native', 'bufferutil', 'utf-8-validate'],
-  // CommonJS dependencies call require(), which an ES module does not have.
-  banner: { js: "const require = process.getBuiltinModule('node:module').createRequire(import.meta.url);" },
+  define: { 'import.meta.url': 'p2prunBundle.url' },
+  // CommonJS dependencies call require(), which the bundle's code does not have.
+  banner: { js: "const require = process.getBuiltinModule('node:module').createRequire(p2prunBundle.url);" },
+  plugins: [builtinsAsObjects(builtins)],
+  logLevel: 'warning'
+})
+// One character past ASCII (esbuild keeps some comments as written) makes the whole bundle a
+// two-byte string, which cost every agent's start ~13 ms of CPU (270 against 283 ms, medians of 12
+// starts each, bench/README.md 2026-12-03). Escaped, it stays one-byte text: \uXXXX means the same
+// in a string, a template, a regular expression or an identifier, and is plain text in a comment.
+const code = (bundled.outputFiles[0]?.text ?? '').replace(/[^\x00-\x7f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)
+const statement = /^(import|export)\b.*$/m.exec(code)
+if (statement) throw new Error(`cannot wrap the bundle in a function: it has a module statement (${statement[0].slice(0, 80)})`)
+const wrapped = `(async function (p2prunBundle) {\n${code}\n})\n`
+await mkdir(outdir, { recursive: true })
+await writeFile(path.join(outdir, 'cli-bundle.js'), wrapped)
+await build({
+  entryPoints: [path.join(root, 'launcher/bundle-loader.ts')],
+  outfile: path.join(outdir, 'cli.mjs'),
+  bundle: true,
+  format: 'esm',
+  platform: 'node',
+  target: 'node24',
+  define: {
+    BUNDLE_HASH: JSON.stringify(createHash('sha256').update(wrapped).digest('hex').slice(0, 16)),
+    BUNDLE_BUILTINS: JSON.stringify([...builtins].sort())
+  },
   plugins: [builtinsAsObjects()],
   logLevel: 'warning'
 })
-// Node decodes an ES module's source from UTF-8: one character past ASCII (esbuild keeps some
-// comments as written) makes the whole bundle a two-byte string, which costs every agent's start
-// ~13 ms of CPU (270 against 283 ms, medians of 12 starts each, bench/README.md 2026-12-03).
-// Escaped, it stays one-byte text: \uXXXX means the same in a string, a template, a regular
-// expression or an identifier, and is plain text in a comment.
-const bundle = path.join(outdir, 'cli.mjs')
-const text = await readFile(bundle, 'utf8')
-if (/[^\x00-\x7f]/.test(text)) await writeFile(bundle, text.replace(/[^\x00-\x7f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`))
 
 // Node-API headers come with the Node p2prun runs on: the npm package `node` installs its binary
 // and headers as the package node-<platform>-<arch>, nested under `node` by `npm ci` (an `npm

@@ -25,7 +25,7 @@ done
 case $prefix in /*) ;; *) echo "install.sh: --prefix must be an absolute path, not '$prefix'" >&2; exit 2 ;; esac
 root=$(cd "$(dirname "$0")/.." && pwd)
 node="$root/node_modules/node/bin/node"
-for f in "$root/dist/cli.mjs" "$root/dist/p2prun-native.node" "$root/dist/p2prun-audit.so" "$root/dist/p2prun-rank-step" "$node"; do
+for f in "$root/dist/cli.mjs" "$root/dist/cli-bundle.js" "$root/dist/p2prun-native.node" "$root/dist/p2prun-audit.so" "$root/dist/p2prun-rank-step" "$node"; do
   [ -e "$f" ] || { echo "install.sh: $f is missing (hint: run npm ci in $root first)" >&2; exit 1; }
 done
 if [ -n "$(find "$root/lib" "$root/launcher" "$root/native" "$root/package.json" -newer "$root/dist/cli.mjs" -print -quit)" ]; then
@@ -38,7 +38,7 @@ share="$destdir$prefix/share"
 rm -rf "$lib"
 install -d "$lib/bin" "$lib/dist" "$lib/node/bin" "$lib/hooks" "$destdir$prefix/bin" "$share/man/man1" "$share/doc/p2prun" "$share/modulefiles/p2prun"
 install -m 755 "$root/bin/p2prun" "$root/bin/p2prun-rank" "$lib/bin/"
-install -m 644 "$root"/dist/*.mjs "$lib/dist/"
+install -m 644 "$root/dist/cli.mjs" "$root/dist/cli-bundle.js" "$lib/dist/"
 install -m 755 "$root/dist/p2prun-native.node" "$root/dist/p2prun-audit.so" "$root/dist/p2prun-rank-step" "$lib/dist/"
 install -m 755 "$(readlink -f "$node")" "$lib/node/bin/node"
 install -m 644 "$root/package.json" "$lib/"

@@ -1,5 +1,6 @@
 // The CLI as users meet it: help, version, one-line errors and exit codes.
-import { chmod, readdir, readFile, stat, writeFile } from 'node:fs/promises'
+import { createHash, randomBytes } from 'node:crypto'
+import { chmod, mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises'
 import path from 'node:path'
 import t, { type Test } from 'tap'
 import { VERSION } from '../lib/version.ts'
@@ -185,6 +186,43 @@ t.test('bin/p2prun runs the bundle built from the current sources', async (t) =>
   t.teardown(head.stop)
   const cmdline = (await readFile(`/proc/${head.child.pid}/cmdline`, 'utf8')).split('\0')
   t.equal(cmdline[1], path.join(ROOT, 'dist/cli.mjs'), 'dist/ is stale or missing: run `npm run build`')
+})
+
+t.test('the bundle\'s code cache: saved by a command that ran, taken by the next; a damaged one, another build\'s, or a directory others can write to, not used', async (t) => {
+  const dir = t.testdir()
+  const cache = path.join(dir, 'cache')
+  const env = { NODE_COMPILE_CACHE: cache }
+  const libs = await makeTree(path.join(dir, 'libs'), LIBRARY_TREE)
+  const desc = path.join(dir, 'job.p2p.torrent')
+  const cached = async () => (await readdir(cache).catch(() => [])).filter((n) => n.endsWith('.v8')).sort()
+  const whole = (bytes: Buffer) => createHash('sha256').update(bytes.subarray(32)).digest().equals(bytes.subarray(0, 32))
+  t.equal((await p2prun(['--version'], { env })).exitCode, 0)
+  t.not((await p2prun(['inspect', path.join(dir, 'missing.p2p.torrent')], { env })).exitCode, 0)
+  t.same(await cached(), [], 'the version, or a command that failed, saves no cache')
+  t.equal((await p2prun(['describe', libs, '-o', desc], { env })).exitCode, 0)
+  const [name] = await cached()
+  t.match(name, /^p2prun-[0-9a-f]{16}-cli\.v8$/, 'a command that ran saves the cache of its kind')
+  const file = path.join(cache, name as string)
+  const bytes = await readFile(file)
+  t.ok(whole(bytes), 'headed by its digest')
+  t.equal((await p2prun(['inspect', desc], { env })).exitCode, 0)
+  t.same(await readFile(file), bytes, 'the next run takes it and leaves it')
+
+  const damaged = Buffer.concat([bytes.subarray(0, 32), randomBytes(bytes.length - 32)])
+  await writeFile(file, damaged)
+  const other = path.join(cache, 'p2prun-0123456789abcdef-cli.v8')
+  await writeFile(other, 'an older build\'s cache')
+  const r = await p2prun(['inspect', desc], { env })
+  t.equal(r.exitCode, 0, `a damaged cache is no cache: ${r.stderr}`)
+  const again = await readFile(file)
+  t.ok(whole(again) && !again.equals(damaged), 'and a whole one replaced it')
+  t.same(await cached(), [name], 'another build\'s cache of the same kind was removed')
+
+  const open = path.join(dir, 'open')
+  await mkdir(open)
+  await chmod(open, 0o777)
+  t.equal((await p2prun(['describe', libs, '-o', desc], { env: { NODE_COMPILE_CACHE: open } })).exitCode, 0)
+  t.same((await readdir(open)).filter((n) => n.startsWith('p2prun-')), [], 'nothing is cached where others can write')
 })
 
 t.test('inspect prints names and link targets with control characters escaped', async (t) => {

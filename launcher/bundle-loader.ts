@@ -3,8 +3,9 @@
 // (NODE_COMPILE_CACHE) keeps the code V8 compiles at once, the top level; the functions a command
 // calls are compiled as it runs, and every node agent, a fresh process, compiled its start, its
 // swarm and its FUSE glue again. A cache made once a command has run holds them: the first run of
-// each kind (node agent, or any other command) saves it once it has run to its end, and later
-// runs take it. Measured (bench/README.md, 2026-12-03): an agent's CPU until its mount is up 227
+// each kind saves it once it has run to its end, and later runs take it. The kinds: each command
+// that runs with an agent's V8 flags (`umount` would leave little but its own code for the
+// agents, and Slurm's epilog runs it before the prolog's agent ends), and every other command. Measured (bench/README.md, 2026-12-03): an agent's CPU until its mount is up 227
 // against 246 ms (15 starts each, taking turns); a whole agent's life on loopback 436 against 456 ms.
 import { createHash } from 'node:crypto'
 import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
@@ -25,7 +26,7 @@ const first = process.argv[2]
 setUpV8(first, BUNDLE_BUILTINS)
 const file = path.join(path.dirname(fileURLToPath(import.meta.url)), 'cli-bundle.js')
 const dir = ownDirectory(process.env.NODE_COMPILE_CACHE)
-const kind = runsAgent(first) ? 'agent' : 'cli'
+const kind = runsAgent(first) ? first : 'cli'
 const cacheFile = dir ? path.join(dir, `p2prun-${BUNDLE_HASH}-${kind}.v8`) : undefined
 const cachedData = readCache(cacheFile)
 // One-byte text: the bundle is ASCII (scripts/build.ts), and V8 handles a one-byte string faster.
@@ -42,7 +43,7 @@ function saveCodeCache (): void {
     writeFileSync(partial, Buffer.concat([sha256(data), data]), { mode: 0o600 })
     renameSync(partial, cacheFile)
     for (const name of readdirSync(dir)) {
-      const other = /^p2prun-([0-9a-f]+)-(agent|cli)\.v8$/.exec(name)
+      const other = /^p2prun-([0-9a-f]+)-([a-z-]+)\.v8$/.exec(name)
       if (other && other[1] !== BUNDLE_HASH && other[2] === kind) rmSync(path.join(dir, name), { force: true })
     }
   } catch {}

@@ -8,7 +8,7 @@ import v8 from 'node:v8'
 const AGENT_COMMANDS = new Set(['mount', 'umount', 'node-agent'])
 
 /** Whether `p2prun FIRST ...` runs a node agent, whose flags (and so code cache) differ. */
-export function runsAgent (first: string | undefined): boolean {
+export function runsAgent (first: string | undefined): first is string {
   return first !== undefined && AGENT_COMMANDS.has(first)
 }
 

@@ -125,18 +125,23 @@ t.test('--daemon returns once the mount is ready; umount stops the agent; a fail
   const mnt = path.join(j.dir, 'mnt')
   const runDir = path.join(j.dir, 'run')
   const ready = path.join(j.dir, 'ready.json')
+  const cache = path.join(j.dir, 'cache')
+  const env = { NODE_COMPILE_CACHE: cache }
   j.defer(() => ensureUnmounted(mnt))
-  const r = await p2prun(['mount', j.file, mnt, ...nodeArgs(j, 'eager'), '--daemon', '--run-dir', runDir, '--ready-file', ready])
+  const r = await p2prun(['mount', j.file, mnt, ...nodeArgs(j, 'eager'), '--daemon', '--run-dir', runDir, '--ready-file', ready], { env })
   t.equal(r.exitCode, 0, r.stderr)
   t.equal(await isMounted(mnt), true, 'mounted when --daemon returns')
   const { pid } = JSON.parse(await readFile(ready, 'utf8'))
   t.doesNotThrow(() => process.kill(pid, 0), 'the ready file names the running agent')
   const { stdout } = await run('cat', [path.join(mnt, 'share/README')])
   t.equal(stdout, 'library set for tests\n')
-  const stop = await p2prun(['umount', mnt, '--run-dir', runDir])
+  const stop = await p2prun(['umount', mnt, '--run-dir', runDir], { env })
   t.equal(stop.exitCode, 0, stop.stderr)
   await nothingLeft(t, j.dir, mnt)
   t.notOk((await readdir(j.dir)).includes('ready.json'), 'ready file removed')
+  // umount ends before the agent it stops (as in a Slurm epilog): its code cache is its own, not the agents'.
+  t.same((await readdir(cache)).filter((n) => n.endsWith('.v8')).map((n) => n.replace(/^p2prun-[0-9a-f]+-/, '')).sort(), ['mount.v8', 'umount.v8'],
+    'the agent and umount each saved the code cache of their kind')
 
   const failing = await p2prun(['mount', j.file, mnt, ...nodeArgs(j, 'eager'), '--daemon', '--run-dir', runDir, '--fuse-device', '/nonexistent'])
   t.equal(failing.exitCode, 1)

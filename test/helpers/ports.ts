@@ -9,14 +9,9 @@ const LOWEST = 10_000
 
 /** `count` ports free on 127.0.0.1 now, any the system gives: each bound, then all released. */
 export async function freePorts (count: number): Promise<number[]> {
-  const servers = await Promise.all(Array.from({ length: count }, () => new Promise<Server>((resolve, reject) => {
-    const server = createServer()
-    server.once('error', reject)
-    server.listen(0, '127.0.0.1', () => resolve(server))
-  })))
-  const ports = servers.map((s) => (s.address() as AddressInfo).port)
-  await Promise.all(servers.map((s) => new Promise((resolve) => s.close(resolve))))
-  return ports
+  const ports = await bindEach(Array.from({ length: count }, () => 0))
+  if (ports.some((p) => p === undefined)) throw new Error('cannot bind a loopback port')
+  return ports as number[]
 }
 
 /** `count` consecutive loopback ports free now (each bound, then all released), outside the ephemeral range. */
@@ -25,12 +20,18 @@ export async function freePortRange (count: number): Promise<number> {
   const [from, to] = low - count > LOWEST ? [LOWEST, low - count] : [high + 1, 65_536 - count]
   for (;;) {
     const base = from + Math.floor(Math.random() * (to - from))
-    const servers = await Promise.all(Array.from({ length: count }, (_, k) => new Promise<Server | undefined>((resolve) => {
-      const server = createServer()
-      server.once('error', () => resolve(undefined))
-      server.listen(base + k, '127.0.0.1', () => resolve(server))
-    })))
-    await Promise.all(servers.map((s) => s && new Promise((resolve) => s.close(resolve))))
-    if (servers.every((s) => s !== undefined)) return base
+    if ((await bindEach(Array.from({ length: count }, (_, k) => base + k))).every((p) => p !== undefined)) return base
   }
+}
+
+/** Listens on each port of 127.0.0.1 (0: any), all at once, then closes them all: the ports bound, undefined where the bind failed. */
+async function bindEach (ports: readonly number[]): Promise<Array<number | undefined>> {
+  const servers = await Promise.all(ports.map((port) => new Promise<Server | undefined>((resolve) => {
+    const server = createServer()
+    server.once('error', () => resolve(undefined))
+    server.listen(port, '127.0.0.1', () => resolve(server))
+  })))
+  const bound = servers.map((s) => s && (s.address() as AddressInfo).port)
+  await Promise.all(servers.map((s) => s && new Promise((resolve) => s.close(resolve))))
+  return bound
 }

@@ -3,6 +3,9 @@
 // how to save the cache once a command has run. Run from the sources, there is no such object.
 declare const p2prunBundle: { readonly url: string, saveCodeCache (): void } | undefined
 
+/** Whether the bundle's loader runs this (it set V8 up before compiling it), or the sources do. */
+export const fromBundle = typeof p2prunBundle !== 'undefined'
+
 /** Keeps the code of every function this run compiled for the next run of its kind (bundle-loader.ts); from the sources, nothing. */
 export function saveCodeCache (): void {
   if (typeof p2prunBundle !== 'undefined') p2prunBundle.saveCodeCache()

@@ -10,11 +10,12 @@ import { quote, usageError } from '../lib/errors.ts'
 import { VERSION } from '../lib/version.ts'
 import { envNameOf, SETTINGS, SITE_CONFIG_FILE, type SettingName } from '../lib/config.ts'
 import { KEPT_AGENT_LOGS } from '../lib/session/node-state.ts'
-import { saveCodeCache } from './bundle.ts'
+import { fromBundle, saveCodeCache } from './bundle.ts'
 import { reportError } from './cli-support.ts'
 import { setUpV8 } from './v8-setup.ts'
 
-setUpV8(process.argv[2])
+// From the bundle, its loader did this before compiling it.
+if (!fromBundle) setUpV8(process.argv[2])
 
 /** Ranks, agents and the local launcher call this same installation by its absolute path. */
 const BIN = path.join(path.dirname(path.dirname(fileURLToPath(import.meta.url))), 'bin')

@@ -1,7 +1,6 @@
 // The V8 flags p2prun's commands run with, and the built-in modules loaded before them. Set first
 // thing: by dist/cli.mjs (bundle-loader.ts) before it compiles the bundle, since V8 takes a code
-// cache made under the same flags only; or by cli.ts when the sources run. Setting them again is
-// a no-op.
+// cache made under the same flags only; or by cli.ts when the sources run.
 import v8 from 'node:v8'
 
 /** The commands that run a node agent (umount is mount's alias). */

@@ -4,7 +4,6 @@
 #define P2PRUN_FUSE_TABLE_H
 #include <stdint.h>
 #include <sys/types.h>
-#include <node_api.h>
 
 struct inode {
   uint32_t mode;        // S_IF* type bits | permission bits, as lib/fs.ts decided them
@@ -31,9 +30,9 @@ struct table {
   uint64_t total_bytes;
 };
 
-// Fills `t` from the `table` object lib/fs.ts passes (see InodeTable there). On a malformed table
-// it throws a JS TypeError and returns 0.
-int table_build(napi_env env, napi_value from, struct table *t);
+// Indexes a filled table (count, inodes, strings): each directory's children, the lookup slots;
+// 0 when out of memory.
+int table_index(struct table *t);
 void table_free(struct table *t);
 // The child of `parent` called `name`, or 0.
 uint32_t table_lookup(const struct table *t, uint32_t parent, const char *name);

@@ -111,7 +111,7 @@ const headers = [path.join(root, 'node_modules/node/node_modules', platformPacka
   .map((dir) => path.join(dir, 'include/node'))
   .find((dir) => existsSync(path.join(dir, 'node_api.h')))
 if (!headers) throw new Error(`cannot build ${NATIVE_FILE}: Node's headers (${platformPackage}) are missing (hint: run \`npm ci\`)`)
-const sources = ['addon.c', 'socket-low-water.c', 'fuse-server.c', 'fuse-table.c', 'process-exit.c', 'store-map.c', 'peer-stream.c', 'listen-socket.c', 'exit-watch.c'].map((name) => path.join(root, 'native', name))
+const sources = ['addon.c', 'socket-low-water.c', 'fuse-server.c', 'fuse-session.c', 'fuse-table.c', 'process-exit.c', 'store-map.c', 'peer-stream.c', 'listen-socket.c', 'exit-watch.c'].map((name) => path.join(root, 'native', name))
 let fuse3: string[]
 try {
   fuse3 = execFileSync('pkg-config', ['--cflags', '--libs', 'fuse3'], { encoding: 'utf8' }).trim().split(/\s+/)

@@ -8,12 +8,15 @@
 //              includes each node agent's start (Node, imports, mount) — it is part of a launch
 //   p2p-MODE+dht  the same, nodes finding each other in a DHT bootstrapped from the head (--discovery dht)
 //   p2p-MODE+nodes  the same, each node's peers taken from the list of all nodes (mount --node-list): no tracker
+//   p2p-native the native node agent (dist/p2prun-agent, eager mode, no Node) in p2p-eager's place:
+//              the same head, the same command line
 //   stage-in   a stock native BitTorrent client (aria2c) on every node downloads the whole set from the
 //              same head (open to any client) into the node's tmpfs, then the driver runs from there;
 //              each client seeds until every node is done, as an agent does: what issue 12 measures against
-// Usage: npm run bench -- [--nodes 4,8,16,32] [--rate 100mbit] [--methods local,sshfs,stage-in,p2p-eager,p2p-block,p2p-file]
+// Usage: npm run bench -- [--nodes 4,8,16,32] [--rate 100mbit] [--methods local,sshfs,stage-in,p2p-eager,p2p-block,p2p-file,p2p-native]
 //                          [--driver driver|driver-dlopen|python] [--libs 200] [--out bench/results]
-//                          [--agent PATH]   the p2prun whose node agents run (another build's bin/p2prun, for an A/B)
+//                          [--agent PATH]   the p2prun whose node agents run (another build's bin/p2prun, for an A/B;
+//                                           p2p-native runs that build's dist/p2prun-agent)
 //                          [--open-head]    a head open to any client (for agents of a build without job secrets)
 //                          [--agent-stats DIR]  each agent's counters (mount --stats) as DIR/METHOD-N-nK.json
 import { execa } from 'execa'
@@ -25,6 +28,7 @@ import { parseArgs } from 'node:util'
 import { plot, rateBits } from './plot.ts'
 import { CLUSTER, serverTxBytes, serveSftp, sshfsMount } from './cluster.ts'
 import { CLOCK_TICKS, DECOYS, median, P2PRUN, ROOT, serveSet, workload, type Workload } from './workload.ts'
+import { NATIVE_AGENT_FILE } from '../lib/dist-files.ts'
 
 
 const { values: opts } = parseArgs({
@@ -250,7 +254,9 @@ async function runMethod (method: string, n: number, w: Workload): Promise<Row> 
       after: `rm -f ${log(k)}; umount ${STAGE}`
     })
   } else {
-    const mode = method.replace(/^p2p-/, '').replace(/\+(dht|nodes)$/, '')
+    const native = method === 'p2p-native'
+    const mode = native ? 'eager' : method.replace(/^p2p-/, '').replace(/\+(dht|nodes)$/, '')
+    const agent = native ? path.join(path.dirname(path.dirname(await realpath(opts.agent))), 'dist', NATIVE_AGENT_FILE) : opts.agent
     const serving = await serveSet(w, server, [CLUSTER, 'exec', '0'], opts['open-head'], method.endsWith('+dht'))
     stopServer = serving.stop
     let discovery = (_k: number) => serving.dht ? `--dht ${serving.dht}` : `--tracker ${serving.tracker}`
@@ -263,7 +269,7 @@ async function runMethod (method: string, n: number, w: Workload): Promise<Row> 
     }
     // The agent's first line is "mounted …" once the FS is up; EOF means it failed (its stderr says why).
     nodeScript = (k) => withSetMover(k, {
-      start: `${opts.agent} mount ${desc} ${mnt} --mode ${mode} ${discovery(k)} --seeder ${serving.seeder} --store-dir /dev/shm --node-name n${k} --quiet${opts['agent-stats'] ? ` --stats ${opts['agent-stats']}/${method}-${n}-n${k}.json` : ''} > $f`,
+      start: `${agent} mount ${desc} ${mnt} --mode ${mode} ${discovery(k)} --seeder ${serving.seeder} --store-dir /dev/shm --node-name n${k} --quiet${opts['agent-stats'] ? ` --stats ${opts['agent-stats']}/${method}-${n}-n${k}.json` : ''} > $f`,
       ready: 'mounted*',
       run: w.run(mnt)
     })
@@ -338,10 +344,13 @@ const seconds = (s: number | undefined) => s === undefined ? '' : `${s.toFixed(2
  * A source tree's bin/p2prun runs its TypeScript sources when they are newer than its bundle (see
  * bin/p2prun): agents that start at twice the CPU, measured as if they were the build. Refused.
  */
-async function checkBuilt (bin: string): Promise<void> {
+async function checkBuilt (bin: string, native: boolean): Promise<void> {
   const root = path.dirname(path.dirname(await realpath(bin)))
   const stale = await execa('sh', ['-c', '[ ! -d launcher ] || { [ -f dist/cli.mjs ] && [ -z "$(find lib launcher package.json -newer dist/cli.mjs -print -quit)" ]; }'], { cwd: root, reject: false })
   if (stale.exitCode !== 0) throw new Error(`${bin} would run its sources, not its bundle: they changed since its last build (hint: run \`node scripts/build.ts\` in ${root})`)
+  const agent = `dist/${NATIVE_AGENT_FILE}`
+  const staleNative = await execa('sh', ['-c', `[ -x ${agent} ] && [ -z "$(find native -newer ${agent} -print -quit)" ]`], { cwd: root, reject: false })
+  if (native && staleNative.exitCode !== 0) throw new Error(`${root}/${agent} is missing or older than its sources (hint: run \`node scripts/build.ts\` in ${root})`)
 }
 
 /** Everything the chosen methods need, checked before any namespace exists. */
@@ -359,9 +368,9 @@ async function preflight (methods: readonly string[]): Promise<void> {
   if (methods.includes('sshfs') && (await execa('test', ['-x', '/usr/lib/openssh/sftp-server'], { reject: false })).exitCode !== 0) {
     throw new Error(`/usr/lib/openssh/sftp-server is missing (${hint})`)
   }
-  for (const bin of new Set([P2PRUN, opts.agent])) await checkBuilt(bin)
-  const unknown = methods.filter((m) => !['local', 'sshfs', 'stage-in', 'p2p-block', 'p2p-file', 'p2p-eager'].includes(m.replace(/^(p2p-\w+)\+(dht|nodes)$/, '$1')))
-  if (unknown.length) throw new Error(`unknown method ${unknown.join(', ')}: expected local, sshfs, stage-in, p2p-block, p2p-file, p2p-eager (a p2p method with +dht: nodes find each other in a DHT; +nodes: in the list of all nodes)`)
+  for (const bin of new Set([P2PRUN, opts.agent])) await checkBuilt(bin, bin === opts.agent && methods.includes('p2p-native'))
+  const unknown = methods.filter((m) => !['local', 'sshfs', 'stage-in', 'p2p-block', 'p2p-file', 'p2p-eager', 'p2p-native'].includes(m.replace(/^(p2p-(block|file|eager))\+(dht|nodes)$/, '$1')))
+  if (unknown.length) throw new Error(`unknown method ${unknown.join(', ')}: expected local, sshfs, stage-in, p2p-block, p2p-file, p2p-eager, p2p-native (a p2p method but p2p-native with +dht: nodes find each other in a DHT; +nodes: in the list of all nodes)`)
 }
 
 await main()

@@ -12,13 +12,13 @@
 // mapping) into dist/, against this Node's own headers, and the LD_AUDIT module (native/audit.c).
 import { build, type Plugin } from 'esbuild'
 import { execFileSync } from 'node:child_process'
-import { existsSync } from 'node:fs'
+import { existsSync, readdirSync } from 'node:fs'
 import { createHash } from 'node:crypto'
 import { mkdir, rm, writeFile } from 'node:fs/promises'
 import { isBuiltin } from 'node:module'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { AUDIT_FILE, NATIVE_FILE, RANK_STEP_FILE } from '../lib/dist-files.ts'
+import { AUDIT_FILE, NATIVE_AGENT_FILE, NATIVE_FILE, RANK_STEP_FILE } from '../lib/dist-files.ts'
 
 /**
  * Node's built-in modules as their plain exports objects (process.getBuiltinModule), not as ES
@@ -130,6 +130,10 @@ const freestanding = process.arch === 'x64' || process.arch === 'arm64'
 cc(AUDIT_FILE, ['-shared', '-fPIC', ...freestanding, path.join(root, 'native/audit.c')])
 // The rank step of a node's other ranks (bin/p2prun-rank): a program, against libc alone.
 cc(RANK_STEP_FILE, [path.join(root, 'native/rank-step.c')])
+// The native node agent: the same FUSE server as the addon's, libcrypto for SHA-1 and the job proof.
+const agentSources = readdirSync(path.join(root, 'native/agent')).filter((f) => f.endsWith('.c')).map((f) => path.join(root, 'native/agent', f))
+cc(NATIVE_AGENT_FILE, [...agentSources, ...['fuse-session.c', 'fuse-table.c'].map((f) => path.join(root, 'native', f)), ...fuse3, '-lcrypto', '-lpthread'],
+  'install a C compiler, pkg-config, libfuse3-dev and libssl-dev: scripts/setup-system.sh')
 
 /** cc with warnings as errors, into dist/; a failure names what could not be built and what to install. */
 function cc (output: string, args: readonly string[], hint = 'install a C compiler: scripts/setup-system.sh'): void {

@@ -4,6 +4,7 @@
 #   PREFIX/lib/p2prun/      bin/p2prun, bin/p2prun-rank, dist/, node/bin/node (Node 24), hooks/,
 #                           slurm/p2plibs.so (if built: make -C slurm)
 #   PREFIX/bin/p2prun       a link into it (the scripts find their installation through it)
+#   PREFIX/bin/p2prun-agent a link to the native node agent (dist/p2prun-agent)
 #   PREFIX/share/man/man1/p2prun.1, PREFIX/share/doc/p2prun/LICENSE
 #   PREFIX/share/modulefiles/p2prun/VERSION.lua (Lmod; `module use PREFIX/share/modulefiles`)
 # Every rank starts Node from here: install it on node-local storage (the compute image), not on
@@ -25,7 +26,7 @@ done
 case $prefix in /*) ;; *) echo "install.sh: --prefix must be an absolute path, not '$prefix'" >&2; exit 2 ;; esac
 root=$(cd "$(dirname "$0")/.." && pwd)
 node="$root/node_modules/node/bin/node"
-for f in "$root/dist/cli.mjs" "$root/dist/cli-bundle.js" "$root/dist/p2prun-native.node" "$root/dist/p2prun-audit.so" "$root/dist/p2prun-rank-step" "$node"; do
+for f in "$root/dist/cli.mjs" "$root/dist/cli-bundle.js" "$root/dist/p2prun-native.node" "$root/dist/p2prun-audit.so" "$root/dist/p2prun-rank-step" "$root/dist/p2prun-agent" "$node"; do
   [ -e "$f" ] || { echo "install.sh: $f is missing (hint: run npm ci in $root first)" >&2; exit 1; }
 done
 if [ -n "$(find "$root/lib" "$root/launcher" "$root/native" "$root/package.json" -newer "$root/dist/cli.mjs" -print -quit)" ]; then
@@ -39,12 +40,13 @@ rm -rf "$lib"
 install -d "$lib/bin" "$lib/dist" "$lib/node/bin" "$lib/hooks" "$destdir$prefix/bin" "$share/man/man1" "$share/doc/p2prun" "$share/modulefiles/p2prun"
 install -m 755 "$root/bin/p2prun" "$root/bin/p2prun-rank" "$lib/bin/"
 install -m 644 "$root/dist/cli.mjs" "$root/dist/cli-bundle.js" "$lib/dist/"
-install -m 755 "$root/dist/p2prun-native.node" "$root/dist/p2prun-audit.so" "$root/dist/p2prun-rank-step" "$lib/dist/"
+install -m 755 "$root/dist/p2prun-native.node" "$root/dist/p2prun-audit.so" "$root/dist/p2prun-rank-step" "$root/dist/p2prun-agent" "$lib/dist/"
 install -m 755 "$(readlink -f "$node")" "$lib/node/bin/node"
 install -m 644 "$root/package.json" "$lib/"
 install -m 755 "$root/hooks/prolog" "$root/hooks/epilog" "$lib/hooks/"
 if [ -f "$root/slurm/p2plibs.so" ]; then install -d "$lib/slurm" && install -m 755 "$root/slurm/p2plibs.so" "$lib/slurm/"; fi
 ln -sfn ../lib/p2prun/bin/p2prun "$destdir$prefix/bin/p2prun"
+ln -sfn ../lib/p2prun/dist/p2prun-agent "$destdir$prefix/bin/p2prun-agent"
 install -m 644 "$root/doc/p2prun.1" "$share/man/man1/"
 install -m 644 "$root/LICENSE" "$share/doc/p2prun/"
 cat > "$share/modulefiles/p2prun/$version.lua" <<EOF

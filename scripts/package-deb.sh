@@ -18,7 +18,7 @@ Package: p2prun
 Version: $version
 Architecture: $arch
 Maintainer: The p2prun authors <p2prun@localhost>
-Depends: libc6, libfuse3-3, fuse3
+Depends: libc6, libfuse3-3, fuse3, libssl3
 Recommends: lmod
 Section: admin
 Priority: optional

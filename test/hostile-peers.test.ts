@@ -10,75 +10,15 @@ import bencode from 'bencode'
 import t, { type Test } from 'tap'
 import { parseDescription } from '../lib/description.ts'
 import { SwarmNode } from '../lib/swarm/node.ts'
-import { hostPort } from '../lib/swarm/peer-address.ts'
 import { bytesFor, snapshotTree } from './helpers/fixtures.ts'
 import { describedTree, p2prun, serve, type Serving } from './helpers/cli.ts'
-import { handshake, message, pct, readPeer, strangerId, u32 } from './helpers/peer-wire.ts'
+import { answersHandshake, handshake, liar, message, pct, portOf, sendAndAwaitClose, strangerId, u32 } from './helpers/peer-wire.ts'
 
 const SET_FILES = { 'libone.so.1': 3_000_000, 'libtwo.so.1': 2_500_000, 'sub/libthree.so': 1_700_000 }
 
 async function describedSet (t: Test) {
   const described = await describedTree(t, { files: SET_FILES })
   return { ...described, infoHash: Buffer.from(parseDescription(described.torrent).infoHash, 'hex') }
-}
-
-/** The port of a host:port address. */
-const portOf = (address: string) => (hostPort(address) as { port: number }).port
-
-/** A connection to host:port. */
-const connectTo = (address: string, onConnect: () => void) => net.connect(hostPort(address) as { host: string, port: number }, onConnect)
-
-/**
- * Connects to host:port, sends `bytes` (then ends its side if `end`), and resolves once the
- * connection is closed: without `end`, only the other end can have closed it.
- */
-function sendAndAwaitClose (address: string, bytes: Buffer, end = false): Promise<Buffer> {
-  return new Promise((resolve) => {
-    const got: Buffer[] = []
-    const socket = connectTo(address, () => {
-      if (end) socket.end(bytes)
-      else socket.write(bytes)
-    })
-    socket.on('data', (chunk: Buffer) => got.push(chunk))
-    socket.on('error', () => {}) // a reset is a close too
-    socket.on('close', () => resolve(Buffer.concat(got)))
-  })
-}
-
-/** Whether a peer at host:port answers our handshake with its own for the same torrent. */
-function answersHandshake (address: string, infoHash: Buffer): Promise<boolean> {
-  return new Promise((resolve) => {
-    let got = Buffer.alloc(0)
-    const socket = connectTo(address, () => socket.write(handshake(infoHash)))
-    socket.on('data', (chunk: Buffer) => {
-      got = Buffer.concat([got, chunk])
-      if (got.length >= 68) { socket.destroy(); resolve(got.subarray(28, 48).equals(infoHash)) }
-    })
-    socket.on('error', () => resolve(false))
-    socket.on('close', () => resolve(false))
-  })
-}
-
-/**
- * A peer that says it has every piece and, after the handshake, either sends `opening` (hostile
- * bytes) or answers every request with random bytes, or (`mute`) never answers. Counts its
- * connections, the requests it got, and the connections closed.
- */
-async function liar (t: Test, infoHash: Buffer, opening?: Buffer, mute = false) {
-  const counts = { connections: 0, requests: 0, closed: 0 }
-  const server = net.createServer((socket) => {
-    counts.connections++
-    socket.on('error', () => {})
-    socket.on('close', () => { counts.closed++ })
-    readPeer(socket, (msg) => {
-      if (msg[0] !== 6 || msg.length !== 13) return
-      counts.requests++
-      if (!mute) socket.write(message(7, Buffer.concat([msg.subarray(1, 9), randomBytes(msg.readUInt32BE(9))])))
-    }, () => socket.write(Buffer.concat([handshake(infoHash), message(0x0e), message(1), opening ?? Buffer.alloc(0)])))
-  })
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  t.teardown(() => { server.close() })
-  return { port: (server.address() as net.AddressInfo).port, counts, server }
 }
 
 /** Lists a peer with an open head's tracker; resolves with the ports of the peers it lists back. */

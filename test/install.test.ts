@@ -22,6 +22,8 @@ t.test('installed into a prefix: runs from anywhere without npm; its module file
   const p2prun = path.join(prefix, 'bin/p2prun')
   t.equal((await run(p2prun, ['--version'], { cwd: '/', env: bare() })).stdout.trim(), JSON.parse(await readFile(path.join(ROOT, 'package.json'), 'utf8')).version)
   await t.rejects(access(path.join(prefix, 'lib/p2prun/node_modules')), 'no node_modules: the bundle and Node only')
+  const agent = await run(path.join(prefix, 'bin/p2prun-agent'), [], { cwd: '/', env: bare() }).catch((err: { code: number, stderr: string }) => err)
+  t.match(agent, { code: 2, stderr: /^p2prun-agent: expected a command: mount DESCRIPTION MOUNTPOINT \(hint: / }, 'the native agent runs from the prefix too')
 
   // A zero-configuration launch from the installed copy: its rank step, its audit module.
   const dirs = launchDirs(s)
@@ -51,7 +53,7 @@ t.test('the Debian package: apt installs it, the example runs from /usr/bin/p2pr
   const deb = (await run('bash', [path.join(ROOT, 'scripts/package-deb.sh'), s.dir])).stdout.trim()
   t.match(path.basename(deb), /^p2prun_\d+\.\d+\.\d+_\w+\.deb$/)
   const contents = (await run('dpkg-deb', ['--contents', deb])).stdout
-  for (const file of ['./usr/bin/p2prun', './usr/lib/p2prun/node/bin/node', './usr/lib/p2prun/dist/p2prun-audit.so', './usr/share/man/man1/p2prun.1', './etc/lmod/modules/p2prun']) {
+  for (const file of ['./usr/bin/p2prun', './usr/bin/p2prun-agent', './usr/lib/p2prun/dist/p2prun-agent', './usr/lib/p2prun/node/bin/node', './usr/lib/p2prun/dist/p2prun-audit.so', './usr/share/man/man1/p2prun.1', './etc/lmod/modules/p2prun']) {
     t.match(contents, new RegExp(` ${file.replaceAll('.', '\\.')}( ->|$)`, 'm'), file)
   }
   t.teardown(() => run('apt-get', ['remove', '-y', '-qq', 'p2prun'], { env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } }).catch(() => {}))

@@ -11,6 +11,8 @@ import { unlessStuck } from './stuck.ts'
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
 /** What users, launchers and Slurm run: the bundle in dist/ (`npm test` builds it first). */
 export const CLI = path.join(ROOT, 'bin/p2prun')
+/** The native node agent (native/agent/), built into dist/ beside the bundle. */
+export const NATIVE_AGENT = path.join(ROOT, 'dist/p2prun-agent')
 
 /** The env every child gets: no settings leaking in from the developer's shell. */
 export function cleanEnv (extra: Record<string, string> = {}): Record<string, string> {

@@ -20,7 +20,8 @@ export interface AgentStatsJson {
     ops: Record<string, number>, enoent: number, bytesServedLocal: number, bytesServedAfterFetch: number, readErrors: number,
     readsForwarded: number, opensForwarded: number, interrupted: number, openedCompleteMs: number | null
   }
-  swarm: { fromHead: number, fromPeers: number, uploaded: number, piecesHave: number, pieceCount: number }
+  /** failedPieces: the native agent's (pieces that failed their check). */
+  swarm: { fromHead: number, fromPeers: number, uploaded: number, piecesHave: number, pieceCount: number, failedPieces?: number }
 }
 
 /** The agent's stats now: on SIGUSR1 it logs them as one stderr line. */
@@ -56,10 +57,13 @@ export async function ensureUnmounted (mountPoint: string): Promise<void> {
   if (await isMounted(mountPoint)) await lazyUnmount(mountPoint)
 }
 
-/** `via` is a command prefix that execs the CLI, e.g. `unshare --mount` for a mount namespace of its own. */
+/**
+ * `via` is a command prefix that execs the agent, e.g. `unshare --mount` for a mount namespace of
+ * its own; `program` the agent: the CLI's `mount`, or the native agent's (NATIVE_AGENT).
+ */
 export async function mountAgent (scratch: Scratch, description: string, mountPoint: string, statsFile: string,
-  args: readonly string[], env: Record<string, string> = {}, via: readonly string[] = []): Promise<MountedAgent> {
-  const [command, ...prefix] = [...via, CLI]
+  args: readonly string[], env: Record<string, string> = {}, via: readonly string[] = [], program = CLI): Promise<MountedAgent> {
+  const [command, ...prefix] = [...via, program]
   const child = execa(command as string, [...prefix, 'mount', description, mountPoint, '--stats', statsFile, ...args], {
     env: cleanEnv(env), extendEnv: false, reject: false, stdin: 'ignore'
   })

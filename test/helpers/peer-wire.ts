@@ -1,9 +1,11 @@
 // Raw BitTorrent bytes for tests that play a peer by hand: length-prefixed messages, the handshake
 // (with or without the Fast Extension and the extension protocol), and the percent-encoding of a
-// tracker query's binary values; and the sockets to feed such bytes to a Wire on.
+// tracker query's binary values; the sockets to feed such bytes to a Wire on; and peers played by
+// hand against an agent or a head: hostile bytes, a liar.
 import { randomBytes } from 'node:crypto'
 import net from 'node:net'
 import type { Test } from 'tap'
+import { hostPort } from '../../lib/swarm/peer-address.ts'
 
 export const u32 = (n: number) => { const b = Buffer.alloc(4); b.writeUInt32BE(n >>> 0); return b }
 
@@ -57,4 +59,63 @@ export async function acceptedSockets (t: Test) {
     open.push(dialed, socket)
     return socket
   }
+}
+
+/** The port of a host:port address. */
+export const portOf = (address: string) => (hostPort(address) as { port: number }).port
+
+/** A connection to host:port. */
+export const connectTo = (address: string, onConnect: () => void) => net.connect(hostPort(address) as { host: string, port: number }, onConnect)
+
+/**
+ * Connects to host:port, sends `bytes` (then ends its side if `end`), and resolves once the
+ * connection is closed: without `end`, only the other end can have closed it.
+ */
+export function sendAndAwaitClose (address: string, bytes: Buffer, end = false): Promise<Buffer> {
+  return new Promise((resolve) => {
+    const got: Buffer[] = []
+    const socket = connectTo(address, () => {
+      if (end) socket.end(bytes)
+      else socket.write(bytes)
+    })
+    socket.on('data', (chunk: Buffer) => got.push(chunk))
+    socket.on('error', () => {}) // a reset is a close too
+    socket.on('close', () => resolve(Buffer.concat(got)))
+  })
+}
+
+/** Whether a peer at host:port answers our handshake with its own for the same torrent. */
+export function answersHandshake (address: string, infoHash: Buffer, opts: Parameters<typeof handshake>[1] = {}): Promise<boolean> {
+  return new Promise((resolve) => {
+    let got = Buffer.alloc(0)
+    const socket = connectTo(address, () => socket.write(handshake(infoHash, opts)))
+    socket.on('data', (chunk: Buffer) => {
+      got = Buffer.concat([got, chunk])
+      if (got.length >= 68) { socket.destroy(); resolve(got.subarray(28, 48).equals(infoHash)) }
+    })
+    socket.on('error', () => resolve(false))
+    socket.on('close', () => resolve(false))
+  })
+}
+
+/**
+ * A peer that says it has every piece and, after the handshake, either sends `opening` (hostile
+ * bytes) or answers every request with random bytes, or (`mute`) never answers. Counts its
+ * connections, the requests it got, and the connections closed.
+ */
+export async function liar (t: Test, infoHash: Buffer, opening?: Buffer, mute = false) {
+  const counts = { connections: 0, requests: 0, closed: 0 }
+  const server = net.createServer((socket) => {
+    counts.connections++
+    socket.on('error', () => {})
+    socket.on('close', () => { counts.closed++ })
+    readPeer(socket, (msg) => {
+      if (msg[0] !== 6 || msg.length !== 13) return
+      counts.requests++
+      if (!mute) socket.write(message(7, Buffer.concat([msg.subarray(1, 9), randomBytes(msg.readUInt32BE(9))])))
+    }, () => socket.write(Buffer.concat([handshake(infoHash), message(0x0e), message(1), opening ?? Buffer.alloc(0)])))
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => { server.close() })
+  return { port: (server.address() as net.AddressInfo).port, counts, server }
 }

@@ -1,0 +1,134 @@
+// p2prun's native node agent: one process, one thread, one epoll loop. It joins a job's swarm
+// the way lib/swarm/node.ts does (same wire, same job proof, same tracker), without Node: its
+// whole life costs what a C BitTorrent client's does (issue 12, bench/README.md).
+//   description.c  what it needs of the description file
+//   tracker.c      announces over HTTP, non-blocking
+//   peer.c         one connection: handshakes, the job proof, framing, the send queue
+//   swarm.c        the set: which blocks to ask whom for, assembly and check, serving, the store
+//   main.c         options, the loop, timers and signals
+#ifndef P2PRUN_AGENT_H
+#define P2PRUN_AGENT_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+#include "description.h"
+
+#define BLOCK 16384u
+#define MAX_REQUEST (1u << 17)      // what p2prun serves and accepts in one piece message
+#define P2PRUN_REQUEST (64u * 1024) // what it asks its own peers for at once (lib/swarm/picker.ts)
+#define MAX_OUTSTANDING 8           // requests in flight per peer
+#define MAX_PEERS 128
+
+uint64_t now_ms (void);
+// A line on stderr when P2PRUN_DEBUG is set (as for the Node agent).
+void debug (const char *format, ...) __attribute__((format(printf, 1, 2)));
+
+// ---- the loop (main.c): every descriptor it watches has a handler
+struct watch {
+  void (*ready) (struct watch *w, uint32_t events);
+  int fd;
+};
+int loop_add (struct watch *w, uint32_t events);
+int loop_mod (struct watch *w, uint32_t events);
+void loop_del (struct watch *w);
+
+// ---- the job
+struct job {
+  struct description desc;
+  uint8_t peer_id[20];
+  uint8_t secret[64];
+  size_t secret_len;           // 0: an open swarm
+  uint16_t listen_port;
+};
+extern struct job job;
+// HMAC-SHA256 of the secret over purpose and parts (lib/swarm/job-auth.ts), 32 bytes.
+void job_proof (const char *purpose, const uint8_t *a, size_t alen, const uint8_t *b, size_t blen,
+  const uint8_t *c, size_t clen, uint8_t out[32]);
+
+// ---- one peer connection (peer.c)
+enum phase { P_CONNECTING, P_HANDSHAKE, P_PROOF, P_OPEN, P_CLOSED };
+
+struct request { uint32_t index, begin, length; uint64_t at; };
+
+struct out_seg {
+  struct out_seg *next;
+  uint64_t file_offset;        // FILE segments: bytes of the store
+  size_t length, sent;
+  bool from_store;
+  uint8_t data[];              // memory segments
+};
+
+struct peer {
+  struct watch w;
+  uint32_t watching;           // the epoll events asked for now
+  enum phase phase;
+  bool outgoing;
+  char address[48];            // host:port dialed, or where it came from
+  uint8_t id[20];
+  bool fast, p2prun, head;
+  uint16_t listen_port;        // from its extension handshake
+  // Its pieces, one byte each: the picker's scans read it directly.
+  uint8_t *has;
+  uint32_t has_count;
+  bool chokes_us, we_interested;
+  struct request reqs[MAX_OUTSTANDING];
+  int nreq;
+  uint64_t last_block_at;
+  uint8_t *rbuf;
+  size_t rlen;
+  struct out_seg *out, *out_tail;
+  size_t out_bytes;
+  bool out_urgent;             // something queued must go now; haves alone wait for the tick
+  int low_water;               // SO_RCVLOWAT as set: the bytes a wake-up waits for
+  uint64_t downloaded, uploaded;
+  uint32_t serial;             // names it in a piece's senders, without a pointer that may dangle
+};
+
+struct peer *peer_dial (const char *host_port);
+// A peer that sent bytes that failed their check: dropped, and refused for BAN_MS.
+#define BAN_MS 60000
+void peer_ban (struct peer *p);
+struct peer *peer_accept (int fd, const char *address);
+void peer_close (struct peer *p, const char *why);
+void peer_send (struct peer *p, uint8_t id, const void *payload, size_t length);
+// A have: sent with the next message, or at the next tick (one write per peer per piece, to every
+// peer, was half the agent's writes at 32 nodes).
+void peer_send_later (struct peer *p, uint8_t id, const void *payload, size_t length);
+void peer_send_request (struct peer *p, uint8_t id, uint32_t index, uint32_t begin, uint32_t length);
+void peer_send_block (struct peer *p, uint32_t index, uint32_t begin, uint32_t length, uint64_t store_offset);
+void peer_flush (struct peer *p);
+void peers_flush (void);
+void peers_bury (void);
+
+// ---- the set (swarm.c): what peer.c hands over once a connection is open
+// The store: a file made (and unlinked at once) in `store_dir`, the set's size.
+int swarm_init (const char *store_dir);
+void swarm_close (void);
+void swarm_opened (struct peer *p);
+void swarm_closed (struct peer *p);
+void swarm_message (struct peer *p, uint8_t id, const uint8_t *payload, size_t length);
+void swarm_tick (void);
+bool swarm_complete (void);
+bool swarm_has (uint32_t index);
+// Pieces a read or an open waits for: asked for before any other new piece.
+void swarm_prioritize (uint32_t first, uint32_t last);
+// When the last block arrived (now_ms), for reads that wait too long.
+uint64_t swarm_last_block_at (void);
+uint64_t swarm_left (void);
+extern struct peer *peers[MAX_PEERS];
+extern int peer_count;
+struct swarm_stats { uint64_t from_head, from_peers, uploaded, failed_pieces; };
+extern struct swarm_stats stats;
+extern int store_fd;
+
+// ---- the tracker (tracker.c)
+enum announce_event { EV_NONE, EV_STARTED, EV_COMPLETED, EV_STOPPED };
+void tracker_announce (enum announce_event event);
+void tracker_tick (void);
+bool tracker_busy (void);
+// host:port of a peer the tracker listed: main.c dials it.
+void on_tracker_peer (const char *host_port);
+// The seeders' addresses are dialed again while this node has no connection to the head.
+void redial_seeders (void);
+#endif

@@ -1,0 +1,312 @@
+// p2prun-agent: the native node agent's options, its loop, its timers and signals.
+//   p2prun-agent mount DESCRIPTION MOUNTPOINT [--mode eager] [--tracker URL]... [--seeder HOST:PORT]...
+//                [--store-dir DIR] [--port N] [--allow-other] [--stats FILE] [--node-name NAME] [--quiet]
+// joins the job's swarm, mounts the set read-only at MOUNTPOINT and says `mounted infohash=…
+// mode=eager at=MOUNTPOINT` on stdout once it is up; fetches the whole set (files opened and read
+// first) and serves it to the other nodes until SIGTERM or SIGINT; then writes --stats, unmounts,
+// tells the tracker it leaves, and ends. The options and lines are `p2prun mount`'s, so a
+// launcher can start either agent. The job's secret comes from P2PRUN_SECRET (never a flag).
+// P2PRUN_DEBUG=1: a line on stderr per connection and announce.
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/random.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include "agent.h"
+#include "mount.h"
+#include "tree.h"
+
+#define TICK_MS 100
+#define STOP_WAIT_MS 1000
+#define MAX_DIALED 512
+#define USAGE "p2prun-agent mount DESCRIPTION MOUNTPOINT [--mode eager] [--tracker URL] [--seeder HOST:PORT] [--store-dir DIR] [--port N] [--allow-other] [--stats FILE]"
+
+struct job job;
+static int epfd;
+static bool debugging;
+static char *dialed[MAX_DIALED];
+static int dialed_count;
+
+void debug (const char *format, ...) {
+  if (!debugging) return;
+  va_list args;
+  va_start(args, format);
+  fprintf(stderr, "p2prun-agent: ");
+  vfprintf(stderr, format, args);
+  fputc('\n', stderr);
+  va_end(args);
+}
+
+uint64_t now_ms (void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+int loop_add (struct watch *w, uint32_t events) {
+  struct epoll_event ev = { .events = events, .data.ptr = w };
+  return epoll_ctl(epfd, EPOLL_CTL_ADD, w->fd, &ev);
+}
+
+int loop_mod (struct watch *w, uint32_t events) {
+  struct epoll_event ev = { .events = events, .data.ptr = w };
+  return epoll_ctl(epfd, EPOLL_CTL_MOD, w->fd, &ev);
+}
+
+void loop_del (struct watch *w) {
+  epoll_ctl(epfd, EPOLL_CTL_DEL, w->fd, NULL);
+}
+
+void job_proof (const char *purpose, const uint8_t *a, size_t alen, const uint8_t *b, size_t blen,
+  const uint8_t *c, size_t clen, uint8_t out[32]) {
+  size_t plen = strlen(purpose);
+  uint8_t message[256];
+  if (plen + alen + blen + clen > sizeof message) { memset(out, 0, 32); return; }
+  memcpy(message, purpose, plen);
+  memcpy(message + plen, a, alen);
+  if (blen) memcpy(message + plen + alen, b, blen);
+  if (clen) memcpy(message + plen + alen + blen, c, clen);
+  unsigned int len = 32;
+  HMAC(EVP_sha256(), job.secret, (int)job.secret_len, message, plen + alen + blen + clen, out, &len);
+}
+
+// An address to dial (the tracker's list, a peer's ut_pex, the seeders): each once.
+void on_tracker_peer (const char *host_port) {
+  for (int i = 0; i < dialed_count; i++) if (strcmp(dialed[i], host_port) == 0) return;
+  if (dialed_count == MAX_DIALED || peer_count >= MAX_PEERS - 8) return;
+  dialed[dialed_count++] = strdup(host_port);
+  peer_dial(host_port);
+}
+
+static const char *seeder_list[2 * MAX_ADDRESSES];
+static int seeder_list_count;
+static uint64_t next_redial;
+
+void redial_seeders (void) {
+  uint64_t now = now_ms();
+  if (now < next_redial) return;
+  next_redial = now + 1000;
+  for (int s = 0; s < seeder_list_count; s++) {
+    bool connecting = false;
+    for (int i = 0; i < peer_count && !connecting; i++) connecting = strcmp(peers[i]->address, seeder_list[s]) == 0 && peers[i]->phase != P_CLOSED;
+    if (!connecting) peer_dial(seeder_list[s]);
+  }
+}
+
+static struct watch listener;
+
+static void on_accept (struct watch *w, uint32_t events) {
+  (void)events;
+  for (;;) {
+    struct sockaddr_storage from;
+    socklen_t len = sizeof from;
+    int fd = accept4(w->fd, (struct sockaddr *)&from, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) return;
+    char address[48] = "?";
+    if (from.ss_family == AF_INET) {
+      struct sockaddr_in *in = (struct sockaddr_in *)&from;
+      char ip[INET_ADDRSTRLEN];
+      inet_ntop(AF_INET, &in->sin_addr, ip, sizeof ip);
+      snprintf(address, sizeof address, "%s:%u", ip, ntohs(in->sin_port));
+    }
+    if (peer_count >= MAX_PEERS - 8) { close(fd); continue; }
+    peer_accept(fd, address);
+  }
+}
+
+static int listen_on (uint16_t port) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int one = 1;
+  if (fd < 0) return -1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  struct sockaddr_in addr = { .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_ANY) };
+  socklen_t len = sizeof addr;
+  if (bind(fd, (struct sockaddr *)&addr, sizeof addr) < 0 || listen(fd, 128) < 0 ||
+      getsockname(fd, (struct sockaddr *)&addr, &len) < 0) {
+    close(fd);
+    return -1;
+  }
+  job.listen_port = ntohs(addr.sin_port);
+  listener = (struct watch){ .ready = on_accept, .fd = fd };
+  return loop_add(&listener, EPOLLIN);
+}
+
+static int parse_secret (const char *hex) {
+  size_t n = strlen(hex);
+  if (n < 32 || n % 2 || n / 2 > sizeof job.secret) return -1;
+  for (size_t i = 0; i < n / 2; i++) {
+    unsigned v;
+    if (sscanf(hex + 2 * i, "%2x", &v) != 1) return -1;
+    job.secret[i] = (uint8_t)v;
+  }
+  job.secret_len = n / 2;
+  return 0;
+}
+
+static int fail (const char *what, const char *hint) {
+  fprintf(stderr, "p2prun-agent: %s (hint: %s)\n", what, hint);
+  return 2;
+}
+
+// What the agent moved and served, as `p2prun mount --stats` writes it (the members both have).
+static void write_stats (const char *file) {
+  char counters[1024];
+  mount_counters_json(counters, sizeof counters);
+  uint32_t have = 0;
+  for (uint32_t i = 0; i < job.desc.piece_count; i++) have += swarm_has(i);
+  FILE *f = fopen(file, "w");
+  if (!f) { fprintf(stderr, "p2prun-agent: cannot write %s: %s\n", file, strerror(errno)); return; }
+  fprintf(f, "{\"swarm\":{\"fromHead\":%llu,\"fromPeers\":%llu,\"uploaded\":%llu,\"piecesHave\":%u,\"pieceCount\":%u,\"failedPieces\":%llu},\"fs\":{%s}}\n",
+    (unsigned long long)stats.from_head, (unsigned long long)stats.from_peers, (unsigned long long)stats.uploaded, have,
+    job.desc.piece_count, (unsigned long long)stats.failed_pieces, counters);
+  fclose(f);
+}
+
+static enum { STARTING, MOUNTED, FAILED } state = STARTING;
+static const char *mount_arg;
+
+static void on_mounted (const char *failure) {
+  if (failure) {
+    fprintf(stderr, "p2prun-agent: cannot mount %s: %s (hint: check that /dev/fuse and fusermount3 are there, and the mount point is yours)\n", mount_arg, failure);
+    state = FAILED;
+    return;
+  }
+  state = MOUNTED;
+  char hex[41];
+  for (int i = 0; i < 20; i++) sprintf(hex + 2 * i, "%02x", job.desc.info_hash[i]);
+  printf("mounted infohash=%s mode=eager at=%s\n", hex, mount_path());
+}
+
+int main (int argc, char **argv) {
+  setvbuf(stdout, NULL, _IOLBF, 0);
+  signal(SIGPIPE, SIG_IGN);
+  debugging = getenv("P2PRUN_DEBUG") && *getenv("P2PRUN_DEBUG");
+  if (argc < 2 || strcmp(argv[1], "mount") != 0) return fail("expected a command: mount DESCRIPTION MOUNTPOINT", USAGE);
+  const char *desc_file = NULL, *store_dir = "/dev/shm", *stats_file = NULL;
+  long port = 0;
+  bool allow_other = false;
+  const char *trackers[MAX_ADDRESSES], *seeders[MAX_ADDRESSES];
+  int tracker_count = 0, seeder_count = 0;
+  for (int i = 2; i < argc; i++) {
+    const char *a = argv[i], *value = i + 1 < argc ? argv[i + 1] : NULL;
+    char what[160];
+    if (strcmp(a, "--store-dir") == 0 && value) { store_dir = value; i++; }
+    else if (strcmp(a, "--stats") == 0 && value) { stats_file = value; i++; }
+    else if (strcmp(a, "--port") == 0 && value) {
+      char *end;
+      port = strtol(value, &end, 10);
+      if (*end || port < 0 || port > 65535) return fail("--port takes a port number", "--port 6881, or 0 for any");
+      i++;
+    }
+    else if (strcmp(a, "--tracker") == 0 && value && tracker_count < MAX_ADDRESSES) { trackers[tracker_count++] = value; i++; }
+    else if (strcmp(a, "--seeder") == 0 && value && seeder_count < MAX_ADDRESSES) { seeders[seeder_count++] = value; i++; }
+    else if (strcmp(a, "--mode") == 0 && value) {
+      if (strcmp(value, "eager") != 0) {
+        snprintf(what, sizeof what, "the native agent fetches in eager mode only, not '%s'", value);
+        return fail(what, "use --mode eager, or `p2prun mount` for block and file modes");
+      }
+      i++;
+    }
+    else if (strcmp(a, "--node-name") == 0 && value) i++; // a label for the Node agent's mount point template; this one needs MOUNTPOINT
+    else if (strcmp(a, "--quiet") == 0) {}
+    else if (strcmp(a, "--allow-other") == 0) allow_other = true;
+    else if (a[0] != '-' && !desc_file) desc_file = a;
+    else if (a[0] != '-' && !mount_arg) mount_arg = a;
+    else { snprintf(what, sizeof what, "unknown or incomplete option '%s'", a); return fail(what, USAGE); }
+  }
+  if (!desc_file || !mount_arg) return fail("mount needs a description and a mount point", USAGE);
+  const char *secret = getenv("P2PRUN_SECRET");
+  if (secret && *secret && parse_secret(secret) < 0) return fail("P2PRUN_SECRET is not a job secret: expected at least 16 bytes in hex", "make one with `openssl rand -hex 32`");
+
+  char error[600] = "";
+  if (description_read(desc_file, &job.desc, error, sizeof error) < 0) return fail(error, "make one with `p2prun describe DIR -o FILE`");
+  struct table table;
+  char tree_error[500];
+  if (tree_table(&job.desc, getuid(), getgid(), &table, tree_error, sizeof tree_error) < 0) {
+    snprintf(error, sizeof error, "description %s %s", desc_file, tree_error);
+    return fail(error, "describe the directory again with `p2prun describe DIR -o FILE`");
+  }
+  if (tracker_count > 0) {
+    for (int i = 0; i < job.desc.tracker_count; i++) free(job.desc.trackers[i]);
+    for (int i = 0; i < tracker_count; i++) job.desc.trackers[i] = strdup(trackers[i]);
+    job.desc.tracker_count = tracker_count;
+  }
+  uint8_t random_bytes[6];
+  if (getrandom(random_bytes, sizeof random_bytes, 0) != sizeof random_bytes) return fail("no random bytes for a peer id", "check /dev/urandom");
+  char id[21];
+  snprintf(id, sizeof id, "-P2N020-%02x%02x%02x%02x%02x%02x", random_bytes[0], random_bytes[1], random_bytes[2],
+    random_bytes[3], random_bytes[4], random_bytes[5]);
+  memcpy(job.peer_id, id, 20);
+  srandom(random_bytes[0] | random_bytes[1] << 8 | (unsigned)random_bytes[2] << 16);
+
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  sigprocmask(SIG_BLOCK, &stop_signals, NULL);
+  epfd = epoll_create1(EPOLL_CLOEXEC);
+  struct watch stop = { .ready = NULL, .fd = signalfd(-1, &stop_signals, SFD_NONBLOCK | SFD_CLOEXEC) };
+  if (epfd < 0 || stop.fd < 0 || loop_add(&stop, EPOLLIN) < 0) return fail(strerror(errno), "the agent needs epoll and signalfd (Linux)");
+  if (swarm_init(store_dir) < 0) {
+    snprintf(error, sizeof error, "cannot make a store of %llu bytes in %s: %s", (unsigned long long)job.desc.total_bytes, store_dir, strerror(errno));
+    return fail(error, "--store-dir takes a writable directory with room for the set, such as /dev/shm");
+  }
+  if (listen_on((uint16_t)port) < 0) {
+    snprintf(error, sizeof error, "cannot listen on port %ld: %s", port, strerror(errno));
+    return fail(error, "choose another --port, or 0 for any");
+  }
+  if (mount_start(mount_arg, &table, allow_other, on_mounted, error, sizeof error) < 0) {
+    mount_stop();
+    return fail(error, "give an empty directory you own as the mount point");
+  }
+
+  tracker_announce(EV_STARTED);
+  for (int i = 0; i < job.desc.seeder_count; i++) seeder_list[seeder_list_count++] = job.desc.seeders[i];
+  for (int i = 0; i < seeder_count; i++) seeder_list[seeder_list_count++] = seeders[i];
+  for (int i = 0; i < seeder_list_count; i++) on_tracker_peer(seeder_list[i]);
+  bool stopping = false;
+  uint64_t next_tick = now_ms() + TICK_MS, stop_by = 0;
+  while (state != FAILED) {
+    if (!stopping && mount_gone()) { stopping = true; stop_by = now_ms() + STOP_WAIT_MS; tracker_announce(EV_STOPPED); }
+    if (stopping && (!tracker_busy() || now_ms() >= stop_by)) break;
+    uint64_t now = now_ms();
+    int timeout = now >= next_tick ? 0 : (int)(next_tick - now);
+    struct epoll_event events[64];
+    int n = epoll_wait(epfd, events, 64, timeout);
+    for (int i = 0; i < n; i++) {
+      struct watch *w = events[i].data.ptr;
+      if (w != &stop) { w->ready(w, events[i].events); continue; }
+      struct signalfd_siginfo info;
+      while (read(stop.fd, &info, sizeof info) > 0) {}
+      if (!stopping) { stopping = true; stop_by = now_ms() + STOP_WAIT_MS; tracker_announce(EV_STOPPED); }
+    }
+    peers_flush();
+    peers_bury();
+    if (now_ms() >= next_tick) {
+      swarm_tick();
+      tracker_tick();
+      mount_tick(swarm_last_block_at());
+      peers_bury();
+      next_tick = now_ms() + TICK_MS;
+    }
+  }
+  if (stats_file) write_stats(stats_file);
+  mount_stop();
+  debug("from the head %llu, from peers %llu, uploaded %llu bytes; %llu pieces failed their check",
+    (unsigned long long)stats.from_head, (unsigned long long)stats.from_peers, (unsigned long long)stats.uploaded,
+    (unsigned long long)stats.failed_pieces);
+  swarm_close();
+  return state == FAILED ? 1 : 0;
+}

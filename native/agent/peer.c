@@ -1,0 +1,412 @@
+// One peer connection: the BitTorrent handshake (BEP 3, the Fast Extension's bit of BEP 6), the
+// job proof in the BEP 10 handshake that follows it (lib/swarm/wire.ts speaks the same), then
+// messages, framed where they lie in the read buffer and checked against their type before the
+// swarm sees them. Anything a peer sends that does not fit ends its connection, never the agent.
+#define _GNU_SOURCE
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <openssl/crypto.h>
+#include "agent.h"
+#include "bencode.h"
+
+#define HANDSHAKE_LENGTH 68
+#define EXTENDED 20
+#define FAST_BIT 0x04        // reserved byte 7
+#define EXTENSION_BIT 0x10   // reserved byte 5
+#define UT_PEX_ID 1          // the id our peers send ut_pex under (lib/swarm/extensions.ts)
+#define READ_BUFFER (MAX_REQUEST + 64 * 1024)
+
+static const char PROTOCOL[] = "\x13" "BitTorrent protocol";
+static struct peer *graveyard[MAX_PEERS];
+static int graveyard_count;
+static uint32_t next_serial;
+static struct { uint8_t id[20]; uint64_t until; } bans[64];
+static int ban_count;
+
+struct peer *peers[MAX_PEERS];
+int peer_count;
+
+static void on_ready (struct watch *w, uint32_t events);
+
+static struct peer *new_peer (int fd, bool outgoing, const char *address) {
+  if (peer_count == MAX_PEERS) { close(fd); return NULL; }
+  struct peer *p = calloc(1, sizeof *p);
+  uint32_t bitfield_bytes = (job.desc.piece_count + 7) / 8;
+  if (p) p->rbuf = malloc(READ_BUFFER + bitfield_bytes);
+  if (p) p->has = calloc(job.desc.piece_count ? job.desc.piece_count : 1, 1);
+  if (!p || !p->rbuf || !p->has) {
+    if (p) { free(p->rbuf); free(p->has); free(p); }
+    close(fd);
+    return NULL;
+  }
+  p->w.fd = fd;
+  p->w.ready = on_ready;
+  p->serial = ++next_serial;
+  p->outgoing = outgoing;
+  p->chokes_us = true;
+  snprintf(p->address, sizeof p->address, "%s", address);
+  peers[peer_count++] = p;
+  return p;
+}
+
+static void send_raw (struct peer *p, const void *bytes, size_t length) {
+  struct out_seg *s = malloc(sizeof *s + length);
+  if (!s) { peer_close(p, "out of memory"); return; }
+  s->next = NULL;
+  s->from_store = false;
+  s->length = length;
+  s->sent = 0;
+  memcpy(s->data, bytes, length);
+  if (p->out_tail) p->out_tail->next = s; else p->out = s;
+  p->out_tail = s;
+  p->out_bytes += length;
+}
+
+static void put32 (uint8_t *at, uint32_t v) {
+  at[0] = (uint8_t)(v >> 24); at[1] = (uint8_t)(v >> 16); at[2] = (uint8_t)(v >> 8); at[3] = (uint8_t)v;
+}
+
+static uint32_t get32 (const uint8_t *at) {
+  return (uint32_t)at[0] << 24 | (uint32_t)at[1] << 16 | (uint32_t)at[2] << 8 | at[3];
+}
+
+void peer_send (struct peer *p, uint8_t id, const void *payload, size_t length) {
+  p->out_urgent = true;
+  peer_send_later(p, id, payload, length);
+}
+
+void peer_send_later (struct peer *p, uint8_t id, const void *payload, size_t length) {
+  if (p->phase == P_CLOSED) return;
+  uint8_t head[5];
+  put32(head, (uint32_t)length + 1);
+  head[4] = id;
+  if (length <= 256) {
+    uint8_t whole[5 + 256];
+    memcpy(whole, head, 5);
+    memcpy(whole + 5, payload, length);
+    send_raw(p, whole, 5 + length);
+  } else {
+    send_raw(p, head, 5);
+    send_raw(p, payload, length);
+  }
+}
+
+void peer_send_request (struct peer *p, uint8_t id, uint32_t index, uint32_t begin, uint32_t length) {
+  uint8_t body[12];
+  put32(body, index); put32(body + 4, begin); put32(body + 8, length);
+  peer_send(p, id, body, 12);
+}
+
+// A served block goes out from the store itself (sendfile), after its 13-byte header.
+void peer_send_block (struct peer *p, uint32_t index, uint32_t begin, uint32_t length, uint64_t store_offset) {
+  uint8_t head[13];
+  put32(head, length + 9);
+  head[4] = 7;
+  put32(head + 5, index);
+  put32(head + 9, begin);
+  p->out_urgent = true;
+  send_raw(p, head, 13);
+  if (p->phase == P_CLOSED) return;
+  struct out_seg *s = malloc(sizeof *s);
+  if (!s) { peer_close(p, "out of memory"); return; }
+  *s = (struct out_seg){ .file_offset = store_offset, .length = length, .from_store = true };
+  p->out_tail->next = s;
+  p->out_tail = s;
+  p->out_bytes += length;
+  p->uploaded += length;
+}
+
+static void watch_for (struct peer *p) {
+  if (p->phase == P_CLOSED) return;
+  uint32_t events = EPOLLIN | (p->out_bytes > 0 || p->phase == P_CONNECTING ? EPOLLOUT : 0);
+  if (events != p->watching) loop_mod(&p->w, events);
+  p->watching = events;
+}
+
+// Writes what is queued until the socket would block: memory segments gathered into one writev.
+void peer_flush (struct peer *p) {
+  while (p->out && p->phase != P_CLOSED) {
+    ssize_t n;
+    if (p->out->from_store) {
+      off_t offset = (off_t)(p->out->file_offset + p->out->sent);
+      n = sendfile(p->w.fd, store_fd, &offset, p->out->length - p->out->sent);
+    } else {
+      struct iovec iov[32];
+      int count = 0;
+      for (struct out_seg *s = p->out; s && !s->from_store && count < 32; s = s->next) {
+        iov[count++] = (struct iovec){ s->data + s->sent, s->length - s->sent };
+      }
+      n = writev(p->w.fd, iov, count);
+    }
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EINTR) break;
+      peer_close(p, strerror(errno));
+      return;
+    }
+    p->out_bytes -= (size_t)n;
+    while (n > 0 && p->out) {
+      struct out_seg *s = p->out;
+      size_t take = s->length - s->sent < (size_t)n ? s->length - s->sent : (size_t)n;
+      s->sent += take;
+      n -= (ssize_t)take;
+      if (s->sent < s->length) break;
+      p->out = s->next;
+      if (!p->out) p->out_tail = NULL;
+      free(s);
+    }
+    if (p->out && p->out->sent > 0) break; // the socket took less than offered: it is full
+  }
+  if (!p->out) p->out_urgent = false;
+  watch_for(p);
+}
+
+static void send_handshake (struct peer *p) {
+  uint8_t h[HANDSHAKE_LENGTH] = { 0 };
+  memcpy(h, PROTOCOL, 20);
+  h[25] = job.secret_len ? EXTENSION_BIT : 0;
+  h[27] = FAST_BIT;
+  memcpy(h + 28, job.desc.info_hash, 20);
+  memcpy(h + 48, job.peer_id, 20);
+  send_raw(p, h, sizeof h);
+}
+
+// Our BEP 10 handshake: the job proof for this pair of peers, our port, and ut_pex (bencode keys sorted).
+static void send_proof (struct peer *p) {
+  uint8_t auth[32];
+  job_proof("peer", job.desc.info_hash, 20, job.peer_id, 20, p->id, 20, auth);
+  uint8_t msg[128];
+  int n = snprintf((char *)msg, sizeof msg, "%cd1:md6:ut_pexi%dee1:pi%ue11:p2prun_auth32:", 0, UT_PEX_ID, job.listen_port);
+  memcpy(msg + n, auth, 32);
+  msg[n + 32] = 'e';
+  peer_send(p, EXTENDED, msg, (size_t)n + 33);
+}
+
+static bool duplicate (struct peer *p) {
+  for (int i = 0; i < peer_count; i++) {
+    struct peer *o = peers[i];
+    if (o == p || o->phase < P_PROOF || o->phase == P_CLOSED || memcmp(o->id, p->id, 20) != 0) continue;
+    // Both ends keep the connection the lower peer id dialed (lib/swarm/connections.ts).
+    if (o->outgoing == p->outgoing) return true;
+    bool own_lower = memcmp(job.peer_id, p->id, 20) < 0;
+    if (p->outgoing != own_lower) return true;
+    peer_close(o, "replaced by a connection the other way");
+    return false;
+  }
+  return false;
+}
+
+static void open_peer (struct peer *p) {
+  debug("%s: open (%s, %.8s)", p->address, p->outgoing ? "dialed" : "accepted", (const char *)p->id);
+  p->phase = P_OPEN;
+  swarm_opened(p);
+}
+
+static bool take_handshake (struct peer *p, const uint8_t *h) {
+  if (memcmp(h, PROTOCOL, 20) != 0) { peer_close(p, "not a BitTorrent peer"); return false; }
+  if (memcmp(h + 28, job.desc.info_hash, 20) != 0) { peer_close(p, "the peer has another torrent"); return false; }
+  memcpy(p->id, h + 48, 20);
+  if (memcmp(p->id, job.peer_id, 20) == 0) { peer_close(p, "ourselves"); return false; }
+  uint64_t now = now_ms();
+  for (int i = 0; i < ban_count; i++) {
+    if (bans[i].until > now && memcmp(bans[i].id, p->id, 20) == 0) { peer_close(p, "banned: it sent bad bytes"); return false; }
+  }
+  if (!p->outgoing) send_handshake(p);
+  p->fast = (h[27] & FAST_BIT) != 0;
+  p->head = memcmp(p->id, "-P2H", 4) == 0;
+  p->p2prun = p->head || memcmp(p->id, "-P2N", 4) == 0;
+  p->phase = P_PROOF;
+  if (duplicate(p)) { peer_close(p, "a duplicate connection"); return false; }
+  if (!job.secret_len) { open_peer(p); return true; }
+  if (!(h[25] & EXTENSION_BIT)) { peer_close(p, "it cannot prove the job's secret"); return false; }
+  send_proof(p);
+  return true;
+}
+
+static bool take_proof (struct peer *p, const uint8_t *msg, size_t length) {
+  struct bval dict, auth, port;
+  const uint8_t *at = msg + 2;
+  uint8_t want[32];
+  job_proof("peer", job.desc.info_hash, 20, p->id, 20, job.peer_id, 20, want);
+  if (length < 2 || msg[0] != EXTENDED || msg[1] != 0 || !bdecode(&at, msg + length, &dict) ||
+      !bdict_get(&dict, "p2prun_auth", &auth) || auth.kind != B_STR || auth.len != 32 || CRYPTO_memcmp(auth.str, want, 32) != 0) {
+    peer_close(p, "its proof of the job's secret is missing or wrong");
+    return false;
+  }
+  if (bdict_get(&dict, "p", &port) && port.kind == B_INT && port.i > 0 && port.i < 65536) p->listen_port = (uint16_t)port.i;
+  open_peer(p);
+  return true;
+}
+
+// A ut_pex message: peers to dial (compact IPv4 in "added").
+static void take_pex (const uint8_t *payload, size_t length) {
+  struct bval dict, added;
+  const uint8_t *at = payload;
+  if (!bdecode(&at, payload + length, &dict) || !bdict_get(&dict, "added", &added) || added.kind != B_STR) return;
+  for (size_t i = 0; i + 6 <= added.len; i += 6) {
+    const uint8_t *a = added.str + i;
+    char host_port[32];
+    snprintf(host_port, sizeof host_port, "%u.%u.%u.%u:%u", a[0], a[1], a[2], a[3], (unsigned)(a[4] << 8 | a[5]));
+    on_tracker_peer(host_port);
+  }
+}
+
+// While a message's body is on its way, the kernel may hold its bytes (up to 64 KiB) until they
+// are all there: one wake-up and one read instead of one per ~1.5 KB segment on a shaped link
+// (lib/swarm/wire.ts does the same). Below 4 KiB the system call costs more than it saves.
+static void set_low_water (struct peer *p) {
+  int want = 1;
+  if (p->phase == P_OPEN && p->rlen >= 4) {
+    size_t need = 4 + (size_t)get32(p->rbuf) - p->rlen;
+    if (need >= 4096) want = need < 65536 ? (int)need : 65536;
+  }
+  if (want == p->low_water || (want == 1 && p->low_water == 0)) return;
+  setsockopt(p->w.fd, SOL_SOCKET, SO_RCVLOWAT, &want, sizeof want);
+  p->low_water = want;
+}
+
+// Whole messages in the buffer, in turn; what is left of a partial one moves to the front.
+static void parse (struct peer *p) {
+  size_t at = 0;
+  if (p->phase == P_HANDSHAKE) {
+    if (p->rlen < HANDSHAKE_LENGTH) return;
+    if (!take_handshake(p, p->rbuf)) return;
+    at = HANDSHAKE_LENGTH;
+  }
+  size_t max_message = READ_BUFFER + (job.desc.piece_count + 7) / 8 - 4;
+  while (p->phase >= P_PROOF && p->phase != P_CLOSED && p->rlen - at >= 4) {
+    uint32_t length = get32(p->rbuf + at);
+    if (length > max_message) { peer_close(p, "a message longer than any it may send"); return; }
+    if (p->rlen - at - 4 < length) break;
+    const uint8_t *msg = p->rbuf + at + 4;
+    at += 4 + length;
+    if (length == 0) continue; // keep-alive
+    if (p->phase == P_PROOF) {
+      if (!take_proof(p, msg, length)) return;
+      continue;
+    }
+    if (msg[0] == EXTENDED) {
+      if (length >= 2 && msg[1] == UT_PEX_ID) take_pex(msg + 2, length - 2);
+      continue;
+    }
+    swarm_message(p, msg[0], msg + 1, length - 1);
+  }
+  if (p->phase == P_CLOSED) return;
+  memmove(p->rbuf, p->rbuf + at, p->rlen - at);
+  p->rlen -= at;
+  set_low_water(p);
+}
+
+static void on_ready (struct watch *w, uint32_t events) {
+  struct peer *p = (struct peer *)w;
+  if (p->phase == P_CLOSED) return;
+  if (p->phase == P_CONNECTING) {
+    int err = 0;
+    socklen_t len = sizeof err;
+    getsockopt(w->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+    if (err || (events & (EPOLLERR | EPOLLHUP))) { peer_close(p, err ? strerror(err) : "refused"); return; }
+    p->phase = P_HANDSHAKE;
+    send_handshake(p);
+  }
+  if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+    size_t cap = READ_BUFFER + (job.desc.piece_count + 7) / 8;
+    for (;;) {
+      size_t room = cap - p->rlen;
+      ssize_t n = read(w->fd, p->rbuf + p->rlen, room);
+      if (n < 0 && (errno == EAGAIN || errno == EINTR)) break;
+      if (n <= 0) { peer_close(p, n == 0 ? "closed by the peer" : strerror(errno)); return; }
+      p->rlen += (size_t)n;
+      parse(p);
+      if (p->phase == P_CLOSED) return;
+      if ((size_t)n < room) break; // the socket had less than there was room for: drained
+    }
+  }
+  peer_flush(p);
+}
+
+static int nonblocking_socket (int family) {
+  int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  return fd;
+}
+
+struct peer *peer_dial (const char *host_port) {
+  char host[64];
+  const char *colon = strrchr(host_port, ':');
+  if (!colon || (size_t)(colon - host_port) >= sizeof host) return NULL;
+  memcpy(host, host_port, (size_t)(colon - host_port));
+  host[colon - host_port] = 0;
+  if (host[0] == '[') { memmove(host, host + 1, strlen(host)); host[strlen(host) - 1] = 0; }
+  struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV }, *ai;
+  if (getaddrinfo(host, colon + 1, &hints, &ai) != 0) return NULL;
+  int fd = nonblocking_socket(ai->ai_family);
+  if (fd < 0) { freeaddrinfo(ai); return NULL; }
+  int r = connect(fd, ai->ai_addr, ai->ai_addrlen);
+  freeaddrinfo(ai);
+  if (r < 0 && errno != EINPROGRESS) { close(fd); return NULL; }
+  struct peer *p = new_peer(fd, true, host_port);
+  if (!p) return NULL;
+  p->phase = P_CONNECTING;
+  p->watching = EPOLLIN | EPOLLOUT;
+  if (loop_add(&p->w, p->watching) < 0) { peer_close(p, "cannot watch it"); return NULL; }
+  return p;
+}
+
+struct peer *peer_accept (int fd, const char *address) {
+  struct peer *p = new_peer(fd, false, address);
+  if (!p) return NULL;
+  p->phase = P_HANDSHAKE;
+  p->watching = EPOLLIN;
+  if (loop_add(&p->w, p->watching) < 0) { peer_close(p, "cannot watch it"); return NULL; }
+  return p;
+}
+
+void peer_ban (struct peer *p) {
+  uint64_t now = now_ms();
+  int slot = 0;
+  for (int i = 0; i < ban_count; i++) if (bans[i].until < bans[slot].until) slot = i;
+  if (ban_count < 64) slot = ban_count++;
+  memcpy(bans[slot].id, p->id, 20);
+  bans[slot].until = now + BAN_MS;
+  peer_close(p, "its blocks failed a piece's check");
+}
+
+void peer_close (struct peer *p, const char *why) {
+  if (p->phase == P_CLOSED) return;
+  bool was_open = p->phase == P_OPEN;
+  p->phase = P_CLOSED;
+  debug("%s (%s): closed: %s", p->address, was_open ? "open" : "setting up", why);
+  loop_del(&p->w);
+  close(p->w.fd);
+  if (was_open) swarm_closed(p);
+  graveyard[graveyard_count++] = p;
+}
+
+// Sends what this loop turn queued (requests, haves, blocks) now, not at the socket's next event.
+void peers_flush (void) {
+  for (int i = 0; i < peer_count; i++) {
+    struct peer *p = peers[i];
+    // A socket known to be full is left to its EPOLLOUT.
+    if (p->out_urgent && !(p->watching & EPOLLOUT) && p->phase != P_CLOSED) peer_flush(p);
+  }
+}
+
+// Frees the connections closed during this loop turn: nothing refers to them past it.
+void peers_bury (void) {
+  for (int g = 0; g < graveyard_count; g++) {
+    struct peer *p = graveyard[g];
+    for (int i = 0; i < peer_count; i++) if (peers[i] == p) { peers[i] = peers[--peer_count]; break; }
+    while (p->out) { struct out_seg *s = p->out; p->out = s->next; free(s); }
+    free(p->rbuf);
+    free(p->has);
+    free(p);
+  }
+  graveyard_count = 0;
+}

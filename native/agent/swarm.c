@@ -1,0 +1,405 @@
+// The set as this node fetches and serves it: the store (one file, the set's bytes in torrent
+// order), which 16 KiB blocks of which pieces are free, asked for or in, the SHA-1 check of a
+// whole piece, what to ask each peer for, and what to serve. The policy is eager mode's
+// (lib/swarm/picker.ts): finish started pieces first, then the rarest piece a peer has, so the
+// nodes fetch different pieces and serve each other; when every missing block is asked for, a
+// block may be asked of a second peer (the endgame). The head turns down a piece another node
+// is fetching from it (a BEP 6 reject): this node then asks it of a peer, or of the head again
+// after HEAD_BACKOFF_MS.
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <openssl/sha.h>
+#include "agent.h"
+#include "mount.h"
+
+#define FREE 0
+#define ASKED 1
+#define IN 2
+#define HEAD_BACKOFF_MS 250
+#define REQUEST_TIMEOUT_MS 10000
+
+enum { CHOKE, UNCHOKE, INTERESTED, NOT_INTERESTED, HAVE, BITFIELD, REQUEST, PIECE, CANCEL,
+  HAVE_ALL = 0x0e, HAVE_NONE = 0x0f, REJECT = 0x10 };
+
+#define MAX_SENDERS 8
+
+struct partial {
+  uint8_t *blocks;   // FREE, ASKED or IN, per block; NULL: the piece is not started
+  uint8_t *again;    // per block: asked of a second peer too
+  uint16_t count, missing;
+  uint32_t senders[MAX_SENDERS]; // serials of the peers its blocks came from (the first ones)
+  uint8_t sender_count;
+};
+
+static const struct description *d;
+static void fill (struct peer *p);
+static uint8_t *have;
+static uint32_t have_count;
+static uint16_t *avail;            // open peers that have each piece
+static struct partial *parts;
+static uint32_t *active;           // the started pieces, in the order they were started
+static uint32_t active_count;
+static uint64_t *head_wait;        // per piece: when the head may be asked for it again
+static uint8_t *scratch;           // a piece read back for its check
+static uint8_t *urgent;            // per piece: a read or an open waits for it
+static uint32_t urgent_count;      // pieces marked urgent and not yet verified
+static uint64_t last_block_at;
+int store_fd = -1;
+struct swarm_stats stats;
+
+int swarm_init (const char *store_dir) {
+  d = &job.desc;
+  uint32_t n = d->piece_count ? d->piece_count : 1;
+  have = calloc(n, 1);
+  avail = calloc(n, sizeof *avail);
+  parts = calloc(n, sizeof *parts);
+  active = calloc(n, sizeof *active);
+  head_wait = calloc(n, sizeof *head_wait);
+  scratch = malloc(d->piece_length);
+  if (!have || !avail || !parts || !active || !head_wait || !scratch) return -1;
+  urgent = calloc(n, 1);
+  if (!urgent) return -1;
+  // Unlinked at once: the agent's descriptor keeps it, and nothing is left behind when it ends.
+  char path[4096];
+  snprintf(path, sizeof path, "%s/p2prun-store-XXXXXX", store_dir);
+  store_fd = mkostemp(path, O_CLOEXEC);
+  if (store_fd < 0) return -1;
+  unlink(path);
+  return ftruncate(store_fd, (off_t)d->total_bytes);
+}
+
+void swarm_close (void) {
+  if (store_fd >= 0) close(store_fd);
+  store_fd = -1;
+}
+
+void swarm_prioritize (uint32_t first, uint32_t last) {
+  for (uint32_t i = first; i <= last && i < d->piece_count; i++) {
+    if (urgent[i] || have[i]) continue;
+    urgent[i] = 1;
+    urgent_count++;
+  }
+  // Peers with room for requests ask for these now, not at the next tick.
+  for (int i = 0; i < peer_count; i++) fill(peers[i]);
+}
+
+uint64_t swarm_last_block_at (void) {
+  return last_block_at;
+}
+
+bool swarm_has (uint32_t index) {
+  return index < d->piece_count && have[index];
+}
+
+bool swarm_complete (void) {
+  return have_count == d->piece_count;
+}
+
+uint64_t swarm_left (void) {
+  uint64_t left = 0;
+  for (uint32_t i = 0; i < d->piece_count; i++) if (!have[i]) left += piece_size(d, i);
+  return left;
+}
+
+static void send_interest (struct peer *p) {
+  bool wanted = false;
+  if (!swarm_complete()) for (uint32_t i = 0; i < d->piece_count && !wanted; i++) wanted = p->has[i] && !have[i];
+  if (wanted == p->we_interested) return;
+  p->we_interested = wanted;
+  peer_send(p, wanted ? INTERESTED : NOT_INTERESTED, NULL, 0);
+}
+
+void swarm_opened (struct peer *p) {
+  if (swarm_complete() && p->fast) {
+    peer_send(p, HAVE_ALL, NULL, 0);
+  } else if (have_count == 0 && p->fast) {
+    peer_send(p, HAVE_NONE, NULL, 0);
+  } else {
+    uint32_t bytes = (d->piece_count + 7) / 8;
+    uint8_t *bits = calloc(bytes ? bytes : 1, 1);
+    if (!bits) { peer_close(p, "out of memory"); return; }
+    for (uint32_t i = 0; i < d->piece_count; i++) if (have[i]) bits[i / 8] |= (uint8_t)(0x80 >> (i % 8));
+    peer_send(p, BITFIELD, bits, bytes);
+    free(bits);
+  }
+}
+
+// Blocks asked for will not come: free them again, unless a second copy is still on its way.
+static void release (const struct request *r) {
+  struct partial *part = &parts[r->index];
+  if (!part->blocks) return;
+  for (uint32_t b = r->begin / BLOCK; b < (r->begin + r->length + BLOCK - 1) / BLOCK; b++) {
+    if (part->blocks[b] != ASKED) continue;
+    if (part->again[b]) part->again[b] = 0; else part->blocks[b] = FREE;
+  }
+}
+
+void swarm_closed (struct peer *p) {
+  for (int i = 0; i < p->nreq; i++) release(&p->reqs[i]);
+  p->nreq = 0;
+  for (uint32_t i = 0; i < d->piece_count; i++) if (p->has[i]) avail[i]--;
+}
+
+static bool start_piece (uint32_t index) {
+  struct partial *part = &parts[index];
+  uint16_t count = (uint16_t)((piece_size(d, index) + BLOCK - 1) / BLOCK);
+  part->blocks = calloc(count, 1);
+  part->again = calloc(count, 1);
+  if (!part->blocks || !part->again) { free(part->blocks); free(part->again); part->blocks = NULL; return false; }
+  part->count = part->missing = count;
+  active[active_count++] = index;
+  return true;
+}
+
+static void finish_piece (uint32_t index) {
+  struct partial *part = &parts[index];
+  free(part->blocks);
+  free(part->again);
+  part->blocks = part->again = NULL;
+  for (uint32_t i = 0; i < active_count; i++) if (active[i] == index) { active[i] = active[--active_count]; break; }
+}
+
+static void ask (struct peer *p, uint32_t index, uint32_t first, uint32_t end, bool again) {
+  struct partial *part = &parts[index];
+  for (uint32_t b = first; b < end; b++) {
+    if (again) part->again[b] = 1; else part->blocks[b] = ASKED;
+  }
+  uint32_t begin = first * BLOCK;
+  uint32_t stop = end * BLOCK < piece_size(d, index) ? end * BLOCK : piece_size(d, index);
+  p->reqs[p->nreq++] = (struct request){ index, begin, stop - begin, now_ms() };
+  peer_send_request(p, REQUEST, index, begin, stop - begin);
+}
+
+static bool askable (const struct peer *p, uint32_t index, uint64_t now) {
+  return p->has[index] && !have[index] && (!p->head || head_wait[index] <= now);
+}
+
+// One request for peer p, if it has anything this node still lacks; false: nothing to ask it.
+static bool pick (struct peer *p, uint64_t now) {
+  uint32_t run = p->p2prun ? P2PRUN_REQUEST / BLOCK : 1;
+  for (uint32_t a = 0; a < active_count; a++) {
+    uint32_t index = active[a];
+    if (!askable(p, index, now)) continue;
+    struct partial *part = &parts[index];
+    uint32_t first = 0;
+    while (first < part->count && part->blocks[first] != FREE) first++;
+    if (first == part->count) continue;
+    uint32_t end = first + 1;
+    while (end < part->count && end - first < run && part->blocks[end] == FREE) end++;
+    ask(p, index, first, end, false);
+    return true;
+  }
+  // A piece a read or an open waits for, in order; else the rarest piece it has that nobody is
+  // fetching yet, ties broken from a random place, so nodes spread.
+  uint32_t best = UINT32_MAX, best_avail = UINT32_MAX, n = d->piece_count;
+  for (uint32_t index = 0; urgent_count > 0 && index < n; index++) {
+    if (urgent[index] && !parts[index].blocks && askable(p, index, now)) { best = index; break; }
+  }
+  uint32_t from = n ? (uint32_t)random() % n : 0;
+  bool urgent_chosen = best != UINT32_MAX;
+  // A piece p has is held by p at least: one holder is as rare as it gets.
+  for (uint32_t k = 0; k < n && !urgent_chosen && best_avail > 1; k++) {
+    uint32_t index = (from + k) % n;
+    if (parts[index].blocks || !askable(p, index, now) || avail[index] >= best_avail) continue;
+    best = index;
+    best_avail = avail[index];
+  }
+  if (best != UINT32_MAX && start_piece(best)) {
+    uint32_t end = run < parts[best].count ? run : parts[best].count;
+    ask(p, best, 0, end, false);
+    return true;
+  }
+  // The endgame: a block another peer was asked for, asked of this one too (once).
+  for (uint32_t a = 0; a < active_count; a++) {
+    uint32_t index = active[a];
+    if (!askable(p, index, now)) continue;
+    struct partial *part = &parts[index];
+    for (uint32_t b = 0; b < part->count; b++) {
+      if (part->blocks[b] != ASKED || part->again[b]) continue;
+      bool mine = false;
+      for (int i = 0; i < p->nreq && !mine; i++) mine = p->reqs[i].index == index && p->reqs[i].begin / BLOCK <= b && b < (p->reqs[i].begin + p->reqs[i].length + BLOCK - 1) / BLOCK;
+      if (mine) continue;
+      ask(p, index, b, b + 1, true);
+      return true;
+    }
+  }
+  return false;
+}
+
+static void fill (struct peer *p) {
+  if (p->phase != P_OPEN || p->chokes_us || swarm_complete()) return;
+  uint64_t now = now_ms();
+  while (p->nreq < MAX_OUTSTANDING && pick(p, now)) {}
+}
+
+static void verified (uint32_t index) {
+  have[index] = 1;
+  have_count++;
+  if (urgent[index]) urgent_count--;
+  mount_piece_verified(index);
+  uint8_t body[4] = { (uint8_t)(index >> 24), (uint8_t)(index >> 16), (uint8_t)(index >> 8), (uint8_t)index };
+  for (int i = 0; i < peer_count; i++) {
+    struct peer *o = peers[i];
+    if (o->phase != P_OPEN) continue;
+    if (!o->has[index]) peer_send_later(o, HAVE, body, 4);
+    if (o->we_interested && !swarm_complete()) continue;
+    send_interest(o);
+  }
+  if (swarm_complete()) tracker_announce(EV_COMPLETED);
+}
+
+// A whole piece, read back from the store: verified, or fetched again without its senders (one
+// of them sent bad bytes; the head is only dropped, its source may have changed under it).
+static void check (uint32_t index) {
+  uint32_t size = piece_size(d, index);
+  uint8_t digest[20];
+  ssize_t n = pread(store_fd, scratch, size, (off_t)index * d->piece_length);
+  if (n == (ssize_t)size) SHA1(scratch, size, digest);
+  struct partial *part = &parts[index];
+  uint32_t senders[MAX_SENDERS];
+  uint8_t sender_count = part->sender_count;
+  memcpy(senders, part->senders, sizeof senders);
+  finish_piece(index);
+  part->sender_count = 0;
+  if (n == (ssize_t)size && memcmp(digest, d->piece_hashes + 20 * (size_t)index, 20) == 0) { verified(index); return; }
+  stats.failed_pieces++;
+  for (int i = 0; i < peer_count; i++) {
+    for (uint8_t k = 0; k < sender_count; k++) {
+      if (peers[i]->serial != senders[k]) continue;
+      if (peers[i]->head) peer_close(peers[i], "its blocks failed a piece's check"); else peer_ban(peers[i]);
+    }
+  }
+}
+
+static bool take_request (struct peer *p, uint32_t index, uint32_t begin, uint32_t length, struct request *out) {
+  for (int i = 0; i < p->nreq; i++) {
+    struct request *r = &p->reqs[i];
+    if (r->index != index || r->begin != begin || r->length != length) continue;
+    *out = *r;
+    p->reqs[i] = p->reqs[--p->nreq];
+    return true;
+  }
+  return false;
+}
+
+static void place (struct peer *p, uint32_t index, uint32_t begin, const uint8_t *data, uint32_t length) {
+  struct request r;
+  if (!take_request(p, index, begin, length, &r)) return; // not asked for, or cancelled: dropped
+  p->last_block_at = last_block_at = now_ms();
+  if (p->head) stats.from_head += length; else stats.from_peers += length;
+  struct partial *part = &parts[index];
+  if (have[index] || !part->blocks) return; // a second copy, late
+  uint64_t at = (uint64_t)index * d->piece_length + begin;
+  if (pwrite(store_fd, data, length, (off_t)at) != (ssize_t)length) { release(&r); return; }
+  bool known = false;
+  for (uint8_t k = 0; k < part->sender_count && !known; k++) known = part->senders[k] == p->serial;
+  if (!known && part->sender_count < MAX_SENDERS) part->senders[part->sender_count++] = p->serial;
+  for (uint32_t b = begin / BLOCK; b < (begin + length + BLOCK - 1) / BLOCK; b++) {
+    if (part->blocks[b] != IN) part->missing--;
+    part->blocks[b] = IN;
+  }
+  if (part->missing == 0) check(index);
+}
+
+static void serve (struct peer *p, uint32_t index, uint32_t begin, uint32_t length) {
+  uint32_t size = piece_size(d, index);
+  if (index < d->piece_count && have[index] && length > 0 && length <= MAX_REQUEST && begin <= size && length <= size - begin) {
+    peer_send_block(p, index, begin, length, (uint64_t)index * d->piece_length + begin);
+    stats.uploaded += length;
+  } else if (p->fast) {
+    peer_send_request(p, REJECT, index, begin, length);
+  }
+}
+
+static void gains (struct peer *p, uint32_t index) {
+  if (p->has[index]) return;
+  p->has[index] = 1;
+  p->has_count++;
+  avail[index]++;
+}
+
+static uint32_t get32 (const uint8_t *at) {
+  return (uint32_t)at[0] << 24 | (uint32_t)at[1] << 16 | (uint32_t)at[2] << 8 | at[3];
+}
+
+void swarm_message (struct peer *p, uint8_t id, const uint8_t *m, size_t length) {
+  static const int8_t fixed[] = { [CHOKE] = 0, [UNCHOKE] = 0, [INTERESTED] = 0, [NOT_INTERESTED] = 0, [HAVE] = 4,
+    [BITFIELD] = -1, [REQUEST] = 12, [PIECE] = -1, [CANCEL] = 12, [9] = 2, [10] = -1, [11] = -1, [12] = -1, [13] = 4,
+    [HAVE_ALL] = 0, [HAVE_NONE] = 0, [REJECT] = 12, [17] = 4 };
+  if (id > REJECT + 1 || (fixed[id] >= 0 && (size_t)fixed[id] != length)) { peer_close(p, "a malformed message"); return; }
+  if ((id == HAVE_ALL || id == HAVE_NONE || id == REJECT) && !p->fast) { peer_close(p, "a Fast Extension message it did not announce"); return; }
+  switch (id) {
+    case CHOKE:
+      p->chokes_us = true;
+      // Without the Fast Extension a choke drops every request; with it, each comes back as a reject.
+      if (!p->fast) { for (int i = 0; i < p->nreq; i++) release(&p->reqs[i]); p->nreq = 0; }
+      return;
+    case UNCHOKE:
+      p->chokes_us = false;
+      break;
+    case INTERESTED:
+      peer_send(p, UNCHOKE, NULL, 0);
+      return;
+    case NOT_INTERESTED: case CANCEL: case 9: case 13: case 17:
+      return;
+    case HAVE: {
+      uint32_t index = get32(m);
+      if (index >= d->piece_count) { peer_close(p, "a have past the last piece"); return; }
+      gains(p, index);
+      send_interest(p);
+      break;
+    }
+    case BITFIELD: {
+      if (length != (d->piece_count + 7) / 8) { peer_close(p, "a bitfield of the wrong size"); return; }
+      for (uint32_t i = 0; i < d->piece_count; i++) if (m[i / 8] & (0x80 >> (i % 8))) gains(p, i);
+      send_interest(p);
+      break;
+    }
+    case HAVE_ALL:
+      for (uint32_t i = 0; i < d->piece_count; i++) gains(p, i);
+      send_interest(p);
+      break;
+    case HAVE_NONE:
+      return;
+    case REQUEST:
+      serve(p, get32(m), get32(m + 4), get32(m + 8));
+      return;
+    case PIECE:
+      if (length < 8 || length - 8 > MAX_REQUEST) { peer_close(p, "a malformed piece message"); return; }
+      place(p, get32(m), get32(m + 4), m + 8, (uint32_t)(length - 8));
+      break;
+    case REJECT: {
+      struct request r;
+      if (!take_request(p, get32(m), get32(m + 4), get32(m + 8), &r)) return;
+      release(&r);
+      if (p->head) head_wait[r.index] = now_ms() + HEAD_BACKOFF_MS;
+      break;
+    }
+    default:
+      return;
+  }
+  fill(p);
+}
+
+// Every 100 ms: peers that answer no request in time are dropped; the head is asked again for
+// what it turned down; free blocks (of peers lost) go to others.
+void swarm_tick (void) {
+  uint64_t now = now_ms();
+  bool head = false;
+  for (int i = 0; i < peer_count && !head; i++) head = peers[i]->head && peers[i]->phase != P_CLOSED;
+  if (!head && !swarm_complete()) redial_seeders();
+  for (int i = 0; i < peer_count; i++) {
+    struct peer *p = peers[i];
+    if (p->phase != P_OPEN) continue;
+    for (int r = 0; r < p->nreq; r++) {
+      if (now - p->reqs[r].at > REQUEST_TIMEOUT_MS && now - p->last_block_at > REQUEST_TIMEOUT_MS) { peer_close(p, "answered no request in time"); break; }
+    }
+    fill(p);
+    peer_flush(p);
+  }
+}

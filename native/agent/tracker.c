@@ -1,0 +1,184 @@
+// Announces to the job's HTTP trackers (BEP 3, compact peers of BEP 23), as lib/swarm/announce.ts
+// does: at start, when the set is complete, at the tracker's interval, and when leaving; each
+// carries the job proof. Non-blocking on the agent's loop: a slow tracker delays no peer.
+#define _GNU_SOURCE
+#include <errno.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include "agent.h"
+#include "bencode.h"
+
+#define TIMEOUT_MS 5000
+#define RETRY_MS 1000
+#define REPLY_MAX (256 * 1024)
+#define NUMWANT 50
+
+struct tracker {
+  struct watch w;
+  const char *url;
+  bool busy;
+  enum announce_event sending, pending;
+  bool has_pending;
+  uint64_t started_at, next_at;
+  uint32_t interval_ms;
+  char *io;                 // the request, then the reply
+  size_t io_len, io_sent;
+  bool reading;
+};
+
+static struct tracker trackers[MAX_ADDRESSES];
+static int tracker_count;
+
+static const char *const EVENTS[] = { "", "&event=started", "&event=completed", "&event=stopped" };
+
+static void escape (char *out, const uint8_t *bytes, size_t n) {
+  for (size_t i = 0; i < n; i++) out += sprintf(out, "%%%02X", bytes[i]);
+}
+
+static void finish (struct tracker *t, bool ok) {
+  debug("tracker %s: %s", t->url, ok ? "announced" : "failed");
+  if (t->w.fd >= 0) { loop_del(&t->w); close(t->w.fd); t->w.fd = -1; }
+  free(t->io);
+  t->io = NULL;
+  t->busy = false;
+  uint64_t now = now_ms();
+  if (!ok && (t->sending == EV_STARTED || t->sending == EV_COMPLETED) && !t->has_pending) {
+    // What the tracker has not heard yet is told again.
+    t->pending = t->sending;
+    t->has_pending = true;
+    t->next_at = now + RETRY_MS;
+    return;
+  }
+  t->next_at = now + t->interval_ms;
+}
+
+static void take_reply (struct tracker *t) {
+  char *body = t->io ? memmem(t->io, t->io_len, "\r\n\r\n", 4) : NULL;
+  if (!body) { debug("tracker %s: no HTTP reply", t->url); finish(t, false); return; }
+  body += 4;
+  const uint8_t *at = (const uint8_t *)body;
+  struct bval reply, peers, interval;
+  if (!bdecode(&at, (const uint8_t *)t->io + t->io_len, &reply) || reply.kind != B_DICT || bdict_get(&reply, "failure reason", &peers)) {
+    debug("tracker %s: %.*s", t->url, (int)(t->io + t->io_len - body), body);
+    finish(t, false);
+    return;
+  }
+  if (bdict_get(&reply, "interval", &interval) && interval.kind == B_INT && interval.i >= 5 && interval.i <= 3600) {
+    t->interval_ms = (uint32_t)interval.i * 1000;
+  }
+  if (bdict_get(&reply, "peers", &peers) && peers.kind == B_STR) {
+    for (size_t i = 0; i + 6 <= peers.len; i += 6) {
+      const uint8_t *a = peers.str + i;
+      char host_port[32];
+      snprintf(host_port, sizeof host_port, "%u.%u.%u.%u:%u", a[0], a[1], a[2], a[3], (unsigned)(a[4] << 8 | a[5]));
+      on_tracker_peer(host_port);
+    }
+  }
+  finish(t, true);
+}
+
+static void on_ready (struct watch *w, uint32_t events) {
+  struct tracker *t = (struct tracker *)w;
+  if (!t->reading) {
+    if (events & (EPOLLERR | EPOLLHUP)) { finish(t, false); return; }
+    ssize_t n = send(w->fd, t->io + t->io_sent, t->io_len - t->io_sent, MSG_NOSIGNAL);
+    if (n < 0) { if (errno != EAGAIN) finish(t, false); return; }
+    t->io_sent += (size_t)n;
+    if (t->io_sent == t->io_len) { t->io_len = 0; t->reading = true; loop_mod(w, EPOLLIN); }
+    return;
+  }
+  for (;;) {
+    char *grown = realloc(t->io, t->io_len + 16384 + 1);
+    if (!grown) { finish(t, false); return; }
+    t->io = grown;
+    ssize_t n = read(w->fd, t->io + t->io_len, 16384);
+    if (n < 0 && errno == EAGAIN) return;
+    if (n <= 0) { take_reply(t); return; }
+    t->io_len += (size_t)n;
+    if (t->io_len > REPLY_MAX) { finish(t, false); return; }
+  }
+}
+
+static void start (struct tracker *t, enum announce_event event) {
+  char host[256], port[8] = "80";
+  const char *rest = strncmp(t->url, "http://", 7) == 0 ? t->url + 7 : NULL;
+  if (!rest) { t->next_at = UINT64_MAX; return; } // not an HTTP tracker: not this agent's to ask
+  const char *path = strchr(rest, '/');
+  if (!path) path = rest + strlen(rest);
+  size_t hlen = (size_t)(path - rest);
+  if (hlen >= sizeof host) return;
+  memcpy(host, rest, hlen);
+  host[hlen] = 0;
+  char *colon = strrchr(host, ':');
+  if (colon && !strchr(colon, ']')) { snprintf(port, sizeof port, "%s", colon + 1); *colon = 0; }
+  if (host[0] == '[') { memmove(host, host + 1, strlen(host)); host[strlen(host) - 1] = 0; }
+
+  char info_hash[61], peer_id[61], auth[80] = "";
+  escape(info_hash, job.desc.info_hash, 20);
+  escape(peer_id, job.peer_id, 20);
+  if (job.secret_len) {
+    uint8_t proof[32];
+    job_proof("announce", job.desc.info_hash, 20, job.peer_id, 20, NULL, 0, proof);
+    strcpy(auth, "&p2prun_auth=");
+    for (int i = 0; i < 32; i++) sprintf(auth + 13 + 2 * i, "%02x", proof[i]);
+  }
+  const char *p = *path ? path : "/";
+  uint64_t left = swarm_left();
+  t->io = malloc(strlen(p) + strlen(host) + 512);
+  if (!t->io) return;
+  sprintf(t->io, "GET %s%sinfo_hash=%s&peer_id=%s&port=%u&uploaded=%llu&downloaded=%llu&left=%llu&compact=1&numwant=%d%s%s HTTP/1.0\r\nHost: %s\r\n\r\n",
+    p, strchr(p, '?') ? "&" : "?", info_hash, peer_id, job.listen_port, (unsigned long long)stats.uploaded,
+    (unsigned long long)(stats.from_head + stats.from_peers), (unsigned long long)left, event == EV_STOPPED ? 0 : NUMWANT,
+    EVENTS[event], auth, host);
+  t->io_len = strlen(t->io);
+  t->io_sent = 0;
+  t->reading = false;
+  struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV }, *ai;
+  // A name, not an address, is resolved here once per announce: trackers are few, and announces rare.
+  if (getaddrinfo(host, port, &hints, &ai) != 0) { t->busy = true; t->sending = event; t->w.fd = -1; finish(t, false); return; }
+  t->w.fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int r = t->w.fd < 0 ? -1 : connect(t->w.fd, ai->ai_addr, ai->ai_addrlen);
+  freeaddrinfo(ai);
+  t->busy = true;
+  t->sending = event;
+  t->started_at = now_ms();
+  if ((r < 0 && errno != EINPROGRESS) || loop_add(&t->w, EPOLLOUT) < 0) finish(t, false);
+}
+
+void tracker_announce (enum announce_event event) {
+  if (tracker_count == 0) {
+    for (int i = 0; i < job.desc.tracker_count; i++) {
+      trackers[i] = (struct tracker){ .w = { .ready = on_ready, .fd = -1 }, .url = job.desc.trackers[i], .interval_ms = 30000 };
+    }
+    tracker_count = job.desc.tracker_count;
+  }
+  for (int i = 0; i < tracker_count; i++) {
+    struct tracker *t = &trackers[i];
+    if (t->busy) { t->pending = event; t->has_pending = true; continue; }
+    t->has_pending = false;
+    start(t, event);
+  }
+}
+
+// Every 100 ms: timeouts, events still to tell, and the regular announce that finds new peers.
+void tracker_tick (void) {
+  uint64_t now = now_ms();
+  for (int i = 0; i < tracker_count; i++) {
+    struct tracker *t = &trackers[i];
+    if (t->busy && now - t->started_at > TIMEOUT_MS) finish(t, false);
+    if (t->busy || now < t->next_at) continue;
+    enum announce_event event = t->has_pending ? t->pending : EV_NONE;
+    t->has_pending = false;
+    start(t, event);
+  }
+}
+
+bool tracker_busy (void) {
+  for (int i = 0; i < tracker_count; i++) if (trackers[i].busy) return true;
+  return false;
+}

@@ -1,0 +1,179 @@
+// The native node agent (native/agent/, dist/p2prun-agent): real FUSE mounts, real BitTorrent on
+// loopback against a real `p2prun serve` head, Node agents and hand-played hostile peers beside it.
+import { execFile } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { lstat, mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises'
+import path from 'node:path'
+import { promisify } from 'node:util'
+import { execa } from 'execa'
+import t from 'tap'
+import { isMounted } from '../lib/mount.ts'
+import { parseDescription } from '../lib/description.ts'
+import { LIBRARY_TREE, makeTree, snapshotTree, withSymlinks } from './helpers/fixtures.ts'
+import { cleanEnv, NATIVE_AGENT, ROOT, serve } from './helpers/cli.ts'
+import { job, mountAgent, nodeArgs, type Job, type MountedAgent } from './helpers/mount.ts'
+import { answersHandshake, handshake, liar, message, sendAndAwaitClose, u32 } from './helpers/peer-wire.ts'
+import { freePorts } from './helpers/ports.ts'
+
+const run = promisify(execFile)
+
+function nativeAgent (j: Job, mountPoint: string, name: string, extra: readonly string[] = [], env: Record<string, string> = {}): Promise<MountedAgent> {
+  return mountAgent(j, j.file, mountPoint, path.join(j.dir, `${name}.json`), [...nodeArgs(j, 'eager'), ...extra], env, [], NATIVE_AGENT)
+}
+
+/** What lstat says of every entry under `root` that the two agents must agree on. */
+async function statTree (root: string): Promise<Record<string, string>> {
+  const out: Record<string, string> = {}
+  const walk = async (rel: string): Promise<void> => {
+    const st = await lstat(path.join(root, rel))
+    out[rel] = [st.mode.toString(8), st.nlink, st.size, st.uid, st.gid, st.mtimeMs].join(' ')
+    if (st.isDirectory()) for (const name of (await readdir(path.join(root, rel))).sort()) await walk(rel === '' ? name : `${rel}/${name}`)
+  }
+  await walk('')
+  return out
+}
+
+t.test('the native agent mounts what the Node agent mounts: the same tree, modes, links, sizes, times and bytes', async (t) => {
+  const j = await job(t, (dir) => makeTree(path.join(dir, 'libs'), LIBRARY_TREE))
+  const viaNode = await mountAgent(j, j.file, path.join(j.dir, 'node-mnt'), path.join(j.dir, 'node.json'), nodeArgs(j, 'eager'))
+  const native = await nativeAgent(j, path.join(j.dir, 'native-mnt'), 'native')
+  t.same(await snapshotTree(native.mountPoint, 0o555), await snapshotTree(j.libs, 0o555), 'tree, modes (read-only), contents, links')
+  t.same(await statTree(native.mountPoint), await statTree(viaNode.mountPoint), 'every entry as the Node agent shows it')
+  await t.rejects(stat(path.join(native.mountPoint, 'libnothere.so')), { code: 'ENOENT' })
+  await t.rejects(writeFile(path.join(native.mountPoint, 'new.so'), 'x'), { code: 'EROFS' })
+  const { stats, exitCode } = await native.stop()
+  t.equal(exitCode, 0)
+  t.equal(stats.swarm.piecesHave, stats.swarm.pieceCount, 'it fetched every piece')
+  t.ok(stats.fs.ops.lookup > 0 && stats.fs.ops.read > 0, 'its FUSE server counted lookups and reads')
+  t.equal(await isMounted(native.mountPoint), false, 'unmounted')
+  await t.rejects(stat(native.mountPoint), { code: 'ENOENT' }, 'the mount point it made is gone')
+  t.equal((await viaNode.stop()).exitCode, 0)
+  t.same((await readdir(j.dir)).filter((n) => n.startsWith('p2prun-')), [], 'no store left in the store directory')
+})
+
+t.test('native and Node agents of one job swarm together behind its secret', async (t) => {
+  const secret = randomBytes(32).toString('hex')
+  const j = await job(t, async (dir) => {
+    await mkdir(path.join(dir, 'libs'))
+    for (const name of ['liba.so', 'libb.so', 'libc.so']) await writeFile(path.join(dir, 'libs', name), randomBytes(3_000_000))
+    return path.join(dir, 'libs')
+  })
+  // This job's head needs the secret; a slow one, so the nodes fetch from each other.
+  await j.head.stop()
+  const head = await serve(j.file, j.libs, ['--upload-limit', String(2 * 1024 * 1024)], secret)
+  j.defer(head.stop)
+  const args = ['--mode', 'eager', '--tracker', head.tracker, '--seeder', head.seeder, '--store-dir', j.dir]
+  const env = { P2PRUN_SECRET: secret }
+  const agents = await Promise.all([1, 2, 3].map((k) => mountAgent(j, j.file, path.join(j.dir, `native${k}`), path.join(j.dir, `native${k}.json`), args, env, [], NATIVE_AGENT)))
+  agents.push(await mountAgent(j, j.file, path.join(j.dir, 'node'), path.join(j.dir, 'node.json'), args, env))
+  const want = await snapshotTree(j.libs, 0o555)
+  for (const agent of agents) t.same(await snapshotTree(agent.mountPoint, 0o555), want, `${path.basename(agent.mountPoint)}: every byte`)
+  const stopped = await Promise.all(agents.map((a) => a.stop()))
+  t.same(stopped.map((s) => s.exitCode), [0, 0, 0, 0])
+  const fromPeers = stopped.reduce((sum, s) => sum + s.stats.swarm.fromPeers, 0)
+  t.ok(fromPeers > 0, `the nodes sent each other ${fromPeers} bytes`)
+  t.ok(stopped.slice(0, 3).every((s) => s.stats.swarm.failedPieces === 0), 'no piece failed its check')
+})
+
+t.test('a program linked against the mounted libraries runs from the native mount, and dlopens by name', async (t) => {
+  const j = await job(t, async (dir) => {
+    await run(path.join(ROOT, 'examples/hello/build.sh'), ['--no-mpi', path.join(dir, 'hello')])
+    return path.join(dir, 'hello/libs')
+  })
+  const native = await nativeAgent(j, path.join(j.dir, 'mnt'), 'native')
+  const env = { ...process.env, LD_LIBRARY_PATH: `${j.dir}/nothing-here:${native.mountPoint}/missing:${native.mountPoint}` }
+  const app = await run(path.join(j.dir, 'hello/app'), [], { env })
+  t.match(app.stdout, /hello, world, from libgreet; count 262150; plugin loaded/)
+  for (const lib of ['libgreet.so.1', 'libcount.so.2', 'libplugin.so']) {
+    t.match(app.stdout, new RegExp(`lib ${native.mountPoint}/${lib.replaceAll('.', '\\.')}\\n`), `${lib} came from the mount`)
+  }
+  t.equal((await native.stop()).exitCode, 0)
+})
+
+t.test('hostile bytes end a connection, never the agent; without the job proof nobody gets in', async (t) => {
+  const secret = randomBytes(32).toString('hex')
+  const j = await job(t, (dir) => makeTree(path.join(dir, 'libs'), LIBRARY_TREE))
+  await j.head.stop()
+  const head = await serve(j.file, j.libs, [], secret)
+  j.defer(head.stop)
+  const [port] = await freePorts(1) as [number]
+  const native = await mountAgent(j, j.file, path.join(j.dir, 'mnt'), path.join(j.dir, 'native.json'),
+    ['--tracker', head.tracker, '--seeder', head.seeder, '--store-dir', j.dir, '--port', String(port)], { P2PRUN_SECRET: secret }, [], NATIVE_AGENT)
+  const address = `127.0.0.1:${port}`
+  const infoHash = Buffer.from(parseDescription(await readFile(j.file)).infoHash, 'hex')
+  const hostile: Array<[string, Buffer]> = [
+    ['a handshake for another torrent', handshake(randomBytes(20))],
+    ['not BitTorrent at all', Buffer.from('GET / HTTP/1.0\r\n\r\n'.padEnd(68, ' '))],
+    ['a handshake without the extension protocol (no way to prove the secret)', handshake(infoHash, { extensions: false })],
+    ['a wrong proof', Buffer.concat([handshake(infoHash, { extensions: true }), message(20, Buffer.concat([Buffer.from([0]), Buffer.from('d11:p2prun_auth32:'), randomBytes(32), Buffer.from('e')]))])],
+    ['a message of 4 GiB instead of the proof', Buffer.concat([handshake(infoHash, { extensions: true }), u32(0xffffffff)])],
+    ['the 5 bytes that once crashed the seeder', Buffer.concat([handshake(infoHash, { extensions: true }), Buffer.from('0000000104', 'hex')])]
+  ]
+  for (const [name, bytes] of hostile) {
+    await sendAndAwaitClose(address, bytes)
+    t.ok(await answersHandshake(address, infoHash, { extensions: true }), `${name}: the agent closed that connection and answers the next`)
+  }
+  for (let i = 0; i < 40; i++) {
+    const noise = randomBytes(1 + Math.floor(Math.random() * 200))
+    await sendAndAwaitClose(address, Buffer.concat([handshake(infoHash, { extensions: true }), i % 2 === 0 ? Buffer.concat([u32(noise.length), noise]) : noise]), true)
+  }
+  t.same(await snapshotTree(native.mountPoint, 0o555), await snapshotTree(j.libs, 0o555), 'after 40 streams of noise it still serves every byte')
+  t.equal((await native.stop()).exitCode, 0)
+})
+
+t.test('a peer whose blocks fail their check is dropped and refused; the set comes whole from the head', async (t) => {
+  const j = await job(t, async (dir) => {
+    await mkdir(path.join(dir, 'libs'))
+    await writeFile(path.join(dir, 'libs/libbig.so'), randomBytes(4_000_000))
+    return path.join(dir, 'libs')
+  }, ['--upload-limit', String(1024 * 1024)])
+  const infoHash = Buffer.from(parseDescription(await readFile(j.file)).infoHash, 'hex')
+  const junk = await liar(t, infoHash)
+  const native = await nativeAgent(j, path.join(j.dir, 'mnt'), 'native', ['--seeder', `127.0.0.1:${junk.port}`])
+  t.same(await snapshotTree(native.mountPoint, 0o555), await snapshotTree(j.libs, 0o555), 'every byte right')
+  const { stats } = await native.stop()
+  t.ok(junk.counts.requests > 0, `the liar was asked for ${junk.counts.requests} blocks`)
+  t.ok((stats.swarm.failedPieces ?? 0) > 0, `${stats.swarm.failedPieces} pieces failed their check`)
+  t.same([junk.counts.connections, junk.counts.closed], [1, 1], 'its one connection was dropped, and not made again')
+})
+
+t.test('unmounted from outside, the agent ends', async (t) => {
+  const j = await job(t, (dir) => makeTree(path.join(dir, 'libs'), LIBRARY_TREE))
+  const native = await nativeAgent(j, path.join(j.dir, 'mnt'), 'native')
+  await run('fusermount3', ['-u', native.mountPoint])
+  const r = await native.child
+  t.equal(r.exitCode, 0, 'it exited by itself, with success')
+  t.equal(await isMounted(native.mountPoint), false)
+})
+
+t.test('bad input: one line with a hint, exit 2, and nothing left behind', async (t) => {
+  const j = await job(t, (dir) => makeTree(path.join(dir, 'libs'), LIBRARY_TREE))
+  const notTorrent = path.join(j.dir, 'not.torrent')
+  await writeFile(notTorrent, 'd3:fooi1ee')
+  const escaping = path.join(j.dir, 'escaping.p2p.torrent')
+  await writeFile(escaping, withSymlinks(await readFile(j.file), { 'libevil.so': '../../etc/passwd' }))
+  const full = path.join(j.dir, 'full')
+  await mkdir(full)
+  await writeFile(path.join(full, 'something'), 'x')
+  const mnt = path.join(j.dir, 'mnt')
+  const cases: Array<[string, string[], Record<string, string>, RegExp]> = [
+    ['no command', [], {}, /expected a command/],
+    ['an unknown option', ['mount', j.file, mnt, '--frobnicate'], {}, /unknown or incomplete option '--frobnicate'/],
+    ['block mode', ['mount', j.file, mnt, '--mode', 'block'], {}, /eager mode only/],
+    ['no description', ['mount', path.join(j.dir, 'nothere.p2p.torrent'), mnt], {}, /cannot read description/],
+    ['a torrent that is not a description', ['mount', notTorrent, mnt], {}, /not a torrent file|no info dictionary/],
+    ['a link out of the set', ['mount', escaping, mnt], {}, /libevil\.so.*outside the set: its target climbs above the top directory/],
+    ['a mount point in use', ['mount', j.file, full], {}, /is not empty/],
+    ['a secret that is not one', ['mount', j.file, mnt], { P2PRUN_SECRET: 'xyz' }, /P2PRUN_SECRET is not a job secret/],
+    ['a store directory that is not there', ['mount', j.file, mnt, '--store-dir', path.join(j.dir, 'nothere')], {}, /cannot make a store/]
+  ]
+  for (const [name, args, env, why] of cases) {
+    const r = await execa(NATIVE_AGENT, args, { env: cleanEnv(env), extendEnv: false, reject: false, stdin: 'ignore' })
+    t.equal(r.exitCode, 2, `${name}: exit 2`)
+    t.match(r.stderr, why, name)
+    t.match(r.stderr, /^p2prun-agent: [^\n]+ \(hint: [^\n]+\)$/, `${name}: one line with a hint`)
+    await t.rejects(stat(mnt), { code: 'ENOENT' }, `${name}: no mount point made`)
+  }
+  t.same(await readdir(full), ['something'], 'the full directory untouched')
+  t.same((await readdir(j.dir)).filter((n) => n.startsWith('p2prun-')), [], 'no store left')
+})

@@ -100,6 +100,8 @@ t.test('hostile bytes end a connection, never the agent; without the job proof n
   const native = await mountAgent(j, j.file, path.join(j.dir, 'mnt'), path.join(j.dir, 'native.json'),
     ['--tracker', head.tracker, '--seeder', head.seeder, '--store-dir', j.dir, '--port', String(port)], { P2PRUN_SECRET: secret }, [], NATIVE_AGENT)
   const address = `127.0.0.1:${port}`
+  // One that connects and says nothing: the agent closes it once its handshake is overdue (10 s).
+  const silent = sendAndAwaitClose(address, Buffer.alloc(0))
   const infoHash = Buffer.from(parseDescription(await readFile(j.file)).infoHash, 'hex')
   const hostile: Array<[string, Buffer]> = [
     ['a handshake for another torrent', handshake(randomBytes(20))],
@@ -118,6 +120,7 @@ t.test('hostile bytes end a connection, never the agent; without the job proof n
     await sendAndAwaitClose(address, Buffer.concat([handshake(infoHash, { extensions: true }), i % 2 === 0 ? Buffer.concat([u32(noise.length), noise]) : noise]), true)
   }
   t.same(await snapshotTree(native.mountPoint, 0o555), await snapshotTree(j.libs, 0o555), 'after 40 streams of noise it still serves every byte')
+  t.same(await silent, Buffer.alloc(0), 'a connection that never said anything was closed, unanswered')
   t.equal((await native.stop()).exitCode, 0)
 })
 

@@ -83,6 +83,7 @@ struct peer {
   int low_water;               // SO_RCVLOWAT as set: the bytes a wake-up waits for
   uint64_t downloaded, uploaded;
   uint32_t serial;             // names it in a piece's senders, without a pointer that may dangle
+  uint64_t since;              // when it was dialed or accepted
 };
 
 struct peer *peer_dial (const char *host_port);
@@ -99,6 +100,10 @@ void peer_send_request (struct peer *p, uint8_t id, uint32_t index, uint32_t beg
 void peer_send_block (struct peer *p, uint32_t index, uint32_t begin, uint32_t length, uint64_t store_offset);
 void peer_flush (struct peer *p);
 void peers_flush (void);
+// Connections not through both handshakes after HANDSHAKE_TIMEOUT_MS are closed: a peer that
+// connects and says nothing must not hold a slot.
+#define HANDSHAKE_TIMEOUT_MS 10000
+void peers_tick (void);
 void peers_bury (void);
 
 // ---- the set (swarm.c): what peer.c hands over once a connection is open

@@ -295,6 +295,7 @@ int main (int argc, char **argv) {
     peers_flush();
     peers_bury();
     if (now_ms() >= next_tick) {
+      peers_tick();
       swarm_tick();
       tracker_tick();
       mount_tick(swarm_last_block_at());

@@ -51,6 +51,7 @@ static struct peer *new_peer (int fd, bool outgoing, const char *address) {
   p->w.fd = fd;
   p->w.ready = on_ready;
   p->serial = ++next_serial;
+  p->since = now_ms();
   p->outgoing = outgoing;
   p->chokes_us = true;
   snprintf(p->address, sizeof p->address, "%s", address);
@@ -395,6 +396,13 @@ void peers_flush (void) {
     struct peer *p = peers[i];
     // A socket known to be full is left to its EPOLLOUT.
     if (p->out_urgent && !(p->watching & EPOLLOUT) && p->phase != P_CLOSED) peer_flush(p);
+  }
+}
+
+void peers_tick (void) {
+  uint64_t now = now_ms();
+  for (int i = 0; i < peer_count; i++) {
+    if (peers[i]->phase < P_OPEN && now - peers[i]->since > HANDSHAKE_TIMEOUT_MS) peer_close(peers[i], "no handshake in time");
   }
 }
 

@@ -165,9 +165,9 @@ int tree_table (const struct description *d, uid_t uid, gid_t gid, struct table 
           const char *rest = path;
           const uint8_t *part_at = NULL;
           while (matches && bnext(&parts, &part_at, NULL, &part)) {
-            matches = part.kind == B_STR && strncmp(rest, (const char *)part.str, part.len) == 0 &&
+            matches = part.kind == B_STR && strlen(rest) >= part.len && memcmp(rest, part.str, part.len) == 0 &&
               (rest[part.len] == '/' || rest[part.len] == 0);
-            rest += part.len + (rest[part.len] == '/');
+            if (matches) rest += part.len + (rest[part.len] == '/');
           }
           matches = matches && *rest == 0;
         }

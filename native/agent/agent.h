@@ -71,6 +71,7 @@ struct peer {
   // Its pieces, one byte each: the picker's scans read it directly.
   uint8_t *has;
   uint32_t has_count;
+  uint32_t wanted;             // pieces it has that this node has not verified: 0, nothing to ask it
   bool chokes_us, we_interested;
   struct request reqs[MAX_OUTSTANDING];
   int nreq;

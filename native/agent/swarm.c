@@ -107,8 +107,7 @@ uint64_t swarm_left (void) {
 }
 
 static void send_interest (struct peer *p) {
-  bool wanted = false;
-  if (!swarm_complete()) for (uint32_t i = 0; i < d->piece_count && !wanted; i++) wanted = p->has[i] && !have[i];
+  bool wanted = p->wanted > 0;
   if (wanted == p->we_interested) return;
   p->we_interested = wanted;
   peer_send(p, wanted ? INTERESTED : NOT_INTERESTED, NULL, 0);
@@ -232,7 +231,7 @@ static bool pick (struct peer *p, uint64_t now) {
 }
 
 static void fill (struct peer *p) {
-  if (p->phase != P_OPEN || p->chokes_us || swarm_complete()) return;
+  if (p->phase != P_OPEN || p->chokes_us || p->wanted == 0) return;
   uint64_t now = now_ms();
   while (p->nreq < MAX_OUTSTANDING && pick(p, now)) {}
 }
@@ -247,8 +246,7 @@ static void verified (uint32_t index) {
     struct peer *o = peers[i];
     if (o->phase != P_OPEN) continue;
     if (!o->has[index]) peer_send_later(o, HAVE, body, 4);
-    if (o->we_interested && !swarm_complete()) continue;
-    send_interest(o);
+    else if (--o->wanted == 0) send_interest(o);
   }
   if (swarm_complete()) tracker_announce(EV_COMPLETED);
 }
@@ -320,6 +318,7 @@ static void gains (struct peer *p, uint32_t index) {
   if (p->has[index]) return;
   p->has[index] = 1;
   p->has_count++;
+  if (!have[index]) p->wanted++;
   avail[index]++;
 }
 

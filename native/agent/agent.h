@@ -124,7 +124,7 @@ uint64_t swarm_last_block_at (void);
 uint64_t swarm_left (void);
 extern struct peer *peers[MAX_PEERS];
 extern int peer_count;
-struct swarm_stats { uint64_t from_head, from_peers, uploaded, failed_pieces; };
+struct swarm_stats { uint64_t from_head, from_peers, uploaded, failed_pieces, requests, rejected; };
 extern struct swarm_stats stats;
 extern int store_fd;
 

@@ -168,9 +168,10 @@ static void write_stats (const char *file) {
   for (uint32_t i = 0; i < job.desc.piece_count; i++) have += swarm_has(i);
   FILE *f = fopen(file, "w");
   if (!f) { fprintf(stderr, "p2prun-agent: cannot write %s: %s\n", file, strerror(errno)); return; }
-  fprintf(f, "{\"swarm\":{\"fromHead\":%llu,\"fromPeers\":%llu,\"uploaded\":%llu,\"piecesHave\":%u,\"pieceCount\":%u,\"failedPieces\":%llu},\"fs\":{%s}}\n",
+  fprintf(f, "{\"swarm\":{\"fromHead\":%llu,\"fromPeers\":%llu,\"uploaded\":%llu,\"piecesHave\":%u,\"pieceCount\":%u,\"failedPieces\":%llu,\"requests\":%llu,\"rejected\":%llu},\"fs\":{%s}}\n",
     (unsigned long long)stats.from_head, (unsigned long long)stats.from_peers, (unsigned long long)stats.uploaded, have,
-    job.desc.piece_count, (unsigned long long)stats.failed_pieces, counters);
+    job.desc.piece_count, (unsigned long long)stats.failed_pieces, (unsigned long long)stats.requests,
+    (unsigned long long)stats.rejected, counters);
   fclose(f);
 }
 

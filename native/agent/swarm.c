@@ -21,6 +21,9 @@
 #define ASKED 1
 #define IN 2
 #define HEAD_BACKOFF_MS 250
+#define ENDGAME_AFTER_MS 1000
+#define PIPELINE_BYTES (96 * 1024)     // in flight per peer: enough on a LAN (lib/swarm/picker.ts)
+#define READ_EXTRA_BYTES (128 * 1024)  // more while a read waits
 #define REQUEST_TIMEOUT_MS 10000
 
 enum { CHOKE, UNCHOKE, INTERESTED, NOT_INTERESTED, HAVE, BITFIELD, REQUEST, PIECE, CANCEL,
@@ -31,6 +34,7 @@ enum { CHOKE, UNCHOKE, INTERESTED, NOT_INTERESTED, HAVE, BITFIELD, REQUEST, PIEC
 struct partial {
   uint8_t *blocks;   // FREE, ASKED or IN, per block; NULL: the piece is not started
   uint8_t *again;    // per block: asked of a second peer too
+  uint64_t *asked_at; // per block: when it was first asked for
   uint16_t count, missing;
   uint32_t senders[MAX_SENDERS]; // serials of the peers its blocks came from (the first ones)
   uint8_t sender_count;
@@ -40,7 +44,7 @@ static const struct description *d;
 static void fill (struct peer *p);
 static uint8_t *have;
 static uint32_t have_count;
-static uint16_t *avail;            // open peers that have each piece
+static uint16_t *avail;            // open peers other than the head that have each piece
 static struct partial *parts;
 static uint32_t *active;           // the started pieces, in the order they were started
 static uint32_t active_count;
@@ -141,7 +145,7 @@ static void release (const struct request *r) {
 void swarm_closed (struct peer *p) {
   for (int i = 0; i < p->nreq; i++) release(&p->reqs[i]);
   p->nreq = 0;
-  for (uint32_t i = 0; i < d->piece_count; i++) if (p->has[i]) avail[i]--;
+  if (!p->head) for (uint32_t i = 0; i < d->piece_count; i++) if (p->has[i]) avail[i]--;
 }
 
 static bool start_piece (uint32_t index) {
@@ -149,7 +153,12 @@ static bool start_piece (uint32_t index) {
   uint16_t count = (uint16_t)((piece_size(d, index) + BLOCK - 1) / BLOCK);
   part->blocks = calloc(count, 1);
   part->again = calloc(count, 1);
-  if (!part->blocks || !part->again) { free(part->blocks); free(part->again); part->blocks = NULL; return false; }
+  part->asked_at = calloc(count, sizeof *part->asked_at);
+  if (!part->blocks || !part->again || !part->asked_at) {
+    free(part->blocks); free(part->again); free(part->asked_at);
+    part->blocks = NULL; part->again = NULL; part->asked_at = NULL;
+    return false;
+  }
   part->count = part->missing = count;
   active[active_count++] = index;
   return true;
@@ -159,70 +168,97 @@ static void finish_piece (uint32_t index) {
   struct partial *part = &parts[index];
   free(part->blocks);
   free(part->again);
+  free(part->asked_at);
   part->blocks = part->again = NULL;
+  part->asked_at = NULL;
   for (uint32_t i = 0; i < active_count; i++) if (active[i] == index) { active[i] = active[--active_count]; break; }
 }
 
 static void ask (struct peer *p, uint32_t index, uint32_t first, uint32_t end, bool again) {
   struct partial *part = &parts[index];
+  uint64_t now = now_ms();
   for (uint32_t b = first; b < end; b++) {
-    if (again) part->again[b] = 1; else part->blocks[b] = ASKED;
+    if (again) { part->again[b] = 1; continue; }
+    part->blocks[b] = ASKED;
+    part->asked_at[b] = now;
   }
   uint32_t begin = first * BLOCK;
   uint32_t stop = end * BLOCK < piece_size(d, index) ? end * BLOCK : piece_size(d, index);
-  p->reqs[p->nreq++] = (struct request){ index, begin, stop - begin, now_ms() };
+  p->reqs[p->nreq++] = (struct request){ index, begin, stop - begin, now };
+  stats.requests++;
   peer_send_request(p, REQUEST, index, begin, stop - begin);
 }
 
+// Whether p may be asked for piece `index`: it has it, this node lacks it, and p is not the head,
+// or is the head and no other peer holds the piece (the head sends each piece about once; the
+// nodes spread it) and did not turn it down a moment ago.
 static bool askable (const struct peer *p, uint32_t index, uint64_t now) {
-  return p->has[index] && !have[index] && (!p->head || head_wait[index] <= now);
+  return p->has[index] && !have[index] && (!p->head || (avail[index] == 0 && head_wait[index] <= now));
 }
 
-// One request for peer p, if it has anything this node still lacks; false: nothing to ask it.
-static bool pick (struct peer *p, uint64_t now) {
+static uint32_t outstanding_bytes (const struct peer *p) {
+  uint32_t bytes = 0;
+  for (int i = 0; i < p->nreq; i++) bytes += p->reqs[i].length;
+  return bytes;
+}
+
+// Asks p for the next free run of blocks of a started piece; false if it has none free.
+static bool ask_free_run (struct peer *p, uint32_t index) {
+  struct partial *part = &parts[index];
   uint32_t run = p->p2prun ? P2PRUN_REQUEST / BLOCK : 1;
-  for (uint32_t a = 0; a < active_count; a++) {
-    uint32_t index = active[a];
-    if (!askable(p, index, now)) continue;
-    struct partial *part = &parts[index];
-    uint32_t first = 0;
-    while (first < part->count && part->blocks[first] != FREE) first++;
-    if (first == part->count) continue;
-    uint32_t end = first + 1;
-    while (end < part->count && end - first < run && part->blocks[end] == FREE) end++;
-    ask(p, index, first, end, false);
-    return true;
+  uint32_t first = 0;
+  while (first < part->count && part->blocks[first] != FREE) first++;
+  if (first == part->count) return false;
+  uint32_t end = first + 1;
+  while (end < part->count && end - first < run && part->blocks[end] == FREE) end++;
+  ask(p, index, first, end, false);
+  return true;
+}
+
+// Whether p's request covers block b of piece `index`.
+static bool asked_of (const struct peer *p, uint32_t index, uint32_t b) {
+  for (int i = 0; i < p->nreq; i++) {
+    const struct request *r = &p->reqs[i];
+    if (r->index == index && r->begin / BLOCK <= b && b < (r->begin + r->length + BLOCK - 1) / BLOCK) return true;
   }
-  // A piece a read or an open waits for, in order; else the rarest piece it has that nobody is
-  // fetching yet, ties broken from a random place, so nodes spread.
+  return false;
+}
+
+// One request for peer p, if it has anything this node still lacks; false: nothing to ask it now.
+// In order: a started piece's free blocks (what a read waits for first), a piece a read or an open
+// waits for, the rarest piece it has that nobody is fetching (ties broken from a random place, so
+// the nodes spread), and the endgame: a block a read waits for that another peer was asked for
+// ENDGAME_AFTER_MS ago and has not sent (lib/swarm/picker.ts keeps the same rules).
+static bool pick (struct peer *p, uint64_t now) {
+  for (int urgent_pass = 1; urgent_pass >= 0; urgent_pass--) {
+    for (uint32_t a = 0; a < active_count; a++) {
+      uint32_t index = active[a];
+      if (urgent[index] == urgent_pass && askable(p, index, now) && ask_free_run(p, index)) return true;
+    }
+  }
   uint32_t best = UINT32_MAX, best_avail = UINT32_MAX, n = d->piece_count;
   for (uint32_t index = 0; urgent_count > 0 && index < n; index++) {
     if (urgent[index] && !parts[index].blocks && askable(p, index, now)) { best = index; break; }
   }
   uint32_t from = n ? (uint32_t)random() % n : 0;
-  bool urgent_chosen = best != UINT32_MAX;
-  // A piece p has is held by p at least: one holder is as rare as it gets.
-  for (uint32_t k = 0; k < n && !urgent_chosen && best_avail > 1; k++) {
-    uint32_t index = (from + k) % n;
-    if (parts[index].blocks || !askable(p, index, now) || avail[index] >= best_avail) continue;
-    best = index;
-    best_avail = avail[index];
+  // A piece a node has is held by it at least: one holder is as rare as it gets (the head's
+  // pieces count no holder: it is asked only for those).
+  if (best == UINT32_MAX) {
+    for (uint32_t k = 0; k < n && best_avail > (p->head ? 0u : 1u); k++) {
+      uint32_t index = (from + k) % n;
+      if (parts[index].blocks || !askable(p, index, now) || avail[index] >= best_avail) continue;
+      best = index;
+      best_avail = avail[index];
+    }
   }
-  if (best != UINT32_MAX && start_piece(best)) {
-    uint32_t end = run < parts[best].count ? run : parts[best].count;
-    ask(p, best, 0, end, false);
-    return true;
-  }
-  // The endgame: a block another peer was asked for, asked of this one too (once).
-  for (uint32_t a = 0; a < active_count; a++) {
+  if (best != UINT32_MAX && start_piece(best)) return ask_free_run(p, best);
+  for (uint32_t a = 0; a < active_count && urgent_count > 0; a++) {
     uint32_t index = active[a];
-    if (!askable(p, index, now)) continue;
+    // The stalled holder is one of the peers that have it: the head stands in only if it is the only one.
+    if (!urgent[index] || !p->has[index] || have[index] || (p->head && avail[index] > 1)) continue;
     struct partial *part = &parts[index];
     for (uint32_t b = 0; b < part->count; b++) {
-      if (part->blocks[b] != ASKED || part->again[b]) continue;
-      bool mine = false;
-      for (int i = 0; i < p->nreq && !mine; i++) mine = p->reqs[i].index == index && p->reqs[i].begin / BLOCK <= b && b < (p->reqs[i].begin + p->reqs[i].length + BLOCK - 1) / BLOCK;
-      if (mine) continue;
+      if (part->blocks[b] != ASKED || part->again[b] || now - part->asked_at[b] < ENDGAME_AFTER_MS || asked_of(p, index, b)) continue;
       ask(p, index, b, b + 1, true);
       return true;
     }
@@ -230,10 +266,12 @@ static bool pick (struct peer *p, uint64_t now) {
   return false;
 }
 
+// Requests until PIPELINE_BYTES are in flight to p (more while a read waits).
 static void fill (struct peer *p) {
   if (p->phase != P_OPEN || p->chokes_us || p->wanted == 0) return;
   uint64_t now = now_ms();
-  while (p->nreq < MAX_OUTSTANDING && pick(p, now)) {}
+  uint32_t depth = PIPELINE_BYTES + (urgent_count > 0 ? READ_EXTRA_BYTES : 0);
+  while (p->nreq < MAX_OUTSTANDING && outstanding_bytes(p) < depth && pick(p, now)) {}
 }
 
 static void verified (uint32_t index) {
@@ -319,7 +357,7 @@ static void gains (struct peer *p, uint32_t index) {
   p->has[index] = 1;
   p->has_count++;
   if (!have[index]) p->wanted++;
-  avail[index]++;
+  if (!p->head) avail[index]++;
 }
 
 static uint32_t get32 (const uint8_t *at) {
@@ -375,6 +413,7 @@ void swarm_message (struct peer *p, uint8_t id, const uint8_t *m, size_t length)
     case REJECT: {
       struct request r;
       if (!take_request(p, get32(m), get32(m + 4), get32(m + 8), &r)) return;
+      stats.rejected++;
       release(&r);
       if (p->head) head_wait[r.index] = now_ms() + HEAD_BACKOFF_MS;
       break;

@@ -90,7 +90,7 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
 const cluster = (...args: string[]) => execa(CLUSTER, args, { stdio: ['ignore', 'pipe', 'inherit'] })
 /** Each node's script in its own process group, so a failed run can stop all of it (agents included). */
 const onNode = (k: number, script: string, env: Record<string, string> = {}) =>
-  execa(CLUSTER, ['exec', String(k), 'sh', '-c', script], { env: { ...process.env, ...env }, reject: false, stdin: 'pipe', detached: true })
+  execa(CLUSTER, ['exec', String(k), 'bash', '-c', script], { env: { ...process.env, ...env }, reject: false, stdin: 'pipe', detached: true })
 
 /** The agent's user and system time so far, in clock ticks: fields 14 and 15 of /proc/PID/stat. */
 const AGENT_TICKS = "$(awk '{print $14, $15}' /proc/$pid/stat)"
@@ -110,7 +110,7 @@ async function serverTicks (): Promise<Map<number, number>> {
   return ticks
 }
 
-/** Starts one script per node at the same moment; each prints "done" when its driver exited. */
+/** Starts one script per node at the same moment (timeNodes); each prints "done" when its driver exited. */
 interface NodeTimes {
   times: number[]
   starts: number[]
@@ -118,23 +118,44 @@ interface NodeTimes {
   cpus: Array<{ user: number, system: number, voluntary: number, involuntary: number }>
 }
 
+/**
+ * The common start is a lock every node script waits on (shared) while the runner holds it
+ * (exclusive): the runner starts all N scripts first, then lets go. Each node stamps its own lines
+ * (bash's EPOCHREALTIME), so neither a late start nor a late read counts: with the agents of the
+ * first nodes already moving bytes, the runner, starved on the shared cores, took seconds to start
+ * the last of 32 scripts and to read their lines (before 2026-12-04 every node's time included that).
+ */
+const START_LOCK = '/tmp/p2pb-start.lock'
+const stamped = (script: string) =>
+  `echo waiting; flock -s ${START_LOCK} true; { ${script}\n} | while IFS= read -r line; do echo "\${EPOCHREALTIME/./} $line"; done`
+
 async function timeNodes (n: number, script: (k: number) => string): Promise<NodeTimes> {
-  const t0 = performance.now()
+  const holder = execa('flock', ['-x', START_LOCK, 'bash', '-c', 'echo locked; cat > /dev/null; echo "${EPOCHREALTIME/./}"'], { stdin: 'pipe', reject: false })
+  const heldLines = createInterface({ input: holder.stdout as NodeJS.ReadableStream })
+  const heldLine = () => new Promise<string>((resolve) => heldLines.once('line', resolve))
+  await heldLine() // locked
   const times: number[] = []
   const starts: number[] = []
   const startCpus: number[] = []
   const cpus: NodeTimes['cpus'] = []
   const children: ReturnType<typeof onNode>[] = []
+  let waiting = 0
+  let release: () => void = () => {}
+  const allWaiting = new Promise<void>((resolve) => { release = resolve })
   let done = 0
+  const since = (stamp: string) => (Number(stamp) - t0) / 1e6
+  let t0 = 0
   const runs = Array.from({ length: n }, (_, i) => i + 1).map(async (k) => {
-    const child = onNode(k, script(k))
+    const child = onNode(k, stamped(script(k)))
     liveNodes.push(child)
     children.push(child)
     const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream })
-    lines.on('line', (line) => {
-      if (line === 'mounted') starts[k - 1] = (performance.now() - t0) / 1000
+    lines.on('line', (stampedLine) => {
+      if (stampedLine === 'waiting') { if (++waiting === n) release(); return }
+      const [stamp = '0', line = ''] = stampedLine.split(/ (.*)/)
+      if (line === 'mounted') starts[k - 1] = since(stamp)
       if (line === 'done') {
-        times[k - 1] = (performance.now() - t0) / 1000
+        times[k - 1] = since(stamp)
         // Every node's driver is done: the agents, seeding until now, may stop (their stdin ends).
         if (++done === n) for (const c of children) c.stdin?.end()
       }
@@ -150,12 +171,20 @@ async function timeNodes (n: number, script: (k: number) => string): Promise<Nod
     const r = await child
     if (times[k - 1] === undefined) throw new Error(`node ${k} failed (exit ${r.exitCode}): ${String(r.stderr).slice(-6000)}`)
   })
+  const failed = Promise.all(runs).then(() => {})
   try {
-    await Promise.all(runs)
+    await Promise.race([allWaiting, failed])
+    const releasedAt = heldLine()
+    holder.stdin?.end()
+    t0 = Number(await releasedAt)
+    await failed
   } catch (err) {
+    holder.stdin?.end()
     // SIGTERM lets every node's agent unmount and remove its store before the namespaces go.
     await stopNodes()
     throw err
+  } finally {
+    await holder
   }
   liveNodes.length = 0
   return { times, starts, startCpus, cpus }

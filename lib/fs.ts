@@ -39,7 +39,7 @@ export interface FsStats {
 
 type OpName = 'lookup' | 'getattr' | 'readdir' | 'readlink' | 'open' | 'read' | 'release' | 'statfs' | 'access' | 'refused'
 
-/** The native server's own counts (native/fuse-server.c COUNTERS), merged into FsStats. */
+/** The native server's own counts (native/fuse-session.h COUNTERS), merged into FsStats. */
 export type ServerCounts = Record<OpName | 'enoent' | 'bytesServedLocal' | 'readsForwarded' | 'opensForwarded' | 'interrupted', number>
 
 /**

@@ -1,8 +1,9 @@
 // The native node agent (native/agent/, dist/p2prun-agent): real FUSE mounts, real BitTorrent on
 // loopback against a real `p2prun serve` head, Node agents and hand-played hostile peers beside it.
 import { execFile } from 'node:child_process'
-import { randomBytes } from 'node:crypto'
+import { createHmac, randomBytes } from 'node:crypto'
 import { lstat, mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises'
+import net from 'node:net'
 import path from 'node:path'
 import { promisify } from 'node:util'
 import { execa } from 'execa'
@@ -19,6 +20,46 @@ const run = promisify(execFile)
 
 function nativeAgent (j: Job, mountPoint: string, name: string, extra: readonly string[] = [], env: Record<string, string> = {}): Promise<MountedAgent> {
   return mountAgent(j, j.file, mountPoint, path.join(j.dir, `${name}.json`), [...nodeArgs(j, 'eager'), ...extra], env, [], NATIVE_AGENT)
+}
+
+/** Resolves once the agent's stderr has a line matching `pattern` (its P2PRUN_DEBUG log). */
+function stderrLine (agent: MountedAgent, pattern: RegExp): Promise<void> {
+  return new Promise((resolve) => {
+    let text = ''
+    agent.child.stderr?.on('data', (chunk: Buffer) => {
+      text += chunk.toString()
+      if (pattern.test(text)) resolve()
+    })
+  })
+}
+
+/**
+ * Connects as a proper peer of the job (its proof, then interested), sends `requests` and reads
+ * nothing until `dropped`; then reads to the end and resolves with the block bytes it got.
+ */
+function greedyPeer (address: string, requests: Buffer, secret: string, infoHash: Buffer, dropped: Promise<void>): Promise<number> {
+  return new Promise((resolve) => {
+    const [host, port] = address.split(':') as [string, string]
+    const peerId = Buffer.from(`-P2N020-${randomBytes(6).toString('hex')}`)
+    const socket = net.connect(Number(port), host, () => socket.write(handshake(infoHash, { extensions: true, peerId })))
+    let got = Buffer.alloc(0)
+    let total = 0
+    socket.on('data', (chunk: Buffer) => {
+      total += chunk.length
+      if (got.length >= 68) return
+      got = Buffer.concat([got, chunk])
+      if (got.length < 68) return
+      // Its proof for this pair (lib/swarm/job-auth.ts), interest, the requests; then nothing is
+      // read, so what the agent queues for us only grows.
+      const auth = createHmac('sha256', Buffer.from(secret, 'hex')).update('peer').update(infoHash).update(peerId).update(got.subarray(48, 68)).digest()
+      socket.write(message(20, Buffer.concat([Buffer.from([0]), Buffer.from('d11:p2prun_auth32:'), auth, Buffer.from('e')])))
+      socket.write(Buffer.concat([message(2), requests]))
+      socket.pause()
+      void dropped.then(() => socket.resume())
+    })
+    socket.on('error', () => {})
+    socket.on('close', () => resolve(total))
+  })
 }
 
 /** What lstat says of every entry under `root` that the two agents must agree on. */
@@ -98,7 +139,7 @@ t.test('hostile bytes end a connection, never the agent; without the job proof n
   j.defer(head.stop)
   const [port] = await freePorts(1) as [number]
   const native = await mountAgent(j, j.file, path.join(j.dir, 'mnt'), path.join(j.dir, 'native.json'),
-    ['--tracker', head.tracker, '--seeder', head.seeder, '--store-dir', j.dir, '--port', String(port)], { P2PRUN_SECRET: secret }, [], NATIVE_AGENT)
+    ['--tracker', head.tracker, '--seeder', head.seeder, '--store-dir', j.dir, '--port', String(port)], { P2PRUN_SECRET: secret, P2PRUN_DEBUG: '1' }, [], NATIVE_AGENT)
   const address = `127.0.0.1:${port}`
   // One that connects and says nothing: the agent closes it once its handshake is overdue (10 s).
   const silent = sendAndAwaitClose(address, Buffer.alloc(0))
@@ -121,6 +162,15 @@ t.test('hostile bytes end a connection, never the agent; without the job proof n
   }
   t.same(await snapshotTree(native.mountPoint, 0o555), await snapshotTree(j.libs, 0o555), 'after 40 streams of noise it still serves every byte')
   t.same(await silent, Buffer.alloc(0), 'a connection that never said anything was closed, unanswered')
+  // One that asks for its first piece over and over (64 MiB in all) and reads nothing: dropped once
+  // more than 16 MiB wait for it beyond what the sockets hold.
+  const desc = parseDescription(await readFile(j.file))
+  const first = Math.min(desc.pieceLength, desc.totalBytes, 128 * 1024)
+  const asked = Math.ceil(64 * 1024 * 1024 / first) * first
+  const greedy = Buffer.concat(Array.from({ length: asked / first }, () => message(6, Buffer.concat([u32(0), u32(0), u32(first)]))))
+  const dropped = stderrLine(native, /closed: it does not read what it asks for/)
+  const received = await greedyPeer(address, greedy, secret, infoHash, dropped)
+  t.ok(received < asked, `a peer that asks and never reads is dropped: it got ${received} of the ${asked} bytes it asked for`)
   t.equal((await native.stop()).exitCode, 0)
 })
 

@@ -19,6 +19,7 @@
 #define P2PRUN_REQUEST (64u * 1024) // what it asks its own peers for at once (lib/swarm/picker.ts)
 #define MAX_OUTSTANDING 8           // requests in flight per peer
 #define MAX_PEERS 128
+#define MAX_QUEUED_BYTES (16u << 20) // still to send to one peer after a flush (peer.c)
 
 uint64_t now_ms (void);
 // A line on stderr when P2PRUN_DEBUG is set (as for the Node agent).

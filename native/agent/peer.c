@@ -167,6 +167,10 @@ void peer_flush (struct peer *p) {
     if (p->out && p->out->sent > 0) break; // the socket took less than offered: it is full
   }
   if (!p->out) p->out_urgent = false;
+  // What a read of requests queued and the socket could not take: more than MAX_QUEUED_BYTES and
+  // the peer asks for more than it reads (p2prun's peers keep at most 224 KiB in flight, stock
+  // clients a few MiB). Dropped, so its queue cannot grow without end.
+  if (p->out_bytes > MAX_QUEUED_BYTES) { peer_close(p, "it does not read what it asks for"); return; }
   watch_for(p);
 }
 

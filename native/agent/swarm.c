@@ -1,11 +1,11 @@
 // The set as this node fetches and serves it: the store (one file, the set's bytes in torrent
 // order), which 16 KiB blocks of which pieces are free, asked for or in, the SHA-1 check of a
-// whole piece, what to ask each peer for, and what to serve. The policy is eager mode's
-// (lib/swarm/picker.ts): finish started pieces first, then the rarest piece a peer has, so the
-// nodes fetch different pieces and serve each other; when every missing block is asked for, a
-// block may be asked of a second peer (the endgame). The head turns down a piece another node
-// is fetching from it (a BEP 6 reject): this node then asks it of a peer, or of the head again
-// after HEAD_BACKOFF_MS.
+// whole piece, what to ask each peer for, and what to serve. The policy is eager mode's, with
+// lib/swarm/picker.ts's rules (see pick): started pieces first, then what a read or an open waits
+// for, then the rarest piece a peer has, so the nodes fetch different pieces and serve each
+// other; the head only for pieces no other peer holds, and it turns down a piece another node is
+// fetching from it (a BEP 6 reject): asked again after HEAD_BACKOFF_MS. A block a read waits for
+// that one peer has held for ENDGAME_AFTER_MS is asked of a second (the endgame).
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -342,6 +342,7 @@ static void place (struct peer *p, uint32_t index, uint32_t begin, const uint8_t
   if (part->missing == 0) check(index);
 }
 
+// A peer's request, answered from the store, or turned down (not this node's, or malformed).
 static void serve (struct peer *p, uint32_t index, uint32_t begin, uint32_t length) {
   uint32_t size = piece_size(d, index);
   if (index < d->piece_count && have[index] && length > 0 && length <= MAX_REQUEST && begin <= size && length <= size - begin) {

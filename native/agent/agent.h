@@ -134,8 +134,10 @@ enum announce_event { EV_NONE, EV_STARTED, EV_COMPLETED, EV_STOPPED };
 void tracker_announce (enum announce_event event);
 void tracker_tick (void);
 bool tracker_busy (void);
-// host:port of a peer the tracker listed: main.c dials it.
-void on_tracker_peer (const char *host_port);
+
+// ---- dialing (main.c)
+// host:port of a peer (the tracker's list, a peer's ut_pex, the seeders): dialed once.
+void dial_once (const char *host_port);
 // The seeders' addresses are dialed again while this node has no connection to the head.
 void redial_seeders (void);
 #endif

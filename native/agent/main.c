@@ -83,7 +83,7 @@ void job_proof (const char *purpose, const uint8_t *a, size_t alen, const uint8_
 }
 
 // An address to dial (the tracker's list, a peer's ut_pex, the seeders): each once.
-void on_tracker_peer (const char *host_port) {
+void dial_once (const char *host_port) {
   for (int i = 0; i < dialed_count; i++) if (strcmp(dialed[i], host_port) == 0) return;
   if (dialed_count == MAX_DIALED || peer_count >= MAX_PEERS - 8) return;
   dialed[dialed_count++] = strdup(host_port);
@@ -276,7 +276,7 @@ int main (int argc, char **argv) {
   tracker_announce(EV_STARTED);
   for (int i = 0; i < job.desc.seeder_count; i++) seeder_list[seeder_list_count++] = job.desc.seeders[i];
   for (int i = 0; i < seeder_count; i++) seeder_list[seeder_list_count++] = seeders[i];
-  for (int i = 0; i < seeder_list_count; i++) on_tracker_peer(seeder_list[i]);
+  for (int i = 0; i < seeder_list_count; i++) dial_once(seeder_list[i]);
   bool stopping = false;
   uint64_t next_tick = now_ms() + TICK_MS, stop_by = 0;
   while (state != FAILED) {

@@ -76,7 +76,7 @@ static void take_reply (struct tracker *t) {
       const uint8_t *a = peers.str + i;
       char host_port[32];
       snprintf(host_port, sizeof host_port, "%u.%u.%u.%u:%u", a[0], a[1], a[2], a[3], (unsigned)(a[4] << 8 | a[5]));
-      on_tracker_peer(host_port);
+      dial_once(host_port);
     }
   }
   finish(t, true);

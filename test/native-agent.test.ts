@@ -190,6 +190,24 @@ t.test('a peer whose blocks fail their check is dropped and refused; the set com
   t.same([junk.counts.connections, junk.counts.closed], [1, 1], 'its one connection was dropped, and not made again')
 })
 
+t.test('native agents in their own mount namespaces on one host keep their mounts while another leaves; the last removes the mount point', async (t) => {
+  const j = await job(t, (dir) => makeTree(path.join(dir, 'libs'), LIBRARY_TREE))
+  // The agents create the mount point and its parent (neither exists yet), by lib/mount.ts's rules.
+  const mnt = path.join(j.dir, 'not-yet/mnt')
+  const privateNs = ['unshare', '--mount', '--propagation', 'private']
+  const agents = []
+  for (const k of [1, 2]) agents.push(await mountAgent(j, j.file, mnt, path.join(j.dir, `n${k}.json`), nodeArgs(j, 'eager'), {}, privateNs, NATIVE_AGENT))
+  const [first, second] = agents as [MountedAgent, MountedAgent]
+  t.equal(await isMounted(mnt), false, 'neither mount is seen from the test\'s namespace')
+  t.equal((await first.stop()).exitCode, 0)
+  const got = await run('nsenter', [`--mount=/proc/${second.child.pid}/ns/mnt`, 'cat', path.join(mnt, 'libfoo.so.1.2.3')], { encoding: 'buffer' })
+  t.ok(got.stdout.equals(await readFile(path.join(j.libs, 'libfoo.so.1.2.3'))), 'the second node still reads its libraries after the first left')
+  t.equal((await second.stop()).exitCode, 0)
+  await t.rejects(stat(mnt), { code: 'ENOENT' }, 'the last node to leave removed the mount point')
+  await t.rejects(stat(path.dirname(mnt)), { code: 'ENOENT' }, 'and the parent directory it made')
+  t.ok((await stat(j.dir)).isDirectory(), 'but nothing it did not make')
+})
+
 t.test('unmounted from outside, the agent ends', async (t) => {
   const j = await job(t, (dir) => makeTree(path.join(dir, 'libs'), LIBRARY_TREE))
   const native = await nativeAgent(j, path.join(j.dir, 'mnt'), 'native')

@@ -12,7 +12,7 @@
 // mapping) into dist/, against this Node's own headers, and the LD_AUDIT module (native/audit.c).
 import { build, type Plugin } from 'esbuild'
 import { execFileSync } from 'node:child_process'
-import { existsSync, readdirSync } from 'node:fs'
+import { existsSync, readdirSync, readFileSync } from 'node:fs'
 import { createHash } from 'node:crypto'
 import { mkdir, rm, writeFile } from 'node:fs/promises'
 import { isBuiltin } from 'node:module'
@@ -132,7 +132,8 @@ cc(AUDIT_FILE, ['-shared', '-fPIC', ...freestanding, path.join(root, 'native/aud
 cc(RANK_STEP_FILE, [path.join(root, 'native/rank-step.c')])
 // The native node agent: the same FUSE server as the addon's, libcrypto for SHA-1 and the job proof.
 const agentSources = readdirSync(path.join(root, 'native/agent')).filter((f) => f.endsWith('.c')).map((f) => path.join(root, 'native/agent', f))
-cc(NATIVE_AGENT_FILE, [...agentSources, ...['fuse-session.c', 'fuse-table.c'].map((f) => path.join(root, 'native', f)), ...fuse3, '-lcrypto', '-lpthread'],
+const version = (JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8')) as { version: string }).version
+cc(NATIVE_AGENT_FILE, [`-DP2PRUN_VERSION="${version}"`, ...agentSources, ...['fuse-session.c', 'fuse-table.c'].map((f) => path.join(root, 'native', f)), ...fuse3, '-lcrypto', '-lpthread'],
   'install a C compiler, pkg-config, libfuse3-dev and libssl-dev: scripts/setup-system.sh')
 
 /** cc with warnings as errors, into dist/; a failure names what could not be built and what to install. */

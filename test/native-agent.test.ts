@@ -246,5 +246,9 @@ t.test('bad input: one line with a hint, exit 2, and nothing left behind', async
     await t.rejects(stat(mnt), { code: 'ENOENT' }, `${name}: no mount point made`)
   }
   t.same(await readdir(full), ['something'], 'the full directory untouched')
+  const version = await execa(NATIVE_AGENT, ['--version'], { reject: false })
+  t.same([version.exitCode, version.stdout], [0, JSON.parse(await readFile(path.join(ROOT, 'package.json'), 'utf8')).version], '--version: p2prun\'s')
+  const help = await execa(NATIVE_AGENT, ['--help'], { reject: false })
+  t.match(help, { exitCode: 0, stdout: /^usage: p2prun-agent mount DESCRIPTION MOUNTPOINT / }, '--help: the usage, on stdout')
   t.same((await readdir(j.dir)).filter((n) => n.startsWith('p2prun-')), [], 'no store left')
 })

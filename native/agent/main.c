@@ -6,7 +6,7 @@
 // first) and serves it to the other nodes until SIGTERM or SIGINT; then writes --stats, unmounts,
 // tells the tracker it leaves, and ends. The options and lines are `p2prun mount`'s, so a
 // launcher can start either agent. The job's secret comes from P2PRUN_SECRET (never a flag).
-// P2PRUN_DEBUG=1: a line on stderr per connection and announce.
+// P2PRUN_DEBUG=1: a line on stderr per connection and announce. --version, --help: p2prun's version, the usage.
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -28,6 +28,9 @@
 #include "mount.h"
 #include "tree.h"
 
+#ifndef P2PRUN_VERSION
+#define P2PRUN_VERSION "unknown" // scripts/build.ts passes package.json's
+#endif
 #define TICK_MS 100
 #define STOP_WAIT_MS 1000
 #define MAX_DIALED 512
@@ -194,6 +197,8 @@ int main (int argc, char **argv) {
   setvbuf(stdout, NULL, _IOLBF, 0);
   signal(SIGPIPE, SIG_IGN);
   debugging = getenv("P2PRUN_DEBUG") && *getenv("P2PRUN_DEBUG");
+  if (argc == 2 && strcmp(argv[1], "--version") == 0) { printf("%s\n", P2PRUN_VERSION); return 0; }
+  if (argc == 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) { printf("usage: %s\n", USAGE); return 0; }
   if (argc < 2 || strcmp(argv[1], "mount") != 0) return fail("expected a command: mount DESCRIPTION MOUNTPOINT", USAGE);
   const char *desc_file = NULL, *store_dir = "/dev/shm", *stats_file = NULL;
   long port = 0;

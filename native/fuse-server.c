@@ -232,17 +232,22 @@ static struct js_server *server_of(napi_env env, napi_value value) {
   return s;
 }
 
-// The request JS answers, unless it was interrupted meanwhile or the server is stopping.
-static fuse_req_t claim(napi_env env, napi_callback_info info, size_t want, napi_value *argv, struct js_server **out, struct pending *taken) {
+// A reply's server and request id (its first two arguments, of `want`); NULL after throwing.
+static struct js_server *reply_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv, uint32_t *id) {
   size_t argc = want;
-  uint32_t id;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != want ||
-      napi_get_value_uint32(env, argv[1], &id) != napi_ok) {
+      napi_get_value_uint32(env, argv[1], id) != napi_ok) {
     napi_throw_type_error(env, NULL, "a FUSE reply takes a handle, a request id and its answer");
     return NULL;
   }
-  struct js_server *s = *out = server_of(env, argv[0]);
-  return s ? fuse_server_claim(&s->core, id, taken) : NULL;
+  return server_of(env, argv[0]);
+}
+
+// The request JS answers, unless it was interrupted meanwhile or the server is stopping.
+static fuse_req_t claim(napi_env env, napi_callback_info info, size_t want, napi_value *argv, struct js_server **out) {
+  uint32_t id;
+  struct js_server *s = *out = reply_args(env, info, want, argv, &id);
+  return s ? fuse_server_claim(&s->core, id, NULL) : NULL;
 }
 
 // replyData(handle, id, buffer, length)
@@ -252,7 +257,7 @@ static napi_value reply_data(napi_env env, napi_callback_info info) {
   void *data;
   size_t capacity;
   uint32_t length;
-  fuse_req_t req = claim(env, info, 4, argv, &s, NULL);
+  fuse_req_t req = claim(env, info, 4, argv, &s);
   if (!req) return NULL;
   if (napi_get_buffer_info(env, argv[2], &data, &capacity) != napi_ok || napi_get_value_uint32(env, argv[3], &length) != napi_ok ||
       length > capacity) {
@@ -271,13 +276,10 @@ static napi_value reply_data(napi_env env, napi_callback_info info) {
 // the store or it cannot be read. An interrupted request is already answered: true.
 static napi_value reply_stored(napi_env env, napi_callback_info info) {
   napi_value argv[2], result;
-  struct js_server *s;
-  struct pending p;
-  fuse_req_t req = claim(env, info, 2, argv, &s, &p);
-  bool ok = true;
-  if (req && p.length == 0) fuse_reply_buf(req, NULL, 0);
-  else if (req && !(ok = fuse_server_reply_from_store(&s->core, req, &s->reply_buffer, p.start, p.length))) fuse_reply_err(req, EIO);
-  napi_get_boolean(env, ok, &result);
+  uint32_t id;
+  struct js_server *s = reply_args(env, info, 2, argv, &id);
+  if (!s) return NULL;
+  napi_get_boolean(env, fuse_server_reply_stored(&s->core, id, &s->reply_buffer), &result);
   return result;
 }
 
@@ -285,7 +287,7 @@ static napi_value reply_stored(napi_env env, napi_callback_info info) {
 static napi_value reply_open(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   struct js_server *s;
-  fuse_req_t req = claim(env, info, 2, argv, &s, NULL);
+  fuse_req_t req = claim(env, info, 2, argv, &s);
   if (req) fuse_server_reply_open(req);
   return NULL;
 }
@@ -295,7 +297,7 @@ static napi_value reply_error(napi_env env, napi_callback_info info) {
   napi_value argv[3];
   struct js_server *s;
   int32_t err = EIO;
-  fuse_req_t req = claim(env, info, 3, argv, &s, NULL);
+  fuse_req_t req = claim(env, info, 3, argv, &s);
   if (!req) return NULL;
   napi_get_value_int32(env, argv[2], &err);
   fuse_reply_err(req, err > 0 ? err : EIO);

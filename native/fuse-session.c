@@ -445,6 +445,16 @@ fuse_req_t fuse_server_claim(struct fuse_server *s, uint32_t id, struct pending 
   return found.req;
 }
 
+bool fuse_server_reply_stored(struct fuse_server *s, uint32_t id, struct buffer *buf) {
+  struct pending p;
+  fuse_req_t req = fuse_server_claim(s, id, &p);
+  if (!req) return true;
+  if (p.length == 0) { fuse_reply_buf(req, NULL, 0); return true; }
+  if (fuse_server_reply_from_store(s, req, buf, p.start, p.length)) return true;
+  fuse_reply_err(req, EIO);
+  return false;
+}
+
 void fuse_server_reply_open(fuse_req_t req) {
   struct fuse_file_info fi;
   memset(&fi, 0, sizeof fi);

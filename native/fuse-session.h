@@ -92,4 +92,8 @@ fuse_req_t fuse_server_claim (struct fuse_server *s, uint32_t id, struct pending
 // (left unanswered) if they are not all local or cannot be read.
 bool fuse_server_reply_from_store (struct fuse_server *s, fuse_req_t req, struct buffer *buf, uint64_t start, size_t length);
 void fuse_server_reply_open (fuse_req_t req);
+// Answers the forwarded read `id`, now local, from the store (read into `buf`, the caller
+// thread's own): true if answered with its bytes or already answered (an interrupt); false if
+// they are not all local or cannot be read (then answered EIO).
+bool fuse_server_reply_stored (struct fuse_server *s, uint32_t id, struct buffer *buf);
 #endif

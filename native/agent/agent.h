@@ -22,6 +22,14 @@
 #define MAX_QUEUED_BYTES (16u << 20) // still to send to one peer after a flush (peer.c)
 
 uint64_t now_ms (void);
+
+// Big-endian 32-bit integers, as the wire has them.
+static inline void put32 (uint8_t *at, uint32_t v) {
+  at[0] = (uint8_t)(v >> 24); at[1] = (uint8_t)(v >> 16); at[2] = (uint8_t)(v >> 8); at[3] = (uint8_t)v;
+}
+static inline uint32_t get32 (const uint8_t *at) {
+  return (uint32_t)at[0] << 24 | (uint32_t)at[1] << 16 | (uint32_t)at[2] << 8 | at[3];
+}
 // A line on stderr when P2PRUN_DEBUG is set (as for the Node agent).
 void debug (const char *format, ...) __attribute__((format(printf, 1, 2)));
 
@@ -138,6 +146,8 @@ bool tracker_busy (void);
 // ---- dialing (main.c)
 // host:port of a peer (the tracker's list, a peer's ut_pex, the seeders): dialed once.
 void dial_once (const char *host_port);
+// Each of BEP 23's compact IPv4 peers (6 bytes each: address, port), dialed once.
+void dial_compact (const uint8_t *peers, size_t length);
 // The seeders' addresses are dialed again while this node has no connection to the head.
 void redial_seeders (void);
 #endif

@@ -93,6 +93,15 @@ void dial_once (const char *host_port) {
   peer_dial(host_port);
 }
 
+void dial_compact (const uint8_t *peers, size_t length) {
+  for (size_t i = 0; i + 6 <= length; i += 6) {
+    const uint8_t *a = peers + i;
+    char host_port[32];
+    snprintf(host_port, sizeof host_port, "%u.%u.%u.%u:%u", a[0], a[1], a[2], a[3], (unsigned)(a[4] << 8 | a[5]));
+    dial_once(host_port);
+  }
+}
+
 static const char *seeder_list[2 * MAX_ADDRESSES];
 static int seeder_list_count;
 static uint64_t next_redial;

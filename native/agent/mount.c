@@ -63,11 +63,7 @@ static bool all_present (uint32_t first, uint32_t last) {
 }
 
 static void answer (uint32_t id) {
-  struct pending p;
-  fuse_req_t req = fuse_server_claim(&server, id, &p);
-  if (!req) return; // interrupted meanwhile
-  if (p.length == 0) fuse_reply_buf(req, NULL, 0);
-  else if (!fuse_server_reply_from_store(&server, req, &reply_buffer, p.start, p.length)) fuse_reply_err(req, EIO);
+  fuse_server_reply_stored(&server, id, &reply_buffer);
 }
 
 static void on_read (uint32_t id, uint64_t ino, uint64_t offset, uint32_t size) {

@@ -72,14 +72,6 @@ static void send_raw (struct peer *p, const void *bytes, size_t length) {
   p->out_bytes += length;
 }
 
-static void put32 (uint8_t *at, uint32_t v) {
-  at[0] = (uint8_t)(v >> 24); at[1] = (uint8_t)(v >> 16); at[2] = (uint8_t)(v >> 8); at[3] = (uint8_t)v;
-}
-
-static uint32_t get32 (const uint8_t *at) {
-  return (uint32_t)at[0] << 24 | (uint32_t)at[1] << 16 | (uint32_t)at[2] << 8 | at[3];
-}
-
 void peer_send (struct peer *p, uint8_t id, const void *payload, size_t length) {
   p->out_urgent = true;
   peer_send_later(p, id, payload, length);
@@ -256,12 +248,7 @@ static void take_pex (const uint8_t *payload, size_t length) {
   struct bval dict, added;
   const uint8_t *at = payload;
   if (!bdecode(&at, payload + length, &dict) || !bdict_get(&dict, "added", &added) || added.kind != B_STR) return;
-  for (size_t i = 0; i + 6 <= added.len; i += 6) {
-    const uint8_t *a = added.str + i;
-    char host_port[32];
-    snprintf(host_port, sizeof host_port, "%u.%u.%u.%u:%u", a[0], a[1], a[2], a[3], (unsigned)(a[4] << 8 | a[5]));
-    dial_once(host_port);
-  }
+  dial_compact(added.str, added.len);
 }
 
 // While a message's body is on its way, the kernel may hold its bytes (up to 64 KiB) until they

@@ -279,7 +279,8 @@ static void verified (uint32_t index) {
   have_count++;
   if (urgent[index]) urgent_count--;
   mount_piece_verified(index);
-  uint8_t body[4] = { (uint8_t)(index >> 24), (uint8_t)(index >> 16), (uint8_t)(index >> 8), (uint8_t)index };
+  uint8_t body[4];
+  put32(body, index);
   for (int i = 0; i < peer_count; i++) {
     struct peer *o = peers[i];
     if (o->phase != P_OPEN) continue;
@@ -359,10 +360,6 @@ static void gains (struct peer *p, uint32_t index) {
   p->has_count++;
   if (!have[index]) p->wanted++;
   if (!p->head) avail[index]++;
-}
-
-static uint32_t get32 (const uint8_t *at) {
-  return (uint32_t)at[0] << 24 | (uint32_t)at[1] << 16 | (uint32_t)at[2] << 8 | at[3];
 }
 
 void swarm_message (struct peer *p, uint8_t id, const uint8_t *m, size_t length) {

@@ -71,14 +71,7 @@ static void take_reply (struct tracker *t) {
   if (bdict_get(&reply, "interval", &interval) && interval.kind == B_INT && interval.i >= 5 && interval.i <= 3600) {
     t->interval_ms = (uint32_t)interval.i * 1000;
   }
-  if (bdict_get(&reply, "peers", &peers) && peers.kind == B_STR) {
-    for (size_t i = 0; i + 6 <= peers.len; i += 6) {
-      const uint8_t *a = peers.str + i;
-      char host_port[32];
-      snprintf(host_port, sizeof host_port, "%u.%u.%u.%u:%u", a[0], a[1], a[2], a[3], (unsigned)(a[4] << 8 | a[5]));
-      dial_once(host_port);
-    }
-  }
+  if (bdict_get(&reply, "peers", &peers) && peers.kind == B_STR) dial_compact(peers.str, peers.len);
   finish(t, true);
 }
 

@@ -125,7 +125,7 @@ void swarm_closed (struct peer *p);
 void swarm_message (struct peer *p, uint8_t id, const uint8_t *payload, size_t length);
 void swarm_tick (void);
 bool swarm_complete (void);
-bool swarm_has (uint32_t index);
+uint32_t swarm_have_count (void);
 // Pieces a read or an open waits for: asked for before any other new piece.
 void swarm_prioritize (uint32_t first, uint32_t last);
 // When the last block arrived (now_ms), for reads that wait too long.

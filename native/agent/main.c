@@ -176,12 +176,10 @@ static int fail (const char *what, const char *hint) {
 static void write_stats (const char *file) {
   char counters[1024];
   mount_counters_json(counters, sizeof counters);
-  uint32_t have = 0;
-  for (uint32_t i = 0; i < job.desc.piece_count; i++) have += swarm_has(i);
   FILE *f = fopen(file, "w");
   if (!f) { fprintf(stderr, "p2prun-agent: cannot write %s: %s\n", file, strerror(errno)); return; }
   fprintf(f, "{\"swarm\":{\"fromHead\":%llu,\"fromPeers\":%llu,\"uploaded\":%llu,\"piecesHave\":%u,\"pieceCount\":%u,\"failedPieces\":%llu,\"requests\":%llu,\"rejected\":%llu},\"fs\":{%s}}\n",
-    (unsigned long long)stats.from_head, (unsigned long long)stats.from_peers, (unsigned long long)stats.uploaded, have,
+    (unsigned long long)stats.from_head, (unsigned long long)stats.from_peers, (unsigned long long)stats.uploaded, swarm_have_count(),
     job.desc.piece_count, (unsigned long long)stats.failed_pieces, (unsigned long long)stats.requests,
     (unsigned long long)stats.rejected, counters);
   fclose(f);

@@ -96,8 +96,8 @@ uint64_t swarm_last_block_at (void) {
   return last_block_at;
 }
 
-bool swarm_has (uint32_t index) {
-  return index < d->piece_count && have[index];
+uint32_t swarm_have_count (void) {
+  return have_count;
 }
 
 bool swarm_complete (void) {

@@ -4,8 +4,9 @@
 // in a job, whose ranks end together), then stop: their CPU is counted over that whole life. Methods:
 //   local      libraries already node-local (tmpfs): the floor
 //   sshfs      one shared file system (sshfs over sftp-server) that every node reads
-//   p2p-MODE   p2prun: head on the server node, `p2prun mount --mode MODE` on every node; the time
-//              includes each node agent's start (Node, imports, mount) — it is part of a launch
+//   p2p-MODE   p2prun: head on the server node, `p2prun mount --mode MODE` on every node, the Node
+//              agent (P2PRUN_AGENT=node); the time includes each node agent's start (Node, imports,
+//              mount) — it is part of a launch
 //   p2p-MODE+dht  the same, nodes finding each other in a DHT bootstrapped from the head (--discovery dht)
 //   p2p-MODE+nodes  the same, each node's peers taken from the list of all nodes (mount --node-list): no tracker
 //   p2p-native the native node agent (dist/p2prun-agent, eager mode, no Node) in p2p-eager's place:
@@ -298,7 +299,9 @@ async function runMethod (method: string, n: number, w: Workload): Promise<Row> 
     }
     // The agent's first line is "mounted …" once the FS is up; EOF means it failed (its stderr says why).
     nodeScript = (k) => withSetMover(k, {
-      start: `${agent} mount ${desc} ${mnt} --mode ${mode} ${discovery(k)} --seeder ${serving.seeder} --store-dir /dev/shm --node-name n${k} --quiet${opts['agent-stats'] ? ` --stats ${opts['agent-stats']}/${method}-${n}-n${k}.json` : ''} > $f`,
+      // p2p-eager, -block, -file: the Node agent, whose process this reads (`p2prun mount` would hand
+      // eager mounts to a native child); a variable, not a flag, so builds from before it can run too.
+      start: `${native ? '' : 'P2PRUN_AGENT=node '}${agent} mount ${desc} ${mnt} --mode ${mode} ${discovery(k)} --seeder ${serving.seeder} --store-dir /dev/shm --node-name n${k} --quiet${opts['agent-stats'] ? ` --stats ${opts['agent-stats']}/${method}-${n}-n${k}.json` : ''} > $f`,
       ready: 'mounted*',
       run: w.run(mnt)
     })

@@ -6,7 +6,7 @@ import { AUTO_LIBS, type SettingName } from '../lib/config.ts'
 import { quote, usageError } from '../lib/errors.ts'
 
 /** Settings a launch takes as options of its own: config.ts parses and checks them with the rest. */
-const SETTING_VALUES: readonly SettingName[] = ['launcher', 'mode', 'libs-policy', 'discovery', 'node-host', 'node-port']
+const SETTING_VALUES: readonly SettingName[] = ['launcher', 'agent', 'mode', 'libs-policy', 'discovery', 'node-host', 'node-port']
 const SETTING_FLAGS: readonly SettingName[] = ['follow-symlinks', 'quiet']
 
 export interface RunOptions {

@@ -1,9 +1,9 @@
 // The node agent: joins the job's swarm, mounts the library file system on it, and takes both
 // down again. Used by `p2prun mount`, and by `p2prun node-agent` (the launcher's and the Slurm
 // prolog's per-node agent).
-import { formatError } from './errors.ts'
+import { formatError, usageError } from './errors.ts'
 import type { Description } from './description.ts'
-import type { DataMode } from './config.ts'
+import type { AgentChoice, DataMode } from './config.ts'
 import { LibraryFs, type FsStats } from './fs.ts'
 import { mountFs, type Mounted } from './mount.ts'
 import { SwarmNode, type KeptStore, type NodeOptions, type NodeStats } from './swarm/node.ts'
@@ -29,10 +29,48 @@ export interface AgentStats {
   readonly swarm: NodeStats
 }
 
+/** A node agent serving a mount: this process's (Agent) or a native one it started (native-agent.ts). */
+export interface RunningAgent {
+  readonly kind: 'node' | 'native'
+  readonly mountPoint: string
+  /** The store's path, to remove after an agent that died; undefined: none is left to remove. */
+  readonly storePath: string | undefined
+  /** What it moved and served so far (once stopped: in all). */
+  stats (): Promise<object | undefined>
+  /** Unmounts and leaves the swarm. */
+  stop (): Promise<void>
+  /** The store, once stopped with `keepStore`, for the same set's next agent in this process. */
+  keptStore (): KeptStore | undefined
+  /** What its own process spent, when that is not this one: until its mount was up, and in all once stopped. */
+  processUsage (): { readonly start?: Usage, readonly all?: Usage }
+}
+
+/** CPU seconds and context switches of a process. */
+export interface Usage { readonly user: number, readonly system: number, readonly voluntary: number, readonly involuntary: number }
+
+/**
+ * Which agent the `agent` setting chooses for `options`: native when it serves them (`auto`) or
+ * always (`native`: a usage error if it does not), else this process's.
+ */
+export async function agentKind (options: AgentOptions, choice: AgentChoice): Promise<RunningAgent['kind']> {
+  if (choice === 'node') return 'node'
+  const refusal = (await import('./native-agent.ts')).nativeRefusal(options)
+  if (refusal === undefined) return 'native'
+  if (choice === 'native') throw usageError(`the native agent does not do ${refusal}`, 'set agent to auto or node (--agent, P2PRUN_AGENT)')
+  return 'node'
+}
+
+/** The agent the `agent` setting chooses (agentKind), started. */
+export async function startAgent (options: AgentOptions, choice: AgentChoice): Promise<RunningAgent> {
+  if (await agentKind(options, choice) === 'node') return Agent.start(options)
+  return (await import('./native-agent.ts')).NativeAgent.start(options)
+}
+
 /** The kernel may cache entries, attributes and ENOENT answers this long: the content is immutable. */
 const KERNEL_CACHE_SECONDS = 86_400
 
-export class Agent {
+export class Agent implements RunningAgent {
+  readonly kind = 'node'
   readonly options: AgentOptions
   private readonly swarm: SwarmNode
   private readonly fs: LibraryFs
@@ -88,14 +126,18 @@ export class Agent {
     return this.swarm.keptStore()
   }
 
-  stats (): AgentStats {
-    return {
+  processUsage (): Record<string, never> {
+    return {}
+  }
+
+  stats (): Promise<AgentStats> {
+    return Promise.resolve({
       infoHash: this.options.description.infoHash,
       mode: this.options.mode,
       mountPoint: this.mounted.mountPoint,
       fs: this.fs.stats(this.mounted.counters()),
       swarm: this.swarm.stats()
-    }
+    })
   }
 
   /** Unmount first (so no reader waits on a closed swarm), then leave the swarm. */

@@ -10,6 +10,8 @@ import { configError, quote } from './errors.ts'
 export type DataMode = 'block' | 'file' | 'eager'
 export const DATA_MODES: readonly DataMode[] = ['block', 'file', 'eager']
 export type FallbackMode = 'auto' | 'off'
+export type AgentChoice = 'auto' | 'native' | 'node'
+export const AGENT_CHOICES: readonly AgentChoice[] = ['auto', 'native', 'node']
 export const FALLBACK_MODES: readonly FallbackMode[] = ['auto', 'off']
 /** What a launch serves of the program's load closure (program-set.ts says what each means). */
 export type LibsPolicy = 'network' | 'nonsystem' | 'all'
@@ -69,6 +71,7 @@ export const SETTINGS = {
   'libs-policy': { kind: 'string', choices: LIBS_POLICIES, help: 'with --libs auto, serve what lies on network file systems (network), that and all outside the system directories (nonsystem), or all but the loader (all)' },
   'description-route': { kind: 'string', choices: DESCRIPTION_ROUTES, help: 'how a launch\'s nodes get the description: spec, inside the job spec the launcher forwards (when it fits; else as peers); peers, from nodes that have it, the head answering the first few' },
   launcher: { kind: 'string', choices: ['auto', ...LAUNCHER_NAMES], help: `how ranks are started: auto, ${LAUNCHER_NAMES.join(', ')}` },
+  agent: { kind: 'string', choices: AGENT_CHOICES, help: 'the node agent: native (p2prun-agent, no Node: eager mode, peers from a tracker or seeders), node (every mode and option), or auto: native when it serves the options' },
   mode: { kind: 'string', choices: DATA_MODES, help: 'data mode: block (fetch pieces on read), file (whole file on open), eager (everything, opened files first)' },
   owner: { kind: 'string', help: 'UID[:GID] that owns the mounted files (default: the mounting user)' },
   'allow-other': { kind: 'bool', help: 'let users other than the mounting one see the mount (needs user_allow_other in /etc/fuse.conf)' },
@@ -108,6 +111,7 @@ export interface Config {
   readonly dhtPort: number
   readonly nodeHost: string
   readonly nodePort: number
+  readonly agent: AgentChoice
   readonly mode: DataMode
   readonly fallback: FallbackMode
   readonly owner: { readonly uid: number, readonly gid: number } | undefined
@@ -147,6 +151,7 @@ const DEFAULTS: Config = {
   dhtPort: 0,
   nodeHost: '%n',
   nodePort: 6881,
+  agent: 'auto',
   mode: 'eager',
   fallback: 'auto',
   owner: undefined,

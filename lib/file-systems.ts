@@ -1,6 +1,8 @@
 // File systems by statfs f_type: which ones put a network (or a user-space server) behind every
 // call. The store must not live on them; the libraries that live on them are what p2prun serves.
 import { statfsSync } from 'node:fs'
+import { formatBytes } from './description.ts'
+import { swarmError } from './errors.ts'
 
 const REMOTE_FS_TYPES: ReadonlyMap<number, string> = new Map([
   [0x65735546, 'FUSE'], [0x6969, 'NFS'], [0xff534d42, 'CIFS'], [0xfe534d42, 'SMB2'], [0x517b, 'SMB'],
@@ -22,3 +24,22 @@ export function remoteKindOf (file: string): string | undefined {
   }
 }
 
+/** Whether `dir` can hold a store of `setBytes`: node-local, with room for it (either agent: the native one's parent checks for it). */
+export function checkStoreDir (dir: string, setBytes: number): void {
+  let st: { type: number, bavail: number, bsize: number }
+  try {
+    st = statfsSync(dir)
+  } catch (err) {
+    throw swarmError(`cannot use ${dir} as the store: ${(err as NodeJS.ErrnoException).code}`, 'pass --store-dir with a writable directory', err)
+  }
+  const kind = remoteKind(st.type)
+  if (kind) {
+    throw swarmError(`the store directory ${dir} is on ${kind}: the node agent reads and writes its store without waiting`,
+      'pass --store-dir on node-local memory or disk (the default is /dev/shm)')
+  }
+  const free = st.bavail * st.bsize
+  if (free < setBytes) {
+    throw swarmError(`the store directory ${dir} has ${formatBytes(free)} free and the set needs ${formatBytes(setBytes)}`,
+      'pass --store-dir with room for it, or serve less (--libs DIR, or --libs-policy network)')
+  }
+}

@@ -181,7 +181,19 @@ async function checkFuse (device: string): Promise<void> {
   }
 }
 
-async function prepareMountPoint (mnt: string): Promise<void> {
+/**
+ * What a mount needs, checked before anything is made: the FUSE device, fusermount, a mount point
+ * that is absent or an empty directory nothing is mounted on. The native agent makes its mount
+ * point by the same rules (native/agent/mount-point.c); its parent checks here first
+ * (native-agent.ts), so both agents refuse the same things with the same lines.
+ */
+export async function checkMountable (mountPoint: string, device: string): Promise<void> {
+  await checkFuse(device)
+  await checkMountPoint(path.resolve(mountPoint))
+}
+
+/** Throws if `mnt` cannot be a mount point; returns whether it exists (else it is made). */
+async function checkMountPoint (mnt: string): Promise<boolean> {
   let st: Stats
   try {
     st = await stat(mnt)
@@ -191,18 +203,23 @@ async function prepareMountPoint (mnt: string): Promise<void> {
       throw fuseError(`${mnt} is a dead FUSE mount`, `remove it with \`p2prun umount ${mnt}\``, err)
     }
     if (code !== 'ENOENT') throw fuseError(`cannot use mount point ${mnt}: ${code}`, 'choose another mount point', err)
-    // Every directory made here gets the marker, the parents too (/tmp/p2prun/<infohash>/ under
-    // the default template): whoever leaves last removes what p2prun made, and nothing else.
-    const first = await mkdir(mnt, { recursive: true })
-    for (let dir = mnt; first !== undefined; dir = path.dirname(dir)) {
-      await writeFile(path.join(dir, MADE_MARKER), '')
-      if (dir === first || dir === path.dirname(dir)) break
-    }
-    return
+    return false
   }
   if (!st.isDirectory()) throw fuseError(`mount point ${mnt} is not a directory`, 'choose a directory, or a path that does not exist yet')
   if (await isMounted(mnt)) throw fuseError(`mount point ${mnt} is busy: something is mounted there`, `run \`p2prun umount ${mnt}\` first`)
   if ((await readdir(mnt)).some((name) => name !== MADE_MARKER)) {
     throw fuseError(`mount point ${mnt} is not empty`, 'choose an empty directory, so nothing is hidden under the mount')
+  }
+  return true
+}
+
+async function prepareMountPoint (mnt: string): Promise<void> {
+  if (await checkMountPoint(mnt)) return
+  // Every directory made here gets the marker, the parents too (/tmp/p2prun/<infohash>/ under
+  // the default template): whoever leaves last removes what p2prun made, and nothing else.
+  const first = await mkdir(mnt, { recursive: true })
+  for (let dir = mnt; first !== undefined; dir = path.dirname(dir)) {
+    await writeFile(path.join(dir, MADE_MARKER), '')
+    if (dir === first || dir === path.dirname(dir)) break
   }
 }

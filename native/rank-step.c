@@ -297,7 +297,8 @@ int main(int argc, char **argv)
 	if (!raw || (per_rank && strcmp(per_rank, "1") == 0) || lrank < 0 || (lrank == 0 && lsize < 1))
 		fall_back();
 	job_json = base64url_decode(raw);
-	if (strncmp(job_json, "{\"version\":1,", 13) != 0)
+	/* lib/session/job-spec.ts's JOB_SPEC_VERSION: another falls back to the Node step, which names it. */
+	if (strncmp(job_json, "{\"version\":2,", 13) != 0)
 		fall_back();
 	char *launch_id = json_string(job_json, "launchId"), *run_dir = json_string(job_json, "runDir");
 	char *in_mount = json_string(job_json, "program");

@@ -36,7 +36,8 @@ t.test('a spec survives the trip whole, node settings included', async (t) => {
 
 t.test('another version, or a field out of shape, is refused by name', async (t) => {
   const job = await spec()
-  t.throws(() => decodeJob(raw({ ...job, version: 2 })), { code: 'LAUNCH', message: 'P2PRUN_JOB is of version "2"; this p2prun reads version 1' })
+  const other = JOB_SPEC_VERSION + 1
+  t.throws(() => decodeJob(raw({ ...job, version: other })), { code: 'LAUNCH', message: `P2PRUN_JOB is of version "${other}"; this p2prun reads version ${JOB_SPEC_VERSION}` })
   t.throws(() => decodeJob(raw({ ...job, version: undefined })), { message: /of version "undefined"/ }, 'a spec from before versions')
   const cases: [string, unknown][] = [
     ['infoHash', 'zz'], ['launchId', '../x'], ['trackers', 'http://a'], ['node', { ...job.node, mode: 'fast' }],
@@ -83,9 +84,9 @@ t.test('only the spec and the node-local variables go to the ranks', async (t) =
 t.test('a rank given a spec of another version says so in one line and starts nothing', async (t) => {
   const dir = t.testdir()
   const job = await spec()
-  const old = raw({ ...job, version: 2, node: { ...job.node, runDir: path.join(dir, 'run') } })
+  const old = raw({ ...job, version: JOB_SPEC_VERSION + 1, node: { ...job.node, runDir: path.join(dir, 'run') } })
   const r = await p2prun(['rank-prepare', '--pid', String(process.pid), '--', 'true'], { env: { P2PRUN_JOB: old } })
-  t.same([r.exitCode, r.stderr], [1, 'p2prun rank: error: P2PRUN_JOB is of version "2"; this p2prun reads version 1 ' +
+  t.same([r.exitCode, r.stderr], [1, `p2prun rank: error: P2PRUN_JOB is of version "${JOB_SPEC_VERSION + 1}"; this p2prun reads version ${JOB_SPEC_VERSION} ` +
     '(hint: install the same p2prun on the submitting host and on every node)'])
   t.same(await readdir(dir), [], 'no run directory, state or agent')
 })

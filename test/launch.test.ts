@@ -81,7 +81,8 @@ t.test('P2PRUN_DEBUG=2: each node agent keeps its log, with the description\'s r
     t.match(text, /description: from the job spec\n/, `${name}: the route`)
     t.match(text, / peers: from the tracker http:\/\/\S+\/announce\n/, `${name}: where it looks for peers`)
     t.match(text, /ready for the ranks on \S+-rank[01]\n/, `${name}: the mount`)
-    t.match(text, /stats \{"infoHash":"[0-9a-f]{40}".*"swarm":\{"fromHead":\d+/, `${name}: the counters at the end`)
+    t.match(text, / agent: native\n/, `${name}: eager mode from a tracker: the native agent serves the mount`)
+    t.match(text, /stats \{"infoHash":"[0-9a-f]{40}".*"swarm":\{"fromHead":\d+.*"cpu":\{"user":[\d.]+/, `${name}: the counters at the end`)
   }
   await rm(path.join(dirs.run, 'logs'), { recursive: true })
   await nothingLeft(t, s, dirs)

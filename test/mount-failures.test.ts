@@ -102,11 +102,11 @@ t.test('a reader waiting on a swarm with no seeder can be killed (scancel): its 
   }
 })
 
-t.test('a killed agent leaves a dead mount that `p2prun umount` removes, with its store', async (t) => {
+t.test('a killed Node agent leaves a dead mount that `p2prun umount` removes, with its store', async (t) => {
   const j = await libraryJob(t)
   const mnt = path.join(j.dir, 'mnt')
   const runDir = path.join(j.dir, 'run')
-  const agent = await mountAgent(j, j.file, mnt, path.join(j.dir, 'stats.json'), [...nodeArgs(j, 'eager'), '--run-dir', runDir])
+  const agent = await mountAgent(j, j.file, mnt, path.join(j.dir, 'stats.json'), [...nodeArgs(j, 'eager'), '--run-dir', runDir, '--agent', 'node'])
   agent.child.kill('SIGKILL')
   await agent.child
   t.equal(await isMounted(mnt), true, 'the kernel keeps the dead mount')

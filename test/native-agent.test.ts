@@ -76,7 +76,7 @@ async function statTree (root: string): Promise<Record<string, string>> {
 
 t.test('the native agent mounts what the Node agent mounts: the same tree, modes, links, sizes, times and bytes', async (t) => {
   const j = await job(t, (dir) => makeTree(path.join(dir, 'libs'), LIBRARY_TREE))
-  const viaNode = await mountAgent(j, j.file, path.join(j.dir, 'node-mnt'), path.join(j.dir, 'node.json'), nodeArgs(j, 'eager'))
+  const viaNode = await mountAgent(j, j.file, path.join(j.dir, 'node-mnt'), path.join(j.dir, 'node.json'), [...nodeArgs(j, 'eager'), '--agent', 'node'])
   const native = await nativeAgent(j, path.join(j.dir, 'native-mnt'), 'native')
   t.same(await snapshotTree(native.mountPoint, 0o555), await snapshotTree(j.libs, 0o555), 'tree, modes (read-only), contents, links')
   t.same(await statTree(native.mountPoint), await statTree(viaNode.mountPoint), 'every entry as the Node agent shows it')
@@ -106,7 +106,7 @@ t.test('native and Node agents of one job swarm together behind its secret', asy
   const args = ['--mode', 'eager', '--tracker', head.tracker, '--seeder', head.seeder, '--store-dir', j.dir]
   const env = { P2PRUN_SECRET: secret }
   const agents = await Promise.all([1, 2, 3].map((k) => mountAgent(j, j.file, path.join(j.dir, `native${k}`), path.join(j.dir, `native${k}.json`), args, env, [], NATIVE_AGENT)))
-  agents.push(await mountAgent(j, j.file, path.join(j.dir, 'node'), path.join(j.dir, 'node.json'), args, env))
+  agents.push(await mountAgent(j, j.file, path.join(j.dir, 'node'), path.join(j.dir, 'node.json'), [...args, '--agent', 'node'], env))
   const want = await snapshotTree(j.libs, 0o555)
   for (const agent of agents) t.same(await snapshotTree(agent.mountPoint, 0o555), want, `${path.basename(agent.mountPoint)}: every byte`)
   const stopped = await Promise.all(agents.map((a) => a.stop()))
@@ -249,6 +249,6 @@ t.test('bad input: one line with a hint, exit 2, and nothing left behind', async
   const version = await execa(NATIVE_AGENT, ['--version'], { reject: false })
   t.same([version.exitCode, version.stdout], [0, JSON.parse(await readFile(path.join(ROOT, 'package.json'), 'utf8')).version], '--version: p2prun\'s')
   const help = await execa(NATIVE_AGENT, ['--help'], { reject: false })
-  t.match(help, { exitCode: 0, stdout: /^usage: p2prun-agent mount DESCRIPTION MOUNTPOINT / }, '--help: the usage, on stdout')
+  t.match(help, { exitCode: 0, stdout: /^usage: p2prun-agent mount DESCRIPTION\|- MOUNTPOINT / }, '--help: the usage, on stdout')
   t.same((await readdir(j.dir)).filter((n) => n.startsWith('p2prun-')), [], 'no store left')
 })

@@ -98,7 +98,7 @@ t.test('what it does not expect goes to the Node step', async (t) => {
     ['no local rank', job, {}],
     ['local rank 0 without a rank count', job, { P2PRUN_LOCAL_RANK: '0' }],
     ['one rank per node (emulation)', job, { P2PRUN_LOCAL_RANK: '1', P2PRUN_NODE_PER_RANK: '1' }],
-    ['another spec version', Buffer.from(JSON.stringify({ ...job, version: 2 })).toString('base64url'), { P2PRUN_LOCAL_RANK: '1' }],
+    ['another spec version', Buffer.from(JSON.stringify({ ...job, version: JOB_SPEC_VERSION + 1 })).toString('base64url'), { P2PRUN_LOCAL_RANK: '1' }],
     ['a spec that is not base64url', '%%%', { P2PRUN_LOCAL_RANK: '1' }],
     ['a program not found (a set of directories: it runs as given)', { ...job, program: undefined }, { P2PRUN_LOCAL_RANK: '1' }, 'no-such-program-here']
   ]

@@ -10,8 +10,8 @@ import { agentOptions, nodeOptions } from '../../lib/agent-settings.ts'
 import { expandTemplate } from '../../lib/session/job-spec.ts'
 import { mountLogPath, readMountRecord, removeMountRecord, writeMountRecord } from '../../lib/session/node-state.ts'
 import { readyLine, terminate } from '../../lib/session/process.ts'
+import type { AgentOptions, RunningAgent } from '../../lib/agent.ts'
 import type { Config } from '../../lib/config.ts'
-import type { Description } from '../../lib/description.ts'
 import { failureLine, P2prunError, usageError } from '../../lib/errors.ts'
 import { secretFromEnv } from '../../lib/swarm/job-auth.ts'
 import { readNodeList, type NodeList } from '../../lib/swarm/node-list.ts'
@@ -48,14 +48,22 @@ export function registerMount (program: Command): void {
     .option('--node-index <k>', 'with --node-list, this node\'s line in it, from 0: the agent listens there')
     .option('--source <dir>', 'the directory the set was described from, if this node can read it: the fallback when the swarm stalls')
     .addOption(new Option('--notify-fd <fd>').hideHelp())
-  addSettings(cmd, ['mode', 'store-dir', 'owner', 'allow-other', 'node-name', 'run-dir', 'fuse-device', 'max-conns', 'numwant', 'stall-timeout', 'fallback', 'quiet'])
+  addSettings(cmd, ['agent', 'mode', 'store-dir', 'owner', 'allow-other', 'node-name', 'run-dir', 'fuse-device', 'max-conns', 'numwant', 'stall-timeout', 'fallback', 'quiet'])
   cmd.action(action('mount', async (file: string, mountArg: string | undefined, opts: MountFlags) => {
     const config = await commandConfig(cmd)
     const desc = await readDescription(file)
     const nodeList = await nodeListFlags(opts) // read before a daemon detaches: its errors are the user's
     const mountPoint = path.resolve(mountArg ?? expandTemplate(desc.mountPoint, { infoHash: desc.infoHash, nodeName: config.nodeName }))
-    if (opts.daemon) return daemonize(config, mountPoint)
-    await runAgent(config, desc, mountPoint, opts, nodeList)
+    const options = agentOptions(config, desc, mountPoint, {
+      mode: config.mode,
+      node: nodeOptions(config, { trackers: opts.tracker, seeders: opts.seeder, dht: opts.dht, nodeList, secret: secretFromEnv(process.env), sources: opts.source ? layoutOf([opts.source]).dirs : undefined }),
+      keepStore: opts.keepStore ?? false,
+      log: (line: string) => process.stderr.write(`p2prun mount: ${line}\n`)
+    })
+    const { agentKind } = await import('../../lib/agent.ts')
+    const kind = await agentKind(options, config.agent)
+    if (opts.daemon) return daemonize(config, options, kind, opts)
+    await runAgent(config, options, kind, opts)
   }))
 
   const umount = program.command('umount')
@@ -79,18 +87,13 @@ async function nodeListFlags (opts: MountFlags): Promise<NodeList | undefined> {
   return readNodeList(opts.nodeList, Number(opts.nodeIndex))
 }
 
-async function runAgent (config: Config, desc: Description, mountPoint: string, opts: MountFlags, nodeList: NodeList | undefined): Promise<void> {
+async function runAgent (config: Config, options: AgentOptions, kind: RunningAgent['kind'], opts: MountFlags): Promise<void> {
   const { Agent } = await import('../../lib/agent.ts')
   const signal = untilSignal()
-  const log = (line: string) => process.stderr.write(`p2prun mount: ${line}\n`)
-  let agent
+  const { log, description: desc, mountPoint } = options
+  let agent: RunningAgent
   try {
-    agent = await Agent.start(agentOptions(config, desc, mountPoint, {
-      mode: config.mode,
-      node: nodeOptions(config, { trackers: opts.tracker, seeders: opts.seeder, dht: opts.dht, nodeList, secret: secretFromEnv(process.env), sources: opts.source ? layoutOf([opts.source]).dirs : undefined }),
-      keepStore: opts.keepStore ?? false,
-      log
-    }))
+    agent = kind === 'node' ? await Agent.start(options) : await (await import('../../lib/native-agent.ts')).NativeAgent.start(options)
   } catch (err) {
     // --daemon's parent waits on the pipe: the reason goes there, as data, and it reports it.
     if (opts.notifyFd) await notifyFd(Number(opts.notifyFd), `error ${failureLine(err)}`)
@@ -98,7 +101,7 @@ async function runAgent (config: Config, desc: Description, mountPoint: string, 
   }
   // Before anyone learns the mount is up: a SIGUSR1 with no handler yet would start Node's
   // inspector instead (seen: a test asking for stats right after "mounted" waited forever).
-  const onUsr1 = () => log(`stats ${JSON.stringify(agent.stats())}`)
+  const onUsr1 = () => void agent.stats().then((stats) => log(`stats ${JSON.stringify(stats)}`))
   process.on('SIGUSR1', onUsr1)
   try {
     await writeMountRecord(config.runDir, { node: config.nodeName, pid: process.pid, mountPoint, storePath: agent.storePath, infoHash: desc.infoHash })
@@ -109,8 +112,8 @@ async function runAgent (config: Config, desc: Description, mountPoint: string, 
     process.off('SIGUSR1', onUsr1)
     say(config, `p2prun mount: ${sig}, unmounting ${mountPoint}`)
   } finally {
-    const stats = agent.stats()
     await agent.stop()
+    const stats = await agent.stats()
     await removeMountRecord(config.runDir, config.nodeName, mountPoint)
     // A daemon's log is its stdout/stderr: kept after a failure, not after a clean stop.
     if (opts.notifyFd) await rm(mountLogPath(config.runDir, config.nodeName, mountPoint), { force: true })
@@ -120,22 +123,32 @@ async function runAgent (config: Config, desc: Description, mountPoint: string, 
 }
 
 /**
- * Start this same command detached, without --daemon, and wait until it says on a pipe that it is
- * ready, or why it failed (readyLine); if it dies first, its log may say why.
+ * Detach the agent and return once its mount is up. The native agent is started detached itself
+ * (no Node process stays: it writes --ready-file and --stats, this writes the mount record); the
+ * Node one is this same command run again without --daemon, saying on a pipe that it is ready, or
+ * why it failed (readyLine); if it dies first, its log may say why.
  */
-async function daemonize (config: Config, mountPoint: string): Promise<void> {
+async function daemonize (config: Config, options: AgentOptions, kind: RunningAgent['kind'], opts: MountFlags): Promise<void> {
   await mkdir(config.runDir, { recursive: true, mode: 0o700 })
+  const { mountPoint } = options
   const logFile = mountLogPath(config.runDir, config.nodeName, mountPoint)
   const logHandle = await open(logFile, 'w')
-  const args = process.argv.slice(1).filter((a) => a !== '--daemon')
-  const child = spawn(process.execPath, [...args, '--notify-fd', '3'], {
-    detached: true,
-    stdio: ['ignore', logHandle.fd, logHandle.fd, 'pipe']
-  })
-  await logHandle.close()
-  await readyLine(child, () => new P2prunError('FUSE', `the mount agent exited before it was ready (log: ${logFile})`))
-  child.unref()
-  say(config, `p2prun mount: agent ${child.pid} serves ${mountPoint} (log: ${logFile})`)
+  let pid: number
+  try {
+    if (kind === 'native') {
+      pid = await (await import('../../lib/native-agent.ts')).detachNative(options, logHandle.fd, { readyFile: opts.readyFile, stats: opts.stats })
+      await writeMountRecord(config.runDir, { node: config.nodeName, pid, mountPoint, infoHash: options.description.infoHash })
+    } else {
+      const args = process.argv.slice(1).filter((a) => a !== '--daemon')
+      const child = spawn(process.execPath, [...args, '--notify-fd', '3'], { detached: true, stdio: ['ignore', logHandle.fd, logHandle.fd, 'pipe'] })
+      await readyLine(child, () => new P2prunError('FUSE', `the mount agent exited before it was ready (log: ${logFile})`))
+      child.unref()
+      pid = child.pid as number
+    }
+  } finally {
+    await logHandle.close()
+  }
+  say(config, `p2prun mount: agent ${pid} serves ${mountPoint} (log: ${logFile})`)
 }
 
 const EXIT_WAIT_MS = 15_000
@@ -148,7 +161,9 @@ async function unmountAgent (config: Config, mountPoint: string): Promise<void> 
   // The agent unmounts and exits on SIGTERM; a dead or stuck one is unmounted lazily below.
   const exited = state ? await terminate(state.pid, EXIT_WAIT_MS) : false
   if (await isMounted(mountPoint)) await lazyUnmount(mountPoint)
-  if (state && exited) await rm(state.storePath, { recursive: true, force: true })
+  if (state?.storePath && exited) await rm(state.storePath, { recursive: true, force: true })
+  // A native daemon's log (a Node daemon removes its own after a clean stop).
+  if (state && exited) await rm(mountLogPath(config.runDir, config.nodeName, mountPoint), { force: true })
   await removeMountRecord(config.runDir, config.nodeName, mountPoint)
 }
 

@@ -4,7 +4,7 @@
 // working directory, so each value reaches a node by exactly one route. It is versioned and checked
 // field by field when read, because it crosses from one installation of p2prun to another.
 import path from 'node:path'
-import { DATA_MODES, FALLBACK_MODES, type Config, type DataMode, type FallbackMode } from '../config.ts'
+import { AGENT_CHOICES, DATA_MODES, FALLBACK_MODES, type AgentChoice, type Config, type DataMode, type FallbackMode } from '../config.ts'
 import { P2prunError, quote, usageError } from '../errors.ts'
 import type { SourceLayout } from '../source-layout.ts'
 
@@ -21,10 +21,12 @@ export const NODE_LOCAL_ENV = ['P2PRUN_NODE_NAME', NODE_PER_RANK_ENV, 'P2PRUN_DE
 export const SLURM_LAUNCH = 'slurm'
 
 /** Bumped when a field changes meaning: a node of another version refuses the spec by name. */
-export const JOB_SPEC_VERSION = 1
+export const JOB_SPEC_VERSION = 2
 
 /** The settings a node needs for a launch: the launch's own, fixed when it started. */
 export interface NodeSettings {
+  /** Which agent serves the node (lib/agent-choice.ts). */
+  readonly agent: AgentChoice
   readonly mode: DataMode
   readonly storeDir: string
   readonly runDir: string
@@ -85,8 +87,8 @@ export interface JobSpec {
 }
 
 export function nodeSettings (config: Config): NodeSettings {
-  const { mode, storeDir, runDir, fuseDevice, maxConns, numwant, stallTimeoutMs, startTimeoutMs, agentLingerMs, fallback, owner, allowOther, quiet } = config
-  return { mode, storeDir, runDir, fuseDevice, maxConns, numwant, stallTimeoutMs, startTimeoutMs, agentLingerMs, fallback, owner, allowOther, quiet }
+  const { agent, mode, storeDir, runDir, fuseDevice, maxConns, numwant, stallTimeoutMs, startTimeoutMs, agentLingerMs, fallback, owner, allowOther, quiet } = config
+  return { agent, mode, storeDir, runDir, fuseDevice, maxConns, numwant, stallTimeoutMs, startTimeoutMs, agentLingerMs, fallback, owner, allowOther, quiet }
 }
 
 export function encodeJob (job: JobSpec): string {
@@ -125,6 +127,7 @@ const record = (fields: Record<string, Check>, optional: readonly string[] = [])
 const isId = (v: unknown) => Number.isInteger(v) && (v as number) >= 0
 
 const NODE_FIELDS: Record<keyof NodeSettings, Check> = {
+  agent: oneOf(AGENT_CHOICES),
   mode: oneOf(DATA_MODES),
   storeDir: isAbsolute,
   runDir: isAbsolute,

@@ -36,7 +36,8 @@ type WatchExit = Native['watchExit']
 export interface ReadyRecord {
   readonly mountPoint: string
   readonly pid: number
-  readonly storePath: string
+  /** Absent: the agent left no store to remove (the native one unlinks it at once). */
+  readonly storePath?: string
 }
 
 const READY = 'ready.json'
@@ -311,7 +312,8 @@ export interface MountRecord {
   readonly node: string
   readonly pid: number
   readonly mountPoint: string
-  readonly storePath: string
+  /** Absent: the agent left no store to remove (the native one unlinks it at once). */
+  readonly storePath?: string
   readonly infoHash: string
 }
 

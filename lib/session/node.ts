@@ -14,6 +14,7 @@ import type { DhtLookup } from '../swarm/dht.ts'
 import type { JobSecret } from '../swarm/job-auth.ts'
 import type { NodeList } from '../swarm/node-list.ts'
 import type { KeptStore } from '../swarm/node.ts'
+import type { RunningAgent, Usage } from '../agent.ts'
 import { descriptionOf, encodeJob, expandTemplate, JOB_ENV, type JobSpec } from './job-spec.ts'
 import { NodeState } from './node-state.ts'
 
@@ -79,7 +80,7 @@ export async function runAgent (launch: AgentLaunch, stop: Promise<unknown>, log
   const state = NodeState.of(settings.runDir, launch.launchId, node)
   const debug = debugLevel(launch.env)
   const usageFrom = launch.handed ? usageNow() : { user: 0, system: 0, voluntary: 0, involuntary: 0 }
-  let agent
+  let agent: RunningAgent
   let lookup: DhtLookup | undefined
   let reuse: KeptStore | undefined
   try {
@@ -94,16 +95,17 @@ export async function runAgent (launch: AgentLaunch, stop: Promise<unknown>, log
       log(nodeList ? `peers: from the node list (${nodeList.nodes.length} nodes; this is ${nodeList.nodes[nodeList.index]})`
         : job.dht?.length ? `peers: from the DHT, bootstrapped from ${job.dht.join(' ')}` : `peers: from the tracker ${job.trackers.join(' ')}`)
     }
-    const { Agent } = await import('../agent.ts')
+    const { startAgent } = await import('../agent.ts')
     const { agentOptions, nodeOptions } = await import('../agent-settings.ts')
     const mountPoint = expandTemplate(job.mountPoint, { infoHash: desc.infoHash, nodeName: node, launchId: launch.launchId })
     reuse = launch.shelf?.take(desc.infoHash)
-    agent = await Agent.start(agentOptions(settings, desc, mountPoint, {
+    agent = await startAgent(agentOptions(settings, desc, mountPoint, {
       mode: settings.mode,
       node: { ...nodeOptions(settings, { trackers: job.trackers, seeders: job.seeders, dht: job.dht, dhtLookup: lookup, nodeList, secret, sources: job.sources }), reuseStore: reuse },
       keepStore: launch.shelf !== undefined,
       log
-    }))
+    }), settings.agent)
+    if (debug >= 2) log(`agent: ${agent.kind}`)
   } catch (err) {
     await lookup?.close() // not taken over by the node's discovery
     if (reuse) await rm(reuse.path, { recursive: true, force: true })
@@ -113,25 +115,27 @@ export async function runAgent (launch: AgentLaunch, stop: Promise<unknown>, log
     throw err
   }
   let startCpu: Usage | undefined
-  const counters = () => log(`stats ${JSON.stringify({ ...agent.stats(), startCpu, cpu: usageSince(usageFrom) })}`)
-  const every = debug >= 2 ? setInterval(counters, DEBUG_STATS_MS) : undefined
+  // A native agent's counters come once it has stopped; the CPU is the node's: this process's and its (the bench reads it).
+  const counters = async () => log(`stats ${JSON.stringify({ ...await agent.stats(), startCpu, cpu: plus(usageSince(usageFrom), agent.processUsage().all) })}`)
+  const every = debug >= 2 ? setInterval(() => void counters(), DEBUG_STATS_MS) : undefined
   try {
     // What every rank runs with, written once here: the rank steps (Node's and native) and Slurm's task hook read it.
     const { existingAuditModule, AUDIT_MISSING, taskEnv } = await import('./rank-env.ts')
     const audit = job.redirect ? await existingAuditModule() : undefined
     if (job.redirect && !audit) log(`warning: ${AUDIT_MISSING}`)
     await state.ready({ mountPoint: agent.mountPoint, pid: process.pid, storePath: agent.storePath }, taskEnv(job, agent.mountPoint, audit))
-    startCpu = usageSince(usageFrom)
+    startCpu = plus(usageSince(usageFrom), agent.processUsage().start)
     log(`${agent.mountPoint} ready for the ranks on ${node}`)
     await (launch.untilStopped ? stop : Promise.race([stop, state.ranksEnded(launch.expect ?? 0)]))
   } finally {
     clearInterval(every)
-    if (debug >= 1) counters()
     try {
       await agent.stop()
     } finally {
-      await launch.shelf?.put(agent.keptStore()) // the store, kept, is the shelf's to remove even if the unmount failed
+      const kept = agent.keptStore()
+      if (kept) await launch.shelf?.put(kept) // the store, kept, is the shelf's to remove even if the unmount failed
     }
+    if (debug >= 1) await counters()
     if (debug >= 1) await state.keepLog().catch(() => {})
     await state.remove()
   }
@@ -199,7 +203,6 @@ async function descriptionFromPeers (job: JobSpec, secret: JobSecret, lookup: Dh
   return desc
 }
 
-interface Usage { user: number, system: number, voluntary: number, involuntary: number }
 
 /** This process's CPU (seconds) and context switches so far. */
 function usageNow (): Usage {
@@ -211,6 +214,10 @@ function usageNow (): Usage {
 function usageSince (from: Usage): Usage {
   const now = usageNow()
   return { user: now.user - from.user, system: now.system - from.system, voluntary: now.voluntary - from.voluntary, involuntary: now.involuntary - from.involuntary }
+}
+
+function plus (a: Usage, b: Usage | undefined): Usage {
+  return b ? { user: a.user + b.user, system: a.system + b.system, voluntary: a.voluntary + b.voluntary, involuntary: a.involuntary + b.involuntary } : a
 }
 
 /** How often an agent logs its counters at P2PRUN_DEBUG=2. */

@@ -72,7 +72,7 @@ export async function stopJobAgent (job: JobSpec, env: NodeJS.ProcessEnv): Promi
       await terminate(ready.pid, EPILOG_WAIT_MS)
       const { isMounted, lazyUnmount } = await import('../mount.ts')
       if (await isMounted(ready.mountPoint)) await lazyUnmount(ready.mountPoint)
-      await rm(ready.storePath, { recursive: true, force: true })
+      if (ready.storePath) await rm(ready.storePath, { recursive: true, force: true })
       await rmdir(ready.mountPoint).catch(() => {}) // the agent removes it when it made it; a dead agent cannot
     }
   } finally {

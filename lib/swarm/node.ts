@@ -7,13 +7,13 @@
 // file itself (localView). A store on a
 // network or FUSE file system, where touching the mapping could stall the event loop (and with it
 // every read the FUSE server forwards to it), is refused.
-import { readSync, statfsSync } from 'node:fs'
+import { readSync } from 'node:fs'
 import { mkdtemp, open, rm, type FileHandle } from 'node:fs/promises'
 import path from 'node:path'
 import type { SourceLayout } from '../source-layout.ts'
-import { formatBytes, peerShareable, type DescribedEntry, type Description } from '../description.ts'
+import { peerShareable, type DescribedEntry, type Description } from '../description.ts'
 import { swarmError } from '../errors.ts'
-import { remoteKind } from '../file-systems.ts'
+import { checkStoreDir } from '../file-systems.ts'
 import { requireNative } from '../native.ts'
 import { clipRange, type ByteSource, type LocalView } from '../store.ts'
 import { Announcer } from './announce.ts'
@@ -552,21 +552,3 @@ function mapStore (fd: number, setBytes: number, storePath: string): Buffer {
 }
 
 /** The store holds the whole set (eager mode fetches it all): on node-local storage, with room for it. */
-function checkStoreDir (dir: string, setBytes: number): void {
-  let st: { type: number, bavail: number, bsize: number }
-  try {
-    st = statfsSync(dir)
-  } catch (err) {
-    throw swarmError(`cannot use ${dir} as the store: ${(err as NodeJS.ErrnoException).code}`, 'pass --store-dir with a writable directory', err)
-  }
-  const kind = remoteKind(st.type)
-  if (kind) {
-    throw swarmError(`the store directory ${dir} is on ${kind}: the node agent reads and writes its store without waiting`,
-      'pass --store-dir on node-local memory or disk (the default is /dev/shm)')
-  }
-  const free = st.bavail * st.bsize
-  if (free < setBytes) {
-    throw swarmError(`the store directory ${dir} has ${formatBytes(free)} free and the set needs ${formatBytes(setBytes)}`,
-      'pass --store-dir with room for it, or serve less (--libs DIR, or --libs-policy network)')
-  }
-}

@@ -5,6 +5,7 @@
 //   tracker.c      announces over HTTP, non-blocking
 //   peer.c         one connection: handshakes, the job proof, framing, the send queue
 //   swarm.c        the set: which blocks to ask whom for, assembly and check, serving, the store
+//   source.c       the fallback: pieces read from the directories the set was described from
 //   main.c         options, the loop, timers and signals
 #ifndef P2PRUN_AGENT_H
 #define P2PRUN_AGENT_H
@@ -19,6 +20,7 @@
 #define P2PRUN_REQUEST (64u * 1024) // what it asks its own peers for at once (lib/swarm/picker.ts)
 #define MAX_OUTSTANDING 8           // requests in flight per peer
 #define MAX_PEERS 128
+#define MAX_CONNS 120               // the most --max-conns may be: MAX_PEERS keeps a few slots for redials
 #define MAX_QUEUED_BYTES (16u << 20) // still to send to one peer after a flush (peer.c)
 
 uint64_t now_ms (void);
@@ -49,6 +51,10 @@ struct job {
   uint8_t secret[64];
   size_t secret_len;           // 0: an open swarm
   uint16_t listen_port;
+  // The settings lib/config.ts names the same (max-conns, numwant, stall-timeout).
+  int max_conns;
+  int numwant;
+  uint64_t stall_ms;
 };
 extern struct job job;
 // HMAC-SHA256 of the secret over purpose and parts (lib/swarm/job-auth.ts), 32 bytes.
@@ -77,6 +83,7 @@ struct peer {
   uint8_t id[20];
   bool fast, p2prun, head;
   uint16_t listen_port;        // from its extension handshake
+  uint8_t desc_id;             // the id it takes p2prun_desc messages under; 0: none
   // Its pieces, one byte each: the picker's scans read it directly.
   uint8_t *has;
   uint32_t has_count;
@@ -133,9 +140,19 @@ uint64_t swarm_last_block_at (void);
 uint64_t swarm_left (void);
 extern struct peer *peers[MAX_PEERS];
 extern int peer_count;
-struct swarm_stats { uint64_t from_head, from_peers, uploaded, failed_pieces, requests, rejected; };
+struct swarm_stats { uint64_t from_head, from_peers, from_source, uploaded, failed_pieces, requests, rejected; };
 extern struct swarm_stats stats;
 extern int store_fd;
+
+struct table;
+int swarm_from_source (const struct table *t, uint32_t first, uint32_t last, char *error, size_t error_size);
+
+// ---- the fallback (source.c): the directories the set was described from, read when the swarm stalls
+// --source's argument: DIR (the set itself), or NAME=DIR for its top directory NAME; -1 with a reason.
+int source_add (const char *arg, char *error, size_t error_size);
+bool source_given (void);
+// Piece `index` from the source files it spans, into `out`; -1 with a reason in `error`.
+int source_read_piece (const struct table *t, uint32_t index, uint8_t *out, char *error, size_t error_size);
 
 // ---- the tracker (tracker.c)
 enum announce_event { EV_NONE, EV_STARTED, EV_COMPLETED, EV_STOPPED };

@@ -1,11 +1,14 @@
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <openssl/sha.h>
 #include "bencode.h"
 #include "description.h"
 
+#define MAX_DESCRIPTION (256 << 20)
 #define FAIL(...) do { snprintf(error, error_size, __VA_ARGS__); description_free(d); return -1; } while (0)
 
 static char *copy_str (const struct bval *v) {
@@ -34,16 +37,23 @@ uint32_t piece_size (const struct description *d, uint32_t index) {
 
 int description_read (const char *file, struct description *d, char *error, size_t error_size) {
   memset(d, 0, sizeof *d);
-  FILE *f = fopen(file, "rb");
-  if (!f) FAIL("cannot read description %s: %s", file, strerror(errno));
-  if (fseek(f, 0, SEEK_END) == 0) {
-    long size = ftell(f);
-    if (size > 0 && size <= 256L * 1024 * 1024 && (d->bytes = malloc((size_t)size))) {
-      rewind(f);
-      d->size = fread(d->bytes, 1, (size_t)size, f);
+  // Read to the end, not by its size: "-" is standard input, a pipe from the launch's agent.
+  int fd = strcmp(file, "-") == 0 ? dup(0) : open(file, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) FAIL("cannot read description %s: %s", file, strerror(errno));
+  size_t capacity = 0;
+  for (;;) {
+    if (d->size == capacity) {
+      uint8_t *grown = capacity < MAX_DESCRIPTION ? realloc(d->bytes, capacity = capacity ? 2 * capacity : 65536) : NULL;
+      if (!grown) { close(fd); FAIL("description %s is larger than %d MiB", file, MAX_DESCRIPTION >> 20); }
+      d->bytes = grown;
     }
+    ssize_t n = read(fd, d->bytes + d->size, capacity - d->size);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) { int e = errno; close(fd); FAIL("cannot read description %s: %s", file, strerror(e)); }
+    if (n == 0) break;
+    d->size += (size_t)n;
   }
-  fclose(f);
+  close(fd);
   if (!d->bytes || d->size == 0) FAIL("cannot read description %s", file);
 
   const uint8_t *at = d->bytes;

@@ -1,9 +1,14 @@
 // p2prun-agent: the native node agent's options, its loop, its timers and signals.
-//   p2prun-agent mount DESCRIPTION MOUNTPOINT [--mode eager] [--tracker URL]... [--seeder HOST:PORT]...
-//                [--store-dir DIR] [--port N] [--allow-other] [--stats FILE] [--node-name NAME] [--quiet]
+//   p2prun-agent mount DESCRIPTION|- MOUNTPOINT [--mode eager] [--tracker URL]... [--seeder HOST:PORT]...
+//                [--store-dir DIR] [--port N] [--allow-other] [--owner UID[:GID]] [--max-conns N] [--numwant N]
+//                [--stall-timeout SECONDS] [--source [NAME=]DIR]... [--fuse-device PATH] [--stats FILE] [--ready-file FILE]
+//                [--node-name NAME] [--quiet]
+// For a parent that starts it (lib/native-agent.ts): DESCRIPTION "-" is read from standard input;
+// --notify-fd FD says `ok` or the failure there (--daemon's pipe); --die-with-parent.
 // joins the job's swarm, mounts the set read-only at MOUNTPOINT and says `mounted infohash=…
 // mode=eager at=MOUNTPOINT` on stdout once it is up; fetches the whole set (files opened and read
-// first) and serves it to the other nodes until SIGTERM or SIGINT; then writes --stats, unmounts,
+// first) and serves it to the other nodes until SIGTERM or SIGINT (SIGUSR1: its counters on stdout,
+// one JSON line); then writes --stats, unmounts,
 // tells the tracker it leaves, and ends. The options and lines are `p2prun mount`'s, so a
 // launcher can start either agent. The job's secret comes from P2PRUN_SECRET (never a flag).
 // P2PRUN_DEBUG=1: a line on stderr per connection and announce. --version, --help: p2prun's version, the usage.
@@ -17,6 +22,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/random.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -34,7 +41,9 @@
 #define TICK_MS 100
 #define STOP_WAIT_MS 1000
 #define MAX_DIALED 512
-#define USAGE "p2prun-agent mount DESCRIPTION MOUNTPOINT [--mode eager] [--tracker URL] [--seeder HOST:PORT] [--store-dir DIR] [--port N] [--allow-other] [--stats FILE]"
+#define USAGE "p2prun-agent mount DESCRIPTION|- MOUNTPOINT [--mode eager] [--tracker URL] [--seeder HOST:PORT] [--store-dir DIR] [--port N] " \
+  "[--allow-other] [--owner UID[:GID]] [--max-conns N] [--numwant N] [--stall-timeout SECONDS] [--source [NAME=]DIR] [--fuse-device PATH] " \
+  "[--stats FILE] [--ready-file FILE]"
 
 struct job job;
 static int epfd;
@@ -88,7 +97,7 @@ void job_proof (const char *purpose, const uint8_t *a, size_t alen, const uint8_
 // An address to dial (the tracker's list, a peer's ut_pex, the seeders): each once.
 void dial_once (const char *host_port) {
   for (int i = 0; i < dialed_count; i++) if (strcmp(dialed[i], host_port) == 0) return;
-  if (dialed_count == MAX_DIALED || peer_count >= MAX_PEERS - 8) return;
+  if (dialed_count == MAX_DIALED || peer_count >= job.max_conns) return;
   dialed[dialed_count++] = strdup(host_port);
   peer_dial(host_port);
 }
@@ -133,7 +142,7 @@ static void on_accept (struct watch *w, uint32_t events) {
       inet_ntop(AF_INET, &in->sin_addr, ip, sizeof ip);
       snprintf(address, sizeof address, "%s:%u", ip, ntohs(in->sin_port));
     }
-    if (peer_count >= MAX_PEERS - 8) { close(fd); continue; }
+    if (peer_count >= job.max_conns) { close(fd); continue; }
     peer_accept(fd, address);
   }
 }
@@ -167,37 +176,126 @@ static int parse_secret (const char *hex) {
   return 0;
 }
 
-static int fail (const char *what, const char *hint) {
-  fprintf(stderr, "p2prun-agent: %s (hint: %s)\n", what, hint);
+#define STR(x) STR_(x)
+#define STR_(x) #x
+
+// A decimal number from min to max, the whole argument.
+static bool whole_number (const char *text, long min, long max, long *out) {
+  char *end;
+  errno = 0;
+  long v = strtol(text, &end, 10);
+  if (!*text || *end || errno || v < min || v > max) return false;
+  *out = v;
+  return true;
+}
+
+// --notify-fd: the pipe a parent waits on (lib/session/process.ts's readyLine): `ok` once mounted,
+// or `error` and the failure as lib/errors.ts's FailureRecord, then closed.
+static int notify_fd = -1;
+
+static void notify (const char *line) {
+  if (notify_fd < 0) return;
+  size_t left = strlen(line);
+  while (left > 0) {
+    ssize_t n = write(notify_fd, line, left);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    line += n;
+    left -= (size_t)n;
+  }
+  close(notify_fd);
+  notify_fd = -1;
+}
+
+// `text` as a JSON string's contents.
+static void json_escape (char *out, size_t size, const char *text) {
+  size_t used = 0;
+  for (; *text && used + 7 < size; text++) {
+    unsigned char c = (unsigned char)*text;
+    if (c == '"' || c == '\\') { out[used++] = '\\'; out[used++] = (char)c; }
+    else if (c < 0x20) used += (size_t)snprintf(out + used, size - used, "\\u%04x", c);
+    else out[used++] = (char)c;
+  }
+  out[used] = 0;
+}
+
+// The one line of a failure: to a parent waiting on --notify-fd (which tells it), else on stderr;
+// the exit code of a bad input.
+static int fail_as (const char *code, const char *what, const char *hint) {
+  if (notify_fd < 0) { fprintf(stderr, "p2prun-agent: %s (hint: %s)\n", what, hint); return 2; }
+  char message[1400], hint_json[700], line[2200];
+  json_escape(message, sizeof message, what);
+  json_escape(hint_json, sizeof hint_json, hint);
+  snprintf(line, sizeof line, "error {\"code\":\"%s\",\"message\":\"%s\",\"hint\":\"%s\"}\n", code, message, hint_json);
+  notify(line);
   return 2;
 }
 
-// What the agent moved and served, as `p2prun mount --stats` writes it (the members both have).
-static void write_stats (const char *file) {
-  char counters[1024];
+static int fail (const char *what, const char *hint) {
+  return fail_as("USAGE", what, hint);
+}
+
+// This process's CPU and context switches so far, as lib/session/node.ts counts a Node agent's.
+static void usage_json (char *out, size_t size) {
+  struct rusage u;
+  getrusage(RUSAGE_SELF, &u);
+  snprintf(out, size, "{\"user\":%.6f,\"system\":%.6f,\"voluntary\":%ld,\"involuntary\":%ld}",
+    (double)u.ru_utime.tv_sec + u.ru_utime.tv_usec / 1e6, (double)u.ru_stime.tv_sec + u.ru_stime.tv_usec / 1e6, u.ru_nvcsw, u.ru_nivcsw);
+}
+
+// What the agent moved and served, as `p2prun mount --stats` writes it (the members both have),
+// and what it cost: its whole life's CPU.
+static void write_stats (FILE *f) {
+  char counters[1024], cpu[200];
   mount_counters_json(counters, sizeof counters);
+  usage_json(cpu, sizeof cpu);
+  fprintf(f, "{\"swarm\":{\"fromHead\":%llu,\"fromPeers\":%llu,\"fromSource\":%llu,\"uploaded\":%llu,\"piecesHave\":%u,\"pieceCount\":%u,\"failedPieces\":%llu,\"requests\":%llu,\"rejected\":%llu},\"fs\":{%s},\"cpu\":%s}\n",
+    (unsigned long long)stats.from_head, (unsigned long long)stats.from_peers, (unsigned long long)stats.from_source,
+    (unsigned long long)stats.uploaded, swarm_have_count(), job.desc.piece_count, (unsigned long long)stats.failed_pieces,
+    (unsigned long long)stats.requests, (unsigned long long)stats.rejected, counters, cpu);
+  fflush(f);
+}
+
+static void write_stats_file (const char *file) {
   FILE *f = fopen(file, "w");
   if (!f) { fprintf(stderr, "p2prun-agent: cannot write %s: %s\n", file, strerror(errno)); return; }
-  fprintf(f, "{\"swarm\":{\"fromHead\":%llu,\"fromPeers\":%llu,\"uploaded\":%llu,\"piecesHave\":%u,\"pieceCount\":%u,\"failedPieces\":%llu,\"requests\":%llu,\"rejected\":%llu},\"fs\":{%s}}\n",
-    (unsigned long long)stats.from_head, (unsigned long long)stats.from_peers, (unsigned long long)stats.uploaded, swarm_have_count(),
-    job.desc.piece_count, (unsigned long long)stats.failed_pieces, (unsigned long long)stats.requests,
-    (unsigned long long)stats.rejected, counters);
+  write_stats(f);
   fclose(f);
 }
 
 static enum { STARTING, MOUNTED, FAILED } state = STARTING;
-static const char *mount_arg;
+static const char *mount_arg, *ready_file;
+
+// --ready-file: {"pid","mountPoint"} once mounted, as `p2prun mount --ready-file` writes it
+// (written whole, then renamed into place); removed when the agent ends.
+static void write_ready_file (void) {
+  char escaped[8192], temp[4200];
+  json_escape(escaped, sizeof escaped, mount_path());
+  if ((size_t)snprintf(temp, sizeof temp, "%s.%d.tmp", ready_file, (int)getpid()) >= sizeof temp) return;
+  FILE *f = fopen(temp, "w");
+  if (!f) { fprintf(stderr, "p2prun-agent: cannot write %s: %s\n", temp, strerror(errno)); return; }
+  fprintf(f, "{\"pid\":%d,\"mountPoint\":\"%s\"}", (int)getpid(), escaped);
+  if (fclose(f) != 0 || rename(temp, ready_file) != 0) { fprintf(stderr, "p2prun-agent: cannot write %s: %s\n", ready_file, strerror(errno)); unlink(temp); }
+}
 
 static void on_mounted (const char *failure) {
   if (failure) {
-    fprintf(stderr, "p2prun-agent: cannot mount %s: %s (hint: check that /dev/fuse and fusermount3 are there, and the mount point is yours)\n", mount_arg, failure);
+    char what[600];
+    snprintf(what, sizeof what, "cannot mount %s: %s", mount_arg, failure);
+    fail_as("FUSE", what, "check that /dev/fuse and fusermount3 are there, and the mount point is yours");
     state = FAILED;
     return;
   }
   state = MOUNTED;
   char hex[41];
   for (int i = 0; i < 20; i++) sprintf(hex + 2 * i, "%02x", job.desc.info_hash[i]);
+  if (ready_file) write_ready_file();
   printf("mounted infohash=%s mode=eager at=%s\n", hex, mount_path());
+  char line[220];
+  usage_json(line + 3, sizeof line - 4);
+  memcpy(line, "ok ", 3);
+  strcat(line, "\n");
+  notify(line); // with what starting cost, for the parent's counters
 }
 
 int main (int argc, char **argv) {
@@ -206,21 +304,65 @@ int main (int argc, char **argv) {
   debugging = getenv("P2PRUN_DEBUG") && *getenv("P2PRUN_DEBUG");
   if (argc == 2 && strcmp(argv[1], "--version") == 0) { printf("%s\n", P2PRUN_VERSION); return 0; }
   if (argc == 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) { printf("usage: %s\n", USAGE); return 0; }
+  // Read first: every failure after this goes to the parent waiting on it too.
+  for (int i = 2; i + 1 < argc; i++) {
+    long fd;
+    if (strcmp(argv[i], "--notify-fd") == 0 && whole_number(argv[i + 1], 3, 1023, &fd)) notify_fd = (int)fd;
+  }
   if (argc < 2 || strcmp(argv[1], "mount") != 0) return fail("expected a command: mount DESCRIPTION MOUNTPOINT", USAGE);
-  const char *desc_file = NULL, *store_dir = "/dev/shm", *stats_file = NULL;
-  long port = 0;
+  const char *desc_file = NULL, *store_dir = "/dev/shm", *stats_file = NULL, *fuse_device = "/dev/fuse";
+  long port = 0, uid = getuid(), gid = getgid();
+  double stall_seconds = 60; // lib/config.ts's defaults, as for the Node agent
+  job.max_conns = 100;
+  job.numwant = 100;
   bool allow_other = false;
   const char *trackers[MAX_ADDRESSES], *seeders[MAX_ADDRESSES];
   int tracker_count = 0, seeder_count = 0;
   for (int i = 2; i < argc; i++) {
     const char *a = argv[i], *value = i + 1 < argc ? argv[i + 1] : NULL;
     char what[160];
+    long n;
     if (strcmp(a, "--store-dir") == 0 && value) { store_dir = value; i++; }
     else if (strcmp(a, "--stats") == 0 && value) { stats_file = value; i++; }
+    else if (strcmp(a, "--fuse-device") == 0 && value) { fuse_device = value; i++; }
+    else if (strcmp(a, "--ready-file") == 0 && value) { ready_file = value; i++; }
+    else if (strcmp(a, "--notify-fd") == 0 && value && notify_fd >= 0) i++;
+    else if (strcmp(a, "--die-with-parent") == 0) {
+      // A launch's agent (lib/native-agent.ts) lives inside a Node agent's life: a parent killed
+      // with SIGKILL must not leave it serving (the epilog and umount stop the parent only).
+      if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0 || getppid() == 1) return fail_as("LAUNCH", "the parent agent is gone", "start the agent from `p2prun mount`");
+    }
     else if (strcmp(a, "--port") == 0 && value) {
+      if (!whole_number(value, 0, 65535, &port)) return fail("--port takes a port number", "--port 6881, or 0 for any");
+      i++;
+    }
+    else if (strcmp(a, "--max-conns") == 0 && value) {
+      if (!whole_number(value, 1, MAX_CONNS, &n)) return fail("--max-conns takes a number of connections from 1 to " STR(MAX_CONNS), "use `p2prun mount` for more");
+      job.max_conns = (int)n;
+      i++;
+    }
+    else if (strcmp(a, "--numwant") == 0 && value) {
+      if (!whole_number(value, 1, 100000, &n)) return fail("--numwant takes a number of peers", "--numwant 100");
+      job.numwant = (int)n;
+      i++;
+    }
+    else if (strcmp(a, "--stall-timeout") == 0 && value) {
       char *end;
-      port = strtol(value, &end, 10);
-      if (*end || port < 0 || port > 65535) return fail("--port takes a port number", "--port 6881, or 0 for any");
+      stall_seconds = strtod(value, &end);
+      if (*end || !(stall_seconds >= 1 && stall_seconds <= 1e6)) return fail("--stall-timeout takes seconds, at least 1", "--stall-timeout 60");
+      i++;
+    }
+    else if (strcmp(a, "--owner") == 0 && value) {
+      char *colon = strchr(value, ':');
+      if (colon) *colon = 0;
+      if (!whole_number(value, 0, 0xfffffffeL, &uid) || (colon && !whole_number(colon + 1, 0, 0xfffffffeL, &gid))) {
+        return fail("--owner takes UID[:GID] in numbers", "--owner 1000:1000");
+      }
+      if (!colon) gid = uid;
+      i++;
+    }
+    else if (strcmp(a, "--source") == 0 && value) {
+      if (source_add(value, what, sizeof what) < 0) return fail(what, "--source /the/directory/described, or NAME=/dir for one of several");
       i++;
     }
     else if (strcmp(a, "--tracker") == 0 && value && tracker_count < MAX_ADDRESSES) { trackers[tracker_count++] = value; i++; }
@@ -235,21 +377,26 @@ int main (int argc, char **argv) {
     else if (strcmp(a, "--node-name") == 0 && value) i++; // a label for the Node agent's mount point template; this one needs MOUNTPOINT
     else if (strcmp(a, "--quiet") == 0) {}
     else if (strcmp(a, "--allow-other") == 0) allow_other = true;
-    else if (a[0] != '-' && !desc_file) desc_file = a;
+    else if ((a[0] != '-' || strcmp(a, "-") == 0) && !desc_file) desc_file = a;
     else if (a[0] != '-' && !mount_arg) mount_arg = a;
     else { snprintf(what, sizeof what, "unknown or incomplete option '%s'", a); return fail(what, USAGE); }
   }
+  job.stall_ms = (uint64_t)(stall_seconds * 1000);
   if (!desc_file || !mount_arg) return fail("mount needs a description and a mount point", USAGE);
   const char *secret = getenv("P2PRUN_SECRET");
   if (secret && *secret && parse_secret(secret) < 0) return fail("P2PRUN_SECRET is not a job secret: expected at least 16 bytes in hex", "make one with `openssl rand -hex 32`");
 
   char error[600] = "";
-  if (description_read(desc_file, &job.desc, error, sizeof error) < 0) return fail(error, "make one with `p2prun describe DIR -o FILE`");
+  if (description_read(desc_file, &job.desc, error, sizeof error) < 0) return fail_as("DESCRIPTION", error, "make one with `p2prun describe DIR -o FILE`");
   struct table table;
   char tree_error[500];
-  if (tree_table(&job.desc, getuid(), getgid(), &table, tree_error, sizeof tree_error) < 0) {
+  if (tree_table(&job.desc, (uid_t)uid, (gid_t)gid, &table, tree_error, sizeof tree_error) < 0) {
     snprintf(error, sizeof error, "description %s %s", desc_file, tree_error);
-    return fail(error, "describe the directory again with `p2prun describe DIR -o FILE`");
+    return fail_as("DESCRIPTION", error, "describe the directory again with `p2prun describe DIR -o FILE`");
+  }
+  if (access(fuse_device, R_OK | W_OK) < 0) {
+    snprintf(error, sizeof error, "FUSE is not available: %s is missing or not accessible (%s)", fuse_device, strerror(errno));
+    return fail_as("FUSE", error, "load the fuse kernel module (modprobe fuse), or give the container --device /dev/fuse");
   }
   if (tracker_count > 0) {
     for (int i = 0; i < job.desc.tracker_count; i++) free(job.desc.trackers[i]);
@@ -257,7 +404,7 @@ int main (int argc, char **argv) {
     job.desc.tracker_count = tracker_count;
   }
   uint8_t random_bytes[6];
-  if (getrandom(random_bytes, sizeof random_bytes, 0) != sizeof random_bytes) return fail("no random bytes for a peer id", "check /dev/urandom");
+  if (getrandom(random_bytes, sizeof random_bytes, 0) != sizeof random_bytes) return fail_as("LAUNCH", "no random bytes for a peer id", "check /dev/urandom");
   char id[21];
   snprintf(id, sizeof id, "-P2N020-%02x%02x%02x%02x%02x%02x", random_bytes[0], random_bytes[1], random_bytes[2],
     random_bytes[3], random_bytes[4], random_bytes[5]);
@@ -268,21 +415,22 @@ int main (int argc, char **argv) {
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGTERM);
   sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGUSR1); // not a stop: the counters so far, on stdout
   sigprocmask(SIG_BLOCK, &stop_signals, NULL);
   epfd = epoll_create1(EPOLL_CLOEXEC);
   struct watch stop = { .ready = NULL, .fd = signalfd(-1, &stop_signals, SFD_NONBLOCK | SFD_CLOEXEC) };
-  if (epfd < 0 || stop.fd < 0 || loop_add(&stop, EPOLLIN) < 0) return fail(strerror(errno), "the agent needs epoll and signalfd (Linux)");
+  if (epfd < 0 || stop.fd < 0 || loop_add(&stop, EPOLLIN) < 0) return fail_as("LAUNCH", strerror(errno), "the agent needs epoll and signalfd (Linux)");
   if (swarm_init(store_dir) < 0) {
     snprintf(error, sizeof error, "cannot make a store of %llu bytes in %s: %s", (unsigned long long)job.desc.total_bytes, store_dir, strerror(errno));
-    return fail(error, "--store-dir takes a writable directory with room for the set, such as /dev/shm");
+    return fail_as("SWARM", error, "--store-dir takes a writable directory with room for the set, such as /dev/shm");
   }
   if (listen_on((uint16_t)port) < 0) {
     snprintf(error, sizeof error, "cannot listen on port %ld: %s", port, strerror(errno));
-    return fail(error, "choose another --port, or 0 for any");
+    return fail_as("SWARM", error, "choose another --port, or 0 for any");
   }
   if (mount_start(mount_arg, &table, allow_other, on_mounted, error, sizeof error) < 0) {
     mount_stop();
-    return fail(error, "give an empty directory you own as the mount point");
+    return fail_as("FUSE", error, "give an empty directory you own as the mount point");
   }
 
   tracker_announce(EV_STARTED);
@@ -302,7 +450,11 @@ int main (int argc, char **argv) {
       struct watch *w = events[i].data.ptr;
       if (w != &stop) { w->ready(w, events[i].events); continue; }
       struct signalfd_siginfo info;
-      while (read(stop.fd, &info, sizeof info) > 0) {}
+      bool stop_asked = false;
+      while (read(stop.fd, &info, sizeof info) > 0) {
+        if (info.ssi_signo == SIGUSR1) write_stats(stdout); else stop_asked = true;
+      }
+      if (!stop_asked) continue;
       if (!stopping) { stopping = true; stop_by = now_ms() + STOP_WAIT_MS; tracker_announce(EV_STOPPED); }
     }
     peers_flush();
@@ -316,7 +468,9 @@ int main (int argc, char **argv) {
       next_tick = now_ms() + TICK_MS;
     }
   }
-  if (stats_file) write_stats(stats_file);
+  if (ready_file && state == MOUNTED) unlink(ready_file);
+  if (stats_file && strcmp(stats_file, "-") == 0) write_stats(stdout); // a parent's socket: not reopened by name
+  else if (stats_file) write_stats_file(stats_file);
   mount_stop();
   debug("from the head %llu, from peers %llu, uploaded %llu bytes; %llu pieces failed their check",
     (unsigned long long)stats.from_head, (unsigned long long)stats.from_peers, (unsigned long long)stats.uploaded,

@@ -14,7 +14,6 @@
 #include "mount-point.h"
 
 #define KERNEL_CACHE_SECONDS 86400.0 // the content never changes (lib/agent.ts)
-#define STALL_MS 60000               // lib/config.ts stallTimeoutMs
 
 struct event {
   struct event *next;
@@ -28,10 +27,12 @@ struct waiting {
   uint32_t id;
   uint32_t first, last;  // the pieces it covers
   uint64_t since;
+  uint32_t bytes;        // what it reads, clipped to the file
 };
 
 static struct fuse_server server;
-static bool started, gone;
+static bool started, gone, fell_back;
+static uint64_t read_errors, bytes_after_fetch; // as lib/fs.ts counts them: reads failed, bytes of reads that waited
 static char *mount_point;
 static uint8_t *present;          // a bit per piece, MSB first: the server reads it unlocked
 static struct watch woken;        // an eventfd: the session thread has events for the loop
@@ -79,7 +80,8 @@ static void on_read (uint32_t id, uint64_t ino, uint64_t offset, uint32_t size) 
     waiting = grown;
     waiting_capacity = capacity;
   }
-  waiting[waiting_count++] = (struct waiting){ id, first, last, now_ms() };
+  uint64_t left = offset < n->size ? n->size - offset : 0;
+  waiting[waiting_count++] = (struct waiting){ id, first, last, now_ms(), (uint32_t)(left < size ? left : size) };
   swarm_prioritize(first, last);
 }
 
@@ -126,6 +128,7 @@ void mount_piece_verified (uint32_t index) {
   for (size_t i = 0; i < waiting_count;) {
     if (waiting[i].first <= index && index <= waiting[i].last && all_present(waiting[i].first, waiting[i].last)) {
       uint32_t id = waiting[i].id;
+      bytes_after_fetch += waiting[i].bytes;
       waiting[i] = waiting[--waiting_count];
       answer(id);
     } else {
@@ -134,16 +137,36 @@ void mount_piece_verified (uint32_t index) {
   }
 }
 
+// A read that waited stall-timeout with no block arriving: its pieces from the source directories
+// if the launch gave them (once said), else EIO, as the Node agent does.
 void mount_tick (uint64_t last_block_at) {
   uint64_t now = now_ms();
   for (size_t i = 0; i < waiting_count;) {
     uint64_t progress = last_block_at > waiting[i].since ? last_block_at : waiting[i].since;
-    if (now - progress < STALL_MS) { i++; continue; }
-    uint32_t id = waiting[i].id;
+    if (now - progress < job.stall_ms) { i++; continue; }
+    struct waiting stalled = waiting[i];
+    char why[300] = "";
+    if (source_given() && swarm_from_source(&server.table, stalled.first, stalled.last, why, sizeof why) == 0) {
+      if (!fell_back) fprintf(stderr, "p2prun-agent: the swarm stalled for %llu s: reading what programs wait for from the source directory instead\n",
+        (unsigned long long)job.stall_ms / 1000);
+      fell_back = true;
+      // Its pieces are in: answered when the last was verified (with others: the list changed under us).
+      for (size_t k = 0; k < waiting_count; k++) {
+        if (waiting[k].id != stalled.id) continue;
+        bytes_after_fetch += waiting[k].bytes;
+        waiting[k] = waiting[--waiting_count];
+        answer(stalled.id);
+        break;
+      }
+      i = 0;
+      continue;
+    }
     waiting[i] = waiting[--waiting_count];
-    fuse_req_t req = fuse_server_claim(&server, id, NULL);
+    fuse_req_t req = fuse_server_claim(&server, stalled.id, NULL);
     if (req) fuse_reply_err(req, EIO);
-    fprintf(stderr, "p2prun-agent: a read waited %d s with no byte arriving: answered EIO\n", STALL_MS / 1000);
+    read_errors++;
+    fprintf(stderr, "p2prun-agent: a read waited %llu s with no byte arriving%s%s: answered EIO\n", (unsigned long long)job.stall_ms / 1000,
+      *why ? ", and the source directory cannot stand in: " : "", why);
   }
 }
 
@@ -159,6 +182,8 @@ void mount_counters_json (char *out, size_t size) {
       (unsigned long long)atomic_load_explicit(&server.counters[c], memory_order_relaxed));
     if (c == C_refused && used < size) used += (size_t)snprintf(out + used, size - used, "},");
   }
+  if (used < size) snprintf(out + used, size - used, ",\"readErrors\":%llu,\"bytesServedAfterFetch\":%llu",
+    (unsigned long long)read_errors, (unsigned long long)bytes_after_fetch);
 }
 
 bool mount_gone (void) {

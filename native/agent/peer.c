@@ -23,6 +23,9 @@
 #define FAST_BIT 0x04        // reserved byte 7
 #define EXTENSION_BIT 0x10   // reserved byte 5
 #define UT_PEX_ID 1          // the id our peers send ut_pex under (lib/swarm/extensions.ts)
+#define DESC_ID 2            // and p2prun_desc
+#define DESC_PIECE 16384     // the description moves in pieces of this (BEP 9's)
+#define NODE_DESC_PEERS 16   // distinct peers a node hands it to (lib/swarm/description-exchange.ts)
 #define READ_BUFFER (MAX_REQUEST + 64 * 1024)
 
 static const char PROTOCOL[] = "\x13" "BitTorrent protocol";
@@ -176,15 +179,50 @@ static void send_handshake (struct peer *p) {
   send_raw(p, h, sizeof h);
 }
 
-// Our BEP 10 handshake: the job proof for this pair of peers, our port, and ut_pex (bencode keys sorted).
+// Our BEP 10 handshake: the job proof for this pair of peers, our port, ut_pex, and the
+// description for nodes that have not got it (bencode keys sorted).
 static void send_proof (struct peer *p) {
   uint8_t auth[32];
   job_proof("peer", job.desc.info_hash, 20, job.peer_id, 20, p->id, 20, auth);
-  uint8_t msg[128];
-  int n = snprintf((char *)msg, sizeof msg, "%cd1:md6:ut_pexi%dee1:pi%ue11:p2prun_auth32:", 0, UT_PEX_ID, job.listen_port);
+  uint8_t msg[192];
+  int n = snprintf((char *)msg, sizeof msg, "%cd1:md11:p2prun_desci%de6:ut_pexi%dee1:pi%ue11:p2prun_auth32:", 0, DESC_ID, UT_PEX_ID, job.listen_port);
   memcpy(msg + n, auth, 32);
-  msg[n + 32] = 'e';
-  peer_send(p, EXTENDED, msg, (size_t)n + 33);
+  n += 32;
+  n += snprintf((char *)msg + n, sizeof msg - (size_t)n, "16:p2prun_desc_sizei%zuee", job.desc.size);
+  peer_send(p, EXTENDED, msg, (size_t)n);
+}
+
+// The description a peer asks for (lib/swarm/description-exchange.ts's DescriptionServer): a
+// piece of it, to NODE_DESC_PEERS distinct peers; the rest are refused and ask others, so the
+// copies spread as a tree. The bytes are what the launch handed this agent: the peer-shareable
+// description (lib/description.ts's peerShareable).
+static void take_desc (struct peer *p, const uint8_t *payload, size_t length) {
+  static uint8_t served[NODE_DESC_PEERS][20];
+  static int served_count;
+  // The dictionary holds integers only: it ends at the first "ee" (lib/swarm/extensions.ts).
+  struct bval dict, type, piece;
+  const uint8_t *at = payload;
+  if (!bdecode(&at, payload + length, &dict) || dict.kind != B_DICT || !bdict_get(&dict, "msg_type", &type) || type.kind != B_INT ||
+      !bdict_get(&dict, "piece", &piece) || piece.kind != B_INT || piece.i < 0 || type.i != 0 || p->desc_id == 0) return;
+  bool known = false;
+  for (int i = 0; i < served_count && !known; i++) known = memcmp(served[i], p->id, 20) == 0;
+  uint64_t start = (uint64_t)piece.i * DESC_PIECE;
+  uint8_t head[96];
+  head[0] = p->desc_id;
+  if (start >= job.desc.size || (!known && served_count == NODE_DESC_PEERS)) {
+    int n = snprintf((char *)head + 1, sizeof head - 1, "d8:msg_typei2e5:piecei%lldee", (long long)piece.i);
+    peer_send(p, EXTENDED, head, (size_t)n + 1);
+    return;
+  }
+  if (!known) memcpy(served[served_count++], p->id, 20);
+  size_t size = job.desc.size - start < DESC_PIECE ? job.desc.size - start : DESC_PIECE;
+  int n = snprintf((char *)head + 1, sizeof head - 1, "d8:msg_typei1e5:piecei%llde10:total_sizei%zuee", (long long)piece.i, job.desc.size);
+  uint8_t *msg = malloc((size_t)n + 1 + size);
+  if (!msg) return;
+  memcpy(msg, head, (size_t)n + 1);
+  memcpy(msg + n + 1, job.desc.bytes + start, size);
+  peer_send(p, EXTENDED, msg, (size_t)n + 1 + size);
+  free(msg);
 }
 
 static bool duplicate (struct peer *p) {
@@ -239,6 +277,8 @@ static bool take_proof (struct peer *p, const uint8_t *msg, size_t length) {
     return false;
   }
   if (bdict_get(&dict, "p", &port) && port.kind == B_INT && port.i > 0 && port.i < 65536) p->listen_port = (uint16_t)port.i;
+  struct bval m, id;
+  if (bdict_get(&dict, "m", &m) && m.kind == B_DICT && bdict_get(&m, "p2prun_desc", &id) && id.kind == B_INT && id.i > 0 && id.i < 256) p->desc_id = (uint8_t)id.i;
   open_peer(p);
   return true;
 }
@@ -287,6 +327,7 @@ static void parse (struct peer *p) {
     }
     if (msg[0] == EXTENDED) {
       if (length >= 2 && msg[1] == UT_PEX_ID) take_pex(msg + 2, length - 2);
+      else if (length >= 2 && msg[1] == DESC_ID) take_desc(p, msg + 2, length - 2);
       continue;
     }
     swarm_message(p, msg[0], msg + 1, length - 1);

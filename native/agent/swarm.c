@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 #include <openssl/sha.h>
 #include "agent.h"
@@ -68,6 +69,9 @@ int swarm_init (const char *store_dir) {
   if (!have || !avail || !parts || !active || !head_wait || !scratch) return -1;
   urgent = calloc(n, 1);
   if (!urgent) return -1;
+  // A sparse file on a full tmpfs would fail its writes later, piece after piece: refused now.
+  struct statvfs fs;
+  if (statvfs(store_dir, &fs) == 0 && (uint64_t)fs.f_bavail * fs.f_frsize < d->total_bytes) { errno = ENOSPC; return -1; }
   // Unlinked at once: the agent's descriptor keeps it, and nothing is left behind when it ends.
   char path[4096];
   snprintf(path, sizeof path, "%s/p2prun-store-XXXXXX", store_dir);
@@ -311,6 +315,32 @@ static void check (uint32_t index) {
       if (peers[i]->head) peer_close(peers[i], "its blocks failed a piece's check"); else peer_ban(peers[i]);
     }
   }
+}
+
+// Pieces first..last, which a stalled read waits for, from the source directories (source.c):
+// checked like a peer's, then stored and announced as any verified piece; -1 with the reason in
+// `error` if the source cannot stand in.
+int swarm_from_source (const struct table *t, uint32_t first, uint32_t last, char *error, size_t error_size) {
+  for (uint32_t index = first; index <= last && index < d->piece_count; index++) {
+    if (have[index]) continue;
+    uint32_t size = piece_size(d, index);
+    uint8_t digest[20];
+    if (source_read_piece(t, index, scratch, error, error_size) < 0) return -1;
+    SHA1(scratch, size, digest);
+    if (memcmp(digest, d->piece_hashes + 20 * (size_t)index, 20) != 0) {
+      snprintf(error, error_size, "piece %u differs from the description there", index);
+      return -1;
+    }
+    if (pwrite(store_fd, scratch, size, (off_t)index * d->piece_length) != (ssize_t)size) {
+      snprintf(error, error_size, "cannot write the store: %s", strerror(errno));
+      return -1;
+    }
+    stats.from_source += size;
+    finish_piece(index); // blocks still asked of peers are dropped when they come
+    parts[index].sender_count = 0;
+    verified(index);
+  }
+  return 0;
 }
 
 static bool take_request (struct peer *p, uint32_t index, uint32_t begin, uint32_t length, struct request *out) {

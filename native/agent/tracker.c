@@ -16,7 +16,6 @@
 #define TIMEOUT_MS 5000
 #define RETRY_MS 1000
 #define REPLY_MAX (256 * 1024)
-#define NUMWANT 50
 
 struct tracker {
   struct watch w;
@@ -126,7 +125,7 @@ static void start (struct tracker *t, enum announce_event event) {
   if (!t->io) return;
   sprintf(t->io, "GET %s%sinfo_hash=%s&peer_id=%s&port=%u&uploaded=%llu&downloaded=%llu&left=%llu&compact=1&numwant=%d%s%s HTTP/1.0\r\nHost: %s\r\n\r\n",
     p, strchr(p, '?') ? "&" : "?", info_hash, peer_id, job.listen_port, (unsigned long long)stats.uploaded,
-    (unsigned long long)(stats.from_head + stats.from_peers), (unsigned long long)left, event == EV_STOPPED ? 0 : NUMWANT,
+    (unsigned long long)(stats.from_head + stats.from_peers), (unsigned long long)left, event == EV_STOPPED ? 0 : job.numwant,
     EVENTS[event], auth, host);
   t->io_len = strlen(t->io);
   t->io_sent = 0;

@@ -70,6 +70,9 @@ async function spawnNative (options: AgentOptions, extra: readonly string[], spa
   const { [SECRET_ENV]: _inherited, ...env } = process.env
   if (options.node.secret) env[SECRET_ENV] = options.node.secret.toString('hex')
   const child = spawn(program, [...flags(options), ...extra], { ...spawnOptions, env })
+  // One that cannot start, or ends before it read its input, says so by closing fd 3 (readyLine).
+  child.on('error', () => {})
+  child.stdin?.on('error', () => {})
   child.stdin?.end(peerShareable(options.description))
   return child
 }
@@ -123,16 +126,19 @@ export class NativeAgent implements RunningAgent {
       this.counters = { infoHash: options.description.infoHash, mode: options.mode, mountPoint: options.mountPoint, ...JSON.parse(line) as object }
       for (const answer of this.asking.splice(0)) answer(this.counters)
     })
-    this.exited = new Promise((resolve) => child.on('close', (code, signal) => {
-      if (!this.stopping) options.log(`the native agent ended (${signal ?? `code ${code}`}) before it was stopped`)
-      for (const answer of this.asking.splice(0)) answer(this.counters)
-      resolve()
-    }))
+    this.exited = new Promise((resolve) => {
+      if (child.pid === undefined) resolve() // it never started (spawnNative's 'error')
+      child.on('close', (code, signal) => {
+        if (!this.stopping) options.log(`the native agent ended (${signal ?? `code ${code}`}) before it was stopped`)
+        for (const answer of this.asking.splice(0)) answer(this.counters)
+        resolve()
+      })
+    })
   }
 
   /** Its counters as `p2prun-agent --stats` writes them: asked for (SIGUSR1) while it runs, its last once it ended. */
   stats (): Promise<object | undefined> {
-    if (this.child.exitCode !== null || this.child.signalCode !== null) return Promise.resolve(this.counters)
+    if (this.child.pid === undefined || this.child.exitCode !== null || this.child.signalCode !== null) return Promise.resolve(this.counters)
     return new Promise((resolve) => {
       this.asking.push(resolve)
       this.child.kill('SIGUSR1')

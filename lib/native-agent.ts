@@ -1,10 +1,11 @@
 // The native node agent (native/agent/, dist/p2prun-agent) serving a mount for this process: a
 // launch's `p2prun node-agent` and `p2prun mount` keep their part (the description's route, the
 // node state, the ranks, records and signals) and hand the data path, the swarm and the FUSE
-// server, to it: a whole agent's life in C costs a third of the Node one's CPU (bench/README.md).
-// It takes what the Node agent would: the options become its flags, the description (as peers may
-// have it, which it hands on to nodes that lack it) its standard input, the secret its environment; it says `ok` or its failure on a pipe, and its counters on
-// stdout when asked (SIGUSR1) and when it ends.
+// server, to it: in C an agent's whole life costs less than half the Node one's CPU
+// (bench/README.md). It takes what the Node agent would: the options as flags, the description
+// (as peers may have it: it hands it on to nodes that lack it) on its standard input, the secret
+// in its environment. It says `ok` or its failure on a pipe, and its counters on stdout when asked
+// (SIGUSR1) and when it ends.
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { createInterface } from 'node:readline'
@@ -31,7 +32,6 @@ export function nativeAgentProgram (): string | undefined {
 /** What of `options` the native agent does not do, as "it does not do …" ends; undefined: it serves them all. */
 export function nativeRefusal (options: AgentOptions): string | undefined {
   const { node, description } = options
-  if (options.mode !== 'eager') return `${options.mode} mode (it fetches eagerly)`
   if (node.dht?.length || node.dhtLookup || description.dhtNodes.length) return 'the DHT'
   if (node.nodeList) return 'node lists'
   if (node.maxConns > MAX_CONNS) return `more than ${MAX_CONNS} connections`
@@ -46,7 +46,7 @@ export function nativeRefusal (options: AgentOptions): string | undefined {
 function flags (options: AgentOptions): string[] {
   const { node } = options
   return [
-    'mount', '-', options.mountPoint, '--notify-fd', '3',
+    'mount', '-', options.mountPoint, '--notify-fd', '3', '--mode', options.mode,
     '--store-dir', node.storeDir, '--port', String(node.port), '--max-conns', String(node.maxConns), '--numwant', String(node.numwant),
     '--stall-timeout', String(node.stallTimeoutMs / 1000), '--owner', `${options.uid}:${options.gid}`, '--fuse-device', options.fuseDevice,
     ...(options.allowOther ? ['--allow-other'] : []),
@@ -59,8 +59,9 @@ function flags (options: AgentOptions): string[] {
 }
 
 /**
- * Checks what the store and the mount need (as the Node agent would: file-systems.ts, mount.ts), then starts p2prun-agent
- * with `extra` flags: stdin (a pipe, the description) and fd 3 (its `ok` or failure) are ours.
+ * Checks what the store and the mount need (as the Node agent would: file-systems.ts, mount.ts),
+ * then starts p2prun-agent with `extra` flags: stdin (a pipe, the description) and fd 3 (its `ok`
+ * or failure) are ours.
  */
 async function spawnNative (options: AgentOptions, extra: readonly string[], spawnOptions: SpawnOptions): Promise<ChildProcess> {
   const program = nativeAgentProgram()
@@ -89,6 +90,16 @@ export async function detachNative (options: AgentOptions, logFd: number, files:
   return child.pid as number
 }
 
+/** A JSON object the agent printed; undefined for any other line. */
+function parsed<T extends object> (line: string): T | undefined {
+  try {
+    const value: unknown = JSON.parse(line)
+    return typeof value === 'object' && value !== null ? value as T : undefined
+  } catch {
+    return undefined
+  }
+}
+
 export class NativeAgent implements RunningAgent {
   readonly kind = 'native'
   readonly mountPoint: string
@@ -106,8 +117,8 @@ export class NativeAgent implements RunningAgent {
     const agent = new NativeAgent(options, child)
     try {
       // `ok` and what starting cost it
-      agent.startUsage = JSON.parse(await readyLine(child, () => new P2prunError('LAUNCH', 'the native agent ended before its mount was ready',
-        { hint: 'its log says why; set agent to node to run the Node agent instead' }))) as Usage
+      agent.startUsage = parsed<Usage>(await readyLine(child, () => new P2prunError('LAUNCH', 'the native agent ended before its mount was ready',
+        { hint: 'its log says why; set agent to node to run the Node agent instead' })))
     } catch (err) {
       await agent.stop() // it is ending, or must: nothing of it is left when the failure is told
       throw err
@@ -121,9 +132,10 @@ export class NativeAgent implements RunningAgent {
     // Its lines are the agent's log; its last stdout line, once it ended, its counters.
     createInterface({ input: child.stderr! }).on('line', (line) => options.log(line.replace(/^p2prun-agent: /, '')))
     createInterface({ input: child.stdout! }).on('line', (line) => {
-      if (!line.startsWith('{')) return
+      const counters = parsed<object>(line)
+      if (!counters) return // "mounted …"
       // In the Node agent's shape (AgentStats): what the mount is, then the members both count.
-      this.counters = { infoHash: options.description.infoHash, mode: options.mode, mountPoint: options.mountPoint, ...JSON.parse(line) as object }
+      this.counters = { infoHash: options.description.infoHash, mode: options.mode, mountPoint: options.mountPoint, ...counters }
       for (const answer of this.asking.splice(0)) answer(this.counters)
     })
     this.exited = new Promise((resolve) => {

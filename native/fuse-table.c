@@ -56,3 +56,20 @@ uint32_t table_lookup(const struct table *t, uint32_t parent, const char *name) 
 const struct inode *table_get(const struct table *t, uint64_t ino) {
   return ino >= 1 && ino <= t->count ? &t->inodes[ino] : NULL;
 }
+
+bool table_path(const struct table *t, uint32_t ino, char *out, size_t size) {
+  if (size == 0 || ino < 1 || ino > t->count) return false;
+  size_t at = size - 1;
+  out[at] = 0;
+  while (ino != 1) {
+    const struct inode *n = &t->inodes[ino];
+    size_t len = strlen(n->name);
+    if (len + 1 > at) return false;
+    at -= len;
+    memcpy(out + at, n->name, len);
+    if (n->parent != 1) out[--at] = '/';
+    ino = n->parent;
+  }
+  memmove(out, out + at, size - at);
+  return true;
+}

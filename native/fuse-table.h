@@ -2,6 +2,8 @@
 // flat arrays lib/fs.ts makes from the description, then only read (from any thread, unlocked).
 #ifndef P2PRUN_FUSE_TABLE_H
 #define P2PRUN_FUSE_TABLE_H
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -37,4 +39,6 @@ void table_free(struct table *t);
 // The child of `parent` called `name`, or 0.
 uint32_t table_lookup(const struct table *t, uint32_t parent, const char *name);
 const struct inode *table_get(const struct table *t, uint64_t ino);
+// Inode `ino`'s path below the root ("a/b/c"; "" for the root) into out; false if it does not fit.
+bool table_path(const struct table *t, uint32_t ino, char *out, size_t size);
 #endif

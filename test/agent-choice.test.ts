@@ -43,7 +43,7 @@ async function closedPort (): Promise<number> {
   return port
 }
 
-t.test('p2prun mount: eager mode from a tracker goes to the native agent; other modes, and --agent node, to the Node one', async (t) => {
+t.test('p2prun mount: every mode from a tracker goes to the native agent; a store kept, and --agent node, to the Node one', async (t) => {
   const j = await libraryJob(t)
   const eager = await mountAgent(j, j.file, path.join(j.dir, 'eager'), path.join(j.dir, 'eager.json'), nodeArgs(j, 'eager'))
   const pid = eager.child.pid as number
@@ -55,18 +55,22 @@ t.test('p2prun mount: eager mode from a tracker goes to the native agent; other 
   t.equal(exitCode, 0)
   t.ok(stats.swarm.fromHead > 0 && stats.fs.ops.read > 0, `--stats: ${stats.swarm.fromHead} bytes from the head, ${stats.fs.ops.read} reads`)
 
-  for (const [name, args] of [['block mode', nodeArgs(j, 'block')], ['--agent node', [...nodeArgs(j, 'eager'), '--agent', 'node']]] as const) {
-    const agent = await mountAgent(j, j.file, path.join(j.dir, name.replace(/\W/g, '')), path.join(j.dir, 'node.json'), args)
-    t.same([...(await children(agent.child.pid as number)).values()].filter((exe) => exe === NATIVE_AGENT), [], `${name}: no native agent`)
-    t.equal(await readFile(path.join(agent.mountPoint, 'share/README'), 'utf8'), 'library set for tests\n', `${name}: served`)
-    await agent.stop()
+  for (const [name, args, native] of [['block mode', nodeArgs(j, 'block'), true], ['file mode', nodeArgs(j, 'file'), true],
+    ['a store kept', [...nodeArgs(j, 'eager'), '--keep-store'], false], ['--agent node', [...nodeArgs(j, 'eager'), '--agent', 'node'], false]] as const) {
+    const agent = await mountAgent(j, j.file, path.join(j.dir, name.replace(/\W/g, '')), path.join(j.dir, 'other.json'), args)
+    const programs = [...(await children(agent.child.pid as number)).values()]
+    t.same(programs.filter((exe) => exe === NATIVE_AGENT).length, native ? 1 : 0, `${name}: ${native ? 'the native agent' : 'no native agent'}`)
+    t.same(await readFile(path.join(agent.mountPoint, 'libbar.so.2.0')), bytesFor('libbar.so.2.0', 150_001), `${name}: served`)
+    const { stats } = await agent.stop()
+    if (name === 'block mode') t.ok(stats.swarm.fromHead < 300_000, `block mode fetched what was read (${stats.swarm.fromHead} bytes), not the set`)
+    if (name === 'file mode') t.ok(stats.fs.readsForwarded === 0, 'file mode: the open waited for the whole file, no read did')
   }
 })
 
 t.test('--agent native with what it does not do: one line with a hint, exit 2, nothing left', async (t) => {
   const j = await libraryJob(t)
   const mnt = path.join(j.dir, 'mnt')
-  for (const [name, args] of [['block mode', [...nodeArgs(j, 'block'), '--agent', 'native']], ['a store kept', [...nodeArgs(j, 'eager'), '--keep-store']]] as const) {
+  for (const [name, args] of [['a DHT', [...nodeArgs(j, 'eager'), '--dht', '127.0.0.1:9', '--agent', 'native']], ['a store kept', [...nodeArgs(j, 'eager'), '--keep-store']]] as const) {
     const r = await p2prun(['mount', j.file, mnt, ...args], { env: name === 'a store kept' ? { P2PRUN_AGENT: 'native' } : {} })
     t.equal(r.exitCode, 2, `${name}: exit 2`)
     t.match(r.stderr, /^p2prun mount: error: the native agent does not do .* \(hint: set agent to auto or node \(--agent, P2PRUN_AGENT\)\)$/, `${name}: one line`)
@@ -143,26 +147,26 @@ t.test('the native agent reads what a stalled read waits for from the source dir
   unlucky.child.kill('SIGTERM')
   const [l, u] = [await lucky.child, await unlucky.child]
   t.equal(String(l.stderr).match(/the swarm stalled for 1 s: reading what programs wait for from the source directory instead/g)?.length, 1, 'said once')
-  t.match(String(u.stderr), /a read waited 1 s with no byte arriving, and the source directory cannot stand in: .*not-mounted-here.*: answered EIO/, 'saying both')
+  t.match(String(u.stderr), /read \/libbar\.so\.2\.0 failed: no data arrived for 1 s \(0 peers connected\): .*, and the source directory cannot stand in: .*not-mounted-here.* \(hint: /, 'saying both')
 })
 
-t.test('a launch\'s node agents: native in eager mode, Node in block mode; --agent native in block mode fails in one line', async (t) => {
+t.test('a launch\'s node agents: native from a tracker, in block mode too; Node with a DHT; --agent native with a DHT fails in one line', async (t) => {
   const s = await scratch(t)
   const dirs = launchDirs(s)
   const app = path.join(s.dir, 'hello')
   await run(path.join(ROOT, 'examples/hello/build.sh'), ['--no-mpi', app])
   const args = ['-n', '1', '--launcher', 'local', '--libs', path.join(app, 'libs')]
-  for (const mode of ['eager', 'block']) {
-    const r = await launch(s, dirs, [...args, '--mode', mode, path.join(app, 'app')], { P2PRUN_DEBUG: '2' })
+  for (const [name, extra, kind] of [['eager', [], 'native'], ['block mode', ['--mode', 'block'], 'native'], ['a DHT', ['--discovery', 'dht'], 'node']] as const) {
+    const r = await launch(s, dirs, [...args, ...extra, path.join(app, 'app')], { P2PRUN_DEBUG: '2' })
     t.equal(r.exitCode, 0, String(r.stderr))
     const [log] = await readdir(path.join(dirs.run, 'logs'))
-    t.match(await readFile(path.join(dirs.run, 'logs', log as string), 'utf8'), mode === 'eager' ? / agent: native\n/ : / agent: node\n/, `${mode}: the log says which`)
+    t.match(await readFile(path.join(dirs.run, 'logs', log as string), 'utf8'), new RegExp(` agent: ${kind}\n`), `${name}: the ${kind} agent`)
     await execa('rm', ['-r', path.join(dirs.run, 'logs')])
     await nothingLeft(t, s, dirs)
   }
-  const refused = await launch(s, dirs, [...args, '--mode', 'block', '--agent', 'native', path.join(app, 'app')])
+  const refused = await launch(s, dirs, [...args, '--discovery', 'dht', '--agent', 'native', path.join(app, 'app')])
   t.equal(refused.exitCode, 2, 'a usage error')
-  t.match(String(refused.stderr), /the native agent does not do block mode/)
+  t.match(String(refused.stderr), /the native agent does not do the DHT/)
   t.equal(String(refused.stderr).trim().split('\n').length, 1, 'one line')
   await nothingLeft(t, s, dirs)
 })

@@ -230,7 +230,9 @@ t.test('bad input: one line with a hint, exit 2, and nothing left behind', async
   const cases: Array<[string, string[], Record<string, string>, RegExp]> = [
     ['no command', [], {}, /expected a command/],
     ['an unknown option', ['mount', j.file, mnt, '--frobnicate'], {}, /unknown or incomplete option '--frobnicate'/],
-    ['block mode', ['mount', j.file, mnt, '--mode', 'block'], {}, /eager mode only/],
+    ['a mode that is none', ['mount', j.file, mnt, '--mode', 'lazy'], {}, /--mode takes eager, block or file, not 'lazy'/],
+    ['a negative --max-conns', ['mount', j.file, mnt, '--max-conns', '-1'], {}, /--max-conns takes a number of connections from 1 to 120/],
+    ['a source that is not absolute', ['mount', j.file, mnt, '--source', 'libs'], {}, /--source takes an absolute directory, not 'libs'/],
     ['no description', ['mount', path.join(j.dir, 'nothere.p2p.torrent'), mnt], {}, /cannot read description/],
     ['a torrent that is not a description', ['mount', notTorrent, mnt], {}, /not a torrent file|no info dictionary/],
     ['a link out of the set', ['mount', escaping, mnt], {}, /libevil\.so.*outside the set: its target climbs above the top directory/],

@@ -137,7 +137,7 @@ async function daemonize (config: Config, options: AgentOptions, kind: RunningAg
   try {
     if (kind === 'native') {
       pid = await (await import('../../lib/native-agent.ts')).detachNative(options, logHandle.fd, { readyFile: opts.readyFile, stats: opts.stats })
-      await writeMountRecord(config.runDir, { node: config.nodeName, pid, mountPoint, infoHash: options.description.infoHash })
+      await writeMountRecord(config.runDir, { node: config.nodeName, pid, mountPoint, infoHash: options.description.infoHash, native: true })
     } else {
       const args = process.argv.slice(1).filter((a) => a !== '--daemon')
       const child = spawn(process.execPath, [...args, '--notify-fd', '3'], { detached: true, stdio: ['ignore', logHandle.fd, logHandle.fd, 'pipe'] })
@@ -162,8 +162,8 @@ async function unmountAgent (config: Config, mountPoint: string): Promise<void> 
   const exited = state ? await terminate(state.pid, EXIT_WAIT_MS) : false
   if (await isMounted(mountPoint)) await lazyUnmount(mountPoint)
   if (state?.storePath && exited) await rm(state.storePath, { recursive: true, force: true })
-  // A native daemon's log (a Node daemon removes its own after a clean stop).
-  if (state && exited) await rm(mountLogPath(config.runDir, config.nodeName, mountPoint), { force: true })
+  // A native daemon's log, after it stopped (a Node daemon removes its own after a clean stop).
+  if (state?.native && exited) await rm(mountLogPath(config.runDir, config.nodeName, mountPoint), { force: true })
   await removeMountRecord(config.runDir, config.nodeName, mountPoint)
 }
 

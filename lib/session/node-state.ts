@@ -315,6 +315,8 @@ export interface MountRecord {
   /** Absent: the agent left no store to remove (the native one unlinks it at once). */
   readonly storePath?: string
   readonly infoHash: string
+  /** A native agent detached by `--daemon`: no Node process removes its log after a clean stop. */
+  readonly native?: true
 }
 
 /**

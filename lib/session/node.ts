@@ -115,7 +115,7 @@ export async function runAgent (launch: AgentLaunch, stop: Promise<unknown>, log
     throw err
   }
   let startCpu: Usage | undefined
-  // A native agent's counters come once it has stopped; the CPU is the node's: this process's and its (the bench reads it).
+  // The CPU is the node's: this process's and its native agent's, if it has one (the bench reads it).
   const counters = async () => log(`stats ${JSON.stringify({ ...await agent.stats(), startCpu, cpu: plus(usageSince(usageFrom), agent.processUsage().all) })}`)
   const every = debug >= 2 ? setInterval(() => void counters(), DEBUG_STATS_MS) : undefined
   try {

@@ -51,7 +51,8 @@ struct job {
   uint8_t secret[64];
   size_t secret_len;           // 0: an open swarm
   uint16_t listen_port;
-  // The settings lib/config.ts names the same (max-conns, numwant, stall-timeout).
+  // The settings lib/config.ts names the same (mode, max-conns, numwant, stall-timeout).
+  enum { MODE_EAGER, MODE_BLOCK, MODE_FILE } mode;
   int max_conns;
   int numwant;
   uint64_t stall_ms;

@@ -1,17 +1,19 @@
 // p2prun-agent: the native node agent's options, its loop, its timers and signals.
-//   p2prun-agent mount DESCRIPTION|- MOUNTPOINT [--mode eager] [--tracker URL]... [--seeder HOST:PORT]...
+//   p2prun-agent mount DESCRIPTION|- MOUNTPOINT [--mode eager|block|file] [--tracker URL]... [--seeder HOST:PORT]...
 //                [--store-dir DIR] [--port N] [--allow-other] [--owner UID[:GID]] [--max-conns N] [--numwant N]
 //                [--stall-timeout SECONDS] [--source [NAME=]DIR]... [--fuse-device PATH] [--stats FILE] [--ready-file FILE]
 //                [--node-name NAME] [--quiet]
+// joins the job's swarm, mounts the set read-only at MOUNTPOINT and says `mounted infohash=…
+// mode=MODE at=MOUNTPOINT` on stdout once it is up; fetches what the mode says (eager: the whole
+// set, files opened and read first; block: what reads wait for, and an opened file's first and
+// last pieces; file: an opened file whole before the open returns) and serves it to the other
+// nodes until SIGTERM or SIGINT (SIGUSR1: its counters on stdout, one JSON line); then writes
+// --stats, unmounts, tells the tracker it leaves, and ends. The options and lines are `p2prun
+// mount`'s, so a launcher can start either agent. The job's secret comes from P2PRUN_SECRET
+// (never a flag). P2PRUN_DEBUG=1: a line on stderr per connection and announce. --version,
+// --help: p2prun's version, the usage.
 // For a parent that starts it (lib/native-agent.ts): DESCRIPTION "-" is read from standard input;
 // --notify-fd FD says `ok` or the failure there (--daemon's pipe); --die-with-parent.
-// joins the job's swarm, mounts the set read-only at MOUNTPOINT and says `mounted infohash=…
-// mode=eager at=MOUNTPOINT` on stdout once it is up; fetches the whole set (files opened and read
-// first) and serves it to the other nodes until SIGTERM or SIGINT (SIGUSR1: its counters on stdout,
-// one JSON line); then writes --stats, unmounts,
-// tells the tracker it leaves, and ends. The options and lines are `p2prun mount`'s, so a
-// launcher can start either agent. The job's secret comes from P2PRUN_SECRET (never a flag).
-// P2PRUN_DEBUG=1: a line on stderr per connection and announce. --version, --help: p2prun's version, the usage.
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -41,7 +43,7 @@
 #define TICK_MS 100
 #define STOP_WAIT_MS 1000
 #define MAX_DIALED 512
-#define USAGE "p2prun-agent mount DESCRIPTION|- MOUNTPOINT [--mode eager] [--tracker URL] [--seeder HOST:PORT] [--store-dir DIR] [--port N] " \
+#define USAGE "p2prun-agent mount DESCRIPTION|- MOUNTPOINT [--mode eager|block|file] [--tracker URL] [--seeder HOST:PORT] [--store-dir DIR] [--port N] " \
   "[--allow-other] [--owner UID[:GID]] [--max-conns N] [--numwant N] [--stall-timeout SECONDS] [--source [NAME=]DIR] [--fuse-device PATH] " \
   "[--stats FILE] [--ready-file FILE]"
 
@@ -265,6 +267,7 @@ static void write_stats_file (const char *file) {
 
 static enum { STARTING, MOUNTED, FAILED } state = STARTING;
 static const char *mount_arg, *ready_file;
+static const char *const MODE_NAMES[] = { [MODE_EAGER] = "eager", [MODE_BLOCK] = "block", [MODE_FILE] = "file" };
 
 // --ready-file: {"pid","mountPoint"} once mounted, as `p2prun mount --ready-file` writes it
 // (written whole, then renamed into place); removed when the agent ends.
@@ -290,7 +293,7 @@ static void on_mounted (const char *failure) {
   char hex[41];
   for (int i = 0; i < 20; i++) sprintf(hex + 2 * i, "%02x", job.desc.info_hash[i]);
   if (ready_file) write_ready_file();
-  printf("mounted infohash=%s mode=eager at=%s\n", hex, mount_path());
+  printf("mounted infohash=%s mode=%s at=%s\n", hex, MODE_NAMES[job.mode], mount_path());
   char line[220];
   usage_json(line + 3, sizeof line - 4);
   memcpy(line, "ok ", 3);
@@ -368,9 +371,12 @@ int main (int argc, char **argv) {
     else if (strcmp(a, "--tracker") == 0 && value && tracker_count < MAX_ADDRESSES) { trackers[tracker_count++] = value; i++; }
     else if (strcmp(a, "--seeder") == 0 && value && seeder_count < MAX_ADDRESSES) { seeders[seeder_count++] = value; i++; }
     else if (strcmp(a, "--mode") == 0 && value) {
-      if (strcmp(value, "eager") != 0) {
-        snprintf(what, sizeof what, "the native agent fetches in eager mode only, not '%s'", value);
-        return fail(what, "use --mode eager, or `p2prun mount` for block and file modes");
+      if (strcmp(value, "eager") == 0) job.mode = MODE_EAGER;
+      else if (strcmp(value, "block") == 0) job.mode = MODE_BLOCK;
+      else if (strcmp(value, "file") == 0) job.mode = MODE_FILE;
+      else {
+        snprintf(what, sizeof what, "--mode takes eager, block or file, not '%s'", value);
+        return fail(what, "--mode eager");
       }
       i++;
     }

@@ -28,6 +28,8 @@ struct waiting {
   uint32_t first, last;  // the pieces it covers
   uint64_t since;
   uint32_t bytes;        // what it reads, clipped to the file
+  bool open;             // an open in file mode, answered when the whole file is local
+  uint64_t ino;          // what it reads or opens, for the line that says it failed
 };
 
 static struct fuse_server server;
@@ -67,31 +69,58 @@ static void answer (uint32_t id) {
   fuse_server_reply_stored(&server, id, &reply_buffer);
 }
 
+static void answer_open (uint32_t id) {
+  fuse_req_t req = fuse_server_claim(&server, id, NULL);
+  if (req) fuse_server_reply_open(req);
+}
+
+// A waiting read's or open's answer, once its pieces are local.
+static void answer_waiting (const struct waiting *w) {
+  if (w->open) { answer_open(w->id); return; }
+  bytes_after_fetch += w->bytes;
+  answer(w->id);
+}
+
+// Remembers a read (or a file-mode open) until pieces first..last are local; false (and ENOMEM
+// answered) without memory.
+static bool wait_for (uint32_t id, uint64_t ino, uint32_t first, uint32_t last, uint32_t bytes, bool open) {
+  if (waiting_count == waiting_capacity) {
+    size_t capacity = waiting_capacity ? 2 * waiting_capacity : 16;
+    struct waiting *grown = realloc(waiting, capacity * sizeof *grown);
+    if (!grown) { fuse_req_t req = fuse_server_claim(&server, id, NULL); if (req) fuse_reply_err(req, ENOMEM); return false; }
+    waiting = grown;
+    waiting_capacity = capacity;
+  }
+  waiting[waiting_count++] = (struct waiting){ id, first, last, now_ms(), bytes, open, ino };
+  return true;
+}
+
 static void on_read (uint32_t id, uint64_t ino, uint64_t offset, uint32_t size) {
   const struct inode *n = table_get(&server.table, ino);
   uint64_t start = n ? n->offset + offset : 0;
   if (!n || size == 0) { answer(id); return; }
   uint32_t first = (uint32_t)(start / job.desc.piece_length), last = (uint32_t)((start + size - 1) / job.desc.piece_length);
   if (all_present(first, last)) { answer(id); return; }
-  if (waiting_count == waiting_capacity) {
-    size_t capacity = waiting_capacity ? 2 * waiting_capacity : 16;
-    struct waiting *grown = realloc(waiting, capacity * sizeof *grown);
-    if (!grown) { struct pending p; fuse_req_t req = fuse_server_claim(&server, id, &p); if (req) fuse_reply_err(req, ENOMEM); return; }
-    waiting = grown;
-    waiting_capacity = capacity;
-  }
   uint64_t left = offset < n->size ? n->size - offset : 0;
-  waiting[waiting_count++] = (struct waiting){ id, first, last, now_ms(), (uint32_t)(left < size ? left : size) };
-  swarm_prioritize(first, last);
+  if (wait_for(id, ino, first, last, (uint32_t)(left < size ? left : size), false)) swarm_prioritize(first, last);
 }
 
+// A forwarded open, as lib/fs.ts's: eager mode moves the file to the front of the fetch; block
+// mode asks for its first and last pieces at once (a loader reads both); file mode answers once
+// the whole file is local (the paper's RAMDISK mode).
 static void on_open (uint32_t id, uint64_t ino) {
   const struct inode *n = table_get(&server.table, ino);
   if (n && n->size > 0) {
-    swarm_prioritize((uint32_t)(n->offset / job.desc.piece_length), (uint32_t)((n->offset + n->size - 1) / job.desc.piece_length));
+    uint32_t first = (uint32_t)(n->offset / job.desc.piece_length), last = (uint32_t)((n->offset + n->size - 1) / job.desc.piece_length);
+    if (job.mode == MODE_BLOCK) {
+      swarm_prioritize(first, first);
+      swarm_prioritize(last, last);
+    } else {
+      swarm_prioritize(first, last);
+    }
+    if (job.mode == MODE_FILE && !all_present(first, last) && wait_for(id, ino, first, last, 0, true)) return;
   }
-  fuse_req_t req = fuse_server_claim(&server, id, NULL);
-  if (req) fuse_server_reply_open(req);
+  answer_open(id);
 }
 
 static void forget (uint32_t id) {
@@ -127,10 +156,9 @@ void mount_piece_verified (uint32_t index) {
   __atomic_or_fetch(&present[index / 8], (uint8_t)(0x80 >> (index % 8)), __ATOMIC_RELEASE);
   for (size_t i = 0; i < waiting_count;) {
     if (waiting[i].first <= index && index <= waiting[i].last && all_present(waiting[i].first, waiting[i].last)) {
-      uint32_t id = waiting[i].id;
-      bytes_after_fetch += waiting[i].bytes;
+      struct waiting done = waiting[i];
       waiting[i] = waiting[--waiting_count];
-      answer(id);
+      answer_waiting(&done);
     } else {
       i++;
     }
@@ -153,9 +181,8 @@ void mount_tick (uint64_t last_block_at) {
       // Its pieces are in: answered when the last was verified (with others: the list changed under us).
       for (size_t k = 0; k < waiting_count; k++) {
         if (waiting[k].id != stalled.id) continue;
-        bytes_after_fetch += waiting[k].bytes;
         waiting[k] = waiting[--waiting_count];
-        answer(stalled.id);
+        answer_waiting(&stalled);
         break;
       }
       i = 0;
@@ -165,7 +192,14 @@ void mount_tick (uint64_t last_block_at) {
     fuse_req_t req = fuse_server_claim(&server, stalled.id, NULL);
     if (req) fuse_reply_err(req, EIO);
     read_errors++;
-    fprintf(stderr, "p2prun-agent: a read waited %llu s with no byte arriving%s%s: answered EIO\n", (unsigned long long)job.stall_ms / 1000,
+    // The line the Node agent writes for it (lib/fs.ts's onError, lib/swarm/node.ts's stalled).
+    char rel[4096] = "";
+    table_path(&server.table, (uint32_t)stalled.ino, rel, sizeof rel);
+    int connected = 0;
+    for (int k = 0; k < peer_count; k++) connected += peers[k]->phase == P_OPEN;
+    fprintf(stderr, "p2prun-agent: %s /%s failed: no data arrived for %llu s (%d peer%s connected): the seeder is unreachable or the swarm is stuck%s%s "
+      "(hint: check that `p2prun serve` is running on the head node and that its ports are reachable from this node)\n",
+      stalled.open ? "open" : "read", rel, (unsigned long long)job.stall_ms / 1000, connected, connected == 1 ? "" : "s",
       *why ? ", and the source directory cannot stand in: " : "", why);
   }
 }

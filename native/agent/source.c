@@ -38,23 +38,6 @@ bool source_given (void) {
   return dir_count > 0;
 }
 
-// Inode `ino`'s path in the set, "a/b/c", into out; false if it does not fit.
-static bool path_of (const struct table *t, uint32_t ino, char *out, size_t size) {
-  size_t at = size - 1;
-  out[at] = 0;
-  while (ino != 1) {
-    const struct inode *n = &t->inodes[ino];
-    size_t len = strlen(n->name);
-    if (len + 1 > at) return false;
-    at -= len;
-    memcpy(out + at, n->name, len);
-    if (n->parent != 1) out[--at] = '/';
-    ino = n->parent;
-  }
-  memmove(out, out + at, size - at);
-  return true;
-}
-
 // The source file behind a described path (lib/source-layout.ts's sourcePath); false if none is.
 static bool source_path (const char *rel, char *out, size_t size) {
   for (int i = 0; i < dir_count; i++) {
@@ -74,7 +57,7 @@ int source_read_piece (const struct table *t, uint32_t index, uint8_t *out, char
     if (!S_ISREG(n->mode) || n->offset >= end || n->offset + n->size <= start) continue;
     uint64_t from = n->offset > start ? n->offset : start, to = n->offset + n->size < end ? n->offset + n->size : end;
     char rel[4096], file[4096 + 256];
-    if (!path_of(t, ino, rel, sizeof rel) || !source_path(rel, file, sizeof file)) {
+    if (!table_path(t, ino, rel, sizeof rel) || !source_path(rel, file, sizeof file)) {
       snprintf(error, error_size, "%s lies outside the source directories", rel);
       return -1;
     }

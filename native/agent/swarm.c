@@ -247,7 +247,8 @@ static bool pick (struct peer *p, uint64_t now) {
   uint32_t from = n ? (uint32_t)random() % n : 0;
   // A piece a node has is held by it at least: one holder is as rare as it gets (the head's
   // pieces count no holder: it is asked only for those).
-  if (best == UINT32_MAX) {
+  // The background fetch of everything, rarest first: eager mode's alone.
+  if (best == UINT32_MAX && job.mode == MODE_EAGER) {
     for (uint32_t k = 0; k < n && best_avail > (p->head ? 0u : 1u); k++) {
       uint32_t index = (from + k) % n;
       if (parts[index].blocks || !askable(p, index, now) || avail[index] >= best_avail) continue;

@@ -9,12 +9,13 @@
 //              mount) — it is part of a launch
 //   p2p-MODE+dht  the same, nodes finding each other in a DHT bootstrapped from the head (--discovery dht)
 //   p2p-MODE+nodes  the same, each node's peers taken from the list of all nodes (mount --node-list): no tracker
-//   p2p-native the native node agent (dist/p2prun-agent, eager mode, no Node) in p2p-eager's place:
+//   p2p-native the native node agent (dist/p2prun-agent, no Node) in p2p-eager's place (p2p-native-block,
+//              p2p-native-file: p2p-block's, p2p-file's):
 //              the same head, the same command line
 //   stage-in   a stock native BitTorrent client (aria2c) on every node downloads the whole set from the
 //              same head (open to any client) into the node's tmpfs, then the driver runs from there;
 //              each client seeds until every node is done, as an agent does: what issue 12 measures against
-// Usage: npm run bench -- [--nodes 4,8,16,32] [--rate 100mbit] [--methods local,sshfs,stage-in,p2p-eager,p2p-block,p2p-file,p2p-native]
+// Usage: npm run bench -- [--nodes 4,8,16,32] [--rate 100mbit] [--methods local,sshfs,stage-in,p2p-eager,p2p-block,p2p-file,p2p-native,p2p-native-block]
 //                          [--driver driver|driver-dlopen|python] [--libs 200] [--out bench/results]
 //                          [--agent PATH]   the p2prun whose node agents run (another build's bin/p2prun, for an A/B;
 //                                           p2p-native runs that build's dist/p2prun-agent)
@@ -284,8 +285,8 @@ async function runMethod (method: string, n: number, w: Workload): Promise<Row> 
       after: `rm -f ${log(k)}; umount ${STAGE}`
     })
   } else {
-    const native = method === 'p2p-native'
-    const mode = native ? 'eager' : method.replace(/^p2p-/, '').replace(/\+(dht|nodes)$/, '')
+    const native = method.startsWith('p2p-native')
+    const mode = native ? method.replace(/^p2p-native-?/, '') || 'eager' : method.replace(/^p2p-/, '').replace(/\+(dht|nodes)$/, '')
     const agent = native ? path.join(path.dirname(path.dirname(await realpath(opts.agent))), 'dist', NATIVE_AGENT_FILE) : opts.agent
     const serving = await serveSet(w, server, [CLUSTER, 'exec', '0'], opts['open-head'], method.endsWith('+dht'))
     stopServer = serving.stop
@@ -300,7 +301,7 @@ async function runMethod (method: string, n: number, w: Workload): Promise<Row> 
     // The agent's first line is "mounted …" once the FS is up; EOF means it failed (its stderr says why).
     nodeScript = (k) => withSetMover(k, {
       // p2p-eager, -block, -file: the Node agent, whose process this reads (`p2prun mount` would hand
-      // eager mounts to a native child); a variable, not a flag, so builds from before it can run too.
+      // its mounts to a native child); a variable, not a flag, so builds from before it can run too.
       start: `${native ? '' : 'P2PRUN_AGENT=node '}${agent} mount ${desc} ${mnt} --mode ${mode} ${discovery(k)} --seeder ${serving.seeder} --store-dir /dev/shm --node-name n${k} --quiet${opts['agent-stats'] ? ` --stats ${opts['agent-stats']}/${method}-${n}-n${k}.json` : ''} > $f`,
       ready: 'mounted*',
       run: w.run(mnt)
@@ -400,9 +401,9 @@ async function preflight (methods: readonly string[]): Promise<void> {
   if (methods.includes('sshfs') && (await execa('test', ['-x', '/usr/lib/openssh/sftp-server'], { reject: false })).exitCode !== 0) {
     throw new Error(`/usr/lib/openssh/sftp-server is missing (${hint})`)
   }
-  for (const bin of new Set([P2PRUN, opts.agent])) await checkBuilt(bin, bin === opts.agent && methods.includes('p2p-native'))
-  const unknown = methods.filter((m) => !['local', 'sshfs', 'stage-in', 'p2p-block', 'p2p-file', 'p2p-eager', 'p2p-native'].includes(m.replace(/^(p2p-(block|file|eager))\+(dht|nodes)$/, '$1')))
-  if (unknown.length) throw new Error(`unknown method ${unknown.join(', ')}: expected local, sshfs, stage-in, p2p-block, p2p-file, p2p-eager, p2p-native (a p2p method but p2p-native with +dht: nodes find each other in a DHT; +nodes: in the list of all nodes)`)
+  for (const bin of new Set([P2PRUN, opts.agent])) await checkBuilt(bin, bin === opts.agent && methods.some((m) => m.startsWith('p2p-native')))
+  const unknown = methods.filter((m) => !['local', 'sshfs', 'stage-in', 'p2p-block', 'p2p-file', 'p2p-eager', 'p2p-native', 'p2p-native-block', 'p2p-native-file'].includes(m.replace(/^(p2p-(block|file|eager))\+(dht|nodes)$/, '$1')))
+  if (unknown.length) throw new Error(`unknown method ${unknown.join(', ')}: expected local, sshfs, stage-in, p2p-block, p2p-file, p2p-eager, p2p-native, p2p-native-block, p2p-native-file (a p2p method but p2p-native… with +dht: nodes find each other in a DHT; +nodes: in the list of all nodes)`)
 }
 
 await main()

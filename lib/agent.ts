@@ -49,11 +49,13 @@ export interface RunningAgent {
 export interface Usage { readonly user: number, readonly system: number, readonly voluntary: number, readonly involuntary: number }
 
 /**
- * Which agent the `agent` setting chooses for `options`: native when it serves them (`auto`) or
- * always (`native`: a usage error if it does not), else this process's.
+ * Which agent the `agent` setting chooses for `options`: native in eager mode when it serves them
+ * (`auto`), or always (`native`: a usage error if it does not), else this process's.
  */
 export async function agentKind (options: AgentOptions, choice: AgentChoice): Promise<RunningAgent['kind']> {
-  if (choice === 'node') return 'node'
+  // The native agent's block and file modes wait on the swarm piece by piece: 3-4x the Node
+  // agent's time at 8 and 32 nodes (bench/README.md, 2026-12-04 06:41): asked for only.
+  if (choice === 'node' || (choice === 'auto' && options.mode !== 'eager')) return 'node'
   const refusal = (await import('./native-agent.ts')).nativeRefusal(options)
   if (refusal === undefined) return 'native'
   if (choice === 'native') throw usageError(`the native agent does not do ${refusal}`, 'set agent to auto or node (--agent, P2PRUN_AGENT)')

@@ -43,7 +43,7 @@ async function closedPort (): Promise<number> {
   return port
 }
 
-t.test('p2prun mount: every mode from a tracker goes to the native agent; a store kept, and --agent node, to the Node one', async (t) => {
+t.test('p2prun mount: eager mode from a tracker goes to the native agent, block and file modes when asked; the rest to the Node one', async (t) => {
   const j = await libraryJob(t)
   const eager = await mountAgent(j, j.file, path.join(j.dir, 'eager'), path.join(j.dir, 'eager.json'), nodeArgs(j, 'eager'))
   const pid = eager.child.pid as number
@@ -55,8 +55,9 @@ t.test('p2prun mount: every mode from a tracker goes to the native agent; a stor
   t.equal(exitCode, 0)
   t.ok(stats.swarm.fromHead > 0 && stats.fs.ops.read > 0, `--stats: ${stats.swarm.fromHead} bytes from the head, ${stats.fs.ops.read} reads`)
 
-  for (const [name, args, native] of [['block mode', nodeArgs(j, 'block'), true], ['file mode', nodeArgs(j, 'file'), true],
-    ['a store kept', [...nodeArgs(j, 'eager'), '--keep-store'], false], ['--agent node', [...nodeArgs(j, 'eager'), '--agent', 'node'], false]] as const) {
+  for (const [name, args, native] of [['block mode', [...nodeArgs(j, 'block'), '--agent', 'native'], true], ['file mode', [...nodeArgs(j, 'file'), '--agent', 'native'], true],
+    ['block mode, auto', nodeArgs(j, 'block'), false], ['a store kept', [...nodeArgs(j, 'eager'), '--keep-store'], false],
+    ['--agent node', [...nodeArgs(j, 'eager'), '--agent', 'node'], false]] as const) {
     const agent = await mountAgent(j, j.file, path.join(j.dir, name.replace(/\W/g, '')), path.join(j.dir, 'other.json'), args)
     const programs = [...(await children(agent.child.pid as number)).values()]
     t.same(programs.filter((exe) => exe === NATIVE_AGENT).length, native ? 1 : 0, `${name}: ${native ? 'the native agent' : 'no native agent'}`)
@@ -150,13 +151,13 @@ t.test('the native agent reads what a stalled read waits for from the source dir
   t.match(String(u.stderr), /read \/libbar\.so\.2\.0 failed: no data arrived for 1 s \(0 peers connected\): .*, and the source directory cannot stand in: .*not-mounted-here.* \(hint: /, 'saying both')
 })
 
-t.test('a launch\'s node agents: native from a tracker, in block mode too; Node with a DHT; --agent native with a DHT fails in one line', async (t) => {
+t.test('a launch\'s node agents: native in eager mode from a tracker; Node in block mode or with a DHT; --agent native with a DHT fails in one line', async (t) => {
   const s = await scratch(t)
   const dirs = launchDirs(s)
   const app = path.join(s.dir, 'hello')
   await run(path.join(ROOT, 'examples/hello/build.sh'), ['--no-mpi', app])
   const args = ['-n', '1', '--launcher', 'local', '--libs', path.join(app, 'libs')]
-  for (const [name, extra, kind] of [['eager', [], 'native'], ['block mode', ['--mode', 'block'], 'native'], ['a DHT', ['--discovery', 'dht'], 'node']] as const) {
+  for (const [name, extra, kind] of [['eager', [], 'native'], ['block mode', ['--mode', 'block'], 'node'], ['a DHT', ['--discovery', 'dht'], 'node']] as const) {
     const r = await launch(s, dirs, [...args, ...extra, path.join(app, 'app')], { P2PRUN_DEBUG: '2' })
     t.equal(r.exitCode, 0, String(r.stderr))
     const [log] = await readdir(path.join(dirs.run, 'logs'))

@@ -1,9 +1,9 @@
 // The node agent: joins the job's swarm, mounts the library file system on it, and takes both
 // down again. Used by `p2prun mount`, and by `p2prun node-agent` (the launcher's and the Slurm
 // prolog's per-node agent).
-import { formatError, usageError } from './errors.ts'
+import { formatError } from './errors.ts'
 import type { Description } from './description.ts'
-import type { AgentChoice, DataMode } from './config.ts'
+import type { DataMode } from './config.ts'
 import { LibraryFs, type FsStats } from './fs.ts'
 import { mountFs, type Mounted } from './mount.ts'
 import { SwarmNode, type KeptStore, type NodeOptions, type NodeStats } from './swarm/node.ts'
@@ -29,7 +29,7 @@ export interface AgentStats {
   readonly swarm: NodeStats
 }
 
-/** A node agent serving a mount: this process's (Agent) or a native one it started (native-agent.ts). */
+/** A node agent serving a mount: this process's (Agent) or a native one it started (native-agent.ts); agent-choice.ts picks. */
 export interface RunningAgent {
   readonly kind: 'node' | 'native'
   readonly mountPoint: string
@@ -47,26 +47,6 @@ export interface RunningAgent {
 
 /** CPU seconds and context switches of a process. */
 export interface Usage { readonly user: number, readonly system: number, readonly voluntary: number, readonly involuntary: number }
-
-/**
- * Which agent the `agent` setting chooses for `options`: native in eager mode when it serves them
- * (`auto`), or always (`native`: a usage error if it does not), else this process's.
- */
-export async function agentKind (options: AgentOptions, choice: AgentChoice): Promise<RunningAgent['kind']> {
-  // The native agent's block and file modes wait on the swarm piece by piece: 3-4x the Node
-  // agent's time at 8 and 32 nodes (bench/README.md, 2026-12-04 06:41): asked for only.
-  if (choice === 'node' || (choice === 'auto' && options.mode !== 'eager')) return 'node'
-  const refusal = (await import('./native-agent.ts')).nativeRefusal(options)
-  if (refusal === undefined) return 'native'
-  if (choice === 'native') throw usageError(`the native agent does not do ${refusal}`, 'set agent to auto or node (--agent, P2PRUN_AGENT)')
-  return 'node'
-}
-
-/** The agent the `agent` setting chooses (agentKind), started. */
-export async function startAgent (options: AgentOptions, choice: AgentChoice): Promise<RunningAgent> {
-  if (await agentKind(options, choice) === 'node') return Agent.start(options)
-  return (await import('./native-agent.ts')).NativeAgent.start(options)
-}
 
 /** The kernel may cache entries, attributes and ENOENT answers this long: the content is immutable. */
 const KERNEL_CACHE_SECONDS = 86_400

@@ -60,8 +60,8 @@ export function registerMount (program: Command): void {
       keepStore: opts.keepStore ?? false,
       log: (line: string) => process.stderr.write(`p2prun mount: ${line}\n`)
     })
-    const { agentKind } = await import('../../lib/agent.ts')
-    const kind = await agentKind(options, config.agent)
+    const { agentKind } = await import('../../lib/agent-choice.ts')
+    const kind = agentKind(options, config.agent)
     if (opts.daemon) return daemonize(config, options, kind, opts)
     await runAgent(config, options, kind, opts)
   }))
@@ -88,12 +88,12 @@ async function nodeListFlags (opts: MountFlags): Promise<NodeList | undefined> {
 }
 
 async function runAgent (config: Config, options: AgentOptions, kind: RunningAgent['kind'], opts: MountFlags): Promise<void> {
-  const { Agent } = await import('../../lib/agent.ts')
+  const { startAgent } = await import('../../lib/agent-choice.ts')
   const signal = untilSignal()
   const { log, description: desc, mountPoint } = options
   let agent: RunningAgent
   try {
-    agent = kind === 'node' ? await Agent.start(options) : await (await import('../../lib/native-agent.ts')).NativeAgent.start(options)
+    agent = await startAgent(options, kind)
   } catch (err) {
     // --daemon's parent waits on the pipe: the reason goes there, as data, and it reports it.
     if (opts.notifyFd) await notifyFd(Number(opts.notifyFd), `error ${failureLine(err)}`)

@@ -95,16 +95,17 @@ export async function runAgent (launch: AgentLaunch, stop: Promise<unknown>, log
       log(nodeList ? `peers: from the node list (${nodeList.nodes.length} nodes; this is ${nodeList.nodes[nodeList.index]})`
         : job.dht?.length ? `peers: from the DHT, bootstrapped from ${job.dht.join(' ')}` : `peers: from the tracker ${job.trackers.join(' ')}`)
     }
-    const { startAgent } = await import('../agent.ts')
+    const { agentKind, startAgent } = await import('../agent-choice.ts')
     const { agentOptions, nodeOptions } = await import('../agent-settings.ts')
     const mountPoint = expandTemplate(job.mountPoint, { infoHash: desc.infoHash, nodeName: node, launchId: launch.launchId })
     reuse = launch.shelf?.take(desc.infoHash)
-    agent = await startAgent(agentOptions(settings, desc, mountPoint, {
+    const options = agentOptions(settings, desc, mountPoint, {
       mode: settings.mode,
       node: { ...nodeOptions(settings, { trackers: job.trackers, seeders: job.seeders, dht: job.dht, dhtLookup: lookup, nodeList, secret, sources: job.sources }), reuseStore: reuse },
       keepStore: launch.shelf !== undefined,
       log
-    }), settings.agent)
+    })
+    agent = await startAgent(options, agentKind(options, settings.agent))
     if (debug >= 2) log(`agent: ${agent.kind}`)
   } catch (err) {
     await lookup?.close() // not taken over by the node's discovery

@@ -1,0 +1,28 @@
+// Which agent serves a mount, by the `agent` setting: this process's (agent.ts) or the native one
+// (native-agent.ts), for `p2prun mount` and a launch's node agent alike.
+import type { AgentOptions, RunningAgent } from './agent.ts'
+import type { AgentChoice } from './config.ts'
+import { usageError } from './errors.ts'
+import { nativeRefusal, NativeAgent } from './native-agent.ts'
+
+/**
+ * The agent `choice` gives for `options`: native in eager mode when it serves them (`auto`), or
+ * always (`native`: a usage error if it does not), else this process's.
+ */
+export function agentKind (options: AgentOptions, choice: AgentChoice): RunningAgent['kind'] {
+  // The native agent's block and file modes wait on the swarm piece by piece: 3-4x the Node
+  // agent's time at 8 and 32 nodes (bench/README.md, 2026-12-04 06:41): asked for only.
+  if (choice === 'node' || (choice === 'auto' && options.mode !== 'eager')) return 'node'
+  const refusal = nativeRefusal(options)
+  if (refusal === undefined) return 'native'
+  if (choice === 'native') throw usageError(`the native agent does not do ${refusal}`, 'set agent to auto or node (--agent, P2PRUN_AGENT)')
+  return 'node'
+}
+
+/**
+ * The agent of that kind, started: once this returns, its mount is up. The Node agent's modules
+ * (the swarm, the file system) are loaded only for it: a native agent's Node parent skips them.
+ */
+export async function startAgent (options: AgentOptions, kind: RunningAgent['kind']): Promise<RunningAgent> {
+  return kind === 'native' ? NativeAgent.start(options) : (await import('./agent.ts')).Agent.start(options)
+}

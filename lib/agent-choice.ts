@@ -10,8 +10,8 @@ import { nativeRefusal, NativeAgent } from './native-agent.ts'
  * always (`native`: a usage error if it does not), else this process's.
  */
 export function agentKind (options: AgentOptions, choice: AgentChoice): RunningAgent['kind'] {
-  // The native agent's block and file modes wait on the swarm piece by piece: 3-4x the Node
-  // agent's time at 8 and 32 nodes (bench/README.md, 2026-12-04 06:41): asked for only.
+  // The native agent's block mode is behind the Node agent's at 8 nodes, and uneven there
+  // (bench/README.md, 2026-12-04 07:27): block and file modes are native when asked for only.
   if (choice === 'node' || (choice === 'auto' && options.mode !== 'eager')) return 'node'
   const refusal = nativeRefusal(options)
   if (refusal === undefined) return 'native'

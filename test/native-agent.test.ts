@@ -174,6 +174,67 @@ t.test('hostile bytes end a connection, never the agent; without the job proof n
   t.equal((await native.stop()).exitCode, 0)
 })
 
+/**
+ * A p2prun peer of the job played by hand, through the handshake, its proof and interest; `ask`
+ * sends a request and resolves with the id of the message that answers it (7: the block, 16: a
+ * BEP 6 reject).
+ */
+async function provenPeer (address: string, secret: string, infoHash: Buffer): Promise<{ ask: (request: Buffer) => Promise<number>, close: () => void }> {
+  const [host, port] = address.split(':') as [string, string]
+  const peerId = Buffer.from(`-P2N020-${randomBytes(6).toString('hex')}`)
+  const socket = net.connect(Number(port), host, () => socket.write(handshake(infoHash, { extensions: true, peerId })))
+  socket.on('error', () => {})
+  let buffered = Buffer.alloc(0)
+  let shook = false
+  let answered: (id: number) => void = () => {}
+  const ready = new Promise<void>((resolve) => {
+    socket.on('data', (chunk: Buffer) => {
+      buffered = Buffer.concat([buffered, chunk])
+      if (!shook) {
+        if (buffered.length < 68) return
+        shook = true
+        // The proof binds both peer ids (lib/swarm/job-auth.ts): the agent's is in its handshake.
+        const auth = createHmac('sha256', Buffer.from(secret, 'hex')).update('peer').update(infoHash).update(peerId).update(buffered.subarray(48, 68)).digest()
+        socket.write(Buffer.concat([message(20, Buffer.concat([Buffer.from([0]), Buffer.from('d11:p2prun_auth32:'), auth, Buffer.from('e')])), message(2)]))
+        buffered = buffered.subarray(68)
+        resolve()
+      }
+      while (buffered.length >= 4 && buffered.length >= 4 + buffered.readUInt32BE(0)) {
+        const id = buffered[4]
+        buffered = buffered.subarray(4 + buffered.readUInt32BE(0))
+        if (id === 7 || id === 16) answered(id)
+      }
+    })
+  })
+  await ready
+  return {
+    ask: (request) => new Promise<number>((resolve) => { answered = resolve; socket.write(request) }),
+    close: () => socket.destroy()
+  }
+}
+
+t.test('the fan-out: in block mode a piece goes to one peer at a time, the next asker is turned down; in eager mode to three', async (t) => {
+  const j = await job(t, (dir) => makeTree(path.join(dir, 'libs'), LIBRARY_TREE))
+  const secret = randomBytes(32).toString('hex')
+  const head = await serve(j.file, j.libs, [], secret)
+  j.defer(head.stop)
+  const infoHash = Buffer.from(parseDescription(await readFile(j.file)).infoHash, 'hex')
+  for (const [mode, served] of [['block', 1], ['eager', 2]] as const) {
+    const port = (await freePorts(1))[0] as number
+    const native = await mountAgent(j, j.file, path.join(j.dir, `mnt-${mode}`), path.join(j.dir, `${mode}.json`),
+      ['--mode', mode, '--tracker', head.tracker, '--seeder', head.seeder, '--store-dir', j.dir, '--port', String(port)], { P2PRUN_SECRET: secret }, [], NATIVE_AGENT)
+    t.same(await snapshotTree(native.mountPoint, 0o555), await snapshotTree(j.libs, 0o555), `${mode}: every byte read, so every piece is here`)
+    const peers = [await provenPeer(`127.0.0.1:${port}`, secret, infoHash), await provenPeer(`127.0.0.1:${port}`, secret, infoHash)]
+    // Both ask for the same block at once (one write each, back to back): within one fan-out window.
+    const request = message(6, Buffer.concat([u32(0), u32(0), u32(16384)]))
+    const answers = await Promise.all(peers.map((p) => p.ask(request)))
+    t.same(answers.filter((id) => id === 7).length, served, `${mode}: ${served} of 2 askers got the block`)
+    t.same(answers.filter((id) => id === 16).length, 2 - served, `${mode}: the rest were turned down (BEP 6 reject)`)
+    for (const p of peers) p.close()
+    t.equal((await native.stop()).exitCode, 0)
+  }
+})
+
 t.test('a peer whose blocks fail their check is dropped and refused; the set comes whole from the head', async (t) => {
   const j = await job(t, async (dir) => {
     await mkdir(path.join(dir, 'libs'))

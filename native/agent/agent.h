@@ -101,6 +101,9 @@ struct peer {
   int low_water;               // SO_RCVLOWAT as set: the bytes a wake-up waits for
   uint64_t downloaded, uploaded;
   uint32_t serial;             // names it in a piece's senders, without a pointer that may dangle
+  // Pieces it turned down (a reject: its fan-out is full), not asked of it again until `until`.
+  struct { uint32_t index; uint64_t until; } backoff[8];
+  uint8_t backoff_next;
   uint64_t since;              // when it was dialed or accepted
 };
 

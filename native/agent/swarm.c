@@ -22,6 +22,14 @@
 #define ASKED 1
 #define IN 2
 #define HEAD_BACKOFF_MS 250
+#define PEER_BACKOFF_MS 250       // a peer's reject: asked of others meanwhile (lib/swarm/picker.ts BACKOFF_MS)
+// A piece goes to at most this many peers within FAN_OUT_WINDOW_MS; the others are turned down and
+// get it from those (lib/swarm/fan-out.ts, lib/swarm/node.ts): one while the nodes read the same
+// pages at once (block, file), three while they fetch everything (eager). Without it, block mode
+// at 8 nodes was a star: one node uploaded 209 MB, the others almost nothing (2026-12-04 07:33).
+#define READ_FAN_OUT 1
+#define FETCH_ALL_FAN_OUT 3
+#define FAN_OUT_WINDOW_MS 500
 #define ENDGAME_AFTER_MS 1000
 #define PIPELINE_BYTES (96 * 1024)     // in flight per peer: enough on a LAN (lib/swarm/picker.ts)
 #define READ_EXTRA_BYTES (128 * 1024)  // more while a read waits
@@ -50,6 +58,7 @@ static struct partial *parts;
 static uint32_t *active;           // the started pieces, in the order they were started
 static uint32_t active_count;
 static uint64_t *head_wait;        // per piece: when the head may be asked for it again
+static struct sent { uint32_t serial; uint64_t at; } (*fan_out)[FETCH_ALL_FAN_OUT]; // per piece: to whom it went, when
 static uint8_t *scratch;           // a piece read back for its check
 static uint8_t *urgent;            // per piece: a read or an open waits for it
 static uint32_t urgent_count;      // pieces marked urgent and not yet verified
@@ -65,8 +74,9 @@ int swarm_init (const char *store_dir) {
   parts = calloc(n, sizeof *parts);
   active = calloc(n, sizeof *active);
   head_wait = calloc(n, sizeof *head_wait);
+  fan_out = calloc(n, sizeof *fan_out);
   scratch = malloc(d->piece_length);
-  if (!have || !avail || !parts || !active || !head_wait || !scratch) return -1;
+  if (!have || !avail || !parts || !active || !head_wait || !fan_out || !scratch) return -1;
   urgent = calloc(n, 1);
   if (!urgent) return -1;
   // A sparse file on a full tmpfs would fail its writes later, piece after piece: refused now.
@@ -196,8 +206,15 @@ static void ask (struct peer *p, uint32_t index, uint32_t first, uint32_t end, b
 // Whether p may be asked for piece `index`: it has it, this node lacks it, and p is not the head,
 // or is the head and no other peer holds the piece (the head sends each piece about once; the
 // nodes spread it) and did not turn it down a moment ago.
+static bool backing_off (const struct peer *p, uint32_t index, uint64_t now) {
+  for (int i = 0; i < 8; i++) if (p->backoff[i].index == index && p->backoff[i].until > now) return true;
+  return false;
+}
+
 static bool askable (const struct peer *p, uint32_t index, uint64_t now) {
-  return p->has[index] && !have[index] && (!p->head || (avail[index] == 0 && head_wait[index] <= now));
+  if (!p->has[index] || have[index]) return false;
+  if (p->head) return avail[index] == 0 && head_wait[index] <= now;
+  return !backing_off(p, index, now);
 }
 
 static uint32_t outstanding_bytes (const struct peer *p) {
@@ -375,9 +392,25 @@ static void place (struct peer *p, uint32_t index, uint32_t begin, const uint8_t
 }
 
 // A peer's request, answered from the store, or turned down (not this node's, or malformed).
+// Whether piece `index` may go to p now (FanOut.admits): it counts as one of the piece's recipients.
+static bool admits (const struct peer *p, uint32_t index) {
+  if (!p->fast) return true; // only a BEP 6 peer can be turned down
+  uint64_t now = now_ms();
+  int limit = job.mode == MODE_EAGER ? FETCH_ALL_FAN_OUT : READ_FAN_OUT, current = 0, free_slot = -1;
+  for (int i = 0; i < FETCH_ALL_FAN_OUT; i++) {
+    struct sent *s = &fan_out[index][i];
+    bool live = s->serial != 0 && now - s->at < FAN_OUT_WINDOW_MS;
+    if (live && s->serial == p->serial) return true;
+    if (live) current++; else if (free_slot < 0) free_slot = i;
+  }
+  if (current >= limit || free_slot < 0) return false;
+  fan_out[index][free_slot] = (struct sent){ p->serial, now };
+  return true;
+}
+
 static void serve (struct peer *p, uint32_t index, uint32_t begin, uint32_t length) {
   uint32_t size = piece_size(d, index);
-  if (index < d->piece_count && have[index] && length > 0 && length <= MAX_REQUEST && begin <= size && length <= size - begin) {
+  if (index < d->piece_count && have[index] && length > 0 && length <= MAX_REQUEST && begin <= size && length <= size - begin && admits(p, index)) {
     peer_send_block(p, index, begin, length, (uint64_t)index * d->piece_length + begin);
     stats.uploaded += length;
   } else if (p->fast) {
@@ -444,7 +477,12 @@ void swarm_message (struct peer *p, uint8_t id, const uint8_t *m, size_t length)
       if (!take_request(p, get32(m), get32(m + 4), get32(m + 8), &r)) return;
       stats.rejected++;
       release(&r);
-      if (p->head) head_wait[r.index] = now_ms() + HEAD_BACKOFF_MS;
+      if (p->head) {
+        head_wait[r.index] = now_ms() + HEAD_BACKOFF_MS;
+      } else {
+        p->backoff[p->backoff_next] = (typeof(p->backoff[0])){ r.index, now_ms() + PEER_BACKOFF_MS };
+        p->backoff_next = (uint8_t)((p->backoff_next + 1) % 8);
+      }
       break;
     }
     default:

@@ -2,11 +2,10 @@
  * p2prun-rank-step ROOT PID PROGRAM [ARGS...]: the rank step without Node. bin/p2prun-rank runs it
  * before `p2prun rank-prepare`. For a rank whose launcher says its local rank and the node's rank
  * count (local rank 0; the others need only their local rank), it registers PID (the shell that becomes the program) with the node's state; local rank
- * 0 starts the node's agent (ROOT/bin/p2prun node-agent, detached, as lib/session/node.ts's
- * spawnAgent does); every rank waits for the agent's mount and prints what the shell execs the
+ * 0 starts the node's agent (detached, as lib/session/node.ts's spawnAgent does: start_agent); every rank waits for the agent's mount and prints what the shell execs the
  * program with: the library path, the program's path in the mount (or an empty line: as given),
  * then NAME=VALUE lines to export, as rank-prepare prints them. A Node process per rank cost ~0.08
- * CPU-s and 54 MB; this costs a few milliseconds. The agent is the node's one Node process.
+ * CPU-s and 54 MB; this costs a few milliseconds.
  *
  * It reads formats that TypeScript modules own, and no more of them than it needs:
  *   P2PRUN_JOB     lib/session/job-spec.ts: base64url of the JSON JSON.stringify wrote (version,
@@ -154,14 +153,17 @@ static void record_failure(const char *dir, const char *message, const char *hin
 }
 
 /*
- * `ROOT/bin/p2prun node-agent` for this node and launch, detached (its own session), its output
- * appended to the node state's agent.log, no descriptor of the rank's but those; -1 if it could
- * not be started.
+ * The node's agent for this node and launch, detached (its own session), its output appended to
+ * the node state's agent.log, no descriptor of the rank's but those; -1 if it could not be started.
+ * It is `ROOT/dist/p2prun-agent node-agent` (native/agent/node-agent.c), which serves the common
+ * launch without Node and becomes `ROOT/bin/p2prun node-agent` for any other; that, where the
+ * installation has no native agent.
  */
 static pid_t start_agent(const char *root, const char *dir, const char *node, const char *launch, long expect)
 {
-	char cli[4096], log[8400], count[32];
+	char cli[4096], native[4096], log[8400], count[32];
 	snprintf(cli, sizeof cli, "%s/bin/p2prun", root);
+	snprintf(native, sizeof native, "%s/dist/p2prun-agent", root);
 	snprintf(log, sizeof log, "%s/agent.log", dir);
 	snprintf(count, sizeof count, "%ld", expect);
 	int out = open(log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644), in = open("/dev/null", O_RDONLY | O_CLOEXEC);
@@ -174,6 +176,8 @@ static pid_t start_agent(const char *root, const char *dir, const char *node, co
 		dup2(out, 1);
 		dup2(out, 2);
 		close_range(3, ~0U, 0);
+		if (access(native, X_OK) == 0)
+			execl(native, native, "node-agent", "--node", node, "--launch-id", launch, "--expect", count, "--", cli, (char *)NULL);
 		execl(cli, cli, "node-agent", "--node", node, "--launch-id", launch, "--expect", count, (char *)NULL);
 		_exit(127);
 	}
@@ -298,7 +302,7 @@ int main(int argc, char **argv)
 		fall_back();
 	job_json = base64url_decode(raw);
 	/* lib/session/job-spec.ts's JOB_SPEC_VERSION: another falls back to the Node step, which names it. */
-	if (strncmp(job_json, "{\"version\":2,", 13) != 0)
+	if (strncmp(job_json, "{\"version\":3,", 13) != 0)
 		fall_back();
 	char *launch_id = json_string(job_json, "launchId"), *run_dir = json_string(job_json, "runDir");
 	char *in_mount = json_string(job_json, "program");

@@ -2,8 +2,8 @@
 # Installs the Debian 12 packages p2prun and its tests need; idempotent, quiet when all is there.
 # fuse3: fusermount (the old `fuse` package would remove fuse3 and sshfs). libfuse3-dev and pkg-config:
 # p2prun's FUSE server (native/, built by scripts/build.ts). libssl-dev: the native agent's SHA-1 and job
-# proof (libcrypto). build-essential: cc for them, the example
-# and the test programs.
+# proof (libcrypto); zlib1g-dev: the description a job spec carries, deflated. build-essential: cc for
+# them, the example and the test programs.
 # Open MPI and MPICH (both: the launcher is tested against each; Debian keeps them side by side as
 # mpirun.openmpi / mpirun.mpich). Slurm, munge and Slurm's headers: the SPANK plugin and the
 # 4-node test cluster (slurm/cluster.sh). hpcc: a real Open MPI application launched through
@@ -12,7 +12,7 @@
 # baseline), aria2 (a stock BitTorrent client: the stage-in baseline), python3-dev (the Python
 # extension-module workload), gnuplot-nox (the plots).
 set -euo pipefail
-packages=(fuse3 libfuse3-dev libssl-dev pkg-config build-essential musl-tools procps iproute2 man-db python3 python3-dev python3-venv lmod openmpi-bin libopenmpi-dev mpich libmpich-dev slurm-wlm munge libslurm-dev hpcc)
+packages=(fuse3 libfuse3-dev libssl-dev zlib1g-dev pkg-config build-essential musl-tools procps iproute2 man-db python3 python3-dev python3-venv lmod openmpi-bin libopenmpi-dev mpich libmpich-dev slurm-wlm munge libslurm-dev hpcc)
 [ "${1:-}" != --bench ] || packages+=(sshfs socat openssh-sftp-server gnuplot-nox aria2)
 missing=()
 for p in "${packages[@]}"; do

@@ -3,7 +3,7 @@
 // and keep the Node one for the rest; and what the native agent does for them: its counters, its
 // end with its parent, the fallback to the source. Real FUSE mounts and a real head on loopback.
 import { execFile } from 'node:child_process'
-import { access, readdir, readFile, readlink } from 'node:fs/promises'
+import { access, readdir, readFile, readlink, writeFile } from 'node:fs/promises'
 import net from 'node:net'
 import path from 'node:path'
 import { promisify } from 'node:util'
@@ -151,21 +151,33 @@ t.test('the native agent reads what a stalled read waits for from the source dir
   t.match(String(u.stderr), /read \/libbar\.so\.2\.0 failed: no data arrived for 1 s \(0 peers connected\): .*, and the source directory cannot stand in: .*not-mounted-here.* \(hint: /, 'saying both')
 })
 
-t.test('a launch\'s node agents: native in eager mode from a tracker; Node in block mode or with a DHT; --agent native with a DHT fails in one line', async (t) => {
+t.test('a launch\'s node agents: the native node agent alone in eager mode with the description in the spec; a Node one with a native child when peers bring the description; Node alone in block mode or with a DHT', async (t) => {
   const s = await scratch(t)
   const dirs = launchDirs(s)
   const app = path.join(s.dir, 'hello')
   await run(path.join(ROOT, 'examples/hello/build.sh'), ['--no-mpi', app])
+  // The rank names the program of its node's agent (ready.json's pid) and of that agent's children.
+  const whoServes = path.join(s.dir, 'who-serves')
+  await writeFile(whoServes, `#!/bin/sh\nfor f in "${dirs.run}"/job-*/ready.json; do pid=$(sed -n 's/.*"pid":\\([0-9]*\\).*/\\1/p' "$f")\n` +
+    'echo "agent $(readlink /proc/$pid/exe) children $(for c in $(cat /proc/$pid/task/$pid/children); do readlink /proc/$c/exe; done)"; done\n', { mode: 0o755 })
+  const node = process.execPath
   const args = ['-n', '1', '--launcher', 'local', '--libs', path.join(app, 'libs')]
-  for (const [name, extra, kind] of [['eager', [], 'native'], ['block mode', ['--mode', 'block'], 'node'], ['a DHT', ['--discovery', 'dht'], 'node']] as const) {
-    const r = await launch(s, dirs, [...args, ...extra, path.join(app, 'app')], { P2PRUN_DEBUG: '2' })
+  const cases = [
+    ['eager, the description in the spec', [], {}, 'native, no Node process', `agent ${NATIVE_AGENT} children`],
+    ['eager, the description from peers', [], { P2PRUN_DESCRIPTION_ROUTE: 'peers' }, 'native', `agent ${node} children ${NATIVE_AGENT}`],
+    ['block mode', ['--mode', 'block'], {}, 'node', `agent ${node} children`],
+    ['a DHT', ['--discovery', 'dht'], {}, 'node', `agent ${node} children`]
+  ] as const
+  for (const [name, extra, env, kind, served] of cases) {
+    const r = await launch(s, dirs, [...args, ...extra, whoServes], { P2PRUN_DEBUG: '2', ...env })
     t.equal(r.exitCode, 0, String(r.stderr))
+    t.equal(r.stdout.trimEnd(), served, `${name}: ${served}`)
     const [log] = await readdir(path.join(dirs.run, 'logs'))
     t.match(await readFile(path.join(dirs.run, 'logs', log as string), 'utf8'), new RegExp(` agent: ${kind}\n`), `${name}: the ${kind} agent`)
     await execa('rm', ['-r', path.join(dirs.run, 'logs')])
     await nothingLeft(t, s, dirs)
   }
-  const refused = await launch(s, dirs, [...args, '--discovery', 'dht', '--agent', 'native', path.join(app, 'app')])
+  const refused = await launch(s, dirs, [...args, '--discovery', 'dht', '--agent', 'native', whoServes])
   t.equal(refused.exitCode, 2, 'a usage error')
   t.match(String(refused.stderr), /the native agent does not do the DHT/)
   t.equal(String(refused.stderr).trim().split('\n').length, 1, 'one line')

@@ -7,7 +7,7 @@ import t from 'tap'
 import { loadConfig } from '../lib/config.ts'
 import { randomBytes } from 'node:crypto'
 import { decodeJob, descriptionOf, encodeJob, JOB_SPEC_VERSION, launchEnvironment, nodeSettings, SPEC_DESCRIPTION_MAX, specDescription, type JobSpec } from '../lib/session/job-spec.ts'
-import { applyTaskEnv, taskEnv } from '../lib/session/rank-env.ts'
+import { applyTaskEnv, expandTaskEnv, taskEnv, taskEnvTemplate } from '../lib/session/rank-env.ts'
 import { p2prun } from './helpers/cli.ts'
 
 async function spec (): Promise<JobSpec> {
@@ -22,7 +22,8 @@ async function spec (): Promise<JobSpec> {
     libDirs: [''],
     node: nodeSettings(await loadConfig({ flags: { mode: 'block', 'max-conns': '7', owner: '5:6' }, env: {}, cwd: '/' })),
     secret: 'ff'.repeat(32),
-    sources: [{ name: '', dir: '/home/u/libs' }]
+    sources: [{ name: '', dir: '/home/u/libs' }],
+    taskEnv: taskEnvTemplate({ libDirs: [''] })
   }
 }
 
@@ -42,7 +43,8 @@ t.test('another version, or a field out of shape, is refused by name', async (t)
   const cases: [string, unknown][] = [
     ['infoHash', 'zz'], ['launchId', '../x'], ['trackers', 'http://a'], ['node', { ...job.node, mode: 'fast' }],
     ['node', { ...job.node, runDir: 'relative' }], ['node', { ...job.node, maxConns: 0 }], ['secret', 'xyz'],
-    ['sources', [{ name: '', dir: 'rel' }]], ['redirect', { whole: ['/a'] }], ['dht', ['10.0.0.1:6881', 7]]
+    ['sources', [{ name: '', dir: 'rel' }]], ['redirect', { whole: ['/a'] }], ['dht', ['10.0.0.1:6881', 7]],
+    ['taskEnv', [{ name: 'A=B', op: 'set', value: 'x' }]], ['taskEnv', [{ name: 'A', op: 'replace', value: 'x' }]]
   ]
   for (const [field, value] of cases) {
     t.throws(() => decodeJob(raw({ ...job, [field]: value })), { code: 'USAGE', message: `P2PRUN_JOB is corrupt (${field} is not valid)` }, `${field}: ${JSON.stringify(value)}`)
@@ -73,6 +75,17 @@ t.test('a rank\'s environment: the mount before the task\'s own paths, the audit
   t.match(applyTaskEnv(entries, { LD_LIBRARY_PATH: '/u', LD_AUDIT: '/own.so', PYTHONPATH: '/p', P2PRUN_MOUNT: '/old' }),
     { LD_LIBRARY_PATH: '/m:/m/lib:/u', LD_AUDIT: '/own.so:/inst/p2prun-audit.so', PYTHONPATH: '/m/py:/p', P2PRUN_MOUNT: '/m' })
   t.same(taskEnv(job, '/m', undefined).map((e) => e.name), ['LD_LIBRARY_PATH', 'P2PRUN_MOUNT', 'PYTHONPATH'], 'no audit module: no LD_AUDIT')
+})
+
+t.test('the spec carries the ranks\' environment as templates of the mount point, made once for every node', async (t) => {
+  const placement = { libDirs: ['', 'lib%d'], pythonPath: ['py'], redirect: { whole: ['/a%m'], some: ['/b'] } }
+  const template = taskEnvTemplate(placement)
+  t.match(template[0], { name: 'LD_LIBRARY_PATH', op: 'prepend', value: '%m:%m/lib%%d' }, 'a percent sign of the set escaped')
+  const audit = template.find((e) => e.name === 'LD_AUDIT')?.value
+  t.ok(audit === undefined || path.isAbsolute(audit), 'this installation\'s audit module, where it is built')
+  for (const mountPoint of ['/m', '/mnt/100%/x']) {
+    t.same(expandTaskEnv(template, mountPoint), taskEnv(placement, mountPoint, audit), `expanded for ${mountPoint}: what the node would have made`)
+  }
 })
 
 t.test('only the spec and the node-local variables go to the ranks', async (t) => {

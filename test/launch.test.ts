@@ -70,6 +70,20 @@ t.test('P2PRUN_NODE_NAME names the node (mount point %n) instead of the host nam
   await nothingLeft(t, s, dirs)
 })
 
+t.test('a node name and a mount point with a space, quotes and non-ASCII letters: every agent and rank step reads them alike', async (t) => {
+  const { s, dirs, libs } = await example(t)
+  const node = 'nœud "1"'
+  for (const env of [{}, { P2PRUN_AGENT: 'node' }] as Record<string, string>[]) {
+    const r = await launch(s, dirs, ['-n', '2', '--launcher', 'local', '--libs', libs, '--mount-point', `${dirs.mounts}/é "x"/%j-%n`, 'sh', '-c', 'echo "$P2PRUN_MOUNT"'],
+      { P2PRUN_NODE_NAME: node, ...env })
+    t.equal(r.exitCode, 0, String(r.stderr))
+    const mounts = r.stdout.split('\n')
+    t.equal(mounts.length, 2, 'two ranks')
+    t.ok(mounts.every((m) => m.startsWith(`${dirs.mounts}/é "x"/`) && m.endsWith(`-${node}`)), `${JSON.stringify(env)}: ${mounts.join(', ')}`)
+    await nothingLeft(t, s, dirs)
+  }
+})
+
 t.test('P2PRUN_DEBUG=2: each node agent keeps its log, with the description\'s route and its counters; without it, nothing is kept', async (t) => {
   const { s, dirs, app, libs } = await example(t)
   const r = await launch(s, dirs, ['-n', '2', '--launcher', 'local', '--libs', libs, app], { P2PRUN_NODE_PER_RANK: '1', P2PRUN_DEBUG: '2' })
@@ -81,7 +95,7 @@ t.test('P2PRUN_DEBUG=2: each node agent keeps its log, with the description\'s r
     t.match(text, /description: from the job spec\n/, `${name}: the route`)
     t.match(text, / peers: from the tracker http:\/\/\S+\/announce\n/, `${name}: where it looks for peers`)
     t.match(text, /ready for the ranks on \S+-rank[01]\n/, `${name}: the mount`)
-    t.match(text, / agent: native\n/, `${name}: eager mode from a tracker: the native agent serves the mount`)
+    t.match(text, / agent: native, no Node process\n/, `${name}: eager mode from a tracker, the description in the spec: the native node agent serves the mount`)
     t.match(text, /stats \{"infoHash":"[0-9a-f]{40}".*"swarm":\{"fromHead":\d+.*"cpu":\{"user":[\d.]+/, `${name}: the counters at the end`)
   }
   await rm(path.join(dirs.run, 'logs'), { recursive: true })

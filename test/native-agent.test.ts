@@ -278,6 +278,24 @@ t.test('unmounted from outside, the agent ends', async (t) => {
   t.equal(await isMounted(native.mountPoint), false)
 })
 
+t.test('node-agent hands a spec it does not serve to the Node agent, by exec, with the same arguments', async (t) => {
+  const { encodeJob, JOB_SPEC_VERSION } = await import('../lib/session/job-spec.ts')
+  const spec = { version: JOB_SPEC_VERSION, node: { agent: 'native', runDir: '/tmp/p2prun-nothing' }, taskEnv: [], description: 'AAAA', infoHash: 'a'.repeat(40) }
+  const cases: Array<[string, string | undefined]> = [
+    ['no spec', undefined],
+    ['a spec that is not base64url JSON', 'not a spec!'],
+    ['another version', encodeJob({ ...spec, version: JOB_SPEC_VERSION + 1 } as never)],
+    ['the Node agent chosen', encodeJob({ ...spec, node: { ...spec.node, agent: 'node' } } as never)],
+    ['no description in the spec', encodeJob({ ...spec, description: undefined } as never)],
+    ['a description that does not inflate', encodeJob({ ...spec, mountPoint: '/m', trackers: [], seeders: [], node: { ...spec.node, mode: 'eager', storeDir: '/tmp', fuseDevice: '/dev/fuse', maxConns: 5, numwant: 5, stallTimeoutMs: 1000 } } as never)]
+  ]
+  for (const [name, raw] of cases) {
+    const r = await execa(NATIVE_AGENT, ['node-agent', '--node', 'n1', '--launch-id', 'l1', '--expect', '3', '--until-stopped', '--', '/bin/echo', 'p2prun'],
+      { env: cleanEnv(raw === undefined ? {} : { P2PRUN_JOB: raw }), extendEnv: false, reject: false, stdin: 'ignore' })
+    t.same([r.exitCode, r.stdout, r.stderr], [0, 'p2prun node-agent --node n1 --launch-id l1 --expect 3 --until-stopped', ''], name)
+  }
+})
+
 t.test('bad input: one line with a hint, exit 2, and nothing left behind', async (t) => {
   const j = await job(t, (dir) => makeTree(path.join(dir, 'libs'), LIBRARY_TREE))
   const notTorrent = path.join(j.dir, 'not.torrent')
@@ -299,7 +317,9 @@ t.test('bad input: one line with a hint, exit 2, and nothing left behind', async
     ['a link out of the set', ['mount', escaping, mnt], {}, /libevil\.so.*outside the set: its target climbs above the top directory/],
     ['a mount point in use', ['mount', j.file, full], {}, /is not empty/],
     ['a secret that is not one', ['mount', j.file, mnt], { P2PRUN_SECRET: 'xyz' }, /P2PRUN_SECRET is not a job secret/],
-    ['a store directory that is not there', ['mount', j.file, mnt, '--store-dir', path.join(j.dir, 'nothere')], {}, /cannot make a store/]
+    ['a store directory that is not there', ['mount', j.file, mnt, '--store-dir', path.join(j.dir, 'nothere')], {}, /cannot make a store/],
+    ['node-agent without the p2prun command', ['node-agent', '--node', 'n', '--launch-id', 'l'], {}, /node-agent needs --node, --launch-id and, after --, the p2prun command/],
+    ['node-agent with an unknown option', ['node-agent', '--node', 'n', '--launch-id', 'l', '--expect', 'x', '--', '/bin/echo'], {}, /node-agent: unknown or incomplete option '--expect'/]
   ]
   for (const [name, args, env, why] of cases) {
     const r = await execa(NATIVE_AGENT, args, { env: cleanEnv(env), extendEnv: false, reject: false, stdin: 'ignore' })

@@ -11,6 +11,7 @@ import t, { type Test } from 'tap'
 import { loadConfig } from '../lib/config.ts'
 import { distFile, RANK_STEP_FILE } from '../lib/dist-files.ts'
 import { encodeJob, JOB_SPEC_VERSION, nodeSettings, type JobSpec } from '../lib/session/job-spec.ts'
+import { taskEnvTemplate } from '../lib/session/rank-env.ts'
 import { scratch } from './helpers/scratch.ts'
 import { NodeState, warmAgentFiles } from '../lib/session/node-state.ts'
 import { decodeHandoff, type Handoff } from '../lib/session/warm-agent.ts'
@@ -38,6 +39,7 @@ async function setup (t: Test, agentScript = 'exit 0', flags: Record<string, str
     seeders: [],
     mountPoint: '/m/%j-%n',
     libDirs: ['lib'],
+    taskEnv: taskEnvTemplate({ libDirs: ['lib'] }),
     node: nodeSettings(await loadConfig({ flags: { 'run-dir': runDir, 'start-timeout': '60', ...flags }, env: {}, cwd: '/' })),
     program: 'opt/app'
   }

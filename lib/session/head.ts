@@ -7,7 +7,10 @@ import { networkReason, P2prunError, usageError } from '../errors.ts'
 import type { Head } from '../head.ts'
 import type { SourceLayout } from '../source-layout.ts'
 import { newJobSecret, secretFromEnv, withProof } from '../swarm/job-auth.ts'
-import { JOB_SPEC_VERSION, nodeSettings, specDescription, type JobSpec } from './job-spec.ts'
+import { agentKind } from '../agent-choice.ts'
+import { agentOptions, nodeOptions } from '../agent-settings.ts'
+import { expandTemplate, JOB_SPEC_VERSION, SLURM_LAUNCH, nodeSettings, specDescription, type JobSpec } from './job-spec.ts'
+import { taskEnvTemplate } from './rank-env.ts'
 
 /** What a launch needs of its head; an external one reports no counts (they are its own). */
 export type LaunchHead = Pick<Head, 'trackerUrl' | 'descriptionUrl' | 'secret' | 'uploaded' | 'maxToOneNode' | 'descriptionBytes' | 'peerCount' | 'completions' | 'close'> &
@@ -79,7 +82,7 @@ export function jobSpecOf (head: LaunchHead, desc: Description, layout: SourceLa
     readonly nodeNames?: string }): JobSpec {
   const description = launch.inline && config.descriptionRoute === 'spec' ? specDescription(peerShareable(desc)) : undefined
   const byList = config.discovery === 'nodes'
-  return {
+  const spec: JobSpec = {
     version: JOB_SPEC_VERSION,
     launchId: launch.launchId,
     infoHash: desc.infoHash,
@@ -95,6 +98,25 @@ export function jobSpecOf (head: LaunchHead, desc: Description, layout: SourceLa
     sources: layout.dirs,
     ...(launch.stopUrl ? { stopUrl: launch.stopUrl } : {}),
     ...(description ? { description } : {}),
-    ...(head.secret ? { secret: head.secret.toString('hex') } : {})
+    ...(head.secret ? { secret: head.secret.toString('hex') } : {}),
+    taskEnv: taskEnvTemplate(launch.placement)
   }
+  return { ...spec, node: { ...spec.node, agent: nodeAgentKind(spec, desc) } }
+}
+
+/**
+ * Which agent the nodes run, decided once here (a refused `--agent native` fails the launch, not
+ * each node): native/agent/node-agent.c serves a spec that says `native` without Node.
+ */
+function nodeAgentKind (spec: JobSpec, desc: Description): JobSpec['node']['agent'] {
+  const settings = spec.node
+  const options = agentOptions(settings, desc, expandTemplate(spec.mountPoint, { infoHash: desc.infoHash, nodeName: 'node' }), {
+    mode: settings.mode,
+    // Each node reads its own node list; that there is one is what counts here.
+    node: nodeOptions(settings, { trackers: spec.trackers, seeders: spec.seeders, dht: spec.dht, sources: spec.sources, nodeList: spec.nodeList && { nodes: [], index: 0 } }),
+    // A launch's lingering agent keeps the store for the next launch (a Slurm job's agent serves the job, and does not linger).
+    keepStore: settings.agentLingerMs > 0 && spec.launchId !== SLURM_LAUNCH,
+    log: () => {}
+  })
+  return agentKind(options, settings.agent)
 }

@@ -7,6 +7,7 @@ import path from 'node:path'
 import { AGENT_CHOICES, DATA_MODES, FALLBACK_MODES, type AgentChoice, type Config, type DataMode, type FallbackMode } from '../config.ts'
 import { P2prunError, quote, usageError } from '../errors.ts'
 import type { SourceLayout } from '../source-layout.ts'
+import type { TaskEnvEntry } from './rank-env.ts'
 
 export const JOB_ENV = 'P2PRUN_JOB'
 /** Test knob: every rank acts as its own node (own agent, own mount), so one host emulates many. */
@@ -21,11 +22,14 @@ export const NODE_LOCAL_ENV = ['P2PRUN_NODE_NAME', NODE_PER_RANK_ENV, 'P2PRUN_DE
 export const SLURM_LAUNCH = 'slurm'
 
 /** Bumped when a field changes meaning: a node of another version refuses the spec by name. */
-export const JOB_SPEC_VERSION = 2
+export const JOB_SPEC_VERSION = 3
 
 /** The settings a node needs for a launch: the launch's own, fixed when it started. */
 export interface NodeSettings {
-  /** Which agent serves the node (lib/agent-choice.ts). */
+  /**
+   * Which agent serves the node: the `agent` setting as the launch resolved it where it started
+   * (head.ts: `native` or `node`, as lib/agent-choice.ts's agentKind says for the spec).
+   */
   readonly agent: AgentChoice
   readonly mode: DataMode
   readonly storeDir: string
@@ -63,6 +67,8 @@ export interface JobSpec {
   readonly mountPoint: string
   /** Directories inside the mount to put first on LD_LIBRARY_PATH ('' is the mount itself). */
   readonly libDirs: readonly string[]
+  /** The ranks' environment (rank-env.ts's taskEnvTemplate): %m in a value is the node's mount point, %% a percent sign. */
+  readonly taskEnv: readonly TaskEnvEntry[]
   readonly node: NodeSettings
   /** POST here to stop the head (Slurm's epilog does, at job end). */
   readonly stopUrl?: string
@@ -153,6 +159,7 @@ const JOB_FIELDS: Record<Exclude<keyof JobSpec, 'version'>, Check> = {
   nodeList: record({ host: isString, port: isCount, names: isString }, ['names']),
   mountPoint: isString,
   libDirs: listOf(isString),
+  taskEnv: listOf(record({ name: (v) => typeof v === 'string' && /^[A-Za-z_]\w*$/.test(v), op: oneOf(['set', 'prepend', 'append']), value: isString })),
   node: record(NODE_FIELDS, ['owner']),
   stopUrl: isString,
   secret: (v) => typeof v === 'string' && /^([0-9a-f]{2})+$/.test(v),

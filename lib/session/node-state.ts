@@ -343,8 +343,11 @@ export async function removeMountRecord (runDir: string, node: string, mountPoin
   await rm(mountFile(runDir, node, mountPoint, 'json'), { force: true })
 }
 
-/** A node's name as a file name: what native/rank-step.c spells the same way. */
-const safeName = (node: string) => node.replace(/[^\w.-]/g, '_')
+/**
+ * A node's name as a file name: each byte of its UTF-8 that is not a letter, digit, `_`, `.` or
+ * `-` becomes `_`, as native/rank-step.c and native/agent/node-agent.c spell it.
+ */
+const safeName = (node: string) => [...Buffer.from(node)].map((b) => /[\w.-]/.test(String.fromCharCode(b)) && b < 0x80 ? String.fromCharCode(b) : '_').join('')
 
 /** Whether this process created `file`: of many that try at once, exactly one does. */
 async function createOnce (file: string): Promise<boolean> {

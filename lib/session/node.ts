@@ -6,7 +6,9 @@
 // agent-linger, the process then waits for the node's next launch (warm-agent.ts), and runs this
 // again for it.
 import { spawn, type ChildProcess } from 'node:child_process'
+import { existsSync } from 'node:fs'
 import { open, rm } from 'node:fs/promises'
+import { distFile, NATIVE_AGENT_FILE } from '../dist-files.ts'
 import { debugLevel } from '../debug.ts'
 import type { Description } from '../description.ts'
 import { failureOf, networkReason, P2prunError } from '../errors.ts'
@@ -43,7 +45,9 @@ export interface StoreShelf {
 }
 
 /**
- * Starts `p2prun node-agent` detached, its output in the node state's log. `cli` is how this
+ * Starts the node's agent detached, its output in the node state's log: the native one
+ * (native/agent/node-agent.c), which serves a launch that chose it without Node and becomes `cli
+ * node-agent` for any other, or that, where there is no native agent. `cli` is how this
  * installation is called. An agent that dies before it is ready cannot say so itself: its exit is
  * recorded as the node's failure then, unless it recorded one of its own first.
  */
@@ -52,9 +56,13 @@ export async function spawnAgent (cli: readonly string[], state: NodeState, laun
   const log = await open(state.logFile, 'a')
   try {
     if (options.uid !== undefined) await log.chown(options.uid, options.gid ?? options.uid)
-    const [file, ...args] = cli as [string, ...string[]]
-    const agent = spawn(file, [...args, 'node-agent', '--node', launch.node, '--launch-id', launch.launchId,
-      ...(launch.expect ? ['--expect', String(launch.expect)] : []), ...(launch.untilStopped ? ['--until-stopped'] : [])], {
+    const nativeAgent = distFile(NATIVE_AGENT_FILE)
+    const native = existsSync(nativeAgent)
+    const command = [...native ? [nativeAgent] : cli, 'node-agent', '--node', launch.node, '--launch-id', launch.launchId,
+      ...(launch.expect ? ['--expect', String(launch.expect)] : []), ...(launch.untilStopped ? ['--until-stopped'] : []),
+      ...native ? ['--', ...cli] : []]
+    const [file, ...args] = command as [string, ...string[]]
+    const agent = spawn(file, args, {
       detached: true, // the agent outlives the rank step (which becomes the program) and the prolog
       stdio: ['ignore', log.fd, log.fd],
       env: { ...launch.env, [JOB_ENV]: encodeJob(launch.job) },
@@ -120,11 +128,9 @@ export async function runAgent (launch: AgentLaunch, stop: Promise<unknown>, log
   const counters = async () => log(`stats ${JSON.stringify({ ...await agent.stats(), startCpu, cpu: plus(usageSince(usageFrom), agent.processUsage().all) })}`)
   const every = debug >= 2 ? setInterval(() => void counters(), DEBUG_STATS_MS) : undefined
   try {
-    // What every rank runs with, written once here: the rank steps (Node's and native) and Slurm's task hook read it.
-    const { existingAuditModule, AUDIT_MISSING, taskEnv } = await import('./rank-env.ts')
-    const audit = job.redirect ? await existingAuditModule() : undefined
-    if (job.redirect && !audit) log(`warning: ${AUDIT_MISSING}`)
-    await state.ready({ mountPoint: agent.mountPoint, pid: process.pid, storePath: agent.storePath }, taskEnv(job, agent.mountPoint, audit))
+    // What every rank runs with, for this mount: the rank steps (Node's and native) and Slurm's task hook read it.
+    const { expandTaskEnv } = await import('./rank-env.ts')
+    await state.ready({ mountPoint: agent.mountPoint, pid: process.pid, storePath: agent.storePath }, expandTaskEnv(job.taskEnv, agent.mountPoint))
     startCpu = plus(usageSince(usageFrom), agent.processUsage().start)
     log(`${agent.mountPoint} ready for the ranks on ${node}`)
     await (launch.untilStopped ? stop : Promise.race([stop, state.ranksEnded(launch.expect ?? 0)]))

@@ -7,11 +7,14 @@
 //   swarm.c        the set: which blocks to ask whom for, assembly and check, serving, the store
 //   source.c       the fallback: pieces read from the directories the set was described from
 //   main.c         options, the loop, timers and signals
+//   node-agent.c   a launch's node agent: the job spec, the node state, the ranks
+//   json.c         reading the job spec
 #ifndef P2PRUN_AGENT_H
 #define P2PRUN_AGENT_H
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/uio.h>
 #include "description.h"
 
@@ -24,6 +27,25 @@
 #define MAX_QUEUED_BYTES (16u << 20) // still to send to one peer after a flush (peer.c)
 
 uint64_t now_ms (void);
+
+// ---- serving a mount (main.c), for `mount` or a launch's node agent (node-agent.c), which hooks in
+struct serve_hooks {
+  // The description, read and checked already; NULL: the DESCRIPTION argument's.
+  const struct description *description;
+  void (*ready) (void);     // mounted
+  // A failure, said on stderr already (then the agent ends).
+  void (*failed) (const char *code, const char *message, const char *hint);
+  void (*tick) (void);      // every TICK_MS
+  void (*ended) (void);     // unmounted after it served
+};
+// `mount`'s arguments (argv[0] "mount"); the exit code.
+int agent_mount (int argc, char **argv, const struct serve_hooks *hooks);
+// Unmount and leave, as on SIGTERM.
+void agent_stop (void);
+int node_agent (int argc, char **argv);
+// This process's CPU so far, and the agent's counters with `extra` members first, as JSON.
+void usage_json (char *out, size_t size);
+void write_stats (FILE *f, const char *extra);
 
 // Big-endian 32-bit integers, as the wire has them.
 static inline void put32 (uint8_t *at, uint32_t v) {

@@ -55,7 +55,10 @@ int description_read (const char *file, struct description *d, char *error, size
   }
   close(fd);
   if (!d->bytes || d->size == 0) FAIL("cannot read description %s", file);
+  return description_parse(d, file, error, error_size);
+}
 
+int description_parse (struct description *d, const char *file, char *error, size_t error_size) {
   const uint8_t *at = d->bytes;
   struct bval torrent, info, v;
   if (!bdecode(&at, d->bytes + d->size, &torrent) || torrent.kind != B_DICT || at != d->bytes + d->size) {

@@ -30,6 +30,9 @@ struct description {
 
 // Reads and checks `file`; on failure returns -1 with a one-line reason in `error`.
 int description_read (const char *file, struct description *d, char *error, size_t error_size);
+// Checks the bytes in d->bytes (d->size of them, malloc'd: `d` owns them from here), named `file`
+// in messages; as description_read.
+int description_parse (struct description *d, const char *file, char *error, size_t error_size);
 void description_free (struct description *d);
 // The size of piece `index` (the last one may be shorter).
 uint32_t piece_size (const struct description *d, uint32_t index);

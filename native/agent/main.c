@@ -14,6 +14,8 @@
 // --help: p2prun's version, the usage.
 // For a parent that starts it (lib/native-agent.ts): DESCRIPTION "-" is read from standard input;
 // --notify-fd FD says `ok` or the failure there (--daemon's pipe); --die-with-parent.
+//   p2prun-agent node-agent --node NAME --launch-id ID [--expect N] [--until-stopped] -- P2PRUN...
+// is a launch's node agent (node-agent.c): it serves a mount as `mount` does.
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -223,8 +225,14 @@ static void json_escape (char *out, size_t size, const char *text) {
 
 // The one line of a failure: to a parent waiting on --notify-fd (which tells it), else on stderr;
 // the exit code of a bad input.
+static const struct serve_hooks *hooks;
+
 static int fail_as (const char *code, const char *what, const char *hint) {
-  if (notify_fd < 0) { fprintf(stderr, "p2prun-agent: %s (hint: %s)\n", what, hint); return 2; }
+  if (notify_fd < 0) {
+    fprintf(stderr, "p2prun-agent: %s (hint: %s)\n", what, hint);
+    if (hooks) hooks->failed(code, what, hint); // after the line: it may keep the log
+    return 2;
+  }
   char message[1400], hint_json[700], line[2200];
   json_escape(message, sizeof message, what);
   json_escape(hint_json, sizeof hint_json, hint);
@@ -238,7 +246,7 @@ static int fail (const char *what, const char *hint) {
 }
 
 // This process's CPU and context switches so far, as lib/session/node.ts counts a Node agent's.
-static void usage_json (char *out, size_t size) {
+void usage_json (char *out, size_t size) {
   struct rusage u;
   getrusage(RUSAGE_SELF, &u);
   snprintf(out, size, "{\"user\":%.6f,\"system\":%.6f,\"voluntary\":%ld,\"involuntary\":%ld}",
@@ -246,13 +254,13 @@ static void usage_json (char *out, size_t size) {
 }
 
 // What the agent moved and served, as `p2prun mount --stats` writes it (the members both have),
-// and what it cost: its whole life's CPU.
-static void write_stats (FILE *f) {
+// `extra` members first, and what it cost: its whole life's CPU.
+void write_stats (FILE *f, const char *extra) {
   char counters[1024], cpu[200];
   mount_counters_json(counters, sizeof counters);
   usage_json(cpu, sizeof cpu);
-  fprintf(f, "{\"swarm\":{\"fromHead\":%llu,\"fromPeers\":%llu,\"fromSource\":%llu,\"uploaded\":%llu,\"piecesHave\":%u,\"pieceCount\":%u,\"failedPieces\":%llu,\"requests\":%llu,\"rejected\":%llu},\"fs\":{%s},\"cpu\":%s}\n",
-    (unsigned long long)stats.from_head, (unsigned long long)stats.from_peers, (unsigned long long)stats.from_source,
+  fprintf(f, "{%s\"swarm\":{\"fromHead\":%llu,\"fromPeers\":%llu,\"fromSource\":%llu,\"uploaded\":%llu,\"piecesHave\":%u,\"pieceCount\":%u,\"failedPieces\":%llu,\"requests\":%llu,\"rejected\":%llu},\"fs\":{%s},\"cpu\":%s}\n",
+    extra, (unsigned long long)stats.from_head, (unsigned long long)stats.from_peers, (unsigned long long)stats.from_source,
     (unsigned long long)stats.uploaded, swarm_have_count(), job.desc.piece_count, (unsigned long long)stats.failed_pieces,
     (unsigned long long)stats.requests, (unsigned long long)stats.rejected, counters, cpu);
   fflush(f);
@@ -261,7 +269,7 @@ static void write_stats (FILE *f) {
 static void write_stats_file (const char *file) {
   FILE *f = fopen(file, "w");
   if (!f) { fprintf(stderr, "p2prun-agent: cannot write %s: %s\n", file, strerror(errno)); return; }
-  write_stats(f);
+  write_stats(f, "");
   fclose(f);
 }
 
@@ -293,12 +301,19 @@ static void on_mounted (const char *failure) {
   char hex[41];
   for (int i = 0; i < 20; i++) sprintf(hex + 2 * i, "%02x", job.desc.info_hash[i]);
   if (ready_file) write_ready_file();
+  if (hooks) hooks->ready();
   printf("mounted infohash=%s mode=%s at=%s\n", hex, MODE_NAMES[job.mode], mount_path());
   char line[220];
   usage_json(line + 3, sizeof line - 4);
   memcpy(line, "ok ", 3);
   strcat(line, "\n");
   notify(line); // with what starting cost, for the parent's counters
+}
+
+static bool stop_requested;
+
+void agent_stop (void) {
+  stop_requested = true;
 }
 
 int main (int argc, char **argv) {
@@ -312,7 +327,13 @@ int main (int argc, char **argv) {
     long fd;
     if (strcmp(argv[i], "--notify-fd") == 0 && whole_number(argv[i + 1], 3, 1023, &fd)) notify_fd = (int)fd;
   }
+  if (argc >= 2 && strcmp(argv[1], "node-agent") == 0) return node_agent(argc - 1, argv + 1);
   if (argc < 2 || strcmp(argv[1], "mount") != 0) return fail("expected a command: mount DESCRIPTION MOUNTPOINT", USAGE);
+  return agent_mount(argc - 1, argv + 1, NULL);
+}
+
+int agent_mount (int argc, char **argv, const struct serve_hooks *node_hooks) {
+  hooks = node_hooks;
   const char *desc_file = NULL, *store_dir = "/dev/shm", *stats_file = NULL, *fuse_device = "/dev/fuse";
   long port = 0, uid = getuid(), gid = getgid();
   double stall_seconds = 60; // lib/config.ts's defaults, as for the Node agent
@@ -321,7 +342,7 @@ int main (int argc, char **argv) {
   bool allow_other = false;
   const char *trackers[MAX_ADDRESSES], *seeders[MAX_ADDRESSES];
   int tracker_count = 0, seeder_count = 0;
-  for (int i = 2; i < argc; i++) {
+  for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *value = i + 1 < argc ? argv[i + 1] : NULL;
     char what[160];
     long n;
@@ -393,7 +414,8 @@ int main (int argc, char **argv) {
   if (secret && *secret && parse_secret(secret) < 0) return fail("P2PRUN_SECRET is not a job secret: expected at least 16 bytes in hex", "make one with `openssl rand -hex 32`");
 
   char error[600] = "";
-  if (description_read(desc_file, &job.desc, error, sizeof error) < 0) return fail_as("DESCRIPTION", error, "make one with `p2prun describe DIR -o FILE`");
+  if (hooks && hooks->description) job.desc = *hooks->description;
+  else if (description_read(desc_file, &job.desc, error, sizeof error) < 0) return fail_as("DESCRIPTION", error, "make one with `p2prun describe DIR -o FILE`");
   struct table table;
   char tree_error[500];
   if (tree_table(&job.desc, (uid_t)uid, (gid_t)gid, &table, tree_error, sizeof tree_error) < 0) {
@@ -446,7 +468,7 @@ int main (int argc, char **argv) {
   bool stopping = false;
   uint64_t next_tick = now_ms() + TICK_MS, stop_by = 0;
   while (state != FAILED) {
-    if (!stopping && mount_gone()) { stopping = true; stop_by = now_ms() + STOP_WAIT_MS; tracker_announce(EV_STOPPED); }
+    if (!stopping && (mount_gone() || stop_requested)) { stopping = true; stop_by = now_ms() + STOP_WAIT_MS; tracker_announce(EV_STOPPED); }
     if (stopping && (!tracker_busy() || now_ms() >= stop_by)) break;
     uint64_t now = now_ms();
     int timeout = now >= next_tick ? 0 : (int)(next_tick - now);
@@ -458,7 +480,7 @@ int main (int argc, char **argv) {
       struct signalfd_siginfo info;
       bool stop_asked = false;
       while (read(stop.fd, &info, sizeof info) > 0) {
-        if (info.ssi_signo == SIGUSR1) write_stats(stdout); else stop_asked = true;
+        if (info.ssi_signo == SIGUSR1) write_stats(stdout, ""); else stop_asked = true;
       }
       if (!stop_asked) continue;
       if (!stopping) { stopping = true; stop_by = now_ms() + STOP_WAIT_MS; tracker_announce(EV_STOPPED); }
@@ -470,14 +492,16 @@ int main (int argc, char **argv) {
       swarm_tick();
       tracker_tick();
       mount_tick(swarm_last_block_at());
+      if (hooks && hooks->tick) hooks->tick();
       peers_bury();
       next_tick = now_ms() + TICK_MS;
     }
   }
   if (ready_file && state == MOUNTED) unlink(ready_file);
-  if (stats_file && strcmp(stats_file, "-") == 0) write_stats(stdout); // a parent's socket: not reopened by name
+  if (stats_file && strcmp(stats_file, "-") == 0) write_stats(stdout, ""); // a parent's socket: not reopened by name
   else if (stats_file) write_stats_file(stats_file);
   mount_stop();
+  if (hooks && state != FAILED) hooks->ended();
   debug("from the head %llu, from peers %llu, uploaded %llu bytes; %llu pieces failed their check",
     (unsigned long long)stats.from_head, (unsigned long long)stats.from_peers, (unsigned long long)stats.uploaded,
     (unsigned long long)stats.failed_pieces);

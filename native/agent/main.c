@@ -30,6 +30,7 @@
 #include <sys/resource.h>
 #include <sys/random.h>
 #include <sys/signalfd.h>
+#include <sys/statvfs.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -273,6 +274,16 @@ static void write_stats_file (const char *file) {
   fclose(f);
 }
 
+// A size as lib/description.ts's formatBytes writes it (its messages and these read alike).
+static void format_bytes (uint64_t n, char *out, size_t size) {
+  static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB" };
+  double v = (double)n;
+  int i = 0;
+  while (v >= 1024 && i < 4) { v /= 1024; i++; }
+  if (i == 0) snprintf(out, size, "%llu B", (unsigned long long)n);
+  else snprintf(out, size, "%.*f %s", v < 10 ? 2 : 1, v, units[i]);
+}
+
 static enum { STARTING, MOUNTED, FAILED } state = STARTING;
 static const char *mount_arg, *ready_file;
 static const char *const MODE_NAMES[] = { [MODE_EAGER] = "eager", [MODE_BLOCK] = "block", [MODE_FILE] = "file" };
@@ -448,6 +459,14 @@ int agent_mount (int argc, char **argv, const struct serve_hooks *node_hooks) {
   epfd = epoll_create1(EPOLL_CLOEXEC);
   struct watch stop = { .ready = NULL, .fd = signalfd(-1, &stop_signals, SFD_NONBLOCK | SFD_CLOEXEC) };
   if (epfd < 0 || stop.fd < 0 || loop_add(&stop, EPOLLIN) < 0) return fail_as("LAUNCH", strerror(errno), "the agent needs epoll and signalfd (Linux)");
+  struct statvfs fs;
+  if (statvfs(store_dir, &fs) == 0 && (uint64_t)fs.f_bavail * fs.f_frsize < job.desc.total_bytes) {
+    char free_text[32], set_text[32];
+    format_bytes((uint64_t)fs.f_bavail * fs.f_frsize, free_text, sizeof free_text);
+    format_bytes(job.desc.total_bytes, set_text, sizeof set_text);
+    snprintf(error, sizeof error, "the store directory %s has %s free and the set needs %s", store_dir, free_text, set_text);
+    return fail_as("SWARM", error, "pass --store-dir with room for it, or serve less (--libs DIR, or --libs-policy network)");
+  }
   if (swarm_init(store_dir) < 0) {
     snprintf(error, sizeof error, "cannot make a store of %llu bytes in %s: %s", (unsigned long long)job.desc.total_bytes, store_dir, strerror(errno));
     return fail_as("SWARM", error, "--store-dir takes a writable directory with room for the set, such as /dev/shm");

@@ -139,7 +139,7 @@ static bool expand (const char *template, const char *letters, const char *info_
 // gives the same ones to a native agent under a Node one), with the secret in its environment;
 // false for anything it does not serve.
 static bool mount_args (const struct json *spec, const char **argv, int *argc) {
-  static char numbers[4][32], owner[64];
+  static char numbers[3][32], owner[64];
   const struct json *node = json_member(spec, "node"), *list;
   const char *mode = json_string(node, "mode"), *store = json_string(node, "storeDir"), *device = json_string(node, "fuseDevice");
   const char *info_hash = json_string(spec, "infoHash"), *template = json_string(spec, "mountPoint");

@@ -7,7 +7,6 @@ import path from 'node:path'
 import { AGENT_CHOICES, DATA_MODES, FALLBACK_MODES, type AgentChoice, type Config, type DataMode, type FallbackMode } from '../config.ts'
 import { P2prunError, quote, usageError } from '../errors.ts'
 import type { SourceLayout } from '../source-layout.ts'
-import type { TaskEnvEntry } from './rank-env.ts'
 
 export const JOB_ENV = 'P2PRUN_JOB'
 /** Test knob: every rank acts as its own node (own agent, own mount), so one host emulates many. */
@@ -23,6 +22,13 @@ export const SLURM_LAUNCH = 'slurm'
 
 /** Bumped when a field changes meaning: a node of another version refuses the spec by name. */
 export const JOB_SPEC_VERSION = 3
+
+/** One variable of a rank's environment (rank-env.ts). set: replaces; prepend: ours, then the task's own (':'); append: the task's own, then ours. */
+export interface TaskEnvEntry {
+  readonly name: string
+  readonly op: 'set' | 'prepend' | 'append'
+  readonly value: string
+}
 
 /** The settings a node needs for a launch: the launch's own, fixed when it started. */
 export interface NodeSettings {

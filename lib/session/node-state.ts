@@ -28,7 +28,7 @@ import { failureError, P2prunError, type FailureRecord } from '../errors.ts'
 import { writeAtomic } from '../files.ts'
 import { native, type Native } from '../native.ts'
 import { isAlive } from './process.ts'
-import type { TaskEnvEntry } from './rank-env.ts'
+import type { TaskEnvEntry } from './job-spec.ts'
 
 type WatchExit = Native['watchExit']
 

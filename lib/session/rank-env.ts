@@ -7,16 +7,7 @@
 // --p2plibs job Slurm's task hook (slurm/p2plibs.c).
 import { existsSync } from 'node:fs'
 import { AUDIT_FILE, distFile } from '../dist-files.ts'
-import { libraryPath, type JobSpec } from './job-spec.ts'
-
-/** set: replaces; prepend: ours, then the task's own (':'); append: the task's own, then ours. */
-export type TaskEnvOp = 'set' | 'prepend' | 'append'
-
-export interface TaskEnvEntry {
-  readonly name: string
-  readonly op: TaskEnvOp
-  readonly value: string
-}
+import { libraryPath, type JobSpec, type TaskEnvEntry } from './job-spec.ts'
 
 type Placement = Pick<JobSpec, 'libDirs' | 'redirect' | 'pythonPath'>
 

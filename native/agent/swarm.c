@@ -93,6 +93,22 @@ void swarm_close (void) {
   store_fd = -1;
 }
 
+// Every peer's requests topped up, the peers in a random order: a read needs one piece at a time,
+// and the first peer looked at that holds it is asked. In connection order that was always one of
+// the nodes that started first, and the fan-out cap turned the others down behind it
+// (lib/swarm/picker.ts's holders in a random order, measured there).
+static void fill_all (void) {
+  struct peer *order[MAX_PEERS];
+  memcpy(order, peers, (size_t)peer_count * sizeof *order);
+  for (int i = peer_count - 1; i > 0; i--) {
+    int j = (int)(random() % (i + 1));
+    struct peer *t = order[i];
+    order[i] = order[j];
+    order[j] = t;
+  }
+  for (int i = 0; i < peer_count; i++) fill(order[i]);
+}
+
 void swarm_prioritize (uint32_t first, uint32_t last) {
   for (uint32_t i = first; i <= last && i < d->piece_count; i++) {
     if (urgent[i] || have[i]) continue;
@@ -100,7 +116,7 @@ void swarm_prioritize (uint32_t first, uint32_t last) {
     urgent_count++;
   }
   // Peers with room for requests ask for these now, not at the next tick.
-  for (int i = 0; i < peer_count; i++) fill(peers[i]);
+  fill_all();
 }
 
 uint64_t swarm_last_block_at (void) {
@@ -501,7 +517,7 @@ void swarm_tick (void) {
     for (int r = 0; r < p->nreq; r++) {
       if (now - p->reqs[r].at > REQUEST_TIMEOUT_MS && now - p->last_block_at > REQUEST_TIMEOUT_MS) { peer_close(p, "answered no request in time"); break; }
     }
-    fill(p);
-    peer_flush(p);
   }
+  fill_all();
+  for (int i = 0; i < peer_count; i++) if (peers[i]->phase == P_OPEN) peer_flush(peers[i]);
 }

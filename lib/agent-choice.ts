@@ -6,13 +6,14 @@ import { usageError } from './errors.ts'
 import { nativeRefusal, NativeAgent } from './native-agent.ts'
 
 /**
- * The agent `choice` gives for `options`: native in eager mode when it serves them (`auto`), or
- * always (`native`: a usage error if it does not), else this process's.
+ * The agent `choice` gives for `options`: native when it serves them (`auto`), or always
+ * (`native`: a usage error if it does not), else this process's.
  */
 export function agentKind (options: AgentOptions, choice: AgentChoice): RunningAgent['kind'] {
-  // The native agent's block mode is behind the Node agent's at 8 nodes, and uneven there
-  // (bench/README.md, 2026-12-04 07:27): block and file modes are native when asked for only.
-  if (choice === 'node' || (choice === 'auto' && options.mode !== 'eager')) return 'node'
+  // In every mode: in block and file modes too the native agent is faster from 16 nodes on (at 32
+  // 11.1-11.9 s against 20.1-23.3 block, 14.1-14.2 against 22.3-24.3 file) and at a third of the
+  // CPU; at 8 nodes the Node agent's are 2.3-2.6 s faster (bench/README.md, 2026-12-04 09:22).
+  if (choice === 'node') return 'node'
   const refusal = nativeRefusal(options)
   if (refusal === undefined) return 'native'
   if (choice === 'native') throw usageError(`the native agent does not do ${refusal}`, 'set agent to auto or node (--agent, P2PRUN_AGENT)')

@@ -10,7 +10,7 @@ export const NATIVE_FILE = 'p2prun-native.node'
 export const AUDIT_FILE = 'p2prun-audit.so'
 /** The rank step of every rank but a node's first, without Node (native/rank-step.c; bin/p2prun-rank runs it). */
 export const RANK_STEP_FILE = 'p2prun-rank-step'
-/** The native node agent: `p2prun mount` in eager mode without Node (native/agent/). */
+/** The native node agent: `p2prun mount` and a launch's node agent without Node (native/agent/). */
 export const NATIVE_AGENT_FILE = 'p2prun-agent'
 
 export function distFile (name: string): string {

@@ -43,7 +43,7 @@ async function closedPort (): Promise<number> {
   return port
 }
 
-t.test('p2prun mount: eager mode from a tracker goes to the native agent, block and file modes when asked; the rest to the Node one', async (t) => {
+t.test('p2prun mount: every mode from a tracker goes to the native agent; a kept store and --agent node to the Node one', async (t) => {
   const j = await libraryJob(t)
   const eager = await mountAgent(j, j.file, path.join(j.dir, 'eager'), path.join(j.dir, 'eager.json'), nodeArgs(j, 'eager'))
   const pid = eager.child.pid as number
@@ -55,8 +55,8 @@ t.test('p2prun mount: eager mode from a tracker goes to the native agent, block 
   t.equal(exitCode, 0)
   t.ok(stats.swarm.fromHead > 0 && stats.fs.ops.read > 0, `--stats: ${stats.swarm.fromHead} bytes from the head, ${stats.fs.ops.read} reads`)
 
-  for (const [name, args, native] of [['block mode', [...nodeArgs(j, 'block'), '--agent', 'native'], true], ['file mode', [...nodeArgs(j, 'file'), '--agent', 'native'], true],
-    ['block mode, auto', nodeArgs(j, 'block'), false], ['a store kept', [...nodeArgs(j, 'eager'), '--keep-store'], false],
+  for (const [name, args, native] of [['block mode', nodeArgs(j, 'block'), true], ['file mode', nodeArgs(j, 'file'), true],
+    ['block mode, --agent native', [...nodeArgs(j, 'block'), '--agent', 'native'], true], ['a store kept', [...nodeArgs(j, 'eager'), '--keep-store'], false],
     ['--agent node', [...nodeArgs(j, 'eager'), '--agent', 'node'], false]] as const) {
     const agent = await mountAgent(j, j.file, path.join(j.dir, name.replace(/\W/g, '')), path.join(j.dir, 'other.json'), args)
     const programs = [...(await children(agent.child.pid as number)).values()]
@@ -151,7 +151,7 @@ t.test('the native agent reads what a stalled read waits for from the source dir
   t.match(String(u.stderr), /read \/libbar\.so\.2\.0 failed: no data arrived for 1 s \(0 peers connected\): .*, and the source directory cannot stand in: .*not-mounted-here.* \(hint: /, 'saying both')
 })
 
-t.test('a launch\'s node agents: the native node agent alone in eager mode with the description in the spec; a Node one with a native child when peers bring the description; Node alone in block mode or with a DHT', async (t) => {
+t.test('a launch\'s node agents: the native node agent alone with the description in the spec, in eager or block mode; a Node one with a native child when peers bring the description; Node alone with a DHT', async (t) => {
   const s = await scratch(t)
   const dirs = launchDirs(s)
   const app = path.join(s.dir, 'hello')
@@ -165,7 +165,7 @@ t.test('a launch\'s node agents: the native node agent alone in eager mode with 
   const cases = [
     ['eager, the description in the spec', [], {}, 'native, no Node process', `agent ${NATIVE_AGENT} children`],
     ['eager, the description from peers', [], { P2PRUN_DESCRIPTION_ROUTE: 'peers' }, 'native', `agent ${node} children ${NATIVE_AGENT}`],
-    ['block mode', ['--mode', 'block'], {}, 'node', `agent ${node} children`],
+    ['block mode', ['--mode', 'block'], {}, 'native, no Node process', `agent ${NATIVE_AGENT} children`],
     ['a DHT', ['--discovery', 'dht'], {}, 'node', `agent ${node} children`]
   ] as const
   for (const [name, extra, env, kind, served] of cases) {

@@ -157,6 +157,10 @@ void swarm_opened (struct peer *p);
 void swarm_closed (struct peer *p);
 void swarm_message (struct peer *p, uint8_t id, const uint8_t *payload, size_t length);
 void swarm_tick (void);
+// When a piece turned down (a reject) may be asked of that peer again, the earliest: the agent
+// wakes then and asks (swarm_wake), not at its next tick. UINT64_MAX: none waits.
+uint64_t swarm_wake_at (void);
+void swarm_wake (void);
 bool swarm_complete (void);
 uint32_t swarm_have_count (void);
 // Pieces a read or an open waits for: asked for before any other new piece.

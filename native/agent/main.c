@@ -489,8 +489,8 @@ int agent_mount (int argc, char **argv, const struct serve_hooks *node_hooks) {
   while (state != FAILED) {
     if (!stopping && (mount_gone() || stop_requested)) { stopping = true; stop_by = now_ms() + STOP_WAIT_MS; tracker_announce(EV_STOPPED); }
     if (stopping && (!tracker_busy() || now_ms() >= stop_by)) break;
-    uint64_t now = now_ms();
-    int timeout = now >= next_tick ? 0 : (int)(next_tick - now);
+    uint64_t now = now_ms(), wake = swarm_wake_at() < next_tick ? swarm_wake_at() : next_tick;
+    int timeout = now >= wake ? 0 : (int)(wake - now);
     struct epoll_event events[64];
     int n = epoll_wait(epfd, events, 64, timeout);
     for (int i = 0; i < n; i++) {
@@ -504,6 +504,7 @@ int agent_mount (int argc, char **argv, const struct serve_hooks *node_hooks) {
       if (!stop_asked) continue;
       if (!stopping) { stopping = true; stop_by = now_ms() + STOP_WAIT_MS; tracker_announce(EV_STOPPED); }
     }
+    if (now_ms() >= swarm_wake_at()) swarm_wake();
     peers_flush();
     peers_bury();
     if (now_ms() >= next_tick) {

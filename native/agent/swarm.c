@@ -62,6 +62,9 @@ static uint8_t *scratch;           // a piece read back for its check
 static uint8_t *urgent;            // per piece: a read or an open waits for it
 static uint32_t urgent_count;      // pieces marked urgent and not yet verified
 static uint64_t last_block_at;
+static uint64_t wake_at = UINT64_MAX;
+static uint64_t head_until[16];    // the ends of the head's last backoffs (wake_at's, besides the peers')
+static uint8_t head_until_next;
 int store_fd = -1;
 struct swarm_stats stats;
 
@@ -490,18 +493,36 @@ void swarm_message (struct peer *p, uint8_t id, const uint8_t *m, size_t length)
       if (!take_request(p, get32(m), get32(m + 4), get32(m + 8), &r)) return;
       stats.rejected++;
       release(&r);
+      uint64_t until = now_ms() + (p->head ? HEAD_BACKOFF_MS : PEER_BACKOFF_MS);
       if (p->head) {
-        head_wait[r.index] = now_ms() + HEAD_BACKOFF_MS;
+        head_wait[r.index] = until;
+        head_until[head_until_next] = until;
+        head_until_next = (uint8_t)((head_until_next + 1) % 16);
       } else {
-        p->backoff[p->backoff_next] = (typeof(p->backoff[0])){ r.index, now_ms() + PEER_BACKOFF_MS };
+        p->backoff[p->backoff_next] = (typeof(p->backoff[0])){ r.index, until };
         p->backoff_next = (uint8_t)((p->backoff_next + 1) % 8);
       }
+      if (until < wake_at) wake_at = until;
       break;
     }
     default:
       return;
   }
   fill(p);
+}
+
+uint64_t swarm_wake_at (void) {
+  return wake_at;
+}
+
+void swarm_wake (void) {
+  uint64_t now = now_ms();
+  wake_at = UINT64_MAX;
+  for (int i = 0; i < 16; i++) if (head_until[i] > now && head_until[i] < wake_at) wake_at = head_until[i];
+  for (int i = 0; i < peer_count; i++) {
+    for (int k = 0; k < 8; k++) if (peers[i]->backoff[k].until > now && peers[i]->backoff[k].until < wake_at) wake_at = peers[i]->backoff[k].until;
+  }
+  fill_all();
 }
 
 // Every 100 ms: peers that answer no request in time are dropped; the head is asked again for

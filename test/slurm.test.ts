@@ -8,7 +8,7 @@ import { setTimeout as delay } from 'node:timers/promises'
 import { promisify } from 'node:util'
 import { randomBytes } from 'node:crypto'
 import t, { type Test } from 'tap'
-import { ROOT } from './helpers/cli.ts'
+import { NATIVE_AGENT, ROOT } from './helpers/cli.ts'
 import { mountsUnder } from './helpers/launch.ts'
 import { freePortRange } from './helpers/ports.ts'
 import { buildLoadPrograms } from './helpers/load-programs.ts'
@@ -77,11 +77,14 @@ function mountsOf (output: string): Set<string> {
   return new Set([...output.matchAll(/^rank \S+ lib (\S+)\/lib\w+\.so[.\d]*$/gm)].map((m) => m[1] as string))
 }
 
-t.test('sbatch -N 4 with #SBATCH --p2plibs: every node loads the libraries from its own mount', async (t) => {
+t.test('sbatch -N 4 with #SBATCH --p2plibs: every node loads the libraries from its own mount, served by the native node agent alone', async (t) => {
   const { s, app, libs } = await example(t)
   const out = path.join(s.dir, 'out.txt')
+  // Each node's agent, named by its ready.json: the program it runs.
+  const agentOf = `${STATE}/p2prun-run/job-slurm-$SLURM_JOB_ID-$SLURMD_NODENAME/ready.json`
+  await writeFile(path.join(s.dir, 'agent.sh'), `#!/bin/sh\npid=$(sed -n 's/.*"pid":\\([0-9]*\\).*/\\1/p' ${agentOf})\necho "agent $(readlink /proc/$pid/exe)"\n`, { mode: 0o755 })
   await writeFile(path.join(s.dir, 'job.sh'), `#!/bin/bash\n#SBATCH -N 4\n#SBATCH --p2plibs=${libs}\n#SBATCH -o ${out}\n` +
-    `srun ${app}\nsrun sh -c 'grep -c p2prun /proc/self/maps || true'\n`)
+    `srun ${app}\nsrun sh -c 'grep -c p2prun /proc/self/maps || true'\nsrun ${path.join(s.dir, 'agent.sh')}\n`)
   const r = await slurm('sbatch', ['--wait', path.join(s.dir, 'job.sh')])
   t.equal(r.code, 0, r.stderr)
   const output = await readFile(out, 'utf8')
@@ -90,6 +93,7 @@ t.test('sbatch -N 4 with #SBATCH --p2plibs: every node loads the libraries from 
   t.equal(mounts.size, 4, `one mount per node: ${[...mounts].join(' ')}`)
   for (const m of mounts) t.match(m, new RegExp(`^${STATE}/mnt/slurm-\\d+-n[1-4]$`))
   t.match(output, /^0$/m, 'a program that loads nothing from the mount maps nothing of it')
+  t.equal(output.match(new RegExp(`^agent ${NATIVE_AGENT}$`, 'gm'))?.length, 4, `the prolog fetched the description, and every node's agent is ${NATIVE_AGENT}: ${output}`)
   await nothingLeft(t)
 })
 

@@ -17,7 +17,7 @@ import type { JobSecret } from '../swarm/job-auth.ts'
 import type { NodeList } from '../swarm/node-list.ts'
 import type { KeptStore } from '../swarm/node.ts'
 import type { RunningAgent, Usage } from '../agent.ts'
-import { descriptionOf, encodeJob, expandTemplate, JOB_ENV, type JobSpec } from './job-spec.ts'
+import { descriptionOf, encodeJob, expandTemplate, JOB_ENV, specDescription, type JobSpec } from './job-spec.ts'
 import { NodeState } from './node-state.ts'
 
 export interface AgentLaunch {
@@ -146,6 +146,23 @@ export async function runAgent (launch: AgentLaunch, stop: Promise<unknown>, log
     if (debug >= 1) await state.keepLog().catch(() => {})
     await state.remove()
   }
+}
+
+/**
+ * `job` with the description in it, fetched here, when the node's agent is the native one and the
+ * spec came without it (a Slurm job's: the SPANK plugin's buffer has no room): Slurm's prolog, a
+ * Node process that ends once the agent is up, fetches it (peers first, as an agent would) and the
+ * native node agent serves the job without a Node process of its own. Unchanged otherwise, or if
+ * it does not fit the spec.
+ */
+export async function withDescription (job: JobSpec, node: string, log: (line: string) => void): Promise<JobSpec> {
+  if (job.description !== undefined || job.node.agent !== 'native') return job
+  const { parseJobSecret } = await import('../swarm/job-auth.ts')
+  const secret = job.secret === undefined ? undefined : parseJobSecret(job.secret, `${JOB_ENV}'s secret`)
+  const desc = await descriptionFor(job, secret, undefined, undefined, node, () => {}, log)
+  const { peerShareable } = await import('../description.ts')
+  const description = specDescription(peerShareable(desc))
+  return description === undefined ? job : { ...job, description }
 }
 
 /**

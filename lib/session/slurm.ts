@@ -7,9 +7,9 @@
 import { chown, rm, rmdir } from 'node:fs/promises'
 import path from 'node:path'
 import { AUTO_LIBS, defaultRunDir } from '../config.ts'
-import { usageError } from '../errors.ts'
+import { failureOf, usageError } from '../errors.ts'
 import { decodeJob, JOB_ENV, launchIdOf, type JobSpec } from './job-spec.ts'
-import { spawnAgent } from './node.ts'
+import { spawnAgent, withDescription } from './node.ts'
 import { NodeState, readWarmAgentRecord, warmAgentFiles } from './node-state.ts'
 import { terminate } from './process.ts'
 import { nodeName } from './rank-identity.ts'
@@ -57,7 +57,10 @@ export async function startJobAgent (cli: readonly string[], job: JobSpec, env: 
   await state.create()
   await state.claimAgent() // the job's ranks find this agent and never start one
   await chown(state.dir, uid, gid)
-  await spawnAgent(cli, state, { job, node, launchId, untilStopped: true, env: { PATH: env.PATH ?? '/usr/bin:/bin', ...(hostlist ? { SLURM_JOB_NODELIST: hostlist } : {}) } }, {
+  // Its failure is the node's, as the agent's would be: the job's ranks read it from the state.
+  const served = await withDescription(job, node, (line) => process.stderr.write(`p2prun prolog: ${line}\n`))
+    .catch(async (err: unknown) => { await state.fail(failureOf(err)); throw err })
+  await spawnAgent(cli, state, { job: served, node, launchId, untilStopped: true, env: { PATH: env.PATH ?? '/usr/bin:/bin', ...(hostlist ? { SLURM_JOB_NODELIST: hostlist } : {}) } }, {
     ...(process.getuid?.() === 0 && uid !== 0 ? { uid, gid } : {})
   })
   await state.waitReady(`node ${node}`, job.node.startTimeoutMs)

@@ -212,8 +212,7 @@ static void notify (const char *line) {
   notify_fd = -1;
 }
 
-// `text` as a JSON string's contents.
-static void json_escape (char *out, size_t size, const char *text) {
+void json_escape (char *out, size_t size, const char *text) {
   size_t used = 0;
   for (; *text && used + 7 < size; text++) {
     unsigned char c = (unsigned char)*text;
@@ -286,18 +285,35 @@ static void format_bytes (uint64_t n, char *out, size_t size) {
 
 static enum { STARTING, MOUNTED, FAILED } state = STARTING;
 static const char *mount_arg, *ready_file;
-static const char *const MODE_NAMES[] = { [MODE_EAGER] = "eager", [MODE_BLOCK] = "block", [MODE_FILE] = "file" };
+const char *const MODE_NAMES[] = { [MODE_EAGER] = "eager", [MODE_BLOCK] = "block", [MODE_FILE] = "file" };
+
+void hex_of (const uint8_t *bytes, size_t n, char *out) {
+  for (size_t i = 0; i < n; i++) sprintf(out + 2 * i, "%02x", bytes[i]);
+  out[2 * n] = 0;
+}
+
+bool write_atomic (const char *file, bool exclusive, void (*write) (FILE *f, const void *arg), const void *arg) {
+  char temp[4300];
+  if ((size_t)snprintf(temp, sizeof temp, "%s.%d.tmp", file, (int)getpid()) >= sizeof temp) return false;
+  FILE *f = fopen(temp, "w");
+  if (!f) return false;
+  write(f, arg);
+  bool ok = fclose(f) == 0 && (exclusive ? link(temp, file) == 0 : rename(temp, file) == 0);
+  if (exclusive || !ok) unlink(temp);
+  return ok;
+}
+
+static void write_ready (FILE *f, const void *arg) {
+  (void)arg;
+  char escaped[8192];
+  json_escape(escaped, sizeof escaped, mount_path());
+  fprintf(f, "{\"pid\":%d,\"mountPoint\":\"%s\"}", (int)getpid(), escaped);
+}
 
 // --ready-file: {"pid","mountPoint"} once mounted, as `p2prun mount --ready-file` writes it
 // (written whole, then renamed into place); removed when the agent ends.
 static void write_ready_file (void) {
-  char escaped[8192], temp[4200];
-  json_escape(escaped, sizeof escaped, mount_path());
-  if ((size_t)snprintf(temp, sizeof temp, "%s.%d.tmp", ready_file, (int)getpid()) >= sizeof temp) return;
-  FILE *f = fopen(temp, "w");
-  if (!f) { fprintf(stderr, "p2prun-agent: cannot write %s: %s\n", temp, strerror(errno)); return; }
-  fprintf(f, "{\"pid\":%d,\"mountPoint\":\"%s\"}", (int)getpid(), escaped);
-  if (fclose(f) != 0 || rename(temp, ready_file) != 0) { fprintf(stderr, "p2prun-agent: cannot write %s: %s\n", ready_file, strerror(errno)); unlink(temp); }
+  if (!write_atomic(ready_file, false, write_ready, NULL)) fprintf(stderr, "p2prun-agent: cannot write %s: %s\n", ready_file, strerror(errno));
 }
 
 static void on_mounted (const char *failure) {
@@ -310,7 +326,7 @@ static void on_mounted (const char *failure) {
   }
   state = MOUNTED;
   char hex[41];
-  for (int i = 0; i < 20; i++) sprintf(hex + 2 * i, "%02x", job.desc.info_hash[i]);
+  hex_of(job.desc.info_hash, 20, hex);
   if (ready_file) write_ready_file();
   if (hooks) hooks->ready();
   printf("mounted infohash=%s mode=%s at=%s\n", hex, MODE_NAMES[job.mode], mount_path());

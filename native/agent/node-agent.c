@@ -97,7 +97,7 @@ static bool spec_description (const struct json *spec, struct description *d) {
   char error[600];
   if (!inflated || description_parse(d, "P2PRUN_JOB's description", error, sizeof error) < 0) { description_free(d); return false; }
   char hex[41];
-  for (int i = 0; i < 20; i++) sprintf(hex + 2 * i, "%02x", d->info_hash[i]);
+  hex_of(d->info_hash, 20, hex);
   if (strcmp(hex, info_hash) == 0) return true;
   description_free(d);
   return false;
@@ -200,27 +200,16 @@ static void path_in (char *out, size_t size, const char *name) {
 }
 
 static void json_quote (FILE *f, const char *s) {
-  fputc('"', f);
-  for (; *s; s++) {
-    unsigned char c = (unsigned char)*s;
-    if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
-    else if (c < 0x20) fprintf(f, "\\u%04x", c);
-    else fputc(c, f);
-  }
-  fputc('"', f);
+  char escaped[8192];
+  json_escape(escaped, sizeof escaped, s);
+  fprintf(f, "\"%s\"", escaped);
 }
 
-// Written aside, then put in place: renamed, or linked where the first one must win (failed.json).
+// A record of the node state, put in place whole (failed.json: the first one wins).
 static bool write_record (const char *name, bool exclusive, void (*write) (FILE *f, const void *arg), const void *arg) {
-  char file[4200], temp[4300];
+  char file[4200];
   path_in(file, sizeof file, name);
-  snprintf(temp, sizeof temp, "%s.%d.tmp", file, (int)getpid());
-  FILE *f = fopen(temp, "w");
-  if (!f) return false;
-  write(f, arg);
-  bool ok = fclose(f) == 0 && (exclusive ? link(temp, file) == 0 : rename(temp, file) == 0);
-  if (exclusive || !ok) unlink(temp);
-  return ok;
+  return write_atomic(file, exclusive, write, arg);
 }
 
 // RUN_DIR/logs/LAUNCH-NODE.log (node-state.ts's keepLog).
@@ -370,17 +359,11 @@ static void on_ready (void) {
 
 // Its counters as node.ts logs them (lib/native-agent.ts's shape: what the mount is first).
 static void log_stats (void) {
-  char extra[8600], escaped[8200];
-  size_t k = 0;
-  for (const char *c = agent.mount_point; *c && k + 2 < sizeof escaped; c++) {
-    if (*c == '"' || *c == '\\') escaped[k++] = '\\';
-    escaped[k++] = *c;
-  }
-  escaped[k] = 0;
-  char hex[41];
-  for (int i = 0; i < 20; i++) sprintf(hex + 2 * i, "%02x", job.desc.info_hash[i]);
+  char extra[8600], escaped[8200], hex[41];
+  json_escape(escaped, sizeof escaped, agent.mount_point);
+  hex_of(job.desc.info_hash, 20, hex);
   snprintf(extra, sizeof extra, "\"infoHash\":\"%s\",\"mode\":\"%s\",\"mountPoint\":\"%s\",\"startCpu\":%s,", hex,
-    job.mode == MODE_EAGER ? "eager" : job.mode == MODE_BLOCK ? "block" : "file", escaped, agent.start_cpu[0] ? agent.start_cpu : "null");
+    MODE_NAMES[job.mode], escaped, agent.start_cpu[0] ? agent.start_cpu : "null");
   fputs("p2prun node-agent: stats ", stderr);
   write_stats(stderr, extra);
 }

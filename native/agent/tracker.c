@@ -117,7 +117,7 @@ static void start (struct tracker *t, enum announce_event event) {
     uint8_t proof[32];
     job_proof("announce", job.desc.info_hash, 20, job.peer_id, 20, NULL, 0, proof);
     strcpy(auth, "&p2prun_auth=");
-    for (int i = 0; i < 32; i++) sprintf(auth + 13 + 2 * i, "%02x", proof[i]);
+    hex_of(proof, 32, auth + 13);
   }
   const char *p = *path ? path : "/";
   uint64_t left = swarm_left();

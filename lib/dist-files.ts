@@ -1,6 +1,7 @@
 // What scripts/build.ts compiles into dist/ beside the bundle, and where that is from whichever
 // runs: the bundle (dist/cli-bundle.js) or the sources (this file is in lib/). Apart from
 // native.ts, which loads the addon when imported: a rank's step needs only a path.
+import { existsSync } from 'node:fs'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 
@@ -16,4 +17,10 @@ export const NATIVE_AGENT_FILE = 'p2prun-agent'
 export function distFile (name: string): string {
   const here = path.dirname(fileURLToPath(import.meta.url))
   return path.join(path.basename(here) === 'dist' ? here : path.join(here, '../dist'), name)
+}
+
+/** distFile, if this installation has it (a tree never built has none). */
+export function builtDistFile (name: string): string | undefined {
+  const file = distFile(name)
+  return existsSync(file) ? file : undefined
 }

@@ -7,11 +7,10 @@
 // in its environment. It says `ok` or its failure on a pipe, and its counters on stdout when asked
 // (SIGUSR1) and when it ends.
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process'
-import { existsSync } from 'node:fs'
 import { createInterface } from 'node:readline'
 import type { AgentOptions, RunningAgent, Usage } from './agent.ts'
 import { peerShareable } from './description.ts'
-import { distFile, NATIVE_AGENT_FILE } from './dist-files.ts'
+import { builtDistFile, distFile, NATIVE_AGENT_FILE } from './dist-files.ts'
 import { P2prunError } from './errors.ts'
 import { readyLine } from './session/process.ts'
 import { SECRET_ENV } from './swarm/job-auth.ts'
@@ -23,12 +22,6 @@ const MAX_ADDRESSES = 16
 /** How long a stopped agent may take to unmount and tell the tracker before it is killed. */
 const STOP_WAIT_MS = 15_000
 
-/** The native agent's program, if this installation has one. */
-export function nativeAgentProgram (): string | undefined {
-  const file = distFile(NATIVE_AGENT_FILE)
-  return existsSync(file) ? file : undefined
-}
-
 /** What of `options` the native agent does not do, as "it does not do …" ends; undefined: it serves them all. */
 export function nativeRefusal (options: AgentOptions): string | undefined {
   const { node, description } = options
@@ -38,7 +31,7 @@ export function nativeRefusal (options: AgentOptions): string | undefined {
   if (options.keepStore || node.reuseStore) return 'stores kept for the next launch (agent-linger, --keep-store)'
   if ((node.trackers ?? description.trackers).length > MAX_ADDRESSES || [...description.seeders, ...node.seeders ?? []].length > MAX_ADDRESSES ||
     (node.fallback?.dirs.length ?? 0) > MAX_ADDRESSES) return `more than ${MAX_ADDRESSES} trackers, seeders or source directories`
-  if (!nativeAgentProgram()) return `anything here: ${distFile(NATIVE_AGENT_FILE)} is not built`
+  if (!builtDistFile(NATIVE_AGENT_FILE)) return `anything here: ${distFile(NATIVE_AGENT_FILE)} is not built`
   return undefined
 }
 
@@ -64,7 +57,7 @@ function flags (options: AgentOptions): string[] {
  * or failure) are ours.
  */
 async function spawnNative (options: AgentOptions, extra: readonly string[], spawnOptions: SpawnOptions): Promise<ChildProcess> {
-  const program = nativeAgentProgram()
+  const program = builtDistFile(NATIVE_AGENT_FILE)
   if (!program) throw new P2prunError('LAUNCH', `${distFile(NATIVE_AGENT_FILE)} is missing`, { hint: 'rebuild p2prun (npm ci), or set agent to node' })
   ;(await import('./file-systems.ts')).checkStoreDir(options.node.storeDir, options.description.totalBytes)
   await (await import('./mount.ts')).checkMountable(options.mountPoint, options.fuseDevice)

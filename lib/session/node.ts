@@ -6,9 +6,8 @@
 // agent-linger, the process then waits for the node's next launch (warm-agent.ts), and runs this
 // again for it.
 import { spawn, type ChildProcess } from 'node:child_process'
-import { existsSync } from 'node:fs'
 import { open, rm } from 'node:fs/promises'
-import { distFile, NATIVE_AGENT_FILE } from '../dist-files.ts'
+import { builtDistFile, NATIVE_AGENT_FILE } from '../dist-files.ts'
 import { debugLevel } from '../debug.ts'
 import type { Description } from '../description.ts'
 import { failureOf, networkReason, P2prunError } from '../errors.ts'
@@ -56,11 +55,10 @@ export async function spawnAgent (cli: readonly string[], state: NodeState, laun
   const log = await open(state.logFile, 'a')
   try {
     if (options.uid !== undefined) await log.chown(options.uid, options.gid ?? options.uid)
-    const nativeAgent = distFile(NATIVE_AGENT_FILE)
-    const native = existsSync(nativeAgent)
-    const command = [...native ? [nativeAgent] : cli, 'node-agent', '--node', launch.node, '--launch-id', launch.launchId,
+    const nativeAgent = builtDistFile(NATIVE_AGENT_FILE)
+    const command = [...nativeAgent ? [nativeAgent] : cli, 'node-agent', '--node', launch.node, '--launch-id', launch.launchId,
       ...(launch.expect ? ['--expect', String(launch.expect)] : []), ...(launch.untilStopped ? ['--until-stopped'] : []),
-      ...native ? ['--', ...cli] : []]
+      ...nativeAgent ? ['--', ...cli] : []]
     const [file, ...args] = command as [string, ...string[]]
     const agent = spawn(file, args, {
       detached: true, // the agent outlives the rank step (which becomes the program) and the prolog

@@ -5,8 +5,7 @@
 // expands them for its mount and writes them to the node state (node-state.ts); every way a rank
 // starts applies that: p2prun's rank step (rank.ts, or native/rank-step.c), and under `srun` in a
 // --p2plibs job Slurm's task hook (slurm/p2plibs.c).
-import { existsSync } from 'node:fs'
-import { AUDIT_FILE, distFile } from '../dist-files.ts'
+import { AUDIT_FILE, builtDistFile, distFile } from '../dist-files.ts'
 import { libraryPath, type JobSpec, type TaskEnvEntry } from './job-spec.ts'
 
 type Placement = Pick<JobSpec, 'libDirs' | 'redirect' | 'pythonPath'>
@@ -41,19 +40,13 @@ export function taskEnv (job: Placement, mountPoint: string, auditModule: string
  */
 export function taskEnvTemplate (job: Placement): TaskEnvEntry[] {
   // A NUL cannot be in a path: it marks the mount point while the rest is escaped.
-  return taskEnv(job, '\0', job.redirect ? auditModule() : undefined)
+  return taskEnv(job, '\0', job.redirect ? builtDistFile(AUDIT_FILE) : undefined)
     .map((e) => ({ ...e, value: e.value.replaceAll('%', '%%').replaceAll('\0', '%m') }))
 }
 
 /** The spec's entries for the mount at `mountPoint` (native/agent/node-agent.c expands them the same way). */
 export function expandTaskEnv (entries: readonly TaskEnvEntry[], mountPoint: string): TaskEnvEntry[] {
   return entries.map((e) => ({ ...e, value: e.value.replace(/%([m%])/g, (_, c: string) => c === 'm' ? mountPoint : '%') }))
-}
-
-/** The audit module, if this installation has it (a tree never built has none). */
-export function auditModule (): string | undefined {
-  const module = distFile(AUDIT_FILE)
-  return existsSync(module) ? module : undefined
 }
 
 export const AUDIT_MISSING = `${distFile(AUDIT_FILE)} is missing: libraries found through DT_RPATH or loaded by absolute path come from their original place (hint: rebuild with npm run build)`

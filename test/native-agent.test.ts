@@ -22,14 +22,12 @@ function nativeAgent (j: Job, mountPoint: string, name: string, extra: readonly 
   return mountAgent(j, j.file, mountPoint, path.join(j.dir, `${name}.json`), [...nodeArgs(j, 'eager'), ...extra], env, [], NATIVE_AGENT)
 }
 
-/** Resolves once the agent's stderr has a line matching `pattern` (its P2PRUN_DEBUG log). */
+/** Resolves once the agent's stderr (its P2PRUN_DEBUG log), from its start, matches `pattern`. */
 function stderrLine (agent: MountedAgent, pattern: RegExp): Promise<void> {
   return new Promise((resolve) => {
-    let text = ''
-    agent.child.stderr?.on('data', (chunk: Buffer) => {
-      text += chunk.toString()
-      if (pattern.test(text)) resolve()
-    })
+    const check = () => { if (pattern.test(agent.stderrSoFar())) { agent.child.stderr?.off('data', check); resolve() } }
+    agent.child.stderr?.on('data', check)
+    check()
   })
 }
 
@@ -233,6 +231,31 @@ t.test('the fan-out: in block mode a piece goes to one peer at a time, the next 
     for (const p of peers) p.close()
     t.equal((await native.stop()).exitCode, 0)
   }
+})
+
+t.test('a read\'s piece is asked of the least advanced peer that holds it, not of the complete one', async (t) => {
+  const j = await job(t, async (dir) => {
+    await mkdir(path.join(dir, 'libs'))
+    for (const name of ['liba.so', 'libb.so']) await writeFile(path.join(dir, 'libs', name), randomBytes(2_000_000))
+    return path.join(dir, 'libs')
+  })
+  const start = (name: string, mode: string, env: Record<string, string> = {}) =>
+    mountAgent(j, j.file, path.join(j.dir, name), path.join(j.dir, `${name}.json`), nodeArgs(j, mode), env, [], NATIVE_AGENT)
+  const want = await readFile(path.join(j.libs, 'liba.so'))
+  // A has every piece; B, in block mode, only liba.so's (read through its mount).
+  const complete = await start('complete', 'eager')
+  t.same(await snapshotTree(complete.mountPoint, 0o555), await snapshotTree(j.libs, 0o555), 'A: every byte')
+  const partial = await start('partial', 'block')
+  t.ok((await readFile(path.join(partial.mountPoint, 'liba.so'))).equals(want), 'B: liba.so')
+  // C knows what the head, A and B have (their bitfields, which its log says) before it reads.
+  const reader = await start('reader', 'block', { P2PRUN_DEBUG: '1' })
+  await stderrLine(reader, /(has [1-9]\d* of \d+ pieces[^]*){3}/)
+  t.ok((await readFile(path.join(reader.mountPoint, 'liba.so'))).equals(want), 'C: liba.so')
+  const [a, b, c] = await Promise.all([complete, partial, reader].map((agent) => agent.stop()))
+  t.same([a?.exitCode, b?.exitCode, c?.exitCode], [0, 0, 0])
+  t.equal(c?.stats.swarm.fromHead, 0, 'C took nothing from the head: peers hold it')
+  t.equal(b?.stats.swarm.uploaded, c?.stats.swarm.fromPeers, 'C took every block from B')
+  t.equal(a?.stats.swarm.uploaded, b?.stats.swarm.fromPeers, 'A sent only what B took from it, nothing to C')
 })
 
 t.test('a peer whose blocks fail their check is dropped and refused; the set comes whole from the head', async (t) => {

@@ -1,11 +1,12 @@
 // The set as this node fetches and serves it: the store (one file, the set's bytes in torrent
 // order), which 16 KiB blocks of which pieces are free, asked for or in, the SHA-1 check of a
-// whole piece, what to ask each peer for, and what to serve. The policy is eager mode's, with
-// lib/swarm/picker.ts's rules (see pick): started pieces first, then what a read or an open waits
-// for, then the rarest piece a peer has, so the nodes fetch different pieces and serve each
-// other; the head only for pieces no other peer holds, and it turns down a piece another node is
-// fetching from it (a BEP 6 reject): asked again after HEAD_BACKOFF_MS. A block a read waits for
-// that one peer has held for ENDGAME_AFTER_MS is asked of a second (the endgame).
+// whole piece, what to ask each peer for, and what to serve. First what a read or an open waits
+// for, of the least advanced peer that holds it (ask_urgent), then, with lib/swarm/picker.ts's
+// rules (see pick), started pieces and in eager mode the rarest piece a peer has, so the nodes
+// fetch different pieces and serve each other; the head only for pieces no other peer holds, and
+// it turns down a piece another node is fetching from it (a BEP 6 reject): asked again after
+// HEAD_BACKOFF_MS. A block a read waits for that one peer has held for ENDGAME_AFTER_MS is asked
+// of a second (the endgame).
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -50,6 +51,7 @@ struct partial {
 
 static const struct description *d;
 static void fill (struct peer *p);
+static void ask_urgent (void);
 static uint8_t *have;
 static uint32_t have_count;
 static uint16_t *avail;            // open peers other than the head that have each piece
@@ -59,8 +61,9 @@ static uint32_t active_count;
 static uint64_t *head_wait;        // per piece: when the head may be asked for it again
 static struct sent { uint32_t serial; uint64_t at; } (*fan_out)[FETCH_ALL_FAN_OUT]; // per piece: to whom it went, when
 static uint8_t *scratch;           // a piece read back for its check
-static uint8_t *urgent;            // per piece: a read or an open waits for it
-static uint32_t urgent_count;      // pieces marked urgent and not yet verified
+static uint8_t *urgent;            // per piece: a read or an open waited for it
+static uint32_t *urgent_list;      // those not yet verified, in the order they were asked for
+static uint32_t urgent_count;
 static uint64_t last_block_at;
 static uint64_t wake_at = UINT64_MAX;
 static uint64_t head_until[16];    // the ends of the head's last backoffs (wake_at's, besides the peers')
@@ -80,7 +83,8 @@ int swarm_init (const char *store_dir) {
   scratch = malloc(d->piece_length);
   if (!have || !avail || !parts || !active || !head_wait || !fan_out || !scratch) return -1;
   urgent = calloc(n, 1);
-  if (!urgent) return -1;
+  urgent_list = calloc(n, sizeof *urgent_list);
+  if (!urgent || !urgent_list) return -1;
   // A sparse file on a full tmpfs would fail its writes later, piece after piece: refused now.
   // Unlinked at once: the agent's descriptor keeps it, and nothing is left behind when it ends.
   char path[4096];
@@ -96,29 +100,19 @@ void swarm_close (void) {
   store_fd = -1;
 }
 
-// Every peer's requests topped up, the peers in a random order: a read needs one piece at a time,
-// and the first peer looked at that holds it is asked. In connection order that was always one of
-// the nodes that started first, and the fan-out cap turned the others down behind it
-// (lib/swarm/picker.ts's holders in a random order, measured there).
+// What reads wait for first, then every peer's requests topped up.
 static void fill_all (void) {
-  struct peer *order[MAX_PEERS];
-  memcpy(order, peers, (size_t)peer_count * sizeof *order);
-  for (int i = peer_count - 1; i > 0; i--) {
-    int j = (int)(random() % (i + 1));
-    struct peer *t = order[i];
-    order[i] = order[j];
-    order[j] = t;
-  }
-  for (int i = 0; i < peer_count; i++) fill(order[i]);
+  ask_urgent();
+  for (int i = 0; i < peer_count; i++) fill(peers[i]);
 }
 
 void swarm_prioritize (uint32_t first, uint32_t last) {
   for (uint32_t i = first; i <= last && i < d->piece_count; i++) {
     if (urgent[i] || have[i]) continue;
     urgent[i] = 1;
-    urgent_count++;
+    urgent_list[urgent_count++] = i;
   }
-  // Peers with room for requests ask for these now, not at the next tick.
+  // Asked for now, not at the next tick.
   fill_all();
 }
 
@@ -239,6 +233,10 @@ static uint32_t outstanding_bytes (const struct peer *p) {
   return bytes;
 }
 
+static uint32_t read_depth (void) {
+  return PIPELINE_BYTES + (urgent_count > 0 ? READ_EXTRA_BYTES : 0);
+}
+
 // Asks p for the next free run of blocks of a started piece; false if it has none free.
 static bool ask_free_run (struct peer *p, uint32_t index) {
   struct partial *part = &parts[index];
@@ -261,27 +259,56 @@ static bool asked_of (const struct peer *p, uint32_t index, uint32_t b) {
   return false;
 }
 
-// One request for peer p, if it has anything this node still lacks; false: nothing to ask it now.
-// In order: a started piece's free blocks (what a read waits for first), a piece a read or an open
-// waits for, the rarest piece it has that nobody is fetching (ties broken from a random place, so
-// the nodes spread), and the endgame: a block a read waits for that another peer was asked for
-// ENDGAME_AFTER_MS ago and has not sent (lib/swarm/picker.ts keeps the same rules).
-static bool pick (struct peer *p, uint64_t now) {
-  for (int urgent_pass = 1; urgent_pass >= 0; urgent_pass--) {
-    for (uint32_t a = 0; a < active_count; a++) {
-      uint32_t index = active[a];
-      if (urgent[index] == urgent_pass && askable(p, index, now) && ask_free_run(p, index)) return true;
+// Whether p takes another request now: PIPELINE_BYTES in flight, more while a read waits.
+static bool has_room (const struct peer *p) {
+  return p->phase == P_OPEN && !p->chokes_us && p->nreq < MAX_OUTSTANDING && outstanding_bytes(p) < read_depth();
+}
+
+static bool has_free_block (const struct partial *part) {
+  return !part->blocks || memchr(part->blocks, FREE, part->count) != NULL;
+}
+
+// The pieces reads and opens wait for, in the order they came, each asked of the holder with room
+// that has the fewest pieces (ties: a random one). The nodes read the same pages in the same order,
+// so the node with the most pieces is the furthest ahead and holds what everyone reads: asked of a
+// holder at random, it served 2.3 copies of the set at 8 nodes in block mode, and every read queued
+// behind its uplink (25-30 ms for 64 KiB, against 1-6 ms from a holder not behind it). The least
+// advanced holder makes a chain: each node serves those just behind it. Measured against a random
+// holder and against the lesser of two random ones (bench/README.md, 2026-12-04 12:07).
+static void ask_urgent (void) {
+  uint64_t now = now_ms();
+  struct peer *holders[MAX_PEERS];
+  for (uint32_t u = 0; u < urgent_count; u++) {
+    uint32_t index = urgent_list[u];
+    while (has_free_block(&parts[index])) {
+      int n = 0;
+      for (int i = 0; i < peer_count; i++) if (has_room(peers[i]) && askable(peers[i], index, now)) holders[n++] = peers[i];
+      if (n == 0) break;
+      int from = (int)(random() % n);
+      struct peer *least = holders[from];
+      for (int k = 1; k < n; k++) if (holders[(from + k) % n]->has_count < least->has_count) least = holders[(from + k) % n];
+      if (!parts[index].blocks && !start_piece(index)) return;
+      ask_free_run(least, index);
     }
   }
-  uint32_t best = UINT32_MAX, best_avail = UINT32_MAX, n = d->piece_count;
-  for (uint32_t index = 0; urgent_count > 0 && index < n; index++) {
-    if (urgent[index] && !parts[index].blocks && askable(p, index, now)) { best = index; break; }
+}
+
+// One request for peer p, if it has anything this node still lacks other than what reads wait
+// for (ask_urgent's); false: nothing to ask it now. In order: a started piece's free blocks, the
+// rarest piece it has that nobody is fetching (eager mode; ties broken from a random place, so the
+// nodes spread), and the endgame: a block a read waits for that another peer was asked for
+// ENDGAME_AFTER_MS ago and has not sent (lib/swarm/picker.ts keeps the same rules).
+static bool pick (struct peer *p, uint64_t now) {
+  for (uint32_t a = 0; a < active_count; a++) {
+    uint32_t index = active[a];
+    if (!urgent[index] && askable(p, index, now) && ask_free_run(p, index)) return true;
   }
+  uint32_t best = UINT32_MAX, best_avail = UINT32_MAX, n = d->piece_count;
   uint32_t from = n ? (uint32_t)random() % n : 0;
   // A piece a node has is held by it at least: one holder is as rare as it gets (the head's
   // pieces count no holder: it is asked only for those).
   // The background fetch of everything, rarest first: eager mode's alone.
-  if (best == UINT32_MAX && job.mode == MODE_EAGER) {
+  if (job.mode == MODE_EAGER) {
     for (uint32_t k = 0; k < n && best_avail > (p->head ? 0u : 1u); k++) {
       uint32_t index = (from + k) % n;
       if (parts[index].blocks || !askable(p, index, now) || avail[index] >= best_avail) continue;
@@ -306,16 +333,22 @@ static bool pick (struct peer *p, uint64_t now) {
 
 // Requests until PIPELINE_BYTES are in flight to p (more while a read waits).
 static void fill (struct peer *p) {
-  if (p->phase != P_OPEN || p->chokes_us || p->wanted == 0) return;
+  if (p->wanted == 0) return;
   uint64_t now = now_ms();
-  uint32_t depth = PIPELINE_BYTES + (urgent_count > 0 ? READ_EXTRA_BYTES : 0);
-  while (p->nreq < MAX_OUTSTANDING && outstanding_bytes(p) < depth && pick(p, now)) {}
+  while (has_room(p) && pick(p, now)) {}
 }
 
 static void verified (uint32_t index) {
   have[index] = 1;
   have_count++;
-  if (urgent[index]) urgent_count--;
+  if (urgent[index]) {
+    for (uint32_t u = 0; u < urgent_count; u++) {
+      if (urgent_list[u] != index) continue;
+      memmove(&urgent_list[u], &urgent_list[u + 1], (urgent_count - u - 1) * sizeof *urgent_list);
+      urgent_count--;
+      break;
+    }
+  }
   mount_piece_verified(index);
   uint8_t body[4];
   put32(body, index);
@@ -469,14 +502,10 @@ void swarm_message (struct peer *p, uint8_t id, const uint8_t *m, size_t length)
       send_interest(p);
       break;
     }
-    case BITFIELD: {
-      if (length != (d->piece_count + 7) / 8) { peer_close(p, "a bitfield of the wrong size"); return; }
-      for (uint32_t i = 0; i < d->piece_count; i++) if (m[i / 8] & (0x80 >> (i % 8))) gains(p, i);
-      send_interest(p);
-      break;
-    }
-    case HAVE_ALL:
-      for (uint32_t i = 0; i < d->piece_count; i++) gains(p, i);
+    case BITFIELD: case HAVE_ALL:
+      if (id == BITFIELD && length != (d->piece_count + 7) / 8) { peer_close(p, "a bitfield of the wrong size"); return; }
+      for (uint32_t i = 0; i < d->piece_count; i++) if (id == HAVE_ALL || m[i / 8] & (0x80 >> (i % 8))) gains(p, i);
+      debug("%s: has %u of %u pieces", p->address, p->has_count, d->piece_count);
       send_interest(p);
       break;
     case HAVE_NONE:
@@ -508,6 +537,7 @@ void swarm_message (struct peer *p, uint8_t id, const uint8_t *m, size_t length)
     default:
       return;
   }
+  ask_urgent();
   fill(p);
 }
 

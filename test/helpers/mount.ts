@@ -11,6 +11,8 @@ import { scratch, type Scratch } from './scratch.ts'
 export interface MountedAgent {
   readonly child: ResultPromise
   readonly mountPoint: string
+  /** What it wrote on stderr so far (lines written before a listener was added included). */
+  stderrSoFar (): string
   /** SIGTERM, wait for exit; returns the --stats JSON and stderr. */
   stop (): Promise<{ stats: AgentStatsJson, stderr: string, exitCode: number | undefined }>
 }
@@ -67,6 +69,8 @@ export async function mountAgent (scratch: Scratch, description: string, mountPo
   const child = execa(command as string, [...prefix, 'mount', description, mountPoint, '--stats', statsFile, ...args], {
     env: cleanEnv(env), extendEnv: false, reject: false, stdin: 'ignore'
   })
+  let log = ''
+  child.stderr?.on('data', (chunk: Buffer) => { log += chunk.toString() })
   let stopped: ReturnType<MountedAgent['stop']> | undefined
   const stop = () => (stopped ??= (async () => {
     child.kill('SIGTERM')
@@ -77,7 +81,7 @@ export async function mountAgent (scratch: Scratch, description: string, mountPo
   })())
   scratch.defer(stop)
   await waitForLine(child, /^mounted infohash=/)
-  return { child, mountPoint, stop }
+  return { child, mountPoint, stderrSoFar: () => log, stop }
 }
 
 export interface Job extends Scratch { libs: string, file: string, head: Serving }

@@ -36,6 +36,8 @@
 #include <fcntl.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include "base64.h"
+#include "state-files.h"
 #include "task-env.h"
 
 #define FALL_BACK 100
@@ -46,31 +48,6 @@ extern char **environ;
 static char *job_json;
 
 static void fall_back(void) { exit(FALL_BACK); }
-
-/* base64url (no padding) to bytes, NUL-terminated. */
-static char *base64url_decode(const char *in)
-{
-	size_t n = strlen(in);
-	char *out = malloc(n * 3 / 4 + 4);
-	if (!out)
-		fall_back();
-	unsigned bits = 0, have = 0;
-	size_t o = 0;
-	for (const char *p = in; *p && *p != '='; p++) {
-		int v = *p >= 'A' && *p <= 'Z' ? *p - 'A' : *p >= 'a' && *p <= 'z' ? *p - 'a' + 26 : *p >= '0' && *p <= '9' ? *p - '0' + 52 :
-			*p == '-' ? 62 : *p == '_' ? 63 : -1;
-		if (v < 0)
-			fall_back();
-		bits = bits << 6 | (unsigned)v;
-		have += 6;
-		if (have >= 8) {
-			have -= 8;
-			out[o++] = (char)(bits >> have & 0xff);
-		}
-	}
-	out[o] = '\0';
-	return out;
-}
 
 /*
  * The string value of "key" in JSON written by JSON.stringify (keys unique in the spec, no
@@ -119,38 +96,6 @@ static long first_number(const char *const *names)
 static const char *const LOCAL_RANK[] = { "OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "PMIX_LOCAL_RANK", "SLURM_LOCALID",
 	"FLUX_TASK_LOCAL_ID", "P2PRUN_LOCAL_RANK", NULL };
 static const char *const LOCAL_SIZE[] = { "OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "PMIX_LOCAL_SIZE", "P2PRUN_LOCAL_SIZE", NULL };
-
-/* A JSON string literal of `s` (paths and messages: quotes and backslashes escaped, control characters dropped). */
-static void json_quote(FILE *f, const char *s)
-{
-	fputc('"', f);
-	for (; *s; s++) {
-		if (*s == '"' || *s == '\\')
-			fputc('\\', f);
-		if ((unsigned char)*s >= 0x20)
-			fputc(*s, f);
-	}
-	fputc('"', f);
-}
-
-/* The node's failure record (node-state.ts's fail: written aside, then linked into place unless one is there). */
-static void record_failure(const char *dir, const char *message, const char *hint)
-{
-	char tmp[8400], file[8400];
-	snprintf(tmp, sizeof tmp, "%s/failed.json.tmp-%d", dir, (int)getpid());
-	snprintf(file, sizeof file, "%s/failed.json", dir);
-	FILE *f = fopen(tmp, "w");
-	if (!f)
-		return;
-	fputs("{\"code\":\"LAUNCH\",\"message\":", f);
-	json_quote(f, message);
-	fputs(",\"hint\":", f);
-	json_quote(f, hint);
-	fputs("}", f);
-	if (fclose(f) == 0)
-		(void)link(tmp, file);
-	unlink(tmp);
-}
 
 /*
  * The node's agent for this node and launch, detached (its own session), its output appended to
@@ -300,7 +245,10 @@ int main(int argc, char **argv)
 	/* Local rank 0 tells its agent how many ranks to wait for; the others need no count. */
 	if (!raw || (per_rank && strcmp(per_rank, "1") == 0) || lrank < 0 || (lrank == 0 && lsize < 1))
 		fall_back();
-	job_json = base64url_decode(raw);
+	size_t json_size;
+	job_json = base64_decode(raw, true, &json_size);
+	if (!job_json)
+		fall_back();
 	/* lib/session/job-spec.ts's JOB_SPEC_VERSION: another falls back to the Node step, which names it. */
 	if (strncmp(job_json, "{\"version\":3,", 13) != 0)
 		fall_back();
@@ -359,11 +307,11 @@ int main(int argc, char **argv)
 			if (handed == NOT_ANSWERED) {
 				char hint[8400];
 				snprintf(hint, sizeof hint, "%s/agent-%s.json names it: stop it, or set P2PRUN_AGENT_LINGER=0", run_dir, safe_node);
-				record_failure(dir, "the lingering node agent did not answer its hand-off in time", hint);
+				node_state_fail(dir, "LAUNCH", "the lingering node agent did not answer its hand-off in time", hint);
 				fall_back();
 			}
 			if (handed < 0 && (agent = start_agent(root, dir, node, launch, lsize)) < 0) {
-				record_failure(dir, "the node agent could not be started", "check that p2prun is installed at the same path on every node");
+				node_state_fail(dir, "LAUNCH", "the node agent could not be started", "check that p2prun is installed at the same path on every node");
 				fall_back();
 			}
 		}
@@ -392,7 +340,7 @@ int main(int argc, char **argv)
 			snprintf(file, sizeof file, "%s/ready.json", dir);
 			if ((ready = read_file(file)))
 				break;
-			record_failure(dir, message, hint);
+			node_state_fail(dir, "LAUNCH", message, hint);
 			fall_back();
 		}
 		if (handed >= 0 && hung_up(handed)) {
@@ -401,7 +349,7 @@ int main(int argc, char **argv)
 				break;
 			char hint[8400];
 			snprintf(hint, sizeof hint, "see %s/agent.log", dir);
-			record_failure(dir, "the lingering node agent ended before its mount was ready", hint);
+			node_state_fail(dir, "LAUNCH", "the lingering node agent ended before its mount was ready", hint);
 			fall_back();
 		}
 		clock_gettime(CLOCK_MONOTONIC, &now);

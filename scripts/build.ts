@@ -129,12 +129,14 @@ const freestanding = process.arch === 'x64' || process.arch === 'arm64'
   : []
 cc(AUDIT_FILE, ['-shared', '-fPIC', ...freestanding, path.join(root, 'native/audit.c')])
 // The rank step of a node's other ranks (bin/p2prun-rank): a program, against libc alone.
-cc(RANK_STEP_FILE, [path.join(root, 'native/rank-step.c')])
+// It and the native agent share the node state's records and base64 (native/state-files.c, native/base64.c).
+const shared = ['state-files.c', 'base64.c'].map((f) => path.join(root, 'native', f))
+cc(RANK_STEP_FILE, [path.join(root, 'native/rank-step.c'), ...shared])
 // The native node agent: the same FUSE server as the addon's, libcrypto for SHA-1 and the job proof,
 // zlib for the description a job spec carries (deflated).
 const agentSources = readdirSync(path.join(root, 'native/agent')).filter((f) => f.endsWith('.c')).map((f) => path.join(root, 'native/agent', f))
 const version = (JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8')) as { version: string }).version
-cc(NATIVE_AGENT_FILE, [`-DP2PRUN_VERSION="${version}"`, ...agentSources, ...['fuse-session.c', 'fuse-table.c'].map((f) => path.join(root, 'native', f)), ...fuse3, '-lcrypto', '-lz', '-lpthread'],
+cc(NATIVE_AGENT_FILE, [`-DP2PRUN_VERSION="${version}"`, ...agentSources, ...shared, ...['fuse-session.c', 'fuse-table.c'].map((f) => path.join(root, 'native', f)), ...fuse3, '-lcrypto', '-lz', '-lpthread'],
   'install a C compiler, pkg-config, libfuse3-dev, libssl-dev and zlib1g-dev: scripts/setup-system.sh')
 
 /** cc with warnings as errors, into dist/; a failure names what could not be built and what to install. */

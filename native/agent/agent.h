@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <sys/uio.h>
 #include "description.h"
+#include "../state-files.h"
 
 #define BLOCK 16384u
 #define MAX_REQUEST (1u << 17)      // what p2prun serves and accepts in one piece message
@@ -46,13 +47,8 @@ int node_agent (int argc, char **argv);
 // This process's CPU so far, and the agent's counters with `extra` members first, as JSON.
 void usage_json (char *out, size_t size);
 void write_stats (FILE *f, const char *extra);
-// `text` as a JSON string's contents (quotes, backslashes and control characters escaped).
-void json_escape (char *out, size_t size, const char *text);
 // `n` bytes as lowercase hex into `out` (2n + 1 bytes).
 void hex_of (const uint8_t *bytes, size_t n, char *out);
-// `file` written by `write` aside, then put in place: renamed, or linked where the first one must
-// win (`exclusive`: the file is kept if it is there); false if it could not be.
-bool write_atomic (const char *file, bool exclusive, void (*write) (FILE *f, const void *arg), const void *arg);
 extern const char *const MODE_NAMES[];
 
 // Big-endian 32-bit integers, as the wire has them.

@@ -212,17 +212,6 @@ static void notify (const char *line) {
   notify_fd = -1;
 }
 
-void json_escape (char *out, size_t size, const char *text) {
-  size_t used = 0;
-  for (; *text && used + 7 < size; text++) {
-    unsigned char c = (unsigned char)*text;
-    if (c == '"' || c == '\\') { out[used++] = '\\'; out[used++] = (char)c; }
-    else if (c < 0x20) used += (size_t)snprintf(out + used, size - used, "\\u%04x", c);
-    else out[used++] = (char)c;
-  }
-  out[used] = 0;
-}
-
 // The one line of a failure: to a parent waiting on --notify-fd (which tells it), else on stderr;
 // the exit code of a bad input.
 static const struct serve_hooks *hooks;
@@ -290,17 +279,6 @@ const char *const MODE_NAMES[] = { [MODE_EAGER] = "eager", [MODE_BLOCK] = "block
 void hex_of (const uint8_t *bytes, size_t n, char *out) {
   for (size_t i = 0; i < n; i++) sprintf(out + 2 * i, "%02x", bytes[i]);
   out[2 * n] = 0;
-}
-
-bool write_atomic (const char *file, bool exclusive, void (*write) (FILE *f, const void *arg), const void *arg) {
-  char temp[4300];
-  if ((size_t)snprintf(temp, sizeof temp, "%s.%d.tmp", file, (int)getpid()) >= sizeof temp) return false;
-  FILE *f = fopen(temp, "w");
-  if (!f) return false;
-  write(f, arg);
-  bool ok = fclose(f) == 0 && (exclusive ? link(temp, file) == 0 : rename(temp, file) == 0);
-  if (exclusive || !ok) unlink(temp);
-  return ok;
 }
 
 static void write_ready (FILE *f, const void *arg) {

@@ -29,6 +29,7 @@
 #include <zlib.h>
 #include "agent.h"
 #include "json.h"
+#include "../base64.h"
 
 #define SPEC_VERSION 3                // lib/session/job-spec.ts's JOB_SPEC_VERSION
 #define MAX_SPEC_DESCRIPTION (1 << 20) // what job-spec.ts's descriptionOf inflates at most
@@ -61,26 +62,6 @@ static int become_node_agent (void) {
 }
 
 // ---- the spec
-static char *base64_decode (const char *in, bool url, size_t *size) {
-  size_t n = strlen(in);
-  char *out = malloc(n * 3 / 4 + 4);
-  if (!out) return NULL;
-  unsigned bits = 0, have = 0;
-  size_t o = 0;
-  for (const char *p = in; *p && *p != '='; p++) {
-    char c = *p;
-    int v = c >= 'A' && c <= 'Z' ? c - 'A' : c >= 'a' && c <= 'z' ? c - 'a' + 26 : c >= '0' && c <= '9' ? c - '0' + 52 :
-      c == (url ? '-' : '+') ? 62 : c == (url ? '_' : '/') ? 63 : -1;
-    if (v < 0) { free(out); return NULL; }
-    bits = bits << 6 | (unsigned)v;
-    have += 6;
-    if (have >= 8) { have -= 8; out[o++] = (char)(bits >> have & 0xff); }
-  }
-  out[o] = 0;
-  *size = o;
-  return out;
-}
-
 // The description the spec carries (base64 of raw deflate), checked against its infohash.
 static bool spec_description (const struct json *spec, struct description *d) {
   const char *encoded = json_string(spec, "description"), *info_hash = json_string(spec, "infoHash");
@@ -205,7 +186,7 @@ static void json_quote (FILE *f, const char *s) {
   fprintf(f, "\"%s\"", escaped);
 }
 
-// A record of the node state, put in place whole (failed.json: the first one wins).
+// A record of the node state, put in place whole.
 static bool write_record (const char *name, bool exclusive, void (*write) (FILE *f, const void *arg), const void *arg) {
   char file[4200];
   path_in(file, sizeof file, name);
@@ -223,25 +204,11 @@ static void keep_log (void) {
   rename(from, to);
 }
 
-struct failure { const char *code, *message, *hint; };
-
-static void write_failure (FILE *f, const void *arg) {
-  const struct failure *failure = arg;
-  fputs("{\"code\":", f);
-  json_quote(f, failure->code);
-  fputs(",\"message\":", f);
-  json_quote(f, failure->message);
-  fputs(",\"hint\":", f);
-  json_quote(f, failure->hint);
-  fputc('}', f);
-}
-
 static bool failed; // the state stays for the ranks to read, and the last of them removes it
 
 static void on_failed (const char *code, const char *message, const char *hint) {
-  struct failure failure = { code, message, hint };
   failed = true;
-  write_record("failed.json", true, write_failure, &failure);
+  node_state_fail(agent.dir, code, message, hint);
   keep_log();
 }
 

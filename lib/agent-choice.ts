@@ -3,16 +3,16 @@
 import type { AgentOptions, RunningAgent } from './agent.ts'
 import type { AgentChoice } from './config.ts'
 import { usageError } from './errors.ts'
-import { nativeRefusal, NativeAgent } from './native-agent.ts'
+import { nativeRefusal, NativeAgent, type AgentNeeds } from './native-agent.ts'
 
 /**
  * The agent `choice` gives for `options`: native when it serves them (`auto`), or always
  * (`native`: a usage error if it does not), else this process's.
  */
-export function agentKind (options: AgentOptions, choice: AgentChoice): RunningAgent['kind'] {
-  // In every mode: in block and file modes too the native agent is faster from 16 nodes on (at 32
-  // 11.1-11.9 s against 20.1-23.3 block, 14.1-14.2 against 22.3-24.3 file) and at a third of the
-  // CPU; at 8 nodes the Node agent's are 2.3-2.6 s faster (bench/README.md, 2026-12-04 09:22).
+export function agentKind (options: AgentNeeds, choice: AgentChoice): RunningAgent['kind'] {
+  // In every mode: in block and file modes too the native agent is faster (block mode at 8 nodes
+  // 4.7-5.3 s against 5.2-6.1, at 32 10.1-11.2 against 20.1-23.3) at a third of the CPU
+  // (bench/README.md, 2026-12-04 09:22 and 12:07).
   if (choice === 'node') return 'node'
   const refusal = nativeRefusal(options)
   if (refusal === undefined) return 'native'

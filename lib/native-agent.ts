@@ -22,8 +22,11 @@ const MAX_ADDRESSES = 16
 /** How long a stopped agent may take to unmount and tell the tracker before it is killed. */
 const STOP_WAIT_MS = 15_000
 
+/** What a mount asks of its agent that decides which agent it can be: where its peers come from, its store's life. */
+export type AgentNeeds = Pick<AgentOptions, 'node' | 'description' | 'keepStore'>
+
 /** What of `options` the native agent does not do, as "it does not do …" ends; undefined: it serves them all. */
-export function nativeRefusal (options: AgentOptions): string | undefined {
+export function nativeRefusal (options: AgentNeeds): string | undefined {
   const { node, description } = options
   if (node.dht?.length || node.dhtLookup || description.dhtNodes.length) return 'the DHT'
   if (node.nodeList) return 'node lists'

@@ -8,8 +8,8 @@ import type { Head } from '../head.ts'
 import type { SourceLayout } from '../source-layout.ts'
 import { newJobSecret, secretFromEnv, withProof } from '../swarm/job-auth.ts'
 import { agentKind } from '../agent-choice.ts'
-import { agentOptions, nodeOptions } from '../agent-settings.ts'
-import { expandTemplate, JOB_SPEC_VERSION, SLURM_LAUNCH, nodeSettings, specDescription, type JobSpec } from './job-spec.ts'
+import { nodeOptions } from '../agent-settings.ts'
+import { JOB_SPEC_VERSION, SLURM_LAUNCH, nodeSettings, specDescription, type JobSpec } from './job-spec.ts'
 import { taskEnvTemplate } from './rank-env.ts'
 
 /** What a launch needs of its head; an external one reports no counts (they are its own). */
@@ -110,13 +110,11 @@ export function jobSpecOf (head: LaunchHead, desc: Description, layout: SourceLa
  */
 function nodeAgentKind (spec: JobSpec, desc: Description): JobSpec['node']['agent'] {
   const settings = spec.node
-  const options = agentOptions(settings, desc, expandTemplate(spec.mountPoint, { infoHash: desc.infoHash, nodeName: 'node' }), {
-    mode: settings.mode,
+  return agentKind({
+    description: desc,
     // Each node reads its own node list; that there is one is what counts here.
     node: nodeOptions(settings, { trackers: spec.trackers, seeders: spec.seeders, dht: spec.dht, sources: spec.sources, nodeList: spec.nodeList && { nodes: [], index: 0 } }),
     // A launch's lingering agent keeps the store for the next launch (a Slurm job's agent serves the job, and does not linger).
-    keepStore: settings.agentLingerMs > 0 && spec.launchId !== SLURM_LAUNCH,
-    log: () => {}
-  })
-  return agentKind(options, settings.agent)
+    keepStore: settings.agentLingerMs > 0 && spec.launchId !== SLURM_LAUNCH
+  }, settings.agent)
 }

@@ -4,7 +4,8 @@ import { statfsSync } from 'node:fs'
 import { formatBytes } from './description.ts'
 import { swarmError } from './errors.ts'
 
-const REMOTE_FS_TYPES: ReadonlyMap<number, string> = new Map([
+/** native/agent/main.c has the same list (test/native-agent.test.ts checks that they match). */
+export const REMOTE_FS_TYPES: ReadonlyMap<number, string> = new Map([
   [0x65735546, 'FUSE'], [0x6969, 'NFS'], [0xff534d42, 'CIFS'], [0xfe534d42, 'SMB2'], [0x517b, 'SMB'],
   [0x0bd00bd0, 'Lustre'], [0x47504653, 'GPFS'], [0x00c36400, 'CephFS'], [0x19830326, 'BeeGFS'],
   [0x5346414f, 'AFS'], [0x01021997, '9P'], [0xaad7aaea, 'PanFS'], [0x20030528, 'OrangeFS']

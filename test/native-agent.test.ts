@@ -10,6 +10,7 @@ import { execa } from 'execa'
 import t from 'tap'
 import { isMounted } from '../lib/mount.ts'
 import { parseDescription } from '../lib/description.ts'
+import { REMOTE_FS_TYPES } from '../lib/file-systems.ts'
 import { LIBRARY_TREE, makeTree, snapshotTree, withSymlinks } from './helpers/fixtures.ts'
 import { cleanEnv, NATIVE_AGENT, ROOT, serve } from './helpers/cli.ts'
 import { job, mountAgent, nodeArgs, type Job, type MountedAgent } from './helpers/mount.ts'
@@ -319,6 +320,12 @@ t.test('node-agent hands a spec it does not serve to the Node agent, by exec, wi
   }
 })
 
+t.test('the remote file systems a store may not live on are the Node agent\'s (lib/file-systems.ts)', async (t) => {
+  const source = await readFile(path.join(ROOT, 'native/agent/main.c'), 'utf8')
+  const listed = [...source.matchAll(/\{ (0x[0-9a-f]+), "([^"]+)" \}/g)].map((m) => [Number(m[1]), m[2]])
+  t.same(listed, [...REMOTE_FS_TYPES], 'the same types and names, in the same order')
+})
+
 t.test('bad input: one line with a hint, exit 2, and nothing left behind', async (t) => {
   const j = await job(t, (dir) => makeTree(path.join(dir, 'libs'), LIBRARY_TREE))
   const notTorrent = path.join(j.dir, 'not.torrent')
@@ -329,6 +336,8 @@ t.test('bad input: one line with a hint, exit 2, and nothing left behind', async
   await mkdir(full)
   await writeFile(path.join(full, 'something'), 'x')
   const mnt = path.join(j.dir, 'mnt')
+  // A FUSE mount, as a store directory on a file system with a server behind every call.
+  const remote = await nativeAgent(j, path.join(j.dir, 'remote'), 'remote')
   const cases: Array<[string, string[], Record<string, string>, RegExp]> = [
     ['no command', [], {}, /expected a command/],
     ['an unknown option', ['mount', j.file, mnt, '--frobnicate'], {}, /unknown or incomplete option '--frobnicate'/],
@@ -341,6 +350,8 @@ t.test('bad input: one line with a hint, exit 2, and nothing left behind', async
     ['a mount point in use', ['mount', j.file, full], {}, /is not empty/],
     ['a secret that is not one', ['mount', j.file, mnt], { P2PRUN_SECRET: 'xyz' }, /P2PRUN_SECRET is not a job secret/],
     ['a store directory that is not there', ['mount', j.file, mnt, '--store-dir', path.join(j.dir, 'nothere')], {}, /cannot make a store/],
+    ['a store directory on a remote file system', ['mount', j.file, mnt, '--store-dir', remote.mountPoint], {},
+      /the store directory \S+ is on FUSE: the node agent reads and writes its store without waiting/],
     ['node-agent without the p2prun command', ['node-agent', '--node', 'n', '--launch-id', 'l'], {}, /node-agent needs --node, --launch-id and, after --, the p2prun command/],
     ['node-agent with an unknown option', ['node-agent', '--node', 'n', '--launch-id', 'l', '--expect', 'x', '--', '/bin/echo'], {}, /node-agent: unknown or incomplete option '--expect'/]
   ]

@@ -30,7 +30,7 @@
 #include <sys/resource.h>
 #include <sys/random.h>
 #include <sys/signalfd.h>
-#include <sys/statvfs.h>
+#include <sys/vfs.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -272,6 +272,20 @@ static void format_bytes (uint64_t n, char *out, size_t size) {
   else snprintf(out, size, "%.*f %s", v < 10 ? 2 : 1, v, units[i]);
 }
 
+// File systems by statfs f_type that put a network (or a user-space server) behind every call: the
+// store must not live on them. lib/file-systems.ts's REMOTE_FS_TYPES (test/native-agent.test.ts
+// checks that the two lists match).
+static const struct { unsigned long type; const char *name; } REMOTE_FS_TYPES[] = {
+  { 0x65735546, "FUSE" }, { 0x6969, "NFS" }, { 0xff534d42, "CIFS" }, { 0xfe534d42, "SMB2" }, { 0x517b, "SMB" },
+  { 0x0bd00bd0, "Lustre" }, { 0x47504653, "GPFS" }, { 0x00c36400, "CephFS" }, { 0x19830326, "BeeGFS" },
+  { 0x5346414f, "AFS" }, { 0x01021997, "9P" }, { 0xaad7aaea, "PanFS" }, { 0x20030528, "OrangeFS" }
+};
+
+static const char *remote_kind (unsigned long type) {
+  for (size_t i = 0; i < sizeof REMOTE_FS_TYPES / sizeof *REMOTE_FS_TYPES; i++) if (REMOTE_FS_TYPES[i].type == type) return REMOTE_FS_TYPES[i].name;
+  return NULL;
+}
+
 static enum { STARTING, MOUNTED, FAILED } state = STARTING;
 static const char *mount_arg, *ready_file;
 const char *const MODE_NAMES[] = { [MODE_EAGER] = "eager", [MODE_BLOCK] = "block", [MODE_FILE] = "file" };
@@ -453,10 +467,16 @@ int agent_mount (int argc, char **argv, const struct serve_hooks *node_hooks) {
   epfd = epoll_create1(EPOLL_CLOEXEC);
   struct watch stop = { .ready = NULL, .fd = signalfd(-1, &stop_signals, SFD_NONBLOCK | SFD_CLOEXEC) };
   if (epfd < 0 || stop.fd < 0 || loop_add(&stop, EPOLLIN) < 0) return fail_as("LAUNCH", strerror(errno), "the agent needs epoll and signalfd (Linux)");
-  struct statvfs fs;
-  if (statvfs(store_dir, &fs) == 0 && (uint64_t)fs.f_bavail * fs.f_frsize < job.desc.total_bytes) {
+  struct statfs fs;
+  bool looked = statfs(store_dir, &fs) == 0; // if it cannot be, making the store below says why
+  const char *remote = looked ? remote_kind((unsigned long)fs.f_type) : NULL;
+  if (remote) {
+    snprintf(error, sizeof error, "the store directory %s is on %s: the node agent reads and writes its store without waiting", store_dir, remote);
+    return fail_as("SWARM", error, "pass --store-dir on node-local memory or disk (the default is /dev/shm)");
+  }
+  if (looked && (uint64_t)fs.f_bavail * fs.f_bsize < job.desc.total_bytes) {
     char free_text[32], set_text[32];
-    format_bytes((uint64_t)fs.f_bavail * fs.f_frsize, free_text, sizeof free_text);
+    format_bytes((uint64_t)fs.f_bavail * fs.f_bsize, free_text, sizeof free_text);
     format_bytes(job.desc.total_bytes, set_text, sizeof set_text);
     snprintf(error, sizeof error, "the store directory %s has %s free and the set needs %s", store_dir, free_text, set_text);
     return fail_as("SWARM", error, "pass --store-dir with room for it, or serve less (--libs DIR, or --libs-policy network)");

@@ -151,7 +151,7 @@ t.test('the native agent reads what a stalled read waits for from the source dir
   t.match(String(u.stderr), /read \/libbar\.so\.2\.0 failed: no data arrived for 1 s \(0 peers connected\): .*, and the source directory cannot stand in: .*not-mounted-here.* \(hint: /, 'saying both')
 })
 
-t.test('a launch\'s node agents: the native node agent alone with the description in the spec, in eager or block mode; a Node one with a native child when peers bring the description; Node alone with a DHT', async (t) => {
+t.test('a launch\'s node agents: the native node agent alone, with the description in the spec or from the head, in eager or block mode; Node alone with a DHT', async (t) => {
   const s = await scratch(t)
   const dirs = launchDirs(s)
   const app = path.join(s.dir, 'hello')
@@ -164,7 +164,7 @@ t.test('a launch\'s node agents: the native node agent alone with the descriptio
   const args = ['-n', '1', '--launcher', 'local', '--libs', path.join(app, 'libs')]
   const cases = [
     ['eager, the description in the spec', [], {}, 'native, no Node process', `agent ${NATIVE_AGENT} children`],
-    ['eager, the description from peers', [], { P2PRUN_DESCRIPTION_ROUTE: 'peers' }, 'native', `agent ${node} children ${NATIVE_AGENT}`],
+    ['eager, the description from peers', [], { P2PRUN_DESCRIPTION_ROUTE: 'peers' }, 'native, no Node process', `agent ${NATIVE_AGENT} children`],
     ['block mode', ['--mode', 'block'], {}, 'native, no Node process', `agent ${NATIVE_AGENT} children`],
     ['a DHT', ['--discovery', 'dht'], {}, 'node', `agent ${node} children`]
   ] as const

@@ -2,7 +2,7 @@
 // messages, a hostile peer's wrong description refused, the head's cap on copies, and a launch
 // whose head sends fewer copies than there are nodes.
 import { randomBytes } from 'node:crypto'
-import { mkdir } from 'node:fs/promises'
+import { mkdir, readdir, readFile, rm } from 'node:fs/promises'
 import { execFile } from 'node:child_process'
 import net from 'node:net'
 import path from 'node:path'
@@ -85,7 +85,7 @@ t.test('a node gets the description from a peer, refuses a wrong one, and the he
   t.equal(await fetchOnce(1500), undefined, `after ${HEAD_DESC_PEERS} copies the head refuses; a wrong description is never taken`)
 })
 
-t.test('a launch on 6 nodes: the head sends the description fewer times than there are nodes', async (t) => {
+t.test('a launch on 6 nodes: the head sends the description fewer times than there are nodes; native node agents fetch it, no Node process', async (t) => {
   const s = await scratch(t)
   const dirs = launchDirs(s)
   const dir = path.join(s.dir, 'hello')
@@ -98,11 +98,19 @@ t.test('a launch on 6 nodes: the head sends the description fewer times than the
   const barrier = `touch ${started}/$$; while [ "$(ls ${started} | wc -l)" -lt 6 ]; do sleep 0.05; done; exec ${path.join(dir, 'app')}`
   // By peers, not inside the job spec (the default when it fits: the test below).
   const r = await launch(s, dirs, ['-n', '6', '--launcher', 'local', '--stats', '--libs', path.join(dir, 'libs'), 'sh', '-c', barrier],
-    { P2PRUN_NODE_PER_RANK: '1', P2PRUN_DESCRIPTION_ROUTE: 'peers' })
+    { P2PRUN_NODE_PER_RANK: '1', P2PRUN_DESCRIPTION_ROUTE: 'peers', P2PRUN_DEBUG: '2' })
   t.equal(r.exitCode, 0, r.stderr)
   t.equal(r.stdout.match(/hello, world/g)?.length, 6, 'six ranks ran')
   const copies = Number(r.stderr.match(/of descriptions = ([\d.]+)x one/)?.[1])
   t.ok(copies >= 1 && copies <= HEAD_DESC_PEERS, `the head sent ${copies} copies of the description to 6 nodes: the others got it from peers`)
+  // The agents' kept logs (P2PRUN_DEBUG): each a native node agent that fetched the description itself.
+  const logs = await Promise.all((await readdir(path.join(dirs.run, 'logs'))).map((name) => readFile(path.join(dirs.run, 'logs', name), 'utf8')))
+  t.equal(logs.length, 6, 'six node agents')
+  t.ok(logs.every((log) => log.includes('agent: native, no Node process\n')), 'every one native, no Node process')
+  const routes = logs.map((log) => log.match(/description: from (a peer|the head)\n/)?.[1])
+  t.ok(routes.every((route) => route !== undefined), `each fetched it: ${routes.join(', ')}`)
+  t.ok(routes.includes('a peer'), 'some from a peer')
+  await rm(path.join(dirs.run, 'logs'), { recursive: true })
   await nothingLeft(t, s, dirs)
 })
 

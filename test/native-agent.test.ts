@@ -12,8 +12,8 @@ import { isMounted } from '../lib/mount.ts'
 import { parseDescription } from '../lib/description.ts'
 import { REMOTE_FS_TYPES } from '../lib/file-systems.ts'
 import { LIBRARY_TREE, makeTree, snapshotTree, withSymlinks } from './helpers/fixtures.ts'
-import { cleanEnv, NATIVE_AGENT, ROOT, serve } from './helpers/cli.ts'
-import { job, mountAgent, nodeArgs, type Job, type MountedAgent } from './helpers/mount.ts'
+import { cleanEnv, NATIVE_AGENT, ROOT, serve, waitForLine } from './helpers/cli.ts'
+import { ensureUnmounted, job, mountAgent, nodeArgs, type Job, type MountedAgent } from './helpers/mount.ts'
 import { answersHandshake, handshake, liar, message, sendAndAwaitClose, u32 } from './helpers/peer-wire.ts'
 import { freePorts } from './helpers/ports.ts'
 
@@ -318,6 +318,41 @@ t.test('node-agent hands a spec it does not serve to the Node agent, by exec, wi
       { env: cleanEnv(raw === undefined ? {} : { P2PRUN_JOB: raw }), extendEnv: false, reject: false, stdin: 'ignore' })
     t.same([r.exitCode, r.stdout, r.stderr], [0, 'p2prun node-agent --node n1 --launch-id l1 --expect 3 --until-stopped', ''], name)
   }
+})
+
+t.test('node-agent without the description in the spec: from the head over HTTP (an open job); a head not there is the node\'s failure, one line and a record', async (t) => {
+  const { encodeJob, JOB_SPEC_VERSION } = await import('../lib/session/job-spec.ts')
+  const j = await job(t, (dir) => makeTree(path.join(dir, 'libs'), LIBRARY_TREE))
+  const infoHash = parseDescription(await readFile(j.file)).infoHash
+  const runDir = path.join(j.dir, 'run')
+  const spec = {
+    version: JOB_SPEC_VERSION, launchId: 'l1', infoHash, descriptionUrl: j.head.tracker.replace(/\/announce$/, `/p2prun/${infoHash}.torrent`),
+    trackers: [j.head.tracker], seeders: [j.head.seeder], mountPoint: path.join(j.dir, 'mnt-%n'), libDirs: [''], taskEnv: [],
+    node: { agent: 'native', mode: 'eager', storeDir: j.dir, runDir, fuseDevice: '/dev/fuse', maxConns: 8, numwant: 8, stallTimeoutMs: 5000 }
+  }
+  const nodeAgent = async (node: string, job: object) => {
+    await mkdir(path.join(runDir, `job-l1-${node}`, 'ranks'), { recursive: true })
+    const child = execa(NATIVE_AGENT, ['node-agent', '--node', node, '--launch-id', 'l1', '--until-stopped', '--', '/bin/false'],
+      { env: cleanEnv({ P2PRUN_JOB: encodeJob(job as never), P2PRUN_DEBUG: '2' }), extendEnv: false, reject: false, stdin: 'ignore' })
+    j.defer(async () => { child.kill('SIGTERM'); await child; await ensureUnmounted(path.join(j.dir, `mnt-${node}`)) })
+    return { child } // a promise of the child itself would be awaited into its result
+  }
+  const { child: served } = await nodeAgent('n1', spec)
+  await waitForLine(served, /^mounted infohash=/)
+  t.same(await snapshotTree(path.join(j.dir, 'mnt-n1'), 0o555), await snapshotTree(j.libs, 0o555), 'the set, mounted')
+  served.kill('SIGTERM')
+  const r = await served
+  t.equal(r.exitCode, 0, String(r.stderr))
+  t.match(String(r.stderr), /description: from the head\n[^]*agent: native, no Node process\n/, 'the description from the head, no Node process')
+
+  const unreachable = { ...spec, descriptionUrl: `http://127.0.0.1:${(await freePorts(1))[0]}/p2prun/${infoHash}.torrent` }
+  const failed = await (await nodeAgent('n2', unreachable)).child
+  t.equal(failed.exitCode, 1)
+  t.match(String(failed.stderr), /^p2prun-agent: node n2 cannot get the description from http:\/\/127\.0\.0\.1:\d+\/p2prun\/\w+\.torrent: cannot connect: Connection refused \(hint: [^\n]+\)$/, 'one line with a hint')
+  const record = JSON.parse(await readFile(path.join(runDir, 'job-l1-n2', 'failed.json'), 'utf8')) as { code: string, message: string }
+  t.same([record.code, record.message.startsWith('node n2 cannot get the description')], ['LAUNCH', true], 'the node\'s failure record, for its ranks')
+  t.equal(await isMounted(path.join(j.dir, 'mnt-n2')), false, 'no mount')
+  await t.rejects(stat(path.join(j.dir, 'mnt-n2')), { code: 'ENOENT' }, 'no mount point')
 })
 
 t.test('the remote file systems a store may not live on are the Node agent\'s (lib/file-systems.ts)', async (t) => {

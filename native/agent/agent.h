@@ -9,6 +9,7 @@
 //   main.c         options, the loop, timers and signals
 //   node-agent.c   a launch's node agent: the job spec, the node state, the ranks
 //   json.c         reading the job spec
+//   description-fetch.c  the description a job spec does not carry: from peers, then the head
 #ifndef P2PRUN_AGENT_H
 #define P2PRUN_AGENT_H
 #include <stdbool.h>
@@ -84,6 +85,8 @@ struct job {
   uint64_t stall_ms;
 };
 extern struct job job;
+// The job's secret (P2PRUN_SECRET's hex) into job.secret; -1 if it is not one (under 16 bytes).
+int job_secret_from_hex (const char *hex);
 // HMAC-SHA256 of the secret over purpose and parts (lib/swarm/job-auth.ts), 32 bytes.
 void job_proof (const char *purpose, const uint8_t *a, size_t alen, const uint8_t *b, size_t blen,
   const uint8_t *c, size_t clen, uint8_t out[32]);

@@ -169,7 +169,7 @@ static int listen_on (uint16_t port) {
   return loop_add(&listener, EPOLLIN);
 }
 
-static int parse_secret (const char *hex) {
+int job_secret_from_hex (const char *hex) {
   size_t n = strlen(hex);
   if (n < 32 || n % 2 || n / 2 > sizeof job.secret) return -1;
   for (size_t i = 0; i < n / 2; i++) {
@@ -430,7 +430,7 @@ int agent_mount (int argc, char **argv, const struct serve_hooks *node_hooks) {
   job.stall_ms = (uint64_t)(stall_seconds * 1000);
   if (!desc_file || !mount_arg) return fail("mount needs a description and a mount point", USAGE);
   const char *secret = getenv("P2PRUN_SECRET");
-  if (secret && *secret && parse_secret(secret) < 0) return fail("P2PRUN_SECRET is not a job secret: expected at least 16 bytes in hex", "make one with `openssl rand -hex 32`");
+  if (secret && *secret && job_secret_from_hex(secret) < 0) return fail("P2PRUN_SECRET is not a job secret: expected at least 16 bytes in hex", "make one with `openssl rand -hex 32`");
 
   char error[600] = "";
   if (hooks && hooks->description) job.desc = *hooks->description;

@@ -1,9 +1,9 @@
 // p2prun-agent node-agent --node NAME --launch-id ID [--expect N] [--until-stopped] -- P2PRUN...:
 // a launch's node agent without Node, started detached by the node's first rank
 // (native/rank-step.c, lib/session/node.ts's spawnAgent) or by Slurm's prolog, as `p2prun
-// node-agent` would be. It serves the common launch: a job spec (P2PRUN_JOB) whose launch chose the
-// native agent (lib/session/head.ts resolves `agent`) and which carries the description. For any
-// other spec — or one it does not understand — it becomes `P2PRUN... node-agent` with the same
+// node-agent` would be. It serves a job spec (P2PRUN_JOB) whose launch chose the native agent
+// (lib/session/head.ts resolves `agent`), with the description in it or, if not, fetched from peers
+// or the head (description-fetch.c). For any other spec — or one it does not understand — it becomes `P2PRUN... node-agent` with the same
 // arguments (exec: the same process, so whoever waits on it still does), and the Node agent does
 // all of it and reports any trouble in its own words.
 //
@@ -28,6 +28,7 @@
 #include <unistd.h>
 #include <zlib.h>
 #include "agent.h"
+#include "description-fetch.h"
 #include "json.h"
 #include "../base64.h"
 
@@ -88,6 +89,30 @@ static bool number_member (const struct json *object, const char *key, double *o
   const struct json *v = json_member(object, key);
   if (!v || v->kind != JSON_NUMBER) return false;
   *out = v->number;
+  return true;
+}
+
+// Where the description is when the spec does not carry it (description-fetch.c): the spec's
+// trackers and seeders, the head's URL; the job's secret (mount_args put it in P2PRUN_SECRET) in
+// job.secret for the proofs. False for what this agent does not serve.
+static bool description_source (const struct json *spec, struct description_source *source) {
+  const char *info_hash = json_string(spec, "infoHash"), *url = json_string(spec, "descriptionUrl"), *secret = getenv("P2PRUN_SECRET");
+  const struct json *trackers = json_member(spec, "trackers"), *seeders = json_member(spec, "seeders");
+  double stall_ms;
+  memset(source, 0, sizeof *source);
+  if (!info_hash || strlen(info_hash) != 40 || !url || !trackers || trackers->kind != JSON_ARRAY || trackers->count > MAX_ADDRESSES ||
+      !seeders || seeders->kind != JSON_ARRAY || seeders->count > MAX_ADDRESSES || !number_member(json_member(spec, "node"), "stallTimeoutMs", &stall_ms) ||
+      (secret && *secret && job_secret_from_hex(secret) < 0)) return false;
+  for (int i = 0; i < 20; i++) {
+    unsigned v;
+    if (sscanf(info_hash + 2 * i, "%2x", &v) != 1) return false;
+    source->info_hash[i] = (uint8_t)v;
+  }
+  for (size_t i = 0; i < trackers->count; i++) if (trackers->items[i].kind == JSON_STRING) source->trackers[source->tracker_count++] = trackers->items[i].string;
+  for (size_t i = 0; i < seeders->count; i++) if (seeders->items[i].kind == JSON_STRING) source->seeders[source->seeder_count++] = seeders->items[i].string;
+  source->url = url;
+  source->timeout_ms = (uint64_t)stall_ms;
+  source->node = agent.node;
   return true;
 }
 
@@ -378,7 +403,7 @@ int node_agent (int argc, char **argv) {
   const char *debug = getenv("P2PRUN_DEBUG");
   agent.debug = !debug || !*debug || strcmp(debug, "0") == 0 ? 0 : strcmp(debug, "2") == 0 ? 2 : 1; // lib/debug.ts's levels
 
-  // What it serves: a spec of this version that chose the native agent and carries the description.
+  // What it serves: a spec of this version that chose the native agent.
   const char *raw = getenv("P2PRUN_JOB");
   size_t size;
   char *text = raw ? base64_decode(raw, true, &size) : NULL;
@@ -388,21 +413,32 @@ int node_agent (int argc, char **argv) {
   const char *choice = json_string(node, "agent"), *run_dir = json_string(node, "runDir");
   agent.task_env = json_member(spec, "taskEnv");
   if (!version || version->kind != JSON_NUMBER || version->number != SPEC_VERSION || !choice || strcmp(choice, "native") != 0 ||
-      !run_dir || !agent.task_env || agent.task_env->kind != JSON_ARRAY || !json_string(spec, "description")) return become_node_agent();
+      !run_dir || !agent.task_env || agent.task_env->kind != JSON_ARRAY) return become_node_agent();
   const char *args[MAX_ARGS];
   int count;
   struct description desc;
-  if (!mount_args(spec, args, &count) || !spec_description(spec, &desc)) return become_node_agent();
+  struct description_source source;
+  bool in_spec = json_string(spec, "description") != NULL;
+  if (!mount_args(spec, args, &count) || (in_spec ? !spec_description(spec, &desc) : !description_source(spec, &source))) return become_node_agent();
 
   // lib/session/node-state.ts's NodeState.of: RUN_DIR/job-LAUNCH-NODE, the node's name made a file name.
   size_t k = 0;
   for (const char *c = agent.node; *c && k < sizeof agent.safe_node - 1; c++) agent.safe_node[k++] = strchr("_.-", *c) || (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ? *c : '_';
   snprintf(agent.run_dir, sizeof agent.run_dir, "%s", run_dir);
   snprintf(agent.dir, sizeof agent.dir, "%s/job-%s-%s", run_dir, agent.launch, agent.safe_node);
+  const char *route = "the job spec";
+  char error[1000];
+  if (!in_spec && description_fetch(&source, &desc, &route, error, sizeof error) < 0) {
+    const char *hint = "check that the submitting host (or --seeder) is reachable from this node";
+    fprintf(stderr, "p2prun-agent: %s (hint: %s)\n", error, hint);
+    on_failed("LAUNCH", error, hint);
+    json_free(spec);
+    return 1;
+  }
   if (agent.debug >= 2) {
     // node.ts's lines: the description's route, where peers come from, which agent serves.
     const struct json *trackers = json_member(spec, "trackers");
-    fprintf(stderr, "p2prun node-agent: description: from the job spec\np2prun node-agent: peers: from the tracker");
+    fprintf(stderr, "p2prun node-agent: description: from %s\np2prun node-agent: peers: from the tracker", route);
     for (size_t t = 0; t < trackers->count; t++) fprintf(stderr, " %s", trackers->items[t].string);
     fprintf(stderr, "\np2prun node-agent: agent: native, no Node process\n");
   }

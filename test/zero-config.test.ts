@@ -294,9 +294,9 @@ static struct PyModuleDef def = { PyModuleDef_HEAD_INIT, "ext", NULL, -1, NULL }
 PyMODINIT_FUNC PyInit_ext(void) { return PyModule_Create(&def); }
 `
 
+// One write of all four lines: the three ranks share one stdout pipe, and with PYTHONUNBUFFERED (set
+// on these machines) each print() is a write per piece, which the ranks interleave.
 const REPORT_IMPORTS = `import sys, ext, purepkg
-print("script", sys.argv[0])
-print("ext", ext.__file__)
-print("purepkg", purepkg.__file__)
-print("mapped", next(l.split()[-1] for l in open("/proc/self/maps") if "/ext." in l))
+mapped = next(l.split()[-1] for l in open("/proc/self/maps") if "/ext." in l)
+sys.stdout.write("script %s\\next %s\\npurepkg %s\\nmapped %s\\n" % (sys.argv[0], ext.__file__, purepkg.__file__, mapped))
 `

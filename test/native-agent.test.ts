@@ -12,7 +12,7 @@ import { isMounted } from '../lib/mount.ts'
 import { parseDescription } from '../lib/description.ts'
 import { REMOTE_FS_TYPES } from '../lib/file-systems.ts'
 import { LIBRARY_TREE, makeTree, snapshotTree, withSymlinks } from './helpers/fixtures.ts'
-import { cleanEnv, NATIVE_AGENT, ROOT, serve, waitForLine } from './helpers/cli.ts'
+import { cleanEnv, NATIVE_AGENT, ROOT, serve, waitForLine, type Serving } from './helpers/cli.ts'
 import { ensureUnmounted, job, mountAgent, nodeArgs, type Job, type MountedAgent } from './helpers/mount.ts'
 import { answersHandshake, handshake, liar, message, sendAndAwaitClose, u32 } from './helpers/peer-wire.ts'
 import { freePorts } from './helpers/ports.ts'
@@ -320,14 +320,17 @@ t.test('node-agent hands a spec it does not serve to the Node agent, by exec, wi
   }
 })
 
-t.test('node-agent without the description in the spec: from the head over HTTP (an open job); a head not there is the node\'s failure, one line and a record', async (t) => {
+/**
+ * A launch's spec without the description, for `p2prun-agent node-agent` on nodes of `j` (served by
+ * `head`), and a way to start that node agent as a rank would (its node state's ranks/ made first).
+ */
+async function specWithoutDescription (j: Job, head: Serving, seeders: readonly string[], secret?: string) {
   const { encodeJob, JOB_SPEC_VERSION } = await import('../lib/session/job-spec.ts')
-  const j = await job(t, (dir) => makeTree(path.join(dir, 'libs'), LIBRARY_TREE))
   const infoHash = parseDescription(await readFile(j.file)).infoHash
   const runDir = path.join(j.dir, 'run')
   const spec = {
-    version: JOB_SPEC_VERSION, launchId: 'l1', infoHash, descriptionUrl: j.head.tracker.replace(/\/announce$/, `/p2prun/${infoHash}.torrent`),
-    trackers: [j.head.tracker], seeders: [j.head.seeder], mountPoint: path.join(j.dir, 'mnt-%n'), libDirs: [''], taskEnv: [],
+    version: JOB_SPEC_VERSION, launchId: 'l1', infoHash, descriptionUrl: head.tracker.replace(/\/announce$/, `/p2prun/${infoHash}.torrent`),
+    trackers: [head.tracker], seeders, mountPoint: path.join(j.dir, 'mnt-%n'), libDirs: [''], taskEnv: [], ...(secret ? { secret } : {}),
     node: { agent: 'native', mode: 'eager', storeDir: j.dir, runDir, fuseDevice: '/dev/fuse', maxConns: 8, numwant: 8, stallTimeoutMs: 5000 }
   }
   const nodeAgent = async (node: string, job: object) => {
@@ -337,6 +340,12 @@ t.test('node-agent without the description in the spec: from the head over HTTP 
     j.defer(async () => { child.kill('SIGTERM'); await child; await ensureUnmounted(path.join(j.dir, `mnt-${node}`)) })
     return { child } // a promise of the child itself would be awaited into its result
   }
+  return { spec, infoHash, runDir, nodeAgent }
+}
+
+t.test('node-agent without the description in the spec: from the head over HTTP (an open job); a head not there is the node\'s failure, one line and a record', async (t) => {
+  const j = await job(t, (dir) => makeTree(path.join(dir, 'libs'), LIBRARY_TREE))
+  const { spec, infoHash, runDir, nodeAgent } = await specWithoutDescription(j, j.head, [j.head.seeder])
   const { child: served } = await nodeAgent('n1', spec)
   await waitForLine(served, /^mounted infohash=/)
   t.same(await snapshotTree(path.join(j.dir, 'mnt-n1'), 0o555), await snapshotTree(j.libs, 0o555), 'the set, mounted')
@@ -353,6 +362,52 @@ t.test('node-agent without the description in the spec: from the head over HTTP 
   t.same([record.code, record.message.startsWith('node n2 cannot get the description')], ['LAUNCH', true], 'the node\'s failure record, for its ranks')
   t.equal(await isMounted(path.join(j.dir, 'mnt-n2')), false, 'no mount')
   await t.rejects(stat(path.join(j.dir, 'mnt-n2')), { code: 'ENOENT' }, 'no mount point')
+})
+
+t.test('node-agent fetching the description past hostile seeders of the job: a wrong proof, a wrong size, an endless message, bytes not a description', async (t) => {
+  const j = await job(t, (dir) => makeTree(path.join(dir, 'libs'), LIBRARY_TREE))
+  const secret = randomBytes(32).toString('hex')
+  const head = await serve(j.file, j.libs, [], secret)
+  j.defer(head.stop)
+  const infoHash = Buffer.from(parseDescription(await readFile(j.file)).infoHash, 'hex')
+  const behaviours = ['wrong proof', 'wrong total size', 'endless message', 'not a description'] as const
+  const met: string[] = []
+  const hostile = await Promise.all(behaviours.map((behaviour) => new Promise<string>((resolve) => {
+    const server = net.createServer((socket) => {
+      met.push(behaviour)
+      socket.on('error', () => {})
+      const id = Buffer.from(`-P2N020-${randomBytes(6).toString('hex')}`)
+      let buffered = Buffer.alloc(0)
+      socket.on('data', (chunk: Buffer) => {
+        const first = buffered.length < 68
+        buffered = Buffer.concat([buffered, chunk])
+        if (!first || buffered.length < 68) return
+        // As a member of the job would (it knows the secret), but for the one thing it gets wrong.
+        const theirs = buffered.subarray(48, 68)
+        const auth = behaviour === 'wrong proof' ? randomBytes(32)
+          : createHmac('sha256', Buffer.from(secret, 'hex')).update('peer').update(infoHash).update(id).update(theirs).digest()
+        const size = 20_000 // two pieces of the description
+        const ext = Buffer.concat([Buffer.from([0]), Buffer.from('d1:md11:p2prun_desci3ee11:p2prun_auth32:'), auth, Buffer.from(`16:p2prun_desc_sizei${size}ee`)])
+        const data = (piece: number, total: number, bytes: Buffer) => message(20, Buffer.concat([Buffer.from([2]), Buffer.from(`d8:msg_typei1e5:piecei${piece}e10:total_sizei${total}ee`), bytes]))
+        const answer = behaviour === 'wrong total size' ? data(0, size + 1, randomBytes(16384))
+          : behaviour === 'endless message' ? u32(0xfffffff0)
+            : Buffer.concat([data(0, size, randomBytes(16384)), data(1, size, randomBytes(size - 16384))])
+        socket.write(Buffer.concat([handshake(infoHash, { extensions: true, peerId: id }), message(20, ext), answer]))
+      })
+    })
+    j.defer(() => new Promise<void>((done) => server.close(() => done())))
+    server.listen(0, '127.0.0.1', () => resolve(`127.0.0.1:${(server.address() as net.AddressInfo).port}`))
+  })))
+  // The hostile ones first (seeders are asked in their order), then the head's seeder, which has it.
+  const { spec, nodeAgent } = await specWithoutDescription(j, head, [...hostile, head.seeder], secret)
+  const { child } = await nodeAgent('n1', spec)
+  await waitForLine(child, /^mounted infohash=/)
+  t.same(await snapshotTree(path.join(j.dir, 'mnt-n1'), 0o555), await snapshotTree(j.libs, 0o555), 'the set, mounted')
+  child.kill('SIGTERM')
+  const r = await child
+  t.equal(r.exitCode, 0, String(r.stderr))
+  t.match(String(r.stderr), /description: from a peer\n/, 'from a peer: the head\'s seeder')
+  t.same([...new Set(met)].sort(), [...behaviours].sort(), 'every hostile seeder was asked, and none took the agent down')
 })
 
 t.test('the remote file systems a store may not live on are the Node agent\'s (lib/file-systems.ts)', async (t) => {

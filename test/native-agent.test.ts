@@ -14,7 +14,7 @@ import { REMOTE_FS_TYPES } from '../lib/file-systems.ts'
 import { LIBRARY_TREE, makeTree, snapshotTree, withSymlinks } from './helpers/fixtures.ts'
 import { cleanEnv, NATIVE_AGENT, ROOT, serve, waitForLine, type Serving } from './helpers/cli.ts'
 import { ensureUnmounted, job, mountAgent, nodeArgs, type Job, type MountedAgent } from './helpers/mount.ts'
-import { answersHandshake, handshake, liar, message, sendAndAwaitClose, u32 } from './helpers/peer-wire.ts'
+import { answersHandshake, handshake, liar, message, readPeer, sendAndAwaitClose, u32 } from './helpers/peer-wire.ts'
 import { freePorts } from './helpers/ports.ts'
 
 const run = promisify(execFile)
@@ -257,6 +257,52 @@ t.test('a read\'s piece is asked of the least advanced peer that holds it, not o
   t.equal(c?.stats.swarm.fromHead, 0, 'C took nothing from the head: peers hold it')
   t.equal(b?.stats.swarm.uploaded, c?.stats.swarm.fromPeers, 'C took every block from B')
   t.equal(a?.stats.swarm.uploaded, b?.stats.swarm.fromPeers, 'A sent only what B took from it, nothing to C')
+})
+
+/**
+ * A peer of the job played by hand that connects to `port`, says it listens on `listenPort` and
+ * takes ut_pex; `told` resolves with the addresses of the first ut_pex message it gets, or with none
+ * if the unchoke that answers its interest comes first (the agent tells a peer once it is open,
+ * before it reads what the peer sent next).
+ */
+function pexPeer (port: number, secret: string, infoHash: Buffer, listenPort: number): { told: Promise<string[]>, close: () => void } {
+  const peerId = Buffer.from(`-P2N020-${randomBytes(6).toString('hex')}`)
+  const socket = net.connect(port, '127.0.0.1', () => socket.write(handshake(infoHash, { extensions: true, peerId })))
+  socket.on('error', () => {})
+  const told = new Promise<string[]>((resolve) => {
+    readPeer(socket, (msg) => {
+      if (msg[0] === 1) resolve([])
+      if (msg[0] !== 20 || msg[1] !== 1) return // ut_pex under the id this peer gave it
+      const added = msg.subarray(2).toString('latin1').match(/^d5:added(\d+):/)
+      if (!added) return
+      const compact = msg.subarray(2 + added[0].length, 2 + added[0].length + Number(added[1]))
+      resolve(Array.from({ length: compact.length / 6 }, (_, i) => `${[...compact.subarray(6 * i, 6 * i + 4)].join('.')}:${compact.readUInt16BE(6 * i + 4)}`))
+    }, () => {})
+  })
+  socket.once('data', (chunk: Buffer) => {
+    // Its proof binds both ids: the agent's is in the handshake's last 20 bytes.
+    const auth = createHmac('sha256', Buffer.from(secret, 'hex')).update('peer').update(infoHash).update(peerId).update(chunk.subarray(48, 68)).digest()
+    socket.write(Buffer.concat([message(20, Buffer.concat([Buffer.from(`\0d1:md6:ut_pexi1ee1:pi${listenPort}e11:p2prun_auth32:`, 'latin1'), auth, Buffer.from('e')])), message(2)]))
+  })
+  return { told, close: () => socket.destroy() }
+}
+
+t.test('a new peer is told where the agent\'s other peers listen (ut_pex), not of itself', async (t) => {
+  const j = await job(t, (dir) => makeTree(path.join(dir, 'libs'), LIBRARY_TREE))
+  const secret = randomBytes(32).toString('hex')
+  const head = await serve(j.file, j.libs, [], secret)
+  j.defer(head.stop)
+  const infoHash = Buffer.from(parseDescription(await readFile(j.file)).infoHash, 'hex')
+  const port = (await freePorts(1))[0] as number
+  const agent = await mountAgent(j, j.file, path.join(j.dir, 'mnt'), path.join(j.dir, 'agent.json'),
+    ['--tracker', head.tracker, '--seeder', head.seeder, '--store-dir', j.dir, '--port', String(port)], { P2PRUN_SECRET: secret, P2PRUN_DEBUG: '1' }, [], NATIVE_AGENT)
+  const [first, second] = [pexPeer(port, secret, infoHash, 40001), pexPeer(port, secret, infoHash, 40002)]
+  await stderrLine(agent, /(open \(accepted[^]*){2}/)
+  const newcomer = pexPeer(port, secret, infoHash, 40003)
+  const told = await newcomer.told
+  t.ok(told.includes('127.0.0.1:40001') && told.includes('127.0.0.1:40002'), `the two others, at the ports they listen on: ${told.join(' ')}`)
+  t.notOk(told.includes('127.0.0.1:40003'), 'not itself')
+  for (const p of [first, second, newcomer]) p.close()
 })
 
 t.test('a peer whose blocks fail their check is dropped and refused; the set comes whole from the head', async (t) => {

@@ -114,6 +114,7 @@ struct peer {
   bool fast, p2prun, head;
   uint16_t listen_port;        // from its extension handshake
   uint8_t desc_id;             // the id it takes p2prun_desc messages under; 0: none
+  uint8_t pex_id;              // the id it takes ut_pex messages under; 0: none
   // Its pieces, one byte each: the picker's scans read it directly.
   uint8_t *has;
   uint32_t has_count;

@@ -3,6 +3,7 @@
 // messages, framed where they lie in the read buffer and checked against their type before the
 // swarm sees them. Anything a peer sends that does not fit ends its connection, never the agent.
 #define _GNU_SOURCE
+#include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -23,6 +24,7 @@
 #define FAST_BIT 0x04        // reserved byte 7
 #define EXTENSION_BIT 0x10   // reserved byte 5
 #define UT_PEX_ID 1          // the id our peers send ut_pex under (lib/swarm/extensions.ts)
+#define PEX_PEERS 50         // peers told of to a new connection (lib/swarm/connections.ts)
 #define DESC_ID 2            // and p2prun_desc
 #define DESC_PIECE 16384     // the description moves in pieces of this (BEP 9's)
 #define NODE_DESC_PEERS 16   // distinct peers a node hands it to (lib/swarm/description-exchange.ts)
@@ -239,10 +241,39 @@ static bool duplicate (struct peer *p) {
   return false;
 }
 
+// Where up to PEX_PEERS other open peers listen (their IPv4 address, the port their handshake gave),
+// told to a new peer that takes ut_pex (BEP 11): with them it reaches the swarm without the
+// tracker, as lib/swarm/connections.ts tells its new connections.
+static void send_pex (struct peer *p) {
+  if (!p->pex_id) return;
+  uint8_t body[32 + 6 * PEX_PEERS];
+  int count = 0, head = snprintf((char *)body, sizeof body, "%cd5:added", p->pex_id);
+  uint8_t compact[6 * PEX_PEERS];
+  for (int i = 0; i < peer_count && count < PEX_PEERS; i++) {
+    const struct peer *o = peers[i];
+    char host[48];
+    struct in_addr ip;
+    const char *colon = strrchr(o->address, ':');
+    if (o == p || o->phase != P_OPEN || !o->listen_port || !colon) continue;
+    snprintf(host, sizeof host, "%.*s", (int)(colon - o->address), o->address);
+    if (inet_pton(AF_INET, host, &ip) != 1) continue;
+    memcpy(compact + 6 * count, &ip, 4);
+    compact[6 * count + 4] = (uint8_t)(o->listen_port >> 8);
+    compact[6 * count + 5] = (uint8_t)o->listen_port;
+    count++;
+  }
+  if (count == 0) return;
+  head += snprintf((char *)body + head, sizeof body - (size_t)head, "%d:", 6 * count);
+  memcpy(body + head, compact, (size_t)(6 * count));
+  body[head + 6 * count] = 'e';
+  peer_send(p, EXTENDED, body, (size_t)head + 6 * (size_t)count + 1);
+}
+
 static void open_peer (struct peer *p) {
   debug("%s: open (%s, %.8s)", p->address, p->outgoing ? "dialed" : "accepted", (const char *)p->id);
   p->phase = P_OPEN;
   swarm_opened(p);
+  send_pex(p);
 }
 
 static bool take_handshake (struct peer *p, const uint8_t *h) {
@@ -279,6 +310,7 @@ static bool take_proof (struct peer *p, const uint8_t *msg, size_t length) {
   if (bdict_get(&dict, "p", &port) && port.kind == B_INT && port.i > 0 && port.i < 65536) p->listen_port = (uint16_t)port.i;
   struct bval m, id;
   if (bdict_get(&dict, "m", &m) && m.kind == B_DICT && bdict_get(&m, "p2prun_desc", &id) && id.kind == B_INT && id.i > 0 && id.i < 256) p->desc_id = (uint8_t)id.i;
+  if (bdict_get(&dict, "m", &m) && m.kind == B_DICT && bdict_get(&m, "ut_pex", &id) && id.kind == B_INT && id.i > 0 && id.i < 256) p->pex_id = (uint8_t)id.i;
   open_peer(p);
   return true;
 }

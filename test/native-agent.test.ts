@@ -1,20 +1,20 @@
 // The native node agent (native/agent/, dist/p2prun-agent): real FUSE mounts, real BitTorrent on
 // loopback against a real `p2prun serve` head, Node agents and hand-played hostile peers beside it.
 import { execFile } from 'node:child_process'
-import { createHmac, randomBytes } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
 import { lstat, mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises'
 import net from 'node:net'
 import path from 'node:path'
 import { promisify } from 'node:util'
 import { execa } from 'execa'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { isMounted } from '../lib/mount.ts'
 import { parseDescription } from '../lib/description.ts'
 import { REMOTE_FS_TYPES } from '../lib/file-systems.ts'
 import { LIBRARY_TREE, makeTree, snapshotTree, withSymlinks } from './helpers/fixtures.ts'
 import { cleanEnv, NATIVE_AGENT, ROOT, serve, waitForLine, type Serving } from './helpers/cli.ts'
 import { ensureUnmounted, job, mountAgent, nodeArgs, type Job, type MountedAgent } from './helpers/mount.ts'
-import { answersHandshake, handshake, liar, message, readPeer, sendAndAwaitClose, u32 } from './helpers/peer-wire.ts'
+import { answersHandshake, handshake, liar, message, peerProof, readPeer, sendAndAwaitClose, u32 } from './helpers/peer-wire.ts'
 import { freePorts } from './helpers/ports.ts'
 
 const run = promisify(execFile)
@@ -50,7 +50,7 @@ function greedyPeer (address: string, requests: Buffer, secret: string, infoHash
       if (got.length < 68) return
       // Its proof for this pair (lib/swarm/job-auth.ts), interest, the requests; then nothing is
       // read, so what the agent queues for us only grows.
-      const auth = createHmac('sha256', Buffer.from(secret, 'hex')).update('peer').update(infoHash).update(peerId).update(got.subarray(48, 68)).digest()
+      const auth = peerProof(secret, infoHash, peerId, got.subarray(48, 68))
       socket.write(message(20, Buffer.concat([Buffer.from([0]), Buffer.from('d11:p2prun_auth32:'), auth, Buffer.from('e')])))
       socket.write(Buffer.concat([message(2), requests]))
       socket.pause()
@@ -59,6 +59,15 @@ function greedyPeer (address: string, requests: Buffer, secret: string, infoHash
     socket.on('error', () => {})
     socket.on('close', () => resolve(total))
   })
+}
+
+/** A job whose head requires its secret (as a launch's does): the scratch, the secret, the head, the infohash. */
+async function jobWithSecret (t: Test) {
+  const j = await job(t, (dir) => makeTree(path.join(dir, 'libs'), LIBRARY_TREE))
+  const secret = randomBytes(32).toString('hex')
+  const head = await serve(j.file, j.libs, [], secret)
+  j.defer(head.stop)
+  return { j, secret, head, infoHash: Buffer.from(parseDescription(await readFile(j.file)).infoHash, 'hex') }
 }
 
 /** What lstat says of every entry under `root` that the two agents must agree on. */
@@ -193,7 +202,7 @@ async function provenPeer (address: string, secret: string, infoHash: Buffer): P
         if (buffered.length < 68) return
         shook = true
         // The proof binds both peer ids (lib/swarm/job-auth.ts): the agent's is in its handshake.
-        const auth = createHmac('sha256', Buffer.from(secret, 'hex')).update('peer').update(infoHash).update(peerId).update(buffered.subarray(48, 68)).digest()
+        const auth = peerProof(secret, infoHash, peerId, buffered.subarray(48, 68))
         socket.write(Buffer.concat([message(20, Buffer.concat([Buffer.from([0]), Buffer.from('d11:p2prun_auth32:'), auth, Buffer.from('e')])), message(2)]))
         buffered = buffered.subarray(68)
         resolve()
@@ -213,11 +222,7 @@ async function provenPeer (address: string, secret: string, infoHash: Buffer): P
 }
 
 t.test('the fan-out: in block mode a piece goes to one peer at a time, the next asker is turned down; in eager mode to three', async (t) => {
-  const j = await job(t, (dir) => makeTree(path.join(dir, 'libs'), LIBRARY_TREE))
-  const secret = randomBytes(32).toString('hex')
-  const head = await serve(j.file, j.libs, [], secret)
-  j.defer(head.stop)
-  const infoHash = Buffer.from(parseDescription(await readFile(j.file)).infoHash, 'hex')
+  const { j, secret, head, infoHash } = await jobWithSecret(t)
   for (const [mode, served] of [['block', 1], ['eager', 2]] as const) {
     const port = (await freePorts(1))[0] as number
     const native = await mountAgent(j, j.file, path.join(j.dir, `mnt-${mode}`), path.join(j.dir, `${mode}.json`),
@@ -281,18 +286,14 @@ function pexPeer (port: number, secret: string, infoHash: Buffer, listenPort: nu
   })
   socket.once('data', (chunk: Buffer) => {
     // Its proof binds both ids: the agent's is in the handshake's last 20 bytes.
-    const auth = createHmac('sha256', Buffer.from(secret, 'hex')).update('peer').update(infoHash).update(peerId).update(chunk.subarray(48, 68)).digest()
+    const auth = peerProof(secret, infoHash, peerId, chunk.subarray(48, 68))
     socket.write(Buffer.concat([message(20, Buffer.concat([Buffer.from(`\0d1:md6:ut_pexi1ee1:pi${listenPort}e11:p2prun_auth32:`, 'latin1'), auth, Buffer.from('e')])), message(2)]))
   })
   return { told, close: () => socket.destroy() }
 }
 
 t.test('a new peer is told where the agent\'s other peers listen (ut_pex), not of itself', async (t) => {
-  const j = await job(t, (dir) => makeTree(path.join(dir, 'libs'), LIBRARY_TREE))
-  const secret = randomBytes(32).toString('hex')
-  const head = await serve(j.file, j.libs, [], secret)
-  j.defer(head.stop)
-  const infoHash = Buffer.from(parseDescription(await readFile(j.file)).infoHash, 'hex')
+  const { j, secret, head, infoHash } = await jobWithSecret(t)
   const port = (await freePorts(1))[0] as number
   const agent = await mountAgent(j, j.file, path.join(j.dir, 'mnt'), path.join(j.dir, 'agent.json'),
     ['--tracker', head.tracker, '--seeder', head.seeder, '--store-dir', j.dir, '--port', String(port)], { P2PRUN_SECRET: secret, P2PRUN_DEBUG: '1' }, [], NATIVE_AGENT)
@@ -411,11 +412,7 @@ t.test('node-agent without the description in the spec: from the head over HTTP 
 })
 
 t.test('node-agent fetching the description past hostile seeders of the job: a wrong proof, a wrong size, an endless message, bytes not a description', async (t) => {
-  const j = await job(t, (dir) => makeTree(path.join(dir, 'libs'), LIBRARY_TREE))
-  const secret = randomBytes(32).toString('hex')
-  const head = await serve(j.file, j.libs, [], secret)
-  j.defer(head.stop)
-  const infoHash = Buffer.from(parseDescription(await readFile(j.file)).infoHash, 'hex')
+  const { j, secret, head, infoHash } = await jobWithSecret(t)
   const behaviours = ['wrong proof', 'wrong total size', 'endless message', 'not a description'] as const
   const met: string[] = []
   const hostile = await Promise.all(behaviours.map((behaviour) => new Promise<string>((resolve) => {
@@ -431,7 +428,7 @@ t.test('node-agent fetching the description past hostile seeders of the job: a w
         // As a member of the job would (it knows the secret), but for the one thing it gets wrong.
         const theirs = buffered.subarray(48, 68)
         const auth = behaviour === 'wrong proof' ? randomBytes(32)
-          : createHmac('sha256', Buffer.from(secret, 'hex')).update('peer').update(infoHash).update(id).update(theirs).digest()
+          : peerProof(secret, infoHash, id, theirs)
         const size = 20_000 // two pieces of the description
         const ext = Buffer.concat([Buffer.from([0]), Buffer.from('d1:md11:p2prun_desci3ee11:p2prun_auth32:'), auth, Buffer.from(`16:p2prun_desc_sizei${size}ee`)])
         const data = (piece: number, total: number, bytes: Buffer) => message(20, Buffer.concat([Buffer.from([2]), Buffer.from(`d8:msg_typei1e5:piecei${piece}e10:total_sizei${total}ee`), bytes]))

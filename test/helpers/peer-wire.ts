@@ -2,7 +2,7 @@
 // (with or without the Fast Extension and the extension protocol), and the percent-encoding of a
 // tracker query's binary values; the sockets to feed such bytes to a Wire on; and peers played by
 // hand against an agent or a head: hostile bytes, a liar.
-import { randomBytes } from 'node:crypto'
+import { createHmac, randomBytes } from 'node:crypto'
 import net from 'node:net'
 import type { Test } from 'tap'
 import { hostPort } from '../../lib/swarm/peer-address.ts'
@@ -13,6 +13,11 @@ export const message = (id: number, payload: Buffer = Buffer.alloc(0)) => Buffer
 
 /** A peer id of no p2prun role (another client's, as far as p2prun can tell). */
 export const strangerId = () => Buffer.from(`-XX0001-${randomBytes(6).toString('hex')}`)
+
+/** The job proof a peer `from` gives peer `to` in its extension handshake (lib/swarm/job-auth.ts's, purpose "peer"). */
+export function peerProof (secret: string, infoHash: Uint8Array, from: Uint8Array, to: Uint8Array): Buffer {
+  return createHmac('sha256', Buffer.from(secret, 'hex')).update('peer').update(infoHash).update(from).update(to).digest()
+}
 
 export function handshake (infoHash: Buffer, opts: { fast?: boolean, extensions?: boolean, peerId?: Buffer } = {}): Buffer {
   const reserved = Buffer.from([0, 0, 0, 0, 0, opts.extensions ? 0x10 : 0, 0, opts.fast ?? true ? 0x04 : 0])

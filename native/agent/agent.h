@@ -27,6 +27,13 @@
 #define MAX_PEERS 128
 #define MAX_CONNS 120               // the most --max-conns may be: MAX_PEERS keeps a few slots for redials
 #define MAX_QUEUED_BYTES (16u << 20) // still to send to one peer after a flush (peer.c)
+// The wire's handshake and BEP 10's extended messages, as peer.c and description-fetch.c speak them.
+#define PROTOCOL "\x13" "BitTorrent protocol" // its first 20 bytes
+#define HANDSHAKE_LENGTH 68
+#define EXTENDED 20
+#define EXTENSION_BIT 0x10   // reserved byte 5
+#define DESC_ID 2            // the id our peers send p2prun_desc under (lib/swarm/extensions.ts)
+#define DESC_PIECE 16384     // the description moves in pieces of this (BEP 9's)
 
 uint64_t now_ms (void);
 
@@ -50,6 +57,13 @@ void usage_json (char *out, size_t size);
 void write_stats (FILE *f, const char *extra);
 // `n` bytes as lowercase hex into `out` (2n + 1 bytes).
 void hex_of (const uint8_t *bytes, size_t n, char *out);
+// `2n` hex digits into `n` bytes; false if `hex` is not that.
+bool bytes_of_hex (const char *hex, uint8_t *out, size_t n);
+// `n` bytes percent-encoded, as a tracker query has them (3n + 1 bytes).
+void url_escape (const uint8_t *bytes, size_t n, char *out);
+// A p2prun node's peer id (lib/swarm/peer-id.ts's "-P2N020-" and 12 random hex digits); false
+// without random bytes. Seeds random() the first time.
+bool new_peer_id (uint8_t out[20]);
 extern const char *const MODE_NAMES[];
 
 // Big-endian 32-bit integers, as the wire has them.

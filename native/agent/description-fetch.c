@@ -13,7 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -27,8 +26,6 @@
 #define RETRY_MS 150                  // between rounds, doubling: the first holders join meanwhile
 #define RETRY_MAX_MS 2000
 #define MAX_DESC_SIZE (64u << 20)     // lib/swarm/extensions.ts
-#define DESC_PIECE 16384
-#define DESC_ID 2                     // ours for p2prun_desc (peer.c's)
 #define MAX_MESSAGE (1u << 20)        // anything a peer sends before the description's pieces is smaller
 #define MAX_LISTED 64
 #define TRACKER_REPLY_MAX (256u * 1024)
@@ -124,10 +121,6 @@ static uint8_t *http_get (const char *url, uint64_t deadline, size_t max, size_t
   return reply;
 }
 
-static void url_escape (char *out, const uint8_t *bytes, size_t n) {
-  for (size_t i = 0; i < n; i++) out += sprintf(out, "%%%02X", bytes[i]);
-}
-
 // `url` with the job's proof for `purpose` over `a`, `b` (lib/swarm/job-auth.ts's withProof).
 static char *with_proof (const char *url, const char *purpose, const uint8_t *a, size_t alen, const uint8_t *b, size_t blen) {
   char *out = NULL, hex[65] = "";
@@ -144,8 +137,8 @@ static char *with_proof (const char *url, const char *purpose, const uint8_t *a,
 static int peek_peers (const struct description_source *src, const uint8_t *peer_id, char listed[][48], uint64_t deadline) {
   int count = 0;
   char info_hash[61], id[61];
-  url_escape(info_hash, src->info_hash, 20);
-  url_escape(id, peer_id, 20);
+  url_escape(src->info_hash, 20, info_hash);
+  url_escape(peer_id, 20, id);
   for (int t = 0; t < src->tracker_count; t++) {
     char *query = NULL, *url;
     if (asprintf(&query, "%s%sinfo_hash=%s&peer_id=%s&port=1&uploaded=0&downloaded=0&left=1&compact=1&numwant=%d&p2prun_peek=1",
@@ -174,7 +167,7 @@ static int peek_peers (const struct description_source *src, const uint8_t *peer
 static bool send_message (int fd, uint8_t ext, const char *dict, size_t dict_len, uint64_t deadline) {
   uint8_t head[6];
   put32(head, (uint32_t)(dict_len + 2));
-  head[4] = 20; // BEP 10's extended message
+  head[4] = EXTENDED;
   head[5] = ext;
   return send_all(fd, head, 6, deadline) && send_all(fd, dict, dict_len, deadline);
 }
@@ -185,15 +178,14 @@ static uint8_t *from_peer (const char *address, const struct description_source 
   uint64_t deadline = now_ms() + PEER_TIMEOUT_MS;
   int fd = dial(address, deadline);
   if (fd < 0) return NULL;
-  static const char PROTOCOL[] = "\x13" "BitTorrent protocol";
-  uint8_t ours[68] = { 0 }, theirs[68], auth[32], want[32];
+  uint8_t ours[HANDSHAKE_LENGTH] = { 0 }, theirs[HANDSHAKE_LENGTH], auth[32], want[32];
   memcpy(ours, PROTOCOL, 20);
-  ours[25] = 0x10; // the extension protocol: the proof travels in its handshake
+  ours[25] = EXTENSION_BIT; // the proof travels in the extension protocol's handshake
   memcpy(ours + 28, src->info_hash, 20);
   memcpy(ours + 48, peer_id, 20);
   uint8_t *bytes = NULL, *got = NULL, *msg = NULL;
   size_t total = 0, pieces = 0, missing = 0;
-  if (!send_all(fd, ours, 68, deadline) || !recv_all(fd, theirs, 68, deadline) || memcmp(theirs, PROTOCOL, 20) != 0 ||
+  if (!send_all(fd, ours, HANDSHAKE_LENGTH, deadline) || !recv_all(fd, theirs, HANDSHAKE_LENGTH, deadline) || memcmp(theirs, PROTOCOL, 20) != 0 ||
       memcmp(theirs + 28, src->info_hash, 20) != 0) goto done;
   job_proof("peer", src->info_hash, 20, peer_id, 20, theirs + 48, 20, auth);
   job_proof("peer", src->info_hash, 20, theirs + 48, 20, peer_id, 20, want);
@@ -211,7 +203,7 @@ static uint8_t *from_peer (const char *address, const struct description_source 
     free(msg);
     msg = malloc(len ? len : 1);
     if (!msg || !recv_all(fd, msg, len, deadline)) goto done;
-    if (len < 2 || msg[0] != 20) continue; // not an extended message: nothing this connection needs
+    if (len < 2 || msg[0] != EXTENDED) continue; // nothing else is this connection's
     const uint8_t *at = msg + 2;
     struct bval dict, v, m;
     if (!bdecode(&at, msg + len, &dict) || dict.kind != B_DICT) goto done;
@@ -315,11 +307,9 @@ static bool listed_already (char listed[][48], int n, const char *address) {
 }
 
 static bool from_peers (const struct description_source *src, struct description *d) {
-  uint8_t random_bytes[6], peer_id[21];
-  if (getrandom(random_bytes, sizeof random_bytes, 0) != sizeof random_bytes) return false;
+  uint8_t peer_id[20];
   // An id of its own: this connection is not the node that joins afterwards.
-  snprintf((char *)peer_id, sizeof peer_id, "-P2N020-%02x%02x%02x%02x%02x%02x", random_bytes[0], random_bytes[1], random_bytes[2],
-    random_bytes[3], random_bytes[4], random_bytes[5]);
+  if (!new_peer_id(peer_id)) return false;
   uint64_t deadline = now_ms() + PEER_DESCRIPTION_MS;
   for (int round = 0; now_ms() < deadline; round++) {
     char listed[MAX_LISTED + MAX_ADDRESSES][48];

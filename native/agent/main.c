@@ -171,12 +171,7 @@ static int listen_on (uint16_t port) {
 
 int job_secret_from_hex (const char *hex) {
   size_t n = strlen(hex);
-  if (n < 32 || n % 2 || n / 2 > sizeof job.secret) return -1;
-  for (size_t i = 0; i < n / 2; i++) {
-    unsigned v;
-    if (sscanf(hex + 2 * i, "%2x", &v) != 1) return -1;
-    job.secret[i] = (uint8_t)v;
-  }
+  if (n < 32 || n % 2 || n / 2 > sizeof job.secret || !bytes_of_hex(hex, job.secret, n / 2)) return -1;
   job.secret_len = n / 2;
   return 0;
 }
@@ -293,6 +288,33 @@ const char *const MODE_NAMES[] = { [MODE_EAGER] = "eager", [MODE_BLOCK] = "block
 void hex_of (const uint8_t *bytes, size_t n, char *out) {
   for (size_t i = 0; i < n; i++) sprintf(out + 2 * i, "%02x", bytes[i]);
   out[2 * n] = 0;
+}
+
+bool bytes_of_hex (const char *hex, uint8_t *out, size_t n) {
+  if (strlen(hex) != 2 * n) return false;
+  for (size_t i = 0; i < n; i++) {
+    unsigned v;
+    if (sscanf(hex + 2 * i, "%2x", &v) != 1) return false;
+    out[i] = (uint8_t)v;
+  }
+  return true;
+}
+
+void url_escape (const uint8_t *bytes, size_t n, char *out) {
+  for (size_t i = 0; i < n; i++) out += sprintf(out, "%%%02X", bytes[i]);
+}
+
+bool new_peer_id (uint8_t out[20]) {
+  static bool seeded;
+  uint8_t random_bytes[6];
+  if (getrandom(random_bytes, sizeof random_bytes, 0) != sizeof random_bytes) return false;
+  char id[21];
+  snprintf(id, sizeof id, "-P2N020-%02x%02x%02x%02x%02x%02x", random_bytes[0], random_bytes[1], random_bytes[2],
+    random_bytes[3], random_bytes[4], random_bytes[5]);
+  memcpy(out, id, 20);
+  if (!seeded) srandom(random_bytes[0] | random_bytes[1] << 8 | (unsigned)random_bytes[2] << 16);
+  seeded = true;
+  return true;
 }
 
 static void write_ready (FILE *f, const void *arg) {
@@ -450,13 +472,7 @@ int agent_mount (int argc, char **argv, const struct serve_hooks *node_hooks) {
     for (int i = 0; i < tracker_count; i++) job.desc.trackers[i] = strdup(trackers[i]);
     job.desc.tracker_count = tracker_count;
   }
-  uint8_t random_bytes[6];
-  if (getrandom(random_bytes, sizeof random_bytes, 0) != sizeof random_bytes) return fail_as("LAUNCH", "no random bytes for a peer id", "check /dev/urandom");
-  char id[21];
-  snprintf(id, sizeof id, "-P2N020-%02x%02x%02x%02x%02x%02x", random_bytes[0], random_bytes[1], random_bytes[2],
-    random_bytes[3], random_bytes[4], random_bytes[5]);
-  memcpy(job.peer_id, id, 20);
-  srandom(random_bytes[0] | random_bytes[1] << 8 | (unsigned)random_bytes[2] << 16);
+  if (!new_peer_id(job.peer_id)) return fail_as("LAUNCH", "no random bytes for a peer id", "check /dev/urandom");
 
   sigset_t stop_signals;
   sigemptyset(&stop_signals);

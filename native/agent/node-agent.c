@@ -100,14 +100,9 @@ static bool description_source (const struct json *spec, struct description_sour
   const struct json *trackers = json_member(spec, "trackers"), *seeders = json_member(spec, "seeders");
   double stall_ms;
   memset(source, 0, sizeof *source);
-  if (!info_hash || strlen(info_hash) != 40 || !url || !trackers || trackers->kind != JSON_ARRAY || trackers->count > MAX_ADDRESSES ||
+  if (!info_hash || !bytes_of_hex(info_hash, source->info_hash, 20) || !url || !trackers || trackers->kind != JSON_ARRAY || trackers->count > MAX_ADDRESSES ||
       !seeders || seeders->kind != JSON_ARRAY || seeders->count > MAX_ADDRESSES || !number_member(json_member(spec, "node"), "stallTimeoutMs", &stall_ms) ||
       (secret && *secret && job_secret_from_hex(secret) < 0)) return false;
-  for (int i = 0; i < 20; i++) {
-    unsigned v;
-    if (sscanf(info_hash + 2 * i, "%2x", &v) != 1) return false;
-    source->info_hash[i] = (uint8_t)v;
-  }
   for (size_t i = 0; i < trackers->count; i++) if (trackers->items[i].kind == JSON_STRING) source->trackers[source->tracker_count++] = trackers->items[i].string;
   for (size_t i = 0; i < seeders->count; i++) if (seeders->items[i].kind == JSON_STRING) source->seeders[source->seeder_count++] = seeders->items[i].string;
   source->url = url;

@@ -19,18 +19,12 @@
 #include "agent.h"
 #include "bencode.h"
 
-#define HANDSHAKE_LENGTH 68
-#define EXTENDED 20
 #define FAST_BIT 0x04        // reserved byte 7
-#define EXTENSION_BIT 0x10   // reserved byte 5
 #define UT_PEX_ID 1          // the id our peers send ut_pex under (lib/swarm/extensions.ts)
 #define PEX_PEERS 50         // peers told of to a new connection (lib/swarm/connections.ts)
-#define DESC_ID 2            // and p2prun_desc
-#define DESC_PIECE 16384     // the description moves in pieces of this (BEP 9's)
 #define NODE_DESC_PEERS 16   // distinct peers a node hands it to (lib/swarm/description-exchange.ts)
 #define READ_BUFFER (MAX_REQUEST + 64 * 1024)
 
-static const char PROTOCOL[] = "\x13" "BitTorrent protocol";
 static struct peer *graveyard[MAX_PEERS];
 static int graveyard_count;
 static uint32_t next_serial;

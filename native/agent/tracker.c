@@ -35,10 +35,6 @@ static int tracker_count;
 
 static const char *const EVENTS[] = { "", "&event=started", "&event=completed", "&event=stopped" };
 
-static void escape (char *out, const uint8_t *bytes, size_t n) {
-  for (size_t i = 0; i < n; i++) out += sprintf(out, "%%%02X", bytes[i]);
-}
-
 static void finish (struct tracker *t, bool ok) {
   debug("tracker %s: %s", t->url, ok ? "announced" : "failed");
   if (t->w.fd >= 0) { loop_del(&t->w); close(t->w.fd); t->w.fd = -1; }
@@ -111,8 +107,8 @@ static void start (struct tracker *t, enum announce_event event) {
   if (host[0] == '[') { memmove(host, host + 1, strlen(host)); host[strlen(host) - 1] = 0; }
 
   char info_hash[61], peer_id[61], auth[80] = "";
-  escape(info_hash, job.desc.info_hash, 20);
-  escape(peer_id, job.peer_id, 20);
+  url_escape(job.desc.info_hash, 20, info_hash);
+  url_escape(job.peer_id, 20, peer_id);
   if (job.secret_len) {
     uint8_t proof[32];
     job_proof("announce", job.desc.info_hash, 20, job.peer_id, 20, NULL, 0, proof);

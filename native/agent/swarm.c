@@ -303,20 +303,19 @@ static bool pick (struct peer *p, uint64_t now) {
     uint32_t index = active[a];
     if (!urgent[index] && askable(p, index, now) && ask_free_run(p, index)) return true;
   }
-  uint32_t best = UINT32_MAX, best_avail = UINT32_MAX, n = d->piece_count;
-  uint32_t from = n ? (uint32_t)random() % n : 0;
-  // A piece a node has is held by it at least: one holder is as rare as it gets (the head's
-  // pieces count no holder: it is asked only for those).
-  // The background fetch of everything, rarest first: eager mode's alone.
+  // The background fetch of everything, rarest first: eager mode's alone. A piece a node has is
+  // held by it at least: one holder is as rare as it gets (the head's pieces count no holder: it is
+  // asked only for those).
   if (job.mode == MODE_EAGER) {
+    uint32_t best = UINT32_MAX, best_avail = UINT32_MAX, n = d->piece_count, from = n ? (uint32_t)random() % n : 0;
     for (uint32_t k = 0; k < n && best_avail > (p->head ? 0u : 1u); k++) {
       uint32_t index = (from + k) % n;
       if (parts[index].blocks || !askable(p, index, now) || avail[index] >= best_avail) continue;
       best = index;
       best_avail = avail[index];
     }
+    if (best != UINT32_MAX && start_piece(best)) return ask_free_run(p, best);
   }
-  if (best != UINT32_MAX && start_piece(best)) return ask_free_run(p, best);
   for (uint32_t a = 0; a < active_count && urgent_count > 0; a++) {
     uint32_t index = active[a];
     // The stalled holder is one of the peers that have it: the head stands in only if it is the only one.

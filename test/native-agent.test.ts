@@ -239,6 +239,31 @@ t.test('the fan-out: in block mode a piece goes to one peer at a time, the next 
   }
 })
 
+t.test('eager mode: with nothing read, every node fetches the whole set, from the head and from each other', async (t) => {
+  const j = await job(t, async (dir) => {
+    await mkdir(path.join(dir, 'libs'))
+    for (const name of ['liba.so', 'libb.so', 'libc.so']) await writeFile(path.join(dir, 'libs', name), randomBytes(2_000_000))
+    return path.join(dir, 'libs')
+  })
+  // A slow head, so the nodes have pieces to give each other: the rarest-first scan of each peer's
+  // pieces is what fetches them (no read asks for any), and it skips a peer with none this node
+  // has not started.
+  const secret = randomBytes(32).toString('hex')
+  await j.head.stop()
+  const head = await serve(j.file, j.libs, ['--upload-limit', String(2 * 1024 * 1024)], secret)
+  j.defer(head.stop)
+  const args = ['--mode', 'eager', '--tracker', head.tracker, '--seeder', head.seeder, '--store-dir', j.dir]
+  const agents = await Promise.all([1, 2, 3].map((k) =>
+    mountAgent(j, j.file, path.join(j.dir, `n${k}`), path.join(j.dir, `n${k}.json`), args, { P2PRUN_SECRET: secret, P2PRUN_DEBUG: '1' }, [], NATIVE_AGENT)))
+  await Promise.all(agents.map((agent) => stderrLine(agent, /every piece is in/)))
+  const stopped = await Promise.all(agents.map((agent) => agent.stop()))
+  t.same(stopped.map((s) => s.exitCode), [0, 0, 0])
+  t.same(stopped.map((s) => s.stats.swarm.piecesHave), stopped.map((s) => s.stats.swarm.pieceCount), 'every node has every piece')
+  t.same(stopped.map((s) => s.stats.fs.ops.read), [0, 0, 0], 'and nothing was read')
+  const fromPeers = stopped.reduce((sum, s) => sum + s.stats.swarm.fromPeers, 0)
+  t.ok(fromPeers > 0, `the nodes sent each other ${fromPeers} bytes`)
+})
+
 t.test('a read\'s piece is asked of the least advanced peer that holds it, not of the complete one', async (t) => {
   const j = await job(t, async (dir) => {
     await mkdir(path.join(dir, 'libs'))

@@ -133,6 +133,7 @@ struct peer {
   uint8_t *has;
   uint32_t has_count;
   uint32_t wanted;             // pieces it has that this node has not verified: 0, nothing to ask it
+  uint32_t unstarted;          // of those, the ones this node has not started: 0, nothing for eager mode's scan
   bool chokes_us, we_interested;
   struct request reqs[MAX_OUTSTANDING];
   int nreq;

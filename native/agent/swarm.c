@@ -55,6 +55,7 @@ static void ask_urgent (void);
 static uint8_t *have;
 static uint32_t have_count;
 static uint16_t *avail;            // open peers other than the head that have each piece
+static uint32_t orphans;           // pieces neither held nor started that no open peer but the head has
 static struct partial *parts;
 static uint32_t *active;           // the started pieces, in the order they were started
 static uint32_t active_count;
@@ -85,6 +86,7 @@ int swarm_init (const char *store_dir) {
   urgent = calloc(n, 1);
   urgent_list = calloc(n, sizeof *urgent_list);
   if (!urgent || !urgent_list) return -1;
+  orphans = d->piece_count; // none held, started or announced yet
   // A sparse file on a full tmpfs would fail its writes later, piece after piece: refused now.
   // Unlinked at once: the agent's descriptor keeps it, and nothing is left behind when it ends.
   char path[4096];
@@ -169,7 +171,19 @@ static void release (const struct request *r) {
 void swarm_closed (struct peer *p) {
   for (int i = 0; i < p->nreq; i++) release(&p->reqs[i]);
   p->nreq = 0;
-  if (!p->head) for (uint32_t i = 0; i < d->piece_count; i++) if (p->has[i]) avail[i]--;
+  if (p->head) return;
+  for (uint32_t i = 0; i < d->piece_count; i++) {
+    if (p->has[i] && --avail[i] == 0 && !have[i] && !parts[i].blocks) orphans++;
+  }
+}
+
+// Piece `index` joins (+1) or leaves (-1) those neither held nor started, which eager mode's
+// rarest-first scan looks at: each peer's count of them and the head's (orphans) follow, so a peer
+// with none is not scanned for. At 32 nodes nearly every scan found nothing (22,600 of 23,000 per
+// node, 17 million pieces looked at: most after a have for a piece this node was already fetching).
+static void unstarted_changed (uint32_t index, int delta) {
+  for (int i = 0; i < peer_count; i++) if (peers[i]->has[index]) peers[i]->unstarted += (uint32_t)delta;
+  if (avail[index] == 0) orphans += (uint32_t)delta;
 }
 
 static bool start_piece (uint32_t index) {
@@ -185,17 +199,20 @@ static bool start_piece (uint32_t index) {
   }
   part->count = part->missing = count;
   active[active_count++] = index;
+  unstarted_changed(index, -1);
   return true;
 }
 
 static void finish_piece (uint32_t index) {
   struct partial *part = &parts[index];
+  if (!part->blocks) return;
   free(part->blocks);
   free(part->again);
   free(part->asked_at);
   part->blocks = part->again = NULL;
   part->asked_at = NULL;
   for (uint32_t i = 0; i < active_count; i++) if (active[i] == index) { active[i] = active[--active_count]; break; }
+  unstarted_changed(index, +1);
 }
 
 static void ask (struct peer *p, uint32_t index, uint32_t first, uint32_t end, bool again) {
@@ -306,11 +323,10 @@ static bool pick (struct peer *p, uint64_t now) {
   // The background fetch of everything, rarest first: eager mode's alone. A piece a node has is
   // held by it at least: one holder is as rare as it gets (the head's pieces count no holder: it is
   // asked only for those).
-  if (job.mode == MODE_EAGER) {
-    uint32_t best = UINT32_MAX, best_avail = UINT32_MAX, n = d->piece_count, from = n ? (uint32_t)random() % n : 0;
-    for (uint32_t k = 0; k < n && best_avail > (p->head ? 0u : 1u); k++) {
-      uint32_t index = (from + k) % n;
-      if (parts[index].blocks || !askable(p, index, now) || avail[index] >= best_avail) continue;
+  if (job.mode == MODE_EAGER && (p->head ? orphans : p->unstarted) > 0) {
+    uint32_t best = UINT32_MAX, best_avail = UINT32_MAX, n = d->piece_count, from = (uint32_t)random() % n;
+    for (uint32_t k = 0, index = from; k < n && best_avail > (p->head ? 0u : 1u); k++, index = index + 1 == n ? 0 : index + 1) {
+      if (!p->has[index] || parts[index].blocks || !askable(p, index, now) || avail[index] >= best_avail) continue;
       best = index;
       best_avail = avail[index];
     }
@@ -337,7 +353,9 @@ static void fill (struct peer *p) {
   while (has_room(p) && pick(p, now)) {}
 }
 
+// Called with the piece unstarted (finish_piece first).
 static void verified (uint32_t index) {
+  unstarted_changed(index, -1);
   have[index] = 1;
   have_count++;
   if (urgent[index]) {
@@ -357,7 +375,9 @@ static void verified (uint32_t index) {
     if (!o->has[index]) peer_send_later(o, HAVE, body, 4);
     else if (--o->wanted == 0) send_interest(o);
   }
-  if (swarm_complete()) tracker_announce(EV_COMPLETED);
+  if (!swarm_complete()) return;
+  debug("every piece is in: %llu bytes from the head, %llu from peers", (unsigned long long)stats.from_head, (unsigned long long)stats.from_peers);
+  tracker_announce(EV_COMPLETED);
 }
 
 // A whole piece, read back from the store: verified, or fetched again without its senders (one
@@ -471,6 +491,10 @@ static void gains (struct peer *p, uint32_t index) {
   p->has[index] = 1;
   p->has_count++;
   if (!have[index]) p->wanted++;
+  if (!have[index] && !parts[index].blocks) {
+    p->unstarted++;
+    if (!p->head && avail[index] == 0) orphans--;
+  }
   if (!p->head) avail[index]++;
 }
 

@@ -14,6 +14,8 @@ import { builtDistFile, distFile, NATIVE_AGENT_FILE } from './dist-files.ts'
 import { P2prunError } from './errors.ts'
 import { readyLine } from './session/process.ts'
 import { SECRET_ENV } from './swarm/job-auth.ts'
+import { dialsHead, HEAD_FALLBACK_MS, peersOf } from './swarm/node-list.ts'
+import { hostPort } from './swarm/peer-address.ts'
 
 /** What p2prun-agent's --max-conns takes at most (native/agent/agent.h MAX_CONNS). */
 const MAX_CONNS = 120
@@ -28,8 +30,8 @@ export type AgentNeeds = Pick<AgentOptions, 'node' | 'description' | 'keepStore'
 /** What of `options` the native agent does not do, as "it does not do …" ends; undefined: it serves them all. */
 export function nativeRefusal (options: AgentNeeds): string | undefined {
   const { node, description } = options
-  if (node.dht?.length || node.dhtLookup || description.dhtNodes.length) return 'the DHT'
-  if (node.nodeList) return 'node lists'
+  // A node list replaces the tracker and the DHT (lib/swarm/node.ts): its peers are flags.
+  if (!node.nodeList && (node.dht?.length || node.dhtLookup || description.dhtNodes.length)) return 'the DHT'
   if (node.maxConns > MAX_CONNS) return `more than ${MAX_CONNS} connections`
   if (options.keepStore || node.reuseStore) return 'stores kept for the next launch (agent-linger, --keep-store)'
   if ((node.trackers ?? description.trackers).length > MAX_ADDRESSES || [...description.seeders, ...node.seeders ?? []].length > MAX_ADDRESSES ||
@@ -38,15 +40,32 @@ export function nativeRefusal (options: AgentNeeds): string | undefined {
   return undefined
 }
 
+/**
+ * Where the peers come from: the trackers, or a node list's (node-list.ts's policy, applied here:
+ * the peers it picks, and the head dialed at start or only once a wait stalls), listening at the
+ * node's own entry.
+ */
+function discoveryFlags (options: AgentOptions): string[] {
+  const { node, description } = options
+  const list = node.nodeList
+  if (!list) return ['--port', String(node.port), ...(node.trackers ?? description.trackers).flatMap((url) => ['--tracker', url])]
+  const own = hostPort(list.nodes[list.index] as string)
+  return [
+    '--port', String(own?.port ?? node.port), '--no-trackers',
+    ...peersOf(list, Buffer.from(description.infoHash, 'hex')).flatMap((address) => ['--peer', address]),
+    ...(dialsHead(list.nodes.length, list.index) ? [] : ['--head-fallback', String((node.headFallbackMs ?? HEAD_FALLBACK_MS) / 1000)])
+  ]
+}
+
 /** p2prun-agent's flags for `options` (nativeRefusal said it serves them), but where it reports. */
 function flags (options: AgentOptions): string[] {
   const { node } = options
   return [
     'mount', '-', options.mountPoint, '--notify-fd', '3', '--mode', options.mode,
-    '--store-dir', node.storeDir, '--port', String(node.port), '--max-conns', String(node.maxConns), '--numwant', String(node.numwant),
+    '--store-dir', node.storeDir, '--max-conns', String(node.maxConns), '--numwant', String(node.numwant),
     '--stall-timeout', String(node.stallTimeoutMs / 1000), '--owner', `${options.uid}:${options.gid}`, '--fuse-device', options.fuseDevice,
     ...(options.allowOther ? ['--allow-other'] : []),
-    ...(node.trackers ?? options.description.trackers).flatMap((url) => ['--tracker', url]),
+    ...discoveryFlags(options),
     // Its description is the peer-shareable one (which it hands on): where the swarm is comes from here.
     ...[...options.description.seeders, ...node.seeders ?? []].flatMap((address) => ['--seeder', address]),
     // lib/source-layout.ts's layout: the set's directory, or NAME=DIR for each top directory of several.

@@ -55,7 +55,11 @@ t.test('p2prun mount: every mode from a tracker goes to the native agent; a kept
   t.equal(exitCode, 0)
   t.ok(stats.swarm.fromHead > 0 && stats.fs.ops.read > 0, `--stats: ${stats.swarm.fromHead} bytes from the head, ${stats.fs.ops.read} reads`)
 
-  for (const [name, args, native] of [['block mode', nodeArgs(j, 'block'), true], ['file mode', nodeArgs(j, 'file'), true],
+  // A node list's peers are the native agent's flags (lib/native-agent.ts): the list reads as a tracker would.
+  const list = path.join(j.dir, 'nodes')
+  await writeFile(list, `127.0.0.1:${await closedPort()}\n127.0.0.1:${await closedPort()}\n`)
+  const byList = ['--mode', 'block', '--seeder', j.head.seeder, '--store-dir', j.dir, '--node-list', list, '--node-index', '0']
+  for (const [name, args, native] of [['block mode', nodeArgs(j, 'block'), true], ['file mode', nodeArgs(j, 'file'), true], ['a node list', byList, true],
     ['block mode, --agent native', [...nodeArgs(j, 'block'), '--agent', 'native'], true], ['a store kept', [...nodeArgs(j, 'eager'), '--keep-store'], false],
     ['--agent node', [...nodeArgs(j, 'eager'), '--agent', 'node'], false]] as const) {
     const agent = await mountAgent(j, j.file, path.join(j.dir, name.replace(/\W/g, '')), path.join(j.dir, 'other.json'), args)
@@ -151,7 +155,7 @@ t.test('the native agent reads what a stalled read waits for from the source dir
   t.match(String(u.stderr), /read \/libbar\.so\.2\.0 failed: no data arrived for 1 s \(0 peers connected\): .*, and the source directory cannot stand in: .*not-mounted-here.* \(hint: /, 'saying both')
 })
 
-t.test('a launch\'s node agents: the native node agent alone, with the description in the spec or from the head, in eager or block mode; Node alone with a DHT', async (t) => {
+t.test('a launch\'s node agents: the native node agent alone, with the description in the spec or from the head, in eager or block mode; Node alone with a DHT; Node and the native agent with a node list', async (t) => {
   const s = await scratch(t)
   const dirs = launchDirs(s)
   const app = path.join(s.dir, 'hello')
@@ -166,7 +170,9 @@ t.test('a launch\'s node agents: the native node agent alone, with the descripti
     ['eager, the description in the spec', [], {}, 'native, no Node process', `agent ${NATIVE_AGENT} children`],
     ['eager, the description from peers', [], { P2PRUN_DESCRIPTION_ROUTE: 'peers' }, 'native, no Node process', `agent ${NATIVE_AGENT} children`],
     ['block mode', ['--mode', 'block'], {}, 'native, no Node process', `agent ${NATIVE_AGENT} children`],
-    ['a DHT', ['--discovery', 'dht'], {}, 'node', `agent ${node} children`]
+    ['a DHT', ['--discovery', 'dht'], {}, 'node', `agent ${node} children`],
+    // The native node agent does not place a node in the launch's list: Node does, and runs the native agent.
+    ['a node list', ['--discovery', 'nodes', '--node-host', '127.0.0.1', '--node-port', String(await closedPort())], {}, 'native', `agent ${node} children ${NATIVE_AGENT}`]
   ] as const
   for (const [name, extra, env, kind, served] of cases) {
     const r = await launch(s, dirs, [...args, ...extra, whoServes], { P2PRUN_DEBUG: '2', ...env })

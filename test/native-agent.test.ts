@@ -12,7 +12,7 @@ import { isMounted } from '../lib/mount.ts'
 import { parseDescription } from '../lib/description.ts'
 import { REMOTE_FS_TYPES } from '../lib/file-systems.ts'
 import { LIBRARY_TREE, makeTree, snapshotTree, withSymlinks } from './helpers/fixtures.ts'
-import { cleanEnv, NATIVE_AGENT, ROOT, serve, waitForLine, type Serving } from './helpers/cli.ts'
+import { cleanEnv, NATIVE_AGENT, p2prun, ROOT, serve, waitForLine, type Serving } from './helpers/cli.ts'
 import { ensureUnmounted, job, mountAgent, nodeArgs, type Job, type MountedAgent } from './helpers/mount.ts'
 import { answersHandshake, handshake, liar, message, peerProof, readPeer, sendAndAwaitClose, u32 } from './helpers/peer-wire.ts'
 import { freePorts } from './helpers/ports.ts'
@@ -237,6 +237,36 @@ t.test('the fan-out: in block mode a piece goes to one peer at a time, the next 
     for (const p of peers) p.close()
     t.equal((await native.stop()).exitCode, 0)
   }
+})
+
+t.test('a node list\'s node (--no-trackers, --peer, --head-fallback): its peers dialed until they are up; the head only once a read waited that long without a block', async (t) => {
+  const j = await job(t, async (dir) => {
+    await mkdir(path.join(dir, 'libs'))
+    for (const name of ['liba.so', 'libb.so']) await writeFile(path.join(dir, 'libs', name), randomBytes(1_500_000))
+    return path.join(dir, 'libs')
+  })
+  const [port, closed] = await freePorts(2) as [number, number]
+  // The description names the head's tracker (outside the infohash): --no-trackers leaves it unasked.
+  const withTracker = path.join(j.dir, 'tracked.p2p.torrent')
+  t.equal((await p2prun(['describe', j.libs, '-o', withTracker, '--tracker', j.head.tracker])).exitCode, 0)
+  const listNode = (name: string, mode: string, extra: string[]) => mountAgent(j, withTracker, path.join(j.dir, name), path.join(j.dir, `${name}.json`),
+    ['--mode', mode, '--store-dir', j.dir, '--seeder', j.head.seeder, '--no-trackers', ...extra], { P2PRUN_DEBUG: '1' }, [], NATIVE_AGENT)
+  // A lists B, which is not up yet: the dial is refused, and made again once B listens.
+  const a = await listNode('a', 'block', ['--peer', `127.0.0.1:${port}`, '--head-fallback', '600'])
+  await stderrLine(a, new RegExp(`127\\.0\\.0\\.1:${port} \\(setting up\\): closed`))
+  const b = await mountAgent(j, j.file, path.join(j.dir, 'b'), path.join(j.dir, 'b.json'), [...nodeArgs(j, 'eager'), '--port', String(port)], {}, [], NATIVE_AGENT)
+  t.same(await snapshotTree(b.mountPoint, 0o555), await snapshotTree(j.libs, 0o555), 'B, from the head: every byte')
+  t.ok((await readFile(path.join(a.mountPoint, 'liba.so'))).equals(await readFile(path.join(j.libs, 'liba.so'))), 'A: liba.so, from B')
+  t.notMatch(a.stderrSoFar(), /tracker|dialing the head/, 'A asked no tracker (its description names one) and did not dial the head')
+  // C's listed peer never comes up: its read waits, no block comes, and it dials the head.
+  const c = await listNode('c', 'block', ['--peer', `127.0.0.1:${closed}`, '--head-fallback', '0'])
+  t.ok((await readFile(path.join(c.mountPoint, 'libb.so'))).equals(await readFile(path.join(j.libs, 'libb.so'))), 'C: libb.so')
+  t.match(c.stderrSoFar(), /no block for 0 ms while something waits: dialing the head/)
+  const [sa, sb, sc] = await Promise.all([a, b, c].map((agent) => agent.stop()))
+  t.same([sa?.exitCode, sb?.exitCode, sc?.exitCode], [0, 0, 0])
+  t.equal(sa?.stats.swarm.fromHead, 0, 'A took nothing from the head')
+  t.ok((sa?.stats.swarm.fromPeers ?? 0) >= 1_500_000, 'A took liba.so from B')
+  t.ok((sc?.stats.swarm.fromHead ?? 0) >= 1_500_000, 'C took libb.so from the head')
 })
 
 t.test('eager mode: with nothing read, every node fetches the whole set, from the head and from each other', async (t) => {
@@ -501,6 +531,9 @@ t.test('bad input: one line with a hint, exit 2, and nothing left behind', async
     ['an unknown option', ['mount', j.file, mnt, '--frobnicate'], {}, /unknown or incomplete option '--frobnicate'/],
     ['a mode that is none', ['mount', j.file, mnt, '--mode', 'lazy'], {}, /--mode takes eager, block or file, not 'lazy'/],
     ['a negative --max-conns', ['mount', j.file, mnt, '--max-conns', '-1'], {}, /--max-conns takes a number of connections from 1 to 120/],
+    ['a --peer that is not host:port', ['mount', j.file, mnt, '--peer', 'node7'], {}, /--peer takes HOST:PORT, not 'node7'/],
+    ['--no-trackers with a tracker', ['mount', j.file, mnt, '--no-trackers', '--tracker', j.head.tracker], {}, /--no-trackers and --tracker exclude each other/],
+    ['a --head-fallback that is not seconds', ['mount', j.file, mnt, '--head-fallback', 'soon'], {}, /--head-fallback takes seconds/],
     ['a source that is not absolute', ['mount', j.file, mnt, '--source', 'libs'], {}, /--source takes an absolute directory, not 'libs'/],
     ['no description', ['mount', path.join(j.dir, 'nothere.p2p.torrent'), mnt], {}, /cannot read description/],
     ['a torrent that is not a description', ['mount', notTorrent, mnt], {}, /not a torrent file|no info dictionary/],

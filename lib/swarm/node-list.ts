@@ -19,6 +19,8 @@ export interface NodeList {
 const RANDOM_PEERS = 8
 /** Nodes that dial the head's seeder: spread evenly over the list. The head sends each piece to one node at a time, so a few suffice. */
 export const HEAD_DIALERS = 32
+/** A node that did not dial the head at start dials it once a wait made no progress for this long. */
+export const HEAD_FALLBACK_MS = 3000
 
 /**
  * The places in the list node `index` dials: the nodes 1, 2, 4, 8… places after it (around the

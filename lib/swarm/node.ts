@@ -25,7 +25,7 @@ import type { DhtLookup } from './dht.ts'
 import { FanOut } from './fan-out.ts'
 import type { JobSecret } from './job-auth.ts'
 import { addressToward } from './local-address.ts'
-import { dialsHead, NodeListDiscovery, type NodeList } from './node-list.ts'
+import { dialsHead, HEAD_FALLBACK_MS, NodeListDiscovery, type NodeList } from './node-list.ts'
 import { hostPort } from './peer-address.ts'
 import { isHeadPeerId, newPeerId } from './peer-id.ts'
 import { PiecePicker, Priority } from './picker.ts'
@@ -105,8 +105,6 @@ const REQUEST_TIMEOUT_MS = 10_000
 const READ_FAN_OUT = 1
 const FETCH_ALL_FAN_OUT = 3
 const FAN_OUT_WINDOW_MS = 500
-/** A node of a node list that did not dial the head dials it once a wait made no progress for this long. */
-const HEAD_FALLBACK_MS = 3000
 
 interface Waiter {
   readonly missing: Set<number>

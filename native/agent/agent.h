@@ -185,6 +185,8 @@ void swarm_tick (void);
 uint64_t swarm_wake_at (void);
 void swarm_wake (void);
 bool swarm_complete (void);
+// Whether something waits for pieces: a read or an open, or in eager mode the set not all in.
+bool swarm_waiting (void);
 uint32_t swarm_have_count (void);
 // Pieces a read or an open waits for: asked for before any other new piece.
 void swarm_prioritize (uint32_t first, uint32_t last);

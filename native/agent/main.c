@@ -2,7 +2,7 @@
 //   p2prun-agent mount DESCRIPTION|- MOUNTPOINT [--mode eager|block|file] [--tracker URL]... [--seeder HOST:PORT]...
 //                [--store-dir DIR] [--port N] [--allow-other] [--owner UID[:GID]] [--max-conns N] [--numwant N]
 //                [--stall-timeout SECONDS] [--source [NAME=]DIR]... [--fuse-device PATH] [--stats FILE] [--ready-file FILE]
-//                [--node-name NAME] [--quiet]
+//                [--node-name NAME] [--quiet] [--no-trackers] [--peer HOST:PORT]... [--head-fallback SECONDS]
 // joins the job's swarm, mounts the set read-only at MOUNTPOINT and says `mounted infohash=…
 // mode=MODE at=MOUNTPOINT` on stdout once it is up; fetches what the mode says (eager: the whole
 // set, files opened and read first; block: what reads wait for, and an opened file's first and
@@ -10,7 +10,11 @@
 // nodes until SIGTERM or SIGINT (SIGUSR1: its counters on stdout, one JSON line); then writes
 // --stats, unmounts, tells the tracker it leaves, and ends. The options and lines are `p2prun
 // mount`'s, so a launcher can start either agent. The job's secret comes from P2PRUN_SECRET
-// (never a flag). P2PRUN_DEBUG=1: a line on stderr per connection and announce. --version,
+// (never a flag). A node list's peers (lib/swarm/node-list.ts picks them; `p2prun mount
+// --node-list` passes them): --no-trackers, --peer for each (dialed until each is connected), and
+// --head-fallback SECONDS for a node the list does not have dial the head at start: the seeders
+// are dialed once a wait (a read, an open, eager mode's fetch) has had no block for that long.
+// P2PRUN_DEBUG=1: a line on stderr per connection and announce. --version,
 // --help: p2prun's version, the usage.
 // For a parent that starts it (lib/native-agent.ts): DESCRIPTION "-" is read from standard input;
 // --notify-fd FD says `ok` or the failure there (--daemon's pipe); --die-with-parent.
@@ -46,9 +50,11 @@
 #define TICK_MS 100
 #define STOP_WAIT_MS 1000
 #define MAX_DIALED 512
+#define MAX_LISTED 64    // a node list's peers: log2(N) ring neighbours and 8 more (lib/swarm/node-list.ts)
+#define REDIAL_MS 1000
 #define USAGE "p2prun-agent mount DESCRIPTION|- MOUNTPOINT [--mode eager|block|file] [--tracker URL] [--seeder HOST:PORT] [--store-dir DIR] [--port N] " \
   "[--allow-other] [--owner UID[:GID]] [--max-conns N] [--numwant N] [--stall-timeout SECONDS] [--source [NAME=]DIR] [--fuse-device PATH] " \
-  "[--stats FILE] [--ready-file FILE]"
+  "[--stats FILE] [--ready-file FILE] [--no-trackers] [--peer HOST:PORT] [--head-fallback SECONDS]"
 
 struct job job;
 static int epfd;
@@ -119,16 +125,60 @@ void dial_compact (const uint8_t *peers, size_t length) {
 static const char *seeder_list[2 * MAX_ADDRESSES];
 static int seeder_list_count;
 static uint64_t next_redial;
+static uint64_t head_fallback_ms; // 0: the seeders are dialed at start
+static bool seeders_held;         // not dialed yet: head_fallback_ms of a wait without a block first
+static const char *listed[MAX_LISTED];
+static int listed_count;
+static uint64_t next_listed_redial;
 
 void redial_seeders (void) {
   uint64_t now = now_ms();
-  if (now < next_redial) return;
+  if (seeders_held || now < next_redial) return;
   next_redial = now + 1000;
   for (int s = 0; s < seeder_list_count; s++) {
     bool connecting = false;
     for (int i = 0; i < peer_count && !connecting; i++) connecting = strcmp(peers[i]->address, seeder_list[s]) == 0 && peers[i]->phase != P_CLOSED;
     if (!connecting) peer_dial(seeder_list[s]);
   }
+}
+
+static void dial_seeders (void) {
+  seeders_held = false;
+  for (int i = 0; i < seeder_list_count; i++) dial_once(seeder_list[i]);
+}
+
+// Whether a connection is to the node that listens at `host_port`: one this node dialed there, or
+// one it dialed from there (its extension handshake names its listening port).
+static bool connected_to (const char *host_port) {
+  const char *colon = strrchr(host_port, ':');
+  size_t host_length = (size_t)(colon - host_port);
+  long port = atol(colon + 1);
+  for (int i = 0; i < peer_count; i++) {
+    const struct peer *p = peers[i];
+    if (p->phase == P_CLOSED) continue;
+    if (strcmp(p->address, host_port) == 0) return true;
+    if (p->listen_port == port && strncmp(p->address, host_port, host_length + 1) == 0) return true;
+  }
+  return false;
+}
+
+// A node list's peers start when their nodes do: each is dialed again until it is connected
+// (the tracker's peers come again with its next announce; these would not).
+static void redial_listed (void) {
+  uint64_t now = now_ms();
+  if (listed_count == 0 || now < next_listed_redial) return;
+  next_listed_redial = now + REDIAL_MS;
+  for (int i = 0; i < listed_count && peer_count < job.max_conns; i++) if (!connected_to(listed[i])) peer_dial(listed[i]);
+}
+
+// The head, for a node the list does not have dial it at start: once something waits (a read, an
+// open, eager mode's fetch of the set) and no block has come for head_fallback_ms.
+static void head_fallback (uint64_t since) {
+  if (!seeders_held || !swarm_waiting()) return;
+  uint64_t last = swarm_last_block_at() > since ? swarm_last_block_at() : since;
+  if (now_ms() - last < head_fallback_ms) return;
+  debug("no block for %llu ms while something waits: dialing the head", (unsigned long long)head_fallback_ms);
+  dial_seeders();
 }
 
 static struct watch listener;
@@ -383,6 +433,7 @@ int agent_mount (int argc, char **argv, const struct serve_hooks *node_hooks) {
   bool allow_other = false;
   const char *trackers[MAX_ADDRESSES], *seeders[MAX_ADDRESSES];
   int tracker_count = 0, seeder_count = 0;
+  bool no_trackers = false;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *value = i + 1 < argc ? argv[i + 1] : NULL;
     char what[160];
@@ -432,6 +483,25 @@ int agent_mount (int argc, char **argv, const struct serve_hooks *node_hooks) {
     }
     else if (strcmp(a, "--tracker") == 0 && value && tracker_count < MAX_ADDRESSES) { trackers[tracker_count++] = value; i++; }
     else if (strcmp(a, "--seeder") == 0 && value && seeder_count < MAX_ADDRESSES) { seeders[seeder_count++] = value; i++; }
+    else if (strcmp(a, "--no-trackers") == 0) no_trackers = true;
+    else if (strcmp(a, "--peer") == 0 && value) {
+      const char *colon = strrchr(value, ':');
+      if (!colon || colon == value || !whole_number(colon + 1, 1, 65535, &n) || strlen(value) >= sizeof peers[0]->address) {
+        snprintf(what, sizeof what, "--peer takes HOST:PORT, not '%s'", value);
+        return fail(what, "--peer 10.0.0.7:6881");
+      }
+      if (listed_count == MAX_LISTED) return fail("more than " STR(MAX_LISTED) " --peer addresses", "a node list's node dials log2(N) + 8 of its nodes");
+      listed[listed_count++] = value;
+      i++;
+    }
+    else if (strcmp(a, "--head-fallback") == 0 && value) {
+      char *end;
+      double seconds = strtod(value, &end);
+      if (*end || !(seconds >= 0 && seconds <= 1e6)) return fail("--head-fallback takes seconds", "--head-fallback 3");
+      head_fallback_ms = (uint64_t)(seconds * 1000);
+      seeders_held = true;
+      i++;
+    }
     else if (strcmp(a, "--mode") == 0 && value) {
       if (strcmp(value, "eager") == 0) job.mode = MODE_EAGER;
       else if (strcmp(value, "block") == 0) job.mode = MODE_BLOCK;
@@ -450,6 +520,7 @@ int agent_mount (int argc, char **argv, const struct serve_hooks *node_hooks) {
     else { snprintf(what, sizeof what, "unknown or incomplete option '%s'", a); return fail(what, USAGE); }
   }
   job.stall_ms = (uint64_t)(stall_seconds * 1000);
+  if (no_trackers && tracker_count > 0) return fail("--no-trackers and --tracker exclude each other", "a node list's peers come from --peer");
   if (!desc_file || !mount_arg) return fail("mount needs a description and a mount point", USAGE);
   const char *secret = getenv("P2PRUN_SECRET");
   if (secret && *secret && job_secret_from_hex(secret) < 0) return fail("P2PRUN_SECRET is not a job secret: expected at least 16 bytes in hex", "make one with `openssl rand -hex 32`");
@@ -467,7 +538,7 @@ int agent_mount (int argc, char **argv, const struct serve_hooks *node_hooks) {
     snprintf(error, sizeof error, "FUSE is not available: %s is missing or not accessible (%s)", fuse_device, strerror(errno));
     return fail_as("FUSE", error, "load the fuse kernel module (modprobe fuse), or give the container --device /dev/fuse");
   }
-  if (tracker_count > 0) {
+  if (tracker_count > 0 || no_trackers) {
     for (int i = 0; i < job.desc.tracker_count; i++) free(job.desc.trackers[i]);
     for (int i = 0; i < tracker_count; i++) job.desc.trackers[i] = strdup(trackers[i]);
     job.desc.tracker_count = tracker_count;
@@ -513,7 +584,9 @@ int agent_mount (int argc, char **argv, const struct serve_hooks *node_hooks) {
   tracker_announce(EV_STARTED);
   for (int i = 0; i < job.desc.seeder_count; i++) seeder_list[seeder_list_count++] = job.desc.seeders[i];
   for (int i = 0; i < seeder_count; i++) seeder_list[seeder_list_count++] = seeders[i];
-  for (int i = 0; i < seeder_list_count; i++) dial_once(seeder_list[i]);
+  if (!seeders_held) dial_seeders();
+  for (int i = 0; i < listed_count; i++) dial_once(listed[i]);
+  uint64_t started = now_ms();
   bool stopping = false;
   uint64_t next_tick = now_ms() + TICK_MS, stop_by = 0;
   while (state != FAILED) {
@@ -542,6 +615,8 @@ int agent_mount (int argc, char **argv, const struct serve_hooks *node_hooks) {
       swarm_tick();
       tracker_tick();
       mount_tick(swarm_last_block_at());
+      redial_listed();
+      head_fallback(started);
       if (hooks && hooks->tick) hooks->tick();
       peers_bury();
       next_tick = now_ms() + TICK_MS;

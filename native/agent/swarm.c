@@ -130,6 +130,10 @@ bool swarm_complete (void) {
   return have_count == d->piece_count;
 }
 
+bool swarm_waiting (void) {
+  return urgent_count > 0 || (job.mode == MODE_EAGER && !swarm_complete());
+}
+
 uint64_t swarm_left (void) {
   uint64_t left = 0;
   for (uint32_t i = 0; i < d->piece_count; i++) if (!have[i]) left += piece_size(d, i);

@@ -155,7 +155,7 @@ t.test('the native agent reads what a stalled read waits for from the source dir
   t.match(String(u.stderr), /read \/libbar\.so\.2\.0 failed: no data arrived for 1 s \(0 peers connected\): .*, and the source directory cannot stand in: .*not-mounted-here.* \(hint: /, 'saying both')
 })
 
-t.test('a launch\'s node agents: the native node agent alone, with the description in the spec or from the head, in eager or block mode; Node alone with a DHT; Node and the native agent with a node list', async (t) => {
+t.test('a launch\'s node agents: the native node agent alone, with the description in the spec or from the head, in eager or block mode; and with a node list; Node alone with a DHT', async (t) => {
   const s = await scratch(t)
   const dirs = launchDirs(s)
   const app = path.join(s.dir, 'hello')
@@ -171,8 +171,7 @@ t.test('a launch\'s node agents: the native node agent alone, with the descripti
     ['eager, the description from peers', [], { P2PRUN_DESCRIPTION_ROUTE: 'peers' }, 'native, no Node process', `agent ${NATIVE_AGENT} children`],
     ['block mode', ['--mode', 'block'], {}, 'native, no Node process', `agent ${NATIVE_AGENT} children`],
     ['a DHT', ['--discovery', 'dht'], {}, 'node', `agent ${node} children`],
-    // The native node agent does not place a node in the launch's list: Node does, and runs the native agent.
-    ['a node list', ['--discovery', 'nodes', '--node-host', '127.0.0.1', '--node-port', String(await closedPort())], {}, 'native', `agent ${node} children ${NATIVE_AGENT}`]
+    ['a node list', ['--discovery', 'nodes', '--node-host', '127.0.0.1', '--node-port', String(await closedPort())], {}, 'native, no Node process', `agent ${NATIVE_AGENT} children`]
   ] as const
   for (const [name, extra, env, kind, served] of cases) {
     const r = await launch(s, dirs, [...args, ...extra, whoServes], { P2PRUN_DEBUG: '2', ...env })

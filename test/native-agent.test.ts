@@ -466,6 +466,47 @@ t.test('node-agent without the description in the spec: from the head over HTTP 
   await t.rejects(stat(path.join(j.dir, 'mnt-n2')), { code: 'ENOENT' }, 'no mount point')
 })
 
+t.test('node-agent of a launch by node list: its place in the hostlist, the peers node-list.ts picks for it dialed, the head held', async (t) => {
+  const { listedPeers, dialsHead } = await import('../lib/swarm/node-list.ts')
+  const { expandHostlist } = await import('../lib/session/launch-nodes.ts')
+  const j = await job(t, (dir) => makeTree(path.join(dir, 'libs'), LIBRARY_TREE))
+  const { spec, infoHash, nodeAgent } = await specWithoutDescription(j, j.head, [j.head.seeder])
+  // [hostlist, this node's name, its place]: by its name; by its short name, among ranges of two
+  // levels, lists and plain names (launch-nodes.ts's expandHostlist and placeOf decide the place).
+  const cases = [['n[00-39]', 'n05', 5], ['a1,r[1-2]n[01-02],n[08-10,12],gpu3', 'n10.cluster', 7]] as const
+  for (const [names, node, place] of cases) {
+    t.equal(expandHostlist(names).indexOf(node.split('.')[0] as string), place, `${node} is place ${place} of ${names}`)
+    const count = expandHostlist(names).length
+    // The others are not up; this node listens at port base + place.
+    const own = (await freePorts(1))[0] as number
+    const base = own - place
+    // Block mode: nothing waits unless read, so a node that does not dial the head holds it. Room for all its peers.
+    const byList = { ...spec, trackers: [], nodeList: { host: '127.0.0.1', port: base, names }, node: { ...spec.node, mode: 'block', maxConns: 100 } }
+    const { child } = await nodeAgent(node, byList)
+    let log = ''
+    child.stderr?.on('data', (chunk: Buffer) => { log += chunk.toString() })
+    await waitForLine(child, /^mounted infohash=/)
+    const expected = listedPeers(count, place, Buffer.from(infoHash, 'hex')).map((k) => base + k).sort((a, b) => a - b)
+    const dialed = () => [...new Set([...log.matchAll(/127\.0\.0\.1:(\d+) \(setting up\): closed/g)].map((m) => Number(m[1])))].sort((a, b) => a - b)
+    const seeder = new RegExp(`${j.head.seeder.replace(/\./g, '\\.')}: open`)
+    // Every listed peer dialed, and the head too where this node is one that dials it at start.
+    await new Promise<void>((resolve) => {
+      const check = () => {
+        if (expected.every((p) => dialed().includes(p)) && (!dialsHead(count, place) || seeder.test(log))) { child.stderr?.off('data', check); resolve() }
+      }
+      child.stderr?.on('data', check)
+      check()
+    })
+    t.same(dialed(), expected, `${node}: it dialed node-list.ts's ${expected.length} peers for place ${place} of ${count}, and only those`)
+    if (dialsHead(count, place)) t.match(log, seeder, `${node}: one that dials the head at start`)
+    else t.notMatch(log, seeder, `${node}: not one that dials the head, and no read waited: the head held`)
+    child.kill('SIGTERM')
+    const r = await child
+    t.equal(r.exitCode, 0, `${node}: stopped`)
+    t.match(String(r.stderr), new RegExp(`peers: from the node list \\(${count} nodes; this is 127\\.0\\.0\\.1:${own}\\)\n[^]*agent: native, no Node process`), `${node}: its place, and no Node process`)
+  }
+})
+
 t.test('node-agent fetching the description past hostile seeders of the job: a wrong proof, a wrong size, an endless message, bytes not a description', async (t) => {
   const { j, secret, head, infoHash } = await jobWithSecret(t)
   const behaviours = ['wrong proof', 'wrong total size', 'endless message', 'not a description'] as const

@@ -110,15 +110,11 @@ export function jobSpecOf (head: LaunchHead, desc: Description, layout: SourceLa
  */
 function nodeAgentKind (spec: JobSpec, desc: Description): JobSpec['node']['agent'] {
   const settings = spec.node
-  const kind = agentKind({
+  return agentKind({
     description: desc,
     // Each node reads its own node list; that there is one is what counts here.
     node: nodeOptions(settings, { trackers: spec.trackers, seeders: spec.seeders, dht: spec.dht, sources: spec.sources, nodeList: spec.nodeList && { nodes: [], index: 0 } }),
     // A launch's lingering agent keeps the store for the next launch (a Slurm job's agent serves the job, and does not linger).
     keepStore: settings.agentLingerMs > 0 && spec.launchId !== SLURM_LAUNCH
   }, settings.agent)
-  // The native node agent does not place its node in the launch's node list (hostlists, names,
-  // addresses: launch-nodes.ts): a Node node agent does, and its agentKind hands the data path
-  // to the native agent all the same.
-  return kind === 'native' && spec.nodeList ? 'auto' : kind
 }

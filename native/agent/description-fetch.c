@@ -4,7 +4,8 @@
 // served yet, so each step blocks within a deadline of its own. Peers hand the description on
 // under BEP 9's messages named p2prun_desc (lib/swarm/description-exchange.ts; peer.c's take_desc
 // serves it): the node asks the trackers for peers without registering (everyone registered has
-// it), dials them one at a time with the job's proof, and checks what it gets against the infohash.
+// it), or takes a node list's peers for it, dials them one at a time with the job's proof, and
+// checks what it gets against the infohash.
 // The head's seeders come last: the head hands it to its first few askers only.
 #define _GNU_SOURCE
 #include <errno.h>
@@ -312,15 +313,16 @@ static bool from_peers (const struct description_source *src, struct description
   if (!new_peer_id(peer_id)) return false;
   uint64_t deadline = now_ms() + PEER_DESCRIPTION_MS;
   for (int round = 0; now_ms() < deadline; round++) {
-    char listed[MAX_LISTED + MAX_ADDRESSES][48];
+    char listed[MAX_LISTED + MAX_LIST_PEERS + MAX_ADDRESSES][48];
     int n = 0, peeked = peek_peers(src, peer_id, listed, deadline);
+    for (int i = 0; i < src->peer_count; i++) snprintf(listed[peeked++], 48, "%s", src->peers[i]);
     for (int i = 0; i < peeked; i++) {
       bool seeder = false;
       for (int s = 0; s < src->seeder_count; s++) seeder |= strcmp(listed[i], src->seeders[s]) == 0;
       if (!seeder && !listed_already(listed, n, listed[i])) memmove(listed[n++], listed[i], 48);
     }
     shuffle(listed, n);
-    for (int s = 0; s < src->seeder_count && n < MAX_LISTED + MAX_ADDRESSES; s++) snprintf(listed[n++], 48, "%s", src->seeders[s]);
+    for (int s = 0; s < src->seeder_count && n < MAX_LISTED + MAX_LIST_PEERS + MAX_ADDRESSES; s++) snprintf(listed[n++], 48, "%s", src->seeders[s]);
     for (int i = 0; i < n && now_ms() < deadline; i++) {
       size_t size;
       uint8_t *bytes = from_peer(listed[i], src, peer_id, &size);

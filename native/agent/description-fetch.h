@@ -3,11 +3,14 @@
 #define P2PRUN_DESCRIPTION_FETCH_H
 #include <stdint.h>
 #include "description.h"
+#include "node-list.h"
 
 struct description_source {
   uint8_t info_hash[20];
   const char *trackers[MAX_ADDRESSES];  // where peers are listed (asked without registering)
   int tracker_count;
+  const char *peers[MAX_LIST_PEERS];    // a node list's peers for this node (each holds it once it joins)
+  int peer_count;
   const char *seeders[MAX_ADDRESSES];   // the head's, asked last
   int seeder_count;
   const char *url;                      // the head's description URL (its proof is added here)

@@ -42,6 +42,7 @@
 #include <openssl/hmac.h>
 #include "agent.h"
 #include "mount.h"
+#include "node-list.h"
 #include "tree.h"
 
 #ifndef P2PRUN_VERSION
@@ -50,7 +51,6 @@
 #define TICK_MS 100
 #define STOP_WAIT_MS 1000
 #define MAX_DIALED 512
-#define MAX_LISTED 64    // a node list's peers: log2(N) ring neighbours and 8 more (lib/swarm/node-list.ts)
 #define REDIAL_MS 1000
 #define USAGE "p2prun-agent mount DESCRIPTION|- MOUNTPOINT [--mode eager|block|file] [--tracker URL] [--seeder HOST:PORT] [--store-dir DIR] [--port N] " \
   "[--allow-other] [--owner UID[:GID]] [--max-conns N] [--numwant N] [--stall-timeout SECONDS] [--source [NAME=]DIR] [--fuse-device PATH] " \
@@ -127,7 +127,7 @@ static int seeder_list_count;
 static uint64_t next_redial;
 static uint64_t head_fallback_ms; // 0: the seeders are dialed at start
 static bool seeders_held;         // not dialed yet: head_fallback_ms of a wait without a block first
-static const char *listed[MAX_LISTED];
+static const char *listed[MAX_LIST_PEERS];
 static int listed_count;
 static uint64_t next_listed_redial;
 
@@ -490,7 +490,7 @@ int agent_mount (int argc, char **argv, const struct serve_hooks *node_hooks) {
         snprintf(what, sizeof what, "--peer takes HOST:PORT, not '%s'", value);
         return fail(what, "--peer 10.0.0.7:6881");
       }
-      if (listed_count == MAX_LISTED) return fail("more than " STR(MAX_LISTED) " --peer addresses", "a node list's node dials log2(N) + 8 of its nodes");
+      if (listed_count == MAX_LIST_PEERS) return fail("more than " STR(MAX_LIST_PEERS) " --peer addresses", "a node list's node dials log2(N) + 8 of its nodes");
       listed[listed_count++] = value;
       i++;
     }

@@ -30,11 +30,12 @@
 #include "agent.h"
 #include "description-fetch.h"
 #include "json.h"
+#include "node-list.h"
 #include "../base64.h"
 
 #define SPEC_VERSION 3                // lib/session/job-spec.ts's JOB_SPEC_VERSION
 #define MAX_SPEC_DESCRIPTION (1 << 20) // what job-spec.ts's descriptionOf inflates at most
-#define MAX_ARGS (32 + 6 * MAX_ADDRESSES)
+#define MAX_ARGS (40 + 6 * MAX_ADDRESSES + 2 * MAX_LIST_PEERS)
 
 static struct {
   const char *node, *launch, *expect;
@@ -45,6 +46,9 @@ static struct {
   char mount_point[4096];
   const struct json *task_env;
   char start_cpu[200];
+  struct node_list list;        // a launch by node list: its nodes, this one's place
+  const char *peers[MAX_LIST_PEERS]; // the list's nodes this one dials
+  int peer_count;
 } agent;
 
 // ---- the Node agent, for what this one does not serve
@@ -105,6 +109,7 @@ static bool description_source (const struct json *spec, struct description_sour
       (secret && *secret && job_secret_from_hex(secret) < 0)) return false;
   for (size_t i = 0; i < trackers->count; i++) if (trackers->items[i].kind == JSON_STRING) source->trackers[source->tracker_count++] = trackers->items[i].string;
   for (size_t i = 0; i < seeders->count; i++) if (seeders->items[i].kind == JSON_STRING) source->seeders[source->seeder_count++] = seeders->items[i].string;
+  for (int i = 0; i < agent.peer_count; i++) source->peers[source->peer_count++] = agent.peers[i];
   source->url = url;
   source->timeout_ms = (uint64_t)stall_ms;
   source->node = agent.node;
@@ -133,6 +138,40 @@ static bool expand (const char *template, const char *letters, const char *info_
     used += n;
   }
   out[used] = 0;
+  return true;
+}
+
+// A launch by node list (the spec's nodeList; lib/session/launch-nodes.ts's launchNodeList): the
+// launch's nodes from the spec's names or Slurm's hostlist, this node's place, and `mount`'s
+// flags for it as lib/native-agent.ts gives them: its own port, no tracker, the peers node-list.ts
+// picks, the head held until a wait stalls unless this node is one that dials it. False where the
+// Node agent must say what is wrong (no hostlist, the node not in it).
+static bool list_args (const struct json *by_list, const char *info_hash, const char **argv, int *n) {
+  static char port_text[16], fallback[32];
+  const char *template = json_string(by_list, "host"), *names = json_string(by_list, "names");
+  double port;
+  uint8_t seed[20];
+  if (!names) names = getenv("SLURM_STEP_NODELIST");
+  if (!names || !*names) names = getenv("SLURM_JOB_NODELIST");
+  if (!names || !*names) names = getenv("SLURM_NODELIST");
+  if (!template || !names || !*names || !number_member(by_list, "port", &port) || !bytes_of_hex(info_hash, seed, 20) ||
+      node_list_of(names, template, (long)port, agent.node, &agent.list) < 0) return false;
+  const char *own = agent.list.nodes[agent.list.index];
+  snprintf(port_text, sizeof port_text, "%s", strrchr(own, ':') + 1);
+  const char *flags[] = { "--port", port_text, "--no-trackers" };
+  for (size_t i = 0; i < sizeof flags / sizeof *flags; i++) argv[(*n)++] = flags[i];
+  int places[MAX_LIST_PEERS];
+  agent.peer_count = listed_peers(agent.list.count, agent.list.index, seed, places);
+  for (int i = 0; i < agent.peer_count; i++) {
+    agent.peers[i] = agent.list.nodes[places[i]];
+    argv[(*n)++] = "--peer";
+    argv[(*n)++] = agent.peers[i];
+  }
+  if (!dials_head(agent.list.count, agent.list.index)) {
+    snprintf(fallback, sizeof fallback, "%g", HEAD_FALLBACK_MS / 1000.0);
+    argv[(*n)++] = "--head-fallback";
+    argv[(*n)++] = fallback;
+  }
   return true;
 }
 
@@ -166,6 +205,8 @@ static bool mount_args (const struct json *spec, const char **argv, int *argc) {
     argv[n++] = owner;
   }
   if (allow && allow->kind == JSON_BOOL && allow->boolean) argv[n++] = "--allow-other";
+  const struct json *by_list = json_member(spec, "nodeList");
+  if (by_list && !list_args(by_list, info_hash, argv, &n)) return false;
   const char *lists[][2] = { { "trackers", "--tracker" }, { "seeders", "--seeder" } };
   for (size_t l = 0; l < 2; l++) {
     if (!(list = json_member(spec, lists[l][0])) || list->kind != JSON_ARRAY || list->count > MAX_ADDRESSES) return false;
@@ -433,12 +474,19 @@ int node_agent (int argc, char **argv) {
   if (agent.debug >= 2) {
     // node.ts's lines: the description's route, where peers come from, which agent serves.
     const struct json *trackers = json_member(spec, "trackers");
-    fprintf(stderr, "p2prun node-agent: description: from %s\np2prun node-agent: peers: from the tracker", route);
-    for (size_t t = 0; t < trackers->count; t++) fprintf(stderr, " %s", trackers->items[t].string);
-    fprintf(stderr, "\np2prun node-agent: agent: native, no Node process\n");
+    fprintf(stderr, "p2prun node-agent: description: from %s\n", route);
+    if (agent.list.nodes) {
+      fprintf(stderr, "p2prun node-agent: peers: from the node list (%d nodes; this is %s)\n", agent.list.count, agent.list.nodes[agent.list.index]);
+    } else {
+      fprintf(stderr, "p2prun node-agent: peers: from the tracker");
+      for (size_t t = 0; t < trackers->count; t++) fprintf(stderr, " %s", trackers->items[t].string);
+      fputc('\n', stderr);
+    }
+    fprintf(stderr, "p2prun node-agent: agent: native, no Node process\n");
   }
   struct serve_hooks hooks = { .description = &desc, .ready = on_ready, .failed = on_failed, .tick = on_tick, .ended = on_ended };
   int code = agent_mount(count, (char **)args, &hooks);
   json_free(spec);
+  node_list_free(&agent.list);
   return code;
 }

@@ -61,6 +61,14 @@ void hex_of (const uint8_t *bytes, size_t n, char *out);
 bool bytes_of_hex (const char *hex, uint8_t *out, size_t n);
 // `n` bytes percent-encoded, as a tracker query has them (3n + 1 bytes).
 void url_escape (const uint8_t *bytes, size_t n, char *out);
+// HOST:PORT (a name or an address; [v6]:port too) split: the host without brackets into `host`,
+// what follows the last colon in *port; false without a port, or a host that does not fit.
+bool split_host_port (const char *host_port, char *host, size_t host_size, const char **port);
+// An http:// URL's parts: host (as split_host_port leaves it), port ("80" if it names none), what
+// the Host header says (authority, authority_length) and path ("/" if none); false if the URL is
+// not http:// or its host does not fit.
+struct http_url { char host[256], port[8]; const char *authority; int authority_length; const char *path; };
+bool http_url_parse (const char *url, struct http_url *out);
 // A p2prun node's peer id (lib/swarm/peer-id.ts's "-P2N020-" and 12 random hex digits); false
 // without random bytes. Seeds random() the first time.
 bool new_peer_id (uint8_t out[20]);

@@ -40,16 +40,10 @@ static int wait_for (int fd, short events, uint64_t deadline) {
   return n == 1 && !(p.revents & POLLNVAL) ? 0 : -1;
 }
 
-// A TCP connection to HOST:PORT (a name or an address; [v6]:port too), or -1.
-static int dial (const char *host_port, uint64_t deadline) {
-  char host[256];
-  const char *colon = strrchr(host_port, ':');
-  if (!colon || (size_t)(colon - host_port) >= sizeof host) return -1;
-  memcpy(host, host_port, (size_t)(colon - host_port));
-  host[colon - host_port] = 0;
-  if (host[0] == '[') { memmove(host, host + 1, strlen(host)); host[strlen(host) - 1] = 0; }
+// A TCP connection to `host` (a name or an address) at `port`, or -1.
+static int dial (const char *host, const char *port, uint64_t deadline) {
   struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV }, *ai;
-  if (getaddrinfo(host, colon + 1, &hints, &ai) != 0) return -1;
+  if (getaddrinfo(host, port, &hints, &ai) != 0) return -1;
   int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   int r = fd < 0 ? -1 : connect(fd, ai->ai_addr, ai->ai_addrlen);
   freeaddrinfo(ai);
@@ -86,15 +80,12 @@ static bool recv_all (int fd, void *bytes, size_t n, uint64_t deadline) {
 // The body of a 200 reply to GET `url` (http:// only), at most `max` bytes, malloc'd; NULL with
 // the reason in `why`.
 static uint8_t *http_get (const char *url, uint64_t deadline, size_t max, size_t *size, char *why, size_t why_size) {
-  const char *rest = strncmp(url, "http://", 7) == 0 ? url + 7 : NULL;
-  const char *path = rest ? strchr(rest, '/') : NULL;
-  char host_port[300];
-  if (!rest || !path || (size_t)(path - rest) + 4 >= sizeof host_port) { snprintf(why, why_size, "not an http:// URL"); return NULL; }
-  snprintf(host_port, sizeof host_port, "%.*s%s", (int)(path - rest), rest, memchr(rest, ':', (size_t)(path - rest)) ? "" : ":80");
-  int fd = dial(host_port, deadline);
+  struct http_url u;
+  if (!http_url_parse(url, &u)) { snprintf(why, why_size, "not an http:// URL"); return NULL; }
+  int fd = dial(u.host, u.port, deadline);
   if (fd < 0) { snprintf(why, why_size, "cannot connect: %s", errno == 0 || errno == EINPROGRESS ? "no answer in time" : strerror(errno)); return NULL; }
   char *request = NULL;
-  int n = asprintf(&request, "GET %s HTTP/1.0\r\nHost: %.*s\r\n\r\n", path, (int)(path - rest), rest);
+  int n = asprintf(&request, "GET %s HTTP/1.0\r\nHost: %.*s\r\n\r\n", u.path, u.authority_length, u.authority);
   uint8_t *reply = n < 0 ? NULL : malloc(max + 16384 + 1);
   size_t len = 0;
   bool sent = reply && send_all(fd, request, (size_t)n, deadline);
@@ -177,7 +168,9 @@ static bool send_message (int fd, uint8_t ext, const char *dict, size_t dict_len
 // secret, then every piece asked at once; NULL if it does not hand it all over in time.
 static uint8_t *from_peer (const char *address, const struct description_source *src, const uint8_t *peer_id, size_t *size) {
   uint64_t deadline = now_ms() + PEER_TIMEOUT_MS;
-  int fd = dial(address, deadline);
+  char host[256];
+  const char *port;
+  int fd = split_host_port(address, host, sizeof host, &port) ? dial(host, port, deadline) : -1;
   if (fd < 0) return NULL;
   uint8_t ours[HANDSHAKE_LENGTH] = { 0 }, theirs[HANDSHAKE_LENGTH], auth[32], want[32];
   memcpy(ours, PROTOCOL, 20);

@@ -354,6 +354,35 @@ void url_escape (const uint8_t *bytes, size_t n, char *out) {
   for (size_t i = 0; i < n; i++) out += sprintf(out, "%%%02X", bytes[i]);
 }
 
+bool split_host_port (const char *host_port, char *host, size_t host_size, const char **port) {
+  const char *colon = strrchr(host_port, ':');
+  if (!colon || (size_t)(colon - host_port) >= host_size || strchr(colon, ']')) return false;
+  const char *start = host_port, *end = colon;
+  if (*start == '[' && end > start && end[-1] == ']') { start++; end--; }
+  snprintf(host, host_size, "%.*s", (int)(end - start), start);
+  *port = colon + 1;
+  return true;
+}
+
+bool http_url_parse (const char *url, struct http_url *out) {
+  if (strncmp(url, "http://", 7) != 0) return false;
+  const char *authority = url + 7, *slash = strchr(authority, '/');
+  int length = (int)(slash ? (size_t)(slash - authority) : strlen(authority));
+  char with_port[300];
+  const char *port;
+  // A port after the host, not a colon of an IPv6 address in brackets.
+  const char *colon = memrchr(authority, ':', (size_t)length), *bracket = memrchr(authority, ']', (size_t)length);
+  bool has_port = colon && (!bracket || colon > bracket);
+  if ((size_t)length + 4 >= sizeof with_port) return false;
+  snprintf(with_port, sizeof with_port, "%.*s%s", length, authority, has_port ? "" : ":80");
+  if (!split_host_port(with_port, out->host, sizeof out->host, &port) || strlen(port) >= sizeof out->port) return false;
+  snprintf(out->port, sizeof out->port, "%s", port);
+  out->authority = authority;
+  out->authority_length = length;
+  out->path = slash ? slash : "/";
+  return true;
+}
+
 bool new_peer_id (uint8_t out[20]) {
   static bool seeded;
   uint8_t random_bytes[6];

@@ -406,13 +406,10 @@ static int nonblocking_socket (int family) {
 
 struct peer *peer_dial (const char *host_port) {
   char host[64];
-  const char *colon = strrchr(host_port, ':');
-  if (!colon || (size_t)(colon - host_port) >= sizeof host) return NULL;
-  memcpy(host, host_port, (size_t)(colon - host_port));
-  host[colon - host_port] = 0;
-  if (host[0] == '[') { memmove(host, host + 1, strlen(host)); host[strlen(host) - 1] = 0; }
+  const char *port;
+  if (!split_host_port(host_port, host, sizeof host, &port)) return NULL;
   struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV }, *ai;
-  if (getaddrinfo(host, colon + 1, &hints, &ai) != 0) return NULL;
+  if (getaddrinfo(host, port, &hints, &ai) != 0) return NULL;
   int fd = nonblocking_socket(ai->ai_family);
   if (fd < 0) { freeaddrinfo(ai); return NULL; }
   int r = connect(fd, ai->ai_addr, ai->ai_addrlen);

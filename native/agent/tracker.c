@@ -93,18 +93,8 @@ static void on_ready (struct watch *w, uint32_t events) {
 }
 
 static void start (struct tracker *t, enum announce_event event) {
-  char host[256], port[8] = "80";
-  const char *rest = strncmp(t->url, "http://", 7) == 0 ? t->url + 7 : NULL;
-  if (!rest) { t->next_at = UINT64_MAX; return; } // not an HTTP tracker: not this agent's to ask
-  const char *path = strchr(rest, '/');
-  if (!path) path = rest + strlen(rest);
-  size_t hlen = (size_t)(path - rest);
-  if (hlen >= sizeof host) return;
-  memcpy(host, rest, hlen);
-  host[hlen] = 0;
-  char *colon = strrchr(host, ':');
-  if (colon && !strchr(colon, ']')) { snprintf(port, sizeof port, "%s", colon + 1); *colon = 0; }
-  if (host[0] == '[') { memmove(host, host + 1, strlen(host)); host[strlen(host) - 1] = 0; }
+  struct http_url u;
+  if (!http_url_parse(t->url, &u)) { t->next_at = UINT64_MAX; return; } // not an HTTP tracker: not this agent's to ask
 
   char info_hash[61], peer_id[61], auth[80] = "";
   url_escape(job.desc.info_hash, 20, info_hash);
@@ -115,20 +105,19 @@ static void start (struct tracker *t, enum announce_event event) {
     strcpy(auth, "&p2prun_auth=");
     hex_of(proof, 32, auth + 13);
   }
-  const char *p = *path ? path : "/";
   uint64_t left = swarm_left();
-  t->io = malloc(strlen(p) + strlen(host) + 512);
+  t->io = malloc(strlen(u.path) + (size_t)u.authority_length + 512);
   if (!t->io) return;
-  sprintf(t->io, "GET %s%sinfo_hash=%s&peer_id=%s&port=%u&uploaded=%llu&downloaded=%llu&left=%llu&compact=1&numwant=%d%s%s HTTP/1.0\r\nHost: %s\r\n\r\n",
-    p, strchr(p, '?') ? "&" : "?", info_hash, peer_id, job.listen_port, (unsigned long long)stats.uploaded,
+  sprintf(t->io, "GET %s%sinfo_hash=%s&peer_id=%s&port=%u&uploaded=%llu&downloaded=%llu&left=%llu&compact=1&numwant=%d%s%s HTTP/1.0\r\nHost: %.*s\r\n\r\n",
+    u.path, strchr(u.path, '?') ? "&" : "?", info_hash, peer_id, job.listen_port, (unsigned long long)stats.uploaded,
     (unsigned long long)(stats.from_head + stats.from_peers), (unsigned long long)left, event == EV_STOPPED ? 0 : job.numwant,
-    EVENTS[event], auth, host);
+    EVENTS[event], auth, u.authority_length, u.authority);
   t->io_len = strlen(t->io);
   t->io_sent = 0;
   t->reading = false;
   struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV }, *ai;
   // A name, not an address, is resolved here once per announce: trackers are few, and announces rare.
-  if (getaddrinfo(host, port, &hints, &ai) != 0) { t->busy = true; t->sending = event; t->w.fd = -1; finish(t, false); return; }
+  if (getaddrinfo(u.host, u.port, &hints, &ai) != 0) { t->busy = true; t->sending = event; t->w.fd = -1; finish(t, false); return; }
   t->w.fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   int r = t->w.fd < 0 ? -1 : connect(t->w.fd, ai->ai_addr, ai->ai_addrlen);
   freeaddrinfo(ai);

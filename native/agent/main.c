@@ -131,15 +131,33 @@ static const char *listed[MAX_LIST_PEERS];
 static int listed_count;
 static uint64_t next_listed_redial;
 
-void redial_seeders (void) {
-  uint64_t now = now_ms();
-  if (seeders_held || now < next_redial) return;
-  next_redial = now + 1000;
-  for (int s = 0; s < seeder_list_count; s++) {
-    bool connecting = false;
-    for (int i = 0; i < peer_count && !connecting; i++) connecting = strcmp(peers[i]->address, seeder_list[s]) == 0 && peers[i]->phase != P_CLOSED;
-    if (!connecting) peer_dial(seeder_list[s]);
+// Whether a connection is to the node that listens at `host_port`: one this node dialed there, or
+// one it dialed from there (its extension handshake names its listening port).
+static bool connected_to (const char *host_port) {
+  char host[256], peer_host[256];
+  const char *port, *peer_port;
+  bool split = split_host_port(host_port, host, sizeof host, &port);
+  for (int i = 0; i < peer_count; i++) {
+    const struct peer *p = peers[i];
+    if (p->phase == P_CLOSED) continue;
+    if (strcmp(p->address, host_port) == 0) return true;
+    if (split && p->listen_port == atol(port) && split_host_port(p->address, peer_host, sizeof peer_host, &peer_port) && strcmp(peer_host, host) == 0) return true;
   }
+  return false;
+}
+
+// Each of `addresses` not connected is dialed again, once every REDIAL_MS at most (`next`), while
+// fewer than `cap` connections are open.
+static void redial (const char *const *addresses, int count, uint64_t *next, int cap) {
+  uint64_t now = now_ms();
+  if (count == 0 || now < *next) return;
+  *next = now + REDIAL_MS;
+  for (int i = 0; i < count && peer_count < cap; i++) if (!connected_to(addresses[i])) peer_dial(addresses[i]);
+}
+
+// The head past --max-conns too: MAX_PEERS keeps slots for it.
+void redial_seeders (void) {
+  if (!seeders_held) redial(seeder_list, seeder_list_count, &next_redial, MAX_PEERS);
 }
 
 static void dial_seeders (void) {
@@ -147,28 +165,10 @@ static void dial_seeders (void) {
   for (int i = 0; i < seeder_list_count; i++) dial_once(seeder_list[i]);
 }
 
-// Whether a connection is to the node that listens at `host_port`: one this node dialed there, or
-// one it dialed from there (its extension handshake names its listening port).
-static bool connected_to (const char *host_port) {
-  const char *colon = strrchr(host_port, ':');
-  size_t host_length = (size_t)(colon - host_port);
-  long port = atol(colon + 1);
-  for (int i = 0; i < peer_count; i++) {
-    const struct peer *p = peers[i];
-    if (p->phase == P_CLOSED) continue;
-    if (strcmp(p->address, host_port) == 0) return true;
-    if (p->listen_port == port && strncmp(p->address, host_port, host_length + 1) == 0) return true;
-  }
-  return false;
-}
-
 // A node list's peers start when their nodes do: each is dialed again until it is connected
 // (the tracker's peers come again with its next announce; these would not).
 static void redial_listed (void) {
-  uint64_t now = now_ms();
-  if (listed_count == 0 || now < next_listed_redial) return;
-  next_listed_redial = now + REDIAL_MS;
-  for (int i = 0; i < listed_count && peer_count < job.max_conns; i++) if (!connected_to(listed[i])) peer_dial(listed[i]);
+  redial(listed, listed_count, &next_listed_redial, job.max_conns);
 }
 
 // The head, for a node the list does not have dial it at start: once something waits (a read, an
@@ -514,8 +514,9 @@ int agent_mount (int argc, char **argv, const struct serve_hooks *node_hooks) {
     else if (strcmp(a, "--seeder") == 0 && value && seeder_count < MAX_ADDRESSES) { seeders[seeder_count++] = value; i++; }
     else if (strcmp(a, "--no-trackers") == 0) no_trackers = true;
     else if (strcmp(a, "--peer") == 0 && value) {
-      const char *colon = strrchr(value, ':');
-      if (!colon || colon == value || !whole_number(colon + 1, 1, 65535, &n) || strlen(value) >= sizeof peers[0]->address) {
+      char host[sizeof peers[0]->address];
+      const char *listed_port;
+      if (!split_host_port(value, host, sizeof host, &listed_port) || !*host || !whole_number(listed_port, 1, 65535, &n) || strlen(value) >= sizeof host) {
         snprintf(what, sizeof what, "--peer takes HOST:PORT, not '%s'", value);
         return fail(what, "--peer 10.0.0.7:6881");
       }

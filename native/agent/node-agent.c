@@ -147,7 +147,7 @@ static bool expand (const char *template, const char *letters, const char *info_
 // picks, the head held until a wait stalls unless this node is one that dials it. False where the
 // Node agent must say what is wrong (no hostlist, the node not in it).
 static bool list_args (const struct json *by_list, const char *info_hash, const char **argv, int *n) {
-  static char port_text[16], fallback[32];
+  static char fallback[32];
   const char *template = json_string(by_list, "host"), *names = json_string(by_list, "names");
   double port;
   uint8_t seed[20];
@@ -156,9 +156,10 @@ static bool list_args (const struct json *by_list, const char *info_hash, const 
   if (!names || !*names) names = getenv("SLURM_NODELIST");
   if (!template || !names || !*names || !number_member(by_list, "port", &port) || !bytes_of_hex(info_hash, seed, 20) ||
       node_list_of(names, template, (long)port, agent.node, &agent.list) < 0) return false;
-  const char *own = agent.list.nodes[agent.list.index];
-  snprintf(port_text, sizeof port_text, "%s", strrchr(own, ':') + 1);
-  const char *flags[] = { "--port", port_text, "--no-trackers" };
+  char host[256];
+  const char *own_port;
+  if (!split_host_port(agent.list.nodes[agent.list.index], host, sizeof host, &own_port)) return false;
+  const char *flags[] = { "--port", own_port, "--no-trackers" };
   for (size_t i = 0; i < sizeof flags / sizeof *flags; i++) argv[(*n)++] = flags[i];
   int places[MAX_LIST_PEERS];
   agent.peer_count = listed_peers(agent.list.count, agent.list.index, seed, places);

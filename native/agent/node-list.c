@@ -96,16 +96,21 @@ static bool loopback (const char *name) {
   return strcmp(name, "localhost") == 0 || strncmp(name, "127.", 4) == 0 || strcmp(name, "::1") == 0;
 }
 
+// An IPv4 or IPv6 socket address's address as text into `out`; false for another family.
+static bool address_text (const struct sockaddr *a, char out[INET6_ADDRSTRLEN]) {
+  if (a->sa_family != AF_INET && a->sa_family != AF_INET6) return false;
+  const void *bytes = a->sa_family == AF_INET ? (const void *)&((const struct sockaddr_in *)a)->sin_addr
+                                              : (const void *)&((const struct sockaddr_in6 *)a)->sin6_addr;
+  return inet_ntop(a->sa_family, bytes, out, INET6_ADDRSTRLEN) != NULL;
+}
+
 // This host's addresses but its loopback ones, as text.
 static int local_addresses (char out[][INET6_ADDRSTRLEN], int max) {
   struct ifaddrs *list, *a;
   int n = 0;
   if (getifaddrs(&list) < 0) return 0;
   for (a = list; a && n < max; a = a->ifa_next) {
-    if (!a->ifa_addr || (a->ifa_addr->sa_family != AF_INET && a->ifa_addr->sa_family != AF_INET6)) continue;
-    const void *bytes = a->ifa_addr->sa_family == AF_INET ? (const void *)&((struct sockaddr_in *)a->ifa_addr)->sin_addr
-                                                          : (const void *)&((struct sockaddr_in6 *)a->ifa_addr)->sin6_addr;
-    if (inet_ntop(a->ifa_addr->sa_family, bytes, out[n], INET6_ADDRSTRLEN) && !loopback(out[n])) n++;
+    if (a->ifa_addr && address_text(a->ifa_addr, out[n]) && !loopback(out[n])) n++;
   }
   freeifaddrs(list);
   return n;
@@ -136,10 +141,7 @@ static int place_of (const char *node, const struct names *names) {
     bool here = false;
     for (a = found; a && !here; a = a->ai_next) {
       char text[INET6_ADDRSTRLEN];
-      const void *bytes = a->ai_family == AF_INET ? (const void *)&((struct sockaddr_in *)a->ai_addr)->sin_addr
-                                                  : (const void *)&((struct sockaddr_in6 *)a->ai_addr)->sin6_addr;
-      here = (a->ai_family == AF_INET || a->ai_family == AF_INET6) && inet_ntop(a->ai_family, bytes, text, sizeof text) &&
-        (is_local(text, local, local_count) || loopback(text));
+      here = address_text(a->ai_addr, text) && (is_local(text, local, local_count) || loopback(text));
     }
     freeaddrinfo(found);
     if (here) return i;

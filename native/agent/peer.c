@@ -251,10 +251,9 @@ static void send_pex (struct peer *p) {
   for (int i = 0; i < peer_count && count < PEX_PEERS; i++) {
     const struct peer *o = peers[i];
     char host[48];
+    const char *port;
     struct in_addr ip;
-    const char *colon = strrchr(o->address, ':');
-    if (o == p || o->phase != P_OPEN || !o->listen_port || !colon) continue;
-    snprintf(host, sizeof host, "%.*s", (int)(colon - o->address), o->address);
+    if (o == p || o->phase != P_OPEN || !o->listen_port || !split_host_port(o->address, host, sizeof host, &port)) continue;
     if (inet_pton(AF_INET, host, &ip) != 1) continue;
     memcpy(compact + 6 * count, &ip, 4);
     compact[6 * count + 4] = (uint8_t)(o->listen_port >> 8);

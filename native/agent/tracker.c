@@ -49,7 +49,9 @@ static void finish (struct tracker *t, bool ok) {
     t->next_at = now + RETRY_MS;
     return;
   }
-  t->next_at = now + t->interval_ms;
+  // An event that came while this one was under way goes at the next tick, not an interval later:
+  // a set complete before the started announce returned was told to the tracker 30 s on, or never.
+  t->next_at = t->has_pending ? now : now + t->interval_ms;
 }
 
 static void take_reply (struct tracker *t) {
@@ -156,6 +158,6 @@ void tracker_tick (void) {
 }
 
 bool tracker_busy (void) {
-  for (int i = 0; i < tracker_count; i++) if (trackers[i].busy) return true;
+  for (int i = 0; i < tracker_count; i++) if (trackers[i].busy || trackers[i].has_pending) return true;
   return false;
 }

@@ -464,6 +464,18 @@ t.test('node-agent without the description in the spec: from the head over HTTP 
   t.same([record.code, record.message.startsWith('node n2 cannot get the description')], ['LAUNCH', true], 'the node\'s failure record, for its ranks')
   t.equal(await isMounted(path.join(j.dir, 'mnt-n2')), false, 'no mount')
   await t.rejects(stat(path.join(j.dir, 'mnt-n2')), { code: 'ENOENT' }, 'no mount point')
+
+  // The head by name: resolved where the dial is (RFC 6761 keeps .invalid from resolving anywhere).
+  const byName = { ...spec, descriptionUrl: spec.descriptionUrl.replace('//127.0.0.1:', '//localhost:') }
+  t.not(byName.descriptionUrl, spec.descriptionUrl, 'the URL names the head')
+  const { child: named } = await nodeAgent('n3', byName)
+  await waitForLine(named, /^mounted infohash=/)
+  named.kill('SIGTERM')
+  t.equal((await named).exitCode, 0, 'the head named localhost: mounted')
+  const unresolved = await (await nodeAgent('n4', { ...spec, descriptionUrl: `http://no-such-head.invalid:1/p2prun/${infoHash}.torrent` })).child
+  t.equal(unresolved.exitCode, 1)
+  t.match(String(unresolved.stderr), /^p2prun-agent: node n4 cannot get the description from http:\/\/no-such-head\.invalid:1\/\S+: no address for the name no-such-head\.invalid \(hint: [^\n]+\)$/, 'a name that does not resolve, said so')
+  t.equal(await isMounted(path.join(j.dir, 'mnt-n4')), false, 'no mount')
 })
 
 t.test('node-agent of a launch by node list: its place in the hostlist, the peers node-list.ts picks for it dialed, the head held', async (t) => {

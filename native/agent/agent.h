@@ -69,6 +69,11 @@ bool split_host_port (const char *host_port, char *host, size_t host_size, const
 // not http:// or its host does not fit.
 struct http_url { char host[256], port[8]; const char *authority; int authority_length; const char *path; };
 bool http_url_parse (const char *url, struct http_url *out);
+// A non-blocking TCP socket connecting (errno EINPROGRESS) or connected (errno 0) to host:port;
+// -1 with errno, or DIAL_UNRESOLVED for a name that does not resolve: the one dial of peers,
+// trackers and the description fetch. Resolves a name, blocking, once per dial.
+#define DIAL_UNRESOLVED (-2)
+int dial_tcp (const char *host, const char *port);
 // A p2prun node's peer id (lib/swarm/peer-id.ts's "-P2N020-" and 12 random hex digits); false
 // without random bytes. Seeds random() the first time.
 bool new_peer_id (uint8_t out[20]);

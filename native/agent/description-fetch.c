@@ -40,16 +40,12 @@ static int wait_for (int fd, short events, uint64_t deadline) {
   return n == 1 && !(p.revents & POLLNVAL) ? 0 : -1;
 }
 
-// A TCP connection to `host` (a name or an address) at `port`, or -1.
+// A TCP connection to `host` (a name or an address) at `port`; -1, or DIAL_UNRESOLVED.
 static int dial (const char *host, const char *port, uint64_t deadline) {
-  struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV }, *ai;
-  if (getaddrinfo(host, port, &hints, &ai) != 0) return -1;
-  int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  int r = fd < 0 ? -1 : connect(fd, ai->ai_addr, ai->ai_addrlen);
-  freeaddrinfo(ai);
-  int error = 0;
+  int fd = dial_tcp(host, port), error = 0;
+  if (fd == DIAL_UNRESOLVED) return fd;
   socklen_t len = sizeof error;
-  if (fd >= 0 && (r == 0 || (errno == EINPROGRESS && wait_for(fd, POLLOUT, deadline) == 0 &&
+  if (fd >= 0 && (errno != EINPROGRESS || (wait_for(fd, POLLOUT, deadline) == 0 &&
       getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &len) == 0 && error == 0))) return fd;
   if (fd >= 0) close(fd);
   if (error) errno = error; // the connection's own failure, for the message
@@ -83,6 +79,7 @@ static uint8_t *http_get (const char *url, uint64_t deadline, size_t max, size_t
   struct http_url u;
   if (!http_url_parse(url, &u)) { snprintf(why, why_size, "not an http:// URL"); return NULL; }
   int fd = dial(u.host, u.port, deadline);
+  if (fd == DIAL_UNRESOLVED) { snprintf(why, why_size, "no address for the name %s", u.host); return NULL; }
   if (fd < 0) { snprintf(why, why_size, "cannot connect: %s", errno == 0 || errno == EINPROGRESS ? "no answer in time" : strerror(errno)); return NULL; }
   char *request = NULL;
   int n = asprintf(&request, "GET %s HTTP/1.0\r\nHost: %.*s\r\n\r\n", u.path, u.authority_length, u.authority);

@@ -23,6 +23,7 @@
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -367,20 +368,32 @@ bool split_host_port (const char *host_port, char *host, size_t host_size, const
 bool http_url_parse (const char *url, struct http_url *out) {
   if (strncmp(url, "http://", 7) != 0) return false;
   const char *authority = url + 7, *slash = strchr(authority, '/');
-  int length = (int)(slash ? (size_t)(slash - authority) : strlen(authority));
-  char with_port[300];
-  const char *port;
+  size_t length = slash ? (size_t)(slash - authority) : strlen(authority);
   // A port after the host, not a colon of an IPv6 address in brackets.
-  const char *colon = memrchr(authority, ':', (size_t)length), *bracket = memrchr(authority, ']', (size_t)length);
-  bool has_port = colon && (!bracket || colon > bracket);
-  if ((size_t)length + 4 >= sizeof with_port) return false;
-  snprintf(with_port, sizeof with_port, "%.*s%s", length, authority, has_port ? "" : ":80");
-  if (!split_host_port(with_port, out->host, sizeof out->host, &port) || strlen(port) >= sizeof out->port) return false;
-  snprintf(out->port, sizeof out->port, "%s", port);
+  const char *colon = memrchr(authority, ':', length), *bracket = memrchr(authority, ']', length);
+  if (colon && bracket && colon < bracket) colon = NULL;
+  const char *start = authority, *end = colon ? colon : authority + length;
+  if (*start == '[' && end > start && end[-1] == ']') { start++; end--; }
+  size_t port_length = colon ? (size_t)(authority + length - colon - 1) : 2;
+  if ((size_t)(end - start) >= sizeof out->host || port_length >= sizeof out->port) return false;
+  snprintf(out->host, sizeof out->host, "%.*s", (int)(end - start), start);
+  snprintf(out->port, sizeof out->port, "%.*s", (int)port_length, colon ? colon + 1 : "80");
   out->authority = authority;
-  out->authority_length = length;
+  out->authority_length = (int)length;
   out->path = slash ? slash : "/";
   return true;
+}
+
+int dial_tcp (const char *host, const char *port) {
+  struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV }, *ai;
+  if (getaddrinfo(host, port, &hints, &ai) != 0) return DIAL_UNRESOLVED;
+  int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int r = fd < 0 ? -1 : connect(fd, ai->ai_addr, ai->ai_addrlen);
+  int error = r == 0 ? 0 : errno;
+  freeaddrinfo(ai);
+  if (fd >= 0 && r < 0 && error != EINPROGRESS) { close(fd); fd = -1; }
+  errno = error;
+  return fd;
 }
 
 bool new_peer_id (uint8_t out[20]) {

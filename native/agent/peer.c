@@ -398,22 +398,11 @@ static void on_ready (struct watch *w, uint32_t events) {
   if ((events & EPOLLOUT) || p->out_urgent) peer_flush(p);
 }
 
-static int nonblocking_socket (int family) {
-  int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  return fd;
-}
-
 struct peer *peer_dial (const char *host_port) {
   char host[64];
   const char *port;
-  if (!split_host_port(host_port, host, sizeof host, &port)) return NULL;
-  struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV }, *ai;
-  if (getaddrinfo(host, port, &hints, &ai) != 0) return NULL;
-  int fd = nonblocking_socket(ai->ai_family);
-  if (fd < 0) { freeaddrinfo(ai); return NULL; }
-  int r = connect(fd, ai->ai_addr, ai->ai_addrlen);
-  freeaddrinfo(ai);
-  if (r < 0 && errno != EINPROGRESS) { close(fd); return NULL; }
+  int fd = split_host_port(host_port, host, sizeof host, &port) ? dial_tcp(host, port) : -1;
+  if (fd < 0) return NULL;
   struct peer *p = new_peer(fd, true, host_port);
   if (!p) return NULL;
   p->phase = P_CONNECTING;

@@ -117,16 +117,12 @@ static void start (struct tracker *t, enum announce_event event) {
   t->io_len = strlen(t->io);
   t->io_sent = 0;
   t->reading = false;
-  struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV }, *ai;
   // A name, not an address, is resolved here once per announce: trackers are few, and announces rare.
-  if (getaddrinfo(u.host, u.port, &hints, &ai) != 0) { t->busy = true; t->sending = event; t->w.fd = -1; finish(t, false); return; }
-  t->w.fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  int r = t->w.fd < 0 ? -1 : connect(t->w.fd, ai->ai_addr, ai->ai_addrlen);
-  freeaddrinfo(ai);
+  t->w.fd = dial_tcp(u.host, u.port);
   t->busy = true;
   t->sending = event;
   t->started_at = now_ms();
-  if ((r < 0 && errno != EINPROGRESS) || loop_add(&t->w, EPOLLOUT) < 0) finish(t, false);
+  if (t->w.fd < 0 || loop_add(&t->w, EPOLLOUT) < 0) finish(t, false);
 }
 
 void tracker_announce (enum announce_event event) {

@@ -11,7 +11,8 @@
 //   p2p-MODE+nodes  the same, each node's peers taken from the list of all nodes (mount --node-list): no tracker
 //   p2p-native the native node agent (dist/p2prun-agent, no Node) in p2p-eager's place (p2p-native-block,
 //              p2p-native-file: p2p-block's, p2p-file's):
-//              the same head, the same command line
+//              the same head, the same command line; +nodes too (the list's flags as `p2prun mount
+//              --node-list` gives them it)
 //   stage-in   a stock native BitTorrent client (aria2c) on every node downloads the whole set from the
 //              same head (open to any client) into the node's tmpfs, then the driver runs from there;
 //              each client seeds until every node is done, as an agent does: what issue 12 measures against
@@ -31,6 +32,9 @@ import { plot, rateBits } from './plot.ts'
 import { CLUSTER, serverTxBytes, serveSftp, sshfsMount } from './cluster.ts'
 import { CLOCK_TICKS, DECOYS, median, P2PRUN, ROOT, serveSet, workload, type Workload } from './workload.ts'
 import { NATIVE_AGENT_FILE } from '../lib/dist-files.ts'
+import { readDescription } from '../lib/description-file.ts'
+import { nodeListFlags } from '../lib/native-agent.ts'
+import { nodeListOf } from '../lib/swarm/node-list.ts'
 
 
 const { values: opts } = parseArgs({
@@ -286,7 +290,8 @@ async function runMethod (method: string, n: number, w: Workload): Promise<Row> 
     })
   } else {
     const native = method.startsWith('p2p-native')
-    const mode = native ? method.replace(/^p2p-native-?/, '') || 'eager' : method.replace(/^p2p-/, '').replace(/\+(dht|nodes)$/, '')
+    const base = method.replace(/\+(dht|nodes)$/, '')
+    const mode = native ? base.replace(/^p2p-native-?/, '') || 'eager' : base.replace(/^p2p-/, '')
     const agent = native ? path.join(path.dirname(path.dirname(await realpath(opts.agent))), 'dist', NATIVE_AGENT_FILE) : opts.agent
     const serving = await serveSet(w, server, [CLUSTER, 'exec', '0'], opts['open-head'], method.endsWith('+dht'))
     stopServer = serving.stop
@@ -295,7 +300,11 @@ async function runMethod (method: string, n: number, w: Workload): Promise<Row> 
       const list = `/tmp/p2pb-nodes-${n}`
       const addresses = await Promise.all(Array.from({ length: n }, (_, i) => execa(CLUSTER, ['addr', String(i + 1)]).then((r) => `${r.stdout.trim()}:${NODE_PORT}`)))
       await writeFile(list, addresses.join('\n') + '\n')
-      discovery = (k) => `--node-list ${list} --node-index ${k - 1}`
+      // The native agent takes the list as flags, as `p2prun mount --node-list` gives it them.
+      const infoHash = Buffer.from((await readDescription(desc)).infoHash, 'hex')
+      discovery = native
+        ? (k) => nodeListFlags(nodeListOf(addresses, k - 1), infoHash, NODE_PORT).join(' ')
+        : (k) => `--node-list ${list} --node-index ${k - 1}`
       stopServer = async () => { await serving.stop(); await rm(list, { force: true }) }
     }
     // The agent's first line is "mounted …" once the FS is up; EOF means it failed (its stderr says why).
@@ -402,8 +411,8 @@ async function preflight (methods: readonly string[]): Promise<void> {
     throw new Error(`/usr/lib/openssh/sftp-server is missing (${hint})`)
   }
   for (const bin of new Set([P2PRUN, opts.agent])) await checkBuilt(bin, bin === opts.agent && methods.some((m) => m.startsWith('p2p-native')))
-  const unknown = methods.filter((m) => !['local', 'sshfs', 'stage-in', 'p2p-block', 'p2p-file', 'p2p-eager', 'p2p-native', 'p2p-native-block', 'p2p-native-file'].includes(m.replace(/^(p2p-(block|file|eager))\+(dht|nodes)$/, '$1')))
-  if (unknown.length) throw new Error(`unknown method ${unknown.join(', ')}: expected local, sshfs, stage-in, p2p-block, p2p-file, p2p-eager, p2p-native, p2p-native-block, p2p-native-file (a p2p method but p2p-native… with +dht: nodes find each other in a DHT; +nodes: in the list of all nodes)`)
+  const unknown = methods.filter((m) => !['local', 'sshfs', 'stage-in', 'p2p-block', 'p2p-file', 'p2p-eager', 'p2p-native', 'p2p-native-block', 'p2p-native-file'].includes(m.replace(/^(p2p-(block|file|eager))\+(dht|nodes)$/, '$1').replace(/^(p2p-native(-block|-file)?)\+nodes$/, '$1')))
+  if (unknown.length) throw new Error(`unknown method ${unknown.join(', ')}: expected local, sshfs, stage-in, p2p-block, p2p-file, p2p-eager, p2p-native, p2p-native-block, p2p-native-file (a p2p method with +nodes: nodes find each other in the list of all nodes; but p2p-native… with +dht: in a DHT)`)
 }
 
 await main()

@@ -14,7 +14,7 @@ import { builtDistFile, distFile, NATIVE_AGENT_FILE } from './dist-files.ts'
 import { P2prunError } from './errors.ts'
 import { readyLine } from './session/process.ts'
 import { SECRET_ENV } from './swarm/job-auth.ts'
-import { dialsHead, HEAD_FALLBACK_MS, peersOf } from './swarm/node-list.ts'
+import { dialsHead, HEAD_FALLBACK_MS, peersOf, type NodeList } from './swarm/node-list.ts'
 import { hostPort } from './swarm/peer-address.ts'
 
 /** What p2prun-agent's --max-conns takes at most (native/agent/agent.h MAX_CONNS). */
@@ -41,20 +41,23 @@ export function nativeRefusal (options: AgentNeeds): string | undefined {
 }
 
 /**
- * Where the peers come from: the trackers, or a node list's (node-list.ts's policy, applied here:
- * the peers it picks, and the head dialed at start or only once a wait stalls), listening at the
- * node's own entry.
+ * p2prun-agent's flags for a node of a node list (node-list.ts's policy, applied here): it listens
+ * at its own entry, asks no tracker, dials the peers the policy picks for it, and dials the head at
+ * start or only once a wait stalls for `headFallbackMs`.
  */
+export function nodeListFlags (list: NodeList, infoHash: Uint8Array, port: number, headFallbackMs = HEAD_FALLBACK_MS): string[] {
+  return [
+    '--port', String(hostPort(list.nodes[list.index] as string)?.port ?? port), '--no-trackers',
+    ...peersOf(list, infoHash).flatMap((address) => ['--peer', address]),
+    ...(dialsHead(list.nodes.length, list.index) ? [] : ['--head-fallback', String(headFallbackMs / 1000)])
+  ]
+}
+
+/** Where the peers come from: the trackers, or a node list's. */
 function discoveryFlags (options: AgentOptions): string[] {
   const { node, description } = options
-  const list = node.nodeList
-  if (!list) return ['--port', String(node.port), ...(node.trackers ?? description.trackers).flatMap((url) => ['--tracker', url])]
-  const own = hostPort(list.nodes[list.index] as string)
-  return [
-    '--port', String(own?.port ?? node.port), '--no-trackers',
-    ...peersOf(list, Buffer.from(description.infoHash, 'hex')).flatMap((address) => ['--peer', address]),
-    ...(dialsHead(list.nodes.length, list.index) ? [] : ['--head-fallback', String((node.headFallbackMs ?? HEAD_FALLBACK_MS) / 1000)])
-  ]
+  if (!node.nodeList) return ['--port', String(node.port), ...(node.trackers ?? description.trackers).flatMap((url) => ['--tracker', url])]
+  return nodeListFlags(node.nodeList, Buffer.from(description.infoHash, 'hex'), node.port, node.headFallbackMs)
 }
 
 /** p2prun-agent's flags for `options` (nativeRefusal said it serves them), but where it reports. */

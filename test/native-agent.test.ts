@@ -361,6 +361,53 @@ t.test('a new peer is told where the agent\'s other peers listen (ut_pex), not o
   for (const p of [first, second, newcomer]) p.close()
 })
 
+t.test('the head hears a have for each piece it sent (it holds a piece for its first recipient until then); a complete peer hears none; the Node agent too', async (t) => {
+  const j = await job(t, async (dir) => {
+    await mkdir(path.join(dir, 'libs'))
+    await writeFile(path.join(dir, 'libs/libbig.so'), randomBytes(1_000_000))
+    return path.join(dir, 'libs')
+  })
+  const desc = parseDescription(await readFile(j.file))
+  const bytes = await readFile(path.join(j.libs, 'libbig.so'))
+  const infoHash = Buffer.from(desc.infoHash, 'hex')
+  // Hand-played peers with every piece, an open job's: the head (its peer id says so) and a node.
+  const played = (id: string) => {
+    const sent = new Set<number>()
+    const told: number[] = []
+    const server = net.createServer((socket) => {
+      socket.on('error', () => {})
+      readPeer(socket, (msg) => {
+        if (msg[0] === 4) told.push(msg.readUInt32BE(1))
+        if (msg[0] !== 6) return
+        const [index, begin, length] = [msg.readUInt32BE(1), msg.readUInt32BE(5), msg.readUInt32BE(9)]
+        sent.add(index)
+        const at = index * desc.pieceLength + begin
+        socket.write(message(7, Buffer.concat([u32(index), u32(begin), bytes.subarray(at, at + length)])))
+      }, () => socket.write(Buffer.concat([handshake(infoHash, { peerId: Buffer.from(`${id}${randomBytes(6).toString('hex')}`) }), message(0x0e), message(1)])))
+    })
+    j.defer(() => new Promise<void>((resolve) => { server.close(() => resolve()) }))
+    return { server, sent, told, listening: new Promise<string>((resolve) => server.listen(0, '127.0.0.1', () => resolve(`127.0.0.1:${(server.address() as net.AddressInfo).port}`))) }
+  }
+  const head = played('-P2H020-')
+  const node = played('-P2N020-')
+  const agent = await mountAgent(j, j.file, path.join(j.dir, 'mnt'), path.join(j.dir, 'agent.json'),
+    ['--mode', 'block', '--seeder', await head.listening, '--peer', await node.listening, '--no-trackers', '--store-dir', j.dir], {}, [], NATIVE_AGENT)
+  t.same(await readFile(path.join(agent.mountPoint, 'libbig.so')), bytes, 'read whole, from the two')
+  const { exitCode } = await agent.stop() // haves leave at the next tick; a stop flushes them
+  t.equal(exitCode, 0)
+  t.ok(head.sent.size > 0, `the head sent ${head.sent.size} pieces`)
+  t.same([...new Set(head.told)].sort((a, b) => a - b), [...head.sent].sort((a, b) => a - b), 'the head heard of each of its pieces, and of no other')
+  t.same(node.told, [], 'the node, which has them all, heard of none')
+
+  // The Node agent (DHT, lingering agents) does the same.
+  const again = played('-P2H020-')
+  const viaNode = await mountAgent(j, j.file, path.join(j.dir, 'node-mnt'), path.join(j.dir, 'node.json'),
+    ['--mode', 'block', '--seeder', await again.listening, '--store-dir', j.dir, '--agent', 'node'])
+  t.same(await readFile(path.join(viaNode.mountPoint, 'libbig.so')), bytes, 'the Node agent read it whole, from the head')
+  t.equal((await viaNode.stop()).exitCode, 0)
+  t.same([...new Set(again.told)].sort((a, b) => a - b), [...again.sent].sort((a, b) => a - b), 'the head heard of each of its pieces from the Node agent')
+})
+
 t.test('a peer whose blocks fail their check is dropped and refused; the set comes whole from the head', async (t) => {
   const j = await job(t, async (dir) => {
     await mkdir(path.join(dir, 'libs'))

@@ -133,6 +133,8 @@ export class SwarmNode implements ByteSource {
   /** Date.now() when the last piece was verified, or a wait began: only good bytes count as progress. */
   private lastProgress = Date.now()
   private fromHead = 0
+  /** Pieces the head sent blocks of, not verified yet: the head hears when each is (accept). */
+  private readonly headSent = new Set<number>()
   private fromPeers = 0
   private fromSource = 0
   /** The source directories' files, for the fallback; undefined: none. */
@@ -353,8 +355,10 @@ export class SwarmNode implements ByteSource {
   }
 
   private onBlock (wire: Wire, req: BlockRequest, data: Buffer): void {
-    if (isHeadPeerId(wire.peerId)) this.fromHead += data.length
-    else this.fromPeers += data.length
+    if (isHeadPeerId(wire.peerId)) {
+      this.fromHead += data.length
+      this.headSent.add(req.index)
+    } else this.fromPeers += data.length
     const got = this.assembly.receive(req, data, wire.peerId)
     // The wire has room again; nothing else changed for the others.
     if (got.state === 'partial') return this.picker.schedule(wire)
@@ -373,9 +377,12 @@ export class SwarmNode implements ByteSource {
     if (this.closing || this.have.get(index)) return
     this.have.set(index)
     this.picker.verified(index)
-    // A peer that holds the piece has no use for the news (the head holds them all).
+    // A peer that holds the piece has no use for the news, but the head: it holds a piece it sent
+    // for this node alone until told it is in (fan-out.ts), then 10 s, which a node not connected
+    // to this one waited.
     const have = haveMessage(index)
-    for (const w of this.connections.wires.values()) if (!w.peerPieces.get(index)) w.have(have)
+    const toHead = this.headSent.delete(index)
+    for (const w of this.connections.wires.values()) if (!w.peerPieces.get(index) || (toHead && isHeadPeerId(w.peerId))) w.have(have)
     if (this.have.complete) this.onComplete()
     this.onVerified(index)
   }

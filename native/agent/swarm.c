@@ -357,8 +357,9 @@ static void fill (struct peer *p) {
   while (has_room(p) && pick(p, now)) {}
 }
 
-// Called with the piece unstarted (finish_piece first).
-static void verified (uint32_t index) {
+// Called with the piece unstarted (finish_piece first); `senders` are the serials of the peers its
+// blocks came from.
+static void verified (uint32_t index, const uint32_t *senders, uint8_t sender_count) {
   unstarted_changed(index, -1);
   have[index] = 1;
   have_count++;
@@ -378,6 +379,9 @@ static void verified (uint32_t index) {
     if (o->phase != P_OPEN) continue;
     if (!o->has[index]) peer_send_later(o, HAVE, body, 4);
     else if (--o->wanted == 0) send_interest(o);
+    // The head holds a piece it sent for this node alone until told it is in (lib/swarm/fan-out.ts:
+    // others asking are sent to this node), then 10 s: a node not connected to this one waited that.
+    for (uint8_t k = 0; k < sender_count && o->head; k++) if (senders[k] == o->serial) peer_send_later(o, HAVE, body, 4);
   }
   if (!swarm_complete()) return;
   debug("every piece is in: %llu bytes from the head, %llu from peers", (unsigned long long)stats.from_head, (unsigned long long)stats.from_peers);
@@ -397,7 +401,7 @@ static void check (uint32_t index) {
   memcpy(senders, part->senders, sizeof senders);
   finish_piece(index);
   part->sender_count = 0;
-  if (n == (ssize_t)size && memcmp(digest, d->piece_hashes + 20 * (size_t)index, 20) == 0) { verified(index); return; }
+  if (n == (ssize_t)size && memcmp(digest, d->piece_hashes + 20 * (size_t)index, 20) == 0) { verified(index, senders, sender_count); return; }
   stats.failed_pieces++;
   for (int i = 0; i < peer_count; i++) {
     for (uint8_t k = 0; k < sender_count; k++) {
@@ -428,7 +432,7 @@ int swarm_from_source (const struct table *t, uint32_t first, uint32_t last, cha
     stats.from_source += size;
     finish_piece(index); // blocks still asked of peers are dropped when they come
     parts[index].sender_count = 0;
-    verified(index);
+    verified(index, NULL, 0);
   }
   return 0;
 }

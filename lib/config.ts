@@ -60,7 +60,7 @@ export const SETTINGS = {
   'store-dir': { kind: 'path', help: 'where a node keeps downloaded bytes (memory-backed by default)' },
   'max-conns': { kind: 'int', min: 1, help: 'most peer connections per node' },
   'head-max-conns': { kind: 'int', min: 1, help: 'most node connections the head\'s seeder keeps (every node dials it)' },
-  numwant: { kind: 'int', min: 1, help: 'peers a node asks the tracker for' },
+  numwant: { kind: 'int', min: 1, help: 'peers a node asks the tracker for, and dials of those it is told of while it has fewer connections' },
   'stall-timeout': { kind: 'seconds', min: 1, help: 'give up when no byte arrives for this many seconds' },
   fallback: { kind: 'string', choices: FALLBACK_MODES, help: 'when the swarm stalls, read what programs wait for from the source directory if this node can (auto), or fail (off)' },
   'start-timeout': { kind: 'seconds', min: 1, help: 'give up when a node agent is not ready after this many seconds' },
@@ -137,7 +137,7 @@ const DEFAULTS: Config = {
   // Every node dials the head's seeder first; refused ones redial (1–4 s), which costs the head
   // CPU too; each kept connection costs it a socket and its buffers. Not the nodes' 100.
   headMaxConns: 1000,
-  numwant: 100,
+  numwant: 8,
   stallTimeoutMs: 60_000,
   startTimeoutMs: 120_000,
   agentLingerMs: 0,

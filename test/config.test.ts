@@ -6,7 +6,7 @@ t.test('defaults, then YAML, then environment, then flags', async (t) => {
   const root = t.testdir({ conf: { 'p2prun.yaml': 'max-conns: 10\nnumwant: 11\nstall-timeout: 12\nstore-dir: rel/store\n' }, empty: {} })
   const dir = path.join(root, 'conf')
   const defaults = await loadConfig({ flags: {}, env: {}, cwd: path.join(root, 'empty') })
-  t.match(defaults, { maxConns: 100, numwant: 100, stallTimeoutMs: 60_000, storeDir: '/dev/shm', trackerMaxPeers: 20_000, trackerAnnouncePeers: 200 })
+  t.match(defaults, { maxConns: 100, numwant: 8, stallTimeoutMs: 60_000, storeDir: '/dev/shm', trackerMaxPeers: 20_000, trackerAnnouncePeers: 200 })
   const yaml = await loadConfig({ flags: {}, env: {}, cwd: dir })
   t.match(yaml, { maxConns: 10, numwant: 11, stallTimeoutMs: 12_000, storeDir: path.join(dir, 'rel/store') })
   const env = await loadConfig({ flags: {}, env: { P2PRUN_NUMWANT: '21', P2PRUN_MAX_CONNS: '20' }, cwd: dir })

@@ -361,6 +361,34 @@ t.test('a new peer is told where the agent\'s other peers listen (ut_pex), not o
   for (const p of [first, second, newcomer]) p.close()
 })
 
+t.test('peers told of (ut_pex, a tracker) are dialed only while the agent has fewer than --numwant connections', async (t) => {
+  const { j, secret, head, infoHash } = await jobWithSecret(t)
+  const port = (await freePorts(1))[0] as number
+  const agent = await mountAgent(j, j.file, path.join(j.dir, 'mnt'), path.join(j.dir, 'agent.json'),
+    ['--mode', 'block', '--seeder', head.seeder, '--store-dir', j.dir, '--port', String(port), '--numwant', '3'], { P2PRUN_SECRET: secret, P2PRUN_DEBUG: '1' }, [], NATIVE_AGENT)
+  // A peer that tells the agent of ten more (nobody listens there: each dial is a line all the same).
+  const told = await freePorts(10)
+  const peerId = Buffer.from(`-P2N020-${randomBytes(6).toString('hex')}`)
+  const socket = net.connect(port, '127.0.0.1', () => socket.write(handshake(infoHash, { extensions: true, peerId })))
+  socket.on('error', () => {})
+  j.defer(async () => { socket.destroy() })
+  socket.once('data', (chunk: Buffer) => {
+    const auth = peerProof(secret, infoHash, peerId, chunk.subarray(48, 68))
+    socket.write(message(20, Buffer.concat([Buffer.from('\0d1:md6:ut_pexi1ee11:p2prun_auth32:', 'latin1'), auth, Buffer.from('e')])))
+  })
+  readPeer(socket, (msg) => {
+    const pexId = msg[0] === 20 && msg[1] === 0 ? msg.toString('latin1').match(/6:ut_pexi(\d+)e/)?.[1] : undefined
+    if (pexId === undefined) return
+    const compact = Buffer.concat(told.map((p) => Buffer.from([127, 0, 0, 1, p >> 8, p & 0xff])))
+    socket.write(message(20, Buffer.concat([Buffer.from([Number(pexId)]), Buffer.from(`d5:added${compact.length}:`, 'latin1'), compact, Buffer.from('e')])))
+  }, () => {})
+  await stderrLine(agent, new RegExp(`127\\.0\\.0\\.1:(${told.join('|')}): dialing`))
+  agent.child.kill('SIGTERM')
+  await agent.child
+  const dials = agent.stderrSoFar().split('\n').filter((line) => told.some((p) => line.includes(`127.0.0.1:${p}: dialing`)))
+  t.equal(dials.length, 1, `the head and the peer that told, then one of the ten: ${dials.join('; ')}`)
+})
+
 t.test('the head hears a have for each piece it sent (it holds a piece for its first recipient until then); a complete peer hears none; the Node agent too', async (t) => {
   const j = await job(t, async (dir) => {
     await mkdir(path.join(dir, 'libs'))

@@ -1,6 +1,8 @@
 // The head's seeder (a `p2prun serve` process) and several nodes — `p2prun fetch` processes, or
 // swarm nodes in this process where the test holds them in the swarm together — over real TCP on loopback.
 import { execFile } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import diagnostics from 'node:diagnostics_channel'
 import { statfsSync } from 'node:fs'
 import { mkdir, readdir, readFile, stat, utimes, writeFile } from 'node:fs/promises'
 import net from 'node:net'
@@ -9,7 +11,9 @@ import { promisify } from 'node:util'
 import t, { type Test } from 'tap'
 import { parseDescription } from '../lib/description.ts'
 import { extractTree } from '../lib/extract.ts'
+import { Connections } from '../lib/swarm/connections.ts'
 import { SwarmNode } from '../lib/swarm/node.ts'
+import { newPeerId } from '../lib/swarm/peer-id.ts'
 import { bytesFor, snapshotTree } from './helpers/fixtures.ts'
 import { describedTree, p2prun, serve } from './helpers/cli.ts'
 import { handshake, message, readPeer, u32 } from './helpers/peer-wire.ts'
@@ -202,3 +206,22 @@ async function handPeer (t: Test, port: number, infoHash: Buffer) {
     }
   }
 }
+
+t.test('peers told of (a tracker, the DHT, peer exchange) are dialed only while there are fewer connections than dialTarget', async (t) => {
+  const noop = () => {}
+  const connections = await Connections.listen({
+    infoHash: randomBytes(20), peerId: newPeerId('node'), pieceCount: 1, host: '127.0.0.1', port: 0, maxConns: 100, dialTarget: 3, learnPeers: true,
+    handler: { onPieces: noop, onChoke: noop, onInterested: noop, onRequest: noop, onBlock: noop, onReject: noop, onClose: noop }, onWire: noop
+  })
+  t.teardown(() => connections.close())
+  // Each dial is a net.connect, seen as it is made: nothing listens at these ports, and none of them is refused before the checks below.
+  const dials: string[] = []
+  const seen = (m: unknown) => { dials.push(String((m as { socket: net.Socket }).socket.remotePort ?? 'dial')) }
+  diagnostics.subscribe('net.client.socket', seen)
+  t.teardown(() => diagnostics.unsubscribe('net.client.socket', seen))
+  const ports = await freePorts(12)
+  connections.dialSome(ports.slice(0, 10).map((p) => `127.0.0.1:${p}`))
+  t.equal(dials.length, 3, 'three of the ten, the target')
+  connections.dialSome(ports.slice(10).map((p) => `127.0.0.1:${p}`))
+  t.equal(dials.length, 3, 'none more while those three are under way')
+})

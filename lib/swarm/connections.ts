@@ -21,6 +21,12 @@ export interface ConnectionsOptions {
   readonly port: number
   /** Most connections, established and being set up, in both directions. */
   readonly maxConns: number
+  /**
+   * Peers told of (a tracker, the DHT, peer exchange: `dialSome`) are dialed only while there are
+   * fewer connections than this; others dial this node too, so its degree ends near twice that.
+   * Dialing every one made the swarm a full mesh (native/agent/main.c's dial_compact: the same rule).
+   */
+  readonly dialTarget: number
   readonly handler: WireHandler
   /** A connection that passed the handshake and the one-per-peer rule, before any message is read. */
   readonly onWire: (wire: Wire) => void
@@ -93,6 +99,8 @@ export class Connections {
   private settingUp = 0
   /** Accepted connections still in their handshake, by remote address. */
   private readonly settingUpFrom = new Map<string, number>()
+  /** Dialed sockets not connected yet (setUp counts them from then on). */
+  private dialing = 0
   private closed = false
 
   static async listen (opts: ConnectionsOptions): Promise<Connections> {
@@ -123,6 +131,14 @@ export class Connections {
     const dialed: Dialed = { address, ...target, persistent, failures: 0 }
     this.dialed.set(address, dialed)
     this.connect(dialed)
+  }
+
+  /** Some of `addresses` (peers told of), from a random place, dialed while there are fewer than dialTarget connections. */
+  dialSome (addresses: readonly string[]): void {
+    const from = Math.floor(Math.random() * addresses.length)
+    for (let k = 0; k < addresses.length && this.wires.size + this.settingUp + this.dialing < this.opts.dialTarget; k++) {
+      this.dial(addresses[(from + k) % addresses.length] as string)
+    }
   }
 
   /** Drops a peer that sent bad data or left requests unanswered, and refuses it for BAN_MS. */
@@ -160,6 +176,11 @@ export class Connections {
       onread: { buffer: READ_BUFFER, callback: (n: number, buf: Uint8Array) => { wire?.receive(Buffer.from(buf.buffer, buf.byteOffset, n), true); return true } }
     })
     this.track(socket)
+    this.dialing++
+    let counted = true
+    const connectedOrGone = () => { if (counted) { counted = false; this.dialing-- } }
+    socket.once('connect', connectedOrGone)
+    socket.once('close', connectedOrGone)
     socket.once('timeout', () => socket.destroy())
     socket.once('connect', () => {
       socket.setTimeout(0)
@@ -261,7 +282,7 @@ export class Connections {
         handler.onClose(w)
         this.lost(w)
       },
-      ...(this.opts.learnPeers ? { onPex: (_w: Wire, addresses: string[]) => { for (const a of addresses) this.dial(a) } } : {}),
+      ...(this.opts.learnPeers ? { onPex: (_w: Wire, addresses: string[]) => this.dialSome(addresses) } : {}),
       ...(description ? { onDesc: (w: Wire, msg: DescMessage) => description.onDesc(w, msg) } : {})
     })
     wire.pex(this.listenAddresses(wire))

@@ -184,7 +184,7 @@ export class SwarmNode implements ByteSource {
     const infoHash = Buffer.from(desc.infoHash, 'hex')
     try {
       node.connections = await Connections.listen({
-        infoHash, peerId, pieceCount: desc.pieceCount, host, port: own ? own.port : opts.port, maxConns: opts.maxConns, secret: opts.secret, learnPeers: true, warn,
+        infoHash, peerId, pieceCount: desc.pieceCount, host, port: own ? own.port : opts.port, maxConns: opts.maxConns, dialTarget: opts.numwant, secret: opts.secret, learnPeers: true, warn,
         handler: node.wireHandler(), onWire: (wire) => node.onWire(wire),
         store: { bytes, fd: data.fd, pieceLength: desc.pieceLength, have: node.have.bytes },
         description: opts.secret && new DescriptionServer(peerShareable(desc), NODE_DESC_PEERS)
@@ -193,7 +193,8 @@ export class SwarmNode implements ByteSource {
       await node.close()
       throw err
     }
-    const onPeers = (addresses: string[]) => { for (const a of addresses) node.connections.dial(a) }
+    // A node list's peers are its policy's, each dialed; a tracker's or the DHT's, some of them.
+    const onPeers = (addresses: string[]) => list ? addresses.forEach((a) => node.connections.dial(a)) : node.connections.dialSome(addresses)
     // The DHT's modules load only where it is used: every agent's start-up pays for what it imports.
     node.announcer = list
       ? new NodeListDiscovery(list, infoHash, onPeers)

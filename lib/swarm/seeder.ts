@@ -85,7 +85,7 @@ export async function startSeeder (desc: Description, layout: SourceLayout, opts
     const noOtherHolder = opts.noOtherHolder
     const description = opts.secret && new DescriptionServer(peerShareable(desc), HEAD_DESC_PEERS, noOtherHolder && (() => noOtherHolder(serving.holdersSeen())))
     const connections = await Connections.listen({
-      infoHash, peerId, pieceCount: desc.pieceCount, host: opts.host, port: opts.port, maxConns: opts.maxConns, secret: opts.secret, learnPeers: false,
+      infoHash, peerId, pieceCount: desc.pieceCount, host: opts.host, port: opts.port, maxConns: opts.maxConns, dialTarget: 0, secret: opts.secret, learnPeers: false,
       handler: serving.handler(), onWire: (wire) => serving.onWire(wire), description
     })
     // The head announces only to be listed: nodes dial it, it dials no one.

@@ -229,9 +229,10 @@ void tracker_tick (void);
 bool tracker_busy (void);
 
 // ---- dialing (main.c)
-// host:port of a peer (the tracker's list, a peer's ut_pex, the seeders): dialed once.
+// host:port of a peer (the seeders, a node list's peers, and those dial_compact picks): dialed once.
 void dial_once (const char *host_port);
-// Each of BEP 23's compact IPv4 peers (6 bytes each: address, port), dialed once.
+// BEP 23's compact IPv4 peers (6 bytes each: address, port) told of by a tracker or a peer: each
+// dialed once, while the node has fewer than numwant connections.
 void dial_compact (const uint8_t *peers, size_t length);
 // The seeders' addresses are dialed again while this node has no connection to the head.
 void redial_seeders (void);

@@ -402,6 +402,7 @@ struct peer *peer_dial (const char *host_port) {
   char host[64];
   const char *port;
   int fd = split_host_port(host_port, host, sizeof host, &port) ? dial_tcp(host, port) : -1;
+  debug("%s: dialing%s", host_port, fd < 0 ? ", failed" : "");
   if (fd < 0) return NULL;
   struct peer *p = new_peer(fd, true, host_port);
   if (!p) return NULL;

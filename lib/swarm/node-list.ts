@@ -15,8 +15,12 @@ export interface NodeList {
   readonly index: number
 }
 
-/** Random peers a node dials besides its ring neighbours: enough that the graph has no bottleneck. */
-const RANDOM_PEERS = 8
+/**
+ * Random peers a node dials besides its ring neighbours, so that the graph has no bottleneck. Few:
+ * every connection costs both ends a stream and its haves; at 32 nodes 8 of them (a degree of ~26)
+ * cost each agent 0.39-0.44 CPU-s against 0.34-0.38 with 3 (bench/README.md, 2026-12-04 18:47).
+ */
+const RANDOM_PEERS = 3
 /** Nodes that dial the head's seeder: spread evenly over the list. The head sends each piece to one node at a time, so a few suffice. */
 export const HEAD_DIALERS = 32
 /** A node that did not dial the head at start dials it once a wait made no progress for this long. */

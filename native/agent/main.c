@@ -540,7 +540,7 @@ int agent_mount (int argc, char **argv, const struct serve_hooks *node_hooks) {
         snprintf(what, sizeof what, "--peer takes HOST:PORT, not '%s'", value);
         return fail(what, "--peer 10.0.0.7:6881");
       }
-      if (listed_count == MAX_LIST_PEERS) return fail("more than " STR(MAX_LIST_PEERS) " --peer addresses", "a node list's node dials log2(N) + 8 of its nodes");
+      if (listed_count == MAX_LIST_PEERS) return fail("more than " STR(MAX_LIST_PEERS) " --peer addresses", "a node list's node dials log2(N) + 3 of its nodes");
       listed[listed_count++] = value;
       i++;
     }

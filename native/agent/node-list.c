@@ -9,7 +9,7 @@
 #include <string.h>
 #include "node-list.h"
 
-#define RANDOM_PEERS 8     // node-list.ts's: drawn besides the ring neighbours
+#define RANDOM_PEERS 3     // node-list.ts's: drawn besides the ring neighbours
 #define HEAD_DIALERS 32    // node-list.ts's: nodes that dial the head, spread over the list
 #define MAX_NODES 1000000  // launch-nodes.ts's bound on one range
 

@@ -11,6 +11,7 @@ import t, { type Test } from 'tap'
 import { isMounted } from '../lib/mount.ts'
 import { parseDescription } from '../lib/description.ts'
 import { REMOTE_FS_TYPES } from '../lib/file-systems.ts'
+import { encodePex } from '../lib/swarm/extensions.ts'
 import { LIBRARY_TREE, makeTree, snapshotTree, withSymlinks } from './helpers/fixtures.ts'
 import { cleanEnv, NATIVE_AGENT, p2prun, ROOT, serve, waitForLine, type Serving } from './helpers/cli.ts'
 import { ensureUnmounted, job, mountAgent, nodeArgs, type Job, type MountedAgent } from './helpers/mount.ts'
@@ -361,7 +362,7 @@ t.test('a new peer is told where the agent\'s other peers listen (ut_pex), not o
   for (const p of [first, second, newcomer]) p.close()
 })
 
-t.test('peers told of (ut_pex, a tracker) are dialed only while the agent has fewer than --numwant connections', async (t) => {
+t.test('peers told of (ut_pex, a tracker) are dialed only while the agent has fewer than --numwant connections; a referral\'s each', async (t) => {
   const { j, secret, head, infoHash } = await jobWithSecret(t)
   const port = (await freePorts(1))[0] as number
   const agent = await mountAgent(j, j.file, path.join(j.dir, 'mnt'), path.join(j.dir, 'agent.json'),
@@ -376,17 +377,20 @@ t.test('peers told of (ut_pex, a tracker) are dialed only while the agent has fe
     const auth = peerProof(secret, infoHash, peerId, chunk.subarray(48, 68))
     socket.write(message(20, Buffer.concat([Buffer.from('\0d1:md6:ut_pexi1ee11:p2prun_auth32:', 'latin1'), auth, Buffer.from('e')])))
   })
+  // Then a referral (the head's, lib/swarm/seeder.ts: where a piece it turned down went) of five more.
+  const referred = await freePorts(5)
+  const pex = (id: number, ports: number[], referral: boolean) => message(20, encodePex(id, ports.map((p) => `127.0.0.1:${p}`), referral))
   readPeer(socket, (msg) => {
     const pexId = msg[0] === 20 && msg[1] === 0 ? msg.toString('latin1').match(/6:ut_pexi(\d+)e/)?.[1] : undefined
     if (pexId === undefined) return
-    const compact = Buffer.concat(told.map((p) => Buffer.from([127, 0, 0, 1, p >> 8, p & 0xff])))
-    socket.write(message(20, Buffer.concat([Buffer.from([Number(pexId)]), Buffer.from(`d5:added${compact.length}:`, 'latin1'), compact, Buffer.from('e')])))
+    socket.write(Buffer.concat([pex(Number(pexId), told, false), pex(Number(pexId), referred, true)]))
   }, () => {})
-  await stderrLine(agent, new RegExp(`127\\.0\\.0\\.1:(${told.join('|')}): dialing`))
+  const dialsOf = (ports: number[]) => agent.stderrSoFar().split('\n').filter((line) => ports.some((p) => line.includes(`127.0.0.1:${p}: dialing`)))
+  await stderrLine(agent, new RegExp(`(127\\.0\\.0\\.1:(${referred.join('|')}): dialing[^]*){5}`))
   agent.child.kill('SIGTERM')
   await agent.child
-  const dials = agent.stderrSoFar().split('\n').filter((line) => told.some((p) => line.includes(`127.0.0.1:${p}: dialing`)))
-  t.equal(dials.length, 1, `the head and the peer that told, then one of the ten: ${dials.join('; ')}`)
+  t.equal(dialsOf(told).length, 1, `the head and the peer that told, then one of the ten: ${dialsOf(told).join('; ')}`)
+  t.equal(dialsOf(referred).length, 5, 'a referral: each of the five')
 })
 
 t.test('the head hears a have for each piece it sent (it holds a piece for its first recipient until then); a complete peer hears none; the Node agent too', async (t) => {

@@ -12,11 +12,12 @@ import t, { type Test } from 'tap'
 import { parseDescription } from '../lib/description.ts'
 import { extractTree } from '../lib/extract.ts'
 import { Connections } from '../lib/swarm/connections.ts'
+import { decodePex, type Pex } from '../lib/swarm/extensions.ts'
 import { SwarmNode } from '../lib/swarm/node.ts'
 import { newPeerId } from '../lib/swarm/peer-id.ts'
 import { bytesFor, snapshotTree } from './helpers/fixtures.ts'
 import { describedTree, p2prun, serve } from './helpers/cli.ts'
-import { handshake, message, readPeer, u32 } from './helpers/peer-wire.ts'
+import { handshake, message, peerProof, readPeer, u32 } from './helpers/peer-wire.ts'
 import { freePorts } from './helpers/ports.ts'
 
 const SET_FILES = { 'libone.so.1': 3_000_000, 'libtwo.so.1': 2_500_000, 'sub/libthree.so': 1_700_000, 'tiny.so': 10 }
@@ -225,3 +226,52 @@ t.test('peers told of (a tracker, the DHT, peer exchange) are dialed only while 
   connections.dialSome(ports.slice(10).map((p) => `127.0.0.1:${p}`))
   t.equal(dials.length, 3, 'none more while those three are under way')
 })
+
+t.test('the head turns a piece down to a second node and tells it where the piece went (a ut_pex referral): that node may not be connected to the first', async (t) => {
+  const { libs, file } = await describedSet(t)
+  const secret = randomBytes(32).toString('hex')
+  const head = await serve(file, libs, [], secret)
+  t.teardown(head.stop)
+  const infoHash = Buffer.from(parseDescription(await readFile(file)).infoHash, 'hex')
+  const port = Number(head.seeder.split(':')[1])
+  const [a, b] = await Promise.all([provenPeer(t, port, secret, infoHash, 40011), provenPeer(t, port, secret, infoHash, 40012)])
+  t.equal(await a.ask(3), 'piece', 'the first asker gets it')
+  t.equal(await b.ask(3), 'reject', 'the second is turned down')
+  t.same((await b.referral).added, ['127.0.0.1:40011'], 'and told where the first listens')
+  t.notOk(a.pexes.some((p) => p.referral), 'the first was referred nowhere')
+})
+
+/** A node of a job with a secret, played by hand: handshake, proof, ut_pex (id 1) and a listen port; interested and unchoked. */
+async function provenPeer (t: Test, port: number, secret: string, infoHash: Buffer, listenPort: number) {
+  const peerId = Buffer.from(`-P2N020-${randomBytes(6).toString('hex')}`)
+  const socket = net.connect(port, '127.0.0.1')
+  t.teardown(() => socket.destroy())
+  const answers: Array<(id: number) => void> = []
+  const pexes: Pex[] = []
+  let referred: (pex: Pex) => void = () => {}
+  const referral = new Promise<Pex>((resolve) => { referred = resolve })
+  const unchoked = new Promise<void>((resolve) => {
+    readPeer(socket, (msg) => {
+      if (msg[0] === 1) resolve()
+      if (msg[0] === 7 || msg[0] === 16) answers.shift()?.(msg[0])
+      if (msg[0] !== 20 || msg[1] !== 1) return
+      const pex = decodePex(msg.subarray(1))
+      pexes.push(pex)
+      if (pex.referral) referred(pex)
+    })
+  })
+  socket.once('data', (chunk: Buffer) => {
+    const auth = peerProof(secret, infoHash, peerId, chunk.subarray(48, 68))
+    socket.write(Buffer.concat([message(20, Buffer.concat([Buffer.from(`\0d1:md6:ut_pexi1ee1:pi${listenPort}e11:p2prun_auth32:`, 'latin1'), auth, Buffer.from('e')])), message(2)]))
+  })
+  socket.write(handshake(infoHash, { extensions: true, peerId }))
+  await unchoked
+  return {
+    pexes,
+    referral,
+    ask: (index: number) => new Promise<string>((resolve) => {
+      answers.push((id) => resolve(id === 7 ? 'piece' : 'reject'))
+      socket.write(message(6, Buffer.concat([u32(index), u32(0), u32(16384)])))
+    })
+  }
+}

@@ -282,7 +282,8 @@ export class Connections {
         handler.onClose(w)
         this.lost(w)
       },
-      ...(this.opts.learnPeers ? { onPex: (_w: Wire, addresses: string[]) => this.dialSome(addresses) } : {}),
+      // The head's referral names the nodes a piece it turned down went to instead: each dialed.
+      ...(this.opts.learnPeers ? { onPex: (_w: Wire, addresses: string[], referral: boolean) => referral ? addresses.forEach((a) => this.dial(a)) : this.dialSome(addresses) } : {}),
       ...(description ? { onDesc: (w: Wire, msg: DescMessage) => description.onDesc(w, msg) } : {})
     })
     wire.pex(this.listenAddresses(wire))

@@ -96,18 +96,27 @@ export function decodeDescMessage (payload: Buffer): DescMessage | undefined {
   return { type, piece, totalSize, data: payload.subarray(end + 2) }
 }
 
-/** A ut_pex payload (after message id 20) for a peer that takes them under `pexId`: IPv4 host:port only. */
-export function encodePex (pexId: number, addresses: readonly string[]): Buffer {
-  return Buffer.concat([Buffer.from([pexId]), Buffer.from(bencode.encode({ added: encodeCompact(addresses) }))])
+/**
+ * A ut_pex payload (after message id 20) for a peer that takes them under `pexId`: IPv4 host:port
+ * only. A `referral` (p2prun's own key, which other clients ignore) names the peers a piece the
+ * sender turned down went to instead (seeder.ts refer): dialed whatever the receiver's numwant.
+ */
+export function encodePex (pexId: number, addresses: readonly string[], referral = false): Buffer {
+  return Buffer.concat([Buffer.from([pexId]), Buffer.from(bencode.encode({ added: encodeCompact(addresses), ...(referral ? { p2prun_referral: 1 } : {}) }))])
 }
 
-/** The addresses a ut_pex message adds (bencode after its extended id); malformed input gives none. */
-export function decodePex (payload: Buffer): string[] {
-  let added: unknown
+/** What a ut_pex message says (bencode after its extended id); malformed input adds none. */
+export interface Pex {
+  readonly added: string[]
+  readonly referral: boolean
+}
+
+export function decodePex (payload: Buffer): Pex {
+  let dict: Record<string, unknown>
   try {
-    added = (bencode.decode(payload.subarray(1)) as Record<string, unknown>).added
+    dict = bencode.decode(payload.subarray(1)) as Record<string, unknown>
   } catch {
-    return []
+    return { added: [], referral: false }
   }
-  return added instanceof Uint8Array ? decodeCompact(added) : []
+  return { added: dict?.added instanceof Uint8Array ? decodeCompact(dict.added) : [], referral: dict?.p2prun_referral === 1 }
 }

@@ -18,13 +18,13 @@ export interface FanOutPeer {
   readonly peerPieces: { get (index: number): boolean }
 }
 
-export class FanOut {
+export class FanOut<P extends FanOutPeer = FanOutPeer> {
   private readonly limit: number
   private readonly minMs: number
   private readonly maxMs: number
   private readonly clock: () => number
   /** Per piece, the peers it is on its way to, and since when. */
-  private readonly sentTo = new Map<number, Array<{ readonly peer: FanOutPeer, readonly at: number }>>()
+  private readonly sentTo = new Map<number, Array<{ readonly peer: P, readonly at: number }>>()
 
   /**
    * At most `limit` peers per piece at once, each for `minMs` to `maxMs` (`minMs` 0: no limit);
@@ -38,7 +38,7 @@ export class FanOut {
   }
 
   /** Whether piece `index` may go to `peer` now; if so, it counts as one of the piece's peers. */
-  admits (peer: FanOutPeer, index: number): boolean {
+  admits (peer: P, index: number): boolean {
     if (this.minMs <= 0 || !peer.fast) return true
     const now = this.clock()
     const onTheirWay = (this.sentTo.get(index) ?? []).filter((s) => !s.peer.destroyed &&
@@ -48,5 +48,10 @@ export class FanOut {
     if (onTheirWay.length >= this.limit) return false
     onTheirWay.push({ peer, at: now })
     return true
+  }
+
+  /** The peers piece `index` was last admitted to (after `admits` turned one down: those it went to instead). */
+  recipients (index: number): P[] {
+    return (this.sentTo.get(index) ?? []).map((s) => s.peer)
   }
 }

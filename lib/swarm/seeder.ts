@@ -10,6 +10,7 @@ import { Connections } from './connections.ts'
 import { DescriptionServer, HEAD_DESC_PEERS } from './description-exchange.ts'
 import { FanOut } from './fan-out.ts'
 import type { JobSecret } from './job-auth.ts'
+import { plainIp } from './peer-address.ts'
 import { newPeerId } from './peer-id.ts'
 import { PieceCache } from './piece-cache.ts'
 import { unchokeAtOnce } from './unchoke.ts'
@@ -133,7 +134,9 @@ class Serving {
   private readonly cache = new PieceCache(CACHE_BYTES)
   private readonly reading = new Map<number, Promise<Buffer>>()
   /** The node the head is sending each piece to: one at a time, for deferToPeersMs and until it has it. */
-  private readonly fanOut: FanOut
+  private readonly fanOut: FanOut<Wire>
+  /** The addresses each connection was referred to (refer). */
+  private readonly referred = new WeakMap<Wire, Set<string>>()
   /** performance.now() from which the upload limit allows the next block. */
   private nextFree = 0
   /** Pieces whose source no longer hashes to the description: turned down without reading again. */
@@ -147,7 +150,7 @@ class Serving {
     this.opts = opts
     this.warn = warn
     this.all = Bitfield.full(desc.pieceCount)
-    this.fanOut = new FanOut(1, opts.deferToPeersMs, CONFIRM_WAIT_MAX_MS)
+    this.fanOut = new FanOut<Wire>(1, opts.deferToPeersMs, CONFIRM_WAIT_MAX_MS)
   }
 
   onWire (wire: Wire): void {
@@ -176,8 +179,15 @@ class Serving {
 
   private serve (wire: Wire, req: BlockRequest): void {
     if (!servable(req, pieceSize(this.desc, req.index)) || this.changed.has(req.index)) return wire.reject(req)
-    // Another node is getting this piece from the head: this one gets it from that node.
-    if (!this.fanOut.admits(wire, req.index)) return wire.reject(req)
+    // Another node is getting this piece from the head: this one gets it from that node, which it
+    // is told of (ut_pex) in case it has no connection to it: nodes dial a few of the peers they
+    // hear of, not all, and a node waiting on a piece none of its peers had waited the whole
+    // deferral (2 s) for the head.
+    if (!this.fanOut.admits(wire, req.index)) {
+      wire.reject(req)
+      this.refer(wire, req.index)
+      return
+    }
     this.piece(req.index).then((piece) => {
       const send = () => {
         const bytes = req.length
@@ -192,6 +202,19 @@ class Serving {
       this.warnOnce(err.message)
       wire.reject(req)
     })
+  }
+
+  /** Tells `wire`'s node where the nodes piece `index` went instead listen, each once per connection. */
+  private refer (wire: Wire, index: number): void {
+    const told = this.referred.get(wire) ?? new Set<string>()
+    this.referred.set(wire, told)
+    const fresh: string[] = []
+    for (const to of this.fanOut.recipients(index)) {
+      const ip = plainIp(to.remoteAddress)
+      const address = ip && to.listenPort !== undefined ? `${ip}:${to.listenPort}` : undefined
+      if (address && to !== wire && !told.has(address)) { told.add(address); fresh.push(address) }
+    }
+    wire.pex(fresh, true)
   }
 
   /** Once, loudly: every node would otherwise log the same stall without knowing why. */

@@ -56,8 +56,8 @@ export interface WireHandler {
   /** The peer turned down a request (BEP 6), or dropped it by choking us (without BEP 6). */
   onReject (wire: Wire, request: BlockRequest): void
   onClose (wire: Wire): void
-  /** Peers the peer is connected to (ut_pex), as host:port. */
-  onPex? (wire: Wire, addresses: string[]): void
+  /** Peers the peer is connected to (ut_pex), as host:port; or, a referral, those it sent a piece it turned down to. */
+  onPex? (wire: Wire, addresses: string[], referral: boolean): void
   /** A piece of the description asked for, sent, or refused (p2prun_desc). */
   onDesc? (wire: Wire, msg: DescMessage): void
 }
@@ -293,8 +293,8 @@ export class Wire {
   }
 
   /** Tells the peer of other peers (ut_pex), if it takes such messages. */
-  pex (addresses: readonly string[]): void {
-    if (this.peerPexId !== undefined && addresses.length > 0) this.send(EXTENDED, encodePex(this.peerPexId, addresses))
+  pex (addresses: readonly string[], referral = false): void {
+    if (this.peerPexId !== undefined && addresses.length > 0) this.send(EXTENDED, encodePex(this.peerPexId, addresses, referral))
   }
 
   keepAlive (): void {
@@ -588,7 +588,10 @@ export class Wire {
       case EXTENDED: {
         // Extension messages come from peers that proved the job's secret only.
         if (this.phase !== 'messages' || !this.opts.secret) return
-        if (msg[1] === UT_PEX_ID) return h.onPex?.(this, decodePex(msg.subarray(1)))
+        if (msg[1] === UT_PEX_ID) {
+          const pex = decodePex(msg.subarray(1))
+          return h.onPex?.(this, pex.added, pex.referral)
+        }
         const desc = msg[1] === DESC_ID ? decodeDescMessage(msg.subarray(1)) : undefined
         if (desc) h.onDesc?.(this, desc)
         return

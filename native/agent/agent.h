@@ -232,8 +232,8 @@ bool tracker_busy (void);
 // host:port of a peer (the seeders, a node list's peers, and those dial_compact picks): dialed once.
 void dial_once (const char *host_port);
 // BEP 23's compact IPv4 peers (6 bytes each: address, port) told of by a tracker or a peer: each
-// dialed once, while the node has fewer than numwant connections.
-void dial_compact (const uint8_t *peers, size_t length);
+// dialed once, while the node has fewer than numwant connections, or `every` one.
+void dial_compact (const uint8_t *peers, size_t length, bool every);
 // The seeders' addresses are dialed again while this node has no connection to the head.
 void redial_seeders (void);
 #endif

@@ -119,10 +119,10 @@ void dial_once (const char *host_port) {
 // made the swarm a full mesh: at 32 nodes an agent spent 0.39-0.51 CPU-s against 0.34-0.37 with 8,
 // the kernel's per-packet work for 31 slow streams and their haves instead of 8-16 fast ones
 // (bench/README.md, 2026-12-04 18:28).
-void dial_compact (const uint8_t *peers, size_t length) {
+void dial_compact (const uint8_t *peers, size_t length, bool every) {
   size_t count = length / 6, from = count ? (size_t)random() % count : 0;
   // From a random place: a peer's ut_pex lists its own peers in its order, the same for everyone it tells.
-  for (size_t k = 0; k < count && peer_count < job.numwant; k++) {
+  for (size_t k = 0; k < count && (every || peer_count < job.numwant); k++) {
     const uint8_t *a = peers + (from + k) % count * 6;
     char host_port[32];
     snprintf(host_port, sizeof host_port, "%u.%u.%u.%u:%u", a[0], a[1], a[2], a[3], (unsigned)(a[4] << 8 | a[5]));

@@ -68,7 +68,7 @@ static void take_reply (struct tracker *t) {
   if (bdict_get(&reply, "interval", &interval) && interval.kind == B_INT && interval.i >= 5 && interval.i <= 3600) {
     t->interval_ms = (uint32_t)interval.i * 1000;
   }
-  if (bdict_get(&reply, "peers", &peers) && peers.kind == B_STR) dial_compact(peers.str, peers.len);
+  if (bdict_get(&reply, "peers", &peers) && peers.kind == B_STR) dial_compact(peers.str, peers.len, false);
   finish(t, true);
 }
 

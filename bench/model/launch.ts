@@ -413,16 +413,19 @@ class Launch {
     this.q.push(this.now + wait, E.Redial, d, tries + 1)
   }
 
-  /** The tracker's reply: up to numwant random registered nodes, each dialed (both ends under their cap). */
+  /**
+   * The tracker's reply: up to numwant random registered nodes, dialed (both ends under their cap)
+   * while the node has fewer than numwant connections (native/agent/main.c dial_compact), from a
+   * random place in the list.
+   */
   private registeredReply (d: number): void {
     const others = this.registeredCount
     this.registered[this.registeredCount++] = d
     this.lastRegistered = this.now
     const want = Math.min(this.p.numwant, others)
-    if (want === others) {
-      for (let i = 0; i < others; i++) this.connect(d, this.registered[i] as number)
-    } else {
-      for (let i = 0; i < want; i++) this.connect(d, this.registered[Math.floor(this.rnd() * others)] as number)
+    const from = Math.floor(this.rnd() * others)
+    for (let i = 0; i < want && (this.deg[d] as number) < this.p.numwant; i++) {
+      this.connect(d, this.registered[want === others ? (from + i) % others : Math.floor(this.rnd() * others)] as number)
     }
   }
 

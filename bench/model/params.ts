@@ -145,7 +145,7 @@ export const DEFAULTS: Omit<Params, 'nodes' | 'rate'> = {
   descBytes: 27_000,
   maxConns: 100,
   headMaxConns: 1000,
-  numwant: 100,
+  numwant: 8,
   deferToPeers: 2,
   headConfirmMax: 10,
   headBackoff: 0.25,

@@ -2,6 +2,7 @@
 // loopback against a real `p2prun serve` head, Node agents and hand-played hostile peers beside it.
 import { execFile } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
+import { lookup } from 'node:dns/promises'
 import { lstat, mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises'
 import net from 'node:net'
 import path from 'node:path'
@@ -420,15 +421,21 @@ t.test('the head hears a have for each piece it sent (it holds a piece for its f
     j.defer(() => new Promise<void>((resolve) => { server.close(() => resolve()) }))
     return { server, sent, told, listening: new Promise<string>((resolve) => server.listen(0, '127.0.0.1', () => resolve(`127.0.0.1:${(server.address() as net.AddressInfo).port}`))) }
   }
+  // One agent with the head alone (a read's pieces are asked of the head only when no other peer
+  // holds them), another with the node alone.
   const head = played('-P2H020-')
-  const node = played('-P2N020-')
-  const agent = await mountAgent(j, j.file, path.join(j.dir, 'mnt'), path.join(j.dir, 'agent.json'),
-    ['--mode', 'block', '--seeder', await head.listening, '--peer', await node.listening, '--no-trackers', '--store-dir', j.dir], {}, [], NATIVE_AGENT)
-  t.same(await readFile(path.join(agent.mountPoint, 'libbig.so')), bytes, 'read whole, from the two')
-  const { exitCode } = await agent.stop() // haves leave at the next tick; a stop flushes them
-  t.equal(exitCode, 0)
+  const fromHead = await mountAgent(j, j.file, path.join(j.dir, 'mnt'), path.join(j.dir, 'agent.json'),
+    ['--mode', 'block', '--seeder', await head.listening, '--store-dir', j.dir], {}, [], NATIVE_AGENT)
+  t.same(await readFile(path.join(fromHead.mountPoint, 'libbig.so')), bytes, 'read whole, from the head')
+  t.equal((await fromHead.stop()).exitCode, 0) // haves leave at the next tick; a stop flushes them
   t.ok(head.sent.size > 0, `the head sent ${head.sent.size} pieces`)
   t.same([...new Set(head.told)].sort((a, b) => a - b), [...head.sent].sort((a, b) => a - b), 'the head heard of each of its pieces, and of no other')
+  const node = played('-P2N020-')
+  const fromNode = await mountAgent(j, j.file, path.join(j.dir, 'mnt2'), path.join(j.dir, 'agent2.json'),
+    ['--mode', 'block', '--peer', await node.listening, '--no-trackers', '--store-dir', j.dir], {}, [], NATIVE_AGENT)
+  t.same(await readFile(path.join(fromNode.mountPoint, 'libbig.so')), bytes, 'read whole, from the node')
+  t.equal((await fromNode.stop()).exitCode, 0)
+  t.ok(node.sent.size > 0, `the node sent ${node.sent.size} pieces`)
   t.same(node.told, [], 'the node, which has them all, heard of none')
 
   // The Node agent (DHT, lingering agents) does the same.
@@ -545,12 +552,15 @@ t.test('node-agent without the description in the spec: from the head over HTTP 
   await t.rejects(stat(path.join(j.dir, 'mnt-n2')), { code: 'ENOENT' }, 'no mount point')
 
   // The head by name: resolved where the dial is (RFC 6761 keeps .invalid from resolving anywhere).
-  const byName = { ...spec, descriptionUrl: spec.descriptionUrl.replace('//127.0.0.1:', '//localhost:') }
-  t.not(byName.descriptionUrl, spec.descriptionUrl, 'the URL names the head')
-  const { child: named } = await nodeAgent('n3', byName)
-  await waitForLine(named, /^mounted infohash=/)
-  named.kill('SIGTERM')
-  t.equal((await named).exitCode, 0, 'the head named localhost: mounted')
+  // A machine may lack the name localhost (a minimal chroot without /etc/hosts).
+  if ((await lookup('localhost', { family: 4 }).catch(() => undefined))?.address === '127.0.0.1') {
+    const byName = { ...spec, descriptionUrl: spec.descriptionUrl.replace('//127.0.0.1:', '//localhost:') }
+    t.not(byName.descriptionUrl, spec.descriptionUrl, 'the URL names the head')
+    const { child: named } = await nodeAgent('n3', byName)
+    await waitForLine(named, /^mounted infohash=/)
+    named.kill('SIGTERM')
+    t.equal((await named).exitCode, 0, 'the head named localhost: mounted')
+  } else t.comment('localhost does not resolve to 127.0.0.1 here: the head by name not tried')
   const unresolved = await (await nodeAgent('n4', { ...spec, descriptionUrl: `http://no-such-head.invalid:1/p2prun/${infoHash}.torrent` })).child
   t.equal(unresolved.exitCode, 1)
   t.match(String(unresolved.stderr), /^p2prun-agent: node n4 cannot get the description from http:\/\/no-such-head\.invalid:1\/\S+: no address for the name no-such-head\.invalid \(hint: [^\n]+\)$/, 'a name that does not resolve, said so')

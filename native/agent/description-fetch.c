@@ -9,7 +9,6 @@
 // The head's seeders come last: the head hands it to its first few askers only.
 #define _GNU_SOURCE
 #include <errno.h>
-#include <netdb.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -3,7 +3,6 @@
 // carries the job proof. Non-blocking on the agent's loop: a slow tracker delays no peer.
 #define _GNU_SOURCE
 #include <errno.h>
-#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -36,7 +36,8 @@ export type Received =
   | { readonly state: 'partial' }
   /** `from`: the peer ids that sent blocks of the piece; one of them, at least, sent bad bytes. */
   | { readonly state: 'failed', readonly from: readonly string[] }
-  | { readonly state: 'verified' }
+  /** `from`: the peer ids that sent blocks of the piece (the head is told of those it sent: node.ts accept). */
+  | { readonly state: 'verified', readonly from: readonly string[] }
 
 /** Bytes of piece `index`: the piece length but for the last piece; 0 for an index past the end. */
 export function pieceSize (layout: Layout, index: number): number {
@@ -45,7 +46,6 @@ export function pieceSize (layout: Layout, index: number): number {
 }
 
 const PARTIAL: Received = { state: 'partial' }
-const VERIFIED: Received = { state: 'verified' }
 
 export class Assembly {
   private readonly layout: Layout
@@ -159,7 +159,7 @@ export class Assembly {
     // agent's hashing time in the 32-node profile.
     if (!hash('sha1', this.bytesOf(p.data, req.index * this.layout.pieceLength), 'buffer').equals(want)) return { state: 'failed', from: [...p.from] }
     this.done[req.index] = 1
-    return VERIFIED
+    return { state: 'verified', from: [...p.from] }
   }
 }
 

@@ -133,8 +133,6 @@ export class SwarmNode implements ByteSource {
   /** Date.now() when the last piece was verified, or a wait began: only good bytes count as progress. */
   private lastProgress = Date.now()
   private fromHead = 0
-  /** Pieces the head sent blocks of, not verified yet: the head hears when each is (accept). */
-  private readonly headSent = new Set<number>()
   private fromPeers = 0
   private fromSource = 0
   /** The source directories' files, for the fallback; undefined: none. */
@@ -356,10 +354,8 @@ export class SwarmNode implements ByteSource {
   }
 
   private onBlock (wire: Wire, req: BlockRequest, data: Buffer): void {
-    if (isHeadPeerId(wire.peerId)) {
-      this.fromHead += data.length
-      this.headSent.add(req.index)
-    } else this.fromPeers += data.length
+    if (isHeadPeerId(wire.peerId)) this.fromHead += data.length
+    else this.fromPeers += data.length
     const got = this.assembly.receive(req, data, wire.peerId)
     // The wire has room again; nothing else changed for the others.
     if (got.state === 'partial') return this.picker.schedule(wire)
@@ -368,12 +364,12 @@ export class SwarmNode implements ByteSource {
       for (const peerId of got.from) this.dropPeer(peerId, `sent piece ${req.index}, which failed its hash check`, true)
       return this.picker.schedule()
     }
-    this.accept(req.index)
+    this.accept(req.index, got.from)
     this.picker.schedule(wire)
   }
 
-  /** A verified piece, in its place in the store (from a peer, or the source): announced and handed to waiting reads. */
-  private accept (index: number): void {
+  /** A verified piece, in its place in the store (from peers, `from`, or the source): announced and handed to waiting reads. */
+  private accept (index: number, from: readonly string[] = []): void {
     this.lastProgress = Date.now()
     if (this.closing || this.have.get(index)) return
     this.have.set(index)
@@ -382,7 +378,7 @@ export class SwarmNode implements ByteSource {
     // for this node alone until told it is in (fan-out.ts), then 10 s, which a node not connected
     // to this one waited.
     const have = haveMessage(index)
-    const toHead = this.headSent.delete(index)
+    const toHead = from.some(isHeadPeerId)
     for (const w of this.connections.wires.values()) if (!w.peerPieces.get(index) || (toHead && isHeadPeerId(w.peerId))) w.have(have)
     if (this.have.complete) this.onComplete()
     this.onVerified(index)

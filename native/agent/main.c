@@ -362,12 +362,17 @@ void url_escape (const uint8_t *bytes, size_t n, char *out) {
   for (size_t i = 0; i < n; i++) out += sprintf(out, "%%%02X", bytes[i]);
 }
 
+// The host in [start, end) into `host`, an IPv6 address's brackets dropped; false if it does not fit.
+static bool host_of (const char *start, const char *end, char *host, size_t host_size) {
+  if (*start == '[' && end > start && end[-1] == ']') { start++; end--; }
+  if ((size_t)(end - start) >= host_size) return false;
+  snprintf(host, host_size, "%.*s", (int)(end - start), start);
+  return true;
+}
+
 bool split_host_port (const char *host_port, char *host, size_t host_size, const char **port) {
   const char *colon = strrchr(host_port, ':');
-  if (!colon || (size_t)(colon - host_port) >= host_size || strchr(colon, ']')) return false;
-  const char *start = host_port, *end = colon;
-  if (*start == '[' && end > start && end[-1] == ']') { start++; end--; }
-  snprintf(host, host_size, "%.*s", (int)(end - start), start);
+  if (!colon || strchr(colon, ']') || !host_of(host_port, colon, host, host_size)) return false;
   *port = colon + 1;
   return true;
 }
@@ -379,11 +384,8 @@ bool http_url_parse (const char *url, struct http_url *out) {
   // A port after the host, not a colon of an IPv6 address in brackets.
   const char *colon = memrchr(authority, ':', length), *bracket = memrchr(authority, ']', length);
   if (colon && bracket && colon < bracket) colon = NULL;
-  const char *start = authority, *end = colon ? colon : authority + length;
-  if (*start == '[' && end > start && end[-1] == ']') { start++; end--; }
   size_t port_length = colon ? (size_t)(authority + length - colon - 1) : 2;
-  if ((size_t)(end - start) >= sizeof out->host || port_length >= sizeof out->port) return false;
-  snprintf(out->host, sizeof out->host, "%.*s", (int)(end - start), start);
+  if (port_length >= sizeof out->port || !host_of(authority, colon ? colon : authority + length, out->host, sizeof out->host)) return false;
   snprintf(out->port, sizeof out->port, "%.*s", (int)port_length, colon ? colon + 1 : "80");
   out->authority = authority;
   out->authority_length = (int)length;

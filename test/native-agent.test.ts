@@ -363,36 +363,45 @@ t.test('a new peer is told where the agent\'s other peers listen (ut_pex), not o
   for (const p of [first, second, newcomer]) p.close()
 })
 
-t.test('peers told of (ut_pex, a tracker) are dialed only while the agent has fewer than --numwant connections; a referral\'s each', async (t) => {
-  const { j, secret, head, infoHash } = await jobWithSecret(t)
-  const port = (await freePorts(1))[0] as number
-  const agent = await mountAgent(j, j.file, path.join(j.dir, 'mnt'), path.join(j.dir, 'agent.json'),
-    ['--mode', 'block', '--seeder', head.seeder, '--store-dir', j.dir, '--port', String(port), '--numwant', '3'], { P2PRUN_SECRET: secret, P2PRUN_DEBUG: '1' }, [], NATIVE_AGENT)
-  // A peer that tells the agent of ten more (nobody listens there: each dial is a line all the same).
-  const told = await freePorts(10)
-  const peerId = Buffer.from(`-P2N020-${randomBytes(6).toString('hex')}`)
-  const socket = net.connect(port, '127.0.0.1', () => socket.write(handshake(infoHash, { extensions: true, peerId })))
-  socket.on('error', () => {})
-  j.defer(async () => { socket.destroy() })
-  socket.once('data', (chunk: Buffer) => {
-    const auth = peerProof(secret, infoHash, peerId, chunk.subarray(48, 68))
-    socket.write(message(20, Buffer.concat([Buffer.from('\0d1:md6:ut_pexi1ee11:p2prun_auth32:', 'latin1'), auth, Buffer.from('e')])))
+// From the head, a referral (lib/swarm/seeder.ts: where a piece it turned down went) is dialed
+// whole; from a node it is plain peer exchange, so a node cannot make the others dial all it names.
+for (const from of ['the head', 'a node'] as const) {
+  t.test(`peers told of (ut_pex, a tracker) are dialed only while the agent has fewer than --numwant connections; a referral from ${from}`, async (t) => {
+    const { j, secret, head, infoHash } = await jobWithSecret(t)
+    const port = (await freePorts(1))[0] as number
+    const agent = await mountAgent(j, j.file, path.join(j.dir, 'mnt'), path.join(j.dir, 'agent.json'),
+      ['--mode', 'block', '--seeder', head.seeder, '--store-dir', j.dir, '--port', String(port), '--numwant', '3'], { P2PRUN_SECRET: secret, P2PRUN_DEBUG: '1' }, [], NATIVE_AGENT)
+    // A peer that tells the agent of ten more (nobody listens there: each dial is a line all the same).
+    const told = await freePorts(10)
+    const peerId = Buffer.from(`${from === 'the head' ? '-P2H020' : '-P2N020'}-${randomBytes(6).toString('hex')}`)
+    const socket = net.connect(port, '127.0.0.1', () => socket.write(handshake(infoHash, { extensions: true, peerId })))
+    const connected = new Promise((resolve) => socket.once('connect', resolve))
+    socket.on('error', () => {})
+    j.defer(async () => { socket.destroy() })
+    socket.once('data', (chunk: Buffer) => {
+      const auth = peerProof(secret, infoHash, peerId, chunk.subarray(48, 68))
+      socket.write(message(20, Buffer.concat([Buffer.from('\0d1:md6:ut_pexi1ee11:p2prun_auth32:', 'latin1'), auth, Buffer.from('e')])))
+    })
+    // Then a referral of five more, and the end of the connection: once the agent has closed it, it
+    // has taken both messages before it.
+    const referred = await freePorts(5)
+    const pex = (id: number, ports: number[], referral: boolean) => message(20, encodePex(id, ports.map((p) => `127.0.0.1:${p}`), referral))
+    readPeer(socket, (msg) => {
+      const pexId = msg[0] === 20 && msg[1] === 0 ? msg.toString('latin1').match(/6:ut_pexi(\d+)e/)?.[1] : undefined
+      if (pexId === undefined) return
+      socket.end(Buffer.concat([pex(Number(pexId), told, false), pex(Number(pexId), referred, true)]))
+    }, () => {})
+    const dialsOf = (ports: number[]) => agent.stderrSoFar().split('\n').filter((line) => ports.some((p) => line.includes(`127.0.0.1:${p}: dialing`)))
+    await connected
+    await stderrLine(agent, new RegExp(`127\\.0\\.0\\.1:${socket.localPort} \\(open\\): closed`))
+    agent.child.kill('SIGTERM')
+    await agent.child
+    t.equal(dialsOf(told).length, 1, `the head and the peer that told, then one of the ten: ${dialsOf(told).join('; ')}`)
+    // From a node, at most the one a failed dial of the ten may have freed meanwhile.
+    if (from === 'the head') t.equal(dialsOf(referred).length, 5, 'the referral: each of the five')
+    else t.ok(dialsOf(referred).length <= 1, `the referral: as told peers are, up to --numwant: ${dialsOf(referred).join('; ')}`)
   })
-  // Then a referral (the head's, lib/swarm/seeder.ts: where a piece it turned down went) of five more.
-  const referred = await freePorts(5)
-  const pex = (id: number, ports: number[], referral: boolean) => message(20, encodePex(id, ports.map((p) => `127.0.0.1:${p}`), referral))
-  readPeer(socket, (msg) => {
-    const pexId = msg[0] === 20 && msg[1] === 0 ? msg.toString('latin1').match(/6:ut_pexi(\d+)e/)?.[1] : undefined
-    if (pexId === undefined) return
-    socket.write(Buffer.concat([pex(Number(pexId), told, false), pex(Number(pexId), referred, true)]))
-  }, () => {})
-  const dialsOf = (ports: number[]) => agent.stderrSoFar().split('\n').filter((line) => ports.some((p) => line.includes(`127.0.0.1:${p}: dialing`)))
-  await stderrLine(agent, new RegExp(`(127\\.0\\.0\\.1:(${referred.join('|')}): dialing[^]*){5}`))
-  agent.child.kill('SIGTERM')
-  await agent.child
-  t.equal(dialsOf(told).length, 1, `the head and the peer that told, then one of the ten: ${dialsOf(told).join('; ')}`)
-  t.equal(dialsOf(referred).length, 5, 'a referral: each of the five')
-})
+}
 
 t.test('the head hears a have for each piece it sent (it holds a piece for its first recipient until then); a complete peer hears none; the Node agent too', async (t) => {
   const j = await job(t, async (dir) => {

@@ -12,8 +12,9 @@ import t, { type Test } from 'tap'
 import { parseDescription } from '../lib/description.ts'
 import { extractTree } from '../lib/extract.ts'
 import { Connections } from '../lib/swarm/connections.ts'
-import { decodePex, type Pex } from '../lib/swarm/extensions.ts'
+import { decodePex, encodePex, type Pex } from '../lib/swarm/extensions.ts'
 import { SwarmNode } from '../lib/swarm/node.ts'
+import { parseJobSecret } from '../lib/swarm/job-auth.ts'
 import { newPeerId } from '../lib/swarm/peer-id.ts'
 import { bytesFor, snapshotTree } from './helpers/fixtures.ts'
 import { describedTree, p2prun, serve } from './helpers/cli.ts'
@@ -225,6 +226,48 @@ t.test('peers told of (a tracker, the DHT, peer exchange) are dialed only while 
   t.equal(dials.length, 3, 'three of the ten, the target')
   connections.dialSome(ports.slice(10).map((p) => `127.0.0.1:${p}`))
   t.equal(dials.length, 3, 'none more while those three are under way')
+})
+
+t.test('a referral (ut_pex marked p2prun_referral) is dialed whole from the head; from a node it is peer exchange, up to dialTarget', async (t) => {
+  const noop = () => {}
+  const infoHash = randomBytes(20)
+  const secret = randomBytes(32).toString('hex') // extension messages count from peers that proved it only
+  const closed: Array<() => void> = []
+  const connections = await Connections.listen({
+    infoHash, peerId: newPeerId('node'), pieceCount: 1, host: '127.0.0.1', port: 0, maxConns: 100, dialTarget: 1, learnPeers: true,
+    secret: parseJobSecret(secret, 'the test'),
+    handler: { onPieces: noop, onChoke: noop, onInterested: noop, onRequest: noop, onBlock: noop, onReject: noop, onClose: () => closed.shift()?.() },
+    onWire: noop
+  })
+  t.teardown(() => connections.close())
+  // The node's dials: every net.connect but the test's own.
+  const dials: string[] = []
+  let own = false
+  const seen = () => { if (!own) dials.push('dial') }
+  diagnostics.subscribe('net.client.socket', seen)
+  t.teardown(() => diagnostics.unsubscribe('net.client.socket', seen))
+  // A peer of `role` refers the node to five addresses (nobody listens there), then leaves: once its
+  // connection's end is seen, the node has taken the referral before it.
+  const refer = async (role: 'head' | 'node') => {
+    const ports = await freePorts(5)
+    own = true
+    const socket = net.connect(connections.port, '127.0.0.1')
+    own = false
+    socket.on('error', noop)
+    t.teardown(() => socket.destroy())
+    const gone = new Promise<void>((resolve) => closed.push(resolve))
+    const peerId = newPeerId(role)
+    socket.write(handshake(infoHash, { extensions: true, peerId }))
+    socket.once('data', (chunk: Buffer) => socket.end(Buffer.concat([
+      message(20, Buffer.concat([Buffer.from('\0d1:md6:ut_pexi1ee11:p2prun_auth32:', 'latin1'), peerProof(secret, infoHash, peerId, chunk.subarray(48, 68)), Buffer.from('e')])),
+      message(20, encodePex(1, ports.map((p) => `127.0.0.1:${p}`), true))
+    ])))
+    await gone
+  }
+  await refer('node')
+  t.equal(dials.length, 0, 'a node\'s: none (its own connection was the one dialTarget allows)')
+  await refer('head')
+  t.equal(dials.length, 5, 'the head\'s: each of the five')
 })
 
 t.test('the head turns a piece down to a second node and tells it where the piece went (a ut_pex referral): that node may not be connected to the first', async (t) => {

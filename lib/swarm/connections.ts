@@ -8,6 +8,7 @@ import type { JobSecret } from './job-auth.ts'
 import { setRcvLowat } from './low-water.ts'
 import { listenOn } from './listen.ts'
 import { hostPort, plainIp } from './peer-address.ts'
+import { isHeadPeerId } from './peer-id.ts'
 import { Wire, type StoreTarget, type WireHandler } from './wire.ts'
 import type { DescriptionServer } from './description-exchange.ts'
 import type { DescMessage } from './extensions.ts'
@@ -283,7 +284,10 @@ export class Connections {
         this.lost(w)
       },
       // The head's referral names the nodes a piece it turned down went to instead: each dialed.
-      ...(this.opts.learnPeers ? { onPex: (_w: Wire, addresses: string[], referral: boolean) => referral ? addresses.forEach((a) => this.dial(a)) : this.dialSome(addresses) } : {}),
+      // Another peer's is plain peer exchange: a node cannot make the others dial all it names.
+      ...(this.opts.learnPeers
+        ? { onPex: (w: Wire, addresses: string[], referral: boolean) => referral && isHeadPeerId(w.peerId) ? addresses.forEach((a) => this.dial(a)) : this.dialSome(addresses) }
+        : {}),
       ...(description ? { onDesc: (w: Wire, msg: DescMessage) => description.onDesc(w, msg) } : {})
     })
     wire.pex(this.listenAddresses(wire))

@@ -312,14 +312,15 @@ static bool take_proof (struct peer *p, const uint8_t *msg, size_t length) {
   return true;
 }
 
-// A ut_pex message: peers to dial (compact IPv4 in "added"). A referral (p2prun_referral, from the
-// head) names the nodes a piece it turned down went to instead: each dialed, whatever numwant says
-// (lib/swarm/extensions.ts, seeder.ts refer).
-static void take_pex (const uint8_t *payload, size_t length) {
+// A ut_pex message: peers to dial (compact IPv4 in "added"). A referral (p2prun_referral) from the
+// head names the nodes a piece it turned down went to instead: each dialed, whatever numwant says
+// (lib/swarm/extensions.ts, seeder.ts refer). From any other peer it is plain peer exchange: a node
+// cannot make the others dial every address it names.
+static void take_pex (const struct peer *p, const uint8_t *payload, size_t length) {
   struct bval dict, added, referral;
   const uint8_t *at = payload;
   if (!bdecode(&at, payload + length, &dict) || !bdict_get(&dict, "added", &added) || added.kind != B_STR) return;
-  dial_compact(added.str, added.len, bdict_get(&dict, "p2prun_referral", &referral) && referral.kind == B_INT && referral.i == 1);
+  dial_compact(added.str, added.len, p->head && bdict_get(&dict, "p2prun_referral", &referral) && referral.kind == B_INT && referral.i == 1);
 }
 
 // While a message's body is on its way, the kernel may hold its bytes (up to 64 KiB) until they
@@ -357,7 +358,7 @@ static void parse (struct peer *p) {
       continue;
     }
     if (msg[0] == EXTENDED) {
-      if (length >= 2 && msg[1] == UT_PEX_ID) take_pex(msg + 2, length - 2);
+      if (length >= 2 && msg[1] == UT_PEX_ID) take_pex(p, msg + 2, length - 2);
       else if (length >= 2 && msg[1] == DESC_ID) take_desc(p, msg + 2, length - 2);
       continue;
     }

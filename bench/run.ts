@@ -80,6 +80,9 @@ interface Row {
   agentMBPerCpuS?: number
   /** CPU seconds the server-side process (p2prun serve, or socat + sftp-server) used. */
   serverCpuS?: number
+  /** CPU seconds the program (the driver) used on one node, user + system and system alone, median over nodes. */
+  programCpuS?: number
+  programSysS?: number
 }
 
 /** Every node script still running: stopped on a failure, and on Ctrl-C before the cluster goes. */
@@ -102,6 +105,16 @@ const onNode = (k: number, script: string, env: Record<string, string> = {}) =>
 const AGENT_TICKS = "$(awk '{print $14, $15}' /proc/$pid/stat)"
 /** Voluntary and involuntary context switches of all the agent's threads so far. */
 const AGENT_CTX = "$(cat /proc/$pid/task/*/status | awk '/^voluntary_ctxt/ {v += $2} /^nonvoluntary_ctxt/ {n += $2} END {print v, n}')"
+/**
+ * Runs the program (the driver), then prints "program U S": the user and system ticks it used, its
+ * own and its children's, from the node shell's reaped-children times (fields 16 and 17 of its stat)
+ * before and after. What the medium costs the program itself (page faults, lookups, each read's
+ * round trip through a FUSE daemon), beside what the agent costs; `read`, not $(...), because a
+ * subshell has other children. The program's exit status is kept.
+ */
+const timed = (run: string) =>
+  `read -ra b < /proc/$BASHPID/stat; ${run}; rc=$?; read -ra a < /proc/$BASHPID/stat; ` +
+  'echo "program $((a[15] - b[15])) $((a[16] - b[16]))"; (exit $rc)'
 
 /** CPU ticks of every process in the server's namespace, reaped children included, by PID. */
 async function serverTicks (): Promise<Map<number, number>> {
@@ -122,6 +135,7 @@ interface NodeTimes {
   starts: number[]
   startCpus: number[]
   cpus: Array<{ user: number, system: number, voluntary: number, involuntary: number }>
+  programCpus: Array<{ user: number, system: number }>
 }
 
 /**
@@ -144,6 +158,7 @@ async function timeNodes (n: number, script: (k: number) => string): Promise<Nod
   const starts: number[] = []
   const startCpus: number[] = []
   const cpus: NodeTimes['cpus'] = []
+  const programCpus: NodeTimes['programCpus'] = []
   const children: ReturnType<typeof onNode>[] = []
   let waiting = 0
   let release: () => void = () => {}
@@ -171,6 +186,8 @@ async function timeNodes (n: number, script: (k: number) => string): Promise<Nod
           user: Number(cpu[1]) / CLOCK_TICKS, system: Number(cpu[2]) / CLOCK_TICKS, voluntary: Number(cpu[3]), involuntary: Number(cpu[4])
         }
       }
+      const program = line.match(/^program (\d+) (\d+)$/)
+      if (program) programCpus[k - 1] = { user: Number(program[1]) / CLOCK_TICKS, system: Number(program[2]) / CLOCK_TICKS }
       const startCpu = line.match(/^startcpu (\d+) (\d+)$/)
       if (startCpu) startCpus[k - 1] = (Number(startCpu[1]) + Number(startCpu[2])) / CLOCK_TICKS
     })
@@ -193,7 +210,7 @@ async function timeNodes (n: number, script: (k: number) => string): Promise<Nod
     await holder
   }
   liveNodes.length = 0
-  return { times, starts, startCpus, cpus }
+  return { times, starts, startCpus, cpus, programCpus }
 }
 
 function agentCpu (cpus: NodeTimes['cpus'], setBytes: number): Partial<Row> {
@@ -243,7 +260,7 @@ function withSetMover (k: number, m: SetMover): string {
   const after = m.after ? `${m.after}; ` : ''
   return `f=/tmp/p2pb-ready-${k}; rm -f $f; mkfifo $f; ${m.before ? `{ ${m.before}; } || exit 1; ` : ''}${m.start} & pid=$!; ` +
     `read line < $f; rm -f $f; case "$line" in ${m.ready}) ;; *) wait $pid; ${m.failed ? `${m.failed}; ` : ''}${after}exit 1 ;; esac; ` +
-    `echo mounted; echo startcpu ${AGENT_TICKS}; ${m.run} < /dev/null > /dev/null || { kill $pid; wait $pid; ${after}exit 1; }; echo done; ` +
+    `echo mounted; echo startcpu ${AGENT_TICKS}; ${timed(`${m.run} < /dev/null > /dev/null`)} || { kill $pid; wait $pid; ${after}exit 1; }; echo done; ` +
     `cat > /dev/null; echo cpu ${AGENT_TICKS} ${AGENT_CTX}; kill $pid; wait $pid${m.after ? `; ${m.after}` : ''}`
 }
 
@@ -260,7 +277,7 @@ async function runMethod (method: string, n: number, w: Workload): Promise<Row> 
   if (method === 'local') {
     // Not timed: the copy into each node's own tmpfs is the "already node-local" starting point.
     await Promise.all(Array.from({ length: n }, (_, i) => onNode(i + 1, `mkdir -p ${mnt} && mount -t tmpfs none ${mnt} && cp -a ${w.set}/. ${mnt}/`)))
-    nodeScript = () => `${w.run(mnt)} > /dev/null && echo done; umount -l ${mnt}`
+    nodeScript = () => `${timed(`${w.run(mnt)} > /dev/null`)} && echo done; umount -l ${mnt}`
   } else if (method === 'sshfs') {
     const sftp = await serveSftp()
     stopServer = sftp.stop
@@ -271,7 +288,7 @@ async function runMethod (method: string, n: number, w: Workload): Promise<Row> 
       await sftp.stop()
       throw new Error(`sshfs did not mount on node ${failed + 1}`)
     }
-    nodeScript = () => `${w.run(mnt)} > /dev/null && echo done; fusermount -u -z ${mnt}`
+    nodeScript = () => `${timed(`${w.run(mnt)} > /dev/null`)} && echo done; fusermount -u -z ${mnt}`
   } else if (method === 'stage-in') {
     const serving = await serveSet(w, server, [CLUSTER, 'exec', '0'], true)
     stopServer = serving.stop
@@ -319,7 +336,8 @@ async function runMethod (method: string, n: number, w: Workload): Promise<Row> 
   const before = await serverTxBytes()
   const ticksBefore = await serverTicks()
   try {
-    const { times, starts, startCpus, cpus } = await timeNodes(n, nodeScript)
+    const { times, starts, startCpus, cpus, programCpus } = await timeNodes(n, nodeScript)
+    const programs = programCpus.filter(Boolean)
     const serverBytes = (await serverTxBytes()) - before
     let serverTicksUsed = 0
     for (const [pid, t] of await serverTicks()) serverTicksUsed += t - (ticksBefore.get(pid) ?? 0)
@@ -336,7 +354,10 @@ async function runMethod (method: string, n: number, w: Workload): Promise<Row> 
       serverCpuS: serverTicksUsed / CLOCK_TICKS,
       ...(starts.length ? { agentStartS: median(starts.filter((s) => s !== undefined)) } : {}),
       ...(startCpus.length ? { agentStartCpuS: median(startCpus.filter((s) => s !== undefined)) } : {}),
-      ...(cpus.length ? agentCpu(cpus.filter(Boolean), w.bytes) : {})
+      ...(cpus.length ? agentCpu(cpus.filter(Boolean), w.bytes) : {}),
+      ...(programs.length
+        ? { programCpuS: median(programs.map((c) => c.user + c.system)), programSysS: median(programs.map((c) => c.system)) }
+        : {})
     }
   } finally {
     await stopServer()
@@ -352,7 +373,7 @@ async function main (): Promise<void> {
   const rows: Row[] = []
   console.log(`set: ${opts.driver === 'hpcc' ? 'hpcc' : `${opts.libs} libraries`}, ${(w.bytes / 1e6).toFixed(1)} MB; link ${opts.rate} per node; driver ${opts.driver}; ` +
     `lower bound set/link = ${(w.bytes * 8 / rateBits(opts.rate)).toFixed(2)} s`)
-  console.log('nodes  method           makespan  median  server MB  MB/node  server CPU  agent start (CPU)  agent CPU, whole life (user/sys, max)  ctx vol/invol  MB/CPU-s')
+  console.log('nodes  method           makespan  median  server MB  MB/node  server CPU  program CPU (sys)  agent start (CPU)  agent CPU, whole life (user/sys, max)  ctx vol/invol  MB/CPU-s')
   try {
     for (const n of nodes) {
       await cluster('up', String(n), opts.rate)
@@ -361,7 +382,7 @@ async function main (): Promise<void> {
         rows.push(row)
         console.log(`${String(n).padStart(5)}  ${method.padEnd(15)} ${row.makespanS.toFixed(2).padStart(8)}s ${row.medianS.toFixed(2).padStart(6)}s ` +
           `${(row.serverBytes / 1e6).toFixed(1).padStart(9)} ${(row.bytesPerNode / 1e6).toFixed(1).padStart(8)} ` +
-          `${row.serverCpuS?.toFixed(2).padStart(9)}s ${seconds(row.agentStartS).padStart(12)}${row.agentStartCpuS !== undefined ? ` (${seconds(row.agentStartCpuS)})` : '        '} ${seconds(row.agentCpuS).padStart(10)}` +
+          `${row.serverCpuS?.toFixed(2).padStart(9)}s ${`${seconds(row.programCpuS)} (${seconds(row.programSysS)})`.padStart(17)} ${seconds(row.agentStartS).padStart(12)}${row.agentStartCpuS !== undefined ? ` (${seconds(row.agentStartCpuS)})` : '        '} ${seconds(row.agentCpuS).padStart(10)}` +
           (row.agentCpuS !== undefined
             ? ` (${seconds(row.agentUserS)}/${seconds(row.agentSysS)}, max ${seconds(row.agentCpuMaxS)})  ${row.agentVolCtx}/${row.agentInvolCtx}  ${row.agentMBPerCpuS?.toFixed(0)}`
             : ''))

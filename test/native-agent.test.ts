@@ -3,7 +3,7 @@
 import { execFile } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { lookup } from 'node:dns/promises'
-import { lstat, mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises'
+import { lstat, mkdir, readdir, readFile, stat, statfs, writeFile } from 'node:fs/promises'
 import net from 'node:net'
 import path from 'node:path'
 import { promisify } from 'node:util'
@@ -402,6 +402,31 @@ for (const from of ['the head', 'a node'] as const) {
     else t.ok(dialsOf(referred).length <= 1, `the referral: as told peers are, up to --numwant: ${dialsOf(referred).join('; ')}`)
   })
 }
+
+t.test('a store that fills up after the mount: what waits fails (EIO) with one line, what is in is still read, the agent lives on', async (t) => {
+  const [small, big] = [randomBytes(200_000), randomBytes(3_000_000)]
+  const j = await job(t, async (dir) => {
+    await mkdir(path.join(dir, 'libs'))
+    await writeFile(path.join(dir, 'libs/libsmall.so'), small)
+    await writeFile(path.join(dir, 'libs/libbig.so'), big)
+    return path.join(dir, 'libs')
+  })
+  const store = path.join(j.dir, 'store')
+  await mkdir(store)
+  await run('mount', ['-t', 'tmpfs', '-o', 'size=8m', 'tmpfs', store])
+  j.defer(() => run('umount', ['--lazy', store]).catch(() => {})) // after the agent has stopped (last registered, first run)
+  const mnt = path.join(j.dir, 'mnt')
+  const agent = await mountAgent(j, j.file, mnt, path.join(j.dir, 'agent.json'),
+    ['--mode', 'block', '--tracker', j.head.tracker, '--seeder', j.head.seeder, '--store-dir', store], {}, [], NATIVE_AGENT)
+  t.ok((await readFile(path.join(mnt, 'libsmall.so'))).equals(small), 'a file read while there is room')
+  const { bavail, bsize } = await statfs(store)
+  await writeFile(path.join(store, 'filler'), Buffer.alloc(bavail * bsize))
+  await t.rejects(readFile(path.join(mnt, 'libbig.so')), { code: 'EIO' }, 'a read of what cannot be stored fails')
+  t.ok((await readFile(path.join(mnt, 'libsmall.so'))).equals(small), 'what is in is still read')
+  const { stderr, exitCode } = await agent.stop()
+  t.equal(stderr.match(/cannot write to the store \S+: No space left on device \(hint: /g)?.length, 1, `said once: ${stderr}`)
+  t.equal(exitCode, 0, 'the agent lived on until stopped')
+})
 
 t.test('the head hears a have for each piece it sent (it holds a piece for its first recipient until then); a complete peer hears none; the Node agent too', async (t) => {
   const j = await job(t, async (dir) => {

@@ -206,6 +206,8 @@ void swarm_prioritize (uint32_t first, uint32_t last);
 // When the last block arrived (now_ms), for reads that wait too long.
 uint64_t swarm_last_block_at (void);
 uint64_t swarm_left (void);
+// Whether the store refused a piece (full): nothing more is fetched, and reads of what is missing fail.
+bool swarm_store_full (void);
 extern struct peer *peers[MAX_PEERS];
 extern int peer_count;
 struct swarm_stats { uint64_t from_head, from_peers, from_source, uploaded, failed_pieces, requests, rejected; };

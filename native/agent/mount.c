@@ -95,12 +95,20 @@ static bool wait_for (uint32_t id, uint64_t ino, uint32_t first, uint32_t last, 
   return true;
 }
 
+// A wait that cannot end: its request fails (EIO), counted as a read error.
+static void fail (uint32_t id) {
+  fuse_req_t req = fuse_server_claim(&server, id, NULL);
+  if (req) fuse_reply_err(req, EIO);
+  read_errors++;
+}
+
 static void on_read (uint32_t id, uint64_t ino, uint64_t offset, uint32_t size) {
   const struct inode *n = table_get(&server.table, ino);
   uint64_t start = n ? n->offset + offset : 0;
   if (!n || size == 0) { answer(id); return; }
   uint32_t first = (uint32_t)(start / job.desc.piece_length), last = (uint32_t)((start + size - 1) / job.desc.piece_length);
   if (all_present(first, last)) { answer(id); return; }
+  if (swarm_store_full()) { fail(id); return; }
   uint64_t left = offset < n->size ? n->size - offset : 0;
   if (wait_for(id, ino, first, last, (uint32_t)(left < size ? left : size), false)) swarm_prioritize(first, last);
 }
@@ -118,7 +126,10 @@ static void on_open (uint32_t id, uint64_t ino) {
     } else {
       swarm_prioritize(first, last);
     }
-    if (job.mode == MODE_FILE && !all_present(first, last) && wait_for(id, ino, first, last, 0, true)) return;
+    if (job.mode == MODE_FILE && !all_present(first, last)) {
+      if (swarm_store_full()) { fail(id); return; }
+      if (wait_for(id, ino, first, last, 0, true)) return;
+    }
   }
   answer_open(id);
 }
@@ -189,9 +200,7 @@ void mount_tick (uint64_t last_block_at) {
       continue;
     }
     waiting[i] = waiting[--waiting_count];
-    fuse_req_t req = fuse_server_claim(&server, stalled.id, NULL);
-    if (req) fuse_reply_err(req, EIO);
-    read_errors++;
+    fail(stalled.id);
     // The line the Node agent writes for it (lib/fs.ts's onError, lib/swarm/node.ts's stalled).
     char rel[4096] = "";
     table_path(&server.table, (uint32_t)stalled.ino, rel, sizeof rel);
@@ -202,6 +211,10 @@ void mount_tick (uint64_t last_block_at) {
       stalled.open ? "open" : "read", rel, (unsigned long long)job.stall_ms / 1000, connected, connected == 1 ? "" : "s",
       *why ? ", and the source directory cannot stand in: " : "", why);
   }
+}
+
+void mount_fail_waiting (void) {
+  while (waiting_count > 0) fail(waiting[--waiting_count].id);
 }
 
 const char *mount_path (void) {

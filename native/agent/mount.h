@@ -17,6 +17,8 @@ int mount_start (const char *mount_point, struct table *table, bool allow_other,
 void mount_piece_verified (uint32_t index);
 // Reads that waited this long with no block arriving fail (EIO), as the Node agent's do.
 void mount_tick (uint64_t last_block_at);
+// Every waiting read and open fails (EIO): the store refused a block (swarm.c), nothing more will come.
+void mount_fail_waiting (void);
 // Unmounts (lazily), stops the server and removes the mount point if p2prun made it.
 void mount_stop (void);
 // The absolute mount point.

@@ -70,6 +70,11 @@ static uint64_t wake_at = UINT64_MAX;
 static uint64_t head_until[16];    // the ends of the head's last backoffs (wake_at's, besides the peers')
 static uint8_t head_until_next;
 int store_fd = -1;
+static char store_dir_name[4096];  // for the message of a store that filled up
+// The store could not take a piece: nothing more is fetched, what waits fails, what is in is still
+// served (lib/swarm/node.ts's storeFailed). Before, a block the store refused was asked for again,
+// and again: a read waited forever.
+static bool no_room;
 struct swarm_stats stats;
 
 int swarm_init (const char *store_dir) {
@@ -87,6 +92,7 @@ int swarm_init (const char *store_dir) {
   urgent_list = calloc(n, sizeof *urgent_list);
   if (!urgent || !urgent_list) return -1;
   orphans = d->piece_count; // none held, started or announced yet
+  snprintf(store_dir_name, sizeof store_dir_name, "%s", store_dir);
   // A sparse file on a full tmpfs would fail its writes later, piece after piece: refused now.
   // Unlinked at once: the agent's descriptor keeps it, and nothing is left behind when it ends.
   char path[4096];
@@ -100,6 +106,19 @@ int swarm_init (const char *store_dir) {
 void swarm_close (void) {
   if (store_fd >= 0) close(store_fd);
   store_fd = -1;
+}
+
+// The store refused a block (`err`): said once; every wait fails from here.
+static void store_failed (int err) {
+  if (no_room) return;
+  no_room = true;
+  fprintf(stderr, "p2prun-agent: cannot write to the store %s: %s "
+    "(hint: free room there, or give --store-dir a file system with room for the set)\n", store_dir_name, strerror(err));
+  mount_fail_waiting();
+}
+
+bool swarm_store_full (void) {
+  return no_room;
 }
 
 // What reads wait for first, then every peer's requests topped up.
@@ -131,7 +150,7 @@ bool swarm_complete (void) {
 }
 
 bool swarm_waiting (void) {
-  return urgent_count > 0 || (job.mode == MODE_EAGER && !swarm_complete());
+  return !no_room && (urgent_count > 0 || (job.mode == MODE_EAGER && !swarm_complete()));
 }
 
 uint64_t swarm_left (void) {
@@ -297,6 +316,7 @@ static bool has_free_block (const struct partial *part) {
 // advanced holder makes a chain: each node serves those just behind it. Measured against a random
 // holder and against the lesser of two random ones (bench/README.md, 2026-12-04 12:07).
 static void ask_urgent (void) {
+  if (no_room) return;
   uint64_t now = now_ms();
   struct peer *holders[MAX_PEERS];
   for (uint32_t u = 0; u < urgent_count; u++) {
@@ -352,7 +372,7 @@ static bool pick (struct peer *p, uint64_t now) {
 
 // Requests until PIPELINE_BYTES are in flight to p (more while a read waits).
 static void fill (struct peer *p) {
-  if (p->wanted == 0) return;
+  if (p->wanted == 0 || no_room) return;
   uint64_t now = now_ms();
   while (has_room(p) && pick(p, now)) {}
 }
@@ -456,7 +476,12 @@ static void place (struct peer *p, uint32_t index, uint32_t begin, const uint8_t
   struct partial *part = &parts[index];
   if (have[index] || !part->blocks) return; // a second copy, late
   uint64_t at = (uint64_t)index * d->piece_length + begin;
-  if (pwrite(store_fd, data, length, (off_t)at) != (ssize_t)length) { release(&r); return; }
+  ssize_t wrote = pwrite(store_fd, data, length, (off_t)at);
+  if (wrote != (ssize_t)length) {
+    store_failed(wrote < 0 ? errno : ENOSPC); // a short write: the file system had no more room
+    release(&r);
+    return;
+  }
   bool known = false;
   for (uint8_t k = 0; k < part->sender_count && !known; k++) known = part->senders[k] == p->serial;
   if (!known && part->sender_count < MAX_SENDERS) part->senders[part->sender_count++] = p->serial;

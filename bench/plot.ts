@@ -1,6 +1,7 @@
 // Draws a results file of bench/run.ts with gnuplot: makespan against N per method (with the
-// transfer lower bound, node-local start + set size / link rate) and server bytes against N (with
-// the set size and the issue's 2x target). Writes RESULT-makespan.png and RESULT-server.png.
+// transfer lower bound, node-local start + set size / link rate, and each method's CPU floor on the
+// shared cores) and server bytes against N (with the set size and the issue's 2x target). Writes
+// RESULT-makespan.png and RESULT-server.png.
 // Usage: node bench/plot.ts bench/results/run-….json
 import { execa } from 'execa'
 import { readFile } from 'node:fs/promises'
@@ -12,6 +13,7 @@ export interface ResultRow {
   makespanS: number
   serverBytes: number
   agentCpuS?: number
+  programCpuS?: number
 }
 export interface Results {
   setBytes: number
@@ -51,12 +53,15 @@ export async function plot (file: string): Promise<string[]> {
   const head = `set terminal pngcairo size 900,560 font ',11'\nset key top left\nset grid\nset xlabel 'nodes'\n` +
     `set logscale x 2\nset xtics (${nodes.join(', ')})\n`
   const mk = dataBlocks(r, (x) => x.makespanS)
-  // All nodes share the machine's cores: N agents' CPU time spread over them bounds the makespan.
-  const eager = r.rows.filter((x) => x.method === 'p2p-eager' && x.agentCpuS !== undefined).sort((a, b) => a.nodes - b.nodes)
-  if (r.cores && eager.length) {
-    mk.blocks += `$cpu << EOD\n${eager.map((x) => `${x.nodes} ${x.nodes * (x.agentCpuS ?? 0) / (r.cores ?? 1)}`).join('\n')}\nEOD\n`
-    mk.plots.push(`$cpu using 1:2 with lines dt 4 lw 2 lc rgb 'gray40' title 'p2p-eager: N x agent CPU / ${r.cores} cores'`)
-  }
+  // All nodes share the machine's cores: N agents' and programs' CPU time spread over them bounds
+  // the makespan. A floor per method whose agents' CPU was read (the p2p agents, the stage-in client).
+  const methods = [...new Set(r.rows.map((x) => x.method))]
+  methods.forEach((m, i) => {
+    const rows = r.rows.filter((x) => x.method === m && x.agentCpuS !== undefined).sort((a, b) => a.nodes - b.nodes)
+    if (!r.cores || !rows.length) return
+    mk.blocks += `$cpu${i} << EOD\n${rows.map((x) => `${x.nodes} ${x.nodes * ((x.agentCpuS ?? 0) + (x.programCpuS ?? 0)) / (r.cores ?? 1)}`).join('\n')}\nEOD\n`
+    mk.plots.push(`$cpu${i} using 1:2 with lines dt 4 lw 2 lc ${i + 1} title '${m}: N x (agent + program CPU) / ${r.cores} cores'`)
+  })
   const sv = dataBlocks(r, (x) => x.serverBytes / 1e6)
   const setMB = r.setBytes / 1e6
   const script = head + mk.blocks + boundBlock +

@@ -30,9 +30,12 @@ export function rateBits (rate: string): number {
   return Number(m[1]) * ({ k: 1e3, m: 1e6, g: 1e9, '': 1 } as Record<string, number>)[m[2] ?? '']!
 }
 
+/** The methods in the order their lines are drawn: the i-th is gnuplot's line type i + 1 (its colour). */
+const methodsOf = (r: Results) => [...new Set(r.rows.map((x) => x.method))]
+
 /** gnuplot's inline data blocks: one per method, "N value" lines. */
 function dataBlocks (r: Results, value: (row: ResultRow) => number): { blocks: string, plots: string[] } {
-  const methods = [...new Set(r.rows.map((x) => x.method))]
+  const methods = methodsOf(r)
   let blocks = ''
   const plots: string[] = []
   methods.forEach((m, i) => {
@@ -55,8 +58,7 @@ export async function plot (file: string): Promise<string[]> {
   const mk = dataBlocks(r, (x) => x.makespanS)
   // All nodes share the machine's cores: N agents' and programs' CPU time spread over them bounds
   // the makespan. A floor per method whose agents' CPU was read (the p2p agents, the stage-in client).
-  const methods = [...new Set(r.rows.map((x) => x.method))]
-  methods.forEach((m, i) => {
+  methodsOf(r).forEach((m, i) => {
     const rows = r.rows.filter((x) => x.method === m && x.agentCpuS !== undefined).sort((a, b) => a.nodes - b.nodes)
     if (!r.cores || !rows.length) return
     mk.blocks += `$cpu${i} << EOD\n${rows.map((x) => `${x.nodes} ${x.nodes * ((x.agentCpuS ?? 0) + (x.programCpuS ?? 0)) / (r.cores ?? 1)}`).join('\n')}\nEOD\n`

@@ -7,7 +7,7 @@ import { P2prunError } from '../errors.ts'
 import type { JobSecret } from './job-auth.ts'
 import { setRcvLowat } from './low-water.ts'
 import { listenOn } from './listen.ts'
-import { hostPort, plainIp } from './peer-address.ts'
+import { hostPort } from './peer-address.ts'
 import { isHeadPeerId } from './peer-id.ts'
 import { Wire, type StoreTarget, type WireHandler } from './wire.ts'
 import type { DescriptionServer } from './description-exchange.ts'
@@ -299,8 +299,8 @@ export class Connections {
     const out: string[] = []
     for (const w of this.wires.values()) {
       if (out.length >= PEX_PEERS) break
-      const ip = plainIp(w.remoteAddress)
-      if (w !== except && w.listenPort !== undefined && ip) out.push(`${ip}:${w.listenPort}`)
+      const address = w.listenAddress
+      if (w !== except && address) out.push(address)
     }
     return out
   }

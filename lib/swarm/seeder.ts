@@ -10,7 +10,6 @@ import { Connections } from './connections.ts'
 import { DescriptionServer, HEAD_DESC_PEERS } from './description-exchange.ts'
 import { FanOut } from './fan-out.ts'
 import type { JobSecret } from './job-auth.ts'
-import { plainIp } from './peer-address.ts'
 import { newPeerId } from './peer-id.ts'
 import { PieceCache } from './piece-cache.ts'
 import { unchokeAtOnce } from './unchoke.ts'
@@ -210,8 +209,7 @@ class Serving {
     this.referred.set(wire, told)
     const fresh: string[] = []
     for (const to of this.fanOut.recipients(index)) {
-      const ip = plainIp(to.remoteAddress)
-      const address = ip && to.listenPort !== undefined ? `${ip}:${to.listenPort}` : undefined
+      const address = to.listenAddress
       if (address && to !== wire && !told.has(address)) { told.add(address); fresh.push(address) }
     }
     wire.pex(fresh, true)

@@ -17,6 +17,7 @@ import { native, type PeerStream } from '../native.ts'
 import { Bitfield } from './bitfield.ts'
 import { decodeDescMessage, decodeExtensionHandshake, decodePex, DESC_ID, encodeDescMessage, encodeExtensionHandshake, encodePex, UT_PEX_ID, type DescMessage } from './extensions.ts'
 import { proof, proofMatches, type JobSecret } from './job-auth.ts'
+import { plainIp } from './peer-address.ts'
 
 /** The unit pieces are assembled in, and the request size BEP 3 clients accept. */
 export const BLOCK_LENGTH = 16384
@@ -197,6 +198,12 @@ export class Wire {
     socket.on('error', this.onSocketError)
     socket.on('close', this.onSocketClose)
     if (opts.outgoing) this.socket.write(this.ownHandshake())
+  }
+
+  /** Where the peer listens (its address, the port its extension handshake gave), as host:port; undefined until it said. */
+  get listenAddress (): string | undefined {
+    const ip = plainIp(this.remoteAddress)
+    return ip && this.listenPort !== undefined ? `${ip}:${this.listenPort}` : undefined
   }
 
   /**

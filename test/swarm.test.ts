@@ -228,46 +228,61 @@ t.test('peers told of (a tracker, the DHT, peer exchange) are dialed only while 
   t.equal(dials.length, 3, 'none more while those three are under way')
 })
 
-t.test('a referral (ut_pex marked p2prun_referral) is dialed whole from the head; from a node it is peer exchange, up to dialTarget', async (t) => {
-  const noop = () => {}
-  const infoHash = randomBytes(20)
+t.test('the head\'s referral of a piece (ut_pex marked p2prun_referral) is dialed whole once a read waits on it; until then, and a node\'s always, it is peer exchange, up to numwant', async (t) => {
+  const { dir, file } = await describedSet(t)
+  const desc = parseDescription(await readFile(file))
   const secret = randomBytes(32).toString('hex') // extension messages count from peers that proved it only
-  const closed: Array<() => void> = []
-  const connections = await Connections.listen({
-    infoHash, peerId: newPeerId('node'), pieceCount: 1, host: '127.0.0.1', port: 0, maxConns: 100, dialTarget: 1, learnPeers: true,
-    secret: parseJobSecret(secret, 'the test'),
-    handler: { onPieces: noop, onChoke: noop, onInterested: noop, onRequest: noop, onBlock: noop, onReject: noop, onClose: () => closed.shift()?.() },
-    onWire: noop
+  const [port, deadSeeder] = await freePorts(2) as [number, number]
+  // No seeder answers: a read waits until the node is closed.
+  const node = await SwarmNode.join(desc, {
+    storeDir: dir, port, maxConns: 100, numwant: 3, stallTimeoutMs: 600_000, trackers: [], seeders: [`127.0.0.1:${deadSeeder}`],
+    secret: parseJobSecret(secret, 'the test')
   })
-  t.teardown(() => connections.close())
-  // The node's dials: every net.connect but the test's own.
-  const dials: string[] = []
-  let own = false
-  const seen = () => { if (!own) dials.push('dial') }
+  t.teardown(() => node.close())
+  // The ports the node dials: nobody listens at those the test names, each attempt counts all the
+  // same (and a failed one is tried again later: counted once).
+  const attempts = new Set<number>()
+  let attempted = () => {}
+  const seen = (msg: unknown) => (msg as { socket: net.Socket }).socket.once('connectionAttempt', (_ip: string, p: number) => { attempts.add(p); attempted() })
   diagnostics.subscribe('net.client.socket', seen)
   t.teardown(() => diagnostics.unsubscribe('net.client.socket', seen))
-  // A peer of `role` refers the node to five addresses (nobody listens there), then leaves: once its
-  // connection's end is seen, the node has taken the referral before it.
-  const refer = async (role: 'head' | 'node') => {
-    const ports = await freePorts(5)
-    own = true
-    const socket = net.connect(connections.port, '127.0.0.1')
-    own = false
-    socket.on('error', noop)
+  const dialsOf = (ports: number[]) => ports.filter((p) => attempts.has(p))
+  const allDialed = (ports: number[]) => new Promise<void>((resolve) => { attempted = () => { if (dialsOf(ports).length === ports.length) resolve() }; attempted() })
+  const infoHash = Buffer.from(desc.infoHash, 'hex')
+  // A peer (the head or a node) sends `messages` and leaves; the node has taken them (and dialed,
+  // the attempts a tick later) before it closes its end.
+  const visit = async (role: 'head' | 'node', messages: Buffer) => {
+    const socket = net.connect(port, '127.0.0.1')
+    socket.on('error', () => {})
     t.teardown(() => socket.destroy())
-    const gone = new Promise<void>((resolve) => closed.push(resolve))
+    const gone = new Promise((resolve) => socket.once('close', resolve))
     const peerId = newPeerId(role)
     socket.write(handshake(infoHash, { extensions: true, peerId }))
     socket.once('data', (chunk: Buffer) => socket.end(Buffer.concat([
       message(20, Buffer.concat([Buffer.from('\0d1:md6:ut_pexi1ee11:p2prun_auth32:', 'latin1'), peerProof(secret, infoHash, peerId, chunk.subarray(48, 68)), Buffer.from('e')])),
-      message(20, encodePex(1, ports.map((p) => `127.0.0.1:${p}`), true))
+      messages
     ])))
     await gone
   }
-  await refer('node')
-  t.equal(dials.length, 0, 'a node\'s: none (its own connection was the one dialTarget allows)')
-  await refer('head')
-  t.equal(dials.length, 5, 'the head\'s: each of the five')
+  const pex = (ports: number[], referral?: number) => message(20, encodePex(1, ports.map((p) => `127.0.0.1:${p}`), referral))
+  const [told, held, fromNode, atOnce] = [await freePorts(10), await freePorts(4), await freePorts(5), await freePorts(5)]
+  // Ten peers told of, then the head's referral of four (as many as a piece's referrals are held) for
+  // piece 0, which no read waits on.
+  await visit('head', Buffer.concat([pex(told), pex(held, 0)]))
+  t.ok(dialsOf(told).length >= 1 && dialsOf(told).length <= 3, `up to numwant of the ten: ${dialsOf(told).length}`)
+  t.ok(dialsOf(held).length < 4, `the referral, no read waiting: as told peers are: ${dialsOf(held).length}`)
+  // A read of piece 0 (the first file's first byte): it waits, and the held referral is dialed.
+  const first = desc.entries.find((e) => e.torrentOffset === 0)!
+  const read = node.ready(first, 0, 1)
+  read.catch(() => {}) // it fails when the node closes
+  await allDialed(held)
+  t.equal(dialsOf(held).length, 4, 'the held referral: each of its four once the read waits')
+  // While it waits: a node's referral of the piece, then the head's.
+  await visit('node', pex(fromNode, 0))
+  t.ok(dialsOf(fromNode).length < 5, `a node's referral: as told peers are: ${dialsOf(fromNode).length}`)
+  await visit('head', pex(atOnce, 0))
+  await allDialed(atOnce)
+  t.equal(dialsOf(atOnce).length, 5, 'the head\'s referral of a piece a read waits on: each of the five')
 })
 
 t.test('the head turns a piece down to a second node and tells it where the piece went (a ut_pex referral): that node may not be connected to the first', async (t) => {
@@ -280,8 +295,8 @@ t.test('the head turns a piece down to a second node and tells it where the piec
   const [a, b] = await Promise.all([provenPeer(t, port, secret, infoHash, 40011), provenPeer(t, port, secret, infoHash, 40012)])
   t.equal(await a.ask(3), 'piece', 'the first asker gets it')
   t.equal(await b.ask(3), 'reject', 'the second is turned down')
-  t.same((await b.referral).added, ['127.0.0.1:40011'], 'and told where the first listens')
-  t.notOk(a.pexes.some((p) => p.referral), 'the first was referred nowhere')
+  t.same(await b.referral, { added: ['127.0.0.1:40011'], referral: 3 }, 'and told where the first listens, and of which piece')
+  t.notOk(a.pexes.some((p) => p.referral !== undefined), 'the first was referred nowhere')
 })
 
 /** A node of a job with a secret, played by hand: handshake, proof, ut_pex (id 1) and a listen port; interested and unchoked. */
@@ -300,7 +315,7 @@ async function provenPeer (t: Test, port: number, secret: string, infoHash: Buff
       if (msg[0] !== 20 || msg[1] !== 1) return
       const pex = decodePex(msg.subarray(1))
       pexes.push(pex)
-      if (pex.referral) referred(pex)
+      if (pex.referral !== undefined) referred(pex)
     })
   })
   socket.once('data', (chunk: Buffer) => {

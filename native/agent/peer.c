@@ -312,15 +312,18 @@ static bool take_proof (struct peer *p, const uint8_t *msg, size_t length) {
   return true;
 }
 
-// A ut_pex message: peers to dial (compact IPv4 in "added"). A referral (p2prun_referral) from the
-// head names the nodes a piece it turned down went to instead: each dialed, whatever numwant says
-// (lib/swarm/extensions.ts, seeder.ts refer). From any other peer it is plain peer exchange: a node
+// A ut_pex message: peers to dial (compact IPv4 in "added"). A referral (p2prun_referral: a piece)
+// from the head names the nodes that piece went to when it turned it down (lib/swarm/extensions.ts,
+// seeder.ts refer): swarm_referred decides. From any other peer it is plain peer exchange: a node
 // cannot make the others dial every address it names.
 static void take_pex (const struct peer *p, const uint8_t *payload, size_t length) {
   struct bval dict, added, referral;
   const uint8_t *at = payload;
   if (!bdecode(&at, payload + length, &dict) || !bdict_get(&dict, "added", &added) || added.kind != B_STR) return;
-  dial_compact(added.str, added.len, p->head && bdict_get(&dict, "p2prun_referral", &referral) && referral.kind == B_INT && referral.i == 1);
+  if (p->head && bdict_get(&dict, "p2prun_referral", &referral) && referral.kind == B_INT && referral.i >= 0 && referral.i < job.desc.piece_count)
+    swarm_referred((uint32_t)referral.i, added.str, added.len);
+  else
+    dial_compact(added.str, added.len, false);
 }
 
 // While a message's body is on its way, the kernel may hold its bytes (up to 64 KiB) until they

@@ -17,7 +17,7 @@ import { LIBRARY_TREE, makeTree, snapshotTree, withSymlinks } from './helpers/fi
 import { cleanEnv, NATIVE_AGENT, p2prun, ROOT, serve, waitForLine, type Serving } from './helpers/cli.ts'
 import { ensureUnmounted, job, mountAgent, nodeArgs, type Job, type MountedAgent } from './helpers/mount.ts'
 import { answersHandshake, handshake, liar, message, peerProof, readPeer, sendAndAwaitClose, u32 } from './helpers/peer-wire.ts'
-import { freePorts } from './helpers/ports.ts'
+import { freePortRange, freePorts } from './helpers/ports.ts'
 
 const run = promisify(execFile)
 
@@ -625,9 +625,10 @@ t.test('node-agent of a launch by node list: its place in the hostlist, the peer
   for (const [names, node, place] of cases) {
     t.equal(expandHostlist(names).indexOf(node.split('.')[0] as string), place, `${node} is place ${place} of ${names}`)
     const count = expandHostlist(names).length
-    // The others are not up; this node listens at port base + place.
-    const own = (await freePorts(1))[0] as number
-    const base = own - place
+    // The others are not up; this node listens at port base + place. The whole run free: a port of
+    // it that something listens on (the head's, once) is no failed dial, and the wait below hung.
+    const base = await freePortRange(count)
+    const own = base + place
     // Block mode: nothing waits unless read, so a node that does not dial the head holds it. Room for all its peers.
     const byList = { ...spec, trackers: [], nodeList: { host: '127.0.0.1', port: base, names }, node: { ...spec.node, mode: 'block', maxConns: 100 } }
     const { child } = await nodeAgent(node, byList)

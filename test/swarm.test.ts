@@ -228,12 +228,12 @@ t.test('peers told of (a tracker, the DHT, peer exchange) are dialed only while 
   t.equal(dials.length, 3, 'none more while those three are under way')
 })
 
-t.test('the head\'s referral of a piece (ut_pex marked p2prun_referral) is dialed whole once a read waits on it; until then, and a node\'s always, it is peer exchange, up to numwant', async (t) => {
+t.test('the head\'s referral (ut_pex marked p2prun_referral) is dialed whole, but while the node fetches everything (eager mode); a node\'s is peer exchange, up to numwant', async (t) => {
   const { dir, file } = await describedSet(t)
   const desc = parseDescription(await readFile(file))
   const secret = randomBytes(32).toString('hex') // extension messages count from peers that proved it only
   const [port, deadSeeder] = await freePorts(2) as [number, number]
-  // No seeder answers: a read waits until the node is closed.
+  // No seeder answers: fetchAll waits until the node is closed.
   const node = await SwarmNode.join(desc, {
     storeDir: dir, port, maxConns: 100, numwant: 3, stallTimeoutMs: 600_000, trackers: [], seeders: [`127.0.0.1:${deadSeeder}`],
     secret: parseJobSecret(secret, 'the test')
@@ -249,9 +249,9 @@ t.test('the head\'s referral of a piece (ut_pex marked p2prun_referral) is diale
   const dialsOf = (ports: number[]) => ports.filter((p) => attempts.has(p))
   const allDialed = (ports: number[]) => new Promise<void>((resolve) => { attempted = () => { if (dialsOf(ports).length === ports.length) resolve() }; attempted() })
   const infoHash = Buffer.from(desc.infoHash, 'hex')
-  // A peer (the head or a node) sends `messages` and leaves; the node has taken them (and dialed,
-  // the attempts a tick later) before it closes its end.
-  const visit = async (role: 'head' | 'node', messages: Buffer) => {
+  // A peer (the head or a node) refers the node to five addresses and leaves; the node has taken the
+  // referral (and dialed: each attempt a tick later) before it closes its end.
+  const refer = async (role: 'head' | 'node', ports: number[]) => {
     const socket = net.connect(port, '127.0.0.1')
     socket.on('error', () => {})
     t.teardown(() => socket.destroy())
@@ -260,29 +260,19 @@ t.test('the head\'s referral of a piece (ut_pex marked p2prun_referral) is diale
     socket.write(handshake(infoHash, { extensions: true, peerId }))
     socket.once('data', (chunk: Buffer) => socket.end(Buffer.concat([
       message(20, Buffer.concat([Buffer.from('\0d1:md6:ut_pexi1ee11:p2prun_auth32:', 'latin1'), peerProof(secret, infoHash, peerId, chunk.subarray(48, 68)), Buffer.from('e')])),
-      messages
+      message(20, encodePex(1, ports.map((p) => `127.0.0.1:${p}`), true))
     ])))
     await gone
   }
-  const pex = (ports: number[], referral?: number) => message(20, encodePex(1, ports.map((p) => `127.0.0.1:${p}`), referral))
-  const [told, held, fromNode, atOnce] = [await freePorts(10), await freePorts(4), await freePorts(5), await freePorts(5)]
-  // Ten peers told of, then the head's referral of four (as many as a piece's referrals are held) for
-  // piece 0, which no read waits on.
-  await visit('head', Buffer.concat([pex(told), pex(held, 0)]))
-  t.ok(dialsOf(told).length >= 1 && dialsOf(told).length <= 3, `up to numwant of the ten: ${dialsOf(told).length}`)
-  t.ok(dialsOf(held).length < 4, `the referral, no read waiting: as told peers are: ${dialsOf(held).length}`)
-  // A read of piece 0 (the first file's first byte): it waits, and the held referral is dialed.
-  const first = desc.entries.find((e) => e.torrentOffset === 0)!
-  const read = node.ready(first, 0, 1)
-  read.catch(() => {}) // it fails when the node closes
-  await allDialed(held)
-  t.equal(dialsOf(held).length, 4, 'the held referral: each of its four once the read waits')
-  // While it waits: a node's referral of the piece, then the head's.
-  await visit('node', pex(fromNode, 0))
-  t.ok(dialsOf(fromNode).length < 5, `a node's referral: as told peers are: ${dialsOf(fromNode).length}`)
-  await visit('head', pex(atOnce, 0))
-  await allDialed(atOnce)
-  t.equal(dialsOf(atOnce).length, 5, 'the head\'s referral of a piece a read waits on: each of the five')
+  const [fromNode, fromHead, whileEager] = [await freePorts(5), await freePorts(5), await freePorts(5)]
+  await refer('node', fromNode)
+  t.ok(dialsOf(fromNode).length < 5, `a node's: as told peers are, up to numwant: ${dialsOf(fromNode).length}`)
+  await refer('head', fromHead)
+  await allDialed(fromHead)
+  t.equal(dialsOf(fromHead).length, 5, 'the head\'s: each of the five')
+  node.fetchAll().catch(() => {}) // it fails when the node closes
+  await refer('head', whileEager)
+  t.ok(dialsOf(whileEager).length < 5, `the head's while the node fetches everything: as told peers are: ${dialsOf(whileEager).length}`)
 })
 
 t.test('the head turns a piece down to a second node and tells it where the piece went (a ut_pex referral): that node may not be connected to the first', async (t) => {
@@ -295,8 +285,8 @@ t.test('the head turns a piece down to a second node and tells it where the piec
   const [a, b] = await Promise.all([provenPeer(t, port, secret, infoHash, 40011), provenPeer(t, port, secret, infoHash, 40012)])
   t.equal(await a.ask(3), 'piece', 'the first asker gets it')
   t.equal(await b.ask(3), 'reject', 'the second is turned down')
-  t.same(await b.referral, { added: ['127.0.0.1:40011'], referral: 3 }, 'and told where the first listens, and of which piece')
-  t.notOk(a.pexes.some((p) => p.referral !== undefined), 'the first was referred nowhere')
+  t.same((await b.referral).added, ['127.0.0.1:40011'], 'and told where the first listens')
+  t.notOk(a.pexes.some((p) => p.referral), 'the first was referred nowhere')
 })
 
 /** A node of a job with a secret, played by hand: handshake, proof, ut_pex (id 1) and a listen port; interested and unchoked. */
@@ -315,7 +305,7 @@ async function provenPeer (t: Test, port: number, secret: string, infoHash: Buff
       if (msg[0] !== 20 || msg[1] !== 1) return
       const pex = decodePex(msg.subarray(1))
       pexes.push(pex)
-      if (pex.referral !== undefined) referred(pex)
+      if (pex.referral) referred(pex)
     })
   })
   socket.once('data', (chunk: Buffer) => {

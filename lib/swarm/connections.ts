@@ -35,12 +35,8 @@ export interface ConnectionsOptions {
   readonly secret?: JobSecret
   /** Dial the peers other peers tell of (peer exchange); the head, which dials no one, does not. */
   readonly learnPeers: boolean
-  /**
-   * The head's referral (seeder.ts refer): piece `piece` went to the nodes at `addresses` instead,
-   * for the node to dial as it sees fit (node.ts). Another peer's is plain peer exchange: a node
-   * cannot make the others dial all it names.
-   */
-  readonly referred?: (piece: number, addresses: string[]) => void
+  /** Whether the head's referral is dialed whole now (see setUp); false: as other peer exchange. Default: true. */
+  readonly dialReferrals?: () => boolean
   /** Told, once per address, why a persistent address (the head's seeder) was reached but refused. */
   readonly warn?: (line: string) => void
   /** Hands peers the description (job-only swarms: the exchange needs the job's proof). */
@@ -289,10 +285,13 @@ export class Connections {
         handler.onClose(w)
         this.lost(w)
       },
+      // The head's referral names the nodes a piece it turned down went to instead: each dialed,
+      // unless the node says not now (node.ts). Another peer's is plain peer exchange: a node
+      // cannot make the others dial all it names.
       ...(this.opts.learnPeers
         ? {
-            onPex: (w: Wire, addresses: string[], referral: number | undefined) => referral !== undefined && this.opts.referred && isHeadPeerId(w.peerId)
-              ? this.opts.referred(referral, addresses)
+            onPex: (w: Wire, addresses: string[], referral: boolean) => referral && isHeadPeerId(w.peerId) && (this.opts.dialReferrals?.() ?? true)
+              ? addresses.forEach((a) => this.dial(a))
               : this.dialSome(addresses)
           }
         : {}),

@@ -98,19 +98,17 @@ export function decodeDescMessage (payload: Buffer): DescMessage | undefined {
 
 /**
  * A ut_pex payload (after message id 20) for a peer that takes them under `pexId`: IPv4 host:port
- * only. A `referral` (p2prun's own key, which other clients ignore) is the piece the sender turned
- * down, and the peers named are those it went to instead (seeder.ts refer): the receiver dials
- * them all while a read waits on that piece (node.ts, native/agent/swarm.c).
+ * only. A `referral` (p2prun's own key, which other clients ignore) names the peers a piece the
+ * sender turned down went to instead (seeder.ts refer): dialed whatever the receiver's numwant.
  */
-export function encodePex (pexId: number, addresses: readonly string[], referral?: number): Buffer {
-  return Buffer.concat([Buffer.from([pexId]), Buffer.from(bencode.encode({ added: encodeCompact(addresses), ...(referral !== undefined ? { p2prun_referral: referral } : {}) }))])
+export function encodePex (pexId: number, addresses: readonly string[], referral = false): Buffer {
+  return Buffer.concat([Buffer.from([pexId]), Buffer.from(bencode.encode({ added: encodeCompact(addresses), ...(referral ? { p2prun_referral: 1 } : {}) }))])
 }
 
 /** What a ut_pex message says (bencode after its extended id); malformed input adds none. */
 export interface Pex {
   readonly added: string[]
-  /** The piece of a referral; undefined: plain peer exchange. */
-  readonly referral: number | undefined
+  readonly referral: boolean
 }
 
 export function decodePex (payload: Buffer): Pex {
@@ -118,11 +116,7 @@ export function decodePex (payload: Buffer): Pex {
   try {
     dict = bencode.decode(payload.subarray(1)) as Record<string, unknown>
   } catch {
-    return { added: [], referral: undefined }
+    return { added: [], referral: false }
   }
-  const referral = dict?.p2prun_referral
-  return {
-    added: dict?.added instanceof Uint8Array ? decodeCompact(dict.added) : [],
-    referral: typeof referral === 'number' && Number.isSafeInteger(referral) && referral >= 0 ? referral : undefined
-  }
+  return { added: dict?.added instanceof Uint8Array ? decodeCompact(dict.added) : [], referral: dict?.p2prun_referral === 1 }
 }

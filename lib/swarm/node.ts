@@ -29,7 +29,6 @@ import { dialsHead, HEAD_FALLBACK_MS, NodeListDiscovery, type NodeList } from '.
 import { hostPort } from './peer-address.ts'
 import { isHeadPeerId, newPeerId } from './peer-id.ts'
 import { PiecePicker, Priority } from './picker.ts'
-import { Referrals } from './referrals.ts'
 import { unchokeAtOnce } from './unchoke.ts'
 import { sourceFilesOf, type SourceFiles } from './source-files.ts'
 import { haveMessage, servable, type BlockRequest, type Wire } from './wire.ts'
@@ -143,7 +142,15 @@ export class SwarmNode implements ByteSource {
   private uploaded = 0
   private closing: Promise<void> | undefined
   private fanOut = new FanOut(READ_FAN_OUT, FAN_OUT_WINDOW_MS, FAN_OUT_WINDOW_MS)
-  private readonly referrals: Referrals
+  /**
+   * Fetching the whole set (eager mode): the head's referrals are plain peer exchange. Such a node
+   * asks the head for the pieces no peer has yet, all the time, and dialing each referral grew
+   * every node's connections toward a full mesh: 32 nodes took 10.6 s (median of 8 runs) against
+   * 10.2, 0.39 CPU-s per agent against 0.34 (bench/README.md, 2026-12-05 00:21; native/agent/peer.c
+   * take_pex, the same rule). Where reads fetch, a referral cuts a read's wait on a piece none of
+   * the node's peers has (block mode's tails).
+   */
+  private fetchingAll = false
   /** The seeders a node of a node list did not dial at start: dialed once a wait makes no progress for a while (checkTimeouts). */
   private laterSeeders: { readonly seeders: readonly string[], readonly afterMs: number } | undefined
 
@@ -185,7 +192,7 @@ export class SwarmNode implements ByteSource {
     try {
       node.connections = await Connections.listen({
         infoHash, peerId, pieceCount: desc.pieceCount, host, port: own ? own.port : opts.port, maxConns: opts.maxConns, dialTarget: opts.numwant, secret: opts.secret, learnPeers: true, warn,
-        referred: (piece, addresses) => node.referred(piece, addresses),
+        dialReferrals: () => !node.fetchingAll,
         handler: node.wireHandler(), onWire: (wire) => node.onWire(wire),
         store: { bytes, fd: data.fd, pieceLength: desc.pieceLength, have: node.have.bytes },
         description: opts.secret && new DescriptionServer(peerShareable(desc), NODE_DESC_PEERS)
@@ -237,7 +244,6 @@ export class SwarmNode implements ByteSource {
     }
     this.assembly = new Assembly(desc, bytes, (start, length) => this.claim(start, length), bytesOf)
     this.picker = new PiecePicker(desc.pieceCount, this.have, this.assembly)
-    this.referrals = new Referrals({ dial: (a) => this.connections.dial(a), dialSome: (a) => this.connections.dialSome(a) }, (piece) => this.waitedOn(piece))
     // Looked at after the loop's next I/O poll, not in the timer phase that precedes it: an agent
     // starved of CPU (many on few cores) wakes to timers first, and blocks already in its socket
     // buffers would count as unanswered, and their peers be dropped for it.
@@ -291,6 +297,7 @@ export class SwarmNode implements ByteSource {
   /** Fetches the whole set (eager mode: every node of the job does, so the fan-out widens; see READ_FAN_OUT). */
   async fetchAll (signal?: AbortSignal): Promise<void> {
     this.fanOut = new FanOut(FETCH_ALL_FAN_OUT, FAN_OUT_WINDOW_MS, FAN_OUT_WINDOW_MS)
+    this.fetchingAll = true
     await this.waitForRange(0, this.description.totalBytes, Priority.Background, signal)
   }
 
@@ -378,7 +385,6 @@ export class SwarmNode implements ByteSource {
     if (this.closing || this.have.get(index)) return
     this.have.set(index)
     this.picker.verified(index)
-    this.referrals.verified(index)
     // A peer that holds the piece has no use for the news, but the head: it holds a piece it sent
     // for this node alone until told it is in (fan-out.ts), then 10 s, which a node not connected
     // to this one waited.
@@ -432,7 +438,6 @@ export class SwarmNode implements ByteSource {
       if (this.waiters.size === 0) this.lastProgress = Date.now()
       this.waiters.add(waiter)
       this.picker.want(first, last, priority)
-      if (priority !== Priority.Background) for (const index of missing) this.referrals.waiting(index)
     })
   }
 
@@ -444,18 +449,6 @@ export class SwarmNode implements ByteSource {
     for (let i = first; i <= last; i++) {
       if (!this.have.get(i)) { this.picker.want(i, last, Priority.File); return }
     }
-  }
-
-  /** The head's referral (Connections' `referred`): of a piece this node has, plain peer exchange. */
-  private referred (piece: number, addresses: string[]): void {
-    if (piece < this.description.pieceCount && !this.have.get(piece)) this.referrals.referred(piece, addresses)
-    else this.connections.dialSome(addresses)
-  }
-
-  /** Whether a program's read or open waits on `piece`. */
-  private waitedOn (piece: number): boolean {
-    for (const waiter of this.waiters) if (waiter.priority !== Priority.Background && waiter.missing.has(piece)) return true
-    return false
   }
 
   private pieceSpan (start: number, length: number): [number, number] {

@@ -134,7 +134,7 @@ class Serving {
   private readonly reading = new Map<number, Promise<Buffer>>()
   /** The node the head is sending each piece to: one at a time, for deferToPeersMs and until it has it. */
   private readonly fanOut: FanOut<Wire>
-  /** Per connection, the pieces and addresses it was referred to (refer), as "piece address". */
+  /** The addresses each connection was referred to (refer). */
   private readonly referred = new WeakMap<Wire, Set<string>>()
   /** performance.now() from which the upload limit allows the next block. */
   private nextFree = 0
@@ -203,21 +203,16 @@ class Serving {
     })
   }
 
-  /**
-   * Tells `wire`'s node where the nodes piece `index` went instead listen, each once per piece and
-   * connection: a node holds a referral until a read waits on its piece (node.ts), so an address
-   * is told again for another piece.
-   */
+  /** Tells `wire`'s node where the nodes piece `index` went instead listen, each once per connection. */
   private refer (wire: Wire, index: number): void {
     const told = this.referred.get(wire) ?? new Set<string>()
     this.referred.set(wire, told)
     const fresh: string[] = []
     for (const to of this.fanOut.recipients(index)) {
       const address = to.listenAddress
-      const key = `${index} ${address}`
-      if (address && to !== wire && !told.has(key)) { told.add(key); fresh.push(address) }
+      if (address && to !== wire && !told.has(address)) { told.add(address); fresh.push(address) }
     }
-    wire.pex(fresh, index)
+    wire.pex(fresh, true)
   }
 
   /** Once, loudly: every node would otherwise log the same stall without knowing why. */

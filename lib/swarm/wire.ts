@@ -57,8 +57,8 @@ export interface WireHandler {
   /** The peer turned down a request (BEP 6), or dropped it by choking us (without BEP 6). */
   onReject (wire: Wire, request: BlockRequest): void
   onClose (wire: Wire): void
-  /** Peers the peer is connected to (ut_pex), as host:port; or, a referral, those it sent piece `referral` to when it turned it down. */
-  onPex? (wire: Wire, addresses: string[], referral: number | undefined): void
+  /** Peers the peer is connected to (ut_pex), as host:port; or, a referral, those it sent a piece it turned down to. */
+  onPex? (wire: Wire, addresses: string[], referral: boolean): void
   /** A piece of the description asked for, sent, or refused (p2prun_desc). */
   onDesc? (wire: Wire, msg: DescMessage): void
 }
@@ -299,8 +299,8 @@ export class Wire {
     return true
   }
 
-  /** Tells the peer of other peers (ut_pex), if it takes such messages; with `referral`, where that piece went instead. */
-  pex (addresses: readonly string[], referral?: number): void {
+  /** Tells the peer of other peers (ut_pex), if it takes such messages. */
+  pex (addresses: readonly string[], referral = false): void {
     if (this.peerPexId !== undefined && addresses.length > 0) this.send(EXTENDED, encodePex(this.peerPexId, addresses, referral))
   }
 

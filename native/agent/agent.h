@@ -203,8 +203,6 @@ bool swarm_waiting (void);
 uint32_t swarm_have_count (void);
 // Pieces a read or an open waits for: asked for before any other new piece.
 void swarm_prioritize (uint32_t first, uint32_t last);
-// The head turned `piece` down and named where it went instead (compact IPv4 `peers`).
-void swarm_referred (uint32_t piece, const uint8_t *peers, size_t length);
 // When the last block arrived (now_ms), for reads that wait too long.
 uint64_t swarm_last_block_at (void);
 uint64_t swarm_left (void);

@@ -34,7 +34,6 @@
 #define PIPELINE_BYTES (96 * 1024)     // in flight per peer: enough on a LAN (lib/swarm/picker.ts)
 #define READ_EXTRA_BYTES (128 * 1024)  // more while a read waits
 #define REQUEST_TIMEOUT_MS 10000
-#define REFERRAL_HELD 4           // per piece, the newest addresses its referrals named
 
 enum { CHOKE, UNCHOKE, INTERESTED, NOT_INTERESTED, HAVE, BITFIELD, REQUEST, PIECE, CANCEL,
   HAVE_ALL = 0x0e, HAVE_NONE = 0x0f, REJECT = 0x10 };
@@ -66,9 +65,6 @@ static uint8_t *scratch;           // a piece read back for its check
 static uint8_t *urgent;            // per piece: a read or an open waited for it
 static uint32_t *urgent_list;      // those not yet verified, in the order they were asked for
 static uint32_t urgent_count;
-// The head's referrals of pieces no read or open waits on yet: dialed when one does (swarm_referred).
-static uint8_t (*referred)[REFERRAL_HELD * 6];
-static uint8_t *referred_count;
 static uint64_t last_block_at;
 static uint64_t wake_at = UINT64_MAX;
 static uint64_t head_until[16];    // the ends of the head's last backoffs (wake_at's, besides the peers')
@@ -94,9 +90,7 @@ int swarm_init (const char *store_dir) {
   if (!have || !avail || !parts || !active || !head_wait || !fan_out || !scratch) return -1;
   urgent = calloc(n, 1);
   urgent_list = calloc(n, sizeof *urgent_list);
-  referred = calloc(n, sizeof *referred);
-  referred_count = calloc(n, 1);
-  if (!urgent || !urgent_list || !referred || !referred_count) return -1;
+  if (!urgent || !urgent_list) return -1;
   orphans = d->piece_count; // none held, started or announced yet
   snprintf(store_dir_name, sizeof store_dir_name, "%s", store_dir);
   // A sparse file on a full tmpfs would fail its writes later, piece after piece: refused now.
@@ -138,28 +132,9 @@ void swarm_prioritize (uint32_t first, uint32_t last) {
     if (urgent[i] || have[i]) continue;
     urgent[i] = 1;
     urgent_list[urgent_count++] = i;
-    if (referred_count[i]) dial_compact(referred[i], referred_count[i] * 6u, true);
-    referred_count[i] = 0;
   }
   // Asked for now, not at the next tick.
   fill_all();
-}
-
-// A referral's nodes are all dialed when a read or an open waits on its piece, at once or when the
-// wait begins; until then they are held, and taken as plain peer exchange (dialed below numwant).
-// In eager mode every node asks the head for pieces no peer has yet, all the time: dialing each
-// referral grew every node's connections toward a full mesh, and 32 nodes took 10.6-11.6 s against
-// 9.2-9.9 (bench/README.md, 2026-12-04 22:59). lib/swarm/referrals.ts keeps the same rule.
-void swarm_referred (uint32_t piece, const uint8_t *peers, size_t length) {
-  length -= length % 6;
-  if (have[piece]) { dial_compact(peers, length, false); return; }
-  if (urgent[piece]) { dial_compact(peers, length, true); return; }
-  uint8_t *held = referred[piece];
-  for (size_t k = 0; k < length; k += 6) {
-    if (referred_count[piece] == REFERRAL_HELD) memmove(held, held + 6, --referred_count[piece] * 6u);
-    memcpy(held + referred_count[piece]++ * 6u, peers + k, 6);
-  }
-  dial_compact(peers, length, false);
 }
 
 uint64_t swarm_last_block_at (void) {
@@ -408,7 +383,6 @@ static void verified (uint32_t index, const uint32_t *senders, uint8_t sender_co
   unstarted_changed(index, -1);
   have[index] = 1;
   have_count++;
-  referred_count[index] = 0;
   if (urgent[index]) {
     for (uint32_t u = 0; u < urgent_count; u++) {
       if (urgent_list[u] != index) continue;

@@ -15,7 +15,9 @@
 // each node's agent spent on the launch (its own count, logged at the launch's end: from its
 // process's start, or from the hand-off for a lingering agent), median and largest over the nodes,
 // and of it until the mount was ready.
-// Usage: npm run bench:launch -- [--nodes 8] [--rate 100mbit] [--rounds 3] [--driver driver|python] [--warm]
+// `--agents native,node`: every way once per agent (P2PRUN_AGENT) in each round, their order
+// reversed every other round; the agents lingering from one are stopped before the other's turn.
+// Usage: npm run bench:launch -- [--nodes 8] [--rate 100mbit] [--rounds 3] [--driver driver|python] [--warm] [--agents auto]
 import { execa } from 'execa'
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import path from 'node:path'
@@ -31,7 +33,8 @@ const { values: opts } = parseArgs({
     rate: { type: 'string', default: '100mbit' },
     rounds: { type: 'string', default: '3' },
     driver: { type: 'string', default: 'driver' },
-    warm: { type: 'boolean', default: false }
+    warm: { type: 'boolean', default: false },
+    agents: { type: 'string', default: 'auto' }
   }
 })
 /** The launches' run directory (shared by the emulated nodes, which keep their node states apart by name). */
@@ -97,39 +100,54 @@ async function main (): Promise<void> {
       }
   await execa(CLUSTER, ['up', String(n), opts.rate], { stdio: 'inherit' })
   const hostfile = await writeHostfile(path.join(ROOT, 'bench/work/hosts'), n)
+  let sets = 0 // the new sets made (bench/work/round-K), removed at the end
   try {
     const mpi = mpiAcrossNodes(hostfile)
-    const results: Record<string, Launched[]> = { explicit: [], zero: [], ...(opts.warm ? { warm: [], kept: [] } : {}) }
-    const warm = { P2PRUN_AGENT_LINGER: LINGER_S, ...ways.explicit.env }
-    const setOfRound = async (i: number) => {
-      const dir = path.join(ROOT, `bench/work/round-${i}`)
+    const agents = opts.agents.split(',')
+    const results = new Map<string, Launched[]>()
+    const record = (agent: string, way: string, r: Launched) => {
+      const key = `${agents.length > 1 ? `${agent}: ` : ''}${way}`
+      results.set(key, [...results.get(key) ?? [], r])
+    }
+    const newSet = async () => {
+      const dir = path.join(ROOT, `bench/work/round-${sets++}`)
       await mkdir(dir, { recursive: true })
-      await writeFile(path.join(dir, 'round'), `${i}\n`)
+      await writeFile(path.join(dir, 'round'), `${sets}\n`)
       const [libsFlag, libDir, ...rest] = ways.explicit.args // --libs DIR first on the library path, as in the explicit way
       return [libsFlag as string, libDir as string, '--libs', dir, ...rest]
     }
-    if (opts.warm) await launch([...mpi, '--quiet', ...await setOfRound(0)], warm)
+    let lingering: string | undefined
     for (let i = 0; i < rounds; i++) {
-      results.explicit?.push(await launch([...mpi, '--quiet', ...ways.explicit.args], ways.explicit.env))
-      // As the user has it: the libraries on LD_LIBRARY_PATH (PYTHONPATH) where the driver was built; nothing else.
-      results.zero?.push(await launch([...mpi, '--quiet', ...ways.zero.args], ways.zero.env))
-      if (opts.warm) {
-        const set = await setOfRound(i + 1)
-        results.warm?.push(await launch([...mpi, '--quiet', ...set], warm))
-        results.kept?.push(await launch([...mpi, '--quiet', ...set], warm))
+      for (const agent of i % 2 ? [...agents].reverse() : agents) {
+        const env = { P2PRUN_AGENT: agent }
+        record(agent, 'explicit', await launch([...mpi, '--quiet', ...ways.explicit.args], { ...ways.explicit.env, ...env }))
+        // As the user has it: the libraries on LD_LIBRARY_PATH (PYTHONPATH) where the driver was built; nothing else.
+        record(agent, 'zero', await launch([...mpi, '--quiet', ...ways.zero.args], { ...ways.zero.env, ...env }))
+        if (!opts.warm) continue
+        const warm = { P2PRUN_AGENT_LINGER: LINGER_S, ...ways.explicit.env, ...env }
+        if (lingering !== agent) {
+          // This agent's own lingering agents, started by a launch not counted.
+          await stopLingering()
+          await launch([...mpi, '--quiet', ...await newSet()], warm)
+          lingering = agent
+        }
+        const set = await newSet()
+        record(agent, 'warm', await launch([...mpi, '--quiet', ...set], warm))
+        record(agent, 'kept', await launch([...mpi, '--quiet', ...set], warm))
       }
     }
     console.log(`Pynamic-like ${opts.driver}, ${n} ranks on ${n} nodes, ${opts.rate} per node, ${(w.bytes / 1e6).toFixed(1)} MB of libraries, ${rounds} rounds taking turns:`)
-    for (const [name, rows] of Object.entries(results)) {
-      const label = { explicit: `p2prun -n ${n} --libs DIR ${opts.driver}`, zero: `p2prun -n ${n} ${opts.driver} (no --libs)`, warm: 'agents lingering, a new set', kept: 'agents lingering, the same set again' }[name] ?? name
-      console.log(`  ${label.padEnd(34)} ${rows.map((r) => `${r.seconds.toFixed(2)} s`).join(', ')}; server sent ${rows.map((r) => r.serverMB.toFixed(1)).join(', ')} MB; ` +
+    const labels: Record<string, string> = { explicit: `p2prun -n ${n} --libs DIR ${opts.driver}`, zero: `p2prun -n ${n} ${opts.driver} (no --libs)`, warm: 'agents lingering, a new set', kept: 'agents lingering, the same set again' }
+    for (const [name, rows] of results) {
+      const label = name.replace(/\w+$/, (way) => labels[way] ?? way)
+      console.log(`  ${label.padEnd(agents.length > 1 ? 42 : 34)} ${rows.map((r) => `${r.seconds.toFixed(2)} s`).join(', ')}; server sent ${rows.map((r) => r.serverMB.toFixed(1)).join(', ')} MB; ` +
         `agent CPU-s per node (median/max, user+sys) ${rows.map((r) => `${median(r.agentCpuS).toFixed(2)}/${Math.max(...r.agentCpuS).toFixed(2)} ` +
           `(${median(r.agentUserS).toFixed(2)}+${median(r.agentSysS).toFixed(2)})`).join(', ')}, ` +
         `of it until mounted (median) ${rows.map((r) => median(r.agentStartCpuS).toFixed(3)).join(', ')}`)
     }
   } finally {
     await stopLingering()
-    for (let i = 0; i <= rounds; i++) await rm(path.join(ROOT, `bench/work/round-${i}`), { recursive: true, force: true })
+    for (let i = 0; i < sets; i++) await rm(path.join(ROOT, `bench/work/round-${i}`), { recursive: true, force: true })
     await execa(CLUSTER, ['down'], { stdio: 'inherit' })
     await rm(hostfile, { force: true })
   }

@@ -33,7 +33,8 @@ export function nativeRefusal (options: AgentNeeds): string | undefined {
   // A node list replaces the tracker and the DHT (lib/swarm/node.ts): its peers are flags.
   if (!node.nodeList && (node.dht?.length || node.dhtLookup || description.dhtNodes.length)) return 'the DHT'
   if (node.maxConns > MAX_CONNS) return `more than ${MAX_CONNS} connections`
-  if (options.keepStore || node.reuseStore) return 'stores kept for the next launch (agent-linger, --keep-store)'
+  // A launch's native agent lingers with its store itself (native/agent/linger.c); this is `mount --keep-store`'s, and a Node agent's that lingers.
+  if (options.keepStore || node.reuseStore) return 'a store kept once unmounted (--keep-store)'
   if ((node.trackers ?? description.trackers).length > MAX_ADDRESSES || [...description.seeders, ...node.seeders ?? []].length > MAX_ADDRESSES ||
     (node.fallback?.dirs.length ?? 0) > MAX_ADDRESSES) return `more than ${MAX_ADDRESSES} trackers, seeders or source directories`
   if (!builtDistFile(NATIVE_AGENT_FILE)) return `anything here: ${distFile(NATIVE_AGENT_FILE)} is not built`

@@ -170,8 +170,9 @@ t.test('p2prun inside allocations: reuses the --p2plibs agents, or launches thro
 t.test('a job that launches twice with agent-linger: the second launch is handed to the first\'s agents, and the job\'s epilog stops them', async (t) => {
   const { s, app, libs } = await example(t)
   const bin = path.join(ROOT, 'bin/p2prun')
-  // Each rank prints the pid of the agent that serves its node (its ready.json), then runs the program.
-  const rank = `echo "$SLURMD_NODENAME agent $(sed 's/.*"pid":\\([0-9]*\\).*/\\1/' "$P2PRUN_RUN_DIR"/job-*-$SLURMD_NODENAME/ready.json)"; exec ${app}`
+  // Each rank prints the pid of the agent that serves its node (its ready.json) and its parent, then runs the program.
+  const rank = `r=$(sed 's/.*"pid":\\([0-9]*\\).*/\\1/' "$P2PRUN_RUN_DIR"/job-*-$SLURMD_NODENAME/ready.json); ` +
+    `echo "$SLURMD_NODENAME agent $r $(cut -d' ' -f4 /proc/$r/stat)"; exec ${app}`
   const script = path.join(s.dir, 'job.sh')
   await writeFile(script, `#!/bin/sh\nexport P2PRUN_AGENT_LINGER=300 P2PRUN_RUN_DIR=/tmp/p2prun-run-$(id -u)\n` +
     `for i in 1 2; do ${bin} -N 4 -n 4 --libs ${libs} sh -c '${rank.replace(/'/g, `'\\''`)}' || exit 1; done\n`, { mode: 0o755 })
@@ -179,10 +180,15 @@ t.test('a job that launches twice with agent-linger: the second launch is handed
   t.equal(job.code, 0, job.stderr)
   const out = await readFile(path.join(s.dir, 'out.txt'), 'utf8')
   t.equal(out.match(/hello, world, from libgreet/g)?.length, 8, `both launches ran on the 4 nodes: ${out}`)
-  const byNode = new Map<string, string[]>()
-  for (const [, node, pid] of out.matchAll(/^(n\d) agent (\d+)$/gm)) byNode.set(node as string, [...byNode.get(node as string) ?? [], pid as string])
+  const byNode = new Map<string, Array<{ pid: string, parent: string }>>()
+  for (const [, node, pid, parent] of out.matchAll(/^(n\d) agent (\d+) (\d+)$/gm)) {
+    byNode.set(node as string, [...byNode.get(node as string) ?? [], { pid: pid as string, parent: parent as string }])
+  }
   t.equal(byNode.size, 4, 'every node said its agent')
-  for (const [node, pids] of byNode) t.ok(pids.length === 2 && pids[0] === pids[1], `${node}: the same agent served both launches (${pids.join(', ')})`)
+  // The native agent lingers: it serves each launch in a child it forks for it (native/agent/linger.c).
+  for (const [node, [a, b]] of byNode) {
+    t.ok(a && b && a.parent === b.parent && a.pid !== b.pid, `${node}: the same lingering agent served both launches, each in a child (${JSON.stringify([a, b])})`)
+  }
   await nothingLeft(t) // the epilog stopped the lingering agents: no node-agent process is left
 })
 

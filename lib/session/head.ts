@@ -9,7 +9,7 @@ import type { SourceLayout } from '../source-layout.ts'
 import { newJobSecret, secretFromEnv, withProof } from '../swarm/job-auth.ts'
 import { agentKind } from '../agent-choice.ts'
 import { nodeOptions } from '../agent-settings.ts'
-import { JOB_SPEC_VERSION, SLURM_LAUNCH, nodeSettings, specDescription, type JobSpec } from './job-spec.ts'
+import { JOB_SPEC_VERSION, nodeSettings, specDescription, type JobSpec } from './job-spec.ts'
 import { taskEnvTemplate } from './rank-env.ts'
 
 /** What a launch needs of its head; an external one reports no counts (they are its own). */
@@ -114,7 +114,7 @@ function nodeAgentKind (spec: JobSpec, desc: Description): JobSpec['node']['agen
     description: desc,
     // Each node reads its own node list; that there is one is what counts here.
     node: nodeOptions(settings, { trackers: spec.trackers, seeders: spec.seeders, dht: spec.dht, sources: spec.sources, nodeList: spec.nodeList && { nodes: [], index: 0 } }),
-    // A launch's lingering agent keeps the store for the next launch (a Slurm job's agent serves the job, and does not linger).
-    keepStore: settings.agentLingerMs > 0 && spec.launchId !== SLURM_LAUNCH
+    // With agent-linger, the native agent keeps the store for the node's next launch itself (native/agent/linger.c).
+    keepStore: false
   }, settings.agent)
 }

@@ -8,6 +8,7 @@
 //   source.c       the fallback: pieces read from the directories the set was described from
 //   main.c         options, the loop, timers and signals
 //   node-agent.c   a launch's node agent: the job spec, the node state, the ranks
+//   linger.c       agent-linger: the node's next launches handed to this agent, a child each
 //   json.c         reading the job spec
 //   description-fetch.c  the description a job spec does not carry: from peers, then the head
 #ifndef P2PRUN_AGENT_H
@@ -38,6 +39,13 @@
 uint64_t now_ms (void);
 
 // ---- serving a mount (main.c), for `mount` or a launch's node agent (node-agent.c), which hooks in
+// The store of a set a lingering agent kept from its last launch on the node (linger.c).
+struct kept_store {
+  int fd;
+  uint8_t info_hash[20];
+  uint32_t piece_count;
+  uint8_t *bits; // the pieces verified in it
+};
 struct serve_hooks {
   // The description, read and checked already; NULL: the DESCRIPTION argument's.
   const struct description *description;
@@ -46,12 +54,25 @@ struct serve_hooks {
   void (*failed) (const char *code, const char *message, const char *hint);
   void (*tick) (void);      // every TICK_MS
   void (*ended) (void);     // unmounted after it served
+  const struct kept_store *kept; // the same set's store to serve from (its pieces had); NULL: a new one
+  void (*keep) (int store_fd);   // the store once served, for the node's next launch; NULL: it goes
 };
 // `mount`'s arguments (argv[0] "mount"); the exit code.
 int agent_mount (int argc, char **argv, const struct serve_hooks *hooks);
 // Unmount and leave, as on SIGTERM.
 void agent_stop (void);
 int node_agent (int argc, char **argv);
+// The launch `node`, `launch`, `expect` name, with the environment's job spec, served in this
+// process (a child of linger.c's): the exit code. `kept`, `keep`: as serve_hooks has them.
+int node_agent_serve (const char *node, const char *launch, const char *expect, const struct kept_store *kept, void (*keep) (int store_fd));
+// Why this agent would not serve the job spec `raw` (P2PRUN_JOB's value); NULL if it would:
+// `info_hash` is then its set's (hex).
+const char *node_agent_spec_set (const char *raw, char *info_hash, size_t size);
+// RUN_DIR/job-LAUNCH-NODE, a launch's node state (lib/session/node-state.ts's NodeState.of).
+void node_state_dir (const char *run_dir, const char *launch, const char *node, char *out, size_t size);
+// agent-linger (linger.c): serves this process's launch and those handed to it meanwhile and for
+// `linger_ms` after the last one ended; the exit code.
+int linger (const char *node, const char *launch, const char *expect, const char *run_dir, const char *safe_node, uint64_t linger_ms);
 // This process's CPU so far, and the agent's counters with `extra` members first, as JSON.
 void usage_json (char *out, size_t size);
 void write_stats (FILE *f, const char *extra);
@@ -186,8 +207,14 @@ void peers_tick (void);
 void peers_bury (void);
 
 // ---- the set (swarm.c): what peer.c hands over once a connection is open
-// The store: a file made (and unlinked at once) in `store_dir`, the set's size.
-int swarm_init (const char *store_dir);
+// The store: a file made (and unlinked at once) in `store_dir`, the set's size; or `kept_fd`'s
+// (>= 0), the store of the same set a lingering agent kept (linger.c), whose pieces swarm_adopt takes.
+int swarm_init (const char *store_dir, int kept_fd);
+// The pieces verified in the kept store, as a bitfield: had, as if fetched (they were, and checked,
+// by this user's agent for the last launch; the store's descriptor never left its processes).
+void swarm_adopt (const uint8_t *bits);
+// The pieces this node has, as a bitfield of (piece_count + 7) / 8 bytes.
+void swarm_bitfield (uint8_t *bits);
 void swarm_close (void);
 void swarm_opened (struct peer *p);
 void swarm_closed (struct peer *p);

@@ -613,14 +613,15 @@ int agent_mount (int argc, char **argv, const struct serve_hooks *node_hooks) {
     snprintf(error, sizeof error, "the store directory %s is on %s: the node agent reads and writes its store without waiting", store_dir, remote);
     return fail_as("SWARM", error, "pass --store-dir on node-local memory or disk (the default is /dev/shm)");
   }
-  if (looked && (uint64_t)fs.f_bavail * fs.f_bsize < job.desc.total_bytes) {
+  const struct kept_store *kept = hooks ? hooks->kept : NULL;
+  if (looked && !kept && (uint64_t)fs.f_bavail * fs.f_bsize < job.desc.total_bytes) {
     char free_text[32], set_text[32];
     format_bytes((uint64_t)fs.f_bavail * fs.f_bsize, free_text, sizeof free_text);
     format_bytes(job.desc.total_bytes, set_text, sizeof set_text);
     snprintf(error, sizeof error, "the store directory %s has %s free and the set needs %s", store_dir, free_text, set_text);
     return fail_as("SWARM", error, "pass --store-dir with room for it, or serve less (--libs DIR, or --libs-policy network)");
   }
-  if (swarm_init(store_dir) < 0) {
+  if (swarm_init(store_dir, kept ? kept->fd : -1) < 0) {
     snprintf(error, sizeof error, "cannot make a store of %llu bytes in %s: %s", (unsigned long long)job.desc.total_bytes, store_dir, strerror(errno));
     return fail_as("SWARM", error, "--store-dir takes a writable directory with room for the set, such as /dev/shm");
   }
@@ -632,6 +633,7 @@ int agent_mount (int argc, char **argv, const struct serve_hooks *node_hooks) {
     mount_stop();
     return fail_as("FUSE", error, "give an empty directory you own as the mount point");
   }
+  if (kept) swarm_adopt(kept->bits);
 
   tracker_announce(EV_STARTED);
   for (int i = 0; i < job.desc.seeder_count; i++) seeder_list[seeder_list_count++] = job.desc.seeders[i];
@@ -682,6 +684,7 @@ int agent_mount (int argc, char **argv, const struct serve_hooks *node_hooks) {
   debug("from the head %llu, from peers %llu, uploaded %llu bytes; %llu pieces failed their check",
     (unsigned long long)stats.from_head, (unsigned long long)stats.from_peers, (unsigned long long)stats.uploaded,
     (unsigned long long)stats.failed_pieces);
+  if (hooks && hooks->keep && state != FAILED) hooks->keep(store_fd);
   swarm_close();
   return state == FAILED ? 1 : 0;
 }

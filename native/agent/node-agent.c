@@ -420,49 +420,58 @@ static void on_ended (void) {
   if (!failed) nftw(agent.dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
-int node_agent (int argc, char **argv) {
-  agent.expect = "0";
-  int i = 1;
-  for (; i < argc; i++) {
-    const char *a = argv[i], *value = i + 1 < argc ? argv[i + 1] : NULL;
-    if (strcmp(a, "--node") == 0 && value) { agent.node = value; i++; }
-    else if (strcmp(a, "--launch-id") == 0 && value) { agent.launch = value; i++; }
-    else if (strcmp(a, "--expect") == 0 && value && strspn(value, "0123456789") == strlen(value) && *value) { agent.expect = value; i++; }
-    else if (strcmp(a, "--until-stopped") == 0) agent.until_stopped = true;
-    else if (strcmp(a, "--") == 0) break;
-    else { fprintf(stderr, "p2prun-agent: node-agent: unknown or incomplete option '%s' (hint: it is started by p2prun's rank step)\n", a); return 2; }
-  }
-  if (!agent.node || !agent.launch || i + 1 >= argc) {
-    fprintf(stderr, "p2prun-agent: node-agent needs --node, --launch-id and, after --, the p2prun command (hint: it is started by p2prun's rank step)\n");
-    return 2;
-  }
-  agent.fallback = argv + i + 1;
-  const char *debug = getenv("P2PRUN_DEBUG");
-  agent.debug = !debug || !*debug || strcmp(debug, "0") == 0 ? 0 : strcmp(debug, "2") == 0 ? 2 : 1; // lib/debug.ts's levels
-
-  // What it serves: a spec of this version that chose the native agent.
-  const char *raw = getenv("P2PRUN_JOB");
+// The job spec `raw` (P2PRUN_JOB's value) if it is one this agent serves — of this version, and
+// it chose the native agent — else NULL: the Node agent's.
+static struct json *native_spec (const char *raw) {
   size_t size;
   char *text = raw ? base64_decode(raw, true, &size) : NULL;
   struct json *spec = text ? json_parse(text) : NULL;
   free(text);
-  const struct json *node = json_member(spec, "node"), *version = json_member(spec, "version");
+  const struct json *node = json_member(spec, "node"), *version = json_member(spec, "version"), *task_env = json_member(spec, "taskEnv");
   const char *choice = json_string(node, "agent"), *run_dir = json_string(node, "runDir");
+  if (version && version->kind == JSON_NUMBER && version->number == SPEC_VERSION && choice && strcmp(choice, "native") == 0 &&
+      run_dir && task_env && task_env->kind == JSON_ARRAY && json_string(spec, "infoHash")) return spec;
+  json_free(spec);
+  return NULL;
+}
+
+const char *node_agent_spec_set (const char *raw, char *info_hash, size_t size) {
+  struct json *spec = native_spec(raw);
+  if (!spec) return "this agent serves launches that chose the native agent";
+  snprintf(info_hash, size, "%s", json_string(spec, "infoHash"));
+  json_free(spec);
+  return NULL;
+}
+
+// The node's name made a file name (node-state.ts's safeName).
+static void safe_name (const char *node, char *out, size_t size) {
+  size_t k = 0;
+  for (const char *c = node; *c && k < size - 1; c++) out[k++] = strchr("_.-", *c) || (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ? *c : '_';
+  out[k] = 0;
+}
+
+void node_state_dir (const char *run_dir, const char *launch, const char *node, char *out, size_t size) {
+  char safe[256];
+  safe_name(node, safe, sizeof safe);
+  snprintf(out, size, "%s/job-%s-%s", run_dir, launch, safe);
+}
+
+static void state_dir (const char *run_dir) {
+  safe_name(agent.node, agent.safe_node, sizeof agent.safe_node);
+  snprintf(agent.run_dir, sizeof agent.run_dir, "%s", run_dir);
+  node_state_dir(run_dir, agent.launch, agent.node, agent.dir, sizeof agent.dir);
+}
+
+// Serves the launch agent.* names with the environment's spec, a native one: the exit code.
+static int serve (struct json *spec, const struct kept_store *kept, void (*keep) (int store_fd)) {
   agent.task_env = json_member(spec, "taskEnv");
-  if (!version || version->kind != JSON_NUMBER || version->number != SPEC_VERSION || !choice || strcmp(choice, "native") != 0 ||
-      !run_dir || !agent.task_env || agent.task_env->kind != JSON_ARRAY) return become_node_agent();
   const char *args[MAX_ARGS];
   int count;
   struct description desc;
   struct description_source source;
   bool in_spec = json_string(spec, "description") != NULL;
   if (!mount_args(spec, args, &count) || (in_spec ? !spec_description(spec, &desc) : !description_source(spec, &source))) return become_node_agent();
-
-  // lib/session/node-state.ts's NodeState.of: RUN_DIR/job-LAUNCH-NODE, the node's name made a file name.
-  size_t k = 0;
-  for (const char *c = agent.node; *c && k < sizeof agent.safe_node - 1; c++) agent.safe_node[k++] = strchr("_.-", *c) || (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ? *c : '_';
-  snprintf(agent.run_dir, sizeof agent.run_dir, "%s", run_dir);
-  snprintf(agent.dir, sizeof agent.dir, "%s/job-%s-%s", run_dir, agent.launch, agent.safe_node);
+  state_dir(json_string(json_member(spec, "node"), "runDir"));
   const char *route = "the job spec";
   char error[1000];
   if (!in_spec && description_fetch(&source, &desc, &route, error, sizeof error) < 0) {
@@ -483,11 +492,54 @@ int node_agent (int argc, char **argv) {
       for (size_t t = 0; t < trackers->count; t++) fprintf(stderr, " %s", trackers->items[t].string);
       fputc('\n', stderr);
     }
-    fprintf(stderr, "p2prun node-agent: agent: native, no Node process\n");
+    fprintf(stderr, "p2prun node-agent: agent: native, no Node process%s\n", kept ? ", the store the last launch kept" : "");
   }
-  struct serve_hooks hooks = { .description = &desc, .ready = on_ready, .failed = on_failed, .tick = on_tick, .ended = on_ended };
+  // Another set's store, or one of another size, is not this one's.
+  if (kept && (memcmp(kept->info_hash, desc.info_hash, 20) != 0 || kept->piece_count != desc.piece_count)) kept = NULL;
+  struct serve_hooks hooks = { .description = &desc, .ready = on_ready, .failed = on_failed, .tick = on_tick, .ended = on_ended, .kept = kept, .keep = keep };
   int code = agent_mount(count, (char **)args, &hooks);
   json_free(spec);
   node_list_free(&agent.list);
   return code;
+}
+
+int node_agent_serve (const char *node, const char *launch, const char *expect, const struct kept_store *kept, void (*keep) (int store_fd)) {
+  agent.node = node;
+  agent.launch = launch;
+  agent.expect = expect;
+  struct json *spec = native_spec(getenv("P2PRUN_JOB"));
+  return spec ? serve(spec, kept, keep) : become_node_agent();
+}
+
+int node_agent (int argc, char **argv) {
+  agent.expect = "0";
+  int i = 1;
+  for (; i < argc; i++) {
+    const char *a = argv[i], *value = i + 1 < argc ? argv[i + 1] : NULL;
+    if (strcmp(a, "--node") == 0 && value) { agent.node = value; i++; }
+    else if (strcmp(a, "--launch-id") == 0 && value) { agent.launch = value; i++; }
+    else if (strcmp(a, "--expect") == 0 && value && strspn(value, "0123456789") == strlen(value) && *value) { agent.expect = value; i++; }
+    else if (strcmp(a, "--until-stopped") == 0) agent.until_stopped = true;
+    else if (strcmp(a, "--") == 0) break;
+    else { fprintf(stderr, "p2prun-agent: node-agent: unknown or incomplete option '%s' (hint: it is started by p2prun's rank step)\n", a); return 2; }
+  }
+  if (!agent.node || !agent.launch || i + 1 >= argc) {
+    fprintf(stderr, "p2prun-agent: node-agent needs --node, --launch-id and, after --, the p2prun command (hint: it is started by p2prun's rank step)\n");
+    return 2;
+  }
+  agent.fallback = argv + i + 1;
+  const char *debug = getenv("P2PRUN_DEBUG");
+  agent.debug = !debug || !*debug || strcmp(debug, "0") == 0 ? 0 : strcmp(debug, "2") == 0 ? 2 : 1; // lib/debug.ts's levels
+
+  struct json *spec = native_spec(getenv("P2PRUN_JOB"));
+  if (!spec) return become_node_agent();
+  // agent-linger: this process stays for the node's next launches, each served by a child of its
+  // own (linger.c); Slurm's prolog's agent (--until-stopped) serves the job and does not linger.
+  double linger_ms;
+  if (!agent.until_stopped && number_member(json_member(spec, "node"), "agentLingerMs", &linger_ms) && linger_ms > 0) {
+    state_dir(json_string(json_member(spec, "node"), "runDir"));
+    json_free(spec);
+    return linger(agent.node, agent.launch, agent.expect, agent.run_dir, agent.safe_node, (uint64_t)linger_ms);
+  }
+  return serve(spec, NULL, NULL);
 }

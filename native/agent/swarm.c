@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/stat.h>
 #include <openssl/sha.h>
 #include "agent.h"
 #include "mount.h"
@@ -77,7 +78,7 @@ static char store_dir_name[4096];  // for the message of a store that filled up
 static bool no_room;
 struct swarm_stats stats;
 
-int swarm_init (const char *store_dir) {
+int swarm_init (const char *store_dir, int kept_fd) {
   d = &job.desc;
   uint32_t n = d->piece_count ? d->piece_count : 1;
   have = calloc(n, 1);
@@ -93,6 +94,12 @@ int swarm_init (const char *store_dir) {
   if (!urgent || !urgent_list) return -1;
   orphans = d->piece_count; // none held, started or announced yet
   snprintf(store_dir_name, sizeof store_dir_name, "%s", store_dir);
+  if (kept_fd >= 0) {
+    struct stat st;
+    if (fstat(kept_fd, &st) < 0 || (uint64_t)st.st_size != d->total_bytes) { errno = EINVAL; return -1; }
+    store_fd = kept_fd;
+    return 0;
+  }
   // A sparse file on a full tmpfs would fail its writes later, piece after piece: refused now.
   // Unlinked at once: the agent's descriptor keeps it, and nothing is left behind when it ends.
   char path[4096];
@@ -173,9 +180,9 @@ void swarm_opened (struct peer *p) {
     peer_send(p, HAVE_NONE, NULL, 0);
   } else {
     uint32_t bytes = (d->piece_count + 7) / 8;
-    uint8_t *bits = calloc(bytes ? bytes : 1, 1);
+    uint8_t *bits = malloc(bytes ? bytes : 1);
     if (!bits) { peer_close(p, "out of memory"); return; }
-    for (uint32_t i = 0; i < d->piece_count; i++) if (have[i]) bits[i / 8] |= (uint8_t)(0x80 >> (i % 8));
+    swarm_bitfield(bits);
     peer_send(p, BITFIELD, bits, bytes);
     free(bits);
   }
@@ -236,6 +243,21 @@ static void finish_piece (uint32_t index) {
   part->asked_at = NULL;
   for (uint32_t i = 0; i < active_count; i++) if (active[i] == index) { active[i] = active[--active_count]; break; }
   unstarted_changed(index, +1);
+}
+
+void swarm_bitfield (uint8_t *bits) {
+  memset(bits, 0, (d->piece_count + 7) / 8);
+  for (uint32_t i = 0; i < d->piece_count; i++) if (have[i]) bits[i / 8] |= (uint8_t)(0x80 >> (i % 8));
+}
+
+void swarm_adopt (const uint8_t *bits) {
+  for (uint32_t i = 0; i < d->piece_count; i++) {
+    if (have[i] || !(bits[i / 8] & (0x80 >> (i % 8)))) continue;
+    unstarted_changed(i, -1);
+    have[i] = 1;
+    have_count++;
+    mount_piece_verified(i);
+  }
 }
 
 static void ask (struct peer *p, uint32_t index, uint32_t first, uint32_t end, bool again) {

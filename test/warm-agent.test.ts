@@ -175,9 +175,11 @@ for (const a of AGENTS) {
     t.ok(headSent(second.stderr) >= 1, 'fetching the set again')
     t.equal(await storesOnDisk(s.dir), a.storesOnDisk, 'the dead agent\'s store removed: at most one kept, the new agent\'s')
 
-    for (const [name, bytes] of [['garbage', Buffer.from('GET / HTTP/1.1\r\n\r\n\0\0')],
-      ['a hand-off without a job spec', encodeHandoff({ node: 'alpha', launchId: 'abc', expect: 1, env: { PATH: '/bin' } })]] as const) {
-      t.match(await answerTo(files.socket, bytes), /^no .+\n$/, `${name}: refused with the reason`)
+    for (const [name, bytes, reason] of [['garbage', Buffer.from('GET / HTTP/1.1\r\n\r\n\0\0'), /^no .+\n$/],
+      ['a hand-off without a job spec', encodeHandoff({ node: 'alpha', launchId: 'abc', expect: 1, env: { PATH: '/bin' } }), /^no .+\n$/],
+      ['a Slurm job\'s launch', encodeHandoff({ node: 'alpha', launchId: 'abc', expect: 1, env: { PATH: '/bin', SLURM_JOB_ID: '123' } }),
+        /^no this agent serves launches outside Slurm jobs\n$/]] as const) {
+      t.match(await answerTo(files.socket, bytes), reason, `${name}: refused with the reason`)
     }
     t.ok(await isAlive(fresh), 'the agent still runs')
     const third = await launchShowingAgent(s, dirs, libs, app, env)

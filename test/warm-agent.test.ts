@@ -16,7 +16,7 @@ import { isAlive, terminate } from '../lib/session/process.ts'
 import { NodeState } from '../lib/session/node-state.ts'
 import { decodeHandoff, encodeHandoff, HANDOFF_MAGIC, handToWarmAgent } from '../lib/session/warm-agent.ts'
 import { ROOT, waitForLine } from './helpers/cli.ts'
-import { launch, launchDirs, nothingLeft, type LaunchDirs } from './helpers/launch.ts'
+import { launch, launchDirs, mountsUnder, nothingLeft, type LaunchDirs } from './helpers/launch.ts'
 import { freePorts } from './helpers/ports.ts'
 import { scratch, type Scratch } from './helpers/scratch.ts'
 
@@ -199,6 +199,22 @@ t.test('a lingering native agent turns down a launch that chose the Node agent: 
   t.ok(headSent(second.stderr) >= 1, 'which fetched the set')
   t.equal((await readWarmAgentRecord(warmAgentFiles(dirs.run, 'alpha').record))?.pid, agent, 'the native agent still lingers')
   await terminate(agent as number, 10_000)
+  await nothingLeft(t, s, dirs)
+})
+
+t.test('native agent: SIGTERM while it serves a launch ends that launch\'s agent and mount, then the lingering agent', async (t) => {
+  const { s, dirs, libs, env, agents: [agent] } = await firstLaunch(t, AGENTS[0], ALPHA, ['alpha'])
+  const go = path.join(s.dir, 'go')
+  const running = launch(s, dirs, ['-n', '1', '--launcher', 'local', '--libs', libs, 'sh', '-c',
+    `${SHOW_AGENT}; while [ ! -e ${go} ]; do sleep 0.05; done`], env)
+  const [, child, parent] = await waitForLine(running, /^agent (\d+) (\d+)$/)
+  t.equal(Number(parent), agent, 'the launch is served by a child of the lingering agent')
+  t.equal((await mountsUnder(dirs.mounts)).length, 1, 'its mount is up')
+  t.ok(await terminate(agent as number, 10_000), 'SIGTERM ends the lingering agent')
+  t.notOk(await isAlive(Number(child)), 'after the agent of the launch it served')
+  t.same(await mountsUnder(dirs.mounts), [], 'whose mount is gone')
+  await writeFile(go, '')
+  await running
   await nothingLeft(t, s, dirs)
 })
 

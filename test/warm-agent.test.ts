@@ -5,7 +5,7 @@
 import { execFile } from 'node:child_process'
 import { once } from 'node:events'
 import { randomBytes } from 'node:crypto'
-import { copyFile, mkdir, readdir, readFile, writeFile } from 'node:fs/promises'
+import { copyFile, mkdir, readdir, readFile, readlink, writeFile } from 'node:fs/promises'
 import { connect, createServer } from 'node:net'
 import path from 'node:path'
 import { promisify } from 'node:util'
@@ -110,6 +110,7 @@ for (const a of AGENTS) {
     t.match(record, { pid: agent, socket: files.socket }, 'the agent lingers, and says where')
     t.equal(record?.store === undefined ? 0 : 1, a.storesOnDisk, 'its record names a store on disk if it keeps one there')
     t.ok(agent && await isAlive(agent), 'its process runs')
+    t.equal(await readlink(`/proc/${agent}/cwd`), '/', 'in /: it keeps no directory of the user\'s busy')
 
     t.ok(headSent(first.stderr) >= 1, `the head sent the set once (${headSent(first.stderr)}x)`)
     t.equal(await storesOnDisk(s.dir), a.storesOnDisk, 'its store is kept (the native agent\'s unlinked)')

@@ -119,6 +119,7 @@ export async function serveLaunches (first: AgentLaunch, stop: Promise<unknown>,
   const files = warmAgentFiles(first.job.node.runDir, first.node)
   const server = await listenUnix(files)
   if (!server) return await runAgent(first, stop, log)
+  process.chdir('/') // it outlives the launch: it keeps no directory busy (the spec's paths are absolute)
   let busy = 0
   let idle: NodeJS.Timeout | undefined
   let leaving = false

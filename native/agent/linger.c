@@ -367,6 +367,9 @@ int linger (const char *node, const char *launch, const char *expect, const char
   if (node_agent_spec_set(getenv("P2PRUN_JOB"), info_hash, sizeof info_hash) || !listen_unix(safe_node)) {
     return node_agent_serve(node, launch, expect, NULL, NULL);
   }
+  // It outlives the launch: it keeps no directory busy (the spec's paths are absolute); if it
+  // cannot leave it, it stays there.
+  if (chdir("/") < 0) debug("lingering: cannot change to /: %s", strerror(errno));
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);

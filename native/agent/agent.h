@@ -237,7 +237,7 @@ uint64_t swarm_left (void);
 bool swarm_store_full (void);
 extern struct peer *peers[MAX_PEERS];
 extern int peer_count;
-struct swarm_stats { uint64_t from_head, from_peers, from_source, uploaded, failed_pieces, requests, rejected; };
+struct swarm_stats { uint64_t from_head, from_peers, from_source, uploaded, failed_pieces, requests, rejected, rejected_by_head; };
 extern struct swarm_stats stats;
 extern int store_fd;
 

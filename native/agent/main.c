@@ -301,10 +301,10 @@ void write_stats (FILE *f, const char *extra) {
   char counters[1024], cpu[200];
   mount_counters_json(counters, sizeof counters);
   usage_json(cpu, sizeof cpu);
-  fprintf(f, "{%s\"swarm\":{\"fromHead\":%llu,\"fromPeers\":%llu,\"fromSource\":%llu,\"uploaded\":%llu,\"piecesHave\":%u,\"pieceCount\":%u,\"failedPieces\":%llu,\"requests\":%llu,\"rejected\":%llu},\"fs\":{%s},\"cpu\":%s}\n",
+  fprintf(f, "{%s\"swarm\":{\"fromHead\":%llu,\"fromPeers\":%llu,\"fromSource\":%llu,\"uploaded\":%llu,\"piecesHave\":%u,\"pieceCount\":%u,\"failedPieces\":%llu,\"requests\":%llu,\"rejected\":%llu,\"rejectedByHead\":%llu},\"fs\":{%s},\"cpu\":%s}\n",
     extra, (unsigned long long)stats.from_head, (unsigned long long)stats.from_peers, (unsigned long long)stats.from_source,
     (unsigned long long)stats.uploaded, swarm_have_count(), job.desc.piece_count, (unsigned long long)stats.failed_pieces,
-    (unsigned long long)stats.requests, (unsigned long long)stats.rejected, counters, cpu);
+    (unsigned long long)stats.requests, (unsigned long long)stats.rejected, (unsigned long long)stats.rejected_by_head, counters, cpu);
   fflush(f);
 }
 

@@ -599,6 +599,7 @@ void swarm_message (struct peer *p, uint8_t id, const uint8_t *m, size_t length)
       struct request r;
       if (!take_request(p, get32(m), get32(m + 4), get32(m + 8), &r)) return;
       stats.rejected++;
+      if (p->head) stats.rejected_by_head++;
       release(&r);
       uint64_t until = now_ms() + (p->head ? HEAD_BACKOFF_MS : PEER_BACKOFF_MS);
       if (p->head) {

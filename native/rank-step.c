@@ -206,18 +206,6 @@ static int hung_up(int fd)
 	return read(fd, &byte, 1) <= 0;
 }
 
-static char *read_file(const char *file)
-{
-	FILE *f = fopen(file, "r");
-	if (!f)
-		return NULL;
-	static char buf[1 << 16];
-	size_t n = fread(buf, 1, sizeof buf - 1, f);
-	fclose(f);
-	buf[n] = '\0';
-	return strdup(buf);
-}
-
 static int executable(const char *program)
 {
 	if (strchr(program, '/'))
@@ -326,7 +314,7 @@ int main(int argc, char **argv)
 		if (access(file, F_OK) == 0)
 			fall_back();
 		snprintf(file, sizeof file, "%s/ready.json", dir);
-		if ((ready = read_file(file)))
+		if ((ready = read_record(file)))
 			break;
 		int status;
 		if (agent > 0 && waitpid(agent, &status, WNOHANG) == agent) {
@@ -338,14 +326,14 @@ int main(int argc, char **argv)
 			snprintf(hint, sizeof hint, "see %s/agent.log", dir);
 			/* Read once more: it may have written ready.json, or its own failure, before it left. */
 			snprintf(file, sizeof file, "%s/ready.json", dir);
-			if ((ready = read_file(file)))
+			if ((ready = read_record(file)))
 				break;
 			node_state_fail(dir, "LAUNCH", message, hint);
 			fall_back();
 		}
 		if (handed >= 0 && hung_up(handed)) {
 			snprintf(file, sizeof file, "%s/ready.json", dir);
-			if ((ready = read_file(file)))
+			if ((ready = read_record(file)))
 				break;
 			char hint[8400];
 			snprintf(hint, sizeof hint, "see %s/agent.log", dir);
@@ -365,7 +353,7 @@ int main(int argc, char **argv)
 
 	/* task-env (native/task-env.h), each line combined with this process's own value, as rank-env.ts's applyTaskEnv does. */
 	snprintf(file, sizeof file, "%s/task-env", dir);
-	char *env = read_file(file);
+	char *env = read_record(file);
 	if (!env)
 		fall_back();
 	char *library_path = NULL, *exports = calloc(1, strlen(env) * 2 + 2);

@@ -1,4 +1,5 @@
 #define _GNU_SOURCE
+#include <string.h>
 #include <unistd.h>
 #include "state-files.h"
 
@@ -22,6 +23,16 @@ bool write_atomic (const char *file, bool exclusive, void (*write) (FILE *f, con
   bool ok = fclose(f) == 0 && (exclusive ? link(temp, file) == 0 : rename(temp, file) == 0);
   if (exclusive || !ok) unlink(temp);
   return ok;
+}
+
+char *read_record (const char *file) {
+  FILE *f = fopen(file, "r");
+  if (!f) return NULL;
+  static char buf[1 << 16];
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = '\0';
+  return strdup(buf);
 }
 
 struct failure { const char *code, *message, *hint; };

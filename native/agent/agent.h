@@ -68,6 +68,8 @@ int node_agent_serve (const char *node, const char *launch, const char *expect, 
 // Why this agent would not serve the job spec `raw` (P2PRUN_JOB's value); NULL if it would:
 // `info_hash` is then its set's (hex).
 const char *node_agent_spec_set (const char *raw, char *info_hash, size_t size);
+// Removes `path` and all under it, as far as it can.
+void remove_tree (const char *path);
 // RUN_DIR/job-LAUNCH-NODE, a launch's node state (lib/session/node-state.ts's NodeState.of).
 void node_state_dir (const char *run_dir, const char *launch, const char *node, char *out, size_t size);
 // agent-linger (linger.c): serves this process's launch and those handed to it meanwhile and for

@@ -15,7 +15,6 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -261,23 +260,13 @@ static void write_record (FILE *f, const void *arg) {
   fputs("}", f);
 }
 
-static int remove_entry (const char *path, const struct stat *st, int type, struct FTW *ftw) {
-  (void)st; (void)type; (void)ftw;
-  remove(path);
-  return 0;
-}
-
 // A dead Node agent's record may name the store it kept (a directory): removed with its socket.
 static void remove_dead_store (void) {
-  FILE *f = fopen(record_path, "r");
-  if (!f) return;
-  char text[8192];
-  size_t n = fread(text, 1, sizeof text - 1, f);
-  fclose(f);
-  text[n] = 0;
-  struct json *record = json_parse(text);
+  char *text = read_record(record_path);
+  struct json *record = text ? json_parse(text) : NULL;
+  free(text);
   const char *store = json_string(record, "store");
-  if (store && *store) nftw(store, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+  if (store && *store) remove_tree(store);
   json_free(record);
 }
 
@@ -363,10 +352,7 @@ static int reap (int *first_code) {
 int linger (const char *node, const char *launch, const char *expect, const char *runs, const char *safe_node, uint64_t linger_ms) {
   run_dir = runs;
   slurm_job = getenv("SLURM_JOB_ID");
-  char info_hash[41];
-  if (node_agent_spec_set(getenv("P2PRUN_JOB"), info_hash, sizeof info_hash) || !listen_unix(safe_node)) {
-    return node_agent_serve(node, launch, expect, NULL, NULL);
-  }
+  if (!listen_unix(safe_node)) return node_agent_serve(node, launch, expect, NULL, NULL);
   // It outlives the launch: it keeps no directory busy (the spec's paths are absolute); if it
   // cannot leave it, it stays there.
   if (chdir("/") < 0) debug("lingering: cannot change to /: %s", strerror(errno));
@@ -378,7 +364,7 @@ int linger (const char *node, const char *launch, const char *expect, const char
   sigprocmask(SIG_BLOCK, &signals, &old_mask);
   signals_fd = signalfd(-1, &signals, SFD_NONBLOCK | SFD_CLOEXEC);
   int first_code = 0;
-  if (signals_fd < 0 || !start_launch(node, launch, expect, NULL, -1, info_hash)) {
+  if (signals_fd < 0 || !start_launch(node, launch, expect, NULL, -1, "")) { // nothing kept yet: no set to match
     leave();
     if (signals_fd >= 0) close(signals_fd);
     sigprocmask(SIG_SETMASK, &old_mask, NULL);

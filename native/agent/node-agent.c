@@ -414,10 +414,14 @@ static int remove_entry (const char *path, const struct stat *st, int type, stru
   return 0;
 }
 
+void remove_tree (const char *path) {
+  nftw(path, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 static void on_ended (void) {
   if (agent.debug >= 1) log_stats();
   keep_log();
-  if (!failed) nftw(agent.dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+  if (!failed) remove_tree(agent.dir);
 }
 
 // The job spec `raw` (P2PRUN_JOB's value) if it is one this agent serves — of this version, and

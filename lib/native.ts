@@ -61,7 +61,7 @@ export interface Native {
   fuseReplyOpen (handle: FuseHandle, id: number): void
   /**
    * Answers a forwarded read from the store (the LocalView's fd), as the server answers a local
-   * read; false if its bytes are not all there or cannot be read (answered EIO).
+   * read (spliced from the store file); false if its bytes are not all there (answered EIO).
    */
   fuseReplyStored (handle: FuseHandle, id: number): boolean
   fuseReplyError (handle: FuseHandle, id: number, errno: number): void

@@ -21,7 +21,6 @@ struct js_server {
   struct fuse_server core;     // first: the session's callbacks hand back a pointer to it
   napi_ref present_ref;        // keeps the bitfield's memory alive and in place while mounted
   napi_threadsafe_function to_js;
-  struct buffer reply_buffer;  // the JS thread's, for replyStored
 };
 
 // ---- the inode table lib/fs.ts made (InodeTable there) --------------------------------------
@@ -131,7 +130,6 @@ static void free_server(napi_env env, void *data, void *hint) {
   (void)env; (void)hint;
   struct js_server *s = data;
   fuse_server_free(&s->core);
-  free(s->reply_buffer.bytes);
   free(s);
 }
 
@@ -270,16 +268,16 @@ static napi_value reply_data(napi_env env, napi_callback_info info) {
 }
 
 // replyStored(handle, id): a forwarded read whose bytes are now in the store, answered from there
-// as the session thread answers a local read (a pread into a kept buffer), not from a copy JS
+// as the session thread answers a local read (spliced from the store file), not from a copy JS
 // made through its mapping of the store, whose pages it would touch (and fault in) first.
-// Returns whether it was answered with the bytes; false (answered EIO) if they are not all in
-// the store or it cannot be read. An interrupted request is already answered: true.
+// Returns whether it was answered from the store; false (answered EIO) if they are not all in
+// it. An interrupted request is already answered: true.
 static napi_value reply_stored(napi_env env, napi_callback_info info) {
   napi_value argv[2], result;
   uint32_t id;
   struct js_server *s = reply_args(env, info, 2, argv, &id);
   if (!s) return NULL;
-  napi_get_boolean(env, fuse_server_reply_stored(&s->core, id, &s->reply_buffer), &result);
+  napi_get_boolean(env, fuse_server_reply_stored(&s->core, id), &result);
   return result;
 }
 

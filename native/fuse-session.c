@@ -124,6 +124,10 @@ static void op_init(void *data, struct fuse_conn_info *conn) {
   conn->want &= ~FUSE_CAP_ASYNC_DIO;
   // Link targets never change: the kernel may keep them.
   if (conn->capable & FUSE_CAP_CACHE_SYMLINKS) conn->want |= FUSE_CAP_CACHE_SYMLINKS;
+  // Reads are answered by splicing the store's pages to the device (fuse_server_reply_from_store):
+  // the kernel copies them once, into the reader's page cache, with no copy into a buffer of ours
+  // first. Not FUSE_CAP_SPLICE_MOVE: the store keeps its pages, other nodes are served from them.
+  if (conn->capable & FUSE_CAP_SPLICE_WRITE) conn->want |= FUSE_CAP_SPLICE_WRITE;
 }
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name) {
@@ -213,29 +217,17 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
   fuse_reply_err(req, 0);
 }
 
-// Reads store bytes into `into` (a buffer kept and reused by one thread: its pages are touched
-// once, not per read).
-static int read_store(const struct fuse_server *s, struct buffer *into, uint64_t start, size_t length) {
-  if (length > into->capacity) {
-    char *grown = realloc(into->bytes, length);
-    if (!grown) return 0;
-    into->bytes = grown;
-    into->capacity = length;
-  }
-  for (size_t done = 0; done < length;) {
-    ssize_t got = pread(s->store_fd, into->bytes + done, length - done, (off_t)(start + done));
-    if (got < 0 && errno == EINTR) continue;
-    if (got <= 0) return 0;
-    done += (size_t)got;
-  }
-  return 1;
-}
-
-// Answers `req` with the store's bytes [start, start + length) (length > 0), read into `buf`;
-// false, `req` left unanswered, if they are not all local or cannot be read.
-bool fuse_server_reply_from_store(struct fuse_server *s, fuse_req_t req, struct buffer *buf, uint64_t start, size_t length) {
-  if (!is_local(s, start, length) || !read_store(s, buf, start, length)) return false;
-  fuse_reply_buf(req, buf->bytes, length);
+// Answers `req` with the store's bytes [start, start + length) (length > 0); false, `req` left
+// unanswered, if they are not all local. libfuse splices them from the store file through a pipe
+// of this thread's to the device (replies under two pages, or a kernel without splice, it reads
+// into memory and writes); a read of the store that fails answers with its errno.
+bool fuse_server_reply_from_store(struct fuse_server *s, fuse_req_t req, uint64_t start, size_t length) {
+  if (!is_local(s, start, length)) return false;
+  struct fuse_bufvec bytes = FUSE_BUFVEC_INIT(length);
+  bytes.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK | FUSE_BUF_FD_RETRY;
+  bytes.buf[0].fd = s->store_fd;
+  bytes.buf[0].pos = (off_t)start;
+  fuse_reply_data(req, &bytes, 0);
   return true;
 }
 
@@ -248,7 +240,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, s
   if (offset < 0 || (uint64_t)offset >= n->size) { fuse_reply_buf(req, NULL, 0); return; }
   size_t length = n->size - (uint64_t)offset < size ? (size_t)(n->size - (uint64_t)offset) : size;
   uint64_t start = n->offset + (uint64_t)offset;
-  if (fuse_server_reply_from_store(s, req, &s->read_buffer, start, length)) {
+  if (fuse_server_reply_from_store(s, req, start, length)) {
     count(s, C_bytesServedLocal, length);
     return;
   }
@@ -430,7 +422,6 @@ void fuse_server_stop(struct fuse_server *s) {
 void fuse_server_free(struct fuse_server *s) {
   table_free(&s->table);
   free(s->mount_point);
-  free(s->read_buffer.bytes);
   free(s->pending);
   pthread_mutex_destroy(&s->lock);
   if (s->wake_fd >= 0) close(s->wake_fd);
@@ -445,12 +436,12 @@ fuse_req_t fuse_server_claim(struct fuse_server *s, uint32_t id, struct pending 
   return found.req;
 }
 
-bool fuse_server_reply_stored(struct fuse_server *s, uint32_t id, struct buffer *buf) {
+bool fuse_server_reply_stored(struct fuse_server *s, uint32_t id) {
   struct pending p;
   fuse_req_t req = fuse_server_claim(s, id, &p);
   if (!req) return true;
   if (p.length == 0) { fuse_reply_buf(req, NULL, 0); return true; }
-  if (fuse_server_reply_from_store(s, req, buf, p.start, p.length)) return true;
+  if (fuse_server_reply_from_store(s, req, p.start, p.length)) return true;
   fuse_reply_err(req, EIO);
   return false;
 }

@@ -34,11 +34,6 @@ struct pending {
   uint32_t length;
 };
 
-struct buffer {
-  char *bytes;
-  size_t capacity;
-};
-
 struct fuse_server;
 // Called on the session thread: EV_MOUNTED first (size: 0, or an errno with `message`), then
 // EV_OPEN and EV_READ to answer (by `id`), EV_INTERRUPT (already answered EINTR: stop waiting),
@@ -63,7 +58,6 @@ struct fuse_server {
   int thread_started;
   int mounted;
   int wake_fd;                 // written by fuse_server_stop: the session thread leaves its loop
-  struct buffer read_buffer;   // the session thread's, grown to the largest read
   // Forwarded requests the host has not answered: whoever removes one (a reply, or an interrupt) answers it.
   pthread_mutex_t lock;
   struct pending *pending;
@@ -88,12 +82,12 @@ void fuse_server_stop (struct fuse_server *s);
 void fuse_server_free (struct fuse_server *s);
 // The forwarded request `id`, taken from the pending list; NULL if it was answered (an interrupt) or the server is stopping.
 fuse_req_t fuse_server_claim (struct fuse_server *s, uint32_t id, struct pending *taken);
-// Answers a claimed read from the store's bytes [start, start + length), read into `buf`; false
-// (left unanswered) if they are not all local or cannot be read.
-bool fuse_server_reply_from_store (struct fuse_server *s, fuse_req_t req, struct buffer *buf, uint64_t start, size_t length);
+// Answers a claimed read with the store's bytes [start, start + length), spliced from the store
+// file (a store that cannot be read answers the read with its errno); false (left unanswered) if
+// they are not all local.
+bool fuse_server_reply_from_store (struct fuse_server *s, fuse_req_t req, uint64_t start, size_t length);
 void fuse_server_reply_open (fuse_req_t req);
-// Answers the forwarded read `id`, now local, from the store (read into `buf`, the caller
-// thread's own): true if answered with its bytes or already answered (an interrupt); false if
-// they are not all local or cannot be read (then answered EIO).
-bool fuse_server_reply_stored (struct fuse_server *s, uint32_t id, struct buffer *buf);
+// Answers the forwarded read `id`, now local, from the store: true if answered from there or
+// already answered (an interrupt); false if its bytes are not all local (then answered EIO).
+bool fuse_server_reply_stored (struct fuse_server *s, uint32_t id);
 #endif

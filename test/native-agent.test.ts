@@ -3,7 +3,7 @@
 import { execFile } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { lookup } from 'node:dns/promises'
-import { lstat, mkdir, readdir, readFile, stat, statfs, writeFile } from 'node:fs/promises'
+import { lstat, mkdir, readdir, readFile, readlink, stat, statfs, writeFile } from 'node:fs/promises'
 import net from 'node:net'
 import path from 'node:path'
 import { promisify } from 'node:util'
@@ -101,6 +101,28 @@ t.test('the native agent mounts what the Node agent mounts: the same tree, modes
   t.equal((await viaNode.stop()).exitCode, 0)
   t.same((await readdir(j.dir)).filter((n) => n.startsWith('p2prun-')), [], 'no store left in the store directory')
 })
+
+/** The pipes process `pid` holds open. */
+async function pipesOf (pid: number): Promise<number> {
+  const fds = await readdir(`/proc/${pid}/fd`)
+  const links = await Promise.all(fds.map((fd) => readlink(`/proc/${pid}/fd/${fd}`).catch(() => '')))
+  return links.filter((l) => l.startsWith('pipe:')).length
+}
+
+for (const agent of ['native', 'node'] as const) {
+  t.test(`the ${agent} agent answers a read from its store by splice: a pipe of the FUSE thread's carries the pages, none of its buffers`, async (t) => {
+    const j = await job(t, (dir) => makeTree(path.join(dir, 'libs'), LIBRARY_TREE))
+    const mounted = agent === 'native'
+      ? await nativeAgent(j, path.join(j.dir, 'mnt'), 'native')
+      : await mountAgent(j, j.file, path.join(j.dir, 'mnt'), path.join(j.dir, 'node.json'), [...nodeArgs(j, 'eager'), '--agent', 'node'])
+    const pid = mounted.child.pid as number
+    const before = await pipesOf(pid)
+    // Larger than two pages: libfuse copies a shorter reply instead.
+    t.same(await readFile(path.join(mounted.mountPoint, 'libfoo.so.1.2.3')), await readFile(path.join(j.libs, 'libfoo.so.1.2.3')), 'the bytes')
+    t.ok(await pipesOf(pid) >= before + 2, `the thread that answered made its splice pipe (${before} pipes before)`)
+    t.equal((await mounted.stop()).exitCode, 0)
+  })
+}
 
 t.test('native and Node agents of one job swarm together behind its secret', async (t) => {
   const secret = randomBytes(32).toString('hex')

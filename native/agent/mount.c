@@ -42,7 +42,6 @@ static pthread_mutex_t queue_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct event *queue_head, *queue_tail;
 static struct waiting *waiting;
 static size_t waiting_count, waiting_capacity;
-static struct buffer reply_buffer;
 static void (*mounted_callback) (const char *failure);
 
 // On the session thread: queued for the loop, which the eventfd wakes.
@@ -66,7 +65,7 @@ static bool all_present (uint32_t first, uint32_t last) {
 }
 
 static void answer (uint32_t id) {
-  fuse_server_reply_stored(&server, id, &reply_buffer);
+  fuse_server_reply_stored(&server, id);
 }
 
 static void answer_open (uint32_t id) {

@@ -520,6 +520,61 @@ t.test('a peer whose blocks fail their check is dropped and refused; the set com
   t.same([junk.counts.connections, junk.counts.closed], [1, 1], 'its one connection was dropped, and not made again')
 })
 
+t.test('a block\'s second copy after the first was hashed is dropped: the store keeps the bytes the piece was checked with', async (t) => {
+  const content = randomBytes(64 * 1024) // one piece of four blocks
+  const j = await job(t, async (dir) => {
+    await mkdir(path.join(dir, 'libs'))
+    await writeFile(path.join(dir, 'libs/libone.so'), content)
+    return path.join(dir, 'libs')
+  })
+  const infoHash = Buffer.from(parseDescription(await readFile(j.file)).infoHash, 'hex')
+  // Two peers with every piece (so the head is not asked). The one first asked for a block holds
+  // it; the agent asks the other for it once the read has waited ENDGAME_AFTER_MS. That one sends
+  // block 0 at once (in order: the agent hashes it as it comes); then the first sends junk for
+  // block 0 and the right bytes for the others it holds, and the other the rest it was asked for.
+  interface Held { index: number, begin: number, length: number }
+  interface Peer { socket?: net.Socket, held: Held[], interested: () => void }
+  const firstAsked = new Map<string, Peer>()
+  const send = (peer: Peer, r: Held, bytes: Buffer) => peer.socket?.write(message(7, Buffer.concat([u32(r.index), u32(r.begin), bytes])))
+  const correct = (r: Held) => content.subarray(r.begin, r.begin + r.length)
+  const afterJunk: Array<() => void> = []
+  let junkSent = false
+  const asked = (me: Peer, r: Held) => {
+    const first = firstAsked.get(`${r.index}:${r.begin}`)
+    if (!first) { firstAsked.set(`${r.index}:${r.begin}`, me); me.held.push(r); return }
+    if (first === me) return
+    if (r.begin !== 0) { if (junkSent) send(me, r, correct(r)); else afterJunk.push(() => send(me, r, correct(r))); return }
+    send(me, r, correct(r))
+    for (const h of first.held) send(first, h, h.begin === 0 ? randomBytes(h.length) : correct(h))
+    junkSent = true
+    for (const later of afterJunk) later()
+  }
+  const interested: Array<Promise<void>> = []
+  const peer = async (): Promise<number> => {
+    const me: Peer = { held: [], interested: () => {} }
+    interested.push(new Promise((resolve) => { me.interested = resolve }))
+    const server = net.createServer((socket) => {
+      me.socket = socket
+      socket.on('error', () => {})
+      readPeer(socket, (msg) => {
+        if (msg[0] === 2) me.interested()
+        else if (msg[0] === 6 && msg.length === 13) asked(me, { index: msg.readUInt32BE(1), begin: msg.readUInt32BE(5), length: msg.readUInt32BE(9) })
+      }, () => socket.write(Buffer.concat([handshake(infoHash), message(0x0e), message(1)])))
+    })
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+    t.teardown(() => { server.close() })
+    return (server.address() as net.AddressInfo).port
+  }
+  const ports = [await peer(), await peer()]
+  const native = await mountAgent(j, j.file, path.join(j.dir, 'mnt'), path.join(j.dir, 'native.json'),
+    [...nodeArgs(j, 'block'), ...ports.flatMap((port) => ['--seeder', `127.0.0.1:${port}`])], {}, [], NATIVE_AGENT)
+  await Promise.all(interested) // both connected: the head, whose pieces they hold, is not asked
+  t.ok((await readFile(path.join(native.mountPoint, 'libone.so'))).equals(content), 'the bytes read are the ones checked')
+  t.ok(junkSent, 'junk for block 0 came after its right bytes')
+  const { stats } = await native.stop()
+  t.equal(stats.swarm.failedPieces, 0, 'no piece failed its check')
+})
+
 t.test('native agents in their own mount namespaces on one host keep their mounts while another leaves; the last removes the mount point', async (t) => {
   const j = await job(t, (dir) => makeTree(path.join(dir, 'libs'), LIBRARY_TREE))
   // The agents create the mount point and its parent (neither exists yet), by lib/mount.ts's rules.

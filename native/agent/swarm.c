@@ -15,6 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/stat.h>
+#include <openssl/evp.h>
 #include <openssl/sha.h>
 #include "agent.h"
 #include "mount.h"
@@ -48,6 +49,10 @@ struct partial {
   uint16_t count, missing;
   uint32_t senders[MAX_SENDERS]; // serials of the peers its blocks came from (the first ones)
   uint8_t sender_count;
+  // The piece's SHA-1 over its first `hashed` bytes, taken from the blocks as they came in order
+  // (from one peer they mostly do): check() reads back from the store only what came after a gap.
+  EVP_MD_CTX *hash;
+  uint32_t hashed;
 };
 
 static const struct description *d;
@@ -62,7 +67,7 @@ static uint32_t *active;           // the started pieces, in the order they were
 static uint32_t active_count;
 static uint64_t *head_wait;        // per piece: when the head may be asked for it again
 static struct sent { uint32_t serial; uint64_t at; } (*fan_out)[FETCH_ALL_FAN_OUT]; // per piece: to whom it went, when
-static uint8_t *scratch;           // a piece read back for its check
+static uint8_t *scratch;           // a piece's bytes read back for its check, or from the source
 static uint8_t *urgent;            // per piece: a read or an open waited for it
 static uint32_t *urgent_list;      // those not yet verified, in the order they were asked for
 static uint32_t urgent_count;
@@ -222,11 +227,13 @@ static bool start_piece (uint32_t index) {
   part->blocks = calloc(count, 1);
   part->again = calloc(count, 1);
   part->asked_at = calloc(count, sizeof *part->asked_at);
-  if (!part->blocks || !part->again || !part->asked_at) {
-    free(part->blocks); free(part->again); free(part->asked_at);
-    part->blocks = NULL; part->again = NULL; part->asked_at = NULL;
+  part->hash = EVP_MD_CTX_new();
+  if (!part->blocks || !part->again || !part->asked_at || !part->hash || !EVP_DigestInit_ex(part->hash, EVP_sha1(), NULL)) {
+    free(part->blocks); free(part->again); free(part->asked_at); EVP_MD_CTX_free(part->hash);
+    part->blocks = NULL; part->again = NULL; part->asked_at = NULL; part->hash = NULL;
     return false;
   }
+  part->hashed = 0;
   part->count = part->missing = count;
   active[active_count++] = index;
   unstarted_changed(index, -1);
@@ -239,8 +246,10 @@ static void finish_piece (uint32_t index) {
   free(part->blocks);
   free(part->again);
   free(part->asked_at);
+  EVP_MD_CTX_free(part->hash);
   part->blocks = part->again = NULL;
   part->asked_at = NULL;
+  part->hash = NULL;
   for (uint32_t i = 0; i < active_count; i++) if (active[i] == index) { active[i] = active[--active_count]; break; }
   unstarted_changed(index, +1);
 }
@@ -430,20 +439,22 @@ static void verified (uint32_t index, const uint32_t *senders, uint8_t sender_co
   tracker_announce(EV_COMPLETED);
 }
 
-// A whole piece, read back from the store: verified, or fetched again without its senders (one
-// of them sent bad bytes; the head is only dropped, its source may have changed under it).
+// A whole piece, its hash finished from the store past what came in order: verified, or fetched
+// again without its senders (one of them sent bad bytes; the head is only dropped, its source may
+// have changed under it).
 static void check (uint32_t index) {
   uint32_t size = piece_size(d, index);
-  uint8_t digest[20];
-  ssize_t n = pread(store_fd, scratch, size, (off_t)index * d->piece_length);
-  if (n == (ssize_t)size) SHA1(scratch, size, digest);
   struct partial *part = &parts[index];
+  uint32_t rest = size - part->hashed;
+  uint8_t digest[EVP_MAX_MD_SIZE];
+  bool whole = rest == 0 || pread(store_fd, scratch, rest, (off_t)index * d->piece_length + part->hashed) == (ssize_t)rest;
+  whole = whole && EVP_DigestUpdate(part->hash, scratch, rest) && EVP_DigestFinal_ex(part->hash, digest, NULL);
   uint32_t senders[MAX_SENDERS];
   uint8_t sender_count = part->sender_count;
   memcpy(senders, part->senders, sizeof senders);
   finish_piece(index);
   part->sender_count = 0;
-  if (n == (ssize_t)size && memcmp(digest, d->piece_hashes + 20 * (size_t)index, 20) == 0) { verified(index, senders, sender_count); return; }
+  if (whole && memcmp(digest, d->piece_hashes + 20 * (size_t)index, 20) == 0) { verified(index, senders, sender_count); return; }
   stats.failed_pieces++;
   for (int i = 0; i < peer_count; i++) {
     for (uint8_t k = 0; k < sender_count; k++) {
@@ -497,6 +508,7 @@ static void place (struct peer *p, uint32_t index, uint32_t begin, const uint8_t
   if (p->head) stats.from_head += length; else stats.from_peers += length;
   struct partial *part = &parts[index];
   if (have[index] || !part->blocks) return; // a second copy, late
+  if (begin < part->hashed) return; // a second copy of bytes already hashed: they stay as they are
   uint64_t at = (uint64_t)index * d->piece_length + begin;
   ssize_t wrote = pwrite(store_fd, data, length, (off_t)at);
   if (wrote != (ssize_t)length) {
@@ -507,6 +519,7 @@ static void place (struct peer *p, uint32_t index, uint32_t begin, const uint8_t
   bool known = false;
   for (uint8_t k = 0; k < part->sender_count && !known; k++) known = part->senders[k] == p->serial;
   if (!known && part->sender_count < MAX_SENDERS) part->senders[part->sender_count++] = p->serial;
+  if (begin == part->hashed && EVP_DigestUpdate(part->hash, data, length)) part->hashed += length;
   for (uint32_t b = begin / BLOCK; b < (begin + length + BLOCK - 1) / BLOCK; b++) {
     if (part->blocks[b] != IN) part->missing--;
     part->blocks[b] = IN;

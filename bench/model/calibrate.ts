@@ -1,12 +1,13 @@
-// The model against the emulated cluster's measurements (bench/README.md, 2026-12-03, 00:55–01:03:
-// the calibration matrix of e59b234 on this VM, p2p-eager, the job secret on, three runs of each
-// row, medians). The model runs as the bench does: 2 cores shared by every agent, program and the
-// head; agents given the description file.
-//   node bench/model/calibrate.ts          model vs measured with the parameters in params.ts
-//   node bench/model/calibrate.ts --fit    fit trickleCpu, pieceRecvCpu and emulationCpuPerPiece again
+// The model against the emulated cluster's measurements, per node agent: the native agent's rows
+// (bench/README.md, 2026-12-05, p2p-native) or the Node agent's (2026-12-03, 00:55–01:03: the
+// calibration matrix of e59b234, p2p-eager); the job secret on, medians of the runs of each row.
+// The model runs as the bench does: 2 cores shared by every agent, program and the head; agents
+// given the description file.
+//   node bench/model/calibrate.ts [--agent native|node]         model vs measured with params.ts's AGENT_COSTS
+//   node bench/model/calibrate.ts [--agent native|node] --fit   fit trickleCpu, pieceRecvCpu and emulationCpuPerPiece again
 import { parseArgs } from 'node:util'
 import { simulateLaunch } from './launch.ts'
-import { DEFAULTS, parseRate, type Params } from './params.ts'
+import { AGENT_COSTS, DEFAULTS, parseRate, type AgentKind, type Params } from './params.ts'
 import { librarySet } from './set.ts'
 
 interface Row {
@@ -19,8 +20,15 @@ interface Row {
   readonly fit: boolean
 }
 
+const { values: opts } = parseArgs({ options: { fit: { type: 'boolean', default: false }, agent: { type: 'string', default: 'native' } } })
+if (opts.agent !== 'native' && opts.agent !== 'node') {
+  console.error(`bench/model/calibrate.ts: --agent ${opts.agent}: expected native or node`)
+  process.exit(2)
+}
+const agent: AgentKind = opts.agent
+
 /** bench/README.md, "Results on the new 2-core VM (2026-12-03, 00:55–01:03)": medians of three runs per row. */
-const ROWS: readonly Row[] = [
+const NODE_ROWS: readonly Row[] = [
   { nodes: 8, rate: '100mbit', makespan: 6.78, agentCpu: 1.11, serverMB: 48.7, fit: true },
   { nodes: 16, rate: '100mbit', makespan: 11.17, agentCpu: 1.07, serverMB: 48.7, fit: true },
   { nodes: 32, rate: '100mbit', makespan: 23.10, agentCpu: 1.09, serverMB: 48.8, fit: true },
@@ -28,6 +36,17 @@ const ROWS: readonly Row[] = [
   { nodes: 8, rate: '1gbit', makespan: 4.70, agentCpu: 0.86, serverMB: 48.7, fit: true },
   { nodes: 64, rate: '100mbit', makespan: 52.61, agentCpu: 1.27, serverMB: 49.3, fit: false }
 ]
+
+/** bench/README.md, 2026-12-05 (the runs: bench/model/README.md, "The native agent's fit"): medians of the runs per row; 64 nodes the mean of two. */
+const NATIVE_ROWS: readonly Row[] = [
+  { nodes: 8, rate: '100mbit', makespan: 5.06, agentCpu: 0.22, serverMB: 48.7, fit: true },
+  { nodes: 16, rate: '100mbit', makespan: 6.42, agentCpu: 0.29, serverMB: 48.8, fit: true },
+  { nodes: 32, rate: '100mbit', makespan: 8.85, agentCpu: 0.29, serverMB: 48.9, fit: true },
+  { nodes: 32, rate: '1gbit', makespan: 6.70, agentCpu: 0.21, serverMB: 48.9, fit: true },
+  { nodes: 8, rate: '1gbit', makespan: 1.80, agentCpu: 0.18, serverMB: 48.7, fit: true },
+  { nodes: 64, rate: '100mbit', makespan: 22.80, agentCpu: 0.42, serverMB: 51.0, fit: false }
+]
+const ROWS = agent === 'native' ? NATIVE_ROWS : NODE_ROWS
 /** Seeds per row: the model's own spread (random peers and background orders) is averaged out. */
 const SEEDS = 3
 const set = librarySet()
@@ -39,7 +58,7 @@ function model (row: Row, over: Partial<Params>): Modeled {
   let agentCpu = 0
   let headMB = 0
   for (let seed = 1; seed <= SEEDS; seed++) {
-    const r = simulateLaunch({ ...DEFAULTS, ...over, nodes: row.nodes, rate: parseRate(row.rate), sharedCores: 2, mode: 'bench', seed }, set)
+    const r = simulateLaunch({ ...DEFAULTS, ...AGENT_COSTS[agent], ...over, nodes: row.nodes, rate: parseRate(row.rate), sharedCores: 2, mode: 'bench', seed }, set)
     makespan += r.makespan / SEEDS
     agentCpu += r.agentCpuMedian / SEEDS
     headMB += r.headBytes / 1e6 / SEEDS
@@ -103,18 +122,17 @@ function table (over: Partial<Params> = {}): string {
 }
 
 if (import.meta.main) {
-  const { values } = parseArgs({ options: { fit: { type: 'boolean', default: false } } })
   let over: Partial<Params> = {}
-  if (values.fit) {
+  if (opts.fit) {
     // Agent CPU first (it barely depends on the emulation's own CPU): its part that depends on the
     // link rate, then the rest; then the makespans.
     const trickleCpu = fitTrickle({})
-    const pieceRecvCpu = fitPieceCpu({ trickleCpu, emulationCpuPerPiece: DEFAULTS.emulationCpuPerPiece })
+    const pieceRecvCpu = fitPieceCpu({ trickleCpu, emulationCpuPerPiece: AGENT_COSTS[agent].emulationCpuPerPiece })
     over = { trickleCpu, pieceRecvCpu, pieceSendCpu: pieceRecvCpu / 2 }
     const emulationCpuPerPiece = fitEmulation(over)
     over = { ...over, emulationCpuPerPiece }
     console.log(`fitted: trickleCpu ${trickleCpu.toFixed(4)}, pieceRecvCpu ${(pieceRecvCpu * 1e3).toFixed(3)} ms, pieceSendCpu ${(pieceRecvCpu / 2 * 1e3).toFixed(3)} ms, ` +
-      `emulationCpuPerPiece ${(emulationCpuPerPiece * 1e3).toFixed(3)} ms (put them in params.ts)`)
+      `emulationCpuPerPiece ${(emulationCpuPerPiece * 1e3).toFixed(3)} ms (put them in params.ts's AGENT_COSTS.${agent})`)
   }
   console.log(table(over))
 }

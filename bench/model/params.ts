@@ -39,8 +39,8 @@ export interface Params {
   readonly discovery: 'tracker' | 'dht' | 'nodes'
   readonly seed: number
 
-  // Node agent (bench/README.md: whole-life agent CPU, agent start CPU).
-  /** CPU until the mount is up: Node, the CLI, joining, mounting. Measured 0.26–0.30 s (row medians) in the calibration matrix of 2026-12-03 (e59b234, this VM); 0.08–0.13 s on the VM of 2026-12-02 morning. */
+  // The node agent (bench/README.md: whole-life agent CPU, agent start CPU): AGENT_COSTS below, by agent.
+  /** CPU until the mount is up. The Node agent (Node, the CLI, joining, mounting): 0.26–0.30 s (row medians) in the calibration matrix of 2026-12-03 (e59b234, this VM); the native agent 0.01 s. */
   readonly agentStartCpu: number
   /** Wall time of the start beyond its CPU (exec, page faults, mount): measured 0.19–0.20 s wall against 0.15–0.16 CPU at 2 nodes. */
   readonly agentStartWait: number
@@ -50,14 +50,14 @@ export interface Params {
    * CPU per second of a piece's arrival at the link's payload rate, on top of pieceRecvCpu: on a
    * slow link the agent wakes for each small batch of a piece's packets, on a fast one it reads the
    * piece in a few large reads. Fitted on the 8-node rows at 100 Mbit/s and 1 Gbit/s, whose agents
-   * moved the same bytes for 1.11 and 0.86 CPU-s (2026-12-03).
+   * moved the same bytes for different CPU (the Node agent 1.11 and 0.86 CPU-s, 2026-12-03).
    */
   readonly trickleCpu: number
   /** CPU per piece served to a peer: pread and the socket write. Assumed half of pieceRecvCpu. */
   readonly pieceSendCpu: number
   /** CPU per small message sent or received (have, request, reject). Assumed (bounded by the bench: see README). */
   readonly messageCpu: number
-  /** CPU of the program (the driver: ld.so, its FUSE calls' kernel side) on a node. Assumed, from the 80–149 ms load on a complete mount. */
+  /** CPU of the program (the driver: ld.so, its FUSE calls' kernel side) on a node. The Node agent's fit assumed 0.05 s; the bench has measured it since 2026-12-04 (0.09–0.11 s beside the native agent). */
   readonly programCpu: number
   /** Emulation only: CPU of the emulated network (veth, bridge, tbf softirq) per piece moved, on the shared cores. Fitted. */
   readonly emulationCpuPerPiece: number
@@ -117,6 +117,37 @@ export interface Params {
   readonly scan: number
 }
 
+/** The parameters an agent's own code sets: the two node agents differ in these only. */
+export type AgentCosts = Pick<Params, 'agentStartCpu' | 'agentStartWait' | 'pieceRecvCpu' | 'pieceSendCpu' | 'trickleCpu' | 'programCpu' | 'emulationCpuPerPiece'>
+export type AgentKind = 'native' | 'node'
+
+/**
+ * node: the Node agent's fit to the calibration matrix of 2026-12-03 (calibrate.ts --agent node).
+ * native: the native agent (dist/p2prun-agent, p2prun's default), fitted to the rows of 2026-12-05
+ * (calibrate.ts --agent native --fit); its start (0.01 CPU-s) and its program's CPU (0.10 s, the
+ * bench's "program CPU" median) measured.
+ */
+export const AGENT_COSTS: Record<AgentKind, AgentCosts> = {
+  node: {
+    agentStartCpu: 0.28,
+    agentStartWait: 0.04,
+    pieceRecvCpu: 0.517e-3,
+    pieceSendCpu: 0.258e-3,
+    trickleCpu: 0.0681,
+    programCpu: 0.05,
+    emulationCpuPerPiece: 0.369e-3
+  },
+  native: {
+    agentStartCpu: 0.01,
+    agentStartWait: 0.04,
+    pieceRecvCpu: 0.181e-3,
+    pieceSendCpu: 0.090e-3,
+    trickleCpu: 0.0102,
+    programCpu: 0.10,
+    emulationCpuPerPiece: 0.138e-3
+  }
+}
+
 export const DEFAULTS: Omit<Params, 'nodes' | 'rate'> = {
   latency: 50e-6,
   linkGoodput: 0.967,
@@ -126,14 +157,8 @@ export const DEFAULTS: Omit<Params, 'nodes' | 'rate'> = {
   startSpread: 0,
   discovery: 'tracker',
   seed: 1,
-  agentStartCpu: 0.28,
-  agentStartWait: 0.04,
-  pieceRecvCpu: 0.517e-3,
-  pieceSendCpu: 0.258e-3,
-  trickleCpu: 0.0681,
+  ...AGENT_COSTS.native,
   messageCpu: 1e-6,
-  programCpu: 0.05,
-  emulationCpuPerPiece: 0.369e-3,
   headPieceCpu: 0.5e-3,
   headConnCpu: 1e-3,
   trackerRegisterCpu: 0.174e-3,

@@ -127,7 +127,7 @@ if (import.meta.main) {
     // Agent CPU first (it barely depends on the emulation's own CPU): its part that depends on the
     // link rate, then the rest; then the makespans.
     const trickleCpu = fitTrickle({})
-    const pieceRecvCpu = fitPieceCpu({ trickleCpu, emulationCpuPerPiece: AGENT_COSTS[agent].emulationCpuPerPiece })
+    const pieceRecvCpu = fitPieceCpu({ trickleCpu })
     over = { trickleCpu, pieceRecvCpu, pieceSendCpu: pieceRecvCpu / 2 }
     const emulationCpuPerPiece = fitEmulation(over)
     over = { ...over, emulationCpuPerPiece }

@@ -117,7 +117,7 @@ export interface Params {
   readonly scan: number
 }
 
-/** The parameters an agent's own code sets: the two node agents differ in these only. */
+/** The parameters measured or fitted per node agent: its own costs, and the emulated network's CPU per piece fitted beside them. */
 export type AgentCosts = Pick<Params, 'agentStartCpu' | 'agentStartWait' | 'pieceRecvCpu' | 'pieceSendCpu' | 'trickleCpu' | 'programCpu' | 'emulationCpuPerPiece'>
 export type AgentKind = 'native' | 'node'
 

@@ -242,10 +242,10 @@ static struct js_server *reply_args(napi_env env, napi_callback_info info, size_
 }
 
 // The request JS answers, unless it was interrupted meanwhile or the server is stopping.
-static fuse_req_t claim(napi_env env, napi_callback_info info, size_t want, napi_value *argv, struct js_server **out) {
+static fuse_req_t claim(napi_env env, napi_callback_info info, size_t want, napi_value *argv, struct js_server **out, struct pending *taken) {
   uint32_t id;
   struct js_server *s = *out = reply_args(env, info, want, argv, &id);
-  return s ? fuse_server_claim(&s->core, id, NULL) : NULL;
+  return s ? fuse_server_claim(&s->core, id, taken) : NULL;
 }
 
 // replyData(handle, id, buffer, length)
@@ -255,7 +255,7 @@ static napi_value reply_data(napi_env env, napi_callback_info info) {
   void *data;
   size_t capacity;
   uint32_t length;
-  fuse_req_t req = claim(env, info, 4, argv, &s);
+  fuse_req_t req = claim(env, info, 4, argv, &s, NULL);
   if (!req) return NULL;
   if (napi_get_buffer_info(env, argv[2], &data, &capacity) != napi_ok || napi_get_value_uint32(env, argv[3], &length) != napi_ok ||
       length > capacity) {
@@ -285,8 +285,9 @@ static napi_value reply_stored(napi_env env, napi_callback_info info) {
 static napi_value reply_open(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   struct js_server *s;
-  fuse_req_t req = claim(env, info, 2, argv, &s);
-  if (req) fuse_server_reply_open(req);
+  struct pending taken;
+  fuse_req_t req = claim(env, info, 2, argv, &s, &taken);
+  if (req) fuse_server_reply_open(&s->core, req, taken.ino);
   return NULL;
 }
 
@@ -295,7 +296,7 @@ static napi_value reply_error(napi_env env, napi_callback_info info) {
   napi_value argv[3];
   struct js_server *s;
   int32_t err = EIO;
-  fuse_req_t req = claim(env, info, 3, argv, &s);
+  fuse_req_t req = claim(env, info, 3, argv, &s, NULL);
   if (!req) return NULL;
   napi_get_value_int32(env, argv[2], &err);
   fuse_reply_err(req, err > 0 ? err : EIO);

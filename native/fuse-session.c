@@ -10,8 +10,24 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/uio.h>
 #include <unistd.h>
+#include <linux/fuse.h>
 #include "fuse-session.h"
+
+// FUSE passthrough (Linux 6.9), newer than the kernel headers and libfuse (3.14) Debian 12 has:
+// include/uapi/linux/fuse.h's names for it.
+#define PASSTHROUGH_FLAG2 (1u << (37 - 32)) // FUSE_PASSTHROUGH, in INIT's flags2
+#define OPEN_PASSTHROUGH (1u << 7)          // FOPEN_PASSTHROUGH
+struct backing_map { int32_t fd; uint32_t flags; uint64_t padding; };
+#define BACKING_OPEN _IOW(229, 1, struct backing_map) // FUSE_DEV_IOC_BACKING_OPEN
+// fuse_init_out's fields past libfuse 3.14's view of it, by offset.
+#define INIT_OUT_FLAGS 12
+#define INIT_OUT_FLAGS2 32
+#define INIT_OUT_MAX_STACK_DEPTH 36
+// An open's mode, in its file handle, for release to count down.
+enum { FH_UNCOUNTED, FH_CACHED, FH_PASSTHROUGH };
 
 #define AS_NAME(name) #name,
 const char *const fuse_counter_names[C_COUNT] = { COUNTERS(AS_NAME) };
@@ -76,7 +92,7 @@ static void forward(struct fuse_server *s, fuse_req_t req, enum event_kind kind,
     s->pending_capacity = capacity;
   }
   uint32_t id = ++s->next_id ? s->next_id : ++s->next_id; // 0 is never an id
-  s->pending[s->pending_count++] = (struct pending){ id, req, start, size };
+  s->pending[s->pending_count++] = (struct pending){ id, req, ino, start, size };
   pthread_mutex_unlock(&s->lock);
   // Registered before JS can see the request: after JS's reply the request is freed. An interrupt
   // that came already runs the callback inside this call, which holds the request's lock: a reply
@@ -196,6 +212,102 @@ static int is_local(const struct fuse_server *s, uint64_t start, uint64_t length
   return 1;
 }
 
+// ---- passthrough ----------------------------------------------------------------------------
+
+bool fuse_server_may_pass_through(void) {
+  FILE *f = fopen("/proc/self/status", "re");
+  if (!f) return false;
+  char line[256];
+  unsigned long long effective = 0;
+  while (fgets(line, sizeof line, f)) if (sscanf(line, "CapEff: %llx", &effective) == 1) break;
+  fclose(f);
+  return effective & (1ull << 21); // CAP_SYS_ADMIN
+}
+
+bool fuse_server_passes_through(struct fuse_server *s) {
+  return atomic_load(&s->passthrough) == 1;
+}
+
+// libfuse 3.14 reads and writes the device through these (fuse_session_custom_io) once the mount
+// is up, as it would itself: only so that an INIT whose kernel offers passthrough gets a reply that
+// takes it (libfuse does not know the flag), with a stacking depth of 1 (the store's file system
+// is not a FUSE or overlay mount itself).
+static ssize_t device_read(int fd, void *buf, size_t length, void *data) {
+  struct fuse_server *s = data;
+  ssize_t n = read(fd, buf, length);
+  const struct fuse_in_header *in = buf;
+  if (n >= (ssize_t)(sizeof *in + sizeof(struct fuse_init_in)) && in->opcode == FUSE_INIT) {
+    const struct fuse_init_in *init = (const void *)(in + 1);
+    if (init->flags & FUSE_INIT_EXT && init->flags2 & PASSTHROUGH_FLAG2) s->init_unique = in->unique;
+  }
+  return n;
+}
+
+static ssize_t device_writev(int fd, struct iovec *iov, int count, void *data) {
+  struct fuse_server *s = data;
+  const struct fuse_out_header *out = iov[0].iov_base;
+  if (s->init_unique && out->unique == s->init_unique && out->error == 0 && count == 2 && iov[1].iov_len >= INIT_OUT_MAX_STACK_DEPTH + 4) {
+    uint8_t *init = iov[1].iov_base;
+    uint32_t flags, flags2, depth = 1;
+    memcpy(&flags, init + INIT_OUT_FLAGS, 4);
+    memcpy(&flags2, init + INIT_OUT_FLAGS2, 4);
+    flags |= FUSE_INIT_EXT;
+    flags2 |= PASSTHROUGH_FLAG2;
+    memcpy(init + INIT_OUT_FLAGS, &flags, 4);
+    memcpy(init + INIT_OUT_FLAGS2, &flags2, 4);
+    memcpy(init + INIT_OUT_MAX_STACK_DEPTH, &depth, 4);
+    s->init_unique = 0;
+    atomic_store(&s->passthrough, 1);
+  }
+  return writev(fd, iov, count);
+}
+
+static ssize_t device_splice(int in, off_t *in_at, int out, off_t *out_at, size_t length, unsigned int flags, void *data) {
+  (void)data;
+  return splice(in, in_at, out, out_at, length, flags);
+}
+
+// Inode `ino`'s backing id, registered with the kernel at its first passthrough open (under lock);
+// 0 if it cannot be (passthrough is then off for the session: the store's file system or this
+// process's privileges do not allow it).
+static int32_t backing_of(struct fuse_server *s, fuse_ino_t ino) {
+  if (s->backing[ino] > 0) return s->backing[ino];
+  struct backing_map map = { .fd = s->file_fds[ino] };
+  int id = ioctl(fuse_session_fd(s->se), BACKING_OPEN, &map);
+  if (id <= 0) { atomic_store(&s->passthrough, 0); return 0; }
+  return s->backing[ino] = id;
+}
+
+// Answers an open of `ino` whose file may be complete: in passthrough if it is and the inode has
+// no open through the page cache (each open counted by its mode until its release); else through
+// the page cache, which keeps its pages across opens (the content never changes).
+void fuse_server_reply_open(struct fuse_server *s, fuse_req_t req, uint64_t ino) {
+  const struct inode *n = table_get(&s->table, ino);
+  bool counted = s->file_fds && n && s->file_fds[ino] >= 0;
+  int32_t backing = 0;
+  if (counted) {
+    pthread_mutex_lock(&s->lock);
+    if (s->open_modes[ino] > 0) backing = s->backing[ino]; // the kernel holds the inode in passthrough
+    else if (s->open_modes[ino] == 0 && fuse_server_passes_through(s) && is_local(s, n->offset, n->size)) backing = backing_of(s, ino);
+    s->open_modes[ino] += backing > 0 ? 1 : -1;
+    pthread_mutex_unlock(&s->lock);
+  }
+  if (backing > 0) {
+    // libfuse 3.14's fuse_reply_open cannot say passthrough: the reply written as the kernel reads it.
+    struct fuse_open_out out = { .fh = FH_PASSTHROUGH, .open_flags = OPEN_PASSTHROUGH };
+    memcpy(&out.padding, &backing, sizeof backing); // fuse_open_out's backing_id
+    struct iovec iov = { &out, sizeof out };
+    atomic_fetch_add_explicit(&s->passthrough_opens, 1, memory_order_relaxed);
+    fuse_reply_iov(req, &iov, 1);
+    return;
+  }
+  struct fuse_file_info fi;
+  memset(&fi, 0, sizeof fi);
+  fi.fh = counted ? FH_CACHED : FH_UNCOUNTED;
+  fi.keep_cache = 1;
+  fuse_reply_open(req, &fi);
+}
+
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
   struct fuse_server *s = fuse_req_userdata(req);
   const struct inode *n = inode_of(req, ino, C_open);
@@ -207,13 +319,17 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
     forward(s, req, EV_OPEN, ino, 0, 0, 0);
     return;
   }
-  fi->keep_cache = 1; // the content never changes: pages stay cached across opens
-  fuse_reply_open(req, fi);
+  fuse_server_reply_open(s, req, ino);
 }
 
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
-  (void)ino; (void)fi;
-  count(fuse_req_userdata(req), C_release, 1);
+  struct fuse_server *s = fuse_req_userdata(req);
+  count(s, C_release, 1);
+  if (fi->fh != FH_UNCOUNTED && s->open_modes && ino <= s->table.count) {
+    pthread_mutex_lock(&s->lock);
+    s->open_modes[ino] += fi->fh == FH_PASSTHROUGH ? -1 : 1;
+    pthread_mutex_unlock(&s->lock);
+  }
   fuse_reply_err(req, 0);
 }
 
@@ -221,12 +337,14 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 // unanswered, if they are not all local. libfuse splices them from the store file through a pipe
 // of this thread's to the device (replies under two pages, or a kernel without splice, it reads
 // into memory and writes); a read of the store that fails answers with its errno.
-bool fuse_server_reply_from_store(struct fuse_server *s, fuse_req_t req, uint64_t start, size_t length) {
+bool fuse_server_reply_from_store(struct fuse_server *s, fuse_req_t req, uint64_t ino, uint64_t start, size_t length) {
   if (!is_local(s, start, length)) return false;
   struct fuse_bufvec bytes = FUSE_BUFVEC_INIT(length);
   bytes.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK | FUSE_BUF_FD_RETRY;
-  bytes.buf[0].fd = s->store_fd;
-  bytes.buf[0].pos = (off_t)start;
+  const struct inode *n = table_get(&s->table, ino);
+  bool own = s->file_fds && n && s->file_fds[ino] >= 0;
+  bytes.buf[0].fd = own ? s->file_fds[ino] : s->store_fd;
+  bytes.buf[0].pos = (off_t)(own ? start - n->offset : start);
   fuse_reply_data(req, &bytes, 0);
   return true;
 }
@@ -240,7 +358,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, s
   if (offset < 0 || (uint64_t)offset >= n->size) { fuse_reply_buf(req, NULL, 0); return; }
   size_t length = n->size - (uint64_t)offset < size ? (size_t)(n->size - (uint64_t)offset) : size;
   uint64_t start = n->offset + (uint64_t)offset;
-  if (fuse_server_reply_from_store(s, req, start, length)) {
+  if (fuse_server_reply_from_store(s, req, ino, start, length)) {
     count(s, C_bytesServedLocal, length);
     return;
   }
@@ -367,6 +485,11 @@ static void *serve(void *arg) {
     return NULL;
   }
   s->mounted = 1;
+  // The device read and written as libfuse would, but for INIT's reply (device_writev): only where
+  // the store has files of the set's own. Set before INIT is read: this thread reads it, below.
+  // Without it (no memory), reads go through the page cache, as on a kernel without passthrough.
+  const struct fuse_custom_io device = { .read = device_read, .writev = device_writev, .splice_send = device_splice, .splice_receive = device_splice };
+  if (s->file_fds) fuse_session_custom_io(s->se, &device, fuse_session_fd(s->se));
   emit(s, EV_MOUNTED, 0, 0, 0, 0, NULL);
   int err = run_loop(s);
   uint64_t woken;
@@ -384,7 +507,11 @@ int fuse_server_init(struct fuse_server *s, const char *mount_point, const char 
   s->se = fuse_session_new(&args, &ops, sizeof ops, s);
   fuse_opt_free_args(&args);
   s->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (!s->mount_point || !s->se || s->wake_fd < 0) {
+  if (s->file_fds) {
+    s->backing = calloc(s->table.count + 1, sizeof *s->backing);
+    s->open_modes = calloc(s->table.count + 1, sizeof *s->open_modes);
+  }
+  if (!s->mount_point || !s->se || s->wake_fd < 0 || (s->file_fds && (!s->backing || !s->open_modes))) {
     snprintf(why, why_size, "cannot start a FUSE session: %s", last_log[0] ? last_log : strerror(errno));
     if (s->se) fuse_session_destroy(s->se);
     s->se = NULL;
@@ -423,6 +550,8 @@ void fuse_server_free(struct fuse_server *s) {
   table_free(&s->table);
   free(s->mount_point);
   free(s->pending);
+  free(s->backing);
+  free(s->open_modes);
   pthread_mutex_destroy(&s->lock);
   if (s->wake_fd >= 0) close(s->wake_fd);
 }
@@ -441,14 +570,8 @@ bool fuse_server_reply_stored(struct fuse_server *s, uint32_t id) {
   fuse_req_t req = fuse_server_claim(s, id, &p);
   if (!req) return true;
   if (p.length == 0) { fuse_reply_buf(req, NULL, 0); return true; }
-  if (fuse_server_reply_from_store(s, req, p.start, p.length)) return true;
+  if (fuse_server_reply_from_store(s, req, p.ino, p.start, p.length)) return true;
   fuse_reply_err(req, EIO);
   return false;
 }
 
-void fuse_server_reply_open(fuse_req_t req) {
-  struct fuse_file_info fi;
-  memset(&fi, 0, sizeof fi);
-  fi.keep_cache = 1;
-  fuse_reply_open(req, &fi);
-}

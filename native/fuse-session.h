@@ -1,6 +1,8 @@
 // p2prun's FUSE server, without its host: a libfuse3 low-level session on a thread of its own.
 // It answers every request it can from the immutable inode table (fuse-table.c) and, for reads of
-// chunks the store already holds, with a pread from the store. What needs the swarm (reads of
+// chunks the store already holds, from the store (spliced); a complete file the store holds in a
+// file of its own it opens in passthrough, where the kernel allows: reads and mappings of it then
+// go to that file without coming here. What needs the swarm (reads of
 // chunks not yet local, opens of files not yet complete) it hands to its host as an event, and
 // the host answers it later, from its own thread, with one of the replies below: the session
 // thread never waits on the host, and the host never waits on it. Two hosts: the Node agent's
@@ -28,6 +30,7 @@ extern const char *const fuse_counter_names[C_COUNT];
 struct pending {
   uint32_t id;
   fuse_req_t req;
+  uint64_t ino;
   // A read's bytes in the store (its place in the set, clipped to the file): the host may have
   // them answered from there once they are local (fuse_reply_stored).
   uint64_t start;
@@ -49,6 +52,11 @@ struct fuse_server {
   double negative_seconds;     // how long the kernel may remember that a name does not exist
   // The store (its local view): fd < 0 when there is none, and every read goes to the host.
   int store_fd;
+  // Per inode, a file of the store that holds that file's bytes alone, from offset 0, or -1; NULL:
+  // none do (store_fd holds them all). With such files the server asks the kernel for FUSE
+  // passthrough at INIT, and opens a complete file in that mode: the kernel then reads and maps
+  // the file from the store's own file, without this server.
+  const int *file_fds;
   uint64_t chunk_length;
   const uint8_t *present;      // a bit per chunk, set (release) once its bytes are in the store
   size_t present_length;
@@ -69,6 +77,15 @@ struct fuse_server {
   uint32_t registering;
   int interrupted_early;
   atomic_ullong counters[C_COUNT];
+  // Passthrough: negotiated at INIT (the unique of an INIT whose reply asks for it, while pending),
+  // then per inode its backing id (0: none registered yet) and its opens' mode (> 0: that many in
+  // passthrough, < 0: that many through the page cache); the kernel refuses to mix them (EIO to
+  // the opener). Under `lock`.
+  atomic_int passthrough;
+  uint64_t init_unique;
+  int32_t *backing;
+  int32_t *open_modes;
+  atomic_ullong passthrough_opens;
 };
 
 // Sets up `s` (its lock initialized, its table, store view, emit and host filled in by the caller)
@@ -85,8 +102,13 @@ fuse_req_t fuse_server_claim (struct fuse_server *s, uint32_t id, struct pending
 // Answers a claimed read with the store's bytes [start, start + length), spliced from the store
 // file (a store that cannot be read answers the read with its errno); false (left unanswered) if
 // they are not all local.
-bool fuse_server_reply_from_store (struct fuse_server *s, fuse_req_t req, uint64_t start, size_t length);
-void fuse_server_reply_open (fuse_req_t req);
+bool fuse_server_reply_from_store (struct fuse_server *s, fuse_req_t req, uint64_t ino, uint64_t start, size_t length);
+// Answers a claimed open of `ino`: in passthrough if the file is complete and its inode allows.
+void fuse_server_reply_open (struct fuse_server *s, fuse_req_t req, uint64_t ino);
+// Whether this process may ask for FUSE passthrough (the kernel's backing files need CAP_SYS_ADMIN).
+bool fuse_server_may_pass_through (void);
+// Whether the kernel agreed to passthrough at INIT (and registering a backing file has not failed).
+bool fuse_server_passes_through (struct fuse_server *s);
 // Answers the forwarded read `id`, now local, from the store: true if answered from there or
 // already answered (an interrupt); false if its bytes are not all local (then answered EIO).
 bool fuse_server_reply_stored (struct fuse_server *s, uint32_t id);

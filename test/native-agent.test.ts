@@ -3,7 +3,7 @@
 import { execFile } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { lookup } from 'node:dns/promises'
-import { lstat, mkdir, readdir, readFile, readlink, stat, statfs, writeFile } from 'node:fs/promises'
+import { lstat, mkdir, open, readdir, readFile, readlink, stat, statfs, writeFile } from 'node:fs/promises'
 import net from 'node:net'
 import path from 'node:path'
 import { promisify } from 'node:util'
@@ -15,7 +15,7 @@ import { REMOTE_FS_TYPES } from '../lib/file-systems.ts'
 import { encodePex } from '../lib/swarm/extensions.ts'
 import { LIBRARY_TREE, makeTree, snapshotTree, withSymlinks } from './helpers/fixtures.ts'
 import { cleanEnv, NATIVE_AGENT, p2prun, ROOT, serve, waitForLine, type Serving } from './helpers/cli.ts'
-import { ensureUnmounted, job, mountAgent, nodeArgs, type Job, type MountedAgent } from './helpers/mount.ts'
+import { ensureUnmounted, job, mountAgent, nodeArgs, type AgentStatsJson, type Job, type MountedAgent } from './helpers/mount.ts'
 import { answersHandshake, handshake, liar, message, peerProof, readPeer, sendAndAwaitClose, u32 } from './helpers/peer-wire.ts'
 import { freePortRange, freePorts } from './helpers/ports.ts'
 
@@ -112,8 +112,9 @@ async function pipesOf (pid: number): Promise<number> {
 for (const agent of ['native', 'node'] as const) {
   t.test(`the ${agent} agent answers a read from its store by splice: a pipe of the FUSE thread's carries the pages, none of its buffers`, async (t) => {
     const j = await job(t, (dir) => makeTree(path.join(dir, 'libs'), LIBRARY_TREE))
+    // --no-passthrough: as root the kernel would read this file from the store itself (below).
     const mounted = agent === 'native'
-      ? await nativeAgent(j, path.join(j.dir, 'mnt'), 'native')
+      ? await nativeAgent(j, path.join(j.dir, 'mnt'), 'native', ['--no-passthrough'])
       : await mountAgent(j, j.file, path.join(j.dir, 'mnt'), path.join(j.dir, 'node.json'), [...nodeArgs(j, 'eager'), '--agent', 'node'])
     const pid = mounted.child.pid as number
     const before = await pipesOf(pid)
@@ -123,6 +124,88 @@ for (const agent of ['native', 'node'] as const) {
     t.equal((await mounted.stop()).exitCode, 0)
   })
 }
+
+/** The native agent's counters now: on SIGUSR1 it writes them as one JSON line on stdout. */
+function nativeStats (agent: MountedAgent): Promise<AgentStatsJson> {
+  return new Promise((resolve, reject) => {
+    let text = ''
+    const onData = (chunk: Buffer) => {
+      text += chunk.toString()
+      const line = text.split('\n').find((l) => l.startsWith('{') && l.endsWith('}'))
+      if (!line) return
+      agent.child.stdout?.off('data', onData)
+      resolve(JSON.parse(line) as AgentStatsJson)
+    }
+    // waitForLine's reader paused the stream when it found the mounted line.
+    agent.child.stdout?.on('data', onData).resume()
+    agent.child.then((r) => reject(new Error(`the agent exited (${r.exitCode}): ${r.stderr}`)), reject)
+    agent.child.kill('SIGUSR1')
+  })
+}
+
+/** How many of the store's files process `pid` holds (made in the store directory, unlinked at once). */
+async function storeFilesOf (pid: number): Promise<number> {
+  const fds = await readdir(`/proc/${pid}/fd`)
+  const links = await Promise.all(fds.map((fd) => readlink(`/proc/${pid}/fd/${fd}`).catch(() => '')))
+  return links.filter((l) => /\/p2prun-store-\w+ \(deleted\)$/.test(l)).length
+}
+
+/** The set's files of 64 KiB or more (store.c's OWN_FILE_MIN), which have files of their own in the store. */
+const LARGE_FILES = ['libfoo.so.1.2.3', 'libbar.so.2.0', 'python/ext module é.so']
+const SMALL_FILE = 'share/README'
+
+/** sha256 of `file` read through a shared mapping of it (python3's mmap), as the loader maps a library. */
+async function mappedHash (file: string): Promise<string> {
+  const script = 'import hashlib, mmap, sys\nwith open(sys.argv[1], "rb") as f:\n  m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)\n  print(hashlib.sha256(m).hexdigest())'
+  return (await run('python3', ['-c', script, file])).stdout.trim()
+}
+
+const sha256 = async (file: string) => (await run('sha256sum', [file])).stdout.split(' ')[0] as string
+
+t.test('with CAP_SYS_ADMIN the native agent has the kernel read and map its large files from the store (FUSE passthrough); --no-passthrough serves them itself', { skip: process.getuid?.() !== 0 && 'needs root (CAP_SYS_ADMIN)' }, async (t) => {
+  const j = await job(t, (dir) => makeTree(path.join(dir, 'libs'), LIBRARY_TREE))
+  const sizes = await Promise.all([...LARGE_FILES, SMALL_FILE].map(async (f) => (await stat(path.join(j.libs, f))).size))
+  for (const passthrough of [true, false]) {
+    const mounted = await nativeAgent(j, path.join(j.dir, `mnt-${passthrough}`), `native-${passthrough}`, passthrough ? [] : ['--no-passthrough'])
+    t.equal(await storeFilesOf(mounted.child.pid as number), passthrough ? 1 + LARGE_FILES.length : 1,
+      passthrough ? 'a store file for the small files, one for each large file' : 'one store file')
+    for (const f of [...LARGE_FILES, SMALL_FILE]) {
+      t.equal(await sha256(path.join(mounted.mountPoint, f)), await sha256(path.join(j.libs, f)), `${f}: read`)
+      t.equal(await mappedHash(path.join(mounted.mountPoint, f)), await sha256(path.join(j.libs, f)), `${f}: mapped`)
+    }
+    const { stats, exitCode } = await mounted.stop()
+    t.equal(exitCode, 0)
+    const served = stats.fs.bytesServedLocal + stats.fs.bytesServedAfterFetch
+    if (passthrough) {
+      t.equal(stats.fs.passthroughOpens, 2 * LARGE_FILES.length, 'every open of a large file in passthrough (a read and a mapping each)')
+      t.equal(served, sizes.at(-1), 'the agent itself served the small file\'s bytes only')
+    } else {
+      t.equal(stats.fs.passthroughOpens, 0, 'no open in passthrough')
+      t.equal(served, sizes.reduce((a, b) => a + b, 0), 'the agent served every byte')
+    }
+  }
+})
+
+t.test('passthrough waits for an inode\'s opens through the page cache to end: the kernel refuses to mix the two (EIO to the opener)', { skip: process.getuid?.() !== 0 && 'needs root (CAP_SYS_ADMIN)' }, async (t) => {
+  const j = await job(t, (dir) => makeTree(path.join(dir, 'libs'), LIBRARY_TREE))
+  // Block mode answers an open at once: an incomplete file's open goes through the page cache.
+  const mounted = await nativeAgent(j, path.join(j.dir, 'mnt'), 'native', ['--mode', 'block'])
+  const file = path.join(mounted.mountPoint, 'libfoo.so.1.2.3')
+  const want = await readFile(path.join(j.libs, 'libfoo.so.1.2.3'))
+  const first = await open(file)
+  t.same((await first.readFile()), want, 'the first open (before the file was in) reads it whole')
+  const second = await open(file)
+  t.same(Buffer.from((await second.read(Buffer.alloc(want.length), 0, want.length, 0)).buffer), want, 'a second open while the first lives: the file is complete now, and opened through the page cache as the first')
+  t.equal((await nativeStats(mounted)).fs.passthroughOpens, 0, 'neither in passthrough')
+  await first.close()
+  await second.close()
+  // The kernel tells the agent of each close (a release) after it has let the open go.
+  let released = 0
+  while (released < 2) released = (await nativeStats(mounted)).fs.ops.release ?? 0
+  t.same(await readFile(file), want, 'an open after both ended reads it')
+  t.equal((await nativeStats(mounted)).fs.passthroughOpens, 1, 'in passthrough')
+  t.equal((await mounted.stop()).exitCode, 0)
+})
 
 t.test('native and Node agents of one job swarm together behind its secret', async (t) => {
   const secret = randomBytes(32).toString('hex')

@@ -4,7 +4,8 @@
 //   description.c  what it needs of the description file
 //   tracker.c      announces over HTTP, non-blocking
 //   peer.c         one connection: handshakes, the job proof, framing, the send queue
-//   swarm.c        the set: which blocks to ask whom for, assembly and check, serving, the store
+//   swarm.c        the set: which blocks to ask whom for, assembly and check, serving
+//   store.c        the set's bytes on the node: one file, and large files in files of their own
 //   source.c       the fallback: pieces read from the directories the set was described from
 //   main.c         options, the loop, timers and signals
 //   node-agent.c   a launch's node agent: the job spec, the node state, the ranks
@@ -208,10 +209,28 @@ void peers_flush (void);
 void peers_tick (void);
 void peers_bury (void);
 
+// ---- the store (store.c): the set's bytes on this node, by their offsets in the set
+struct table;
+// A file made (and unlinked at once) in `dir`, the set's size; or `kept_fd`'s (>= 0), the store of
+// the same set a lingering agent kept (linger.c). With `own_files_of`, the large files of that
+// table each in a file of their own as well (FUSE passthrough's backing files); -1 with errno.
+int store_open (const char *dir, uint64_t total_bytes, int kept_fd, const struct table *own_files_of);
+void store_close (void);
+bool store_has_own_files (void);
+// The file of its own that holds exactly the set's bytes [start, start + length), or -1.
+int store_file_of (uint64_t start, uint64_t length);
+// pwrite and pread of the set's bytes from `at` on, across files: the bytes done (short: the
+// file system failed, errno set), or -1.
+ssize_t store_write (const void *data, size_t length, uint64_t at);
+ssize_t store_read (void *out, size_t length, uint64_t at);
+// sendfile of the set's bytes from `at` on to `socket`, up to the end of the file they lie in.
+ssize_t store_send (int socket, uint64_t at, size_t length);
+// The one file (the kept store's; the small files' when some have files of their own).
+extern int store_fd;
+
 // ---- the set (swarm.c): what peer.c hands over once a connection is open
-// The store: a file made (and unlinked at once) in `store_dir`, the set's size; or `kept_fd`'s
-// (>= 0), the store of the same set a lingering agent kept (linger.c), whose pieces swarm_adopt takes.
-int swarm_init (const char *store_dir, int kept_fd);
+// The store (store_open's arguments), and the set's state; `kept_fd`'s pieces swarm_adopt takes.
+int swarm_init (const char *store_dir, int kept_fd, const struct table *own_files_of);
 // The pieces verified in the kept store, as a bitfield: had, as if fetched (they were, and checked,
 // by this user's agent for the last launch; the store's descriptor never left its processes).
 void swarm_adopt (const uint8_t *bits);
@@ -241,9 +260,7 @@ extern struct peer *peers[MAX_PEERS];
 extern int peer_count;
 struct swarm_stats { uint64_t from_head, from_peers, from_source, uploaded, failed_pieces, requests, rejected, rejected_by_head; };
 extern struct swarm_stats stats;
-extern int store_fd;
 
-struct table;
 int swarm_from_source (const struct table *t, uint32_t first, uint32_t last, char *error, size_t error_size);
 
 // ---- the fallback (source.c): the directories the set was described from, read when the swarm stalls

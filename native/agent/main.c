@@ -3,6 +3,7 @@
 //                [--store-dir DIR] [--port N] [--allow-other] [--owner UID[:GID]] [--max-conns N] [--numwant N]
 //                [--stall-timeout SECONDS] [--source [NAME=]DIR]... [--fuse-device PATH] [--stats FILE] [--ready-file FILE]
 //                [--node-name NAME] [--quiet] [--no-trackers] [--peer HOST:PORT]... [--head-fallback SECONDS]
+//                [--no-passthrough]
 // joins the job's swarm, mounts the set read-only at MOUNTPOINT and says `mounted infohash=…
 // mode=MODE at=MOUNTPOINT` on stdout once it is up; fetches what the mode says (eager: the whole
 // set, files opened and read first; block: what reads wait for, and an opened file's first and
@@ -14,6 +15,9 @@
 // --node-list` passes them): --no-trackers, --peer for each (dialed until each is connected), and
 // --head-fallback SECONDS for a node the list does not have dial the head at start: the seeders
 // are dialed once a wait (a read, an open, eager mode's fetch) has had no block for that long.
+// With CAP_SYS_ADMIN (root: the Slurm prolog's agents) the kernel reads and maps the set's large
+// files straight from the store (FUSE passthrough: fuse-session.c, store.c), and eager mode then
+// answers an open of such a file once it is complete; --no-passthrough serves every read itself.
 // P2PRUN_DEBUG=1: a line on stderr per connection and announce. --version,
 // --help: p2prun's version, the usage.
 // For a parent that starts it (lib/native-agent.ts): DESCRIPTION "-" is read from standard input;
@@ -55,7 +59,7 @@
 #define REDIAL_MS 1000
 #define USAGE "p2prun-agent mount DESCRIPTION|- MOUNTPOINT [--mode eager|block|file] [--tracker URL] [--seeder HOST:PORT] [--store-dir DIR] [--port N] " \
   "[--allow-other] [--owner UID[:GID]] [--max-conns N] [--numwant N] [--stall-timeout SECONDS] [--source [NAME=]DIR] [--fuse-device PATH] " \
-  "[--stats FILE] [--ready-file FILE] [--no-trackers] [--peer HOST:PORT] [--head-fallback SECONDS]"
+  "[--stats FILE] [--ready-file FILE] [--no-trackers] [--peer HOST:PORT] [--head-fallback SECONDS] [--no-passthrough]"
 
 struct job job;
 static int epfd;
@@ -481,7 +485,7 @@ int agent_mount (int argc, char **argv, const struct serve_hooks *node_hooks) {
   double stall_seconds = 60; // lib/config.ts's defaults, as for the Node agent
   job.max_conns = 100;
   job.numwant = 8;
-  bool allow_other = false;
+  bool allow_other = false, no_passthrough = false;
   const char *trackers[MAX_ADDRESSES], *seeders[MAX_ADDRESSES];
   int tracker_count = 0, seeder_count = 0;
   bool no_trackers = false;
@@ -567,6 +571,7 @@ int agent_mount (int argc, char **argv, const struct serve_hooks *node_hooks) {
     else if (strcmp(a, "--node-name") == 0 && value) i++; // a label for the Node agent's mount point template; this one needs MOUNTPOINT
     else if (strcmp(a, "--quiet") == 0) {}
     else if (strcmp(a, "--allow-other") == 0) allow_other = true;
+    else if (strcmp(a, "--no-passthrough") == 0) no_passthrough = true;
     else if ((a[0] != '-' || strcmp(a, "-") == 0) && !desc_file) desc_file = a;
     else if (a[0] != '-' && !mount_arg) mount_arg = a;
     else { snprintf(what, sizeof what, "unknown or incomplete option '%s'", a); return fail(what, USAGE); }
@@ -621,7 +626,10 @@ int agent_mount (int argc, char **argv, const struct serve_hooks *node_hooks) {
     snprintf(error, sizeof error, "the store directory %s has %s free and the set needs %s", store_dir, free_text, set_text);
     return fail_as("SWARM", error, "pass --store-dir with room for it, or serve less (--libs DIR, or --libs-policy network)");
   }
-  if (swarm_init(store_dir, kept ? kept->fd : -1) < 0) {
+  // Large files in files of their own when the kernel may serve them from there (FUSE passthrough),
+  // unless the store is to be kept for a next launch: linger.c hands over one file.
+  bool own_files = !no_passthrough && !kept && !(hooks && hooks->keep) && mount_may_pass_through();
+  if (swarm_init(store_dir, kept ? kept->fd : -1, own_files ? &table : NULL) < 0) {
     snprintf(error, sizeof error, "cannot make a store of %llu bytes in %s: %s", (unsigned long long)job.desc.total_bytes, store_dir, strerror(errno));
     return fail_as("SWARM", error, "--store-dir takes a writable directory with room for the set, such as /dev/shm");
   }

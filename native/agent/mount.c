@@ -37,6 +37,7 @@ static bool started, gone, fell_back;
 static uint64_t read_errors, bytes_after_fetch; // as lib/fs.ts counts them: reads failed, bytes of reads that waited
 static char *mount_point;
 static uint8_t *present;          // a bit per piece, MSB first: the server reads it unlocked
+static int *file_fds;             // per inode, the store's file of that file alone, or -1 (store.c)
 static struct watch woken;        // an eventfd: the session thread has events for the loop
 static pthread_mutex_t queue_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct event *queue_head, *queue_tail;
@@ -69,8 +70,9 @@ static void answer (uint32_t id) {
 }
 
 static void answer_open (uint32_t id) {
-  fuse_req_t req = fuse_server_claim(&server, id, NULL);
-  if (req) fuse_server_reply_open(req);
+  struct pending taken;
+  fuse_req_t req = fuse_server_claim(&server, id, &taken);
+  if (req) fuse_server_reply_open(&server, req, taken.ino);
 }
 
 // A waiting read's or open's answer, once its pieces are local.
@@ -114,7 +116,9 @@ static void on_read (uint32_t id, uint64_t ino, uint64_t offset, uint32_t size) 
 
 // A forwarded open, as lib/fs.ts's: eager mode moves the file to the front of the fetch; block
 // mode asks for its first and last pieces at once (a loader reads both); file mode answers once
-// the whole file is local (the paper's RAMDISK mode).
+// the whole file is local (the paper's RAMDISK mode), and so does eager mode for a file the
+// kernel will read from the store itself (passthrough): opened before it is complete, its reads
+// would go through the page cache for as long as that open lives.
 static void on_open (uint32_t id, uint64_t ino) {
   const struct inode *n = table_get(&server.table, ino);
   if (n && n->size > 0) {
@@ -125,7 +129,8 @@ static void on_open (uint32_t id, uint64_t ino) {
     } else {
       swarm_prioritize(first, last);
     }
-    if (job.mode == MODE_FILE && !all_present(first, last)) {
+    bool whole = job.mode == MODE_FILE || (job.mode == MODE_EAGER && file_fds && file_fds[ino] >= 0 && fuse_server_passes_through(&server));
+    if (whole && !all_present(first, last)) {
       if (swarm_store_full()) { fail(id); return; }
       if (wait_for(id, ino, first, last, 0, true)) return;
     }
@@ -228,8 +233,13 @@ void mount_counters_json (char *out, size_t size) {
       (unsigned long long)atomic_load_explicit(&server.counters[c], memory_order_relaxed));
     if (c == C_refused && used < size) used += (size_t)snprintf(out + used, size - used, "},");
   }
-  if (used < size) snprintf(out + used, size - used, ",\"readErrors\":%llu,\"bytesServedAfterFetch\":%llu",
-    (unsigned long long)read_errors, (unsigned long long)bytes_after_fetch);
+  if (used < size) snprintf(out + used, size - used, ",\"readErrors\":%llu,\"bytesServedAfterFetch\":%llu,\"passthroughOpens\":%llu",
+    (unsigned long long)read_errors, (unsigned long long)bytes_after_fetch,
+    (unsigned long long)atomic_load_explicit(&server.passthrough_opens, memory_order_relaxed));
+}
+
+bool mount_may_pass_through (void) {
+  return fuse_server_may_pass_through();
 }
 
 bool mount_gone (void) {
@@ -261,6 +271,16 @@ int mount_start (const char *path, struct table *table, bool allow_other, void (
   server.emit = emit;
   server.cache_seconds = server.negative_seconds = KERNEL_CACHE_SECONDS;
   server.store_fd = store_fd;
+  if (store_has_own_files()) {
+    file_fds = malloc(((size_t)table->count + 1) * sizeof *file_fds);
+    if (!file_fds) { snprintf(error, error_size, "out of memory"); return -1; }
+    file_fds[0] = -1;
+    for (uint32_t i = 1; i <= table->count; i++) {
+      const struct inode *n = &table->inodes[i];
+      file_fds[i] = S_ISREG(n->mode) ? store_file_of(n->offset, n->size) : -1;
+    }
+    server.file_fds = file_fds;
+  }
   server.chunk_length = job.desc.piece_length;
   server.present = present;
   server.present_length = (job.desc.piece_count + 7) / 8;
@@ -275,6 +295,8 @@ void mount_stop (void) {
   if (started) fuse_server_stop(&server);
   started = false;
   fuse_server_free(&server);
+  free(file_fds);
+  file_fds = NULL;
   if (mount_point) mount_point_remove(mount_point);
   free(mount_point);
   mount_point = NULL;

@@ -1,7 +1,8 @@
 // The set as a read-only file system: the FUSE server (../fuse-session.c) on its own thread
 // answers what it can from the inode table and the store; what needs the swarm comes here, to
 // the agent's loop, as an event: a read waits for the pieces it covers (asked for first), an
-// open in eager mode moves its file's pieces to the front and returns at once.
+// open in eager mode moves its file's pieces to the front and returns at once (once the file is
+// complete if the kernel will read it from the store itself: passthrough).
 #ifndef P2PRUN_MOUNT_H
 #define P2PRUN_MOUNT_H
 #include <stdbool.h>
@@ -27,4 +28,7 @@ const char *mount_path (void);
 void mount_counters_json (char *out, size_t size);
 // Whether the mount went away from outside (then the agent ends).
 bool mount_gone (void);
+// Whether the kernel may be asked to read the set's files from the store's own files (FUSE
+// passthrough): the store then gives large files files of their own (store.c).
+bool mount_may_pass_through (void);
 #endif

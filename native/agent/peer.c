@@ -11,7 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <openssl/crypto.h>
@@ -128,8 +127,7 @@ void peer_flush (struct peer *p) {
   while (p->out && p->phase != P_CLOSED) {
     ssize_t n;
     if (p->out->from_store) {
-      off_t offset = (off_t)(p->out->file_offset + p->out->sent);
-      n = sendfile(p->w.fd, store_fd, &offset, p->out->length - p->out->sent);
+      n = store_send(p->w.fd, p->out->file_offset + p->out->sent, p->out->length - p->out->sent);
     } else {
       struct iovec iov[32];
       int count = 0;

@@ -75,7 +75,6 @@ static uint64_t last_block_at;
 static uint64_t wake_at = UINT64_MAX;
 static uint64_t head_until[16];    // the ends of the head's last backoffs (wake_at's, besides the peers')
 static uint8_t head_until_next;
-int store_fd = -1;
 static char store_dir_name[4096];  // for the message of a store that filled up
 // The store could not take a piece: nothing more is fetched, what waits fails, what is in is still
 // served (lib/swarm/node.ts's storeFailed). Before, a block the store refused was asked for again,
@@ -83,7 +82,7 @@ static char store_dir_name[4096];  // for the message of a store that filled up
 static bool no_room;
 struct swarm_stats stats;
 
-int swarm_init (const char *store_dir, int kept_fd) {
+int swarm_init (const char *store_dir, int kept_fd, const struct table *own_files_of) {
   d = &job.desc;
   uint32_t n = d->piece_count ? d->piece_count : 1;
   have = calloc(n, 1);
@@ -99,25 +98,11 @@ int swarm_init (const char *store_dir, int kept_fd) {
   if (!urgent || !urgent_list) return -1;
   orphans = d->piece_count; // none held, started or announced yet
   snprintf(store_dir_name, sizeof store_dir_name, "%s", store_dir);
-  if (kept_fd >= 0) {
-    struct stat st;
-    if (fstat(kept_fd, &st) < 0 || (uint64_t)st.st_size != d->total_bytes) { errno = EINVAL; return -1; }
-    store_fd = kept_fd;
-    return 0;
-  }
-  // A sparse file on a full tmpfs would fail its writes later, piece after piece: refused now.
-  // Unlinked at once: the agent's descriptor keeps it, and nothing is left behind when it ends.
-  char path[4096];
-  snprintf(path, sizeof path, "%s/p2prun-store-XXXXXX", store_dir);
-  store_fd = mkostemp(path, O_CLOEXEC);
-  if (store_fd < 0) return -1;
-  unlink(path);
-  return ftruncate(store_fd, (off_t)d->total_bytes);
+  return store_open(store_dir, d->total_bytes, kept_fd, own_files_of);
 }
 
 void swarm_close (void) {
-  if (store_fd >= 0) close(store_fd);
-  store_fd = -1;
+  store_close();
 }
 
 // The store refused a block (`err`): said once; every wait fails from here.
@@ -447,7 +432,7 @@ static void check (uint32_t index) {
   struct partial *part = &parts[index];
   uint32_t rest = size - part->hashed;
   uint8_t digest[EVP_MAX_MD_SIZE];
-  bool whole = rest == 0 || pread(store_fd, scratch, rest, (off_t)index * d->piece_length + part->hashed) == (ssize_t)rest;
+  bool whole = rest == 0 || store_read(scratch, rest, (uint64_t)index * d->piece_length + part->hashed) == (ssize_t)rest;
   whole = whole && EVP_DigestUpdate(part->hash, scratch, rest) && EVP_DigestFinal_ex(part->hash, digest, NULL);
   uint32_t senders[MAX_SENDERS];
   uint8_t sender_count = part->sender_count;
@@ -478,7 +463,7 @@ int swarm_from_source (const struct table *t, uint32_t first, uint32_t last, cha
       snprintf(error, error_size, "piece %u differs from the description there", index);
       return -1;
     }
-    if (pwrite(store_fd, scratch, size, (off_t)index * d->piece_length) != (ssize_t)size) {
+    if (store_write(scratch, size, (uint64_t)index * d->piece_length) != (ssize_t)size) {
       snprintf(error, error_size, "cannot write the store: %s", strerror(errno));
       return -1;
     }
@@ -510,7 +495,7 @@ static void place (struct peer *p, uint32_t index, uint32_t begin, const uint8_t
   if (have[index] || !part->blocks) return; // a second copy, late
   if (begin < part->hashed) return; // a second copy of bytes already hashed: they stay as they are
   uint64_t at = (uint64_t)index * d->piece_length + begin;
-  ssize_t wrote = pwrite(store_fd, data, length, (off_t)at);
+  ssize_t wrote = store_write(data, length, at);
   if (wrote != (ssize_t)length) {
     store_failed(wrote < 0 ? errno : ENOSPC); // a short write: the file system had no more room
     release(&r);

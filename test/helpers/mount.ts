@@ -21,6 +21,8 @@ export interface AgentStatsJson {
   fs: {
     ops: Record<string, number>, enoent: number, bytesServedLocal: number, bytesServedAfterFetch: number, readErrors: number,
     readsForwarded: number, opensForwarded: number, interrupted: number, openedCompleteMs: number | null
+    /** The native agent's: opens the kernel then read from the store itself (FUSE passthrough). */
+    passthroughOpens?: number
   }
   /** failedPieces: the native agent's (pieces that failed their check). */
   swarm: { fromHead: number, fromPeers: number, uploaded: number, piecesHave: number, pieceCount: number, failedPieces?: number }

@@ -1,5 +1,5 @@
 // The model against the emulated cluster's measurements, per node agent: the native agent's rows
-// (bench/README.md, 2026-12-05, p2p-native) or the Node agent's (2026-12-03, 00:55–01:03: the
+// (bench/README.md, 2026-12-05 10:24, p2p-native) or the Node agent's (2026-12-03, 00:55–01:03: the
 // calibration matrix of e59b234, p2p-eager); the job secret on, medians of the runs of each row.
 // The model runs as the bench does: 2 cores shared by every agent, program and the head; agents
 // given the description file.
@@ -37,14 +37,18 @@ const NODE_ROWS: readonly Row[] = [
   { nodes: 64, rate: '100mbit', makespan: 52.61, agentCpu: 1.27, serverMB: 49.3, fit: false }
 ]
 
-/** bench/README.md, 2026-12-05 (the runs: bench/model/README.md, "The native agent's fit"): medians of the runs per row; 64 nodes the mean of two. */
+/**
+ * bench/README.md, 2026-12-05 10:24–10:27 (73dae66: FUSE passthrough, the bench's clock without its
+ * own forks; the runs: bench/model/README.md, "The native agent's fit"): medians of three runs per
+ * row at 100 Mbit/s, the mean of two at 1 Gbit/s and at 64 nodes.
+ */
 const NATIVE_ROWS: readonly Row[] = [
-  { nodes: 8, rate: '100mbit', makespan: 5.06, agentCpu: 0.22, serverMB: 48.7, fit: true },
-  { nodes: 16, rate: '100mbit', makespan: 6.42, agentCpu: 0.29, serverMB: 48.8, fit: true },
-  { nodes: 32, rate: '100mbit', makespan: 8.85, agentCpu: 0.29, serverMB: 48.9, fit: true },
-  { nodes: 32, rate: '1gbit', makespan: 6.70, agentCpu: 0.21, serverMB: 48.9, fit: true },
-  { nodes: 8, rate: '1gbit', makespan: 1.80, agentCpu: 0.18, serverMB: 48.7, fit: true },
-  { nodes: 64, rate: '100mbit', makespan: 22.80, agentCpu: 0.42, serverMB: 51.0, fit: false }
+  { nodes: 8, rate: '100mbit', makespan: 4.88, agentCpu: 0.20, serverMB: 48.7, fit: true },
+  { nodes: 16, rate: '100mbit', makespan: 5.73, agentCpu: 0.26, serverMB: 48.8, fit: true },
+  { nodes: 32, rate: '100mbit', makespan: 7.82, agentCpu: 0.30, serverMB: 48.9, fit: true },
+  { nodes: 32, rate: '1gbit', makespan: 5.79, agentCpu: 0.21, serverMB: 48.9, fit: true },
+  { nodes: 8, rate: '1gbit', makespan: 1.38, agentCpu: 0.16, serverMB: 48.7, fit: true },
+  { nodes: 64, rate: '100mbit', makespan: 17.55, agentCpu: 0.34, serverMB: 51.1, fit: false }
 ]
 const ROWS = agent === 'native' ? NATIVE_ROWS : NODE_ROWS
 /** Seeds per row: the model's own spread (random peers and background orders) is averaged out. */

@@ -124,8 +124,9 @@ export type AgentKind = 'native' | 'node'
 /**
  * node: the Node agent's fit to the calibration matrix of 2026-12-03 (calibrate.ts --agent node).
  * native: the native agent (dist/p2prun-agent, p2prun's default), fitted to the rows of 2026-12-05
- * (calibrate.ts --agent native --fit); its start (0.01 CPU-s) and its program's CPU (0.10 s, the
- * bench's "program CPU" median) measured.
+ * 10:24 (calibrate.ts --agent native --fit; FUSE passthrough, the bench's clock without its own
+ * forks, which the emulation's cost per piece had absorbed: 0.138 ms before); its start (0.01
+ * CPU-s) and its program's CPU (0.085 s, the bench's "program CPU" median) measured.
  */
 export const AGENT_COSTS: Record<AgentKind, AgentCosts> = {
   node: {
@@ -140,11 +141,11 @@ export const AGENT_COSTS: Record<AgentKind, AgentCosts> = {
   native: {
     agentStartCpu: 0.01,
     agentStartWait: 0.04,
-    pieceRecvCpu: 0.181e-3,
-    pieceSendCpu: 0.090e-3,
-    trickleCpu: 0.0102,
-    programCpu: 0.10,
-    emulationCpuPerPiece: 0.138e-3
+    pieceRecvCpu: 0.168e-3,
+    pieceSendCpu: 0.084e-3,
+    trickleCpu: 0.0106,
+    programCpu: 0.085,
+    emulationCpuPerPiece: 0.056e-3
   }
 }
 

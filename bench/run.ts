@@ -102,11 +102,11 @@ const onNode = (k: number, script: string, env: Record<string, string> = {}) =>
   execa(CLUSTER, ['exec', String(k), 'bash', '-c', script], { env: { ...process.env, ...env }, reject: false, stdin: 'pipe', detached: true })
 
 /**
- * The agent's user and system time so far, in clock ticks: fields 14 and 15 of /proc/PID/stat, read
- * by bash itself (no awk: a fork and an exec per node inside the clock, ~10 ms of CPU each on this VM).
+ * A line `label U S more`: the agent's user and system time so far, in clock ticks (fields 14 and 15
+ * of /proc/PID/stat), read by bash itself (no awk: a fork and an exec per node inside the clock,
+ * ~10 ms of CPU each on this VM).
  */
-const AGENT_TICKS = 'read -ra s < /proc/$pid/stat'
-const TICKS = '${s[13]} ${s[14]}'
+const agentTicks = (label: string, more = '') => `read -ra s < /proc/$pid/stat; echo ${label} \${s[13]} \${s[14]}${more}`
 /** Voluntary and involuntary context switches of all the agent's threads so far. */
 const AGENT_CTX = "$(cat /proc/$pid/task/*/status | awk '/^voluntary_ctxt/ {v += $2} /^nonvoluntary_ctxt/ {n += $2} END {print v, n}')"
 /**
@@ -281,8 +281,8 @@ function withSetMover (k: number, m: SetMover): NodeScript {
     setup: `f=/tmp/p2pb-ready-${k}; rm -f $f; mkfifo $f && trap 'rm -f $f' EXIT${m.before ? `; ${m.before}` : ''}`,
     run: `${m.start} & pid=$!; ` +
       `read line < $f; case "$line" in ${m.ready}) ;; *) wait $pid; ${m.failed ? `${m.failed}; ` : ''}${after}exit 1 ;; esac; ` +
-      `echo mounted; ${AGENT_TICKS}; echo startcpu ${TICKS}; ${timed(`${m.run} < /dev/null > /dev/null`)} || { kill $pid; wait $pid; ${after}exit 1; }; echo done; ` +
-      `cat > /dev/null; ${AGENT_TICKS}; echo cpu ${TICKS} ${AGENT_CTX}; kill $pid; wait $pid${m.after ? `; ${m.after}` : ''}`
+      `echo mounted; ${agentTicks('startcpu')}; ${timed(`${m.run} < /dev/null > /dev/null`)} || { kill $pid; wait $pid; ${after}exit 1; }; echo done; ` +
+      `cat > /dev/null; ${agentTicks('cpu', ` ${AGENT_CTX}`)}; kill $pid; wait $pid${m.after ? `; ${m.after}` : ''}`
   }
 }
 

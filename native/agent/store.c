@@ -108,15 +108,6 @@ bool store_has_own_files (void) {
   return own_count > 0;
 }
 
-int store_file_of (uint64_t start, uint64_t length) {
-  size_t lo = 0, hi = own_count;
-  while (lo < hi) {
-    size_t mid = (lo + hi) / 2;
-    if (own[mid].start < start) lo = mid + 1; else hi = mid;
-  }
-  return lo < own_count && own[lo].start == start && own[lo].length == length ? own[lo].fd : -1;
-}
-
 // Where byte `at` of the set lies: a descriptor, the offset there, and how many bytes from `at` on
 // lie there in a row.
 static int locate (uint64_t at, off_t *pos, uint64_t *run) {
@@ -133,6 +124,13 @@ static int locate (uint64_t at, off_t *pos, uint64_t *run) {
   *pos = (off_t)at;
   *run = (lo < own_count ? own[lo].start : total) - at;
   return store_fd;
+}
+
+int store_file_of (uint64_t start, uint64_t length) {
+  off_t pos;
+  uint64_t run;
+  int fd = locate(start, &pos, &run);
+  return fd != store_fd && pos == 0 && run == length ? fd : -1;
 }
 
 // pwrite or pread of the set's bytes from `at` on, file by file (`bytes` is only read when writing).

@@ -9,12 +9,10 @@
 // of a second (the endgame).
 #define _GNU_SOURCE
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <sys/stat.h>
 #include <openssl/evp.h>
 #include <openssl/sha.h>
 #include "agent.h"

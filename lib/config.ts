@@ -71,7 +71,7 @@ export const SETTINGS = {
   'libs-policy': { kind: 'string', choices: LIBS_POLICIES, help: 'with --libs auto, serve what lies on network file systems (network), that and all outside the system directories (nonsystem), or all but the loader (all)' },
   'description-route': { kind: 'string', choices: DESCRIPTION_ROUTES, help: 'how a launch\'s nodes get the description: spec, inside the job spec the launcher forwards (when it fits; else as peers); peers, from nodes that have it, the head answering the first few' },
   launcher: { kind: 'string', choices: ['auto', ...LAUNCHER_NAMES], help: `how ranks are started: auto, ${LAUNCHER_NAMES.join(', ')}` },
-  agent: { kind: 'string', choices: AGENT_CHOICES, help: 'the node agent: native (p2prun-agent, no Node: peers from a tracker, seeders or a node list, no DHT), node (every option), or auto: native when it serves the options' },
+  agent: { kind: 'string', choices: AGENT_CHOICES, help: 'the node agent: native (p2prun-agent, no Node: peers from a tracker, seeders or a node list, no DHT), node (every option), or auto: native when it serves the options; the head\'s seeder is native unless this says node (or an upload limit asks for the Node one)' },
   mode: { kind: 'string', choices: DATA_MODES, help: 'data mode: block (fetch pieces on read), file (whole file on open), eager (everything, opened files first)' },
   owner: { kind: 'string', help: 'UID[:GID] that owns the mounted files (default: the mounting user)' },
   'allow-other': { kind: 'bool', help: 'let users other than the mounting one see the mount (needs user_allow_other in /etc/fuse.conf)' },

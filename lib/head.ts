@@ -9,7 +9,8 @@ import type { SourceLayout } from './source-layout.ts'
 import type { Description } from './description.ts'
 import type { JobSecret } from './swarm/job-auth.ts'
 import type { DhtBootstrap } from './swarm/dht.ts'
-import { startSeeder, type Seeder } from './swarm/seeder.ts'
+import { nativeSeederRefusal, startNativeSeeder } from './swarm/native-seeder.ts'
+import { startSeeder, type Seeder, type SeederOptions } from './swarm/seeder.ts'
 import { DESCRIPTION_PATH, startTracker, type Tracker } from './swarm/tracker.ts'
 
 export interface Head {
@@ -30,6 +31,8 @@ export interface Head {
   maxToOneNode (): number
   /** Bytes of the description sent to nodes: over HTTP and to peers of the swarm. */
   descriptionBytes (): number
+  /** Once this resolves, uploaded, maxToOneNode and descriptionBytes are up to date. */
+  refresh (): Promise<void>
   peerCount (): number
   /** ms from head start at which each node announced it had the whole set. */
   completions (): readonly number[]
@@ -86,6 +89,7 @@ export async function startHead (desc: Description, source: SourceLayout, config
     uploaded: () => seeder.uploaded(),
     maxToOneNode: () => seeder.maxToOnePeer(),
     descriptionBytes: () => tracker.descriptionBytes() + seeder.descriptionBytes(),
+    refresh: () => seeder.refresh(),
     // With a DHT, the nodes that announced to the head's DHT node: all of them in a small job; at
     // scale, the announces land on the DHT nodes nearest the infohash, the head among them or not.
     peerCount: () => dht ? dht.announced(desc.infoHash) : tracker.peerCount(desc.infoHash),
@@ -94,10 +98,14 @@ export async function startHead (desc: Description, source: SourceLayout, config
   }
 }
 
-/** A set's seeder beside `tracker`, announcing itself to it (at `trackerUrl`, if given) so that nodes find it. */
+/**
+ * A set's seeder beside `tracker`, announcing itself to it (at `trackerUrl`, if given) so that nodes
+ * find it: the native one (native-seeder.ts) where it serves the options, unless the `agent`
+ * setting says node.
+ */
 function seedSet (desc: Description, source: SourceLayout, config: Config, advertise: string, port: number, tracker: Tracker,
   trackerUrl: string | undefined, secret: JobSecret | undefined, warn: (line: string) => void): Promise<Seeder> {
-  return startSeeder(desc, source, {
+  const options: SeederOptions = {
     host: config.host ?? advertise,
     port,
     trackers: trackerUrl ? [trackerUrl] : [],
@@ -113,7 +121,9 @@ function seedSet (desc: Description, source: SourceLayout, config: Config, adver
     noOtherHolder: trackerUrl
       ? () => tracker.nodesJoined(desc.infoHash) > 0 && tracker.peerCount(desc.infoHash) <= 1
       : (seen) => seen.joined > 0 && seen.connected === 0
-  }, warn)
+  }
+  const native = config.agent !== 'node' && nativeSeederRefusal(options, source) === undefined
+  return native ? startNativeSeeder(desc, source, options, warn) : startSeeder(desc, source, options, warn)
 }
 
 /**

@@ -11,7 +11,7 @@ import t, { type Test } from 'tap'
 import { parseDescription } from '../lib/description.ts'
 import { SwarmNode } from '../lib/swarm/node.ts'
 import { bytesFor, snapshotTree } from './helpers/fixtures.ts'
-import { describedTree, p2prun, serve, type Serving } from './helpers/cli.ts'
+import { describedTree, p2prun, SEEDERS, serve, type Serving } from './helpers/cli.ts'
 import { answersHandshake, handshake, liar, message, pct, portOf, sendAndAwaitClose, strangerId, u32 } from './helpers/peer-wire.ts'
 
 const SET_FILES = { 'libone.so.1': 3_000_000, 'libtwo.so.1': 2_500_000, 'sub/libthree.so': 1_700_000 }
@@ -52,32 +52,34 @@ async function fetchSet (t: Test, dir: string, file: string, head: Serving, name
   return r
 }
 
-t.test('the head survives every malformed message and still serves the set', async (t) => {
-  const { dir, libs, file, infoHash } = await describedSet(t)
-  const head = await serve(file, libs)
-  t.teardown(head.stop)
-  const hostile: Array<[string, Buffer]> = [
-    ['a have without its index', Buffer.from('0000000104', 'hex')],
-    ['a bitfield of the wrong size', message(5, Buffer.from([0xff]))],
-    ['a request of 12 bytes', message(6, Buffer.alloc(11))],
-    ['a piece without its header', message(7, Buffer.alloc(2))],
-    ['a message of 4 GiB', u32(0xffffffff)]
-  ]
-  for (const [name, bytes] of hostile) {
-    await sendAndAwaitClose(head.seeder, Buffer.concat([handshake(infoHash), bytes]))
-    t.ok(await answersHandshake(head.seeder, infoHash), `${name}: the head closed that connection and answers the next`)
-  }
-  for (let i = 0; i < 40; i++) {
-    // Random noise after a good handshake, often framed as a message: whatever the head makes of
-    // it (an unknown message is ignored, so we end the connection), it must not die.
-    const noise = randomBytes(1 + Math.floor(Math.random() * 200))
-    const framed = i % 2 === 0 ? Buffer.concat([u32(noise.length), noise]) : noise
-    await sendAndAwaitClose(head.seeder, Buffer.concat([handshake(infoHash), framed]), true)
-  }
-  t.ok(await answersHandshake(head.seeder, infoHash), 'the head survived 40 streams of noise')
-  await fetchSet(t, dir, file, head, 'out')
-  t.same(await snapshotTree(path.join(dir, 'out')), await snapshotTree(libs), 'and a node still gets every byte')
-})
+for (const { seeder, args } of SEEDERS) {
+  t.test(`the head survives every malformed message and still serves the set (${seeder} seeder)`, async (t) => {
+    const { dir, libs, file, infoHash } = await describedSet(t)
+    const head = await serve(file, libs, args)
+    t.teardown(head.stop)
+    const hostile: Array<[string, Buffer]> = [
+      ['a have without its index', Buffer.from('0000000104', 'hex')],
+      ['a bitfield of the wrong size', message(5, Buffer.from([0xff]))],
+      ['a request of 12 bytes', message(6, Buffer.alloc(11))],
+      ['a piece without its header', message(7, Buffer.alloc(2))],
+      ['a message of 4 GiB', u32(0xffffffff)]
+    ]
+    for (const [name, bytes] of hostile) {
+      await sendAndAwaitClose(head.seeder, Buffer.concat([handshake(infoHash), bytes]))
+      t.ok(await answersHandshake(head.seeder, infoHash), `${name}: the head closed that connection and answers the next`)
+    }
+    for (let i = 0; i < 40; i++) {
+      // Random noise after a good handshake, often framed as a message: whatever the head makes of
+      // it (an unknown message is ignored, so we end the connection), it must not die.
+      const noise = randomBytes(1 + Math.floor(Math.random() * 200))
+      const framed = i % 2 === 0 ? Buffer.concat([u32(noise.length), noise]) : noise
+      await sendAndAwaitClose(head.seeder, Buffer.concat([handshake(infoHash), framed]), true)
+    }
+    t.ok(await answersHandshake(head.seeder, infoHash), 'the head survived 40 streams of noise')
+    await fetchSet(t, dir, file, head, 'out')
+    t.same(await snapshotTree(path.join(dir, 'out')), await snapshotTree(libs), 'and a node still gets every byte')
+  })
+}
 
 t.test('a node drops a peer whose pieces fail their hash and one that breaks the protocol, and completes from the head', async (t) => {
   const { dir, libs, file, infoHash } = await describedSet(t)
@@ -96,24 +98,41 @@ t.test('a node drops a peer whose pieces fail their hash and one that breaks the
   t.ok(crasher.counts.connections >= 1, 'the peer sending a broken message was reached, and the node lived on')
 })
 
-t.test('a source that changes while served (same size): the head says so once and sends no bad piece', async (t) => {
+for (const { seeder, args } of SEEDERS) {
+  t.test(`a source that changes while served (same size): the head says so once and sends no bad piece (${seeder} seeder)`, async (t) => {
+    const { dir, libs, file } = await describedSet(t)
+    const head = await serve(file, libs, args)
+    t.teardown(head.stop)
+    // Started on a matching source; then a file gets other bytes in place, as a rebuild into the
+    // same path would: sizes and mtimes cannot tell, only the pieces' hashes.
+    await writeFile(path.join(libs, 'libtwo.so.1'), bytesFor('something else', SET_FILES['libtwo.so.1']))
+    const r = await p2prun(['fetch', file, '--out', path.join(dir, 'out'), '--tracker', head.tracker, '--seeder', head.seeder,
+      '--store-dir', dir, '--stall-timeout', '2'])
+    t.equal(r.exitCode, 1, 'the node gives up after the stall timeout instead of fetching bad pieces forever')
+    t.match(r.stderr, /no data arrived for 2 s/)
+    const uploaded = await head.stop()
+    const total = Object.values(SET_FILES).reduce((a, b) => a + b, 0)
+    t.ok(uploaded <= total, `the head sent ${uploaded} bytes, no more than the set`)
+    const { stderr } = await head.child
+    const warnings = String(stderr).split('\n').filter((l) => l.includes('no longer matches'))
+    t.equal(warnings.length, 1, 'one warning')
+    t.match(warnings[0], /^p2prun serve: warning: the source no longer matches the description: piece \d+ \(.*libtwo\.so\.1.*\) has other bytes; such pieces are not served/)
+  })
+}
+
+t.test('the native seeder hashes a piece again once a file it spans changed after it was sent', async (t) => {
   const { dir, libs, file } = await describedSet(t)
   const head = await serve(file, libs)
   t.teardown(head.stop)
-  // Started on a matching source; then a file gets other bytes in place, as a rebuild into the
-  // same path would: sizes and mtimes cannot tell, only the pieces' hashes.
+  await fetchSet(t, dir, file, head, 'first')
+  // Every piece was sent once, hashed then; now a file gets other bytes in place (same size).
   await writeFile(path.join(libs, 'libtwo.so.1'), bytesFor('something else', SET_FILES['libtwo.so.1']))
-  const r = await p2prun(['fetch', file, '--out', path.join(dir, 'out'), '--tracker', head.tracker, '--seeder', head.seeder,
-    '--store-dir', dir, '--stall-timeout', '2'])
-  t.equal(r.exitCode, 1, 'the node gives up after the stall timeout instead of fetching bad pieces forever')
-  t.match(r.stderr, /no data arrived for 2 s/)
-  const uploaded = await head.stop()
-  const total = Object.values(SET_FILES).reduce((a, b) => a + b, 0)
-  t.ok(uploaded <= total, `the head sent ${uploaded} bytes, no more than the set`)
-  const { stderr } = await head.child
-  const warnings = String(stderr).split('\n').filter((l) => l.includes('no longer matches'))
-  t.equal(warnings.length, 1, 'one warning')
-  t.match(warnings[0], /^p2prun serve: warning: the source no longer matches the description: piece \d+ \(.*libtwo\.so\.1.*\) has other bytes; such pieces are not served/)
+  const r = await fetchFrom(dir, file, head, 'second', ['--stall-timeout', '2'])
+  t.equal(r.exitCode, 1, 'the second node gets no bad piece: it gives up after the stall timeout')
+  t.notMatch(r.stderr, /failed its hash check/, 'and none failed its check there')
+  await head.stop()
+  const warnings = String((await head.child).stderr).split('\n').filter((l) => l.includes('no longer matches'))
+  t.equal(warnings.length, 1, 'the head says so once')
 })
 
 t.test('a head that restarts on the same address is found again, and the fetch completes', async (t) => {
@@ -151,24 +170,26 @@ async function waitFor (check: () => Promise<boolean>, what: string): Promise<vo
   throw new Error(`gave up waiting: ${what}`)
 }
 
-t.test('a head started with the job\'s secret serves only the nodes that prove it', async (t) => {
-  const { dir, libs, file, infoHash } = await describedSet(t)
-  const secret = randomBytes(32).toString('hex')
-  const head = await serve(file, libs, [], secret)
-  t.teardown(head.stop)
-  // Anyone with the infohash: a BitTorrent handshake, then a request, without the job's proof.
-  const got = await sendAndAwaitClose(head.seeder, Buffer.concat([handshake(infoHash), message(2), message(6, Buffer.alloc(12))]))
-  t.equal(got.length, 68, 'the head answered the handshake, then closed: no bitfield, no block')
-  await fetchSet(t, dir, file, head, 'member', [], { P2PRUN_SECRET: secret })
-  t.same(await snapshotTree(path.join(dir, 'member')), await snapshotTree(libs), 'a node with the secret gets every byte')
-  for (const [name, env] of [['stranger', { P2PRUN_SECRET: randomBytes(32).toString('hex') }], ['open-client', {}]] as const) {
-    const r = await fetchFrom(dir, file, head, name, ['--stall-timeout', '2'], env)
-    t.equal(r.exitCode, 1, `${name}: refused`)
-    t.match(r.stderr, /no data arrived for 2 s/, `${name}: gets no byte`)
-  }
-  const stranger = await fetchFrom(dir, file, head, 'stranger2', ['--stall-timeout', '2'], { P2PRUN_SECRET: randomBytes(32).toString('hex') })
-  t.match(stranger.stderr, /refused the announce: this tracker serves only its job's nodes/, 'and the tracker says why')
-})
+for (const { seeder, args } of SEEDERS) {
+  t.test(`a head started with the job's secret serves only the nodes that prove it (${seeder} seeder)`, async (t) => {
+    const { dir, libs, file, infoHash } = await describedSet(t)
+    const secret = randomBytes(32).toString('hex')
+    const head = await serve(file, libs, args, secret)
+    t.teardown(head.stop)
+    // Anyone with the infohash: a BitTorrent handshake, then a request, without the job's proof.
+    const got = await sendAndAwaitClose(head.seeder, Buffer.concat([handshake(infoHash), message(2), message(6, Buffer.alloc(12))]))
+    t.equal(got.length, 68, 'the head answered the handshake, then closed: no bitfield, no block')
+    await fetchSet(t, dir, file, head, 'member', [], { P2PRUN_SECRET: secret })
+    t.same(await snapshotTree(path.join(dir, 'member')), await snapshotTree(libs), 'a node with the secret gets every byte')
+    for (const [name, env] of [['stranger', { P2PRUN_SECRET: randomBytes(32).toString('hex') }], ['open-client', {}]] as const) {
+      const r = await fetchFrom(dir, file, head, name, ['--stall-timeout', '2'], env)
+      t.equal(r.exitCode, 1, `${name}: refused`)
+      t.match(r.stderr, /no data arrived for 2 s/, `${name}: gets no byte`)
+    }
+    const stranger = await fetchFrom(dir, file, head, 'stranger2', ['--stall-timeout', '2'], { P2PRUN_SECRET: randomBytes(32).toString('hex') })
+    t.match(stranger.stderr, /refused the announce: this tracker serves only its job's nodes/, 'and the tracker says why')
+  })
+}
 
 t.test('a node holding a secret and an open head: the node says the head is not of its job', async (t) => {
   const { dir, libs, file } = await describedSet(t)
@@ -284,24 +305,26 @@ t.test('fallback to the source: a read the stalled swarm cannot serve comes from
     'where the source is not readable, the read fails as before, saying both')
 })
 
-t.test('idle connections from one address cannot fill the head\'s seeder', async (t) => {
-  const { dir, libs, file } = await describedSet(t)
-  const head = await serve(file, libs)
-  t.teardown(head.stop)
-  const port = portOf(head.seeder)
-  // 120 sockets that never say anything, from another address of this host (a node's cap, --max-conns, is 100).
-  const idle: net.Socket[] = []
-  t.teardown(() => { for (const s of idle) s.destroy() })
-  let refused = 0
-  await Promise.all(Array.from({ length: 120 }, () => new Promise<void>((resolve) => {
-    const s = net.connect({ port, host: '127.0.0.1', localAddress: '127.0.0.2' }, () => resolve())
-    s.on('error', () => resolve())
-    s.on('close', () => { refused++ })
-    idle.push(s)
-  })))
-  await waitFor(async () => refused >= 120 - 8, 'the head closed all but 8 of the idle sockets')
-  t.equal(refused, 112, 'all but 8 were closed at once')
-  // Well inside the idle sockets' 10 s handshake timeout: the node from another address gets in.
-  const r = await fetchFrom(dir, file, head, 'out', ['--stall-timeout', '5'])
-  t.equal(r.exitCode, 0, r.stderr)
-})
+for (const { seeder, args } of SEEDERS) {
+  t.test(`idle connections from one address cannot fill the head's seeder (${seeder} seeder)`, async (t) => {
+    const { dir, libs, file } = await describedSet(t)
+    const head = await serve(file, libs, args)
+    t.teardown(head.stop)
+    const port = portOf(head.seeder)
+    // 120 sockets that never say anything, from another address of this host (a node's cap, --max-conns, is 100).
+    const idle: net.Socket[] = []
+    t.teardown(() => { for (const s of idle) s.destroy() })
+    let refused = 0
+    await Promise.all(Array.from({ length: 120 }, () => new Promise<void>((resolve) => {
+      const s = net.connect({ port, host: '127.0.0.1', localAddress: '127.0.0.2' }, () => resolve())
+      s.on('error', () => resolve())
+      s.on('close', () => { refused++ })
+      idle.push(s)
+    })))
+    await waitFor(async () => refused >= 120 - 8, 'the head closed all but 8 of the idle sockets')
+    t.equal(refused, 112, 'all but 8 were closed at once')
+    // Well inside the idle sockets' 10 s handshake timeout: the node from another address gets in.
+    const r = await fetchFrom(dir, file, head, 'out', ['--stall-timeout', '5'])
+    t.equal(r.exitCode, 0, r.stderr)
+  })
+}

@@ -4,6 +4,7 @@ import { execFile } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { lookup } from 'node:dns/promises'
 import { lstat, mkdir, open, readdir, readFile, readlink, stat, statfs, writeFile } from 'node:fs/promises'
+import http from 'node:http'
 import net from 'node:net'
 import path from 'node:path'
 import { promisify } from 'node:util'
@@ -897,4 +898,33 @@ t.test('bad input: one line with a hint, exit 2, and nothing left behind', async
   const help = await execa(NATIVE_AGENT, ['--help'], { reject: false })
   t.match(help, { exitCode: 0, stdout: /^usage: p2prun-agent mount DESCRIPTION\|- MOUNTPOINT / }, '--help: the usage, on stdout')
   t.same((await readdir(j.dir)).filter((n) => n.startsWith('p2prun-')), [], 'no store left')
+})
+
+t.test('a set complete before the tracker answered the started announce, and the agent stopped at once: the tracker hears completed, then stopped', async (t) => {
+  const j = await job(t, (dir) => makeTree(path.join(dir, 'libs'), LIBRARY_TREE))
+  // A tracker that holds its answer to `started` until the test lets it go.
+  const events: string[] = []
+  let release: () => void = () => {}
+  const held = new Promise<void>((resolve) => { release = resolve })
+  const tracker = http.createServer((req, res) => {
+    const event = new URL(req.url ?? '/', 'http://x').searchParams.get('event') ?? 'none'
+    events.push(event)
+    const answer = () => res.end('d8:intervali60e5:peers0:e')
+    if (event === 'started') void held.then(answer)
+    else answer()
+  })
+  j.defer(() => { release(); return new Promise<void>((resolve) => { tracker.closeAllConnections(); tracker.close(() => resolve()) }) })
+  await new Promise<void>((resolve) => tracker.listen(0, '127.0.0.1', () => resolve()))
+  const url = `http://127.0.0.1:${(tracker.address() as net.AddressInfo).port}/announce`
+  const agent = await mountAgent(j, j.file, path.join(j.dir, 'mnt'), path.join(j.dir, 'agent.json'),
+    ['--mode', 'eager', '--tracker', url, '--seeder', j.head.seeder, '--store-dir', j.dir], { P2PRUN_DEBUG: '1' }, [], NATIVE_AGENT)
+  for (let stats = await nativeStats(agent); stats.swarm.piecesHave < stats.swarm.pieceCount; stats = await nativeStats(agent)) {
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
+  t.same(events, ['started'], 'the set is complete while the started announce waits')
+  const stopping = agent.stop()
+  await stderrLine(agent, /stopping/) // the stop asked for while the started announce still waits
+  release()
+  t.equal((await stopping).exitCode, 0)
+  t.same(events, ['started', 'completed', 'stopped'], 'the completion is told before the stop, not replaced by it')
 })

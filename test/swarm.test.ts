@@ -10,6 +10,7 @@ import path from 'node:path'
 import { promisify } from 'node:util'
 import t, { type Test } from 'tap'
 import { parseDescription } from '../lib/description.ts'
+import { isAlive } from '../lib/session/process.ts'
 import { extractTree } from '../lib/extract.ts'
 import { Connections } from '../lib/swarm/connections.ts'
 import { decodePex, encodePex, type Pex } from '../lib/swarm/extensions.ts'
@@ -17,7 +18,7 @@ import { SwarmNode } from '../lib/swarm/node.ts'
 import { parseJobSecret } from '../lib/swarm/job-auth.ts'
 import { newPeerId } from '../lib/swarm/peer-id.ts'
 import { bytesFor, snapshotTree } from './helpers/fixtures.ts'
-import { describedTree, p2prun, serve } from './helpers/cli.ts'
+import { describedTree, p2prun, SEEDERS, serve } from './helpers/cli.ts'
 import { handshake, message, peerProof, readPeer, u32 } from './helpers/peer-wire.ts'
 import { freePorts } from './helpers/ports.ts'
 
@@ -28,39 +29,41 @@ async function describedSet (t: Test) {
   return { ...described, bytes: Object.values(SET_FILES).reduce((a, b) => a + b, 0) }
 }
 
-t.test('a seeder and three nodes that stay until all have the set: each piece leaves the head once, the rest goes node to node', async (t) => {
-  const { dir, libs, file, bytes } = await describedSet(t)
-  // The head sends a piece to one node at a time and defers everyone else to that node for ten
-  // minutes: the nodes must trade pieces, and no speed of theirs can make the head send one twice.
-  // (The default window is 2 s; an outcome that depended on it would depend on this machine's load.)
-  const head = await serve(file, libs, ['--defer-to-peers', '600'])
-  t.teardown(head.stop)
-  const desc = parseDescription(await readFile(file))
-  const nodes = await Promise.all([1, 2, 3].map(() => SwarmNode.join(desc, {
-    storeDir: dir, port: 0, maxConns: 10, numwant: 10, stallTimeoutMs: 60_000, trackers: [head.tracker], seeders: [head.seeder]
-  })))
-  t.teardown(() => Promise.all(nodes.map((n) => n.close())))
-  await Promise.all(nodes.map((n) => n.fetchAll()))
-  // Room for each piece is taken before a byte of it is written through the store's mapping, where
-  // running out of room would be a SIGBUS, not an error.
-  const store = await stat(path.join(nodes[0]!.storePath, 'data'))
-  t.ok(store.size === desc.totalBytes && store.blocks * 512 >= desc.totalBytes, `the store holds the set (${store.blocks * 512} bytes allocated for ${desc.totalBytes})`)
-  const expected = await snapshotTree(libs)
-  let fromPeers = 0
-  for (const [i, node] of nodes.entries()) {
-    const out = path.join(dir, `node${i + 1}`)
-    await extractTree(desc, node, out)
-    t.same(await snapshotTree(out), expected, `node ${i + 1} has every file byte for byte`)
-    const { fromHead, fromPeers: mine } = node.stats()
-    t.ok(fromHead + mine >= bytes, `node ${i + 1} received at least the set`)
-    fromPeers += mine
-  }
-  await Promise.all(nodes.map((n) => n.close()))
-  const uploaded = await head.stop()
-  t.equal(uploaded, bytes, `the head sent the set once (${(uploaded / bytes).toFixed(3)}x), not a piece twice`)
-  t.ok(fromPeers >= 1.75 * bytes, `the nodes got ${(fromPeers / bytes).toFixed(2)}x the set from each other (the other two copies)`)
-  t.same((await readdir(dir)).filter((n) => n.startsWith('p2prun-')), [], 'no store left behind')
-})
+for (const { seeder, args } of SEEDERS) {
+  t.test(`a seeder and three nodes that stay until all have the set: each piece leaves the head once, the rest goes node to node (${seeder} seeder)`, async (t) => {
+    const { dir, libs, file, bytes } = await describedSet(t)
+    // The head sends a piece to one node at a time and defers everyone else to that node for ten
+    // minutes: the nodes must trade pieces, and no speed of theirs can make the head send one twice.
+    // (The default window is 2 s; an outcome that depended on it would depend on this machine's load.)
+    const head = await serve(file, libs, [...args, '--defer-to-peers', '600'])
+    t.teardown(head.stop)
+    const desc = parseDescription(await readFile(file))
+    const nodes = await Promise.all([1, 2, 3].map(() => SwarmNode.join(desc, {
+      storeDir: dir, port: 0, maxConns: 10, numwant: 10, stallTimeoutMs: 60_000, trackers: [head.tracker], seeders: [head.seeder]
+    })))
+    t.teardown(() => Promise.all(nodes.map((n) => n.close())))
+    await Promise.all(nodes.map((n) => n.fetchAll()))
+    // Room for each piece is taken before a byte of it is written through the store's mapping, where
+    // running out of room would be a SIGBUS, not an error.
+    const store = await stat(path.join(nodes[0]!.storePath, 'data'))
+    t.ok(store.size === desc.totalBytes && store.blocks * 512 >= desc.totalBytes, `the store holds the set (${store.blocks * 512} bytes allocated for ${desc.totalBytes})`)
+    const expected = await snapshotTree(libs)
+    let fromPeers = 0
+    for (const [i, node] of nodes.entries()) {
+      const out = path.join(dir, `node${i + 1}`)
+      await extractTree(desc, node, out)
+      t.same(await snapshotTree(out), expected, `node ${i + 1} has every file byte for byte`)
+      const { fromHead, fromPeers: mine } = node.stats()
+      t.ok(fromHead + mine >= bytes, `node ${i + 1} received at least the set`)
+      fromPeers += mine
+    }
+    await Promise.all(nodes.map((n) => n.close()))
+    const uploaded = await head.stop()
+    t.equal(uploaded, bytes, `the head sent the set once (${(uploaded / bytes).toFixed(3)}x), not a piece twice`)
+    t.ok(fromPeers >= 1.75 * bytes, `the nodes got ${(fromPeers / bytes).toFixed(2)}x the set from each other (the other two copies)`)
+    t.same((await readdir(dir)).filter((n) => n.startsWith('p2prun-')), [], 'no store left behind')
+  })
+}
 
 t.test('a store that fills up after the node joined: what waits fails with one error, and the agent lives on', async (t) => {
   const { dir, libs, file } = await describedSet(t)
@@ -160,18 +163,43 @@ t.test('fetch without any tracker or seeder is refused up front', async (t) => {
   t.match(r.stderr, /names no tracker or seeder.*hint: pass --tracker URL or --seeder HOST:PORT/)
 })
 
-t.test('the seeder checks its source against the description', async (t) => {
+for (const { seeder, args } of SEEDERS) {
+  t.test(`the seeder checks its source against the description (${seeder} seeder)`, async (t) => {
+    const { libs, file } = await describedSet(t)
+    // Same size, same mtime, other bytes: only hashing can tell.
+    const target = path.join(libs, 'libtwo.so.1')
+    const { mtime } = await stat(target)
+    await writeFile(target, bytesFor('something else', 2_500_000))
+    await utimes(target, mtime, mtime)
+    const verified = await p2prun(['serve', file, '--source', libs, '--host', '127.0.0.1', '--open', '--verify-source', ...args])
+    t.equal(verified.exitCode, 1)
+    t.match(verified.stderr, new RegExp(`^p2prun serve: error: ${libs} does not match the description: \\d+ of \\d+ pieces differ \\(hint: describe the directory again`, 'm'))
+    t.equal(verified.stderr.trim().split('\n').length, 1, 'one line')
+  })
+}
+
+/** `pid`'s descendants and their command lines. */
+async function descendants (pid: number): Promise<Array<{ pid: number, command: string }>> {
+  const children = (await readFile(`/proc/${pid}/task/${pid}/children`, 'utf8').catch(() => '')).split(' ').filter(Boolean).map(Number)
+  const found = await Promise.all(children.map(async (c) => [
+    { pid: c, command: (await readFile(`/proc/${c}/cmdline`, 'utf8').catch(() => '')).split('\0').join(' ') }, ...await descendants(c)]))
+  return found.flat()
+}
+
+t.test('p2prun serve runs the native seeder, but with --agent node or an upload limit (which it does not do)', async (t) => {
   const { libs, file } = await describedSet(t)
-  // Same size, same mtime, other bytes: only hashing can tell.
-  const target = path.join(libs, 'libtwo.so.1')
-  const { mtime } = await stat(target)
-  await writeFile(target, bytesFor('something else', 2_500_000))
-  await utimes(target, mtime, mtime)
-  const verified = await p2prun(['serve', file, '--source', libs, '--host', '127.0.0.1', '--open', '--verify-source'])
-  t.equal(verified.exitCode, 1)
-  t.match(verified.stderr, /does not match the description: \d+ of \d+ pieces differ/)
-  // A size change is caught without hashing.
-  await writeFile(target, 'short')
+  for (const [extra, native] of [[[], true], [['--agent', 'node'], false], [['--upload-limit', '1000000'], false]] as const) {
+    const head = await serve(file, libs, extra)
+    const seeds = (await descendants(head.child.pid as number)).filter((c) => / seed - /.test(c.command))
+    t.equal(seeds.length, native ? 1 : 0, `${extra.join(' ') || 'by default'}: ${native ? 'p2prun-agent seed' : 'no native seeder'}`)
+    await head.stop()
+    for (const s of seeds) t.notOk(await isAlive(s.pid), 'the native seeder ends with the head')
+  }
+})
+
+t.test('a size change is caught without hashing', async (t) => {
+  const { libs, file } = await describedSet(t)
+  await writeFile(path.join(libs, 'libtwo.so.1'), 'short')
   const sized = await p2prun(['serve', file, '--source', libs, '--host', '127.0.0.1', '--open'])
   t.equal(sized.exitCode, 1)
   t.match(sized.stderr, /libtwo\.so\.1 has 5 bytes, the description says 2500000/)
@@ -276,19 +304,21 @@ t.test('the head\'s referral (ut_pex marked p2prun_referral) is dialed whole, bu
   t.ok(dialsOf(whileEager).length <= 2, `the head's while the node fetches everything: as told peers are: ${dialsOf(whileEager).length}`)
 })
 
-t.test('the head turns a piece down to a second node and tells it where the piece went (a ut_pex referral): that node may not be connected to the first', async (t) => {
-  const { libs, file } = await describedSet(t)
-  const secret = randomBytes(32).toString('hex')
-  const head = await serve(file, libs, [], secret)
-  t.teardown(head.stop)
-  const infoHash = Buffer.from(parseDescription(await readFile(file)).infoHash, 'hex')
-  const port = Number(head.seeder.split(':')[1])
-  const [a, b] = await Promise.all([provenPeer(t, port, secret, infoHash, 40011), provenPeer(t, port, secret, infoHash, 40012)])
-  t.equal(await a.ask(3), 'piece', 'the first asker gets it')
-  t.equal(await b.ask(3), 'reject', 'the second is turned down')
-  t.same((await b.referral).added, ['127.0.0.1:40011'], 'and told where the first listens')
-  t.notOk(a.pexes.some((p) => p.referral), 'the first was referred nowhere')
-})
+for (const { seeder, args } of SEEDERS) {
+  t.test(`the head turns a piece down to a second node and tells it where the piece went (a ut_pex referral): that node may not be connected to the first (${seeder} seeder)`, async (t) => {
+    const { libs, file } = await describedSet(t)
+    const secret = randomBytes(32).toString('hex')
+    const head = await serve(file, libs, args, secret)
+    t.teardown(head.stop)
+    const infoHash = Buffer.from(parseDescription(await readFile(file)).infoHash, 'hex')
+    const port = Number(head.seeder.split(':')[1])
+    const [a, b] = await Promise.all([provenPeer(t, port, secret, infoHash, 40011), provenPeer(t, port, secret, infoHash, 40012)])
+    t.equal(await a.ask(3), 'piece', 'the first asker gets it')
+    t.equal(await b.ask(3), 'reject', 'the second is turned down')
+    t.same((await b.referral).added, ['127.0.0.1:40011'], 'and told where the first listens')
+    t.notOk(a.pexes.some((p) => p.referral), 'the first was referred nowhere')
+  })
+}
 
 /** A node of a job with a secret, played by hand: handshake, proof, ut_pex (id 1) and a listen port; interested and unchoked. */
 async function provenPeer (t: Test, port: number, secret: string, infoHash: Buffer, listenPort: number) {

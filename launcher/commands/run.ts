@@ -75,7 +75,11 @@ export async function runLaunch (argv: readonly string[], cli: readonly string[]
     // Agents of this launch on this host remove their state once unmounted: when p2prun returns, no
     // mount of it is left here. Remote nodes' agents finish on their own.
     await NodeState.launchGone(config.runDir, launchId, LOCAL_CLEANUP_WAIT_MS)
-    if (args.options.stats) say(summary(head, desc, (performance.now() - started) / 1000, config.discovery === 'nodes'))
+    if (args.options.stats) {
+      const seconds = (performance.now() - started) / 1000
+      await head.refresh()
+      say(summary(head, desc, seconds, config.discovery === 'nodes'))
+    }
     process.exitCode = code
   } finally {
     await head.close()

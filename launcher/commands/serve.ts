@@ -22,7 +22,7 @@ export function registerServe (program: Command): void {
     .option('--out <file>', 'also write the description with this tracker and seeder filled in')
     .option('--open', 'serve any BitTorrent client; without it, only nodes holding P2PRUN_SECRET')
   addSettings(cmd, ['host', 'advertise', 'tracker-port', 'seeder-port', 'discovery', 'dht-port', 'tracker-max-peers',
-    'tracker-announce-peers', 'upload-limit', 'defer-to-peers', 'verify-source', 'head-max-conns', 'quiet'])
+    'tracker-announce-peers', 'upload-limit', 'defer-to-peers', 'verify-source', 'head-max-conns', 'agent', 'quiet'])
   cmd.action(action('serve', async (file: string | undefined, opts: { source?: string, sets?: string, out?: string, open?: boolean }) => {
     const config = await commandConfig(cmd)
     if (opts.sets !== undefined ? file !== undefined || opts.source !== undefined || opts.out !== undefined : file === undefined || opts.source === undefined) {
@@ -49,6 +49,7 @@ export function registerServe (program: Command): void {
       process.stdout.write(`serving infohash=${desc.infoHash} tracker=${head.trackerUrl} seeder=${head.seederAddress}${head.dhtAddress ? ` dht=${head.dhtAddress}` : ''}\n`)
       const sig = await signal
       say(config, `p2prun serve: ${sig}, stopping`)
+      await head.close() // the native seeder's last counters come with its end
       const up = head.uploaded()
       process.stdout.write(`uploaded=${up} set=${desc.totalBytes} ratio=${(up / desc.totalBytes).toFixed(2)}\n`)
     } finally {

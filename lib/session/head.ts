@@ -13,7 +13,7 @@ import { JOB_SPEC_VERSION, nodeSettings, specDescription, type JobSpec } from '.
 import { taskEnvTemplate } from './rank-env.ts'
 
 /** What a launch needs of its head; an external one reports no counts (they are its own). */
-export type LaunchHead = Pick<Head, 'trackerUrl' | 'descriptionUrl' | 'secret' | 'uploaded' | 'maxToOneNode' | 'descriptionBytes' | 'peerCount' | 'completions' | 'close'> &
+export type LaunchHead = Pick<Head, 'trackerUrl' | 'descriptionUrl' | 'secret' | 'uploaded' | 'maxToOneNode' | 'descriptionBytes' | 'refresh' | 'peerCount' | 'completions' | 'close'> &
   { readonly seederAddress?: string, readonly dhtAddress?: string }
 
 /**
@@ -47,7 +47,7 @@ export async function launchHead (desc: Description, layout: SourceLayout, confi
       { hint: 'serve a description of the same directory there' })
   }
   const none = () => 0
-  return { trackerUrl, descriptionUrl, secret, uploaded: none, maxToOneNode: none, descriptionBytes: none, peerCount: none, completions: () => [], close: async () => {} }
+  return { trackerUrl, descriptionUrl, secret, uploaded: none, maxToOneNode: none, descriptionBytes: none, refresh: async () => {}, peerCount: none, completions: () => [], close: async () => {} }
 }
 
 /**

@@ -1,6 +1,5 @@
 // The head's seeder: serves the source directory to the swarm, straight from the source files.
-import { stat } from 'node:fs/promises'
-import { sourcePath, type SourceLayout } from '../source-layout.ts'
+import type { SourceLayout } from '../source-layout.ts'
 import { peerShareable, type Description } from '../description.ts'
 import { sourceError } from '../errors.ts'
 import { Announcer } from './announce.ts'
@@ -13,7 +12,7 @@ import type { JobSecret } from './job-auth.ts'
 import { newPeerId } from './peer-id.ts'
 import { PieceCache } from './piece-cache.ts'
 import { unchokeAtOnce } from './unchoke.ts'
-import { sourceFilesOf, type SourceFiles } from './source-files.ts'
+import { sourceFilesOf, sourceMatches, type SourceFiles } from './source-files.ts'
 import { servable, type BlockRequest, type Wire } from './wire.ts'
 
 /** Nodes this seeder has seen join (a node tells its pieces once it has the description), and those still connected. */
@@ -56,6 +55,8 @@ export interface Seeder {
   maxToOnePeer (): number
   /** Bytes of the description handed to peers (p2prun_desc). */
   descriptionBytes (): number
+  /** Once this resolves, the counters above are up to date (the native seeder's come from its process). */
+  refresh (): Promise<void>
   close (): Promise<void>
 }
 
@@ -103,6 +104,7 @@ export async function startSeeder (desc: Description, layout: SourceLayout, opts
       uploaded: () => serving.uploaded,
       maxToOnePeer: () => Math.max(0, ...serving.toPeer.values()),
       descriptionBytes: () => description ? description.sent : 0,
+      refresh: async () => {},
       close: () => (closing ??= (async () => {
         await Promise.all([announcer.stop(), connections.close()])
         await source.close()
@@ -247,26 +249,4 @@ class Serving {
     }
     return read
   }
-}
-
-/**
- * Cheap check that the source is what was described: every file present with the described size
- * (a size mismatch is fatal) and mtime (a mismatch only means "hash it to be sure").
- */
-async function sourceMatches (desc: Description, layout: SourceLayout): Promise<boolean> {
-  let same = true
-  for (const e of desc.entries) {
-    if (e.torrentFile === undefined) continue
-    const file = sourcePath(layout, e.path)
-    const st = await stat(file).catch(() => undefined)
-    if (!st?.isFile()) {
-      throw sourceError(`${file} is in the description but not in the source`, 'pass the directory the description was made from')
-    }
-    if (st.size !== e.size) {
-      throw sourceError(`${file} has ${st.size} bytes, the description says ${e.size}`,
-        'describe the directory again: it changed since the description was made')
-    }
-    if (Math.trunc(st.mtimeMs) !== e.mtimeMs) same = false
-  }
-  return same
 }

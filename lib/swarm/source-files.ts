@@ -1,9 +1,10 @@
 // The head's read-only view of the source directory as the torrent's byte stream: a piece is read
 // straight from the real files it spans, so the seeder never copies or writes the libraries.
 import { createHash } from 'node:crypto'
-import { open, type FileHandle } from 'node:fs/promises'
+import { open, stat, type FileHandle } from 'node:fs/promises'
 import { sourcePath, type SourceLayout } from '../source-layout.ts'
 import type { Description } from '../description.ts'
+import { sourceError } from '../errors.ts'
 import { pieceSize, type Layout } from './assembly.ts'
 
 export interface SourceFile {
@@ -81,4 +82,26 @@ export class SourceFiles {
     }
     return handle
   }
+}
+
+/**
+ * Cheap check that the source is what was described: every file present with the described size
+ * (a size mismatch is fatal) and mtime (a mismatch only means "hash it to be sure").
+ */
+export async function sourceMatches (desc: Description, layout: SourceLayout): Promise<boolean> {
+  let same = true
+  for (const e of desc.entries) {
+    if (e.torrentFile === undefined) continue
+    const file = sourcePath(layout, e.path)
+    const st = await stat(file).catch(() => undefined)
+    if (!st?.isFile()) {
+      throw sourceError(`${file} is in the description but not in the source`, 'pass the directory the description was made from')
+    }
+    if (st.size !== e.size) {
+      throw sourceError(`${file} has ${st.size} bytes, the description says ${e.size}`,
+        'describe the directory again: it changed since the description was made')
+    }
+    if (Math.trunc(st.mtimeMs) !== e.mtimeMs) same = false
+  }
+  return same
 }

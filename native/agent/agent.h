@@ -12,6 +12,7 @@
 //   linger.c       agent-linger: the node's next launches handed to this agent, a child each
 //   json.c         reading the job spec
 //   description-fetch.c  the description a job spec does not carry: from peers, then the head
+//   seed.c         `seed`: the head's seeder, the set served from the directories it was described from
 #ifndef P2PRUN_AGENT_H
 #define P2PRUN_AGENT_H
 #include <stdbool.h>
@@ -26,8 +27,9 @@
 #define MAX_REQUEST (1u << 17)      // what p2prun serves and accepts in one piece message
 #define P2PRUN_REQUEST (64u * 1024) // what it asks its own peers for at once (lib/swarm/picker.ts)
 #define MAX_OUTSTANDING 8           // requests in flight per peer
-#define MAX_PEERS 128
-#define MAX_CONNS 120               // the most --max-conns may be: MAX_PEERS keeps a few slots for redials
+#define MAX_PEERS 1024
+#define MAX_CONNS 120               // the most a node's --max-conns may be: MAX_PEERS keeps a few slots for redials
+#define MAX_HEAD_CONNS 1000         // the most the head's may be (lib/config.ts's head-max-conns default)
 #define MAX_QUEUED_BYTES (16u << 20) // still to send to one peer after a flush (peer.c)
 // The wire's handshake and BEP 10's extended messages, as peer.c and description-fetch.c speak them.
 #define PROTOCOL "\x13" "BitTorrent protocol" // its first 20 bytes
@@ -134,6 +136,11 @@ struct job {
   int max_conns;
   int numwant;
   uint64_t stall_ms;
+  // The head's seeder (seed.c): it has the whole set, dials no one, and serves by the head's rules.
+  bool head;
+  // The head hands the description to a few distinct peers (peer.c), and to anyone while this is
+  // set: no node that has it is left (its parent says so, seed.c).
+  bool desc_to_anyone;
 };
 extern struct job job;
 // The job's secret (P2PRUN_SECRET's hex) into job.secret; -1 if it is not one (under 16 bytes).
@@ -187,6 +194,9 @@ struct peer {
   struct { uint32_t index; uint64_t until; } backoff[8];
   uint8_t backoff_next;
   uint64_t since;              // when it was dialed or accepted
+  bool told_pieces;            // it sent its bitfield (or have-all, have-none): it has the description
+  uint32_t referred[16];       // the head's: serials of the peers it was referred to (seed.c), a ring
+  uint8_t referred_next;
 };
 
 struct peer *peer_dial (const char *host_port);
@@ -201,6 +211,9 @@ void peer_send (struct peer *p, uint8_t id, const void *payload, size_t length);
 void peer_send_later (struct peer *p, uint8_t id, const void *payload, size_t length);
 void peer_send_request (struct peer *p, uint8_t id, uint32_t index, uint32_t begin, uint32_t length);
 void peer_send_block (struct peer *p, uint32_t index, uint32_t begin, uint32_t length, uint64_t store_offset);
+// A ut_pex referral (p2prun_referral, lib/swarm/extensions.ts): where `to` listens, the node the
+// head sent a piece p asked for; nothing if p takes no ut_pex or `to` said no port.
+void peer_send_referral (struct peer *p, const struct peer *to);
 void peer_flush (struct peer *p);
 void peers_flush (void);
 // Connections not through both handshakes after HANDSHAKE_TIMEOUT_MS are closed: a peer that
@@ -225,12 +238,19 @@ ssize_t store_write (const void *data, size_t length, uint64_t at);
 ssize_t store_read (void *out, size_t length, uint64_t at);
 // sendfile of the set's bytes from `at` on to `socket`, up to the end of the file they lie in.
 ssize_t store_send (int socket, uint64_t at, size_t length);
+// The head's: the set's files as they lie in the source directories (source.c), each read-only,
+// no store file; -1 with a reason in `error`.
+int store_open_source (const struct table *t, char *error, size_t error_size);
+// Whether a file the set's bytes [at, at + length) lie in changed since store_open_source opened it.
+bool store_source_changed (uint64_t at, uint64_t length);
 // The one file (the kept store's; the small files' when some have files of their own).
 extern int store_fd;
 
 // ---- the set (swarm.c): what peer.c hands over once a connection is open
 // The store (store_open's arguments), and the set's state; `kept_fd`'s pieces swarm_adopt takes.
 int swarm_init (const char *store_dir, int kept_fd, const struct table *own_files_of);
+// The head's: the set served from its source files (store_open_source); -1 with a reason in `error`.
+int swarm_init_head (const struct table *t, char *error, size_t error_size);
 // The pieces verified in the kept store, as a bitfield: had, as if fetched (they were, and checked,
 // by this user's agent for the last launch; the store's descriptor never left its processes).
 void swarm_adopt (const uint8_t *bits);
@@ -258,10 +278,23 @@ uint64_t swarm_left (void);
 bool swarm_store_full (void);
 extern struct peer *peers[MAX_PEERS];
 extern int peer_count;
-struct swarm_stats { uint64_t from_head, from_peers, from_source, uploaded, failed_pieces, requests, rejected, rejected_by_head; };
+struct swarm_stats { uint64_t from_head, from_peers, from_source, uploaded, failed_pieces, requests, rejected, rejected_by_head, description_sent; };
 extern struct swarm_stats stats;
 
 int swarm_from_source (const struct table *t, uint32_t first, uint32_t last, char *error, size_t error_size);
+// A piece as it lies in the store, checked against its hash: the bytes into `out` (a piece's
+// length); false if they cannot be read or do not match.
+bool swarm_piece_matches (uint32_t index, uint8_t *out);
+
+// ---- the head's seeder (seed.c)
+// `seed`'s arguments (argv[0] "seed"); the exit code.
+int agent_seed (int argc, char **argv);
+// Whether the head sends piece `index` to p now (its source still matches, and no other node is
+// getting it from the head): if not, p is told where it went instead.
+bool seed_may_send (struct peer *p, uint32_t index);
+// p sent its pieces (it joined), p left: the holders the head's parent asks about.
+void seed_joined (struct peer *p);
+void seed_left (struct peer *p);
 
 // ---- the fallback (source.c): the directories the set was described from, read when the swarm stalls
 // --source's argument: DIR (the set itself), or NAME=DIR for its top directory NAME; -1 with a reason.
@@ -269,12 +302,33 @@ int source_add (const char *arg, char *error, size_t error_size);
 bool source_given (void);
 // Piece `index` from the source files it spans, into `out`; -1 with a reason in `error`.
 int source_read_piece (const struct table *t, uint32_t index, uint8_t *out, char *error, size_t error_size);
+// The source file of the table's regular file `ino`, opened read-only; -1 with a reason in `error`.
+int source_open (const struct table *t, uint32_t ino, char *error, size_t error_size);
 
 // ---- the tracker (tracker.c)
 enum announce_event { EV_NONE, EV_STARTED, EV_COMPLETED, EV_STOPPED };
 void tracker_announce (enum announce_event event);
 void tracker_tick (void);
 bool tracker_busy (void);
+
+// ---- main.c's, for `seed` too
+// Creates the loop; -1 with errno.
+int loop_init (void);
+// epoll_wait on the loop's descriptors.
+struct epoll_event;
+int loop_wait (struct epoll_event *events, int max, int timeout_ms);
+// Listens on host (an IPv4 address or a name; NULL: every address) and port (0: any), watched by
+// the loop; job.listen_port says which. -1 with errno.
+int listen_on (const char *host, uint16_t port);
+// --notify-fd's: the descriptor a parent waits on; `line` is written there once, then it is closed.
+void notify (const char *line);
+// A failure told (to the parent on --notify-fd, else on stderr): the exit code of a bad input.
+int fail_as (const char *code, const char *what, const char *hint);
+// A decimal number from min to max, the whole argument.
+bool whole_number (const char *text, long min, long max, long *out);
+// The signals that stop the agent (SIGTERM, SIGINT) and ask for its counters (SIGUSR1), blocked
+// and read from a signalfd in the loop: its watch; NULL with errno.
+struct watch *stop_signals_watch (void);
 
 // ---- dialing (main.c)
 // host:port of a peer (the seeders, a node list's peers, and those dial_compact picks): dialed once.

@@ -24,6 +24,8 @@
 // --notify-fd FD says `ok` or the failure there (--daemon's pipe); --die-with-parent.
 //   p2prun-agent node-agent --node NAME --launch-id ID [--expect N] [--until-stopped] -- P2PRUN...
 // is a launch's node agent (node-agent.c): it serves a mount as `mount` does.
+//   p2prun-agent seed DESCRIPTION|- --source [NAME=]DIR... [--host HOST] [--port N] [--tracker URL]...
+// is the head's seeder (seed.c), which lib/swarm/native-seeder.ts starts.
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -124,6 +126,7 @@ void dial_once (const char *host_port) {
 // the kernel's per-packet work for 31 slow streams and their haves instead of 8-16 fast ones
 // (bench/README.md, 2026-12-04 18:28).
 void dial_compact (const uint8_t *peers, size_t length, bool every) {
+  if (job.head) return; // nodes dial the head; it dials no one (a tracker's reply, a peer's ut_pex)
   size_t count = length / 6, from = count ? (size_t)random() % count : 0;
   // From a random place: a peer's ut_pex lists its own peers in its order, the same for everyone it tells.
   for (size_t k = 0; k < count && (every || peer_count < job.numwant); k++) {
@@ -195,6 +198,30 @@ static void head_fallback (uint64_t since) {
 
 static struct watch listener;
 
+// Connections one remote address may have in their handshake at once (lib/swarm/connections.ts's
+// SETTING_UP_PER_HOST): without it, anyone could hold every slot with idle sockets, each until its
+// handshake times out; a node dials a peer once.
+#define SETTING_UP_PER_HOST 8
+
+static bool setting_up_full (const char *ip) {
+  size_t len = strlen(ip);
+  int count = 0;
+  for (int i = 0; i < peer_count; i++) {
+    const struct peer *p = peers[i];
+    if (p->phase < P_OPEN && !p->outgoing && strncmp(p->address, ip, len) == 0 && p->address[len] == ':') count++;
+  }
+  return count >= SETTING_UP_PER_HOST;
+}
+
+int loop_init (void) {
+  epfd = epoll_create1(EPOLL_CLOEXEC);
+  return epfd < 0 ? -1 : 0;
+}
+
+int loop_wait (struct epoll_event *events, int max, int timeout_ms) {
+  return epoll_wait(epfd, events, max, timeout_ms);
+}
+
 static void on_accept (struct watch *w, uint32_t events) {
   (void)events;
   for (;;) {
@@ -202,26 +229,31 @@ static void on_accept (struct watch *w, uint32_t events) {
     socklen_t len = sizeof from;
     int fd = accept4(w->fd, (struct sockaddr *)&from, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) return;
-    char address[48] = "?";
+    char address[48] = "?", ip[INET_ADDRSTRLEN] = "?";
     if (from.ss_family == AF_INET) {
       struct sockaddr_in *in = (struct sockaddr_in *)&from;
-      char ip[INET_ADDRSTRLEN];
       inet_ntop(AF_INET, &in->sin_addr, ip, sizeof ip);
       snprintf(address, sizeof address, "%s:%u", ip, ntohs(in->sin_port));
     }
-    if (peer_count >= job.max_conns) { close(fd); continue; }
+    if (peer_count >= job.max_conns || setting_up_full(ip)) { close(fd); continue; }
     peer_accept(fd, address);
   }
 }
 
-static int listen_on (uint16_t port) {
+int listen_on (const char *host, uint16_t port) {
+  struct sockaddr_in addr = { .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_ANY) };
+  if (host && inet_pton(AF_INET, host, &addr.sin_addr) != 1) {
+    struct addrinfo hints = { .ai_family = AF_INET, .ai_socktype = SOCK_STREAM }, *ai;
+    if (getaddrinfo(host, NULL, &hints, &ai) != 0) { errno = EADDRNOTAVAIL; return -1; }
+    addr.sin_addr = ((struct sockaddr_in *)ai->ai_addr)->sin_addr;
+    freeaddrinfo(ai);
+  }
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   int one = 1;
   if (fd < 0) return -1;
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  struct sockaddr_in addr = { .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_ANY) };
   socklen_t len = sizeof addr;
-  if (bind(fd, (struct sockaddr *)&addr, sizeof addr) < 0 || listen(fd, 128) < 0 ||
+  if (bind(fd, (struct sockaddr *)&addr, sizeof addr) < 0 || listen(fd, 1024) < 0 ||
       getsockname(fd, (struct sockaddr *)&addr, &len) < 0) {
     close(fd);
     return -1;
@@ -241,8 +273,7 @@ int job_secret_from_hex (const char *hex) {
 #define STR(x) STR_(x)
 #define STR_(x) #x
 
-// A decimal number from min to max, the whole argument.
-static bool whole_number (const char *text, long min, long max, long *out) {
+bool whole_number (const char *text, long min, long max, long *out) {
   char *end;
   errno = 0;
   long v = strtol(text, &end, 10);
@@ -255,7 +286,7 @@ static bool whole_number (const char *text, long min, long max, long *out) {
 // or `error` and the failure as lib/errors.ts's FailureRecord, then closed.
 static int notify_fd = -1;
 
-static void notify (const char *line) {
+void notify (const char *line) {
   if (notify_fd < 0) return;
   size_t left = strlen(line);
   while (left > 0) {
@@ -273,7 +304,7 @@ static void notify (const char *line) {
 // the exit code of a bad input.
 static const struct serve_hooks *hooks;
 
-static int fail_as (const char *code, const char *what, const char *hint) {
+int fail_as (const char *code, const char *what, const char *hint) {
   if (notify_fd < 0) {
     fprintf(stderr, "p2prun-agent: %s (hint: %s)\n", what, hint);
     if (hooks) hooks->failed(code, what, hint); // after the line: it may keep the log
@@ -414,7 +445,7 @@ bool new_peer_id (uint8_t out[20]) {
   uint8_t random_bytes[6];
   if (getrandom(random_bytes, sizeof random_bytes, 0) != sizeof random_bytes) return false;
   char id[21];
-  snprintf(id, sizeof id, "-P2N020-%02x%02x%02x%02x%02x%02x", random_bytes[0], random_bytes[1], random_bytes[2],
+  snprintf(id, sizeof id, "%s%02x%02x%02x%02x%02x%02x", job.head ? "-P2H020-" : "-P2N020-", random_bytes[0], random_bytes[1], random_bytes[2],
     random_bytes[3], random_bytes[4], random_bytes[5]);
   memcpy(out, id, 20);
   if (!seeded) srandom(random_bytes[0] | random_bytes[1] << 8 | (unsigned)random_bytes[2] << 16);
@@ -458,6 +489,18 @@ static void on_mounted (const char *failure) {
 
 static bool stop_requested;
 
+struct watch *stop_signals_watch (void) {
+  static struct watch stop;
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGUSR1); // not a stop: the counters so far, on stdout
+  sigprocmask(SIG_BLOCK, &signals, NULL);
+  stop = (struct watch){ .ready = NULL, .fd = signalfd(-1, &signals, SFD_NONBLOCK | SFD_CLOEXEC) };
+  return stop.fd < 0 || loop_add(&stop, EPOLLIN) < 0 ? NULL : &stop;
+}
+
 void agent_stop (void) {
   stop_requested = true;
 }
@@ -474,6 +517,7 @@ int main (int argc, char **argv) {
     if (strcmp(argv[i], "--notify-fd") == 0 && whole_number(argv[i + 1], 3, 1023, &fd)) notify_fd = (int)fd;
   }
   if (argc >= 2 && strcmp(argv[1], "node-agent") == 0) return node_agent(argc - 1, argv + 1);
+  if (argc >= 2 && strcmp(argv[1], "seed") == 0) return agent_seed(argc - 1, argv + 1);
   if (argc < 2 || strcmp(argv[1], "mount") != 0) return fail("expected a command: mount DESCRIPTION MOUNTPOINT", USAGE);
   return agent_mount(argc - 1, argv + 1, NULL);
 }
@@ -602,15 +646,8 @@ int agent_mount (int argc, char **argv, const struct serve_hooks *node_hooks) {
   }
   if (!new_peer_id(job.peer_id)) return fail_as("LAUNCH", "no random bytes for a peer id", "check /dev/urandom");
 
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGTERM);
-  sigaddset(&stop_signals, SIGINT);
-  sigaddset(&stop_signals, SIGUSR1); // not a stop: the counters so far, on stdout
-  sigprocmask(SIG_BLOCK, &stop_signals, NULL);
-  epfd = epoll_create1(EPOLL_CLOEXEC);
-  struct watch stop = { .ready = NULL, .fd = signalfd(-1, &stop_signals, SFD_NONBLOCK | SFD_CLOEXEC) };
-  if (epfd < 0 || stop.fd < 0 || loop_add(&stop, EPOLLIN) < 0) return fail_as("LAUNCH", strerror(errno), "the agent needs epoll and signalfd (Linux)");
+  struct watch *stop = loop_init() < 0 ? NULL : stop_signals_watch();
+  if (!stop) return fail_as("LAUNCH", strerror(errno), "the agent needs epoll and signalfd (Linux)");
   struct statfs fs;
   bool looked = statfs(store_dir, &fs) == 0; // if it cannot be, making the store below says why
   const char *remote = looked ? remote_kind((unsigned long)fs.f_type) : NULL;
@@ -633,7 +670,7 @@ int agent_mount (int argc, char **argv, const struct serve_hooks *node_hooks) {
     snprintf(error, sizeof error, "cannot make a store of %llu bytes in %s: %s", (unsigned long long)job.desc.total_bytes, store_dir, strerror(errno));
     return fail_as("SWARM", error, "--store-dir takes a writable directory with room for the set, such as /dev/shm");
   }
-  if (listen_on((uint16_t)port) < 0) {
+  if (listen_on(NULL, (uint16_t)port) < 0) {
     snprintf(error, sizeof error, "cannot listen on port %ld: %s", port, strerror(errno));
     return fail_as("SWARM", error, "choose another --port, or 0 for any");
   }
@@ -652,22 +689,22 @@ int agent_mount (int argc, char **argv, const struct serve_hooks *node_hooks) {
   bool stopping = false;
   uint64_t next_tick = now_ms() + TICK_MS, stop_by = 0;
   while (state != FAILED) {
-    if (!stopping && (mount_gone() || stop_requested)) { stopping = true; stop_by = now_ms() + STOP_WAIT_MS; tracker_announce(EV_STOPPED); }
+    if (!stopping && (mount_gone() || stop_requested)) { stopping = true; stop_by = now_ms() + STOP_WAIT_MS; debug("stopping"); tracker_announce(EV_STOPPED); }
     if (stopping && (!tracker_busy() || now_ms() >= stop_by)) break;
     uint64_t now = now_ms(), wake = swarm_wake_at() < next_tick ? swarm_wake_at() : next_tick;
     int timeout = now >= wake ? 0 : (int)(wake - now);
     struct epoll_event events[64];
-    int n = epoll_wait(epfd, events, 64, timeout);
+    int n = loop_wait(events, 64, timeout);
     for (int i = 0; i < n; i++) {
       struct watch *w = events[i].data.ptr;
-      if (w != &stop) { w->ready(w, events[i].events); continue; }
+      if (w != stop) { w->ready(w, events[i].events); continue; }
       struct signalfd_siginfo info;
       bool stop_asked = false;
-      while (read(stop.fd, &info, sizeof info) > 0) {
+      while (read(stop->fd, &info, sizeof info) > 0) {
         if (info.ssi_signo == SIGUSR1) write_stats(stdout, ""); else stop_asked = true;
       }
       if (!stop_asked) continue;
-      if (!stopping) { stopping = true; stop_by = now_ms() + STOP_WAIT_MS; tracker_announce(EV_STOPPED); }
+      if (!stopping) { stopping = true; stop_by = now_ms() + STOP_WAIT_MS; debug("stopping"); tracker_announce(EV_STOPPED); }
     }
     if (now_ms() >= swarm_wake_at()) swarm_wake();
     peers_flush();

@@ -21,6 +21,7 @@
 #define UT_PEX_ID 1          // the id our peers send ut_pex under (lib/swarm/extensions.ts)
 #define PEX_PEERS 50         // peers told of to a new connection (lib/swarm/connections.ts)
 #define NODE_DESC_PEERS 16   // distinct peers a node hands it to (lib/swarm/description-exchange.ts)
+#define HEAD_DESC_PEERS 4    // and the head: after them, peers have it
 #define READ_BUFFER (MAX_REQUEST + 64 * 1024)
 
 static struct peer *graveyard[MAX_PEERS];
@@ -191,9 +192,10 @@ static void send_proof (struct peer *p) {
 }
 
 // The description a peer asks for (lib/swarm/description-exchange.ts's DescriptionServer): a
-// piece of it, to NODE_DESC_PEERS distinct peers; the rest are refused and ask others, so the
-// copies spread as a tree. The bytes are what the launch handed this agent: the peer-shareable
-// description (lib/description.ts's peerShareable).
+// piece of it, to NODE_DESC_PEERS distinct peers (the head: HEAD_DESC_PEERS, and anyone once no
+// node that has it is left); the rest are refused and ask others, so the copies spread as a tree.
+// The bytes are what the launch handed this agent: the peer-shareable description
+// (lib/description.ts's peerShareable).
 static void take_desc (struct peer *p, const uint8_t *payload, size_t length) {
   static uint8_t served[NODE_DESC_PEERS][20];
   static int served_count;
@@ -207,12 +209,13 @@ static void take_desc (struct peer *p, const uint8_t *payload, size_t length) {
   uint64_t start = (uint64_t)piece.i * DESC_PIECE;
   uint8_t head[96];
   head[0] = p->desc_id;
-  if (start >= job.desc.size || (!known && served_count == NODE_DESC_PEERS)) {
+  int limit = job.head ? HEAD_DESC_PEERS : NODE_DESC_PEERS;
+  if (start >= job.desc.size || (!known && served_count >= limit && !job.desc_to_anyone)) {
     int n = snprintf((char *)head + 1, sizeof head - 1, "d8:msg_typei2e5:piecei%lldee", (long long)piece.i);
     peer_send(p, EXTENDED, head, (size_t)n + 1);
     return;
   }
-  if (!known) memcpy(served[served_count++], p->id, 20);
+  if (!known && served_count < NODE_DESC_PEERS) memcpy(served[served_count++], p->id, 20);
   size_t size = job.desc.size - start < DESC_PIECE ? job.desc.size - start : DESC_PIECE;
   int n = snprintf((char *)head + 1, sizeof head - 1, "d8:msg_typei1e5:piecei%llde10:total_sizei%zuee", (long long)piece.i, job.desc.size);
   uint8_t *msg = malloc((size_t)n + 1 + size);
@@ -220,6 +223,7 @@ static void take_desc (struct peer *p, const uint8_t *payload, size_t length) {
   memcpy(msg, head, (size_t)n + 1);
   memcpy(msg + n + 1, job.desc.bytes + start, size);
   peer_send(p, EXTENDED, msg, (size_t)n + 1 + size);
+  stats.description_sent += size;
   free(msg);
 }
 
@@ -264,6 +268,20 @@ static void send_pex (struct peer *p) {
   peer_send(p, EXTENDED, body, (size_t)head + 6 * (size_t)count + 1);
 }
 
+void peer_send_referral (struct peer *p, const struct peer *to) {
+  char host[48];
+  const char *port;
+  uint8_t compact[6];
+  if (!p->pex_id || !to->listen_port || !split_host_port(to->address, host, sizeof host, &port) || inet_pton(AF_INET, host, compact) != 1) return;
+  compact[4] = (uint8_t)(to->listen_port >> 8);
+  compact[5] = (uint8_t)to->listen_port;
+  uint8_t body[64];
+  int head = snprintf((char *)body, sizeof body, "%cd5:added6:", p->pex_id);
+  memcpy(body + head, compact, 6);
+  int tail = snprintf((char *)body + head + 6, sizeof body - (size_t)head - 6, "15:p2prun_referrali1ee");
+  peer_send(p, EXTENDED, body, (size_t)head + 6 + (size_t)tail);
+}
+
 static void open_peer (struct peer *p) {
   debug("%s: open (%s, %.8s)", p->address, p->outgoing ? "dialed" : "accepted", (const char *)p->id);
   p->phase = P_OPEN;
@@ -287,7 +305,11 @@ static bool take_handshake (struct peer *p, const uint8_t *h) {
   p->phase = P_PROOF;
   if (duplicate(p)) { peer_close(p, "a duplicate connection"); return false; }
   if (!job.secret_len) { open_peer(p); return true; }
-  if (!(h[25] & EXTENSION_BIT)) { peer_close(p, "it cannot prove the job's secret"); return false; }
+  if (!(h[25] & EXTENSION_BIT)) {
+    peer_flush(p); // our handshake, as lib/swarm/wire.ts answers before it closes: a client sees why
+    peer_close(p, "it cannot prove the job's secret");
+    return false;
+  }
   send_proof(p);
   return true;
 }

@@ -50,6 +50,23 @@ static bool source_path (const char *rel, char *out, size_t size) {
   return false;
 }
 
+int source_open (const struct table *t, uint32_t ino, char *error, size_t error_size) {
+  char rel[4096], file[4096 + 256];
+  if (!table_path(t, ino, rel, sizeof rel) || !source_path(rel, file, sizeof file)) {
+    snprintf(error, error_size, "%s lies outside the source directories", rel);
+    return -1;
+  }
+  int fd = open(file, O_RDONLY | O_CLOEXEC);
+  struct stat st;
+  if (fd < 0 || fstat(fd, &st) < 0 || (uint64_t)st.st_size != t->inodes[ino].size) {
+    if (fd < 0) snprintf(error, error_size, "%s: %s", file, strerror(errno));
+    else snprintf(error, error_size, "%s has %lld bytes, the description says %llu", file, (long long)st.st_size, (unsigned long long)t->inodes[ino].size);
+    if (fd >= 0) close(fd);
+    return -1;
+  }
+  return fd;
+}
+
 int source_read_piece (const struct table *t, uint32_t index, uint8_t *out, char *error, size_t error_size) {
   uint64_t start = (uint64_t)index * job.desc.piece_length, end = start + piece_size(&job.desc, index), covered = 0;
   for (uint32_t ino = 2; ino <= t->count; ino++) {

@@ -6,11 +6,14 @@
 // themselves, with no second copy in the mount's page cache and no read through this agent. A file
 // of its own costs a descriptor and splits the writes and sends that cross its edges, so only files
 // of OWN_FILE_MIN bytes or more get one: the loader's libraries, not a Python tree's small modules.
+// The head's seeder has no store file: each of the set's files is its source file, opened
+// read-only (store_open_source), and sends go from the source's page cache.
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/resource.h>
 #include <sys/sendfile.h>
 #include <sys/stat.h>
@@ -21,7 +24,11 @@
 #define OWN_FILE_MIN (64u * 1024)
 #define SPARE_DESCRIPTORS 512 // for sockets, the FUSE device, the tracker, the state files
 
-struct own_file { uint64_t start, length; int fd; };
+struct own_file {
+  uint64_t start, length;
+  int fd;
+  struct timespec mtime, ctime; // a source file's when it was opened (the head's)
+};
 
 int store_fd = -1;
 static struct own_file *own;  // by start
@@ -71,7 +78,7 @@ static bool make_own_files (const char *dir, const struct table *t) {
     if (!S_ISREG(n->mode) || n->size < OWN_FILE_MIN) continue;
     int fd = unlinked_file(dir, n->size);
     if (fd < 0) return false;
-    own[own_count++] = (struct own_file){ n->offset, n->size, fd };
+    own[own_count++] = (struct own_file){ .start = n->offset, .length = n->size, .fd = fd };
   }
   qsort(own, own_count, sizeof *own, by_start);
   return true;
@@ -110,12 +117,18 @@ bool store_has_own_files (void) {
 
 // Where byte `at` of the set lies: a descriptor, the offset there, and how many bytes from `at` on
 // lie there in a row.
-static int locate (uint64_t at, off_t *pos, uint64_t *run) {
-  size_t lo = 0, hi = own_count;
-  while (lo < hi) { // the first own file that ends past `at`
-    size_t mid = (lo + hi) / 2;
+// The first own file that ends past `at` (own_count: none).
+static uint32_t own_past (uint64_t at) {
+  uint32_t lo = 0, hi = own_count;
+  while (lo < hi) {
+    uint32_t mid = (lo + hi) / 2;
     if (own[mid].start + own[mid].length <= at) lo = mid + 1; else hi = mid;
   }
+  return lo;
+}
+
+static int locate (uint64_t at, off_t *pos, uint64_t *run) {
+  uint32_t lo = own_past(at);
   if (lo < own_count && own[lo].start <= at) {
     *pos = (off_t)(at - own[lo].start);
     *run = own[lo].start + own[lo].length - at;
@@ -161,4 +174,39 @@ ssize_t store_send (int socket, uint64_t at, size_t length) {
   uint64_t run;
   int fd = locate(at, &pos, &run);
   return sendfile(socket, fd, &pos, run < length ? (size_t)run : length);
+}
+
+int store_open_source (const struct table *t, char *error, size_t error_size) {
+  uint32_t count = 0;
+  for (uint32_t i = 1; i <= t->count; i++) count += S_ISREG(t->inodes[i].mode) && t->inodes[i].size > 0;
+  total = t->total_bytes;
+  if (!descriptors_for(count) || !(own = calloc(count ? count : 1, sizeof *own))) {
+    snprintf(error, error_size, "no room for a descriptor per file of the set (%u): %s", count, strerror(errno ? errno : EMFILE));
+    return -1;
+  }
+  for (uint32_t i = 1; i <= t->count; i++) {
+    const struct inode *n = &t->inodes[i];
+    if (!S_ISREG(n->mode) || n->size == 0) continue;
+    int fd = source_open(t, i, error, error_size);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) < 0) {
+      if (fd >= 0) close(fd);
+      drop_own_files();
+      return -1;
+    }
+    own[own_count++] = (struct own_file){ .start = n->offset, .length = n->size, .fd = fd, .mtime = st.st_mtim, .ctime = st.st_ctim };
+  }
+  qsort(own, own_count, sizeof *own, by_start);
+  return 0;
+}
+
+// A write changes a file's mtime and ctime (ctime too when the mtime is set back, as cp -p does).
+bool store_source_changed (uint64_t at, uint64_t length) {
+  for (uint32_t i = own_past(at); i < own_count && own[i].start < at + length; i++) {
+    const struct own_file *f = &own[i];
+    struct stat st;
+    if (fstat(f->fd, &st) < 0 || (uint64_t)st.st_size != f->length || st.st_mtim.tv_sec != f->mtime.tv_sec ||
+        st.st_mtim.tv_nsec != f->mtime.tv_nsec || st.st_ctim.tv_sec != f->ctime.tv_sec || st.st_ctim.tv_nsec != f->ctime.tv_nsec) return true;
+  }
+  return false;
 }

@@ -80,7 +80,8 @@ static char store_dir_name[4096];  // for the message of a store that filled up
 static bool no_room;
 struct swarm_stats stats;
 
-int swarm_init (const char *store_dir, int kept_fd, const struct table *own_files_of) {
+// The set's state, none of it held yet; -1 without memory.
+static int state_init (void) {
   d = &job.desc;
   uint32_t n = d->piece_count ? d->piece_count : 1;
   have = calloc(n, 1);
@@ -95,8 +96,18 @@ int swarm_init (const char *store_dir, int kept_fd, const struct table *own_file
   urgent_list = calloc(n, sizeof *urgent_list);
   if (!urgent || !urgent_list) return -1;
   orphans = d->piece_count; // none held, started or announced yet
+  return 0;
+}
+
+int swarm_init (const char *store_dir, int kept_fd, const struct table *own_files_of) {
+  if (state_init() < 0) return -1;
   snprintf(store_dir_name, sizeof store_dir_name, "%s", store_dir);
   return store_open(store_dir, d->total_bytes, kept_fd, own_files_of);
+}
+
+int swarm_init_head (const struct table *t, char *error, size_t error_size) {
+  if (state_init() < 0) { snprintf(error, error_size, "out of memory"); return -1; }
+  return store_open_source(t, error, error_size);
 }
 
 void swarm_close (void) {
@@ -187,6 +198,7 @@ static void release (const struct request *r) {
 }
 
 void swarm_closed (struct peer *p) {
+  if (job.head) seed_left(p);
   for (int i = 0; i < p->nreq; i++) release(&p->reqs[i]);
   p->nreq = 0;
   if (p->head) return;
@@ -447,6 +459,14 @@ static void check (uint32_t index) {
   }
 }
 
+bool swarm_piece_matches (uint32_t index, uint8_t *out) {
+  uint32_t size = piece_size(d, index);
+  uint8_t digest[20];
+  if (store_read(out, size, (uint64_t)index * d->piece_length) != (ssize_t)size) return false;
+  SHA1(out, size, digest);
+  return memcmp(digest, d->piece_hashes + 20 * (size_t)index, 20) == 0;
+}
+
 // Pieces first..last, which a stalled read waits for, from the source directories (source.c):
 // checked like a peer's, then stored and announced as any verified piece; -1 with the reason in
 // `error` if the source cannot stand in.
@@ -527,9 +547,11 @@ static bool admits (const struct peer *p, uint32_t index) {
   return true;
 }
 
+// The head's seeder serves by its own rules (seed.c): its source checked, one node per piece.
 static void serve (struct peer *p, uint32_t index, uint32_t begin, uint32_t length) {
-  uint32_t size = piece_size(d, index);
-  if (index < d->piece_count && have[index] && length > 0 && length <= MAX_REQUEST && begin <= size && length <= size - begin && admits(p, index)) {
+  uint32_t size = index < d->piece_count ? piece_size(d, index) : 0;
+  bool asks_ours = index < d->piece_count && have[index] && length > 0 && length <= MAX_REQUEST && begin <= size && length <= size - begin;
+  if (asks_ours && (job.head ? seed_may_send(p, index) : admits(p, index))) {
     peer_send_block(p, index, begin, length, (uint64_t)index * d->piece_length + begin);
     stats.uploaded += length;
   } else if (p->fast) {
@@ -555,6 +577,7 @@ void swarm_message (struct peer *p, uint8_t id, const uint8_t *m, size_t length)
     [HAVE_ALL] = 0, [HAVE_NONE] = 0, [REJECT] = 12, [17] = 4 };
   if (id > REJECT + 1 || (fixed[id] >= 0 && (size_t)fixed[id] != length)) { peer_close(p, "a malformed message"); return; }
   if ((id == HAVE_ALL || id == HAVE_NONE || id == REJECT) && !p->fast) { peer_close(p, "a Fast Extension message it did not announce"); return; }
+  if (job.head && (id == BITFIELD || id == HAVE_ALL || id == HAVE_NONE) && !p->told_pieces) seed_joined(p);
   switch (id) {
     case CHOKE:
       p->chokes_us = true;

@@ -22,6 +22,7 @@ struct tracker {
   bool busy;
   enum announce_event sending, pending;
   bool has_pending;
+  bool stop_after;          // a stop came while a completion waited: both are told, in turn
   uint64_t started_at, next_at;
   uint32_t interval_ms;
   char *io;                 // the request, then the reply
@@ -47,6 +48,11 @@ static void finish (struct tracker *t, bool ok) {
     t->has_pending = true;
     t->next_at = now + RETRY_MS;
     return;
+  }
+  if (ok && t->sending == EV_COMPLETED && t->stop_after) {
+    t->stop_after = false;
+    t->pending = EV_STOPPED;
+    t->has_pending = true;
   }
   // An event that came while this one was under way goes at the next tick, not an interval later:
   // a set complete before the started announce returned was told to the tracker 30 s on, or never.
@@ -133,6 +139,14 @@ void tracker_announce (enum announce_event event) {
   }
   for (int i = 0; i < tracker_count; i++) {
     struct tracker *t = &trackers[i];
+    // A stop must not replace a completion the tracker has not heard: it counts the nodes that had
+    // the whole set (a small set is complete before the started announce returns, and its rank may
+    // end at once).
+    if (t->has_pending && t->pending == EV_COMPLETED && event == EV_STOPPED) {
+      t->stop_after = true;
+      if (!t->busy) { t->has_pending = false; start(t, EV_COMPLETED); }
+      continue;
+    }
     if (t->busy) { t->pending = event; t->has_pending = true; continue; }
     t->has_pending = false;
     start(t, event);
@@ -153,6 +167,6 @@ void tracker_tick (void) {
 }
 
 bool tracker_busy (void) {
-  for (int i = 0; i < tracker_count; i++) if (trackers[i].busy || trackers[i].has_pending) return true;
+  for (int i = 0; i < tracker_count; i++) if (trackers[i].busy || trackers[i].has_pending || trackers[i].stop_after) return true;
   return false;
 }

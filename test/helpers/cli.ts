@@ -69,6 +69,12 @@ export interface Serving {
 }
 
 /**
+ * The head's two seeders, for the tests of its rules: the native one (native/agent/seed.c, what
+ * `p2prun serve` runs by default) and the Node one (lib/swarm/seeder.ts, `--agent node`).
+ */
+export const SEEDERS = [{ seeder: 'native', args: [] }, { seeder: 'Node', args: ['--agent', 'node'] }] as const
+
+/**
  * `p2prun serve` on loopback; its teardown is the caller's t.teardown(serving.stop). Open to any
  * client unless given the job's `secret` (hex), which it then requires of every node.
  */

@@ -12,8 +12,8 @@ import type { AgentOptions, RunningAgent, Usage } from './agent.ts'
 import { peerShareable } from './description.ts'
 import { builtDistFile, distFile, NATIVE_AGENT_FILE } from './dist-files.ts'
 import { P2prunError } from './errors.ts'
-import { readyLine } from './session/process.ts'
-import { SECRET_ENV } from './swarm/job-auth.ts'
+import { readyLine, stopChild } from './session/process.ts'
+import { envWithSecret } from './swarm/job-auth.ts'
 import { dialsHead, HEAD_FALLBACK_MS, peersOf, type NodeList } from './swarm/node-list.ts'
 import { hostPort } from './swarm/peer-address.ts'
 
@@ -87,9 +87,7 @@ async function spawnNative (options: AgentOptions, extra: readonly string[], spa
   if (!program) throw new P2prunError('LAUNCH', `${distFile(NATIVE_AGENT_FILE)} is missing`, { hint: 'rebuild p2prun (npm ci), or set agent to node' })
   ;(await import('./file-systems.ts')).checkStoreDir(options.node.storeDir, options.description.totalBytes)
   await (await import('./mount.ts')).checkMountable(options.mountPoint, options.fuseDevice)
-  const { [SECRET_ENV]: _inherited, ...env } = process.env
-  if (options.node.secret) env[SECRET_ENV] = options.node.secret.toString('hex')
-  const child = spawn(program, [...flags(options), ...extra], { ...spawnOptions, env })
+  const child = spawn(program, [...flags(options), ...extra], { ...spawnOptions, env: envWithSecret(options.node.secret) })
   // One that cannot start, or ends before it read its input, says so by closing fd 3 (readyLine).
   child.on('error', () => {})
   child.stdin?.on('error', () => {})
@@ -187,13 +185,7 @@ export class NativeAgent implements RunningAgent {
   /** It unmounts and leaves the swarm on SIGTERM; one that does not in time is killed, its mount removed. */
   stop (): Promise<void> {
     this.stopping ??= (async () => {
-      this.child.kill('SIGTERM')
-      let timer: NodeJS.Timeout | undefined
-      const late = await Promise.race([this.exited.then(() => false), new Promise<boolean>((resolve) => { timer = setTimeout(() => resolve(true), STOP_WAIT_MS) })])
-      clearTimeout(timer)
-      if (!late) return
-      this.child.kill('SIGKILL')
-      await this.exited
+      if (!await stopChild(this.child, this.exited, STOP_WAIT_MS)) return
       const { isMounted, lazyUnmount } = await import('./mount.ts')
       if (await isMounted(this.mountPoint)) await lazyUnmount(this.mountPoint)
     })()

@@ -39,6 +39,21 @@ export async function readyLine (child: ChildProcess, died: () => P2prunError): 
   return line.slice(2).trim()
 }
 
+/**
+ * SIGTERM a child of ours and wait until it ended (`exited`); one still there after `timeoutMs` is
+ * killed (SIGKILL) and waited for. Returns whether it had to be killed.
+ */
+export async function stopChild (child: ChildProcess, exited: Promise<void>, timeoutMs: number): Promise<boolean> {
+  child.kill('SIGTERM')
+  let timer: NodeJS.Timeout | undefined
+  const late = await Promise.race([exited.then(() => false), new Promise<boolean>((resolve) => { timer = setTimeout(() => resolve(true), timeoutMs) })])
+  clearTimeout(timer)
+  if (!late) return false
+  child.kill('SIGKILL')
+  await exited
+  return true
+}
+
 /** SIGTERM a process and wait (at most `timeoutMs`) until it is gone; returns whether it exited. */
 export async function terminate (pid: number, timeoutMs: number): Promise<boolean> {
   if (!(await isAlive(pid))) return true

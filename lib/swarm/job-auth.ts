@@ -30,6 +30,12 @@ export const AUTH_PARAM = 'p2prun_auth'
 /** The variable that carries the secret to the standalone commands (serve, mount, fetch): never a flag. */
 export const SECRET_ENV = 'P2PRUN_SECRET'
 
+/** This process's environment for a child that proves `secret` (none: it inherits no secret either). */
+export function envWithSecret (secret: JobSecret | undefined): NodeJS.ProcessEnv {
+  const { [SECRET_ENV]: _inherited, ...env } = process.env
+  return secret ? { ...env, [SECRET_ENV]: secret.toString('hex') } : env
+}
+
 /** The secret from the environment, if one is set. */
 export function secretFromEnv (env: NodeJS.ProcessEnv): JobSecret | undefined {
   const hex = env[SECRET_ENV]

@@ -10,9 +10,9 @@ import type { Writable } from 'node:stream'
 import { peerShareable, type Description } from '../description.ts'
 import { builtDistFile, distFile, NATIVE_AGENT_FILE } from '../dist-files.ts'
 import { P2prunError } from '../errors.ts'
-import { readyLine } from '../session/process.ts'
+import { readyLine, stopChild } from '../session/process.ts'
 import type { SourceLayout } from '../source-layout.ts'
-import { SECRET_ENV } from './job-auth.ts'
+import { envWithSecret } from './job-auth.ts'
 import type { HoldersSeen, Seeder, SeederOptions } from './seeder.ts'
 import { sourceMatches } from './source-files.ts'
 
@@ -46,14 +46,12 @@ export async function startNativeSeeder (desc: Description, layout: SourceLayout
   const verify = opts.verify || !(await sourceMatches(desc, layout))
   const program = builtDistFile(NATIVE_AGENT_FILE)
   if (!program) throw new P2prunError('LAUNCH', `${distFile(NATIVE_AGENT_FILE)} is missing`, { hint: 'rebuild p2prun (npm ci), or set agent to node' })
-  const { [SECRET_ENV]: _inherited, ...env } = process.env
-  if (opts.secret) env[SECRET_ENV] = opts.secret.toString('hex')
   const child = spawn(program, [
     'seed', '-', '--notify-fd', '3', '--control-fd', '4', '--die-with-parent', '--host', opts.host, '--port', String(opts.port),
     '--max-conns', String(opts.maxConns), '--defer-ms', String(opts.deferToPeersMs), ...(verify ? ['--verify'] : []),
     ...opts.trackers.flatMap((url) => ['--tracker', url]),
     ...layout.dirs.flatMap(({ name, dir }) => ['--source', name === '' ? dir : `${name}=${dir}`])
-  ], { env, stdio: ['pipe', 'pipe', 'pipe', 'pipe', 'pipe'] })
+  ], { env: envWithSecret(opts.secret), stdio: ['pipe', 'pipe', 'pipe', 'pipe', 'pipe'] })
   child.on('error', () => {}) // it cannot start: fd 3 closes, and readyLine says so
   child.stdin?.on('error', () => {})
   child.stdin?.end(peerShareable(desc))
@@ -141,12 +139,7 @@ class NativeSeeder implements Seeder {
   close (): Promise<void> {
     this.closing ??= (async () => {
       clearInterval(this.holders)
-      this.child.kill('SIGTERM')
-      let timer: NodeJS.Timeout | undefined
-      const late = await Promise.race([this.exited.then(() => false), new Promise<boolean>((resolve) => { timer = setTimeout(() => resolve(true), STOP_WAIT_MS) })])
-      clearTimeout(timer)
-      if (late) this.child.kill('SIGKILL')
-      await this.exited
+      await stopChild(this.child, this.exited, STOP_WAIT_MS)
     })()
     return this.closing
   }

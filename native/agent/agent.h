@@ -302,8 +302,10 @@ int source_add (const char *arg, char *error, size_t error_size);
 bool source_given (void);
 // Piece `index` from the source files it spans, into `out`; -1 with a reason in `error`.
 int source_read_piece (const struct table *t, uint32_t index, uint8_t *out, char *error, size_t error_size);
-// The source file of the table's regular file `ino`, opened read-only; -1 with a reason in `error`.
-int source_open (const struct table *t, uint32_t ino, char *error, size_t error_size);
+// The source file of the table's regular file `ino`, opened read-only, its stat in `st`; -1 with a
+// reason in `error`.
+struct stat;
+int source_open (const struct table *t, uint32_t ino, struct stat *st, char *error, size_t error_size);
 
 // ---- the tracker (tracker.c)
 enum announce_event { EV_NONE, EV_STARTED, EV_COMPLETED, EV_STOPPED };

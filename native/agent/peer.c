@@ -241,6 +241,17 @@ static bool duplicate (struct peer *p) {
   return false;
 }
 
+// Where peer `o` listens, as BEP 23 has it (6 bytes: its IPv4 address, the port its handshake
+// gave); false if it gave none or is not on IPv4.
+static bool compact_of (const struct peer *o, uint8_t out[6]) {
+  char host[48];
+  const char *port;
+  if (!o->listen_port || !split_host_port(o->address, host, sizeof host, &port) || inet_pton(AF_INET, host, out) != 1) return false;
+  out[4] = (uint8_t)(o->listen_port >> 8);
+  out[5] = (uint8_t)o->listen_port;
+  return true;
+}
+
 // Where up to PEX_PEERS other open peers listen (their IPv4 address, the port their handshake gave),
 // told to a new peer that takes ut_pex (BEP 11): with them it reaches the swarm without the
 // tracker, as lib/swarm/connections.ts tells its new connections.
@@ -251,15 +262,7 @@ static void send_pex (struct peer *p) {
   uint8_t compact[6 * PEX_PEERS];
   for (int i = 0; i < peer_count && count < PEX_PEERS; i++) {
     const struct peer *o = peers[i];
-    char host[48];
-    const char *port;
-    struct in_addr ip;
-    if (o == p || o->phase != P_OPEN || !o->listen_port || !split_host_port(o->address, host, sizeof host, &port)) continue;
-    if (inet_pton(AF_INET, host, &ip) != 1) continue;
-    memcpy(compact + 6 * count, &ip, 4);
-    compact[6 * count + 4] = (uint8_t)(o->listen_port >> 8);
-    compact[6 * count + 5] = (uint8_t)o->listen_port;
-    count++;
+    if (o != p && o->phase == P_OPEN && compact_of(o, compact + 6 * count)) count++;
   }
   if (count == 0) return;
   head += snprintf((char *)body + head, sizeof body - (size_t)head, "%d:", 6 * count);
@@ -269,12 +272,8 @@ static void send_pex (struct peer *p) {
 }
 
 void peer_send_referral (struct peer *p, const struct peer *to) {
-  char host[48];
-  const char *port;
   uint8_t compact[6];
-  if (!p->pex_id || !to->listen_port || !split_host_port(to->address, host, sizeof host, &port) || inet_pton(AF_INET, host, compact) != 1) return;
-  compact[4] = (uint8_t)(to->listen_port >> 8);
-  compact[5] = (uint8_t)to->listen_port;
+  if (!p->pex_id || !compact_of(to, compact)) return;
   uint8_t body[64];
   int head = snprintf((char *)body, sizeof body, "%cd5:added6:", p->pex_id);
   memcpy(body + head, compact, 6);

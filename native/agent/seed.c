@@ -147,6 +147,12 @@ static void on_control (struct watch *w, uint32_t events) {
   job.desc_to_anyone = bytes[n - 1] == '1';
 }
 
+// The trackers told the seeder leaves; when it goes whether or not they heard.
+static uint64_t stop_telling_trackers (void) {
+  tracker_announce(EV_STOPPED);
+  return now_ms() + STOP_WAIT_MS;
+}
+
 // Pieces of the source that do not hash to the description, all read.
 static uint32_t mismatches (void) {
   uint32_t bad = 0;
@@ -249,11 +255,11 @@ int agent_seed (int argc, char **argv) {
   char line[64];
   snprintf(line, sizeof line, "ok {\"port\":%u}\n", job.listen_port);
   notify(line);
-  bool stopping = false;
+  // Stopping: the trackers are told, and given STOP_WAIT_MS to hear it.
   uint64_t next_tick = now_ms() + TICK_MS, stop_by = 0;
   for (;;) {
-    if (!stopping && control_closed) { stopping = true; stop_by = now_ms() + STOP_WAIT_MS; tracker_announce(EV_STOPPED); }
-    if (stopping && (!tracker_busy() || now_ms() >= stop_by)) break;
+    if (!stop_by && control_closed) stop_by = stop_telling_trackers();
+    if (stop_by && (!tracker_busy() || now_ms() >= stop_by)) break;
     uint64_t now = now_ms();
     struct epoll_event events[64];
     int ready = loop_wait(events, 64, now >= next_tick ? 0 : (int)(next_tick - now));
@@ -263,7 +269,7 @@ int agent_seed (int argc, char **argv) {
       struct signalfd_siginfo info;
       while (read(stop->fd, &info, sizeof info) > 0) {
         if (info.ssi_signo == SIGUSR1) print_counters(false, true);
-        else if (!stopping) { stopping = true; stop_by = now_ms() + STOP_WAIT_MS; tracker_announce(EV_STOPPED); }
+        else if (!stop_by) stop_by = stop_telling_trackers();
       }
     }
     peers_flush();

@@ -50,17 +50,16 @@ static bool source_path (const char *rel, char *out, size_t size) {
   return false;
 }
 
-int source_open (const struct table *t, uint32_t ino, char *error, size_t error_size) {
+int source_open (const struct table *t, uint32_t ino, struct stat *st, char *error, size_t error_size) {
   char rel[4096], file[4096 + 256];
   if (!table_path(t, ino, rel, sizeof rel) || !source_path(rel, file, sizeof file)) {
     snprintf(error, error_size, "%s lies outside the source directories", rel);
     return -1;
   }
   int fd = open(file, O_RDONLY | O_CLOEXEC);
-  struct stat st;
-  if (fd < 0 || fstat(fd, &st) < 0 || (uint64_t)st.st_size != t->inodes[ino].size) {
+  if (fd < 0 || fstat(fd, st) < 0 || (uint64_t)st->st_size != t->inodes[ino].size) {
     if (fd < 0) snprintf(error, error_size, "%s: %s", file, strerror(errno));
-    else snprintf(error, error_size, "%s has %lld bytes, the description says %llu", file, (long long)st.st_size, (unsigned long long)t->inodes[ino].size);
+    else snprintf(error, error_size, "%s has %lld bytes, the description says %llu", file, (long long)st->st_size, (unsigned long long)t->inodes[ino].size);
     if (fd >= 0) close(fd);
     return -1;
   }

@@ -115,8 +115,6 @@ bool store_has_own_files (void) {
   return own_count > 0;
 }
 
-// Where byte `at` of the set lies: a descriptor, the offset there, and how many bytes from `at` on
-// lie there in a row.
 // The first own file that ends past `at` (own_count: none).
 static uint32_t own_past (uint64_t at) {
   uint32_t lo = 0, hi = own_count;
@@ -127,6 +125,8 @@ static uint32_t own_past (uint64_t at) {
   return lo;
 }
 
+// Where byte `at` of the set lies: a descriptor, the offset there, and how many bytes from `at` on
+// lie there in a row.
 static int locate (uint64_t at, off_t *pos, uint64_t *run) {
   uint32_t lo = own_past(at);
   if (lo < own_count && own[lo].start <= at) {
@@ -187,10 +187,9 @@ int store_open_source (const struct table *t, char *error, size_t error_size) {
   for (uint32_t i = 1; i <= t->count; i++) {
     const struct inode *n = &t->inodes[i];
     if (!S_ISREG(n->mode) || n->size == 0) continue;
-    int fd = source_open(t, i, error, error_size);
     struct stat st;
-    if (fd < 0 || fstat(fd, &st) < 0) {
-      if (fd >= 0) close(fd);
+    int fd = source_open(t, i, &st, error, error_size);
+    if (fd < 0) {
       drop_own_files();
       return -1;
     }

@@ -459,12 +459,16 @@ static void check (uint32_t index) {
   }
 }
 
+// Whether piece `index`'s bytes (all of them) hash to what the description says.
+static bool hashes_right (uint32_t index, const uint8_t *bytes) {
+  uint8_t digest[20];
+  SHA1(bytes, piece_size(d, index), digest);
+  return memcmp(digest, d->piece_hashes + 20 * (size_t)index, 20) == 0;
+}
+
 bool swarm_piece_matches (uint32_t index, uint8_t *out) {
   uint32_t size = piece_size(d, index);
-  uint8_t digest[20];
-  if (store_read(out, size, (uint64_t)index * d->piece_length) != (ssize_t)size) return false;
-  SHA1(out, size, digest);
-  return memcmp(digest, d->piece_hashes + 20 * (size_t)index, 20) == 0;
+  return store_read(out, size, (uint64_t)index * d->piece_length) == (ssize_t)size && hashes_right(index, out);
 }
 
 // Pieces first..last, which a stalled read waits for, from the source directories (source.c):
@@ -474,10 +478,8 @@ int swarm_from_source (const struct table *t, uint32_t first, uint32_t last, cha
   for (uint32_t index = first; index <= last && index < d->piece_count; index++) {
     if (have[index]) continue;
     uint32_t size = piece_size(d, index);
-    uint8_t digest[20];
     if (source_read_piece(t, index, scratch, error, error_size) < 0) return -1;
-    SHA1(scratch, size, digest);
-    if (memcmp(digest, d->piece_hashes + 20 * (size_t)index, 20) != 0) {
+    if (!hashes_right(index, scratch)) {
       snprintf(error, error_size, "piece %u differs from the description there", index);
       return -1;
     }
